@@ -1,0 +1,13 @@
+// Package rules defines the rule set planners write — campaigns, creatives
+// and content rules — and turns a rules file into a validated [RuleSet].
+//
+// The types here map 1:1 onto the personad.v1.RuleSet proto message: every
+// JSON field name is the proto field name, so a rules file is the same
+// document whether it is read from disk or sent to the Rules service. The
+// package is pure data: it knows nothing of the wire or of the decision;
+// the engine compiles a validated RuleSet into its index.
+//
+// Validation reports every problem at once, each with the path of the field
+// that holds it ("campaigns[3].creatives[1].w: must be > 0"), so a planner
+// fixes a file in one pass; a set with any error is rejected whole.
+package rules

@@ -1,0 +1,134 @@
+package rules
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// MaxFileSize bounds one rules file; larger files are rejected unread.
+const MaxFileSize = 256 << 20
+
+// Parse decodes a rules document, YAML or JSON (JSON is YAML), into a
+// RuleSet. Unknown fields are errors: a misspelt field never passes
+// silently. name labels errors (a file name, or "request").
+// Parse does not validate; call [RuleSet.Validate].
+func Parse(name string, data []byte) (*RuleSet, error) {
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, len(data), MaxFileSize)
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
+	}
+	var rs RuleSet
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return &rs, nil // an empty file is an empty rule set
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rs); err != nil {
+		return nil, fmt.Errorf("rules: %s: %w", name, describeJSONError(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("rules: %s: trailing data after the rule set", name)
+	}
+	return &rs, nil
+}
+
+// describeJSONError turns encoding/json's Go-flavoured messages into ones
+// naming the rules field path.
+func describeJSONError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("%s: cannot use %s here, want %s", te.Field, te.Value, jsonKind(te.Type.Kind().String()))
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("unknown field %s", msg)
+	}
+	return err
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "float32", "float64", "int", "int32", "int64", "uint32", "uint64":
+		return "a number"
+	case "slice":
+		return "a list"
+	case "struct", "map":
+		return "a mapping"
+	case "bool":
+		return "true or false"
+	}
+	return "a " + goKind
+}
+
+// Load reads a rules file, or every .yaml, .yml and .json file of a
+// directory (in name order, concatenating their campaigns and content rules),
+// and validates the result. A missing directory or file is an error; an
+// empty directory is an empty rule set.
+func Load(path string) (*RuleSet, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	files := []string{path}
+	if fi.IsDir() {
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			return nil, fmt.Errorf("rules: %w", err)
+		}
+		files = files[:0]
+		for _, e := range ents {
+			switch filepath.Ext(e.Name()) {
+			case ".yaml", ".yml", ".json":
+				if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+					files = append(files, filepath.Join(path, e.Name()))
+				}
+			}
+		}
+		slices.Sort(files)
+	}
+	var all RuleSet
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("rules: %w", err)
+		}
+		rs, err := Parse(f, data)
+		if err != nil {
+			return nil, err
+		}
+		all.Merge(rs)
+	}
+	if err := all.Validate(); err != nil {
+		return nil, err
+	}
+	return &all, nil
+}
+
+// Merge appends other's campaigns and content rules to rs.
+func (rs *RuleSet) Merge(other *RuleSet) {
+	rs.Campaigns = append(rs.Campaigns, other.Campaigns...)
+	cr, o := &rs.ContentRules, &other.ContentRules
+	cr.BlockedCat = append(cr.BlockedCat, o.BlockedCat...)
+	cr.BlockedAdomain = append(cr.BlockedAdomain, o.BlockedAdomain...)
+	cr.ChannelMap = append(cr.ChannelMap, o.ChannelMap...)
+}
+
+// Marshal encodes rs as YAML with the proto field names.
+func Marshal(rs *RuleSet) ([]byte, error) {
+	js, err := json.Marshal(rs)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	return yaml.JSONToYAML(js)
+}
