@@ -1,9 +1,11 @@
 package engine
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
+
+	"github.com/dgraph-io/ristretto/v2"
 
 	"github.com/personad/personad/segments"
 )
@@ -31,9 +33,13 @@ func DefaultConfig() Config {
 // no lock and a decision sees exactly one version of each.
 // An Engine is safe for concurrent use.
 type Engine struct {
-	cfg   Config
-	segs  Segments
-	rules atomic.Pointer[Rules]
+	cfg     Config
+	segs    Segments
+	rules   atomic.Pointer[Rules]
+	binding atomic.Pointer[binding]
+	// cache memoises uploaded personas by internal user id. It is lossy by
+	// design, so it only ever holds re-derivable data; nil when disabled.
+	cache *ristretto.Cache[uint64, *personaEntry]
 }
 
 // New returns an Engine reading segments from segs, with no rules loaded
@@ -45,7 +51,11 @@ func New(cfg Config, segs Segments) (*Engine, error) {
 	if segs == nil {
 		return nil, errors.New("engine: nil segment source")
 	}
-	return &Engine{cfg: cfg, segs: segs}, nil
+	cache, err := newPersonaCache(cfg.PersonaCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("engine: persona cache: %w", err)
+	}
+	return &Engine{cfg: cfg, segs: segs, cache: cache}, nil
 }
 
 // SetRules publishes compiled rules; decisions started after it returns use
@@ -55,12 +65,10 @@ func (e *Engine) SetRules(r *Rules) *Rules { return e.rules.Swap(r) }
 // Rules returns the rules currently deciding, or nil.
 func (e *Engine) Rules() *Rules { return e.rules.Load() }
 
-// Close releases the engine's caches.
-func (e *Engine) Close() {}
-
-// Decide answers q into d (reset first). It never blocks and never fails:
-// when ctx's deadline passes mid-decision it stops with ReasonDeadline
-// rather than answer late.
-func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
-	panic("engine: Decide: not yet implemented")
+// Close stops the persona cache's goroutines. The engine must not be used
+// afterwards.
+func (e *Engine) Close() {
+	if e.cache != nil {
+		e.cache.Close()
+	}
 }

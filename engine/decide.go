@@ -1,0 +1,164 @@
+package engine
+
+import (
+	"context"
+	"math/bits"
+	"sync"
+	"time"
+
+	"github.com/bits-and-blooms/bitset"
+)
+
+// scratch is one decision's working memory, pooled and sized to the rules.
+type scratch struct {
+	words    int
+	cand     *bitset.BitSet // candidate campaign ordinals
+	tmp      *bitset.BitSet
+	persona  []uint64 // term bitset
+	terms    []uint32 // persona term ids, ascending
+	uploaded []uint32
+	channel  int
+}
+
+var scratchPool sync.Pool
+
+func getScratch(r *Rules) *scratch {
+	s, _ := scratchPool.Get().(*scratch)
+	if s == nil {
+		s = &scratch{}
+	}
+	if s.words != r.idx.words || s.cand == nil {
+		s.words = r.idx.words
+		s.cand = bitset.From(make([]uint64, r.idx.words))
+		s.tmp = bitset.From(make([]uint64, r.idx.words))
+	}
+	if n := (len(r.terms) + 63) / 64; len(s.persona) != n {
+		s.persona = make([]uint64, n)
+	}
+	return s
+}
+
+func putScratch(s *scratch) {
+	s.terms, s.uploaded = s.terms[:0], s.uploaded[:0]
+	scratchPool.Put(s)
+}
+
+func trailingZeros(w uint64) int { return bits.TrailingZeros64(w) }
+
+// deadlineEvery is how many candidates are examined between deadline checks.
+const deadlineEvery = 64
+
+// Decide answers q into d (reset first). It never blocks and never fails:
+// when ctx's deadline passes mid-decision it stops with ReasonDeadline
+// rather than answer late.
+//
+// The candidates come from the targeting index: bitmap AND/OR/ANDNOT over
+// campaign ordinals for the persona's facets, the channel and the
+// impressions' sizes. Ordinals are in rank order, so for each impression
+// the first candidate that passes every filter is the winner and the scan
+// stops there.
+func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
+	d.reset()
+	r := e.rules.Load()
+	if r == nil {
+		d.NoBid = ReasonNoRules
+		return
+	}
+	seg := e.segs.Current()
+	d.RulesVersion = r.version
+	if seg != nil {
+		d.SegmentsVersion = seg.Version()
+	}
+	deadline, hasDeadline := ctx.Deadline()
+	late := func() bool { return hasDeadline && !time.Now().Before(deadline) }
+
+	s := getScratch(r)
+	defer putScratch(s)
+	s.channel, d.Channel = r.resolveChannel(q)
+	e.resolvePersona(e.bind(r, seg), q, s)
+	if q.Debug {
+		defer e.explain(r, s, q, d)
+	}
+	if !r.candidates(s, q) {
+		d.NoBid = ReasonUnmatchedUser
+		return
+	}
+	if late() {
+		d.NoBid = ReasonDeadline
+		return
+	}
+	now := q.Now.UnixNano()
+	n := 0
+	for i := range q.Imps {
+		imp := &q.Imps[i]
+		for o, ok := s.cand.NextSet(0); ok; o, ok = s.cand.NextSet(o + 1) {
+			if n++; n%deadlineEvery == 0 && late() {
+				d.Bids = d.Bids[:0]
+				d.NoBid = ReasonDeadline
+				return
+			}
+			c := &r.campaigns[o]
+			if st, _ := c.campaignStage(s, q, now, c.verify); st != StageChosen {
+				s.cand.Clear(o) // fails for every impression
+				continue
+			}
+			cr, st := c.impStage(s, q, imp)
+			if st != StageChosen {
+				continue
+			}
+			d.Bids = append(d.Bids, Bid{Imp: i, Campaign: c, Creative: cr, PriceMicros: c.BidMicros})
+			s.cand.Clear(o) // a campaign bids on at most one impression
+			break
+		}
+	}
+	if len(d.Bids) == 0 {
+		d.NoBid = ReasonNoEligible
+	}
+}
+
+// candidates leaves in s.cand the campaigns whose index entries admit the
+// request: live, targeting.all and targeting.none satisfied by the persona,
+// the channel targeted, a creative of one of the impressions' sizes. It
+// reports false when the persona alone leaves no campaign.
+func (r *Rules) candidates(s *scratch, q *Query) bool {
+	x := &r.idx
+	x.live.Copy(s.cand)
+	terms := s.terms
+	for _, f := range r.constrained {
+		for len(terms) > 0 && r.terms[terms[0]].facet < f.facet {
+			terms = terms[1:]
+		}
+		f.unconstrained.Copy(s.tmp)
+		for len(terms) > 0 && r.terms[terms[0]].facet == f.facet {
+			if a := r.terms[terms[0]].accept; a != nil {
+				s.tmp.InPlaceUnion(a)
+			}
+			terms = terms[1:]
+		}
+		s.cand.InPlaceIntersection(s.tmp)
+	}
+	for _, t := range s.terms {
+		if ex := r.terms[t].exclude; ex != nil {
+			s.cand.InPlaceDifference(ex)
+		}
+	}
+	if s.cand.None() {
+		return false
+	}
+	x.anyChannel.Copy(s.tmp)
+	if s.channel >= 0 {
+		s.tmp.InPlaceUnion(x.byChannel[s.channel])
+	}
+	s.cand.InPlaceIntersection(s.tmp)
+
+	s.tmp.ClearAll()
+	for i := range q.Imps {
+		for _, sz := range q.Imps[i].Sizes {
+			if b := x.bySize[sz]; b != nil {
+				s.tmp.InPlaceUnion(b)
+			}
+		}
+	}
+	s.cand.InPlaceIntersection(s.tmp)
+	return true
+}

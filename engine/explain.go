@@ -1,0 +1,87 @@
+package engine
+
+import "fmt"
+
+// explain fills d.Persona and d.Trace after a decision: for every campaign
+// in rank order, the stage that rejected it (evaluated exactly, without the
+// index) or, per impression, that it was chosen, already bid elsewhere, or
+// was outranked. It runs only for debug requests and may allocate.
+func (e *Engine) explain(r *Rules, s *scratch, q *Query, d *Decision) {
+	for _, t := range s.terms {
+		d.Persona = append(d.Persona, r.terms[t].name)
+	}
+	won := make(map[*Campaign]int, len(d.Bids)) // campaign -> index in d.Bids
+	byImp := make(map[int]*Bid, len(d.Bids))
+	for i := range d.Bids {
+		won[d.Bids[i].Campaign] = i
+		byImp[d.Bids[i].Imp] = &d.Bids[i]
+	}
+	now := q.Now.UnixNano()
+	for o := range r.campaigns {
+		c := &r.campaigns[o]
+		if d.NoBid == ReasonDeadline {
+			d.Trace = append(d.Trace, Trace{Campaign: c.ID, Stage: StageDeadline, Detail: "latency budget exhausted"})
+			continue
+		}
+		if st, detail := c.campaignStage(s, q, now, true); st != StageChosen {
+			d.Trace = append(d.Trace, Trace{Campaign: c.ID, Stage: st, Detail: detail})
+			continue
+		}
+		for i := range q.Imps {
+			imp := &q.Imps[i]
+			t := Trace{Campaign: c.ID, Imp: imp.ID}
+			if b, ok := byImp[i]; ok && b.Campaign == c {
+				t.Stage, t.Creative = StageChosen, b.Creative.ID
+				t.Detail = fmt.Sprintf("bid %s %s", formatMicros(b.PriceMicros), c.Currency)
+				d.Trace = append(d.Trace, t)
+				continue
+			}
+			cr, st := c.impStage(s, q, imp)
+			switch {
+			case st != StageChosen:
+				t.Stage, t.Detail = st, impDetail(st, c, imp, d.Channel)
+			case hasBid(won, c):
+				t.Stage, t.Creative = StageAlreadyBid, cr.ID
+				t.Detail = "bid on imp " + q.Imps[d.Bids[won[c]].Imp].ID
+			default:
+				t.Stage, t.Creative = StageOutranked, cr.ID
+				if b, ok := byImp[i]; ok {
+					t.Detail = "outranked by " + b.Campaign.ID
+				}
+			}
+			d.Trace = append(d.Trace, t)
+		}
+	}
+}
+
+func hasBid(won map[*Campaign]int, c *Campaign) bool {
+	_, ok := won[c]
+	return ok
+}
+
+func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
+	switch st {
+	case StageSize:
+		return fmt.Sprintf("no creative of size %v", imp.Sizes)
+	case StageBlocked:
+		return "every creative of a matching size has a blocked category"
+	case StageCreative:
+		return fmt.Sprintf("no creative of a matching size for channel %q and this persona", channel)
+	case StageFloor:
+		return fmt.Sprintf("bid %s below floor %s", formatMicros(c.BidMicros), formatMicros(imp.FloorMicros))
+	case StageCurrency:
+		return fmt.Sprintf("floor currency %q, campaign bids in %s", imp.FloorCur, c.Currency)
+	}
+	return ""
+}
+
+// formatMicros prints micro-units as a decimal amount.
+func formatMicros(m int64) string {
+	sign := ""
+	if m < 0 {
+		sign, m = "-", -m
+	}
+	return fmt.Sprintf("%s%d.%06d", sign, m/1e6, m%1e6)
+}
+
+func (s Size) String() string { return fmt.Sprintf("%dx%d", s.W, s.H) }

@@ -1,0 +1,242 @@
+package engine
+
+import (
+	"cmp"
+	"strings"
+)
+
+const (
+	channelWeb = "web"
+	channelApp = "app"
+)
+
+// blocklist holds blocked categories and advertiser domains. A category
+// blocks itself and its subcategories: blocking IAB19 blocks IAB19-3.
+type blocklist struct {
+	cats    []string
+	domains []string
+}
+
+func newBlocklist(cats, domains []string) *blocklist {
+	return &blocklist{cats: cats, domains: domains}
+}
+
+func (b *blocklist) blockedCat(cats []string) (string, bool) {
+	return blockedCat(b.cats, cats)
+}
+
+func (b *blocklist) blockedDomain(adomain []string) (string, bool) {
+	return blockedDomain(b.domains, adomain)
+}
+
+// blockedCat reports the first of cats blocked by block.
+func blockedCat(block, cats []string) (string, bool) {
+	for _, c := range cats {
+		for _, b := range block {
+			if catCovers(b, c) {
+				return c, true
+			}
+		}
+	}
+	return "", false
+}
+
+// catCovers reports whether blocking category b blocks category c.
+func catCovers(b, c string) bool {
+	if len(c) < len(b) || !strings.EqualFold(c[:len(b)], b) {
+		return false
+	}
+	return len(c) == len(b) || c[len(b)] == '-'
+}
+
+// blockedDomain reports the first of adomain blocked by block; a blocked
+// domain also blocks its subdomains.
+func blockedDomain(block, adomain []string) (string, bool) {
+	for _, d := range adomain {
+		for _, b := range block {
+			if domainCovers(b, d) {
+				return d, true
+			}
+		}
+	}
+	return "", false
+}
+
+func domainCovers(b, d string) bool {
+	if len(d) < len(b) || !strings.EqualFold(d[len(d)-len(b):], b) {
+		return false
+	}
+	return len(d) == len(b) || d[len(d)-len(b)-1] == '.'
+}
+
+// resolveChannel returns the request's channel id (-1 for a channel no rule
+// names) and its name.
+func (r *Rules) resolveChannel(q *Query) (int, string) {
+	name := q.Channel
+	if name == "" {
+		if q.App {
+			if id, ok := r.channelByApp[q.Bundle]; ok {
+				return id, r.channelNames[id]
+			}
+			name = channelApp
+		} else {
+			host := strings.TrimPrefix(q.Domain, "www.")
+			if id, ok := r.channelByHost[host]; ok {
+				return id, r.channelNames[id]
+			}
+			name = channelWeb
+		}
+	}
+	if id, ok := r.channels[name]; ok {
+		return id, name
+	}
+	return -1, name
+}
+
+// hasAny reports whether the persona bitset holds one of terms.
+func hasAny(persona []uint64, terms []uint32) bool {
+	for _, t := range terms {
+		if persona[t>>6]&(1<<(t&63)) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// holds reports whether every clause holds for the persona.
+func holds(persona []uint64, clauses [][]uint32) bool {
+	for _, cl := range clauses {
+		if !hasAny(persona, cl) {
+			return false
+		}
+	}
+	return true
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func containsSize(s []Size, v Size) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// currencyOK reports whether the request accepts cur.
+func currencyOK(accepted []string, cur string) bool {
+	if len(accepted) == 0 {
+		return cur == "USD"
+	}
+	for _, a := range accepted {
+		if a == cur {
+			return true
+		}
+	}
+	return false
+}
+
+// campaignStage is the first campaign-level filter c fails, in decision
+// order, or StageChosen when it passes them all: status, flight, channel,
+// targeting, currency, blocked advertiser. With exact false the targeting
+// test is skipped: the caller took c from the targeting index, which is
+// exact unless c.verify.
+func (c *Campaign) campaignStage(s *scratch, q *Query, nowNanos int64, exact bool) (Stage, string) {
+	switch {
+	case !c.active:
+		return StageStatus, "paused"
+	case c.houseBlocked != "":
+		return StageBlocked, c.houseBlocked
+	case c.start != 0 && nowNanos < c.start:
+		return StageFlight, "flight has not started"
+	case c.end != 0 && nowNanos >= c.end:
+		return StageFlight, "flight has ended"
+	case len(c.channels) > 0 && (s.channel < 0 || !containsInt(c.channels, s.channel)):
+		return StageChannel, "channel not targeted"
+	case exact && !holds(s.persona, c.all):
+		return StageTargeting, "persona fails targeting.all"
+	case exact && hasAnyClause(s.persona, c.none):
+		return StageTargeting, "persona matches targeting.none"
+	case !currencyOK(q.Currencies, c.Currency):
+		return StageCurrency, "request does not accept the campaign's currency"
+	}
+	if _, ok := blockedDomain(q.BAdv, c.Adomain); ok {
+		return StageBlocked, "request badv blocks the advertiser"
+	}
+	return StageChosen, ""
+}
+
+func hasAnyClause(persona []uint64, clauses [][]uint32) bool {
+	for _, cl := range clauses {
+		if hasAny(persona, cl) {
+			return true
+		}
+	}
+	return false
+}
+
+// impStage decides whether c, which passed campaignStage, can bid on imp:
+// it returns the creative it would serve, or the stage that stops it. A
+// creative written for this persona beats a generic one; within each kind
+// the first in file order wins.
+func (c *Campaign) impStage(s *scratch, q *Query, imp *Imp) (*Creative, Stage) {
+	var generic, matched *Creative
+	var sized, unblocked bool // some creative had the size; some was not blocked
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		if !containsSize(imp.Sizes, Size{cr.W, cr.H}) {
+			continue
+		}
+		sized = true
+		if cr.houseBlocked != "" {
+			continue
+		}
+		if _, ok := blockedCat(q.BCat, cr.Cat); ok {
+			continue
+		}
+		unblocked = true
+		if len(cr.channels) > 0 && (s.channel < 0 || !containsInt(cr.channels, s.channel)) {
+			continue
+		}
+		if len(cr.persona) > 0 {
+			if !holds(s.persona, cr.persona) {
+				continue
+			}
+			matched = cr
+			break
+		}
+		if generic == nil {
+			generic = cr
+		}
+	}
+	cr := matched
+	if cr == nil {
+		cr = generic
+	}
+	switch {
+	case cr != nil:
+	case !sized:
+		return nil, StageSize
+	case !unblocked:
+		return nil, StageBlocked
+	default:
+		return nil, StageCreative
+	}
+	if imp.FloorMicros > 0 {
+		if cmp.Or(imp.FloorCur, "USD") != c.Currency {
+			return nil, StageCurrency
+		}
+		if c.BidMicros < imp.FloorMicros {
+			return nil, StageFloor
+		}
+	}
+	return cr, StageChosen
+}
