@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 )
 
 // MaxFileSize bounds one rules file; larger files are rejected unread.
@@ -25,13 +25,24 @@ func Parse(name string, data []byte) (*RuleSet, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, len(data), MaxFileSize)
 	}
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
+	// YAML 1.2 semantics (go.yaml.in/yaml/v3): an id such as "no" or "y"
+	// stays a string. The document goes through JSON so that decoding is
+	// strict about unknown fields and types, with field paths in errors.
+	var doc any
+	ydec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("rules: %s: %w", name, err)
 	}
+	if err := ydec.Decode(new(any)); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("rules: %s: more than one YAML document", name)
+	}
 	var rs RuleSet
-	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+	if doc == nil {
 		return &rs, nil // an empty file is an empty rule set
+	}
+	js, err := json.Marshal(jsonable(doc))
+	if err != nil {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
@@ -42,6 +53,29 @@ func Parse(name string, data []byte) (*RuleSet, error) {
 		return nil, fmt.Errorf("rules: %s: trailing data after the rule set", name)
 	}
 	return &rs, nil
+}
+
+// jsonable turns YAML mappings with non-string keys into string-keyed ones.
+func jsonable(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			v[k] = jsonable(x)
+		}
+		return v
+	case map[any]any:
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			m[fmt.Sprint(k)] = jsonable(x)
+		}
+		return m
+	case []any:
+		for i, x := range v {
+			v[i] = jsonable(x)
+		}
+		return v
+	}
+	return v
 }
 
 // describeJSONError turns encoding/json's Go-flavoured messages into ones
@@ -126,9 +160,24 @@ func (rs *RuleSet) Merge(other *RuleSet) {
 
 // Marshal encodes rs as YAML with the proto field names.
 func Marshal(rs *RuleSet) ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(rs); err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// MarshalJSON encodes rs as JSON with the proto field names: a valid
+// proto JSON encoding of personad.v1.RuleSet.
+func MarshalJSON(rs *RuleSet) ([]byte, error) {
 	js, err := json.Marshal(rs)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	return yaml.JSONToYAML(js)
+	return js, nil
 }

@@ -5,77 +5,77 @@ import "time"
 // RuleSet is everything that decides which campaign may bid where. A RuleSet
 // is plain data; it is not safe to modify while another goroutine reads it.
 type RuleSet struct {
-	Campaigns    []Campaign   `json:"campaigns,omitempty"`
-	ContentRules ContentRules `json:"content_rules,omitzero"`
+	Campaigns    []Campaign   `json:"campaigns,omitempty" yaml:"campaigns,omitempty"`
+	ContentRules ContentRules `json:"content_rules,omitzero" yaml:"content_rules,omitempty"`
 }
 
 // Campaign is one advertiser's campaign and its creatives.
 type Campaign struct {
-	ID           string       `json:"id"`
-	Advertiser   string       `json:"advertiser,omitempty"`
-	Adomain      []string     `json:"adomain,omitempty"`
-	Status       string       `json:"status,omitempty"` // active (default) | paused
-	Start        string       `json:"start,omitempty"`  // RFC 3339, inclusive
-	End          string       `json:"end,omitempty"`    // RFC 3339, exclusive
-	Priority     *int32       `json:"priority,omitempty"`
-	BidCPM       float64      `json:"bid_cpm"`
-	Currency     string       `json:"currency,omitempty"`
-	Budget       Budget       `json:"budget,omitzero"`
-	Pacing       string       `json:"pacing,omitempty"` // even (default) | asap
-	FrequencyCap FrequencyCap `json:"frequency_cap,omitzero"`
-	Cat          []string     `json:"cat,omitempty"`
-	Targeting    Targeting    `json:"targeting,omitzero"`
-	Creatives    []Creative   `json:"creatives,omitempty"`
+	ID           string       `json:"id" yaml:"id"`
+	Advertiser   string       `json:"advertiser,omitempty" yaml:"advertiser,omitempty"`
+	Adomain      []string     `json:"adomain,omitempty" yaml:"adomain,omitempty"`
+	Status       string       `json:"status,omitempty" yaml:"status,omitempty"` // active (default) | paused
+	Start        string       `json:"start,omitempty" yaml:"start,omitempty"`   // RFC 3339, inclusive
+	End          string       `json:"end,omitempty" yaml:"end,omitempty"`       // RFC 3339, exclusive
+	Priority     *int32       `json:"priority,omitempty" yaml:"priority,omitempty"`
+	BidCPM       float64      `json:"bid_cpm" yaml:"bid_cpm"`
+	Currency     string       `json:"currency,omitempty" yaml:"currency,omitempty"`
+	Budget       Budget       `json:"budget,omitzero" yaml:"budget,omitempty"`
+	Pacing       string       `json:"pacing,omitempty" yaml:"pacing,omitempty"` // even (default) | asap
+	FrequencyCap FrequencyCap `json:"frequency_cap,omitzero" yaml:"frequency_cap,omitempty"`
+	Cat          []string     `json:"cat,omitempty" yaml:"cat,omitempty"`
+	Targeting    Targeting    `json:"targeting,omitzero" yaml:"targeting,omitempty"`
+	Creatives    []Creative   `json:"creatives,omitempty" yaml:"creatives,omitempty"`
 }
 
 // Budget is in the campaign's currency; 0 means no limit.
 type Budget struct {
-	Daily float64 `json:"daily,omitempty"`
-	Total float64 `json:"total,omitempty"`
+	Daily float64 `json:"daily,omitempty" yaml:"daily,omitempty"`
+	Total float64 `json:"total,omitempty" yaml:"total,omitempty"`
 }
 
 // FrequencyCap limits impressions per user and campaign within Window.
 type FrequencyCap struct {
-	Max    int32  `json:"max,omitempty"`
-	Window string `json:"window,omitempty"` // Go duration, e.g. "24h"
+	Max    int32  `json:"max,omitempty" yaml:"max,omitempty"`
+	Window string `json:"window,omitempty" yaml:"window,omitempty"` // Go duration, e.g. "24h"
 }
 
 // Targeting decides which personas and channels a campaign reaches.
 type Targeting struct {
-	All      []Clause `json:"all,omitempty"`
-	None     []Clause `json:"none,omitempty"`
-	Channels []string `json:"channels,omitempty"`
+	All      []Clause `json:"all,omitempty" yaml:"all,omitempty"`
+	None     []Clause `json:"none,omitempty" yaml:"none,omitempty"`
+	Channels []string `json:"channels,omitempty" yaml:"channels,omitempty"`
 }
 
 // Clause holds when a user has at least one of Any in Facet.
 type Clause struct {
-	Facet string   `json:"facet"`
-	Any   []string `json:"any"`
+	Facet string   `json:"facet" yaml:"facet"`
+	Any   []string `json:"any" yaml:"any"`
 }
 
 // Creative is one ad of a campaign.
 type Creative struct {
-	ID       string   `json:"id"`
-	W        int32    `json:"w"`
-	H        int32    `json:"h"`
-	Channels []string `json:"channels,omitempty"`
-	Cat      []string `json:"cat,omitempty"`
-	Persona  []Clause `json:"persona,omitempty"`
-	Adm      string   `json:"adm"`
+	ID       string   `json:"id" yaml:"id"`
+	W        int32    `json:"w" yaml:"w"`
+	H        int32    `json:"h" yaml:"h"`
+	Channels []string `json:"channels,omitempty" yaml:"channels,omitempty"`
+	Cat      []string `json:"cat,omitempty" yaml:"cat,omitempty"`
+	Persona  []Clause `json:"persona,omitempty" yaml:"persona,omitempty"`
+	Adm      string   `json:"adm" yaml:"adm"`
 }
 
 // ContentRules are the house rules of what may run where.
 type ContentRules struct {
-	BlockedCat     []string         `json:"blocked_cat,omitempty"`
-	BlockedAdomain []string         `json:"blocked_adomain,omitempty"`
-	ChannelMap     []ChannelMapping `json:"channel_map,omitempty"`
+	BlockedCat     []string         `json:"blocked_cat,omitempty" yaml:"blocked_cat,omitempty"`
+	BlockedAdomain []string         `json:"blocked_adomain,omitempty" yaml:"blocked_adomain,omitempty"`
+	ChannelMap     []ChannelMapping `json:"channel_map,omitempty" yaml:"channel_map,omitempty"`
 }
 
 // ChannelMapping maps site domains and app bundles to one channel.
 type ChannelMapping struct {
-	Channel string   `json:"channel"`
-	Domains []string `json:"domains,omitempty"`
-	Bundles []string `json:"bundles,omitempty"`
+	Channel string   `json:"channel" yaml:"channel"`
+	Domains []string `json:"domains,omitempty" yaml:"domains,omitempty"`
+	Bundles []string `json:"bundles,omitempty" yaml:"bundles,omitempty"`
 }
 
 // Defaults applied by the engine to fields left empty.

@@ -1,0 +1,293 @@
+package rules
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+const example = `
+campaigns:
+  - id: acme-cmo-fintech
+    advertiser: acme
+    adomain: [acme.com]
+    status: active
+    start: "2026-01-01T00:00:00Z"
+    end: "2027-01-01T00:00:00Z"
+    priority: 5
+    bid_cpm: 4.50
+    currency: USD
+    budget: {daily: 500, total: 10000}
+    pacing: even
+    frequency_cap: {max: 3, window: 24h}
+    cat: [IAB19]
+    targeting:
+      all:
+        - {facet: title, any: [cmo, vp-marketing]}
+        - {facet: industry, any: [fintech]}
+      none:
+        - {facet: pain_point, any: [churn]}
+      channels: [social, web]
+    creatives:
+      - id: cr-cmo-300x250
+        w: 300
+        h: 250
+        channels: [social]
+        cat: [IAB19]
+        persona:
+          - {facet: title, any: [cmo]}
+        adm: "<div>…${AUCTION_PRICE}…</div>"
+content_rules:
+  blocked_cat: [IAB25, IAB26]
+  blocked_adomain: [badco.example]
+  channel_map:
+    - {channel: social, domains: [linkedin.com, x.com, reddit.com]}
+`
+
+// TestDesignExample parses the rules file of DESIGN.md verbatim.
+func TestDesignExample(t *testing.T) {
+	rs, err := Parse("design.yaml", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := rs.Campaigns[0]
+	if c.EffectivePriority() != 5 || c.BidCPM != 4.5 || c.FrequencyCap.Window != "24h" ||
+		len(c.Targeting.All) != 2 || c.Creatives[0].Persona[0].Any[0] != "cmo" ||
+		rs.ContentRules.ChannelMap[0].Domains[2] != "reddit.com" {
+		t.Errorf("parsed %+v", rs)
+	}
+}
+
+// TestProtoMapping checks that the rules file maps 1:1 onto the RuleSet
+// proto message: the same document decodes with protojson into the proto
+// and back to the same rules, and every proto field has a rules field of
+// the same name (and the reverse).
+func TestProtoMapping(t *testing.T) {
+	rs, err := Parse("design.yaml", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := MarshalJSON(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pb personadpb.RuleSet
+	if err := protojson.Unmarshal(js, &pb); err != nil {
+		t.Fatalf("rules JSON is not a RuleSet: %v\n%s", err, js)
+	}
+	back, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs2, err := Parse("proto", back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rs, rs2); diff != "" {
+		t.Errorf("rules -> proto -> rules changed (-before +after):\n%s", diff)
+	}
+	compareFields(t, reflect.TypeFor[RuleSet](), (&personadpb.RuleSet{}).ProtoReflect().Descriptor())
+}
+
+func compareFields(t *testing.T, gt reflect.Type, md protoreflect.MessageDescriptor) {
+	t.Helper()
+	goFields := map[string]reflect.Type{}
+	for f := range gt.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		goFields[name] = f.Type
+	}
+	var protoNames []string
+	for i := range md.Fields().Len() {
+		fd := md.Fields().Get(i)
+		name := string(fd.Name())
+		protoNames = append(protoNames, name)
+		ft, ok := goFields[name]
+		if !ok {
+			t.Errorf("%s.%s: no field in rules.%s", md.FullName(), name, gt.Name())
+			continue
+		}
+		if fd.Kind() == protoreflect.MessageKind {
+			for ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			compareFields(t, ft, fd.Message())
+		}
+	}
+	for name := range goFields {
+		if !slices.Contains(protoNames, name) {
+			t.Errorf("rules.%s.%s: no field in %s", gt.Name(), name, md.FullName())
+		}
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every error, in order
+	}{
+		{"empty campaign", `campaigns: [{}]`, []string{
+			"campaigns[0].id: required",
+			"campaigns[0].bid_cpm: 0 must be > 0 and <= 10000",
+			"campaigns[0].creatives: a campaign needs at least one creative",
+		}},
+		{"bad fields", `
+campaigns:
+  - id: a
+    status: running
+    start: "2027-01-01T00:00:00Z"
+    end: "2026-01-01T00:00:00Z"
+    bid_cpm: -1
+    currency: usd
+    pacing: fast
+    budget: {daily: -5}
+    frequency_cap: {max: 3, window: 1d}
+    targeting:
+      all: [{facet: Title, any: []}]
+      channels: [Social]
+    creatives:
+      - {id: c, w: 0, h: 250, adm: "<b>${AUCTION_PRICE} ${CLICK_URL} ${AUCTION_ID</b>"}
+      - {id: c, w: 300, h: 250, adm: " "}
+`, []string{
+			`campaigns[0].status: unknown status "running", want active or paused`,
+			"campaigns[0].end: 2026-01-01T00:00:00Z must be after start 2027-01-01T00:00:00Z",
+			"campaigns[0].bid_cpm: -1 must be > 0 and <= 10000",
+			`campaigns[0].currency: "usd" is not an ISO-4217 code such as USD`,
+			"campaigns[0].budget.daily: -5 must be >= 0 (0: no daily limit)",
+			`campaigns[0].pacing: unknown pacing mode "fast", want even or asap`,
+			`campaigns[0].frequency_cap.window: "1d" is not a duration such as 24h`,
+			`campaigns[0].targeting.all[0].facet: "Title" must match ^[a-z][a-z0-9_]{0,31}$`,
+			"campaigns[0].targeting.all[0].any: a clause needs at least one value",
+			`campaigns[0].targeting.channels[0]: "Social" must match ^[a-z][a-z0-9_-]{0,31}$`,
+			"campaigns[0].creatives[0].w: 0 must be > 0 and <= 10000",
+			"campaigns[0].creatives[0].adm: unknown macro ${CLICK_URL}",
+			`campaigns[0].creatives[0].adm: unterminated macro: "${" without "}"`,
+			"campaigns[0].creatives[1].adm: required",
+			`campaigns[0].creatives[1].id: duplicate creative id "c" (also campaigns[0].creatives[0])`,
+		}},
+		{"duplicate campaign", `
+campaigns:
+  - {id: a, bid_cpm: 1, creatives: [{id: x, w: 1, h: 1, adm: a}]}
+  - {id: a, bid_cpm: 1, creatives: [{id: y, w: 1, h: 1, adm: a}]}
+content_rules:
+  channel_map:
+    - {channel: social, domains: [x.com]}
+    - {channel: web, domains: [x.com]}
+`, []string{
+			`campaigns[1].id: duplicate campaign id "a" (also campaigns[0])`,
+			`content_rules.channel_map[1].domains[0]: "x.com" is already mapped to channel "social"`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := Parse("t.yaml", []byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = rs.Validate()
+			var got []string
+			if es, ok := err.(ValidationErrors); ok {
+				for _, e := range es {
+					got = append(got, e.Error())
+				}
+			} else if err != nil {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"campaigns: [{id: a, bid_cmp: 3}]", `rules: t.yaml: unknown field "bid_cmp"`},
+		{"campaigns: [{id: a, bid_cpm: cheap}]", "rules: t.yaml: campaigns.bid_cpm: cannot use string here, want a number"},
+		{"campaigns: {id: a}", "rules: t.yaml: campaigns: cannot use object here, want a list"},
+		{"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad", "rules: t.yaml: yaml: line 1: did not find expected '-' indicator"},
+		{"campaigns: [{id: no, bid_cpm: 1, creatives: [{id: y, w: 1, h: 1, adm: x}]}]\n---\ncampaigns: []", "rules: t.yaml: more than one YAML document"},
+	}
+	for _, tt := range tests {
+		_, err := Parse("t.yaml", []byte(tt.yaml))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Parse(%q) = %v, want %s", tt.yaml, err, tt.want)
+		}
+	}
+	if rs, err := Parse("empty.yaml", nil); err != nil || len(rs.Campaigns) != 0 {
+		t.Errorf("empty file: %v, %v", rs, err)
+	}
+}
+
+func TestLoadDirectory(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("b.yaml", "campaigns: [{id: b, bid_cpm: 1, creatives: [{id: cb, w: 1, h: 1, adm: x}]}]")
+	write("a.json", `{"campaigns": [{"id": "a", "bid_cpm": 2, "creatives": [{"id": "ca", "w": 1, "h": 1, "adm": "x"}]}], "content_rules": {"blocked_cat": ["IAB25"]}}`)
+	write("notes.txt", "ignored")
+	write(".hidden.yaml", "not: yaml: at: all")
+	rs, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range rs.Campaigns {
+		ids = append(ids, c.ID)
+	}
+	if diff := cmp.Diff([]string{"a", "b"}, ids); diff != "" || rs.ContentRules.BlockedCat[0] != "IAB25" {
+		t.Errorf("campaigns (-want +got):\n%s", diff)
+	}
+	write("c.yaml", "campaigns: [{id: a, bid_cpm: 1, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `campaigns[2].id: duplicate campaign id "a"`) {
+		t.Errorf("duplicate across files: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing path: no error")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(example))
+	f.Add([]byte(`{"campaigns": [{"id": "a", "bid_cpm": 1e308}]}`))
+	f.Add([]byte("campaigns: [{id: a, priority: -1, creatives: [{id: b, adm: '${'}]}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs, err := Parse("fuzz", data)
+		if err != nil {
+			return
+		}
+		if err := rs.Validate(); err != nil {
+			if _, ok := err.(ValidationErrors); !ok {
+				t.Fatalf("Validate returned %T", err)
+			}
+			return
+		}
+		// A valid set survives a round trip unchanged.
+		out, err := Marshal(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs2, err := Parse("again", out)
+		if err != nil {
+			t.Fatalf("re-parse: %v\n%s", err, out)
+		}
+		if err := rs2.Validate(); err != nil {
+			t.Fatalf("re-validate: %v", err)
+		}
+	})
+}
