@@ -64,10 +64,10 @@ type index struct {
 	n     uint // campaigns
 	words int  // 64-bit words per dense set
 
-	live       *bitset.BitSet            // active and not blocked by house rules
-	anyChannel *bitset.BitSet            // campaigns with no channel constraint
-	byChannel  []*bitset.BitSet          // channel id -> campaigns listing it
-	bySize     map[Size]*bitset.BitSet   // campaigns with a creative of that size
+	live       *bitset.BitSet             // active and not blocked by house rules
+	anyChannel *bitset.BitSet             // campaigns with no channel constraint
+	byChannel  []*bitset.BitSet           // channel id -> campaigns listing it
+	bySize     map[Size]*bitset.BitSet    // campaigns with a creative of that size
 	roaring    map[string]*roaring.Bitmap // every set above, by name, compact
 }
 

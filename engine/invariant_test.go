@@ -97,8 +97,8 @@ func randomWorld(rng *rand.Rand) *world {
 	w := &world{
 		members: map[string][]Fact{},
 		facets: map[string][]string{
-			"title": {"cmo", "cfo", "cto", "intern"},
-			"industry": {"fintech", "health", "retail"},
+			"title":     {"cmo", "cfo", "cto", "intern"},
+			"industry":  {"fintech", "health", "retail"},
 			"seniority": {"vp", "director", "manager"},
 		},
 	}

@@ -1,0 +1,144 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/personad/personad/segments"
+)
+
+func TestDeadline(t *testing.T) {
+	r, snap := allocWorld(t)
+	e := newTestEngine(t, r, snap, 0)
+	q := &Query{Now: time.Now(), BuyerUID: "u1", Channel: "social", Imps: []Imp{{ID: "1", Sizes: []Size{{300, 250}}}}}
+	var d Decision
+	e.Decide(context.Background(), q, &d)
+	if len(d.Bids) != 1 {
+		t.Fatalf("no deadline: %d bids, reason %v", len(d.Bids), d.NoBid)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	e.Decide(ctx, q, &d)
+	if len(d.Bids) != 0 || d.NoBid != ReasonDeadline {
+		t.Errorf("past deadline: %d bids, reason %v; want no bid, deadline", len(d.Bids), d.NoBid)
+	}
+}
+
+func TestNoRules(t *testing.T) {
+	e, err := New(DefaultConfig(), segments.NewStore(segments.NewBuilder().Build(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var d Decision
+	e.Decide(context.Background(), &Query{Imps: []Imp{{ID: "1", Sizes: []Size{{1, 1}}}}}, &d)
+	if d.NoBid != ReasonNoRules {
+		t.Errorf("reason %v, want no_rules", d.NoBid)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PersonaCacheSize = -1
+	if _, err := New(cfg, segments.NewStore(nil)); err == nil {
+		t.Error("negative cache size accepted")
+	}
+	if _, err := New(DefaultConfig(), nil); err == nil {
+		t.Error("nil segments accepted")
+	}
+}
+
+// TestSwapUnderLoad swaps rules and segment snapshots while decisions run
+// (run it with -race): every decision must be made by exactly one complete
+// rules version and one segment version, and see the persona of the
+// segment version it names — never a stale cached one.
+func TestSwapUnderLoad(t *testing.T) {
+	rsA := mustParse(t, `
+campaigns:
+  - id: a
+    bid_cpm: 1
+    targeting: {all: [{facet: title, any: [cmo]}]}
+    creatives: [{id: a1, w: 300, h: 250, adm: "<b>a</b>"}]
+`)
+	rsB := mustParse(t, `
+campaigns:
+  - id: b
+    bid_cpm: 1
+    targeting: {all: [{facet: title, any: [cmo]}]}
+    creatives: [{id: b1, w: 300, h: 250, adm: "<b>b</b>"}]
+`)
+	ra, err := Compile(rsA, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := Compile(rsB, "B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Odd segment versions have u1 as a CMO, even ones do not.
+	snapAt := func(v uint64) *segments.Snapshot {
+		b := segments.NewBuilder()
+		if v%2 == 1 {
+			b.Add("title", "cmo", "u1")
+		} else {
+			b.Add("title", "cfo", "u1")
+		}
+		return b.Build(v)
+	}
+	store := segments.NewStore(snapAt(1))
+	e, err := New(DefaultConfig(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.SetRules(ra)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q := &Query{Now: time.Now(), BuyerUID: "u1", Imps: []Imp{{ID: "1", Sizes: []Size{{300, 250}}}}}
+			var d Decision
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				e.Decide(context.Background(), q, &d)
+				cmo := d.SegmentsVersion%2 == 1
+				switch {
+				case cmo && len(d.Bids) != 1:
+					errs <- fmt.Errorf("segments v%d (cmo), rules %s: no bid (%v)", d.SegmentsVersion, d.RulesVersion, d.NoBid)
+					return
+				case !cmo && len(d.Bids) != 0:
+					errs <- fmt.Errorf("segments v%d (cfo): stale persona bid %s", d.SegmentsVersion, d.Bids[0].Campaign.ID)
+					return
+				case len(d.Bids) == 1 && d.Bids[0].Campaign.ID != map[string]string{"A": "a", "B": "b"}[d.RulesVersion]:
+					errs <- fmt.Errorf("rules %s decided with campaign %s", d.RulesVersion, d.Bids[0].Campaign.ID)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 2000 {
+		if i%2 == 0 {
+			e.SetRules(rb)
+		} else {
+			e.SetRules(ra)
+		}
+		store.Publish(snapAt(uint64(i + 2)))
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
