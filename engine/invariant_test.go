@@ -67,7 +67,7 @@ func bidsOf(q *Query, d *Decision) []chosen {
 	return out
 }
 
-type world struct {
+type rworld struct {
 	rules   *rules.RuleSet
 	snap    *segments.Snapshot
 	members map[string][]Fact // user -> uploaded facts
@@ -93,8 +93,8 @@ func pickSome[T any](rng *rand.Rand, s []T, max int) []T {
 	return out
 }
 
-func randomWorld(rng *rand.Rand) *world {
-	w := &world{
+func randomWorld(rng *rand.Rand) *rworld {
+	w := &rworld{
 		members: map[string][]Fact{},
 		facets: map[string][]string{
 			"title":     {"cmo", "cfo", "cto", "intern"},
@@ -181,7 +181,7 @@ func randomWorld(rng *rand.Rand) *world {
 	return w
 }
 
-func (w *world) query(rng *rand.Rand) *Query {
+func (w *rworld) query(rng *rand.Rand) *Query {
 	q := &Query{Now: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(rng.IntN(96)-48) * time.Hour)}
 	switch rng.IntN(4) {
 	case 0:
@@ -225,7 +225,7 @@ func (w *world) query(rng *rand.Rand) *Query {
 }
 
 // oracle decides q by DESIGN.md's words, scanning every campaign.
-func (w *world) oracle(q *Query) []chosen {
+func (w *rworld) oracle(q *Query) []chosen {
 	persona := map[Fact]bool{}
 	user := ""
 	if _, ok := w.members[q.BuyerUID]; ok {

@@ -2,4 +2,30 @@
 // internal user ids per (facet, value), a dictionary from external user ids
 // to internal ids, and an immutable Snapshot of both published by atomic
 // pointer swap so that readers never lock.
+//
+// # Reading
+//
+// A decision calls Store.Current once and uses that Snapshot throughout:
+// Snapshot.User maps an external id to its internal id and
+// Snapshot.Segment finds a segment's bitmap; neither allocates nor locks.
+// The dictionary (Dict) is one byte arena of ids, their end offsets and an
+// open-addressing table of uint32 ids with 32-bit hash tags; its cost per
+// user is measured in its documentation.
+//
+// # Writing
+//
+// A Builder assembles a new Snapshot to the side; Store.Publish swaps it
+// in. Nothing in a published snapshot is ever modified.
+//
+// # Durability
+//
+// A store's directory holds one snapshot file, SnapshotFile, in the format
+// documented in file.go: a header with the store version,
+// the user dictionary and every segment in roaring's portable
+// serialization, each section with its own CRC-32C, and an end section.
+// WriteSnapshot writes it atomically and durably (temp file, fsync,
+// rename, directory fsync); Open loads it and reports any damage as a
+// *CorruptError naming the file, section and offset. The write-ahead log
+// of uploads extends this: it records changes after the snapshot's store
+// version, and recovery replays them over the snapshot.
 package segments

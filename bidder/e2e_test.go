@@ -1,0 +1,287 @@
+package bidder
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// bidSummary is what the end-to-end cases assert of a response.
+type bidSummary struct {
+	Nbr  int32
+	Bids []string // "impid cid crid price"
+}
+
+func summarize(r *personadpb.BidResponse) bidSummary {
+	s := bidSummary{Nbr: r.Nbr}
+	for _, sb := range r.Seatbid {
+		for _, b := range sb.Bid {
+			s.Bids = append(s.Bids, strings.Join([]string{b.Impid, b.Cid, b.Crid, strconv.FormatFloat(b.Price, 'f', -1, 64)}, " "))
+		}
+	}
+	return s
+}
+
+func TestEndToEnd(t *testing.T) {
+	h := newHarness(t, testRules)
+	facts := func(ss ...*personadpb.Segment) *personadpb.User {
+		return &personadpb.User{Data: []*personadpb.Data{{Name: "exchange", Segment: ss}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(r *personadpb.BidRequest)
+		want   bidSummary
+	}{
+		{"CMO gets the CMO creative", func(r *personadpb.BidRequest) {},
+			bidSummary{Bids: []string{`1 acme-cmo cr-acme-cmo 4.5`}}},
+		{"CMO by user.id when buyeruid is unknown", func(r *personadpb.BidRequest) {
+			r.User = &personadpb.User{Buyeruid: "stranger", Id: userCMO}
+		}, bidSummary{Bids: []string{`1 acme-cmo cr-acme-cmo 4.5`}}},
+		{"VP gets the generic variant", func(r *personadpb.BidRequest) { r.User.Buyeruid = userVP },
+			bidSummary{Bids: []string{`1 acme-cmo cr-acme-generic 4.5`}}},
+		{"unmatched user", func(r *personadpb.BidRequest) { r.User.Buyeruid = userChurny },
+			bidSummary{Nbr: 8}},
+		{"unknown user", func(r *personadpb.BidRequest) { r.User.Buyeruid = "nobody" },
+			bidSummary{Nbr: 8}},
+		{"no user", func(r *personadpb.BidRequest) { r.User = nil },
+			bidSummary{Nbr: 8}},
+		{"request-carried fact by name and value", func(r *personadpb.BidRequest) {
+			r.User = facts(&personadpb.Segment{Name: "title", Value: "Marketing-Coordinator"})
+		}, bidSummary{Bids: []string{`1 beta-coord cr-beta-300 2`}}},
+		{"request-carried fact by id", func(r *personadpb.BidRequest) {
+			r.User = facts(&personadpb.Segment{Id: "title:marketing-coordinator"})
+			r.Imp[0].Banner = &personadpb.Banner{W: 728, H: 90}
+		}, bidSummary{Bids: []string{`1 beta-coord cr-beta-728 2`}}},
+		{"bcat blocks the CMO campaign", func(r *personadpb.BidRequest) { r.Bcat = []string{"IAB19"} },
+			bidSummary{Bids: []string{`1 gamma-fintech cr-gamma 1`}}},
+		{"badv blocks both", func(r *personadpb.BidRequest) { r.Badv = []string{"acme.com", "gamma.com"} },
+			bidSummary{Nbr: 0}},
+		{"floor above every price", func(r *personadpb.BidRequest) { r.Imp[0].Bidfloor = 100 },
+			bidSummary{Nbr: 0}},
+		{"floor between prices", func(r *personadpb.BidRequest) {
+			r.Bcat = []string{"IAB19"}
+			r.Imp[0].Bidfloor = 1.5
+		}, bidSummary{Nbr: 0}},
+		{"no size matches", func(r *personadpb.BidRequest) { r.Imp[0].Banner = &personadpb.Banner{W: 160, H: 600} },
+			bidSummary{Nbr: 0}},
+		{"two imps: a campaign bids once", func(r *personadpb.BidRequest) {
+			r.Imp = append(r.Imp, &personadpb.Imp{Id: "2", Banner: &personadpb.Banner{W: 300, H: 250}})
+		}, bidSummary{Bids: []string{`1 acme-cmo cr-acme-cmo 4.5`, `2 gamma-fintech cr-gamma 1`}}},
+		{"budget spent before the decision", func(r *personadpb.BidRequest) { r.Tmax = 9 },
+			bidSummary{Nbr: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := request(userCMO)
+			tc.mutate(req)
+			resp, err := h.client.Bid(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, summarize(resp)); diff != "" {
+				t.Errorf("decision (-want +got):\n%s", diff)
+			}
+			if resp.Id != req.Id {
+				t.Errorf("id %q, want %q", resp.Id, req.Id)
+			}
+		})
+	}
+}
+
+func TestEndToEndBidFields(t *testing.T) {
+	h := newHarness(t, testRules)
+	resp, err := h.client.Bid(context.Background(), request(userCMO))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &personadpb.BidResponse{
+		Id:  "req-1",
+		Cur: "USD",
+		Seatbid: []*personadpb.SeatBid{{Seat: "personad", Bid: []*personadpb.Bid{{
+			Id: bidID("req-1", "1"), Impid: "1", Price: 4.5,
+			Adm:     "<div>For CMOs ${AUCTION_PRICE}</div>",
+			Adomain: []string{"acme.com"}, Crid: "cr-acme-cmo", Cid: "acme-cmo",
+			Cat: []string{"IAB19"}, W: 300, H: 250,
+		}}}},
+	}
+	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
+		t.Errorf("response (-want +got):\n%s", diff)
+	}
+	if got := testutil.ToFloat64(h.srv.metrics.requests[wireGRPC][outcomeBid]); got != 1 {
+		t.Errorf("bids counted = %v, want 1", got)
+	}
+}
+
+func TestEndToEndDebug(t *testing.T) {
+	h := newHarness(t, testRules)
+	req := request(userCMO)
+	req.Bcat = []string{"IAB19"}
+	req.Ext = &personadpb.BidRequestExt{Debug: true}
+	resp, err := h.client.Bid(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbg := resp.GetExt().GetDebug()
+	if dbg == nil {
+		t.Fatal("no ext.debug")
+	}
+	if dbg.RulesVersion != "test-v1" || dbg.SegmentsVersion != 7 || dbg.Channel != "web" {
+		t.Errorf("debug header: rules %q, segments %d, channel %q; want test-v1, 7, web", dbg.RulesVersion, dbg.SegmentsVersion, dbg.Channel)
+	}
+	for _, p := range []string{"title:cmo", "industry:fintech"} {
+		if !slices.Contains(dbg.Persona, p) {
+			t.Errorf("persona %v lacks %s", dbg.Persona, p)
+		}
+	}
+	stages := map[string]string{}
+	for _, c := range dbg.Campaigns {
+		if c.Stage == "chosen" {
+			if c.Crid != "cr-gamma" || c.Impid != "1" {
+				t.Errorf("chosen entry %v, want cr-gamma on imp 1", c)
+			}
+		}
+		if _, seen := stages[c.Cid]; !seen {
+			stages[c.Cid] = c.Stage
+		}
+	}
+	want := map[string]string{"acme-cmo": "blocked", "beta-coord": "targeting", "gamma-fintech": "chosen"}
+	if diff := cmp.Diff(want, stages); diff != "" {
+		t.Errorf("first stage per campaign (-want +got):\n%s\nall: %v", diff, dbg.Campaigns)
+	}
+
+	// Without debug, no explanation.
+	req.Ext = nil
+	resp, err = h.client.Bid(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Ext != nil {
+		t.Errorf("ext %v without debug", resp.Ext)
+	}
+}
+
+func TestEndToEndHealthServing(t *testing.T) {
+	h := newHarness(t, testRules)
+	hc := healthpb.NewHealthClient(h.conn)
+	resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "personad.v1.Bidder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health = %v, want SERVING", resp.Status)
+	}
+	r, err := http.Get(h.http.URL + PathHealthz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("/healthz %d, want 200", r.StatusCode)
+	}
+
+	h.srv.Shutdown()
+	resp, err = hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health after Shutdown = %v, want NOT_SERVING", resp.Status)
+	}
+	r, err = http.Get(h.http.URL + PathHealthz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/healthz after Shutdown %d, want 503", r.StatusCode)
+	}
+}
+
+// TestDeadline: a caller whose own deadline has passed gets a no-bid for a
+// technical error, not a late bid.
+func TestDeadline(t *testing.T) {
+	s := newTestServer(t, testRules)
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	req := request(userCMO)
+	req.Imp = append(req.Imp, bannerImps(15)...) // enough work to reach a deadline check
+	resp, err := s.Bid(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Seatbid) != 0 || resp.Nbr != NbrTechnicalError {
+		t.Errorf("past deadline: got %v, want no-bid nbr 1", summarize(resp))
+	}
+	if got := testutil.ToFloat64(s.metrics.noBids[engine.ReasonDeadline]); got != 1 {
+		t.Errorf("deadline no-bids counted = %v, want 1", got)
+	}
+}
+
+// TestJSONBothWires: one JSON body, as grpcurl -d sends it and as an
+// exchange POSTs it, gets the same answer on both wires.
+func TestJSONBothWires(t *testing.T) {
+	h := newHarness(t, testRules)
+	for _, body := range []string{
+		// OpenRTB field names, exactly as an exchange sends them.
+		`{"id":"auction-1","imp":[{"id":"1","banner":{"format":[{"w":300,"h":250},{"w":728,"h":90}]},"bidfloor":0.5,"bidfloorcur":"USD"}],
+		  "site":{"domain":"news.example","ext":{"channel":"web"}},"user":{"buyeruid":"u00000001"},"tmax":120,"cur":["USD"]}`,
+		`{"id":"auction-2","imp":[{"id":"a","banner":{"w":728,"h":90}}],"app":{"bundle":"com.example"},
+		  "user":{"data":[{"name":"x","segment":[{"id":"title:marketing-coordinator"}]}]},"ext":{"debug":true}}`,
+		`{"id":"auction-3","imp":[{"id":"1","banner":{"w":300,"h":250}}],"user":{"buyeruid":"u00000004"}}`,
+	} {
+		var req personadpb.BidRequest
+		if err := protojson.Unmarshal([]byte(body), &req); err != nil {
+			t.Fatal(err)
+		}
+		grpcResp, err := h.client.Bid(context.Background(), &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post(h.http.URL+PathBid, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		httpResp := &personadpb.BidResponse{Id: req.Id}
+		switch resp.StatusCode {
+		case http.StatusOK:
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if err := protojson.Unmarshal(b, httpResp); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), "rulesVersion") || strings.Contains(string(b), "segmentsVersion") {
+				t.Errorf("HTTP body uses JSON camel-case names, want proto names: %s", b)
+			}
+		case http.StatusNoContent:
+			n := resp.Header.Get(HeaderNbr)
+			if n == "" {
+				t.Errorf("204 without %s", HeaderNbr)
+			}
+			if err := protojson.Unmarshal([]byte(`{"nbr":`+n+`}`), httpResp); err != nil {
+				t.Fatal(err)
+			}
+			httpResp.Id = req.Id
+		default:
+			t.Fatalf("%s: HTTP status %d: %s", req.Id, resp.StatusCode, b)
+		}
+		if diff := cmp.Diff(grpcResp, httpResp, protocmp.Transform()); diff != "" {
+			t.Errorf("%s: gRPC vs HTTP (-grpc +http):\n%s", req.Id, diff)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package bidder
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ValidationError is a malformed bid request: the field at Path (for
+// example "imp[0].banner.format[2].w") and what is wrong with it.
+type ValidationError struct {
+	Path string
+	Msg  string
+}
+
+// Error reads "bidder: imp[0].banner.format[2].w: must be > 0".
+func (e *ValidationError) Error() string { return "bidder: " + e.Path + ": " + e.Msg }
+
+// ErrBadBody is a request body that is not a JSON BidRequest (HTTP wire).
+var ErrBadBody = errors.New("bidder: request body is not a valid BidRequest")
+
+// ErrInternal is a failure inside the server, such as a recovered panic.
+// Its details are logged, never sent.
+var ErrInternal = errors.New("bidder: internal error")
+
+// errorMapping is the one table from package errors to wire status: the
+// gRPC code and the HTTP status of each kind of error. The first entry that
+// matches wins; an error matching none is internal.
+var errorMapping = []struct {
+	match func(error) bool
+	code  codes.Code
+	http  int
+}{
+	{func(err error) bool { var v *ValidationError; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest},
+	{func(err error) bool { return errors.Is(err, ErrBadBody) }, codes.InvalidArgument, http.StatusBadRequest},
+	{func(err error) bool { return errors.Is(err, context.Canceled) }, codes.Canceled, 499},
+	{func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, codes.DeadlineExceeded, http.StatusGatewayTimeout},
+	{func(err error) bool { return errors.Is(err, ErrInternal) }, codes.Internal, http.StatusInternalServerError},
+}
+
+func mapError(err error) (codes.Code, int) {
+	for _, m := range errorMapping {
+		if m.match(err) {
+			return m.code, m.http
+		}
+	}
+	return codes.Internal, http.StatusInternalServerError
+}
+
+// grpcError turns a package error into a gRPC status error. Internal errors
+// carry no detail to the client.
+func grpcError(err error) error {
+	code, _ := mapError(err)
+	if code == codes.Internal {
+		return status.Error(codes.Internal, ErrInternal.Error())
+	}
+	return status.Error(code, err.Error())
+}

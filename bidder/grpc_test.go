@@ -1,0 +1,139 @@
+package bidder
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/segments"
+)
+
+func TestReflectionListsBidder(t *testing.T) {
+	h := newHarness(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.Name)
+	}
+	for _, want := range []string{"personad.v1.Bidder", "grpc.health.v1.Health"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lists %v, want %s among them", names, want)
+		}
+	}
+}
+
+func TestHealthNotServingWithoutRules(t *testing.T) {
+	h := newHarness(t, "")
+	hc := healthpb.NewHealthClient(h.conn)
+	for _, svc := range []string{"", "personad.v1.Bidder"} {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("health(%q) = %v, want NOT_SERVING", svc, resp.Status)
+		}
+	}
+	if h.srv.Ready() {
+		t.Error("Ready() without rules")
+	}
+}
+
+func TestRecoverUnary(t *testing.T) {
+	s := newTestServer(t, "")
+	info := &grpc.UnaryServerInfo{FullMethod: "/personad.v1.Bidder/Bid"}
+	_, err := s.recoverUnary(context.Background(), nil, info, func(context.Context, any) (any, error) {
+		panic("boom")
+	})
+	if st := status.Convert(err); st.Code() != codes.Internal || strings.Contains(st.Message(), "boom") {
+		t.Errorf("got %v, want Internal without the panic's detail", err)
+	}
+	err = s.recoverStream(nil, nil, &grpc.StreamServerInfo{FullMethod: "/x/y"}, func(any, grpc.ServerStream) error {
+		panic("boom")
+	})
+	if status.Code(err) != codes.Internal {
+		t.Errorf("stream: got %v, want Internal", err)
+	}
+	if got := testutil.ToFloat64(s.metrics.panics); got != 2 {
+		t.Errorf("panics counted = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(s.metrics.requests[wireGRPC][outcomeError]); got != 1 {
+		t.Errorf("grpc errors counted = %v, want 1", got)
+	}
+}
+
+func TestBudget(t *testing.T) {
+	s := newTestServer(t, "")
+	for _, tc := range []struct {
+		tmax int32
+		want time.Duration
+	}{
+		{0, 50 * time.Millisecond},   // 0: the server maximum
+		{100, 50 * time.Millisecond}, // capped
+		{40, 30 * time.Millisecond},  // tmax − margin
+		{10, 0},                      // nothing left: no-bid at once
+		{5, -5 * time.Millisecond},
+	} {
+		if got := s.budget(tc.tmax); got != tc.want {
+			t.Errorf("budget(tmax %d) = %v, want %v", tc.tmax, got, tc.want)
+		}
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	eng, err := engine.New(engine.DefaultConfig(), segments.NewStore(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	for name, mutate := range map[string]func(*Config){
+		"no engine":       func(c *Config) { c.Engine = nil },
+		"negative margin": func(c *Config) { c.NetworkMargin = -1 },
+		"zero budget":     func(c *Config) { c.MaxBudget = 0 },
+		"zero imps":       func(c *Config) { c.Limits.MaxImps = 0 },
+		"NaN floor":       func(c *Config) { c.Limits.MaxFloorCPM = 0 },
+		"zero recv":       func(c *Config) { c.MaxRecvMsgSize = 0 },
+	} {
+		cfg := DefaultConfig()
+		cfg.Engine = eng
+		mutate(&cfg)
+		if _, err := New(cfg); err == nil || !strings.HasPrefix(err.Error(), "bidder: config: ") {
+			t.Errorf("%s: New error = %v, want a bidder: config error", name, err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Engine = eng
+	if _, err := New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Logger != nil || cfg.Metrics != nil || cfg.Now != nil {
+		t.Error("New wrote into the caller's config")
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package bidder
+
+const raceEnabled = false

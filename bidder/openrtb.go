@@ -1,0 +1,152 @@
+package bidder
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// HTTP paths served by Handler.
+const (
+	PathBid     = "/openrtb2/bid"
+	PathHealthz = "/healthz"
+	PathMetrics = "/metrics"
+)
+
+// HeaderNbr carries the OpenRTB no-bid reason of a 204 No Content answer.
+const HeaderNbr = "X-Personad-Nbr"
+
+var (
+	unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: false}
+	marshalJSON   = protojson.MarshalOptions{UseProtoNames: true}
+)
+
+// Handler returns the HTTP mux:
+//
+//	POST /openrtb2/bid  OpenRTB 2.6 JSON bid request (the same JSON the gRPC
+//	                    wire takes): 200 + BidResponse on a bid, 204 No
+//	                    Content + X-Personad-Nbr on a no-bid (200 with the
+//	                    BidResponse when ext.debug is set), 400 + JSON error
+//	                    naming the field on invalid input, 413 over the size
+//	                    limit, 415 for a non-JSON Content-Type.
+//	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
+//	GET  /metrics       Prometheus metrics of Config.Metrics.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST "+PathBid, s.recoverHTTP(http.HandlerFunc(s.serveBid)))
+	mux.HandleFunc("GET "+PathHealthz, s.serveHealthz)
+	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "not serving\n")
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
+			writeError(w, http.StatusUnsupportedMediaType, fmt.Errorf("bidder: Content-Type %q: want application/json", ct), "")
+			return
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxRecvMsgSize)))
+	if err != nil {
+		s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("bidder: request body exceeds %d bytes", mbe.Limit), "")
+			return
+		}
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %v", ErrBadBody, err), "")
+		return
+	}
+	req := &personadpb.BidRequest{}
+	if err := unmarshalJSON.Unmarshal(body, req); err != nil {
+		s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %v", ErrBadBody, err), "")
+		return
+	}
+	resp, err := s.decide(r.Context(), req, wireHTTP)
+	if err != nil {
+		_, code := mapError(err)
+		var ve *ValidationError
+		field := ""
+		if errors.As(err, &ve) {
+			field = ve.Path
+		}
+		writeError(w, code, err, field)
+		return
+	}
+	h := w.Header()
+	h.Set("X-Openrtb-Version", "2.6")
+	if len(resp.Seatbid) == 0 {
+		h.Set(HeaderNbr, strconv.Itoa(int(resp.Nbr)))
+		if resp.Ext == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	out, err := marshalJSON.Marshal(resp)
+	if err != nil { // cannot happen for a message we built
+		writeError(w, http.StatusInternalServerError, ErrInternal, "")
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	w.Write(out)
+}
+
+// httpError is the JSON body of an HTTP error answer.
+type httpError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	// Nbr is 2 (invalid request) for a client error, 1 otherwise.
+	Nbr int32 `json:"nbr"`
+}
+
+func writeError(w http.ResponseWriter, code int, err error, field string) {
+	nbr := NbrInvalidRequest
+	if code >= 500 {
+		nbr = NbrTechnicalError
+	}
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		msg = ErrInternal.Error()
+	}
+	body, _ := json.Marshal(httpError{Error: msg, Field: field, Nbr: nbr})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}
+
+// recoverHTTP turns a panic in h into a 500, logged and counted.
+func (s *Server) recoverHTTP(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.panicked("http", r.URL.Path, p)
+				s.metrics.requests[wireHTTP][outcomeError].Inc()
+				writeError(w, http.StatusInternalServerError, ErrInternal, "")
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}

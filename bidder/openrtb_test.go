@@ -1,0 +1,144 @@
+package bidder
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+func post(t *testing.T, h *harness, contentType, body string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Post(h.http.URL+PathBid, contentType, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func TestHTTPErrors(t *testing.T) {
+	h := newHarness(t, "")
+	big := `{"id":"` + strings.Repeat("x", 1<<20) + `"}`
+	for _, tc := range []struct {
+		name, ct, body string
+		code           int
+		want           httpError
+	}{
+		{"invalid field", "application/json", `{"id":"r","imp":[{"id":"1","banner":{"format":[{"w":300,"h":250},{"w":728,"h":90},{"w":0,"h":50}]}}]}`,
+			400, httpError{Error: "bidder: imp[0].banner.format[2].w: must be > 0", Field: "imp[0].banner.format[2].w", Nbr: 2}},
+		{"no imp", "application/json; charset=utf-8", `{"id":"r"}`,
+			400, httpError{Error: "bidder: imp: at least one impression is required", Field: "imp", Nbr: 2}},
+		{"unknown field", "application/json", `{"id":"r","impp":[]}`, 400, httpError{Nbr: 2}},
+		{"not JSON", "application/json", `id=r`, 400, httpError{Nbr: 2}},
+		{"wrong type", "application/json", `{"id":"r","tmax":"soon"}`, 400, httpError{Nbr: 2}},
+		{"form", "application/x-www-form-urlencoded", `{}`, 415, httpError{Error: `bidder: Content-Type "application/x-www-form-urlencoded": want application/json`, Nbr: 2}},
+		{"too large", "application/json", big, 413, httpError{Error: "bidder: request body exceeds 1048576 bytes", Nbr: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := post(t, h, tc.ct, tc.body)
+			if resp.StatusCode != tc.code {
+				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tc.code, body)
+			}
+			var got httpError
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatalf("body %q: %v", body, err)
+			}
+			if tc.want.Error == "" {
+				if !strings.HasPrefix(got.Error, ErrBadBody.Error()) {
+					t.Errorf("error %q, want it to start with %q", got.Error, ErrBadBody)
+				}
+				got.Error = ""
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("error body (-want +got):\n%s", diff)
+			}
+		})
+	}
+	resp, err := http.Get(h.http.URL + PathBid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET %s: status %d, want 405", PathBid, resp.StatusCode)
+	}
+}
+
+// TestHTTPNoBid uses a request whose budget is spent, so the engine is not
+// needed: 204 with the reason in a header, or 200 with a body on debug.
+func TestHTTPNoBid(t *testing.T) {
+	h := newHarness(t, "")
+	req := request(userCMO)
+	req.Tmax = 1
+	body, err := protojson.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b := post(t, h, "application/json", string(body))
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get(HeaderNbr) != "1" || len(b) != 0 {
+		t.Errorf("no-bid: status %d, %s %q, body %q; want 204, 1, empty", resp.StatusCode, HeaderNbr, resp.Header.Get(HeaderNbr), b)
+	}
+
+	req.Ext = &personadpb.BidRequestExt{Debug: true}
+	body, _ = protojson.Marshal(req)
+	resp, b = post(t, h, "application/json", string(body))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderNbr) != "1" {
+		t.Fatalf("debug no-bid: status %d, %s %q; want 200, 1", resp.StatusCode, HeaderNbr, resp.Header.Get(HeaderNbr))
+	}
+	var got personadpb.BidResponse
+	if err := protojson.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Id != "req-1" || got.Nbr != 1 || got.Ext.GetDebug() == nil {
+		t.Errorf("debug no-bid body %s, want id, nbr 1 and ext.debug", b)
+	}
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	h := newHarness(t, "")
+	get := func(path string) (int, string) {
+		resp, err := http.Get(h.http.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(PathHealthz); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz without rules: %d, want 503", code)
+	}
+	// One invalid request on each wire, then the metrics show them with
+	// bounded labels only.
+	post(t, h, "application/json", `{"id":"r"}`)
+	h.srv.Bid(t.Context(), request("secret-user-id"+strings.Repeat("x", 300)))
+	code, body := get(PathMetrics)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`personad_bid_requests_total{outcome="invalid",wire="http"} 1`,
+		`personad_bid_requests_total{outcome="invalid",wire="grpc"} 1`,
+		`personad_bid_requests_in_flight 0`,
+		`personad_decision_duration_seconds_bucket{le="1e-05"}`,
+		`personad_bid_nobids_total{reason="unmatched_user"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "secret-user-id") || strings.Contains(body, `"r"`) {
+		t.Error("/metrics carries a user or request id")
+	}
+}

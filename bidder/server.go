@@ -1,0 +1,189 @@
+package bidder
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// Server answers bid requests on the gRPC and OpenRTB HTTP wires. It holds
+// no goroutines of its own. A Server is safe for concurrent use.
+type Server struct {
+	personadpb.UnimplementedBidderServer
+
+	cfg     Config
+	eng     *engine.Engine
+	log     *zap.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	health  *health.Server
+
+	// stopping is set by Shutdown: /healthz and grpc.health.v1 then answer
+	// not serving so that load balancers drain the server.
+	stopping atomic.Bool
+
+	scratch sync.Pool // *scratch
+}
+
+// scratch is one request's engine Query and Decision, pooled.
+type scratch struct {
+	q engine.Query
+	d engine.Decision
+}
+
+// maxPooledTrace bounds the debug trace capacity a pooled scratch may keep:
+// a debug request over a large rule set should not pin its trace forever.
+const maxPooledTrace = 4096
+
+// New returns a Server deciding with cfg.Engine. It validates cfg and keeps
+// its own copy.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		eng:     cfg.Engine,
+		log:     cfg.Logger.Named("bidder"),
+		reg:     cfg.Metrics,
+		metrics: m,
+		health:  health.NewServer(),
+	}
+	s.scratch.New = func() any { return new(scratch) }
+	s.UpdateHealth()
+	return s, nil
+}
+
+// Ready reports whether the server is serving: rules are loaded and
+// Shutdown has not been called.
+func (s *Server) Ready() bool { return !s.stopping.Load() && s.eng.Rules() != nil }
+
+// UpdateHealth publishes Ready to grpc.health.v1, for the whole server ("")
+// and for personad.v1.Bidder. Call it after loading rules.
+func (s *Server) UpdateHealth() {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if s.Ready() {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(personadpb.Bidder_ServiceDesc.ServiceName, st)
+}
+
+// Shutdown marks the server not serving on /healthz and grpc.health.v1
+// (for good: a later UpdateHealth does not undo it). Requests are still
+// answered; the caller then stops the transports.
+func (s *Server) Shutdown() {
+	s.stopping.Store(true)
+	s.health.Shutdown()
+}
+
+// Bid implements personad.v1.Bidder/Bid. The response shares read-only
+// slices with the compiled rules: callers must not modify it.
+func (s *Server) Bid(ctx context.Context, req *personadpb.BidRequest) (*personadpb.BidResponse, error) {
+	resp, err := s.decide(ctx, req, wireGRPC)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return resp, nil
+}
+
+// decide is the request path both wires share: validate, translate, decide
+// within the budget, answer. Its only errors are *ValidationError.
+func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire) (*personadpb.BidResponse, error) {
+	m := s.metrics
+	m.inFlight.Inc()
+	defer m.inFlight.Dec()
+
+	if err := validate(req, &s.cfg.Limits); err != nil {
+		m.requests[w][outcomeInvalid].Inc()
+		return nil, err
+	}
+	budget := s.budget(req.Tmax)
+	if budget <= 0 {
+		m.requests[w][outcomeNoBid].Inc()
+		m.noBid(engine.ReasonDeadline)
+		return noBidResponse(req, NbrTechnicalError), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+
+	sc := s.scratch.Get().(*scratch)
+	defer s.putScratch(sc)
+	translate(req, s.cfg.Now(), &sc.q)
+	start := time.Now()
+	s.eng.Decide(ctx, &sc.q, &sc.d)
+	m.latency.Observe(time.Since(start).Seconds())
+
+	resp := buildResponse(req, &sc.d, s.cfg.Seat)
+	if len(resp.Seatbid) > 0 {
+		m.requests[w][outcomeBid].Inc()
+	} else {
+		m.requests[w][outcomeNoBid].Inc()
+		m.noBid(sc.d.NoBid)
+	}
+	return resp, nil
+}
+
+// budget is the time one decision may take: tmax minus the network margin,
+// capped by MaxBudget; tmax 0 means MaxBudget. The caller's own deadline,
+// if earlier, wins through the context.
+func (s *Server) budget(tmaxMillis int32) time.Duration {
+	if tmaxMillis == 0 {
+		return s.cfg.MaxBudget
+	}
+	return min(time.Duration(tmaxMillis)*time.Millisecond-s.cfg.NetworkMargin, s.cfg.MaxBudget)
+}
+
+// putScratch resets sc and returns it to the pool.
+func (s *Server) putScratch(sc *scratch) {
+	if cap(sc.d.Trace) > maxPooledTrace {
+		return
+	}
+	sc.reset()
+	s.scratch.Put(sc)
+}
+
+// reset empties sc for reuse, keeping capacity. It clears every string and
+// pointer within capacity so that a pooled scratch pins neither an old
+// request nor old rules.
+func (sc *scratch) reset() {
+	q := &sc.q
+	clear(q.Facts[:cap(q.Facts)])
+	imps := q.Imps[:cap(q.Imps)]
+	for i := range imps {
+		imps[i].ID, imps[i].FloorCur = "", ""
+		imps[i].Sizes = imps[i].Sizes[:0]
+	}
+	clear(q.BCat[:cap(q.BCat)])
+	clear(q.BAdv[:cap(q.BAdv)])
+	clear(q.Currencies[:cap(q.Currencies)])
+	q.Reset()
+
+	d := &sc.d
+	clear(d.Bids[:cap(d.Bids)])
+	clear(d.Persona[:cap(d.Persona)])
+	clear(d.Trace[:cap(d.Trace)])
+	*d = engine.Decision{Bids: d.Bids[:0], Persona: d.Persona[:0], Trace: d.Trace[:0]}
+}

@@ -1,0 +1,89 @@
+package bidder
+
+import (
+	"math"
+	"strings"
+	"time"
+
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/rules"
+)
+
+// translate fills q, which must be reset, from a validated request. It
+// reuses q's slices (and each Imp's Sizes) so that a pooled Query
+// translates without allocating. Strings in q alias the request's.
+func translate(req *personadpb.BidRequest, now time.Time, q *engine.Query) {
+	q.Now = now
+	if u := req.User; u != nil {
+		q.BuyerUID, q.UserID = u.Buyeruid, u.Id
+		for _, d := range u.Data {
+			for _, s := range d.GetSegment() {
+				if f, ok := segmentFact(s); ok {
+					q.Facts = append(q.Facts, f)
+				}
+			}
+		}
+	}
+	switch {
+	case req.Site != nil:
+		q.Channel = strings.ToLower(req.Site.GetExt().GetChannel())
+		q.Domain = req.Site.Domain
+	case req.App != nil:
+		q.App = true
+		q.Channel = strings.ToLower(req.App.GetExt().GetChannel())
+		q.Domain, q.Bundle = req.App.Domain, req.App.Bundle
+	}
+
+	n := len(req.Imp)
+	if cap(q.Imps) < n {
+		// Grow keeping the old elements, whose Sizes capacity is reused.
+		q.Imps = append(q.Imps[:cap(q.Imps)], make([]engine.Imp, n-cap(q.Imps))...)
+	}
+	q.Imps = q.Imps[:n]
+	for i, imp := range req.Imp {
+		qi := &q.Imps[i]
+		sizes := qi.Sizes[:0]
+		if b := imp.Banner; len(b.Format) > 0 {
+			for _, f := range b.Format {
+				sizes = append(sizes, engine.Size{W: f.W, H: f.H})
+			}
+		} else {
+			sizes = append(sizes, engine.Size{W: b.W, H: b.H})
+		}
+		*qi = engine.Imp{ID: imp.Id, Sizes: sizes, FloorMicros: cpmToMicros(imp.Bidfloor), FloorCur: imp.Bidfloorcur}
+	}
+	q.BCat = append(q.BCat, req.Bcat...)
+	q.BAdv = append(q.BAdv, req.Badv...)
+	q.Currencies = append(q.Currencies, req.Cur...)
+	q.Debug = req.GetExt().GetDebug()
+}
+
+// segmentFact reads one persona fact from an OpenRTB segment: name is the
+// facet and value its value ("title", "cmo"), or id is "facet:value". Both
+// are compared in lower case. A segment that is neither, or whose facet or
+// value is not a valid name (rules.IsFacet, rules.IsValue), is not a fact:
+// exchanges send all kinds of segments, and those are ignored, not errors.
+func segmentFact(s *personadpb.Segment) (engine.Fact, bool) {
+	if s.Name != "" && s.Value != "" {
+		f, v := strings.ToLower(s.Name), strings.ToLower(s.Value)
+		if rules.IsFacet(f) && rules.IsValue(v) {
+			return engine.Fact{Facet: f, Value: v}, true
+		}
+	}
+	if f, v, ok := strings.Cut(s.Id, ":"); ok {
+		f, v = strings.ToLower(f), strings.ToLower(v)
+		if rules.IsFacet(f) && rules.IsValue(v) {
+			return engine.Fact{Facet: f, Value: v}, true
+		}
+	}
+	return engine.Fact{}, false
+}
+
+// cpmToMicros converts a validated CPM (finite, 0..MaxFloorCPM) to integer
+// micro-units, rounding half away from zero so that 1.1 is 1_100_000 and
+// not 1_099_999 from the float's binary error.
+func cpmToMicros(cpm float64) int64 { return int64(math.Round(cpm * 1e6)) }
+
+// microsToCPM converts integer micro-units to a CPM price.
+func microsToCPM(micros int64) float64 { return float64(micros) / 1e6 }

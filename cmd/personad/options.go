@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/personad/personad/bidder"
+	"github.com/personad/personad/engine"
+)
+
+// options are personad's settings, from flags and the environment.
+type options struct {
+	grpcAddr        string
+	httpAddr        string
+	dataDir         string
+	rules           string // "" means <dataDir>/rules
+	demo            bool
+	logLevel        zapcore.Level
+	personaCache    int64
+	networkMargin   time.Duration
+	maxBudget       time.Duration
+	shutdownTimeout time.Duration
+}
+
+// envPrefix starts the environment variable of every flag.
+const envPrefix = "PERSONAD_"
+
+// envName is the environment variable of a flag: grpc-addr is
+// PERSONAD_GRPC_ADDR.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// errHelp is returned by parseOptions for -h; run prints the usage and
+// exits 0.
+var errHelp = flag.ErrHelp
+
+// parseOptions reads args, then the environment for every flag not on the
+// command line. Every error is a usage error (exit 2).
+func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
+	bdef, edef := bidder.DefaultConfig(), engine.DefaultConfig()
+	o := &options{logLevel: zapcore.InfoLevel}
+	fs := flag.NewFlagSet("personad", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen `address` (port 0 picks a free port)")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen `address` for /openrtb2/bid, /healthz and /metrics")
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "data `directory`: rules/ and segments/")
+	fs.StringVar(&o.rules, "rules", "", "rules file, or `directory` of .yaml, .yml and .json files (default <data-dir>/rules)")
+	fs.BoolVar(&o.demo, "demo", false, "seed a generated demo world into the data dir when it is empty")
+	fs.TextVar(&o.logLevel, "log-level", zapcore.InfoLevel, "log `level`: debug, info, warn or error")
+	fs.Int64Var(&o.personaCache, "persona-cache", edef.PersonaCacheSize, "resolved personas cached, in `users` (0 turns the cache off)")
+	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
+	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long in-flight requests may finish before connections are closed")
+	// The flag package calls Usage on every parse error; personad prints
+	// the usage only for -h and a one-line error otherwise.
+	fs.Usage = func() {}
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(usage, "Usage: personad [flags]\n\nEvery flag is also read from %s<FLAG> (e.g. %s); a flag wins.\n\n", envPrefix, envName("grpc-addr"))
+			fs.SetOutput(usage)
+			fs.PrintDefaults()
+			return nil, errHelp
+		}
+		return nil, usageErr(err)
+	}
+	if fs.NArg() > 0 {
+		return nil, usageErr(fmt.Errorf("unexpected argument %q (personad takes flags only)", fs.Arg(0)))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		name := envName(f.Name)
+		if v := getenv(name); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = usageErr(fmt.Errorf("invalid value %q for %s: %v", v, name, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+
+	switch {
+	case o.grpcAddr == "":
+		return nil, usageErr(errors.New("--grpc-addr must not be empty"))
+	case o.httpAddr == "":
+		return nil, usageErr(errors.New("--http-addr must not be empty"))
+	case o.dataDir == "":
+		return nil, usageErr(errors.New("--data-dir must not be empty"))
+	case o.personaCache < 0:
+		return nil, usageErr(fmt.Errorf("--persona-cache %d must be >= 0", o.personaCache))
+	case o.networkMargin < 0:
+		return nil, usageErr(fmt.Errorf("--network-margin %v must be >= 0", o.networkMargin))
+	case o.maxBudget <= 0:
+		return nil, usageErr(fmt.Errorf("--max-budget %v must be > 0", o.maxBudget))
+	case o.shutdownTimeout <= 0:
+		return nil, usageErr(fmt.Errorf("--shutdown-timeout %v must be > 0", o.shutdownTimeout))
+	}
+	if o.rules == "" {
+		o.rules = filepath.Join(o.dataDir, "rules")
+	}
+	return o, nil
+}
+
+// exitError carries the exit status of an error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr marks a problem with how personad was started: bad flags or
+// environment, unreadable or invalid rules. It exits 2.
+func usageErr(err error) error { return &exitError{code: 2, err: err} }
+
+// exitCode is the process exit status for run's error.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if e := (*exitError)(nil); errors.As(err, &e) {
+		return e.code
+	}
+	return 1
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap/zapcore"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func defaults() options {
+	return options{
+		grpcAddr: "127.0.0.1:9090", httpAddr: "127.0.0.1:8080", dataDir: "./data",
+		rules: filepath.Join("data", "rules"), logLevel: zapcore.InfoLevel, personaCache: 1 << 20,
+		networkMargin: 10 * time.Millisecond, maxBudget: 50 * time.Millisecond, shutdownTimeout: 10 * time.Second,
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		getenv func(string) string
+		want   func(o *options)
+	}{
+		{"defaults", nil, env(), func(o *options) {}},
+		{"flags", []string{
+			"--grpc-addr", "127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir", "/srv/pd", "--demo",
+			"--log-level", "debug", "--persona-cache", "0", "--network-margin", "5ms", "--max-budget", "20ms",
+			"--shutdown-timeout", "1s",
+		}, env(), func(o *options) {
+			o.grpcAddr, o.httpAddr, o.dataDir, o.rules, o.demo = "127.0.0.1:0", "127.0.0.1:0", "/srv/pd", "/srv/pd/rules", true
+			o.logLevel, o.personaCache, o.networkMargin, o.maxBudget, o.shutdownTimeout = zapcore.DebugLevel, 0, 5*time.Millisecond, 20*time.Millisecond, time.Second
+		}},
+		{"rules flag", []string{"--rules", "/etc/pd/rules.yaml"}, env(), func(o *options) { o.rules = "/etc/pd/rules.yaml" }},
+		{"environment", nil, env(
+			"PERSONAD_GRPC_ADDR", "0.0.0.0:1", "PERSONAD_DATA_DIR", "/d", "PERSONAD_DEMO", "true",
+			"PERSONAD_MAX_BUDGET", "30ms", "PERSONAD_LOG_LEVEL", "warn", "PERSONAD_PERSONA_CACHE", "42",
+		), func(o *options) {
+			o.grpcAddr, o.dataDir, o.rules, o.demo, o.maxBudget, o.logLevel, o.personaCache = "0.0.0.0:1", "/d", "/d/rules", true, 30*time.Millisecond, zapcore.WarnLevel, 42
+		}},
+		{"flag wins over environment", []string{"--grpc-addr", "127.0.0.1:7"}, env("PERSONAD_GRPC_ADDR", "0.0.0.0:1", "PERSONAD_HTTP_ADDR", "127.0.0.1:8"),
+			func(o *options) { o.grpcAddr, o.httpAddr = "127.0.0.1:7", "127.0.0.1:8" }},
+		{"flag wins even when it is the default", []string{"--max-budget", "50ms"}, env("PERSONAD_MAX_BUDGET", "1s"), func(o *options) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseOptions(tc.args, tc.getenv, &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := defaults()
+			tc.want(&want)
+			if diff := cmp.Diff(want, *got, cmp.AllowUnexported(options{})); diff != "" {
+				t.Errorf("options (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseOptionsErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		getenv func(string) string
+		want   string
+	}{
+		{"unknown flag", []string{"--bogus"}, env(), "flag provided but not defined: -bogus"},
+		{"bad duration", []string{"--max-budget", "soon"}, env(), `invalid value "soon" for flag -max-budget`},
+		{"bad level", []string{"--log-level", "loud"}, env(), `invalid value "loud" for flag -log-level`},
+		{"positional", []string{"serve"}, env(), `unexpected argument "serve"`},
+		{"bad env", nil, env("PERSONAD_PERSONA_CACHE", "lots"), `invalid value "lots" for PERSONAD_PERSONA_CACHE`},
+		{"bad env bool", nil, env("PERSONAD_DEMO", "perhaps"), `invalid value "perhaps" for PERSONAD_DEMO`},
+		{"negative cache", []string{"--persona-cache", "-1"}, env(), "--persona-cache -1 must be >= 0"},
+		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
+		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},
+		{"empty addr", []string{"--grpc-addr", ""}, env(), "--grpc-addr must not be empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseOptions(tc.args, tc.getenv, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q spans lines, want one", err)
+			}
+			if exitCode(err) != 2 {
+				t.Errorf("exit code %d, want 2", exitCode(err))
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseOptions([]string{"-h"}, env(), &out)
+	if !errors.Is(err, errHelp) {
+		t.Fatalf("err = %v, want errHelp", err)
+	}
+	for _, want := range []string{"PERSONAD_GRPC_ADDR", "-grpc-addr", "-rules", "-demo"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := run(t.Context(), []string{"--help"}, env(), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Errorf("run --help: %v, want nil (exit 0)", err)
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	for flag, want := range map[string]string{"grpc-addr": "PERSONAD_GRPC_ADDR", "demo": "PERSONAD_DEMO", "persona-cache": "PERSONAD_PERSONA_CACHE"} {
+		if got := envName(flag); got != want {
+			t.Errorf("envName(%q) = %q, want %q", flag, got, want)
+		}
+	}
+}

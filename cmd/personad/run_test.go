@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/personad/personad/bench/world"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunUsageErrors: problems with how personad was started exit 2 with
+// an error naming the problem; invalid rules list every error by path.
+func TestRunUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		lines []string // the error's lines, each a substring
+	}{
+		{"bad flag", []string{"--grcp-addr", "x"}, []string{"flag provided but not defined: -grcp-addr"}},
+		{"missing rules dir", []string{"--data-dir", dir}, []string{"loading rules from " + filepath.Join(dir, "rules") + ": rules: stat"}},
+		{"unreadable rules", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml: no such file or directory"}},
+		{"unparsable rules", []string{"--data-dir", dir, "--rules", writeFile(t, dir, "bad.yaml", "campaigns: [{id: x, bid_cpm: lots}]")},
+			[]string{"bad.yaml: campaigns.bid_cpm: cannot use string here, want a number"}},
+		{"invalid rules", []string{"--data-dir", dir, "--rules", "testdata/invalid.yaml"}, []string{
+			"loading rules from testdata/invalid.yaml: rules: 3 errors",
+			"campaigns[0].id: required",
+			"campaigns[0].bid_cpm: -1",
+			"campaigns[0].creatives[0].w: 0",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tc.args, env(), &stdout, &stderr)
+			if code := exitCode(err); code != 2 {
+				t.Fatalf("exit code %d (%v), want 2", code, err)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tc.lines) {
+				t.Errorf("error has %d lines, want %d:\n%v", len(lines), len(tc.lines), err)
+			}
+			for i, want := range tc.lines {
+				if i < len(lines) && !strings.Contains(lines[i], want) {
+					t.Errorf("line %d %q, want it to contain %q", i, lines[i], want)
+				}
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q, want nothing", stdout.String())
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRunServesAndStops runs personad in-process on port 0: it prints its
+// addresses, serves /healthz, and returns nil once ctx is cancelled, with
+// every goroutine stopped (goleak checks in TestMain).
+func TestRunServesAndStops(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"},
+			env(), pw, stderr)
+		pw.Close()
+	}()
+	grpcAddr, httpAddr := readAddrs(t, pr)
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+
+	resp, err := http.Get("http://" + httpAddr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz %d, want 200", resp.StatusCode)
+	}
+	if grpcAddr == "" {
+		t.Error("no gRPC address")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	logs := stderr.String()
+	for _, want := range []string{`"msg":"serving"`, `"campaigns":2`, `"rules_version"`, `"msg":"stopped"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+}
+
+// readAddrs reads stdout up to the "grpc=... http=..." line.
+func readAddrs(t *testing.T, r io.Reader) (grpcAddr, httpAddr string) {
+	t.Helper()
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "grpc=") {
+				lines <- sc.Text()
+				return
+			}
+		}
+		close(lines)
+	}()
+	select {
+	case line, ok := <-lines:
+		if !ok {
+			t.Fatal("stdout closed before the address line")
+		}
+		if _, err := fmt.Sscanf(line, "grpc=%s http=%s", &grpcAddr, &httpAddr); err != nil {
+			t.Fatalf("address line %q: %v", line, err)
+		}
+		return grpcAddr, httpAddr
+	case <-time.After(60 * time.Second):
+		t.Fatal("no address line within 60s")
+	}
+	return "", ""
+}
+
+func TestSeedDemo(t *testing.T) {
+	log := zaptest.NewLogger(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := seedDemo(dir, world.SmallConfig(), log); err != nil {
+		t.Fatal(err)
+	}
+	rulesDir := filepath.Join(dir, "rules")
+	ents, err := os.ReadDir(rulesDir)
+	if err != nil || len(ents) == 0 {
+		t.Fatalf("seeded %s: %v entries, err %v", rulesDir, len(ents), err)
+	}
+	// A second start leaves the world alone.
+	marker := writeFile(t, rulesDir, "zz-planner.yaml", "campaigns: []\n")
+	if err := seedDemo(dir, world.SmallConfig(), log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("second seed touched the data dir: %v", err)
+	}
+}

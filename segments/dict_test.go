@@ -1,0 +1,136 @@
+package segments
+
+import (
+	"flag"
+	"fmt"
+	"runtime"
+	"strconv"
+	"testing"
+)
+
+var dictMemUsers = flag.Int("dictmem", 0, "also measure the dictionary's memory at this many users (e.g. 10000000)")
+
+func TestDictInternLookup(t *testing.T) {
+	b := NewBuilder()
+	const n = 200_000
+	for i := range n {
+		got, err := b.Intern("id" + strconv.Itoa(i))
+		if err != nil || got != uint32(i) {
+			t.Fatalf("Intern(id%d) = %d, %v; want %d", i, got, err, i)
+		}
+	}
+	// Interning again returns the same ids and adds nothing.
+	for i := 0; i < n; i += 7 {
+		if got, err := b.InternBytes([]byte("id" + strconv.Itoa(i))); err != nil || got != uint32(i) {
+			t.Fatalf("second InternBytes(id%d) = %d, %v; want %d", i, got, err, i)
+		}
+	}
+	if b.Users() != n {
+		t.Fatalf("Users() = %d, want %d", b.Users(), n)
+	}
+	d := b.Build(1).Dict()
+	for i := range n {
+		id := "id" + strconv.Itoa(i)
+		if got, ok := d.Lookup(id); !ok || got != uint32(i) {
+			t.Fatalf("Lookup(%s) = %d, %v; want %d", id, got, ok, i)
+		}
+		if got, _ := d.ID(uint32(i)); got != id {
+			t.Fatalf("ID(%d) = %q, want %q", i, got, id)
+		}
+	}
+	if _, ok := d.ID(n); ok {
+		t.Errorf("ID(%d) found, want not found", n)
+	}
+	if _, ok := d.Lookup("id-1"); ok {
+		t.Error("Lookup(id-1) found")
+	}
+}
+
+// heapGrowth returns the bytes of live heap that build leaves behind.
+func heapGrowth(build func() any) (int, any) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	v := build()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return int(after.HeapAlloc) - int(before.HeapAlloc), v
+}
+
+func demoID(i int) string { return fmt.Sprintf("u%08d", i) }
+
+// TestDictMemory measures bytes per user of the dictionary against the
+// map[string]uint32 it replaced, with the demo world's 9-byte ids, and
+// holds the dictionary to the 48 B/user budget.
+func TestDictMemory(t *testing.T) {
+	sizes := []int{1_000_000}
+	if testing.Short() {
+		sizes = []int{100_000}
+	}
+	if *dictMemUsers > 0 {
+		sizes = append(sizes, *dictMemUsers)
+	}
+	for _, n := range sizes {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = demoID(i)
+		}
+		dictBytes, d := heapGrowth(func() any {
+			b := NewBuilder()
+			for _, id := range ids {
+				b.Intern(id)
+			}
+			return b.Build(1)
+		})
+		mapBytes, m := heapGrowth(func() any {
+			m := make(map[string]uint32)
+			for i := range n {
+				m[demoID(i)] = uint32(i) // its own copy of each id, as the map held
+			}
+			return m
+		})
+		runtime.KeepAlive(ids)
+		perUser := float64(dictBytes) / float64(n)
+		t.Logf("%d users: Dict %.1f B/user (MemoryBytes %.1f), map[string]uint32 %.1f B/user",
+			n, perUser, float64(d.(*Snapshot).Dict().MemoryBytes())/float64(n), float64(mapBytes)/float64(n))
+		runtime.KeepAlive(m)
+		if perUser > 48 {
+			t.Errorf("%d users: %.1f B/user, want <= 48", n, perUser)
+		}
+	}
+}
+
+func BenchmarkUserLookup(b *testing.B) {
+	for _, n := range []int{1_000, 1_000_000} {
+		bld := NewBuilder()
+		bld.Grow(n)
+		for i := range n {
+			bld.Intern(demoID(i))
+		}
+		s := bld.Build(1)
+		hits := make([]string, 4096)
+		misses := make([]string, 4096)
+		for i := range hits {
+			hits[i] = demoID((i * 7919) % n)
+			misses[i] = demoID(n + i)
+		}
+		b.Run(fmt.Sprintf("users=%d/hit", n), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				if _, ok := s.User(hits[i&4095]); !ok {
+					b.Fatal("miss")
+				}
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("users=%d/miss", n), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				if _, ok := s.User(misses[i&4095]); ok {
+					b.Fatal("hit")
+				}
+				i++
+			}
+		})
+	}
+}
