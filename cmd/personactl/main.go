@@ -1,0 +1,39 @@
+// Command personactl is the campaign planners' CLI for a personad server:
+// upload and inspect audience segments, validate and apply rules, explain a
+// bid decision, read spend reports.
+//
+//	personactl [--addr HOST:PORT] [--timeout D] COMMAND [ARGS]
+//
+//	segments upload --facet F --value V [--replace] FILE|-
+//	segments list | lookup USER_ID | delete --facet F --value V
+//	rules validate FILE | apply [--dry-run] FILE | get
+//	explain REQUEST.json
+//	report
+//
+// --addr defaults to 127.0.0.1:9090 (env PERSONACTL_ADDR). Exit status: 0 on
+// success, 1 when the server rejects the request or cannot be reached, 2 for
+// bad usage.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], env{
+		getenv: os.Getenv,
+		stdin:  os.Stdin,
+		stdout: os.Stdout,
+		stderr: os.Stderr,
+	})
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "personactl: %v\n", err)
+	}
+	os.Exit(exitCode(err))
+}

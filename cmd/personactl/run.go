@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// env is the process environment a command runs in; tests fake it.
+type env struct {
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	// isTerminal reports whether stderr is a terminal (progress bars).
+	isTerminal bool
+}
+
+// globals are the flags before the command.
+type globals struct {
+	addr    string
+	timeout time.Duration
+}
+
+// command is one subcommand: it parses its own flags from args.
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, g *globals, e env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"segments", "segments upload|list|lookup|delete ...", runSegments},
+		{"rules", "rules validate|apply|get ...", runRules},
+		{"explain", "explain REQUEST.json", runExplain},
+		{"report", "report", runReport},
+	}
+}
+
+// usageError is bad usage: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, e env) error {
+	g := &globals{}
+	fs := flag.NewFlagSet("personactl", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	addr := e.getenv("PERSONACTL_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:9090"
+	}
+	fs.StringVar(&g.addr, "addr", addr, "personad gRPC address (env PERSONACTL_ADDR)")
+	fs.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of each call (uploads: of each idle period)")
+	fs.Usage = func() {
+		fmt.Fprintln(e.stderr, "usage: personactl [--addr HOST:PORT] [--timeout D] COMMAND [ARGS]\n\ncommands:")
+		for _, c := range commands() {
+			fmt.Fprintf(e.stderr, "  %s\n", c.usage)
+		}
+		fmt.Fprintln(e.stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return usagef("no command")
+	}
+	name := fs.Arg(0)
+	i := slices.IndexFunc(commands(), func(c command) bool { return c.name == name })
+	if i < 0 {
+		return usagef("unknown command %q (want %s)", name, strings.Join(commandNames(), ", "))
+	}
+	if f, ok := e.stderr.(*os.File); ok && e.stderr == os.Stderr {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			e.isTerminal = true
+		}
+	}
+	return commands()[i].run(ctx, g, e, fs.Args()[1:])
+}
+
+func commandNames() []string {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	return names
+}
+
+// dial connects to the server. The connection is lazy: errors surface on
+// the first call, as gRPC status errors.
+func (g *globals) dial() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", g.addr, err)
+	}
+	return conn, nil
+}
+
+// callError turns a gRPC error into one line for the planner.
+func callError(what string, err error) error {
+	if s, ok := status.FromError(err); ok {
+		return fmt.Errorf("%s: %s: %s", what, s.Code(), s.Message())
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
