@@ -1,8 +1,154 @@
 package main
 
-import "context"
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
 
-// runExplain is `personactl explain REQUEST.json`.
+	"google.golang.org/protobuf/encoding/protojson"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// runExplain is `personactl explain [--all] [--campaign ID] [--json] REQUEST.json`:
+// it sends the bid request with ext.debug set and prints why each campaign
+// did or did not bid. REQUEST.json is an OpenRTB 2.6 bid request, the same
+// JSON the exchange sends ("-" reads stdin).
 func runExplain(ctx context.Context, g *globals, e env, args []string) error {
-	return usagef("explain: not implemented yet")
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	all := fs.Bool("all", false, "list every campaign, not only those that reached the auction")
+	campaign := fs.String("campaign", "", "list only this campaign id")
+	asJSON := fs.Bool("json", false, "print the raw bid response as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(e.stderr, "usage: personactl explain [--all] [--campaign ID] [--json] REQUEST.json|-")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usagef("explain: want one request file")
+	}
+	req, err := readBidRequest(fs.Arg(0), e.stdin)
+	if err != nil {
+		return err
+	}
+	if req.Ext == nil {
+		req.Ext = &personadpb.BidRequestExt{}
+	}
+	req.Ext.Debug = true
+
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewBidderClient(conn).Bid(ctx, req)
+	if err != nil {
+		return callError("explain", err)
+	}
+	if *asJSON {
+		out, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(resp)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s\n", out)
+		return err
+	}
+	return printExplanation(e.stdout, req, resp, *all, *campaign)
+}
+
+func readBidRequest(name string, stdin io.Reader) (*personadpb.BidRequest, error) {
+	var data []byte
+	var err error
+	if name == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("explain: %w", err)
+	}
+	var req personadpb.BidRequest
+	if err := protojson.Unmarshal(data, &req); err != nil {
+		return nil, fmt.Errorf("explain: %s is not an OpenRTB bid request: %v", name, err)
+	}
+	return &req, nil
+}
+
+// auctionStages reached the impression: shown by default.
+var auctionStages = map[string]bool{"chosen": true, "outranked": true, "already_bid": true}
+
+func printExplanation(w io.Writer, req *personadpb.BidRequest, resp *personadpb.BidResponse, all bool, campaign string) error {
+	dbg := resp.GetExt().GetDebug()
+	bids := 0
+	for _, sb := range resp.Seatbid {
+		bids += len(sb.Bid)
+	}
+	fmt.Fprintf(w, "request %s: %d bid(s) for %d impression(s)", resp.Id, bids, len(req.Imp))
+	if bids == 0 {
+		fmt.Fprintf(w, ", no bid (nbr %d: %s)", resp.Nbr, nbrText(resp.Nbr))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "rules %s, segments v%d, channel %s\n", dbg.GetRulesVersion(), dbg.GetSegmentsVersion(), dbg.GetChannel())
+	fmt.Fprintf(w, "persona: %s\n", cmp.Or(strings.Join(dbg.GetPersona(), " "), "(none known)"))
+	for _, sb := range resp.Seatbid {
+		for _, b := range sb.Bid {
+			fmt.Fprintf(w, "imp %s: %s / %s %dx%d at %.2f %s CPM\n", b.Impid, b.Cid, b.Crid, b.W, b.H, b.Price, resp.Cur)
+		}
+	}
+
+	counts := map[string]int{}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	shown := 0
+	for _, c := range dbg.GetCampaigns() {
+		counts[c.Stage]++
+		if campaign != "" && c.Cid != campaign || campaign == "" && !all && !auctionStages[c.Stage] {
+			continue
+		}
+		if shown == 0 {
+			fmt.Fprintln(tw, "\nSTAGE\tCAMPAIGN\tIMP\tCREATIVE\tDETAIL")
+		}
+		shown++
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Stage, c.Cid, cmp.Or(c.Impid, "-"), cmp.Or(c.Crid, "-"), c.Detail)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	stages := make([]string, 0, len(counts))
+	for s := range counts {
+		stages = append(stages, s)
+	}
+	slices.SortFunc(stages, func(a, b string) int { return cmp.Or(cmp.Compare(counts[b], counts[a]), cmp.Compare(a, b)) })
+	var parts []string
+	for _, s := range stages {
+		parts = append(parts, fmt.Sprintf("%s %d", s, counts[s]))
+	}
+	_, err := fmt.Fprintf(w, "\nstages: %s\n", strings.Join(parts, ", "))
+	return err
+}
+
+// nbrText names the OpenRTB no-bid reasons personad answers.
+func nbrText(nbr int32) string {
+	switch nbr {
+	case 0:
+		return "unknown: campaigns target this persona but none could bid here"
+	case 1:
+		return "technical error or latency budget exhausted"
+	case 2:
+		return "invalid request"
+	case 8:
+		return "unmatched user"
+	}
+	return "see OpenRTB no-bid reason codes"
 }

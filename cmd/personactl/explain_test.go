@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/personad/personad/bidder"
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
+)
+
+const explainRules = `
+campaigns:
+  - id: acme-cmo
+    adomain: [acme.com]
+    bid_cpm: 4.5
+    targeting:
+      all: [{facet: title, any: [cmo]}]
+    creatives:
+      - {id: cr-generic, w: 300, h: 250, adm: "<b>acme</b>"}
+      - {id: cr-cmo, w: 300, h: 250, persona: [{facet: title, any: [cmo]}], adm: "<b>acme for CMOs</b>"}
+  - id: zeta-wide
+    adomain: [zeta.io]
+    bid_cpm: 1
+    creatives:
+      - {id: cr-zeta, w: 728, h: 90, adm: "<b>zeta</b>"}
+`
+
+// startExplainServer serves a real bidder on a loopback port and returns
+// its address.
+func startExplainServer(t *testing.T) string {
+	t.Helper()
+	rs, err := rules.Parse("test", []byte(explainRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled, err := engine.Compile(rs, "v-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := segments.NewBuilder()
+	b.Add("title", "cmo", "u1")
+	eng, err := engine.New(engine.DefaultConfig(), segments.NewStore(b.Build(7)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	eng.SetRules(compiled)
+	cfg := bidder.DefaultConfig()
+	cfg.Engine = eng
+	srv, err := bidder.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := srv.GRPCServer()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+	return l.Addr().String()
+}
+
+func TestExplain(t *testing.T) {
+	addr := startExplainServer(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cmo := write("cmo.json", `{"id": "r1", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}], "site": {"domain": "linkedin.com"}, "user": {"buyeruid": "u1"}}`)
+	nobody := write("nobody.json", `{"id": "r2", "imp": [{"id": "1", "banner": {"w": 160, "h": 600}}], "site": {"domain": "example.com"}, "user": {"id": "stranger"}}`)
+
+	var out, errb bytes.Buffer
+	e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: &out, stderr: &errb}
+	if err := run(context.Background(), []string{"--addr", addr, "explain", cmo}, e); err != nil {
+		t.Fatalf("explain: %v\n%s", err, errb.String())
+	}
+	for _, want := range []string{
+		"request r1: 1 bid(s) for 1 impression(s)",
+		"rules v-test, segments v7, channel web",
+		"persona: title:cmo",
+		"imp 1: acme-cmo / cr-cmo 300x250 at 4.50 USD CPM",
+		"chosen  acme-cmo  1    cr-cmo",
+		"stages: chosen 1, size 1",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"--addr", addr, "explain", "--all", nobody}, e); err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	for _, want := range []string{"no bid (nbr 0", "targeting  acme-cmo", "size       zeta-wide"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	err := run(context.Background(), []string{"--addr", addr, "explain", write("bad.json", `{"id": 5}`)}, e)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "is not an OpenRTB bid request") {
+		t.Errorf("bad request file: %v (exit %d)", err, exitCode(err))
+	}
+	if err := run(context.Background(), []string{"explain"}, e); exitCode(err) != 2 {
+		t.Errorf("no file: %v, exit %d; want usage error", err, exitCode(err))
+	}
+	if err := run(context.Background(), []string{"frobnicate"}, e); exitCode(err) != 2 {
+		t.Errorf("unknown command: %v, exit %d; want usage error", err, exitCode(err))
+	}
+}
