@@ -1,0 +1,48 @@
+// Package bench is personabench's load-test harness: a seeded generator of
+// realistic persona bid requests and the drivers that fire them at a
+// personad.v1.Bidder server and report what an exchange would see.
+//
+// # Workload
+//
+// A [Workload] turns a seed into a deterministic sequence of OpenRTB-shaped
+// requests: users drawn Zipf-like by index from the demo world's id space
+// (u%08d), so persona cache hits and misses are real, plus a fraction of
+// unknown users; a weighted mix of channels (site.ext.channel,
+// app.ext.channel, or a domain/bundle that the rules' channel map resolves),
+// banner sizes, floors, bcat/badv blocks, request-carried segments and tmax.
+// [Workload.Pool] pre-builds the requests so generation is never measured.
+//
+// # Drivers
+//
+// [RunOpen] is the open loop: request i is due at start + i/rate and is sent
+// at that moment whether or not earlier requests have answered, by an idle
+// worker or a freshly started one, up to a cap on requests in flight (sends
+// beyond it are counted as dropped, never silently delayed). Latency is
+// measured from the intended send time, so a stalled server shows up in the
+// tail instead of slowing the load down (no coordinated omission). The lag
+// between intended and actual send is reported separately so the
+// scheduler's own error is visible.
+//
+// [RunClosed] is the closed loop: C workers each send, wait, and send again;
+// it finds the throughput ceiling but hides queueing, so its latencies are
+// measured from the actual send. [Sweep] runs rising open-loop rates until
+// p99, errors or drops break a bound and reports the knee.
+//
+// # Baseline
+//
+// [StartBaseline] serves an empty-handler Bidder (it answers an empty
+// BidResponse echoing the request id) on a loopback port, so a report can
+// state its ratio to the transport floor measured by the same harness in the
+// same run ([Report.Compare]). personabench runs it as a child process of
+// its own ("baseline --serve-only"), so that it pays for its CPU and
+// syscalls apart from the harness as a real server does.
+//
+// # Recording
+//
+// Each worker batches its latencies and outcomes locally and merges them into
+// a shared HdrHistogram (1 µs to 60 s, 3 significant figures) under a mutex
+// once per batch or every 250 ms, so there is no lock per request.
+// [Report] carries p50/p90/p99/p99.9/max, achieved rate, errors by gRPC
+// code, no-bids by nbr, bids, and — for a local server — its CPU seconds per
+// request read from /proc/<pid>/stat.
+package bench

@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// Histogram geometry: microsecond resolution up to 60 s, 3 significant
+// figures.
+const (
+	histLowest  = 1
+	histHighest = 60_000_000
+	histSigFigs = 3
+
+	// A worker merges into the shared collector when its batch is full or
+	// this long after its last merge, whichever comes first.
+	batchSize  = 512
+	flushEvery = 250 * time.Millisecond
+
+	numCodes = 17 // codes.OK … codes.Unauthenticated
+
+	// lateAfter is the send lag past which an open-loop send counts as late.
+	lateAfter = time.Millisecond
+)
+
+func newHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(histLowest, histHighest, histSigFigs)
+}
+
+func recordClamped(h *hdrhistogram.Histogram, us int64) {
+	if us > histHighest {
+		us = histHighest
+	}
+	if us < 0 {
+		us = 0
+	}
+	_ = h.RecordValue(us) // cannot fail once clamped
+}
+
+// live holds the counters the progress line reads while a run goes on.
+type live struct {
+	sent, done, errs atomic.Int64
+}
+
+// collector merges the workers' batches. Its fields are guarded by mu; it is
+// touched once per batch, never per request.
+type collector struct {
+	mu       sync.Mutex
+	lat      *hdrhistogram.Histogram // measured latencies
+	lag      *hdrhistogram.Histogram // intended → actual send (open loop)
+	interval *hdrhistogram.Histogram // latencies since the last progress line
+	tally
+}
+
+// tally is the count of outcomes of a set of requests.
+type tally struct {
+	n     int64 // requests that completed (answered or failed)
+	ok    int64
+	bids  int64
+	nobid int64
+	late  int64 // sent more than lateAfter after their due time
+	codes [numCodes]int64
+	nbr   map[int32]int64
+}
+
+func (t *tally) add(o *tally) {
+	t.n += o.n
+	t.ok += o.ok
+	t.bids += o.bids
+	t.nobid += o.nobid
+	t.late += o.late
+	for i, c := range o.codes {
+		t.codes[i] += c
+	}
+	for k, v := range o.nbr {
+		if t.nbr == nil {
+			t.nbr = make(map[int32]int64)
+		}
+		t.nbr[k] += v
+	}
+}
+
+func newCollector() *collector {
+	return &collector{lat: newHistogram(), lag: newHistogram(), interval: newHistogram()}
+}
+
+// takeInterval returns the interval histogram's p99 and count and resets it.
+func (c *collector) takeInterval() (p99 time.Duration, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n = c.interval.TotalCount()
+	p99 = time.Duration(c.interval.ValueAtQuantile(99)) * time.Microsecond
+	c.interval.Reset()
+	return p99, n
+}
+
+// shard is one worker's private batch. Not safe for concurrent use.
+type shard struct {
+	c    *collector
+	lat  []int64
+	lag  []int64
+	t    tally
+	last time.Time
+}
+
+func (c *collector) shard() *shard {
+	return &shard{c: c, lat: make([]int64, 0, batchSize), lag: make([]int64, 0, batchSize), last: time.Now()}
+}
+
+// record notes one measured request. lag < 0 means "not applicable" (closed
+// loop). Latency is recorded for answers and for deadline expiries (so a
+// timeout still lands in the tail); other failures are only counted, lest
+// fast refusals flatter the percentiles.
+func (s *shard) record(now time.Time, latency, lag time.Duration, resp *personadpb.BidResponse, err error) {
+	s.t.n++
+	code := codes.OK
+	if err != nil {
+		code = status.Code(err)
+	}
+	if int(code) < numCodes {
+		s.t.codes[code]++
+	} else {
+		s.t.codes[codes.Unknown]++
+	}
+	if code == codes.OK {
+		s.t.ok++
+		nb := 0
+		for _, sb := range resp.GetSeatbid() {
+			nb += len(sb.GetBid())
+		}
+		if nb == 0 {
+			s.t.nobid++
+			if s.t.nbr == nil {
+				s.t.nbr = make(map[int32]int64)
+			}
+			s.t.nbr[resp.GetNbr()]++
+		}
+		s.t.bids += int64(nb)
+	}
+	if lag > lateAfter {
+		s.t.late++
+	}
+	if code == codes.OK || code == codes.DeadlineExceeded {
+		s.lat = append(s.lat, latency.Microseconds())
+		if lag >= 0 {
+			s.lag = append(s.lag, lag.Microseconds())
+		}
+	}
+	if len(s.lat) == cap(s.lat) || len(s.lag) == cap(s.lag) || now.Sub(s.last) >= flushEvery {
+		s.flush(now)
+	}
+}
+
+// flush merges the batch into the collector.
+func (s *shard) flush(now time.Time) {
+	s.last = now
+	if s.t.n == 0 && len(s.lat) == 0 {
+		return
+	}
+	c := s.c
+	c.mu.Lock()
+	for _, v := range s.lat {
+		recordClamped(c.lat, v)
+		recordClamped(c.interval, v)
+	}
+	for _, v := range s.lag {
+		recordClamped(c.lag, v)
+	}
+	c.tally.add(&s.t)
+	c.mu.Unlock()
+	s.lat = s.lat[:0]
+	s.lag = s.lag[:0]
+	nbr := s.t.nbr
+	clear(nbr)
+	s.t = tally{nbr: nbr}
+}

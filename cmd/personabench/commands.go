@@ -1,0 +1,399 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/personad/personad/bench"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+const defaultAddr = "127.0.0.1:9090"
+
+// common holds the flags every command shares.
+type common struct {
+	addr        string
+	conns       int
+	rps         float64
+	concurrency int
+	maxInFlight int
+	opts        bench.Options
+	json        bool
+	out         string
+	cpuProfile  string
+	inProcess   bool
+	progress    string
+	serverPID   int
+
+	wl       bench.WorkloadConfig
+	pool     int
+	channels string
+	sizes    string
+	tmax     int
+}
+
+func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *common) *flag.FlagSet {
+	fs := flag.NewFlagSet("personabench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := getenv("PERSONABENCH_ADDR")
+	if addr == "" {
+		addr = defaultAddr
+	}
+	c.opts = bench.DefaultOptions()
+	c.wl = bench.DefaultWorkloadConfig()
+	fs.StringVar(&c.addr, "addr", addr, "server address host:port (env PERSONABENCH_ADDR)")
+	fs.IntVar(&c.conns, "conns", 2, "gRPC client connections, used round robin")
+	fs.DurationVar(&c.opts.Duration, "duration", c.opts.Duration, "measured window")
+	fs.DurationVar(&c.opts.Warmup, "warmup", c.opts.Warmup, "warm-up before the window, same load, not recorded")
+	fs.DurationVar(&c.opts.Timeout, "timeout", c.opts.Timeout, "per-request timeout")
+	fs.IntVar(&c.maxInFlight, "max-inflight", bench.DefaultMaxInFlight, "open loop: cap on requests in flight; sends beyond it are counted as dropped")
+	fs.BoolVar(&c.json, "json", false, "write the report as JSON on stdout")
+	fs.StringVar(&c.out, "out", "", "also write the JSON report to this file")
+	fs.BoolVar(&c.inProcess, "baseline-inprocess", false, "run the empty-handler baseline inside the harness instead of as a child process")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the harness's own CPU profile to this file")
+	fs.StringVar(&c.progress, "progress", "auto", "progress line on stderr every second: auto (when stderr is a terminal), always, never")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "server process for CPU/request; 0 finds the local process listening on --addr, -1 disables")
+
+	fs.Uint64Var(&c.wl.Seed, "seed", c.wl.Seed, "workload seed: the same seed gives the same requests")
+	fs.IntVar(&c.wl.Users, "users", c.wl.Users, "known users (ids u%08d by index, as the demo world)")
+	fs.Float64Var(&c.wl.ZipfS, "zipf", c.wl.ZipfS, "Zipf exponent (> 1) of user popularity")
+	fs.Float64Var(&c.wl.UnknownUsers, "unknown-users", c.wl.UnknownUsers, "fraction of requests for users not in the world")
+	fs.Float64Var(&c.wl.SegmentFrac, "segments", c.wl.SegmentFrac, "fraction of requests carrying user.data segments")
+	fs.Float64Var(&c.wl.BlockFrac, "blocks", c.wl.BlockFrac, "fraction of requests carrying bcat/badv")
+	fs.Float64Var(&c.wl.FloorFrac, "floors", c.wl.FloorFrac, "fraction of impressions with a bidfloor")
+	fs.Float64Var(&c.wl.ChannelByDomain, "channel-by-domain", c.wl.ChannelByDomain, "fraction of requests leaving the channel to the rules' domain map")
+	fs.IntVar(&c.tmax, "tmax", 0, "fixed tmax in ms; 0 draws from a 50–300 ms mix")
+	fs.IntVar(&c.pool, "pool", 65536, "pre-built requests, used round robin")
+	c.channels = bench.FormatWeights(c.wl.Channels)
+	c.sizes = bench.FormatWeights(c.wl.Sizes)
+	fs.StringVar(&c.channels, "channels", c.channels, "channel mix name=weight,…")
+	fs.StringVar(&c.sizes, "sizes", c.sizes, "banner size mix WxH=weight,…")
+	return fs
+}
+
+// profile starts the harness's CPU profile when asked; the returned func
+// stops it.
+func (c *common) profile() (func(), error) {
+	if c.cpuProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(c.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+// requests builds the request pool from the workload flags.
+func (c *common) requests() ([]*personadpb.BidRequest, error) {
+	var err error
+	if c.wl.Channels, err = bench.ParseWeights(c.channels); err != nil {
+		return nil, usagef("--channels: %v", err)
+	}
+	if c.wl.Sizes, err = bench.ParseWeights(c.sizes); err != nil {
+		return nil, usagef("--sizes: %v", err)
+	}
+	if c.tmax < 0 || c.tmax > 1<<20 {
+		return nil, usagef("--tmax %d out of range", c.tmax)
+	}
+	c.wl.Tmax = int32(c.tmax)
+	if c.pool <= 0 {
+		return nil, usagef("--pool must be positive")
+	}
+	w, err := bench.NewWorkload(c.wl)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return w.Pool(c.pool), nil
+}
+
+func (c *common) setProgress(stderr io.Writer) error {
+	switch c.progress {
+	case "always":
+		c.opts.Progress = stderr
+	case "never":
+	case "auto":
+		if f, ok := stderr.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				c.opts.Progress = stderr
+			}
+		}
+	default:
+		return usagef("--progress %q: want auto, always or never", c.progress)
+	}
+	return nil
+}
+
+// resolveServerPID finds the server to measure, telling stderr when it
+// cannot.
+func (c *common) resolveServerPID(addr string, stderr io.Writer) {
+	switch {
+	case c.serverPID > 0:
+		c.opts.ServerPID = c.serverPID
+	case c.serverPID == 0:
+		pid, err := bench.ListeningPID(addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "personabench: no server CPU figures: %v (use --server-pid)\n", err)
+			return
+		}
+		if pid == os.Getpid() {
+			return // in-process: its CPU is the harness's
+		}
+		c.opts.ServerPID = pid
+	}
+}
+
+// drive runs the open or closed loop, whichever the flags chose.
+func (c *common) drive(ctx context.Context, addr string, reqs []*personadpb.BidRequest, opts bench.Options) (*bench.Report, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	t, err := bench.Dial(dctx, addr, c.conns)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	stop, err := c.profile()
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	if c.rps > 0 {
+		return bench.RunOpen(ctx, t, reqs, bench.OpenConfig{Options: opts, Rate: c.rps, MaxInFlight: c.maxInFlight})
+	}
+	return bench.RunClosed(ctx, t, reqs, bench.ClosedConfig{Options: opts, Concurrency: c.concurrency})
+}
+
+func (c *common) checkMode() error {
+	switch {
+	case c.rps > 0 && c.concurrency > 0:
+		return usagef("--rps and --concurrency are exclusive: open or closed loop")
+	case c.rps < 0 || c.concurrency < 0:
+		return usagef("--rps and --concurrency must not be negative")
+	case c.rps == 0 && c.concurrency == 0:
+		return usagef("need --rps R (open loop) or --concurrency C (closed loop)")
+	case c.conns <= 0:
+		return usagef("--conns must be positive")
+	}
+	return nil
+}
+
+func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("run", stderr, getenv, &c)
+	fs.Float64Var(&c.rps, "rps", 0, "open loop: requests per second, sent on schedule")
+	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: workers each with one request in flight")
+	withBaseline := fs.Bool("baseline", false, "then run the same load against an in-process empty-handler server and report the ratios")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := c.checkMode(); err != nil {
+		return err
+	}
+	if err := c.setProgress(stderr); err != nil {
+		return err
+	}
+	reqs, err := c.requests()
+	if err != nil {
+		return err
+	}
+	c.resolveServerPID(c.addr, stderr)
+	r, err := c.drive(ctx, c.addr, reqs, c.opts)
+	if err != nil {
+		return err
+	}
+	r.Label = "target"
+	if *withBaseline && ctx.Err() == nil {
+		b, err := c.baseline(ctx, "127.0.0.1:0", reqs)
+		if err != nil {
+			return err
+		}
+		r.Compare(b)
+	}
+	return c.write(stdout, r)
+}
+
+func cmdBaseline(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("baseline", stderr, func(string) string { return "" }, &c)
+	fs.Float64Var(&c.rps, "rps", 0, "open loop: requests per second, sent on schedule")
+	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: workers each with one request in flight")
+	fs.Lookup("addr").Usage = "listen address of the empty-handler server (default 127.0.0.1:0; with --serve-only 127.0.0.1:9191)"
+	fs.Lookup("addr").DefValue = ""
+	c.addr = ""
+	serveOnly := fs.Bool("serve-only", false, "only serve the empty-handler server on --addr until interrupted")
+	compare := fs.Bool("compare", false, "run against --target, then against the baseline, and report the ratios")
+	target := fs.String("target", defaultAddr, "with --compare: the server to compare with the baseline")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *serveOnly {
+		addr := c.addr
+		if addr == "" {
+			addr = "127.0.0.1:9191"
+		}
+		srv, err := bench.StartBaseline(addr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "personabench: empty-handler personad.v1.Bidder serving on %s (pid %d); interrupt to stop\n", srv.Addr(), os.Getpid())
+		<-ctx.Done()
+		return srv.Close()
+	}
+	if c.addr == "" {
+		c.addr = "127.0.0.1:0"
+	}
+	if err := c.checkMode(); err != nil {
+		return err
+	}
+	if err := c.setProgress(stderr); err != nil {
+		return err
+	}
+	reqs, err := c.requests()
+	if err != nil {
+		return err
+	}
+	if !*compare {
+		b, err := c.baseline(ctx, c.addr, reqs)
+		if err != nil {
+			return err
+		}
+		return c.write(stdout, b)
+	}
+	c.resolveServerPID(*target, stderr)
+	r, err := c.drive(ctx, *target, reqs, c.opts)
+	if err != nil {
+		return err
+	}
+	r.Label = "target"
+	if ctx.Err() == nil {
+		b, err := c.baseline(ctx, c.addr, reqs)
+		if err != nil {
+			return err
+		}
+		r.Compare(b)
+	}
+	return c.write(stdout, r)
+}
+
+func cmdSweep(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("sweep", stderr, getenv, &c)
+	sc := bench.DefaultSweepConfig()
+	// A sweep's steps are shorter than a run's.
+	fs.Lookup("duration").DefValue = sc.Duration.String()
+	c.opts.Duration = sc.Duration
+	fs.Lookup("warmup").DefValue = sc.Warmup.String()
+	c.opts.Warmup = sc.Warmup
+	fs.Float64Var(&sc.Start, "start", sc.Start, "first rate (requests/s)")
+	fs.Float64Var(&sc.Step, "step", sc.Step, "rate increment")
+	fs.Float64Var(&sc.Max, "max", sc.Max, "last rate tried")
+	fs.DurationVar(&sc.P99Bound, "p99-bound", sc.P99Bound, "a step passes while p99 ≤ this")
+	fs.Float64Var(&sc.MaxErrorRate, "max-error-rate", sc.MaxErrorRate, "a step passes while (errors+dropped)/requests ≤ this")
+	fs.Float64Var(&sc.MinAchieved, "min-achieved", sc.MinAchieved, "a step passes while achieved ≥ this fraction of its rate")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if c.conns <= 0 {
+		return usagef("--conns must be positive")
+	}
+	if err := c.setProgress(stderr); err != nil {
+		return err
+	}
+	reqs, err := c.requests()
+	if err != nil {
+		return err
+	}
+	c.resolveServerPID(c.addr, stderr)
+	sc.Options = c.opts
+	sc.MaxInFlight = c.maxInFlight
+
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	t, err := bench.Dial(dctx, c.addr, c.conns)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	sr, err := bench.Sweep(ctx, t, reqs, sc, func(r *bench.Report) {
+		fmt.Fprintf(stderr, "sweep: %.0f rps → achieved %.1f/s  p99 %v  errors %.3f%%\n",
+			r.Rate, r.Achieved, time.Duration(r.Latency.P99)*time.Microsecond, 100*r.ErrorRate())
+	})
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	for _, r := range sr.Steps {
+		r.Workload = c.wl.Info(c.pool)
+	}
+	if err := c.writeOut(sr); err != nil {
+		return err
+	}
+	if c.json {
+		return writeJSON(stdout, sr)
+	}
+	return sr.WriteText(stdout)
+}
+
+// writeOut writes v as JSON to --out, when set.
+func (c *common) writeOut(v any) error {
+	if c.out == "" {
+		return nil
+	}
+	f, err := os.Create(c.out)
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(f, v); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (c *common) write(w io.Writer, r *bench.Report) error {
+	r.Workload = c.wl.Info(c.pool)
+	if r.Baseline != nil {
+		r.Baseline.Workload = r.Workload
+	}
+	if err := c.writeOut(r); err != nil {
+		return err
+	}
+	if c.json {
+		return writeJSON(w, r)
+	}
+	if r.Baseline != nil {
+		if err := r.Baseline.WriteText(w); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+	}
+	return r.WriteText(w)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/personad/personad/bench"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// childEnv makes the test binary act as personabench when a test starts
+// it as the baseline's child process (os.Executable is the test binary).
+const childEnv = "PERSONABENCH_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main()
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// nbrBidder answers no-bid 8 to everyone, as a server with no matching
+// campaign would.
+type nbrBidder struct {
+	personadpb.UnimplementedBidderServer
+}
+
+func (nbrBidder) Bid(_ context.Context, req *personadpb.BidRequest) (*personadpb.BidResponse, error) {
+	return &personadpb.BidResponse{Id: req.GetId(), Nbr: 8}, nil
+}
+
+func noenv(string) string { return "" }
+
+func runCmd(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := run(ctx, args, noenv, &stdout, &stderr)
+	return stdout.String(), stderr.String(), err
+}
+
+// An end-to-end smoke run: the open loop over a real loopback listener,
+// JSON on stdout, progress on stderr.
+func TestRunOpenLoopSmoke(t *testing.T) {
+	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	out, errOut, err := runCmd(t, "run", "--addr", srv.Addr(), "--rps", "300", "--duration", "1s",
+		"--warmup", "200ms", "--conns", "2", "--pool", "500", "--json", "--progress", "always", "--server-pid", "-1")
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, errOut)
+	}
+	var r bench.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("stdout is not a JSON report: %v\n%s", err, out)
+	}
+	if r.Mode != "open" || r.Rate != 300 || r.Conns != 2 {
+		t.Errorf("mode %q rate %v conns %d", r.Mode, r.Rate, r.Conns)
+	}
+	if r.Sent != 300 || r.OK != 300 || r.NoBids["8"] != 300 || len(r.Errors) != 0 {
+		t.Errorf("sent %d ok %d no-bids %v errors %v, want 300 no-bids 8", r.Sent, r.OK, r.NoBids, r.Errors)
+	}
+	if r.Latency.Count != 300 || r.Latency.P50 <= 0 || r.Latency.P99 < r.Latency.P50 || r.Latency.Max < r.Latency.P999 {
+		t.Errorf("latency %+v", r.Latency)
+	}
+	if !strings.Contains(errOut, "sent ") {
+		t.Errorf("no progress line on stderr: %q", errOut)
+	}
+}
+
+// The baseline runs as a child process by default.
+func TestRunClosedLoopWithBaselineText(t *testing.T) {
+	t.Setenv(childEnv, "1")
+	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	jsonPath := filepath.Join(t.TempDir(), "r.json")
+	out, errOut, err := runCmd(t, "run", "--addr", srv.Addr(), "--concurrency", "2", "--duration", "300ms",
+		"--warmup", "0s", "--pool", "100", "--baseline", "--progress", "never", "--out", jsonPath)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, errOut)
+	}
+	for _, want := range []string{"baseline 127.0.0.1:", "target " + srv.Addr(), "closed loop, concurrency 2", "vs baseline", "p99.9"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r bench.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Baseline == nil || r.Ratio == nil || r.Ratio.Throughput <= 0 {
+		t.Fatalf("--out report has no baseline ratio: %s", b)
+	}
+	if c := r.Baseline.ServerCPU; c == nil || c.PID == os.Getpid() {
+		t.Errorf("baseline server cpu %+v, want the child process's", c)
+	}
+}
+
+func TestBaselineCommand(t *testing.T) {
+	out, errOut, err := runCmd(t, "baseline", "--rps", "200", "--duration", "500ms", "--warmup", "0s", "--pool", "100", "--json",
+		"--baseline-inprocess")
+	if err != nil {
+		t.Fatalf("baseline: %v\nstderr: %s", err, errOut)
+	}
+	var r bench.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Label != "baseline (in-process)" || r.OK != 100 || r.NoBids["0"] != 100 {
+		t.Errorf("label %q ok %d no-bids %v", r.Label, r.OK, r.NoBids)
+	}
+}
+
+func TestBaselineServeOnly(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"baseline", "--serve-only", "--addr", "127.0.0.1:0"}, noenv, io.Discard, pw)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no serving line: %v", err)
+	}
+	_, rest, ok := strings.Cut(line, "serving on ")
+	addr, _, _ := strings.Cut(rest, " ")
+	if !ok || !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("serving line %q", line)
+	}
+	// It really serves: a one-second run against it succeeds.
+	out, errOut, err := runCmd(t, "run", "--addr", addr, "--rps", "100", "--duration", "200ms", "--warmup", "0s",
+		"--pool", "10", "--json", "--server-pid", "-1")
+	if err != nil || !strings.Contains(out, `"ok": 20`) {
+		t.Errorf("run against serve-only: %v\n%s%s", err, out, errOut)
+	}
+	cancel()
+	go io.Copy(io.Discard, pr)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSweepCommand(t *testing.T) {
+	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	out, errOut, err := runCmd(t, "sweep", "--addr", srv.Addr(), "--start", "100", "--step", "100", "--max", "200",
+		"--duration", "300ms", "--warmup", "0s", "--pool", "100", "--p99-bound", "500ms", "--json", "--server-pid", "-1")
+	if err != nil {
+		t.Fatalf("sweep: %v\nstderr: %s", err, errOut)
+	}
+	var sr bench.SweepReport
+	if err := json.Unmarshal([]byte(out), &sr); err != nil {
+		t.Fatal(err)
+	}
+	if len(sr.Steps) != 2 || sr.Knee != 200 {
+		t.Errorf("steps %d knee %v stop %q", len(sr.Steps), sr.Knee, sr.Stop)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		nil,
+		{"frobnicate"},
+		{"run"},
+		{"run", "--rps", "10", "--concurrency", "2"},
+		{"run", "--rps", "10", "--bogus"},
+		{"run", "--rps", "10", "--channels", "web=x"},
+		{"run", "--rps", "10", "--progress", "sometimes"},
+		{"run", "--rps", "10", "extra"},
+	} {
+		_, _, err := runCmd(t, args...)
+		if !errors.As(err, new(usageError)) {
+			t.Errorf("%q: err %v, want a usage error", args, err)
+		}
+	}
+	if _, _, err := runCmd(t, "run", "-h"); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
