@@ -1,0 +1,116 @@
+package bidder
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/segments"
+)
+
+// benchServer is a Server on the small generated world.
+func benchServer(b *testing.B) *Server {
+	b.Helper()
+	w, err := world.Generate(world.SmallConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := engine.Compile(w.Rules, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := engine.New(engine.DefaultConfig(), segments.NewStore(w.Segments))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(eng.Close)
+	eng.SetRules(r)
+	cfg := DefaultConfig()
+	cfg.Engine = eng
+	srv, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
+func benchRequest() *personadpb.BidRequest {
+	return &personadpb.BidRequest{
+		Id:   "bench-1",
+		Tmax: 100,
+		Imp: []*personadpb.Imp{{Id: "1", Bidfloor: 0.5, Banner: &personadpb.Banner{
+			Format: []*personadpb.Format{{W: 300, H: 250}, {W: 728, H: 90}}}}},
+		Site: &personadpb.Site{Domain: "linkedin.com", Ext: &personadpb.DistributionExt{Channel: "social"}},
+		User: &personadpb.User{Buyeruid: world.UserID(7)},
+	}
+}
+
+// BenchmarkBid measures the bidder's whole request path in process:
+// validation, translation, deadline, decision, response and metrics —
+// everything but the transport.
+func BenchmarkBid(b *testing.B) {
+	srv := benchServer(b)
+	req := benchRequest()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := srv.Bid(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBidLoopback measures Bid over a real loopback gRPC connection,
+// on the server personad runs (interceptors, limits, health, reflection),
+// next to an empty handler on a default grpc-go server
+// (BenchmarkEmptyLoopback): their ratio is the cost of personad relative
+// to the transport floor. Compare the two with benchstat.
+func BenchmarkBidLoopback(b *testing.B) {
+	loopback(b, benchServer(b).GRPCServer())
+}
+
+func BenchmarkEmptyLoopback(b *testing.B) {
+	gs := grpc.NewServer()
+	personadpb.RegisterBidderServer(gs, emptyBidder{})
+	loopback(b, gs)
+}
+
+type emptyBidder struct {
+	personadpb.UnimplementedBidderServer
+}
+
+func (emptyBidder) Bid(_ context.Context, req *personadpb.BidRequest) (*personadpb.BidResponse, error) {
+	return &personadpb.BidResponse{Id: req.Id}, nil
+}
+
+func loopback(b *testing.B, gs *grpc.Server) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go gs.Serve(l)
+	defer gs.Stop()
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := personadpb.NewBidderClient(conn)
+	req := benchRequest()
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := client.Bid(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
