@@ -1,0 +1,101 @@
+// Package ledger holds personad's exact money and frequency state: spend
+// against daily and total budgets, reservations awaiting win, billing and
+// loss notices, even-pacing rates and per-user frequency counts. It lives
+// outside the rules snapshot: the engine binds each compiled campaign to
+// the *Campaign that Ledger.Campaign returns for its id, and a reload binds
+// the same object again, so live state is never reset by a reload.
+//
+// # Hot path
+//
+// Campaign.Allow (budget and pacing) is lock-free: atomic loads and one
+// atomic add, no allocation. Ledger.FrequencyOK takes one short striped
+// mutex and does not allocate. Ledger.Reserve reserves with
+// compare-and-swap loops on the campaign's counters, so that reserved plus
+// settled spend never passes a budget whatever the concurrency (the
+// single-node overspend bound is zero), counts the impression under the
+// frequency stripe's lock, and records the reservation; it allocates only
+// when a table grows.
+//
+// Daily counters pack a 16-bit day number (days since 1970-01-01 in
+// Config.Location) above a 48-bit amount, so one CAS both rolls the day
+// over and reserves. A budget day is a calendar day in that zone, DST
+// included.
+//
+// # Notices
+//
+// Win, Bill and Loss are idempotent per bid, and the money a bid finally
+// counts depends only on which notices arrived, never their order or
+// repetition: the billed price if a bill arrived (even after a loss or
+// expiry: money the exchange charged is never dropped; such bills are
+// counted as late); otherwise nothing if a loss arrived; otherwise, once
+// the reservation expires (TTL per channel), its bid price if a win
+// arrived and nothing if not. A bill above the bid, a negative price or an
+// unknown bid is an error and changes nothing. Signer makes and checks the
+// HMAC-SHA256 tokens that go into nurl, burl and lurl.
+//
+// # Durability and its bound
+//
+// With Config.Dir set every change is a CRC-framed record in an append-only
+// log, written and fsynced by one goroutine in batches (group commit, at
+// most one fsync per SyncInterval). Notices return only once their record
+// is durable. Reservations do not wait: instead a campaign may only spend
+// within a lease, a ceiling on its daily and total spend that is itself a
+// log record, fsynced before the hot path may use it (the same mechanism
+// as the Redis leases below). Replay after a crash counts as spent, per
+// campaign, everything between the spend the log proves and the last
+// durable ceiling, and logs that as a phantom record. So a crash never
+// under-counts spend (a restart never resets it); the price of a crash is
+// at most one lease per campaign (LeaseFraction of the budget, default
+// 0.5%) counted as spent without an impression. A clean Close returns the
+// unused lease, so a clean restart loses nothing. Frequency counts of the
+// reservations in the last unsynced batch (at most SyncInterval of bids)
+// can be lost in a crash; they are the only state that errs the unsafe way.
+//
+// Every CompactBytes the log rotates to a new segment and a checkpoint is
+// built in the background by replaying the previous checkpoint and the
+// closed segments into a scratch ledger, so it never pauses the live one:
+// temp file, fsync, rename, directory fsync, then the old files go. Open
+// loads the newest checkpoint and replays the newer segments; a frame that
+// is short or fails its CRC in the newest segment is a torn write and the
+// file is truncated there; anywhere else it is ErrCorrupt and Open fails
+// rather than guess.
+//
+// # Many nodes
+//
+// With a Leaser (package ledger/redisledger) the leases come from a shared
+// budget: each node takes a slice of a campaign's remaining daily and
+// total budget with an atomic script, spends it locally, and refills in
+// the background when it runs low. The sum of slices never passes the
+// budget, so the nodes together never overspend; a node that cannot reach
+// the backend spends what it holds, then stops (fail closed). A
+// FrequencyShare shares frequency counts the same way.
+//
+// # Even pacing
+//
+// The controller follows Agarwal et al., "Budget Pacing for Targeted
+// Online Advertisements at LinkedIn" (KDD 2014): each even campaign has a
+// pass-through rate p in [MinRate, 1]; Allow lets a request through when
+// the caller's random number falls under p. Every ControlInterval (Tick)
+// the controller, per campaign:
+//
+//  1. books the Allow calls counted since the last step (the campaign's
+//     traffic) into today's hour-of-day histogram; at the end of a day the
+//     histogram's shares are folded into the campaign's traffic profile by
+//     exponential smoothing (ProfileSmoothing). A ledger-wide profile,
+//     learned the same way from all traffic, stands in until a campaign
+//     has its own; before any day is learned the profile is flat;
+//  2. re-plans the rest of the day: with R the daily budget not yet spent
+//     and F(t) the profile's expected share of the day's traffic before
+//     t, the spend planned for the next interval is
+//     R × (F(t+Δ) − F(t)) / (1 − F(t)), so that spend follows the traffic
+//     curve and an error made earlier is spread over the rest of the day
+//     rather than corrected at once;
+//  3. estimates the spend one request brings at rate 1 (the last
+//     interval's spend over rate × requests, smoothed), and the next
+//     interval's requests (the last interval's, scaled by the profile),
+//     and sets p to planned spend over their product, changing p by at
+//     most a factor of three per step.
+//
+// The controller takes its time from Tick's argument, so a simulator (see
+// package ledger/pacesim) runs a day of traffic in seconds.
+package ledger

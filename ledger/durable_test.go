@@ -1,0 +1,502 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func durableConfig(clk *fakeClock, dir string) Config {
+	cfg := memConfig(clk)
+	cfg.Dir = dir
+	cfg.SyncInterval = 100 * time.Microsecond
+	return cfg
+}
+
+// copyDir copies the ledger files as a crash would leave them: whatever
+// is in the files now, without the Close that a kill -9 skips.
+func copyDir(t testing.TB, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func onlySegment(t testing.TB, dir string) string {
+	t.Helper()
+	_, segs, err := listDir(dir)
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("segments: %v %v", segs, err)
+	}
+	return filepath.Join(dir, segName(segs[len(segs)-1]))
+}
+
+// reserve is Reserve, waiting for a lease when the campaign has none.
+func reserve(l *Ledger, c *Campaign, bid, user uint64, price, now int64) (Reservation, error) {
+	r, err := l.Reserve(c, bid, user, price, now)
+	if errors.Is(err, ErrNoLease) {
+		if err := l.Lease(context.Background(), c, now); err != nil {
+			return r, err
+		}
+		r, err = l.Reserve(c, bid, user, price, now)
+	}
+	return r, err
+}
+
+type notice struct {
+	kind  byte
+	bid   uint64
+	price int64
+}
+
+// TestNoticeReplayExactlyOnce sends every notice 1-5 times, shuffled,
+// losses before wins, with a crash (the files copied without Close) and a
+// restart halfway, and checks that each bid counted exactly once.
+func TestNoticeReplayExactlyOnce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	clk := newFakeClock(t0)
+	dir := filepath.Join(t.TempDir(), "a")
+	cfg := durableConfig(clk, dir)
+	cfg.LeaseFraction = 1 // lease everything at once: the test is about notices
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := t0.UnixNano()
+	lims := map[string]Limits{
+		"a": {DailyMicros: 10000 * unit, TotalMicros: 50000 * unit, CapMax: 1000, CapWindow: time.Hour},
+		"b": {DailyMicros: 10000 * unit, Pacing: PacingASAP},
+	}
+	camps := map[string]*Campaign{}
+	for id, lim := range lims {
+		camps[id] = mustCampaign(t, l, id, lim)
+		if err := l.Lease(ctx, camps[id], now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]int64{}     // final money per campaign, before expiry
+	wantLate := map[string]int64{} // after expiry
+	var notices []notice
+	for i := range 400 {
+		id := "a"
+		if i%2 == 1 {
+			id = "b"
+		}
+		c := camps[id]
+		bid := l.NewBidID()
+		price := int64(1+rng.IntN(5000)) * 1000
+		if _, err := l.Reserve(c, bid, uint64(1+i%7), price, now); err != nil {
+			t.Fatalf("reserve %d: %v", i, err)
+		}
+		clear := price * int64(50+rng.IntN(51)) / 100
+		var ns []notice
+		kind := rng.IntN(6)
+		switch kind {
+		case 0: // won and billed
+			ns = []notice{{noticeWin, bid, 0}, {noticeBill, bid, clear}}
+			want[id] += clear
+			wantLate[id] += clear
+		case 1: // lost
+			ns = []notice{{noticeLoss, bid, 0}}
+		case 2: // a loss, and a (contradicting) win after it
+			ns = []notice{{noticeLoss, bid, 0}, {noticeWin, bid, 0}}
+		case 3: // billed, and a stray loss
+			ns = []notice{{noticeWin, bid, 0}, {noticeBill, bid, clear}, {noticeLoss, bid, 0}}
+			want[id] += clear
+			wantLate[id] += clear
+		case 4: // won, never billed: its price once it expires
+			ns = []notice{{noticeWin, bid, 0}}
+			want[id] += price
+			wantLate[id] += price
+		case 5: // nothing: reserved, then released by expiry
+			want[id] += price
+		}
+		for _, n := range ns {
+			for range 1 + rng.IntN(5) {
+				notices = append(notices, n)
+			}
+		}
+	}
+	rng.Shuffle(len(notices), func(i, j int) { notices[i], notices[j] = notices[j], notices[i] })
+	// Losses before wins: move each bid's first loss ahead of its first win.
+	first := map[[2]uint64]int{}
+	for i, n := range notices {
+		k := [2]uint64{n.bid, uint64(n.kind)}
+		if _, ok := first[k]; !ok {
+			first[k] = i
+		}
+	}
+	for i, n := range notices {
+		if n.kind != noticeLoss || first[[2]uint64{n.bid, uint64(noticeLoss)}] != i {
+			continue
+		}
+		if w, ok := first[[2]uint64{n.bid, uint64(noticeWin)}]; ok && w < i {
+			notices[w], notices[i] = notices[i], notices[w]
+		}
+	}
+	send := func(l *Ledger, ns []notice) {
+		t.Helper()
+		for _, n := range ns {
+			var err error
+			switch n.kind {
+			case noticeWin:
+				err = l.Win(ctx, n.bid, now)
+			case noticeBill:
+				err = l.Bill(ctx, n.bid, n.price, now)
+			case noticeLoss:
+				err = l.Loss(ctx, n.bid, now)
+			}
+			if err != nil {
+				t.Fatalf("notice %+v: %v", n, err)
+			}
+		}
+	}
+	half := len(notices) / 2
+	send(l, notices[:half])
+	crashed := filepath.Join(t.TempDir(), "b")
+	copyDir(t, dir, crashed) // every notice sent was acknowledged: durable
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Dir = crashed
+	l2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	for id, lim := range lims {
+		camps[id] = mustCampaign(t, l2, id, lim)
+	}
+	send(l2, notices) // the first half again, as replays, then the rest
+	check := func(when string, want map[string]int64) {
+		t.Helper()
+		for id, c := range camps {
+			got := c.totalUsed.Load() - c.crashMicros.Load()
+			if got != want[id] {
+				t.Errorf("%s: campaign %s counted %d, want %d (crash-counted %d)", when, id, got, want[id], c.crashMicros.Load())
+			}
+		}
+	}
+	check("before expiry", want)
+	l2.Tick(t0.Add(6 * time.Minute))
+	check("after expiry", wantLate)
+	for id, c := range camps {
+		if c.settledTotal.Load()-c.crashMicros.Load() != wantLate[id] {
+			t.Errorf("campaign %s settled %d, want %d", id, c.settledTotal.Load(), wantLate[id])
+		}
+		if c.reserved.Load() != 0 {
+			t.Errorf("campaign %s still reserves %d", id, c.reserved.Load())
+		}
+	}
+	if s := l2.Stats(); s.Duplicates == 0 || s.Conflicts == 0 {
+		t.Errorf("replays not counted: %+v", s)
+	}
+}
+
+func TestCleanRestartKeepsSpendAndLosesNothing(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := t0.UnixNano()
+	lim := Limits{DailyMicros: 100 * unit, TotalMicros: 1000 * unit, CapMax: 2, CapWindow: time.Hour}
+	open := func() (*Ledger, *Campaign) {
+		l, err := New(durableConfig(clk, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := mustCampaign(t, l, "c", lim)
+		if err := l.Lease(ctx, c, now); err != nil {
+			t.Fatal(err)
+		}
+		return l, c
+	}
+	l, c := open()
+	for i := range 10 {
+		bid := uint64(i + 1)
+		if _, err := reserve(l, c, bid, uint64(i%5+1), 3*unit, now); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := l.Bill(ctx, bid, 2*unit, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := l.Report(t0)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, c = open()
+	defer l.Close()
+	after := l.Report(t0)
+	b, a := before[0], after[0]
+	a.LeasedTodayMicros, a.LeasedTotalMicros, b.LeasedTodayMicros, b.LeasedTotalMicros = 0, 0, 0, 0
+	if a != b {
+		t.Fatalf("restart changed the report:\n%+v\n%+v", b, a)
+	}
+	if a.CrashCountedMicros != 0 {
+		t.Fatalf("clean restart counted %d as lost", a.CrashCountedMicros)
+	}
+	if l.FrequencyOK(c, 1, now) {
+		t.Fatal("frequency count lost in restart")
+	}
+	if err := l.Loss(ctx, 2, now); err != nil {
+		t.Fatal("reservation lost in restart:", err)
+	}
+}
+
+// TestCrashNeverUnderCounts runs reservations and bills, noting after each
+// flush the log size and the spend, then replays the log cut at random
+// offsets (a crash mid-write, with torn tails): replay never panics,
+// never counts less than the spend acknowledged when the cut point was
+// durable, and never more than the budget.
+func TestCrashNeverUnderCounts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := t0.UnixNano()
+	cfg := durableConfig(clk, dir)
+	cfg.LeaseFraction = 0.05
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const budget = 500 * unit
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: budget, CapMax: 3, CapWindow: time.Hour})
+	type ack struct{ size, spent int64 }
+	var acks []ack
+	seg := onlySegment(t, dir)
+	for i := 0; i < 3000; i++ {
+		bid := l.NewBidID()
+		price := int64(1+rng.IntN(400)) * 1000
+		_, err := l.Reserve(c, bid, uint64(1+rng.IntN(5000)), price, now)
+		if errors.Is(err, ErrNoLease) {
+			if err := l.Lease(ctx, c, now); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if errors.Is(err, ErrBudget) {
+			break
+		}
+		if err == nil && rng.IntN(3) == 0 {
+			if err := l.Bill(ctx, bid, price/2, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%50 == 0 {
+			spent := c.totalUsed.Load()
+			if err := l.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			acks = append(acks, ack{fi.Size(), spent})
+		}
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	cuts := []int{0, 1, 7, len(data) - 1, len(data)}
+	for range 40 {
+		cuts = append(cuts, rng.IntN(len(data)+1))
+	}
+	for _, cut := range cuts {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, filepath.Base(seg)), data[:cut], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l2, err := New(durableConfig(clk, d))
+		if err != nil {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		var spent int64
+		if c2 := l2.Lookup("c"); c2 != nil {
+			spent = c2.totalUsed.Load()
+		}
+		var acked int64
+		for _, a := range acks {
+			if a.size <= int64(cut) {
+				acked = a.spent
+			}
+		}
+		if spent < acked {
+			t.Errorf("cut %d of %d: recovered spend %d < acknowledged %d", cut, len(data), spent, acked)
+		}
+		if spent > budget {
+			t.Errorf("cut %d: recovered spend %d over budget", cut, spent)
+		}
+		l2.Close()
+	}
+}
+
+func TestCompactionKeepsState(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	cfg := durableConfig(clk, dir)
+	cfg.CompactBytes = 8 << 10
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limits{DailyMicros: 1000 * unit, CapMax: 5, CapWindow: time.Hour}
+	c := mustCampaign(t, l, "c", lim)
+	now := t0.UnixNano()
+	for i := range 2000 {
+		bid := uint64(i + 1)
+		if _, err := reserve(l, c, bid, uint64(i%500+1), 1000, now); err != nil {
+			t.Fatal(i, err)
+		}
+		if i%3 == 0 {
+			l.Loss(ctx, bid, now)
+		} else if i%3 == 1 {
+			l.Bill(ctx, bid, 500, now)
+		}
+	}
+	for l.log.compacting.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	ckpts, _, _ := listDir(dir)
+	if len(ckpts) == 0 {
+		t.Fatal("no checkpoint written")
+	}
+	before := l.Report(t0)[0]
+	pending := l.Pending()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := New(durableConfig(clk, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	c2 := mustCampaign(t, l2, "c", lim)
+	after := l2.Report(t0)[0]
+	if before.TotalSpentMicros != after.TotalSpentMicros || before.SettledTotalMicros != after.SettledTotalMicros || before.ReservedMicros != after.ReservedMicros {
+		t.Fatalf("compaction changed state:\n%+v\n%+v", before, after)
+	}
+	if l2.Pending() != pending {
+		t.Fatalf("pending %d, want %d", l2.Pending(), pending)
+	}
+	for u := uint64(1); u <= 500; u++ {
+		if got, want := l2.FrequencyCount(c2, u, now), l.FrequencyCount(c, u, now); got != want {
+			t.Fatalf("user %d: frequency %d, want %d", u, got, want)
+		}
+	}
+}
+
+func TestCorruptionBeforeTailIsAnError(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	l, err := New(durableConfig(clk, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCampaign(t, l, "c", Limits{DailyMicros: unit})
+	l.Close()
+	seg := onlySegment(t, dir)
+	// A second, newer segment makes the first one not the tail.
+	data, _ := os.ReadFile(seg)
+	data[12] ^= 0xff
+	os.WriteFile(seg, data, 0o644)
+	os.WriteFile(filepath.Join(dir, segName(1<<40)), nil, 0o644)
+	if _, err := New(durableConfig(clk, dir)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+}
+
+// FuzzReplay feeds arbitrary bytes to log replay, as a segment and as a
+// checkpoint: it must never panic.
+func FuzzReplay(f *testing.F) {
+	clk := newFakeClock(t0)
+	dir := f.TempDir()
+	l, err := New(durableConfig(clk, dir))
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := mustCampaign(f, l, "c", Limits{DailyMicros: 100 * unit, CapMax: 2, CapWindow: time.Hour})
+	ctx := context.Background()
+	l.Lease(ctx, c, t0.UnixNano())
+	for i := range 5 {
+		l.Reserve(c, uint64(i+1), 9, unit, t0.UnixNano())
+	}
+	l.Bill(ctx, 1, unit/2, t0.UnixNano())
+	l.Loss(ctx, 2, t0.UnixNano())
+	l.Close()
+	seed, _ := os.ReadFile(onlySegment(f, dir))
+	f.Add(seed)
+	f.Add(seed[:len(seed)/2])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, ckpt := range []bool{false, true} {
+			cfg := memConfig(clk)
+			l, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			good, _, _ := replay(l, data, ckpt)
+			l.indexDue()
+			if good < 0 || good > len(data) {
+				t.Fatalf("good %d of %d", good, len(data))
+			}
+			l.Report(t0)
+			l.Tick(t0.Add(time.Hour))
+			l.Close()
+		}
+	})
+}
+
+// FuzzReplayFramed frames the fuzzer's records with valid CRCs, so that
+// the record decoders (not only the framing) meet arbitrary payloads.
+func FuzzReplayFramed(f *testing.F) {
+	f.Add([]byte{recCampaign, 5, 0, 0, 0, 0, 1, 0, 0, 0, 'c'})
+	f.Add([]byte{recCampaign, 9, 0, 0, 0, 0, 1, 0, 0, 0, 'c', recReserve, 4, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var log []byte
+		for len(data) >= 2 {
+			typ, n := data[0], int(data[1])
+			data = data[2:]
+			n = min(n, len(data))
+			payload := data[:n]
+			data = data[n:]
+			log = frame(log, typ, func(b []byte) []byte { return append(b, payload...) })
+		}
+		clk := newFakeClock(t0)
+		l, err := New(memConfig(clk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		replay(l, log, false)
+		l.indexDue()
+		l.Report(t0)
+		l.Tick(t0.Add(time.Hour))
+	})
+}

@@ -1,0 +1,321 @@
+package ledger
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Leaser hands out slices of campaign budgets to this node: the budget
+// backend for many nodes (package ledger/redisledger). The node spends
+// from its slices locally, so the decision never waits on the network.
+// Implementations must be safe for concurrent use.
+type Leaser interface {
+	// Lease grants up to the wanted amounts of the campaign's remaining
+	// daily and total budgets. A retried request with the same ID grants
+	// at most once.
+	Lease(ctx context.Context, req LeaseRequest) (LeaseGrant, error)
+	// Return gives back unspent amounts (on Close).
+	Return(ctx context.Context, ret LeaseReturn) error
+	Close() error
+}
+
+// LeaseRequest asks for budget; amounts in micro-units, budgets 0 when
+// unlimited (nothing to lease).
+type LeaseRequest struct {
+	ID                       uint64
+	Campaign                 string
+	Day                      int32 // days since 1970-01-01 in the ledger's Location
+	DailyBudget, TotalBudget int64
+	WantDaily, WantTotal     int64
+}
+
+// LeaseGrant is what a Lease call granted.
+type LeaseGrant struct{ Daily, Total int64 }
+
+// LeaseReturn gives back unspent lease.
+type LeaseReturn struct {
+	ID           uint64
+	Campaign     string
+	Day          int32
+	Daily, Total int64
+}
+
+// FrequencyShare shares frequency counts between nodes (Redis). The ledger
+// consults it after its own exact count passes, and tells it of every
+// counted impression. Allow must not block on the network; when it does
+// not know a count it must answer false (cap) and find out in the
+// background. Implementations must be safe for concurrent use.
+type FrequencyShare interface {
+	Allow(campaign string, user uint64, local, max int32, window time.Duration, now int64) bool
+	Record(campaign string, user uint64, bid uint64, window time.Duration, now int64)
+	Close() error
+}
+
+// leaseState runs the lease goroutine. A ledger is leased when it has a
+// durable log (leases are fsynced records) or a Leaser.
+type leaseState struct {
+	l        *Ledger
+	on       bool
+	ch       chan *Campaign
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex // serialises grants
+	seq      atomic.Uint64
+	failures atomic.Int64
+}
+
+func (l *Ledger) leased() bool { return l.leases.on }
+
+// leaseChunk is how much of a budget one lease takes: LeaseFraction of
+// it, at least LeaseMinMicros and four of the largest price the campaign
+// was refused for want of a lease.
+func (l *Ledger) leaseChunk(c *Campaign, budget int64) int64 {
+	return min(budget, max(int64(float64(budget)*l.cfg.LeaseFraction), l.cfg.LeaseMinMicros, 4*c.maxPrice.Load()))
+}
+
+func (s *leaseState) init(l *Ledger) {
+	s.l = l
+	s.on = l.log != nil || l.cfg.Leaser != nil
+	if !s.on {
+		return
+	}
+	s.ch = make(chan *Campaign, 4096)
+	s.stop = make(chan struct{})
+	s.seq.Store(l.bidKey)
+	s.wg.Add(1)
+	go s.run()
+}
+
+// request asks the lease goroutine, without blocking, to top up c.
+func (s *leaseState) request(c *Campaign) {
+	if !s.on || !c.needLease.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case s.ch <- c:
+	default:
+		c.needLease.Store(false)
+	}
+}
+
+func (s *leaseState) run() {
+	defer s.wg.Done()
+	batch := make([]*Campaign, 0, 256)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case c := <-s.ch:
+			batch = append(batch[:0], c)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case c := <-s.ch:
+				batch = append(batch, c)
+			default:
+				break drain
+			}
+		}
+		now := s.l.clock().UnixNano()
+		ctx, cancel := context.WithTimeout(context.Background(), s.l.cfg.LeaseTimeout)
+		err := s.grant(ctx, batch, now)
+		cancel()
+		for _, c := range batch {
+			c.needLease.Store(false)
+		}
+		if err != nil {
+			// Back off so that an unreachable backend is not hammered by
+			// the hot path's requests; spending goes on within the leases
+			// already held, then stops (fail closed).
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-s.stop:
+				t.Stop()
+				return
+			}
+		}
+	}
+}
+
+// Lease tops up c's lease for now's day and waits for it (tests, warm-up
+// after a reload). Reservations need a lease in a durable or shared
+// ledger; the hot path requests them in the background on its own.
+func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
+	if !l.leased() {
+		return nil
+	}
+	return l.leases.grant(ctx, []*Campaign{c}, now)
+}
+
+// grant tops up the leases of batch for now's day: from the Leaser, or by
+// local arithmetic; a durable ledger logs the new ceilings and waits for
+// the fsync before publishing them, so a ceiling the hot path sees is
+// always on disk.
+func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.l
+	day := l.days.day(now)
+	type pub struct {
+		c               *Campaign
+		dayCeil, totCel int64
+	}
+	var pubs []pub
+	var firstErr error
+	for _, c := range batch {
+		lim := c.limits.Load()
+		if lim == nil || lim.DailyMicros|lim.TotalMicros == 0 {
+			continue
+		}
+		ceilD, ok := on(c.ceilDay.Load(), day)
+		if !ok {
+			continue
+		}
+		usedD, _ := on(c.dayUsed.Load(), day)
+		ceilT, usedT := c.ceilTotal.Load(), c.totalUsed.Load()
+		newD, newT := ceilD, ceilT
+		if lt := l.cfg.Leaser; lt != nil {
+			req := LeaseRequest{
+				ID:          s.seq.Add(1),
+				Campaign:    c.id,
+				Day:         day,
+				DailyBudget: lim.DailyMicros,
+				TotalBudget: lim.TotalMicros,
+			}
+			if lim.DailyMicros > 0 && ceilD-usedD < l.leaseChunk(c, lim.DailyMicros) {
+				req.WantDaily = min(l.leaseChunk(c, lim.DailyMicros), lim.DailyMicros-ceilD)
+			}
+			if lim.TotalMicros > 0 && ceilT-usedT < l.leaseChunk(c, lim.TotalMicros) {
+				req.WantTotal = min(l.leaseChunk(c, lim.TotalMicros), lim.TotalMicros-ceilT)
+			}
+			if req.WantDaily <= 0 && req.WantTotal <= 0 {
+				continue
+			}
+			g, err := lt.Lease(ctx, req)
+			if err != nil {
+				s.failures.Add(1)
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			newD, newT = ceilD+g.Daily, ceilT+g.Total
+		} else {
+			if lim.DailyMicros > 0 {
+				newD = min(lim.DailyMicros, max(ceilD, usedD)+l.leaseChunk(c, lim.DailyMicros))
+			}
+			if lim.TotalMicros > 0 {
+				newT = min(lim.TotalMicros, max(ceilT, usedT)+l.leaseChunk(c, lim.TotalMicros))
+			}
+		}
+		if newD == ceilD && newT == ceilT {
+			continue
+		}
+		pubs = append(pubs, pub{c, max(newD, ceilD), max(newT, ceilT)})
+	}
+	if len(pubs) == 0 {
+		return firstErr
+	}
+	if l.log != nil {
+		var seq uint64
+		for _, p := range pubs {
+			seq = l.log.appendCeiling(p.c, day, p.dayCeil, p.totCel)
+		}
+		if err := l.log.wait(ctx, seq); err != nil {
+			// Not durable: do not publish. With a Leaser the slice is lost
+			// (counted as spent centrally): the safe direction.
+			s.failures.Add(1)
+			return err
+		}
+	}
+	for _, p := range pubs {
+		raiseDay(&p.c.ceilDay, day, p.dayCeil)
+		for {
+			old := p.c.ceilTotal.Load()
+			if p.totCel <= old || p.c.ceilTotal.CompareAndSwap(old, p.totCel) {
+				break
+			}
+		}
+	}
+	return firstErr
+}
+
+// raiseDay sets w to (day, v) unless it already holds more for day or a
+// later day.
+func raiseDay(w *atomic.Uint64, day int32, v int64) {
+	for {
+		old := w.Load()
+		cur, ok := on(old, day)
+		if !ok || (old != 0 && cur >= v && dayOfWord(old) == uint16(day)) {
+			return
+		}
+		if w.CompareAndSwap(old, pack(day, v)) {
+			return
+		}
+	}
+}
+
+// close stops the lease goroutine and gives back what is leased but
+// unspent: to the Leaser, and in the log (so that a clean restart counts
+// nothing as lost).
+func (s *leaseState) close() error {
+	if !s.on {
+		return nil
+	}
+	close(s.stop)
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.l
+	var firstErr error
+	var seq uint64
+	for _, c := range *l.campaigns.Load() {
+		cd := c.ceilDay.Load()
+		day := int32(dayOfWord(cd))
+		ceilD := int64(cd & usedMask)
+		usedD, _ := on(c.dayUsed.Load(), day)
+		ceilT, usedT := c.ceilTotal.Load(), c.totalUsed.Load()
+		retD, retT := max(0, ceilD-usedD), max(0, ceilT-usedT)
+		if retD == 0 && retT == 0 {
+			continue
+		}
+		if lt := l.cfg.Leaser; lt != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
+			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT})
+			cancel()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue // keep the ceiling: the slice stays counted as spent
+			}
+		}
+		c.ceilDay.Store(pack(day, ceilD-retD))
+		c.ceilTotal.Store(ceilT - retT)
+		if l.log != nil {
+			seq = l.log.appendCeiling(c, day, ceilD-retD, ceilT-retT)
+		}
+	}
+	if l.log != nil && seq > 0 {
+		if err := l.log.wait(context.Background(), seq); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if lt := l.cfg.Leaser; lt != nil {
+		if err := lt.Close(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// fullDay rebuilds a day number from its low 16 bits: the one nearest the
+// clock's day.
+func (l *Ledger) fullDay(d int32) int32 {
+	now := l.days.day(l.clock().UnixNano())
+	return now + int32(int16(uint16(d)-uint16(now)))
+}

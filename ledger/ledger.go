@@ -1,0 +1,448 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/personad/personad/rules"
+)
+
+// Errors returned by the ledger. Reserve's errors are preallocated, so a
+// refused reservation does not allocate.
+var (
+	ErrBudget       = errors.New("ledger: budget exhausted")
+	ErrNoLease      = errors.New("ledger: no budget lease held")
+	ErrFrequency    = errors.New("ledger: frequency cap reached")
+	ErrFrequencyMem = errors.New("ledger: frequency table full")
+	ErrNoUser       = errors.New("ledger: frequency-capped campaign needs a user")
+	ErrDuplicateBid = errors.New("ledger: bid id already reserved")
+	ErrStaleClock   = errors.New("ledger: time is before the campaign's current day")
+	ErrUnknownBid   = errors.New("ledger: unknown bid")
+	ErrPrice        = errors.New("ledger: bad clearing price")
+	ErrConflict     = errors.New("ledger: notice conflicts with an earlier one")
+	ErrForged       = errors.New("ledger: bad notice token")
+	ErrClosed       = errors.New("ledger: closed")
+	ErrCorrupt      = errors.New("ledger: corrupt log")
+)
+
+// Pacing is how a campaign spreads its daily budget over the day.
+type Pacing uint8
+
+const (
+	// PacingEven throttles bids probabilistically so that spend follows the
+	// day's traffic curve (see the package documentation).
+	PacingEven Pacing = iota
+	// PacingASAP spends as fast as the traffic allows.
+	PacingASAP
+)
+
+// Limits are a campaign's money and frequency settings, the part of its
+// rules the ledger enforces. Amounts are integer micro-units of the
+// campaign's currency; 0 means no limit.
+type Limits struct {
+	DailyMicros int64
+	TotalMicros int64
+	Pacing      Pacing
+	// CapMax impressions per user within CapWindow; 0 means no cap.
+	CapMax    int32
+	CapWindow time.Duration
+}
+
+// MaxMicros is the largest budget the ledger accepts (about 281 million
+// currency units): daily counters pack a day number beside the amount.
+const MaxMicros = 1<<usedBits - 1
+
+// LimitsFromRules converts a validated rules campaign into Limits.
+func LimitsFromRules(c *rules.Campaign) (Limits, error) {
+	l := Limits{
+		DailyMicros: micros(c.Budget.Daily),
+		TotalMicros: micros(c.Budget.Total),
+		CapMax:      c.FrequencyCap.Max,
+	}
+	if c.Pacing == rules.PacingASAP {
+		l.Pacing = PacingASAP
+	}
+	if c.FrequencyCap.Window != "" {
+		d, err := time.ParseDuration(c.FrequencyCap.Window)
+		if err != nil {
+			return Limits{}, fmt.Errorf("ledger: campaign %q: frequency_cap.window: %w", c.ID, err)
+		}
+		l.CapWindow = d
+	}
+	return l, l.validate()
+}
+
+func micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
+
+func (l Limits) validate() error {
+	switch {
+	case l.DailyMicros < 0 || l.TotalMicros < 0:
+		return errors.New("ledger: negative budget")
+	case l.DailyMicros > MaxMicros || l.TotalMicros > math.MaxInt64/2:
+		return fmt.Errorf("ledger: budget above %d micros", int64(MaxMicros))
+	case l.CapMax < 0:
+		return errors.New("ledger: negative frequency cap")
+	case l.CapMax > 0 && l.CapWindow <= 0:
+		return errors.New("ledger: frequency cap without a window")
+	case l.CapWindow > 366*24*time.Hour:
+		return errors.New("ledger: frequency window above a year")
+	case l.Pacing > PacingASAP:
+		return errors.New("ledger: unknown pacing")
+	}
+	return nil
+}
+
+// Config configures a Ledger. Start from DefaultConfig.
+type Config struct {
+	// Dir holds the durable log and checkpoints (the caller passes
+	// <data-dir>/ledger). Empty keeps everything in memory: nothing
+	// survives a restart (tests and the pacing simulator).
+	Dir string
+	// Location is where a "day" of a daily budget begins and ends.
+	// Nil means UTC.
+	Location *time.Location
+	// ReservationTTL is how long a reservation waits for a notice before it
+	// expires and releases its spend; ChannelTTL overrides it per channel
+	// (see TTL).
+	ReservationTTL time.Duration
+	ChannelTTL     map[string]time.Duration
+	// Retention is how long a finished bid is remembered after its
+	// reservation's deadline so replayed notices are recognised.
+	Retention time.Duration
+
+	// ControlInterval is the pacing controller's period. ExpiryInterval
+	// is how often expired reservations are released.
+	ControlInterval time.Duration
+	ExpiryInterval  time.Duration
+	// MinRate is the lowest pass-through rate of an even campaign.
+	MinRate float64
+	// ProfileSmoothing is the weight of the newest day in the learned
+	// hour-of-day traffic profile (exponential smoothing).
+	ProfileSmoothing float64
+	// Manual stops the Ledger from starting its maintenance goroutine: the
+	// caller drives time with Tick (simulators, tests). The log writer and
+	// lease goroutines run regardless.
+	Manual bool
+	// Clock tells the maintenance and lease goroutines the time; nil means
+	// time.Now. It must agree with the now values callers pass to Allow and
+	// Reserve: leases are taken for the clock's day.
+	Clock func() time.Time
+
+	// SyncInterval is the group-commit window of the log: records are
+	// written and fsynced together at most this long after they are added.
+	SyncInterval time.Duration
+	// CompactBytes triggers a checkpoint when the live log grows past it.
+	CompactBytes int64
+
+	// LeaseFraction is the part of a budget leased at a time (from the
+	// durable log, or from Redis); the lease is what a crash may count as
+	// spent without a record. LeaseMinMicros is the smallest lease.
+	LeaseFraction  float64
+	LeaseMinMicros int64
+	// LeaseTimeout bounds one lease call to the backend.
+	LeaseTimeout time.Duration
+	// Leaser, when set, is where budget leases come from (Redis, for many
+	// nodes); nil means this node's own budget arithmetic.
+	Leaser Leaser
+	// Frequency, when set, shares frequency counts between nodes.
+	Frequency FrequencyShare
+
+	// FrequencyShards is the number of lock stripes of the frequency table
+	// and the reservation table (a power of two).
+	FrequencyShards int
+	// MaxFrequencyEntries bounds the frequency table; when it is full, new
+	// (user, campaign) pairs of capped campaigns are refused.
+	MaxFrequencyEntries int
+	// NoticeKey signs notice tokens (at least 16 bytes); nil means a random
+	// key, which does not survive a restart.
+	NoticeKey []byte
+}
+
+// DefaultConfig returns the defaults: UTC days, 5-minute reservations
+// remembered 10 minutes more, a 1-minute pacing controller, 2 ms group
+// commit, leases of 0.5% of a budget.
+func DefaultConfig() Config {
+	return Config{
+		ReservationTTL:      5 * time.Minute,
+		Retention:           10 * time.Minute,
+		ControlInterval:     time.Minute,
+		ExpiryInterval:      time.Second,
+		MinRate:             0.0001,
+		ProfileSmoothing:    0.3,
+		SyncInterval:        2 * time.Millisecond,
+		CompactBytes:        64 << 20,
+		LeaseFraction:       0.005,
+		LeaseMinMicros:      1_000_000,
+		LeaseTimeout:        2 * time.Second,
+		FrequencyShards:     256,
+		MaxFrequencyEntries: 8 << 20,
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.ReservationTTL <= 0:
+		return errors.New("ledger: ReservationTTL must be > 0")
+	case c.Retention < 0:
+		return errors.New("ledger: Retention must be >= 0")
+	case c.ControlInterval <= 0 || c.ExpiryInterval <= 0:
+		return errors.New("ledger: ControlInterval and ExpiryInterval must be > 0")
+	case !(c.MinRate > 0 && c.MinRate <= 1):
+		return errors.New("ledger: MinRate must be in (0, 1]")
+	case !(c.ProfileSmoothing > 0 && c.ProfileSmoothing <= 1):
+		return errors.New("ledger: ProfileSmoothing must be in (0, 1]")
+	case c.SyncInterval <= 0:
+		return errors.New("ledger: SyncInterval must be > 0")
+	case !(c.LeaseFraction > 0 && c.LeaseFraction <= 1) || c.LeaseMinMicros <= 0:
+		return errors.New("ledger: LeaseFraction must be in (0, 1] and LeaseMinMicros > 0")
+	case c.LeaseTimeout <= 0:
+		return errors.New("ledger: LeaseTimeout must be > 0")
+	case c.FrequencyShards <= 0 || c.FrequencyShards&(c.FrequencyShards-1) != 0:
+		return errors.New("ledger: FrequencyShards must be a power of two")
+	case c.MaxFrequencyEntries <= 0:
+		return errors.New("ledger: MaxFrequencyEntries must be > 0")
+	case c.NoticeKey != nil && len(c.NoticeKey) < 16:
+		return errors.New("ledger: NoticeKey must be at least 16 bytes")
+	}
+	for ch, d := range c.ChannelTTL {
+		if d <= 0 {
+			return fmt.Errorf("ledger: ChannelTTL[%q] must be > 0", ch)
+		}
+	}
+	return nil
+}
+
+// Ledger holds the live money and frequency state of every campaign:
+// spend, reservations, pacing rates and frequency counts. It lives outside
+// the rules snapshot: a rules reload rebinds to the same *Campaign by id.
+// A Ledger is safe for concurrent use.
+type Ledger struct {
+	cfg   Config
+	loc   *time.Location
+	clock func() time.Time
+	days  dayCache
+
+	mu        sync.Mutex // guards byID and list growth
+	byID      map[string]*Campaign
+	campaigns atomic.Pointer[[]*Campaign] // by key; append-only, copy on write
+
+	freq   freqTable
+	resv   resvTable
+	signer *Signer
+	bidSeq atomic.Uint64
+	bidKey uint64
+
+	log    *journal // nil in memory
+	leases leaseState
+	pace   paceState
+	stats  counters
+
+	tickMu   sync.Mutex
+	lastSeen int64 // latest record time seen by replay
+
+	closed   atomic.Bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closeErr error
+}
+
+// New opens a ledger, replaying its durable log when cfg.Dir is set. A
+// restart never resets spend: whatever the log cannot prove unspent is
+// counted as spent (see the package documentation).
+func New(cfg Config) (*Ledger, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	l := &Ledger{
+		cfg:   cfg,
+		loc:   cfg.Location,
+		clock: cfg.Clock,
+		byID:  map[string]*Campaign{},
+		stop:  make(chan struct{}),
+	}
+	l.cfg.ChannelTTL = make(map[string]time.Duration, len(cfg.ChannelTTL))
+	for k, v := range cfg.ChannelTTL {
+		l.cfg.ChannelTTL[k] = v
+	}
+	if l.loc == nil {
+		l.loc = time.UTC
+	}
+	if l.clock == nil {
+		l.clock = time.Now
+	}
+	l.days.loc = l.loc
+	empty := []*Campaign{}
+	l.campaigns.Store(&empty)
+	l.freq.init(cfg.FrequencyShards, cfg.MaxFrequencyEntries)
+	l.resv.init(cfg.FrequencyShards)
+	var err error
+	if l.signer, err = NewSigner(cfg.NoticeKey); err != nil {
+		return nil, err
+	}
+	l.bidKey = rand.Uint64()
+	l.pace.init(l)
+	if cfg.Dir != "" {
+		if l.log, err = openJournal(l, cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
+	l.leases.init(l)
+	if !cfg.Manual {
+		l.wg.Add(1)
+		go l.maintain()
+	}
+	return l, nil
+}
+
+// Close stops the ledger's goroutines and waits for them, returns unspent
+// leases, and flushes the log. The ledger must not be used afterwards.
+func (l *Ledger) Close() error {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	if l.closed.Swap(true) {
+		return l.closeErr
+	}
+	close(l.stop)
+	l.wg.Wait()
+	err := l.leases.close()
+	if l.log != nil {
+		err = errors.Join(err, l.log.close())
+	}
+	if l.cfg.Frequency != nil {
+		err = errors.Join(err, l.cfg.Frequency.Close())
+	}
+	l.closeErr = err
+	return err
+}
+
+// Campaign returns the live state of campaign id, creating it at first
+// use, and (re)applies lim. The same id always yields the same *Campaign,
+// so a rules reload that calls Campaign again carries spend, pacing and
+// frequency counts across; the new limits apply atomically. Campaign
+// allocates only when it creates or changes a campaign; call it when
+// compiling rules, not per decision.
+func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
+	if err := lim.validate(); err != nil {
+		return nil, fmt.Errorf("ledger: campaign %q: %w", id, err)
+	}
+	if id == "" {
+		return nil, errors.New("ledger: empty campaign id")
+	}
+	l.mu.Lock()
+	c := l.byID[id]
+	created := c == nil
+	if created {
+		c = l.addCampaignLocked(id)
+	}
+	l.mu.Unlock()
+	if created && l.log != nil {
+		l.log.appendCampaign(c.key, id)
+	}
+	if old := c.limits.Load(); old == nil || *old != lim {
+		c.limits.Store(&lim)
+		l.leases.request(c)
+	}
+	return c, nil
+}
+
+// addCampaignLocked registers a new campaign under l.mu.
+func (l *Ledger) addCampaignLocked(id string) *Campaign {
+	old := *l.campaigns.Load()
+	c := newCampaign(l, uint32(len(old)), id)
+	list := make([]*Campaign, len(old)+1)
+	copy(list, old)
+	list[len(old)] = c
+	l.campaigns.Store(&list)
+	l.byID[id] = c
+	return c
+}
+
+// campaignByKey returns the campaign with key k, or nil.
+func (l *Ledger) campaignByKey(k uint32) *Campaign {
+	list := *l.campaigns.Load()
+	if int(k) < len(list) {
+		return list[k]
+	}
+	return nil
+}
+
+// Lookup returns campaign id's live state, or nil when the ledger has
+// never seen it.
+func (l *Ledger) Lookup(id string) *Campaign {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byID[id]
+}
+
+// TTL is the reservation lifetime for a channel: Config.ChannelTTL's entry
+// or the default.
+func (l *Ledger) TTL(channel string) time.Duration {
+	if d, ok := l.cfg.ChannelTTL[channel]; ok {
+		return d
+	}
+	return l.cfg.ReservationTTL
+}
+
+// NewBidID returns a bid id unique to this ledger for the life of the
+// process and, with overwhelming probability, across restarts and nodes
+// (a random 64-bit permutation of a counter). It does not allocate.
+func (l *Ledger) NewBidID() uint64 {
+	for {
+		if id := splitmix64(l.bidKey + l.bidSeq.Add(1)); id != 0 {
+			return id
+		}
+	}
+}
+
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// maintain is the maintenance goroutine: expiry every ExpiryInterval and
+// the pacing controller every ControlInterval, both on Clock's time.
+func (l *Ledger) maintain() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.Tick(l.clock())
+		}
+	}
+}
+
+// Tick runs the periodic work due at now: it expires overdue reservations,
+// forgets finished bids past retention, sweeps expired frequency entries
+// and, once per ControlInterval, steps the pacing controller. The
+// maintenance goroutine calls it; with Config.Manual the caller does,
+// which lets a simulator run a day in seconds.
+func (l *Ledger) Tick(now time.Time) {
+	n := now.UnixNano()
+	l.tickMu.Lock()
+	defer l.tickMu.Unlock()
+	l.expire(n)
+	l.freq.sweep(n)
+	l.pace.maybeStep(n)
+}
+
+// Flush waits until every record added so far is durable. It returns at
+// once for an in-memory ledger.
+func (l *Ledger) Flush(ctx context.Context) error {
+	if l.log == nil {
+		return nil
+	}
+	return l.log.wait(ctx, l.log.appendedSeq())
+}

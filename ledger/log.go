@@ -1,0 +1,885 @@
+package ledger
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The durable log: segments log-<seq>.wal of framed records, and
+// checkpoints checkpoint-<seq>.ckpt that stand for every segment below
+// seq. A frame is
+//
+//	uint32 length of body | uint32 CRC-32C of body | body = type byte, payload
+//
+// little endian. Replay stops at the first frame that is short or fails
+// its CRC; in the newest segment that is a torn tail, cut off, and
+// anywhere else it is corruption, reported as ErrCorrupt.
+
+// Record types.
+const (
+	recCampaign  byte = iota + 1 // key, id
+	recReserve                   // bid, reservation
+	recNotice                    // kind, bid, price, at
+	recCeiling                   // key, day, day ceiling, total ceiling (absolute)
+	recPhantom                   // key, day, amount counted as spent at recovery
+	recRate                      // key, rate threshold
+	recProfile                   // key, 24 float32 (key profileGlobal: the ledger's own)
+	recCampState                 // checkpoint: a campaign's counters
+	recResv                      // checkpoint: a remembered bid
+	recFreq                      // checkpoint: a frequency entry
+	recEnd                       // checkpoint: trailer, record count
+)
+
+const (
+	frameHeader   = 8
+	maxFrame      = 1 << 16
+	profileGlobal = math.MaxUint32
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frame appends one framed record to b: typ and the payload written by
+// body (which appends to its argument).
+func frame(b []byte, typ byte, body func([]byte) []byte) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, typ)
+	b = body(b)
+	n := len(b) - start - frameHeader
+	binary.LittleEndian.PutUint32(b[start:], uint32(n))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+frameHeader:], castagnoli))
+	return b
+}
+
+var (
+	le = binary.LittleEndian
+	be = binary.BigEndian
+)
+
+func encReserve(b []byte, bid uint64, r *resv) []byte {
+	b = le.AppendUint64(b, bid)
+	b = le.AppendUint32(b, r.key)
+	b = le.AppendUint64(b, r.user)
+	b = le.AppendUint64(b, uint64(r.price))
+	b = le.AppendUint64(b, uint64(r.at))
+	b = le.AppendUint64(b, uint64(r.deadline))
+	b = le.AppendUint32(b, uint32(r.day))
+	return le.AppendUint32(b, r.fexp)
+}
+
+func encResv(b []byte, bid uint64, r *resv) []byte {
+	b = encReserve(b, bid, r)
+	b = le.AppendUint64(b, uint64(r.billed))
+	return append(b, r.state)
+}
+
+// reader decodes a payload; a short payload sets bad.
+type reader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *reader) u8() byte {
+	if len(r.b) < 1 {
+		r.bad = true
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	if len(r.b) < 4 {
+		r.bad = true
+		return 0
+	}
+	v := le.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) u64() uint64 {
+	if len(r.b) < 8 {
+		r.bad = true
+		return 0
+	}
+	v := le.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) i64() int64 { return int64(r.u64()) }
+
+func (r *reader) str(n int) string {
+	if len(r.b) < n {
+		r.bad = true
+		return ""
+	}
+	v := string(r.b[:n])
+	r.b = r.b[n:]
+	return v
+}
+
+func decReserve(rd *reader) (uint64, resv) {
+	bid := rd.u64()
+	var r resv
+	r.key = rd.u32()
+	r.user = rd.u64()
+	r.price = rd.i64()
+	r.at = rd.i64()
+	r.deadline = rd.i64()
+	r.day = int32(rd.u32())
+	r.fexp = rd.u32()
+	return bid, r
+}
+
+// journal is the append side of the log: records are added to a buffer
+// under mu (callers may hold a table lock: mu is always innermost) and a
+// writer goroutine writes and fsyncs them in batches (group commit).
+type journal struct {
+	l   *Ledger
+	dir string
+
+	mu       sync.Mutex
+	buf      []byte
+	spare    []byte
+	appended uint64 // records added
+	durable  uint64 // records written and fsynced
+	synced   chan struct{}
+	err      error // sticky write error: the log is unusable
+
+	kick       chan struct{}
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	f          *os.File
+	seg        uint64 // current segment number
+	size       int64
+	compacting atomic.Bool
+	compactErr atomic.Pointer[error]
+}
+
+func segName(n uint64) string  { return fmt.Sprintf("log-%016x.wal", n) }
+func ckptName(n uint64) string { return fmt.Sprintf("checkpoint-%016x.ckpt", n) }
+
+// listDir returns the checkpoint and segment numbers in dir, ascending.
+func listDir(dir string) (ckpts, segs []uint64, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range ents {
+		var n uint64
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".tmp"):
+			os.Remove(filepath.Join(dir, name)) // an interrupted checkpoint
+		case strings.HasPrefix(name, "checkpoint-"):
+			if _, err := fmt.Sscanf(name, "checkpoint-%016x.ckpt", &n); err == nil {
+				ckpts = append(ckpts, n)
+			}
+		case strings.HasPrefix(name, "log-"):
+			if _, err := fmt.Sscanf(name, "log-%016x.wal", &n); err == nil {
+				segs = append(segs, n)
+			}
+		}
+	}
+	slices.Sort(ckpts)
+	slices.Sort(segs)
+	return ckpts, segs, nil
+}
+
+// openJournal replays dir into l (checkpoint, then newer segments, cutting
+// a torn tail), counts as spent what the log cannot prove unspent, and
+// starts a new segment and the writer goroutine.
+func openJournal(l *Ledger, dir string) (*journal, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	ckpts, segs, err := listDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	var base uint64
+	if len(ckpts) > 0 {
+		base = ckpts[len(ckpts)-1]
+		if err := loadFile(l, filepath.Join(dir, ckptName(base)), true, false); err != nil {
+			return nil, err
+		}
+	}
+	next := base
+	for i, s := range segs {
+		if s < base {
+			continue
+		}
+		last := i == len(segs)-1
+		if err := loadFile(l, filepath.Join(dir, segName(s)), false, last); err != nil {
+			return nil, err
+		}
+		next = s + 1
+	}
+	j := &journal{
+		l:      l,
+		dir:    dir,
+		synced: make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		seg:    next,
+	}
+	if err := j.openSegment(); err != nil {
+		return nil, err
+	}
+	for _, s := range segs {
+		if s < base {
+			os.Remove(filepath.Join(dir, segName(s)))
+		}
+	}
+	for _, c := range ckpts {
+		if c < base {
+			os.Remove(filepath.Join(dir, ckptName(c)))
+		}
+	}
+	j.recover()
+	l.indexDue()
+	j.wg.Add(1)
+	go j.writer()
+	if err := j.wait(context.Background(), j.appendedSeq()); err != nil {
+		j.close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// recover counts as spent, for each campaign, what its durable leases
+// cover beyond the spend the log replayed: reservations made under a
+// lease whose records a crash lost. A lost reservation raised both the
+// day and the total counter, and neither could pass its lease, so the
+// lost amount is at most the smallest headroom of the leases in force;
+// that much is counted, on both counters. Never under-count spend.
+func (j *journal) recover() {
+	for _, c := range *j.l.campaigns.Load() {
+		phantom := int64(-1)
+		cd := c.ceilDay.Load()
+		// Day words keep the day modulo 2^16, which is all on and addDay
+		// compare.
+		day := int32(dayOfWord(cd))
+		if cd != 0 {
+			if used, ok := on(c.dayUsed.Load(), day); ok && int64(cd&usedMask) >= used {
+				phantom = int64(cd&usedMask) - used
+			}
+		}
+		if ct, used := c.ceilTotal.Load(), c.totalUsed.Load(); ct != 0 && ct >= used {
+			if phantom < 0 || ct-used < phantom {
+				phantom = ct - used
+			}
+		}
+		if phantom <= 0 {
+			continue
+		}
+		j.l.applyPhantom(c, day, phantom)
+		j.append(recPhantom, func(b []byte) []byte {
+			b = le.AppendUint32(b, c.key)
+			b = le.AppendUint32(b, uint32(day))
+			return le.AppendUint64(b, uint64(phantom))
+		})
+	}
+}
+
+func (l *Ledger) applyPhantom(c *Campaign, day int32, v int64) {
+	c.addSpend(day, v)
+	c.settledTotal.Add(v)
+	addDay(&c.settledDay, day, v)
+	c.crashMicros.Add(v)
+}
+
+func (j *journal) openSegment() error {
+	f, err := os.OpenFile(filepath.Join(j.dir, segName(j.seg)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	if err := syncDir(j.dir); err != nil {
+		f.Close()
+		return err
+	}
+	j.f, j.size = f, 0
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("ledger: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// append adds one record and returns its sequence number.
+func (j *journal) append(typ byte, body func([]byte) []byte) uint64 {
+	j.mu.Lock()
+	j.buf = frame(j.buf, typ, body)
+	j.appended++
+	seq := j.appended
+	j.mu.Unlock()
+	j.poke()
+	return seq
+}
+
+func (j *journal) poke() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (j *journal) appendedSeq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.appended
+}
+
+// appendReserve and appendNotice frame in place rather than through a
+// closure, so the hot path does not allocate.
+func (j *journal) appendReserve(bid uint64, r *resv) uint64 {
+	j.mu.Lock()
+	start := len(j.buf)
+	j.buf = append(j.buf, 0, 0, 0, 0, 0, 0, 0, 0, recReserve)
+	j.buf = encReserve(j.buf, bid, r)
+	j.seal(start)
+	seq := j.appended
+	j.mu.Unlock()
+	j.poke()
+	return seq
+}
+
+func (j *journal) appendNotice(kind byte, bid uint64, price, at int64) uint64 {
+	j.mu.Lock()
+	start := len(j.buf)
+	j.buf = append(j.buf, 0, 0, 0, 0, 0, 0, 0, 0, recNotice, kind)
+	j.buf = le.AppendUint64(j.buf, bid)
+	j.buf = le.AppendUint64(j.buf, uint64(price))
+	j.buf = le.AppendUint64(j.buf, uint64(at))
+	j.seal(start)
+	seq := j.appended
+	j.mu.Unlock()
+	j.poke()
+	return seq
+}
+
+func (j *journal) seal(start int) {
+	n := len(j.buf) - start - frameHeader
+	le.PutUint32(j.buf[start:], uint32(n))
+	le.PutUint32(j.buf[start+4:], crc32.Checksum(j.buf[start+frameHeader:], castagnoli))
+	j.appended++
+}
+
+func (j *journal) appendCampaign(key uint32, id string) uint64 {
+	return j.append(recCampaign, func(b []byte) []byte {
+		b = le.AppendUint32(b, key)
+		b = le.AppendUint32(b, uint32(len(id)))
+		return append(b, id...)
+	})
+}
+
+func (j *journal) appendCeiling(c *Campaign, day int32, dayCeil, totalCeil int64) uint64 {
+	return j.append(recCeiling, func(b []byte) []byte {
+		b = le.AppendUint32(b, c.key)
+		b = le.AppendUint32(b, uint32(day))
+		b = le.AppendUint64(b, uint64(dayCeil))
+		return le.AppendUint64(b, uint64(totalCeil))
+	})
+}
+
+// wait returns once record seq is durable, the log failed, or ctx is done.
+func (j *journal) wait(ctx context.Context, seq uint64) error {
+	for {
+		j.mu.Lock()
+		durable, err, ch := j.durable, j.err, j.synced
+		j.mu.Unlock()
+		if durable >= seq {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		j.poke()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// writer is the group-commit goroutine: it writes whatever accumulated,
+// fsyncs once, wakes the waiters, and waits at least SyncInterval between
+// fsyncs so that a busy ledger batches.
+func (j *journal) writer() {
+	defer j.wg.Done()
+	var last time.Time
+	for {
+		select {
+		case <-j.kick:
+		case <-j.stop:
+			j.flush()
+			return
+		}
+		if d := j.l.cfg.SyncInterval - time.Since(last); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-j.stop:
+				t.Stop()
+				j.flush()
+				return
+			}
+		}
+		last = time.Now()
+		j.flush()
+		if j.size >= j.l.cfg.CompactBytes && !j.compacting.Load() {
+			j.rotate()
+		}
+	}
+}
+
+// flush writes and fsyncs the buffer.
+func (j *journal) flush() {
+	j.mu.Lock()
+	b, seq, failed := j.buf, j.appended, j.err != nil
+	j.buf = j.spare[:0]
+	j.mu.Unlock()
+	var err error
+	if !failed && len(b) > 0 {
+		if _, err = j.f.Write(b); err == nil {
+			err = j.f.Sync()
+		}
+		j.size += int64(len(b))
+	}
+	j.mu.Lock()
+	if err != nil {
+		j.err = fmt.Errorf("ledger: log write: %w", err)
+	}
+	if j.err == nil {
+		j.durable = seq
+	}
+	close(j.synced)
+	j.synced = make(chan struct{})
+	j.spare = b[:0]
+	j.mu.Unlock()
+}
+
+// rotate starts a new segment and compacts everything before it into a
+// checkpoint in the background.
+func (j *journal) rotate() {
+	old := j.f
+	j.seg++
+	if err := j.openSegment(); err != nil {
+		j.seg--
+		j.mu.Lock()
+		j.err = err
+		j.mu.Unlock()
+		return
+	}
+	old.Close()
+	j.compacting.Store(true)
+	j.wg.Add(1)
+	go func(upto uint64) {
+		defer j.wg.Done()
+		defer j.compacting.Store(false)
+		if err := compact(j.l.cfg, j.dir, upto); err != nil {
+			j.compactErr.Store(&err)
+		}
+	}(j.seg)
+}
+
+func (j *journal) close() error {
+	close(j.stop)
+	j.wg.Wait()
+	j.mu.Lock()
+	err := j.err
+	j.mu.Unlock()
+	if cerr := j.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("ledger: %w", cerr)
+	}
+	if p := j.compactErr.Load(); p != nil && err == nil {
+		err = *p
+	}
+	return err
+}
+
+// compact writes checkpoint-upto from the previous checkpoint and the
+// segments below upto, by replaying them into a scratch ledger: the
+// checkpoint is derived from the log alone, never from live memory, so it
+// needs no pause. Temp file, fsync, rename, directory fsync; then the
+// files it replaces are removed.
+func compact(cfg Config, dir string, upto uint64) error {
+	scratch := DefaultConfig()
+	scratch.Manual = true
+	scratch.Location = cfg.Location
+	scratch.Retention = cfg.Retention
+	scratch.FrequencyShards = cfg.FrequencyShards
+	scratch.MaxFrequencyEntries = math.MaxInt
+	scratch.NoticeKey = make([]byte, 16)
+	s, err := New(scratch)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ckpts, segs, err := listDir(dir)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	var base uint64
+	for _, c := range ckpts {
+		if c < upto {
+			base = c
+		}
+	}
+	if base > 0 {
+		if err := loadFile(s, filepath.Join(dir, ckptName(base)), true, false); err != nil {
+			return err
+		}
+	}
+	for _, n := range segs {
+		if n >= base && n < upto {
+			if err := loadFile(s, filepath.Join(dir, segName(n)), false, false); err != nil {
+				return err
+			}
+		}
+	}
+	s.forget(s.lastSeen)
+	if err := writeCheckpoint(s, dir, upto); err != nil {
+		return err
+	}
+	for _, n := range segs {
+		if n < upto {
+			os.Remove(filepath.Join(dir, segName(n)))
+		}
+	}
+	for _, c := range ckpts {
+		if c < upto {
+			os.Remove(filepath.Join(dir, ckptName(c)))
+		}
+	}
+	return nil
+}
+
+// writeCheckpoint writes l's whole state as checkpoint-n.
+func writeCheckpoint(l *Ledger, dir string, n uint64) error {
+	tmp := filepath.Join(dir, ckptName(n)+".tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	var b []byte
+	count := uint64(0)
+	emit := func(typ byte, body func([]byte) []byte) {
+		b = frame(b[:0], typ, body)
+		w.Write(b)
+		count++
+	}
+	for _, c := range *l.campaigns.Load() {
+		emit(recCampaign, func(b []byte) []byte {
+			b = le.AppendUint32(b, c.key)
+			b = le.AppendUint32(b, uint32(len(c.id)))
+			return append(b, c.id...)
+		})
+		emit(recCampState, func(b []byte) []byte {
+			b = le.AppendUint32(b, c.key)
+			for _, v := range []uint64{
+				c.dayUsed.Load(), uint64(c.totalUsed.Load()), uint64(c.reserved.Load()),
+				c.ceilDay.Load(), uint64(c.ceilTotal.Load()), c.settledDay.Load(),
+				uint64(c.settledTotal.Load()), uint64(c.crashMicros.Load()),
+				uint64(c.lateMicros.Load()), c.rate.Load(),
+			} {
+				b = le.AppendUint64(b, v)
+			}
+			return b
+		})
+	}
+	l.pace.each(func(key uint32, prof *[24]float64) {
+		emit(recProfile, func(b []byte) []byte { return encProfile(b, key, prof) })
+	})
+	for i := range l.resv.shards {
+		s := &l.resv.shards[i]
+		s.mu.Lock()
+		for bid, r := range s.m {
+			emit(recResv, func(b []byte) []byte { return encResv(b, bid, &r) })
+		}
+		s.mu.Unlock()
+	}
+	l.freq.each(uint32(l.lastSeen/int64(time.Second)), func(k freqKey, e *freqEntry) {
+		emit(recFreq, func(b []byte) []byte {
+			b = le.AppendUint64(b, k.user)
+			b = le.AppendUint32(b, k.camp)
+			for i := range e.exp {
+				b = le.AppendUint32(b, e.exp[i])
+			}
+			for i := range e.n {
+				b = append(b, byte(e.n[i]), byte(e.n[i]>>8))
+			}
+			return b
+		})
+	})
+	emit(recEnd, func(b []byte) []byte { return le.AppendUint64(b, count) })
+	err = w.Flush()
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, ckptName(n)))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("ledger: checkpoint: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func encProfile(b []byte, key uint32, prof *[24]float64) []byte {
+	b = le.AppendUint32(b, key)
+	for _, v := range prof {
+		b = le.AppendUint32(b, math.Float32bits(float32(v)))
+	}
+	return b
+}
+
+// loadFile replays one checkpoint or segment into l. A checkpoint must be
+// whole (it was renamed into place after fsync). In the newest segment
+// (tail) a bad frame is a torn write: the file is truncated there.
+func loadFile(l *Ledger, path string, checkpoint, tail bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	good, ended, err := replay(l, data, checkpoint)
+	if err != nil {
+		return fmt.Errorf("ledger: %s: %w", filepath.Base(path), err)
+	}
+	switch {
+	case checkpoint && !ended:
+		return fmt.Errorf("ledger: %s: %w: no trailer", filepath.Base(path), ErrCorrupt)
+	case good < len(data) && !tail:
+		return fmt.Errorf("ledger: %s: %w at offset %d", filepath.Base(path), ErrCorrupt, good)
+	case good < len(data):
+		if err := os.Truncate(path, int64(good)); err != nil {
+			return fmt.Errorf("ledger: truncate torn tail: %w", err)
+		}
+	}
+	return nil
+}
+
+// replay applies the frames of data to l. It returns how many bytes were
+// whole frames, and whether a checkpoint trailer was seen; err is set only
+// for frames that pass their CRC yet make no sense (a bug or a forged
+// file), never for a torn tail.
+func replay(l *Ledger, data []byte, checkpoint bool) (good int, ended bool, err error) {
+	var count uint64
+	for off := 0; off < len(data); {
+		if len(data)-off < frameHeader {
+			return off, false, nil
+		}
+		n := int(le.Uint32(data[off:]))
+		if n < 1 || n > maxFrame || len(data)-off-frameHeader < n {
+			return off, false, nil
+		}
+		body := data[off+frameHeader : off+frameHeader+n]
+		if crc32.Checksum(body, castagnoli) != le.Uint32(data[off+4:]) {
+			return off, false, nil
+		}
+		if body[0] == recEnd {
+			rd := reader{b: body[1:]}
+			if checkpoint && rd.u64() == count && !rd.bad {
+				return off + frameHeader + n, true, nil
+			}
+			return off, false, ErrCorrupt
+		}
+		if err := l.applyRecord(body[0], body[1:]); err != nil {
+			return off, false, err
+		}
+		count++
+		off += frameHeader + n
+	}
+	return len(data), false, nil
+}
+
+var errRecord = errors.New("malformed record")
+
+// applyRecord applies one decoded record to l (open, compaction).
+func (l *Ledger) applyRecord(typ byte, payload []byte) error {
+	rd := reader{b: payload}
+	switch typ {
+	case recCampaign:
+		key := rd.u32()
+		id := rd.str(int(rd.u32()))
+		if rd.bad || id == "" {
+			return errRecord
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		list := *l.campaigns.Load()
+		switch {
+		case int(key) == len(list):
+			if _, dup := l.byID[id]; dup {
+				return fmt.Errorf("%w: campaign %q twice", ErrCorrupt, id)
+			}
+			l.addCampaignLocked(id)
+		case int(key) < len(list) && list[key].id == id:
+		default:
+			return fmt.Errorf("%w: campaign key %d", ErrCorrupt, key)
+		}
+		return nil
+	case recReserve:
+		bid, r := decReserve(&rd)
+		c := l.campaignByKey(r.key)
+		if rd.bad || c == nil || bid == 0 || r.price <= 0 || r.price > MaxMicros {
+			return errRecord
+		}
+		l.note(r.at)
+		s := l.resv.shard(bid)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.m[bid]; ok {
+			return nil
+		}
+		if r.fexp != 0 {
+			l.freq.put(freqKey{r.user, r.key}, r.at, r.fexp)
+			r.state |= fFreq
+		}
+		s.m[bid] = r
+		c.addSpend(r.day, r.price)
+		c.reserved.Add(r.price)
+		return nil
+	case recNotice:
+		kind, bid, price, at := rd.u8(), rd.u64(), rd.i64(), rd.i64()
+		if rd.bad || kind < noticeWin || kind > noticeExpire {
+			return errRecord
+		}
+		l.note(at)
+		s := l.resv.shard(bid)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r, ok := s.m[bid]
+		if !ok {
+			return nil // forgotten past retention
+		}
+		if _, err := l.apply(&r, kind, price); err != nil && !errors.Is(err, ErrPrice) && !errors.Is(err, ErrConflict) {
+			return err
+		}
+		s.m[bid] = r
+		return nil
+	case recCeiling:
+		key, day, dc, tc := rd.u32(), int32(rd.u32()), rd.i64(), rd.i64()
+		c := l.campaignByKey(key)
+		if rd.bad || c == nil || dc < 0 || dc > usedMask || tc < 0 {
+			return errRecord
+		}
+		c.ceilDay.Store(pack(day, dc))
+		c.ceilTotal.Store(tc)
+		return nil
+	case recPhantom:
+		key, day, v := rd.u32(), int32(rd.u32()), rd.i64()
+		c := l.campaignByKey(key)
+		if rd.bad || c == nil || v < 0 || v > usedMask {
+			return errRecord
+		}
+		l.applyPhantom(c, day, v)
+		return nil
+	case recRate:
+		key, rate := rd.u32(), rd.u64()
+		c := l.campaignByKey(key)
+		if rd.bad || c == nil || rate > rateOne {
+			return errRecord
+		}
+		c.rate.Store(rate)
+		return nil
+	case recProfile:
+		key := rd.u32()
+		var prof [24]float64
+		for i := range prof {
+			prof[i] = float64(math.Float32frombits(rd.u32()))
+		}
+		if rd.bad {
+			return errRecord
+		}
+		if key != profileGlobal && l.campaignByKey(key) == nil {
+			return errRecord
+		}
+		l.pace.setProfile(key, &prof)
+		return nil
+	case recCampState:
+		key := rd.u32()
+		c := l.campaignByKey(key)
+		var v [10]uint64
+		for i := range v {
+			v[i] = rd.u64()
+		}
+		if rd.bad || c == nil || v[9] > rateOne {
+			return errRecord
+		}
+		c.dayUsed.Store(v[0])
+		c.totalUsed.Store(int64(v[1]))
+		c.reserved.Store(int64(v[2]))
+		c.ceilDay.Store(v[3])
+		c.ceilTotal.Store(int64(v[4]))
+		c.settledDay.Store(v[5])
+		c.settledTotal.Store(int64(v[6]))
+		c.crashMicros.Store(int64(v[7]))
+		c.lateMicros.Store(int64(v[8]))
+		c.rate.Store(v[9])
+		return nil
+	case recResv:
+		bid, r := decReserve(&rd)
+		r.billed = rd.i64()
+		r.state = rd.u8()
+		if rd.bad || l.campaignByKey(r.key) == nil || bid == 0 {
+			return errRecord
+		}
+		l.note(r.at)
+		s := l.resv.shard(bid)
+		s.mu.Lock()
+		s.m[bid] = r
+		s.mu.Unlock()
+		return nil
+	case recFreq:
+		k := freqKey{user: rd.u64(), camp: rd.u32()}
+		var e freqEntry
+		for i := range e.exp {
+			e.exp[i] = rd.u32()
+		}
+		for i := range e.n {
+			e.n[i] = uint16(rd.u8()) | uint16(rd.u8())<<8
+		}
+		if rd.bad || l.campaignByKey(k.camp) == nil {
+			return errRecord
+		}
+		l.freq.set(k, e)
+		return nil
+	}
+	return fmt.Errorf("%w: record type %d", errRecord, typ)
+}
+
+// note remembers the latest time a replayed record carries.
+func (l *Ledger) note(t int64) {
+	if t > l.lastSeen {
+		l.lastSeen = t
+	}
+}

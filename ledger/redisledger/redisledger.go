@@ -1,0 +1,247 @@
+// Package redisledger shares personad's budgets and frequency caps between
+// decision nodes through Redis (github.com/redis/go-redis/v9).
+//
+// Budgets: a Client is a ledger.Leaser. Each node leases a slice of a
+// campaign's remaining daily and total budget with one atomic Lua script
+// (a per-day and an all-time counter of what has been leased, never past
+// the budget) and spends it locally, so the decision never waits on the
+// network; the ledger refills in the background when a slice runs low and
+// returns what is unspent on Close. Every request carries an id; the
+// script stores its answer under that id, so a retried command (a timeout
+// whose reply was lost) grants once. The sum of the slices never passes
+// the budget, so the nodes together never overspend; a node that cannot
+// reach Redis spends what it holds and then stops (fail closed), and a
+// node that dies loses its slice, counted as spent: the safe direction.
+//
+// Frequency: a Client is also a ledger.FrequencyShare. Impressions are
+// counted per (campaign, user, window bucket) with INCR and an expiry
+// (idempotent per bid: a SET NX marker guards each INCR); the count over a
+// window is the current bucket plus the previous one, which can only
+// over-count. Decisions read a local cache of those counts, bumped by the
+// node's own impressions at once; a user the cache does not know is
+// treated as capped while the count is fetched in the background, and a
+// cached count is refreshed after Options.Refresh. What the scheme cannot
+// see is another node's impressions of the same user in the last refresh
+// interval: the cross-node bound on a cap is that window.
+//
+// Every call takes its deadline from a context; background calls use
+// Options.Timeout.
+package redisledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/personad/personad/ledger"
+)
+
+// Options configure a Client. Start from DefaultOptions.
+type Options struct {
+	// Prefix starts every key.
+	Prefix string
+	// Timeout bounds background calls (frequency fetches and records).
+	Timeout time.Duration
+	// Refresh is how old a cached frequency count may get before it is
+	// fetched again.
+	Refresh time.Duration
+	// IdempotencyTTL is how long lease and bid ids are remembered.
+	IdempotencyTTL time.Duration
+	// MaxCached bounds the frequency cache; when full, unknown users are
+	// capped (and fetched) rather than cached.
+	MaxCached int
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{
+		Prefix:         "personad:ledger:",
+		Timeout:        250 * time.Millisecond,
+		Refresh:        time.Second,
+		IdempotencyTTL: 24 * time.Hour,
+		MaxCached:      1 << 20,
+	}
+}
+
+// Client is the Redis side of a shared ledger. It is safe for concurrent
+// use. Its background goroutines stop in Close.
+type Client struct {
+	rdb  *redis.Client
+	opts Options
+
+	mu    sync.Mutex
+	cache map[cacheKey]*cached
+	fetch chan fetchReq
+	rec   chan recordReq
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+type cacheKey struct {
+	campaign string
+	user     uint64
+}
+
+type cached struct {
+	count   int32 // as of fetched, plus this node's records since
+	fetched int64 // unix nanos; 0 while the first fetch is in flight
+	bucket  int64 // the window bucket count was read in
+	touched time.Time
+}
+
+type fetchReq struct {
+	key    cacheKey
+	window time.Duration
+	now    int64
+}
+
+type recordReq struct {
+	key    cacheKey
+	bid    uint64
+	window time.Duration
+	now    int64
+}
+
+// New connects to the Redis at url (redis://host:port/db) and checks it
+// answers within ctx.
+func New(ctx context.Context, url string, opts Options) (*Client, error) {
+	if opts.Timeout <= 0 || opts.Refresh <= 0 || opts.IdempotencyTTL <= 0 || opts.MaxCached <= 0 {
+		return nil, errors.New("redisledger: Timeout, Refresh, IdempotencyTTL and MaxCached must be > 0")
+	}
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redisledger: %w", err)
+	}
+	o.ContextTimeoutEnabled = true
+	o.DialTimeout = opts.Timeout
+	o.MaxRetries = 1
+	rdb := redis.NewClient(o)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redisledger: %s: %w", url, err)
+	}
+	c := &Client{
+		rdb:   rdb,
+		opts:  opts,
+		cache: map[cacheKey]*cached{},
+		fetch: make(chan fetchReq, 4096),
+		rec:   make(chan recordReq, 4096),
+		stop:  make(chan struct{}),
+	}
+	c.wg.Add(2)
+	go c.fetcher()
+	go c.recorder()
+	return c, nil
+}
+
+// Close stops the background goroutines and closes the connection pool.
+func (c *Client) Close() error {
+	var err error
+	c.once.Do(func() {
+		close(c.stop)
+		c.wg.Wait()
+		err = c.rdb.Close()
+	})
+	return err
+}
+
+func (c *Client) dayKey(campaign string, day int32) string {
+	return c.opts.Prefix + "{" + campaign + "}:day:" + strconv.Itoa(int(day))
+}
+
+func (c *Client) totalKey(campaign string) string {
+	return c.opts.Prefix + "{" + campaign + "}:total"
+}
+
+// leaseScript grants min(want, budget - leased) on each of the day and
+// total counters, once per request id.
+var leaseScript = redis.NewScript(`
+local prev = redis.call('GET', KEYS[3])
+if prev then
+  local d, t = string.match(prev, '^(%d+):(%d+)$')
+  return {tonumber(d), tonumber(t)}
+end
+local function take(key, budget, want, ttl)
+  if want <= 0 or budget <= 0 then return 0 end
+  local used = tonumber(redis.call('GET', key) or '0')
+  local g = math.min(want, budget - used)
+  if g <= 0 then return 0 end
+  redis.call('INCRBY', key, g)
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  return g
+end
+local gd = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[5]))
+local gt = take(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[4]), 0)
+redis.call('SET', KEYS[3], gd .. ':' .. gt, 'EX', ARGV[6])
+return {gd, gt}
+`)
+
+// returnScript gives back unspent lease, once per id, never below zero.
+var returnScript = redis.NewScript(`
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+local function give(key, v)
+  if v <= 0 then return end
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used <= 0 then return end
+  redis.call('DECRBY', key, math.min(v, used))
+end
+give(KEYS[1], tonumber(ARGV[1]))
+give(KEYS[2], tonumber(ARGV[2]))
+return 1
+`)
+
+// Lease implements ledger.Leaser.
+func (c *Client) Lease(ctx context.Context, req ledger.LeaseRequest) (ledger.LeaseGrant, error) {
+	keys := []string{
+		c.dayKey(req.Campaign, req.Day),
+		c.totalKey(req.Campaign),
+		c.opts.Prefix + "{" + req.Campaign + "}:lease:" + strconv.FormatUint(req.ID, 16),
+	}
+	res, err := leaseScript.Run(ctx, c.rdb, keys,
+		req.DailyBudget, req.TotalBudget, req.WantDaily, req.WantTotal,
+		int64((3*24*time.Hour)/time.Second), int64(c.opts.IdempotencyTTL/time.Second)).Int64Slice()
+	if err != nil {
+		return ledger.LeaseGrant{}, fmt.Errorf("redisledger: lease %q: %w", req.Campaign, err)
+	}
+	if len(res) != 2 {
+		return ledger.LeaseGrant{}, fmt.Errorf("redisledger: lease %q: bad reply", req.Campaign)
+	}
+	return ledger.LeaseGrant{Daily: res[0], Total: res[1]}, nil
+}
+
+// Return implements ledger.Leaser.
+func (c *Client) Return(ctx context.Context, ret ledger.LeaseReturn) error {
+	keys := []string{
+		c.dayKey(ret.Campaign, ret.Day),
+		c.totalKey(ret.Campaign),
+		c.opts.Prefix + "{" + ret.Campaign + "}:return:" + strconv.FormatUint(ret.ID, 16),
+	}
+	if err := returnScript.Run(ctx, c.rdb, keys, ret.Daily, ret.Total, int64(c.opts.IdempotencyTTL/time.Second)).Err(); err != nil {
+		return fmt.Errorf("redisledger: return %q: %w", ret.Campaign, err)
+	}
+	return nil
+}
+
+// Leased returns how much of campaign's budget is leased out for day and
+// in total (for reports and tests).
+func (c *Client) Leased(ctx context.Context, campaign string, day int32) (daily, total int64, err error) {
+	vals, err := c.rdb.MGet(ctx, c.dayKey(campaign, day), c.totalKey(campaign)).Result()
+	if err != nil {
+		return 0, 0, fmt.Errorf("redisledger: %w", err)
+	}
+	parse := func(v any) int64 {
+		s, _ := v.(string)
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return n
+	}
+	return parse(vals[0]), parse(vals[1]), nil
+}
+
+var _ ledger.Leaser = (*Client)(nil)
+var _ ledger.FrequencyShare = (*Client)(nil)

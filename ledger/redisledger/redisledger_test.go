@@ -1,0 +1,365 @@
+package redisledger
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/personad/personad/ledger"
+)
+
+var useRedis = flag.Bool("redis", true, "run the tests against a real Redis (PERSONAD_TEST_REDIS_ADDR, default 127.0.0.1:6379); -redis=false skips them")
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	goleak.VerifyTestMain(m)
+}
+
+func redisAddr() string {
+	if a := os.Getenv("PERSONAD_TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// connect returns a Client for the test Redis, failing the test clearly
+// (not skipping) when it cannot be reached, unless -redis=false.
+func connect(t *testing.T, addr string) *Client {
+	t.Helper()
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := New(ctx, "redis://"+addr, DefaultOptions())
+	if err != nil {
+		t.Fatalf("Redis at %s is not reachable (set PERSONAD_TEST_REDIS_ADDR, or pass -redis=false to skip): %v", addr, err)
+	}
+	return c
+}
+
+const unit = 1_000_000
+
+func uniqueID(t *testing.T) string {
+	return fmt.Sprintf("test-%s-%d-%x", t.Name(), time.Now().UnixNano(), rand.Uint32())
+}
+
+func newNode(t *testing.T, rc *Client) *ledger.Ledger {
+	t.Helper()
+	cfg := ledger.DefaultConfig()
+	cfg.Manual = true
+	cfg.Leaser = rc
+	cfg.LeaseFraction = 0.02
+	cfg.LeaseTimeout = 200 * time.Millisecond
+	cfg.NoticeKey = []byte("redis test key, long enough")
+	l, err := ledger.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestLeaseIdempotent(t *testing.T) {
+	rc := connect(t, redisAddr())
+	defer rc.Close()
+	ctx := context.Background()
+	id := uniqueID(t)
+	req := ledger.LeaseRequest{ID: 42, Campaign: id, Day: 20000, DailyBudget: 10 * unit, TotalBudget: 15 * unit, WantDaily: 4 * unit, WantTotal: 4 * unit}
+	for range 3 {
+		g, err := rc.Lease(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g != (ledger.LeaseGrant{Daily: 4 * unit, Total: 4 * unit}) {
+			t.Fatalf("grant %+v", g)
+		}
+	}
+	req.ID, req.WantDaily, req.WantTotal = 43, 100*unit, 100*unit
+	g, err := rc.Lease(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g != (ledger.LeaseGrant{Daily: 6 * unit, Total: 11 * unit}) {
+		t.Fatalf("second grant %+v, want the rest", g)
+	}
+	ret := ledger.LeaseReturn{ID: 44, Campaign: id, Day: 20000, Daily: 3 * unit, Total: 3 * unit}
+	for range 2 {
+		if err := rc.Return(ctx, ret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, tot, err := rc.Leased(ctx, id, 20000)
+	if err != nil || d != 7*unit || tot != 12*unit {
+		t.Fatalf("leased %d %d %v, want 7 and 12 units", d, tot, err)
+	}
+}
+
+// TestThreeNodesNeverOverspend: three ledgers share one campaign's budget
+// through the real Redis, each with concurrent spenders: the settled
+// spend of all three never passes the budget.
+func TestThreeNodesNeverOverspend(t *testing.T) {
+	id := uniqueID(t)
+	const budget = 50 * unit
+	lim := ledger.Limits{DailyMicros: budget, TotalMicros: budget * 2, Pacing: ledger.PacingASAP}
+	var nodes []*ledger.Ledger
+	var camps []*ledger.Campaign
+	for range 3 {
+		rc := connect(t, redisAddr()) // the ledger closes it
+		l := newNode(t, rc)
+		c, err := l.Campaign(id, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, camps = append(nodes, l), append(camps, c)
+	}
+	ctx := context.Background()
+	var settled atomic.Int64
+	var wg sync.WaitGroup
+	for n := range nodes {
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(n), uint64(g)))
+				l, c := nodes[n], camps[n]
+				refusedSince := time.Time{}
+				for {
+					now := time.Now().UnixNano()
+					price := int64(1+rng.IntN(100)) * 1000
+					bid := l.NewBidID()
+					_, err := l.Reserve(c, bid, 0, price, now)
+					if err != nil {
+						if refusedSince.IsZero() {
+							refusedSince = time.Now()
+						}
+						if errors.Is(err, ledger.ErrBudget) || time.Since(refusedSince) > 500*time.Millisecond {
+							return
+						}
+						time.Sleep(100 * time.Microsecond)
+						continue
+					}
+					refusedSince = time.Time{}
+					if rng.IntN(4) == 0 {
+						l.Loss(ctx, bid, now)
+						continue
+					}
+					clear := price * int64(60+rng.IntN(41)) / 100
+					if err := l.Bill(ctx, bid, clear, now); err != nil {
+						t.Error(err)
+						return
+					}
+					settled.Add(clear)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	var used int64
+	for _, c := range camps {
+		used += ledger.LimitsUsedToday(c, time.Now())
+	}
+	t.Logf("settled %d of %d micros across 3 nodes (%.2f%%)", settled.Load(), budget, 100*float64(settled.Load())/budget)
+	if settled.Load() > budget || used > budget {
+		t.Fatalf("overspent: settled %d, used %d, budget %d", settled.Load(), used, budget)
+	}
+	if settled.Load() < budget*90/100 {
+		t.Errorf("settled only %d of %d", settled.Load(), budget)
+	}
+	for _, l := range nodes {
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	day := int32(time.Now().UTC().Unix() / 86400)
+	check := connect(t, redisAddr()) // the nodes closed their clients
+	defer check.Close()
+	d, _, err := check.Leased(ctx, id, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != used {
+		t.Errorf("after Close Redis shows %d leased today, nodes used %d: unspent lease not returned", d, used)
+	}
+}
+
+// proxy forwards TCP to Redis until closed, then refuses: Redis "going
+// away" under the nodes' feet.
+type proxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, r)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); io.Copy(r, c); r.Close() }()
+			go func() { defer p.wg.Done(); io.Copy(c, r); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) Close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// TestRedisGoneFailsClosed cuts the connection to Redis mid-run: the node
+// spends what its slice still holds, then stops, and every call keeps
+// returning promptly.
+func TestRedisGoneFailsClosed(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	p := newProxy(t, redisAddr())
+	rc := connect(t, p.ln.Addr().String())
+	l := newNode(t, rc)
+	defer l.Close()
+	id := uniqueID(t)
+	const budget = 100 * unit
+	c, err := l.Campaign(id, ledger.Limits{DailyMicros: budget, Pacing: ledger.PacingASAP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.Lease(ctx, c, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	held := ledger.LeasedToday(c, time.Now())
+	if held <= 0 || held >= budget {
+		t.Fatalf("held %d", held)
+	}
+	var spent int64
+	var slowest time.Duration
+	for i := 0; i < 20000; i++ {
+		now := time.Now()
+		ok := c.Allow(now.UnixNano(), 10_000, 0)
+		_, err := l.Reserve(c, l.NewBidID(), 0, 10_000, now.UnixNano())
+		slowest = max(slowest, time.Since(now))
+		if err == nil {
+			if !ok {
+				t.Fatal("Allow refused what Reserve took")
+			}
+			spent += 10_000
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	start := time.Now()
+	lerr := l.Lease(lctx, c, time.Now().UnixNano())
+	cancel()
+	if lerr == nil {
+		t.Fatal("lease succeeded with Redis gone")
+	}
+	t.Logf("held %d, spent %d, slowest hot-path call %v, lease failed in %v: %v", held, spent, slowest, time.Since(start), lerr)
+	if spent > held {
+		t.Fatalf("spent %d beyond the %d held", spent, held)
+	}
+	if spent < held-10_000 {
+		t.Fatalf("spent %d, could have spent the %d held", spent, held)
+	}
+	if slowest > 50*time.Millisecond {
+		t.Fatalf("a hot-path call took %v with Redis gone", slowest)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("lease did not follow its context")
+	}
+}
+
+// TestFrequencySharedAcrossNodes: a user capped through one node is capped
+// on another once the count has propagated; an unknown user is capped
+// until fetched.
+func TestFrequencySharedAcrossNodes(t *testing.T) {
+	id := uniqueID(t)
+	lim := ledger.Limits{Pacing: ledger.PacingASAP, CapMax: 2, CapWindow: time.Hour}
+	var nodes []*ledger.Ledger
+	var camps []*ledger.Campaign
+	for range 2 {
+		rc := connect(t, redisAddr())
+		cfg := ledger.DefaultConfig()
+		cfg.Manual = true
+		cfg.Frequency = rc
+		cfg.NoticeKey = []byte("redis test key, long enough")
+		l, err := ledger.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		c, err := l.Campaign(id, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, camps = append(nodes, l), append(camps, c)
+	}
+	const user = 777
+	eventually := func(f func() bool) bool {
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			if f() {
+				return true
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return false
+	}
+	now := func() int64 { return time.Now().UnixNano() }
+	if nodes[0].FrequencyOK(camps[0], user, now()) {
+		t.Fatal("unknown user passed before its count was fetched")
+	}
+	if !eventually(func() bool { return nodes[0].FrequencyOK(camps[0], user, now()) }) {
+		t.Fatal("fetched user never passed")
+	}
+	for range 2 {
+		if _, err := nodes[0].Reserve(camps[0], nodes[0].NewBidID(), user, 1000, now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nodes[0].FrequencyOK(camps[0], user, now()) {
+		t.Fatal("capped user passed on the node that served it")
+	}
+	if !eventually(func() bool {
+		nodes[1].FrequencyOK(camps[1], user, now()) // fetches
+		time.Sleep(20 * time.Millisecond)
+		return !nodes[1].FrequencyOK(camps[1], user, now()) && nodes[1].FrequencyOK(camps[1], user+1, now())
+	}) {
+		t.Fatal("the other node never saw the cap")
+	}
+}
