@@ -68,6 +68,15 @@ var rules = []rule{
 		why: "rules are plain data, below the engine and beside segments",
 	},
 	{
+		dir: "ledger",
+		notDeps: append(slices.Clone(wire),
+			module+"/engine/...",
+			module+"/segments/...",
+			module+"/bidder/...",
+		),
+		why: "the ledger sits below the engine; its Redis backend is plugged in by cmd",
+	},
+	{
 		dir:     "bidder",
 		notDeps: []string{module + "/cmd/..."},
 		why:     "flags, env and the logger are built only in cmd",
