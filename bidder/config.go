@@ -3,12 +3,14 @@ package bidder
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
 )
 
 // Config configures a Server. Start from DefaultConfig; New copies it and
@@ -35,6 +37,17 @@ type Config struct {
 	MaxBudget time.Duration
 	// Seat is the seatbid.seat of every bid. Default "personad".
 	Seat string
+
+	// Ledger is the engine's ledger (engine.Config.Ledger), where notices
+	// settle. With it, every bid carries nurl, burl and lurl with a signed
+	// token, and the server also serves personad.v1.Notices and
+	// personad.v1.Reports on gRPC and /notice/win, /notice/bill,
+	// /notice/loss on HTTP. nil: bids carry no notice URLs.
+	Ledger *ledger.Ledger
+	// NoticeURL is the public base URL of the HTTP listener as exchanges
+	// reach it, for example "http://bidder.example.com:8080"; the notice
+	// URLs start with it. Required with Ledger.
+	NoticeURL string
 
 	// Limits bound what a request may carry.
 	Limits Limits
@@ -120,6 +133,11 @@ func (c *Config) check() error {
 	}
 	if c.Seat == "" {
 		bad("Seat is required")
+	}
+	if c.Ledger != nil {
+		if u, err := url.Parse(c.NoticeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("NoticeURL %q must be an absolute http or https URL without query", c.NoticeURL)
+		}
 	}
 	if c.MaxRecvMsgSize <= 0 {
 		bad("MaxRecvMsgSize must be > 0")

@@ -7,6 +7,10 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/personad/personad/ledger"
+	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
 )
 
 // ValidationError is a malformed bid request: the field at Path (for
@@ -36,6 +40,26 @@ var errorMapping = []struct {
 }{
 	{func(err error) bool { var v *ValidationError; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest},
 	{func(err error) bool { return errors.Is(err, ErrBadBody) }, codes.InvalidArgument, http.StatusBadRequest},
+	// Rules (rules.go): an invalid rule set, every error with its path.
+	{func(err error) bool { var v rules.ValidationErrors; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest},
+	// Segments (segments.go and the segments package).
+	{func(err error) bool { var l *LimitError; return errors.As(err, &l) }, codes.ResourceExhausted, http.StatusRequestEntityTooLarge},
+	{func(err error) bool {
+		return errors.Is(err, segments.ErrBadUserID) || errors.Is(err, segments.ErrBadName)
+	}, codes.InvalidArgument, http.StatusBadRequest},
+	{func(err error) bool { return errors.Is(err, segments.ErrNotFound) }, codes.NotFound, http.StatusNotFound},
+	{func(err error) bool { return errors.Is(err, segments.ErrKeyConflict) }, codes.FailedPrecondition, http.StatusConflict},
+	{func(err error) bool {
+		return errors.Is(err, segments.ErrDictFull) || errors.Is(err, segments.ErrTooLarge)
+	}, codes.ResourceExhausted, http.StatusInsufficientStorage},
+	{func(err error) bool {
+		return errors.Is(err, segments.ErrNotDurable) || errors.Is(err, segments.ErrClosed)
+	}, codes.Unavailable, http.StatusServiceUnavailable},
+	// Notices (notices.go and the ledger package).
+	{func(err error) bool { return errors.Is(err, ledger.ErrForged) || errors.Is(err, ledger.ErrPrice) }, codes.InvalidArgument, http.StatusBadRequest},
+	{func(err error) bool { return errors.Is(err, ledger.ErrUnknownBid) }, codes.NotFound, http.StatusNotFound},
+	{func(err error) bool { return errors.Is(err, ledger.ErrConflict) }, codes.FailedPrecondition, http.StatusConflict},
+	{func(err error) bool { return errors.Is(err, ledger.ErrClosed) }, codes.Unavailable, http.StatusServiceUnavailable},
 	{func(err error) bool { return errors.Is(err, context.Canceled) }, codes.Canceled, 499},
 	{func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, codes.DeadlineExceeded, http.StatusGatewayTimeout},
 	{func(err error) bool { return errors.Is(err, ErrInternal) }, codes.Internal, http.StatusInternalServerError},

@@ -58,7 +58,7 @@ func FuzzBidRequest(f *testing.F) {
 			}
 		}
 		for _, r := range []engine.Reason{engine.ReasonNone, engine.ReasonUnmatchedUser, engine.ReasonNoEligible, engine.ReasonDeadline, engine.ReasonNoRules} {
-			resp := buildResponse(req, &engine.Decision{NoBid: r}, "personad")
+			resp := buildResponse(req, &engine.Decision{NoBid: r}, "personad", nil)
 			if resp.Id != req.Id || len(resp.Seatbid) != 0 {
 				t.Fatalf("no-bid response %v", resp)
 			}

@@ -13,7 +13,8 @@ import (
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
-// GRPCServer returns a gRPC server with personad.v1.Bidder, grpc.health.v1
+// GRPCServer returns a gRPC server with personad.v1.Bidder (and, with a
+// Ledger, personad.v1.Notices and personad.v1.Reports), grpc.health.v1
 // and server reflection registered, a panic-recovery interceptor on unary
 // and stream calls, and the transport limits of the Config: receive size,
 // concurrent streams per connection, header list size, keepalive
@@ -40,6 +41,10 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	}
 	gs := grpc.NewServer(append(opts, extra...)...)
 	personadpb.RegisterBidderServer(gs, s)
+	if s.cfg.Ledger != nil {
+		personadpb.RegisterNoticesServer(gs, &noticesService{s: s})
+		personadpb.RegisterReportsServer(gs, &reportsService{s: s})
+	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	return gs

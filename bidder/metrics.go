@@ -1,9 +1,13 @@
 package bidder
 
 import (
+	"context"
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
 )
 
 // Label values. Every label is bounded: no user, request or campaign ids.
@@ -42,6 +46,51 @@ type metrics struct {
 	latency  prometheus.Histogram
 	inFlight prometheus.Gauge
 	panics   prometheus.Counter
+	notices  [numWires][numKinds][numNoticeOutcomes]prometheus.Counter
+}
+
+// noticeOutcome is the outcome label of a notice.
+type noticeOutcome uint8
+
+const (
+	noticeOK          noticeOutcome = iota // applied, or a replay that changed nothing
+	noticeForged                           // bad token signature or format
+	noticeUnknownBid                       // no such bid in the ledger
+	noticeBadPrice                         // missing, non-numeric, negative or above the bid
+	noticeConflict                         // a bill at another price than an earlier bill
+	noticeInvalid                          // another malformed parameter (token missing, loss reason)
+	noticeUnavailable                      // the ledger is closing, or the caller gave up
+	noticeError                            // anything else
+	numNoticeOutcomes
+)
+
+var noticeOutcomeNames = [numNoticeOutcomes]string{
+	"ok", "forged", "unknown_bid", "bad_price", "conflict", "invalid", "unavailable", "error",
+}
+
+func classifyNotice(err error) noticeOutcome {
+	var ve *ValidationError
+	switch {
+	case err == nil:
+		return noticeOK
+	case errors.Is(err, ledger.ErrForged):
+		return noticeForged
+	case errors.Is(err, ledger.ErrUnknownBid):
+		return noticeUnknownBid
+	case errors.Is(err, ledger.ErrPrice), errors.As(err, &ve) && ve.Path == "price":
+		return noticeBadPrice
+	case errors.Is(err, ledger.ErrConflict):
+		return noticeConflict
+	case ve != nil:
+		return noticeInvalid
+	case errors.Is(err, ledger.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return noticeUnavailable
+	}
+	return noticeError
+}
+
+func (m *metrics) notice(w wire, k noticeKind, err error) {
+	m.notices[w][k][classifyNotice(err)].Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,6 +102,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "personad_bid_nobids_total",
 		Help: "No-bids by engine reason (unmatched_user, no_eligible, deadline, no_rules, unknown).",
 	}, []string{"reason"})
+	notices := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "personad_notices_total",
+		Help: "Win, billing and loss notices by wire (grpc, http), kind (win, bill, loss) and outcome (ok, forged, unknown_bid, bad_price, conflict, invalid, unavailable, error). Replays are ok: see personad_ledger_events_total{event=\"duplicate\"}.",
+	}, []string{"wire", "kind", "outcome"})
 	m := &metrics{
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "personad_decision_duration_seconds",
@@ -76,11 +129,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.requests[w][o] = requests.WithLabelValues(wireNames[w], outcomeNames[o])
 		}
 	}
+	for w := range numWires {
+		for k := range numKinds {
+			for o := range numNoticeOutcomes {
+				m.notices[w][k][o] = notices.WithLabelValues(wireNames[w], kindNames[k], noticeOutcomeNames[o])
+			}
+		}
+	}
 	for _, r := range noBidReasons {
 		m.noBids[r] = noBids.WithLabelValues(r.String())
 	}
 	m.noBids[engine.ReasonNone] = noBids.WithLabelValues("unknown")
-	for _, c := range []prometheus.Collector{requests, noBids, m.latency, m.inFlight, m.panics} {
+	for _, c := range []prometheus.Collector{requests, noBids, notices, m.latency, m.inFlight, m.panics} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -94,4 +154,37 @@ func (m *metrics) noBid(r engine.Reason) {
 		c = m.noBids[engine.ReasonNone]
 	}
 	c.Inc()
+}
+
+// ledgerCollector exports the ledger's event counts (ledger.Stats) as
+// personad_ledger_events_total{event}, read at scrape time.
+type ledgerCollector struct {
+	l    *ledger.Ledger
+	desc *prometheus.Desc
+}
+
+func newLedgerCollector(l *ledger.Ledger) *ledgerCollector {
+	return &ledgerCollector{l: l, desc: prometheus.NewDesc("personad_ledger_events_total",
+		"Ledger events since start (replay of the durable log included): reserved, refused_budget, refused_lease, "+
+			"refused_frequency, win, bill, loss, expired, expired_won, duplicate (replayed notices), conflict, "+
+			"unknown, bad_price, late_bill, forged, lease_failure.",
+		[]string{"event"}, nil)}
+}
+
+func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.l.Stats()
+	for _, e := range []struct {
+		name string
+		v    int64
+	}{
+		{"reserved", st.Reserved}, {"refused_budget", st.RefusedBudget}, {"refused_lease", st.RefusedLease},
+		{"refused_frequency", st.RefusedFrequency}, {"win", st.Wins}, {"bill", st.Bills}, {"loss", st.Losses},
+		{"expired", st.Expired}, {"expired_won", st.ExpiredWon}, {"duplicate", st.Duplicates},
+		{"conflict", st.Conflicts}, {"unknown", st.Unknown}, {"bad_price", st.BadPrice}, {"late_bill", st.Late},
+		{"forged", st.Forged}, {"lease_failure", st.LeaseFailures},
+	} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(e.v), e.name)
+	}
 }

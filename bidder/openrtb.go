@@ -39,11 +39,26 @@ var (
 //	                    naming the field on invalid input, 413 over the size
 //	                    limit, 415 for a non-JSON Content-Type.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
+//	GET  /notice/win?t=TOKEN[&price=P]
+//	GET  /notice/bill?t=TOKEN&price=P
+//	GET  /notice/loss?t=TOKEN[&reason=R]
+//	                    win, billing and loss notices (with a Ledger): the
+//	                    bids' nurl, burl and lurl. 200 + {"bid": ...} when
+//	                    applied (or already applied: notices are
+//	                    idempotent), else 400 (forged token, bad price),
+//	                    404 (unknown bid), 409 (conflicting bill), 503,
+//	                    with {"error": ..., "field": ...}; see
+//	                    personad.v1.Notices.
 //	GET  /metrics       Prometheus metrics of Config.Metrics.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+PathBid, s.recoverHTTP(http.HandlerFunc(s.serveBid)))
 	mux.HandleFunc("GET "+PathHealthz, s.serveHealthz)
+	if s.cfg.Ledger != nil {
+		mux.Handle("GET "+PathNoticeWin, s.recoverHTTP(s.serveNotice(kindWin)))
+		mux.Handle("GET "+PathNoticeBill, s.recoverHTTP(s.serveNotice(kindBill)))
+		mux.Handle("GET "+PathNoticeLoss, s.recoverHTTP(s.serveNotice(kindLoss)))
+	}
 	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return mux
 }

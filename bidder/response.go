@@ -44,8 +44,9 @@ func NoBidReason(r engine.Reason) int32 {
 
 // buildResponse turns a decision into the OpenRTB response. Bid slices
 // (adomain, cat) share the compiled rules' read-only arrays: the response
-// must not be modified.
-func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string) *personadpb.BidResponse {
+// must not be modified. A bid the ledger reserved (Bid.ID != 0) is named
+// by its ledger id and, with n, carries its signed notice URLs.
+func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string, n *noticeURLs) *personadpb.BidResponse {
 	resp := &personadpb.BidResponse{Id: req.Id}
 	if len(d.Bids) > 0 {
 		// One response has one currency: that of the first bid. The engine
@@ -62,8 +63,16 @@ func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string) 
 				continue
 			}
 			impid := req.Imp[b.Imp].Id
+			id := bidID(req.Id, impid)
+			var nurl, burl, lurl string
+			if b.ID != 0 {
+				id = formatBidID(b.ID)
+				if n != nil {
+					nurl, burl, lurl = n.urls(b.ID, b.PriceMicros)
+				}
+			}
 			bids = append(bids, &personadpb.Bid{
-				Id:      bidID(req.Id, impid),
+				Id:      id,
 				Impid:   impid,
 				Price:   microsToCPM(b.PriceMicros),
 				Adm:     b.Creative.Adm,
@@ -73,6 +82,9 @@ func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string) 
 				Cat:     slices.Clip(b.Creative.Cat),
 				W:       b.Creative.W,
 				H:       b.Creative.H,
+				Nurl:    nurl,
+				Burl:    burl,
+				Lurl:    lurl,
 			})
 		}
 		resp.Seatbid = []*personadpb.SeatBid{{Bid: bids, Seat: seat}}
@@ -119,7 +131,7 @@ func debugInfo(d *engine.Decision) *personadpb.Debug {
 	return dbg
 }
 
-// bidID names a bid: 16 hex digits of FNV-1a over the request id and the
+// bidID names a bid made without a ledger: 16 hex digits of FNV-1a over the request id and the
 // impression id. Impression ids are unique within a request, so bid ids are
 // unique within a response, and the same request always gets the same ids
 // (an exchange's retry is recognisable by its notices).

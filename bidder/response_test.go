@@ -43,7 +43,7 @@ func TestBuildResponseBids(t *testing.T) {
 		{Imp: 0, Campaign: acme, Creative: &acme.Creatives[0], PriceMicros: 4_500_000},
 		{Imp: 1, Campaign: beta, Creative: &beta.Creatives[0], PriceMicros: 2_000_001},
 	}}
-	got := buildResponse(twoImpRequest(), d, "personad")
+	got := buildResponse(twoImpRequest(), d, "personad", nil)
 	want := &personadpb.BidResponse{
 		Id:  "req-1",
 		Cur: "USD",
@@ -69,19 +69,19 @@ func TestBuildResponseCurrency(t *testing.T) {
 		{Imp: 0, Campaign: eur, Creative: &eur.Creatives[0], PriceMicros: 1},
 		{Imp: 1, Campaign: usd, Creative: &usd.Creatives[0], PriceMicros: 1},
 	}}
-	got := buildResponse(twoImpRequest(), d, "s")
+	got := buildResponse(twoImpRequest(), d, "s", nil)
 	if got.Cur != "EUR" || len(got.Seatbid[0].Bid) != 1 || got.Seatbid[0].Bid[0].Cid != "eur" {
 		t.Errorf("mixed currencies: got cur %q and %d bids, want EUR and only the EUR bid", got.Cur, len(got.Seatbid[0].Bid))
 	}
 	d.Bids = d.Bids[1:]
-	if got := buildResponse(twoImpRequest(), d, "s"); got.Cur != "USD" {
+	if got := buildResponse(twoImpRequest(), d, "s", nil); got.Cur != "USD" {
 		t.Errorf("campaign without currency: cur %q, want USD", got.Cur)
 	}
 }
 
 func TestBuildResponseNoBid(t *testing.T) {
 	d := &engine.Decision{NoBid: engine.ReasonUnmatchedUser, RulesVersion: "v1"}
-	got := buildResponse(request(userChurny), d, "personad")
+	got := buildResponse(request(userChurny), d, "personad", nil)
 	want := &personadpb.BidResponse{Id: "req-1", Nbr: 8}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("no-bid (-want +got):\n%s", diff)
@@ -102,7 +102,7 @@ func TestBuildResponseDebug(t *testing.T) {
 			{Campaign: "beta-coord", Stage: engine.StageTargeting, Detail: "title: no value of [marketing-coordinator]"},
 		},
 	}
-	got := buildResponse(req, d, "personad")
+	got := buildResponse(req, d, "personad", nil)
 	want := &personadpb.BidResponse{Id: "req-1", Nbr: 0, Ext: &personadpb.BidResponseExt{Debug: &personadpb.Debug{
 		RulesVersion: "v1", SegmentsVersion: 7, Channel: "web",
 		Persona: []string{"industry:fintech", "title:cmo"},

@@ -26,6 +26,8 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	health  *health.Server
+	// noticeURLs builds bids' nurl, burl and lurl; nil without a ledger.
+	noticeURLs *noticeURLs
 
 	// stopping is set by Shutdown: /healthz and grpc.health.v1 then answer
 	// not serving so that load balancers drain the server.
@@ -70,6 +72,12 @@ func New(cfg Config) (*Server, error) {
 		reg:     cfg.Metrics,
 		metrics: m,
 		health:  health.NewServer(),
+	}
+	if cfg.Ledger != nil {
+		s.noticeURLs = newNoticeURLs(cfg.Ledger.Signer(), cfg.NoticeURL)
+		if err := cfg.Metrics.Register(newLedgerCollector(cfg.Ledger)); err != nil {
+			return nil, err
+		}
 	}
 	s.scratch.New = func() any { return new(scratch) }
 	s.UpdateHealth()
@@ -136,7 +144,7 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire)
 	s.eng.Decide(ctx, &sc.q, &sc.d)
 	m.latency.Observe(time.Since(start).Seconds())
 
-	resp := buildResponse(req, &sc.d, s.cfg.Seat)
+	resp := buildResponse(req, &sc.d, s.cfg.Seat, s.noticeURLs)
 	if len(resp.Seatbid) > 0 {
 		m.requests[w][outcomeBid].Inc()
 	} else {

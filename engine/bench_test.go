@@ -12,6 +12,7 @@ import (
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/segments"
 )
 
@@ -100,7 +101,7 @@ func queries(w *world.World, users, n int) []engine.Query {
 	return qs
 }
 
-func newBenchEngine(b *testing.B, w *world.World, cache int64) *engine.Engine {
+func newBenchEngine(b *testing.B, w *world.World, cache int64, l *ledger.Ledger) *engine.Engine {
 	b.Helper()
 	r, err := engine.Compile(w.Rules, "")
 	if err != nil {
@@ -108,6 +109,7 @@ func newBenchEngine(b *testing.B, w *world.World, cache int64) *engine.Engine {
 	}
 	cfg := engine.DefaultConfig()
 	cfg.PersonaCacheSize = cache
+	cfg.Ledger = l
 	e, err := engine.New(cfg, segments.NewStore(w.Segments))
 	if err != nil {
 		b.Fatal(err)
@@ -118,21 +120,44 @@ func newBenchEngine(b *testing.B, w *world.World, cache int64) *engine.Engine {
 }
 
 // BenchmarkDecide measures whole decisions over the workload, with the
-// persona cache warm (cache) and off (nocache), and reports the median and
-// tail of single decisions measured one by one.
+// persona cache warm (cache) and off (nocache), and with the money checks
+// of an in-memory ledger (ledger: budgets, pacing, frequency caps and a
+// reservation per bid, each bid then released by a loss notice so the
+// budgets last), and reports the median and tail of single decisions
+// measured one by one. ledger against cache is the cost of the money.
 func BenchmarkDecide(b *testing.B) {
 	w := benchWorld(b)
 	qs := queries(w, w.Config.Users, 1<<16)
+	now := time.Now()
+	for i := range qs {
+		qs[i].Now = now // ledger days follow the clock
+	}
 	for _, bc := range []struct {
-		name  string
-		cache int64
-	}{{"cache", 1 << 20}, {"nocache", 0}} {
+		name   string
+		cache  int64
+		ledger bool
+	}{{"cache", 1 << 20, false}, {"nocache", 0, false}, {"ledger", 1 << 20, true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := newBenchEngine(b, w, bc.cache)
+			var l *ledger.Ledger
+			if bc.ledger {
+				lcfg := ledger.DefaultConfig()
+				lcfg.Manual = true
+				var err error
+				if l, err = ledger.New(lcfg); err != nil {
+					b.Fatal(err)
+				}
+				defer l.Close()
+			}
+			e := newBenchEngine(b, w, bc.cache, l)
 			var d engine.Decision
 			ctx := context.Background()
 			for i := range qs { // warm the cache and the pool
 				e.Decide(ctx, &qs[i], &d)
+				if l != nil {
+					for _, bid := range d.Bids {
+						l.Loss(ctx, bid.ID, qs[i].Now.UnixNano()) //nolint:errcheck // a release
+					}
+				}
 			}
 			lat := make([]time.Duration, 0, 1<<20)
 			bids := 0
@@ -146,6 +171,11 @@ func BenchmarkDecide(b *testing.B) {
 					lat = append(lat, time.Since(start))
 				}
 				bids += len(d.Bids)
+				if l != nil {
+					for _, bid := range d.Bids {
+						l.Loss(ctx, bid.ID, q.Now.UnixNano()) //nolint:errcheck // a release; the bid exists
+					}
+				}
 			}
 			b.StopTimer()
 			reportPercentiles(b, lat)

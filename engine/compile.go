@@ -2,10 +2,6 @@ package engine
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -14,6 +10,7 @@ import (
 	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/bits-and-blooms/bitset"
 
+	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/rules"
 )
 
@@ -23,6 +20,8 @@ type Rules struct {
 	version   string
 	compiled  time.Time
 	campaigns []Campaign // in rank order: ordinal = index
+	digests   []rules.Digest
+	stats     CompileStats
 
 	// Terms are the (facet, value) pairs some campaign or creative refers
 	// to, numbered grouped by facet so that a sorted persona lists one facet
@@ -56,19 +55,18 @@ type facetIndex struct {
 	unconstrained *bitset.BitSet
 }
 
-// index holds the targeting index twice: as roaring bitmaps over campaign
-// ordinals (the compact form, for inspection and size accounting) and as
-// dense bitsets of identical length, which the decision combines in place
-// without allocating.
+// index is the targeting index as dense bitsets over campaign ordinals, all
+// of one length, which the decision combines in place without allocating.
+// (The roaring form of each set, for inspection and size accounting, is
+// derived on demand: see IndexBytes.)
 type index struct {
 	n     uint // campaigns
 	words int  // 64-bit words per dense set
 
-	live       *bitset.BitSet             // active and not blocked by house rules
-	anyChannel *bitset.BitSet             // campaigns with no channel constraint
-	byChannel  []*bitset.BitSet           // channel id -> campaigns listing it
-	bySize     map[Size]*bitset.BitSet    // campaigns with a creative of that size
-	roaring    map[string]*roaring.Bitmap // every set above, by name, compact
+	live       *bitset.BitSet          // active and not blocked by house rules
+	anyChannel *bitset.BitSet          // campaigns with no channel constraint
+	byChannel  []*bitset.BitSet        // channel id -> campaigns listing it
+	bySize     map[Size]*bitset.BitSet // campaigns with a creative of that size
 }
 
 // Campaign is a compiled campaign. Its exported fields are read-only.
@@ -81,6 +79,9 @@ type Campaign struct {
 	BidMicros int64
 	Priority  int32
 	Creatives []Creative
+	// Limits are the campaign's budgets, pacing and frequency cap, which
+	// the ledger enforces.
+	Limits ledger.Limits
 
 	ordinal      uint32
 	active       bool
@@ -106,103 +107,345 @@ type Creative struct {
 	houseBlocked string
 }
 
-// Compile validates rs and compiles it into Rules. version names the rule
-// set in decisions and logs; empty means rs's content hash (see Hash).
+// CompileStats says what one compilation did.
+type CompileStats struct {
+	Campaigns int
+	// Compiled campaigns were compiled from their rules; Reused ones were
+	// taken from the Compiler's cache (an identical campaign compiled
+	// before).
+	Compiled, Reused int
+	// Took is the whole compilation, validation included.
+	Took time.Duration
+}
+
+// Compile validates rs and compiles it into Rules, with no cache: every
+// campaign is compiled. version names the rule set in decisions and logs;
+// empty means rs's content hash (rules.(*RuleSet).Version).
 func Compile(rs *rules.RuleSet, version string) (*Rules, error) {
-	if err := rs.Validate(); err != nil {
-		return nil, err
-	}
-	if version == "" {
-		version = Hash(rs)
-	}
-	r := &Rules{
-		version:       version,
-		compiled:      time.Now(),
-		termByFact:    map[Fact]uint32{},
-		channels:      map[string]int{},
-		channelByHost: map[string]int{},
-		channelByApp:  map[string]int{},
-	}
-	r.internTerms(rs)
-	r.internChannels(rs)
-
-	order := make([]int, len(rs.Campaigns))
-	for i := range order {
-		order[i] = i
-	}
-	bids := make([]int64, len(rs.Campaigns))
-	for i := range rs.Campaigns {
-		bids[i] = Micros(rs.Campaigns[i].BidCPM)
-	}
-	// Rank order, DESIGN.md's choice rule: lowest priority tier first, then
-	// highest price, then the campaign whose targeting matched more clauses
-	// (every targeting.all clause holds for an eligible campaign, so that is
-	// its clause count), then campaign id.
-	slices.SortFunc(order, func(a, b int) int {
-		ca, cb := &rs.Campaigns[a], &rs.Campaigns[b]
-		return cmp.Or(
-			cmp.Compare(ca.EffectivePriority(), cb.EffectivePriority()),
-			cmp.Compare(bids[b], bids[a]),
-			cmp.Compare(len(cb.Targeting.All), len(ca.Targeting.All)),
-			cmp.Compare(ca.ID, cb.ID),
-		)
-	})
-	house := newBlocklist(rs.ContentRules.BlockedCat, rs.ContentRules.BlockedAdomain)
-	r.campaigns = make([]Campaign, len(order))
-	for ord, i := range order {
-		r.campaigns[ord] = r.compileCampaign(&rs.Campaigns[i], uint32(ord), bids[i], house)
-	}
-	r.buildIndex()
-	return r, nil
+	return (*Compiler)(nil).Compile(rs, version)
 }
 
-// Hash is the content hash of a rule set: the first 12 hex digits of the
-// SHA-256 of its canonical JSON.
-func Hash(rs *rules.RuleSet) string {
-	js, err := json.Marshal(rs)
-	if err != nil { // plain data: cannot happen
-		panic(fmt.Sprintf("engine: hash rules: %v", err))
-	}
-	sum := sha256.Sum256(js)
-	return hex.EncodeToString(sum[:6])
-}
+// Hash is the content hash of a rule set, its version when compiled with
+// no explicit one.
+func Hash(rs *rules.RuleSet) string { return rs.Version() }
 
 // Micros converts a currency amount to integer micro-units, rounding to
 // the nearest micro.
 func Micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
 
-func (r *Rules) internTerms(rs *rules.RuleSet) {
-	facts := map[Fact]bool{}
-	addClauses := func(cs []rules.Clause) {
-		for _, c := range cs {
-			for _, v := range c.Any {
-				facts[Fact{c.Facet, v}] = true
+// Compile validates rs and compiles it into Rules, reusing from the cache
+// every campaign whose content (rules.Digest) was compiled before, so that
+// a reload changing a few campaigns recompiles only those; the index over
+// all of them is rebuilt (cheaply) every time. A nil Compiler compiles
+// without a cache. version is as for the package-level Compile.
+func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
+	start := time.Now()
+	digests, content := rs.Digests()
+	units := make([]*unit, len(rs.Campaigns))
+	reused := 0
+	for i := range rs.Campaigns {
+		if u := cc.lookup(rs.Campaigns[i].ID, digests[i]); u != nil {
+			units[i] = u
+			reused++
+		}
+	}
+	if err := rs.ValidateExcept(func(i int) bool { return units[i] != nil }); err != nil {
+		return nil, err
+	}
+	for i := range rs.Campaigns {
+		if units[i] == nil {
+			units[i] = compileUnit(&rs.Campaigns[i], digests[i])
+			cc.store(units[i])
+		}
+	}
+	cc.wait()
+	if version == "" {
+		version = rules.VersionOf(digests, content)
+	}
+	r := link(units, &rs.ContentRules)
+	r.version = version
+	r.digests = digests
+	r.compiled = time.Now()
+	r.stats = CompileStats{
+		Campaigns: len(units),
+		Compiled:  len(units) - reused,
+		Reused:    reused,
+		Took:      r.compiled.Sub(start),
+	}
+	return r, nil
+}
+
+// unit is one campaign compiled on its own, independent of every other
+// campaign and of the content rules: what the cache keeps and a reload
+// reuses when the campaign's content is unchanged. It names facts and
+// channels; linking maps them to the rule set's term and channel ids and
+// places the campaign in rank order. A unit is immutable once stored.
+type unit struct {
+	id     string
+	digest rules.Digest
+	// camp and creatives carry every field but the linked ones (ordinal,
+	// all, none, channels, houseBlocked; creative channels, persona,
+	// houseBlocked).
+	camp      Campaign
+	creatives []Creative
+
+	facts     []Fact     // distinct facts of the campaign, first-seen order
+	all, none [][]uint32 // clauses as indexes into facts
+	persona   [][][]uint32
+	channels  []string   // targeting.channels
+	crChans   [][]string // creative channels
+	sizes     []Size     // distinct creative sizes
+}
+
+func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
+	u := &unit{id: c.ID, digest: d}
+	start, end := c.Flight()
+	u.camp = Campaign{
+		ID:          c.ID,
+		Advertiser:  c.Advertiser,
+		Adomain:     c.Adomain,
+		Currency:    c.EffectiveCurrency(),
+		BidMicros:   Micros(c.BidCPM),
+		Priority:    c.EffectivePriority(),
+		active:      c.Active(),
+		clauseCount: len(c.Targeting.All),
+	}
+	// rules.Validate has checked what LimitsFromRules checks; should the two
+	// ever disagree, SetRules fails the campaign closed (it cannot spend).
+	u.camp.Limits, _ = ledger.LimitsFromRules(c)
+	if !start.IsZero() {
+		u.camp.start = start.UnixNano()
+	}
+	if !end.IsZero() {
+		u.camp.end = end.UnixNano()
+	}
+	for i, cl := range c.Targeting.All {
+		for _, prev := range c.Targeting.All[:i] {
+			if prev.Facet == cl.Facet {
+				u.camp.verify = true
 			}
 		}
 	}
-	for i := range rs.Campaigns {
-		c := &rs.Campaigns[i]
-		addClauses(c.Targeting.All)
-		addClauses(c.Targeting.None)
-		for j := range c.Creatives {
-			addClauses(c.Creatives[j].Persona)
+	u.all = u.clauses(c.Targeting.All)
+	u.none = u.clauses(c.Targeting.None)
+	u.channels = c.Targeting.Channels
+	u.creatives = make([]Creative, len(c.Creatives))
+	u.persona = make([][][]uint32, len(c.Creatives))
+	u.crChans = make([][]string, len(c.Creatives))
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		cat := cr.Cat
+		if len(cat) == 0 {
+			cat = c.Cat
+		}
+		u.creatives[i] = Creative{ID: cr.ID, W: cr.W, H: cr.H, Adm: cr.Adm, Cat: cat}
+		u.persona[i] = u.clauses(cr.Persona)
+		u.crChans[i] = cr.Channels
+		if sz := (Size{cr.W, cr.H}); !slices.Contains(u.sizes, sz) {
+			u.sizes = append(u.sizes, sz)
 		}
 	}
-	sorted := make([]Fact, 0, len(facts))
-	for f := range facts {
-		sorted = append(sorted, f)
+	return u
+}
+
+// clauses interns cs's facts into u.facts and returns the clauses as
+// sorted, distinct indexes into them.
+func (u *unit) clauses(cs []rules.Clause) [][]uint32 {
+	if len(cs) == 0 {
+		return nil
 	}
-	slices.SortFunc(sorted, func(a, b Fact) int {
-		return cmp.Or(cmp.Compare(a.Facet, b.Facet), cmp.Compare(a.Value, b.Value))
+	out := make([][]uint32, len(cs))
+	for i, c := range cs {
+		ids := make([]uint32, 0, len(c.Any))
+		for _, v := range c.Any {
+			f := Fact{c.Facet, v}
+			j := slices.Index(u.facts, f)
+			if j < 0 {
+				j = len(u.facts)
+				u.facts = append(u.facts, f)
+			}
+			ids = append(ids, uint32(j))
+		}
+		out[i] = ids
+	}
+	return out
+}
+
+// linker turns units into Rules: it numbers terms and channels over the
+// whole set, ranks the campaigns and builds the index.
+type linker struct {
+	r *Rules
+	// local maps each unit's fact indexes to term ids: unit i's facts are
+	// local[base[i]:base[i+1]].
+	local []uint32
+	base  []int
+	arena []uint32 // backing store of every linked clause
+}
+
+func link(units []*unit, cr *rules.ContentRules) *Rules {
+	r := &Rules{
+		channels:      map[string]int{},
+		channelByHost: map[string]int{},
+		channelByApp:  map[string]int{},
+	}
+	l := &linker{r: r}
+	l.internTerms(units)
+	l.internChannels(units, cr)
+
+	// Rank order, DESIGN.md's choice rule: lowest priority tier first, then
+	// highest price, then the campaign whose targeting matched more clauses
+	// (every targeting.all clause holds for an eligible campaign, so that is
+	// its clause count), then campaign id.
+	type rankKey struct {
+		prio    int32
+		clauses int32
+		bid     int64
+		id      string
+		i       int32
+	}
+	keys := make([]rankKey, len(units))
+	for i, u := range units {
+		keys[i] = rankKey{u.camp.Priority, int32(u.camp.clauseCount), u.camp.BidMicros, u.id, int32(i)}
+	}
+	slices.SortFunc(keys, func(a, b rankKey) int {
+		return cmp.Or(
+			cmp.Compare(a.prio, b.prio),
+			cmp.Compare(b.bid, a.bid),
+			cmp.Compare(b.clauses, a.clauses),
+			strings.Compare(a.id, b.id),
+		)
 	})
-	r.terms = make([]term, len(sorted))
-	for i, f := range sorted {
+	order := make([]int32, len(units))
+	for ord := range keys {
+		order[ord] = keys[ord].i
+	}
+	house := newBlocklist(cr.BlockedCat, cr.BlockedAdomain)
+	r.campaigns = make([]Campaign, len(units))
+	ncr := 0
+	for _, u := range units {
+		ncr += len(u.creatives)
+	}
+	creatives := make([]Creative, 0, ncr)
+	for ord, i := range order {
+		u := units[i]
+		c := &r.campaigns[ord]
+		*c = u.camp
+		c.ordinal = uint32(ord)
+		local := l.local[l.base[i]:l.base[i+1]]
+		c.all = l.clauses(u.all, local)
+		c.none = l.clauses(u.none, local)
+		c.channels = r.channelIDs(u.channels)
+		if d, ok := house.blockedDomain(c.Adomain); ok {
+			c.houseBlocked = "house rules block adomain " + d
+		}
+		c.Creatives = creatives[len(creatives) : len(creatives)+len(u.creatives) : len(creatives)+len(u.creatives)]
+		creatives = append(creatives, u.creatives...)
+		usable := 0
+		for j := range c.Creatives {
+			ccr := &c.Creatives[j]
+			ccr.channels = r.channelIDs(u.crChans[j])
+			ccr.persona = l.clauses(u.persona[j], local)
+			if b, ok := house.blockedCat(ccr.Cat); ok {
+				ccr.houseBlocked = "house rules block category " + b
+			} else {
+				usable++
+			}
+		}
+		if c.houseBlocked == "" && usable == 0 {
+			c.houseBlocked = "house rules block the category of every creative"
+		}
+	}
+	l.buildIndex(units, order)
+	return r
+}
+
+// internTerms numbers every fact the units name, sorted by facet then
+// value, and records each unit's local fact -> term id map.
+func (l *linker) internTerms(units []*unit) {
+	r := l.r
+	n := 0
+	for _, u := range units {
+		n += len(u.facts)
+	}
+	l.local = make([]uint32, 0, n)
+	l.base = make([]int, len(units)+1)
+	// First pass: provisional ids in first-seen order.
+	byFact := make(map[Fact]uint32, 1024)
+	var facts []Fact
+	for i, u := range units {
+		l.base[i] = len(l.local)
+		for _, f := range u.facts {
+			id, ok := byFact[f]
+			if !ok {
+				id = uint32(len(facts))
+				byFact[f] = id
+				facts = append(facts, f)
+			}
+			l.local = append(l.local, id)
+		}
+	}
+	l.base[len(units)] = len(l.local)
+	sorted := make([]uint32, len(facts))
+	for i := range sorted {
+		sorted[i] = uint32(i)
+	}
+	slices.SortFunc(sorted, func(a, b uint32) int {
+		fa, fb := &facts[a], &facts[b]
+		return cmp.Or(strings.Compare(fa.Facet, fb.Facet), strings.Compare(fa.Value, fb.Value))
+	})
+	final := make([]uint32, len(facts)) // provisional -> final
+	r.terms = make([]term, len(facts))
+	for id, p := range sorted {
+		f := facts[p]
 		if len(r.facets) == 0 || r.facets[len(r.facets)-1] != f.Facet {
 			r.facets = append(r.facets, f.Facet)
 		}
-		r.terms[i] = term{facet: uint32(len(r.facets) - 1), name: f.Facet + ":" + f.Value}
-		r.termByFact[f] = uint32(i)
+		r.terms[id] = term{facet: uint32(len(r.facets) - 1), name: f.Facet + ":" + f.Value}
+		final[p] = uint32(id)
+		byFact[f] = uint32(id)
 	}
+	for i, p := range l.local {
+		l.local[i] = final[p]
+	}
+	r.termByFact = byFact
+	l.arena = make([]uint32, 0, clauseValues(units))
+}
+
+func clauseValues(units []*unit) int {
+	n := 0
+	count := func(cs [][]uint32) {
+		for _, c := range cs {
+			n += len(c)
+		}
+	}
+	for _, u := range units {
+		count(u.all)
+		count(u.none)
+		for _, p := range u.persona {
+			count(p)
+		}
+	}
+	return n
+}
+
+// clauses maps a unit's clauses to sorted, distinct term ids, in the arena.
+func (l *linker) clauses(cs [][]uint32, local []uint32) [][]uint32 {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([][]uint32, len(cs))
+	for i, c := range cs {
+		start := len(l.arena)
+		for _, f := range c {
+			l.arena = append(l.arena, local[f])
+		}
+		ids := l.arena[start:len(l.arena):len(l.arena)]
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+		l.arena = l.arena[:start+len(ids)]
+		out[i] = ids[:len(ids):len(ids)]
+	}
+	return out
 }
 
 func (r *Rules) channelID(name string) int {
@@ -215,8 +458,9 @@ func (r *Rules) channelID(name string) int {
 	return id
 }
 
-func (r *Rules) internChannels(rs *rules.RuleSet) {
-	for _, m := range rs.ContentRules.ChannelMap {
+func (l *linker) internChannels(units []*unit, cr *rules.ContentRules) {
+	r := l.r
+	for _, m := range cr.ChannelMap {
 		id := r.channelID(m.Channel)
 		for _, d := range m.Domains {
 			r.channelByHost[strings.ToLower(d)] = id
@@ -225,35 +469,18 @@ func (r *Rules) internChannels(rs *rules.RuleSet) {
 			r.channelByApp[b] = id
 		}
 	}
-	for i := range rs.Campaigns {
-		c := &rs.Campaigns[i]
-		for _, ch := range c.Targeting.Channels {
+	for _, u := range units {
+		for _, ch := range u.channels {
 			r.channelID(ch)
 		}
-		for j := range c.Creatives {
-			for _, ch := range c.Creatives[j].Channels {
+		for _, chs := range u.crChans {
+			for _, ch := range chs {
 				r.channelID(ch)
 			}
 		}
 	}
 	r.channelID(channelWeb)
 	r.channelID(channelApp)
-}
-
-func (r *Rules) clauses(cs []rules.Clause) [][]uint32 {
-	if len(cs) == 0 {
-		return nil
-	}
-	out := make([][]uint32, len(cs))
-	for i, c := range cs {
-		ids := make([]uint32, 0, len(c.Any))
-		for _, v := range c.Any {
-			ids = append(ids, r.termByFact[Fact{c.Facet, v}])
-		}
-		slices.Sort(ids)
-		out[i] = slices.Compact(ids)
-	}
-	return out
 }
 
 func (r *Rules) channelIDs(names []string) []int {
@@ -268,167 +495,83 @@ func (r *Rules) channelIDs(names []string) []int {
 	return slices.Compact(ids)
 }
 
-func (r *Rules) compileCampaign(c *rules.Campaign, ord uint32, bid int64, house *blocklist) Campaign {
-	start, end := c.Flight()
-	cc := Campaign{
-		ID:          c.ID,
-		Advertiser:  c.Advertiser,
-		Adomain:     c.Adomain,
-		Currency:    c.EffectiveCurrency(),
-		BidMicros:   bid,
-		Priority:    c.EffectivePriority(),
-		ordinal:     ord,
-		active:      c.Active(),
-		all:         r.clauses(c.Targeting.All),
-		none:        r.clauses(c.Targeting.None),
-		clauseCount: len(c.Targeting.All),
-		channels:    r.channelIDs(c.Targeting.Channels),
-	}
-	if !start.IsZero() {
-		cc.start = start.UnixNano()
-	}
-	if !end.IsZero() {
-		cc.end = end.UnixNano()
-	}
-	seen := map[string]bool{}
-	for _, cl := range c.Targeting.All {
-		if seen[cl.Facet] {
-			cc.verify = true
-		}
-		seen[cl.Facet] = true
-	}
-	if d, ok := house.blockedDomain(c.Adomain); ok {
-		cc.houseBlocked = "house rules block adomain " + d
-	}
-	cc.Creatives = make([]Creative, len(c.Creatives))
-	usable := 0
-	for i := range c.Creatives {
-		cr := &c.Creatives[i]
-		cat := cr.Cat
-		if len(cat) == 0 {
-			cat = c.Cat
-		}
-		ccr := Creative{
-			ID: cr.ID, W: cr.W, H: cr.H, Adm: cr.Adm, Cat: cat,
-			channels: r.channelIDs(cr.Channels),
-			persona:  r.clauses(cr.Persona),
-		}
-		if b, ok := house.blockedCat(cat); ok {
-			ccr.houseBlocked = "house rules block category " + b
-		} else {
-			usable++
-		}
-		cc.Creatives[i] = ccr
-	}
-	if cc.houseBlocked == "" && usable == 0 {
-		cc.houseBlocked = "house rules block the category of every creative"
-	}
-	return cc
-}
-
-func (r *Rules) buildIndex() {
+// buildIndex sets, for every campaign, its bit in each set of the index.
+func (l *linker) buildIndex(units []*unit, order []int32) {
+	r := l.r
 	n := uint(len(r.campaigns))
-	rb := map[string]*roaring.Bitmap{}
-	get := func(name string) *roaring.Bitmap {
-		b := rb[name]
-		if b == nil {
-			b = roaring.New()
-			rb[name] = b
-		}
-		return b
+	words := int((n + 63) / 64)
+	newSet := func() *bitset.BitSet { return bitset.From(make([]uint64, words)) }
+	x := index{
+		n:          n,
+		words:      words,
+		live:       newSet(),
+		anyChannel: newSet(),
+		byChannel:  make([]*bitset.BitSet, len(r.channelNames)),
+		bySize:     map[Size]*bitset.BitSet{},
 	}
-	get("live")
-	get("channel:*")
-	constrained := map[uint32]bool{}
-	for i := range r.campaigns {
-		c := &r.campaigns[i]
-		for _, cl := range c.all {
-			constrained[r.terms[cl[0]].facet] = true
-		}
+	for id := range x.byChannel {
+		x.byChannel[id] = newSet()
 	}
-	for i := range r.campaigns {
-		c := &r.campaigns[i]
-		o := c.ordinal
+	constrained := make([]*bitset.BitSet, len(r.facets)) // facet -> campaigns constraining it
+	for ord := range r.campaigns {
+		c := &r.campaigns[ord]
+		o := uint(ord)
 		if c.active && c.houseBlocked == "" {
-			get("live").Add(o)
+			x.live.Set(o)
 		}
 		if len(c.channels) == 0 {
-			get("channel:*").Add(o)
+			x.anyChannel.Set(o)
 		}
 		for _, ch := range c.channels {
-			get("channel:" + r.channelNames[ch]).Add(o)
+			x.byChannel[ch].Set(o)
 		}
-		for j := range c.Creatives {
-			cr := &c.Creatives[j]
-			get(fmt.Sprintf("size:%dx%d", cr.W, cr.H)).Add(o)
-		}
-		onFacet := map[uint32]bool{}
-		for _, cl := range c.all {
-			onFacet[r.terms[cl[0]].facet] = true
-			for _, t := range cl {
-				get("accept:" + r.terms[t].name).Add(o)
+		for _, sz := range units[order[ord]].sizes {
+			b := x.bySize[sz]
+			if b == nil {
+				b = newSet()
+				x.bySize[sz] = b
 			}
+			b.Set(o)
 		}
-		for f := range constrained {
-			if !onFacet[f] {
-				get("unconstrained:" + r.facets[f]).Add(o)
+		for _, cl := range c.all {
+			f := r.terms[cl[0]].facet
+			if constrained[f] == nil {
+				constrained[f] = newSet()
+			}
+			constrained[f].Set(o)
+			for _, t := range cl {
+				tm := &r.terms[t]
+				if tm.accept == nil {
+					tm.accept = newSet()
+				}
+				tm.accept.Set(o)
 			}
 		}
 		for _, cl := range c.none {
 			for _, t := range cl {
-				get("exclude:" + r.terms[t].name).Add(o)
+				tm := &r.terms[t]
+				if tm.exclude == nil {
+					tm.exclude = newSet()
+				}
+				tm.exclude.Set(o)
 			}
 		}
 	}
-	words := int((n + 63) / 64)
-	dense := func(name string) *bitset.BitSet {
-		b := rb[name]
+	for f, b := range constrained {
 		if b == nil {
-			return nil
+			continue
 		}
-		b.RunOptimize()
-		buf := make([]uint64, words)
-		b.WriteDenseTo(buf)
-		return bitset.From(buf)
-	}
-	empty := bitset.From(make([]uint64, words))
-	orEmpty := func(b *bitset.BitSet) *bitset.BitSet {
-		if b == nil {
-			return empty
+		// The campaigns with no clause on f: the complement within n.
+		un := newSet()
+		for i, w := range b.Words() {
+			un.Words()[i] = ^w
 		}
-		return b
-	}
-	r.idx = index{
-		n:          n,
-		words:      words,
-		live:       dense("live"),
-		anyChannel: dense("channel:*"),
-		byChannel:  make([]*bitset.BitSet, len(r.channelNames)),
-		bySize:     map[Size]*bitset.BitSet{},
-		roaring:    rb,
-	}
-	for id, name := range r.channelNames {
-		r.idx.byChannel[id] = orEmpty(dense("channel:" + name))
-	}
-	for name := range rb {
-		var w, h int32
-		if _, err := fmt.Sscanf(name, "size:%dx%d", &w, &h); err == nil {
-			r.idx.bySize[Size{w, h}] = dense(name)
+		if rem := n % 64; rem != 0 {
+			un.Words()[words-1] &= 1<<rem - 1
 		}
+		r.constrained = append(r.constrained, facetIndex{facet: uint32(f), unconstrained: un})
 	}
-	for i := range r.terms {
-		t := &r.terms[i]
-		t.accept = dense("accept:" + t.name)
-		t.exclude = dense("exclude:" + t.name)
-	}
-	for f := range r.facets {
-		if constrained[uint32(f)] {
-			r.constrained = append(r.constrained, facetIndex{
-				facet:         uint32(f),
-				unconstrained: orEmpty(dense("unconstrained:" + r.facets[f])),
-			})
-		}
-	}
+	r.idx = x
 }
 
 // Version is the rule set's version.
@@ -436,6 +579,13 @@ func (r *Rules) Version() string { return r.version }
 
 // Compiled is when the rules were compiled.
 func (r *Rules) Compiled() time.Time { return r.compiled }
+
+// Stats says how the rules were compiled.
+func (r *Rules) Stats() CompileStats { return r.stats }
+
+// Digests returns the content digest of every campaign, in the order of
+// the rule set compiled (not rank order). The caller must not modify it.
+func (r *Rules) Digests() []rules.Digest { return r.digests }
 
 // Campaigns returns the compiled campaigns in rank order.
 func (r *Rules) Campaigns() []Campaign { return r.campaigns }
@@ -449,11 +599,32 @@ func (r *Rules) Facts() []string {
 	return out
 }
 
-// IndexBytes is the size of the targeting index's roaring bitmaps, in bytes.
+// IndexBytes is the size of the targeting index as roaring bitmaps, in
+// bytes. It converts every set; call it for inspection, not per request.
 func (r *Rules) IndexBytes() uint64 {
 	var n uint64
-	for _, b := range r.idx.roaring {
-		n += b.GetSizeInBytes()
+	add := func(b *bitset.BitSet) {
+		if b != nil {
+			rb := roaring.FromDense(b.Words(), false)
+			rb.RunOptimize()
+			n += rb.GetSizeInBytes()
+		}
+	}
+	x := &r.idx
+	add(x.live)
+	add(x.anyChannel)
+	for _, b := range x.byChannel {
+		add(b)
+	}
+	for _, b := range x.bySize {
+		add(b)
+	}
+	for i := range r.terms {
+		add(r.terms[i].accept)
+		add(r.terms[i].exclude)
+	}
+	for _, f := range r.constrained {
+		add(f.unconstrained)
 	}
 	return n
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math/bits"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -18,6 +19,15 @@ type scratch struct {
 	terms    []uint32 // persona term ids, ascending
 	uploaded []uint32
 	channel  int
+	// moneyStages records, for debug queries only, the campaigns the ledger
+	// stopped after every other filter passed.
+	moneyStages []moneyStage
+}
+
+type moneyStage struct {
+	ordinal uint32
+	imp     int
+	stage   Stage
 }
 
 var scratchPool sync.Pool
@@ -39,7 +49,7 @@ func getScratch(r *Rules) *scratch {
 }
 
 func putScratch(s *scratch) {
-	s.terms, s.uploaded = s.terms[:0], s.uploaded[:0]
+	s.terms, s.uploaded, s.moneyStages = s.terms[:0], s.uploaded[:0], s.moneyStages[:0]
 	scratchPool.Put(s)
 }
 
@@ -59,7 +69,8 @@ const deadlineEvery = 64
 // stops there.
 func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 	d.reset()
-	r := e.rules.Load()
+	p := e.state.Load()
+	r := p.rules
 	if r == nil {
 		d.NoBid = ReasonNoRules
 		return
@@ -88,16 +99,29 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 		return
 	}
 	now := q.Now.UnixNano()
+	var user, rnd uint64
+	if p.money != nil {
+		user, rnd = UserKey(q), rand.Uint64()
+	}
 	n := 0
 	for i := range q.Imps {
 		imp := &q.Imps[i]
 		for o, ok := s.cand.NextSet(0); ok; o, ok = s.cand.NextSet(o + 1) {
 			if n++; n%deadlineEvery == 0 && late() {
-				d.Bids = d.Bids[:0]
-				d.NoBid = ReasonDeadline
+				// Stop now rather than answer late; bids already reserved
+				// are decided and go out.
+				if len(d.Bids) == 0 {
+					d.NoBid = ReasonDeadline
+				}
 				return
 			}
 			c := &r.campaigns[o]
+			if c.BidMicros < imp.FloorMicros {
+				// Below the floor (or, in another currency, not comparable
+				// to it): so is every later campaign of this tier.
+				o = uint(p.tierEnd[o]) - 1
+				continue
+			}
 			if st, _ := c.campaignStage(s, q, now, c.verify); st != StageChosen {
 				s.cand.Clear(o) // fails for every impression
 				continue
@@ -106,7 +130,17 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 			if st != StageChosen {
 				continue
 			}
-			d.Bids = append(d.Bids, Bid{Imp: i, Campaign: c, Creative: cr, PriceMicros: c.BidMicros})
+			var id uint64
+			if p.money != nil {
+				if id, st = e.spend(p.money[o], c, user, rnd^uint64(o)*0x9e3779b97f4a7c15, now, d.Channel); st != StageChosen {
+					s.cand.Clear(o) // money does not change between impressions
+					if q.Debug {
+						s.moneyStages = append(s.moneyStages, moneyStage{ordinal: uint32(o), imp: i, stage: st})
+					}
+					continue
+				}
+			}
+			d.Bids = append(d.Bids, Bid{Imp: i, Campaign: c, Creative: cr, PriceMicros: c.BidMicros, ID: id})
 			s.cand.Clear(o) // a campaign bids on at most one impression
 			break
 		}

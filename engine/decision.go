@@ -31,6 +31,9 @@ type Bid struct {
 	Creative *Creative
 	// PriceMicros is the bid price, CPM, in micro-units of Campaign.Currency.
 	PriceMicros int64
+	// ID is the ledger's id of the bid's reservation, which win, billing
+	// and loss notices name; 0 when the engine runs without a ledger.
+	ID uint64
 }
 
 // Trace says what happened to one campaign, for debug responses.
@@ -84,6 +87,8 @@ const (
 	StageSize                    // no creative of an accepted size
 	StageCreative                // no creative for this channel and persona
 	StageFloor                   // price below the impression's floor
+	StageBudget                  // budget spent, or even pacing held it back
+	StageFrequency               // frequency cap reached for this user
 	StageAlreadyBid              // the campaign bid on an earlier impression
 	StageOutranked               // eligible, but another campaign ranked first
 	StageDeadline                // not examined: the latency budget ran out
@@ -92,7 +97,7 @@ const (
 
 var stageNames = [...]string{
 	"status", "flight", "channel", "targeting", "currency", "blocked", "size",
-	"creative", "floor", "already_bid", "outranked", "deadline", "chosen",
+	"creative", "floor", "budget", "frequency", "already_bid", "outranked", "deadline", "chosen",
 }
 
 func (s Stage) String() string {

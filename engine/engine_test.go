@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/personad/personad/segments"
 )
 
@@ -140,5 +142,85 @@ campaigns:
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestExclusiveFacets checks persona resolution once the binding knows
+// which facets are exclusive: a user's single title is still found
+// wherever it sorts, a non-exclusive facet still yields every value, and a
+// snapshot that breaks exclusivity (a user with two titles) is resolved
+// in full.
+func TestExclusiveFacets(t *testing.T) {
+	r, err := Compile(mustParse(t, `
+campaigns:
+  - id: a
+    bid_cpm: 1
+    targeting:
+      all: [{facet: title, any: [cmo, cfo, cto]}, {facet: pain_point, any: [churn, attribution]}]
+    creatives: [{id: a1, w: 1, h: 1, adm: x}]
+`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// resolve returns the user's persona and which facets the analysed
+	// binding found exclusive.
+	resolve := func(snap *segments.Snapshot, user string) ([]string, map[string]bool) {
+		t.Helper()
+		e := newTestEngine(t, r, snap, 0)
+		e.bind(r, snap)
+		deadline := time.Now().Add(10 * time.Second)
+		for !e.binding.Load().analyzed {
+			if time.Now().After(deadline) {
+				t.Fatal("binding never analysed")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b := e.binding.Load()
+		exclusive := map[string]bool{}
+		for _, g := range b.groups {
+			exclusive[r.facets[r.terms[g.terms[0]].facet]] = g.exclusive
+		}
+		s := getScratch(r)
+		defer putScratch(s)
+		e.resolvePersona(b, &Query{BuyerUID: user}, s)
+		var got []string
+		for _, term := range s.terms {
+			got = append(got, r.terms[term].name)
+		}
+		return got, exclusive
+	}
+	exclusive := parseSegments(t, []byte(`
+title:cmo u1 u2 u3 u4
+title:cfo u5 u6
+title:cto u7
+pain_point:churn u1 u7
+pain_point:attribution u1 u5
+`))
+	for user, want := range map[string][]string{
+		"u1": {"pain_point:attribution", "pain_point:churn", "title:cmo"},
+		"u7": {"pain_point:churn", "title:cto"},
+		"u6": {"title:cfo"},
+		"u9": nil,
+	} {
+		got, excl := resolve(exclusive, user)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("exclusive snapshot, %s (-want +got):\n%s", user, diff)
+		}
+		if diff := cmp.Diff(map[string]bool{"title": true, "pain_point": false}, excl); diff != "" {
+			t.Errorf("exclusive facets (-want +got):\n%s", diff)
+		}
+	}
+	broken := parseSegments(t, []byte(`
+title:cmo u1 u2 u3 u4
+title:cfo u1 u6
+title:cto u7
+pain_point:churn u1
+`))
+	got, excl := resolve(broken, "u1")
+	if diff := cmp.Diff([]string{"pain_point:churn", "title:cfo", "title:cmo"}, got); diff != "" {
+		t.Errorf("two titles (-want +got):\n%s", diff)
+	}
+	if excl["title"] {
+		t.Error("title found exclusive in a snapshot where u1 has two titles")
 	}
 }

@@ -37,6 +37,13 @@ func (e *Engine) explain(r *Rules, s *scratch, q *Query, d *Decision) {
 				continue
 			}
 			cr, st := c.impStage(s, q, imp)
+			if st == StageChosen {
+				for _, ms := range s.moneyStages {
+					if ms.ordinal == uint32(o) && ms.imp == i {
+						st = ms.stage
+					}
+				}
+			}
 			switch {
 			case st != StageChosen:
 				t.Stage, t.Detail = st, impDetail(st, c, imp, d.Channel)
@@ -71,6 +78,10 @@ func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
 		return fmt.Sprintf("bid %s below floor %s", formatMicros(c.BidMicros), formatMicros(imp.FloorMicros))
 	case StageCurrency:
 		return fmt.Sprintf("floor currency %q, campaign bids in %s", imp.FloorCur, c.Currency)
+	case StageBudget:
+		return "budget spent, or held back by even pacing"
+	case StageFrequency:
+		return "frequency cap reached for this user"
 	}
 	return ""
 }

@@ -17,3 +17,5 @@ func mustParse(t testing.TB, yaml string) *rules.RuleSet {
 	}
 	return rs
 }
+
+func newEmptyStore() *segments.Store { return segments.NewStore(segments.NewBuilder().Build(1)) }

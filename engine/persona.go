@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"cmp"
+	"slices"
+
 	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/dgraph-io/ristretto/v2"
 
@@ -8,28 +11,107 @@ import (
 )
 
 // binding ties compiled rules to a segment snapshot: for every term of the
-// rules, the uploaded segment holding it (nil when none). It is rebuilt
-// when either side changes, which is rare next to decisions.
+// rules, the uploaded segment holding it (nil when none), and the order in
+// which a cache miss tests them. It is rebuilt when either side changes,
+// which is rare next to decisions; a binding is immutable once published.
 type binding struct {
 	rules *Rules
 	seg   *segments.Snapshot
 	bms   []*roaring.Bitmap // term id -> users, or nil
+	// groups hold the terms that have a segment, one group per facet, each
+	// ordered by segment size, largest first. An exclusive group's segments
+	// are pairwise disjoint in this snapshot (every user has at most one
+	// title, say), so resolution stops at its first hit; with sizes skewed
+	// that is usually one of the first few tests instead of all of them.
+	groups   []termGroup
+	analyzed bool // exclusivity has been computed (set on a copy)
+}
+
+type termGroup struct {
+	terms     []uint32
+	exclusive bool
 }
 
 func (e *Engine) bind(r *Rules, seg *segments.Snapshot) *binding {
 	if b := e.binding.Load(); b != nil && b.rules == r && b.seg == seg {
 		return b
 	}
+	b := newBinding(r, seg)
+	e.binding.Store(b) // a racing decision may store its own equal binding: harmless
+	e.analyze(b)
+	return b
+}
+
+func newBinding(r *Rules, seg *segments.Snapshot) *binding {
 	b := &binding{rules: r, seg: seg, bms: make([]*roaring.Bitmap, len(r.terms))}
-	if seg != nil {
-		for f, t := range r.termByFact {
-			if s := seg.Segment(f.Facet, f.Value); s != nil {
-				b.bms[t] = s.Users
-			}
+	if seg == nil {
+		return b
+	}
+	card := make([]uint64, len(r.terms))
+	for f, t := range r.termByFact {
+		if s := seg.Segment(f.Facet, f.Value); s != nil {
+			b.bms[t] = s.Users
+			card[t] = s.Users.GetCardinality()
 		}
 	}
-	e.binding.Store(b) // a racing decision may store its own equal binding: harmless
+	// Term ids are grouped by facet already.
+	for t := 0; t < len(r.terms); {
+		facet := r.terms[t].facet
+		var g termGroup
+		for ; t < len(r.terms) && r.terms[t].facet == facet; t++ {
+			if b.bms[t] != nil {
+				g.terms = append(g.terms, uint32(t))
+			}
+		}
+		if len(g.terms) > 0 {
+			slices.SortStableFunc(g.terms, func(x, y uint32) int { return cmp.Compare(card[y], card[x]) })
+			b.groups = append(b.groups, g)
+		}
+	}
 	return b
+}
+
+// analyze works out, off the decision path, which groups of b are
+// exclusive, and publishes the analysed copy if b is still current. It
+// costs a union per facet (tens of milliseconds on ten million users), so
+// it runs in a goroutine the engine owns; decisions meanwhile use b, which
+// gives the same answers, only slower on a cache miss.
+func (e *Engine) analyze(b *binding) {
+	if b.seg == nil || len(b.groups) == 0 {
+		return
+	}
+	e.analyzing.Lock()
+	defer e.analyzing.Unlock()
+	if e.closed {
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		a := &binding{rules: b.rules, seg: b.seg, bms: b.bms, analyzed: true, groups: slices.Clone(b.groups)}
+		for i := range a.groups {
+			if e.closing() {
+				return
+			}
+			a.groups[i].exclusive = disjoint(a.bms, a.groups[i].terms)
+		}
+		e.binding.CompareAndSwap(b, a)
+	}()
+}
+
+// disjoint reports whether the segments of terms share no user: the size
+// of their union is the sum of their sizes.
+func disjoint(bms []*roaring.Bitmap, terms []uint32) bool {
+	if len(terms) < 2 {
+		return true
+	}
+	sets := make([]*roaring.Bitmap, len(terms))
+	var sum uint64
+	for i, t := range terms {
+		sets[i] = bms[t]
+		sum += bms[t].GetCardinality()
+	}
+	return roaring.FastOr(sets...).GetCardinality() == sum
 }
 
 // personaEntry is a user's uploaded persona as term ids of one rules
@@ -105,11 +187,17 @@ func (e *Engine) uploadedTerms(b *binding, uid uint32, s *scratch) []uint32 {
 		}
 	}
 	terms := s.uploaded[:0]
-	for t, bm := range b.bms {
-		if bm != nil && bm.Contains(uid) {
-			terms = append(terms, uint32(t))
+	for _, g := range b.groups {
+		for _, t := range g.terms {
+			if b.bms[t].Contains(uid) {
+				terms = append(terms, t)
+				if g.exclusive {
+					break
+				}
+			}
 		}
 	}
+	slices.Sort(terms)
 	s.uploaded = terms
 	if e.cache != nil {
 		// The entry must own its terms: s.uploaded is reused.

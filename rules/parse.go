@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -110,41 +111,93 @@ func jsonKind(goKind string) string {
 // and validates the result. A missing directory or file is an error; an
 // empty directory is an empty rule set.
 func Load(path string) (*RuleSet, error) {
+	files, err := ReadFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	all, err := ParseFiles(files)
+	if err != nil {
+		return nil, err
+	}
+	if err := all.Validate(); err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+// File is one rules file as read from disk.
+type File struct {
+	Name    string // the path it was read from
+	Data    []byte
+	ModTime time.Time
+}
+
+// ReadFiles reads what Load reads, without parsing: the file at path, or
+// the .yaml, .yml and .json files of the directory (not hidden ones), in
+// name order. A path that is a symbolic link is followed.
+func ReadFiles(path string) ([]File, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	files := []string{path}
+	names := []string{path}
 	if fi.IsDir() {
 		ents, err := os.ReadDir(path)
 		if err != nil {
 			return nil, fmt.Errorf("rules: %w", err)
 		}
-		files = files[:0]
+		names = names[:0]
 		for _, e := range ents {
 			switch filepath.Ext(e.Name()) {
 			case ".yaml", ".yml", ".json":
 				if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-					files = append(files, filepath.Join(path, e.Name()))
+					names = append(names, filepath.Join(path, e.Name()))
 				}
 			}
 		}
-		slices.Sort(files)
+		slices.Sort(names)
 	}
+	files := make([]File, 0, len(names))
+	for _, name := range names {
+		f, err := readFile(name)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func readFile(name string) (File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return File{}, fmt.Errorf("rules: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return File{}, fmt.Errorf("rules: %w", err)
+	}
+	if fi.Size() > MaxFileSize {
+		return File{}, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, fi.Size(), MaxFileSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return File{}, fmt.Errorf("rules: %w", err)
+	}
+	return File{Name: name, Data: data, ModTime: fi.ModTime()}, nil
+}
+
+// ParseFiles parses every file and merges them in order, without
+// validating.
+func ParseFiles(files []File) (*RuleSet, error) {
 	var all RuleSet
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("rules: %w", err)
-		}
-		rs, err := Parse(f, data)
+		rs, err := Parse(f.Name, f.Data)
 		if err != nil {
 			return nil, err
 		}
 		all.Merge(rs)
-	}
-	if err := all.Validate(); err != nil {
-		return nil, err
 	}
 	return &all, nil
 }

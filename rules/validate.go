@@ -3,13 +3,14 @@ package rules
 import (
 	"fmt"
 	"math"
-	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // ValidationError is one problem in a rule set, at a field path such as
-// "campaigns[3].creatives[1].w".
+// "campaigns[3].creatives[1].w". Warnings (see [RuleSet.FacetWarnings])
+// use the same shape.
 type ValidationError struct {
 	Path string
 	Msg  string
@@ -42,15 +43,58 @@ const (
 	MaxCreativeDimension = 10_000
 )
 
+// The shapes of names, checked by hand-written matchers (a rule set of
+// 100,000 campaigns holds millions of names: regexp would dominate
+// validation). The patterns name them in error messages.
 var (
-	idRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-	facetRe   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
-	valueRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	channelRe = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-	catRe     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
-	curRe     = regexp.MustCompile(`^[A-Z]{3}$`)
-	macroRe   = regexp.MustCompile(`\$\{([^}]*)\}`)
+	idShape      = shape{pattern: `^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`, first: alnum, rest: alnum + "._:-", max: 128}
+	facetShape   = shape{pattern: `^[a-z][a-z0-9_]{0,31}$`, first: lower, rest: lower + digits + "_", max: 32}
+	valueShape   = shape{pattern: `^[a-z0-9][a-z0-9._-]{0,63}$`, first: lower + digits, rest: lower + digits + "._-", max: 64}
+	channelShape = shape{pattern: `^[a-z][a-z0-9_-]{0,31}$`, first: lower, rest: lower + digits + "_-", max: 32}
+	catShape     = shape{pattern: `^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`, first: alnum, rest: alnum + "_-", max: 32}
+	curShape     = shape{pattern: `^[A-Z]{3}$`, first: upper, rest: upper, max: 3}
 )
+
+const (
+	lower  = "abcdefghijklmnopqrstuvwxyz"
+	upper  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	digits = "0123456789"
+	alnum  = lower + upper + digits
+)
+
+// shape is a name pattern of the form ^[first][rest]{0,max-1}$.
+type shape struct {
+	pattern     string
+	first, rest string
+	max         int
+	table       *[256]uint8 // bit 0: allowed first, bit 1: allowed after
+}
+
+func (s *shape) String() string { return s.pattern }
+
+func init() {
+	for _, s := range []*shape{&idShape, &facetShape, &valueShape, &channelShape, &catShape, &curShape} {
+		s.table = new([256]uint8)
+		for i := 0; i < len(s.first); i++ {
+			s.table[s.first[i]] |= 1
+		}
+		for i := 0; i < len(s.rest); i++ {
+			s.table[s.rest[i]] |= 2
+		}
+	}
+}
+
+func (s *shape) match(v string) bool {
+	if len(v) == 0 || len(v) > s.max || s.table[v[0]]&1 == 0 {
+		return false
+	}
+	for i := 1; i < len(v); i++ {
+		if s.table[v[i]]&2 == 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // KnownMacros are the OpenRTB substitution macros an adm may carry; the
 // exchange substitutes them, personad leaves them as written.
@@ -63,41 +107,52 @@ var KnownMacros = map[string]bool{
 }
 
 // IsFacet reports whether s is a valid facet name.
-func IsFacet(s string) bool { return facetRe.MatchString(s) }
+func IsFacet(s string) bool { return facetShape.match(s) }
 
 // IsValue reports whether s is a valid facet value.
-func IsValue(s string) bool { return valueRe.MatchString(s) }
+func IsValue(s string) bool { return valueShape.match(s) }
 
 // Validate checks the whole rule set and returns ValidationErrors listing
 // every problem, or nil.
-func (rs *RuleSet) Validate() error {
+func (rs *RuleSet) Validate() error { return rs.ValidateExcept(nil) }
+
+// ValidateExcept is Validate for a caller that already knows some
+// campaigns are valid — typically because a campaign with identical
+// content passed before: known(i) true skips the checks of campaign i on
+// its own. The checks across campaigns (duplicate campaign and creative
+// ids) and of the content rules always run. known may be nil.
+func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
 	v := validator{}
 	if len(rs.Campaigns) > MaxCampaigns {
 		v.add("campaigns", "%d campaigns exceeds the limit of %d", len(rs.Campaigns), MaxCampaigns)
 	}
+	ncr := 0
+	for i := range rs.Campaigns {
+		ncr += len(rs.Campaigns[i].Creatives)
+	}
 	campIDs := make(map[string]int, len(rs.Campaigns))
-	crIDs := make(map[string]string)
+	crIDs := make(map[string][2]int, ncr) // creative id -> (campaign, creative) index
 	for i := range rs.Campaigns {
 		c := &rs.Campaigns[i]
-		p := fmt.Sprintf("campaigns[%d]", i)
-		v.campaign(p, c)
+		if known == nil || !known(i) {
+			v.campaign(campaignPath(i), c)
+		}
 		if c.ID != "" {
 			if j, dup := campIDs[c.ID]; dup {
-				v.add(p+".id", "duplicate campaign id %q (also campaigns[%d])", c.ID, j)
+				v.add(campaignPath(i)+".id", "duplicate campaign id %q (also campaigns[%d])", c.ID, j)
 			} else {
 				campIDs[c.ID] = i
 			}
 		}
 		for j := range c.Creatives {
 			id := c.Creatives[j].ID
-			cp := fmt.Sprintf("%s.creatives[%d]", p, j)
 			if id == "" {
 				continue
 			}
 			if other, dup := crIDs[id]; dup {
-				v.add(cp+".id", "duplicate creative id %q (also %s)", id, other)
+				v.add(creativePath(i, j)+".id", "duplicate creative id %q (also %s)", id, creativePath(other[0], other[1]))
 			} else {
-				crIDs[id] = cp
+				crIDs[id] = [2]int{i, j}
 			}
 		}
 	}
@@ -107,6 +162,15 @@ func (rs *RuleSet) Validate() error {
 	}
 	return v.errs
 }
+
+func campaignPath(i int) string { return "campaigns[" + strconv.Itoa(i) + "]" }
+
+func creativePath(i, j int) string {
+	return campaignPath(i) + ".creatives[" + strconv.Itoa(j) + "]"
+}
+
+// at is p[i].
+func at(p string, i int) string { return p + "[" + strconv.Itoa(i) + "]" }
 
 type validator struct{ errs ValidationErrors }
 
@@ -118,8 +182,8 @@ func (v *validator) campaign(p string, c *Campaign) {
 	switch {
 	case c.ID == "":
 		v.add(p+".id", "required")
-	case !idRe.MatchString(c.ID):
-		v.add(p+".id", "%q must match %s", c.ID, idRe)
+	case !idShape.match(c.ID):
+		v.add(p+".id", "%q must match %s", c.ID, &idShape)
 	}
 	switch c.Status {
 	case "", StatusActive, StatusPaused:
@@ -147,7 +211,7 @@ func (v *validator) campaign(p string, c *Campaign) {
 	if !(c.BidCPM > 0) || math.IsInf(c.BidCPM, 0) || c.BidCPM > MaxBidCPM {
 		v.add(p+".bid_cpm", "%v must be > 0 and <= %d", c.BidCPM, MaxBidCPM)
 	}
-	if c.Currency != "" && !curRe.MatchString(c.Currency) {
+	if c.Currency != "" && !curShape.match(c.Currency) {
 		v.add(p+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
 	}
 	if c.Budget.Daily < 0 || math.IsNaN(c.Budget.Daily) || math.IsInf(c.Budget.Daily, 0) {
@@ -172,15 +236,15 @@ func (v *validator) campaign(p string, c *Campaign) {
 			v.add(p+".frequency_cap.window", "%q must be > 0", fc.Window)
 		}
 	}
-	v.cats(p+".cat", c.Cat)
+	v.cats(p, ".cat", c.Cat)
 	for i, d := range c.Adomain {
 		if d == "" || strings.ContainsAny(d, " /") {
-			v.add(fmt.Sprintf("%s.adomain[%d]", p, i), "%q is not a domain", d)
+			v.add(at(p+".adomain", i), "%q is not a domain", d)
 		}
 	}
-	v.clauses(p+".targeting.all", c.Targeting.All)
-	v.clauses(p+".targeting.none", c.Targeting.None)
-	v.channels(p+".targeting.channels", c.Targeting.Channels)
+	v.clauses(p, ".targeting.all", c.Targeting.All)
+	v.clauses(p, ".targeting.none", c.Targeting.None)
+	v.channels(p, ".targeting.channels", c.Targeting.Channels)
 	switch {
 	case len(c.Creatives) == 0:
 		v.add(p+".creatives", "a campaign needs at least one creative")
@@ -188,101 +252,179 @@ func (v *validator) campaign(p string, c *Campaign) {
 		v.add(p+".creatives", "%d creatives exceeds the limit of %d", len(c.Creatives), MaxCreativesPerCamp)
 	}
 	for j := range c.Creatives {
-		v.creative(fmt.Sprintf("%s.creatives[%d]", p, j), &c.Creatives[j])
+		v.creative(p, j, &c.Creatives[j])
 	}
 }
 
-func (v *validator) creative(p string, cr *Creative) {
+// creative checks campaign p's creative j. Paths are built only for errors.
+func (v *validator) creative(cp string, j int, cr *Creative) {
+	p := func() string { return at(cp+".creatives", j) }
 	switch {
 	case cr.ID == "":
-		v.add(p+".id", "required")
-	case !idRe.MatchString(cr.ID):
-		v.add(p+".id", "%q must match %s", cr.ID, idRe)
+		v.add(p()+".id", "required")
+	case !idShape.match(cr.ID):
+		v.add(p()+".id", "%q must match %s", cr.ID, &idShape)
 	}
 	if cr.W <= 0 || cr.W > MaxCreativeDimension {
-		v.add(p+".w", "%d must be > 0 and <= %d", cr.W, MaxCreativeDimension)
+		v.add(p()+".w", "%d must be > 0 and <= %d", cr.W, MaxCreativeDimension)
 	}
 	if cr.H <= 0 || cr.H > MaxCreativeDimension {
-		v.add(p+".h", "%d must be > 0 and <= %d", cr.H, MaxCreativeDimension)
+		v.add(p()+".h", "%d must be > 0 and <= %d", cr.H, MaxCreativeDimension)
 	}
-	v.channels(p+".channels", cr.Channels)
-	v.cats(p+".cat", cr.Cat)
-	v.clauses(p+".persona", cr.Persona)
+	if len(cr.Channels) > 0 {
+		v.channels(p(), ".channels", cr.Channels)
+	}
+	if len(cr.Cat) > 0 {
+		v.cats(p(), ".cat", cr.Cat)
+	}
+	if len(cr.Persona) > 0 {
+		v.clauses(p(), ".persona", cr.Persona)
+	}
 	if strings.TrimSpace(cr.Adm) == "" {
-		v.add(p+".adm", "required")
+		v.add(p()+".adm", "required")
 	}
-	for _, m := range macroRe.FindAllStringSubmatch(cr.Adm, -1) {
-		if !KnownMacros[m[1]] {
-			v.add(p+".adm", "unknown macro ${%s}", m[1])
+	if unknown, unterminated := checkMacros(cr.Adm); len(unknown) > 0 || unterminated {
+		for _, m := range unknown {
+			v.add(p()+".adm", "unknown macro ${%s}", m)
 		}
-	}
-	if strings.Count(cr.Adm, "${") != len(macroRe.FindAllStringIndex(cr.Adm, -1)) {
-		v.add(p+".adm", "unterminated macro: \"${\" without \"}\"")
+		if unterminated {
+			v.add(p()+".adm", "unterminated macro: \"${\" without \"}\"")
+		}
 	}
 }
 
-func (v *validator) clauses(p string, cs []Clause) {
+// checkMacros scans adm for ${NAME} macros, leftmost first: it returns the
+// names that are not KnownMacros, and whether some "${" has no "}" after
+// it. (It matches what the regexp \$\{([^}]*)\} finds, without one.)
+func checkMacros(adm string) (unknown []string, unterminated bool) {
+	for rest := adm; ; {
+		i := strings.Index(rest, "${")
+		if i < 0 {
+			return unknown, false
+		}
+		rest = rest[i+2:]
+		j := strings.IndexByte(rest, '}')
+		if j < 0 {
+			return unknown, true
+		}
+		if name := rest[:j]; !KnownMacros[name] {
+			unknown = append(unknown, name)
+		}
+		rest = rest[j+1:]
+	}
+}
+
+// clauses checks the clauses at p+field.
+func (v *validator) clauses(p, field string, cs []Clause) {
 	for i, c := range cs {
-		cp := fmt.Sprintf("%s[%d]", p, i)
-		if !facetRe.MatchString(c.Facet) {
-			v.add(cp+".facet", "%q must match %s", c.Facet, facetRe)
+		cp := func() string { return at(p+field, i) }
+		if !facetShape.match(c.Facet) {
+			v.add(cp()+".facet", "%q must match %s", c.Facet, &facetShape)
 		}
 		switch {
 		case len(c.Any) == 0:
-			v.add(cp+".any", "a clause needs at least one value")
+			v.add(cp()+".any", "a clause needs at least one value")
 		case len(c.Any) > MaxClauseValues:
-			v.add(cp+".any", "%d values exceeds the limit of %d", len(c.Any), MaxClauseValues)
+			v.add(cp()+".any", "%d values exceeds the limit of %d", len(c.Any), MaxClauseValues)
 		}
 		for j, val := range c.Any {
-			if !valueRe.MatchString(val) {
-				v.add(fmt.Sprintf("%s.any[%d]", cp, j), "%q must match %s", val, valueRe)
+			if !valueShape.match(val) {
+				v.add(at(cp()+".any", j), "%q must match %s", val, &valueShape)
 			}
 		}
 	}
 }
 
-func (v *validator) channels(p string, chs []string) {
+func (v *validator) channels(p, field string, chs []string) {
 	for i, ch := range chs {
-		if !channelRe.MatchString(ch) {
-			v.add(fmt.Sprintf("%s[%d]", p, i), "%q must match %s", ch, channelRe)
+		if !channelShape.match(ch) {
+			v.add(at(p+field, i), "%q must match %s", ch, &channelShape)
 		}
 	}
 }
 
-func (v *validator) cats(p string, cats []string) {
+func (v *validator) cats(p, field string, cats []string) {
 	for i, c := range cats {
-		if !catRe.MatchString(c) {
-			v.add(fmt.Sprintf("%s[%d]", p, i), "%q is not an IAB category such as IAB19", c)
+		if !catShape.match(c) {
+			v.add(at(p+field, i), "%q is not an IAB category such as IAB19", c)
 		}
 	}
 }
 
 func (v *validator) content(p string, cr *ContentRules) {
-	v.cats(p+".blocked_cat", cr.BlockedCat)
+	v.cats(p, ".blocked_cat", cr.BlockedCat)
 	for i, d := range cr.BlockedAdomain {
 		if d == "" {
-			v.add(fmt.Sprintf("%s.blocked_adomain[%d]", p, i), "empty domain")
+			v.add(at(p+".blocked_adomain", i), "empty domain")
 		}
 	}
 	seen := map[string]string{}
 	for i, m := range cr.ChannelMap {
-		mp := fmt.Sprintf("%s.channel_map[%d]", p, i)
-		if !channelRe.MatchString(m.Channel) {
-			v.add(mp+".channel", "%q must match %s", m.Channel, channelRe)
+		mp := at(p+".channel_map", i)
+		if !channelShape.match(m.Channel) {
+			v.add(mp+".channel", "%q must match %s", m.Channel, &channelShape)
 		}
 		for j, d := range m.Domains {
 			key := "domain " + d
 			if prev, dup := seen[key]; dup && prev != m.Channel {
-				v.add(fmt.Sprintf("%s.domains[%d]", mp, j), "%q is already mapped to channel %q", d, prev)
+				v.add(at(mp+".domains", j), "%q is already mapped to channel %q", d, prev)
 			}
 			seen[key] = m.Channel
 		}
 		for j, b := range m.Bundles {
 			key := "bundle " + b
 			if prev, dup := seen[key]; dup && prev != m.Channel {
-				v.add(fmt.Sprintf("%s.bundles[%d]", mp, j), "%q is already mapped to channel %q", b, prev)
+				v.add(at(mp+".bundles", j), "%q is already mapped to channel %q", b, prev)
 			}
 			seen[key] = m.Channel
 		}
 	}
+}
+
+// FacetWarnings lists, once per facet, the facets that targeting clauses
+// and creative personas name but inUse reports false for — typically
+// facets no uploaded segment carries. Such a clause can still match facts
+// a bid request carries, so it is a warning, not an error. Each warning's
+// path is the first clause naming the facet.
+func (rs *RuleSet) FacetWarnings(inUse func(facet string) bool) ValidationErrors {
+	type use struct {
+		path string
+		n    int
+	}
+	var order []string
+	uses := map[string]*use{}
+	note := func(path func() string, cs []Clause) {
+		for i := range cs {
+			f := cs[i].Facet
+			if u := uses[f]; u != nil {
+				u.n++
+				continue
+			}
+			if inUse(f) {
+				uses[f] = &use{} // a facet in use: counted, never reported
+				continue
+			}
+			uses[f] = &use{path: at(path(), i) + ".facet", n: 1}
+			order = append(order, f)
+		}
+	}
+	for i := range rs.Campaigns {
+		c := &rs.Campaigns[i]
+		note(func() string { return campaignPath(i) + ".targeting.all" }, c.Targeting.All)
+		note(func() string { return campaignPath(i) + ".targeting.none" }, c.Targeting.None)
+		for j := range c.Creatives {
+			note(func() string { return creativePath(i, j) + ".persona" }, c.Creatives[j].Persona)
+		}
+	}
+	var ws ValidationErrors
+	for _, f := range order {
+		u := uses[f]
+		clauses := "clause"
+		if u.n != 1 {
+			clauses = "clauses"
+		}
+		ws = append(ws, &ValidationError{Path: u.path, Msg: fmt.Sprintf(
+			"no uploaded segment uses facet %q (%d %s name it): only bid requests carrying it can match", f, u.n, clauses)})
+	}
+	return ws
 }

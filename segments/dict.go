@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"math/bits"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -56,6 +57,19 @@ var (
 //
 // so the dictionary meets the durability issue's 48 B/user budget with
 // room for 20 more bytes of id: a 36-byte UUID costs about 51 B/user.
+//
+// # Growing under readers
+//
+// An upload adds users to a published dictionary without copying it
+// (dictWriter): the new users' bytes and ends are appended past the end of
+// the published slices, into their spare capacity, and their slots are
+// stored atomically into the same table. A Dict is a view: len(ends) is
+// how many users it holds, and Lookup ignores any slot whose id is beyond
+// it, so readers of the older view never see the newer users, and the
+// newer view shares every byte of the old one. Only when a slice or the
+// table runs out of room is it copied, growing by a factor (append's
+// 1.25× for large slices, 1.5× for the table), so interning n new users
+// into a store of N costs O(n) amortized, not O(N).
 type Dict struct {
 	seed  maphash.Seed
 	arena []byte
@@ -90,13 +104,16 @@ func (d *Dict) Lookup(id string) (uint32, bool) {
 	}
 	tag := uint32(maphash.String(d.seed, id) >> 32)
 	n := uint64(len(d.slots))
+	users := uint32(len(d.ends))
 	for i := home(tag, n); ; {
-		s := d.slots[i]
+		// Atomic: a dictWriter may be storing newer users' slots into
+		// this table; they are beyond users and skipped.
+		s := atomic.LoadUint64(&d.slots[i])
 		if s == 0 {
 			return 0, false
 		}
 		if uint32(s>>32) == tag {
-			if u := uint32(s) - 1; d.bytes(u) == id {
+			if u := uint32(s) - 1; u < users && d.bytes(u) == id {
 				return u, true
 			}
 		}
@@ -142,13 +159,21 @@ func (d *Dict) MemoryBytes() int {
 	return cap(d.arena) + 4*cap(d.ends) + 8*cap(d.slots)
 }
 
-// intern returns id's internal id, adding it when new.
+// intern returns id's internal id, adding it when new. It is for a Dict
+// nobody else reads yet (a Builder's); dictWriter extends a published one.
 func (d *Dict) intern(id string) (uint32, error) {
+	u, _, err := d.internSlot(id, func() { d.grow(max(2*len(d.slots), 16)) })
+	return u, err
+}
+
+// internSlot is intern, also returning the table slot it stored a new
+// user in (-1 when id was known), with the table growth policy given.
+func (d *Dict) internSlot(id string, grow func()) (uint32, int, error) {
 	if len(id) == 0 || len(id) > MaxIDLen {
-		return 0, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
+		return 0, -1, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
 	}
 	if (len(d.ends)+1)*10 > len(d.slots)*7 {
-		d.grow(max(2*len(d.slots), 16))
+		grow()
 	}
 	tag := uint32(maphash.String(d.seed, id) >> 32)
 	n := uint64(len(d.slots))
@@ -163,18 +188,89 @@ func (d *Dict) intern(id string) (uint32, error) {
 		}
 		if uint32(s>>32) == tag {
 			if u := uint32(s) - 1; d.bytes(u) == id {
-				return u, nil
+				return u, -1, nil
 			}
 		}
 	}
 	u := len(d.ends)
 	if u >= MaxUsers || len(d.arena)+len(id) > MaxDictBytes {
-		return 0, fmt.Errorf("%w: %d users, %d bytes of ids", ErrDictFull, u, len(d.arena))
+		return 0, -1, fmt.Errorf("%w: %d users, %d bytes of ids", ErrDictFull, u, len(d.arena))
 	}
 	d.arena = append(d.arena, id...)
 	d.ends = append(d.ends, uint32(len(d.arena)))
-	d.slots[i] = uint64(tag)<<32 | uint64(u+1)
-	return uint32(u), nil
+	atomic.StoreUint64(&d.slots[i], uint64(tag)<<32|uint64(u+1))
+	return uint32(u), int(i), nil
+}
+
+// dictWriter adds users to a published Dict without copying it (see
+// "Growing under readers" on Dict). The store runs at most one writer at a
+// time, always over the newest published Dict, so the spare capacity it
+// appends into belongs to no reader. It is not safe for concurrent use.
+type dictWriter struct {
+	d    *Dict    // the new view, sharing memory with the published one
+	base int      // users in the published Dict
+	pub  []uint64 // the published table while d still shares it, else nil
+	// stored are the slots this writer filled in pub, in order, so that
+	// they can be cleared.
+	stored []int
+}
+
+// extend returns a writer adding users to d.
+func (d *Dict) extend() *dictWriter {
+	w := &dictWriter{
+		d:    &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots},
+		base: len(d.ends),
+	}
+	if len(d.slots) > 0 {
+		w.pub = d.slots
+	}
+	return w
+}
+
+// intern returns id's internal id, adding it when new.
+func (w *dictWriter) intern(id string) (uint32, error) {
+	u, slot, err := w.d.internSlot(id, w.grow)
+	if slot >= 0 && w.pub != nil {
+		w.stored = append(w.stored, slot)
+	}
+	return u, err
+}
+
+// grow moves the writer to a table of its own, 1.5 times larger, and
+// clears what it stored in the published one.
+func (w *dictWriter) grow() {
+	w.d.grow(max(len(w.d.slots)*3/2, tableSize(len(w.d.ends)+1), 16))
+	w.clearPublished()
+}
+
+// clearPublished empties the slots this writer stored in the published
+// table, newest first, and stops writing to it. Undoing linear-probing
+// inserts in reverse order restores the table exactly: no probe chain of
+// an older user runs through a newer user's slot, so no lookup in the
+// published view can miss meanwhile.
+func (w *dictWriter) clearPublished() {
+	for i := len(w.stored) - 1; i >= 0; i-- {
+		atomic.StoreUint64(&w.pub[w.stored[i]], 0)
+	}
+	w.pub, w.stored = nil, nil
+}
+
+// abort undoes the writer's changes to the published Dict. Only its table
+// was written in place (bytes and ends past a view's length are never
+// read), so abort clears the slots the writer stored there.
+func (w *dictWriter) abort() { w.clearPublished() }
+
+// added returns the users this writer added: the first one's internal id,
+// their end offsets (relative to the dictionary's arena, not to arena) and
+// their id bytes.
+func (w *dictWriter) added() (first uint32, ends []uint32, arena []byte) {
+	d := w.d
+	first = uint32(w.base)
+	var start uint32
+	if w.base > 0 {
+		start = d.ends[w.base-1]
+	}
+	return first, d.ends[w.base:], d.arena[start:]
 }
 
 // grow rebuilds the table with size slots. Tags place slots, so no id is
@@ -233,4 +329,117 @@ func (d *Dict) compact() *Dict {
 	c.arena = append(make([]byte, 0, len(d.arena)), d.arena...)
 	c.ends = append(make([]uint32, 0, len(d.ends)), d.ends...)
 	return c
+}
+
+// lookupBatch is Lookup for many ids at once: out[i] is ids[i]'s internal
+// id when found[i]. It runs in three passes over small groups of ids —
+// hash and load each id's first slots, then load the candidates' ends,
+// then compare bytes — so that the cache misses of different ids overlap
+// instead of following one another; a big dictionary's lookups are bound
+// by memory latency, not by instructions.
+func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool) {
+	if d == nil || len(d.slots) == 0 {
+		clear(found[:len(ids)])
+		return
+	}
+	const group = 32
+	n := uint64(len(d.slots))
+	users := uint32(len(d.ends))
+	var (
+		tags [group]uint32
+		cand [group]uint32 // internal id + 1 of the first tag match, 0: none
+		end  [group]uint32
+		miss [group]bool // an empty slot came before any tag match
+	)
+	for base := 0; base < len(ids); base += group {
+		g := ids[base:min(base+group, len(ids))]
+		for i, id := range g {
+			tag := uint32(maphash.String(d.seed, id) >> 32)
+			tags[i], cand[i], miss[i] = tag, 0, false
+			p := home(tag, n)
+			// Scan the slots that share the first one's cache line or the
+			// next: almost every probe sequence ends there.
+			for range 8 {
+				s := atomic.LoadUint64(&d.slots[p])
+				if s == 0 {
+					miss[i] = true
+					break
+				}
+				if uint32(s>>32) == tag && uint32(s)-1 < users {
+					cand[i] = uint32(s)
+					break
+				}
+				if p++; p == n {
+					p = 0
+				}
+			}
+		}
+		for i := range g {
+			if c := cand[i]; c != 0 {
+				end[i] = d.ends[c-1]
+			}
+		}
+		for i, id := range g {
+			o := base + i
+			if c := cand[i]; c != 0 {
+				u := c - 1
+				var start uint32
+				if u > 0 {
+					start = d.ends[u-1]
+				}
+				if b := d.arena[start:end[i]]; string(b) == id {
+					out[o], found[o] = u, true
+					continue
+				}
+			} else if miss[i] {
+				found[o] = false
+				continue
+			}
+			out[o], found[o] = d.Lookup(id) // a long probe or a tag collision
+		}
+	}
+}
+
+// reserve makes room for users more users of bytes more id bytes, so
+// that interning them moves nothing: one copy of each array at most,
+// instead of one per growth step.
+func (w *dictWriter) reserve(users, bytes int) {
+	d := w.d
+	if need := len(d.ends) + users; (need+1)*10 > len(d.slots)*7 {
+		d.grow(max(len(d.slots)*3/2, tableSize(need)))
+		w.clearPublished()
+	}
+	if len(d.arena)+bytes > cap(d.arena) {
+		d.arena = append(make([]byte, 0, len(d.arena)+bytes+(len(d.arena)+bytes)/4), d.arena...)
+	}
+	if len(d.ends)+users > cap(d.ends) {
+		d.ends = append(make([]uint32, 0, len(d.ends)+users+(len(d.ends)+users)/4), d.ends...)
+	}
+}
+
+// internMany interns n ids, id(i) being the i-th, into out. Like
+// lookupBatch it works in groups: it touches each id's first slot before
+// inserting any of the group, so that their cache misses overlap.
+func (w *dictWriter) internMany(n int, id func(int) string, out []uint32) error {
+	const group = 32
+	var sink uint64
+	for base := 0; base < n; base += group {
+		end := min(base+group, n)
+		slots := uint64(len(w.d.slots))
+		if slots > 0 {
+			for i := base; i < end; i++ {
+				tag := uint32(maphash.String(w.d.seed, id(i)) >> 32)
+				sink += atomic.LoadUint64(&w.d.slots[home(tag, slots)])
+			}
+		}
+		for i := base; i < end; i++ {
+			u, err := w.intern(id(i))
+			if err != nil {
+				return err
+			}
+			out[i] = u
+		}
+	}
+	_ = sink
+	return nil
 }

@@ -196,6 +196,7 @@ func TestEmptyStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st.Close()
 	if d := diffSnapshots(st.Current(), s); d != "" {
 		t.Error(d)
 	}
@@ -210,9 +211,11 @@ func TestOpenRemovesTemps(t *testing.T) {
 	if err := os.WriteFile(stale, []byte("half a snapshot"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(Config{Dir: dir}); err != nil {
+	st, err := Open(Config{Dir: dir})
+	if err != nil {
 		t.Fatal(err)
 	}
+	st.Close()
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale temp file still there: %v", err)
 	}

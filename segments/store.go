@@ -6,31 +6,89 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Config configures a Store opened with Open. Start from DefaultConfig.
+// Config configures a Store opened with Open. Start from DefaultConfig;
+// a zero duration or size means its default.
 type Config struct {
 	// Dir is the store's own directory, holding the snapshot file
-	// (SnapshotFile); personad uses <data-dir>/segments. Open creates it
-	// when missing.
+	// (SnapshotFile) and the write-ahead log (wal-*.log); personad uses
+	// <data-dir>/segments. Open creates it when missing.
 	Dir string
+	// SnapshotInterval is how often the store writes a snapshot when the
+	// log holds records since the last one. Default 5m.
+	SnapshotInterval time.Duration
+	// SnapshotLogBytes starts a snapshot early once the log holds this
+	// many bytes, bounding restart time. Default 256 MiB.
+	SnapshotLogBytes int64
+	// OnSnapshot, when set, is called after each snapshot the store
+	// writes by itself (periodic, early, at Close) or fails to write, from
+	// the goroutine that wrote it. personad logs it. (The package does not
+	// log: segments sit below the engine, which must not reach zap's
+	// net/http.)
+	OnSnapshot func(SnapshotEvent)
+}
+
+// SnapshotEvent reports one snapshot.
+type SnapshotEvent struct {
+	Version         uint64
+	Segments, Users int
+	LogFilesRemoved int
+	Took            time.Duration
+	Err             error // the snapshot failed; the log keeps every change
 }
 
 // DefaultConfig returns the defaults: the directory ./data/segments, that
-// is personad's default data dir.
+// is personad's default data dir, and the snapshot cadence documented on
+// Config.
 func DefaultConfig() Config {
-	return Config{Dir: filepath.Join("data", "segments")}
+	return Config{
+		Dir:              filepath.Join("data", "segments"),
+		SnapshotInterval: 5 * time.Minute,
+		SnapshotLogBytes: 256 << 20,
+	}
 }
 
-// Store publishes the current Snapshot. It is safe for concurrent use.
+// Store publishes the current Snapshot and applies mutations durably. It
+// is safe for concurrent use: readers only Load the current snapshot;
+// mutations are serialized by a mutex, each building its snapshot to the
+// side, logging it, then publishing it.
 type Store struct {
 	cfg Config
 	cur atomic.Pointer[Snapshot]
+
+	mu     sync.Mutex // serializes mutations and log rotation
+	wal    *wal       // nil for a store made by NewStore
+	keys   keyLog
+	closed bool
+
+	ckMu     sync.Mutex // serializes snapshots
+	snapVer  uint64     // version of the snapshot file
+	recovery Recovery
+
+	kick chan struct{} // asks the snapshotter for a snapshot now
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Recovery describes what Open did.
+type Recovery struct {
+	SnapshotVersion uint64        // version of the snapshot file loaded (0: none)
+	Version         uint64        // version after replaying the log
+	LogFiles        int           // log files read
+	Records         int           // records replayed over the snapshot
+	Skipped         int           // records already in the snapshot
+	TruncatedFile   string        // the log file whose torn tail was cut off, if any
+	TruncatedAt     int64         // the offset it was cut at
+	Took            time.Duration // the whole of Open
 }
 
 // NewStore returns an in-memory store serving snap (an empty snapshot when
-// snap is nil). It has no directory: nothing it serves is durable.
+// snap is nil). It has no directory and no log: its mutations are applied
+// but nothing it serves is durable.
 func NewStore(snap *Snapshot) *Store {
 	if snap == nil {
 		snap = emptySnapshot()
@@ -40,14 +98,24 @@ func NewStore(snap *Snapshot) *Store {
 	return s
 }
 
-// Open opens the store in cfg.Dir, creating the directory when missing, and
-// loads its snapshot file; with no snapshot file the store is empty.
-// Temporary files left by a write that crashed are removed. A corrupt
-// snapshot is an error naming the file and where the damage is; Open never
-// serves part of a snapshot.
+// Open opens the store in cfg.Dir, creating the directory when missing:
+// it loads the snapshot file (none: an empty store), replays the
+// write-ahead log over it, truncating a torn tail, and starts the
+// snapshotter goroutine, which Close stops. Temporary files left by a
+// snapshot write that crashed are removed. A corrupt snapshot or log is an
+// error naming the file and where the damage is (*CorruptError,
+// *WALError); Open never serves part of either.
 func Open(cfg Config) (*Store, error) {
+	start := time.Now()
 	if cfg.Dir == "" {
 		return nil, errors.New("segments: Config.Dir is empty")
+	}
+	def := DefaultConfig()
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = def.SnapshotInterval
+	}
+	if cfg.SnapshotLogBytes <= 0 {
+		cfg.SnapshotLogBytes = def.SnapshotLogBytes
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("segments: %w", err)
@@ -62,9 +130,87 @@ func Open(cfg Config) (*Store, error) {
 	case err != nil:
 		return nil, err
 	}
-	s := &Store{cfg: cfg}
+	s := &Store{
+		cfg:     cfg,
+		snapVer: snap.version,
+		wal:     &wal{dir: cfg.Dir, sync: (*os.File).Sync},
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	s.recovery.SnapshotVersion = snap.version
+	if snap, err = s.recover(snap); err != nil {
+		s.wal.close()
+		return nil, err
+	}
 	s.cur.Store(snap)
+	s.recovery.Version = snap.version
+	s.recovery.Took = time.Since(start)
+	go s.snapshotter()
 	return s, nil
+}
+
+// recover replays the log over snap and opens the newest log file for
+// appending (creating one when there is none).
+func (s *Store) recover(snap *Snapshot) (*Snapshot, error) {
+	w := s.wal
+	names, err := listWAL(s.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for i, name := range names {
+		last := i == len(names)-1
+		path := filepath.Join(s.cfg.Dir, name)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("segments: %w", err)
+		}
+		next, applied, skipped, end, err := replayFile(snap, path, data, last, &s.keys)
+		if err != nil {
+			return nil, err
+		}
+		snap = next
+		s.recovery.LogFiles++
+		s.recovery.Records += applied
+		s.recovery.Skipped += skipped
+		w.bytes += end
+		if !last {
+			continue
+		}
+		if end < walHeaderSize {
+			// A torn file header: the file never held a record.
+			first, _ := walFirst(name)
+			w.files = names[:i]
+			w.bytes -= end
+			if end != int64(len(data)) {
+				s.recovery.TruncatedFile, s.recovery.TruncatedAt = path, 0
+			}
+			return snap, w.create(first)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("segments: %w", err)
+		}
+		if end < int64(len(data)) {
+			s.recovery.TruncatedFile, s.recovery.TruncatedAt = path, end
+			if err := f.Truncate(end); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("segments: truncating the torn tail of %s: %w", path, err)
+			}
+			if err := w.sync(f); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("segments: fsync %s: %w", path, err)
+			}
+		}
+		if _, err := f.Seek(end, 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("segments: %w", err)
+		}
+		w.f, w.name, w.size, w.files = f, name, end, names
+		w.records = applied + skipped
+		return snap, nil
+	}
+	return snap, w.create(snap.version + 1)
 }
 
 // removeTemps deletes snapshot temp files that a crash left behind: they
@@ -87,13 +233,273 @@ func removeTemps(dir string) error {
 // Current returns the snapshot decisions should use. It is never nil.
 func (s *Store) Current() *Snapshot { return s.cur.Load() }
 
-// Publish makes snap current.
+// Publish makes snap current, bypassing the log: for in-memory stores
+// (NewStore) and tests. A store opened with Open changes only through
+// Commit and Delete.
 func (s *Store) Publish(snap *Snapshot) { s.cur.Store(snap) }
 
 // Dir is the store's directory, empty for a store made by NewStore.
 func (s *Store) Dir() string { return s.cfg.Dir }
 
-// Close releases the store. The current snapshot stays readable; Close is
-// idempotent. (Today the store holds no file or goroutine between calls;
-// the write-ahead log will.)
-func (s *Store) Close() error { return nil }
+// Recovery reports what Open did: versions, records replayed, a torn tail
+// cut off, and how long it took.
+func (s *Store) Recovery() Recovery { return s.recovery }
+
+// Commit applies an upload atomically: it interns the ids the dictionary
+// did not know, builds the segment's new bitmap to the side, writes and
+// fsyncs the log record, then publishes the next snapshot (version + 1).
+// It returns only after the record is durable; on any error nothing is
+// published and the store is as before. An upload that changes nothing is
+// not logged and keeps the current version. The Upload must not be used
+// afterwards.
+func (s *Store) Commit(u *Upload) (Result, error) {
+	if len(u.known) > 0 {
+		u.flush()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Result{}, ErrClosed
+	}
+	if res, ok, err := s.keys.check(u.key, u.facet, u.value, u.mode); ok || err != nil {
+		return res, err
+	}
+	cur := s.cur.Load()
+	w := cur.dict.extend()
+	set := u.bm
+	if len(u.ends) > 0 {
+		w.reserve(len(u.ends), len(u.unseen))
+		fresh := make([]uint32, len(u.ends))
+		if err := w.internMany(len(u.ends), u.unseenID, fresh); err != nil {
+			w.abort()
+			return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+		}
+		set.AddMany(fresh)
+	}
+	first, ends, arena := w.added()
+	c := &change{
+		version: cur.version + 1, op: opUpload, mode: u.mode, at: time.Now().UTC(),
+		facet: u.facet, value: u.value, key: u.key, ids: u.ids,
+		firstUser: first, userBytes: arena, set: set,
+	}
+	if len(ends) > 0 {
+		c.userEnds = make([]uint32, len(ends))
+		base := ends[len(ends)-1] - uint32(len(arena)) // where the first new id starts
+		for i, e := range ends {
+			c.userEnds[i] = e - base
+		}
+	}
+	next, res, err := apply(cur, c, w.d)
+	if err != nil {
+		w.abort()
+		return Result{}, fmt.Errorf("%w: %s:%s", err, u.facet, u.value)
+	}
+	if noChange(cur, c, res) {
+		w.abort()
+		res.Version = cur.version
+	} else if err := s.commit(c, next); err != nil {
+		w.abort()
+		return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+	}
+	s.keys.put(u.key, keyEntry{facet: u.facet, value: u.value, mode: u.mode, res: res})
+	return res, nil
+}
+
+// Delete removes segment (facet, value) durably, as Commit does an upload.
+// A missing segment is ErrNotFound.
+func (s *Store) Delete(facet, value string) (Result, error) {
+	if err := checkNames(facet, value); err != nil {
+		return Result{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Result{}, ErrClosed
+	}
+	cur := s.cur.Load()
+	c := &change{version: cur.version + 1, op: opDelete, at: time.Now().UTC(), facet: facet, value: value, firstUser: uint32(cur.dict.Len())}
+	next, res, err := apply(cur, c, cur.dict)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %s:%s", err, facet, value)
+	}
+	if err := s.commit(c, next); err != nil {
+		return Result{}, fmt.Errorf("segments: delete %s:%s: %w", facet, value, err)
+	}
+	return res, nil
+}
+
+// commit logs c and publishes next. Callers hold s.mu.
+func (s *Store) commit(c *change, next *Snapshot) error {
+	if s.wal != nil {
+		if err := s.wal.append(c); err != nil {
+			return err
+		}
+		if s.wal.bytes >= s.cfg.SnapshotLogBytes {
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.cur.Store(next)
+	return nil
+}
+
+// snapshotter writes a snapshot every SnapshotInterval, or sooner when the
+// log grows past SnapshotLogBytes, until Close.
+func (s *Store) snapshotter() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.Checkpoint() //nolint:errcheck // reported through OnSnapshot
+
+	}
+}
+
+// Checkpoint writes the current snapshot durably and deletes the log files
+// it makes redundant, when there are changes since the last snapshot, and
+// reports it to OnSnapshot.
+// Uploads continue meanwhile: the log is switched to a new file under the
+// mutation lock, and the snapshot, which is immutable, is written outside
+// it.
+func (s *Store) Checkpoint() error {
+	if s.wal == nil {
+		return nil
+	}
+	s.ckMu.Lock()
+	defer s.ckMu.Unlock()
+	ev, err := s.checkpoint()
+	if ev != nil && s.cfg.OnSnapshot != nil {
+		ev.Err = err
+		s.cfg.OnSnapshot(*ev)
+	}
+	return err
+}
+
+// checkpoint is Checkpoint under ckMu; the event is nil when there was
+// nothing to do.
+func (s *Store) checkpoint() (*SnapshotEvent, error) {
+	start := time.Now()
+	s.mu.Lock()
+	snap := s.cur.Load()
+	if snap.version == s.snapVer || s.wal.failed != nil {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	ev := &SnapshotEvent{Version: snap.version, Segments: snap.Len(), Users: snap.dict.Len()}
+	if err := s.wal.create(snap.version + 1); err != nil {
+		s.mu.Unlock()
+		return ev, err
+	}
+	// Losing the keys record costs only idempotency across the next
+	// restart, and a failed write has made the log refuse changes anyway.
+	s.wal.appendKeys(snap.version, &s.keys) //nolint:errcheck // see above
+	older := s.wal.files[:len(s.wal.files)-1]
+	s.mu.Unlock()
+
+	if err := WriteSnapshot(s.cfg.Dir, snap); err != nil {
+		return ev, err
+	}
+	s.snapVer = snap.version
+	var removed int64
+	for _, name := range older {
+		path := filepath.Join(s.cfg.Dir, name)
+		if fi, err := os.Stat(path); err == nil {
+			removed += fi.Size()
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return ev, fmt.Errorf("segments: removing %s: %w", name, err)
+		}
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		return ev, err
+	}
+	s.mu.Lock()
+	s.wal.files = s.wal.files[len(older):]
+	s.wal.bytes -= removed
+	s.mu.Unlock()
+	ev.LogFilesRemoved, ev.Took = len(older), time.Since(start)
+	return ev, nil
+}
+
+// Close stops the snapshotter and waits for it, writes a last snapshot
+// when the log holds changes (so the next start replays nothing), and
+// closes the log. The current snapshot stays readable; later mutations
+// fail with ErrClosed. Close is idempotent.
+func (s *Store) Close() error {
+	if s.wal == nil {
+		return nil
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	err := s.Checkpoint()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(err, s.wal.close())
+}
+
+// keyLog remembers the results of recent uploads by idempotency key, also
+// across restarts for the uploads still in the log. It is used under
+// Store.mu.
+type keyLog struct {
+	m     map[string]keyEntry
+	order []string
+}
+
+// maxKeys is how many idempotency keys the store remembers.
+const maxKeys = 4096
+
+type keyEntry struct {
+	facet, value string
+	mode         Mode
+	res          Result
+}
+
+// check returns the remembered result of key, ok when there is one; an
+// error when key names a different upload.
+func (k *keyLog) check(key, facet, value string, mode Mode) (Result, bool, error) {
+	if key == "" {
+		return Result{}, false, nil
+	}
+	e, ok := k.m[key]
+	if !ok {
+		return Result{}, false, nil
+	}
+	if e.facet != facet || e.value != value || e.mode != mode {
+		return Result{}, false, fmt.Errorf("%w: %q was %s %s:%s", ErrKeyConflict, key, e.mode, e.facet, e.value)
+	}
+	res := e.res
+	res.Replayed = true
+	return res, true, nil
+}
+
+func (k *keyLog) put(key string, e keyEntry) {
+	if key == "" {
+		return
+	}
+	if k.m == nil {
+		k.m = map[string]keyEntry{}
+	}
+	if _, ok := k.m[key]; !ok {
+		k.order = append(k.order, key)
+	}
+	k.m[key] = e
+	if len(k.order) > maxKeys {
+		delete(k.m, k.order[0])
+		k.order = k.order[1:]
+	}
+}

@@ -1,8 +1,306 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
 
-// runRules is `personactl rules ...`.
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/rules"
+)
+
+// runRules is `personactl rules validate|apply|get`.
 func runRules(ctx context.Context, g *globals, e env, args []string) error {
-	return usagef("rules: not implemented yet")
+	if len(args) == 0 {
+		return usagef("rules: want validate FILE, apply [--dry-run] FILE or get [--yaml]")
+	}
+	switch args[0] {
+	case "validate":
+		return rulesValidate(ctx, g, e, args[1:])
+	case "apply":
+		return rulesApply(ctx, g, e, args[1:])
+	case "get":
+		return rulesGet(ctx, g, e, args[1:])
+	}
+	return usagef("rules: unknown subcommand %q (want validate, apply or get)", args[0])
+}
+
+// errInvalid is a rule set with errors; they are already printed.
+var errInvalid = errors.New("rules: the rule set has errors")
+
+// readRules reads and parses FILE (or a directory, as personad --rules
+// does; - is stdin). It does not validate.
+func readRules(e env, path string) (*rules.RuleSet, error) {
+	if path == "-" {
+		data, err := io.ReadAll(io.LimitReader(e.stdin, rules.MaxFileSize+1))
+		if err != nil {
+			return nil, err
+		}
+		return rules.Parse("stdin", data)
+	}
+	files, err := rules.ReadFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	return rules.ParseFiles(files)
+}
+
+// toProto converts through proto JSON: the rules file maps 1:1 onto
+// RuleSet.
+func toProto(rs *rules.RuleSet) (*personadpb.RuleSet, error) {
+	js, err := rules.MarshalJSON(rs)
+	if err != nil {
+		return nil, err
+	}
+	var pb personadpb.RuleSet
+	if err := protojson.Unmarshal(js, &pb); err != nil {
+		return nil, fmt.Errorf("rules: converting to the RuleSet message: %w", err)
+	}
+	return &pb, nil
+}
+
+func oneFile(name string, fs *flag.FlagSet, args []string) (string, error) {
+	if err := fs.Parse(args); err != nil {
+		return "", usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return "", usagef("rules %s: want exactly one FILE (or directory, or - for stdin)", name)
+	}
+	return fs.Arg(0), nil
+}
+
+// rulesValidate checks FILE locally (parse and validate, every error by
+// path), then asks the server, whose warnings know the live segments.
+func rulesValidate(ctx context.Context, g *globals, e env, args []string) error {
+	fs := flag.NewFlagSet("rules validate", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	local := fs.Bool("local", false, "validate locally only, without asking the server")
+	path, err := oneFile("validate", fs, args)
+	if err != nil {
+		return err
+	}
+	rs, err := readRules(e, path)
+	if err != nil {
+		return err
+	}
+	if err := rs.Validate(); err != nil {
+		printProblems(e.stdout, "error", asProblems(err))
+		fmt.Fprintf(e.stdout, "%s: invalid (%d campaigns)\n", path, len(rs.Campaigns))
+		return errInvalid
+	}
+	if *local {
+		fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s (checked locally)\n", path, len(rs.Campaigns), rs.Version())
+		return nil
+	}
+	pb, err := toProto(rs)
+	if err != nil {
+		return err
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewRulesClient(conn).Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: pb})
+	if err != nil {
+		return callError("rules validate", err)
+	}
+	for _, w := range resp.Warnings {
+		printProblem(e.stdout, "warning", w.Path, w.Message)
+	}
+	if len(resp.Errors) > 0 {
+		for _, p := range resp.Errors {
+			printProblem(e.stdout, "error", p.Path, p.Message)
+		}
+		fmt.Fprintf(e.stdout, "%s: invalid (server)\n", path)
+		return errInvalid
+	}
+	fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s, %d warnings\n", path, resp.Campaigns, resp.Version, len(resp.Warnings))
+	return nil
+}
+
+// rulesApply sends FILE to the server's Apply and prints the diff and the
+// new version.
+func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
+	fs := flag.NewFlagSet("rules apply", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	dryRun := fs.Bool("dry-run", false, "validate and print the diff against the active rules, without applying")
+	path, err := oneFile("apply", fs, args)
+	if err != nil {
+		return err
+	}
+	rs, err := readRules(e, path)
+	if err != nil {
+		return err
+	}
+	if err := rs.Validate(); err != nil {
+		printProblems(e.stdout, "error", asProblems(err))
+		fmt.Fprintf(e.stdout, "%s: invalid; nothing applied\n", path)
+		return errInvalid
+	}
+	pb, err := toProto(rs)
+	if err != nil {
+		return err
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewRulesClient(conn).Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: pb, DryRun: *dryRun})
+	if err != nil {
+		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+			if n := printViolations(e.stdout, st); n > 0 {
+				fmt.Fprintf(e.stdout, "%s: rejected by the server (%d errors); nothing applied\n", path, n)
+				return errInvalid
+			}
+		}
+		return callError("rules apply", err)
+	}
+	for _, w := range resp.Warnings {
+		printProblem(e.stdout, "warning", w.Path, w.Message)
+	}
+	printDiff(e.stdout, resp.Diff)
+	switch {
+	case resp.DryRun:
+		fmt.Fprintf(e.stdout, "dry run: version %s would replace %s (%d campaigns); nothing applied\n", resp.Version, resp.PreviousVersion, resp.Campaigns)
+	case resp.Unchanged:
+		fmt.Fprintf(e.stdout, "unchanged: version %s is already active\n", resp.Version)
+	default:
+		fmt.Fprintf(e.stdout, "applied: version %s (was %s), %d campaigns, at %s\n", resp.Version, resp.PreviousVersion, resp.Campaigns,
+			resp.AppliedAt.AsTime().Local().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// rulesGet prints the active rules: version, when and how applied, the
+// last rejection; --yaml dumps the set itself.
+func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
+	fs := flag.NewFlagSet("rules get", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	asYAML := fs.Bool("yaml", false, "print the active rule set as a rules file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 0 {
+		return usagef("rules get: unexpected argument %q", fs.Arg(0))
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewRulesClient(conn).Get(ctx, &personadpb.RulesGetRequest{IncludeRuleSet: *asYAML}, grpc.MaxCallRecvMsgSize(rules.MaxFileSize))
+	if err != nil {
+		return callError("rules get", err)
+	}
+	if *asYAML {
+		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp.RuleSet)
+		if err != nil {
+			return err
+		}
+		rs, err := rules.Parse("server", js)
+		if err != nil {
+			return err
+		}
+		out, err := rules.Marshal(rs)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "# personad rules version %s, applied %s from %s (%s)\n", resp.Version,
+			resp.AppliedAt.AsTime().Local().Format(time.RFC3339), resp.Source, resp.Origin)
+		_, err = e.stdout.Write(out)
+		return err
+	}
+	fmt.Fprintf(e.stdout, "version:    %s\n", resp.Version)
+	fmt.Fprintf(e.stdout, "applied:    %s\n", resp.AppliedAt.AsTime().Local().Format(time.RFC3339))
+	fmt.Fprintf(e.stdout, "source:     %s (%s)\n", resp.Source, resp.Origin)
+	fmt.Fprintf(e.stdout, "campaigns:  %d\n", resp.Campaigns)
+	if r := resp.LastRejected; r != nil {
+		fmt.Fprintf(e.stdout, "last rejected: %s from %s (%s), %d errors:\n", r.At.AsTime().Local().Format(time.RFC3339), r.Source, r.Origin, len(r.Errors))
+		for _, p := range r.Errors {
+			printProblem(e.stdout, "  error", p.Path, p.Message)
+		}
+	}
+	return nil
+}
+
+func asProblems(err error) rules.ValidationErrors {
+	var es rules.ValidationErrors
+	if errors.As(err, &es) {
+		return es
+	}
+	return rules.ValidationErrors{{Msg: err.Error()}}
+}
+
+func printProblems(w io.Writer, kind string, es rules.ValidationErrors) {
+	for _, p := range es {
+		printProblem(w, kind, p.Path, p.Msg)
+	}
+}
+
+func printProblem(w io.Writer, kind, path, msg string) {
+	if path == "" {
+		fmt.Fprintf(w, "%s: %s\n", kind, msg)
+		return
+	}
+	fmt.Fprintf(w, "%s: %s: %s\n", kind, path, msg)
+}
+
+// printViolations prints the google.rpc.BadRequest field violations of st
+// and returns how many there were.
+func printViolations(w io.Writer, st *status.Status) int {
+	n := 0
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.FieldViolations {
+				printProblem(w, "error", v.Field, v.Description)
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func printDiff(w io.Writer, d *personadpb.RulesDiff) {
+	line := func(what string, ids []string) {
+		if len(ids) == 0 {
+			return
+		}
+		const show = 20
+		list := strings.Join(ids[:min(show, len(ids))], ", ")
+		if len(ids) > show {
+			list += fmt.Sprintf(", ... (%d more)", len(ids)-show)
+		}
+		fmt.Fprintf(w, "%-18s %d: %s\n", what, len(ids), list)
+	}
+	line("campaigns added", d.GetCampaignsAdded())
+	line("campaigns changed", d.GetCampaignsChanged())
+	line("campaigns removed", d.GetCampaignsRemoved())
+	line("creatives added", d.GetCreativesAdded())
+	line("creatives changed", d.GetCreativesChanged())
+	line("creatives removed", d.GetCreativesRemoved())
+	if d.GetContentRulesChanged() {
+		fmt.Fprintln(w, "content rules changed")
+	}
+	if len(d.GetCampaignsAdded())+len(d.GetCampaignsChanged())+len(d.GetCampaignsRemoved())+
+		len(d.GetCreativesAdded())+len(d.GetCreativesChanged())+len(d.GetCreativesRemoved()) == 0 && !d.GetContentRulesChanged() {
+		fmt.Fprintln(w, "no changes")
+	}
 }

@@ -1,8 +1,591 @@
 package main
 
-import "context"
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
 
-// runSegments is `personactl segments ...`.
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// runSegments is `personactl segments upload|list|lookup|delete`.
 func runSegments(ctx context.Context, g *globals, e env, args []string) error {
-	return usagef("segments: not implemented yet")
+	if len(args) == 0 {
+		return usagef("segments: want a subcommand: upload, list, lookup or delete")
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "upload":
+		return runUpload(ctx, g, e, args)
+	case "list":
+		return runList(ctx, g, e, args)
+	case "lookup":
+		return runLookup(ctx, g, e, args)
+	case "delete":
+		return runDelete(ctx, g, e, args)
+	}
+	return usagef("segments: unknown subcommand %q (want upload, list, lookup or delete)", sub)
+}
+
+// Chunking of uploads: a chunk is sent when it holds chunkIDs ids or
+// chunkBytes bytes of ids, whichever comes first, so that a message stays
+// under the server's default 1 MiB limit even for 256-byte ids (each id
+// costs its length plus up to 3 bytes of protobuf framing).
+const (
+	defaultChunkIDs = 32 << 10
+	maxChunkIDs     = 64 << 10 // the server's default MaxChunkIDs
+	chunkBytes      = 768 << 10
+	// maxReported is how many invalid lines the error or summary names.
+	maxReported = 5
+	maxIDLen    = 256
+)
+
+// uploadOptions are the flags of `segments upload`.
+type uploadOptions struct {
+	facet, value string
+	mode         personadpb.UploadMode
+	key          string
+	header       string // auto, yes, no
+	skipInvalid  bool
+	chunkIDs     int
+	file         string
+}
+
+func parseUpload(e env, args []string) (*uploadOptions, error) {
+	o := &uploadOptions{}
+	fs := flag.NewFlagSet("segments upload", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.StringVar(&o.facet, "facet", "", "persona facet, e.g. title (required)")
+	fs.StringVar(&o.value, "value", "", "facet value, e.g. cmo (required)")
+	replace := fs.Bool("replace", false, "make the segment exactly these users (same as --mode replace)")
+	mode := fs.String("mode", "add", "add (join the segment), remove (leave it) or replace")
+	fs.StringVar(&o.key, "key", "", "idempotency key: a retry with the same key is not applied twice")
+	fs.StringVar(&o.header, "header", "auto", "whether the first id line is a header: auto (when it reads id, user_id, uid, buyeruid, …), yes or no")
+	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "skip invalid lines (reported in the summary) instead of uploading nothing")
+	fs.IntVar(&o.chunkIDs, "chunk-ids", defaultChunkIDs, "ids per message (at most 65536)")
+	fs.Usage = func() {
+		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
+			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
+			"first column is the id.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	switch {
+	case fs.NArg() != 1:
+		return nil, usagef("segments upload: want one FILE (or - for stdin), got %d arguments", fs.NArg())
+	case o.facet == "" || o.value == "":
+		return nil, usagef("segments upload: --facet and --value are required")
+	case o.chunkIDs <= 0 || o.chunkIDs > maxChunkIDs:
+		return nil, usagef("segments upload: --chunk-ids %d must be 1 to %d", o.chunkIDs, maxChunkIDs)
+	case o.header != "auto" && o.header != "yes" && o.header != "no":
+		return nil, usagef("segments upload: --header %q must be auto, yes or no", o.header)
+	}
+	o.file = fs.Arg(0)
+	switch *mode {
+	case "add":
+		o.mode = personadpb.UploadMode_UPLOAD_MODE_ADD
+	case "remove":
+		o.mode = personadpb.UploadMode_UPLOAD_MODE_REMOVE
+	case "replace":
+		o.mode = personadpb.UploadMode_UPLOAD_MODE_REPLACE
+	default:
+		return nil, usagef("segments upload: --mode %q must be add, remove or replace", *mode)
+	}
+	if *replace {
+		if *mode != "add" && *mode != "replace" {
+			return nil, usagef("segments upload: --replace contradicts --mode %s", *mode)
+		}
+		o.mode = personadpb.UploadMode_UPLOAD_MODE_REPLACE
+	}
+	return o, nil
+}
+
+func modeName(m personadpb.UploadMode) string {
+	return strings.ToLower(strings.TrimPrefix(m.String(), "UPLOAD_MODE_"))
+}
+
+// invalidLine is a line that holds no valid id.
+type invalidLine struct {
+	line int
+	msg  string
+}
+
+func (l invalidLine) String() string { return fmt.Sprintf("line %d: %s", l.line, l.msg) }
+
+// idReader reads user ids from a planner's file: one per line, blank lines
+// and # comments skipped, surrounding spaces trimmed; a line with a comma
+// is a CSV record whose first field (quoted or not) is the id; the first
+// id line may be a header (see isHeader). It is not safe for concurrent
+// use.
+type idReader struct {
+	r       *bufio.Reader
+	header  string // auto, yes, no
+	line    int
+	started bool  // past the first id line
+	read    int64 // bytes consumed
+	invalid []invalidLine
+	nbad    int
+	field   []byte // an unquoted CSV field
+}
+
+func newIDReader(r io.Reader, header string) *idReader {
+	return &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
+}
+
+// next returns the next id, valid until the following call, or io.EOF.
+// Invalid lines are recorded (the first maxReported of them) and skipped.
+func (ir *idReader) next() ([]byte, error) {
+	for {
+		raw, err := ir.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer is no id: skip the rest of it.
+			ir.read += int64(len(raw))
+			for errors.Is(err, bufio.ErrBufferFull) {
+				raw, err = ir.r.ReadSlice('\n')
+				ir.read += int64(len(raw))
+			}
+			ir.line++
+			ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			continue
+		}
+		if len(raw) == 0 && err != nil {
+			return nil, err
+		}
+		ir.read += int64(len(raw))
+		ir.line++
+		id, ok, msg := parseLine(raw, &ir.field)
+		if msg != "" {
+			ir.bad(msg)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if !ir.started {
+			ir.started = true
+			if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
+				continue
+			}
+		}
+		return id, nil
+	}
+}
+
+func (ir *idReader) bad(msg string) {
+	ir.nbad++
+	if len(ir.invalid) < maxReported {
+		ir.invalid = append(ir.invalid, invalidLine{ir.line, msg})
+	}
+}
+
+// parseLine returns the id on one raw line; ok is false for a blank or
+// comment line, msg says why a line is invalid. The id may alias raw or
+// *scratch.
+func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
+	line := bytes.TrimRight(raw, "\r\n")
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] == '#' {
+		return nil, false, ""
+	}
+	if line[0] == '"' {
+		// A quoted CSV field: "" is a quote inside it.
+		f := (*scratch)[:0]
+		i := 1
+		for {
+			j := bytes.IndexByte(line[i:], '"')
+			if j < 0 {
+				return nil, false, "unterminated quoted field"
+			}
+			f = append(f, line[i:i+j]...)
+			i += j + 1
+			if i < len(line) && line[i] == '"' {
+				f = append(f, '"')
+				i++
+				continue
+			}
+			break
+		}
+		*scratch = f
+		if rest := bytes.TrimSpace(line[i:]); len(rest) > 0 && rest[0] != ',' {
+			return nil, false, "text after a quoted field"
+		}
+		id = bytes.TrimSpace(f)
+	} else {
+		id = line
+		if i := bytes.IndexByte(line, ','); i >= 0 {
+			id = bytes.TrimSpace(line[:i])
+		}
+	}
+	switch {
+	case len(id) == 0:
+		return nil, false, "empty user id"
+	case len(id) > maxIDLen:
+		return nil, false, fmt.Sprintf("user id is %d bytes, the limit is %d", len(id), maxIDLen)
+	}
+	return id, true, ""
+}
+
+// headerNames are the first-column names that make the first id line a
+// header with --header auto.
+var headerNames = map[string]bool{
+	"id": true, "ids": true, "user": true, "users": true, "userid": true, "user_id": true, "user-id": true,
+	"user id": true, "uid": true, "buyeruid": true, "buyer_uid": true, "external_id": true, "externalid": true,
+	"customer_id": true, "email": true, "maid": true, "device_id": true,
+}
+
+func isHeader(id []byte) bool { return headerNames[strings.ToLower(string(id))] }
+
+// uploadChunk is one message's ids: substrings of a single string, so that
+// a chunk costs two allocations however many ids it holds.
+type uploadChunk struct {
+	ids []string
+}
+
+// progress is what the progress bar shows; the reader goroutine writes it.
+type progress struct {
+	ids  atomic.Uint64
+	read atomic.Int64
+}
+
+func runUpload(ctx context.Context, g *globals, e env, args []string) error {
+	o, err := parseUpload(e, args)
+	if err != nil {
+		return err
+	}
+	in, size, name := e.stdin, int64(-1), "stdin"
+	if o.file != "-" {
+		f, err := os.Open(o.file)
+		if err != nil {
+			return fmt.Errorf("segments upload: %w", err)
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		in, name = f, o.file
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	seg := o.facet + ":" + o.value
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// --timeout bounds each idle period: it restarts with every message.
+	idle := time.AfterFunc(g.timeout, cancel)
+	defer idle.Stop()
+
+	start := time.Now()
+	stream, err := personadpb.NewSegmentsClient(conn).Upload(ctx)
+	if err != nil {
+		return callError("segments upload "+seg, err)
+	}
+	if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Header{Header: &personadpb.UploadHeader{
+		Facet: o.facet, Value: o.value, Mode: o.mode, IdempotencyKey: o.key,
+	}}}); err != nil {
+		return uploadSendError(seg, stream, err)
+	}
+
+	// The reader goroutine parses and chunks while this one sends.
+	ir := newIDReader(in, o.header)
+	var prog progress
+	chunks := make(chan uploadChunk, 4)
+	var readErr error
+	var wg sync.WaitGroup
+	stopRead := make(chan struct{})
+	wg.Go(func() {
+		defer close(chunks)
+		readErr = readChunks(ir, o, &prog, chunks, stopRead)
+	})
+	stopBar := startProgress(e, seg, size, &prog, start)
+
+	var sendErr error
+	for c := range chunks {
+		if sendErr != nil {
+			continue // drain so the reader finishes
+		}
+		if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{Ids: c.ids}}}); err != nil {
+			sendErr = err
+			close(stopRead)
+		}
+		idle.Reset(g.timeout)
+	}
+	wg.Wait()
+	stopBar()
+
+	switch {
+	case readErr != nil:
+		cancel() // nothing is applied
+		return fmt.Errorf("segments upload %s: reading %s: %w (nothing uploaded)", seg, name, readErr)
+	case sendErr != nil:
+		return uploadSendError(seg, stream, sendErr)
+	case ir.nbad > 0 && !o.skipInvalid:
+		cancel() // the server discards a cancelled upload
+		return fmt.Errorf("segments upload %s: %s has %d invalid %s; nothing uploaded (--skip-invalid uploads the rest):\n  %s",
+			seg, name, ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+	}
+	idle.Reset(g.timeout)
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return callError("segments upload "+seg, err)
+	}
+	took := time.Since(start)
+	fmt.Fprintf(e.stdout, "uploaded %s mode=%s ids=%d added=%d removed=%d unchanged=%d new_users=%d invalid=%d cardinality=%d version=%d replayed=%t took=%.3fs ids_per_s=%.0f\n",
+		seg, modeName(o.mode), resp.Ids, resp.Added, resp.Removed, resp.Unchanged, resp.NewUsers, ir.nbad,
+		resp.Cardinality, resp.Version, resp.Replayed, took.Seconds(), float64(resp.Ids)/max(took.Seconds(), 1e-9))
+	if ir.nbad > 0 {
+		fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+	}
+	return nil
+}
+
+// readChunks reads ids from ir into chunks until EOF, stop, or the first
+// invalid line when invalid lines abort the upload (the rest of the file
+// is still read, to report the first few invalid lines and count them).
+func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- uploadChunk, stop <-chan struct{}) error {
+	buf := make([]byte, 0, chunkBytes+maxIDLen)
+	ends := make([]int, 0, o.chunkIDs)
+	flush := func() bool {
+		if len(ends) == 0 {
+			return true
+		}
+		s := string(buf)
+		ids := make([]string, len(ends))
+		start := 0
+		for i, end := range ends {
+			ids[i] = s[start:end]
+			start = end
+		}
+		buf, ends = buf[:0], ends[:0]
+		select {
+		case chunks <- uploadChunk{ids: ids}:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	for {
+		id, err := ir.next()
+		prog.read.Store(ir.read)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if ir.nbad > 0 && !o.skipInvalid {
+			continue // the upload will be cancelled: keep reading only to report
+		}
+		buf = append(buf, id...)
+		ends = append(ends, len(buf))
+		prog.ids.Add(1)
+		if len(ends) == o.chunkIDs || len(buf) >= chunkBytes {
+			if !flush() {
+				return nil
+			}
+		}
+	}
+	if ir.nbad == 0 || o.skipInvalid {
+		flush()
+	}
+	return nil
+}
+
+// uploadSendError reports a failed Send: the server's status, which
+// CloseAndRecv returns (Send itself only says io.EOF).
+func uploadSendError(seg string, stream personadpb.Segments_UploadClient, err error) error {
+	if errors.Is(err, io.EOF) {
+		_, err = stream.CloseAndRecv()
+	}
+	return callError("segments upload "+seg, err)
+}
+
+func joinInvalid(ls []invalidLine, sep string) string {
+	s := make([]string, len(ls))
+	for i, l := range ls {
+		s[i] = l.String()
+	}
+	return strings.Join(s, sep)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// startProgress draws a progress bar on stderr when it is a terminal: at
+// once, then four times a second, and a last frame (ending the line) when
+// the returned func is called. Elsewhere it draws nothing.
+func startProgress(e env, seg string, size int64, p *progress, start time.Time) func() {
+	if !e.isTerminal {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		draw := func() {
+			fmt.Fprintf(e.stderr, "\r%-79s", progressLine(seg, size, p.ids.Load(), p.read.Load(), time.Since(start)))
+		}
+		draw()
+		for {
+			select {
+			case <-done:
+				draw()
+				fmt.Fprintln(e.stderr)
+				return
+			case <-t.C:
+				draw()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// progressLine is one frame of the progress bar.
+func progressLine(seg string, size int64, ids uint64, read int64, el time.Duration) string {
+	rate := float64(ids) / max(el.Seconds(), 1e-9)
+	s := fmt.Sprintf("%s  %s ids  %s ids/s", seg, humanCount(float64(ids)), humanCount(rate))
+	if size > 0 {
+		frac := min(float64(read)/float64(size), 1)
+		const width = 20
+		n := int(frac * width)
+		s = fmt.Sprintf("[%s%s] %3.0f%%  %s", strings.Repeat("=", n), strings.Repeat(" ", width-n), 100*frac, s)
+		if frac > 0 {
+			eta := time.Duration(float64(el) * (1 - frac) / frac).Round(time.Second)
+			s += "  ETA " + eta.String()
+		}
+	}
+	return s
+}
+
+func humanCount(v float64) string {
+	switch {
+	case v >= 1e9:
+		return fmt.Sprintf("%.2fG", v/1e9)
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func runList(ctx context.Context, g *globals, e env, args []string) error {
+	fs := flag.NewFlagSet("segments list", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	facet := fs.String("facet", "", "only the segments of this facet")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() != 0 {
+		return usagef("segments list: unexpected argument %q", fs.Arg(0))
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewSegmentsClient(conn).List(ctx, &personadpb.ListRequest{Facet: *facet})
+	if err != nil {
+		return callError("segments list", err)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FACET\tVALUE\tCARDINALITY\tVERSION\tBYTES\tUPDATED")
+	for _, s := range resp.Segments {
+		updated := "-"
+		if s.Updated != nil {
+			updated = s.Updated.AsTime().UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", s.Facet, s.Value, s.Cardinality, s.Version, s.Bytes, updated)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "%d %s, %d users, version %d\n", len(resp.Segments), plural(len(resp.Segments), "segment", "segments"), resp.Users, resp.Version)
+	return nil
+}
+
+func runLookup(ctx context.Context, g *globals, e env, args []string) error {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") && args[0] != "-" {
+		return usagef("usage: personactl segments lookup USER_ID")
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: args[0]})
+	if err != nil {
+		return callError("segments lookup", err)
+	}
+	if !resp.Found {
+		return fmt.Errorf("segments lookup: user %q is in no uploaded segment (unknown to the server, version %d)", args[0], resp.Version)
+	}
+	for _, s := range resp.Segments {
+		fmt.Fprintf(e.stdout, "%s:%s\n", s.Facet, s.Value)
+	}
+	if len(resp.Segments) == 0 {
+		fmt.Fprintf(e.stderr, "user %q is known but in no segment (version %d)\n", args[0], resp.Version)
+	}
+	return nil
+}
+
+func runDelete(ctx context.Context, g *globals, e env, args []string) error {
+	fs := flag.NewFlagSet("segments delete", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	facet := fs.String("facet", "", "persona facet (required)")
+	value := fs.String("value", "", "facet value (required)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() != 0 || *facet == "" || *value == "" {
+		return usagef("usage: personactl segments delete --facet F --value V")
+	}
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	resp, err := personadpb.NewSegmentsClient(conn).Delete(ctx, &personadpb.DeleteRequest{Facet: *facet, Value: *value})
+	if err != nil {
+		return callError("segments delete "+*facet+":"+*value, err)
+	}
+	fmt.Fprintf(e.stdout, "deleted %s:%s removed=%d version=%d\n", *facet, *value, resp.Removed, resp.Version)
+	return nil
 }

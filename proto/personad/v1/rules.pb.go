@@ -13,6 +13,7 @@ package personadpb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -695,11 +696,642 @@ func (x *ChannelMapping) GetBundles() []string {
 	return nil
 }
 
+type RulesValidateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleSet       *RuleSet               `protobuf:"bytes,1,opt,name=rule_set,json=ruleSet,proto3" json:"rule_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesValidateRequest) Reset() {
+	*x = RulesValidateRequest{}
+	mi := &file_personad_v1_rules_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesValidateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesValidateRequest) ProtoMessage() {}
+
+func (x *RulesValidateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesValidateRequest.ProtoReflect.Descriptor instead.
+func (*RulesValidateRequest) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RulesValidateRequest) GetRuleSet() *RuleSet {
+	if x != nil {
+		return x.RuleSet
+	}
+	return nil
+}
+
+type RulesValidateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty when the set is valid.
+	Errors []*RuleProblem `protobuf:"bytes,1,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Problems that do not stop the set from being applied.
+	Warnings []*RuleProblem `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The version the set would have when applied (only when valid).
+	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Campaigns     int32  `protobuf:"varint,4,opt,name=campaigns,proto3" json:"campaigns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesValidateResponse) Reset() {
+	*x = RulesValidateResponse{}
+	mi := &file_personad_v1_rules_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesValidateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesValidateResponse) ProtoMessage() {}
+
+func (x *RulesValidateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesValidateResponse.ProtoReflect.Descriptor instead.
+func (*RulesValidateResponse) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RulesValidateResponse) GetErrors() []*RuleProblem {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *RulesValidateResponse) GetWarnings() []*RuleProblem {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *RulesValidateResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RulesValidateResponse) GetCampaigns() int32 {
+	if x != nil {
+		return x.Campaigns
+	}
+	return 0
+}
+
+// RuleProblem is one error or warning, at a field path such as
+// "campaigns[3].creatives[1].w".
+type RuleProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleProblem) Reset() {
+	*x = RuleProblem{}
+	mi := &file_personad_v1_rules_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleProblem) ProtoMessage() {}
+
+func (x *RuleProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleProblem.ProtoReflect.Descriptor instead.
+func (*RuleProblem) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RuleProblem) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *RuleProblem) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type RulesApplyRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RuleSet *RuleSet               `protobuf:"bytes,1,opt,name=rule_set,json=ruleSet,proto3" json:"rule_set,omitempty"`
+	// Validate and diff only; the active set does not change.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesApplyRequest) Reset() {
+	*x = RulesApplyRequest{}
+	mi := &file_personad_v1_rules_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesApplyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesApplyRequest) ProtoMessage() {}
+
+func (x *RulesApplyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesApplyRequest.ProtoReflect.Descriptor instead.
+func (*RulesApplyRequest) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RulesApplyRequest) GetRuleSet() *RuleSet {
+	if x != nil {
+		return x.RuleSet
+	}
+	return nil
+}
+
+func (x *RulesApplyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RulesApplyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version of the set: active now, or that would be with dry_run.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The version that was active before.
+	PreviousVersion string `protobuf:"bytes,2,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	// What changed against the previously active set.
+	Diff     *RulesDiff     `protobuf:"bytes,3,opt,name=diff,proto3" json:"diff,omitempty"`
+	Warnings []*RuleProblem `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	DryRun   bool           `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// When the set became active (unset with dry_run).
+	AppliedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	// The set equals the active one: nothing was swapped.
+	Unchanged     bool  `protobuf:"varint,7,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	Campaigns     int32 `protobuf:"varint,8,opt,name=campaigns,proto3" json:"campaigns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesApplyResponse) Reset() {
+	*x = RulesApplyResponse{}
+	mi := &file_personad_v1_rules_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesApplyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesApplyResponse) ProtoMessage() {}
+
+func (x *RulesApplyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesApplyResponse.ProtoReflect.Descriptor instead.
+func (*RulesApplyResponse) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RulesApplyResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RulesApplyResponse) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+func (x *RulesApplyResponse) GetDiff() *RulesDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *RulesApplyResponse) GetWarnings() []*RuleProblem {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *RulesApplyResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RulesApplyResponse) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+func (x *RulesApplyResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+func (x *RulesApplyResponse) GetCampaigns() int32 {
+	if x != nil {
+		return x.Campaigns
+	}
+	return 0
+}
+
+// RulesDiff lists, by id, what a rule set changes against another.
+type RulesDiff struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	CampaignsAdded      []string               `protobuf:"bytes,1,rep,name=campaigns_added,json=campaignsAdded,proto3" json:"campaigns_added,omitempty"`
+	CampaignsChanged    []string               `protobuf:"bytes,2,rep,name=campaigns_changed,json=campaignsChanged,proto3" json:"campaigns_changed,omitempty"`
+	CampaignsRemoved    []string               `protobuf:"bytes,3,rep,name=campaigns_removed,json=campaignsRemoved,proto3" json:"campaigns_removed,omitempty"`
+	CreativesAdded      []string               `protobuf:"bytes,4,rep,name=creatives_added,json=creativesAdded,proto3" json:"creatives_added,omitempty"`
+	CreativesChanged    []string               `protobuf:"bytes,5,rep,name=creatives_changed,json=creativesChanged,proto3" json:"creatives_changed,omitempty"`
+	CreativesRemoved    []string               `protobuf:"bytes,6,rep,name=creatives_removed,json=creativesRemoved,proto3" json:"creatives_removed,omitempty"`
+	ContentRulesChanged bool                   `protobuf:"varint,7,opt,name=content_rules_changed,json=contentRulesChanged,proto3" json:"content_rules_changed,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RulesDiff) Reset() {
+	*x = RulesDiff{}
+	mi := &file_personad_v1_rules_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesDiff) ProtoMessage() {}
+
+func (x *RulesDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesDiff.ProtoReflect.Descriptor instead.
+func (*RulesDiff) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RulesDiff) GetCampaignsAdded() []string {
+	if x != nil {
+		return x.CampaignsAdded
+	}
+	return nil
+}
+
+func (x *RulesDiff) GetCampaignsChanged() []string {
+	if x != nil {
+		return x.CampaignsChanged
+	}
+	return nil
+}
+
+func (x *RulesDiff) GetCampaignsRemoved() []string {
+	if x != nil {
+		return x.CampaignsRemoved
+	}
+	return nil
+}
+
+func (x *RulesDiff) GetCreativesAdded() []string {
+	if x != nil {
+		return x.CreativesAdded
+	}
+	return nil
+}
+
+func (x *RulesDiff) GetCreativesChanged() []string {
+	if x != nil {
+		return x.CreativesChanged
+	}
+	return nil
+}
+
+func (x *RulesDiff) GetCreativesRemoved() []string {
+	if x != nil {
+		return x.CreativesRemoved
+	}
+	return nil
+}
+
+func (x *RulesDiff) GetContentRulesChanged() bool {
+	if x != nil {
+		return x.ContentRulesChanged
+	}
+	return false
+}
+
+type RulesGetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include the active rule set itself in the response.
+	IncludeRuleSet bool `protobuf:"varint,1,opt,name=include_rule_set,json=includeRuleSet,proto3" json:"include_rule_set,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RulesGetRequest) Reset() {
+	*x = RulesGetRequest{}
+	mi := &file_personad_v1_rules_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesGetRequest) ProtoMessage() {}
+
+func (x *RulesGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesGetRequest.ProtoReflect.Descriptor instead.
+func (*RulesGetRequest) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RulesGetRequest) GetIncludeRuleSet() bool {
+	if x != nil {
+		return x.IncludeRuleSet
+	}
+	return false
+}
+
+type RulesGetResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	AppliedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	// "file" or "api".
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// The file or directory for source "file"; the client's address for
+	// "api" (as it was when applied; after a restart, "restart").
+	Origin    string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	Campaigns int32  `protobuf:"varint,5,opt,name=campaigns,proto3" json:"campaigns,omitempty"`
+	// Set when include_rule_set was.
+	RuleSet *RuleSet `protobuf:"bytes,6,opt,name=rule_set,json=ruleSet,proto3" json:"rule_set,omitempty"`
+	// The last rejected attempt since the server started, if any.
+	LastRejected  *RulesRejection `protobuf:"bytes,7,opt,name=last_rejected,json=lastRejected,proto3" json:"last_rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesGetResponse) Reset() {
+	*x = RulesGetResponse{}
+	mi := &file_personad_v1_rules_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesGetResponse) ProtoMessage() {}
+
+func (x *RulesGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesGetResponse.ProtoReflect.Descriptor instead.
+func (*RulesGetResponse) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RulesGetResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RulesGetResponse) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+func (x *RulesGetResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *RulesGetResponse) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *RulesGetResponse) GetCampaigns() int32 {
+	if x != nil {
+		return x.Campaigns
+	}
+	return 0
+}
+
+func (x *RulesGetResponse) GetRuleSet() *RuleSet {
+	if x != nil {
+		return x.RuleSet
+	}
+	return nil
+}
+
+func (x *RulesGetResponse) GetLastRejected() *RulesRejection {
+	if x != nil {
+		return x.LastRejected
+	}
+	return nil
+}
+
+// RulesRejection is an attempt to change the rules that was refused.
+type RulesRejection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Origin        string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
+	Errors        []*RuleProblem         `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesRejection) Reset() {
+	*x = RulesRejection{}
+	mi := &file_personad_v1_rules_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesRejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesRejection) ProtoMessage() {}
+
+func (x *RulesRejection) ProtoReflect() protoreflect.Message {
+	mi := &file_personad_v1_rules_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesRejection.ProtoReflect.Descriptor instead.
+func (*RulesRejection) Descriptor() ([]byte, []int) {
+	return file_personad_v1_rules_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RulesRejection) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *RulesRejection) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *RulesRejection) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *RulesRejection) GetErrors() []*RuleProblem {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
 var File_personad_v1_rules_proto protoreflect.FileDescriptor
 
 const file_personad_v1_rules_proto_rawDesc = "" +
 	"\n" +
-	"\x17personad/v1/rules.proto\x12\vpersonad.v1\"~\n" +
+	"\x17personad/v1/rules.proto\x12\vpersonad.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n" +
 	"\aRuleSet\x123\n" +
 	"\tcampaigns\x18\x01 \x03(\v2\x15.personad.v1.CampaignR\tcampaigns\x12>\n" +
 	"\rcontent_rules\x18\x02 \x01(\v2\x19.personad.v1.ContentRulesR\fcontentRules\"\xf9\x03\n" +
@@ -753,7 +1385,58 @@ const file_personad_v1_rules_proto_rawDesc = "" +
 	"\x0eChannelMapping\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x18\n" +
 	"\adomains\x18\x02 \x03(\tR\adomains\x12\x18\n" +
-	"\abundles\x18\x03 \x03(\tR\abundlesB;Z9github.com/personad/personad/proto/personad/v1;personadpbb\x06proto3"
+	"\abundles\x18\x03 \x03(\tR\abundles\"G\n" +
+	"\x14RulesValidateRequest\x12/\n" +
+	"\brule_set\x18\x01 \x01(\v2\x14.personad.v1.RuleSetR\aruleSet\"\xb7\x01\n" +
+	"\x15RulesValidateResponse\x120\n" +
+	"\x06errors\x18\x01 \x03(\v2\x18.personad.v1.RuleProblemR\x06errors\x124\n" +
+	"\bwarnings\x18\x02 \x03(\v2\x18.personad.v1.RuleProblemR\bwarnings\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1c\n" +
+	"\tcampaigns\x18\x04 \x01(\x05R\tcampaigns\";\n" +
+	"\vRuleProblem\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"]\n" +
+	"\x11RulesApplyRequest\x12/\n" +
+	"\brule_set\x18\x01 \x01(\v2\x14.personad.v1.RuleSetR\aruleSet\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xcb\x02\n" +
+	"\x12RulesApplyResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12)\n" +
+	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\x12*\n" +
+	"\x04diff\x18\x03 \x01(\v2\x16.personad.v1.RulesDiffR\x04diff\x124\n" +
+	"\bwarnings\x18\x04 \x03(\v2\x18.personad.v1.RuleProblemR\bwarnings\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x129\n" +
+	"\n" +
+	"applied_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x1c\n" +
+	"\tunchanged\x18\a \x01(\bR\tunchanged\x12\x1c\n" +
+	"\tcampaigns\x18\b \x01(\x05R\tcampaigns\"\xc5\x02\n" +
+	"\tRulesDiff\x12'\n" +
+	"\x0fcampaigns_added\x18\x01 \x03(\tR\x0ecampaignsAdded\x12+\n" +
+	"\x11campaigns_changed\x18\x02 \x03(\tR\x10campaignsChanged\x12+\n" +
+	"\x11campaigns_removed\x18\x03 \x03(\tR\x10campaignsRemoved\x12'\n" +
+	"\x0fcreatives_added\x18\x04 \x03(\tR\x0ecreativesAdded\x12+\n" +
+	"\x11creatives_changed\x18\x05 \x03(\tR\x10creativesChanged\x12+\n" +
+	"\x11creatives_removed\x18\x06 \x03(\tR\x10creativesRemoved\x122\n" +
+	"\x15content_rules_changed\x18\a \x01(\bR\x13contentRulesChanged\";\n" +
+	"\x0fRulesGetRequest\x12(\n" +
+	"\x10include_rule_set\x18\x01 \x01(\bR\x0eincludeRuleSet\"\xa8\x02\n" +
+	"\x10RulesGetResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
+	"\n" +
+	"applied_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x1c\n" +
+	"\tcampaigns\x18\x05 \x01(\x05R\tcampaigns\x12/\n" +
+	"\brule_set\x18\x06 \x01(\v2\x14.personad.v1.RuleSetR\aruleSet\x12@\n" +
+	"\rlast_rejected\x18\a \x01(\v2\x1b.personad.v1.RulesRejectionR\flastRejected\"\x9e\x01\n" +
+	"\x0eRulesRejection\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\x120\n" +
+	"\x06errors\x18\x04 \x03(\v2\x18.personad.v1.RuleProblemR\x06errors2\xe8\x01\n" +
+	"\x05Rules\x12Q\n" +
+	"\bValidate\x12!.personad.v1.RulesValidateRequest\x1a\".personad.v1.RulesValidateResponse\x12H\n" +
+	"\x05Apply\x12\x1e.personad.v1.RulesApplyRequest\x1a\x1f.personad.v1.RulesApplyResponse\x12B\n" +
+	"\x03Get\x12\x1c.personad.v1.RulesGetRequest\x1a\x1d.personad.v1.RulesGetResponseB;Z9github.com/personad/personad/proto/personad/v1;personadpbb\x06proto3"
 
 var (
 	file_personad_v1_rules_proto_rawDescOnce sync.Once
@@ -767,17 +1450,27 @@ func file_personad_v1_rules_proto_rawDescGZIP() []byte {
 	return file_personad_v1_rules_proto_rawDescData
 }
 
-var file_personad_v1_rules_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_personad_v1_rules_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_personad_v1_rules_proto_goTypes = []any{
-	(*RuleSet)(nil),        // 0: personad.v1.RuleSet
-	(*Campaign)(nil),       // 1: personad.v1.Campaign
-	(*Budget)(nil),         // 2: personad.v1.Budget
-	(*FrequencyCap)(nil),   // 3: personad.v1.FrequencyCap
-	(*Targeting)(nil),      // 4: personad.v1.Targeting
-	(*Clause)(nil),         // 5: personad.v1.Clause
-	(*Creative)(nil),       // 6: personad.v1.Creative
-	(*ContentRules)(nil),   // 7: personad.v1.ContentRules
-	(*ChannelMapping)(nil), // 8: personad.v1.ChannelMapping
+	(*RuleSet)(nil),               // 0: personad.v1.RuleSet
+	(*Campaign)(nil),              // 1: personad.v1.Campaign
+	(*Budget)(nil),                // 2: personad.v1.Budget
+	(*FrequencyCap)(nil),          // 3: personad.v1.FrequencyCap
+	(*Targeting)(nil),             // 4: personad.v1.Targeting
+	(*Clause)(nil),                // 5: personad.v1.Clause
+	(*Creative)(nil),              // 6: personad.v1.Creative
+	(*ContentRules)(nil),          // 7: personad.v1.ContentRules
+	(*ChannelMapping)(nil),        // 8: personad.v1.ChannelMapping
+	(*RulesValidateRequest)(nil),  // 9: personad.v1.RulesValidateRequest
+	(*RulesValidateResponse)(nil), // 10: personad.v1.RulesValidateResponse
+	(*RuleProblem)(nil),           // 11: personad.v1.RuleProblem
+	(*RulesApplyRequest)(nil),     // 12: personad.v1.RulesApplyRequest
+	(*RulesApplyResponse)(nil),    // 13: personad.v1.RulesApplyResponse
+	(*RulesDiff)(nil),             // 14: personad.v1.RulesDiff
+	(*RulesGetRequest)(nil),       // 15: personad.v1.RulesGetRequest
+	(*RulesGetResponse)(nil),      // 16: personad.v1.RulesGetResponse
+	(*RulesRejection)(nil),        // 17: personad.v1.RulesRejection
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_personad_v1_rules_proto_depIdxs = []int32{
 	1,  // 0: personad.v1.RuleSet.campaigns:type_name -> personad.v1.Campaign
@@ -790,11 +1483,29 @@ var file_personad_v1_rules_proto_depIdxs = []int32{
 	5,  // 7: personad.v1.Targeting.none:type_name -> personad.v1.Clause
 	5,  // 8: personad.v1.Creative.persona:type_name -> personad.v1.Clause
 	8,  // 9: personad.v1.ContentRules.channel_map:type_name -> personad.v1.ChannelMapping
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 10: personad.v1.RulesValidateRequest.rule_set:type_name -> personad.v1.RuleSet
+	11, // 11: personad.v1.RulesValidateResponse.errors:type_name -> personad.v1.RuleProblem
+	11, // 12: personad.v1.RulesValidateResponse.warnings:type_name -> personad.v1.RuleProblem
+	0,  // 13: personad.v1.RulesApplyRequest.rule_set:type_name -> personad.v1.RuleSet
+	14, // 14: personad.v1.RulesApplyResponse.diff:type_name -> personad.v1.RulesDiff
+	11, // 15: personad.v1.RulesApplyResponse.warnings:type_name -> personad.v1.RuleProblem
+	18, // 16: personad.v1.RulesApplyResponse.applied_at:type_name -> google.protobuf.Timestamp
+	18, // 17: personad.v1.RulesGetResponse.applied_at:type_name -> google.protobuf.Timestamp
+	0,  // 18: personad.v1.RulesGetResponse.rule_set:type_name -> personad.v1.RuleSet
+	17, // 19: personad.v1.RulesGetResponse.last_rejected:type_name -> personad.v1.RulesRejection
+	18, // 20: personad.v1.RulesRejection.at:type_name -> google.protobuf.Timestamp
+	11, // 21: personad.v1.RulesRejection.errors:type_name -> personad.v1.RuleProblem
+	9,  // 22: personad.v1.Rules.Validate:input_type -> personad.v1.RulesValidateRequest
+	12, // 23: personad.v1.Rules.Apply:input_type -> personad.v1.RulesApplyRequest
+	15, // 24: personad.v1.Rules.Get:input_type -> personad.v1.RulesGetRequest
+	10, // 25: personad.v1.Rules.Validate:output_type -> personad.v1.RulesValidateResponse
+	13, // 26: personad.v1.Rules.Apply:output_type -> personad.v1.RulesApplyResponse
+	16, // 27: personad.v1.Rules.Get:output_type -> personad.v1.RulesGetResponse
+	25, // [25:28] is the sub-list for method output_type
+	22, // [22:25] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_personad_v1_rules_proto_init() }
@@ -809,9 +1520,9 @@ func file_personad_v1_rules_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personad_v1_rules_proto_rawDesc), len(file_personad_v1_rules_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   18,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_personad_v1_rules_proto_goTypes,
 		DependencyIndexes: file_personad_v1_rules_proto_depIdxs,

@@ -1,0 +1,271 @@
+package bidder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// HTTP paths of the notice endpoints (Handler, with a ledger).
+const (
+	PathNoticeWin  = "/notice/win"
+	PathNoticeBill = "/notice/bill"
+	PathNoticeLoss = "/notice/loss"
+)
+
+// noticeKind is win, bill or loss; also a metric label.
+type noticeKind uint8
+
+const (
+	kindWin noticeKind = iota
+	kindBill
+	kindLoss
+	numKinds
+)
+
+var kindNames = [numKinds]string{"win", "bill", "loss"}
+
+// noticeURLs builds the nurl, burl and lurl of bids: the notice endpoints
+// under the public base URL with the bid's signed token. The exchange
+// substitutes ${AUCTION_PRICE} (the clearing price, CPM) and
+// ${AUCTION_LOSS} (the loss reason code).
+type noticeURLs struct {
+	signer *ledger.Signer
+	win    string // base + PathNoticeWin + "?t="
+	bill   string
+	loss   string
+}
+
+func newNoticeURLs(signer *ledger.Signer, base string) *noticeURLs {
+	base = strings.TrimRight(base, "/")
+	return &noticeURLs{
+		signer: signer,
+		win:    base + PathNoticeWin + "?t=",
+		bill:   base + PathNoticeBill + "?t=",
+		loss:   base + PathNoticeLoss + "?t=",
+	}
+}
+
+// urls returns the notice URLs of bid id at cpmMicros. The token signs
+// the per-impression price the ledger reserved (engine.ImpressionMicros):
+// the most a bill may settle.
+func (n *noticeURLs) urls(id uint64, cpmMicros int64) (nurl, burl, lurl string) {
+	t := n.signer.Sign(id, engine.ImpressionMicros(cpmMicros))
+	return n.win + t + "&price=${AUCTION_PRICE}",
+		n.bill + t + "&price=${AUCTION_PRICE}",
+		n.loss + t + "&reason=${AUCTION_LOSS}"
+}
+
+// formatBidID is the OpenRTB bid id of a ledger bid: 16 hex digits.
+func formatBidID(id uint64) string {
+	const digits = "0123456789abcdef"
+	var buf [16]byte
+	for i := 15; i >= 0; i-- {
+		buf[i] = digits[id&0xf]
+		id >>= 4
+	}
+	return string(buf[:])
+}
+
+// notice is one win, bill or loss, as either wire received it.
+type notice struct {
+	kind   noticeKind
+	token  string
+	price  string // clearing price, CPM, as substituted for ${AUCTION_PRICE}
+	reason string // loss reason, as substituted for ${AUCTION_LOSS}
+}
+
+// noticeResult is what a successful notice did.
+type noticeResult struct {
+	bid           uint64
+	settledMicros int64 // bill: the per-impression spend settled
+}
+
+// maxPriceCPM bounds a clearing price before conversion, so that the
+// micro-unit arithmetic cannot overflow; any real bid is far below.
+const maxPriceCPM = 1e9
+
+// parseCPM parses a clearing price as the exchange substitutes it: a plain
+// decimal number of currency units per 1000 impressions. It returns the
+// price in CPM micro-units.
+func parseCPM(s string) (int64, error) {
+	switch {
+	case s == "":
+		return 0, &ValidationError{Path: "price", Msg: "required"}
+	case strings.HasPrefix(s, "-"):
+		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is negative", s)}
+	}
+	dot := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is not a decimal number", truncate(s, 64))}
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || s == "." {
+		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is not a decimal number", truncate(s, 64))}
+	}
+	if v > maxPriceCPM {
+		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is above any bid", truncate(s, 64))}
+	}
+	return int64(math.Round(v * 1e6)), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// errNoLedger is a notice to a server without a ledger (it made no bids a
+// notice could name).
+var errNoLedger = fmt.Errorf("bidder: notices: %w", ledger.ErrUnknownBid)
+
+// handleNotice is the one path of every notice, on both wires: verify the
+// token, check the price against the bid it signs, then apply the notice
+// to the ledger. An error changes nothing; every outcome is counted.
+func (s *Server) handleNotice(ctx context.Context, n *notice, w wire) (noticeResult, error) {
+	res, err := s.applyNotice(ctx, n)
+	s.metrics.notice(w, n.kind, err)
+	return res, err
+}
+
+func (s *Server) applyNotice(ctx context.Context, n *notice) (noticeResult, error) {
+	l := s.cfg.Ledger
+	if l == nil {
+		return noticeResult{}, errNoLedger
+	}
+	name := kindNames[n.kind]
+	if n.token == "" {
+		return noticeResult{}, &ValidationError{Path: "token", Msg: "required"}
+	}
+	bid, bidPrice, err := l.Signer().Verify(n.token)
+	if err != nil {
+		return noticeResult{}, fmt.Errorf("bidder: %s notice: token: %w", name, err)
+	}
+	res := noticeResult{bid: bid}
+	var clearing int64
+	if n.kind == kindBill || n.price != "" {
+		cpm, err := parseCPM(n.price)
+		if err != nil {
+			return res, err
+		}
+		clearing = engine.ImpressionMicros(cpm)
+		if clearing > bidPrice {
+			return res, fmt.Errorf("bidder: %s notice: bid %s: price %s CPM (%d micros per impression) is above the bid (%d): %w",
+				name, formatBidID(bid), n.price, clearing, bidPrice, ledger.ErrPrice)
+		}
+	}
+	if n.kind == kindLoss && n.reason != "" {
+		if r, err := strconv.ParseUint(n.reason, 10, 32); err != nil || r > math.MaxInt32 {
+			return res, &ValidationError{Path: "reason", Msg: fmt.Sprintf("%q is not an OpenRTB loss reason code", truncate(n.reason, 64))}
+		}
+	}
+	now := s.cfg.Now().UnixNano()
+	switch n.kind {
+	case kindWin:
+		err = l.Win(ctx, bid, now)
+	case kindBill:
+		err = l.Bill(ctx, bid, clearing, now)
+		res.settledMicros = clearing
+	case kindLoss:
+		err = l.Loss(ctx, bid, now)
+	}
+	if err != nil {
+		return res, fmt.Errorf("bidder: %s notice: bid %s: %w", name, formatBidID(bid), err)
+	}
+	return res, nil
+}
+
+// noticesService implements personad.v1.Notices over the Server's ledger.
+type noticesService struct {
+	personadpb.UnimplementedNoticesServer
+	s *Server
+}
+
+// Win implements personad.v1.Notices/Win.
+func (ns *noticesService) Win(ctx context.Context, req *personadpb.WinRequest) (*personadpb.WinResponse, error) {
+	res, err := ns.s.handleNotice(ctx, &notice{kind: kindWin, token: req.Token, price: req.Price}, wireGRPC)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &personadpb.WinResponse{Bid: formatBidID(res.bid)}, nil
+}
+
+// Bill implements personad.v1.Notices/Bill.
+func (ns *noticesService) Bill(ctx context.Context, req *personadpb.BillRequest) (*personadpb.BillResponse, error) {
+	res, err := ns.s.handleNotice(ctx, &notice{kind: kindBill, token: req.Token, price: req.Price}, wireGRPC)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &personadpb.BillResponse{Bid: formatBidID(res.bid), SettledMicros: res.settledMicros}, nil
+}
+
+// Loss implements personad.v1.Notices/Loss.
+func (ns *noticesService) Loss(ctx context.Context, req *personadpb.LossRequest) (*personadpb.LossResponse, error) {
+	res, err := ns.s.handleNotice(ctx, &notice{kind: kindLoss, token: req.Token, reason: req.Reason}, wireGRPC)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &personadpb.LossResponse{Bid: formatBidID(res.bid)}, nil
+}
+
+// noticeAnswer is the JSON body of an HTTP notice answer.
+type noticeAnswer struct {
+	Bid           string `json:"bid,omitempty"`
+	SettledMicros int64  `json:"settled_micros,omitempty"`
+	Error         string `json:"error,omitempty"`
+	Field         string `json:"field,omitempty"`
+}
+
+// serveNotice answers GET /notice/{win,bill,loss}?t=TOKEN&price=P&reason=R:
+// 200 with {"bid": ...} when the notice is applied or was already, else
+// the status of the error table (400, 404, 409, 503) with {"error": ...}.
+func (s *Server) serveNotice(kind noticeKind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			// The GET pattern also routes HEAD: a prefetch must not
+			// settle money.
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		q := r.URL.Query()
+		n := &notice{kind: kind, token: q.Get("t"), price: q.Get("price"), reason: q.Get("reason")}
+		res, err := s.handleNotice(r.Context(), n, wireHTTP)
+		var body noticeAnswer
+		code := http.StatusOK
+		if err != nil {
+			_, code = mapError(err)
+			body.Error = err.Error()
+			if code == http.StatusInternalServerError {
+				body.Error = ErrInternal.Error()
+			}
+			var ve *ValidationError
+			if errors.As(err, &ve) {
+				body.Field = ve.Path
+			}
+		} else {
+			body.Bid, body.SettledMicros = formatBidID(res.bid), res.settledMicros
+		}
+		out, _ := json.Marshal(body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		w.Write(append(out, '\n'))
+	}
+}

@@ -1,0 +1,389 @@
+package bidder
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/reload"
+	"github.com/personad/personad/rules"
+)
+
+// generation is rule set number g: campaigns whose ids name g, so that a
+// response tells which complete set decided it. Each bids on the CMO.
+func generation(g int) *rules.RuleSet {
+	rs := &rules.RuleSet{}
+	for i := range 3 {
+		id := fmt.Sprintf("gen%d-c%d", g, i)
+		rs.Campaigns = append(rs.Campaigns, rules.Campaign{
+			ID:        id,
+			BidCPM:    float64(1 + i),
+			Targeting: rules.Targeting{All: []rules.Clause{{Facet: "title", Any: []string{"cmo"}}}},
+			Creatives: []rules.Creative{{ID: id + "-cr", W: 300, H: 250, Adm: "<b>" + id + "</b>"}},
+		})
+	}
+	return rs
+}
+
+type rulesHarness struct {
+	eng    *engine.Engine
+	mgr    *reload.Manager
+	path   string
+	bid    personadpb.BidderClient
+	rules  personadpb.RulesClient
+	server *Server
+}
+
+func newRulesHarness(t *testing.T) *rulesHarness {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules", "rules.yaml")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRules(t, path, generation(0))
+	eng, err := engine.New(engine.Config{}, testSegments())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	rcfg := reload.DefaultConfig()
+	rcfg.Engine, rcfg.Path, rcfg.DataDir, rcfg.Segments = eng, path, dir, testSegments()
+	rcfg.Debounce = 10 * time.Millisecond
+	rcfg.Logger = zaptest.NewLogger(t)
+	mgr, err := reload.New(rcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mgr.Close() })
+	cfg := DefaultConfig()
+	cfg.Engine = eng
+	cfg.Logger = zaptest.NewLogger(t)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	gs := s.GRPCServer()
+	personadpb.RegisterRulesServer(gs, NewRulesService(mgr, cfg.Logger))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gs.Serve(lis) //nolint:errcheck // Stop ends it
+	}()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		<-done
+	})
+	return &rulesHarness{eng: eng, mgr: mgr, path: path, server: s,
+		bid: personadpb.NewBidderClient(conn), rules: personadpb.NewRulesClient(conn)}
+}
+
+// writeRules replaces path by rename, as an editor does.
+func writeRules(t *testing.T, path string, rs *rules.RuleSet) {
+	t.Helper()
+	data, err := rules.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReloadUnderLoad applies rule sets through the API and the file
+// alternately, with invalid attempts between them, while clients bid with
+// debug on: no request may fail, and every response must be decided by
+// one complete version — its chosen campaign and every campaign its trace
+// names belong to the version it reports.
+func TestReloadUnderLoad(t *testing.T) {
+	h := newRulesHarness(t)
+	var mu sync.Mutex
+	campaigns := map[string][]string{} // version -> campaign ids
+	register := func(rs *rules.RuleSet) {
+		mu.Lock()
+		defer mu.Unlock()
+		var ids []string
+		for _, c := range rs.Campaigns {
+			ids = append(ids, c.ID)
+		}
+		campaigns[rs.Version()] = ids
+	}
+	register(generation(0))
+	rounds := 40
+	if testing.Short() {
+		rounds = 10
+	}
+	for g := 1; g <= rounds; g++ {
+		register(generation(g))
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var requests, failures, deadlines atomic.Int64
+	errs := make(chan error, 16)
+	report := func(err error) {
+		failures.Add(1)
+		select {
+		case errs <- err:
+		default:
+		}
+	}
+	for range 4 {
+		wg.Go(func() {
+			req := request(userCMO)
+			req.Ext = &personadpb.BidRequestExt{Debug: true}
+			for ctx.Err() == nil {
+				resp, err := h.bid.Bid(context.Background(), req)
+				requests.Add(1)
+				if err != nil {
+					report(fmt.Errorf("Bid: %v", err))
+					continue
+				}
+				v := resp.GetExt().GetDebug().GetRulesVersion()
+				mu.Lock()
+				ids, ok := campaigns[v]
+				mu.Unlock()
+				if !ok {
+					report(fmt.Errorf("response decided by unknown version %q", v))
+					continue
+				}
+				if len(resp.Seatbid) == 0 && resp.Nbr == NbrTechnicalError {
+					deadlines.Add(1) // the latency budget ran out (the race detector is slow): a no-bid, not a failure
+				} else if len(resp.Seatbid) != 1 || !slices.Contains(ids, resp.Seatbid[0].Bid[0].Cid) {
+					report(fmt.Errorf("version %s: chose %v (nbr %d), want one of %v", v, resp.Seatbid, resp.Nbr, ids))
+				}
+				for _, cd := range resp.GetExt().GetDebug().GetCampaigns() {
+					if !slices.Contains(ids, cd.Cid) {
+						report(fmt.Errorf("version %s: trace names campaign %s of another version", v, cd.Cid))
+					}
+				}
+			}
+		})
+	}
+
+	bad := generation(0)
+	bad.Campaigns[1].Creatives[0].W = -3
+	bad.Campaigns[2].Pacing = "fast"
+	badPB := ruleSetToProto(bad)
+	for g := 1; g <= rounds; g++ {
+		rs := generation(g)
+		want := rs.Version()
+		if g%2 == 0 {
+			resp, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(rs)})
+			if err != nil || resp.Version != want {
+				t.Fatalf("Apply generation %d: %v, %v", g, resp, err)
+			}
+		} else {
+			writeRules(t, h.path, rs)
+			waitVersion(t, h.mgr, want)
+		}
+		// An invalid API call and an invalid file leave version g serving.
+		_, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: badPB})
+		checkInvalid(t, err, []string{"campaigns[1].creatives[0].w", "campaigns[2].pacing"})
+		if g%5 == 0 {
+			n := h.mgr.Status().Outcomes
+			if err := os.WriteFile(h.path, []byte("campaigns: [{id: x, bid_cpm: 0}]"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			waitOutcome(t, h.mgr, n)
+		}
+		if got := h.eng.Rules().Version(); got != want {
+			t.Fatalf("after invalid attempts, generation %d: serving %s, want %s", g, got, want)
+		}
+	}
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if failures.Load() > 0 || requests.Load() < int64(rounds) {
+		t.Errorf("%d of %d requests failed", failures.Load(), requests.Load())
+	}
+	t.Logf("%d requests over %d reloads, none failed; %d no-bids on the latency budget", requests.Load(), rounds, deadlines.Load())
+
+	got, err := h.rules.Get(context.Background(), &personadpb.RulesGetRequest{IncludeRuleSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LastRejected == nil || len(got.LastRejected.Errors) == 0 || got.Campaigns != 3 {
+		t.Errorf("Get: %v", got)
+	}
+	back := ruleSetFromProto(got.RuleSet)
+	if back.Version() != got.Version {
+		t.Errorf("Get returned a rule set of version %s, reports %s", back.Version(), got.Version)
+	}
+}
+
+func waitVersion(t *testing.T, m *reload.Manager, v string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		ch := m.Changed()
+		if m.Status().Version == v {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for version %s (serving %s)", v, m.Status().Version)
+		}
+	}
+}
+
+func waitOutcome(t *testing.T, m *reload.Manager, after uint64) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		ch := m.Changed()
+		if m.Status().Outcomes > after {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatal("timed out waiting for a reload outcome")
+		}
+	}
+}
+
+// checkInvalid wants INVALID_ARGUMENT with a field violation per path.
+func checkInvalid(t *testing.T, err error, paths []string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != codes.InvalidArgument {
+		t.Fatalf("invalid Apply: %v, want InvalidArgument", err)
+	}
+	var got []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.FieldViolations {
+				got = append(got, v.Field)
+			}
+		}
+	}
+	if !slices.Equal(got, paths) {
+		t.Errorf("field violations %v, want %v", got, paths)
+	}
+}
+
+func TestRulesServiceValidateAndDryRun(t *testing.T) {
+	h := newRulesHarness(t)
+	ctx := context.Background()
+	rs := generation(1)
+	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"vp"}})
+	v, err := h.rules.Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: ruleSetToProto(rs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Errors) != 0 || len(v.Warnings) != 1 || v.Warnings[0].Path != "campaigns[0].targeting.all[1].facet" || v.Version != rs.Version() {
+		t.Errorf("Validate: %v", v)
+	}
+	rs.Campaigns[0].BidCPM = 0
+	v, err = h.rules.Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: ruleSetToProto(rs)})
+	if err != nil || len(v.Errors) != 1 || v.Errors[0].Path != "campaigns[0].bid_cpm" {
+		t.Errorf("Validate invalid: %v, %v", v, err)
+	}
+	if _, err := h.rules.Validate(ctx, &personadpb.RulesValidateRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Validate without rule_set: %v", err)
+	}
+	before := h.eng.Rules().Version()
+	dry, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(generation(1)), DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dry.DryRun || len(dry.Diff.CampaignsAdded) != 3 || len(dry.Diff.CampaignsRemoved) != 3 || h.eng.Rules().Version() != before {
+		t.Errorf("dry run: %v", dry)
+	}
+}
+
+// FuzzRuleSetConversion checks the direct proto <-> rules conversion
+// against the reference route through proto JSON, on any RuleSet message.
+func FuzzRuleSetConversion(f *testing.F) {
+	seed, _ := proto.Marshal(ruleSetToProto(generation(1)))
+	f.Add(seed)
+	rs, _ := rules.Parse("t", []byte(testRules))
+	seed, _ = proto.Marshal(ruleSetToProto(rs))
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var pb personadpb.RuleSet
+		if proto.Unmarshal(data, &pb) != nil {
+			return
+		}
+		direct := ruleSetFromProto(&pb)
+		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&pb)
+		if err != nil {
+			return // e.g. invalid UTF-8: protojson refuses, so does the wire
+		}
+		viaJSON, err := rules.Parse("proto", js)
+		if err != nil {
+			return // NaN and Inf have no JSON form; the direct route keeps them and Validate rejects them
+		}
+		if direct.Version() != viaJSON.Version() {
+			t.Fatalf("direct and JSON conversions differ:\n%+v\n%+v", direct, viaJSON)
+		}
+		back := ruleSetToProto(direct)
+		if !proto.Equal(normalize(back), normalize(&pb)) {
+			t.Fatalf("rules -> proto changed the message:\n%v\n%v", back, &pb)
+		}
+	})
+}
+
+// normalize drops unknown fields and the empty sub-messages that have no
+// rules form.
+func normalize(pb *personadpb.RuleSet) *personadpb.RuleSet {
+	data, err := proto.Marshal(pb)
+	if err != nil {
+		panic(err)
+	}
+	pb = &personadpb.RuleSet{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, pb); err != nil {
+		panic(err)
+	}
+	for _, c := range pb.Campaigns {
+		if proto.Equal(c.Budget, &personadpb.Budget{}) {
+			c.Budget = nil
+		}
+		if proto.Equal(c.FrequencyCap, &personadpb.FrequencyCap{}) {
+			c.FrequencyCap = nil
+		}
+		if proto.Equal(c.Targeting, &personadpb.Targeting{}) {
+			c.Targeting = nil
+		}
+	}
+	if proto.Equal(pb.ContentRules, &personadpb.ContentRules{}) {
+		pb.ContentRules = nil
+	}
+	return pb
+}

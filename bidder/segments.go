@@ -1,0 +1,411 @@
+package bidder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
+)
+
+// SegmentsConfig configures the personad.v1.Segments service. Start from
+// DefaultSegmentsConfig; NewSegments copies it.
+type SegmentsConfig struct {
+	// Store is where uploads go; required.
+	Store *segments.Store
+	// Logger gets one line per upload and delete (never a user id). nil
+	// logs nothing.
+	Logger *zap.Logger
+	// Metrics is where the service registers its collectors. nil means a
+	// private registry.
+	Metrics prometheus.Registerer
+	// MaxChunkIDs bounds the ids of one UploadChunk. Default 65536.
+	MaxChunkIDs int
+	// MaxUploadIDs bounds the ids of one upload, duplicates included: the
+	// server holds an upload in memory until it commits. Default 100M.
+	MaxUploadIDs uint64
+}
+
+// DefaultSegmentsConfig returns the defaults documented on SegmentsConfig.
+func DefaultSegmentsConfig() SegmentsConfig {
+	return SegmentsConfig{MaxChunkIDs: 1 << 16, MaxUploadIDs: 100_000_000}
+}
+
+// LimitError is a request over one of the server's limits: which limit,
+// and by how much. It maps to RESOURCE_EXHAUSTED.
+type LimitError struct {
+	Path  string // the field over the limit, e.g. "upload.chunk[3].ids"
+	Limit string // the limit's name and value, e.g. "65536 ids per chunk"
+	Got   string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("bidder: %s: %s exceeds the limit of %s", e.Path, e.Got, e.Limit)
+}
+
+// Segments serves personad.v1.Segments over a segments.Store. It holds no
+// goroutines. It is safe for concurrent use.
+type Segments struct {
+	personadpb.UnimplementedSegmentsServer
+
+	cfg   SegmentsConfig
+	store *segments.Store
+	log   *zap.Logger
+	m     *segmentMetrics
+}
+
+// NewSegments returns the Segments service over cfg.Store.
+func NewSegments(cfg SegmentsConfig) (*Segments, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("bidder: segments config: Store is required")
+	}
+	if cfg.MaxChunkIDs <= 0 || cfg.MaxUploadIDs == 0 {
+		return nil, errors.New("bidder: segments config: MaxChunkIDs and MaxUploadIDs must be > 0")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	m, err := newSegmentMetrics(cfg.Metrics, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	return &Segments{cfg: cfg, store: cfg.Store, log: cfg.Logger.Named("segments"), m: m}, nil
+}
+
+// uploadStats is what an upload's log line and metrics report.
+type uploadStats struct {
+	facet, value string
+	mode         segments.Mode
+	keyed        bool
+	chunks       int
+	ids          uint64
+	bytes        uint64
+}
+
+// Upload implements personad.v1.Segments/Upload.
+func (s *Segments) Upload(stream personadpb.Segments_UploadServer) error {
+	start := time.Now()
+	var st uploadStats
+	res, err := s.upload(stream, &st)
+	took := time.Since(start)
+	if err != nil {
+		err = streamError(err)
+		code := status.Code(err)
+		s.m.upload(code)
+		fields := []zap.Field{
+			zap.String("facet", st.facet), zap.String("value", st.value), zap.Stringer("mode", st.mode),
+			zap.Int("chunks", st.chunks), zap.Uint64("ids", st.ids), zap.Duration("took", took),
+			zap.Stringer("code", code), zap.Error(err),
+		}
+		if code == codes.Internal || code == codes.Unavailable {
+			s.log.Error("upload failed; nothing applied", fields...)
+		} else {
+			s.log.Info("upload rejected; nothing applied", fields...)
+		}
+		return err
+	}
+	s.m.upload(codes.OK)
+	s.m.ids.Add(float64(st.ids))
+	s.m.bytes.Add(float64(st.bytes))
+	s.m.duration.Observe(took.Seconds())
+	s.log.Info("upload applied",
+		zap.String("facet", st.facet), zap.String("value", st.value), zap.Stringer("mode", st.mode),
+		zap.Bool("idempotency_key", st.keyed), zap.Bool("replayed", res.Replayed),
+		zap.Int("chunks", st.chunks), zap.Uint64("ids", st.ids), zap.Uint64("bytes", st.bytes),
+		zap.Uint64("added", res.Added), zap.Uint64("removed", res.Removed), zap.Uint64("unchanged", res.Unchanged),
+		zap.Uint64("new_users", res.NewUsers), zap.Uint64("cardinality", res.Cardinality),
+		zap.Uint64("version", res.Version), zap.Duration("took", took),
+		zap.Float64("ids_per_second", float64(st.ids)/max(took.Seconds(), 1e-9)))
+	return nil
+}
+
+// streamError is grpcError for a stream handler: errors the stream itself
+// returned are already statuses and pass through.
+func streamError(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return grpcError(err)
+}
+
+func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadStats) (segments.Result, error) {
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return segments.Result{}, &ValidationError{Path: "upload.header", Msg: "the stream is empty: the first message must hold the header"}
+	}
+	if err != nil {
+		return segments.Result{}, err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return segments.Result{}, &ValidationError{Path: "upload.header", Msg: "the first message must hold the header"}
+	}
+	mode, err := checkHeader(h)
+	if err != nil {
+		return segments.Result{}, err
+	}
+	st.facet, st.value, st.mode, st.keyed = h.Facet, h.Value, mode, h.IdempotencyKey != ""
+	u, err := s.store.NewUpload(h.Facet, h.Value, mode, h.IdempotencyKey)
+	if err != nil {
+		return segments.Result{}, err
+	}
+	// Receiving (and unmarshaling) the next chunk overlaps resolving this
+	// one: a worker goroutine, owned here, runs AddMany; it never blocks
+	// on the network, so closing its channel and waiting always ends it.
+	type work struct {
+		chunk int
+		ids   []string
+		first uint64 // position of ids[0] in the upload, from 1
+	}
+	todo := make(chan work, 2)
+	var addErr error
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for w := range todo {
+			if failed.Load() {
+				continue
+			}
+			if j, err := u.AddMany(w.ids); err != nil {
+				addErr = &ValidationError{
+					Path: fmt.Sprintf("upload.chunk[%d].ids[%d]", w.chunk, j),
+					Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
+				}
+				failed.Store(true)
+			}
+		}
+	})
+	err = s.receive(stream, st, func(chunk int, ids []string, first uint64) bool {
+		todo <- work{chunk, ids, first}
+		return !failed.Load()
+	})
+	close(todo)
+	wg.Wait()
+	if err == nil {
+		err = addErr
+	}
+	if err != nil {
+		return segments.Result{}, err
+	}
+	if err := stream.Context().Err(); err != nil {
+		return segments.Result{}, err
+	}
+	res, err := s.store.Commit(u)
+	if err != nil {
+		return segments.Result{}, err
+	}
+	return res, stream.SendAndClose(&personadpb.UploadResponse{
+		Ids: res.IDs, Added: res.Added, Removed: res.Removed, Unchanged: res.Unchanged,
+		NewUsers: res.NewUsers, Cardinality: res.Cardinality, Version: res.Version, Replayed: res.Replayed,
+	})
+}
+
+// receive reads an upload's chunks after the header, checking the limits,
+// and hands each to add, until the client closes the stream (nil), add
+// returns false (nil: the caller has the error), or an error.
+func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadStats, add func(chunk int, ids []string, first uint64) bool) error {
+	for i := 0; ; i++ {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.Context().Err()
+		}
+		if err != nil {
+			return err // the stream broke: nothing applied
+		}
+		c := req.GetChunk()
+		if c == nil {
+			return &ValidationError{Path: fmt.Sprintf("upload.chunk[%d]", i), Msg: "only the first message may hold a header; later ones hold chunks"}
+		}
+		st.chunks++
+		if len(c.Ids) > s.cfg.MaxChunkIDs {
+			return &LimitError{Path: fmt.Sprintf("upload.chunk[%d].ids", i),
+				Got: fmt.Sprintf("%d ids", len(c.Ids)), Limit: fmt.Sprintf("%d ids per chunk (MaxChunkIDs)", s.cfg.MaxChunkIDs)}
+		}
+		if st.ids+uint64(len(c.Ids)) > s.cfg.MaxUploadIDs {
+			return &LimitError{Path: "upload",
+				Got: fmt.Sprintf("%d ids", st.ids+uint64(len(c.Ids))), Limit: fmt.Sprintf("%d ids per upload (MaxUploadIDs)", s.cfg.MaxUploadIDs)}
+		}
+		for _, id := range c.Ids {
+			st.bytes += uint64(len(id))
+		}
+		first := st.ids + 1
+		st.ids += uint64(len(c.Ids))
+		if !add(i, c.Ids, first) {
+			return nil
+		}
+	}
+}
+
+// checkHeader validates an upload header, returning its mode.
+func checkHeader(h *personadpb.UploadHeader) (segments.Mode, error) {
+	if err := checkSegmentName("upload.header.", h.Facet, h.Value); err != nil {
+		return 0, err
+	}
+	if len(h.IdempotencyKey) > 255 {
+		return 0, &ValidationError{Path: "upload.header.idempotency_key", Msg: fmt.Sprintf("is %d bytes, the limit is 255", len(h.IdempotencyKey))}
+	}
+	switch h.Mode {
+	case personadpb.UploadMode_UPLOAD_MODE_REPLACE:
+		return segments.Replace, nil
+	case personadpb.UploadMode_UPLOAD_MODE_ADD:
+		return segments.Add, nil
+	case personadpb.UploadMode_UPLOAD_MODE_REMOVE:
+		return segments.Remove, nil
+	}
+	return 0, &ValidationError{Path: "upload.header.mode", Msg: "required: UPLOAD_MODE_REPLACE, UPLOAD_MODE_ADD or UPLOAD_MODE_REMOVE"}
+}
+
+// checkSegmentName validates a facet and value, their paths starting with
+// prefix.
+func checkSegmentName(prefix, facet, value string) error {
+	if !rules.IsFacet(facet) {
+		return &ValidationError{Path: prefix + "facet", Msg: fmt.Sprintf("%q must match [a-z][a-z0-9_]{0,31}", facet)}
+	}
+	if !rules.IsValue(value) {
+		return &ValidationError{Path: prefix + "value", Msg: fmt.Sprintf("%q must match [a-z0-9][a-z0-9._-]{0,63}", value)}
+	}
+	return nil
+}
+
+// List implements personad.v1.Segments/List.
+func (s *Segments) List(_ context.Context, req *personadpb.ListRequest) (*personadpb.ListResponse, error) {
+	if req.Facet != "" && !rules.IsFacet(req.Facet) {
+		return nil, grpcError(&ValidationError{Path: "facet", Msg: fmt.Sprintf("%q must match [a-z][a-z0-9_]{0,31}", req.Facet)})
+	}
+	snap := s.store.Current()
+	resp := &personadpb.ListResponse{Version: snap.Version(), Users: uint64(snap.Dict().Len())}
+	for _, seg := range snap.Segments() {
+		if req.Facet != "" && seg.Facet != req.Facet {
+			continue
+		}
+		info := &personadpb.SegmentInfo{
+			Facet: seg.Facet, Value: seg.Value,
+			Cardinality: seg.Users.GetCardinality(),
+			Version:     seg.Version,
+			Bytes:       seg.Users.GetSizeInBytes(),
+		}
+		if !seg.Updated.IsZero() {
+			info.Updated = timestamppb.New(seg.Updated)
+		}
+		resp.Segments = append(resp.Segments, info)
+	}
+	return resp, nil
+}
+
+// Lookup implements personad.v1.Segments/Lookup. It tests every segment:
+// an admin call, not the bid path.
+func (s *Segments) Lookup(_ context.Context, req *personadpb.LookupRequest) (*personadpb.LookupResponse, error) {
+	if n := len(req.UserId); n == 0 || n > segments.MaxIDLen {
+		return nil, grpcError(&ValidationError{Path: "user_id", Msg: fmt.Sprintf("is %d bytes; ids are 1 to %d bytes", n, segments.MaxIDLen)})
+	}
+	snap := s.store.Current()
+	resp := &personadpb.LookupResponse{Version: snap.Version()}
+	uid, ok := snap.User(req.UserId)
+	if !ok {
+		return resp, nil
+	}
+	resp.Found = true
+	for _, seg := range snap.Segments() {
+		if seg.Users.Contains(uid) {
+			resp.Segments = append(resp.Segments, &personadpb.SegmentRef{Facet: seg.Facet, Value: seg.Value})
+		}
+	}
+	return resp, nil
+}
+
+// Delete implements personad.v1.Segments/Delete.
+func (s *Segments) Delete(_ context.Context, req *personadpb.DeleteRequest) (*personadpb.DeleteResponse, error) {
+	start := time.Now()
+	if err := checkSegmentName("", req.Facet, req.Value); err != nil {
+		return nil, grpcError(err)
+	}
+	res, err := s.store.Delete(req.Facet, req.Value)
+	if err != nil {
+		s.log.Info("delete failed", zap.String("facet", req.Facet), zap.String("value", req.Value), zap.Error(err))
+		return nil, grpcError(err)
+	}
+	s.log.Info("segment deleted", zap.String("facet", req.Facet), zap.String("value", req.Value),
+		zap.Uint64("removed", res.Removed), zap.Uint64("version", res.Version), zap.Duration("took", time.Since(start)))
+	return &personadpb.DeleteResponse{Removed: res.Removed, Version: res.Version}, nil
+}
+
+// segmentMetrics are the Segments service's collectors.
+type segmentMetrics struct {
+	uploads  *prometheus.CounterVec
+	ids      prometheus.Counter
+	bytes    prometheus.Counter
+	duration prometheus.Histogram
+}
+
+func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segmentMetrics, error) {
+	m := &segmentMetrics{
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "personad_segment_uploads_total",
+			Help: "Segment uploads by outcome: ok, invalid (bad input or over a limit), aborted (the stream broke or was cancelled), failed (not durable, internal).",
+		}, []string{"outcome"}),
+		ids: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "personad_segment_upload_ids_total",
+			Help: "User ids received in applied segment uploads, duplicates included.",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "personad_segment_upload_id_bytes_total",
+			Help: "Bytes of user ids received in applied segment uploads.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "personad_segment_upload_duration_seconds",
+			Help: "Time from an upload's first message to its acknowledgement, applied uploads only.",
+			// 1ms doubling to ~65s: from a handful of ids to tens of millions.
+			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 17),
+		}),
+	}
+	for _, o := range []string{"ok", "invalid", "aborted", "failed"} {
+		m.uploads.WithLabelValues(o)
+	}
+	version := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_segments_version",
+		Help: "Version of the segment snapshot decisions use.",
+	}, func() float64 { return float64(store.Current().Version()) })
+	count := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_segments",
+		Help: "Segments in the current snapshot.",
+	}, func() float64 { return float64(store.Current().Len()) })
+	users := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_segment_users",
+		Help: "Users in the segment store's dictionary.",
+	}, func() float64 { return float64(store.Current().Dict().Len()) })
+	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// upload counts an upload by the outcome its status code means.
+func (m *segmentMetrics) upload(code codes.Code) {
+	o := "failed"
+	switch code {
+	case codes.OK:
+		o = "ok"
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.ResourceExhausted:
+		o = "invalid"
+	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted:
+		o = "aborted"
+	}
+	m.uploads.WithLabelValues(o).Inc()
+}

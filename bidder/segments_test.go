@@ -1,0 +1,374 @@
+package bidder
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/segments"
+)
+
+// segHarness serves Bidder and Segments over bufconn, on a durable store
+// in a temp dir, with the persona cache on (as personad runs).
+type segHarness struct {
+	store *segments.Store
+	seg   personadpb.SegmentsClient
+	bid   personadpb.BidderClient
+	reg   *prometheus.Registry
+}
+
+func newSegHarness(tb testing.TB, logger *zap.Logger) *segHarness {
+	tb.Helper()
+	store, err := segments.Open(segments.Config{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eng, err := engine.New(engine.DefaultConfig(), store)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if t, ok := tb.(*testing.T); ok {
+		eng.SetRules(compileRules(t, testRules))
+	}
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Logger, cfg.Metrics = eng, logger, reg
+	srv, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	scfg := DefaultSegmentsConfig()
+	scfg.Store, scfg.Logger, scfg.Metrics = store, logger, reg
+	ss, err := NewSegments(scfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	lis := bufconn.Listen(4 << 20)
+	gs := srv.GRPCServer()
+	personadpb.RegisterSegmentsServer(gs, ss)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gs.Serve(lis) //nolint:errcheck // Stop ends it
+	}()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		<-done
+		eng.Close()
+		store.Close()
+	})
+	return &segHarness{store: store, seg: personadpb.NewSegmentsClient(conn), bid: personadpb.NewBidderClient(conn), reg: reg}
+}
+
+func header(facet, value string, mode personadpb.UploadMode, key string) *personadpb.UploadRequest {
+	return &personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Header{Header: &personadpb.UploadHeader{
+		Facet: facet, Value: value, Mode: mode, IdempotencyKey: key,
+	}}}
+}
+
+func chunk(ids ...string) *personadpb.UploadRequest {
+	return &personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{Ids: ids}}}
+}
+
+// send streams msgs as one upload and returns the server's answer.
+func (h *segHarness) send(ctx context.Context, msgs ...*personadpb.UploadRequest) (*personadpb.UploadResponse, error) {
+	stream, err := h.seg.Upload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			break // the status comes with CloseAndRecv
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+var (
+	modeAdd     = personadpb.UploadMode_UPLOAD_MODE_ADD
+	modeRemove  = personadpb.UploadMode_UPLOAD_MODE_REMOVE
+	modeReplace = personadpb.UploadMode_UPLOAD_MODE_REPLACE
+)
+
+func TestSegmentsService(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	ctx := t.Context()
+	resp, err := h.send(ctx, header("title", "cmo", modeAdd, ""), chunk("u1", "u2"), chunk("u2", "u3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &personadpb.UploadResponse{Ids: 4, Added: 3, NewUsers: 3, Cardinality: 3, Version: 1}
+	if d := cmp.Diff(want, resp, protocmp.Transform()); d != "" {
+		t.Errorf("Upload (-want +got):\n%s", d)
+	}
+	if _, err := h.send(ctx, header("industry", "fintech", modeReplace, ""), chunk("u3", "u4")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = h.send(ctx, header("title", "cmo", modeRemove, ""), chunk("u1", "nobody"))
+	if err != nil || resp.Removed != 1 || resp.Cardinality != 2 {
+		t.Errorf("remove: %v, %v; want 1 removed, 2 left", resp, err)
+	}
+
+	list, err := h.seg.List(ctx, &personadpb.ListRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range list.Segments {
+		got = append(got, fmt.Sprintf("%s:%s n=%d v=%d bytes>0=%t updated=%t", s.Facet, s.Value, s.Cardinality, s.Version, s.Bytes > 0, s.Updated != nil))
+	}
+	if d := cmp.Diff([]string{"industry:fintech n=2 v=2 bytes>0=true updated=true", "title:cmo n=2 v=3 bytes>0=true updated=true"}, got); d != "" {
+		t.Errorf("List (-want +got):\n%s", d)
+	}
+	if list.Version != 3 || list.Users != 4 {
+		t.Errorf("List version %d users %d, want 3 and 4", list.Version, list.Users)
+	}
+	if only, _ := h.seg.List(ctx, &personadpb.ListRequest{Facet: "industry"}); len(only.GetSegments()) != 1 {
+		t.Errorf("List(facet industry) = %v, want 1 segment", only)
+	}
+
+	lk, err := h.seg.Lookup(ctx, &personadpb.LookupRequest{UserId: "u3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLk := &personadpb.LookupResponse{Found: true, Version: 3, Segments: []*personadpb.SegmentRef{
+		{Facet: "industry", Value: "fintech"}, {Facet: "title", Value: "cmo"}}}
+	if d := cmp.Diff(wantLk, lk, protocmp.Transform()); d != "" {
+		t.Errorf("Lookup (-want +got):\n%s", d)
+	}
+	if lk, _ := h.seg.Lookup(ctx, &personadpb.LookupRequest{UserId: "nobody"}); lk.GetFound() {
+		t.Error("Lookup(nobody) found")
+	}
+
+	del, err := h.seg.Delete(ctx, &personadpb.DeleteRequest{Facet: "industry", Value: "fintech"})
+	if err != nil || del.Removed != 2 || del.Version != 4 {
+		t.Errorf("Delete = %v, %v; want 2 removed at version 4", del, err)
+	}
+	_, err = h.seg.Delete(ctx, &personadpb.DeleteRequest{Facet: "industry", Value: "fintech"})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("second Delete: %v, want NOT_FOUND", err)
+	}
+
+	// Idempotency keys.
+	first, err := h.send(ctx, header("title", "cfo", modeAdd, "batch-7"), chunk("u9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.send(ctx, header("title", "cfo", modeAdd, "batch-7"), chunk("u9"))
+	if err != nil || !again.Replayed || again.Version != first.Version {
+		t.Errorf("repeat with key: %v, %v; want the first answer replayed", again, err)
+	}
+	_, err = h.send(ctx, header("title", "cmo", modeAdd, "batch-7"), chunk("u9"))
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("key reused for another segment: %v, want FAILED_PRECONDITION", err)
+	}
+
+	if n, err := testutil.GatherAndCount(h.reg, "personad_segment_uploads_total"); err != nil || n != 4 {
+		t.Errorf("personad_segment_uploads_total has %d series (%v), want 4 outcomes", n, err)
+	}
+	for _, o := range []struct {
+		outcome string
+		want    float64
+	}{{"ok", 5}, {"invalid", 1}} {
+		mfs, _ := h.reg.Gather()
+		var got float64
+		for _, mf := range mfs {
+			if mf.GetName() == "personad_segment_uploads_total" {
+				for _, m := range mf.Metric {
+					if m.Label[0].GetValue() == o.outcome {
+						got = m.Counter.GetValue()
+					}
+				}
+			}
+		}
+		if got != o.want {
+			t.Errorf("uploads %s = %v, want %v", o.outcome, got, o.want)
+		}
+	}
+}
+
+// TestUploadErrors: every kind of bad upload gets its code and a message
+// naming the field, and changes nothing.
+func TestUploadErrors(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	ctx := t.Context()
+	big := make([]string, 65537)
+	for i := range big {
+		big[i] = "x"
+	}
+	for _, tc := range []struct {
+		name string
+		msgs []*personadpb.UploadRequest
+		code codes.Code
+		msg  string
+	}{
+		{"empty stream", nil, codes.InvalidArgument, "bidder: upload.header: the stream is empty"},
+		{"chunk first", []*personadpb.UploadRequest{chunk("u1")}, codes.InvalidArgument, "bidder: upload.header: the first message must hold the header"},
+		{"bad facet", []*personadpb.UploadRequest{header("Title", "cmo", modeAdd, "")}, codes.InvalidArgument, `bidder: upload.header.facet: "Title" must match`},
+		{"bad value", []*personadpb.UploadRequest{header("title", "-cmo", modeAdd, "")}, codes.InvalidArgument, `bidder: upload.header.value: "-cmo" must match`},
+		{"no mode", []*personadpb.UploadRequest{header("title", "cmo", 0, "")}, codes.InvalidArgument, "bidder: upload.header.mode: required"},
+		{"two headers", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1"), header("title", "cmo", modeAdd, "")}, codes.InvalidArgument, "bidder: upload.chunk[1]: only the first message may hold a header"},
+		{"empty id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1", "u2"), chunk("u3", "")}, codes.InvalidArgument, "bidder: upload.chunk[1].ids[1]: user id 4 of the upload is 0 bytes; ids are 1 to 256 bytes"},
+		{"long id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk(strings.Repeat("x", 257))}, codes.InvalidArgument, "bidder: upload.chunk[0].ids[0]: user id 1 of the upload is 257 bytes"},
+		{"big chunk", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk(big...)}, codes.ResourceExhausted, "bidder: upload.chunk[0].ids: 65537 ids exceeds the limit of 65536 ids per chunk (MaxChunkIDs)"},
+		{"remove from nothing", []*personadpb.UploadRequest{header("title", "cmo", modeRemove, ""), chunk("u1")}, codes.NotFound, "segments: no such segment: title:cmo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.send(ctx, tc.msgs...)
+			if s, _ := status.FromError(err); s.Code() != tc.code || !strings.HasPrefix(s.Message(), tc.msg) {
+				t.Errorf("got %v, want %v %q…", err, tc.code, tc.msg)
+			}
+			if v := h.store.Current().Version(); v != 0 {
+				t.Errorf("store version %d after a failed upload, want 0", v)
+			}
+		})
+	}
+}
+
+// TestUploadBrokenOff: a stream that is cancelled midway changes nothing.
+func TestUploadBrokenOff(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	ctx, cancel := context.WithCancel(t.Context())
+	stream, err := h.seg.Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(header("title", "cmo", modeAdd, ""))
+	for i := range 10 {
+		stream.Send(chunk(fmt.Sprint("u", i)))
+	}
+	cancel()
+	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.Canceled {
+		t.Errorf("CloseAndRecv after cancel: %v", err)
+	}
+	// The server may still be reading; nothing is ever applied.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if s := h.store.Current(); s.Version() != 0 || s.Dict().Len() != 0 {
+			t.Fatalf("a cancelled upload changed the store: version %d, %d users", s.Version(), s.Dict().Len())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUploadVisibleToBid: once Upload returns, the very next Bid sees the
+// user's new persona (no stale cached persona), and a user removed from
+// the segment no longer matches. Visibility is synchronous: the snapshot
+// is published before the acknowledgement, so the bound the issue asks
+// for (250 ms) is checked with a wide margin on the whole round trip.
+func TestUploadVisibleToBid(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	ctx := t.Context()
+	bid := func() string {
+		resp, err := h.bid.Bid(ctx, request("planner-user-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Seatbid) == 0 {
+			return "no bid"
+		}
+		return resp.Seatbid[0].Bid[0].Crid
+	}
+	if got := bid(); got != "no bid" {
+		t.Fatalf("before the upload: %s, want no bid", got)
+	}
+	var worst time.Duration
+	for i := range 5 {
+		start := time.Now()
+		if _, err := h.send(ctx, header("title", "cmo", modeAdd, ""), chunk("planner-user-1")); err != nil {
+			t.Fatal(err)
+		}
+		if got := bid(); got != "cr-acme-cmo" {
+			t.Fatalf("round %d: right after the upload: %s, want cr-acme-cmo", i, got)
+		}
+		worst = max(worst, time.Since(start))
+		if _, err := h.send(ctx, header("title", "cmo", modeRemove, ""), chunk("planner-user-1")); err != nil {
+			t.Fatal(err)
+		}
+		if got := bid(); got != "no bid" {
+			t.Fatalf("round %d: after removal: %s, want no bid", i, got)
+		}
+	}
+	t.Logf("upload acknowledged to matched bid: worst %v", worst)
+	if worst > 250*time.Millisecond {
+		t.Errorf("upload to matched bid took %v, want < 250ms", worst)
+	}
+}
+
+// BenchmarkUpload streams uploads through the gRPC service over bufconn
+// (client marshal, server unmarshal, resolve, commit with fsync): ids/s
+// for new ids and for ids the store knows.
+func BenchmarkUpload(b *testing.B) {
+	const n = 1 << 20
+	for _, known := range []bool{false, true} {
+		name := "new"
+		if known {
+			name = "known"
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newSegHarness(b, zap.NewNop())
+			ctx := context.Background()
+			round := 0
+			ids := func(r int) [][]string {
+				var chunks [][]string
+				for c := 0; c < n; c += 32 << 10 {
+					ch := make([]string, 0, 32<<10)
+					for i := c; i < c+32<<10; i++ {
+						ch = append(ch, fmt.Sprintf("r%03d-u%08d", r, i))
+					}
+					chunks = append(chunks, ch)
+				}
+				return chunks
+			}
+			pre := ids(0)
+			upload := func(chunks [][]string) {
+				msgs := []*personadpb.UploadRequest{header("title", fmt.Sprint("v", round%4), modeAdd, "")}
+				for _, c := range chunks {
+					msgs = append(msgs, chunk(c...))
+				}
+				if _, err := h.send(ctx, msgs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if known {
+				upload(pre)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				chunks := pre
+				if !known {
+					round++
+					chunks = ids(round)
+				}
+				b.StartTimer()
+				upload(chunks)
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "ids/s")
+		})
+	}
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/personad/personad/bidder"
+	"github.com/personad/personad/engine"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/segments"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestIDReader(t *testing.T) {
+	long := strings.Repeat("x", 257)
+	for _, tc := range []struct {
+		name, in, header string
+		ids              []string
+		invalid          []string
+	}{
+		{"plain", "u1\nu2\r\n  u3  \n\n# comment\nu4", "auto", []string{"u1", "u2", "u3", "u4"}, nil},
+		{"header auto", "user_id\nu1\nu2\n", "auto", []string{"u1", "u2"}, nil},
+		{"header auto not a header", "u1\nuser_id\n", "auto", []string{"u1", "user_id"}, nil},
+		{"header yes", "whatever\nu1\n", "yes", []string{"u1"}, nil},
+		{"header no", "id\nu1\n", "no", []string{"id", "u1"}, nil},
+		{"csv", "# export\nUser_ID,title,score\nu1,cmo,3\n u2 , cfo,4\n\"u,3\",x\n\"u\"\"4\"\n", "auto", []string{"u1", "u2", "u,3", `u"4`}, nil},
+		{"comment after header", "# a\n\n id \nu1\n", "auto", []string{"u1"}, nil},
+		{"bad lines", "u1\n,cmo\n" + long + "\nu2\n\"open\n\"x\"y\n", "auto", []string{"u1", "u2"},
+			[]string{"line 2: empty user id", "line 3: user id is 257 bytes, the limit is 256", "line 5: unterminated quoted field", "line 6: text after a quoted field"}},
+		{"256 bytes", strings.Repeat("y", 256) + "\n", "no", []string{strings.Repeat("y", 256)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ir := newIDReader(strings.NewReader(tc.in), tc.header)
+			var ids []string
+			for {
+				id, err := ir.next()
+				if err != nil {
+					break
+				}
+				ids = append(ids, string(id))
+			}
+			if d := cmp.Diff(tc.ids, ids); d != "" {
+				t.Errorf("ids (-want +got):\n%s", d)
+			}
+			var invalid []string
+			for _, l := range ir.invalid {
+				invalid = append(invalid, l.String())
+			}
+			if d := cmp.Diff(tc.invalid, invalid); d != "" {
+				t.Errorf("invalid lines (-want +got):\n%s", d)
+			}
+			if ir.read != int64(len(tc.in)) {
+				t.Errorf("read %d bytes, want %d", ir.read, len(tc.in))
+			}
+		})
+	}
+}
+
+// FuzzParseLine: no line crashes the parser, and an id it returns is
+// 1 to 256 bytes with no line break.
+func FuzzParseLine(f *testing.F) {
+	for _, s := range []string{"u1", `"a""b",c`, ",x", "# c", `"`, " a , b "} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var scratch []byte
+		id, ok, msg := parseLine(line, &scratch)
+		if ok && (len(id) == 0 || len(id) > maxIDLen || bytes.ContainsAny(id, "\r\n") || msg != "") {
+			t.Fatalf("parseLine(%q) = %q, %t, %q", line, id, ok, msg)
+		}
+	})
+}
+
+func TestProgressLine(t *testing.T) {
+	got := progressLine("title:cmo", 1000, 2_500_000, 250, 2*time.Second)
+	want := "[=====               ]  25%  title:cmo  2.50M ids  1.25M ids/s  ETA 6s"
+	if got != want {
+		t.Errorf("progressLine = %q, want %q", got, want)
+	}
+	if got := progressLine("title:cmo", -1, 12345, 0, time.Second); got != "title:cmo  12.3k ids  12.3k ids/s" {
+		t.Errorf("progressLine without a size = %q", got)
+	}
+}
+
+// server runs personad's gRPC services on a real loopback listener over
+// a durable store in a temp dir.
+func server(t *testing.T) (addr string, store *segments.Store) {
+	t.Helper()
+	store, err := segments.Open(segments.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(engine.DefaultConfig(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := bidder.DefaultConfig()
+	cfg.Engine, cfg.Logger = eng, zaptest.NewLogger(t)
+	srv, err := bidder.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := bidder.DefaultSegmentsConfig()
+	scfg.Store, scfg.Logger = store, cfg.Logger
+	ss, err := bidder.NewSegments(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := srv.GRPCServer()
+	personadpb.RegisterSegmentsServer(gs, ss)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gs.Serve(lis) //nolint:errcheck // Stop ends it
+	}()
+	t.Cleanup(func() {
+		gs.Stop()
+		<-done
+		eng.Close()
+		store.Close()
+	})
+	return lis.Addr().String(), store
+}
+
+// ctl runs personactl with args and stdin, returning stdout, stderr and
+// the exit code.
+func ctl(t *testing.T, addr, stdin string, terminal bool, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	e := env{
+		getenv: func(string) string { return "" },
+		stdin:  strings.NewReader(stdin),
+		stdout: &stdout, stderr: &stderr,
+		isTerminal: terminal,
+	}
+	err := run(context.Background(), append([]string{"--addr", addr}, args...), e)
+	if err != nil {
+		fmt.Fprintf(&stderr, "personactl: %v\n", err)
+	}
+	return stdout.String(), stderr.String(), exitCode(err)
+}
+
+// numbers hides the values that change from run to run.
+var numbers = regexp.MustCompile(`took=\S+ ids_per_s=\S+|\d{4}-\d\d-\d\dT\S+Z`)
+
+func TestSegmentsCommands(t *testing.T) {
+	addr, store := server(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cmos.csv")
+	var csv strings.Builder
+	csv.WriteString("# CMOs from the trade show\nuser_id,name\n")
+	for i := range 100_000 {
+		fmt.Fprintf(&csv, "u%07d,Person %d\n", i, i)
+	}
+	if err := os.WriteFile(file, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		args   []string
+		stdin  string
+		out    string
+		errOut string
+		code   int
+	}{
+		{[]string{"segments", "upload", "--facet", "title", "--value", "cmo", "--chunk-ids", "1000", file}, "",
+			"uploaded title:cmo mode=add ids=100000 added=100000 removed=0 unchanged=0 new_users=100000 invalid=0 cardinality=100000 version=1 replayed=false took ids_per_s\n", "", 0},
+		{[]string{"segments", "upload", "--facet", "title", "--value", "cmo", "--mode", "remove", "-"}, "u0000001\nu0000002\nnobody\n",
+			"uploaded title:cmo mode=remove ids=3 added=0 removed=2 unchanged=0 new_users=0 invalid=0 cardinality=99998 version=2 replayed=false took ids_per_s\n", "", 0},
+		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000001\nu0000009\n",
+			"uploaded industry:fintech mode=replace ids=2 added=2 removed=0 unchanged=0 new_users=0 invalid=0 cardinality=2 version=3 replayed=false took ids_per_s\n", "", 0},
+		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000001\nu0000009\n",
+			"uploaded industry:fintech mode=replace ids=2 added=2 removed=0 unchanged=0 new_users=0 invalid=0 cardinality=2 version=3 replayed=true took ids_per_s\n", "", 0},
+		// Invalid lines abort the upload by default, naming them.
+		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "-"}, "u1\n,x\nu2\n" + strings.Repeat("z", 300) + "\n",
+			"", "personactl: segments upload industry:fintech: stdin has 2 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n  line 2: empty user id\n  line 4: user id is 300 bytes, the limit is 256\n", 1},
+		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--skip-invalid", "-"}, "u1\n,x\nu2\n",
+			"uploaded industry:fintech mode=add ids=2 added=2 removed=0 unchanged=0 new_users=2 invalid=1 cardinality=4 version=4 replayed=false took ids_per_s\n",
+			"skipped 1 invalid line:\n  line 2: empty user id\n", 0},
+		{[]string{"segments", "upload", "--facet", "Industry", "--value", "fintech", "-"}, "u1\n",
+			"", "personactl: segments upload Industry:fintech: InvalidArgument: bidder: upload.header.facet: \"Industry\" must match [a-z][a-z0-9_]{0,31}\n", 1},
+		{[]string{"segments", "list"}, "",
+			"FACET     VALUE    CARDINALITY  VERSION  BYTES  UPDATED\nindustry  fintech  4            4        20     \ntitle     cmo      99998        2        28     \n",
+			"2 segments, 100002 users, version 4\n", 0},
+		{[]string{"segments", "lookup", "u0000009"}, "", "industry:fintech\ntitle:cmo\n", "", 0},
+		{[]string{"segments", "lookup", "nobody"}, "", "", "personactl: segments lookup: user \"nobody\" is in no uploaded segment (unknown to the server, version 4)\n", 1},
+		{[]string{"segments", "delete", "--facet", "industry", "--value", "fintech"}, "", "deleted industry:fintech removed=4 version=5\n", "", 0},
+		{[]string{"segments", "delete", "--facet", "industry", "--value", "fintech"}, "", "", "personactl: segments delete industry:fintech: NotFound: segments: no such segment: industry:fintech\n", 1},
+		{[]string{"segments", "upload", "--facet", "title", "--value", "cmo", "a", "b"}, "", "", "personactl: segments upload: want one FILE (or - for stdin), got 2 arguments\n", 2},
+		{[]string{"segments", "frobnicate"}, "", "", "personactl: segments: unknown subcommand \"frobnicate\" (want upload, list, lookup or delete)\n", 2},
+	}
+	for i, s := range steps {
+		out, errOut, code := ctl(t, addr, s.stdin, false, s.args...)
+		out = numbers.ReplaceAllStringFunc(out, func(m string) string {
+			if strings.HasPrefix(m, "took") {
+				return "took ids_per_s"
+			}
+			return ""
+		})
+		if out != s.out || errOut != s.errOut || code != s.code {
+			t.Errorf("step %d: personactl %s:\nstdout %q\nstderr %q\nexit %d\nwant\nstdout %q\nstderr %q\nexit %d",
+				i, strings.Join(s.args, " "), out, errOut, code, s.out, s.errOut, s.code)
+		}
+	}
+	if v := store.Current().Version(); v != 5 {
+		t.Errorf("store version %d, want 5", v)
+	}
+}
+
+// TestUploadProgress: on a terminal the progress bar is drawn on stderr;
+// elsewhere stderr stays quiet.
+func TestUploadProgress(t *testing.T) {
+	addr, _ := server(t)
+	var in strings.Builder
+	for i := range 300_000 {
+		fmt.Fprintf(&in, "p%07d\n", i)
+	}
+	_, quiet, code := ctl(t, addr, in.String(), false, "segments", "upload", "--facet", "title", "--value", "cfo", "--chunk-ids", "100", "-")
+	if code != 0 || quiet != "" {
+		t.Errorf("not a terminal: exit %d, stderr %q; want 0 and nothing", code, quiet)
+	}
+	_, bar, code := ctl(t, addr, in.String(), true, "segments", "upload", "--facet", "title", "--value", "cfo", "--chunk-ids", "100", "-")
+	if code != 0 || !strings.Contains(bar, "title:cfo  ") || !strings.Contains(bar, "ids/s") {
+		t.Errorf("terminal: exit %d, stderr %q; want a progress bar", code, bar)
+	}
+}

@@ -1,0 +1,110 @@
+package reload
+
+import (
+	"slices"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/rules"
+)
+
+// Diff lists, by id, what a rule set changes against the active one. The
+// lists are sorted.
+type Diff struct {
+	CampaignsAdded, CampaignsChanged, CampaignsRemoved []string
+	CreativesAdded, CreativesChanged, CreativesRemoved []string
+	ContentRulesChanged                                bool
+}
+
+// Empty reports whether the diff lists nothing.
+func (d *Diff) Empty() bool {
+	return len(d.CampaignsAdded)+len(d.CampaignsChanged)+len(d.CampaignsRemoved)+
+		len(d.CreativesAdded)+len(d.CreativesChanged)+len(d.CreativesRemoved) == 0 && !d.ContentRulesChanged
+}
+
+// MarshalLogObject logs the counts (the lists may be long).
+func (d Diff) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddInt("campaigns_added", len(d.CampaignsAdded))
+	enc.AddInt("campaigns_changed", len(d.CampaignsChanged))
+	enc.AddInt("campaigns_removed", len(d.CampaignsRemoved))
+	enc.AddInt("creatives_added", len(d.CreativesAdded))
+	enc.AddInt("creatives_changed", len(d.CreativesChanged))
+	enc.AddInt("creatives_removed", len(d.CreativesRemoved))
+	enc.AddBool("content_rules_changed", d.ContentRulesChanged)
+	return nil
+}
+
+// diff compares the new set (rs, compiled as r) with the old one (nil at
+// start: everything is added). Campaigns compare by digest; the creatives
+// of a changed campaign compare one by one.
+func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine.Rules) Diff {
+	var d Diff
+	if oldRS == nil {
+		oldRS = &rules.RuleSet{}
+	}
+	var oldDigests []rules.Digest
+	if oldR != nil {
+		oldDigests = oldR.Digests()
+	}
+	newDigests := r.Digests()
+	old := make(map[string]int, len(oldRS.Campaigns))
+	for i := range oldRS.Campaigns {
+		old[oldRS.Campaigns[i].ID] = i
+	}
+	seen := make(map[string]bool, len(rs.Campaigns))
+	for i := range rs.Campaigns {
+		c := &rs.Campaigns[i]
+		seen[c.ID] = true
+		j, ok := old[c.ID]
+		switch {
+		case !ok:
+			d.CampaignsAdded = append(d.CampaignsAdded, c.ID)
+			for k := range c.Creatives {
+				d.CreativesAdded = append(d.CreativesAdded, c.Creatives[k].ID)
+			}
+		case j >= len(oldDigests) || oldDigests[j] != newDigests[i]:
+			d.CampaignsChanged = append(d.CampaignsChanged, c.ID)
+			d.creatives(&oldRS.Campaigns[j], c)
+		}
+	}
+	for i := range oldRS.Campaigns {
+		c := &oldRS.Campaigns[i]
+		if !seen[c.ID] {
+			d.CampaignsRemoved = append(d.CampaignsRemoved, c.ID)
+			for k := range c.Creatives {
+				d.CreativesRemoved = append(d.CreativesRemoved, c.Creatives[k].ID)
+			}
+		}
+	}
+	d.ContentRulesChanged = oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
+	for _, l := range []*[]string{
+		&d.CampaignsAdded, &d.CampaignsChanged, &d.CampaignsRemoved,
+		&d.CreativesAdded, &d.CreativesChanged, &d.CreativesRemoved,
+	} {
+		slices.Sort(*l)
+	}
+	return d
+}
+
+// creatives adds what changed between two versions of one campaign.
+func (d *Diff) creatives(old, c *rules.Campaign) {
+	before := make(map[string]rules.Digest, len(old.Creatives))
+	for k := range old.Creatives {
+		before[old.Creatives[k].ID] = old.Creatives[k].Digest()
+	}
+	for k := range c.Creatives {
+		cr := &c.Creatives[k]
+		dg, ok := before[cr.ID]
+		switch {
+		case !ok:
+			d.CreativesAdded = append(d.CreativesAdded, cr.ID)
+		case dg != cr.Digest():
+			d.CreativesChanged = append(d.CreativesChanged, cr.ID)
+		}
+		delete(before, cr.ID)
+	}
+	for id := range before {
+		d.CreativesRemoved = append(d.CreativesRemoved, id)
+	}
+}

@@ -1,0 +1,22 @@
+// Package reload keeps the engine's rules current. A rule set has two ways
+// in — the --rules file or directory, which a Manager watches, and Apply
+// (the personad.v1.Rules service) — and one pipeline: validate the whole
+// set, compile it (reusing every unchanged campaign from the compile
+// cache), swap it into the engine with one atomic pointer store. An invalid
+// set is rejected whole; the last good set keeps serving; the rejection is
+// logged once, counted, and reported by Status.
+//
+// Which source wins is simple: the last writer. A change to the files
+// replaces the active set, even one applied through the API; an Apply
+// replaces the active set, even one loaded from the files. An applied set
+// is persisted atomically in <data-dir>/rules-applied/current.json; at
+// start the Manager serves whichever is newer, that set (by the time it was
+// applied) or the rules files (by their newest modification time). The
+// newer source must be valid, or New fails.
+//
+// The watcher watches the directory (the --rules directory, or the
+// directory holding the --rules file), not the file, so that editors that
+// write a temporary file and rename it over the old one, `mv tmp
+// rules.yaml` and Kubernetes ConfigMap symlink swaps are all seen. Events
+// are debounced, and files whose bytes did not change are not reloaded.
+package reload

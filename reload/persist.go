@@ -1,0 +1,106 @@
+package reload
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/personad/personad/rules"
+)
+
+// AppliedDir is where, within the data dir, an applied rule set persists.
+const AppliedDir = "rules-applied"
+
+// appliedFile is the persisted set within AppliedDir.
+const appliedFile = "current.json"
+
+// applied is the persisted form of a rule set applied through the API.
+type applied struct {
+	Version   string          `json:"version"`
+	AppliedAt time.Time       `json:"applied_at"`
+	Origin    string          `json:"origin"`
+	RuleSet   json.RawMessage `json:"rule_set"` // rules JSON: the proto JSON of personad.v1.RuleSet
+}
+
+func (a *applied) ruleSet() (*rules.RuleSet, error) {
+	return rules.Parse("rule_set", a.RuleSet)
+}
+
+func (m *Manager) appliedPath() string {
+	return filepath.Join(m.cfg.DataDir, AppliedDir, appliedFile)
+}
+
+// readApplied returns the persisted applied set, or nil when there is none.
+func (m *Manager) readApplied() (*applied, error) {
+	if m.cfg.DataDir == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(m.appliedPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reload: %w", err)
+	}
+	var a applied
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&a); err != nil {
+		return nil, fmt.Errorf("reload: %s: %w", m.appliedPath(), err)
+	}
+	return &a, nil
+}
+
+// writeApplied persists rs durably: a temp file, fsync, rename over the
+// previous one, fsync of the directory. A crash leaves the old set or the
+// new one, never a mix.
+func (m *Manager) writeApplied(rs *rules.RuleSet, version string, at time.Time, origin string) (err error) {
+	js, err := rules.MarshalJSON(rs)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(applied{Version: version, AppliedAt: at, Origin: origin, RuleSet: js})
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	dir := filepath.Dir(m.appliedPath())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".current-*.tmp")
+	if err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	if err = os.Rename(f.Name(), m.appliedPath()); err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,444 @@
+package reload
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/rules"
+)
+
+// Source says how a rule set came in.
+type Source string
+
+const (
+	SourceFile Source = "file"
+	SourceAPI  Source = "api"
+)
+
+// Config configures a Manager. Start from DefaultConfig.
+type Config struct {
+	// Engine receives every applied rule set. Required.
+	Engine *engine.Engine
+	// Compiler compiles rule sets; nil means a Manager-owned one with
+	// engine.DefaultCompilerConfig.
+	Compiler *engine.Compiler
+	// Path is the rules file or directory to load and watch; empty means
+	// rules come only through Apply (and from DataDir at start).
+	Path string
+	// DataDir is where applied rule sets persist (rules-applied/ within);
+	// empty means they are not persisted.
+	DataDir string
+	// Debounce is how long the watcher waits after the last file event
+	// before reloading.
+	Debounce time.Duration
+	// NoWatch turns the watcher off: Path is loaded at start only (and on
+	// ReloadFiles).
+	NoWatch bool
+	// Segments, when set, is where facet warnings look for the facets
+	// uploaded segments use.
+	Segments engine.Segments
+	Logger   *zap.Logger
+	Metrics  prometheus.Registerer
+	Now      func() time.Time
+}
+
+// DefaultConfig returns the defaults: a 100 ms debounce.
+func DefaultConfig() Config { return Config{Debounce: 100 * time.Millisecond} }
+
+// Status is the active rule set and the last rejected attempt.
+type Status struct {
+	Version   string
+	AppliedAt time.Time
+	Source    Source
+	// Origin is the file or directory for SourceFile, what the caller named
+	// for SourceAPI ("restart" once a persisted set is reloaded at start,
+	// after the original origin).
+	Origin    string
+	Campaigns int
+	RuleSet   *rules.RuleSet // read-only
+	Rules     *engine.Rules
+	// LastRejected is the last refused attempt since start, or nil.
+	LastRejected *Rejection
+	// Outcomes counts every reload attempt that reached an outcome
+	// (applied, unchanged or rejected); tests wait on it.
+	Outcomes uint64
+}
+
+// Rejection is a refused attempt to change the rules.
+type Rejection struct {
+	At     time.Time
+	Source Source
+	Origin string
+	// Errors lists every problem; a problem that is not about one field
+	// (an unreadable file, a YAML syntax error) has an empty Path.
+	Errors rules.ValidationErrors
+}
+
+// Result is what Apply did, or would do with DryRun.
+type Result struct {
+	Version         string
+	PreviousVersion string
+	Diff            Diff
+	Warnings        rules.ValidationErrors
+	DryRun          bool
+	Unchanged       bool
+	AppliedAt       time.Time
+	Campaigns       int
+	Stats           engine.CompileStats
+}
+
+// ApplyOptions qualify an Apply.
+type ApplyOptions struct {
+	DryRun bool
+	// Origin names the caller in Status and logs (a peer address).
+	Origin string
+}
+
+// Manager owns the active rule set: it loads it at start, watches the
+// files, applies sets from the API, and persists applied ones. It is safe
+// for concurrent use; Close stops the watcher and waits for it.
+type Manager struct {
+	cfg       Config
+	log       *zap.Logger
+	metrics   *metrics
+	compiler  *engine.Compiler
+	ownsComp  bool
+	mu        sync.Mutex // serialises changes: apply, reloadFiles
+	state     atomic.Pointer[state]
+	fileSum   uint64 // digest of the files last read (under mu)
+	changed   chan struct{}
+	changedMu sync.Mutex
+	watcher   *watcher
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// state is one immutable Status plus what the diff needs.
+type state struct {
+	Status
+}
+
+// New loads the initial rule set — the newer of the rules files and the
+// persisted applied set — publishes it to the engine and, unless NoWatch,
+// starts watching Path. It fails when there is nothing valid to serve.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("reload: Config.Engine is required")
+	}
+	if cfg.Debounce <= 0 {
+		return nil, errors.New("reload: Config.Debounce must be > 0")
+	}
+	if cfg.Path == "" && cfg.DataDir == "" {
+		return nil, errors.New("reload: Config needs a Path, a DataDir, or both")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, changed: make(chan struct{})}
+	var err error
+	if m.metrics, err = newMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("reload: %w", err)
+	}
+	if m.compiler == nil {
+		if m.compiler, err = engine.NewCompiler(engine.DefaultCompilerConfig()); err != nil {
+			return nil, err
+		}
+		m.ownsComp = true
+	}
+	m.state.Store(&state{})
+	if err := m.start(); err != nil {
+		m.closeCompiler()
+		return nil, err
+	}
+	if cfg.Path != "" && !cfg.NoWatch {
+		if m.watcher, err = startWatcher(m); err != nil {
+			m.closeCompiler()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Close stops the watcher and waits for it. The Manager must not be used
+// afterwards; the engine keeps the last rules. Closing again does nothing.
+func (m *Manager) Close() error {
+	m.closeOnce.Do(func() {
+		if m.watcher != nil {
+			m.closeErr = m.watcher.close()
+		}
+		m.closeCompiler()
+	})
+	return m.closeErr
+}
+
+func (m *Manager) closeCompiler() {
+	if m.ownsComp {
+		m.compiler.Close()
+	}
+}
+
+// start chooses and applies the initial rule set.
+func (m *Manager) start() error {
+	var (
+		files    []rules.File
+		fileErr  error
+		newest   time.Time
+		fromFile = m.cfg.Path != ""
+	)
+	if fromFile {
+		files, fileErr = rules.ReadFiles(m.cfg.Path)
+		for _, f := range files {
+			newest = later(newest, f.ModTime)
+		}
+	}
+	saved, savedErr := m.readApplied()
+	if savedErr != nil {
+		return savedErr
+	}
+	if saved != nil && (!fromFile || fileErr != nil || saved.AppliedAt.After(newest)) {
+		rs, err := saved.ruleSet()
+		if err == nil {
+			_, err = m.apply(rs, SourceAPI, "restart (applied by "+saved.Origin+")", false, saved.AppliedAt)
+		}
+		if err != nil {
+			return fmt.Errorf("reload: the applied rule set persisted in %s: %w", m.appliedPath(), err)
+		}
+		if fromFile && fileErr == nil {
+			m.fileSum = filesSum(files)
+			m.log.Info("rules: the persisted applied set is newer than the rules files; serving it",
+				zap.String("path", m.cfg.Path), zap.Time("files_modified", newest), zap.Time("applied_at", saved.AppliedAt))
+		}
+		return nil
+	}
+	if fileErr != nil {
+		return fileErr
+	}
+	m.fileSum = filesSum(files)
+	rs, err := rules.ParseFiles(files)
+	if err == nil {
+		_, err = m.apply(rs, SourceFile, m.cfg.Path, false, time.Time{})
+	}
+	return err
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// Status returns the active rule set and the last rejection.
+func (m *Manager) Status() Status { return m.state.Load().Status }
+
+// Changed returns a channel closed at the next outcome (applied, unchanged
+// or rejected), for waiting without sleeping.
+func (m *Manager) Changed() <-chan struct{} {
+	m.changedMu.Lock()
+	defer m.changedMu.Unlock()
+	return m.changed
+}
+
+func (m *Manager) notify() {
+	m.changedMu.Lock()
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.changedMu.Unlock()
+}
+
+// Validate checks rs without applying it: its errors (nil when valid), its
+// warnings, and the version it would have.
+func (m *Manager) Validate(rs *rules.RuleSet) (errs, warnings rules.ValidationErrors, version string) {
+	if err := rs.Validate(); err != nil {
+		return asProblems(err), nil, ""
+	}
+	return nil, m.warnings(rs), rs.Version()
+}
+
+// Apply validates, compiles and activates rs (persisting it when DataDir is
+// set), or with DryRun only reports what it would change. An invalid set
+// returns rules.ValidationErrors and changes nothing.
+func (m *Manager) Apply(rs *rules.RuleSet, opts ApplyOptions) (*Result, error) {
+	return m.apply(rs, SourceAPI, opts.Origin, opts.DryRun, time.Time{})
+}
+
+// ReloadFiles reads the rules files now and applies them if their bytes
+// changed since they were last read. The watcher calls it; so may tests.
+func (m *Manager) ReloadFiles() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	files, err := rules.ReadFiles(m.cfg.Path)
+	if err != nil {
+		m.rejectLocked(SourceFile, m.cfg.Path, err)
+		return
+	}
+	sum := filesSum(files)
+	if sum == m.fileSum {
+		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
+		return
+	}
+	m.fileSum = sum
+	rs, err := rules.ParseFiles(files)
+	if err != nil {
+		m.rejectLocked(SourceFile, m.cfg.Path, err)
+		return
+	}
+	m.applyLocked(rs, SourceFile, m.cfg.Path, false, time.Time{}) //nolint:errcheck // logged and recorded by applyLocked
+}
+
+func (m *Manager) apply(rs *rules.RuleSet, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applyLocked(rs, src, origin, dryRun, at)
+}
+
+// applyLocked is the pipeline. at, when set, is the applied time to record
+// (a persisted set reloaded at start keeps its own).
+func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
+	t0 := time.Now()
+	cur := m.state.Load()
+	r, err := m.compiler.Compile(rs, "")
+	if err != nil {
+		// At start the error is New's to return, not to log as well.
+		if !dryRun && cur.Rules != nil {
+			m.rejectLocked(src, origin, err)
+		}
+		return nil, err
+	}
+	res := &Result{
+		Version:   r.Version(),
+		Diff:      diff(cur.RuleSet, cur.Rules, rs, r),
+		Warnings:  m.warnings(rs),
+		DryRun:    dryRun,
+		Campaigns: len(rs.Campaigns),
+		Stats:     r.Stats(),
+	}
+	if cur.Rules != nil {
+		res.PreviousVersion = cur.Version
+	}
+	if dryRun {
+		return res, nil
+	}
+	if cur.Rules != nil && cur.Version == r.Version() {
+		res.Unchanged = true
+		res.AppliedAt = cur.AppliedAt
+		m.metrics.outcome(src, outcomeUnchanged)
+		m.log.Info("rules unchanged", zap.String("source", string(src)), zap.String("origin", origin), zap.String("version", r.Version()))
+		m.publish(func(s *state) { s.Outcomes++ })
+		return res, nil
+	}
+	persist := src == SourceAPI && at.IsZero() && m.cfg.DataDir != "" // not a persisted set reloaded at start
+	if at.IsZero() {
+		at = m.cfg.Now()
+	}
+	if persist {
+		if err := m.writeApplied(rs, r.Version(), at, origin); err != nil {
+			m.rejectLocked(src, origin, err)
+			return nil, err
+		}
+	}
+	m.cfg.Engine.SetRules(r)
+	res.AppliedAt = at
+	took := time.Since(t0)
+	m.publish(func(s *state) {
+		s.Version, s.AppliedAt, s.Source, s.Origin = r.Version(), at, src, origin
+		s.Campaigns, s.RuleSet, s.Rules = len(rs.Campaigns), rs, r
+		s.Outcomes++
+	})
+	m.metrics.applied(src, r, at, took)
+	fields := []zap.Field{
+		zap.String("source", string(src)),
+		zap.String("origin", origin),
+		zap.String("version", r.Version()),
+		zap.String("previous_version", res.PreviousVersion),
+		zap.Int("campaigns", len(rs.Campaigns)),
+		zap.Int("compiled", res.Stats.Compiled),
+		zap.Int("reused", res.Stats.Reused),
+		zap.Duration("took", took),
+		zap.Object("diff", res.Diff),
+	}
+	if len(res.Warnings) > 0 {
+		fields = append(fields, zap.Strings("warnings", problemStrings(res.Warnings, maxLoggedProblems)))
+	}
+	m.log.Info("rules applied", fields...)
+	return res, nil
+}
+
+// maxLoggedProblems bounds the errors one log line lists (all of them are
+// in Status and the Rules service).
+const maxLoggedProblems = 100
+
+func (m *Manager) rejectLocked(src Source, origin string, err error) {
+	rej := &Rejection{At: m.cfg.Now(), Source: src, Origin: origin, Errors: asProblems(err)}
+	m.publish(func(s *state) {
+		s.LastRejected = rej
+		s.Outcomes++
+	})
+	m.metrics.outcome(src, outcomeRejected)
+	m.log.Warn("rules rejected; the active rules keep serving",
+		zap.String("source", string(src)),
+		zap.String("origin", origin),
+		zap.String("active_version", m.state.Load().Version),
+		zap.Int("errors", len(rej.Errors)),
+		zap.Strings("problems", problemStrings(rej.Errors, maxLoggedProblems)))
+}
+
+// publish stores a copy of the state changed by f, then wakes waiters.
+func (m *Manager) publish(f func(*state)) {
+	s := *m.state.Load()
+	f(&s)
+	m.state.Store(&s)
+	m.notify()
+}
+
+// asProblems lists err's problems: every ValidationError, or err itself.
+func asProblems(err error) rules.ValidationErrors {
+	var es rules.ValidationErrors
+	if errors.As(err, &es) {
+		return es
+	}
+	return rules.ValidationErrors{{Msg: err.Error()}}
+}
+
+func problemStrings(es rules.ValidationErrors, n int) []string {
+	out := make([]string, 0, min(n, len(es)))
+	for _, e := range es[:min(n, len(es))] {
+		if e.Path == "" {
+			out = append(out, e.Msg)
+		} else {
+			out = append(out, e.Error())
+		}
+	}
+	if len(es) > n {
+		out = append(out, fmt.Sprintf("... and %d more", len(es)-n))
+	}
+	return out
+}
+
+// warnings are rs's facet warnings against the live segments.
+func (m *Manager) warnings(rs *rules.RuleSet) rules.ValidationErrors {
+	if m.cfg.Segments == nil {
+		return nil
+	}
+	snap := m.cfg.Segments.Current()
+	facets := map[string]bool{}
+	if snap != nil {
+		for _, s := range snap.Segments() {
+			facets[s.Facet] = true
+		}
+	}
+	return rs.FacetWarnings(func(f string) bool { return facets[f] })
+}

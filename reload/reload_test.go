@@ -1,0 +1,320 @@
+package reload
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
+)
+
+// doc is a rules file with one campaign bidding bid.
+func doc(id string, bid float64) string {
+	return fmt.Sprintf(`
+campaigns:
+  - id: %[1]s
+    bid_cpm: %[2]v
+    targeting: {all: [{facet: title, any: [cmo]}]}
+    creatives:
+      - {id: %[1]s-1, w: 300, h: 250, adm: "<b>%[1]s</b>"}
+      - {id: %[1]s-2, w: 728, h: 90, adm: "<b>%[1]s</b>"}
+`, id, bid)
+}
+
+const broken = `
+campaigns:
+  - id: bad
+    bid_cpm: -1
+    pacing: fast
+    creatives:
+      - {id: bad-1, w: 0, h: 250, adm: "${CLICK_URL}"}
+`
+
+func versionOf(t *testing.T, text string) string {
+	t.Helper()
+	rs, err := rules.Parse("t.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs.Version()
+}
+
+func mustParse(t *testing.T, text string) *rules.RuleSet {
+	t.Helper()
+	rs, err := rules.Parse("t.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+type fixture struct {
+	dir, data, path string
+	eng             *engine.Engine
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{dir: filepath.Join(dir, "rules"), data: dir}
+	if err := os.MkdirAll(f.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.path = filepath.Join(f.dir, "rules.yaml")
+	b := segments.NewBuilder()
+	b.Add("title", "cmo", "u1")
+	eng, err := engine.New(engine.Config{}, segments.NewStore(b.Build(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	f.eng = eng
+	return f
+}
+
+func (f *fixture) start(t *testing.T) *Manager {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir = f.eng, f.path, f.data
+	cfg.Debounce = 20 * time.Millisecond
+	cfg.Logger = zaptest.NewLogger(t)
+	cfg.Segments = segStore{}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+type segStore struct{}
+
+func (segStore) Current() *segments.Snapshot {
+	b := segments.NewBuilder()
+	b.Add("title", "cmo", "u1")
+	return b.Build(1)
+}
+
+// replace writes text to a temporary file and renames it over path, as
+// editors and `mv` do.
+func replace(t *testing.T, path, text string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor waits for an outcome after which cond holds.
+func waitFor(t *testing.T, m *Manager, what string, cond func(Status) bool) Status {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		ch := m.Changed()
+		if st := m.Status(); cond(st) {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s; status %+v", what, m.Status())
+		}
+	}
+}
+
+func TestFileRenameOverWriteAndBrokenFile(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	m := f.start(t)
+	v1 := versionOf(t, doc("a", 1))
+	if st := m.Status(); st.Version != v1 || st.Source != SourceFile || f.eng.Rules().Version() != v1 {
+		t.Fatalf("start: status %+v, engine %s; want %s from file", st, f.eng.Rules().Version(), v1)
+	}
+
+	replace(t, f.path, doc("a", 2))
+	v2 := versionOf(t, doc("a", 2))
+	waitFor(t, m, "the renamed file", func(st Status) bool { return st.Version == v2 })
+	if got := f.eng.Rules().Version(); got != v2 {
+		t.Errorf("engine serves %s, want %s", got, v2)
+	}
+
+	replace(t, f.path, broken)
+	st := waitFor(t, m, "the rejection", func(st Status) bool { return st.LastRejected != nil })
+	if st.Version != v2 || f.eng.Rules().Version() != v2 {
+		t.Errorf("after a broken file: status %s, engine %s; want %s still", st.Version, f.eng.Rules().Version(), v2)
+	}
+	var got []string
+	for _, e := range st.LastRejected.Errors {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"campaigns[0].bid_cpm: -1 must be > 0 and <= 10000",
+		`campaigns[0].pacing: unknown pacing mode "fast", want even or asap`,
+		"campaigns[0].creatives[0].w: 0 must be > 0 and <= 10000",
+		"campaigns[0].creatives[0].adm: unknown macro ${CLICK_URL}",
+	}
+	if diff := cmp.Diff(want, got); diff != "" || st.LastRejected.Source != SourceFile {
+		t.Errorf("rejection from %s (-want +got):\n%s", st.LastRejected.Source, diff)
+	}
+
+	// A YAML syntax error is rejected too, and fixing the file recovers.
+	replace(t, f.path, "campaigns: [")
+	n := m.Status().Outcomes
+	waitFor(t, m, "the syntax error", func(st Status) bool { return st.Outcomes > n })
+	if e := m.Status().LastRejected.Errors[0]; e.Path != "" || !strings.Contains(e.Msg, "yaml") {
+		t.Errorf("syntax error recorded as %+v", e)
+	}
+	replace(t, f.path, doc("a", 3))
+	v3 := versionOf(t, doc("a", 3))
+	waitFor(t, m, "the fixed file", func(st Status) bool { return st.Version == v3 })
+}
+
+// TestConfigMapSymlinkSwap swaps the rules as Kubernetes does for a
+// mounted ConfigMap: rules.yaml -> ..data/rules.yaml, ..data -> a
+// timestamped directory, replaced by renaming a new symlink over ..data.
+func TestConfigMapSymlinkSwap(t *testing.T) {
+	f := newFixture(t)
+	mk := func(name, text string) {
+		d := filepath.Join(f.dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "rules.yaml"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(name, filepath.Join(f.dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(f.dir, "..data_tmp"), filepath.Join(f.dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("..2026_01", doc("a", 1))
+	if err := os.Symlink("..data/rules.yaml", f.path); err != nil {
+		t.Fatal(err)
+	}
+	m := f.start(t)
+	if st := m.Status(); st.Version != versionOf(t, doc("a", 1)) {
+		t.Fatalf("start: %s", st.Version)
+	}
+	mk("..2026_02", doc("b", 1))
+	v := versionOf(t, doc("b", 1))
+	waitFor(t, m, "the swapped ConfigMap", func(st Status) bool { return st.Version == v })
+}
+
+func TestDirectoryGainsFile(t *testing.T) {
+	f := newFixture(t)
+	f.path = f.dir
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
+	m := f.start(t)
+	replace(t, filepath.Join(f.dir, "b.yaml"), doc("b", 1))
+	st := waitFor(t, m, "the new file", func(st Status) bool { return st.Campaigns == 2 })
+	if st.Source != SourceFile || st.Origin != f.dir {
+		t.Errorf("source %s origin %s", st.Source, st.Origin)
+	}
+}
+
+func TestApplyDiffPersistRestart(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1)+`
+  - id: b
+    bid_cpm: 1
+    creatives:
+      - {id: b-1, w: 300, h: 250, adm: "<b>b</b>"}
+`)
+	m := f.start(t)
+	v0 := m.Status().Version
+
+	next := mustParse(t, doc("a", 2)+`
+  - id: c
+    bid_cpm: 1
+    targeting: {all: [{facet: seniority, any: [vp]}]}
+    creatives:
+      - {id: c-1, w: 300, h: 250, adm: "<b>c</b>"}
+`)
+	next.Campaigns[0].Creatives[1].W = 320
+	next.Campaigns[0].Creatives = append(next.Campaigns[0].Creatives[:2:2], rules.Creative{ID: "a-3", W: 1, H: 1, Adm: "x"})
+	dry, err := m.Apply(next, ApplyOptions{DryRun: true, Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Diff{
+		CampaignsAdded:   []string{"c"},
+		CampaignsChanged: []string{"a"},
+		CampaignsRemoved: []string{"b"},
+		CreativesAdded:   []string{"a-3", "c-1"},
+		CreativesChanged: []string{"a-2"},
+		CreativesRemoved: []string{"b-1"},
+	}
+	if diff := cmp.Diff(want, dry.Diff); diff != "" {
+		t.Errorf("dry-run diff (-want +got):\n%s", diff)
+	}
+	if len(dry.Warnings) != 1 || dry.Warnings[0].Path != "campaigns[1].targeting.all[0].facet" {
+		t.Errorf("warnings %v, want one on the seniority facet no segment uses", dry.Warnings)
+	}
+	if m.Status().Version != v0 || f.eng.Rules().Version() != v0 {
+		t.Fatal("dry run changed the active rules")
+	}
+
+	res, err := m.Apply(next, ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PreviousVersion != v0 || f.eng.Rules().Version() != res.Version || m.Status().Source != SourceAPI {
+		t.Fatalf("apply: %+v; engine %s", res, f.eng.Rules().Version())
+	}
+	again, err := m.Apply(next, ApplyOptions{Origin: "test"})
+	if err != nil || !again.Unchanged {
+		t.Errorf("re-applying the same set: %+v, %v; want unchanged", again, err)
+	}
+
+	// An invalid API call changes nothing and is recorded.
+	_, err = m.Apply(mustParse(t, broken), ApplyOptions{Origin: "test"})
+	var es rules.ValidationErrors
+	if !errors.As(err, &es) || len(es) != 4 {
+		t.Fatalf("invalid apply: %v", err)
+	}
+	if st := m.Status(); st.Version != res.Version || st.LastRejected == nil || st.LastRejected.Source != SourceAPI {
+		t.Errorf("after an invalid apply: %+v", st)
+	}
+
+	// A restart serves the applied set: it is newer than the files.
+	m.Close()
+	m2 := f.start(t)
+	if st := m2.Status(); st.Version != res.Version || st.Source != SourceAPI || !st.AppliedAt.Equal(res.AppliedAt) {
+		t.Errorf("restart serves %s from %s at %v; want %s from api at %v", st.Version, st.Source, st.AppliedAt, res.Version, res.AppliedAt)
+	}
+	// ... until the files change: the last writer wins, live and at start.
+	replace(t, f.path, doc("a", 5))
+	v5 := versionOf(t, doc("a", 5))
+	waitFor(t, m2, "the file edited after the apply", func(st Status) bool { return st.Version == v5 })
+	m2.Close()
+	m3 := f.start(t)
+	if st := m3.Status(); st.Version != v5 || st.Source != SourceFile {
+		t.Errorf("restart after a file edit serves %s from %s; want %s from file", st.Version, st.Source, v5)
+	}
+}
+
+func TestStartFailsOnBrokenFile(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, broken)
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path = f.eng, f.path
+	_, err := New(cfg)
+	var es rules.ValidationErrors
+	if !errors.As(err, &es) || len(es) != 4 {
+		t.Errorf("New over a broken file: %v", err)
+	}
+}
