@@ -77,6 +77,14 @@ var rules = []rule{
 		why: "the ledger sits below the engine; its Redis backend is plugged in by cmd",
 	},
 	{
+		dir: "reload",
+		notDeps: append(slices.Clone(wire),
+			module+"/bidder/...",
+			module+"/cmd/...",
+		),
+		why: "the reload pipeline feeds the engine; the wire calls it, not the reverse",
+	},
+	{
 		dir:     "bidder",
 		notDeps: []string{module + "/cmd/..."},
 		why:     "flags, env and the logger are built only in cmd",
