@@ -1,6 +1,7 @@
 package bidder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -168,9 +169,10 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 	// one: a worker goroutine, owned here, runs AddMany; it never blocks
 	// on the network, so closing its channel and waiting always ends it.
 	type work struct {
-		chunk int
-		ids   []string
-		first uint64 // position of ids[0] in the upload, from 1
+		chunk  int
+		ids    []string
+		packed []byte // ids_packed, after ids
+		first  uint64 // position of the chunk's first id in the upload, from 1
 	}
 	todo := make(chan work, 2)
 	var addErr error
@@ -187,11 +189,23 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 					Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
 				}
 				failed.Store(true)
+				continue
+			}
+			if len(w.packed) == 0 {
+				continue
+			}
+			if _, j, err := u.AddPacked(w.packed); err != nil {
+				addErr = &ValidationError{
+					Path: fmt.Sprintf("upload.chunk[%d].ids_packed[%d]", w.chunk, j),
+					Msg: fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes",
+						w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)), segments.MaxIDLen),
+				}
+				failed.Store(true)
 			}
 		}
 	})
-	err = s.receive(stream, st, func(chunk int, ids []string, first uint64) bool {
-		todo <- work{chunk, ids, first}
+	err = s.receive(stream, st, func(chunk int, c *personadpb.UploadChunk, first uint64) bool {
+		todo <- work{chunk, c.Ids, c.IdsPacked, first}
 		return !failed.Load()
 	})
 	close(todo)
@@ -218,7 +232,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 // receive reads an upload's chunks after the header, checking the limits,
 // and hands each to add, until the client closes the stream (nil), add
 // returns false (nil: the caller has the error), or an error.
-func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadStats, add func(chunk int, ids []string, first uint64) bool) error {
+func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadStats, add func(chunk int, c *personadpb.UploadChunk, first uint64) bool) error {
 	for i := 0; ; i++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -232,23 +246,59 @@ func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadSt
 			return &ValidationError{Path: fmt.Sprintf("upload.chunk[%d]", i), Msg: "only the first message may hold a header; later ones hold chunks"}
 		}
 		st.chunks++
-		if len(c.Ids) > s.cfg.MaxChunkIDs {
-			return &LimitError{Path: fmt.Sprintf("upload.chunk[%d].ids", i),
-				Got: fmt.Sprintf("%d ids", len(c.Ids)), Limit: fmt.Sprintf("%d ids per chunk (MaxChunkIDs)", s.cfg.MaxChunkIDs)}
+		packed := countPacked(c.IdsPacked)
+		if n := len(c.Ids) + packed; n > s.cfg.MaxChunkIDs {
+			path := fmt.Sprintf("upload.chunk[%d].ids", i)
+			if len(c.Ids) == 0 {
+				path += "_packed"
+			}
+			return &LimitError{Path: path,
+				Got: fmt.Sprintf("%d ids", n), Limit: fmt.Sprintf("%d ids per chunk (MaxChunkIDs)", s.cfg.MaxChunkIDs)}
 		}
-		if st.ids+uint64(len(c.Ids)) > s.cfg.MaxUploadIDs {
+		n := uint64(len(c.Ids) + packed)
+		if st.ids+n > s.cfg.MaxUploadIDs {
 			return &LimitError{Path: "upload",
-				Got: fmt.Sprintf("%d ids", st.ids+uint64(len(c.Ids))), Limit: fmt.Sprintf("%d ids per upload (MaxUploadIDs)", s.cfg.MaxUploadIDs)}
+				Got: fmt.Sprintf("%d ids", st.ids+n), Limit: fmt.Sprintf("%d ids per upload (MaxUploadIDs)", s.cfg.MaxUploadIDs)}
 		}
 		for _, id := range c.Ids {
 			st.bytes += uint64(len(id))
 		}
+		st.bytes += uint64(len(c.IdsPacked) - packed) // less the separators, at most one per id
+		if len(c.IdsPacked) > 0 && c.IdsPacked[len(c.IdsPacked)-1] != '\n' {
+			st.bytes++ // the last id had none
+		}
 		first := st.ids + 1
-		st.ids += uint64(len(c.Ids))
-		if !add(i, c.Ids, first) {
+		st.ids += n
+		if !add(i, c, first) {
 			return nil
 		}
 	}
+}
+
+// countPacked is how many ids an ids_packed field holds: one per
+// newline, plus a last one not followed by one.
+func countPacked(p []byte) int {
+	n := bytes.Count(p, []byte{'\n'})
+	if len(p) > 0 && p[len(p)-1] != '\n' {
+		n++
+	}
+	return n
+}
+
+// packedID returns id j (from 0) of an ids_packed field, for error
+// messages.
+func packedID(p []byte, j int) []byte {
+	for ; j > 0; j-- {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return nil
+		}
+		p = p[i+1:]
+	}
+	if i := bytes.IndexByte(p, '\n'); i >= 0 {
+		p = p[:i]
+	}
+	return p
 }
 
 // checkHeader validates an upload header, returning its mode.

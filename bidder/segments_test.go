@@ -94,6 +94,16 @@ func chunk(ids ...string) *personadpb.UploadRequest {
 	return &personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{Ids: ids}}}
 }
 
+// packed is a chunk of ids in ids_packed.
+func packed(p string) *personadpb.UploadRequest {
+	return both(nil, p)
+}
+
+// both is a chunk of ids in both fields.
+func both(ids []string, p string) *personadpb.UploadRequest {
+	return &personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{Ids: ids, IdsPacked: []byte(p)}}}
+}
+
 // send streams msgs as one upload and returns the server's answer.
 func (h *segHarness) send(ctx context.Context, msgs ...*personadpb.UploadRequest) (*personadpb.UploadResponse, error) {
 	stream, err := h.seg.Upload(ctx)
@@ -235,6 +245,10 @@ func TestUploadErrors(t *testing.T) {
 		{"empty id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1", "u2"), chunk("u3", "")}, codes.InvalidArgument, "bidder: upload.chunk[1].ids[1]: user id 4 of the upload is 0 bytes; ids are 1 to 256 bytes"},
 		{"long id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk(strings.Repeat("x", 257))}, codes.InvalidArgument, "bidder: upload.chunk[0].ids[0]: user id 1 of the upload is 257 bytes"},
 		{"big chunk", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk(big...)}, codes.ResourceExhausted, "bidder: upload.chunk[0].ids: 65537 ids exceeds the limit of 65536 ids per chunk (MaxChunkIDs)"},
+		{"empty packed id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1"), packed("u2\n\nu3")}, codes.InvalidArgument, "bidder: upload.chunk[1].ids_packed[1]: user id 3 of the upload is 0 bytes; ids are 1 to 256 bytes"},
+		{"long packed id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), packed("u1\n" + strings.Repeat("x", 257) + "\n")}, codes.InvalidArgument, "bidder: upload.chunk[0].ids_packed[1]: user id 2 of the upload is 257 bytes"},
+		{"big packed chunk", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), packed(strings.Repeat("x\n", 65537))}, codes.ResourceExhausted, "bidder: upload.chunk[0].ids_packed: 65537 ids exceeds the limit of 65536 ids per chunk (MaxChunkIDs)"},
+		{"big mixed chunk", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), both(big[:65000], strings.Repeat("x\n", 536)+"x")}, codes.ResourceExhausted, "bidder: upload.chunk[0].ids: 65537 ids exceeds the limit of 65536 ids per chunk (MaxChunkIDs)"},
 		{"remove from nothing", []*personadpb.UploadRequest{header("title", "cmo", modeRemove, ""), chunk("u1")}, codes.NotFound, "segments: no such segment: title:cmo"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -370,5 +384,23 @@ func BenchmarkUpload(b *testing.B) {
 			}
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "ids/s")
 		})
+	}
+}
+
+// TestUploadPacked: ids in ids_packed count as ids in ids do, in one
+// chunk with them or alone.
+func TestUploadPacked(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	resp, err := h.send(t.Context(), header("title", "cmo", modeAdd, ""), both([]string{"u1"}, "u2\nu1\nu9\n"), packed("u10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &personadpb.UploadResponse{Ids: 5, Added: 4, NewUsers: 4, Cardinality: 4, Version: 1}
+	if d := cmp.Diff(want, resp, protocmp.Transform()); d != "" {
+		t.Errorf("Upload (-want +got):\n%s", d)
+	}
+	look, err := h.seg.Lookup(t.Context(), &personadpb.LookupRequest{UserId: "u10"})
+	if err != nil || !look.Found || len(look.Segments) != 1 {
+		t.Errorf("Lookup(u10) = %v, %v; want found in title:cmo", look, err)
 	}
 }

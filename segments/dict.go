@@ -94,6 +94,9 @@ func home(tag uint32, n uint64) uint64 {
 	return hi
 }
 
+// tag is id's 32-bit hash tag: the high half of its seeded hash.
+func (d *Dict) tag(id string) uint32 { return uint32(maphash.String(d.seed, id) >> 32) }
+
 // tableSize is the table length for n users at a load factor of 0.7.
 func tableSize(n int) int { return max(16, n+n*3/7+1) }
 
@@ -102,7 +105,11 @@ func (d *Dict) Lookup(id string) (uint32, bool) {
 	if d == nil || len(d.slots) == 0 {
 		return 0, false
 	}
-	tag := uint32(maphash.String(d.seed, id) >> 32)
+	return d.lookupTag(id, d.tag(id))
+}
+
+// lookupTag is Lookup with id's tag already computed.
+func (d *Dict) lookupTag(id string, tag uint32) (uint32, bool) {
 	n := uint64(len(d.slots))
 	users := uint32(len(d.ends))
 	for i := home(tag, n); ; {
@@ -162,20 +169,19 @@ func (d *Dict) MemoryBytes() int {
 // intern returns id's internal id, adding it when new. It is for a Dict
 // nobody else reads yet (a Builder's); dictWriter extends a published one.
 func (d *Dict) intern(id string) (uint32, error) {
-	u, _, err := d.internSlot(id, func() { d.grow(max(2*len(d.slots), 16)) })
+	u, _, err := d.internSlot(id, d.tag(id), func() { d.grow(max(2*len(d.slots), 16)) })
 	return u, err
 }
 
 // internSlot is intern, also returning the table slot it stored a new
 // user in (-1 when id was known), with the table growth policy given.
-func (d *Dict) internSlot(id string, grow func()) (uint32, int, error) {
+func (d *Dict) internSlot(id string, tag uint32, grow func()) (uint32, int, error) {
 	if len(id) == 0 || len(id) > MaxIDLen {
 		return 0, -1, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
 	}
 	if (len(d.ends)+1)*10 > len(d.slots)*7 {
 		grow()
 	}
-	tag := uint32(maphash.String(d.seed, id) >> 32)
 	n := uint64(len(d.slots))
 	i := home(tag, n)
 	for ; ; i++ {
@@ -229,7 +235,12 @@ func (d *Dict) extend() *dictWriter {
 
 // intern returns id's internal id, adding it when new.
 func (w *dictWriter) intern(id string) (uint32, error) {
-	u, slot, err := w.d.internSlot(id, w.grow)
+	return w.internTag(id, w.d.tag(id))
+}
+
+// internTag is intern with id's tag already computed.
+func (w *dictWriter) internTag(id string, tag uint32) (uint32, error) {
+	u, slot, err := w.d.internSlot(id, tag, w.grow)
 	if slot >= 0 && w.pub != nil {
 		w.stored = append(w.stored, slot)
 	}
@@ -332,35 +343,53 @@ func (d *Dict) compact() *Dict {
 }
 
 // lookupBatch is Lookup for many ids at once: out[i] is ids[i]'s internal
-// id when found[i]. It runs in three passes over small groups of ids —
-// hash and load each id's first slots, then load the candidates' ends,
-// then compare bytes — so that the cache misses of different ids overlap
-// instead of following one another; a big dictionary's lookups are bound
-// by memory latency, not by instructions.
-func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool) {
+// id when found[i], and tags[i] its hash tag either way (for interning it
+// later without hashing it again). A big dictionary's lookups are bound
+// by memory latency, not by instructions: each may miss the cache on its
+// table slot, on its end offsets and on its bytes. So lookupBatch works
+// on small groups of ids in passes, each pass issuing one kind of load
+// for the whole group with no branch on the loaded values in between, so
+// that the CPU keeps many misses in flight instead of one: hash; load the
+// first slot; probe (now in cache) to a candidate; load its end offsets;
+// touch its first byte; compare.
+func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool, tags []uint32) {
 	if d == nil || len(d.slots) == 0 {
 		clear(found[:len(ids)])
+		if d != nil {
+			for i, id := range ids {
+				tags[i] = d.tag(id)
+			}
+		}
 		return
 	}
 	const group = 32
 	n := uint64(len(d.slots))
 	users := uint32(len(d.ends))
 	var (
-		tags [group]uint32
-		cand [group]uint32 // internal id + 1 of the first tag match, 0: none
-		end  [group]uint32
-		miss [group]bool // an empty slot came before any tag match
+		pos   [group]uint64
+		first [group]uint64 // the first slot's value
+		cand  [group]uint32 // internal id + 1 of the first tag match, 0: none
+		start [group]uint32
+		end   [group]uint32
+		miss  [group]bool // no tag match before an empty slot
 	)
 	for base := 0; base < len(ids); base += group {
 		g := ids[base:min(base+group, len(ids))]
+		tg := tags[base : base+len(g)]
 		for i, id := range g {
-			tag := uint32(maphash.String(d.seed, id) >> 32)
-			tags[i], cand[i], miss[i] = tag, 0, false
-			p := home(tag, n)
-			// Scan the slots that share the first one's cache line or the
-			// next: almost every probe sequence ends there.
-			for range 8 {
-				s := atomic.LoadUint64(&d.slots[p])
+			tg[i] = d.tag(id)
+			pos[i] = home(tg[i], n)
+		}
+		for i := range g {
+			first[i] = atomic.LoadUint64(&d.slots[pos[i]])
+		}
+		for i := range g {
+			tag, p, s := tg[i], pos[i], first[i]
+			cand[i], miss[i] = 0, false
+			// Scan on to the first tag match or empty slot: the slots
+			// after the first are in its cache line or the next ones,
+			// which the hardware prefetches.
+			for {
 				if s == 0 {
 					miss[i] = true
 					break
@@ -372,30 +401,36 @@ func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool) {
 				if p++; p == n {
 					p = 0
 				}
+				s = atomic.LoadUint64(&d.slots[p])
 			}
 		}
 		for i := range g {
 			if c := cand[i]; c != 0 {
-				end[i] = d.ends[c-1]
+				end[i], start[i] = d.ends[c-1], 0
+				if c > 1 {
+					start[i] = d.ends[c-2]
+				}
 			}
 		}
+		var sink uint64
+		for i := range g {
+			if cand[i] != 0 {
+				sink += uint64(d.arena[start[i]])
+			}
+		}
+		keep(sink)
 		for i, id := range g {
 			o := base + i
 			if c := cand[i]; c != 0 {
-				u := c - 1
-				var start uint32
-				if u > 0 {
-					start = d.ends[u-1]
-				}
-				if b := d.arena[start:end[i]]; string(b) == id {
-					out[o], found[o] = u, true
+				if b := d.arena[start[i]:end[i]]; string(b) == id {
+					out[o], found[o] = c-1, true
 					continue
 				}
 			} else if miss[i] {
 				found[o] = false
 				continue
 			}
-			out[o], found[o] = d.Lookup(id) // a long probe or a tag collision
+			out[o], found[o] = d.lookupTag(id, tg[i]) // a tag collision (1 in 2^32)
 		}
 	}
 }
@@ -417,29 +452,34 @@ func (w *dictWriter) reserve(users, bytes int) {
 	}
 }
 
-// internMany interns n ids, id(i) being the i-th, into out. Like
-// lookupBatch it works in groups: it touches each id's first slot before
-// inserting any of the group, so that their cache misses overlap.
-func (w *dictWriter) internMany(n int, id func(int) string, out []uint32) error {
+// internMany interns the ids of b, whose tags it holds, appending their
+// internal ids to out. Like lookupBatch it works in groups: it loads each
+// id's first slot before inserting any of the group, so that their cache
+// misses overlap.
+func (w *dictWriter) internMany(b *idBlock, out []uint32) ([]uint32, error) {
 	const group = 32
 	var sink uint64
-	for base := 0; base < n; base += group {
-		end := min(base+group, n)
-		slots := uint64(len(w.d.slots))
-		if slots > 0 {
-			for i := base; i < end; i++ {
-				tag := uint32(maphash.String(w.d.seed, id(i)) >> 32)
+	for base := 0; base < len(b.tags); base += group {
+		end := min(base+group, len(b.tags))
+		if slots := uint64(len(w.d.slots)); slots > 0 {
+			for _, tag := range b.tags[base:end] {
 				sink += atomic.LoadUint64(&w.d.slots[home(tag, slots)])
 			}
 		}
 		for i := base; i < end; i++ {
-			u, err := w.intern(id(i))
+			u, err := w.internTag(b.id(i), b.tags[i])
 			if err != nil {
-				return err
+				return out, err
 			}
-			out[i] = u
+			out = append(out, u)
 		}
 	}
-	_ = sink
-	return nil
+	keep(sink)
+	return out, nil
 }
+
+// keep consumes a value, so that the compiler cannot drop the loads that
+// computed it: they are made only to bring memory into the cache.
+//
+//go:noinline
+func keep(uint64) {}

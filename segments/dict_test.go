@@ -145,12 +145,15 @@ func TestLookupBatch(t *testing.T) {
 	for i := range 120_000 {
 		ids = append(ids, demoID((i*7919)%100_000)) // half known, half not
 	}
-	out, found := make([]uint32, len(ids)), make([]bool, len(ids))
-	d.lookupBatch(ids, out, found)
+	out, found, tags := make([]uint32, len(ids)), make([]bool, len(ids)), make([]uint32, len(ids))
+	d.lookupBatch(ids, out, found, tags)
 	for i, id := range ids {
 		want, ok := d.Lookup(id)
 		if found[i] != ok || ok && out[i] != want {
 			t.Fatalf("lookupBatch(%s) = %d, %t; Lookup = %d, %t", id, out[i], found[i], want, ok)
+		}
+		if tags[i] != d.tag(id) {
+			t.Fatalf("lookupBatch(%s): tag %#x, want %#x", id, tags[i], d.tag(id))
 		}
 	}
 }
@@ -170,7 +173,7 @@ func BenchmarkLookupMany(b *testing.B) {
 	for i := range ids {
 		ids[i] = demoID(int(uint64(i) * 2654435761 % uint64(users)))
 	}
-	out, found := make([]uint32, n), make([]bool, n)
+	out, found, tags := make([]uint32, n), make([]bool, n), make([]uint32, n)
 	b.Run("one", func(b *testing.B) {
 		for b.Loop() {
 			for i, id := range ids {
@@ -181,7 +184,7 @@ func BenchmarkLookupMany(b *testing.B) {
 	})
 	b.Run("batch", func(b *testing.B) {
 		for b.Loop() {
-			d.lookupBatch(ids, out, found)
+			d.lookupBatch(ids, out, found, tags)
 		}
 		b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "ids/s")
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,13 +268,27 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 	cur := s.cur.Load()
 	w := cur.dict.extend()
 	set := u.bm
-	if len(u.ends) > 0 {
-		w.reserve(len(u.ends), len(u.unseen))
-		fresh := make([]uint32, len(u.ends))
-		if err := w.internMany(len(u.ends), u.unseenID, fresh); err != nil {
-			w.abort()
-			return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+	if u.unseen.n > 0 {
+		w.reserve(u.unseen.n, u.unseen.bytes)
+		if u.dict == nil || u.dict.seed != cur.dict.seed {
+			// Not the dictionary the tags were computed with (a store
+			// whose snapshot was replaced by Publish): hash again.
+			for i := range u.unseen.blocks {
+				b := &u.unseen.blocks[i]
+				for j := range b.tags {
+					b.tags[j] = cur.dict.tag(b.id(j))
+				}
+			}
 		}
+		fresh := make([]uint32, 0, u.unseen.n)
+		for i := range u.unseen.blocks {
+			var err error
+			if fresh, err = w.internMany(&u.unseen.blocks[i], fresh); err != nil {
+				w.abort()
+				return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+			}
+		}
+		slices.Sort(fresh) // sorted already unless ids repeat or another upload added some
 		set.AddMany(fresh)
 	}
 	first, ends, arena := w.added()

@@ -607,3 +607,76 @@ func TestUploadMemory(t *testing.T) {
 	seg := st.Current().Segment("dense", "random")
 	t.Logf("segment of %d random members: %d bytes = %.3f MB per 1M members", res.Cardinality, seg.Users.GetSizeInBytes(), float64(seg.Users.GetSizeInBytes())/float64(res.Cardinality))
 }
+
+// TestAddPacked: packed ids resolve as the same ids added one by one do,
+// whether new or known, with or without a final newline; a bad id adds
+// nothing of its chunk and is named by its index.
+func TestAddPacked(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	upload(t, st, "title", "cmo", Add, "", "a", "b")
+	u, _ := st.NewUpload("title", "cfo", Add, "")
+	for _, p := range []string{"a\nc\n", "d\nb\nc", "", "e\n"} {
+		if _, j, err := u.AddPacked([]byte(p)); err != nil {
+			t.Fatalf("AddPacked(%q) = %d, %v", p, j, err)
+		}
+	}
+	for _, tc := range []struct {
+		packed string
+		bad    int
+	}{
+		{"f\n\ng\n", 1},
+		{"\n", 0},
+		{"f\n" + strings.Repeat("x", MaxIDLen+1), 1},
+	} {
+		if _, j, err := u.AddPacked([]byte(tc.packed)); !errors.Is(err, ErrBadUserID) || j != tc.bad {
+			t.Errorf("AddPacked(%.10q) = %d, %v; want %d, ErrBadUserID", tc.packed, j, err, tc.bad)
+		}
+	}
+	res, err := st.Commit(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Result{IDs: 6, Added: 5, NewUsers: 3, Cardinality: 5, Version: 2}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("result (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"a", "b", "c", "d", "e"}, members(st.Current(), "title", "cfo")); diff != "" {
+		t.Errorf("members (-want +got):\n%s", diff)
+	}
+	if got := st.Current().Dict().Len(); got != 5 {
+		t.Errorf("%d users, want 5 (f and g were in rejected chunks)", got)
+	}
+}
+
+// TestUploadAcrossCommit: ids hashed by an upload that started before
+// another upload added them (or replaced the dictionary) are interned
+// once, under the internal id the other upload gave them.
+func TestUploadAcrossCommit(t *testing.T) {
+	st := NewStore(nil)
+	u, _ := st.NewUpload("title", "cfo", Add, "")
+	if _, _, err := u.AddPacked([]byte("x\ny\nz\ny")); err != nil {
+		t.Fatal(err)
+	}
+	upload(t, st, "title", "cmo", Add, "", "y")
+	res, err := st.Commit(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.NewUsers != 2 || res.Cardinality != 3 || st.Current().Dict().Len() != 3 {
+		t.Errorf("result %+v, %d users; want 2 new users, 3 members and users", res, st.Current().Dict().Len())
+	}
+	// A dictionary with another seed, published under the upload.
+	u, _ = st.NewUpload("title", "cto", Add, "")
+	u.AddPacked([]byte("p\nx\n"))
+	b := NewBuilder()
+	for _, id := range []string{"x", "y", "z"} {
+		b.Intern(id)
+	}
+	st.Publish(b.Build(5))
+	if res, err = st.Commit(u); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := st.Current().User("x"); !ok || n != 0 || res.NewUsers != 1 || st.Current().Dict().Len() != 4 {
+		t.Errorf("x = %d, %t; result %+v; want x = 0 and 1 new user", n, ok, res)
+	}
+}

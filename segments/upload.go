@@ -1,6 +1,7 @@
 package segments
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -88,10 +89,11 @@ type Upload struct {
 	ids    uint64          // ids added, duplicates included
 	known  []uint32        // resolved internal ids not yet in bm
 	bm     *roaring.Bitmap // resolved internal ids
-	unseen []byte          // ids the dictionary did not know, back to back
-	ends   []uint32        // where each unseen id ends in unseen
+	unseen idList          // ids the dictionary did not know
 	out    []uint32        // AddMany's lookup results
 	found  []bool
+	tags   []uint32 // AddMany's hash tags, kept for unseen ids
+	views  []string // AddPacked's ids, sharing the caller's chunk
 }
 
 // flushKnown is how many resolved ids Upload buffers before sorting them
@@ -141,8 +143,7 @@ func (u *Upload) Add(id string) error {
 	if u.mode == Remove {
 		return nil // a user nobody has seen is in no segment
 	}
-	u.unseen = append(u.unseen, id...)
-	u.ends = append(u.ends, uint32(len(u.unseen)))
+	u.unseen.add(id, u.dict.tag(id))
 	return nil
 }
 
@@ -157,16 +158,15 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 		}
 	}
 	if cap(u.out) < len(ids) {
-		u.out, u.found = make([]uint32, len(ids)), make([]bool, len(ids))
+		u.out, u.found, u.tags = make([]uint32, len(ids)), make([]bool, len(ids)), make([]uint32, len(ids))
 	}
-	out, found := u.out[:len(ids)], u.found[:len(ids)]
-	u.dict.lookupBatch(ids, out, found)
+	out, found, tags := u.out[:len(ids)], u.found[:len(ids)], u.tags[:len(ids)]
+	u.dict.lookupBatch(ids, out, found, tags)
 	for i, id := range ids {
 		if found[i] {
 			u.known = append(u.known, out[i])
 		} else if u.mode != Remove {
-			u.unseen = append(u.unseen, id...)
-			u.ends = append(u.ends, uint32(len(u.unseen)))
+			u.unseen.add(id, tags[i])
 		}
 	}
 	u.ids += uint64(len(ids))
@@ -174,6 +174,46 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 		u.flush()
 	}
 	return -1, nil
+}
+
+// AddPacked adds the ids in packed: ids separated by '\n', the last one
+// optionally followed by a '\n' too (so "a\nb" and "a\nb\n" both hold
+// a and b; an empty packed holds none). It is AddMany without a string
+// per id, and keeps no reference to packed. It returns how many ids
+// packed holds; when one is empty or longer than MaxIDLen, AddPacked adds
+// none of them and returns that id's index and an error wrapping
+// ErrBadUserID.
+func (u *Upload) AddPacked(packed []byte) (n, bad int, err error) {
+	views, err := splitPacked(packed, u.views[:0])
+	u.views = views
+	if err != nil {
+		return 0, len(views), err
+	}
+	clear(u.views[len(views):cap(views)]) // drop views of older chunks
+	if j, err := u.AddMany(views); err != nil {
+		return 0, j, err
+	}
+	return len(views), -1, nil
+}
+
+// splitPacked appends to views the ids in packed (see AddPacked), as
+// strings sharing packed's memory. On an invalid id it returns the views
+// before it and the error.
+func splitPacked(packed []byte, views []string) ([]string, error) {
+	for len(packed) > 0 {
+		i := bytes.IndexByte(packed, '\n')
+		id := packed
+		if i >= 0 {
+			id, packed = packed[:i], packed[i+1:]
+		} else {
+			packed = nil
+		}
+		if len(id) == 0 || len(id) > MaxIDLen {
+			return views, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
+		}
+		views = append(views, unsafe.String(unsafe.SliceData(id), len(id)))
+	}
+	return views, nil
 }
 
 // AddBytes is Add for an id in a byte slice; it keeps no reference to it.
@@ -187,14 +227,49 @@ func (u *Upload) flush() {
 	u.known = u.known[:0]
 }
 
-// unseenID returns the i-th id the dictionary did not know.
-func (u *Upload) unseenID(i int) string {
+// idList holds ids back to back with their hash tags, in blocks, so
+// that growing it never copies the ids already in it (a 10M-id upload
+// holds about 100 MB of them).
+type idList struct {
+	blocks []idBlock
+	n      int // ids
+	bytes  int // id bytes
+}
+
+type idBlock struct {
+	data []byte   // ids back to back
+	ends []uint32 // where each id ends in data
+	tags []uint32 // each id's hash tag (Dict.tag)
+}
+
+// idBlockBytes is the size of an idList block.
+const idBlockBytes = 1 << 20
+
+func (l *idList) add(id string, tag uint32) {
+	if len(l.blocks) == 0 || len(l.blocks[len(l.blocks)-1].data)+len(id) > idBlockBytes {
+		l.blocks = append(l.blocks, idBlock{
+			data: make([]byte, 0, idBlockBytes),
+			// Room for 16-byte ids; shorter ones make these grow.
+			ends: make([]uint32, 0, idBlockBytes/16),
+			tags: make([]uint32, 0, idBlockBytes/16),
+		})
+	}
+	b := &l.blocks[len(l.blocks)-1]
+	b.data = append(b.data, id...)
+	b.ends = append(b.ends, uint32(len(b.data)))
+	b.tags = append(b.tags, tag)
+	l.n++
+	l.bytes += len(id)
+}
+
+// id returns the i-th id of the block.
+func (b *idBlock) id(i int) string {
 	var start uint32
 	if i > 0 {
-		start = u.ends[i-1]
+		start = b.ends[i-1]
 	}
-	b := u.unseen[start:u.ends[i]]
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	s := b.data[start:b.ends[i]]
+	return unsafe.String(unsafe.SliceData(s), len(s))
 }
 
 // change is one mutation as the log records it and apply performs it: the

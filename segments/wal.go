@@ -266,6 +266,13 @@ func frame(b []byte, start int) []byte {
 // appendRecord appends c's record (header and payload) to b.
 func appendRecord(b []byte, c *change) ([]byte, error) {
 	start := len(b)
+	// Size the buffer once: a big upload's record is 100s of MB, which
+	// growing by doubling would copy and clear over and over.
+	size := walRecHdrSize + 64 + len(c.facet) + len(c.value) + len(c.key) + len(c.userEnds) + len(c.userBytes)
+	if c.set != nil {
+		size += int(c.set.GetSerializedSizeInBytes())
+	}
+	b = slices.Grow(b, size)
 	b = append(b, make([]byte, walRecHdrSize)...)
 	b = binary.LittleEndian.AppendUint64(b, c.version)
 	b = append(b, byte(c.op), byte(c.mode))

@@ -253,10 +253,12 @@ var headerNames = map[string]bool{
 
 func isHeader(id []byte) bool { return headerNames[strings.ToLower(string(id))] }
 
-// uploadChunk is one message's ids: substrings of a single string, so that
-// a chunk costs two allocations however many ids it holds.
+// uploadChunk is one message's ids, packed as the ids_packed field wants
+// them: each followed by a newline. A chunk costs one allocation however
+// many ids it holds, and the server resolves it without a string per id.
 type uploadChunk struct {
-	ids []string
+	packed []byte
+	ids    int
 }
 
 // progress is what the progress bar shows; the reader goroutine writes it.
@@ -320,14 +322,16 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	stopBar := startProgress(e, seg, size, &prog, start)
 
 	var sendErr error
+	var sent uint64
 	for c := range chunks {
 		if sendErr != nil {
 			continue // drain so the reader finishes
 		}
-		if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{Ids: c.ids}}}); err != nil {
+		if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
 			sendErr = err
 			close(stopRead)
 		}
+		sent += uint64(c.ids)
 		idle.Reset(g.timeout)
 	}
 	wg.Wait()
@@ -350,6 +354,10 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		return callError("segments upload "+seg, err)
 	}
 	took := time.Since(start)
+	if resp.Ids != sent && !resp.Replayed {
+		// A server older than ids_packed ignores the field.
+		return fmt.Errorf("segments upload %s: sent %d ids but the server counted %d: is personad older than personactl (ids_packed)?", seg, sent, resp.Ids)
+	}
 	fmt.Fprintf(e.stdout, "uploaded %s mode=%s ids=%d added=%d removed=%d unchanged=%d new_users=%d invalid=%d cardinality=%d version=%d replayed=%t took=%.3fs ids_per_s=%.0f\n",
 		seg, modeName(o.mode), resp.Ids, resp.Added, resp.Removed, resp.Unchanged, resp.NewUsers, ir.nbad,
 		resp.Cardinality, resp.Version, resp.Replayed, took.Seconds(), float64(resp.Ids)/max(took.Seconds(), 1e-9))
@@ -363,22 +371,18 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 // invalid line when invalid lines abort the upload (the rest of the file
 // is still read, to report the first few invalid lines and count them).
 func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- uploadChunk, stop <-chan struct{}) error {
-	buf := make([]byte, 0, chunkBytes+maxIDLen)
-	ends := make([]int, 0, o.chunkIDs)
+	// Each chunk gets a buffer of its own: gRPC may still read a sent
+	// message after Send returns.
+	newBuf := func() []byte { return make([]byte, 0, chunkBytes+maxIDLen+1) }
+	buf, n := newBuf(), 0
 	flush := func() bool {
-		if len(ends) == 0 {
+		if n == 0 {
 			return true
 		}
-		s := string(buf)
-		ids := make([]string, len(ends))
-		start := 0
-		for i, end := range ends {
-			ids[i] = s[start:end]
-			start = end
-		}
-		buf, ends = buf[:0], ends[:0]
+		c := uploadChunk{packed: buf, ids: n}
+		buf, n = newBuf(), 0
 		select {
-		case chunks <- uploadChunk{ids: ids}:
+		case chunks <- c:
 			return true
 		case <-stop:
 			return false
@@ -397,9 +401,10 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 			continue // the upload will be cancelled: keep reading only to report
 		}
 		buf = append(buf, id...)
-		ends = append(ends, len(buf))
+		buf = append(buf, '\n')
+		n++
 		prog.ids.Add(1)
-		if len(ends) == o.chunkIDs || len(buf) >= chunkBytes {
+		if n == o.chunkIDs || len(buf) >= chunkBytes {
 			if !flush() {
 				return nil
 			}

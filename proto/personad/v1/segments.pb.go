@@ -248,9 +248,18 @@ func (x *UploadHeader) GetIdempotencyKey() string {
 
 // UploadChunk carries user ids: the external ids exchanges send as
 // user.buyeruid or user.id, each 1 to 256 bytes. Duplicates are allowed.
+// A chunk may use either field or both (ids first, then ids_packed); the
+// chunk limit counts the ids of both.
 type UploadChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ids   []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Ids packed into one field, the fast way to send many: ids separated
+	// by a newline byte ("\n"), the last one optionally followed by one as
+	// well, so "a\nb" and "a\nb\n" both hold a and b. An id cannot contain
+	// a newline and, unlike ids, need not be UTF-8. The server resolves
+	// them without a string per id. Errors name the field path
+	// "upload.chunk[3].ids_packed[17]", 17 counting the packed ids from 0.
+	IdsPacked     []byte `protobuf:"bytes,2,opt,name=ids_packed,json=idsPacked,proto3" json:"ids_packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -288,6 +297,13 @@ func (*UploadChunk) Descriptor() ([]byte, []int) {
 func (x *UploadChunk) GetIds() []string {
 	if x != nil {
 		return x.Ids
+	}
+	return nil
+}
+
+func (x *UploadChunk) GetIdsPacked() []byte {
+	if x != nil {
+		return x.IdsPacked
 	}
 	return nil
 }
@@ -887,9 +903,11 @@ const file_personad_v1_segments_proto_rawDesc = "" +
 	"\x05facet\x18\x01 \x01(\tR\x05facet\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12+\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x17.personad.v1.UploadModeR\x04mode\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"\x1f\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\">\n" +
 	"\vUploadChunk\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\tR\x03ids\"\xe5\x01\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x1d\n" +
+	"\n" +
+	"ids_packed\x18\x02 \x01(\fR\tidsPacked\"\xe5\x01\n" +
 	"\x0eUploadResponse\x12\x10\n" +
 	"\x03ids\x18\x01 \x01(\x04R\x03ids\x12\x14\n" +
 	"\x05added\x18\x02 \x01(\x04R\x05added\x12\x18\n" +
