@@ -26,6 +26,17 @@
 // that the explanation has a body. Invalid input is 400 with a JSON body
 // {"error": "...", "field": "imp[0].banner", "nbr": 2}.
 //
+// With a ledger (Config.Ledger), every bid is a reservation: its OpenRTB
+// id is the ledger's bid id (16 hex digits) and its nurl, burl and lurl
+// carry an HMAC token that names the bid and its price. Win, billing and
+// loss notices arrive as those URLs (GET /notice/win, /notice/bill,
+// /notice/loss) or as personad.v1.Notices calls, and take one path
+// (notices.go): verify the token, check the clearing price (a decimal CPM,
+// converted to per-impression micro-units, never above the bid), apply it
+// to the ledger. A forged token, unknown bid or bad price is an error that
+// changes nothing, counted in personad_notices_total. personad.v1.Reports
+// reads the ledger for planners.
+//
 // [Server.GRPCServer] assembles the gRPC server (Bidder, grpc.health.v1,
 // server reflection, panic recovery, transport limits) and [Server.Handler]
 // the HTTP mux (/openrtb2/bid, /healthz, /metrics). Nothing is logged per

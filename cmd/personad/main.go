@@ -3,6 +3,17 @@
 // (personad.v1.Bidder, grpc.health.v1, reflection) and on HTTP (OpenRTB
 // JSON at /openrtb2/bid, /healthz, /metrics).
 //
+// Money: every bid reserves its price in the spend ledger (--ledger: by
+// default the embedded durable ledger in <data-dir>/ledger; with
+// redis://host:port[/db] budgets and frequency caps are shared with other
+// nodes through Redis), daily budgets run in --budget-tz (default UTC),
+// and bids carry nurl, burl and lurl under --notice-url (default
+// http://<http-addr>) signed with the key in --notice-key-file (default
+// <data-dir>/notice.key, created on first start). Exchanges call those
+// URLs (GET /notice/win, /notice/bill, /notice/loss); the same notices are
+// personad.v1.Notices on gRPC, and personad.v1.Reports reports spend
+// (personactl report).
+//
 // Every flag may also be given as an environment variable PERSONAD_<FLAG>,
 // upper case with dashes as underscores (PERSONAD_GRPC_ADDR); a flag on the
 // command line wins over the environment. Run personad -h for the list.

@@ -27,6 +27,11 @@ type options struct {
 	networkMargin   time.Duration
 	maxBudget       time.Duration
 	shutdownTimeout time.Duration
+
+	ledger        string         // "" (<dataDir>/ledger), a directory, or redis://host:port[/db]
+	budgetTZ      *time.Location // where budget days begin
+	noticeURL     string         // "" means http://<actual HTTP address>
+	noticeKeyFile string         // "" means <dataDir>/notice.key, created when missing
 }
 
 // envPrefix starts the environment variable of every flag.
@@ -58,6 +63,10 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.Int64Var(&o.personaCache, "persona-cache", edef.PersonaCacheSize, "resolved personas cached, in `users` (0 turns the cache off)")
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
 	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
+	fs.StringVar(&o.ledger, "ledger", "", "spend ledger: a `directory` for the embedded durable ledger (default <data-dir>/ledger), or redis://host:port[/db] to share budgets and frequency caps with other nodes through Redis (the embedded ledger in <data-dir>/ledger then holds this node's leases)")
+	budgetTZ := fs.String("budget-tz", "UTC", "IANA time `zone` where daily budgets begin and end, e.g. America/New_York")
+	fs.StringVar(&o.noticeURL, "notice-url", "", "public base `URL` of the HTTP listener as exchanges reach it; bids' nurl, burl and lurl start with it (default http://<http-addr>)")
+	fs.StringVar(&o.noticeKeyFile, "notice-key-file", "", "`file` with the HMAC key that signs notice tokens (hex or raw, at least 16 bytes); give every node sharing a Redis ledger the same file (default <data-dir>/notice.key, 32 random bytes created on first start)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long in-flight requests may finish before connections are closed")
 	// The flag package calls Usage on every parse error; personad prints
 	// the usage only for -h and a one-line error otherwise.
@@ -111,6 +120,19 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	}
 	if o.rules == "" {
 		o.rules = filepath.Join(o.dataDir, "rules")
+	}
+	loc, err := time.LoadLocation(*budgetTZ)
+	if err != nil || *budgetTZ == "" || strings.EqualFold(*budgetTZ, "local") {
+		return nil, usageErr(fmt.Errorf("--budget-tz %q: want an IANA time zone such as UTC or Europe/Berlin", *budgetTZ))
+	}
+	o.budgetTZ = loc
+	if err := checkLedgerFlag(o.ledger); err != nil {
+		return nil, usageErr(err)
+	}
+	if o.noticeURL != "" {
+		if err := checkNoticeURL(o.noticeURL); err != nil {
+			return nil, usageErr(err)
+		}
 	}
 	return o, nil
 }

@@ -25,6 +25,7 @@ func defaults() options {
 		grpcAddr: "127.0.0.1:9090", httpAddr: "127.0.0.1:8080", dataDir: "./data",
 		rules: filepath.Join("data", "rules"), logLevel: zapcore.InfoLevel, personaCache: 1 << 20,
 		networkMargin: 10 * time.Millisecond, maxBudget: 50 * time.Millisecond, shutdownTimeout: 10 * time.Second,
+		budgetTZ: time.UTC,
 	}
 }
 
@@ -54,6 +55,18 @@ func TestParseOptions(t *testing.T) {
 		{"flag wins over environment", []string{"--grpc-addr", "127.0.0.1:7"}, env("PERSONAD_GRPC_ADDR", "0.0.0.0:1", "PERSONAD_HTTP_ADDR", "127.0.0.1:8"),
 			func(o *options) { o.grpcAddr, o.httpAddr = "127.0.0.1:7", "127.0.0.1:8" }},
 		{"flag wins even when it is the default", []string{"--max-budget", "50ms"}, env("PERSONAD_MAX_BUDGET", "1s"), func(o *options) {}},
+		{"money flags", []string{
+			"--ledger", "redis://10.0.0.5:6379/2", "--budget-tz", "America/New_York",
+			"--notice-url", "https://bidder.example.com", "--notice-key-file", "/etc/pd/notice.key",
+		}, env(), func(o *options) {
+			o.ledger, o.budgetTZ, o.noticeURL, o.noticeKeyFile = "redis://10.0.0.5:6379/2", mustZone("America/New_York"), "https://bidder.example.com", "/etc/pd/notice.key"
+		}},
+		{"money environment", nil, env(
+			"PERSONAD_LEDGER", "/var/lib/pd/ledger", "PERSONAD_BUDGET_TZ", "Europe/Berlin",
+			"PERSONAD_NOTICE_URL", "http://10.0.0.7:8080/", "PERSONAD_NOTICE_KEY_FILE", "k",
+		), func(o *options) {
+			o.ledger, o.budgetTZ, o.noticeURL, o.noticeKeyFile = "/var/lib/pd/ledger", mustZone("Europe/Berlin"), "http://10.0.0.7:8080/", "k"
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseOptions(tc.args, tc.getenv, &bytes.Buffer{})
@@ -62,7 +75,8 @@ func TestParseOptions(t *testing.T) {
 			}
 			want := defaults()
 			tc.want(&want)
-			if diff := cmp.Diff(want, *got, cmp.AllowUnexported(options{})); diff != "" {
+			zones := cmp.Comparer(func(a, b *time.Location) bool { return a.String() == b.String() })
+			if diff := cmp.Diff(want, *got, cmp.AllowUnexported(options{}), zones); diff != "" {
 				t.Errorf("options (-want +got):\n%s", diff)
 			}
 		})
@@ -86,6 +100,11 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
 		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},
 		{"empty addr", []string{"--grpc-addr", ""}, env(), "--grpc-addr must not be empty"},
+		{"bad zone", []string{"--budget-tz", "Mars/Olympus"}, env(), `--budget-tz "Mars/Olympus": want an IANA time zone`},
+		{"local zone", nil, env("PERSONAD_BUDGET_TZ", "Local"), `--budget-tz "Local"`},
+		{"bad ledger", []string{"--ledger", "postgres://db/x"}, env(), `--ledger "postgres://db/x": want a directory or redis://host:port[/db]`},
+		{"bad notice URL", []string{"--notice-url", "bidder.example.com"}, env(), `--notice-url "bidder.example.com": want an absolute http:// or https:// URL`},
+		{"notice URL with query", []string{"--notice-url", "http://x/?a=b"}, env(), `--notice-url "http://x/?a=b"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseOptions(tc.args, tc.getenv, &bytes.Buffer{})
@@ -124,4 +143,12 @@ func TestEnvName(t *testing.T) {
 			t.Errorf("envName(%q) = %q, want %q", flag, got, want)
 		}
 	}
+}
+
+func mustZone(name string) *time.Location {
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err)
+	}
+	return loc
 }

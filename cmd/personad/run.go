@@ -14,13 +14,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
-	"github.com/personad/personad/rules"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/reload"
 	"github.com/personad/personad/segments"
 )
+
+// rulesMaxRecvMsgSize bounds a gRPC message, raised for rule sets sent to
+// personad.v1.Rules/Apply.
+const rulesMaxRecvMsgSize = 64 << 20
 
 // HTTP server limits: OpenRTB requests are small and answered in
 // milliseconds, so a slow client is cut off early.
@@ -53,52 +59,53 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	t0 := time.Now()
-	rs, err := rules.Load(o.rules)
-	if err != nil {
-		return usageErr(fmt.Errorf("loading rules from %s: %w", o.rules, err))
-	}
-	tLoad := time.Since(t0)
-	t0 = time.Now()
-	compiled, err := engine.Compile(rs, "")
-	if err != nil {
-		return usageErr(fmt.Errorf("compiling rules from %s: %w", o.rules, err))
-	}
-	tCompile := time.Since(t0)
-
-	t0 = time.Now()
 	segDir := filepath.Join(o.dataDir, "segments")
-	segs, err := segments.Open(segments.Config{Dir: segDir})
+	scfg := segments.DefaultConfig()
+	scfg.Dir, scfg.OnSnapshot = segDir, func(ev segments.SnapshotEvent) { logSnapshot(log, ev) }
+	segs, err := segments.Open(scfg)
 	if err != nil {
 		return fmt.Errorf("opening segments in %s: %w", segDir, err)
 	}
 	defer segs.Close()
 	tSegs := time.Since(t0)
 
+	// The ledger (spend, reservations, frequency) opens before the engine
+	// and closes after the servers have stopped: Close flushes the log and
+	// returns unspent leases.
+	led, ledInfo, err := openLedger(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer closeLedger(led, log)
+
 	ecfg := engine.DefaultConfig()
 	ecfg.PersonaCacheSize = o.personaCache
+	ecfg.Ledger = led
 	eng, err := engine.New(ecfg, segs)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-	eng.SetRules(compiled)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	bcfg := bidder.DefaultConfig()
-	bcfg.Engine = eng
-	bcfg.Logger = log
-	bcfg.Metrics = reg
-	bcfg.NetworkMargin = o.networkMargin
-	bcfg.MaxBudget = o.maxBudget
-	srv, err := bidder.New(bcfg)
-	if err != nil {
-		return err
-	}
 
+	// Rules: the newer of the --rules files and the set last applied
+	// through the Rules service, then watched (package reload).
+	t0 = time.Now()
+	rcfg := reload.DefaultConfig()
+	rcfg.Engine, rcfg.Path, rcfg.DataDir, rcfg.Segments = eng, o.rules, o.dataDir, segs
+	rcfg.Logger, rcfg.Metrics = log, reg
+	rulesMgr, err := reload.New(rcfg)
+	if err != nil {
+		return usageErr(fmt.Errorf("loading rules from %s: %w", o.rules, err))
+	}
+	defer rulesMgr.Close()
+	tRules := time.Since(t0)
+	logLedger(led, ledInfo, eng, log)
 	var lc net.ListenConfig
 	gl, err := lc.Listen(ctx, "tcp", o.grpcAddr)
 	if err != nil {
@@ -109,7 +116,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		gl.Close()
 		return fmt.Errorf("HTTP listener: %w", err)
 	}
-	gs := srv.GRPCServer()
+	// Notice URLs name the HTTP listener as bound (port 0 included)
+	// unless --notice-url gives the public address.
+	bcfg := bidder.DefaultConfig()
+	bcfg.Ledger, bcfg.NoticeURL = led, o.noticeURL
+	if bcfg.NoticeURL == "" {
+		bcfg.NoticeURL = "http://" + hl.Addr().String()
+	}
+	bcfg.Engine = eng
+	bcfg.Logger = log
+	bcfg.Metrics = reg
+	bcfg.NetworkMargin = o.networkMargin
+	bcfg.MaxBudget = o.maxBudget
+	srv, err := bidder.New(bcfg)
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
+
+	// A rule set travels whole in one Rules/Apply message (a 10,000-campaign
+	// set is about 25 MB), far above the 1 MiB a bid request needs. grpc-go
+	// has one receive limit per server, so it is raised for every method;
+	// a chunked, client-streamed Apply would let it stay small.
+	gs := srv.GRPCServer(grpc.MaxRecvMsgSize(rulesMaxRecvMsgSize))
+	segCfg := bidder.DefaultSegmentsConfig()
+	segCfg.Store, segCfg.Logger, segCfg.Metrics = segs, log, reg
+	segSrv, err := bidder.NewSegments(segCfg)
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
+	personadpb.RegisterSegmentsServer(gs, segSrv)
+	personadpb.RegisterRulesServer(gs, bidder.NewRulesService(rulesMgr, log))
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
@@ -120,19 +160,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 
+	logRecovery(log, segs)
 	snap := segs.Current()
 	log.Info("serving",
 		zap.String("grpc_addr", gl.Addr().String()),
 		zap.String("http_addr", hl.Addr().String()),
 		zap.String("data_dir", o.dataDir),
 		zap.String("rules", o.rules),
-		zap.String("rules_version", compiled.Version()),
-		zap.Int("campaigns", len(compiled.Campaigns())),
+		zap.String("rules_version", rulesMgr.Status().Version),
+		zap.String("rules_source", string(rulesMgr.Status().Source)),
+		zap.Int("campaigns", rulesMgr.Status().Campaigns),
 		zap.Uint64("segments_version", snap.Version()),
 		zap.Int("segments", snap.Len()),
 		zap.Int("users", snap.Dict().Len()),
-		zap.Duration("rules_load", tLoad),
-		zap.Duration("rules_compile", tCompile),
+		zap.Duration("rules_load", tRules),
 		zap.Duration("segments_load", tSegs),
 	)
 	fmt.Fprintf(stdout, "grpc=%s http=%s\n", gl.Addr(), hl.Addr())
@@ -216,4 +257,39 @@ func newLogger(w io.Writer, level zapcore.Level) *zap.Logger {
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
 	core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
 	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel)).Named("personad")
+}
+
+// logRecovery logs what opening the segment store did: the restart time
+// and how much of the write-ahead log it replayed.
+func logRecovery(log *zap.Logger, segs *segments.Store) {
+	r := segs.Recovery()
+	fields := []zap.Field{
+		zap.Uint64("snapshot_version", r.SnapshotVersion),
+		zap.Uint64("version", r.Version),
+		zap.Int("log_files", r.LogFiles),
+		zap.Int("records_replayed", r.Records),
+		zap.Int("records_skipped", r.Skipped),
+		zap.Int("users", segs.Current().Dict().Len()),
+		zap.Int("segments", segs.Current().Len()),
+		zap.Duration("took", r.Took),
+	}
+	if r.TruncatedFile != "" {
+		log.Warn("segments recovered; cut off a torn log tail (an unacknowledged upload)",
+			append(fields, zap.String("truncated_file", r.TruncatedFile), zap.Int64("truncated_at", r.TruncatedAt))...)
+		return
+	}
+	log.Info("segments recovered", fields...)
+}
+
+// logSnapshot logs a snapshot the segment store wrote, or failed to.
+func logSnapshot(log *zap.Logger, ev segments.SnapshotEvent) {
+	fields := []zap.Field{
+		zap.Uint64("version", ev.Version), zap.Int("segments", ev.Segments), zap.Int("users", ev.Users),
+		zap.Int("log_files_removed", ev.LogFilesRemoved), zap.Duration("took", ev.Took),
+	}
+	if ev.Err != nil {
+		log.Error("segments snapshot failed; the write-ahead log keeps every change", append(fields, zap.Error(ev.Err))...)
+		return
+	}
+	log.Info("segments snapshot written", fields...)
 }

@@ -1277,7 +1277,9 @@ func (x *SeatBid) GetSeat() string {
 // Bid is the OpenRTB 2.6 Bid object.
 type Bid struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Bid id, unique per response.
+	// Bid id, unique per response. With a ledger it is the bid's
+	// reservation id (16 hex digits), unique across requests, restarts and
+	// nodes, which notices name.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The Imp.id this bid is for.
 	Impid string `protobuf:"bytes,2,opt,name=impid,proto3" json:"impid,omitempty"`
@@ -1295,11 +1297,15 @@ type Bid struct {
 	Cat []string `protobuf:"bytes,8,rep,name=cat,proto3" json:"cat,omitempty"`
 	W   int32    `protobuf:"varint,9,opt,name=w,proto3" json:"w,omitempty"`
 	H   int32    `protobuf:"varint,10,opt,name=h,proto3" json:"h,omitempty"`
-	// Win notice URL.
+	// Win notice URL, with a ledger:
+	// <notice-url>/notice/win?t=TOKEN&price=${AUCTION_PRICE}. TOKEN signs the
+	// bid id and price (see personad.v1.Notices).
 	Nurl string `protobuf:"bytes,11,opt,name=nurl,proto3" json:"nurl,omitempty"`
-	// Billing notice URL.
+	// Billing notice URL: <notice-url>/notice/bill?t=TOKEN&price=${AUCTION_PRICE};
+	// the clearing price settles the bid's spend.
 	Burl string `protobuf:"bytes,12,opt,name=burl,proto3" json:"burl,omitempty"`
-	// Loss notice URL.
+	// Loss notice URL: <notice-url>/notice/loss?t=TOKEN&reason=${AUCTION_LOSS};
+	// releases the bid's reservation.
 	Lurl          string `protobuf:"bytes,13,opt,name=lurl,proto3" json:"lurl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1563,8 +1569,10 @@ type CampaignDecision struct {
 	// impression.
 	Impid string `protobuf:"bytes,2,opt,name=impid,proto3" json:"impid,omitempty"`
 	// Stage that rejected the campaign, or "chosen". Stages, in order:
-	// status, flight, channel, targeting, blocked, size, creative, floor,
-	// already_bid, outranked, deadline, chosen.
+	// status, flight, channel, targeting, currency, blocked, size, creative,
+	// floor, budget (budget spent, or even pacing held it back), frequency
+	// (the user's frequency cap is reached), already_bid, outranked,
+	// deadline, chosen.
 	Stage string `protobuf:"bytes,3,opt,name=stage,proto3" json:"stage,omitempty"`
 	// Human-readable detail, for example "no creative 728x90 for channel email".
 	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`

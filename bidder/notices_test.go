@@ -1,0 +1,593 @@
+package bidder
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// moneyRules: two budgeted campaigns on different sizes, so a two-imp
+// request gets two bids, and one unbudgeted campaign.
+const moneyRules = `
+campaigns:
+  - id: acme
+    advertiser: acme
+    adomain: [acme.com]
+    bid_cpm: 4.50
+    pacing: asap
+    budget: {daily: 100, total: 1000}
+    creatives:
+      - {id: cr-acme, w: 300, h: 250, adm: "<div>${AUCTION_PRICE}</div>"}
+  - id: beta
+    advertiser: beta
+    adomain: [beta.io]
+    bid_cpm: 2.0
+    pacing: asap
+    budget: {daily: 50}
+    creatives:
+      - {id: cr-beta, w: 728, h: 90, adm: "<div>beta</div>"}
+`
+
+const noticeKey = "bidder test notice key, 32 bytes"
+
+// moneyHarness is a Server with a ledger, on bufconn and a real HTTP
+// listener (the notice URLs must name it).
+type moneyHarness struct {
+	srv     *Server
+	led     *ledger.Ledger
+	bidder  personadpb.BidderClient
+	notices personadpb.NoticesClient
+	reports personadpb.ReportsClient
+	http    *httptest.Server
+	close   func()
+}
+
+func newLedger(t *testing.T, dir string) *ledger.Ledger {
+	t.Helper()
+	cfg := ledger.DefaultConfig()
+	cfg.Dir = dir
+	cfg.NoticeKey = []byte(noticeKey)
+	cfg.SyncInterval = time.Millisecond
+	l, err := ledger.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// newMoneyHarness serves doc with ledger l. Its close (also a cleanup)
+// stops the transports but leaves l open.
+func newMoneyHarness(t *testing.T, doc string, l *ledger.Ledger) *moneyHarness {
+	t.Helper()
+	eng, err := engine.New(engine.Config{Ledger: l}, testSegments())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, refused := eng.SetRules(compileRules(t, doc)); refused != 0 {
+		t.Fatalf("%d campaigns refused", refused)
+	}
+	// A durable ledger spends only within leases: take them now rather
+	// than lose the first bids to the background lease.
+	for _, c := range eng.Rules().Campaigns() {
+		if err := l.Lease(context.Background(), l.Lookup(c.ID), time.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs := httptest.NewUnstartedServer(nil)
+	cfg := DefaultConfig()
+	cfg.Engine = eng
+	cfg.Logger = zaptest.NewLogger(t)
+	cfg.Ledger = l
+	cfg.NoticeURL = "http://" + hs.Listener.Addr().String() + "/"
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Config.Handler = s.Handler()
+	hs.Start()
+	lis := bufconn.Listen(1 << 20)
+	gs := s.GRPCServer()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gs.Serve(lis) //nolint:errcheck // ends with Stop
+	}()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	h := &moneyHarness{
+		srv: s, led: l, http: hs,
+		bidder:  personadpb.NewBidderClient(conn),
+		notices: personadpb.NewNoticesClient(conn),
+		reports: personadpb.NewReportsClient(conn),
+	}
+	h.close = func() {
+		once.Do(func() {
+			hs.Close()
+			conn.Close()
+			gs.Stop()
+			<-done
+			eng.Close()
+		})
+	}
+	t.Cleanup(h.close)
+	return h
+}
+
+// moneyRequest asks for both campaigns' sizes.
+func moneyRequest(id string) *personadpb.BidRequest {
+	return &personadpb.BidRequest{
+		Id: id,
+		Imp: []*personadpb.Imp{
+			{Id: "1", Banner: &personadpb.Banner{W: 300, H: 250}},
+			{Id: "2", Banner: &personadpb.Banner{W: 728, H: 90}},
+		},
+		Site: &personadpb.Site{Domain: "news.example"},
+		User: &personadpb.User{Id: "ex-" + id},
+		Tmax: 500,
+	}
+}
+
+func (h *moneyHarness) bid(t *testing.T, id string) []*personadpb.Bid {
+	t.Helper()
+	resp, err := h.bidder.Bid(context.Background(), moneyRequest(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Seatbid) != 1 {
+		t.Fatalf("request %s: no bid (nbr %d)", id, resp.Nbr)
+	}
+	return resp.Seatbid[0].Bid
+}
+
+// token returns the t parameter of a notice URL.
+func token(t *testing.T, u string) string {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Query().Get("t")
+}
+
+func TestBidNoticeURLs(t *testing.T) {
+	l := newLedger(t, "")
+	defer l.Close()
+	h := newMoneyHarness(t, moneyRules, l)
+	bids := h.bid(t, "req-urls")
+	if len(bids) != 2 {
+		t.Fatalf("%d bids, want 2", len(bids))
+	}
+	base := h.http.URL
+	for _, b := range bids {
+		if len(b.Id) != 16 || strings.Trim(b.Id, "0123456789abcdef") != "" {
+			t.Errorf("bid id %q, want 16 hex digits", b.Id)
+		}
+		tok := token(t, b.Nurl)
+		bid, price, err := l.Signer().Verify(tok)
+		if err != nil {
+			t.Fatalf("nurl token: %v", err)
+		}
+		if got := formatBidID(bid); got != b.Id {
+			t.Errorf("token names bid %s, response says %s", got, b.Id)
+		}
+		if want := engine.ImpressionMicros(int64(b.Price * 1e6)); price != want {
+			t.Errorf("bid %s: token price %d micros, want %d (CPM %v / 1000)", b.Id, price, want, b.Price)
+		}
+		want := []string{
+			base + "/notice/win?t=" + tok + "&price=${AUCTION_PRICE}",
+			base + "/notice/bill?t=" + tok + "&price=${AUCTION_PRICE}",
+			base + "/notice/loss?t=" + tok + "&reason=${AUCTION_LOSS}",
+		}
+		if diff := cmp.Diff(want, []string{b.Nurl, b.Burl, b.Lurl}); diff != "" {
+			t.Errorf("bid %s notice URLs (-want +got):\n%s", b.Id, diff)
+		}
+	}
+	if bids[0].Price != 4.5 || bids[1].Price != 2 {
+		t.Errorf("prices %v, %v: want the CPM bids 4.5 and 2", bids[0].Price, bids[1].Price)
+	}
+	if bids[0].Id == bids[1].Id {
+		t.Error("two bids share an id")
+	}
+	if got := l.Pending(); got != 2 {
+		t.Errorf("ledger holds %d reservations, want 2", got)
+	}
+}
+
+// wireNotice sends one notice on one wire and returns the gRPC code (HTTP
+// answers are mapped back through the error table) and error message.
+func (h *moneyHarness) wireNotice(t *testing.T, w wire, kind noticeKind, tok, price string) (codes.Code, int, string) {
+	t.Helper()
+	ctx := context.Background()
+	if w == wireGRPC {
+		var err error
+		switch kind {
+		case kindWin:
+			_, err = h.notices.Win(ctx, &personadpb.WinRequest{Token: tok, Price: price})
+		case kindBill:
+			_, err = h.notices.Bill(ctx, &personadpb.BillRequest{Token: tok, Price: price})
+		case kindLoss:
+			_, err = h.notices.Loss(ctx, &personadpb.LossRequest{Token: tok, Reason: price})
+		}
+		st := status.Convert(err)
+		return st.Code(), 0, st.Message()
+	}
+	param := "price"
+	if kind == kindLoss {
+		param = "reason"
+	}
+	u := h.http.URL + "/notice/" + kindNames[kind] + "?t=" + url.QueryEscape(tok)
+	if price != "" {
+		u += "&" + param + "=" + url.QueryEscape(price)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var a noticeAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		t.Fatalf("GET %s: %d %q: not JSON: %v", u, resp.StatusCode, body, err)
+	}
+	return codes.Unknown, resp.StatusCode, a.Error
+}
+
+func TestNoticeErrors(t *testing.T) {
+	l := newLedger(t, "")
+	defer l.Close()
+	h := newMoneyHarness(t, moneyRules, l)
+	bids := h.bid(t, "req-err")
+	acme := token(t, bids[0].Burl) // 4.50 CPM: 4500 micros per impression
+	// An earlier bill at 3.00 makes a bill at another price a conflict.
+	if _, err := h.notices.Bill(context.Background(), &personadpb.BillRequest{Token: token(t, bids[1].Burl), Price: "1.5"}); err != nil {
+		t.Fatal(err)
+	}
+	billed := token(t, bids[1].Burl)
+	forged := []byte(acme)
+	forged[len(forged)-2] ^= 1 // still base64, wrong MAC
+	otherKey, _ := ledger.NewSigner([]byte("another key entirely, 32 bytes!!"))
+
+	for _, tc := range []struct {
+		name     string
+		kind     noticeKind
+		tok      string
+		price    string
+		code     codes.Code
+		http     int
+		outcome  noticeOutcome
+		contains string
+	}{
+		{"forged MAC", kindBill, string(forged), "1", codes.InvalidArgument, 400, noticeForged, "bad notice token"},
+		{"other key", kindWin, otherKey.Sign(1234, 4500), "", codes.InvalidArgument, 400, noticeForged, "bad notice token"},
+		{"garbage token", kindLoss, "not-a-token", "", codes.InvalidArgument, 400, noticeForged, "bad notice token"},
+		{"no token", kindBill, "", "1", codes.InvalidArgument, 400, noticeInvalid, "token: required"},
+		{"unknown bid", kindBill, l.Signer().Sign(0xfeed, 4500), "1", codes.NotFound, 404, noticeUnknownBid, "000000000000feed: ledger: unknown bid"},
+		{"negative price", kindBill, acme, "-1", codes.InvalidArgument, 400, noticeBadPrice, `"-1" is negative`},
+		{"unsubstituted macro", kindBill, acme, "${AUCTION_PRICE}", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
+		{"non-numeric", kindBill, acme, "abc", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
+		{"exponent", kindBill, acme, "1e3", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
+		{"NaN", kindWin, acme, "NaN", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
+		{"missing bill price", kindBill, acme, "", codes.InvalidArgument, 400, noticeBadPrice, "price: required"},
+		{"above the bid", kindBill, acme, "4.51", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid (4500)"},
+		{"win above the bid", kindWin, acme, "9", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid"},
+		{"huge", kindBill, acme, "99999999999999999999", codes.InvalidArgument, 400, noticeBadPrice, "above any bid"},
+		{"bad loss reason", kindLoss, acme, "${AUCTION_LOSS}", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason"},
+		{"conflicting bill", kindBill, billed, "1.2", codes.FailedPrecondition, 409, noticeConflict, "conflicts with an earlier one"},
+	} {
+		for _, w := range []wire{wireGRPC, wireHTTP} {
+			t.Run(tc.name+"/"+wireNames[w], func(t *testing.T) {
+				before, stats := l.Report(time.Now()), l.Stats()
+				counter := h.srv.metrics.notices[w][tc.kind][tc.outcome]
+				n := testutil.ToFloat64(counter)
+				code, httpCode, msg := h.wireNotice(t, w, tc.kind, tc.tok, tc.price)
+				if w == wireGRPC && code != tc.code {
+					t.Errorf("code %v (%s), want %v", code, msg, tc.code)
+				}
+				if w == wireHTTP && httpCode != tc.http {
+					t.Errorf("HTTP %d (%s), want %d", httpCode, msg, tc.http)
+				}
+				if !strings.Contains(msg, tc.contains) {
+					t.Errorf("message %q, want it to say %q", msg, tc.contains)
+				}
+				if diff := cmp.Diff(before, l.Report(time.Now())); diff != "" {
+					t.Errorf("ledger changed (-before +after):\n%s", diff)
+				}
+				after := l.Stats()
+				if after.Bills != stats.Bills || after.Wins != stats.Wins || after.Losses != stats.Losses {
+					t.Errorf("ledger counted a notice: %+v -> %+v", stats, after)
+				}
+				if got := testutil.ToFloat64(counter) - n; got != 1 {
+					t.Errorf("personad_notices_total{wire=%s,kind=%s,outcome=%s} grew by %v, want 1",
+						wireNames[w], kindNames[tc.kind], noticeOutcomeNames[tc.outcome], got)
+				}
+			})
+		}
+	}
+}
+
+// fate is what the exchange says about one bid in the replay test.
+type fate struct {
+	win, loss bool
+	bill      string // clearing CPM, "" for none
+}
+
+// TestNoticeReplay sends every notice of many bids 1 to 5 times, shuffled
+// (losses before wins, bills before wins, late bills after losses), over
+// both wires at once, with the ledger restarted halfway; each bid must
+// count exactly once.
+func TestNoticeReplay(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 5))
+	dir := t.TempDir()
+	l := newLedger(t, dir)
+	h := newMoneyHarness(t, moneyRules, l)
+
+	type bidInfo struct {
+		cid   string
+		tok   string
+		price int64 // per impression
+		fate  fate
+	}
+	var all []bidInfo
+	for i := range 60 {
+		for _, b := range h.bid(t, fmt.Sprintf("replay-%d", i)) {
+			bi := bidInfo{cid: b.Cid, tok: token(t, b.Burl), price: engine.ImpressionMicros(int64(b.Price * 1e6))}
+			switch i % 6 {
+			case 0: // won and billed
+				bi.fate = fate{win: true, bill: fmt.Sprintf("%.3f", b.Price*r.Float64())}
+			case 1: // lost
+				bi.fate = fate{loss: true}
+			case 2: // won, never billed: stays reserved until expiry
+				bi.fate = fate{win: true}
+			case 3: // contradictory exchange: loss, then a bill (the bill wins)
+				bi.fate = fate{loss: true, bill: fmt.Sprintf("%.2f", b.Price)}
+			case 4: // billed without a win notice
+				bi.fate = fate{bill: "0.5"}
+			case 5: // no notice at all
+			}
+			all = append(all, bi)
+		}
+	}
+	type send struct {
+		kind  noticeKind
+		tok   string
+		price string
+	}
+	var sends []send
+	for _, b := range all {
+		var mine []send
+		add := func(k noticeKind, price string) {
+			for range 1 + r.IntN(5) {
+				mine = append(mine, send{k, b.tok, price})
+			}
+		}
+		if b.fate.win {
+			add(kindWin, b.fate.bill)
+		}
+		if b.fate.loss {
+			add(kindLoss, "102")
+		}
+		if b.fate.bill != "" {
+			add(kindBill, b.fate.bill)
+		}
+		r.Shuffle(len(mine), func(i, j int) { mine[i], mine[j] = mine[j], mine[i] })
+		sends = append(sends, mine...)
+	}
+	r.Shuffle(len(sends), func(i, j int) { sends[i], sends[j] = sends[j], sends[i] })
+
+	// Expected money per campaign: a bill's price if billed, nothing if
+	// lost, else the reserved bid price.
+	want := map[string][3]int64{} // settled, reserved, bills
+	wantBills := int64(0)
+	for _, b := range all {
+		e := want[b.cid]
+		switch {
+		case b.fate.bill != "":
+			cpm, err := parseCPM(b.fate.bill)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e[0] += engine.ImpressionMicros(cpm)
+			wantBills++
+		case b.fate.loss:
+		default:
+			e[1] += b.price
+		}
+		want[b.cid] = e
+	}
+
+	deliver := func(h *moneyHarness, part []send) {
+		var wg sync.WaitGroup
+		ch := make(chan send)
+		for g := range 4 {
+			wg.Go(func() {
+				for s := range ch {
+					w := wire(g % 2)
+					code, httpCode, msg := h.wireNotice(t, w, s.kind, s.tok, s.price)
+					if (w == wireGRPC && code != codes.OK) || (w == wireHTTP && httpCode != 200) {
+						t.Errorf("%s notice over %s: %v %d %s", kindNames[s.kind], wireNames[w], code, httpCode, msg)
+					}
+				}
+			})
+		}
+		for _, s := range part {
+			ch <- s
+		}
+		close(ch)
+		wg.Wait()
+	}
+	half := len(sends) / 2
+	deliver(h, sends[:half])
+
+	// Restart: stop serving, close the ledger (flushes), reopen it from
+	// its directory with the same key, serve again, deliver the rest.
+	h.close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = newLedger(t, dir)
+	defer l.Close()
+	h = newMoneyHarness(t, moneyRules, l)
+	deliver(h, sends[half:])
+	// And everything once more, for good measure: all replays.
+	deliver(h, sends)
+
+	got := map[string][3]int64{}
+	for _, rep := range l.Report(time.Now()) {
+		got[rep.ID] = [3]int64{rep.SettledTotalMicros, rep.ReservedMicros, 0}
+		if rep.TotalSpentMicros != rep.SettledTotalMicros+rep.ReservedMicros {
+			t.Errorf("%s: spent %d != settled %d + reserved %d", rep.ID, rep.TotalSpentMicros, rep.SettledTotalMicros, rep.ReservedMicros)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("per campaign [settled, reserved] (-want +got):\n%s", diff)
+	}
+	if st := l.Stats(); st.Bills != wantBills {
+		t.Errorf("ledger counted %d bills, want %d (one per billed bid)", st.Bills, wantBills)
+	}
+	t.Logf("%d bids, %d notices delivered (with replays) across a restart; stats %+v", len(all), len(sends)*2, l.Stats())
+}
+
+// TestBidWinBillReport is the money path end to end: bid over gRPC, the
+// exchange calls nurl and burl over HTTP with the clearing price
+// substituted, and Reports shows the spend.
+func TestBidWinBillReport(t *testing.T) {
+	l := newLedger(t, t.TempDir())
+	defer l.Close()
+	h := newMoneyHarness(t, moneyRules, l)
+	bids := h.bid(t, "req-e2e")
+	get := func(u string) {
+		t.Helper()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", u, resp.StatusCode, body)
+		}
+	}
+	// acme wins at 3.20 CPM; beta loses.
+	get(strings.ReplaceAll(bids[0].Nurl, "${AUCTION_PRICE}", "3.20"))
+	get(strings.ReplaceAll(bids[0].Burl, "${AUCTION_PRICE}", "3.20"))
+	get(strings.ReplaceAll(bids[1].Lurl, "${AUCTION_LOSS}", "102"))
+
+	rep, err := h.reports.Campaigns(context.Background(), &personadpb.ReportsCampaignsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Cid                                 string
+		Today, Settled, Reserved, Total     int64
+		Daily, TotalBudget, Left, LeftTotal int64
+		Pacing, Currency, Advertiser        string
+		InRules                             bool
+	}
+	var got []row
+	for _, c := range rep.Campaigns {
+		got = append(got, row{c.Cid, c.SpentTodayMicros, c.SettledTodayMicros, c.ReservedMicros, c.SpentTotalMicros,
+			c.DailyBudgetMicros, c.TotalBudgetMicros, c.RemainingTodayMicros, c.RemainingTotalMicros,
+			c.Pacing, c.Currency, c.Advertiser, c.InRules})
+	}
+	want := []row{
+		{"acme", 3200, 3200, 0, 3200, 100e6, 1000e6, 100e6 - 3200, 1000e6 - 3200, "asap", "USD", "acme", true},
+		{"beta", 0, 0, 0, 0, 50e6, 0, 50e6, -1, "asap", "USD", "beta", true},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("report (-want +got):\n%s", diff)
+	}
+	if rep.TimeZone != "UTC" {
+		t.Errorf("time zone %q, want UTC", rep.TimeZone)
+	}
+	one, err := h.reports.Campaigns(context.Background(), &personadpb.ReportsCampaignsRequest{Campaign: "beta"})
+	if err != nil || len(one.Campaigns) != 1 || one.Campaigns[0].Cid != "beta" {
+		t.Errorf("report for beta: %v, %v", one, err)
+	}
+	// The ledger's events are on /metrics.
+	resp, err := http.Get(h.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`personad_ledger_events_total{event="bill"} 1`,
+		`personad_notices_total{kind="bill",outcome="ok",wire="http"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestParseCPM(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"3.25", 3_250_000, true}, {"4.5", 4_500_000, true}, {".5", 500_000, true},
+		{"7.", 7_000_000, true}, {"0.0000004", 0, true}, {"0.0000005", 1, true},
+		{"", 0, false}, {"-0", 0, false}, {"+1", 0, false}, {"1,5", 0, false}, {".", 0, false},
+		{"1.2.3", 0, false}, {"Inf", 0, false}, {"0x10", 0, false}, {" 1", 0, false},
+	} {
+		got, err := parseCPM(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseCPM(%q) = %d, %v; want %d, ok %t", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestNoticeURLConfig(t *testing.T) {
+	l := newLedger(t, "")
+	defer l.Close()
+	eng, err := engine.New(engine.Config{Ledger: l}, testSegments())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	for _, u := range []string{"", "ftp://x", "http://", "http://x/?a=1", "x.example:80"} {
+		cfg := DefaultConfig()
+		cfg.Engine, cfg.Ledger, cfg.NoticeURL = eng, l, u
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "NoticeURL") {
+			t.Errorf("NoticeURL %q: %v, want an error naming NoticeURL", u, err)
+		}
+	}
+	if got := formatBidID(0xabc); got != "0000000000000abc" {
+		t.Errorf("formatBidID = %q", got)
+	}
+	if _, err := strconv.ParseUint(formatBidID(^uint64(0)), 16, 64); err != nil {
+		t.Error(err)
+	}
+}

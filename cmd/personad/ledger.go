@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	_ "time/tzdata" // --budget-tz works on hosts without a zoneinfo database
+
+	"go.uber.org/zap"
+
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
+	"github.com/personad/personad/ledger/redisledger"
+)
+
+// redisConnectTimeout bounds the first contact with a Redis ledger.
+const redisConnectTimeout = 5 * time.Second
+
+// isRedisURL reports whether --ledger names a Redis server.
+func isRedisURL(s string) bool {
+	return strings.HasPrefix(s, "redis://") || strings.HasPrefix(s, "rediss://")
+}
+
+// checkLedgerFlag rejects a --ledger that is neither a directory nor a
+// Redis URL (a typo must not become a directory named "redis:/...").
+func checkLedgerFlag(s string) error {
+	if isRedisURL(s) {
+		if _, err := url.Parse(s); err != nil {
+			return fmt.Errorf("--ledger %q: %v", s, err)
+		}
+		return nil
+	}
+	if strings.Contains(s, "://") {
+		return fmt.Errorf("--ledger %q: want a directory or redis://host:port[/db]", s)
+	}
+	return nil
+}
+
+func checkNoticeURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("--notice-url %q: want an absolute http:// or https:// URL without query, e.g. https://bidder.example.com", s)
+	}
+	return nil
+}
+
+// openLedger opens the spend ledger --ledger names: always the embedded
+// durable ledger (in <data-dir>/ledger or the directory given), and with a
+// Redis URL the shared leaser and frequency share plugged into it, so
+// that budgets are leased from Redis and the hot path never waits on it.
+// Redis must answer at start; later outages fail closed. It logs nothing:
+// logLedger does once the rules are loaded, so that a start refused for
+// bad rules prints only the problem.
+func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, error) {
+	cfg := ledger.DefaultConfig()
+	cfg.Dir = filepath.Join(o.dataDir, "ledger")
+	if o.ledger != "" && !isRedisURL(o.ledger) {
+		cfg.Dir = o.ledger
+	}
+	cfg.Location = o.budgetTZ
+	info := &ledgerInfo{dir: cfg.Dir, backend: "embedded"}
+	key, err := loadNoticeKey(o.noticeKeyFile, o.dataDir, info)
+	if err != nil {
+		return nil, nil, usageErr(err)
+	}
+	cfg.NoticeKey = key
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("ledger: %w", err)
+	}
+	var rc *redisledger.Client
+	if isRedisURL(o.ledger) {
+		cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
+		rc, err = redisledger.New(cctx, o.ledger, redisledger.DefaultOptions())
+		cancel()
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ledger: %w", err)
+		}
+		cfg.Leaser, cfg.Frequency = rc, rc
+		info.backend = "redis"
+	}
+	t0 := time.Now()
+	l, err := ledger.New(cfg)
+	if err != nil {
+		if rc != nil {
+			rc.Close()
+		}
+		return nil, nil, fmt.Errorf("opening ledger in %s: %w", cfg.Dir, err)
+	}
+	info.took = time.Since(t0)
+	return l, info, nil
+}
+
+// ledgerInfo is what opening the ledger did, for the log.
+type ledgerInfo struct {
+	backend    string
+	dir        string
+	createdKey string // the notice key file created, or ""
+	keyMode    os.FileMode
+	took       time.Duration
+}
+
+// closeLedger flushes the ledger and returns unspent leases; run calls it
+// once the servers have stopped.
+func closeLedger(l *ledger.Ledger, log *zap.Logger) {
+	if err := l.Close(); err != nil {
+		log.Error("closing ledger; unreturned leases stay counted as spent", zap.Error(err))
+	}
+}
+
+// logLedger logs what opening the ledger found and how the loaded rules
+// bound to it: a campaign whose limits the ledger refused cannot spend.
+func logLedger(l *ledger.Ledger, info *ledgerInfo, eng *engine.Engine, log *zap.Logger) {
+	if info.createdKey != "" {
+		log.Info("created notice key", zap.String("path", info.createdKey))
+	}
+	if info.keyMode&0o077 != 0 {
+		log.Warn("notice key file is readable by group or others; anyone who reads it can forge notices",
+			zap.String("mode", info.keyMode.String()))
+	}
+	var spent int64
+	reps := l.Report(time.Now())
+	for _, r := range reps {
+		spent += r.SpentTodayMicros
+	}
+	var refused []string
+	bound := 0
+	if r := eng.Rules(); r != nil {
+		cs := r.Campaigns()
+		bound = len(cs)
+		for i := range cs {
+			if l.Lookup(cs[i].ID) == nil {
+				refused = append(refused, cs[i].ID)
+			}
+		}
+	}
+	log.Info("ledger opened",
+		zap.String("backend", info.backend),
+		zap.String("dir", info.dir),
+		zap.Int("campaigns", len(reps)),
+		zap.Int("pending_bids", l.Pending()),
+		zap.Int64("spent_today_micros", spent),
+		zap.Int("bound", bound-len(refused)),
+		zap.Int("refused", len(refused)),
+		zap.Duration("took", info.took))
+	if len(refused) > 0 {
+		log.Warn("ledger refused campaigns' limits; they cannot spend",
+			zap.Int("refused", len(refused)), zap.Strings("campaigns", refused[:min(len(refused), 20)]))
+	}
+}
+
+// minNoticeKey is the shortest notice key accepted (ledger.NewSigner).
+const minNoticeKey = 16
+
+// loadNoticeKey reads the HMAC key of notice tokens from path: hex (the
+// format personad writes) or raw bytes, at least 16 bytes. With path ""
+// it is <dataDir>/notice.key, created with 32 random bytes (mode 0600) on
+// first start, so that tokens in flight survive a restart.
+func loadNoticeKey(path, dataDir string, info *ledgerInfo) ([]byte, error) {
+	explicit := path != ""
+	if !explicit {
+		path = filepath.Join(dataDir, "notice.key")
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		if b, err = createNoticeKey(path); err != nil {
+			return nil, err
+		}
+		info.createdKey = path
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--notice-key-file: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		info.keyMode = fi.Mode().Perm()
+	}
+	key := bytes.TrimSpace(b)
+	if k, err := hex.DecodeString(string(key)); err == nil {
+		key = k
+	} else {
+		key = b
+	}
+	if len(key) < minNoticeKey {
+		return nil, fmt.Errorf("--notice-key-file %s: key has %d bytes, want at least %d", path, len(key), minNoticeKey)
+	}
+	return key, nil
+}
+
+// createNoticeKey writes a new random key to path, atomically and durably.
+func createNoticeKey(path string) ([]byte, error) {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	text := []byte(hex.EncodeToString(raw) + "\n")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("notice key: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".notice.key-*")
+	if err != nil {
+		return nil, fmt.Errorf("notice key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	// CreateTemp makes the file 0600.
+	_, err = tmp.Write(text)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("notice key: %w", err)
+	}
+	// Link, not rename: two processes starting on one data dir must not
+	// each win with a different key.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return os.ReadFile(path)
+		}
+		return nil, fmt.Errorf("notice key: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return text, nil
+}
