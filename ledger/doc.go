@@ -45,8 +45,12 @@
 // campaign, everything between the spend the log proves and the last
 // durable ceiling, and logs that as a phantom record. So a crash never
 // under-counts spend (a restart never resets it); the price of a crash is
-// at most one lease per campaign (LeaseFraction of the budget, default
-// 0.5%) counted as spent without an impression. A clean Close returns the
+// the unspent part of the campaign's ceiling counted as spent without an
+// impression: less than two leases, because a refill tops the ceiling up
+// while up to one lease is still unspent (measured: up to 1.38 leases per
+// SIGKILL). A lease is max(LeaseFraction of the budget, LeaseMinMicros,
+// four times the largest price), capped at the budget: 0.5% of a large
+// budget, but LeaseMinMicros (1.00) is 5% of a 20.00 daily budget. A clean Close returns the
 // unused lease, so a clean restart loses nothing. Frequency counts of the
 // reservations in the last unsynced batch (at most SyncInterval of bids)
 // can be lost in a crash; they are the only state that errs the unsafe way.
