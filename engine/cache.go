@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
 
@@ -30,6 +31,9 @@ func DefaultCompilerConfig() CompilerConfig {
 // concurrent use; Close it to stop the cache's goroutines.
 type Compiler struct {
 	cache *ristretto.Cache[uint64, *unit]
+	// last is the last rule set compiled, for the next compilation to
+	// patch. Exact, not a cache: any compiled set is a valid base.
+	last atomic.Pointer[linked]
 }
 
 // NewCompiler returns a Compiler with cfg's cache.
@@ -87,5 +91,18 @@ func (cc *Compiler) store(u *unit) {
 func (cc *Compiler) wait() {
 	if cc != nil && cc.cache != nil {
 		cc.cache.Wait()
+	}
+}
+
+func (cc *Compiler) previous() *linked {
+	if cc == nil {
+		return nil
+	}
+	return cc.last.Load()
+}
+
+func (cc *Compiler) remember(l *linked) {
+	if cc != nil {
+		cc.last.Store(l)
 	}
 }

@@ -3,8 +3,11 @@ package engine
 import (
 	"cmp"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -29,6 +32,11 @@ type Rules struct {
 	terms      []term
 	termByFact map[Fact]uint32
 	facets     []string // facet id -> name
+	// vocab identifies the term table (terms' names and facets,
+	// termByFact, facets): Rules patched from others share their vocab,
+	// and what is keyed on it (the segment binding, cached personas)
+	// stays valid across such a reload.
+	vocab *vocab
 
 	// constrained lists the facets some campaign's targeting.all names, each
 	// with the campaigns that place no constraint on it.
@@ -40,6 +48,9 @@ type Rules struct {
 	channelByApp  map[string]int // app bundle -> channel id
 	channelNames  []string
 }
+
+// vocab is an identity: one is allocated per term table.
+type vocab struct{ _ byte } // not zero-size: distinct allocations, distinct pointers
 
 type term struct {
 	facet uint32
@@ -114,6 +125,9 @@ type CompileStats struct {
 	// taken from the Compiler's cache (an identical campaign compiled
 	// before).
 	Compiled, Reused int
+	// Patched says the previous compilation was patched (few campaigns
+	// changed) rather than linked afresh.
+	Patched bool
 	// Took is the whole compilation, validation included.
 	Took time.Duration
 }
@@ -135,12 +149,40 @@ func Micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
 
 // Compile validates rs and compiles it into Rules, reusing from the cache
 // every campaign whose content (rules.Digest) was compiled before, so that
-// a reload changing a few campaigns recompiles only those; the index over
-// all of them is rebuilt (cheaply) every time. A nil Compiler compiles
-// without a cache. version is as for the package-level Compile.
+// a reload changing a few campaigns recompiles only those. When rs is the
+// rule set this Compiler compiled last with a few campaigns changed (same
+// campaign ids in the same order, same content rules, no term or channel
+// appearing or vanishing), the previous Rules are patched: the changed
+// campaigns are linked and moved to their new rank, and only the index
+// words over the ordinals that moved are rebuilt, copy-on-write. Otherwise
+// linking and the index are rebuilt for every campaign. Either way the
+// result equals what the package-level Compile returns. A nil Compiler
+// compiles without a cache. version is as for the package-level Compile.
 func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	start := time.Now()
 	digests, content := rs.Digests()
+	if version == "" {
+		version = rules.VersionOf(digests, content)
+	}
+	finish := func(r *Rules, compiled int, patched bool) *Rules {
+		r.version = version
+		r.digests = digests
+		r.compiled = time.Now()
+		r.stats = CompileStats{
+			Campaigns: len(digests),
+			Compiled:  compiled,
+			Reused:    len(digests) - compiled,
+			Took:      r.compiled.Sub(start),
+			Patched:   patched,
+		}
+		return r
+	}
+	if prev := cc.previous(); prev != nil {
+		if r, l, compiled, ok := cc.patch(prev, rs, digests, content); ok {
+			cc.remember(l)
+			return finish(r, compiled, true), nil
+		}
+	}
 	units := make([]*unit, len(rs.Campaigns))
 	reused := 0
 	for i := range rs.Campaigns {
@@ -152,27 +194,40 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	if err := rs.ValidateExcept(func(i int) bool { return units[i] != nil }); err != nil {
 		return nil, err
 	}
-	for i := range rs.Campaigns {
-		if units[i] == nil {
-			units[i] = compileUnit(&rs.Campaigns[i], digests[i])
-			cc.store(units[i])
+	fresh := make([]bool, len(units))
+	for i := range units {
+		fresh[i] = units[i] == nil
+	}
+	// Compile on every CPU: units are independent of each other.
+	const chunk = 1024
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), (len(units)+chunk-1)/chunk) {
+		wg.Go(func() {
+			for lo := int(next.Add(chunk)) - chunk; lo < len(units); lo = int(next.Add(chunk)) - chunk {
+				for i := lo; i < min(lo+chunk, len(units)); i++ {
+					if fresh[i] {
+						units[i] = compileUnit(&rs.Campaigns[i], digests[i])
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if cc != nil && cc.cache != nil {
+		for i, u := range units {
+			if fresh[i] {
+				cc.store(u)
+			}
 		}
+		cc.wait()
 	}
-	cc.wait()
-	if version == "" {
-		version = rules.VersionOf(digests, content)
+	r, l := link(units, &rs.ContentRules)
+	if cc != nil {
+		l.content = content
+		cc.remember(l)
 	}
-	r := link(units, &rs.ContentRules)
-	r.version = version
-	r.digests = digests
-	r.compiled = time.Now()
-	r.stats = CompileStats{
-		Campaigns: len(units),
-		Compiled:  len(units) - reused,
-		Reused:    reused,
-		Took:      r.compiled.Sub(start),
-	}
-	return r, nil
+	return finish(r, len(units)-reused, false), nil
 }
 
 // unit is one campaign compiled on its own, independent of every other
@@ -280,10 +335,46 @@ type linker struct {
 	local []uint32
 	base  []int
 	arena []uint32 // backing store of every linked clause
+	// chanFirst is, by channel id, the first unit naming the channel: -1
+	// for a channel of the content rules, math.MaxInt32 for one no unit
+	// names. Channel ids are numbered in that order.
+	chanFirst []int32
 }
 
-func link(units []*unit, cr *rules.ContentRules) *Rules {
+// linked is what a Compiler keeps of the last rule set it compiled, for
+// the next compilation to patch. It is immutable once stored.
+type linked struct {
+	r       *Rules
+	content rules.Digest
+	units   []*unit // in rule-set order
+	order   []int32 // ordinal -> rule-set index
+	ordOf   []int32 // rule-set index -> ordinal
+	refs    []int32 // term id -> units naming the term
+	// chanFirst is linker.chanFirst.
+	chanFirst []int32
+}
+
+// compareRank orders campaigns by DESIGN.md's choice rule: lowest priority
+// tier first, then highest price, then the campaign whose targeting matched
+// more clauses (every targeting.all clause holds for an eligible campaign,
+// so that is its clause count), then campaign id.
+func compareRank(aPrio, bPrio int32, aBid, bBid int64, aClauses, bClauses int32, aID, bID string) int {
+	return cmp.Or(
+		cmp.Compare(aPrio, bPrio),
+		cmp.Compare(bBid, aBid),
+		cmp.Compare(bClauses, aClauses),
+		strings.Compare(aID, bID),
+	)
+}
+
+func compareUnits(a, b *unit) int {
+	return compareRank(a.camp.Priority, b.camp.Priority, a.camp.BidMicros, b.camp.BidMicros,
+		int32(a.camp.clauseCount), int32(b.camp.clauseCount), a.id, b.id)
+}
+
+func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 	r := &Rules{
+		vocab:         &vocab{},
 		channels:      map[string]int{},
 		channelByHost: map[string]int{},
 		channelByApp:  map[string]int{},
@@ -292,10 +383,6 @@ func link(units []*unit, cr *rules.ContentRules) *Rules {
 	l.internTerms(units)
 	l.internChannels(units, cr)
 
-	// Rank order, DESIGN.md's choice rule: lowest priority tier first, then
-	// highest price, then the campaign whose targeting matched more clauses
-	// (every targeting.all clause holds for an eligible campaign, so that is
-	// its clause count), then campaign id.
 	type rankKey struct {
 		prio    int32
 		clauses int32
@@ -308,16 +395,13 @@ func link(units []*unit, cr *rules.ContentRules) *Rules {
 		keys[i] = rankKey{u.camp.Priority, int32(u.camp.clauseCount), u.camp.BidMicros, u.id, int32(i)}
 	}
 	slices.SortFunc(keys, func(a, b rankKey) int {
-		return cmp.Or(
-			cmp.Compare(a.prio, b.prio),
-			cmp.Compare(b.bid, a.bid),
-			cmp.Compare(b.clauses, a.clauses),
-			strings.Compare(a.id, b.id),
-		)
+		return compareRank(a.prio, b.prio, a.bid, b.bid, a.clauses, b.clauses, a.id, b.id)
 	})
 	order := make([]int32, len(units))
+	ordOf := make([]int32, len(units))
 	for ord := range keys {
 		order[ord] = keys[ord].i
+		ordOf[keys[ord].i] = int32(ord)
 	}
 	house := newBlocklist(cr.BlockedCat, cr.BlockedAdomain)
 	r.campaigns = make([]Campaign, len(units))
@@ -325,38 +409,49 @@ func link(units []*unit, cr *rules.ContentRules) *Rules {
 	for _, u := range units {
 		ncr += len(u.creatives)
 	}
-	creatives := make([]Creative, 0, ncr)
+	creatives := make([]Creative, ncr)
 	for ord, i := range order {
 		u := units[i]
-		c := &r.campaigns[ord]
-		*c = u.camp
-		c.ordinal = uint32(ord)
-		local := l.local[l.base[i]:l.base[i+1]]
-		c.all = l.clauses(u.all, local)
-		c.none = l.clauses(u.none, local)
-		c.channels = r.channelIDs(u.channels)
-		if d, ok := house.blockedDomain(c.Adomain); ok {
-			c.houseBlocked = "house rules block adomain " + d
-		}
-		c.Creatives = creatives[len(creatives) : len(creatives)+len(u.creatives) : len(creatives)+len(u.creatives)]
-		creatives = append(creatives, u.creatives...)
-		usable := 0
-		for j := range c.Creatives {
-			ccr := &c.Creatives[j]
-			ccr.channels = r.channelIDs(u.crChans[j])
-			ccr.persona = l.clauses(u.persona[j], local)
-			if b, ok := house.blockedCat(ccr.Cat); ok {
-				ccr.houseBlocked = "house rules block category " + b
-			} else {
-				usable++
-			}
-		}
-		if c.houseBlocked == "" && usable == 0 {
-			c.houseBlocked = "house rules block the category of every creative"
-		}
+		crs := creatives[:len(u.creatives):len(u.creatives)]
+		creatives = creatives[len(u.creatives):]
+		linkCampaign(r, &r.campaigns[ord], u, l.local[l.base[i]:l.base[i+1]], house, crs, &l.arena)
+		r.campaigns[ord].ordinal = uint32(ord)
 	}
 	l.buildIndex(units, order)
-	return r
+	refs := make([]int32, len(r.terms))
+	for _, t := range l.local {
+		refs[t]++ // a unit's facts are distinct: one reference per unit
+	}
+	return r, &linked{r: r, units: units, order: order, ordOf: ordOf, refs: refs, chanFirst: l.chanFirst}
+}
+
+// linkCampaign links unit u into c: local maps u's facts to term ids,
+// creatives receives the compiled creatives (len(u.creatives) of them)
+// and arena the linked clauses. c.ordinal is the caller's to set.
+func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *blocklist, creatives []Creative, arena *[]uint32) {
+	*c = u.camp
+	c.all = linkClauses(u.all, local, arena)
+	c.none = linkClauses(u.none, local, arena)
+	c.channels = r.channelIDs(u.channels)
+	if d, ok := house.blockedDomain(c.Adomain); ok {
+		c.houseBlocked = "house rules block adomain " + d
+	}
+	copy(creatives, u.creatives)
+	c.Creatives = creatives
+	usable := 0
+	for j := range c.Creatives {
+		ccr := &c.Creatives[j]
+		ccr.channels = r.channelIDs(u.crChans[j])
+		ccr.persona = linkClauses(u.persona[j], local, arena)
+		if b, ok := house.blockedCat(ccr.Cat); ok {
+			ccr.houseBlocked = "house rules block category " + b
+		} else {
+			usable++
+		}
+	}
+	if c.houseBlocked == "" && usable == 0 {
+		c.houseBlocked = "house rules block the category of every creative"
+	}
 }
 
 // internTerms numbers every fact the units name, sorted by facet then
@@ -428,23 +523,26 @@ func clauseValues(units []*unit) int {
 	return n
 }
 
-// clauses maps a unit's clauses to sorted, distinct term ids, in the arena.
-func (l *linker) clauses(cs [][]uint32, local []uint32) [][]uint32 {
+// linkClauses maps a unit's clauses to sorted, distinct term ids, in the
+// arena.
+func linkClauses(cs [][]uint32, local []uint32, arena *[]uint32) [][]uint32 {
 	if len(cs) == 0 {
 		return nil
 	}
+	a := *arena
 	out := make([][]uint32, len(cs))
 	for i, c := range cs {
-		start := len(l.arena)
+		start := len(a)
 		for _, f := range c {
-			l.arena = append(l.arena, local[f])
+			a = append(a, local[f])
 		}
-		ids := l.arena[start:len(l.arena):len(l.arena)]
+		ids := a[start:len(a):len(a)]
 		slices.Sort(ids)
 		ids = slices.Compact(ids)
-		l.arena = l.arena[:start+len(ids)]
+		a = a[:start+len(ids)]
 		out[i] = ids[:len(ids):len(ids)]
 	}
+	*arena = a
 	return out
 }
 
@@ -469,18 +567,26 @@ func (l *linker) internChannels(units []*unit, cr *rules.ContentRules) {
 			r.channelByApp[b] = id
 		}
 	}
-	for _, u := range units {
+	for range r.channelNames {
+		l.chanFirst = append(l.chanFirst, -1)
+	}
+	named := func(i int, ch string) {
+		if id := r.channelID(ch); id == len(l.chanFirst) {
+			l.chanFirst = append(l.chanFirst, int32(i))
+		}
+	}
+	for i, u := range units {
 		for _, ch := range u.channels {
-			r.channelID(ch)
+			named(i, ch)
 		}
 		for _, chs := range u.crChans {
 			for _, ch := range chs {
-				r.channelID(ch)
+				named(i, ch)
 			}
 		}
 	}
-	r.channelID(channelWeb)
-	r.channelID(channelApp)
+	named(math.MaxInt32, channelWeb)
+	named(math.MaxInt32, channelApp)
 }
 
 func (r *Rules) channelIDs(names []string) []int {
@@ -589,6 +695,10 @@ func (r *Rules) Digests() []rules.Digest { return r.digests }
 
 // Campaigns returns the compiled campaigns in rank order.
 func (r *Rules) Campaigns() []Campaign { return r.campaigns }
+
+// Facets returns every facet the rules refer to, sorted. The caller must
+// not modify it.
+func (r *Rules) Facets() []string { return r.facets }
 
 // Facts returns every (facet, value) the rules refer to, in term order.
 func (r *Rules) Facts() []string {

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,4 +91,135 @@ func TestCompileRejectsInvalidCached(t *testing.T) {
 	if es, ok := err.(rules.ValidationErrors); !ok || es[0].Error() != want {
 		t.Errorf("duplicate of a cached campaign: %v, want %s first", err, want)
 	}
+}
+
+// TestCompilePatchIdentical applies a seeded sequence of edits, each a
+// reload through one Compiler, and wants every result equal to a fresh
+// compilation; it also wants the edits a patch can make patched, so that
+// the fast path is what is being compared.
+func TestCompilePatchIdentical(t *testing.T) {
+	cfg := world.SmallConfig()
+	cfg.Campaigns = 300 // several words per index set
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewCompiler(DefaultCompilerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := cc.Compile(rs, ""); err != nil {
+		t.Fatal(err)
+	}
+	n := len(rs.Campaigns)
+	prio := func(p int32) *int32 { return &p }
+	// Each edit returns whether a patch can apply it.
+	edits := []struct {
+		name string
+		edit func(rng *rand.Rand) bool
+	}{
+		{"nothing", func(*rand.Rand) bool { return true }},
+		{"bid", func(rng *rand.Rand) bool {
+			rs.Campaigns[rng.IntN(n)].BidCPM = 0.5 + float64(rng.IntN(4000))/100
+			return true
+		}},
+		{"bid to the top", func(rng *rand.Rand) bool {
+			rs.Campaigns[rng.IntN(n)].BidCPM = rules.MaxBidCPM
+			return true
+		}},
+		{"priority", func(rng *rand.Rand) bool {
+			rs.Campaigns[rng.IntN(n)].Priority = prio(int32(rng.IntN(20)))
+			return true
+		}},
+		{"pause", func(rng *rand.Rand) bool {
+			c := &rs.Campaigns[rng.IntN(n)]
+			c.Status = map[string]string{"": rules.StatusPaused, rules.StatusActive: rules.StatusPaused, rules.StatusPaused: rules.StatusActive}[c.Status]
+			return true
+		}},
+		{"adm", func(rng *rand.Rand) bool {
+			c := &rs.Campaigns[rng.IntN(n)]
+			c.Creatives[0].Adm += "<i>edited</i>"
+			return true
+		}},
+		{"creative size", func(rng *rand.Rand) bool {
+			c := &rs.Campaigns[rng.IntN(n)]
+			c.Creatives[rng.IntN(len(c.Creatives))].W = int32(100 + rng.IntN(3))
+			return true
+		}},
+		{"blocked category", func(rng *rand.Rand) bool {
+			c := &rs.Campaigns[rng.IntN(n)]
+			c.Creatives[0].Cat = []string{"IAB25"}
+			return true
+		}},
+		{"swap targeting", func(rng *rand.Rand) bool {
+			// Another campaign's clauses: terms that exist already.
+			c, o := &rs.Campaigns[rng.IntN(n)], &rs.Campaigns[rng.IntN(n)]
+			c.Targeting = rules.Targeting{
+				All:      slices.Clone(o.Targeting.All),
+				None:     slices.Clone(o.Targeting.None),
+				Channels: slices.Clone(c.Targeting.Channels),
+			}
+			return false // may or may not patch (a facet or term may vanish)
+		}},
+		{"drop targeting", func(rng *rand.Rand) bool {
+			rs.Campaigns[rng.IntN(n)].Targeting.All = nil
+			return false
+		}},
+		{"new term", func(rng *rand.Rand) bool {
+			c := &rs.Campaigns[rng.IntN(n)]
+			c.Targeting.All = append(slices.Clone(c.Targeting.All), rules.Clause{Facet: "zz_new", Any: []string{fmt.Sprint("v", rng.IntN(1000))}})
+			return false
+		}},
+		{"renamed creative", func(rng *rand.Rand) bool {
+			c := &rs.Campaigns[rng.IntN(n)]
+			c.Creatives = slices.Clone(c.Creatives)
+			c.Creatives[0].ID = fmt.Sprint("renamed-", rng.IntN(1<<30))
+			return false
+		}},
+		{"several", func(rng *rand.Rand) bool {
+			for range 5 {
+				c := &rs.Campaigns[rng.IntN(n)]
+				c.BidCPM = 0.5 + float64(rng.IntN(4000))/100
+				c.Creatives[0].H = int32(50 + rng.IntN(3))
+			}
+			return true
+		}},
+		{"content rules", func(rng *rand.Rand) bool {
+			rs.ContentRules.BlockedAdomain = append(rs.ContentRules.BlockedAdomain, fmt.Sprint("x", rng.IntN(100), ".example"))
+			return false
+		}},
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	patched := map[string]int{}
+	for step := range 400 {
+		e := edits[rng.IntN(len(edits))]
+		// Edits write into shared slices: give the set its own campaigns.
+		rs.Campaigns = slices.Clone(rs.Campaigns)
+		wantPatch := e.edit(rng)
+		got, err := cc.Compile(rs, "")
+		if err != nil {
+			t.Fatalf("step %d %s: %v", step, e.name, err)
+		}
+		want, err := Compile(rs, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.stats.Patched {
+			patched[e.name]++
+		} else if wantPatch {
+			t.Errorf("step %d %s: linked afresh, want patched", step, e.name)
+		}
+		got.compiled, got.stats = time.Time{}, CompileStats{}
+		want.compiled, want.stats = time.Time{}, CompileStats{}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d %s: patched rules differ from a fresh compilation", step, e.name)
+		}
+	}
+	for _, e := range edits {
+		if patched[e.name] == 0 && e.name != "new term" && e.name != "renamed creative" && e.name != "content rules" {
+			t.Errorf("%s: never patched", e.name)
+		}
+	}
+	t.Logf("patched: %v", patched)
 }

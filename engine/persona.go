@@ -12,8 +12,10 @@ import (
 
 // binding ties compiled rules to a segment snapshot: for every term of the
 // rules, the uploaded segment holding it (nil when none), and the order in
-// which a cache miss tests them. It is rebuilt when either side changes,
-// which is rare next to decisions; a binding is immutable once published.
+// which a cache miss tests them. It depends on the rules only through
+// their term table, so it is rebuilt when the segments or the term table
+// change (not when a reload patches campaigns but keeps the terms), which
+// is rare next to decisions; a binding is immutable once published.
 type binding struct {
 	rules *Rules
 	seg   *segments.Snapshot
@@ -33,7 +35,7 @@ type termGroup struct {
 }
 
 func (e *Engine) bind(r *Rules, seg *segments.Snapshot) *binding {
-	if b := e.binding.Load(); b != nil && b.rules == r && b.seg == seg {
+	if b := e.binding.Load(); b != nil && b.rules.vocab == r.vocab && b.seg == seg {
 		return b
 	}
 	b := newBinding(r, seg)
@@ -114,10 +116,11 @@ func disjoint(bms []*roaring.Bitmap, terms []uint32) bool {
 	return roaring.FastOr(sets...).GetCardinality() == sum
 }
 
-// personaEntry is a user's uploaded persona as term ids of one rules
-// version, resolved against one segment snapshot. It is immutable.
+// personaEntry is a user's uploaded persona as term ids of one term table
+// (shared by the rules versions a reload patched), resolved against one
+// segment snapshot. It is immutable.
 type personaEntry struct {
-	rules *Rules
+	vocab *vocab
 	seg   uint64
 	terms []uint32
 }
@@ -182,7 +185,7 @@ func (e *Engine) lookupUser(seg *segments.Snapshot, q *Query) (uint32, bool) {
 func (e *Engine) uploadedTerms(b *binding, uid uint32, s *scratch) []uint32 {
 	segVersion := b.seg.Version()
 	if e.cache != nil {
-		if p, ok := e.cache.Get(uint64(uid)); ok && p.rules == b.rules && p.seg == segVersion {
+		if p, ok := e.cache.Get(uint64(uid)); ok && p.vocab == b.rules.vocab && p.seg == segVersion {
 			return p.terms
 		}
 	}
@@ -201,7 +204,7 @@ func (e *Engine) uploadedTerms(b *binding, uid uint32, s *scratch) []uint32 {
 	s.uploaded = terms
 	if e.cache != nil {
 		// The entry must own its terms: s.uploaded is reused.
-		e.cache.Set(uint64(uid), &personaEntry{rules: b.rules, seg: segVersion, terms: append([]uint32(nil), terms...)}, 1)
+		e.cache.Set(uint64(uid), &personaEntry{vocab: b.rules.vocab, seg: segVersion, terms: append([]uint32(nil), terms...)}, 1)
 	}
 	return terms
 }

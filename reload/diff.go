@@ -48,6 +48,17 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 		oldDigests = oldR.Digests()
 	}
 	newDigests := r.Digests()
+	if sameIDs(oldRS, rs) && len(oldDigests) == len(newDigests) {
+		// The common edit: no campaign added, removed or moved.
+		for i := range rs.Campaigns {
+			if oldDigests[i] != newDigests[i] {
+				d.CampaignsChanged = append(d.CampaignsChanged, rs.Campaigns[i].ID)
+				d.creatives(&oldRS.Campaigns[i], &rs.Campaigns[i])
+			}
+		}
+		d.finish(oldRS, rs)
+		return d
+	}
 	old := make(map[string]int, len(oldRS.Campaigns))
 	for i := range oldRS.Campaigns {
 		old[oldRS.Campaigns[i].ID] = i
@@ -77,6 +88,26 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 			}
 		}
 	}
+	d.finish(oldRS, rs)
+	return d
+}
+
+// sameIDs reports whether a and b hold the same campaign ids in the same
+// order.
+func sameIDs(a, b *rules.RuleSet) bool {
+	if len(a.Campaigns) != len(b.Campaigns) {
+		return false
+	}
+	for i := range a.Campaigns {
+		if a.Campaigns[i].ID != b.Campaigns[i].ID {
+			return false
+		}
+	}
+	return true
+}
+
+// finish compares the content rules and sorts the lists.
+func (d *Diff) finish(oldRS, rs *rules.RuleSet) {
 	d.ContentRulesChanged = oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
 	for _, l := range []*[]string{
 		&d.CampaignsAdded, &d.CampaignsChanged, &d.CampaignsRemoved,
@@ -84,7 +115,6 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 	} {
 		slices.Sort(*l)
 	}
-	return d
 }
 
 // creatives adds what changed between two versions of one campaign.

@@ -3,6 +3,7 @@ package reload
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -265,7 +266,7 @@ func (m *Manager) Validate(rs *rules.RuleSet) (errs, warnings rules.ValidationEr
 	if err := rs.Validate(); err != nil {
 		return asProblems(err), nil, ""
 	}
-	return nil, m.warnings(rs), rs.Version()
+	return nil, m.warnings(rs, nil), rs.Version()
 }
 
 // Apply validates, compiles and activates rs (persisting it when DataDir is
@@ -321,7 +322,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 	res := &Result{
 		Version:   r.Version(),
 		Diff:      diff(cur.RuleSet, cur.Rules, rs, r),
-		Warnings:  m.warnings(rs),
+		Warnings:  m.warnings(rs, r),
 		DryRun:    dryRun,
 		Campaigns: len(rs.Campaigns),
 		Stats:     r.Stats(),
@@ -428,8 +429,10 @@ func problemStrings(es rules.ValidationErrors, n int) []string {
 	return out
 }
 
-// warnings are rs's facet warnings against the live segments.
-func (m *Manager) warnings(rs *rules.RuleSet) rules.ValidationErrors {
+// warnings are rs's facet warnings against the live segments. r, when
+// set, is rs compiled: when every facet it refers to is in use there is
+// nothing to warn about, and the walk over every clause is skipped.
+func (m *Manager) warnings(rs *rules.RuleSet, r *engine.Rules) rules.ValidationErrors {
 	if m.cfg.Segments == nil {
 		return nil
 	}
@@ -439,6 +442,9 @@ func (m *Manager) warnings(rs *rules.RuleSet) rules.ValidationErrors {
 		for _, s := range snap.Segments() {
 			facets[s.Facet] = true
 		}
+	}
+	if r != nil && !slices.ContainsFunc(r.Facets(), func(f string) bool { return !facets[f] }) {
+		return nil
 	}
 	return rs.FacetWarnings(func(f string) bool { return facets[f] })
 }

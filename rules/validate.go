@@ -3,8 +3,11 @@ package rules
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -130,13 +133,23 @@ func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
 	for i := range rs.Campaigns {
 		ncr += len(rs.Campaigns[i].Creatives)
 	}
+	// Each campaign's own checks run in parallel; their errors are merged
+	// in order with those of the checks across campaigns.
+	own := make([]ValidationErrors, len(rs.Campaigns))
+	parallel(len(rs.Campaigns), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if known == nil || !known(i) {
+				cv := validator{}
+				cv.campaign(campaignPath(i), &rs.Campaigns[i])
+				own[i] = cv.errs
+			}
+		}
+	})
 	campIDs := make(map[string]int, len(rs.Campaigns))
 	crIDs := make(map[string][2]int, ncr) // creative id -> (campaign, creative) index
 	for i := range rs.Campaigns {
 		c := &rs.Campaigns[i]
-		if known == nil || !known(i) {
-			v.campaign(campaignPath(i), c)
-		}
+		v.errs = append(v.errs, own[i]...)
 		if c.ID != "" {
 			if j, dup := campIDs[c.ID]; dup {
 				v.add(campaignPath(i)+".id", "duplicate campaign id %q (also campaigns[%d])", c.ID, j)
@@ -161,6 +174,47 @@ func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
 		return nil
 	}
 	return v.errs
+}
+
+// ValidateCampaigns checks each campaign at the indexes listed on its own,
+// as Validate does, but not the checks across campaigns (duplicate ids)
+// nor the content rules: it is for a caller that knows those hold, such
+// as a compiler patching a valid rule set in which only these campaigns
+// changed and no id did. It returns ValidationErrors, or nil.
+func (rs *RuleSet) ValidateCampaigns(idx []int) error {
+	v := validator{}
+	for _, i := range idx {
+		v.campaign(campaignPath(i), &rs.Campaigns[i])
+	}
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+// parallel calls f over [0, n) split in chunks, on every CPU when n is
+// large enough to be worth it, and returns when all calls have.
+func parallel(n int, f func(lo, hi int)) {
+	const chunk = 1024
+	workers := min(runtime.GOMAXPROCS(0), (n+chunk-1)/chunk)
+	if workers <= 1 {
+		f(0, n)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= n {
+					return
+				}
+				f(lo, min(lo+chunk, n))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func campaignPath(i int) string { return "campaigns[" + strconv.Itoa(i) + "]" }
