@@ -351,7 +351,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 			return nil, err
 		}
 	}
-	m.cfg.Engine.SetRules(r)
+	_, refused := m.cfg.Engine.SetRules(r)
 	res.AppliedAt = at
 	took := time.Since(t0)
 	m.publish(func(s *state) {
@@ -373,6 +373,13 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 	}
 	if len(res.Warnings) > 0 {
 		fields = append(fields, zap.Strings("warnings", problemStrings(res.Warnings, maxLoggedProblems)))
+	}
+	if refused > 0 {
+		// Validation checks what the ledger checks, so this means the two
+		// disagree: those campaigns fail closed (they cannot spend).
+		fields = append(fields, zap.Int("ledger_refused", refused))
+		m.log.Warn("rules applied; the ledger refused some campaigns' limits, which cannot spend", fields...)
+		return res, nil
 	}
 	m.log.Info("rules applied", fields...)
 	return res, nil

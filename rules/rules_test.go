@@ -165,7 +165,7 @@ campaigns:
 			"campaigns[0].end: 2026-01-01T00:00:00Z must be after start 2027-01-01T00:00:00Z",
 			"campaigns[0].bid_cpm: -1 must be > 0 and <= 10000",
 			`campaigns[0].currency: "usd" is not an ISO-4217 code such as USD`,
-			"campaigns[0].budget.daily: -5 must be >= 0 (0: no daily limit)",
+			"campaigns[0].budget.daily: -5 must be >= 0 and <= 100000000 (0: no daily limit)",
 			`campaigns[0].pacing: unknown pacing mode "fast", want even or asap`,
 			`campaigns[0].frequency_cap.window: "1d" is not a duration such as 24h`,
 			`campaigns[0].targeting.all[0].facet: "Title" must match ^[a-z][a-z0-9_]{0,31}$`,
@@ -176,6 +176,18 @@ campaigns:
 			`campaigns[0].creatives[0].adm: unterminated macro: "${" without "}"`,
 			"campaigns[0].creatives[1].adm: required",
 			`campaigns[0].creatives[1].id: duplicate creative id "c" (also campaigns[0].creatives[0])`,
+		}},
+		{"money limits", `
+campaigns:
+  - id: big
+    bid_cpm: 1
+    budget: {daily: 300000000, total: 2e12}
+    frequency_cap: {max: 1, window: 9000h}
+    creatives: [{id: c, w: 1, h: 1, adm: x}]
+`, []string{
+			"campaigns[0].budget.daily: 3e+08 must be >= 0 and <= 100000000 (0: no daily limit)",
+			"campaigns[0].budget.total: 2e+12 must be >= 0 and <= 1000000000000 (0: no total limit)",
+			`campaigns[0].frequency_cap.window: "9000h" must be at most 8784h0m0s`,
 		}},
 		{"duplicate campaign", `
 campaigns:

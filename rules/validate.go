@@ -44,6 +44,12 @@ const (
 	MaxClauseValues      = 1024
 	MaxBidCPM            = 10_000
 	MaxCreativeDimension = 10_000
+	// Budgets in currency units: the ledger counts a day's spend in 48 bits
+	// of micro-units (about 281 million units).
+	MaxDailyBudget = 100_000_000
+	MaxTotalBudget = 1_000_000_000_000
+	// MaxFrequencyWindow is the longest frequency-cap window (a leap year).
+	MaxFrequencyWindow = 366 * 24 * time.Hour
 )
 
 // The shapes of names, checked by hand-written matchers (a rule set of
@@ -268,11 +274,11 @@ func (v *validator) campaign(p string, c *Campaign) {
 	if c.Currency != "" && !curShape.match(c.Currency) {
 		v.add(p+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
 	}
-	if c.Budget.Daily < 0 || math.IsNaN(c.Budget.Daily) || math.IsInf(c.Budget.Daily, 0) {
-		v.add(p+".budget.daily", "%v must be >= 0 (0: no daily limit)", c.Budget.Daily)
+	if !(c.Budget.Daily >= 0 && c.Budget.Daily <= MaxDailyBudget) {
+		v.add(p+".budget.daily", "%v must be >= 0 and <= %d (0: no daily limit)", c.Budget.Daily, MaxDailyBudget)
 	}
-	if c.Budget.Total < 0 || math.IsNaN(c.Budget.Total) || math.IsInf(c.Budget.Total, 0) {
-		v.add(p+".budget.total", "%v must be >= 0 (0: no total limit)", c.Budget.Total)
+	if !(c.Budget.Total >= 0 && c.Budget.Total <= MaxTotalBudget) {
+		v.add(p+".budget.total", "%v must be >= 0 and <= %d (0: no total limit)", c.Budget.Total, MaxTotalBudget)
 	}
 	switch c.Pacing {
 	case "", PacingEven, PacingASAP:
@@ -288,6 +294,8 @@ func (v *validator) campaign(p string, c *Campaign) {
 			v.add(p+".frequency_cap.window", "%q is not a duration such as 24h", fc.Window)
 		case d <= 0:
 			v.add(p+".frequency_cap.window", "%q must be > 0", fc.Window)
+		case d > MaxFrequencyWindow:
+			v.add(p+".frequency_cap.window", "%q must be at most %v", fc.Window, MaxFrequencyWindow)
 		}
 	}
 	v.cats(p, ".cat", c.Cat)
