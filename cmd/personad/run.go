@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"time"
 
@@ -150,8 +151,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	personadpb.RegisterSegmentsServer(gs, segSrv)
 	personadpb.RegisterRulesServer(gs, bidder.NewRulesService(rulesMgr, log))
+	handler := srv.Handler()
+	if o.pprof {
+		handler = withPprof(handler)
+	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
@@ -292,4 +297,16 @@ func logSnapshot(log *zap.Logger, ev segments.SnapshotEvent) {
 		return
 	}
 	log.Info("segments snapshot written", fields...)
+}
+
+// withPprof adds the Go profiles at /debug/pprof/ in front of h.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
 }
