@@ -112,6 +112,9 @@ type Manager struct {
 	compiler  *engine.Compiler
 	ownsComp  bool
 	mu        sync.Mutex // serialises changes: apply, reloadFiles
+	// origins, set under mu while files are applied, maps validation
+	// errors to the file and campaign index they came from.
+	origins rules.Origins
 	state     atomic.Pointer[state]
 	fileSum   uint64 // digest of the files last read (under mu)
 	changed   chan struct{}
@@ -228,11 +231,11 @@ func (m *Manager) start() error {
 		return fileErr
 	}
 	m.fileSum = filesSum(files)
-	rs, err := rules.ParseFiles(files)
+	rs, origins, err := rules.ParseFilesLocated(files)
 	if err == nil {
 		_, err = m.apply(rs, SourceFile, m.cfg.Path, false, time.Time{})
 	}
-	return err
+	return origins.Locate(err)
 }
 
 func later(a, b time.Time) time.Time {
@@ -292,11 +295,13 @@ func (m *Manager) ReloadFiles() {
 		return
 	}
 	m.fileSum = sum
-	rs, err := rules.ParseFiles(files)
+	rs, origins, err := rules.ParseFilesLocated(files)
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return
 	}
+	m.origins = origins
+	defer func() { m.origins = nil }()
 	m.applyLocked(rs, SourceFile, m.cfg.Path, false, time.Time{}) //nolint:errcheck // logged and recorded by applyLocked
 }
 
@@ -313,6 +318,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 	cur := m.state.Load()
 	r, err := m.compiler.Compile(rs, "")
 	if err != nil {
+		err = m.origins.Locate(err)
 		// At start the error is New's to return, not to log as well.
 		if !dryRun && cur.Rules != nil {
 			m.rejectLocked(src, origin, err)

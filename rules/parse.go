@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -115,12 +116,12 @@ func Load(path string) (*RuleSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	all, err := ParseFiles(files)
+	all, origins, err := ParseFilesLocated(files)
 	if err != nil {
 		return nil, err
 	}
 	if err := all.Validate(); err != nil {
-		return nil, err
+		return nil, origins.Locate(err)
 	}
 	return all, nil
 }
@@ -191,15 +192,86 @@ func readFile(name string) (File, error) {
 // ParseFiles parses every file and merges them in order, without
 // validating.
 func ParseFiles(files []File) (*RuleSet, error) {
+	rs, _, err := ParseFilesLocated(files)
+	return rs, err
+}
+
+// ParseFilesLocated is ParseFiles that also returns where each file's
+// campaigns landed in the merged set, so that validation errors can name
+// the file and the campaign's index in it (see Origins.Locate).
+func ParseFilesLocated(files []File) (*RuleSet, Origins, error) {
 	var all RuleSet
+	origins := make(Origins, 0, len(files))
 	for _, f := range files {
 		rs, err := Parse(f.Name, f.Data)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		origins = append(origins, Origin{File: f.Name, First: len(all.Campaigns)})
 		all.Merge(rs)
 	}
-	return &all, nil
+	return &all, origins, nil
+}
+
+// Origin says that the campaigns of File start at index First of a merged
+// rule set.
+type Origin struct {
+	File  string
+	First int
+}
+
+// Origins are the files of a merged rule set, in merge order.
+type Origins []Origin
+
+// locate maps "campaigns[N]rest" of the merged set to its file, the
+// campaign's index in that file, and rest.
+func (os Origins) locate(path string) (file string, local int, rest string, ok bool) {
+	idx, ok := strings.CutPrefix(path, "campaigns[")
+	if !ok {
+		return "", 0, "", false
+	}
+	idx, rest, ok = strings.Cut(idx, "]")
+	if !ok {
+		return "", 0, "", false
+	}
+	n, err := strconv.Atoi(idx)
+	if err != nil {
+		return "", 0, "", false
+	}
+	for j := len(os) - 1; j >= 0; j-- {
+		if n >= os[j].First {
+			return os[j].File, n - os[j].First, rest, true
+		}
+	}
+	return "", 0, "", false
+}
+
+// Locate rewrites the campaign paths of err's validation errors from the
+// merged set to the file they came from: with several files,
+// "campaigns[1000].bid_cpm" becomes "broken.yaml: campaigns[0].bid_cpm".
+// With one file or none, and for errors that are not ValidationErrors, it
+// returns err unchanged.
+func (os Origins) Locate(err error) error {
+	var es ValidationErrors
+	if len(os) < 2 || !errors.As(err, &es) {
+		return err
+	}
+	out := make(ValidationErrors, len(es))
+	for i, e := range es {
+		path, msg := e.Path, e.Msg
+		if file, local, after, ok := os.locate(path); ok {
+			path = fmt.Sprintf("%s: campaigns[%d]%s", file, local, after)
+		}
+		// "duplicate campaign id "a" (also campaigns[3])" names another
+		// campaign of the merged set.
+		if before, ref, ok := strings.Cut(msg, "(also "); ok {
+			if file, local, after, ok := os.locate(ref); ok {
+				msg = fmt.Sprintf("%s(also %s: campaigns[%d]%s", before, file, local, after)
+			}
+		}
+		out[i] = &ValidationError{Path: path, Msg: msg}
+	}
+	return out
 }
 
 // Merge appends other's campaigns and content rules to rs.

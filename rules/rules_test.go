@@ -266,7 +266,7 @@ func TestLoadDirectory(t *testing.T) {
 		t.Errorf("campaigns (-want +got):\n%s", diff)
 	}
 	write("c.yaml", "campaigns: [{id: a, bid_cpm: 1, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")
-	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `campaigns[2].id: duplicate campaign id "a"`) {
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `c.yaml: campaigns[0].id: duplicate campaign id "a" (also `+filepath.Join(dir, "a.json")+`: campaigns[0])`) {
 		t.Errorf("duplicate across files: %v", err)
 	}
 	if _, err := Load(filepath.Join(dir, "missing")); err == nil {
@@ -302,4 +302,31 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("re-validate: %v", err)
 		}
 	})
+}
+
+func TestOriginsLocate(t *testing.T) {
+	files := []File{
+		{Name: "a.yaml", Data: []byte("campaigns: [{id: a, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}, {id: b, bid_cpm: 1, creatives: [{id: cb, w: 1, h: 1, adm: x}]}]")},
+		{Name: "broken.yaml", Data: []byte("campaigns: [{id: a, bid_cpm: -3, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")},
+	}
+	rs, origins, err := ParseFilesLocated(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range origins.Locate(rs.Validate()).(ValidationErrors) {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"broken.yaml: campaigns[0].bid_cpm: -3 must be > 0 and <= 10000",
+		`broken.yaml: campaigns[0].id: duplicate campaign id "a" (also a.yaml: campaigns[0])`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("located errors (-want +got):\n%s", diff)
+	}
+	// One file: paths stay as they are.
+	one := Origins{{File: "a.yaml"}}
+	if err := one.Locate(rs.Validate()); !strings.Contains(err.Error(), "\n  campaigns[2].bid_cpm") {
+		t.Errorf("single file: %v", err)
+	}
 }
