@@ -106,15 +106,15 @@ type ApplyOptions struct {
 // files, applies sets from the API, and persists applied ones. It is safe
 // for concurrent use; Close stops the watcher and waits for it.
 type Manager struct {
-	cfg       Config
-	log       *zap.Logger
-	metrics   *metrics
-	compiler  *engine.Compiler
-	ownsComp  bool
-	mu        sync.Mutex // serialises changes: apply, reloadFiles
+	cfg      Config
+	log      *zap.Logger
+	metrics  *metrics
+	compiler *engine.Compiler
+	ownsComp bool
+	mu       sync.Mutex // serialises changes: apply, reloadFiles
 	// origins, set under mu while files are applied, maps validation
 	// errors to the file and campaign index they came from.
-	origins rules.Origins
+	origins   rules.Origins
 	state     atomic.Pointer[state]
 	fileSum   uint64 // digest of the files last read (under mu)
 	changed   chan struct{}
