@@ -51,7 +51,7 @@ func translate(req *personadpb.BidRequest, now time.Time, q *engine.Query) {
 		} else {
 			sizes = append(sizes, engine.Size{W: b.W, H: b.H})
 		}
-		*qi = engine.Imp{ID: imp.Id, Sizes: sizes, FloorMicros: cpmToMicros(imp.Bidfloor), FloorCur: imp.Bidfloorcur}
+		*qi = engine.Imp{ID: imp.Id, Sizes: sizes, FloorMicros: floorToMicros(imp.Bidfloor), FloorCur: imp.Bidfloorcur}
 	}
 	q.BCat = append(q.BCat, req.Bcat...)
 	q.BAdv = append(q.BAdv, req.Badv...)
@@ -80,10 +80,11 @@ func segmentFact(s *personadpb.Segment) (engine.Fact, bool) {
 	return engine.Fact{}, false
 }
 
-// cpmToMicros converts a validated CPM (finite, 0..MaxFloorCPM) to integer
-// micro-units, rounding half away from zero so that 1.1 is 1_100_000 and
-// not 1_099_999 from the float's binary error.
-func cpmToMicros(cpm float64) int64 { return int64(math.Round(cpm * 1e6)) }
+// floorToMicros converts a validated floor CPM (finite, 0..MaxFloorCPM) to
+// integer micro-units, rounding up: a bid must never fall below the
+// exchange's floor by a fraction of a micro. The tolerance absorbs the
+// float's binary error, so that 1.1 is 1_100_000 and not 1_100_001.
+func floorToMicros(cpm float64) int64 { return int64(math.Ceil(cpm*1e6 - 1e-6)) }
 
 // microsToCPM converts integer micro-units to a CPM price.
 func microsToCPM(micros int64) float64 { return float64(micros) / 1e6 }

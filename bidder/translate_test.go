@@ -149,16 +149,16 @@ func TestTranslateReuse(t *testing.T) {
 	}
 }
 
-func TestCPMToMicros(t *testing.T) {
+func TestFloorToMicros(t *testing.T) {
 	for _, tc := range []struct {
 		cpm  float64
 		want int64
 	}{
 		{0, 0}, {1, 1_000_000}, {1.1, 1_100_000}, {0.29, 290_000}, {4.35, 4_350_000},
-		{0.0000005, 1}, {0.0000004, 0}, {9999.999999, 9_999_999_999}, {10000, 10_000_000_000},
+		{0.0000005, 1}, {0.0000004, 1}, {1.0000004, 1_000_001}, {9999.999999, 9_999_999_999}, {10000, 10_000_000_000},
 	} {
-		if got := cpmToMicros(tc.cpm); got != tc.want {
-			t.Errorf("cpmToMicros(%v) = %d, want %d", tc.cpm, got, tc.want)
+		if got := floorToMicros(tc.cpm); got != tc.want {
+			t.Errorf("floorToMicros(%v) = %d, want %d", tc.cpm, got, tc.want)
 		}
 	}
 }

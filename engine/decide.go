@@ -130,6 +130,15 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 			if st != StageChosen {
 				continue
 			}
+			if len(d.Bids) > 0 && c.Currency != d.Bids[0].Campaign.Currency {
+				// A response has one currency, that of its first bid: the
+				// campaign cannot bid on any impression of this request.
+				s.cand.Clear(o)
+				if q.Debug {
+					s.moneyStages = append(s.moneyStages, moneyStage{ordinal: uint32(o), imp: i, stage: StageCurrency})
+				}
+				continue
+			}
 			var id uint64
 			if p.money != nil {
 				if id, st = e.spend(p.money[o], c, user, rnd^uint64(o)*0x9e3779b97f4a7c15, now, d.Channel); st != StageChosen {

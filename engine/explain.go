@@ -1,6 +1,9 @@
 package engine
 
-import "fmt"
+import (
+	"cmp"
+	"fmt"
+)
 
 // explain fills d.Persona and d.Trace after a decision: for every campaign
 // in rank order, the stage that rejected it (evaluated exactly, without the
@@ -77,6 +80,9 @@ func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
 	case StageFloor:
 		return fmt.Sprintf("bid %s below floor %s", formatMicros(c.BidMicros), formatMicros(imp.FloorMicros))
 	case StageCurrency:
+		if imp.FloorMicros == 0 || cmp.Or(imp.FloorCur, "USD") == c.Currency {
+			return "an earlier bid of this response is in another currency"
+		}
 		return fmt.Sprintf("floor currency %q, campaign bids in %s", imp.FloorCur, c.Currency)
 	case StageBudget:
 		return "budget spent, or held back by even pacing"

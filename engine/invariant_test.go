@@ -219,7 +219,7 @@ func (w *rworld) query(rng *rand.Rand) *Query {
 	q.BCat = pickSome(rng, []string{"IAB1", "IAB9", "IAB19-1", "IAB3"}, 1)
 	q.BAdv = pickSome(rng, append(rwDomains, "a.com"), 1)
 	if rng.IntN(6) == 0 {
-		q.Currencies = []string{pick(rng, []string{"USD", "EUR"})}
+		q.Currencies = pick(rng, [][]string{{"USD"}, {"EUR"}, {"EUR", "USD"}})
 	}
 	return q
 }
@@ -305,9 +305,13 @@ func (w *rworld) oracle(q *Query) []chosen {
 	}
 	used := map[string]bool{}
 	var out []chosen
+	var respCur string
 	for _, imp := range q.Imps {
 		for _, c := range camps {
 			start, end := c.Flight()
+			if len(out) > 0 && c.EffectiveCurrency() != respCur {
+				continue // one response, one currency: the first bid's
+			}
 			if used[c.ID] || !c.Active() ||
 				(!start.IsZero() && q.Now.Before(start)) || (!end.IsZero() && !q.Now.Before(end)) ||
 				!holdsAll(c.Targeting.All) || matchesAny(c.Targeting.None) || !allows(c.Targeting.Channels) ||
@@ -337,6 +341,9 @@ func (w *rworld) oracle(q *Query) []chosen {
 				}
 			}
 			if pickCr != nil {
+				if len(out) == 0 {
+					respCur = c.EffectiveCurrency()
+				}
 				used[c.ID] = true
 				out = append(out, chosen{imp.ID, c.ID, pickCr.ID})
 				break

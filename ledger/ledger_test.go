@@ -450,3 +450,38 @@ func TestNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestWinAfterExpiry: a win notice that arrives after an unanswered
+// reservation expired still counts the price (the ad was shown), unless a
+// loss notice arrived for that bid, in either order.
+func TestWinAfterExpiry(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(t0)
+	l := newLedger(t, memConfig(clk))
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 100 * unit, Pacing: PacingASAP})
+	now := t0.UnixNano()
+	for bid := uint64(1); bid <= 3; bid++ {
+		if _, err := l.Reserve(c, bid, 0, 2*unit, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Tick(t0.Add(10 * time.Minute)) // all three expire unanswered
+	if r := l.Report(t0)[0]; r.SpentTodayMicros != 0 {
+		t.Fatalf("after expiry: %+v", r)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(l.Win(ctx, 1, now))  // late win: counts
+	must(l.Win(ctx, 1, now))  // replayed: once
+	must(l.Loss(ctx, 2, now)) // lost, then a stray win: nothing
+	must(l.Win(ctx, 2, now))
+	must(l.Win(ctx, 3, now)) // late win, then a loss: the loss wins
+	must(l.Loss(ctx, 3, now))
+	if r := l.Report(t0)[0]; r.SpentTodayMicros != 2*unit || r.SettledTodayMicros != 2*unit || r.LateBilledMicros != 2*unit {
+		t.Fatalf("late notices: %+v; want 2 units spent and settled, late", r)
+	}
+}

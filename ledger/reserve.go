@@ -23,7 +23,8 @@ const (
 	fReleased             // loss or expiry released the spend
 	fExpired              // the deadline passed (with fWon: provisionally settled at the price)
 	fFreq                 // the impression is counted in the frequency table
-	fLate                 // billed after being released
+	fLate                 // billed, or won, after being released
+	fLost                 // a loss notice arrived
 )
 
 // resv is one bid's reservation and its notice state.
@@ -287,9 +288,23 @@ func (l *Ledger) apply(r *resv, kind byte, price int64) (bool, error) {
 	}
 	switch kind {
 	case noticeWin:
-		if r.state&(fWon|fBilled|fReleased) != 0 {
+		switch {
+		case r.state&(fWon|fBilled|fLost) != 0:
 			l.stats.duplicates.Add(1)
 			return false, nil
+		case r.state&fReleased != 0:
+			// Won after the reservation expired unanswered: the exchange
+			// showed the ad, so the price counts, late (as a late bill).
+			c.addSpend(r.day, r.price)
+			c.settledTotal.Add(r.price)
+			addDay(&c.settledDay, r.day, r.price)
+			c.lateMicros.Add(r.price)
+			l.stats.late.Add(1)
+			r.state = r.state&^fReleased | fLate
+			if r.state&fFreq == 0 && r.fexp != 0 {
+				l.freq.put(freqKey{r.user, r.key}, r.at, r.fexp)
+				r.state |= fFreq
+			}
 		}
 		r.state |= fWon
 		l.stats.wins.Add(1)
@@ -339,13 +354,23 @@ func (l *Ledger) apply(r *resv, kind byte, price int64) (bool, error) {
 		case r.state&fBilled != 0:
 			l.stats.conflicts.Add(1)
 			return false, nil
-		case r.state&fReleased != 0:
+		case r.state&fLost != 0:
 			l.stats.duplicates.Add(1)
 			return false, nil
+		case r.state&fReleased != 0:
+			// Expired unanswered, then lost: nothing to release, but
+			// remember the loss so that a later win cannot count.
+			r.state |= fLost
+			l.stats.losses.Add(1)
+			return true, nil
 		case r.state&fExpired != 0: // won, provisionally settled
 			c.addSpend(r.day, -r.price)
 			c.settledTotal.Add(-r.price)
 			addDay(&c.settledDay, r.day, -r.price)
+			if r.state&fLate != 0 { // the win itself came late
+				c.lateMicros.Add(-r.price)
+				r.state &^= fLate
+			}
 		default:
 			c.addSpend(r.day, -r.price)
 			c.reserved.Add(-r.price)
@@ -354,7 +379,7 @@ func (l *Ledger) apply(r *resv, kind byte, price int64) (bool, error) {
 			l.freq.remove(freqKey{r.user, r.key}, r.fexp)
 			r.state &^= fFreq
 		}
-		r.state |= fReleased
+		r.state |= fReleased | fLost
 		l.stats.losses.Add(1)
 		return true, nil
 
