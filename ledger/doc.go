@@ -29,7 +29,8 @@
 // expiry: money the exchange charged is never dropped; such bills are
 // counted as late); otherwise nothing if a loss arrived; otherwise, once
 // the reservation expires (TTL per channel), its bid price if a win
-// arrived and nothing if not. A bill above the bid, a negative price or an
+// arrived — before or after the expiry: a late win counts too — and
+// nothing if not. A bill above the bid, a negative price or an
 // unknown bid is an error and changes nothing. Signer makes and checks the
 // HMAC-SHA256 tokens that go into nurl, burl and lurl.
 //
