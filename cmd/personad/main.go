@@ -14,6 +14,8 @@
 // personad.v1.Notices on gRPC, and personad.v1.Reports reports spend
 // (personactl report).
 //
+// Operators: --pprof serves Go profiles at /debug/pprof/ on --http-addr.
+//
 // Every flag may also be given as an environment variable PERSONAD_<FLAG>,
 // upper case with dashes as underscores (PERSONAD_GRPC_ADDR); a flag on the
 // command line wins over the environment. Run personad -h for the list.
