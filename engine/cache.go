@@ -4,7 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"runtime"
+	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 
@@ -34,6 +38,11 @@ type Compiler struct {
 	// last is the last rule set compiled, for the next compilation to
 	// patch. Exact, not a cache: any compiled set is a valid base.
 	last atomic.Pointer[linked]
+
+	// seen is the campaigns hashed last, for the next hashing to skip
+	// the unchanged ones; seenMu guards it.
+	seenMu sync.Mutex
+	seen   seen
 }
 
 // NewCompiler returns a Compiler with cfg's cache.
@@ -105,4 +114,173 @@ func (cc *Compiler) remember(l *linked) {
 	if cc != nil {
 		cc.last.Store(l)
 	}
+}
+
+// seen is the Compiler's copy of the campaigns it hashed last, with their
+// digests, so that the next compilation hashes only the campaigns that
+// differ from the one at the same position. It is a structural copy the
+// Compiler owns: every slice and nested struct is copied (never shared
+// with the rule set, whose campaigns callers may edit in place), only the
+// string bytes are shared — Go strings are immutable.
+type seen struct {
+	camps   []rules.Campaign
+	digests []rules.Digest
+}
+
+// digests returns rs's campaign and content digests, as rs.Digests does,
+// reusing the digest of every campaign structurally equal to the one at
+// the same position last time, and remembers rs's campaigns for the next
+// call. A concurrent compilation hashes everything rather than wait.
+func (cc *Compiler) digests(rs *rules.RuleSet) ([]rules.Digest, rules.Digest) {
+	if cc == nil || !cc.seenMu.TryLock() {
+		return rs.Digests()
+	}
+	defer cc.seenMu.Unlock()
+	s := &cc.seen
+	n := len(rs.Campaigns)
+	prev := s.camps
+	if len(prev) != n {
+		s.camps = make([]rules.Campaign, n)
+	}
+	digests := make([]rules.Digest, n)
+	const chunk = 512
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), (n+chunk-1)/chunk) {
+		wg.Go(func() {
+			for lo := int(next.Add(chunk)) - chunk; lo < n; lo = int(next.Add(chunk)) - chunk {
+				for i := lo; i < min(lo+chunk, n); i++ {
+					c := &rs.Campaigns[i]
+					if i < len(prev) && sameCampaign(&prev[i], c) {
+						digests[i] = s.digests[i]
+						s.camps[i] = prev[i] // no-op unless resized; the copy moves over
+						continue
+					}
+					digests[i] = c.Digest()
+					s.camps[i] = copyCampaign(c)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.digests = digests // never written after: Rules may share it
+	return digests, rs.ContentRules.Digest()
+}
+
+func sameString(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !sameString(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameClauses(a, b []rules.Clause) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !sameString(a[i].Facet, b[i].Facet) || !sameStrings(a[i].Any, b[i].Any) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameFloat(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }
+
+// sameCampaign reports whether a and b have the same content: every field
+// rules.appendCampaign encodes, compared as it encodes it (floats by their
+// bits). TestCompileInPlaceEdits fails when a field is missed.
+func sameCampaign(a, b *rules.Campaign) bool {
+	if !sameString(a.ID, b.ID) || !sameString(a.Advertiser, b.Advertiser) || !sameStrings(a.Adomain, b.Adomain) ||
+		!sameString(a.Status, b.Status) || !sameString(a.Start, b.Start) || !sameString(a.End, b.End) ||
+		(a.Priority == nil) != (b.Priority == nil) || (a.Priority != nil && *a.Priority != *b.Priority) ||
+		!sameFloat(a.BidCPM, b.BidCPM) || !sameString(a.Currency, b.Currency) ||
+		!sameFloat(a.Budget.Daily, b.Budget.Daily) || !sameFloat(a.Budget.Total, b.Budget.Total) ||
+		!sameString(a.Pacing, b.Pacing) ||
+		a.FrequencyCap.Max != b.FrequencyCap.Max || !sameString(a.FrequencyCap.Window, b.FrequencyCap.Window) ||
+		!sameStrings(a.Cat, b.Cat) ||
+		!sameClauses(a.Targeting.All, b.Targeting.All) || !sameClauses(a.Targeting.None, b.Targeting.None) ||
+		!sameStrings(a.Targeting.Channels, b.Targeting.Channels) ||
+		len(a.Creatives) != len(b.Creatives) {
+		return false
+	}
+	for i := range a.Creatives {
+		x, y := &a.Creatives[i], &b.Creatives[i]
+		if !sameString(x.ID, y.ID) || x.W != y.W || x.H != y.H ||
+			!sameStrings(x.Channels, y.Channels) || !sameStrings(x.Cat, y.Cat) ||
+			!sameClauses(x.Persona, y.Persona) || !sameString(x.Adm, y.Adm) {
+			return false
+		}
+	}
+	return true
+}
+
+// copyCampaign copies c's structure, sharing only string bytes: one
+// backing array for all its strings, one for all its clauses.
+func copyCampaign(c *rules.Campaign) rules.Campaign {
+	ns, nc := len(c.Adomain)+len(c.Cat)+len(c.Targeting.Channels), len(c.Targeting.All)+len(c.Targeting.None)
+	countClauses := func(cs []rules.Clause) {
+		for _, cl := range cs {
+			ns += len(cl.Any)
+		}
+	}
+	countClauses(c.Targeting.All)
+	countClauses(c.Targeting.None)
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		ns += len(cr.Channels) + len(cr.Cat)
+		nc += len(cr.Persona)
+		countClauses(cr.Persona)
+	}
+	strs := make([]string, 0, ns)
+	cls := make([]rules.Clause, 0, nc)
+	// Empty stays empty and nil stays nil: the encoding does not tell them
+	// apart, but a copy that does not either is simplest to trust.
+	ss := func(src []string) []string {
+		if src == nil {
+			return nil
+		}
+		lo := len(strs)
+		strs = append(strs, src...)
+		return strs[lo:len(strs):len(strs)]
+	}
+	cs := func(src []rules.Clause) []rules.Clause {
+		if src == nil {
+			return nil
+		}
+		lo := len(cls)
+		for _, cl := range src {
+			cls = append(cls, rules.Clause{Facet: cl.Facet, Any: ss(cl.Any)})
+		}
+		return cls[lo:len(cls):len(cls)]
+	}
+	out := *c
+	if c.Priority != nil {
+		p := *c.Priority
+		out.Priority = &p
+	}
+	out.Adomain = ss(c.Adomain)
+	out.Cat = ss(c.Cat)
+	out.Targeting = rules.Targeting{All: cs(c.Targeting.All), None: cs(c.Targeting.None), Channels: ss(c.Targeting.Channels)}
+	if c.Creatives != nil {
+		out.Creatives = make([]rules.Creative, len(c.Creatives))
+		for i := range c.Creatives {
+			cr := &c.Creatives[i]
+			out.Creatives[i] = rules.Creative{
+				ID: cr.ID, W: cr.W, H: cr.H, Adm: cr.Adm,
+				Channels: ss(cr.Channels), Cat: ss(cr.Cat), Persona: cs(cr.Persona),
+			}
+		}
+	}
+	return out
 }

@@ -160,7 +160,7 @@ func Micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
 // compiles without a cache. version is as for the package-level Compile.
 func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	start := time.Now()
-	digests, content := rs.Digests()
+	digests, content := cc.digests(rs)
 	if version == "" {
 		version = rules.VersionOf(digests, content)
 	}
@@ -258,7 +258,7 @@ func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 	u.camp = Campaign{
 		ID:          c.ID,
 		Advertiser:  c.Advertiser,
-		Adomain:     c.Adomain,
+		Adomain:     slices.Clone(c.Adomain),
 		Currency:    c.EffectiveCurrency(),
 		BidMicros:   Micros(c.BidCPM),
 		Priority:    c.EffectivePriority(),
@@ -283,19 +283,22 @@ func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 	}
 	u.all = u.clauses(c.Targeting.All)
 	u.none = u.clauses(c.Targeting.None)
-	u.channels = c.Targeting.Channels
+	// A unit outlives the rule set it came from, whose slices the caller
+	// may edit in place: it keeps copies.
+	u.channels = slices.Clone(c.Targeting.Channels)
+	campCat := slices.Clone(c.Cat)
 	u.creatives = make([]Creative, len(c.Creatives))
 	u.persona = make([][][]uint32, len(c.Creatives))
 	u.crChans = make([][]string, len(c.Creatives))
 	for i := range c.Creatives {
 		cr := &c.Creatives[i]
-		cat := cr.Cat
+		cat := slices.Clone(cr.Cat)
 		if len(cat) == 0 {
-			cat = c.Cat
+			cat = campCat
 		}
 		u.creatives[i] = Creative{ID: cr.ID, W: cr.W, H: cr.H, Adm: cr.Adm, Cat: cat}
 		u.persona[i] = u.clauses(cr.Persona)
-		u.crChans[i] = cr.Channels
+		u.crChans[i] = slices.Clone(cr.Channels)
 		if sz := (Size{cr.W, cr.H}); !slices.Contains(u.sizes, sz) {
 			u.sizes = append(u.sizes, sz)
 		}

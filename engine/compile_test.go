@@ -223,3 +223,125 @@ func TestCompilePatchIdentical(t *testing.T) {
 	}
 	t.Logf("patched: %v", patched)
 }
+
+// TestCompileInPlaceEdits edits one campaign of the rule set in place, one
+// leaf at a time — every string, number, pointer and slice length, written
+// through the backing arrays the Compiler saw last time — then undoes the
+// edit, compiling after each step through one Compiler: the digests it
+// reuses for campaigns it deems unchanged must never hide an edit, so each
+// result must equal a fresh compilation (or fail alike).
+func TestCompileInPlaceEdits(t *testing.T) {
+	cfg := world.SmallConfig()
+	cfg.Campaigns = 40
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewCompiler(DefaultCompilerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	check := func(what string) {
+		t.Helper()
+		got, gerr := cc.Compile(rs, "")
+		want, werr := Compile(rs, "")
+		if fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("%s: Compiler: %v; fresh: %v", what, gerr, werr)
+		}
+		if gerr != nil {
+			return
+		}
+		got.compiled, got.stats = time.Time{}, CompileStats{}
+		want.compiled, want.stats = time.Time{}, CompileStats{}
+		if !reflect.DeepEqual(got, want) {
+			gv, wv := reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem()
+			for i := range gv.NumField() {
+				if !reflect.DeepEqual(reflect.NewAt(gv.Field(i).Type(), gv.Field(i).Addr().UnsafePointer()).Elem().Interface(), reflect.NewAt(wv.Field(i).Type(), wv.Field(i).Addr().UnsafePointer()).Elem().Interface()) {
+					t.Logf("DIFF field %s: got %v want %v", gv.Type().Field(i).Name, gv.Field(i), wv.Field(i))
+				}
+			}
+			t.Fatalf("%s: rules differ from a fresh compilation", what)
+		}
+	}
+	check("first")
+	c := &rs.Campaigns[3]
+	// Give the campaign one of every optional part, so every leaf exists.
+	p := int32(2)
+	c.Priority = &p
+	c.Targeting.None = append(c.Targeting.None, rules.Clause{Facet: "zz", Any: []string{"a"}})
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		cr.Persona = append(cr.Persona, rules.Clause{Facet: "zz", Any: []string{"b"}})
+		cr.Channels = append(cr.Channels, "web")
+		cr.Cat = append(cr.Cat, "IAB1")
+	}
+	c.Adomain = append(c.Adomain, "x.example")
+	c.Cat = append(c.Cat, "IAB2")
+	c.Targeting.Channels = append(c.Targeting.Channels, "web")
+	check("filled")
+	check("unchanged")
+	n := 0
+	kinds := map[reflect.Kind]int{}
+	var walk func(v reflect.Value, path string)
+	walk = func(v reflect.Value, path string) {
+		edit := func(kind reflect.Kind, mutate func() (undo func())) {
+			n++
+			kinds[kind]++
+			undo := mutate()
+			check(path + " edited")
+			undo()
+			check(path + " restored")
+		}
+		switch v.Kind() {
+		case reflect.String:
+			edit(v.Kind(), func() func() {
+				old := v.String()
+				v.SetString(old + "x")
+				return func() { v.SetString(old) }
+			})
+		case reflect.Int32:
+			edit(v.Kind(), func() func() {
+				old := v.Int()
+				v.SetInt(old + 1)
+				return func() { v.SetInt(old) }
+			})
+		case reflect.Float64:
+			edit(v.Kind(), func() func() {
+				old := v.Float()
+				v.SetFloat(old + 1)
+				return func() { v.SetFloat(old) }
+			})
+		case reflect.Pointer:
+			edit(v.Kind(), func() func() {
+				old := reflect.New(v.Type()).Elem()
+				old.Set(v)
+				v.Set(reflect.Zero(v.Type()))
+				return func() { v.Set(old) }
+			})
+			walk(v.Elem(), path+"*")
+		case reflect.Struct:
+			for i := range v.NumField() {
+				walk(v.Field(i), path+"."+v.Type().Field(i).Name)
+			}
+		case reflect.Slice:
+			if v.Len() == 0 {
+				t.Fatalf("%s: empty, its elements go unedited", path)
+			}
+			edit(v.Kind(), func() func() {
+				old := v.Slice(0, v.Len())
+				v.Set(v.Slice(0, v.Len()-1))
+				return func() { v.Set(old) }
+			})
+			for i := range v.Len() {
+				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
+			}
+		default:
+			t.Fatalf("%s: kind %v not edited", path, v.Kind())
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), "campaigns[3]")
+	if len(kinds) != 5 || n < 40 {
+		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
+	}
+}
