@@ -88,7 +88,12 @@
 //     histogram's shares are folded into the campaign's traffic profile by
 //     exponential smoothing (ProfileSmoothing). A ledger-wide profile,
 //     learned the same way from all traffic, stands in until a campaign
-//     has its own; before any day is learned the profile is flat;
+//     has its own; before any day is learned a generic diurnal prior
+//     stands in (a night floor under a broad afternoon peak, in the
+//     day's time zone: priorProfile). Under the prior the day's traffic
+//     level is estimated from the last hour or two of traffic only (its
+//     count over the prior's share of that span), so that the prior's
+//     shape errors far from now do not skew the rest-of-day estimate;
 //  2. re-plans the rest of the day: with R the daily budget not yet spent
 //     and F(t) the profile's expected share of the day's traffic before
 //     t, the spend planned for the next interval is

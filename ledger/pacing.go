@@ -1,6 +1,9 @@
 package ledger
 
-import "sync"
+import (
+	"math"
+	"sync"
+)
 
 // paceState is the even-pacing controller (see the package documentation).
 // Only Tick steps it; mu also guards the profiles against checkpointing.
@@ -201,6 +204,21 @@ func (p *paceState) step(now int64) {
 		case fNow > 0:
 			level = seen / fNow
 		}
+		if share == &priorProfile {
+			// The prior's shape is only a guess: estimate the level from
+			// the traffic of the current and previous hours, over the
+			// prior's share of that span, so that its errors far from
+			// now do not count.
+			hNow := min(23, int(x0*24))
+			h0 := max(0, hNow-paceRecentHours+1)
+			seenRecent := 0.0
+			for h := h0; h <= hNow; h++ {
+				seenRecent += pc.today[h]
+			}
+			if fRecent := fNow - cum(share, float64(h0)/24); fRecent > 0 && seenRecent > 0 {
+				level = seenRecent / fRecent
+			}
+		}
 		remaining := level * (1 - fNow)
 		if fNext-fNow > 0 {
 			// At least the next interval's worth, so that the last
@@ -241,6 +259,9 @@ const (
 	// paceShrink is the weight, as a share of a day, of yesterday's
 	// traffic level in today's estimate.
 	paceShrink = 0.05
+	// paceRecentHours is how many hours of today's traffic, the current
+	// one included, estimate the day's level under the prior profile.
+	paceRecentHours = 2
 )
 
 // book adds n requests counted over an interval whose midpoint is in
@@ -274,5 +295,24 @@ func (p *paceState) profileFor(pc *paceCamp) *[24]float64 {
 	case p.global.learned:
 		return &p.global.share
 	}
-	return nil
+	return &priorProfile
 }
+
+// priorProfile is the traffic profile before any day is learned: a
+// generic diurnal curve (in the ledger's day time zone) with a night floor
+// and a broad afternoon peak. Only its shape matters, and only until the
+// first day is learned: the day's level is estimated from the last
+// paceRecentHours of today's traffic over the prior's share of them (see
+// step).
+var priorProfile = func() (share [24]float64) {
+	var sum float64
+	for h := range share {
+		x := float64(h) + 0.5 - 14.5
+		share[h] = 0.2 + math.Exp(-x*x/(2*4.5*4.5))
+		sum += share[h]
+	}
+	for h := range share {
+		share[h] /= sum
+	}
+	return share
+}()
