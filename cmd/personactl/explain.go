@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	personadpb "github.com/personad/personad/proto/personad/v1"
@@ -46,14 +47,9 @@ func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 	}
 	req.Ext.Debug = true
 
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewBidderClient(conn).Bid(ctx, req)
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.BidResponse, error) {
+		return personadpb.NewBidderClient(conn).Bid(ctx, req)
+	})
 	if err != nil {
 		return callError("explain", err)
 	}

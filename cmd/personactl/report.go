@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	personadpb "github.com/personad/personad/proto/personad/v1"
@@ -33,14 +34,9 @@ func runReport(ctx context.Context, g *globals, e env, args []string) error {
 		fs.Usage()
 		return usagef("report: unexpected argument %q", fs.Arg(0))
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewReportsClient(conn).Campaigns(ctx, &personadpb.ReportsCampaignsRequest{Campaign: *campaign})
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.ReportsCampaignsResponse, error) {
+		return personadpb.NewReportsClient(conn).Campaigns(ctx, &personadpb.ReportsCampaignsRequest{Campaign: *campaign})
+	})
 	if err != nil {
 		return callError("report", err)
 	}

@@ -106,14 +106,9 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 	if err != nil {
 		return err
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewRulesClient(conn).Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: pb})
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.RulesValidateResponse, error) {
+		return personadpb.NewRulesClient(conn).Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: pb})
+	})
 	if err != nil {
 		return callError("rules validate", err)
 	}
@@ -154,14 +149,9 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewRulesClient(conn).Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: pb, DryRun: *dryRun})
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.RulesApplyResponse, error) {
+		return personadpb.NewRulesClient(conn).Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: pb, DryRun: *dryRun})
+	})
 	if err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
 			if n := printViolations(e.stdout, st); n > 0 {
@@ -199,14 +189,9 @@ func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("rules get: unexpected argument %q", fs.Arg(0))
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewRulesClient(conn).Get(ctx, &personadpb.RulesGetRequest{IncludeRuleSet: *asYAML}, grpc.MaxCallRecvMsgSize(rules.MaxFileSize))
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.RulesGetResponse, error) {
+		return personadpb.NewRulesClient(conn).Get(ctx, &personadpb.RulesGetRequest{IncludeRuleSet: *asYAML}, grpc.MaxCallRecvMsgSize(rules.MaxFileSize))
+	})
 	if err != nil {
 		return callError("rules get", err)
 	}

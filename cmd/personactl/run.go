@@ -126,6 +126,20 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// unary dials the server and makes one call, bounded by --timeout; the
+// connection is closed when it returns. Callers wrap the error (callError).
+func unary[Resp any](ctx context.Context, g *globals, call func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	conn, err := g.dial()
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	return call(ctx, conn)
+}
+
 // callError turns a gRPC error into one line for the planner.
 func callError(what string, err error) error {
 	if s, ok := status.FromError(err); ok {

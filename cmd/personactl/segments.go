@@ -16,6 +16,7 @@ import (
 	"time"
 
 	personadpb "github.com/personad/personad/proto/personad/v1"
+	"google.golang.org/grpc"
 )
 
 // runSegments is `personactl segments upload|list|lookup|delete`.
@@ -512,14 +513,9 @@ func runList(ctx context.Context, g *globals, e env, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("segments list: unexpected argument %q", fs.Arg(0))
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewSegmentsClient(conn).List(ctx, &personadpb.ListRequest{Facet: *facet})
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.ListResponse, error) {
+		return personadpb.NewSegmentsClient(conn).List(ctx, &personadpb.ListRequest{Facet: *facet})
+	})
 	if err != nil {
 		return callError("segments list", err)
 	}
@@ -543,14 +539,9 @@ func runLookup(ctx context.Context, g *globals, e env, args []string) error {
 	if len(args) != 1 || strings.HasPrefix(args[0], "-") && args[0] != "-" {
 		return usagef("usage: personactl segments lookup USER_ID")
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: args[0]})
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.LookupResponse, error) {
+		return personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: args[0]})
+	})
 	if err != nil {
 		return callError("segments lookup", err)
 	}
@@ -580,14 +571,9 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	if fs.NArg() != 0 || *facet == "" || *value == "" {
 		return usagef("usage: personactl segments delete --facet F --value V")
 	}
-	conn, err := g.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	resp, err := personadpb.NewSegmentsClient(conn).Delete(ctx, &personadpb.DeleteRequest{Facet: *facet, Value: *value})
+	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.DeleteResponse, error) {
+		return personadpb.NewSegmentsClient(conn).Delete(ctx, &personadpb.DeleteRequest{Facet: *facet, Value: *value})
+	})
 	if err != nil {
 		return callError("segments delete "+*facet+":"+*value, err)
 	}
