@@ -13,6 +13,7 @@ import (
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
 	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/rules"
 )
 
 // HTTP paths of the notice endpoints (Handler, with a ledger).
@@ -121,7 +122,7 @@ func parseCPM(s string) (int64, error) {
 	if v > maxPriceCPM {
 		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is above any bid", truncate(s, 64))}
 	}
-	return int64(math.Round(v * 1e6)), nil
+	return rules.Micros(v), nil
 }
 
 func truncate(s string, n int) string {

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/bits-and-blooms/bitset"
 
 	"github.com/personad/personad/ledger"
@@ -68,11 +67,8 @@ type facetIndex struct {
 
 // index is the targeting index as dense bitsets over campaign ordinals, all
 // of one length, which the decision combines in place without allocating.
-// (The roaring form of each set, for inspection and size accounting, is
-// derived on demand: see IndexBytes.)
 type index struct {
-	n     uint // campaigns
-	words int  // 64-bit words per dense set
+	words int // 64-bit words per dense set
 
 	live       *bitset.BitSet          // active and not blocked by house rules
 	anyChannel *bitset.BitSet          // campaigns with no channel constraint
@@ -138,14 +134,6 @@ type CompileStats struct {
 func Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	return (*Compiler)(nil).Compile(rs, version)
 }
-
-// Hash is the content hash of a rule set, its version when compiled with
-// no explicit one.
-func Hash(rs *rules.RuleSet) string { return rs.Version() }
-
-// Micros converts a currency amount to integer micro-units, rounding to
-// the nearest micro.
-func Micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
 
 // Compile validates rs and compiles it into Rules, reusing from the cache
 // every campaign whose content (rules.Digest) was compiled before, so that
@@ -260,7 +248,7 @@ func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 		Advertiser:  c.Advertiser,
 		Adomain:     slices.Clone(c.Adomain),
 		Currency:    c.EffectiveCurrency(),
-		BidMicros:   Micros(c.BidCPM),
+		BidMicros:   rules.Micros(c.BidCPM),
 		Priority:    c.EffectivePriority(),
 		active:      c.Active(),
 		clauseCount: len(c.Targeting.All),
@@ -406,7 +394,7 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 		order[ord] = keys[ord].i
 		ordOf[keys[ord].i] = int32(ord)
 	}
-	house := newBlocklist(cr.BlockedCat, cr.BlockedAdomain)
+	house := cr
 	r.campaigns = make([]Campaign, len(units))
 	ncr := 0
 	for _, u := range units {
@@ -431,12 +419,12 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 // linkCampaign links unit u into c: local maps u's facts to term ids,
 // creatives receives the compiled creatives (len(u.creatives) of them)
 // and arena the linked clauses. c.ordinal is the caller's to set.
-func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *blocklist, creatives []Creative, arena *[]uint32) {
+func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *rules.ContentRules, creatives []Creative, arena *[]uint32) {
 	*c = u.camp
 	c.all = linkClauses(u.all, local, arena)
 	c.none = linkClauses(u.none, local, arena)
 	c.channels = r.channelIDs(u.channels)
-	if d, ok := house.blockedDomain(c.Adomain); ok {
+	if d, ok := blockedDomain(house.BlockedAdomain, c.Adomain); ok {
 		c.houseBlocked = "house rules block adomain " + d
 	}
 	copy(creatives, u.creatives)
@@ -446,7 +434,7 @@ func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *blockli
 		ccr := &c.Creatives[j]
 		ccr.channels = r.channelIDs(u.crChans[j])
 		ccr.persona = linkClauses(u.persona[j], local, arena)
-		if b, ok := house.blockedCat(ccr.Cat); ok {
+		if b, ok := blockedCat(house.BlockedCat, ccr.Cat); ok {
 			ccr.houseBlocked = "house rules block category " + b
 		} else {
 			usable++
@@ -611,7 +599,6 @@ func (l *linker) buildIndex(units []*unit, order []int32) {
 	words := int((n + 63) / 64)
 	newSet := func() *bitset.BitSet { return bitset.From(make([]uint64, words)) }
 	x := index{
-		n:          n,
 		words:      words,
 		live:       newSet(),
 		anyChannel: newSet(),
@@ -702,42 +689,3 @@ func (r *Rules) Campaigns() []Campaign { return r.campaigns }
 // Facets returns every facet the rules refer to, sorted. The caller must
 // not modify it.
 func (r *Rules) Facets() []string { return r.facets }
-
-// Facts returns every (facet, value) the rules refer to, in term order.
-func (r *Rules) Facts() []string {
-	out := make([]string, len(r.terms))
-	for i := range r.terms {
-		out[i] = r.terms[i].name
-	}
-	return out
-}
-
-// IndexBytes is the size of the targeting index as roaring bitmaps, in
-// bytes. It converts every set; call it for inspection, not per request.
-func (r *Rules) IndexBytes() uint64 {
-	var n uint64
-	add := func(b *bitset.BitSet) {
-		if b != nil {
-			rb := roaring.FromDense(b.Words(), false)
-			rb.RunOptimize()
-			n += rb.GetSizeInBytes()
-		}
-	}
-	x := &r.idx
-	add(x.live)
-	add(x.anyChannel)
-	for _, b := range x.byChannel {
-		add(b)
-	}
-	for _, b := range x.bySize {
-		add(b)
-	}
-	for i := range r.terms {
-		add(r.terms[i].accept)
-		add(r.terms[i].exclude)
-	}
-	for _, f := range r.constrained {
-		add(f.unconstrained)
-	}
-	return n
-}

@@ -38,7 +38,6 @@ func DefaultConfig() Config {
 // no lock and a decision sees exactly one version of each.
 // An Engine is safe for concurrent use.
 type Engine struct {
-	cfg     Config
 	segs    Segments
 	state   atomic.Pointer[published]
 	binding atomic.Pointer[binding]
@@ -77,7 +76,7 @@ func New(cfg Config, segs Segments) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: persona cache: %w", err)
 	}
-	e := &Engine{cfg: cfg, segs: segs, cache: cache, ledger: cfg.Ledger, done: make(chan struct{})}
+	e := &Engine{segs: segs, cache: cache, ledger: cfg.Ledger, done: make(chan struct{})}
 	e.state.Store(&published{})
 	return e, nil
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"cmp"
+	"slices"
 	"strings"
 )
 
@@ -10,24 +11,8 @@ const (
 	channelApp = "app"
 )
 
-// blocklist holds blocked categories and advertiser domains. A category
-// blocks itself and its subcategories: blocking IAB19 blocks IAB19-3.
-type blocklist struct {
-	cats    []string
-	domains []string
-}
-
-func newBlocklist(cats, domains []string) *blocklist {
-	return &blocklist{cats: cats, domains: domains}
-}
-
-func (b *blocklist) blockedCat(cats []string) (string, bool) {
-	return blockedCat(b.cats, cats)
-}
-
-func (b *blocklist) blockedDomain(adomain []string) (string, bool) {
-	return blockedDomain(b.domains, adomain)
-}
+// Blocking a category blocks its subcategories (blocking IAB19 blocks
+// IAB19-3), and blocking a domain blocks its subdomains.
 
 // blockedCat reports the first of cats blocked by block.
 func blockedCat(block, cats []string) (string, bool) {
@@ -113,35 +98,12 @@ func holds(persona []uint64, clauses [][]uint32) bool {
 	return true
 }
 
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func containsSize(s []Size, v Size) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 // currencyOK reports whether the request accepts cur.
 func currencyOK(accepted []string, cur string) bool {
 	if len(accepted) == 0 {
 		return cur == "USD"
 	}
-	for _, a := range accepted {
-		if a == cur {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(accepted, cur)
 }
 
 // campaignStage is the first campaign-level filter c fails, in decision
@@ -159,7 +121,7 @@ func (c *Campaign) campaignStage(s *scratch, q *Query, nowNanos int64, exact boo
 		return StageFlight, "flight has not started"
 	case c.end != 0 && nowNanos >= c.end:
 		return StageFlight, "flight has ended"
-	case len(c.channels) > 0 && (s.channel < 0 || !containsInt(c.channels, s.channel)):
+	case len(c.channels) > 0 && (s.channel < 0 || !slices.Contains(c.channels, s.channel)):
 		return StageChannel, "channel not targeted"
 	case exact && !holds(s.persona, c.all):
 		return StageTargeting, "persona fails targeting.all"
@@ -192,7 +154,7 @@ func (c *Campaign) impStage(s *scratch, q *Query, imp *Imp) (*Creative, Stage) {
 	var sized, unblocked bool // some creative had the size; some was not blocked
 	for i := range c.Creatives {
 		cr := &c.Creatives[i]
-		if !containsSize(imp.Sizes, Size{cr.W, cr.H}) {
+		if !slices.Contains(imp.Sizes, Size{cr.W, cr.H}) {
 			continue
 		}
 		sized = true
@@ -203,7 +165,7 @@ func (c *Campaign) impStage(s *scratch, q *Query, imp *Imp) (*Creative, Stage) {
 			continue
 		}
 		unblocked = true
-		if len(cr.channels) > 0 && (s.channel < 0 || !containsInt(cr.channels, s.channel)) {
+		if len(cr.channels) > 0 && (s.channel < 0 || !slices.Contains(cr.channels, s.channel)) {
 			continue
 		}
 		if len(cr.persona) > 0 {

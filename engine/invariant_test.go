@@ -318,7 +318,7 @@ func (w *rworld) oracle(q *Query) []chosen {
 				!slices.Contains(accepted, c.EffectiveCurrency()) {
 				continue
 			}
-			if imp.FloorMicros > 0 && (cmp.Or(imp.FloorCur, "USD") != c.EffectiveCurrency() || Micros(c.BidCPM) < imp.FloorMicros) {
+			if imp.FloorMicros > 0 && (cmp.Or(imp.FloorCur, "USD") != c.EffectiveCurrency() || rules.Micros(c.BidCPM) < imp.FloorMicros) {
 				continue
 			}
 			var pickCr *rules.Creative

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"errors"
+
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/personad/personad/ledger"
@@ -22,7 +24,7 @@ func (e *Engine) spend(m *ledger.Campaign, c *Campaign, user, rnd uint64, now in
 	}
 	id := e.ledger.NewBidID()
 	if _, err := e.ledger.ReserveTTL(m, id, user, price, now, e.ledger.TTL(channel)); err != nil {
-		if err == ledger.ErrFrequency || err == ledger.ErrFrequencyMem || err == ledger.ErrNoUser {
+		if errors.Is(err, ledger.ErrFrequency) || errors.Is(err, ledger.ErrFrequencyMem) || errors.Is(err, ledger.ErrNoUser) {
 			return 0, StageFrequency
 		}
 		return 0, StageBudget

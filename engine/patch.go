@@ -142,7 +142,7 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 	}
 	r.campaigns = slices.Clone(r0.campaigns)
 	ordOf := slices.Clone(prev.ordOf)
-	house := newBlocklist(rs.ContentRules.BlockedCat, rs.ContentRules.BlockedAdomain)
+	house := &rs.ContentRules
 	var local, arena []uint32
 	for o := lo; o <= hi; o++ {
 		i := order[o]
@@ -359,7 +359,7 @@ func (r *Rules) patchIndex(r0 *Rules, units []*unit, order []int32, lo, hi int) 
 	for k := range r.constrained {
 		fi := &r.constrained[k]
 		b := commit(fi.unconstrained, uncon[k], false)
-		if b != fi.unconstrained && isFull(b.Words(), x0.n) {
+		if b != fi.unconstrained && isFull(b.Words(), uint(len(r0.campaigns))) {
 			return false // no campaign constrains the facet any more
 		}
 		fi.unconstrained = b

@@ -35,12 +35,17 @@ type termGroup struct {
 }
 
 func (e *Engine) bind(r *Rules, seg *segments.Snapshot) *binding {
-	if b := e.binding.Load(); b != nil && b.rules.vocab == r.vocab && b.seg == seg {
-		return b
+	old := e.binding.Load()
+	if old != nil && old.rules.vocab == r.vocab && old.seg == seg {
+		return old
 	}
+	// The first decision after a change binds; decisions racing it build
+	// an equal binding and use it once, but only the one published starts
+	// the (costly) exclusivity analysis.
 	b := newBinding(r, seg)
-	e.binding.Store(b) // a racing decision may store its own equal binding: harmless
-	e.analyze(b)
+	if e.binding.CompareAndSwap(old, b) {
+		e.analyze(b)
+	}
 	return b
 }
 

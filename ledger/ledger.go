@@ -61,8 +61,8 @@ const MaxMicros = 1<<usedBits - 1
 // LimitsFromRules converts a validated rules campaign into Limits.
 func LimitsFromRules(c *rules.Campaign) (Limits, error) {
 	l := Limits{
-		DailyMicros: micros(c.Budget.Daily),
-		TotalMicros: micros(c.Budget.Total),
+		DailyMicros: rules.Micros(c.Budget.Daily),
+		TotalMicros: rules.Micros(c.Budget.Total),
 		CapMax:      c.FrequencyCap.Max,
 	}
 	if c.Pacing == rules.PacingASAP {
@@ -77,8 +77,6 @@ func LimitsFromRules(c *rules.Campaign) (Limits, error) {
 	}
 	return l, l.validate()
 }
-
-func micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
 
 func (l Limits) validate() error {
 	switch {

@@ -1,6 +1,9 @@
 package rules
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // RuleSet is everything that decides which campaign may bid where. A RuleSet
 // is plain data; it is not safe to modify while another goroutine reads it.
@@ -87,6 +90,11 @@ const (
 	PacingEven      = "even"
 	PacingASAP      = "asap"
 )
+
+// Micros converts an amount in currency units (or a CPM) to integer
+// micro-units, rounding to the nearest micro. Money is summed in micros,
+// never in floats.
+func Micros(v float64) int64 { return int64(math.Round(v * 1e6)) }
 
 // EffectivePriority is the campaign's tier, DefaultPriority when unset.
 func (c *Campaign) EffectivePriority() int32 {

@@ -9,7 +9,7 @@
 // Snapshot.User maps an external id to its internal id and
 // Snapshot.Segment finds a segment's bitmap; neither allocates nor locks.
 // The dictionary (Dict) is one byte arena of ids, their end offsets and an
-// open-addressing table of uint32 ids with 32-bit hash tags; its cost per
+// open-addressing table of 64-bit slots, each a 32-bit hash tag and the id; its cost per
 // user is measured in its documentation.
 //
 // # Writing
