@@ -22,7 +22,8 @@ const (
 //	engine reason        nbr  why
 //	unmatched_user        8   no campaign targets this persona on this channel
 //	no_eligible           0   campaigns target the persona, but none could bid
-//	                          here (size, channel, blocks, floor, flight, ...):
+//	                          here (status, flight, channel, currency, blocks,
+//	                          size, creative, floor, budget, frequency):
 //	                          OpenRTB has no closer code than "unknown"
 //	deadline              1   the latency budget ran out: a technical error
 //	no_rules              1   no rule set loaded: the server is not ready
@@ -150,11 +151,5 @@ func bidID(reqID, impID string) string {
 	for i := 0; i < len(impID); i++ {
 		h = (h ^ uint64(impID[i])) * prime
 	}
-	const digits = "0123456789abcdef"
-	var buf [16]byte
-	for i := 15; i >= 0; i-- {
-		buf[i] = digits[h&0xf]
-		h >>= 4
-	}
-	return string(buf[:])
+	return formatBidID(h)
 }

@@ -57,7 +57,7 @@ const (
 	ReasonUnmatchedUser
 	// ReasonNoEligible: campaigns target the persona, but none can bid here
 	// (size, creative channel or persona, blocks, floor, flight, status,
-	// currency).
+	// currency, budget or pacing, frequency cap).
 	ReasonNoEligible
 	// ReasonDeadline: the latency budget ran out before a decision.
 	ReasonDeadline

@@ -1,7 +1,9 @@
 // Command personad is the personad server: it loads the rules and the
 // segment store from a data directory and answers bid requests on gRPC
-// (personad.v1.Bidder, grpc.health.v1, reflection) and on HTTP (OpenRTB
-// JSON at /openrtb2/bid, /healthz, /metrics).
+// (personad.v1.Bidder; planners' personad.v1.Segments, Rules, Reports;
+// exchanges' personad.v1.Notices; grpc.health.v1; reflection) and on HTTP
+// (OpenRTB JSON at /openrtb2/bid, notices at /notice/{win,bill,loss},
+// /healthz, /metrics).
 //
 // Money: every bid reserves its price in the spend ledger (--ledger: by
 // default the embedded durable ledger in <data-dir>/ledger; with

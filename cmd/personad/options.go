@@ -44,10 +44,6 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// errHelp is returned by parseOptions for -h; run prints the usage and
-// exits 0.
-var errHelp = flag.ErrHelp
-
 // parseOptions reads args, then the environment for every flag not on the
 // command line. Every error is a usage error (exit 2).
 func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
@@ -56,8 +52,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs := flag.NewFlagSet("personad", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen `address` (port 0 picks a free port)")
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen `address` for /openrtb2/bid, /healthz and /metrics")
-	fs.StringVar(&o.dataDir, "data-dir", "./data", "data `directory`: rules/ and segments/")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen `address` for /openrtb2/bid, /notice/{win,bill,loss}, /healthz, /metrics (and /debug/pprof/ with --pprof)")
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "data `directory`: rules/, rules-applied/, segments/, ledger/ and notice.key")
 	fs.StringVar(&o.rules, "rules", "", "rules file, or `directory` of .yaml, .yml and .json files (default <data-dir>/rules)")
 	fs.BoolVar(&o.demo, "demo", false, "seed a generated demo world into the data dir when it is empty")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on --http-addr (keep that address private)")
@@ -79,7 +75,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 			fmt.Fprintf(usage, "Usage: personad [flags]\n\nEvery flag is also read from %s<FLAG> (e.g. %s); a flag wins.\n\n", envPrefix, envName("grpc-addr"))
 			fs.SetOutput(usage)
 			fs.PrintDefaults()
-			return nil, errHelp
+			return nil, flag.ErrHelp
 		}
 		return nil, usageErr(err)
 	}

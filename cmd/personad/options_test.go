@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,8 +125,8 @@ func TestParseOptionsErrors(t *testing.T) {
 func TestHelp(t *testing.T) {
 	var out bytes.Buffer
 	_, err := parseOptions([]string{"-h"}, env(), &out)
-	if !errors.Is(err, errHelp) {
-		t.Fatalf("err = %v, want errHelp", err)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
 	for _, want := range []string{"PERSONAD_GRPC_ADDR", "-grpc-addr", "-rules", "-demo"} {
 		if !strings.Contains(out.String(), want) {

@@ -1136,13 +1136,17 @@ type BidResponse struct {
 	Cur string `protobuf:"bytes,4,opt,name=cur,proto3" json:"cur,omitempty"`
 	// OpenRTB no-bid reason, set when seatbid is empty:
 	//
-	//	1 technical error (latency budget exhausted, internal error),
-	//	2 invalid request,
-	//	8 unmatched user (no campaign targets this persona),
-	//	0 unknown (eligible campaigns existed, but none could bid: size,
-	//	  channel, blocks, floor, flight).
+	//	8 unmatched user (no campaign targets this persona on this channel),
+	//	0 unknown (campaigns target the persona, but none could bid here:
+	//	  status, flight, channel, currency, blocks, size, creative, floor,
+	//	  budget, frequency),
+	//	1 technical error (the latency budget ran out, or no rules are
+	//	  loaded).
 	//
-	// The OpenRTB HTTP wire answers 204 No Content for a no-bid.
+	// An invalid request is not a no-bid on this wire: Bid fails with
+	// INVALID_ARGUMENT (the OpenRTB HTTP wire answers 400 with nbr 2 in its
+	// JSON body); an internal error is INTERNAL. The OpenRTB HTTP wire
+	// answers 204 No Content for a no-bid.
 	Nbr           int32           `protobuf:"varint,5,opt,name=nbr,proto3" json:"nbr,omitempty"`
 	Ext           *BidResponseExt `protobuf:"bytes,6,opt,name=ext,proto3" json:"ext,omitempty"`
 	unknownFields protoimpl.UnknownFields
