@@ -15,7 +15,7 @@ import (
 )
 
 // benchServer is a Server on the small generated world.
-func benchServer(b *testing.B) *Server {
+func benchServer(b testing.TB) *Server {
 	b.Helper()
 	w, err := world.Generate(world.SmallConfig())
 	if err != nil {
@@ -113,4 +113,37 @@ func loopback(b *testing.B, gs *grpc.Server) {
 			}
 		}
 	})
+}
+
+// TestBidAllocs pins what a whole Bid costs in allocations, wire to wire
+// but for the transport: the engine's decision allocates nothing
+// (engine/alloc_test.go); what remains is the latency budget's
+// context.WithTimeout (4: the context, its cancel state and timer) and the
+// response (1 for a no-bid: BidResponse; 6 for one bid: BidResponse, the
+// seatbid slice, SeatBid, the bid slice, Bid, the bid id string).
+func TestBidAllocs(t *testing.T) {
+	if testing.CoverMode() != "" || raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race or -cover")
+	}
+	srv := benchServer(t)
+	bid := benchRequest()
+	nobid := benchRequest()
+	nobid.Imp[0].Banner.Format = []*personadpb.Format{{W: 1, H: 1}}
+	for _, tc := range []struct {
+		name   string
+		req    *personadpb.BidRequest
+		budget float64
+	}{{"bid", bid, 10}, {"no bid", nobid, 5}} {
+		if resp, err := srv.Bid(context.Background(), tc.req); err != nil || (tc.name == "bid") != (len(resp.Seatbid) > 0) {
+			t.Fatalf("%s: %v, %v", tc.name, resp, err)
+		}
+		for range 2000 { // until the persona cache has admitted the user
+			srv.Bid(context.Background(), tc.req)
+		}
+		got := testing.AllocsPerRun(1000, func() { srv.Bid(context.Background(), tc.req) })
+		t.Logf("%s: %v allocations per Bid", tc.name, got)
+		if got > tc.budget {
+			t.Errorf("%s: %v allocations per Bid, budget %v", tc.name, got, tc.budget)
+		}
+	}
 }
