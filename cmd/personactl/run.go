@@ -86,9 +86,6 @@ func run(ctx context.Context, args []string, e env) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
 		return usageError{err}
 	}
 	if fs.NArg() == 0 {

@@ -81,9 +81,6 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
 		return nil, usageError{err}
 	}
 	switch {
@@ -505,9 +502,6 @@ func runList(ctx context.Context, g *globals, e env, args []string) error {
 	fs.SetOutput(e.stderr)
 	facet := fs.String("facet", "", "only the segments of this facet")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
 		return usageError{err}
 	}
 	if fs.NArg() != 0 {
@@ -563,9 +557,6 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	facet := fs.String("facet", "", "persona facet (required)")
 	value := fs.String("value", "", "facet value (required)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
 		return usageError{err}
 	}
 	if fs.NArg() != 0 || *facet == "" || *value == "" {
