@@ -90,21 +90,28 @@
 //     learned the same way from all traffic, stands in until a campaign
 //     has its own; before any day is learned a generic diurnal prior
 //     stands in (a night floor under a broad afternoon peak, in the
-//     day's time zone: priorProfile). Under the prior the day's traffic
-//     level is estimated from the last hour or two of traffic only (its
-//     count over the prior's share of that span), so that the prior's
-//     shape errors far from now do not skew the rest-of-day estimate;
-//  2. re-plans the rest of the day: with R the daily budget not yet spent
-//     and F(t) the profile's expected share of the day's traffic before
-//     t, the spend planned for the next interval is
-//     R × (F(t+Δ) − F(t)) / (1 − F(t)), so that spend follows the traffic
-//     curve and an error made earlier is spread over the rest of the day
-//     rather than corrected at once;
-//  3. estimates the spend one request brings at rate 1 (the last
-//     interval's spend over rate × requests, smoothed), and the next
-//     interval's requests (the last interval's, scaled by the profile),
-//     and sets p to planned spend over their product, changing p by at
-//     most a factor of three per step.
+//     day's time zone: priorProfile);
+//  2. estimates the day's traffic level L (its total requests): today's
+//     count so far over the profile's expected share by now, F(t), blended
+//     with yesterday's total by how many hours' worth of today has been
+//     seen (n effective hours, weight n / (n + 1)): one hour is noisy, but
+//     the level moves from day to day, and a back-loaded profile keeps
+//     F(t) small for most of the day, so F(t) itself is not the weight.
+//     Under the prior, L is the last hour or two of traffic over the
+//     prior's share of that span, so that the prior's shape errors far
+//     from now do not skew the rest-of-day estimate;
+//  3. re-plans the rest of the day: with R the daily budget not yet spent,
+//     the rest of the day is expected to bring L × (1 − F(t)) requests, and
+//     one request at rate 1 brings s (the spend over rate × requests,
+//     exponentially decayed sums over about 20 intervals, a ratio of sums
+//     so that quiet intervals count), so p = R / (s × L × (1 − F(t))):
+//     spend then follows the traffic as it comes, and an error made
+//     earlier is spread over the rest of the day rather than corrected at
+//     once. p changes by at most a factor of three per step.
+//
+// The pacing simulator measures the controller (`personabench pace`, or
+// `go test -run TestSimulate -v ./ledger/pacesim -sim`; figures in
+// BENCHMARKS.md).
 //
 // The controller takes its time from Tick's argument, so a simulator (see
 // package ledger/pacesim) runs a day of traffic in seconds.

@@ -199,8 +199,17 @@ func (p *paceState) step(now int64) {
 		// yesterday's total early in the day.
 		level := 0.0
 		switch seen := pc.todayTotal(); {
+		case pc.yesterday > 0 && fNow > 0:
+			// Today's count over its expected share, and yesterday's
+			// total, weighted by how many hours' worth of today's traffic
+			// has been seen: hours are noisy one by one, while the day's
+			// level moves too (a back-loaded profile leaves fNow small
+			// for most of the day, so fNow itself is not the weight).
+			n := effectiveHours(share, x0)
+			w := n / (n + paceShrinkHours)
+			level = w*seen/fNow + (1-w)*pc.yesterday
 		case pc.yesterday > 0:
-			level = (seen + paceShrink*pc.yesterday) / (fNow + paceShrink)
+			level = pc.yesterday
 		case fNow > 0:
 			level = seen / fNow
 		}
@@ -256,9 +265,10 @@ func (p *paceState) step(now int64) {
 const (
 	paceDecay     = 0.05
 	paceStepLimit = 3.0
-	// paceShrink is the weight, as a share of a day, of yesterday's
-	// traffic level in today's estimate.
-	paceShrink = 0.05
+	// paceShrinkHours is the weight of yesterday's traffic level in
+	// today's estimate, in hours of today's traffic: after n hours (see
+	// effectiveHours) today's count has weight n / (n + paceShrinkHours).
+	paceShrinkHours = 1.0
 	// paceRecentHours is how many hours of today's traffic, the current
 	// one included, estimate the day's level under the prior profile.
 	paceRecentHours = 2
@@ -286,6 +296,29 @@ func (pp *paceProfile) book(cur *int32, day, midDay int32, hour int, n, alpha fl
 		pp.today[hour] += n
 	}
 	return learned
+}
+
+// effectiveHours is how many hours' worth of independent observations
+// the traffic before fraction x of the day holds under profile share: the
+// Kish effective sample size of the hours seen, weighted by their shares
+// (the current hour by the part elapsed). Equal hours count one each; an
+// hour with a tiny share next to a big one counts for little.
+func effectiveHours(share *[24]float64, x float64) float64 {
+	x = min(max(x, 0), 1)
+	var sum, sq float64
+	for h := range 24 {
+		a := min(max(x*24-float64(h), 0), 1)
+		if a == 0 {
+			break
+		}
+		v := a * share[h]
+		sum += v
+		sq += v * v
+	}
+	if sq == 0 {
+		return 0
+	}
+	return sum * sum / sq
 }
 
 func (p *paceState) profileFor(pc *paceCamp) *[24]float64 {

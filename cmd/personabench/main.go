@@ -11,6 +11,7 @@
 //	personabench baseline --rps 5000 --duration 10s             # the transport floor alone
 //	personabench baseline --compare --target 127.0.0.1:9090 --rps 5000
 //	personabench baseline --serve-only --addr 127.0.0.1:9191    # for ghz or a second harness
+//	personabench pace     --campaigns 1000                       # the pacing simulator, no server
 //
 // Run "personabench CMD -h" for every flag.
 package main
@@ -49,7 +50,7 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-const usage = `usage: personabench run|sweep|baseline [flags]
+const usage = `usage: personabench run|sweep|baseline|pace [flags]
 
   run       drive a server: open loop (--rps R) or closed loop (--concurrency C)
   sweep     rising open-loop rates until p99 or errors break a bound; reports the knee
@@ -57,6 +58,8 @@ const usage = `usage: personabench run|sweep|baseline [flags]
             (a child process; --baseline-inprocess runs it inside the harness)
             (--compare --target ADDR: target then baseline, with ratios;
              --serve-only --addr ADDR: just serve it, e.g. for ghz)
+  pace      the deterministic pacing simulator: days of diurnal traffic against a
+            real in-memory ledger, reporting delivery, pacing error, overspend
 
 Run "personabench CMD -h" for the flags of CMD.
 `
@@ -73,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdSweep(ctx, args[1:], getenv, stdout, stderr)
 	case "baseline":
 		return cmdBaseline(ctx, args[1:], getenv, stdout, stderr)
+	case "pace":
+		return cmdPace(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

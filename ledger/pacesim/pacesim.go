@@ -43,14 +43,20 @@ type Config struct {
 	Users       int
 	Workers     int
 	Step        time.Duration // the controller interval and the time step
+	// DayWobble is the standard deviation of the log of a day's traffic
+	// level around the campaign's usual; HourWobble the same for each hour
+	// around the day's curve.
+	DayWobble, HourWobble float64
 }
 
-// DefaultConfig is the scenario: 1,000 campaigns, one warm-up day.
+// DefaultConfig is the scenario: 1,000 campaigns; three warm-up
+// days, so that the measured day's traffic profiles are learned from more
+// than one noisy day.
 func DefaultConfig() Config {
 	return Config{
 		Seed:              1,
 		Campaigns:         1000,
-		WarmupDays:        1,
+		WarmupDays:        3,
 		ImpressionsPerDay: 10000,
 		SupplyMin:         0.7,
 		SupplyMax:         5,
@@ -59,13 +65,16 @@ func DefaultConfig() Config {
 		Users:             2_000_000,
 		Workers:           runtime.GOMAXPROCS(0),
 		Step:              time.Minute,
+		DayWobble:         0.15,
+		HourWobble:        0.1,
 	}
 }
 
 // DayReport is the measurements of one simulated day.
 type DayReport struct {
 	Day int
-	// Over the campaigns whose supply suffices (supply ratio >= 1.1):
+	// Over the campaigns whose supply suffices on the day (supply ratio
+	// times the day's traffic level >= 1.1):
 	Sufficient        int
 	DeliveryMean      float64 // settled / daily budget
 	DeliveryMin       float64
@@ -75,6 +84,13 @@ type DayReport struct {
 	PacingErrorP50    float64
 	PacingErrorP90    float64
 	PacingErrorMax    float64
+	// OpenLoopNoiseMean is the mean pacing error of a pacer that knew the
+	// day in advance and held one rate all day: the hourly noise of
+	// thinning the hour's requests by pass-through and win, and of
+	// clearing prices (see measure). It scales the error to the campaigns'
+	// size; a feedback controller, which answers a lucky or unlucky
+	// stretch within the hour, can come in under it.
+	OpenLoopNoiseMean float64
 	AggregatePacing   float64 // NRMSE of the summed hourly spend vs summed plan
 	EarlyExhaustion   int     // spent 99% of the budget before 22:00
 	// Over all campaigns:
@@ -98,34 +114,37 @@ type Report struct {
 func (r Report) String() string {
 	d := r.Days[len(r.Days)-1]
 	return fmt.Sprintf("day %d: %d campaigns with enough supply: delivery mean %.2f%% min %.2f%% p05 %.2f%% (%d under 98%%); "+
-		"pacing error mean %.2f%% p50 %.2f%% p90 %.2f%% max %.2f%% (aggregate %.2f%%); early exhaustion %d; "+
+		"pacing error mean %.2f%% p50 %.2f%% p90 %.2f%% max %.2f%% (open-loop noise %.2f%%, aggregate %.2f%%); early exhaustion %d; "+
 		"overspend max %.3f%% (%d campaigns over); frequency violations %d; %d impressions from %d requests; "+
 		"%d supply-limited campaigns delivered %.1f%%; simulated %d day(s) in %v",
 		d.Day, d.Sufficient, 100*d.DeliveryMean, 100*d.DeliveryMin, 100*d.DeliveryP05, d.BelowDeliveryGoal,
-		100*d.PacingErrorMean, 100*d.PacingErrorP50, 100*d.PacingErrorP90, 100*d.PacingErrorMax, 100*d.AggregatePacing,
+		100*d.PacingErrorMean, 100*d.PacingErrorP50, 100*d.PacingErrorP90, 100*d.PacingErrorMax, 100*d.OpenLoopNoiseMean, 100*d.AggregatePacing,
 		d.EarlyExhaustion, 100*d.MaxOverspend, d.Overspent, d.FrequencyViolations, d.Impressions, d.Requests,
 		d.SupplyLimited, 100*d.SupplyLimitedMean, len(r.Days), r.Elapsed.Round(time.Millisecond))
 }
 
 type campaign struct {
-	lc       *ledger.Campaign
-	budget   int64 // micros
-	price    int64 // micros per impression
-	supply   float64
-	perDay   float64 // requests per day
-	shift    float64 // hours the traffic curve is shifted
-	amp      float64
-	capMax   int32
-	capWin   time.Duration
-	rng      *rand.Rand
-	hourReqs [24]float64
-	hourBill [24]int64
-	spent    int64
-	exhaust  int64 // unix nanos when 99% was reached; 0: never
-	served   map[uint64][]int64
-	viol     int
-	imps     int64
-	reqs     int64
+	lc     *ledger.Campaign
+	budget int64   // micros
+	price  int64   // micros per impression
+	supply float64 // usual supply ratio
+	// daySupply is the supply ratio of the simulated day: supply times
+	// the day's traffic level.
+	daySupply float64
+	perDay    float64 // requests per day
+	shift     float64 // hours the traffic curve is shifted
+	amp       float64
+	capMax    int32
+	capWin    time.Duration
+	rng       *rand.Rand
+	hourReqs  [24]float64
+	hourBill  [24]int64
+	spent     int64
+	exhaust   int64 // unix nanos when 99% was reached; 0: never
+	served    map[uint64][]int64
+	viol      int
+	imps      int64
+	reqs      int64
 }
 
 // curve is the relative traffic at hour-of-day h (fractional) for a
@@ -209,22 +228,26 @@ func simulate(cfg Config) (Report, []*campaign, error) {
 	var rep Report
 	ctx := context.Background()
 	for d := 0; d <= cfg.WarmupDays; d++ {
-		// Today's traffic wobbles by ±10% an hour around the curve.
+		// Today's traffic wobbles around the curve, by the day and by the hour.
 		for _, c := range camps {
 			c.hourReqs, c.hourBill, c.spent, c.exhaust, c.viol, c.imps, c.reqs = [24]float64{}, [24]int64{}, 0, 0, 0, 0, 0
 		}
 		wobble := make([][24]float64, len(camps))
 		var norm = make([]float64, len(camps))
 		for i, c := range camps {
+			// The day's traffic level wobbles too: yesterday is a guide
+			// to today, not a promise.
+			level := math.Exp(cfg.DayWobble * c.rng.NormFloat64())
+			c.daySupply = c.supply * level
 			for h := range 24 {
-				wobble[i][h] = math.Exp(0.1 * c.rng.NormFloat64())
+				wobble[i][h] = math.Exp(cfg.HourWobble * c.rng.NormFloat64())
 			}
 			var sum float64
 			for s := range steps {
 				h := float64(s) * 24 / float64(steps)
 				sum += curve(h, c.shift, c.amp) * wobble[i][int(h)]
 			}
-			norm[i] = sum
+			norm[i] = sum / level
 		}
 		dayStart := day0.Add(time.Duration(d) * 24 * time.Hour)
 		for s := range steps {
@@ -308,7 +331,7 @@ func measure(d int, camps []*campaign, dayStart time.Time) DayReport {
 	r := DayReport{Day: d + 1, DeliveryMin: math.Inf(1)}
 	var deliveries, errs []float64
 	var aggSpend, aggPlan [24]float64
-	var limited float64
+	var limited, floors float64
 	for _, c := range camps {
 		r.Impressions += c.imps
 		r.Requests += c.reqs
@@ -318,7 +341,7 @@ func measure(d int, camps []*campaign, dayStart time.Time) DayReport {
 			r.MaxOverspend = max(r.MaxOverspend, over)
 		}
 		delivery := float64(c.spent) / float64(c.budget)
-		if c.supply < 1.1 {
+		if c.daySupply < 1.1 {
 			r.SupplyLimited++
 			limited += delivery
 			continue
@@ -345,6 +368,13 @@ func measure(d int, camps []*campaign, dayStart time.Time) DayReport {
 			aggSpend[h] += float64(c.hourBill[h])
 		}
 		errs = append(errs, math.Sqrt(se/24)/(planSum/24))
+		// The plan follows the hour's requests, so only the thinning is
+		// noise: each request spends a clearing price c with probability
+		// q (pass-through × win), so the hour's spend has variance over
+		// mean E[c²]/E[c] − q·E[c]; clearing prices are uniform on
+		// [0.5, 1] × price, so E[c²]/E[c] = 7/9 price and E[c] = 3/4 price.
+		q := float64(c.spent) / (reqs * 0.75 * float64(c.price))
+		floors += math.Sqrt((7.0/9 - 0.75*q) * float64(c.price) / (planSum / 24))
 	}
 	if r.SupplyLimited > 0 {
 		r.SupplyLimitedMean = limited / float64(r.SupplyLimited)
@@ -361,6 +391,7 @@ func measure(d int, camps []*campaign, dayStart time.Time) DayReport {
 		r.PacingErrorP50 = errs[len(errs)/2]
 		r.PacingErrorP90 = errs[len(errs)*9/10]
 		r.PacingErrorMax = errs[len(errs)-1]
+		r.OpenLoopNoiseMean = floors / float64(len(errs))
 	}
 	var se, planSum float64
 	for h := range 24 {

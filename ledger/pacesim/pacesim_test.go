@@ -30,9 +30,8 @@ func TestSimulate(t *testing.T) {
 	if d.FrequencyViolations != 0 {
 		t.Errorf("%d frequency-cap violations", d.FrequencyViolations)
 	}
-	if !*sim {
-		return // the small run is too noisy for the pacing goals
-	}
+	// Both runs are deterministic (seeded), so these bounds do not flake;
+	// the small run's campaigns are small, so its sampling floor is high.
 	if d.PacingErrorMean > 0.10 {
 		t.Errorf("pacing error %.2f%%, goal <= 10%%", 100*d.PacingErrorMean)
 	}
