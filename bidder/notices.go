@@ -44,26 +44,48 @@ type noticeURLs struct {
 	win    string // base + PathNoticeWin + "?t="
 	bill   string
 	loss   string
+	size   int // the three URLs' length together
 }
+
+const (
+	noticePrice  = "&price=${AUCTION_PRICE}"
+	noticeReason = "&reason=${AUCTION_LOSS}"
+)
 
 func newNoticeURLs(signer *ledger.Signer, base string) *noticeURLs {
 	base = strings.TrimRight(base, "/")
-	return &noticeURLs{
+	n := &noticeURLs{
 		signer: signer,
 		win:    base + PathNoticeWin + "?t=",
 		bill:   base + PathNoticeBill + "?t=",
 		loss:   base + PathNoticeLoss + "?t=",
 	}
+	tok := len(signer.Sign(0, 0)) // every token is the same length
+	n.size = len(n.win) + len(n.bill) + len(n.loss) + 3*tok + 2*len(noticePrice) + len(noticeReason)
+	return n
 }
 
 // urls returns the notice URLs of bid id at cpmMicros. The token signs
 // the per-impression price the ledger reserved (engine.ImpressionMicros):
 // the most a bill may settle.
 func (n *noticeURLs) urls(id uint64, cpmMicros int64) (nurl, burl, lurl string) {
-	t := n.signer.Sign(id, engine.ImpressionMicros(cpmMicros))
-	return n.win + t + "&price=${AUCTION_PRICE}",
-		n.bill + t + "&price=${AUCTION_PRICE}",
-		n.loss + t + "&reason=${AUCTION_LOSS}"
+	// Built on the stack (unless the base URL is long), then one
+	// allocation: the three URLs are substrings of one string.
+	var buf [512]byte
+	b := buf[:0]
+	if n.size > len(buf) {
+		b = make([]byte, 0, n.size)
+	}
+	b = append(b, n.win...)
+	b = n.signer.AppendSign(b, id, engine.ImpressionMicros(cpmMicros))
+	t := b[len(n.win):]
+	b = append(b, noticePrice...)
+	w := len(b)
+	b = append(append(append(b, n.bill...), t...), noticePrice...)
+	bl := len(b)
+	b = append(append(append(b, n.loss...), t...), noticeReason...)
+	all := string(b)
+	return all[:w], all[w:bl], all[bl:]
 }
 
 // formatBidID is the OpenRTB bid id of a ledger bid: 16 hex digits.

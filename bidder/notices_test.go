@@ -591,3 +591,36 @@ func TestNoticeURLConfig(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A bid's three notice URLs cost one allocation (one string, three
+// substrings), and stay correct when a long base URL outgrows the stack
+// buffer they are built in.
+func TestNoticeURLsAllocs(t *testing.T) {
+	signer, err := ledger.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []string{"http://127.0.0.1:8080", "https://" + strings.Repeat("n", 400) + ".example"} {
+		n := newNoticeURLs(signer, base)
+		nurl, burl, lurl := n.urls(42, 7_500_000)
+		tok := signer.Sign(42, engine.ImpressionMicros(7_500_000))
+		want := []string{
+			base + "/notice/win?t=" + tok + "&price=${AUCTION_PRICE}",
+			base + "/notice/bill?t=" + tok + "&price=${AUCTION_PRICE}",
+			base + "/notice/loss?t=" + tok + "&reason=${AUCTION_LOSS}",
+		}
+		if diff := cmp.Diff(want, []string{nurl, burl, lurl}); diff != "" {
+			t.Errorf("base %.30q: (-want +got):\n%s", base, diff)
+		}
+		if testing.CoverMode() != "" || raceEnabled {
+			continue
+		}
+		want1 := 1.0
+		if len(base) > 100 {
+			want1 = 2 // the buffer moves to the heap
+		}
+		if got := testing.AllocsPerRun(1000, func() { n.urls(42, 7_500_000) }); got > want1 {
+			t.Errorf("base of %d bytes: %v allocations, want %v", len(base), got, want1)
+		}
+	}
+}
