@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Rules reloads under bid load (issue 4): the same open-loop personabench run
+# twice against a fresh `personad --demo`, once steady and once while the
+# rules change every INTERVAL seconds, alternately through the watched rules
+# file (rename over write, as editors do) and through `personactl rules
+# apply`. Prints both reports, the p99 ratio, errors, and how many reloads
+# the server applied during the loaded run (from /metrics).
+#
+#   bench/reload-under-load.sh
+#
+# Environment:
+#   RPS       open-loop rate (default 2000)
+#   DURATION  each measured window (default 30s)
+#   INTERVAL  seconds between rule changes (default 0.5)
+#   RESULTS   directory for the reports (default bench/results/reload-<UTC time>)
+#   BIN       directory with personad, personactl, personabench (default: built)
+#   BASE_PORT first of the three local ports used (default 19090)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+
+RPS="${RPS:-2000}"
+DURATION="${DURATION:-30s}"
+INTERVAL="${INTERVAL:-0.5}"
+RESULTS="${RESULTS:-bench/results/reload-$(date -u +%Y%m%dT%H%M%SZ)}"
+BASE_PORT="${BASE_PORT:-19090}"
+GRPC="127.0.0.1:$BASE_PORT"
+HTTP="127.0.0.1:$((BASE_PORT + 1))"
+
+work="$(mktemp -d)"
+if [[ -z "${BIN:-}" ]]; then
+	BIN="$work/bin"
+	go build -o "$BIN/" ./cmd/personad ./cmd/personactl ./cmd/personabench
+fi
+mkdir -p "$RESULTS"
+data="$work/data"
+
+"$BIN/personad" --demo --data-dir "$data" --grpc-addr "$GRPC" --http-addr "$HTTP" \
+	--log-level warn >"$RESULTS/personad.log" 2>&1 &
+server=$!
+changer=
+cleanup() {
+	[[ -n "$changer" ]] && kill "$changer" 2>/dev/null
+	kill "$server" 2>/dev/null
+	wait 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 240); do
+	curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break
+	kill -0 "$server" 2>/dev/null || { echo "reload-under-load: personad exited; see $RESULTS/personad.log" >&2; exit 1; }
+	sleep 0.5
+done
+
+rules="$data/rules/demo.yaml"
+[[ -f "$rules" ]] || { echo "reload-under-load: no $rules" >&2; exit 1; }
+# Two versions that differ in one campaign's bid.
+cp "$rules" "$work/a.yaml"
+awk '!done && /bid_cpm:/ { sub(/bid_cpm: *[0-9.]+/, "bid_cpm: 9.87"); done = 1 } { print }' "$rules" >"$work/b.yaml"
+cmp -s "$work/a.yaml" "$work/b.yaml" && { echo "reload-under-load: could not vary $rules" >&2; exit 1; }
+
+reloads() { curl -fsS "http://$HTTP/metrics" | awk '/^personad_rules_reloads_total/ && /outcome="applied"/ { n += $2 } END { print n + 0 }'; }
+bench() {
+	"$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 3s \
+		--progress never --out "$RESULTS/$1.json" | tee "$RESULTS/$1.txt"
+}
+
+echo "== steady: $RPS rps for $DURATION" >&2
+bench steady
+
+echo "== reloading every ${INTERVAL}s: $RPS rps for $DURATION" >&2
+before=$(reloads)
+(
+	i=0
+	while :; do
+		v=a
+		((i % 2)) && v=b
+		if ((i % 4 < 2)); then
+			cp "$work/$v.yaml" "$data/rules/.demo.yaml.tmp" && mv -f "$data/rules/.demo.yaml.tmp" "$rules"
+		else
+			"$BIN/personactl" --addr "$GRPC" rules apply "$work/$v.yaml" >/dev/null
+		fi
+		i=$((i + 1))
+		sleep "$INTERVAL"
+	done
+) &
+changer=$!
+bench reloading
+kill "$changer" 2>/dev/null
+wait "$changer" 2>/dev/null || true
+changer=
+after=$(reloads)
+
+p99() { grep -o '"p99": *[0-9]*' "$1" | head -1 | grep -o '[0-9]*$'; }
+errs() { tr -d '\n ' <"$1" | grep -o '"errors":{[^}]*}' | head -1; }
+s=$(p99 "$RESULTS/steady.json")
+r=$(p99 "$RESULTS/reloading.json")
+echo
+echo "reloads applied during the loaded run: $((after - before))"
+echo "p99 steady ${s} µs, during reloads ${r} µs: ratio $(awk -v a="$r" -v b="$s" 'BEGIN { printf "%.2f", a / b }')"
+echo "errors steady $(errs "$RESULTS/steady.json"), during reloads $(errs "$RESULTS/reloading.json")"
+echo "reports: $RESULTS" >&2
