@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -84,6 +85,7 @@ type DayReport struct {
 	PacingErrorP50    float64
 	PacingErrorP90    float64
 	PacingErrorMax    float64
+	PacingAboveGoal   int // campaigns whose pacing error is over 10%
 	// OpenLoopNoiseMean is the mean pacing error of a pacer that knew the
 	// day in advance and held one rate all day: the hourly noise of
 	// thinning the hour's requests by pass-through and win, and of
@@ -114,11 +116,11 @@ type Report struct {
 func (r Report) String() string {
 	d := r.Days[len(r.Days)-1]
 	return fmt.Sprintf("day %d: %d campaigns with enough supply: delivery mean %.2f%% min %.2f%% p05 %.2f%% (%d under 98%%); "+
-		"pacing error mean %.2f%% p50 %.2f%% p90 %.2f%% max %.2f%% (open-loop noise %.2f%%, aggregate %.2f%%); early exhaustion %d; "+
+		"pacing error mean %.2f%% p50 %.2f%% p90 %.2f%% max %.2f%% (%d over 10%%; open-loop noise %.2f%%, aggregate %.2f%%); early exhaustion %d; "+
 		"overspend max %.3f%% (%d campaigns over); frequency violations %d; %d impressions from %d requests; "+
 		"%d supply-limited campaigns delivered %.1f%%; simulated %d day(s) in %v",
 		d.Day, d.Sufficient, 100*d.DeliveryMean, 100*d.DeliveryMin, 100*d.DeliveryP05, d.BelowDeliveryGoal,
-		100*d.PacingErrorMean, 100*d.PacingErrorP50, 100*d.PacingErrorP90, 100*d.PacingErrorMax, 100*d.OpenLoopNoiseMean, 100*d.AggregatePacing,
+		100*d.PacingErrorMean, 100*d.PacingErrorP50, 100*d.PacingErrorP90, 100*d.PacingErrorMax, d.PacingAboveGoal, 100*d.OpenLoopNoiseMean, 100*d.AggregatePacing,
 		d.EarlyExhaustion, 100*d.MaxOverspend, d.Overspent, d.FrequencyViolations, d.Impressions, d.Requests,
 		d.SupplyLimited, 100*d.SupplyLimitedMean, len(r.Days), r.Elapsed.Round(time.Millisecond))
 }
@@ -391,6 +393,7 @@ func measure(d int, camps []*campaign, dayStart time.Time) DayReport {
 		r.PacingErrorP50 = errs[len(errs)/2]
 		r.PacingErrorP90 = errs[len(errs)*9/10]
 		r.PacingErrorMax = errs[len(errs)-1]
+		r.PacingAboveGoal = len(errs) - sort.SearchFloat64s(errs, 0.10+1e-12)
 		r.OpenLoopNoiseMean = floors / float64(len(errs))
 	}
 	var se, planSum float64
