@@ -1,12 +1,16 @@
 package bidder
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
@@ -144,6 +148,29 @@ func TestBidAllocs(t *testing.T) {
 		t.Logf("%s: %v allocations per Bid", tc.name, got)
 		if got > tc.budget {
 			t.Errorf("%s: %v allocations per Bid, budget %v", tc.name, got, tc.budget)
+		}
+	}
+}
+
+// BenchmarkBidHTTP is BenchmarkBid over the OpenRTB JSON wire's handler
+// (JSON in and out, no socket).
+func BenchmarkBidHTTP(b *testing.B) {
+	srv := benchServer(b)
+	body, err := protojson.Marshal(benchRequest())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	rd := bytes.NewReader(body)
+	req := httptest.NewRequest(http.MethodPost, PathBid, rd)
+	req.Header.Set("Content-Type", "application/json")
+	b.ReportAllocs()
+	for b.Loop() {
+		rd.Reset(body)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
 		}
 	}
 }

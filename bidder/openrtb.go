@@ -1,6 +1,7 @@
 package bidder
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -81,7 +83,11 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxRecvMsgSize)))
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer putBody(buf)
+	buf.Reset()
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxRecvMsgSize)))
+	body := buf.Bytes()
 	if err != nil {
 		s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
@@ -117,13 +123,28 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out, err := marshalJSON.Marshal(resp)
+	// The request's buffer is done with (protojson copies what it keeps):
+	// the response is written into it.
+	out, err := marshalJSON.MarshalAppend(body[:0], resp)
 	if err != nil { // cannot happen for a message we built
 		writeError(w, http.StatusInternalServerError, ErrInternal, "")
 		return
 	}
+	if cap(out) > buf.Cap() { // out outgrew it: pool the larger array
+		*buf = *bytes.NewBuffer(out[:0])
+	}
 	h.Set("Content-Type", "application/json")
 	w.Write(out)
+}
+
+// bodyPool recycles the OpenRTB JSON wire's request and response buffers.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putBody returns buf to bodyPool unless one huge request grew it.
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		bodyPool.Put(buf)
+	}
 }
 
 // httpError is the JSON body of an HTTP error answer.
