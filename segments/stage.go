@@ -56,25 +56,21 @@ func (g *stage) view() *Dict {
 	return &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots}
 }
 
-// reserve makes room for users more users with bytes more id bytes, growing
-// the arena and ends by at least half, so that a long upload copies each
+// reserve makes room for users more users with bytes more id bytes. When
+// the table, the arena or the ends must grow for them, it grows to hold
+// moreUsers and moreBytes beyond them too (an upload's prediction, see
+// Upload.Expect), and at least by half, so that a long upload copies each
 // only a few times (append grows large slices by a quarter).
-func (g *stage) reserve(users, bytes int) {
-	d := g.d
-	if need := len(d.arena) + bytes; need > cap(d.arena) {
-		d.arena = append(make([]byte, 0, max(need, cap(d.arena)*3/2)), d.arena...)
-	}
-	if need := len(d.ends) + users; need > cap(d.ends) {
-		d.ends = append(make([]uint32, 0, max(need, cap(d.ends)*3/2)), d.ends...)
-	}
-}
-
-// reserveTable grows the table, when needed, so that users more users fit
-// within its load limit.
-func (g *stage) reserveTable(users int) {
+func (g *stage) reserve(users, bytes, moreUsers, moreBytes int) {
 	d := g.d
 	if need := len(d.ends) + d.tombs + users; need*10 > len(d.slots)*7 {
-		d.grow(tableSize(len(d.ends) + users))
+		d.grow(max(len(d.slots)*3/2, tableSize(len(d.ends)+users+moreUsers)))
+	}
+	if need := len(d.arena) + bytes; need > cap(d.arena) {
+		d.arena = append(make([]byte, 0, max(need+moreBytes, cap(d.arena)*3/2)), d.arena...)
+	}
+	if need := len(d.ends) + users; need > cap(d.ends) {
+		d.ends = append(make([]uint32, 0, max(need+moreUsers, cap(d.ends)*3/2)), d.ends...)
 	}
 }
 

@@ -766,15 +766,12 @@ func TestUploadAcrossCommit(t *testing.T) {
 	}
 }
 
-// TestUploadExpect: an upload told how many ids to expect makes room for
-// the new users its first chunk predicts, once, so that the table does
-// not grow while the rest arrives; a wrong hint changes no result.
+// TestUploadExpect: an upload told how many ids to expect grows the
+// dictionary's table a few times, each time to what the rest of the
+// upload predicts (within maxAhead per id received), instead of by half
+// a score of times; a false hint reserves little and changes no result.
 func TestUploadExpect(t *testing.T) {
-	st := openStore(t, t.TempDir())
-	upload(t, st, "title", "cmo", Add, "", "k0", "k1")
 	const n = 100_000
-	u, _ := st.NewUpload("title", "cfo", Add, "")
-	u.Expect(n)
 	chunk := func(lo, hi int) []string {
 		var ids []string
 		for i := lo; i < hi; i++ {
@@ -782,37 +779,47 @@ func TestUploadExpect(t *testing.T) {
 		}
 		return ids
 	}
-	if _, err := u.AddMany(chunk(0, 1000)); err != nil {
-		t.Fatal(err)
+	growths := func(st *Store, hint uint64) int {
+		u, _ := st.NewUpload("title", fmt.Sprint("g", hint), Add, "")
+		u.Expect(hint)
+		sizes := map[int]bool{}
+		for lo := 0; lo < n; lo += 1000 {
+			if _, err := u.AddMany(chunk(lo, lo+1000)); err != nil {
+				t.Fatal(err)
+			}
+			sizes[len(st.stage.d.slots)] = true
+		}
+		res, err := st.Commit(u)
+		if err != nil || res.NewUsers != n || res.Cardinality != n || st.Current().Dict().Len() != n+2 {
+			t.Fatalf("hint %d: result %+v, %v, %d users", hint, res, err, st.Current().Dict().Len())
+		}
+		return len(sizes)
 	}
-	table := len(st.stage.d.slots)
-	if table < tableSize(n) {
-		t.Errorf("after the first chunk: %d slots, want room for %d users (%d)", table, n, tableSize(n))
-	}
-	for lo := 1000; lo < n; lo += 1000 {
-		if _, err := u.AddMany(chunk(lo, lo+1000)); err != nil {
-			t.Fatal(err)
+	var with, without int
+	for _, hint := range []uint64{0, n} {
+		st := openStore(t, t.TempDir())
+		upload(t, st, "title", "cmo", Add, "", "k0", "k1")
+		g := growths(st, hint)
+		if hint == 0 {
+			without = g
+		} else {
+			with = g
 		}
 	}
-	if got := len(st.stage.d.slots); got != table {
-		t.Errorf("the table grew from %d to %d slots while the expected ids arrived", table, got)
+	t.Logf("table sizes during a %d-id upload: %d with the hint, %d without", n, with, without)
+	if with > 4 || with >= without {
+		t.Errorf("the table took %d sizes with the hint, %d without; want at most 4, and fewer", with, without)
+	}
+	// A false hint: a small upload reserves at most maxAhead users per id.
+	st := openStore(t, t.TempDir())
+	u, _ := st.NewUpload("title", "h", Add, "")
+	u.Expect(1 << 40)
+	u.AddMany(chunk(0, 20))
+	if got := len(st.stage.d.slots); got > tableSize(maxAhead*20+20) {
+		t.Errorf("a 20-id upload expecting 2^40 ids: %d slots, want at most %d", got, tableSize(maxAhead*20+20))
 	}
 	res, err := st.Commit(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.NewUsers != n || res.Cardinality != n || st.Current().Dict().Len() != n+2 {
-		t.Errorf("result %+v, %d users", res, st.Current().Dict().Len())
-	}
-	// A hint far too small or too large: the same result.
-	for i, hint := range []uint64{1, 10 * n} {
-		u, _ := st.NewUpload("title", fmt.Sprint("h", hint), Add, "")
-		u.Expect(hint)
-		lo := n + 10*i
-		u.AddMany(chunk(lo-10, lo+10)) // 10 known, 10 new
-		res, err := st.Commit(u)
-		if err != nil || res.NewUsers != 10 || res.Cardinality != 20 {
-			t.Errorf("hint %d: result %+v, %v; want 10 new users, 20 members", hint, res, err)
-		}
+	if err != nil || res.NewUsers != 20 || res.Cardinality != 20 {
+		t.Errorf("result %+v, %v; want 20 new users and members", res, err)
 	}
 }

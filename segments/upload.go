@@ -95,7 +95,7 @@ type Upload struct {
 	first uint32          // the first user it staged, when staged > 0
 	added int             // users it staged
 	done  bool            // committed or discarded
-	hint  uint64          // ids expected in all (Expect), 0 once used
+	hint  uint64          // ids expected in all (Expect)
 	ids   uint64          // ids added, duplicates included
 	known []uint32        // resolved internal ids not yet in bm
 	bm    *roaring.Bitmap // resolved internal ids
@@ -137,13 +137,16 @@ func checkNames(facet, value string) error {
 	return nil
 }
 
-// Expect tells the upload it will hold about n ids, duplicates included:
-// when the first of them turn out new, it makes room in the dictionary
-// for as many new users as that proportion of n predicts, at once, rather
-// than growing the table and arrays step by step (each step copies them
-// all). It is a hint: a wrong n costs memory or time, never correctness;
-// callers bound it (personad by its per-upload limit).
+// Expect tells the upload it will hold about n ids, duplicates included.
+// Whenever the dictionary must grow for its new ids, it then makes room
+// for as many new users as the rest of n predicts at the rate of new ids
+// so far (but at most maxAhead per id received), rather than growing the
+// table and arrays by half, step by step (each step copies them all). It
+// is a hint: a wrong n costs memory or time, never correctness.
 func (u *Upload) Expect(n uint64) { u.hint = n }
+
+// maxAhead bounds what Expect reserves: new users per id received so far.
+const maxAhead = 64
 
 // Len is the number of ids added so far, duplicates included.
 func (u *Upload) Len() uint64 { return u.ids }
@@ -223,15 +226,16 @@ func (u *Upload) resolve(ids []string) error {
 			}
 		}
 		if misses > 0 {
-			if rest := u.hint - min(u.hint, u.ids+uint64(lo)); rest > uint64(len(b)) {
-				// Expect: scale this block's new users and bytes to the
-				// rest of the upload, once.
-				f := float64(rest) / float64(len(b))
-				misses, bytes = int(float64(misses)*f), int(float64(bytes)*f)
-				g.reserveTable(misses)
+			// Expect: when the dictionary must grow anyway, make room
+			// for the new users the rest of the upload predicts at this
+			// block's rate too, but for no more than maxAhead per id
+			// received, so that a false hint cannot make a small upload
+			// reserve much memory.
+			var more float64
+			if seen := u.ids + uint64(lo+len(b)); u.hint > seen {
+				more = min(float64(u.hint-seen)*float64(misses)/float64(len(b)), maxAhead*float64(seen))
 			}
-			u.hint = 0
-			g.reserve(misses, bytes)
+			g.reserve(misses, bytes, int(more), int(more*float64(bytes)/float64(misses)))
 		}
 		for i, id := range b {
 			if !found[i] {

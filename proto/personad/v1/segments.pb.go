@@ -186,9 +186,10 @@ type UploadHeader struct {
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Optional: about how many ids the upload will send, duplicates
 	// included (personactl estimates it from the file's size). The server
-	// uses it only to make room for the new users at once instead of
-	// growing step by step while the stream arrives; it never relies on it,
-	// and caps it at its per-upload limit. 0: unknown.
+	// uses it only to make room for the new users in larger steps instead
+	// of growing by half at a time while the stream arrives; it never
+	// relies on it, caps it at its per-upload limit, and reserves at most
+	// 64 users per id received. 0: unknown.
 	ExpectedIds   uint64 `protobuf:"varint,5,opt,name=expected_ids,json=expectedIds,proto3" json:"expected_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
