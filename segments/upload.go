@@ -92,7 +92,7 @@ type Upload struct {
 
 	gen   uint64          // the stage generation its internal ids belong to
 	src   *Dict           // that generation's dictionary, for remap
-	first uint32          // the first user it staged, when staged > 0
+	first uint32          // the first user it staged, when added > 0
 	added int             // users it staged
 	done  bool            // committed or discarded
 	hint  uint64          // ids expected in all (Expect)
