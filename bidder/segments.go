@@ -165,9 +165,12 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 	if err != nil {
 		return segments.Result{}, err
 	}
+	defer u.Discard() // takes back what a failed upload staged; no-op after Commit
+	u.Expect(min(h.ExpectedIds, s.cfg.MaxUploadIDs))
 	// Receiving (and unmarshaling) the next chunk overlaps resolving this
-	// one: a worker goroutine, owned here, runs AddMany; it never blocks
-	// on the network, so closing its channel and waiting always ends it.
+	// one (interning its new ids): a worker goroutine, owned here, runs
+	// AddMany; it never blocks on the network, so closing its channel and
+	// waiting always ends it.
 	type work struct {
 		chunk  int
 		ids    []string
@@ -184,9 +187,12 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 				continue
 			}
 			if j, err := u.AddMany(w.ids); err != nil {
-				addErr = &ValidationError{
-					Path: fmt.Sprintf("upload.chunk[%d].ids[%d]", w.chunk, j),
-					Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
+				addErr = err // the dictionary is full
+				if errors.Is(err, segments.ErrBadUserID) {
+					addErr = &ValidationError{
+						Path: fmt.Sprintf("upload.chunk[%d].ids[%d]", w.chunk, j),
+						Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
+					}
 				}
 				failed.Store(true)
 				continue
@@ -195,10 +201,13 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 				continue
 			}
 			if _, j, err := u.AddPacked(w.packed); err != nil {
-				addErr = &ValidationError{
-					Path: fmt.Sprintf("upload.chunk[%d].ids_packed[%d]", w.chunk, j),
-					Msg: fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes",
-						w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)), segments.MaxIDLen),
+				addErr = err
+				if errors.Is(err, segments.ErrBadUserID) {
+					addErr = &ValidationError{
+						Path: fmt.Sprintf("upload.chunk[%d].ids_packed[%d]", w.chunk, j),
+						Msg: fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes",
+							w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)), segments.MaxIDLen),
+					}
 				}
 				failed.Store(true)
 			}

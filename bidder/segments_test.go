@@ -263,7 +263,9 @@ func TestUploadErrors(t *testing.T) {
 	}
 }
 
-// TestUploadBrokenOff: a stream that is cancelled midway changes nothing.
+// TestUploadBrokenOff: a stream that is cancelled midway changes nothing,
+// not even what the next upload publishes: the users the broken upload
+// staged are taken back.
 func TestUploadBrokenOff(t *testing.T) {
 	h := newSegHarness(t, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(t.Context())
@@ -286,6 +288,15 @@ func TestUploadBrokenOff(t *testing.T) {
 			t.Fatalf("a cancelled upload changed the store: version %d, %d users", s.Version(), s.Dict().Len())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := h.send(t.Context(), header("title", "cfo", modeAdd, ""), chunk("v1", "u3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := h.store.Current()
+	if _, ok := s.User("u0"); ok || s.Dict().Len() != 2 || resp.NewUsers != 2 {
+		t.Errorf("after the next upload: %d users, u0 known %t, %d new users; want 2 users (v1, u3), both new, u0 unknown",
+			s.Dict().Len(), ok, resp.NewUsers)
 	}
 }
 

@@ -57,25 +57,40 @@ var (
 //
 // so the dictionary meets the durability issue's 48 B/user budget with
 // room for 20 more bytes of id: a 36-byte UUID costs about 51 B/user.
+// Grown by uploads instead (the stage grows its arrays and table by half
+// when full, so up to a third of them is spare room), 10M users added by
+// ten 1M-id uploads hold 30.1 B/user (MemoryBytes, TestUploadMemory).
 //
 // # Growing under readers
 //
-// An upload adds users to a published dictionary without copying it
-// (dictWriter): the new users' bytes and ends are appended past the end of
-// the published slices, into their spare capacity, and their slots are
-// stored atomically into the same table. A Dict is a view: len(ends) is
-// how many users it holds, and Lookup ignores any slot whose id is beyond
-// it, so readers of the older view never see the newer users, and the
-// newer view shares every byte of the old one. Only when a slice or the
-// table runs out of room is it copied, growing by a factor (append's
-// 1.25× for large slices, 1.5× for the table), so interning n new users
-// into a store of N costs O(n) amortized, not O(N).
+// Uploads add users to a published dictionary without copying it (the
+// store's stage, see stage.go; log replay uses a dictWriter): the new
+// users' bytes and ends are appended past the end of the published
+// slices, into their spare capacity, and their slots are stored
+// atomically into the same table. A Dict is a view: len(ends) is how many
+// users it holds, and Lookup ignores any slot whose id is beyond it (or a
+// tombstone, a slot taken back), so readers of the older view never see
+// the newer users, and the newer view shares every byte of the old one.
+// Only when a slice or the table runs out of room is it copied, growing
+// by half (or, for an upload that said how many ids to expect, at once to
+// the size its first new ids predict), so interning n new users into a
+// store of N costs O(n) amortized, not O(N).
 type Dict struct {
 	seed  maphash.Seed
 	arena []byte
 	ends  []uint32
 	slots []uint64
+	// tombs counts the table's tombstones: slots of users an upload
+	// interned and then took back (see stage.rollback). They keep the
+	// probe chains through them intact and count towards the load; grow
+	// drops them.
+	tombs int
 }
+
+// tombstone is the low half of a slot whose user was taken back: as an
+// internal id + 1 it names no user (ids are below MaxUsers), so every
+// probe passes over it.
+const tombstone = math.MaxUint32
 
 // newDict returns an empty dictionary with room for n users.
 func newDict(n int) *Dict {
@@ -179,7 +194,7 @@ func (d *Dict) internSlot(id string, tag uint32, grow func()) (uint32, int, erro
 	if len(id) == 0 || len(id) > MaxIDLen {
 		return 0, -1, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
 	}
-	if (len(d.ends)+1)*10 > len(d.slots)*7 {
+	if (len(d.ends)+d.tombs+1)*10 > len(d.slots)*7 {
 		grow()
 	}
 	n := uint64(len(d.slots))
@@ -193,7 +208,7 @@ func (d *Dict) internSlot(id string, tag uint32, grow func()) (uint32, int, erro
 			break
 		}
 		if uint32(s>>32) == tag {
-			if u := uint32(s) - 1; d.bytes(u) == id {
+			if u := uint32(s) - 1; u < uint32(len(d.ends)) && d.bytes(u) == id {
 				return u, -1, nil
 			}
 		}
@@ -209,9 +224,11 @@ func (d *Dict) internSlot(id string, tag uint32, grow func()) (uint32, int, erro
 }
 
 // dictWriter adds users to a published Dict without copying it (see
-// "Growing under readers" on Dict). The store runs at most one writer at a
-// time, always over the newest published Dict, so the spare capacity it
-// appends into belongs to no reader. It is not safe for concurrent use.
+// "Growing under readers" on Dict), one log record at a time: recovery
+// replays the log with it before the store serves (uploads intern into
+// the store's stage instead). One writer runs at a time, always over the
+// newest Dict, so the spare capacity it appends into belongs to no
+// reader, and abort undoes it exactly. It is not safe for concurrent use.
 type dictWriter struct {
 	d    *Dict    // the new view, sharing memory with the published one
 	base int      // users in the published Dict
@@ -271,28 +288,16 @@ func (w *dictWriter) clearPublished() {
 // read), so abort clears the slots the writer stored there.
 func (w *dictWriter) abort() { w.clearPublished() }
 
-// added returns the users this writer added: the first one's internal id,
-// their end offsets (relative to the dictionary's arena, not to arena) and
-// their id bytes.
-func (w *dictWriter) added() (first uint32, ends []uint32, arena []byte) {
-	d := w.d
-	first = uint32(w.base)
-	var start uint32
-	if w.base > 0 {
-		start = d.ends[w.base-1]
-	}
-	return first, d.ends[w.base:], d.arena[start:]
-}
-
-// grow rebuilds the table with size slots. Tags place slots, so no id is
-// hashed again.
+// grow rebuilds the table with size slots, dropping tombstones and slots
+// of users beyond len(d.ends). Tags place slots, so no id is hashed again.
 func (d *Dict) grow(size int) {
 	old := d.slots
 	d.slots = make([]uint64, size)
+	d.tombs = 0
 	n := uint64(size)
 	for _, s := range old {
-		if s == 0 {
-			continue
+		if s == 0 || uint32(s) > uint32(len(d.ends)) {
+			continue // empty, a tombstone, or a user beyond this view
 		}
 		i := home(uint32(s>>32), n)
 		for d.slots[i] != 0 {
@@ -334,11 +339,11 @@ func (d *Dict) index() error {
 // for publishing: a Builder's append growth leaves up to half unused.
 func (d *Dict) compact() *Dict {
 	c := &Dict{seed: d.seed, slots: d.slots}
+	c.arena = append(make([]byte, 0, len(d.arena)), d.arena...)
+	c.ends = append(make([]uint32, 0, len(d.ends)), d.ends...)
 	if want := tableSize(len(d.ends)); len(d.slots) > want+want/4 {
 		c.grow(want) // back to a load of 0.7, from as little as 0.35
 	}
-	c.arena = append(make([]byte, 0, len(d.arena)), d.arena...)
-	c.ends = append(make([]uint32, 0, len(d.ends)), d.ends...)
 	return c
 }
 
@@ -433,49 +438,6 @@ func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool, tags []uint
 			out[o], found[o] = d.lookupTag(id, tg[i]) // a tag collision (1 in 2^32)
 		}
 	}
-}
-
-// reserve makes room for users more users of bytes more id bytes, so
-// that interning them moves nothing: one copy of each array at most,
-// instead of one per growth step.
-func (w *dictWriter) reserve(users, bytes int) {
-	d := w.d
-	if need := len(d.ends) + users; (need+1)*10 > len(d.slots)*7 {
-		d.grow(max(len(d.slots)*3/2, tableSize(need)))
-		w.clearPublished()
-	}
-	if len(d.arena)+bytes > cap(d.arena) {
-		d.arena = append(make([]byte, 0, len(d.arena)+bytes+(len(d.arena)+bytes)/4), d.arena...)
-	}
-	if len(d.ends)+users > cap(d.ends) {
-		d.ends = append(make([]uint32, 0, len(d.ends)+users+(len(d.ends)+users)/4), d.ends...)
-	}
-}
-
-// internMany interns the ids of b, whose tags it holds, appending their
-// internal ids to out. Like lookupBatch it works in groups: it loads each
-// id's first slot before inserting any of the group, so that their cache
-// misses overlap.
-func (w *dictWriter) internMany(b *idBlock, out []uint32) ([]uint32, error) {
-	const group = 32
-	var sink uint64
-	for base := 0; base < len(b.tags); base += group {
-		end := min(base+group, len(b.tags))
-		if slots := uint64(len(w.d.slots)); slots > 0 {
-			for _, tag := range b.tags[base:end] {
-				sink += atomic.LoadUint64(&w.d.slots[home(tag, slots)])
-			}
-		}
-		for i := base; i < end; i++ {
-			u, err := w.internTag(b.id(i), b.tags[i])
-			if err != nil {
-				return out, err
-			}
-			out = append(out, u)
-		}
-	}
-	keep(sink)
-	return out, nil
 }
 
 // keep consumes a value, so that the compiler cannot drop the loads that

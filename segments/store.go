@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +61,7 @@ type Store struct {
 	cur atomic.Pointer[Snapshot]
 
 	mu     sync.Mutex // serializes mutations and log rotation
+	stage  stage      // the dictionary uploads in progress intern into
 	wal    *wal       // nil for a store made by NewStore
 	keys   keyLog
 	closed bool
@@ -95,6 +95,7 @@ func NewStore(snap *Snapshot) *Store {
 		snap = emptySnapshot()
 	}
 	s := &Store{}
+	s.stage.reset(snap.dict, false)
 	s.cur.Store(snap)
 	return s
 }
@@ -144,6 +145,7 @@ func Open(cfg Config) (*Store, error) {
 		s.wal.close()
 		return nil, err
 	}
+	s.stage.reset(snap.dict, false)
 	s.cur.Store(snap)
 	s.recovery.Version = snap.version
 	s.recovery.Took = time.Since(start)
@@ -236,8 +238,16 @@ func (s *Store) Current() *Snapshot { return s.cur.Load() }
 
 // Publish makes snap current, bypassing the log: for in-memory stores
 // (NewStore) and tests. A store opened with Open changes only through
-// Commit and Delete.
-func (s *Store) Publish(snap *Snapshot) { s.cur.Store(snap) }
+// Commit and Delete. Uploads in progress resolve their ids again in
+// snap's dictionary.
+func (s *Store) Publish(snap *Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stage.mu.Lock()
+	s.stage.reset(snap.dict, true)
+	s.stage.mu.Unlock()
+	s.cur.Store(snap)
+}
 
 // Dir is the store's directory, empty for a store made by NewStore.
 func (s *Store) Dir() string { return s.cfg.Dir }
@@ -246,74 +256,82 @@ func (s *Store) Dir() string { return s.cfg.Dir }
 // cut off, and how long it took.
 func (s *Store) Recovery() Recovery { return s.recovery }
 
-// Commit applies an upload atomically: it interns the ids the dictionary
-// did not know, builds the segment's new bitmap to the side, writes and
-// fsyncs the log record, then publishes the next snapshot (version + 1).
-// It returns only after the record is durable; on any error nothing is
-// published and the store is as before. An upload that changes nothing is
-// not logged and keeps the current version. The Upload must not be used
-// afterwards.
+// Commit applies an upload atomically: it publishes the users the
+// dictionary gained since the last commit (interned while the uploads
+// streamed, see stage), builds the segment's new bitmap to the side,
+// writes and fsyncs the log record, then publishes the next snapshot
+// (version + 1). It returns only after the record is durable; on any error
+// nothing is published, the upload is discarded and the store is as
+// before. An upload that changes nothing is not logged and keeps the
+// current version. The Upload must not be used afterwards.
 func (s *Store) Commit(u *Upload) (Result, error) {
-	if len(u.known) > 0 {
-		u.flush()
+	if u.done {
+		return Result{}, errUploadDone
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		u.Discard()
 		return Result{}, ErrClosed
 	}
 	if res, ok, err := s.keys.check(u.key, u.facet, u.value, u.mode); ok || err != nil {
+		u.Discard()
 		return res, err
 	}
 	cur := s.cur.Load()
-	w := cur.dict.extend()
-	set := u.bm
-	if u.unseen.n > 0 {
-		w.reserve(u.unseen.n, u.unseen.bytes)
-		if u.dict == nil || u.dict.seed != cur.dict.seed {
-			// Not the dictionary the tags were computed with (a store
-			// whose snapshot was replaced by Publish): hash again.
-			for i := range u.unseen.blocks {
-				b := &u.unseen.blocks[i]
-				for j := range b.tags {
-					b.tags[j] = cur.dict.tag(b.id(j))
-				}
-			}
-		}
-		fresh := make([]uint32, 0, u.unseen.n)
-		for i := range u.unseen.blocks {
-			var err error
-			if fresh, err = w.internMany(&u.unseen.blocks[i], fresh); err != nil {
-				w.abort()
-				return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
-			}
-		}
-		slices.Sort(fresh) // sorted already unless ids repeat or another upload added some
-		set.AddMany(fresh)
+	g := &s.stage
+	g.mu.Lock()
+	var err error
+	if u.gen != g.gen {
+		err = u.remap()
 	}
-	first, ends, arena := w.added()
+	if err != nil || g.pub != cur.dict.Len() {
+		g.mu.Unlock()
+		u.Discard()
+		if err == nil {
+			err = fmt.Errorf("segments: the stage has %d published users, the snapshot %d", g.pub, cur.dict.Len())
+		}
+		return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+	}
+	dict := g.view()
+	g.mu.Unlock()
+	u.flush()
+	u.done = true
+	undo := func() {
+		g.mu.Lock()
+		g.pub = cur.dict.Len()
+		g.rollback(u.first, u.added)
+		g.mu.Unlock()
+	}
+
+	first := uint32(cur.dict.Len())
 	c := &change{
 		version: cur.version + 1, op: opUpload, mode: u.mode, at: time.Now().UTC(),
 		facet: u.facet, value: u.value, key: u.key, ids: u.ids,
-		firstUser: first, userBytes: arena, set: set,
+		firstUser: first, set: u.bm,
 	}
-	if len(ends) > 0 {
+	if ends := dict.ends[first:]; len(ends) > 0 {
+		var base uint32 // where the first new id starts
+		if first > 0 {
+			base = dict.ends[first-1]
+		}
+		c.userBytes = dict.arena[base:ends[len(ends)-1]]
 		c.userEnds = make([]uint32, len(ends))
-		base := ends[len(ends)-1] - uint32(len(arena)) // where the first new id starts
 		for i, e := range ends {
 			c.userEnds[i] = e - base
 		}
 	}
-	next, res, err := apply(cur, c, w.d)
+	next, res, err := apply(cur, c, dict)
 	if err != nil {
-		w.abort()
+		undo()
 		return Result{}, fmt.Errorf("%w: %s:%s", err, u.facet, u.value)
 	}
+	res.NewUsers = uint64(u.added)
 	if noChange(cur, c, res) {
-		w.abort()
+		undo()
 		res.Version = cur.version
 	} else if err := s.commit(c, next); err != nil {
-		w.abort()
+		undo()
 		return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
 	}
 	s.keys.put(u.key, keyEntry{facet: u.facet, value: u.value, mode: u.mode, res: res})

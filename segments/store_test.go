@@ -44,6 +44,7 @@ func tryUpload(st *Store, facet, value string, mode Mode, key string, ids ...str
 	}
 	for _, id := range ids {
 		if err := u.Add(id); err != nil {
+			u.Discard()
 			return Result{}, err
 		}
 	}
@@ -124,10 +125,13 @@ func TestCommitModes(t *testing.T) {
 	}
 }
 
-// TestUploadNotCommitted: an upload that is dropped, however far it got,
-// changes nothing, not even the dictionary.
+// TestUploadNotCommitted: an upload that is discarded, however far it got
+// (here past several growths of the table it staged its users in),
+// changes nothing, not even the dictionary: neither what is published
+// meanwhile, nor what the next commit publishes and logs.
 func TestUploadNotCommitted(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	dir := t.TempDir()
+	st := openStore(t, dir)
 	upload(t, st, "title", "cmo", Add, "", "a")
 	before := st.Current()
 	u, _ := st.NewUpload("title", "cmo", Add, "")
@@ -137,6 +141,69 @@ func TestUploadNotCommitted(t *testing.T) {
 	if st.Current() != before || st.Current().Dict().Len() != 1 {
 		t.Error("an uncommitted upload changed the store")
 	}
+	u.Discard()
+	if _, err := st.Commit(u); err == nil {
+		t.Error("Commit after Discard succeeded")
+	}
+	res := upload(t, st, "title", "cfo", Add, "", "new-7", "b")
+	if n, ok := st.Current().User("new-7"); res.NewUsers != 2 || st.Current().Dict().Len() != 3 || !ok || n != 1 {
+		t.Errorf("next upload: result %+v, %d users, new-7 = %d, %t; want 2 new users, 3 users, new-7 = 1",
+			res, st.Current().Dict().Len(), n, ok)
+	}
+	for _, id := range []string{"a", "new-7", "b"} {
+		if _, ok := st.Current().User(id); !ok {
+			t.Errorf("user %q lost after the rollback", id)
+		}
+	}
+	if _, ok := st.Current().User("new-8"); ok {
+		t.Error("a discarded user is visible")
+	}
+	crash(st)
+	st = openStore(t, dir)
+	if got := st.Current().Dict().Len(); got != 3 {
+		t.Errorf("after restart: %d users, want 3", got)
+	}
+}
+
+// TestUploadDiscardInterleaved: an upload discarded after another one
+// staged users behind its own cannot take them back; they stay, known and
+// in no segment, and are published, logged and recovered with the next
+// commit, under the same internal ids.
+func TestUploadDiscardInterleaved(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	a, _ := st.NewUpload("title", "cmo", Add, "")
+	b, _ := st.NewUpload("title", "cfo", Add, "")
+	a.AddPacked([]byte("a1\na2\n"))
+	b.AddPacked([]byte("b1\na1\n"))
+	a.AddPacked([]byte("a3\n"))
+	a.Discard()
+	res, err := st.Commit(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.NewUsers != 1 || res.Cardinality != 2 || st.Current().Segment("title", "cmo") != nil {
+		t.Errorf("result %+v; want 1 new user, 2 members, no title:cmo", res)
+	}
+	want := map[string]uint32{"a1": 0, "a2": 1, "b1": 2, "a3": 3}
+	check := func(when string) {
+		snap := st.Current()
+		if snap.Dict().Len() != len(want) {
+			t.Errorf("%s: %d users, want %d", when, snap.Dict().Len(), len(want))
+		}
+		for id, n := range want {
+			if got, ok := snap.User(id); !ok || got != n {
+				t.Errorf("%s: %s = %d, %t; want %d", when, id, got, ok, n)
+			}
+		}
+		if diff := cmp.Diff([]string{"a1", "b1"}, members(snap, "title", "cfo")); diff != "" {
+			t.Errorf("%s: members (-want +got):\n%s", when, diff)
+		}
+	}
+	check("after the commit")
+	crash(st)
+	st = openStore(t, dir)
+	check("after restart")
 }
 
 func TestIdempotencyKey(t *testing.T) {
@@ -648,35 +715,111 @@ func TestAddPacked(t *testing.T) {
 	}
 }
 
-// TestUploadAcrossCommit: ids hashed by an upload that started before
-// another upload added them (or replaced the dictionary) are interned
-// once, under the internal id the other upload gave them.
+// TestUploadAcrossCommit: ids staged by an upload still streaming are
+// interned once: another upload of them finds them (and its commit
+// publishes them, in no segment of the first upload's yet); and an upload
+// in progress when Publish replaces the dictionary resolves its ids again
+// in the new one.
 func TestUploadAcrossCommit(t *testing.T) {
 	st := NewStore(nil)
 	u, _ := st.NewUpload("title", "cfo", Add, "")
 	if _, _, err := u.AddPacked([]byte("x\ny\nz\ny")); err != nil {
 		t.Fatal(err)
 	}
-	upload(t, st, "title", "cmo", Add, "", "y")
+	if st.Current().Dict().Len() != 0 {
+		t.Fatalf("staged users are visible: %d users", st.Current().Dict().Len())
+	}
+	other := upload(t, st, "title", "cmo", Add, "", "y", "w")
+	if other.NewUsers != 1 || st.Current().Dict().Len() != 4 || len(members(st.Current(), "title", "cfo")) != 0 {
+		t.Errorf("other upload: result %+v, %d users; want 1 new user (w) and 4 users published, none in title:cfo", other, st.Current().Dict().Len())
+	}
 	res, err := st.Commit(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.NewUsers != 2 || res.Cardinality != 3 || st.Current().Dict().Len() != 3 {
-		t.Errorf("result %+v, %d users; want 2 new users, 3 members and users", res, st.Current().Dict().Len())
+	if res.NewUsers != 3 || res.Cardinality != 3 || st.Current().Dict().Len() != 4 {
+		t.Errorf("result %+v, %d users; want 3 new users, 3 members and 4 users", res, st.Current().Dict().Len())
 	}
-	// A dictionary with another seed, published under the upload.
+	if diff := cmp.Diff([]string{"x", "y", "z"}, members(st.Current(), "title", "cfo")); diff != "" {
+		t.Errorf("members (-want +got):\n%s", diff)
+	}
+	// A dictionary with another seed and other internal ids, published
+	// under the upload: p (staged) and x (known, 0 before) resolve again.
 	u, _ = st.NewUpload("title", "cto", Add, "")
 	u.AddPacked([]byte("p\nx\n"))
 	b := NewBuilder()
-	for _, id := range []string{"x", "y", "z"} {
+	for _, id := range []string{"q", "x", "y", "z"} {
 		b.Intern(id)
 	}
 	st.Publish(b.Build(5))
+	if _, _, err := u.AddPacked([]byte("r\n")); err != nil {
+		t.Fatal(err)
+	}
 	if res, err = st.Commit(u); err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := st.Current().User("x"); !ok || n != 0 || res.NewUsers != 1 || st.Current().Dict().Len() != 4 {
-		t.Errorf("x = %d, %t; result %+v; want x = 0 and 1 new user", n, ok, res)
+	if n, ok := st.Current().User("x"); !ok || n != 1 || res.NewUsers != 2 || st.Current().Dict().Len() != 6 {
+		t.Errorf("x = %d, %t; result %+v; %d users; want x = 1, 2 new users (p, r), 6 users", n, ok, res, st.Current().Dict().Len())
+	}
+	if diff := cmp.Diff([]string{"p", "r", "x"}, members(st.Current(), "title", "cto")); diff != "" {
+		t.Errorf("members (-want +got):\n%s", diff)
+	}
+}
+
+// TestUploadExpect: an upload told how many ids to expect grows the
+// dictionary's table a few times, each time to what the rest of the
+// upload predicts (within maxAhead per id received), instead of by half
+// a score of times; a false hint reserves little and changes no result.
+func TestUploadExpect(t *testing.T) {
+	const n = 100_000
+	chunk := func(lo, hi int) []string {
+		var ids []string
+		for i := lo; i < hi; i++ {
+			ids = append(ids, fmt.Sprint("k", i%2, "-", i)) // all new
+		}
+		return ids
+	}
+	growths := func(st *Store, hint uint64) int {
+		u, _ := st.NewUpload("title", fmt.Sprint("g", hint), Add, "")
+		u.Expect(hint)
+		sizes := map[int]bool{}
+		for lo := 0; lo < n; lo += 1000 {
+			if _, err := u.AddMany(chunk(lo, lo+1000)); err != nil {
+				t.Fatal(err)
+			}
+			sizes[len(st.stage.d.slots)] = true
+		}
+		res, err := st.Commit(u)
+		if err != nil || res.NewUsers != n || res.Cardinality != n || st.Current().Dict().Len() != n+2 {
+			t.Fatalf("hint %d: result %+v, %v, %d users", hint, res, err, st.Current().Dict().Len())
+		}
+		return len(sizes)
+	}
+	var with, without int
+	for _, hint := range []uint64{0, n} {
+		st := openStore(t, t.TempDir())
+		upload(t, st, "title", "cmo", Add, "", "k0", "k1")
+		g := growths(st, hint)
+		if hint == 0 {
+			without = g
+		} else {
+			with = g
+		}
+	}
+	t.Logf("table sizes during a %d-id upload: %d with the hint, %d without", n, with, without)
+	if with > 4 || with >= without {
+		t.Errorf("the table took %d sizes with the hint, %d without; want at most 4, and fewer", with, without)
+	}
+	// A false hint: a small upload reserves at most maxAhead users per id.
+	st := openStore(t, t.TempDir())
+	u, _ := st.NewUpload("title", "h", Add, "")
+	u.Expect(1 << 40)
+	u.AddMany(chunk(0, 20))
+	if got := len(st.stage.d.slots); got > tableSize(maxAhead*20+20) {
+		t.Errorf("a 20-id upload expecting 2^40 ids: %d slots, want at most %d", got, tableSize(maxAhead*20+20))
+	}
+	res, err := st.Commit(u)
+	if err != nil || res.NewUsers != 20 || res.Cardinality != 20 {
+		t.Errorf("result %+v, %v; want 20 new users and members", res, err)
 	}
 }

@@ -76,24 +76,34 @@ type Result struct {
 }
 
 // Upload collects the ids of one upload before Store.Commit applies them
-// all at once. Ids are resolved against the dictionary as they arrive;
-// ids it does not know yet are kept aside and interned at commit. An
-// Upload never changes the store: dropping it discards everything.
+// all at once. Ids are resolved as they arrive: ids the dictionary does
+// not know yet are interned at once as staged users (see stage), which
+// no reader sees until a commit publishes them, so that the commit only
+// publishes. An Upload changes no segment and no published dictionary
+// until Commit; one that will not be committed must be Discarded, which
+// takes back the users it staged (when no other upload has staged any
+// after them; otherwise they stay, known and in no segment).
 // It is not safe for concurrent use.
 type Upload struct {
+	s            *Store
 	facet, value string
 	mode         Mode
 	key          string
 
-	dict   *Dict           // resolves ids while streaming
-	ids    uint64          // ids added, duplicates included
-	known  []uint32        // resolved internal ids not yet in bm
-	bm     *roaring.Bitmap // resolved internal ids
-	unseen idList          // ids the dictionary did not know
-	out    []uint32        // AddMany's lookup results
-	found  []bool
-	tags   []uint32 // AddMany's hash tags, kept for unseen ids
-	views  []string // AddPacked's ids, sharing the caller's chunk
+	gen   uint64          // the stage generation its internal ids belong to
+	src   *Dict           // that generation's dictionary, for remap
+	first uint32          // the first user it staged, when added > 0
+	added int             // users it staged
+	done  bool            // committed or discarded
+	hint  uint64          // ids expected in all (Expect)
+	ids   uint64          // ids added, duplicates included
+	known []uint32        // resolved internal ids not yet in bm
+	bm    *roaring.Bitmap // resolved internal ids
+	out   []uint32        // AddMany's lookup results
+	found []bool
+	tags  []uint32 // AddMany's hash tags
+	views []string // AddPacked's ids, sharing the caller's chunk
+	one   [1]string
 }
 
 // flushKnown is how many resolved ids Upload buffers before sorting them
@@ -113,7 +123,11 @@ func (s *Store) NewUpload(facet, value string, mode Mode, key string) (*Upload, 
 	if len(key) > maxNameLen {
 		return nil, fmt.Errorf("segments: upload %s:%s: idempotency key is %d bytes, the limit is %d", facet, value, len(key), maxNameLen)
 	}
-	return &Upload{facet: facet, value: value, mode: mode, key: key, dict: s.Current().dict, bm: roaring.New()}, nil
+	u := &Upload{s: s, facet: facet, value: value, mode: mode, key: key, bm: roaring.New()}
+	s.stage.mu.Lock()
+	u.gen, u.src = s.stage.gen, s.stage.d
+	s.stage.mu.Unlock()
+	return u, nil
 }
 
 func checkNames(facet, value string) error {
@@ -123,58 +137,175 @@ func checkNames(facet, value string) error {
 	return nil
 }
 
+// Expect tells the upload it will hold about n ids, duplicates included.
+// Whenever the dictionary must grow for its new ids, it then makes room
+// for as many new users as the rest of n predicts at the rate of new ids
+// so far (but at most maxAhead per id received), rather than growing the
+// table and arrays by half, step by step (each step copies them all). It
+// is a hint: a wrong n costs memory or time, never correctness.
+func (u *Upload) Expect(n uint64) { u.hint = n }
+
+// maxAhead bounds what Expect reserves: new users per id received so far.
+const maxAhead = 64
+
 // Len is the number of ids added so far, duplicates included.
 func (u *Upload) Len() uint64 { return u.ids }
 
 // Add adds one external user id. An empty id or one longer than MaxIDLen
-// is an error wrapping ErrBadUserID, and is not added.
+// is an error wrapping ErrBadUserID, and is not added; a new id that
+// would overflow the dictionary is an error wrapping ErrDictFull.
 func (u *Upload) Add(id string) error {
-	if len(id) == 0 || len(id) > MaxIDLen {
-		return fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
-	}
-	u.ids++
-	if n, ok := u.dict.Lookup(id); ok {
-		u.known = append(u.known, n)
-		if len(u.known) == flushKnown {
-			u.flush()
-		}
-		return nil
-	}
-	if u.mode == Remove {
-		return nil // a user nobody has seen is in no segment
-	}
-	u.unseen.add(id, u.dict.tag(id))
-	return nil
+	u.one[0] = id
+	_, err := u.AddMany(u.one[:])
+	u.one[0] = ""
+	return err
 }
 
-// AddMany adds ids, looking them up in batches (see Dict.lookupBatch):
-// the fast way to add a chunk. When an id is empty or longer than
-// MaxIDLen, AddMany adds none of ids and returns that id's index and an
-// error wrapping ErrBadUserID.
+// AddMany adds ids, looking them up in batches (see Dict.lookupBatch) and
+// staging the new ones: the fast way to add a chunk. When an id is empty
+// or longer than MaxIDLen, AddMany adds none of ids and returns that id's
+// index and an error wrapping ErrBadUserID. When the dictionary is full
+// it returns an error wrapping ErrDictFull, having added some of ids.
 func (u *Upload) AddMany(ids []string) (int, error) {
 	for i, id := range ids {
 		if len(id) == 0 || len(id) > MaxIDLen {
 			return i, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
 		}
 	}
+	if u.done {
+		return -1, errUploadDone
+	}
 	if cap(u.out) < len(ids) {
 		u.out, u.found, u.tags = make([]uint32, len(ids)), make([]bool, len(ids)), make([]uint32, len(ids))
 	}
-	out, found, tags := u.out[:len(ids)], u.found[:len(ids)], u.tags[:len(ids)]
-	u.dict.lookupBatch(ids, out, found, tags)
-	for i, id := range ids {
-		if found[i] {
-			u.known = append(u.known, out[i])
-		} else if u.mode != Remove {
-			u.unseen.add(id, tags[i])
-		}
-	}
+	g := &u.s.stage
+	g.mu.Lock()
+	err := u.resolve(ids)
+	g.mu.Unlock()
 	u.ids += uint64(len(ids))
 	if len(u.known) >= flushKnown {
 		u.flush()
 	}
+	if err != nil {
+		return -1, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+	}
 	return -1, nil
 }
+
+// resolve appends the internal ids of ids to u.known, staging the new
+// ones unless u removes. Callers hold the stage's lock.
+func (u *Upload) resolve(ids []string) error {
+	g := &u.s.stage
+	if u.gen != g.gen {
+		if err := u.remap(); err != nil {
+			return err
+		}
+	}
+	if u.mode == Remove {
+		out, found, tags := u.out[:len(ids)], u.found[:len(ids)], u.tags[:len(ids)]
+		g.d.lookupBatch(ids, out, found, tags)
+		for i := range ids {
+			if found[i] {
+				u.known = append(u.known, out[i])
+			} // a user nobody has seen is in no segment
+		}
+		return nil
+	}
+	// Look up, then intern the misses, a block at a time, so that the
+	// interning finds in the cache the table slots the lookups brought in.
+	const block = 256
+	for lo := 0; lo < len(ids); lo += block {
+		b := ids[lo:min(lo+block, len(ids))]
+		out, found, tags := u.out[:len(b)], u.found[:len(b)], u.tags[:len(b)]
+		g.d.lookupBatch(b, out, found, tags)
+		var misses, bytes int
+		for i, id := range b {
+			if !found[i] {
+				misses++
+				bytes += len(id)
+			}
+		}
+		if misses > 0 {
+			// Expect: when the dictionary must grow anyway, make room
+			// for the new users the rest of the upload predicts at this
+			// block's rate too, but for no more than maxAhead per id
+			// received, so that a false hint cannot make a small upload
+			// reserve much memory.
+			var more float64
+			if seen := u.ids + uint64(lo+len(b)); u.hint > seen {
+				more = min(float64(u.hint-seen)*float64(misses)/float64(len(b)), maxAhead*float64(seen))
+			}
+			g.reserve(misses, bytes, int(more), int(more*float64(bytes)/float64(misses)))
+		}
+		for i, id := range b {
+			if !found[i] {
+				n, added, err := g.intern(id, tags[i])
+				if err != nil {
+					return err
+				}
+				if added {
+					if u.added == 0 {
+						u.first = n
+					}
+					u.added++
+				}
+				out[i] = n
+			}
+			u.known = append(u.known, out[i])
+		}
+	}
+	return nil
+}
+
+// remap moves u to the stage's current generation after Publish replaced
+// the dictionary: it resolves again, in the new dictionary, every id it
+// resolved in the old one. Callers hold the stage's lock.
+func (u *Upload) remap() error {
+	g := &u.s.stage
+	u.flush()
+	old, src := u.bm, u.src
+	u.bm, u.gen, u.src, u.added = roaring.New(), g.gen, g.d, 0
+	var batch []string
+	it := old.Iterator()
+	for it.HasNext() {
+		id, ok := src.ID(it.Next())
+		if !ok {
+			continue // cannot happen: src holds every id u resolved in it
+		}
+		batch = append(batch, id)
+		if len(batch) == flushKnown || !it.HasNext() {
+			if cap(u.out) < len(batch) {
+				u.out, u.found, u.tags = make([]uint32, len(batch)), make([]bool, len(batch)), make([]uint32, len(batch))
+			}
+			if err := u.resolve(batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
+			u.flush()
+		}
+	}
+	return nil
+}
+
+// Discard drops the upload: nothing of it is applied, and the users it
+// staged are taken back when no other upload staged users after them (see
+// stage). Discard after Commit, or twice, does nothing.
+func (u *Upload) Discard() {
+	if u.done {
+		return
+	}
+	u.done = true
+	g := &u.s.stage
+	g.mu.Lock()
+	if u.gen == g.gen {
+		g.rollback(u.first, u.added)
+	}
+	g.mu.Unlock()
+}
+
+// errUploadDone is an Upload used after Commit or Discard: a bug in the
+// caller.
+var errUploadDone = errors.New("segments: upload already committed or discarded")
 
 // AddPacked adds the ids in packed: ids separated by '\n', the last one
 // optionally followed by a '\n' too (so "a\nb" and "a\nb\n" both hold
@@ -225,51 +356,6 @@ func (u *Upload) flush() {
 	slices.Sort(u.known)
 	u.bm.AddMany(u.known)
 	u.known = u.known[:0]
-}
-
-// idList holds ids back to back with their hash tags, in blocks, so
-// that growing it never copies the ids already in it (a 10M-id upload
-// holds about 100 MB of them).
-type idList struct {
-	blocks []idBlock
-	n      int // ids
-	bytes  int // id bytes
-}
-
-type idBlock struct {
-	data []byte   // ids back to back
-	ends []uint32 // where each id ends in data
-	tags []uint32 // each id's hash tag (Dict.tag)
-}
-
-// idBlockBytes is the size of an idList block.
-const idBlockBytes = 1 << 20
-
-func (l *idList) add(id string, tag uint32) {
-	if len(l.blocks) == 0 || len(l.blocks[len(l.blocks)-1].data)+len(id) > idBlockBytes {
-		l.blocks = append(l.blocks, idBlock{
-			data: make([]byte, 0, idBlockBytes),
-			// Room for 16-byte ids; shorter ones make these grow.
-			ends: make([]uint32, 0, idBlockBytes/16),
-			tags: make([]uint32, 0, idBlockBytes/16),
-		})
-	}
-	b := &l.blocks[len(l.blocks)-1]
-	b.data = append(b.data, id...)
-	b.ends = append(b.ends, uint32(len(b.data)))
-	b.tags = append(b.tags, tag)
-	l.n++
-	l.bytes += len(id)
-}
-
-// id returns the i-th id of the block.
-func (b *idBlock) id(i int) string {
-	var start uint32
-	if i > 0 {
-		start = b.ends[i-1]
-	}
-	s := b.data[start:b.ends[i]]
-	return unsafe.String(unsafe.SliceData(s), len(s))
 }
 
 // change is one mutation as the log records it and apply performs it: the

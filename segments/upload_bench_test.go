@@ -12,7 +12,8 @@ var benchUploadIDs = flag.Int("uploadids", 1<<20, "ids per upload in BenchmarkSt
 // BenchmarkStoreUpload uploads -uploadids new ids, then the same ids again
 // (known), to a durable store already holding 1M users, in chunks as the
 // gRPC service hands them over: the server side of an upload without the
-// network. It reports ids/s and the time spent adding chunks and
+// network, with the expected id count personactl sends. It reports ids/s
+// and the time spent adding chunks (which interns new ids) and
 // committing.
 func BenchmarkStoreUpload(b *testing.B) {
 	n := *benchUploadIDs
@@ -50,6 +51,7 @@ func BenchmarkStoreUpload(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				u.Expect(uint64(n)) // as personactl's expected_ids asks
 				for _, p := range chunks {
 					if _, _, err := u.AddPacked(p); err != nil {
 						b.Fatal(err)

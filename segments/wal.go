@@ -118,6 +118,7 @@ type wal struct {
 	// sync is f.Sync; tests make it fail.
 	sync func(*os.File) error
 	buf  []byte
+	tail []byte // a record's bitmap (see appendRecord)
 }
 
 // createWAL starts a new log file for records from version first on.
@@ -165,19 +166,29 @@ func (w *wal) append(c *change) error {
 		return fmt.Errorf("%w: %v", ErrNotDurable, w.failed)
 	}
 	var err error
-	w.buf, err = appendRecord(w.buf[:0], c)
+	w.buf, w.tail, err = appendRecord(w.buf[:0], w.tail[:0], c)
 	if err != nil {
 		return err
 	}
-	if cap(w.buf) > 64<<20 {
-		defer func() { w.buf = nil }() // do not pin a huge upload's buffer
+	if cap(w.buf) > 64<<20 || cap(w.tail) > 64<<20 {
+		defer func() { w.buf, w.tail = nil, nil }() // do not pin a huge upload's buffers
 	}
-	return w.write()
+	return w.write(c.userBytes, w.tail)
 }
 
-// write writes w.buf, one whole record, and fsyncs it (see append).
-func (w *wal) write() error {
-	if _, err := w.f.Write(w.buf); err != nil {
+// write writes one whole record, w.buf then more, and fsyncs it (see
+// append).
+func (w *wal) write(more ...[]byte) error {
+	n := int64(len(w.buf))
+	_, err := w.f.Write(w.buf)
+	for _, p := range more {
+		if err != nil {
+			break
+		}
+		n += int64(len(p))
+		_, err = w.f.Write(p)
+	}
+	if err != nil {
 		if terr := w.f.Truncate(w.size); terr != nil {
 			w.failed = fmt.Errorf("write %s: %v; truncating it back: %v", w.name, err, terr)
 		} else if _, serr := w.f.Seek(w.size, io.SeekStart); serr != nil {
@@ -189,8 +200,8 @@ func (w *wal) write() error {
 		w.failed = fmt.Errorf("fsync %s: %v", w.name, err)
 		return fmt.Errorf("%w: %v", ErrNotDurable, w.failed)
 	}
-	w.size += int64(len(w.buf))
-	w.bytes += int64(len(w.buf))
+	w.size += n
+	w.bytes += n
 	w.records++
 	return nil
 }
@@ -253,26 +264,32 @@ func decodeKeys(r *payloadReader, k *keyLog) error {
 	return r.err
 }
 
-// frame fills in the header of the record that starts at b[start:].
-func frame(b []byte, start int) []byte {
+// frame fills in the header of the record that starts at b[start:] and
+// continues with more.
+func frame(b []byte, start int, more ...[]byte) []byte {
 	n := len(b) - start - walRecHdrSize
+	for _, p := range more {
+		n += len(p)
+	}
 	binary.LittleEndian.PutUint32(b[start:], uint32(n))
 	crc := crc32.Update(0, castagnoli, b[start:start+4])
 	crc = crc32.Update(crc, castagnoli, b[start+walRecHdrSize:])
+	for _, p := range more {
+		crc = crc32.Update(crc, castagnoli, p)
+	}
 	binary.LittleEndian.PutUint32(b[start+4:], crc)
 	return b
 }
 
-// appendRecord appends c's record (header and payload) to b.
-func appendRecord(b []byte, c *change) ([]byte, error) {
+// appendRecord encodes c's record (header and payload) in three parts,
+// written back to back: head, appended to b (the header, the fields and
+// the new users' lengths); c.userBytes as they are; and tail, appended
+// to t (the bitmap). A big upload's record is 100s of MB, nearly all of
+// it user bytes: they are written from the dictionary's arena rather
+// than copied and cleared.
+func appendRecord(b, t []byte, c *change) (head, tail []byte, err error) {
 	start := len(b)
-	// Size the buffer once: a big upload's record is 100s of MB, which
-	// growing by doubling would copy and clear over and over.
-	size := walRecHdrSize + 64 + len(c.facet) + len(c.value) + len(c.key) + len(c.userEnds) + len(c.userBytes)
-	if c.set != nil {
-		size += int(c.set.GetSerializedSizeInBytes())
-	}
-	b = slices.Grow(b, size)
+	b = slices.Grow(b, walRecHdrSize+64+len(c.facet)+len(c.value)+len(c.key)+len(c.userEnds))
 	b = append(b, make([]byte, walRecHdrSize)...)
 	b = binary.LittleEndian.AppendUint64(b, c.version)
 	b = append(b, byte(c.op), byte(c.mode))
@@ -289,17 +306,16 @@ func appendRecord(b []byte, c *change) ([]byte, error) {
 		b = append(b, byte(end-prev-1))
 		prev = end
 	}
-	b = append(b, c.userBytes...)
 	if c.set != nil {
-		var err error
-		if b, err = appendBitmap(b, c.set); err != nil {
-			return nil, err
+		t = slices.Grow(t, int(c.set.GetSerializedSizeInBytes()))
+		if t, err = appendBitmap(t, c.set); err != nil {
+			return nil, nil, err
 		}
 	}
-	if len(b)-start-walRecHdrSize > maxRecord {
-		return nil, ErrTooLarge
+	if len(b)-start-walRecHdrSize+len(c.userBytes)+len(t) > maxRecord {
+		return nil, nil, ErrTooLarge
 	}
-	return frame(b, start), nil
+	return frame(b, start, c.userBytes, t), t, nil
 }
 
 // appendBitmap appends bm's portable serialization to b.

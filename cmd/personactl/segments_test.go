@@ -69,6 +69,83 @@ func TestIDReader(t *testing.T) {
 	}
 }
 
+// TestReadChunks: the chunks readChunks sends (plain lines copied in
+// runs, every other line through next) hold exactly the ids next gives,
+// in order, each chunk within the id and byte limits, with the same
+// invalid lines and line numbers, whatever the chunk size.
+func TestReadChunks(t *testing.T) {
+	var in strings.Builder
+	in.WriteString("user_id,score\n")
+	for i := range 5000 {
+		switch i % 97 {
+		case 3:
+			fmt.Fprintf(&in, "  u%d  \n", i) // trimmed
+		case 5:
+			fmt.Fprintf(&in, "u%d,cmo\n", i) // CSV
+		case 7:
+			fmt.Fprintf(&in, "\"u%d\"\r\n", i) // quoted, CRLF
+		case 11:
+			in.WriteString("# comment\n\n")
+		case 13:
+			in.WriteString(",empty\n") // invalid
+		case 17:
+			fmt.Fprintf(&in, "#u%d\n", i) // a comment, not an id
+		case 19:
+			fmt.Fprintf(&in, "u#%d\n", i) // plain
+		case 23:
+			in.WriteString(strings.Repeat("z", maxIDLen) + "\n") // longest plain id
+		case 29:
+			in.WriteString(strings.Repeat("z", maxIDLen+1) + "\n") // invalid
+		case 31:
+			fmt.Fprintf(&in, "u\u00e9%d\n", i) // not ASCII: through next
+		default:
+			fmt.Fprintf(&in, "u%d\n", i)
+		}
+	}
+	in.WriteString("last-without-newline")
+	ref := newIDReader(strings.NewReader(in.String()), "auto")
+	var want []string
+	for {
+		id, err := ref.next()
+		if err != nil {
+			break
+		}
+		want = append(want, string(id))
+	}
+	for _, chunkIDs := range []int{1, 7, 1000, defaultChunkIDs} {
+		ir := newIDReader(strings.NewReader(in.String()), "auto")
+		o := &uploadOptions{chunkIDs: chunkIDs, skipInvalid: true}
+		var prog progress
+		chunks := make(chan uploadChunk)
+		errc := make(chan error, 1)
+		go func() {
+			defer close(chunks)
+			errc <- readChunks(ir, o, &prog, chunks, nil)
+		}()
+		var got []string
+		for c := range chunks {
+			ids := strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")
+			if len(ids) != c.ids || c.ids > chunkIDs || len(c.packed) > chunkBytes+maxIDLen+1 {
+				t.Fatalf("chunk-ids %d: a chunk of %d ids (%d counted), %d bytes", chunkIDs, len(ids), c.ids, len(c.packed))
+			}
+			got = append(got, ids...)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("chunk-ids %d: ids (-next +chunks):\n%s", chunkIDs, d)
+		}
+		if d := cmp.Diff(ref.invalid, ir.invalid, cmp.AllowUnexported(invalidLine{})); d != "" || ir.nbad != ref.nbad || ir.line != ref.line || ir.read != ref.read {
+			t.Errorf("chunk-ids %d: %d invalid lines, %d lines, %d bytes; want %d, %d, %d; (-next +chunks):\n%s",
+				chunkIDs, ir.nbad, ir.line, ir.read, ref.nbad, ref.line, ref.read, d)
+		}
+		if prog.ids.Load() != uint64(len(want)) {
+			t.Errorf("chunk-ids %d: progress counted %d ids, want %d", chunkIDs, prog.ids.Load(), len(want))
+		}
+	}
+}
+
 // FuzzParseLine: no line crashes the parser, and an id it returns is
 // 1 to 256 bytes with no line break.
 func FuzzParseLine(f *testing.F) {

@@ -184,8 +184,15 @@ type UploadHeader struct {
 	// sent with the same facet, value and mode (FAILED_PRECONDITION
 	// otherwise); the ids are not compared.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Optional: about how many ids the upload will send, duplicates
+	// included (personactl estimates it from the file's size). The server
+	// uses it only to make room for the new users in larger steps instead
+	// of growing by half at a time while the stream arrives; it never
+	// relies on it, caps it at its per-upload limit, and reserves at most
+	// 64 users per id received. 0: unknown.
+	ExpectedIds   uint64 `protobuf:"varint,5,opt,name=expected_ids,json=expectedIds,proto3" json:"expected_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadHeader) Reset() {
@@ -244,6 +251,13 @@ func (x *UploadHeader) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *UploadHeader) GetExpectedIds() uint64 {
+	if x != nil {
+		return x.ExpectedIds
+	}
+	return 0
 }
 
 // UploadChunk carries user ids: the external ids exchanges send as
@@ -898,12 +912,13 @@ const file_personad_v1_segments_proto_rawDesc = "" +
 	"\rUploadRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.personad.v1.UploadHeaderH\x00R\x06header\x120\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x18.personad.v1.UploadChunkH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x90\x01\n" +
+	"\x03msg\"\xb3\x01\n" +
 	"\fUploadHeader\x12\x14\n" +
 	"\x05facet\x18\x01 \x01(\tR\x05facet\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12+\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x17.personad.v1.UploadModeR\x04mode\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\">\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12!\n" +
+	"\fexpected_ids\x18\x05 \x01(\x04R\vexpectedIds\">\n" +
 	"\vUploadChunk\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x1d\n" +
 	"\n" +

@@ -1,0 +1,119 @@
+package segments
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+)
+
+// stage is the store's dictionary writer for uploads in progress: uploads
+// intern their new ids here while their streams are still arriving, so
+// that a commit only publishes them. It holds one Dict, d, that extends
+// the published dictionary (see "Growing under readers" on Dict): its
+// first pub users are the published ones, the rest are staged — interned
+// by uploads not yet committed, visible to no reader, in no log record.
+//
+// A commit publishes every staged user (its own and, since uploads
+// interleave their chunks, those of uploads still streaming) and logs
+// them in its record, in internal-id order, so that replay gives them the
+// same ids. An upload that is discarded takes its users back when they
+// are the newest (rollback): the common case of one upload at a time
+// leaves the dictionary exactly as it was. Otherwise they stay, known but
+// in no segment, and are published and logged with the next commit: each
+// costs its dictionary bytes (about 25 B for a 9-byte id) and nothing
+// else, and a later upload of the same id finds it known.
+//
+// It is safe for concurrent use; mu guards everything.
+type stage struct {
+	mu  sync.Mutex
+	gen uint64 // bumped when Publish replaces the published dictionary
+	d   *Dict  // the published users, then the staged ones
+	pub int    // users published (or being published by a commit)
+}
+
+// reset makes the stage extend dict, the newly published dictionary,
+// dropping whatever was staged: an upload that staged users under the
+// old generation re-resolves its ids (Upload.remap). With rebuild, the
+// table is rebuilt first: a dictionary handed to Publish may come from
+// anywhere, its table may hold tombstones and slots of users beyond it,
+// and the stage must count every slot it keeps. Without, the stage
+// shares dict's table, which must hold exactly dict's users (a recovered
+// or freshly built dictionary), at no cost in time or memory.
+func (g *stage) reset(dict *Dict, rebuild bool) {
+	g.gen++
+	g.d = &Dict{seed: dict.seed, arena: dict.arena, ends: dict.ends, slots: dict.slots}
+	if rebuild {
+		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
+	}
+	g.pub = dict.Len()
+}
+
+// view returns the dictionary of every user interned so far, for
+// publishing, and marks them published: rollback never takes them back.
+func (g *stage) view() *Dict {
+	d := g.d
+	g.pub = len(d.ends)
+	return &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots}
+}
+
+// reserve makes room for users more users with bytes more id bytes. When
+// the table, the arena or the ends must grow for them, it grows to hold
+// moreUsers and moreBytes beyond them too (an upload's prediction, see
+// Upload.Expect), and at least by half, so that a long upload copies each
+// only a few times (append grows large slices by a quarter).
+func (g *stage) reserve(users, bytes, moreUsers, moreBytes int) {
+	d := g.d
+	if need := len(d.ends) + d.tombs + users; need*10 > len(d.slots)*7 {
+		d.grow(max(len(d.slots)*3/2, tableSize(len(d.ends)+users+moreUsers)))
+	}
+	if need := len(d.arena) + bytes; need > cap(d.arena) {
+		d.arena = append(make([]byte, 0, max(need+moreBytes, cap(d.arena)*3/2)), d.arena...)
+	}
+	if need := len(d.ends) + users; need > cap(d.ends) {
+		d.ends = append(make([]uint32, 0, max(need+moreUsers, cap(d.ends)*3/2)), d.ends...)
+	}
+}
+
+// intern returns id's internal id, whose hash tag is tag, adding it as a
+// staged user when new (added).
+func (g *stage) intern(id string, tag uint32) (u uint32, added bool, err error) {
+	d := g.d
+	u, slot, err := d.internSlot(id, tag, func() {
+		d.grow(max(len(d.slots)*3/2, tableSize(len(d.ends)+1), 16))
+	})
+	return u, slot >= 0, err
+}
+
+// rollback takes back the n users from first on, which one upload staged,
+// when they are the newest and none is published: their slots become
+// tombstones (so that no probe chain through them breaks, whatever the
+// order the table was built in) and the arena and ends shrink back.
+// Readers never see them: every published view is shorter. It reports
+// whether it did.
+func (g *stage) rollback(first uint32, n int) bool {
+	d := g.d
+	if n == 0 || int(first) < g.pub || int(first)+n != len(d.ends) {
+		return false
+	}
+	slots := uint64(len(d.slots))
+	for u := first; u < first+uint32(n); u++ {
+		tag := uint32(maphash.String(d.seed, d.bytes(u)) >> 32)
+		want := uint64(tag)<<32 | uint64(u+1)
+		for i := home(tag, slots); ; {
+			if atomic.LoadUint64(&d.slots[i]) == want {
+				atomic.StoreUint64(&d.slots[i], uint64(tag)<<32|tombstone)
+				break
+			}
+			if i++; i == slots {
+				i = 0
+			}
+		}
+	}
+	d.tombs += n
+	var start uint32
+	if first > 0 {
+		start = d.ends[first-1]
+	}
+	d.arena, d.ends = d.arena[:start], d.ends[:first]
+	return true
+}
