@@ -128,20 +128,23 @@ func TestClosedLoop(t *testing.T) {
 }
 
 func TestSweepFindsKnee(t *testing.T) {
-	// One request at a time, 10 ms each: capacity 100/s.
+	// One request at a time, 10 ms each: capacity 100/s. The steps are far
+	// apart so that a busy machine cannot blur them: 20/s is a fifth of
+	// capacity (p99 near 10 ms), 400/s is four times it (the queue grows
+	// to over a second within the step), and the bound sits between.
 	tg := startFake(t, &fakeBidder{delay: 10 * time.Millisecond, serial: true}, 1)
 	cfg := SweepConfig{
 		Options: Options{Duration: 400 * time.Millisecond, Timeout: 5 * time.Second},
-		Start:   40, Step: 120, Max: 400,
-		P99Bound: 80 * time.Millisecond, MaxErrorRate: 0.01, MinAchieved: 0.5, MaxInFlight: 1000,
+		Start:   20, Step: 380, Max: 800,
+		P99Bound: 500 * time.Millisecond, MaxErrorRate: 0.01, MinAchieved: 0.5, MaxInFlight: 1000,
 	}
 	var steps int
 	sr, err := Sweep(context.Background(), tg, testPool(t, 10), cfg, func(*Report) { steps++ })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sr.Knee != 40 || len(sr.Steps) != 2 || steps != 2 {
-		t.Errorf("knee %v after %d steps (stop %q), want 40 after 2", sr.Knee, len(sr.Steps), sr.Stop)
+	if sr.Knee != 20 || len(sr.Steps) != 2 || steps != 2 {
+		t.Errorf("knee %v after %d steps (stop %q), want 20 after 2", sr.Knee, len(sr.Steps), sr.Stop)
 	}
 }
 
