@@ -28,8 +28,35 @@ func Parse(name string, data []byte) (*RuleSet, error) {
 		return nil, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, len(data), MaxFileSize)
 	}
 	// YAML 1.2 semantics (go.yaml.in/yaml/v3): an id such as "no" or "y"
-	// stays a string. The document goes through JSON so that decoding is
-	// strict about unknown fields and types, with field paths in errors.
+	// stays a string. The document is decoded from yaml.v3's node tree
+	// (decode.go); one that uses aliases, merge keys or explicit tags
+	// takes the generic route, parseViaJSON.
+	var doc yaml.Node
+	ydec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
+	}
+	if err := ydec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("rules: %s: more than one YAML document", name)
+	}
+	var rs RuleSet
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return &rs, nil // an empty file is an empty rule set
+	}
+	err := decodeRuleSet(doc.Content[0], &rs)
+	if errors.Is(err, errFallback) {
+		return parseViaJSON(name, data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
+	}
+	return &rs, nil
+}
+
+// parseViaJSON is Parse by the generic route: yaml.v3 decodes the
+// document into maps and slices, which go through JSON into the structs,
+// strict about unknown fields and types.
+func parseViaJSON(name string, data []byte) (*RuleSet, error) {
 	var doc any
 	ydec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
