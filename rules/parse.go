@@ -24,13 +24,24 @@ const MaxFileSize = 256 << 20
 // silently. name labels errors (a file name, or "request").
 // Parse does not validate; call [RuleSet.Validate].
 func Parse(name string, data []byte) (*RuleSet, error) {
+	return parse(name, data, nil)
+}
+
+// parse is Parse, reusing the campaign entries of cache when it is set.
+func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, len(data), MaxFileSize)
 	}
 	// YAML 1.2 semantics (go.yaml.in/yaml/v3): an id such as "no" or "y"
 	// stays a string. The document is decoded from yaml.v3's node tree
-	// (decode.go); one that uses aliases, merge keys or explicit tags
-	// takes the generic route, parseViaJSON.
+	// (decode.go), a large one in pieces on every CPU (split.go); one
+	// that uses aliases, merge keys or explicit tags takes the generic
+	// route, parseViaJSON.
+	if len(data) >= splitMin || cache != nil {
+		if rs, ok := parseSplit(data, cache); ok {
+			return rs, nil
+		}
+	}
 	var doc yaml.Node
 	ydec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -158,6 +169,17 @@ type File struct {
 	Name    string // the path it was read from
 	Data    []byte
 	ModTime time.Time
+	// Sum is the content digest of Data, set by ReadFiles; zero means not
+	// computed.
+	Sum Digest
+}
+
+// Digest returns f.Sum, or computes it when it is not set.
+func (f *File) Digest() Digest {
+	if f.Sum == (Digest{}) {
+		return sum(f.Data)
+	}
+	return f.Sum
 }
 
 // ReadFiles reads what Load reads, without parsing: the file at path, or
@@ -209,11 +231,26 @@ func readFile(name string) (File, error) {
 	if fi.Size() > MaxFileSize {
 		return File{}, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, fi.Size(), MaxFileSize)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return File{}, fmt.Errorf("rules: %w", err)
+	// Read into a buffer of the size stat gave (one byte more to see the
+	// file grow), growing only if it did.
+	data := make([]byte, 0, fi.Size()+1)
+	for {
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return File{}, fmt.Errorf("rules: %w", err)
+		}
+		if len(data) > MaxFileSize {
+			return File{}, fmt.Errorf("rules: %s: more than the %d-byte limit", name, MaxFileSize)
+		}
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
 	}
-	return File{Name: name, Data: data, ModTime: fi.ModTime()}, nil
+	return File{Name: name, Data: data, ModTime: fi.ModTime(), Sum: sum(data)}, nil
 }
 
 // ParseFiles parses every file and merges them in order, without
@@ -227,10 +264,15 @@ func ParseFiles(files []File) (*RuleSet, error) {
 // campaigns landed in the merged set, so that validation errors can name
 // the file and the campaign's index in it (see Origins.Locate).
 func ParseFilesLocated(files []File) (*RuleSet, Origins, error) {
+	return parseFiles(files, func(f File) (*RuleSet, error) { return Parse(f.Name, f.Data) })
+}
+
+// parseFiles merges the rule sets parse returns for files, in order.
+func parseFiles(files []File, parse func(File) (*RuleSet, error)) (*RuleSet, Origins, error) {
 	var all RuleSet
 	origins := make(Origins, 0, len(files))
 	for _, f := range files {
-		rs, err := Parse(f.Name, f.Data)
+		rs, err := parse(f)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -95,6 +95,28 @@ var equivalenceCorpus = []string{
 	"campaigns: [{id: a",
 	"\t- x",
 	"\xff",
+	// Shapes the piecewise parse of large files cuts, and ones it must not.
+	"campaigns:\n- id: a\n  bid_cpm: 1\n- id: b\n# c\n\n- {id: c}\ncontent_rules: {blocked_cat: [x]}\n",
+	"content_rules:\n  blocked_cat: [x]\ncampaigns:\n  # first\n\n  - id: a\n    advertiser: |\n      <b>\n      - x\n  -\n    id: b\n  - id: c\n",
+	"campaigns:\n  - id: a\n- id: b\n",
+	"campaigns:\n  - id: a\n   - id: b\n",
+	"campaigns:\n  x: 1\n  - id: a\n",
+	"campaigns:\n\tfoo\n  - id: a\n",
+	"campaigns:\n  - id: a\ncampaigns:\n  - id: b\n",
+	"campaigns:\n  - id: a\n---\ncampaigns:\n  - id: b\n",
+	"content_rules: {blocked_cat: [\"foo\ncampaigns:\n  - id: a\n\"]}\n",
+	"content_rules: {blocked_cat: [foo,\ncampaigns:\n  - id: a\n]}\n",
+	"x: \"foo\ncampaigns:\n  - id: a\nbar\"\n",
+	"campaigns:\n  - id: \"a\n  - id: b\"\n",
+	"campaigns:\n  - id: [a,\n  - b]\n",
+	"campaigns:\n  - &x {id: a}\n  - *x\n",
+	"campaigns:\n  - id: a\n    bid_cpm: 1\n  - id: b\n    bid_cmp: 1\n",
+	"campaigns:\r\n  - id: a\r\n",
+	"campaigns: \n  - id: a\n",
+	"campaigns:\n  - id: a\n...\n",
+	"%YAML 1.2\n---\ncampaigns:\n  - id: a\n",
+	"campaigns:\n  - id: a\nx",
+	"campaigns:\n  - id: a\n    adm: >-\n\n      x\n\n  - id: b",
 	// JSON, with the content rules.
 	`{"campaigns": [{"id": "a", "bid_cpm": 2, "priority": 3, "creatives": [{"id": "ca", "w": 1, "h": 1, "adm": "x\/y"}]}], "content_rules": {"blocked_cat": ["IAB25"], "channel_map": [{"channel": "social", "domains": ["x.com"], "bundles": []}]}}`,
 	`{"campaigns": [{"id": "a", "id": "b"}]}`,
@@ -136,6 +158,13 @@ func checkEquivalent(t *testing.T, data []byte) {
 	short := string(data)
 	if len(short) > 200 {
 		short = short[:200] + "..."
+	}
+	if split, ok := rules.ParseSplit(data); ok {
+		if wantErr != nil {
+			t.Errorf("ParseSplit(%q) accepts it; the generic route: %v", short, wantErr)
+		} else if diff := cmp.Diff(want, split); diff != "" {
+			t.Errorf("ParseSplit(%q) differs from the generic route (-generic +split):\n%s", short, diff)
+		}
 	}
 	switch {
 	case err != nil && wantErr != nil:
@@ -184,4 +213,45 @@ func FuzzParseEquivalence(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkEquivalent(t, data)
 	})
+}
+
+// TestParseSplitCuts checks which documents the piecewise parse takes
+// (the equivalence tests check that what it takes, it gets right).
+func TestParseSplitCuts(t *testing.T) {
+	rs, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated, err := rules.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		doc  string
+		want bool
+	}{
+		{string(generated), true},
+		{"campaigns:\n- id: a\n  bid_cpm: 1\n- id: b\n# c\n\n- {id: c}\ncontent_rules: {blocked_cat: [x]}\n", true},
+		{"content_rules:\n  blocked_cat: [x]\ncampaigns:\n  # first\n\n  - id: a\n    advertiser: |\n      <b>\n      - x\n  -\n    id: b\n  - id: c\n", true},
+		{"campaigns:\n  - id: a\n- id: b\n", false},
+		{"campaigns:\n  - id: a\ncampaigns:\n  - id: b\n", false},
+		{"content_rules: {blocked_cat: [\"foo\ncampaigns:\n  - id: a\n\"]}\n", false},
+		{"x: \"foo\ncampaigns:\n  - id: a\nbar\"\n", false},
+		{"campaigns:\n  - id: \"a\n  - id: b\"\n", false},
+		{"campaigns:\n  - &x {id: a}\n  - *x\n", false},
+		{"campaigns:\n  - id: a\n    bid_cmp: 1\n", false},
+		{"campaigns:\r\n  - id: a\r\n", false},
+		{"campaigns:\n  - id: a\n---\ncampaigns:\n  - id: b\n", false},
+	}
+	for _, tt := range tests {
+		got, ok := rules.ParseSplit([]byte(tt.doc))
+		if ok != tt.want {
+			t.Errorf("ParseSplit(%.60q) ok = %v, want %v", tt.doc, ok, tt.want)
+		}
+		if ok && tt.doc == string(generated) {
+			if diff := cmp.Diff(rs, got); diff != "" {
+				t.Errorf("generated set (-want +got):\n%s", diff)
+			}
+		}
+	}
 }
