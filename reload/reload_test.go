@@ -344,7 +344,9 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	if st := m.parser.Stats(); st.FilesParsed != 3 {
 		t.Fatalf("start: %+v, want 3 files parsed", st)
 	}
-	all := func(bidB float64) string { return doc("a", 1) + doc("b", bidB)[len("\ncampaigns:"):] + doc("c", 1)[len("\ncampaigns:"):] }
+	all := func(bidB float64) string {
+		return doc("a", 1) + doc("b", bidB)[len("\ncampaigns:"):] + doc("c", 1)[len("\ncampaigns:"):]
+	}
 	if got, want := m.Status().Version, versionOf(t, all(1)); got != want {
 		t.Fatalf("start: version %s, want %s", got, want)
 	}
