@@ -206,7 +206,7 @@ func (m *Manager) start() error {
 		fromFile = m.cfg.Path != ""
 	)
 	if fromFile {
-		files, fileErr = rules.ReadFiles(m.cfg.Path)
+		files, fileErr = m.parser.ReadFiles(m.cfg.Path)
 		for _, f := range files {
 			newest = later(newest, f.ModTime)
 		}
@@ -287,7 +287,7 @@ func (m *Manager) Apply(rs *rules.RuleSet, opts ApplyOptions) (*Result, error) {
 func (m *Manager) ReloadFiles() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	files, err := rules.ReadFiles(m.cfg.Path)
+	files, err := m.parser.ReadFiles(m.cfg.Path) // only the files that may have changed
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return
@@ -304,7 +304,7 @@ func (m *Manager) ReloadFiles() {
 		return
 	}
 	st := m.parser.Stats()
-	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_parsed", st.FilesParsed),
+	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_read", st.FilesRead), zap.Int("files_parsed", st.FilesParsed),
 		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed))
 	m.origins = origins
 	defer func() { m.origins = nil }()

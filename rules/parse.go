@@ -185,7 +185,10 @@ func (f *File) Digest() Digest {
 // ReadFiles reads what Load reads, without parsing: the file at path, or
 // the .yaml, .yml and .json files of the directory (not hidden ones), in
 // name order. A path that is a symbolic link is followed.
-func ReadFiles(path string) ([]File, error) {
+func ReadFiles(path string) ([]File, error) { return readFiles(path, readFile) }
+
+// readFiles is ReadFiles, reading each file with read.
+func readFiles(path string, read func(name string) (File, error)) ([]File, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
@@ -209,7 +212,7 @@ func ReadFiles(path string) ([]File, error) {
 	}
 	files := make([]File, 0, len(names))
 	for _, name := range names {
-		f, err := readFile(name)
+		f, err := read(name)
 		if err != nil {
 			return nil, err
 		}

@@ -1,8 +1,13 @@
 package rules_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -41,6 +46,7 @@ func TestParserReparsesOnlyChanges(t *testing.T) {
 		if diff := cmp.Diff(refOrigins, gotOrigins); diff != "" {
 			t.Errorf("%s: origins (-want +got):\n%s", name, diff)
 		}
+		want.FilesRead = want.Files // no ReadFiles: every file was read by the caller
 		if st := p.Stats(); st != want {
 			t.Errorf("%s: stats %+v, want %+v", name, st, want)
 		}
@@ -73,4 +79,74 @@ func TestParserReparsesOnlyChanges(t *testing.T) {
 	step("removed", rules.ParseStats{Files: 2})
 	files = all
 	step("back", rules.ParseStats{Files: 3, FilesParsed: 1})
+}
+
+// TestParserReadFilesSkipsUnchanged checks that Parser.ReadFiles reads
+// only files whose stat changed, and that a change its stat cannot tell
+// (same size, within one tick of the file clock) is still seen while the
+// file is recent.
+func TestParserReadFilesSkipsUnchanged(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("stat keys are Linux only: elsewhere every file is read")
+	}
+	dir := t.TempDir()
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	camp := func(id string, bid int) string {
+		return fmt.Sprintf("campaigns: [{id: %s, bid_cpm: %d, creatives: [{id: c%s, w: 1, h: 1, adm: x}]}]\n", id, bid, id)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		write(id+".yaml", camp(id, 1))
+	}
+	p := rules.NewParser()
+	step := func(name string, wantRead, wantParsed int) {
+		t.Helper()
+		files, err := p.ReadFiles(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := p.ParseFiles(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := rules.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(ref, got); diff != "" {
+			t.Errorf("%s: rule set differs from Load (-want +got):\n%s", name, diff)
+		}
+		if st := p.Stats(); st.FilesRead != wantRead || st.FilesParsed != wantParsed {
+			t.Errorf("%s: %+v, want %d files read, %d parsed", name, st, wantRead, wantParsed)
+		}
+	}
+	// Just written: not trusted, read every time; a same-size edit is seen.
+	step("first", 3, 3)
+	step("recent", 3, 0)
+	write("b.yaml", camp("b", 2))
+	step("same-size edit of a recent file", 3, 1)
+
+	p.SetRacy(-time.Hour) // as if every file were old enough to trust
+	step("trusted from now on", 3, 0)
+	step("unchanged", 0, 0)
+	write("b.yaml", camp("b", 22))
+	step("edited", 1, 1)
+	tmp := filepath.Join(dir, ".tmp")
+	if err := os.WriteFile(tmp, []byte(camp("c", 3)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	step("renamed over", 1, 1)
+	write("d.yaml", camp("d", 1))
+	step("new file", 1, 1)
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	step("removed file", 0, 0)
 }
