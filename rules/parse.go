@@ -272,14 +272,22 @@ func ParseFilesLocated(files []File) (*RuleSet, Origins, error) {
 
 // parseFiles merges the rule sets parse returns for files, in order.
 func parseFiles(files []File, parse func(File) (*RuleSet, error)) (*RuleSet, Origins, error) {
-	var all RuleSet
-	origins := make(Origins, 0, len(files))
-	for _, f := range files {
+	sets := make([]*RuleSet, len(files))
+	n := 0
+	for i, f := range files {
 		rs, err := parse(f)
 		if err != nil {
 			return nil, nil, err
 		}
-		origins = append(origins, Origin{File: f.Name, First: len(all.Campaigns)})
+		sets[i], n = rs, n+len(rs.Campaigns)
+	}
+	var all RuleSet
+	if n > 0 {
+		all.Campaigns = make([]Campaign, 0, n)
+	}
+	origins := make(Origins, 0, len(files))
+	for i, rs := range sets {
+		origins = append(origins, Origin{File: files[i].Name, First: len(all.Campaigns)})
 		all.Merge(rs)
 	}
 	return &all, origins, nil
