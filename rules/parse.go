@@ -20,9 +20,11 @@ import (
 const MaxFileSize = 256 << 20
 
 // Parse decodes a rules document, YAML or JSON (JSON is YAML), into a
-// RuleSet. Unknown fields are errors: a misspelt field never passes
-// silently. name labels errors (a file name, or "request").
-// Parse does not validate; call [RuleSet.Validate].
+// RuleSet. Unknown fields (names are case-sensitive), duplicate keys and
+// values of the wrong type are errors, each naming its line and field
+// path ("line 14: campaigns[1].targeting.all[0]: unknown field \"anyy\""):
+// a misspelt field never passes silently. name labels errors (a file
+// name, or "request"). Parse does not validate; call [RuleSet.Validate].
 func Parse(name string, data []byte) (*RuleSet, error) {
 	return parse(name, data, nil)
 }

@@ -60,7 +60,7 @@ func cutCampaigns(data []byte) (split, bool) {
 	// with anything but "- " (at indentation 0), a space, "#" or a line
 	// break.
 	indent := -1
-	var cur int = -1 // offset where the current entry starts
+	cur, first := -1, -1 // offsets where the current and the first entry start
 	off := start
 	for off < len(data) {
 		end := lineEnd(data, off)
@@ -90,6 +90,8 @@ func cutCampaigns(data []byte) (split, bool) {
 		if entry && sp == indent {
 			if cur >= 0 {
 				s.entries = append(s.entries, data[cur:off])
+			} else {
+				first = off
 			}
 			cur = off
 		}
@@ -99,10 +101,11 @@ func cutCampaigns(data []byte) (split, bool) {
 		return split{}, false
 	}
 	s.entries = append(s.entries, data[cur:off])
-	// Before the first entry there are only blank lines and comments
-	// (anything else was refused above): the rest may drop them.
-	s.rest = make([]byte, 0, len(data)-(off-start)+1)
-	s.rest = append(s.rest, data[:start]...)
+	// Every byte is in one piece: the blank lines and comments before the
+	// first entry stay in the rest (a control character in a comment is
+	// an error there as in the whole document).
+	s.rest = make([]byte, 0, len(data)-(off-first))
+	s.rest = append(s.rest, data[:first]...)
 	s.rest = append(s.rest, data[off:]...)
 	return s, true
 }
