@@ -9,18 +9,18 @@ import (
 // Parser parses rules files as [ParseFilesLocated] does, and remembers
 // what it parsed for the next call: a file whose bytes did not change is
 // not parsed again, and in a changed file only the campaign entries whose
-// text changed are (see split.go), so that a reload after a one-campaign
-// edit parses one campaign. What it remembers is what the last successful
-// call saw (plus, after a failed one, what that one parsed).
+// text changed are (see split.go: a campaign entry is reused from the same
+// file's previous version), so that a reload after a one-campaign edit
+// parses one campaign. What it remembers is what the last successful call
+// saw (plus, after a failed one, the files that one parsed).
 //
 // The rule sets it returns share their campaigns' slices and strings with
 // each other: treat them as read-only. A Parser is safe for concurrent
 // use; calls are serialised.
 type Parser struct {
-	mu      sync.Mutex
-	files   map[string]parsedFile
-	entries entryCache
-	stats   ParseStats
+	mu    sync.Mutex
+	files map[string]parsedFile
+	stats ParseStats
 	// seen is what ReadFiles last saw of each file; read counts the
 	// files it read, -1 when ParseFiles was not called after it.
 	seen map[string]seenFile
@@ -43,9 +43,11 @@ type seenFile struct {
 }
 
 type parsedFile struct {
-	sum     Digest
-	rs      *RuleSet
-	entries []Digest // of its campaign entries, when parsed piecewise
+	sum Digest
+	rs  *RuleSet
+	// entries are its campaign entries by the digest of their text, when
+	// it was parsed piecewise: the next version of the file reuses them.
+	entries map[Digest]*Campaign
 }
 
 // ParseStats say how much of a ParseFiles call was parsed rather than
@@ -121,12 +123,10 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 	}
 	p.read = -1
 	next := make(map[string]parsedFile, len(files))
-	p.entries.begin()
 	rs, origins, err := parseFiles(files, func(f File) (*RuleSet, error) {
 		d := f.Digest()
 		if pf, ok := p.files[f.Name]; ok && pf.sum == d {
 			next[f.Name] = pf
-			p.entries.keep(pf.entries)
 			return pf.rs, nil
 		}
 		if f.Data == nil && f.Sum != (Digest{}) {
@@ -138,16 +138,19 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 			f, d = rf, rf.Sum
 		}
 		st.FilesParsed++
-		p.entries.file = nil
-		rs, err := parse(f.Name, f.Data, &p.entries)
+		cache := &entryCache{old: p.files[f.Name].entries, next: map[Digest]*Campaign{}}
+		rs, err := parse(f.Name, f.Data, cache)
+		st.Entries += cache.seen
+		st.EntriesParsed += cache.parsed
 		if err != nil {
 			return nil, err
 		}
-		next[f.Name] = parsedFile{sum: d, rs: rs, entries: p.entries.file}
+		if len(cache.next) == 0 {
+			cache.next = nil // not parsed piecewise
+		}
+		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.next}
 		return rs, nil
 	})
-	st.Entries, st.EntriesParsed = p.entries.seen, p.entries.parsed
-	p.entries.end(err == nil)
 	if err != nil {
 		for name, pf := range p.files {
 			if _, ok := next[name]; !ok {

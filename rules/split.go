@@ -117,17 +117,15 @@ func lineEnd(data []byte, off int) int {
 	return len(data)
 }
 
-// entryCache remembers parsed campaign entries by their text's digest.
+// entryCache remembers the parsed campaign entries of one file by their
+// text's digest.
 type entryCache struct {
 	mu   sync.Mutex
-	old  map[Digest]*Campaign // from the last successful parse
-	next map[Digest]*Campaign // seen in this one
+	old  map[Digest]*Campaign // the file's entries when it was last parsed
+	next map[Digest]*Campaign // this parse's
 	// seen and parsed count the entries looked up and those parsed (not
 	// found in the cache).
 	seen, parsed int
-	// file is the digests of the entries of the document parsed last,
-	// nil when it was not parsed piecewise.
-	file []Digest
 }
 
 func (c *entryCache) get(d Digest) (*Campaign, bool) {
@@ -229,9 +227,6 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	if failed {
 		return nil, false
 	}
-	if cache != nil {
-		cache.file = digests
-	}
 	rs.Campaigns = campaigns
 	return rs, true
 }
@@ -285,37 +280,3 @@ func parseEntries(text []byte, n int) ([]Campaign, bool) {
 
 // entryDigest is the digest of an entry's text.
 func entryDigest(text []byte) Digest { return sum(text) }
-
-// begin starts a parse that uses the cache.
-func (c *entryCache) begin() {
-	c.mu.Lock()
-	c.next = make(map[Digest]*Campaign, len(c.old))
-	c.seen, c.parsed = 0, 0
-	c.mu.Unlock()
-}
-
-// keep carries the entries of a file reused whole into this parse.
-func (c *entryCache) keep(digests []Digest) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, d := range digests {
-		if cp, ok := c.old[d]; ok {
-			c.next[d] = cp
-		}
-	}
-}
-
-// end keeps what the parse saw for the next one: only that on success,
-// (a successful parse is a complete picture), both otherwise.
-func (c *entryCache) end(ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !ok {
-		for d, cp := range c.old {
-			if _, dup := c.next[d]; !dup {
-				c.next[d] = cp
-			}
-		}
-	}
-	c.old, c.next = c.next, nil
-}
