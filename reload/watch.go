@@ -86,18 +86,18 @@ func (w *watcher) close() error {
 	return err
 }
 
-// filesSum is a digest of the files' names and bytes: equal sums mean
+// filesSum is a digest of the files' names and contents: equal sums mean
 // nothing to reload.
 func filesSum(files []rules.File) uint64 {
 	d := xxhash.New()
 	var n [8]byte
-	for _, f := range files {
+	for i := range files {
+		f := &files[i]
 		binary.LittleEndian.PutUint64(n[:], uint64(len(f.Name)))
 		d.Write(n[:])
 		d.WriteString(f.Name)
-		binary.LittleEndian.PutUint64(n[:], uint64(len(f.Data)))
-		d.Write(n[:])
-		d.Write(f.Data)
+		sum := f.Digest()
+		d.Write(sum[:])
 	}
 	return d.Sum64()
 }

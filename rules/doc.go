@@ -7,6 +7,12 @@
 // package is pure data: it knows nothing of the wire or of the decision;
 // the engine compiles a validated RuleSet into its index.
 //
+// Parse decodes yaml.v3's node tree straight into the structs, strict
+// about unknown fields, duplicate keys and types, naming the line and
+// field path of an error; a large file's campaign entries are parsed on
+// every CPU, and a [Parser] reparses only the files and campaign entries
+// whose text changed since its last call.
+//
 // Validation reports every problem at once, each with the path of the field
 // that holds it ("campaigns[3].creatives[1].w: must be > 0"), so a planner
 // fixes a file in one pass; a set with any error is rejected whole.

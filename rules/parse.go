@@ -20,16 +20,56 @@ import (
 const MaxFileSize = 256 << 20
 
 // Parse decodes a rules document, YAML or JSON (JSON is YAML), into a
-// RuleSet. Unknown fields are errors: a misspelt field never passes
-// silently. name labels errors (a file name, or "request").
-// Parse does not validate; call [RuleSet.Validate].
+// RuleSet. Unknown fields (names are case-sensitive), duplicate keys and
+// values of the wrong type are errors, each naming its line and field
+// path ("line 14: campaigns[1].targeting.all[0]: unknown field \"anyy\""):
+// a misspelt field never passes silently. name labels errors (a file
+// name, or "request"). Parse does not validate; call [RuleSet.Validate].
 func Parse(name string, data []byte) (*RuleSet, error) {
+	return parse(name, data, nil)
+}
+
+// parse is Parse, reusing the campaign entries of cache when it is set.
+func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, len(data), MaxFileSize)
 	}
 	// YAML 1.2 semantics (go.yaml.in/yaml/v3): an id such as "no" or "y"
-	// stays a string. The document goes through JSON so that decoding is
-	// strict about unknown fields and types, with field paths in errors.
+	// stays a string. The document is decoded from yaml.v3's node tree
+	// (decode.go), a large one in pieces on every CPU (split.go); one
+	// that uses aliases, merge keys or explicit tags takes the generic
+	// route, parseViaJSON.
+	if len(data) >= splitMin || cache != nil {
+		if rs, ok := parseSplit(data, cache); ok {
+			return rs, nil
+		}
+	}
+	var doc yaml.Node
+	ydec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
+	}
+	if err := ydec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("rules: %s: more than one YAML document", name)
+	}
+	var rs RuleSet
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return &rs, nil // an empty file is an empty rule set
+	}
+	err := decodeRuleSet(doc.Content[0], &rs)
+	if errors.Is(err, errFallback) {
+		return parseViaJSON(name, data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
+	}
+	return &rs, nil
+}
+
+// parseViaJSON is Parse by the generic route: yaml.v3 decodes the
+// document into maps and slices, which go through JSON into the structs,
+// strict about unknown fields and types.
+func parseViaJSON(name string, data []byte) (*RuleSet, error) {
 	var doc any
 	ydec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -131,12 +171,26 @@ type File struct {
 	Name    string // the path it was read from
 	Data    []byte
 	ModTime time.Time
+	// Sum is the content digest of Data, set by ReadFiles; zero means not
+	// computed.
+	Sum Digest
+}
+
+// Digest returns f.Sum, or computes it when it is not set.
+func (f *File) Digest() Digest {
+	if f.Sum == (Digest{}) {
+		return sum(f.Data)
+	}
+	return f.Sum
 }
 
 // ReadFiles reads what Load reads, without parsing: the file at path, or
 // the .yaml, .yml and .json files of the directory (not hidden ones), in
 // name order. A path that is a symbolic link is followed.
-func ReadFiles(path string) ([]File, error) {
+func ReadFiles(path string) ([]File, error) { return readFiles(path, readFile) }
+
+// readFiles is ReadFiles, reading each file with read.
+func readFiles(path string, read func(name string) (File, error)) ([]File, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
@@ -160,7 +214,7 @@ func ReadFiles(path string) ([]File, error) {
 	}
 	files := make([]File, 0, len(names))
 	for _, name := range names {
-		f, err := readFile(name)
+		f, err := read(name)
 		if err != nil {
 			return nil, err
 		}
@@ -182,11 +236,26 @@ func readFile(name string) (File, error) {
 	if fi.Size() > MaxFileSize {
 		return File{}, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, fi.Size(), MaxFileSize)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return File{}, fmt.Errorf("rules: %w", err)
+	// Read into a buffer of the size stat gave (one byte more to see the
+	// file grow), growing only if it did.
+	data := make([]byte, 0, fi.Size()+1)
+	for {
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return File{}, fmt.Errorf("rules: %w", err)
+		}
+		if len(data) > MaxFileSize {
+			return File{}, fmt.Errorf("rules: %s: more than the %d-byte limit", name, MaxFileSize)
+		}
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
 	}
-	return File{Name: name, Data: data, ModTime: fi.ModTime()}, nil
+	return File{Name: name, Data: data, ModTime: fi.ModTime(), Sum: sum(data)}, nil
 }
 
 // ParseFiles parses every file and merges them in order, without
@@ -200,14 +269,27 @@ func ParseFiles(files []File) (*RuleSet, error) {
 // campaigns landed in the merged set, so that validation errors can name
 // the file and the campaign's index in it (see Origins.Locate).
 func ParseFilesLocated(files []File) (*RuleSet, Origins, error) {
-	var all RuleSet
-	origins := make(Origins, 0, len(files))
-	for _, f := range files {
-		rs, err := Parse(f.Name, f.Data)
+	return parseFiles(files, func(f File) (*RuleSet, error) { return Parse(f.Name, f.Data) })
+}
+
+// parseFiles merges the rule sets parse returns for files, in order.
+func parseFiles(files []File, parse func(File) (*RuleSet, error)) (*RuleSet, Origins, error) {
+	sets := make([]*RuleSet, len(files))
+	n := 0
+	for i, f := range files {
+		rs, err := parse(f)
 		if err != nil {
 			return nil, nil, err
 		}
-		origins = append(origins, Origin{File: f.Name, First: len(all.Campaigns)})
+		sets[i], n = rs, n+len(rs.Campaigns)
+	}
+	var all RuleSet
+	if n > 0 {
+		all.Campaigns = make([]Campaign, 0, n)
+	}
+	origins := make(Origins, 0, len(files))
+	for i, rs := range sets {
+		origins = append(origins, Origin{File: files[i].Name, First: len(all.Campaigns)})
 		all.Merge(rs)
 	}
 	return &all, origins, nil

@@ -226,9 +226,12 @@ content_rules:
 
 func TestParseErrors(t *testing.T) {
 	tests := []struct{ yaml, want string }{
-		{"campaigns: [{id: a, bid_cmp: 3}]", `rules: t.yaml: unknown field "bid_cmp"`},
-		{"campaigns: [{id: a, bid_cpm: cheap}]", "rules: t.yaml: campaigns.bid_cpm: cannot use string here, want a number"},
-		{"campaigns: {id: a}", "rules: t.yaml: campaigns: cannot use object here, want a list"},
+		{"campaigns: [{id: a, bid_cmp: 3}]", `rules: t.yaml: line 1: campaigns[0]: unknown field "bid_cmp"`},
+		{"campaigns: [{id: a, bid_cpm: cheap}]", `rules: t.yaml: line 1: campaigns[0].bid_cpm: cannot use string "cheap" here, want a number`},
+		{"campaigns: {id: a}", "rules: t.yaml: line 1: campaigns: cannot use a mapping here, want a list"},
+		{"campaigns:\n  - id: a\n    creatives:\n      - {id: c, w: 1.5}", "rules: t.yaml: line 4: campaigns[0].creatives[0].w: cannot use number 1.5 here, want a whole number within ±2^31"},
+		{"campaigns:\n  - id: a\n    ID: b", `rules: t.yaml: line 3: campaigns[0]: unknown field "ID" (field names are case-sensitive: "id")`},
+		{"campaigns:\n  - id: a\n    id: b", `rules: t.yaml: line 3: campaigns[0]: mapping key "id" already defined at line 2`},
 		{"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad", "rules: t.yaml: yaml: line 1: did not find expected '-' indicator"},
 		{"campaigns: [{id: no, bid_cpm: 1, creatives: [{id: y, w: 1, h: 1, adm: x}]}]\n---\ncampaigns: []", "rules: t.yaml: more than one YAML document"},
 	}

@@ -50,7 +50,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"missing rules dir", []string{"--data-dir", dir}, []string{"loading rules from " + filepath.Join(dir, "rules") + ": rules: stat"}},
 		{"unreadable rules", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml: no such file or directory"}},
 		{"unparsable rules", []string{"--data-dir", dir, "--rules", writeFile(t, dir, "bad.yaml", "campaigns: [{id: x, bid_cpm: lots}]")},
-			[]string{"bad.yaml: campaigns.bid_cpm: cannot use string here, want a number"}},
+			[]string{`bad.yaml: line 1: campaigns[0].bid_cpm: cannot use string "lots" here, want a number`}},
 		{"invalid rules", []string{"--data-dir", dir, "--rules", "testdata/invalid.yaml"}, []string{
 			"loading rules from testdata/invalid.yaml: rules: 3 errors",
 			"campaigns[0].id: required",

@@ -1,0 +1,257 @@
+package rules_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/rules"
+)
+
+// equivalenceCorpus holds documents that exercise what the node walker
+// resolves itself and what it leaves to the generic route.
+var equivalenceCorpus = []string{
+	"",
+	"# only a comment\n",
+	"---\n",
+	"~",
+	"campaigns: ~",
+	"campaigns: []",
+	"campaigns: [~]",
+	"campaigns: [{}]",
+	"campaigns: [{id: no, bid_cpm: 1, creatives: [{id: y, w: 1, h: 1, adm: x}]}]",
+	// Unquoted dates and date-times become RFC 3339 text.
+	"campaigns: [{id: a, start: 2026-01-01T00:00:00Z, end: 2027-01-01}]",
+	"campaigns: [{id: a, start: 2026-01-01 10:00:00.5 +02:00}]",
+	// Numbers in every form yaml.v3 resolves.
+	"campaigns: [{id: a, bid_cpm: 0x1F, priority: 0o17, budget: {daily: 1_000, total: 1e3}}]",
+	"campaigns: [{id: a, bid_cpm: +4.5, priority: -3, frequency_cap: {max: 3.0, window: 24h}}]",
+	"campaigns: [{id: a, bid_cpm: 012, priority: 012}]",
+	"campaigns: [{id: a, bid_cpm: 99999999999999999999999, creatives: [{w: 3e2, h: 250.0}]}]",
+	"campaigns: [{id: a, bid_cpm: 18446744073709551615}]",
+	"campaigns: [{id: a, priority: 2147483647}]",
+	"campaigns: [{id: a, priority: 2147483648}]",
+	"campaigns: [{id: a, priority: -2147483649}]",
+	"campaigns: [{id: a, priority: 1e-7}]",
+	"campaigns: [{id: a, priority: -0.0}]",
+	"campaigns: [{id: a, bid_cpm: .inf}]",
+	"campaigns: [{id: a, adm_note: .nan}]",
+	"campaigns: [{id: a, bid_cpm: .5}]",
+	"campaigns: [{id: a, bid_cpm: 5.}]",
+	// Nulls and empties.
+	"campaigns: [{id: a, priority: null, budget: ~, cat: [~, x], targeting: {all: [{facet: title, any: []}]}}]",
+	"campaigns: [{id: a, adomain: [], creatives: [~]}]",
+	"campaigns: [{id: ~, advertiser: }]",
+	// Strings.
+	`campaigns: [{id: "12", advertiser: '3.5', status: !!str 12}]`,
+	`campaigns: [{id: "\ud800x\xff", adm: "a\u2028b\0c"}]`,
+	"campaigns: [{id: a, adm: |\n    <div>\n    ${AUCTION_PRICE}\n    </div>\n}]",
+	"campaigns:\n  - id: a\n    adm: >\n      folded\n      text\n",
+	"campaigns: [{id: <<}]",
+	// Type errors.
+	"campaigns: [{id: 12}]",
+	"campaigns: [{id: true}]",
+	"campaigns: [{id: [a]}]",
+	"campaigns: [{id: a, bid_cpm: '4.5'}]",
+	"campaigns: [{id: a, bid_cpm: true}]",
+	"campaigns: [{id: a, bid_cpm: 2026-01-01}]",
+	"campaigns: [{id: a, cat: IAB1}]",
+	"campaigns: [{id: a, budget: [1]}]",
+	"campaigns: [{id: a, budget: 5}]",
+	"campaigns: {id: a}",
+	"campaigns: 3",
+	"[1, 2]",
+	"just a string",
+	"12",
+	// Unknown and duplicate fields.
+	"campaigns: [{id: a, bid_cmp: 3}]",
+	"campaigns: [{id: a, id: b}]",
+	"campaigns: [{id: a, budget: {daily: 1, daily: 2}}]",
+	"content_rules: {blocked_cat: [a], blocked_cat: [b]}",
+	"campaigns: [{id: a, 1: x}]",
+	"campaigns: [{id: a, null: x}]",
+	"campaigns: [{id: a, ? [k] : x}]",
+	"campaigns: [{id: a, '<<': x}]",
+	"other: 1",
+	// Aliases, merge keys and explicit tags: the generic route.
+	"x: &c {id: a, bid_cpm: 1}\ncampaigns: [*c]",
+	"campaigns:\n  - &c {id: a, bid_cpm: 1}\n  - *c",
+	"campaigns:\n  - &c {id: a, bid_cpm: 1}\n  - {<<: *c, id: b}",
+	"campaigns:\n  - &c {id: a, bid_cpm: 1}\n  - &d {id: d, cat: [x]}\n  - {<<: [*c, *d], id: b}",
+	"campaigns:\n  - {<<: {id: a}, id: b}",
+	"campaigns: !!seq [{id: a}]",
+	"campaigns: [!!map {id: a}]",
+	"campaigns: [{id: !custom a}]",
+	"campaigns: [{id: !!binary YWJj}]",
+	"campaigns: [{id: a, bid_cpm: !!float 3}]",
+	"campaigns: [{id: a, bid_cpm: !!int '3'}]",
+	"campaigns: [{id: a, bid_cpm: !!int x}]",
+	"campaigns: [{!!str id: a}]",
+	// Syntax errors and several documents.
+	"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad",
+	"campaigns: [{id: a}]\n---\ncampaigns: []",
+	"campaigns: [{id: a",
+	"\t- x",
+	"\xff",
+	// Shapes the piecewise parse of large files cuts, and ones it must not.
+	"campaigns:\n- id: a\n  bid_cpm: 1\n- id: b\n# c\n\n- {id: c}\ncontent_rules: {blocked_cat: [x]}\n",
+	"content_rules:\n  blocked_cat: [x]\ncampaigns:\n  # first\n\n  - id: a\n    advertiser: |\n      <b>\n      - x\n  -\n    id: b\n  - id: c\n",
+	"campaigns:\n  - id: a\n- id: b\n",
+	"campaigns:\n  - id: a\n   - id: b\n",
+	"campaigns:\n  x: 1\n  - id: a\n",
+	"campaigns:\n\tfoo\n  - id: a\n",
+	"campaigns:\n  - id: a\ncampaigns:\n  - id: b\n",
+	"campaigns:\n  - id: a\n---\ncampaigns:\n  - id: b\n",
+	"content_rules: {blocked_cat: [\"foo\ncampaigns:\n  - id: a\n\"]}\n",
+	"content_rules: {blocked_cat: [foo,\ncampaigns:\n  - id: a\n]}\n",
+	"x: \"foo\ncampaigns:\n  - id: a\nbar\"\n",
+	"campaigns:\n  - id: \"a\n  - id: b\"\n",
+	"campaigns:\n  - id: [a,\n  - b]\n",
+	"campaigns:\n  - &x {id: a}\n  - *x\n",
+	"campaigns:\n  - id: a\n    bid_cpm: 1\n  - id: b\n    bid_cmp: 1\n",
+	"campaigns:\r\n  - id: a\r\n",
+	"campaigns: \n  - id: a\n",
+	"campaigns:\n  - id: a\n...\n",
+	"%YAML 1.2\n---\ncampaigns:\n  - id: a\n",
+	"campaigns:\n  - id: a\nx",
+	"campaigns:\n  - id: a\n    adm: >-\n\n      x\n\n  - id: b",
+	// JSON, with the content rules.
+	`{"campaigns": [{"id": "a", "bid_cpm": 2, "priority": 3, "creatives": [{"id": "ca", "w": 1, "h": 1, "adm": "x\/y"}]}], "content_rules": {"blocked_cat": ["IAB25"], "channel_map": [{"channel": "social", "domains": ["x.com"], "bundles": []}]}}`,
+	`{"campaigns": [{"id": "a", "id": "b"}]}`,
+	`{"content_rules": {"blocked_adomain": null, "channel_map": [null]}}`,
+}
+
+// TestParseEquivalence checks that Parse (the node walker) and the
+// generic route it replaced agree on every document: the same RuleSet,
+// or both an error. The one deliberate difference is that field names are
+// case-sensitive now.
+func TestParseEquivalence(t *testing.T) {
+	docs := slicesClone(equivalenceCorpus)
+	for _, cfg := range []world.Config{world.DemoConfig(), world.SmallConfig()} {
+		rs, err := world.GenerateRules(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := rules.Marshal(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := rules.MarshalJSON(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(y), string(j))
+	}
+	for _, doc := range docs {
+		checkEquivalent(t, []byte(doc))
+	}
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+func checkEquivalent(t *testing.T, data []byte) {
+	t.Helper()
+	got, err := rules.Parse("t.yaml", data)
+	want, wantErr := rules.ParseViaJSON("t.yaml", data)
+	short := string(data)
+	if len(short) > 200 {
+		short = short[:200] + "..."
+	}
+	if split, ok := rules.ParseSplit(data); ok {
+		if wantErr != nil {
+			t.Errorf("ParseSplit(%q) accepts it; the generic route: %v", short, wantErr)
+		} else if diff := cmp.Diff(want, split); diff != "" {
+			t.Errorf("ParseSplit(%q) differs from the generic route (-generic +split):\n%s", short, diff)
+		}
+	}
+	switch {
+	case err != nil && wantErr != nil:
+	case err != nil && strings.Contains(err.Error(), "field names are case-sensitive"):
+	case err != nil:
+		t.Errorf("Parse(%q): %v; the generic route accepts it", short, err)
+	case wantErr != nil:
+		t.Errorf("Parse(%q) accepts it; the generic route: %v", short, wantErr)
+	default:
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Parse(%q) differs from the generic route (-generic +Parse):\n%s", short, diff)
+		}
+	}
+}
+
+// TestParseErrorLines checks that errors found by the walker name the
+// line and the field path.
+func TestParseErrorLines(t *testing.T) {
+	doc := `campaigns:
+  - id: a
+    bid_cpm: 1
+    creatives:
+      - id: c
+        w: 300
+        h: 250
+        adm: x
+  - id: b
+    bid_cpm: 2
+    targeting:
+      all:
+        - facet: title
+          anyy: [cmo]
+`
+	_, err := rules.Parse("f.yaml", []byte(doc))
+	want := `rules: f.yaml: line 14: campaigns[1].targeting.all[0]: unknown field "anyy"`
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse = %v, want %s", err, want)
+	}
+}
+
+// FuzzParseEquivalence runs the equivalence check on any document.
+func FuzzParseEquivalence(f *testing.F) {
+	for _, doc := range equivalenceCorpus {
+		f.Add([]byte(doc))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkEquivalent(t, data)
+	})
+}
+
+// TestParseSplitCuts checks which documents the piecewise parse takes
+// (the equivalence tests check that what it takes, it gets right).
+func TestParseSplitCuts(t *testing.T) {
+	rs, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated, err := rules.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		doc  string
+		want bool
+	}{
+		{string(generated), true},
+		{"campaigns:\n- id: a\n  bid_cpm: 1\n- id: b\n# c\n\n- {id: c}\ncontent_rules: {blocked_cat: [x]}\n", true},
+		{"content_rules:\n  blocked_cat: [x]\ncampaigns:\n  # first\n\n  - id: a\n    advertiser: |\n      <b>\n      - x\n  -\n    id: b\n  - id: c\n", true},
+		{"campaigns:\n  - id: a\n- id: b\n", false},
+		{"campaigns:\n  - id: a\ncampaigns:\n  - id: b\n", false},
+		{"content_rules: {blocked_cat: [\"foo\ncampaigns:\n  - id: a\n\"]}\n", false},
+		{"x: \"foo\ncampaigns:\n  - id: a\nbar\"\n", false},
+		{"campaigns:\n  - id: \"a\n  - id: b\"\n", false},
+		{"campaigns:\n  - &x {id: a}\n  - *x\n", false},
+		{"campaigns:\n  - id: a\n    bid_cmp: 1\n", false},
+		{"campaigns:\r\n  - id: a\r\n", false},
+		{"campaigns:\n  - id: a\n---\ncampaigns:\n  - id: b\n", false},
+	}
+	for _, tt := range tests {
+		got, ok := rules.ParseSplit([]byte(tt.doc))
+		if ok != tt.want {
+			t.Errorf("ParseSplit(%.60q) ok = %v, want %v", tt.doc, ok, tt.want)
+		}
+		if ok && tt.doc == string(generated) {
+			if diff := cmp.Diff(rs, got); diff != "" {
+				t.Errorf("generated set (-want +got):\n%s", diff)
+			}
+		}
+	}
+}

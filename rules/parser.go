@@ -1,0 +1,170 @@
+package rules
+
+import (
+	"os"
+	"sync"
+	"time"
+)
+
+// Parser parses rules files as [ParseFilesLocated] does, and remembers
+// what it parsed for the next call: a file whose bytes did not change is
+// not parsed again, and in a changed file only the campaign entries whose
+// text changed are (see split.go: a campaign entry is reused from the same
+// file's previous version), so that a reload after a one-campaign edit
+// parses one campaign. What it remembers is what the last successful call
+// saw (plus, after a failed one, the files that one parsed).
+//
+// The rule sets it returns share their campaigns' slices and strings with
+// each other: treat them as read-only. A Parser is safe for concurrent
+// use; calls are serialised.
+type Parser struct {
+	mu    sync.Mutex
+	files map[string]parsedFile
+	stats ParseStats
+	// seen is what ReadFiles last saw of each file; read counts the
+	// files it read, -1 when ParseFiles was not called after it.
+	seen map[string]seenFile
+	read int
+	// racy is how recent a change may be for a file's stat to be
+	// trusted next time (see ReadFiles).
+	racy time.Duration
+}
+
+// fileKey is a file's identity and times; see statKey.
+type fileKey struct {
+	size, mtime, ctime int64
+	dev, ino           uint64
+}
+
+type seenFile struct {
+	key     fileKey
+	sum     Digest
+	trusted bool
+}
+
+type parsedFile struct {
+	sum Digest
+	rs  *RuleSet
+	// entries are its campaign entries by the digest of their text, when
+	// it was parsed piecewise: the next version of the file reuses them.
+	entries map[Digest]*Campaign
+}
+
+// ParseStats say how much of a ParseFiles call was parsed rather than
+// reused.
+type ParseStats struct {
+	Files       int // files given
+	FilesRead   int // files the ReadFiles before it read (the others' stat told they had not changed)
+	FilesParsed int // of the files given, those whose bytes had changed
+	// Entries and EntriesParsed count the campaign entries of the
+	// changed files that were parsed piecewise, and of those, the ones
+	// whose text had changed.
+	Entries, EntriesParsed int
+}
+
+// NewParser returns a Parser that remembers nothing yet.
+func NewParser() *Parser {
+	return &Parser{files: map[string]parsedFile{}, seen: map[string]seenFile{}, read: -1, racy: 2 * time.Second}
+}
+
+// ReadFiles is [ReadFiles] for ParseFiles, reading only the files that
+// may have changed since the last call: a file whose size, modification
+// and change times, device and inode are what they were comes back with
+// its Sum and no Data (ParseFiles knows its rule set by that Sum). A
+// file's stat is trusted only once it was read when its last change was
+// at least two seconds old: file times are coarse (a few milliseconds),
+// so two writes of the same size within one tick look alike — the second
+// is caught because the first left the file untrusted. Where the change
+// time and inode are not known (not Linux), every file is read.
+func (p *Parser) ReadFiles(path string) ([]File, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	next := make(map[string]seenFile, len(p.seen))
+	read := 0
+	files, err := readFiles(path, func(name string) (File, error) {
+		fi, err := os.Stat(name)
+		if err != nil {
+			return readFile(name) // for its error
+		}
+		key, ok := statKey(fi)
+		if s, seen := p.seen[name]; ok && seen && s.trusted && s.key == key {
+			next[name] = s
+			return File{Name: name, ModTime: fi.ModTime(), Sum: s.sum}, nil
+		}
+		f, err := readFile(name)
+		if err != nil {
+			return File{}, err
+		}
+		read++
+		if ok {
+			// key was taken before the read: a change after it shows as
+			// another key next time.
+			old := now.Add(-p.racy).UnixNano()
+			next[name] = seenFile{key: key, sum: f.Sum, trusted: key.ctime < old && key.mtime < old}
+		}
+		return f, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.seen, p.read = next, read
+	return files, nil
+}
+
+// ParseFiles is [ParseFilesLocated], reusing what did not change since
+// the last call.
+func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := ParseStats{Files: len(files), FilesRead: p.read}
+	if p.read < 0 { // no ReadFiles before: every file was read
+		st.FilesRead = len(files)
+	}
+	p.read = -1
+	next := make(map[string]parsedFile, len(files))
+	rs, origins, err := parseFiles(files, func(f File) (*RuleSet, error) {
+		d := f.Digest()
+		if pf, ok := p.files[f.Name]; ok && pf.sum == d {
+			next[f.Name] = pf
+			return pf.rs, nil
+		}
+		if f.Data == nil && f.Sum != (Digest{}) {
+			// From ReadFiles unread, yet not remembered: read it now.
+			rf, err := readFile(f.Name)
+			if err != nil {
+				return nil, err
+			}
+			f, d = rf, rf.Sum
+		}
+		st.FilesParsed++
+		cache := &entryCache{old: p.files[f.Name].entries, next: map[Digest]*Campaign{}}
+		rs, err := parse(f.Name, f.Data, cache)
+		st.Entries += cache.seen
+		st.EntriesParsed += cache.parsed
+		if err != nil {
+			return nil, err
+		}
+		if len(cache.next) == 0 {
+			cache.next = nil // not parsed piecewise
+		}
+		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.next}
+		return rs, nil
+	})
+	if err != nil {
+		for name, pf := range p.files {
+			if _, ok := next[name]; !ok {
+				next[name] = pf
+			}
+		}
+	}
+	p.files, p.stats = next, st
+	return rs, origins, err
+}
+
+// Stats describes the last ParseFiles call.
+func (p *Parser) Stats() ParseStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}

@@ -1,0 +1,152 @@
+package rules_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/rules"
+)
+
+// TestParserReparsesOnlyChanges checks that a Parser parses only the
+// files, and in them the campaign entries, whose text changed, and that
+// its results and errors are ParseFilesLocated's.
+func TestParserReparsesOnlyChanges(t *testing.T) {
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := rules.Marshal(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []rules.File{
+		{Name: "a.yaml", Data: []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]")},
+		{Name: "big.yaml", Data: big},
+		{Name: "c.json", Data: []byte(`{"content_rules": {"blocked_cat": ["IAB25"]}}`)},
+	}
+	p := rules.NewParser()
+	step := func(name string, want rules.ParseStats) {
+		t.Helper()
+		got, gotOrigins, err := p.ParseFiles(files)
+		ref, refOrigins, refErr := rules.ParseFilesLocated(files)
+		if (err == nil) != (refErr == nil) || err != nil && err.Error() != refErr.Error() {
+			t.Fatalf("%s: error %v, ParseFilesLocated: %v", name, err, refErr)
+		}
+		if diff := cmp.Diff(ref, got); diff != "" {
+			t.Errorf("%s: rule set differs from ParseFilesLocated (-want +got):\n%s", name, diff)
+		}
+		if diff := cmp.Diff(refOrigins, gotOrigins); diff != "" {
+			t.Errorf("%s: origins (-want +got):\n%s", name, diff)
+		}
+		want.FilesRead = want.Files // no ReadFiles: every file was read by the caller
+		if st := p.Stats(); st != want {
+			t.Errorf("%s: stats %+v, want %+v", name, st, want)
+		}
+	}
+	n := len(gen.Campaigns)
+	// a.yaml is a flow sequence, parsed whole; big.yaml piecewise.
+	step("first", rules.ParseStats{Files: 3, FilesParsed: 3, Entries: n, EntriesParsed: n})
+	step("same bytes", rules.ParseStats{Files: 3})
+
+	// One campaign's bid changes in the big file: one entry is parsed.
+	i := n / 2
+	bid := strings.Index(string(big), "\n  - id: "+gen.Campaigns[i].ID+"\n")
+	edited := strings.Replace(string(big[bid:]), "bid_cpm: ", "bid_cpm: 1", 1)
+	files[1].Data = append(big[:bid:bid], edited...)
+	step("one campaign", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n, EntriesParsed: 1})
+
+	// A broken file fails the whole set; restoring it parses nothing (its
+	// good version is still remembered); another change parses it alone.
+	good := files[2].Data
+	files[2].Data = []byte(`{"content_rules": {"blocked_cats": ["IAB25"]}}`)
+	step("broken", rules.ParseStats{Files: 3, FilesParsed: 1})
+	files[2].Data = good
+	step("restored", rules.ParseStats{Files: 3})
+	files[2].Data = []byte(`{"content_rules": {"blocked_cat": ["IAB26"]}}`)
+	step("changed", rules.ParseStats{Files: 3, FilesParsed: 1})
+
+	// A removed file is forgotten: bringing it back parses it again.
+	all := files
+	files = files[:2]
+	step("removed", rules.ParseStats{Files: 2})
+	files = all
+	step("back", rules.ParseStats{Files: 3, FilesParsed: 1})
+}
+
+// TestParserReadFilesSkipsUnchanged checks that Parser.ReadFiles reads
+// only files whose stat changed, and that a change its stat cannot tell
+// (same size, within one tick of the file clock) is still seen while the
+// file is recent.
+func TestParserReadFilesSkipsUnchanged(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("stat keys are Linux only: elsewhere every file is read")
+	}
+	dir := t.TempDir()
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	camp := func(id string, bid int) string {
+		return fmt.Sprintf("campaigns: [{id: %s, bid_cpm: %d, creatives: [{id: c%s, w: 1, h: 1, adm: x}]}]\n", id, bid, id)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		write(id+".yaml", camp(id, 1))
+	}
+	p := rules.NewParser()
+	step := func(name string, wantRead, wantParsed int) {
+		t.Helper()
+		files, err := p.ReadFiles(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := p.ParseFiles(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := rules.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(ref, got); diff != "" {
+			t.Errorf("%s: rule set differs from Load (-want +got):\n%s", name, diff)
+		}
+		if st := p.Stats(); st.FilesRead != wantRead || st.FilesParsed != wantParsed {
+			t.Errorf("%s: %+v, want %d files read, %d parsed", name, st, wantRead, wantParsed)
+		}
+	}
+	// Just written: not trusted, read every time; a same-size edit is seen.
+	step("first", 3, 3)
+	step("recent", 3, 0)
+	write("b.yaml", camp("b", 2))
+	step("same-size edit of a recent file", 3, 1)
+
+	p.SetRacy(-time.Hour) // as if every file were old enough to trust
+	step("trusted from now on", 3, 0)
+	step("unchanged", 0, 0)
+	write("b.yaml", camp("b", 22))
+	step("edited", 1, 1)
+	tmp := filepath.Join(dir, ".tmp")
+	if err := os.WriteFile(tmp, []byte(camp("c", 3)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	step("renamed over", 1, 1)
+	write("d.yaml", camp("d", 1))
+	step("new file", 1, 1)
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	step("removed file", 0, 0)
+}

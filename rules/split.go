@@ -1,0 +1,282 @@
+package rules
+
+import (
+	"bytes"
+	"runtime"
+	"sync"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// A large rules file is parsed in pieces: the block sequence under the
+// top-level "campaigns:" key is cut into its entries, which are parsed on
+// every CPU (and, through a Parser, reused when their text has not
+// changed), and the rest of the document is parsed on its own. The cut is
+// made by text — lines that start at the sequence's indentation with
+// "- " — and trusted only when every piece parses and the rest of the
+// document holds "campaigns:" as a root key with no value; any failure
+// parses the whole document instead, so errors and results are Parse's
+// own (FuzzParseEquivalence checks them against the generic route).
+
+// splitMin is the smallest document worth cutting.
+const splitMin = 64 << 10
+
+// entryBatch is how many consecutive entries one worker parses as one
+// document.
+const entryBatch = 32
+
+// split is a document cut at its campaign entries.
+type split struct {
+	rest    []byte   // the document without the entries
+	keyLine int      // the 1-based line of "campaigns:" in rest
+	entries [][]byte // each entry's lines, in order
+}
+
+// cutCampaigns cuts data, or reports false when it does not have the
+// shape cutting needs.
+func cutCampaigns(data []byte) (split, bool) {
+	// Line breaks other than \n, a byte order mark, directives and
+	// document markers: leave them to the whole parse.
+	if bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		return split{}, false
+	}
+	var s split
+	for _, marker := range []string{"---", "...", "%"} {
+		if bytes.HasPrefix(data, []byte(marker)) || bytes.Contains(data, []byte("\n"+marker)) {
+			return split{}, false
+		}
+	}
+	const key = "campaigns:\n"
+	at := 0
+	if !bytes.HasPrefix(data, []byte(key)) {
+		if at = bytes.Index(data, []byte("\n"+key)); at < 0 {
+			return split{}, false
+		}
+		at++
+	}
+	start := at + len(key) // offset of the line after "campaigns:"
+	s.keyLine = 1 + bytes.Count(data[:at], []byte("\n"))
+	// The entries: from start to the first line that begins at column 0
+	// with anything but "- " (at indentation 0), a space, "#" or a line
+	// break.
+	indent := -1
+	cur, first := -1, -1 // offsets where the current and the first entry start
+	off := start
+	for off < len(data) {
+		end := lineEnd(data, off)
+		l := data[off:end]
+		sp := 0
+		for sp < len(l) && l[sp] == ' ' {
+			sp++
+		}
+		rest := l[sp:]
+		blank := len(rest) == 0 || rest[0] == '\n' || rest[0] == '#'
+		entry := len(rest) > 0 && rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\n')
+		if sp == 0 && !blank && !(entry && indent <= 0) {
+			break // the next top-level key
+		}
+		if indent < 0 && !blank {
+			if !entry {
+				return split{}, false
+			}
+			indent = sp
+		}
+		if !blank && sp <= indent && !(entry && sp == indent) {
+			// Less indented than the entries' content, yet not an entry:
+			// yaml.v3 reads such a line differently on its own and in
+			// the whole document.
+			return split{}, false
+		}
+		if entry && sp == indent {
+			if cur >= 0 {
+				s.entries = append(s.entries, data[cur:off])
+			} else {
+				first = off
+			}
+			cur = off
+		}
+		off = end
+	}
+	if cur < 0 {
+		return split{}, false
+	}
+	s.entries = append(s.entries, data[cur:off])
+	// Every byte is in one piece: the blank lines and comments before the
+	// first entry stay in the rest (a control character in a comment is
+	// an error there as in the whole document).
+	s.rest = make([]byte, 0, len(data)-(off-first))
+	s.rest = append(s.rest, data[:first]...)
+	s.rest = append(s.rest, data[off:]...)
+	return s, true
+}
+
+func lineEnd(data []byte, off int) int {
+	if i := bytes.IndexByte(data[off:], '\n'); i >= 0 {
+		return off + i + 1
+	}
+	return len(data)
+}
+
+// entryCache remembers the parsed campaign entries of one file by their
+// text's digest.
+type entryCache struct {
+	mu   sync.Mutex
+	old  map[Digest]*Campaign // the file's entries when it was last parsed
+	next map[Digest]*Campaign // this parse's
+	// seen and parsed count the entries looked up and those parsed (not
+	// found in the cache).
+	seen, parsed int
+}
+
+func (c *entryCache) get(d Digest) (*Campaign, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen++
+	cp, ok := c.next[d]
+	if !ok {
+		if cp, ok = c.old[d]; ok {
+			c.next[d] = cp
+		}
+	}
+	return cp, ok
+}
+
+func (c *entryCache) put(d Digest, cp *Campaign) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.next[d] = cp
+	c.parsed++
+	c.mu.Unlock()
+}
+
+// parseSplit parses data by its pieces, or reports false when it cannot
+// (the caller then parses the whole document).
+func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
+	s, ok := cutCampaigns(data)
+	if !ok {
+		return nil, false
+	}
+	rs, ok := parseRest(s)
+	if !ok {
+		return nil, false
+	}
+	campaigns := make([]Campaign, len(s.entries))
+	digests := make([]Digest, len(s.entries))
+	var missing []int
+	for i, e := range s.entries {
+		if cache != nil {
+			digests[i] = entryDigest(e)
+			if cp, ok := cache.get(digests[i]); ok {
+				campaigns[i] = *cp
+				continue
+			}
+		}
+		missing = append(missing, i)
+	}
+	// Parse the missing entries in batches of consecutive ones, on every
+	// CPU.
+	var batches [][]int
+	for i := 0; i < len(missing); {
+		j := i + 1
+		for j < len(missing) && j-i < entryBatch && missing[j] == missing[j-1]+1 {
+			j++
+		}
+		batches = append(batches, missing[i:j])
+		i = j
+	}
+	var (
+		wg     sync.WaitGroup
+		failed bool
+		mu     sync.Mutex
+		next   = make(chan []int)
+	)
+	for range min(runtime.GOMAXPROCS(0), len(batches)) {
+		wg.Go(func() {
+			var buf []byte
+			for b := range next {
+				buf = buf[:0]
+				for _, i := range b {
+					buf = append(buf, s.entries[i]...)
+				}
+				got, ok := parseEntries(buf, len(b))
+				if !ok {
+					mu.Lock()
+					failed = true
+					mu.Unlock()
+					continue
+				}
+				for k, i := range b {
+					campaigns[i] = got[k]
+					if cache != nil {
+						cache.put(digests[i], &got[k])
+					}
+				}
+			}
+		})
+	}
+	for _, b := range batches {
+		next <- b
+	}
+	close(next)
+	wg.Wait()
+	if failed {
+		return nil, false
+	}
+	rs.Campaigns = campaigns
+	return rs, true
+}
+
+// parseRest parses the document without its entries, checking that
+// "campaigns:" is a root key there with no value.
+func parseRest(s split) (*RuleSet, bool) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(s.rest, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, false
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode || root.Style&yaml.TaggedStyle != 0 {
+		return nil, false
+	}
+	found := false
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Value == "campaigns" && k.Line == s.keyLine && k.Column == 1 && k.Style == 0 {
+			found = v.Kind == yaml.ScalarNode && v.Style == 0 && v.Value == "" && v.Tag == "!!null"
+		}
+	}
+	if !found {
+		return nil, false
+	}
+	var rs RuleSet
+	if err := decodeRuleSet(root, &rs); err != nil || rs.Campaigns != nil {
+		return nil, false
+	}
+	return &rs, true
+}
+
+// parseEntries parses n consecutive entries as one block sequence.
+func parseEntries(text []byte, n int) ([]Campaign, bool) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, false
+	}
+	seq := doc.Content[0]
+	if seq.Kind != yaml.SequenceNode || seq.Style&yaml.TaggedStyle != 0 || len(seq.Content) != n {
+		return nil, false
+	}
+	out := make([]Campaign, n)
+	for i, it := range seq.Content {
+		if decodeCampaign(it, &path{field: "campaigns"}, &out[i]) != nil {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// entryDigest is the digest of an entry's text.
+func entryDigest(text []byte) Digest { return sum(text) }
