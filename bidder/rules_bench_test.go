@@ -21,7 +21,8 @@ import (
 // the proto -> rules.RuleSet conversion, and apply is both plus
 // reload.Manager.Apply — validate, compile, diff, warnings, swap — with
 // the compile cache off and two different rule sets applied in turn, so
-// every campaign is compiled every time (cold).
+// every campaign is compiled every time (cold); apply+persist also writes
+// each set to the data dir, as a server does.
 func BenchmarkRulesApply(b *testing.B) {
 	const n = 10_000
 	var reqs [2][]byte
@@ -59,46 +60,60 @@ func BenchmarkRulesApply(b *testing.B) {
 			}
 		}
 	})
-	b.Run(fmt.Sprintf("campaigns=%d/apply", n), func(b *testing.B) {
-		eng, err := engine.New(engine.Config{}, testSegments())
+	for _, persist := range []bool{false, true} {
+		name := "apply"
+		if persist {
+			name = "apply+persist"
+		}
+		b.Run(fmt.Sprintf("campaigns=%d/%s", n, name), func(b *testing.B) {
+			benchApply(b, persist, n, reqs, decode)
+		})
+	}
+}
+
+// benchApply is BenchmarkRulesApply's apply: with persist, the manager has
+// a data dir, so each apply also writes the set there durably (what a
+// server with --data-dir does) before it swaps.
+func benchApply(b *testing.B, persist bool, n int, reqs [2][]byte, decode func(*testing.B, []byte) *personadpb.RulesApplyRequest) {
+	eng, err := engine.New(engine.Config{}, testSegments())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(eng.Close)
+	comp, err := engine.NewCompiler(engine.CompilerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(comp.Close)
+	// Started from an empty rules file, not watched.
+	path := filepath.Join(b.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	rcfg := reload.DefaultConfig()
+	rcfg.Engine, rcfg.Compiler, rcfg.Path, rcfg.NoWatch, rcfg.Segments = eng, comp, path, true, testSegments()
+	if persist {
+		rcfg.DataDir = b.TempDir()
+	}
+	mgr, err := reload.New(rcfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mgr.Close() })
+	svc := NewRulesService(mgr, nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		req := decode(b, reqs[i%2])
+		req.DryRun = false
+		i++
+		res, err := svc.Apply(ctx, req)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(eng.Close)
-		comp, err := engine.NewCompiler(engine.CompilerConfig{})
-		if err != nil {
-			b.Fatal(err)
+		if res.Unchanged || int(res.Campaigns) != n {
+			b.Fatalf("apply: %v", res)
 		}
-		b.Cleanup(comp.Close)
-		// Started from an empty rules file, not watched; no DataDir, so
-		// nothing is persisted (persisting is measured by reload's
-		// benchmarks).
-		path := filepath.Join(b.TempDir(), "rules.yaml")
-		if err := os.WriteFile(path, nil, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		rcfg := reload.DefaultConfig()
-		rcfg.Engine, rcfg.Compiler, rcfg.Path, rcfg.NoWatch, rcfg.Segments = eng, comp, path, true, testSegments()
-		mgr, err := reload.New(rcfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { mgr.Close() })
-		svc := NewRulesService(mgr, nil)
-		ctx := context.Background()
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			req := decode(b, reqs[i%2])
-			req.DryRun = false
-			i++
-			res, err := svc.Apply(ctx, req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if res.Unchanged || res.Campaigns != n {
-				b.Fatalf("apply: %v", res)
-			}
-		}
-	})
+	}
 }

@@ -56,17 +56,29 @@ func (m *Manager) readApplied() (*applied, error) {
 	return &a, nil
 }
 
-// writeApplied persists rs durably: a temp file, fsync, rename over the
-// previous one, fsync of the directory. A crash leaves the old set or the
-// new one, never a mix.
-func (m *Manager) writeApplied(rs *rules.RuleSet, version string, at time.Time, origin string) (err error) {
-	js, err := rules.MarshalJSON(rs)
+// encodeApplied returns the persisted form of an applied set whose rules
+// JSON is js. The envelope is framed by hand: json.Marshal of a RawMessage
+// would compact and HTML-escape the whole rule set again (~150 ms for
+// 10,000 campaigns).
+func encodeApplied(js []byte, version string, at time.Time, origin string) ([]byte, error) {
+	head, err := json.Marshal(applied{Version: version, AppliedAt: at, Origin: origin, RuleSet: json.RawMessage("null")})
+	if err != nil {
+		return nil, fmt.Errorf("reload: %w", err)
+	}
+	head = bytes.TrimSuffix(head, []byte("null}"))
+	data := make([]byte, 0, len(head)+len(js)+2)
+	data = append(append(append(data, head...), js...), "}\n"...)
+	return data, nil
+}
+
+// writeApplied persists an applied set durably, js being its rules JSON
+// (rules.MarshalJSON): a temp file, fsync, rename over the previous one,
+// fsync of the directory. A crash leaves the old set or the new one, never
+// a mix.
+func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin string) (err error) {
+	data, err := encodeApplied(js, version, at, origin)
 	if err != nil {
 		return err
-	}
-	data, err := json.Marshal(applied{Version: version, AppliedAt: at, Origin: origin, RuleSet: js})
-	if err != nil {
-		return fmt.Errorf("reload: %w", err)
 	}
 	dir := filepath.Dir(m.appliedPath())
 	if err := os.MkdirAll(dir, 0o755); err != nil {

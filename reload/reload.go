@@ -322,6 +322,18 @@ func (m *Manager) apply(rs *rules.RuleSet, src Source, origin string, dryRun boo
 func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
 	t0 := time.Now()
 	cur := m.state.Load()
+	persist := src == SourceAPI && at.IsZero() && m.cfg.DataDir != "" && !dryRun // not a persisted set reloaded at start
+	var marshaled chan marshalResult
+	if persist {
+		// Encode the set for the data dir while it compiles (neither
+		// writes to rs): for 10,000 campaigns that is ~60 ms of the
+		// apply's critical path.
+		marshaled = make(chan marshalResult, 1)
+		go func() {
+			js, err := rules.MarshalJSON(rs)
+			marshaled <- marshalResult{js, err}
+		}()
+	}
 	r, err := m.compiler.Compile(rs, "")
 	if err != nil {
 		err = m.origins.Locate(err)
@@ -353,12 +365,16 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 		m.publish(func(s *state) { s.Outcomes++ })
 		return res, nil
 	}
-	persist := src == SourceAPI && at.IsZero() && m.cfg.DataDir != "" // not a persisted set reloaded at start
 	if at.IsZero() {
 		at = m.cfg.Now()
 	}
 	if persist {
-		if err := m.writeApplied(rs, r.Version(), at, origin); err != nil {
+		mr := <-marshaled
+		err := mr.err
+		if err == nil {
+			err = m.writeApplied(mr.js, r.Version(), at, origin)
+		}
+		if err != nil {
 			m.rejectLocked(src, origin, err)
 			return nil, err
 		}
@@ -400,6 +416,12 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 // maxLoggedProblems bounds the errors one log line lists (all of them are
 // in Status and the Rules service).
 const maxLoggedProblems = 100
+
+// marshalResult is a rule set's rules JSON, encoded beside its compile.
+type marshalResult struct {
+	js  []byte
+	err error
+}
 
 func (m *Manager) rejectLocked(src Source, origin string, err error) {
 	rej := &Rejection{At: m.cfg.Now(), Source: src, Origin: origin, Errors: asProblems(err)}

@@ -381,10 +381,14 @@ func Marshal(rs *RuleSet) ([]byte, error) {
 
 // MarshalJSON encodes rs as JSON with the proto field names: a valid
 // proto JSON encoding of personad.v1.RuleSet.
+// Markup stays as written: <, > and & are not escaped (they are valid in
+// JSON strings, and escaping them costs time and bytes on every adm).
 func MarshalJSON(rs *RuleSet) ([]byte, error) {
-	js, err := json.Marshal(rs)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rs); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	return js, nil
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
