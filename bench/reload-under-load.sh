@@ -12,6 +12,7 @@
 #   RPS       open-loop rate (default 2000)
 #   DURATION  each measured window (default 30s)
 #   INTERVAL  seconds between rule changes (default 0.5)
+#   MODE      both (default: file and API alternately), file, or api
 #   RESULTS   directory for the reports (default bench/results/reload-<UTC time>)
 #   BIN       directory with personad, personactl, personabench (default: built)
 #   BASE_PORT first of the three local ports used (default 19090)
@@ -23,6 +24,8 @@ export GOFLAGS="${GOFLAGS:--mod=mod}"
 RPS="${RPS:-2000}"
 DURATION="${DURATION:-30s}"
 INTERVAL="${INTERVAL:-0.5}"
+MODE="${MODE:-both}"
+case "$MODE" in both | file | api) ;; *) echo "reload-under-load: MODE must be both, file or api" >&2; exit 2 ;; esac
 RESULTS="${RESULTS:-bench/results/reload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19090}"
 GRPC="127.0.0.1:$BASE_PORT"
@@ -70,14 +73,19 @@ bench() {
 echo "== steady: $RPS rps for $DURATION" >&2
 bench steady
 
-echo "== reloading every ${INTERVAL}s: $RPS rps for $DURATION" >&2
+echo "== reloading every ${INTERVAL}s ($MODE): $RPS rps for $DURATION" >&2
 before=$(reloads)
 (
 	i=0
 	while :; do
 		v=a
 		((i % 2)) && v=b
-		if ((i % 4 < 2)); then
+		use=file
+		case "$MODE" in
+		api) use=api ;;
+		both) ((i % 4 < 2)) || use=api ;;
+		esac
+		if [[ $use == file ]]; then
 			cp "$work/$v.yaml" "$data/rules/.demo.yaml.tmp" && mv -f "$data/rules/.demo.yaml.tmp" "$rules"
 		else
 			"$BIN/personactl" --addr "$GRPC" rules apply "$work/$v.yaml" >/dev/null
