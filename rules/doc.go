@@ -8,7 +8,8 @@
 // the engine compiles a validated RuleSet into its index.
 //
 // Parse decodes yaml.v3's node tree straight into the structs, strict
-// about unknown fields, duplicate keys and types, naming the line and
+// about unknown fields, duplicate keys and types (field names match
+// exactly, as in the proto: `ID` is an unknown field), naming the line and
 // field path of an error; a large file's campaign entries are parsed on
 // every CPU, and a [Parser] reparses only the files and campaign entries
 // whose text changed since its last call.
