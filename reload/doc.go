@@ -9,7 +9,9 @@
 // Which source wins is simple: the last writer. A change to the files
 // replaces the active set, even one applied through the API; an Apply
 // replaces the active set, even one loaded from the files. An applied set
-// is persisted atomically in <data-dir>/rules-applied/current.json; at
+// is persisted atomically in <data-dir>/rules-applied/current.json (its
+// JSON encoded while the set compiles, written and fsynced before the
+// swap, so an acknowledged Apply survives a crash); at
 // start the Manager serves whichever is newer, that set (by the time it was
 // applied) or the rules files (by their newest modification time). The
 // newer source must be valid, or New fails.
