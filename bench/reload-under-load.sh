@@ -3,7 +3,8 @@
 # twice against a fresh `personad --demo`, once steady and once while the
 # rules change every INTERVAL seconds, alternately through the watched rules
 # file (rename over write, as editors do) and through `personactl rules
-# apply`. Prints both reports, the p99 ratio, errors, and how many reloads
+# apply`. The steady run makes the same edits without applying them (the
+# control; CONTROL=0: a quiet steady run). Prints both reports, the p99 ratio, errors, and how many reloads
 # the server applied during the loaded run (from /metrics).
 #
 #   bench/reload-under-load.sh
@@ -13,6 +14,7 @@
 #   DURATION  each measured window (default 30s)
 #   INTERVAL  seconds between rule changes (default 0.5)
 #   MODE      both (default: file and API alternately), file, or api
+#   CONTROL   1 (default): the steady run makes the same edits, not applied; 0: quiet
 #   RESULTS   directory for the reports (default bench/results/reload-<UTC time>)
 #   BIN       directory with personad, personactl, personabench (default: built)
 #   BASE_PORT first of the three local ports used (default 19090)
@@ -70,13 +72,12 @@ bench() {
 		--progress never --out "$RESULTS/$1.json" | tee "$RESULTS/$1.txt"
 }
 
-echo "== steady: $RPS rps for $DURATION" >&2
-bench steady
-
-echo "== reloading every ${INTERVAL}s ($MODE): $RPS rps for $DURATION" >&2
-before=$(reloads)
-(
-	i=0
+# change_loop DIR [control]: edit the rules every INTERVAL seconds, the
+# file kind into DIR (rename over write), the API kind through personactl
+# rules apply; as the control, personactl only parses and validates the
+# file locally (`rules validate --local`).
+change_loop() {
+	local dir="$1" control="${2:-}" i=0 v use
 	while :; do
 		v=a
 		((i % 2)) && v=b
@@ -86,14 +87,41 @@ before=$(reloads)
 		both) ((i % 4 < 2)) || use=api ;;
 		esac
 		if [[ $use == file ]]; then
-			cp "$work/$v.yaml" "$data/rules/.demo.yaml.tmp" && mv -f "$data/rules/.demo.yaml.tmp" "$rules"
+			cp "$work/$v.yaml" "$dir/.demo.yaml.tmp" && mv -f "$dir/.demo.yaml.tmp" "$dir/demo.yaml"
+		elif [[ -n $control ]]; then
+			"$BIN/personactl" rules validate --local "$work/$v.yaml" >/dev/null
 		else
 			"$BIN/personactl" --addr "$GRPC" rules apply "$work/$v.yaml" >/dev/null
 		fi
 		i=$((i + 1))
 		sleep "$INTERVAL"
 	done
-) &
+}
+
+# The steady window, the control: the same edits without a reload (file
+# edits go to a directory the server does not watch; personactl parses and
+# validates locally instead of applying), so both windows carry the edits'
+# own cost on this machine (cp, mv, personactl, page cache) and the
+# difference is the server's reloads. CONTROL=0 leaves the steady window
+# quiet instead.
+if [[ "${CONTROL:-1}" != 0 ]]; then
+	mkdir -p "$work/unwatched"
+	echo "== steady (the same edits, not applied): $RPS rps for $DURATION" >&2
+	change_loop "$work/unwatched" control &
+	changer=$!
+else
+	echo "== steady: $RPS rps for $DURATION" >&2
+fi
+bench steady
+if [[ -n "$changer" ]]; then
+	kill "$changer" 2>/dev/null
+	wait "$changer" 2>/dev/null || true
+	changer=
+fi
+
+echo "== reloading every ${INTERVAL}s ($MODE): $RPS rps for $DURATION" >&2
+before=$(reloads)
+change_loop "$data/rules" &
 changer=$!
 bench reloading
 kill "$changer" 2>/dev/null
