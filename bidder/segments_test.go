@@ -34,6 +34,27 @@ type segHarness struct {
 	reg   *prometheus.Registry
 }
 
+// uploads is personad_segment_uploads_total{outcome}.
+func (h *segHarness) uploads(outcome string) float64 {
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		panic(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "personad_segment_uploads_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func newSegHarness(tb testing.TB, logger *zap.Logger) *segHarness {
 	tb.Helper()
 	store, err := segments.Open(segments.Config{Dir: tb.TempDir()})
@@ -281,13 +302,21 @@ func TestUploadBrokenOff(t *testing.T) {
 	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.Canceled {
 		t.Errorf("CloseAndRecv after cancel: %v", err)
 	}
-	// The server may still be reading; nothing is ever applied.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
+	// The server may still be reading; nothing is ever applied. Its
+	// handler has ended (and discarded the upload) once it counts the
+	// upload aborted.
+	deadline := time.Now().Add(10 * time.Second)
+	for h.uploads("aborted") < 1 {
 		if s := h.store.Current(); s.Version() != 0 || s.Dict().Len() != 0 {
 			t.Fatalf("a cancelled upload changed the store: version %d, %d users", s.Version(), s.Dict().Len())
 		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never counted the cancelled upload as aborted")
+		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if s := h.store.Current(); s.Version() != 0 || s.Dict().Len() != 0 {
+		t.Fatalf("a cancelled upload changed the store: version %d, %d users", s.Version(), s.Dict().Len())
 	}
 	resp, err := h.send(t.Context(), header("title", "cfo", modeAdd, ""), chunk("v1", "u3"))
 	if err != nil {

@@ -18,12 +18,6 @@ type Diff struct {
 	ContentRulesChanged                                bool
 }
 
-// Empty reports whether the diff lists nothing.
-func (d *Diff) Empty() bool {
-	return len(d.CampaignsAdded)+len(d.CampaignsChanged)+len(d.CampaignsRemoved)+
-		len(d.CreativesAdded)+len(d.CreativesChanged)+len(d.CreativesRemoved) == 0 && !d.ContentRulesChanged
-}
-
 // MarshalLogObject logs the counts (the lists may be long).
 func (d Diff) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt("campaigns_added", len(d.CampaignsAdded))

@@ -1,6 +1,7 @@
 package rules_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -128,7 +129,7 @@ var equivalenceCorpus = []string{
 // or both an error. The one deliberate difference is that field names are
 // case-sensitive now.
 func TestParseEquivalence(t *testing.T) {
-	docs := slicesClone(equivalenceCorpus)
+	docs := slices.Clone(equivalenceCorpus)
 	for _, cfg := range []world.Config{world.DemoConfig(), world.SmallConfig()} {
 		rs, err := world.GenerateRules(cfg)
 		if err != nil {
@@ -148,8 +149,6 @@ func TestParseEquivalence(t *testing.T) {
 		checkEquivalent(t, []byte(doc))
 	}
 }
-
-func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
 func checkEquivalent(t *testing.T, data []byte) {
 	t.Helper()

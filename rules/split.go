@@ -170,7 +170,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	var missing []int
 	for i, e := range s.entries {
 		if cache != nil {
-			digests[i] = entryDigest(e)
+			digests[i] = sum(e)
 			if cp, ok := cache.get(digests[i]); ok {
 				campaigns[i] = *cp
 				continue
@@ -277,6 +277,3 @@ func parseEntries(text []byte, n int) ([]Campaign, bool) {
 	}
 	return out, true
 }
-
-// entryDigest is the digest of an entry's text.
-func entryDigest(text []byte) Digest { return sum(text) }
