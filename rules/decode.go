@@ -16,15 +16,16 @@ import (
 // RuleSet. It replaces the route yaml → any → JSON → struct, which spent
 // half of a large file's parse re-encoding it, and names the line of every
 // error. It keeps that route's semantics exactly (FuzzParseEquivalence
-// checks the two against each other), with one deliberate difference:
-// field names are case-sensitive, as proto field names are (the JSON route
-// accepted "ID" for "id").
+// checks the two against each other); both take field names with their
+// exact case, as proto field names are (the JSON route checks the keys
+// itself, since encoding/json would accept "ID" for "id").
 //
 // The walker handles what rules files are made of: mappings with plain
 // keys, sequences, and scalars resolved by YAML 1.2's core schema (string,
 // int, float, null, bool). A document that uses anything else — aliases,
 // merge keys (<<), explicit tags — goes through the JSON route
-// (parseViaJSON), whose semantics are yaml.v3's own.
+// (parseViaJSON), whose semantics are yaml.v3's own; its errors name the
+// field path but not the line.
 
 // errFallback stops the walker at a construct it leaves to parseViaJSON.
 var errFallback = errors.New("rules: use the generic route")

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,7 +84,13 @@ func parseViaJSON(name string, data []byte) (*RuleSet, error) {
 	if doc == nil {
 		return &rs, nil // an empty file is an empty rule set
 	}
-	js, err := json.Marshal(jsonable(doc))
+	doc = jsonable(doc)
+	// encoding/json matches names regardless of case; the walker, and the
+	// proto, do not. Every key must be exactly a field name.
+	if err := exactKeys(doc, ""); err != nil {
+		return nil, fmt.Errorf("rules: %s: %w", name, err)
+	}
+	js, err := json.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %s: %w", name, err)
 	}
@@ -95,6 +103,61 @@ func parseViaJSON(name string, data []byte) (*RuleSet, error) {
 		return nil, fmt.Errorf("rules: %s: trailing data after the rule set", name)
 	}
 	return &rs, nil
+}
+
+// fieldNames holds every JSON field name of the rule-set types.
+var fieldNames = func() map[string]bool {
+	names := map[string]bool{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" || names[name] {
+				continue
+			}
+			names[name] = true
+			walk(f.Type)
+		}
+	}
+	walk(reflect.TypeFor[RuleSet]())
+	return names
+}()
+
+// exactKeys reports the first mapping key in doc (a jsonable tree) that is
+// not exactly a field name of the rule-set types, with its path.
+func exactKeys(doc any, path string) error {
+	switch v := doc.(type) {
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			if !fieldNames[k] {
+				if l := strings.ToLower(k); fieldNames[l] {
+					return fmt.Errorf("%s: unknown field %q (field names are case-sensitive: %q)", p, k, l)
+				}
+				return fmt.Errorf("%s: unknown field %q", p, k)
+			}
+			if err := exactKeys(v[k], p); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, x := range v {
+			if err := exactKeys(x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // jsonable turns YAML mappings with non-string keys into string-keyed ones.

@@ -254,3 +254,21 @@ func TestParseSplitCuts(t *testing.T) {
 		}
 	}
 }
+
+// Documents with aliases, merge keys or tags take the generic route; it
+// is as strict about field names as the node walker: exact case only.
+func TestParseGenericRouteCaseSensitive(t *testing.T) {
+	for doc, want := range map[string]string{
+		"campaigns: [{bid_cpm: !!float 3, ID: a}]":                        `campaigns[0].ID: unknown field "ID" (field names are case-sensitive: "id")`,
+		"campaigns: [{bid_cpm: !!float 3, id: a, creatives: [{W: 300}]}]": `campaigns[0].creatives[0].W: unknown field "W"`,
+		"campaigns: [{bid_cpm: !!float 3, id: a, bogus: 1}]":              `campaigns[0].bogus: unknown field "bogus"`,
+	} {
+		if _, err := rules.Parse("t.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %s", doc, err, want)
+		}
+	}
+	rs, err := rules.Parse("t.yaml", []byte("campaigns: [{bid_cpm: !!float 3, id: a}]"))
+	if err != nil || len(rs.Campaigns) != 1 || rs.Campaigns[0].ID != "a" || rs.Campaigns[0].BidCPM != 3 {
+		t.Errorf("a tagged document: %+v, %v", rs, err)
+	}
+}
