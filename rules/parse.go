@@ -321,15 +321,9 @@ func readFile(name string) (File, error) {
 	return File{Name: name, Data: data, ModTime: fi.ModTime(), Sum: sum(data)}, nil
 }
 
-// ParseFiles parses every file and merges them in order, without
-// validating.
-func ParseFiles(files []File) (*RuleSet, error) {
-	rs, _, err := ParseFilesLocated(files)
-	return rs, err
-}
-
-// ParseFilesLocated is ParseFiles that also returns where each file's
-// campaigns landed in the merged set, so that validation errors can name
+// ParseFilesLocated parses every file and merges them in order, without
+// validating, and returns where each file's campaigns landed in the
+// merged set, so that validation errors can name
 // the file and the campaign's index in it (see Origins.Locate).
 func ParseFilesLocated(files []File) (*RuleSet, Origins, error) {
 	return parseFiles(files, func(f File) (*RuleSet, error) { return Parse(f.Name, f.Data) })

@@ -39,20 +39,22 @@ func runRules(ctx context.Context, g *globals, e env, args []string) error {
 var errInvalid = errors.New("rules: the rule set has errors")
 
 // readRules reads and parses FILE (or a directory, as personad --rules
-// does; - is stdin). It does not validate.
-func readRules(e env, path string) (*rules.RuleSet, error) {
+// does; - is stdin). It does not validate: the Origins it returns locate
+// validation errors in a directory's files, as the server does.
+func readRules(e env, path string) (*rules.RuleSet, rules.Origins, error) {
 	if path == "-" {
 		data, err := io.ReadAll(io.LimitReader(e.stdin, rules.MaxFileSize+1))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return rules.Parse("stdin", data)
+		rs, err := rules.Parse("stdin", data)
+		return rs, nil, err
 	}
 	files, err := rules.ReadFiles(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return rules.ParseFiles(files)
+	return rules.ParseFilesLocated(files)
 }
 
 // toProto converts through proto JSON: the rules file maps 1:1 onto
@@ -89,11 +91,11 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 	if err != nil {
 		return err
 	}
-	rs, err := readRules(e, path)
+	rs, origins, err := readRules(e, path)
 	if err != nil {
 		return err
 	}
-	if err := rs.Validate(); err != nil {
+	if err := origins.Locate(rs.Validate()); err != nil {
 		printProblems(e.stdout, "error", asProblems(err))
 		fmt.Fprintf(e.stdout, "%s: invalid (%d campaigns)\n", path, len(rs.Campaigns))
 		return errInvalid
@@ -136,11 +138,11 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rs, err := readRules(e, path)
+	rs, origins, err := readRules(e, path)
 	if err != nil {
 		return err
 	}
-	if err := rs.Validate(); err != nil {
+	if err := origins.Locate(rs.Validate()); err != nil {
 		printProblems(e.stdout, "error", asProblems(err))
 		fmt.Fprintf(e.stdout, "%s: invalid; nothing applied\n", path)
 		return errInvalid
