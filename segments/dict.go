@@ -33,9 +33,10 @@ var (
 )
 
 // Dict maps external user ids to dense internal ids, assigned in order of
-// first appearance. Ids are never reassigned. A Dict reachable from a
-// published Snapshot is immutable and safe for concurrent use; Lookup and
-// ID never allocate and take no lock.
+// first appearance. Ids are never reassigned. What a Dict reachable from
+// a published Snapshot holds never changes (uploads append past its end
+// and store slots it ignores, see "Growing under readers"), so it is safe
+// for concurrent use; Lookup and ID never allocate and take no lock.
 //
 // Layout: every external id's bytes, in internal-id order, in one arena;
 // ends[n] is where id n ends (it starts at ends[n-1], or 0); an
@@ -128,8 +129,9 @@ func (d *Dict) lookupTag(id string, tag uint32) (uint32, bool) {
 	n := uint64(len(d.slots))
 	users := uint32(len(d.ends))
 	for i := home(tag, n); ; {
-		// Atomic: a dictWriter may be storing newer users' slots into
-		// this table; they are beyond users and skipped.
+		// Atomic: the store's stage (or, at recovery, a dictWriter) may
+		// be storing newer users' slots into this table; they are beyond
+		// users and skipped.
 		s := atomic.LoadUint64(&d.slots[i])
 		if s == 0 {
 			return 0, false
@@ -182,7 +184,8 @@ func (d *Dict) MemoryBytes() int {
 }
 
 // intern returns id's internal id, adding it when new. It is for a Dict
-// nobody else reads yet (a Builder's); dictWriter extends a published one.
+// nobody else reads yet (a Builder's); the store's stage, and dictWriter
+// at recovery, extend a published one.
 func (d *Dict) intern(id string) (uint32, error) {
 	u, _, err := d.internSlot(id, d.tag(id), func() { d.grow(max(2*len(d.slots), 16)) })
 	return u, err
@@ -316,7 +319,7 @@ func (d *Dict) index() error {
 	n := uint64(len(d.slots))
 	for u := range d.ends {
 		id := d.bytes(uint32(u))
-		tag := uint32(maphash.String(d.seed, id) >> 32)
+		tag := d.tag(id)
 		i := home(tag, n)
 		for ; ; i++ {
 			if i == n {

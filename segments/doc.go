@@ -15,7 +15,8 @@
 // # Writing
 //
 // A Builder assembles a new Snapshot to the side; Store.Publish swaps it
-// in. Nothing in a published snapshot is ever modified. An Upload
+// in. Nothing a published snapshot can see is ever modified (the
+// dictionary grows past the end of a published view, see Dict). An Upload
 // resolves its ids while they stream in, interning new ones as staged
 // users of the store's dictionary, beyond every published view (see
 // stage); Store.Commit then only builds the segment's bitmap, logs and

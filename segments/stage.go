@@ -1,7 +1,6 @@
 package segments
 
 import (
-	"hash/maphash"
 	"sync"
 	"sync/atomic"
 )
@@ -97,7 +96,7 @@ func (g *stage) rollback(first uint32, n int) bool {
 	}
 	slots := uint64(len(d.slots))
 	for u := first; u < first+uint32(n); u++ {
-		tag := uint32(maphash.String(d.seed, d.bytes(u)) >> 32)
+		tag := d.tag(d.bytes(u))
 		want := uint64(tag)<<32 | uint64(u+1)
 		for i := home(tag, slots); ; {
 			if atomic.LoadUint64(&d.slots[i]) == want {

@@ -148,9 +148,6 @@ func (u *Upload) Expect(n uint64) { u.hint = n }
 // maxAhead bounds what Expect reserves: new users per id received so far.
 const maxAhead = 64
 
-// Len is the number of ids added so far, duplicates included.
-func (u *Upload) Len() uint64 { return u.ids }
-
 // Add adds one external user id. An empty id or one longer than MaxIDLen
 // is an error wrapping ErrBadUserID, and is not added; a new id that
 // would overflow the dictionary is an error wrapping ErrDictFull.
@@ -174,6 +171,9 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 	}
 	if u.done {
 		return -1, errUploadDone
+	}
+	if len(ids) == 0 {
+		return -1, nil // nothing to resolve: the stage's lock stays free
 	}
 	if cap(u.out) < len(ids) {
 		u.out, u.found, u.tags = make([]uint32, len(ids)), make([]bool, len(ids)), make([]uint32, len(ids))
@@ -316,11 +316,11 @@ var errUploadDone = errors.New("segments: upload already committed or discarded"
 // ErrBadUserID.
 func (u *Upload) AddPacked(packed []byte) (n, bad int, err error) {
 	views, err := splitPacked(packed, u.views[:0])
-	u.views = views
+	u.views = views[:0] // the array, for the next chunk
+	defer clear(views)  // keep no reference to packed
 	if err != nil {
 		return 0, len(views), err
 	}
-	clear(u.views[len(views):cap(views)]) // drop views of older chunks
 	if j, err := u.AddMany(views); err != nil {
 		return 0, j, err
 	}
@@ -388,8 +388,9 @@ const (
 )
 
 // apply builds the snapshot that follows cur with c applied, and what it
-// did. The dictionary grows through w (over cur's dictionary), whose
-// users must already be interned; apply never modifies cur.
+// did. dict is cur's dictionary grown by c's new users, already interned
+// (the stage's view at commit, or the log's users at replay); apply never
+// modifies cur.
 func apply(cur *Snapshot, c *change, dict *Dict) (*Snapshot, Result, error) {
 	k := Key{c.facet, c.value}
 	old := cur.segs[k]

@@ -121,7 +121,7 @@ type wal struct {
 	tail []byte // a record's bitmap (see appendRecord)
 }
 
-// createWAL starts a new log file for records from version first on.
+// create starts a new log file for records from version first on.
 func (w *wal) create(first uint64) error {
 	name := walName(first)
 	f, err := os.OpenFile(filepath.Join(w.dir, name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -327,8 +327,8 @@ func appendBitmap(b []byte, bm *roaring.Bitmap) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// decodeChange decodes a record payload. The change's strings and user
-// bytes alias p. A keys record restores its keys into k and returns a
+// decodeChange decodes a record payload. The change's strings are copies;
+// its user bytes alias p. A keys record restores its keys into k and returns a
 // change with op opKeys and nothing else.
 func decodeChange(p []byte, k *keyLog) (*change, error) {
 	r := payloadReader{p: p}
@@ -452,7 +452,7 @@ func (e *WALError) Error() string {
 // whole file; last says whether it is the newest file, the only one that
 // may end in a torn record. It returns the snapshot after the file's
 // records, the records applied and skipped, the offset where whole records
-// end (len(data) unless torn), and the idempotency keys it saw.
+// end (len(data) unless torn); the idempotency keys it sees go into keys.
 func replayFile(cur *Snapshot, name string, data []byte, last bool, keys *keyLog) (*Snapshot, int, int, int64, error) {
 	bad := func(off int64, format string, args ...any) error {
 		return &WALError{File: name, Offset: off, Msg: fmt.Sprintf(format, args...)}

@@ -51,7 +51,11 @@ type SegmentsClient interface {
 	// UploadRequest holding an UploadHeader, then any number holding an
 	// UploadChunk of user ids. When the client closes the stream, the whole
 	// upload is applied atomically and the summary returned; a stream that
-	// fails or is cancelled before that changes nothing. A chunk may hold at
+	// fails or is cancelled before that changes no segment. (Its new user
+	// ids are taken back, except when another upload added users after
+	// them: those stay known to the dictionary, in no segment, so Lookup
+	// finds them with no segments and List counts them among the users.)
+	// A chunk may hold at
 	// most 65536 ids (RESOURCE_EXHAUSTED otherwise) within the server's
 	// message size limit (1 MiB by default); an upload at most 100,000,000.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
@@ -136,7 +140,11 @@ type SegmentsServer interface {
 	// UploadRequest holding an UploadHeader, then any number holding an
 	// UploadChunk of user ids. When the client closes the stream, the whole
 	// upload is applied atomically and the summary returned; a stream that
-	// fails or is cancelled before that changes nothing. A chunk may hold at
+	// fails or is cancelled before that changes no segment. (Its new user
+	// ids are taken back, except when another upload added users after
+	// them: those stay known to the dictionary, in no segment, so Lookup
+	// finds them with no segments and List counts them among the users.)
+	// A chunk may hold at
 	// most 65536 ids (RESOURCE_EXHAUSTED otherwise) within the server's
 	// message size limit (1 MiB by default); an upload at most 100,000,000.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
