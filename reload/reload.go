@@ -127,7 +127,8 @@ type Manager struct {
 	closeErr  error
 }
 
-// state is one immutable Status plus what the diff needs.
+// state is one immutable Status, published whole; the diff reads its
+// RuleSet and Rules.
 type state struct {
 	Status
 }

@@ -22,7 +22,8 @@ type Parser struct {
 	files map[string]parsedFile
 	stats ParseStats
 	// seen is what ReadFiles last saw of each file; read counts the
-	// files it read, -1 when ParseFiles was not called after it.
+	// files it read, -1 once ParseFiles has used that count (no ReadFiles
+	// since the last ParseFiles).
 	seen map[string]seenFile
 	read int
 	// racy is how recent a change may be for a file's stat to be
