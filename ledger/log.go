@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/personad/personad/internal/atomicfile"
 )
 
 // The durable log: segments log-<seq>.wal of framed records, and
@@ -308,23 +310,11 @@ func (j *journal) openSegment() error {
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
-	if err := syncDir(j.dir); err != nil {
+	if err := atomicfile.SyncDir(j.dir); err != nil {
 		f.Close()
-		return err
-	}
-	j.f, j.size = f, 0
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ledger: sync %s: %w", dir, err)
-	}
+	j.f, j.size = f, 0
 	return nil
 }
 
@@ -651,7 +641,10 @@ func writeCheckpoint(l *Ledger, dir string, n uint64) error {
 		os.Remove(tmp)
 		return fmt.Errorf("ledger: checkpoint: %w", err)
 	}
-	return syncDir(dir)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
 }
 
 func encProfile(b []byte, key uint32, prof *[24]float64) []byte {

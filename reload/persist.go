@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
 )
 
@@ -75,43 +77,16 @@ func encodeApplied(js []byte, version string, at time.Time, origin string) ([]by
 // (rules.MarshalJSON): a temp file, fsync, rename over the previous one,
 // fsync of the directory. A crash leaves the old set or the new one, never
 // a mix.
-func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin string) (err error) {
+func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin string) error {
 	data, err := encodeApplied(js, version, at, origin)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(m.appliedPath())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".current-*.tmp")
+	err = atomicfile.Write(m.appliedPath(), 0o644, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	if err = os.Rename(f.Name(), m.appliedPath()); err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
 		return fmt.Errorf("reload: persisting the applied rules: %w", err)
 	}
 	return nil

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/personad/personad/internal/atomicfile"
 )
 
 // SnapshotFile is the name of the snapshot file in a store's directory.
@@ -83,48 +85,13 @@ func (e *CorruptError) Error() string {
 // renames it into place and fsyncs dir, so after a crash the file is
 // either the old snapshot or the new one, whole. It creates dir when
 // missing.
-func WriteSnapshot(dir string, snap *Snapshot) (err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("segments: %w", err)
-	}
-	f, err := os.CreateTemp(dir, SnapshotFile+".tmp*")
+func WriteSnapshot(dir string, snap *Snapshot) error {
+	err := atomicfile.Write(filepath.Join(dir, SnapshotFile), 0o644, func(w io.Writer) error {
+		_, err := snap.WriteTo(w)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("segments: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if _, err := snap.WriteTo(bw); err != nil {
-		return fmt.Errorf("segments: writing %s: %w", f.Name(), err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("segments: writing %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("segments: fsync %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("segments: %w", err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, SnapshotFile)); err != nil {
-		return fmt.Errorf("segments: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("segments: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("segments: fsync %s: %w", dir, err)
+		return fmt.Errorf("segments: snapshot: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/personad/personad/internal/atomicfile"
 )
 
 // Config configures a Store opened with Open. Start from DefaultConfig;
@@ -451,8 +453,8 @@ func (s *Store) checkpoint() (*SnapshotEvent, error) {
 			return ev, fmt.Errorf("segments: removing %s: %w", name, err)
 		}
 	}
-	if err := syncDir(s.cfg.Dir); err != nil {
-		return ev, err
+	if err := atomicfile.SyncDir(s.cfg.Dir); err != nil {
+		return ev, fmt.Errorf("segments: %w", err)
 	}
 	s.mu.Lock()
 	s.wal.files = s.wal.files[len(older):]

@@ -16,6 +16,8 @@ import (
 	"unsafe"
 
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/personad/personad/internal/atomicfile"
 )
 
 // The write-ahead log. Every committed mutation (an upload or a delete) is
@@ -141,9 +143,9 @@ func (w *wal) create(first uint64) error {
 		f.Close()
 		return fmt.Errorf("segments: fsync %s: %w", name, err)
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := atomicfile.SyncDir(w.dir); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("segments: %w", err)
 	}
 	if w.f != nil {
 		w.f.Close()

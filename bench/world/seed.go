@@ -3,9 +3,11 @@ package world
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
@@ -52,44 +54,13 @@ func Seed(dataDir string, cfg Config) error {
 	return writeFile(filepath.Join(dataDir, RulesFile), append([]byte(head), data...))
 }
 
-// writeFile writes data to path durably: a temp file, fsync, rename,
-// fsync of the directory.
-func writeFile(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".demo-*.tmp")
+// writeFile writes data to path durably (see atomicfile.Write).
+func writeFile(path string, data []byte) error {
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("world: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
 		return fmt.Errorf("world: %w", err)
 	}
 	return nil
