@@ -3,6 +3,8 @@ package engine
 import (
 	"cmp"
 	"fmt"
+
+	"github.com/personad/personad/rules"
 )
 
 // explain fills d.Persona and d.Trace after a decision: for every campaign
@@ -80,7 +82,7 @@ func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
 	case StageFloor:
 		return fmt.Sprintf("bid %s below floor %s", formatMicros(c.BidMicros), formatMicros(imp.FloorMicros))
 	case StageCurrency:
-		if imp.FloorMicros == 0 || cmp.Or(imp.FloorCur, "USD") == c.Currency {
+		if imp.FloorMicros == 0 || cmp.Or(imp.FloorCur, rules.DefaultCurrency) == c.Currency {
 			return "an earlier bid of this response is in another currency"
 		}
 		return fmt.Sprintf("floor currency %q, campaign bids in %s", imp.FloorCur, c.Currency)

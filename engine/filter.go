@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+
+	"github.com/personad/personad/rules"
 )
 
 const (
@@ -101,7 +103,7 @@ func holds(persona []uint64, clauses [][]uint32) bool {
 // currencyOK reports whether the request accepts cur.
 func currencyOK(accepted []string, cur string) bool {
 	if len(accepted) == 0 {
-		return cur == "USD"
+		return cur == rules.DefaultCurrency
 	}
 	return slices.Contains(accepted, cur)
 }
@@ -193,7 +195,7 @@ func (c *Campaign) impStage(s *scratch, q *Query, imp *Imp) (*Creative, Stage) {
 		return nil, StageCreative
 	}
 	if imp.FloorMicros > 0 {
-		if cmp.Or(imp.FloorCur, "USD") != c.Currency {
+		if cmp.Or(imp.FloorCur, rules.DefaultCurrency) != c.Currency {
 			return nil, StageCurrency
 		}
 		if c.BidMicros < imp.FloorMicros {

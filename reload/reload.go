@@ -271,7 +271,7 @@ func (m *Manager) notify() {
 // warnings, and the version it would have.
 func (m *Manager) Validate(rs *rules.RuleSet) (errs, warnings rules.ValidationErrors, version string) {
 	if err := rs.Validate(); err != nil {
-		return asProblems(err), nil, ""
+		return rules.Problems(err), nil, ""
 	}
 	return nil, m.warnings(rs, nil), rs.Version()
 }
@@ -425,7 +425,7 @@ type marshalResult struct {
 }
 
 func (m *Manager) rejectLocked(src Source, origin string, err error) {
-	rej := &Rejection{At: m.cfg.Now(), Source: src, Origin: origin, Errors: asProblems(err)}
+	rej := &Rejection{At: m.cfg.Now(), Source: src, Origin: origin, Errors: rules.Problems(err)}
 	m.publish(func(s *state) {
 		s.LastRejected = rej
 		s.Outcomes++
@@ -445,15 +445,6 @@ func (m *Manager) publish(f func(*state)) {
 	f(&s)
 	m.state.Store(&s)
 	m.notify()
-}
-
-// asProblems lists err's problems: every ValidationError, or err itself.
-func asProblems(err error) rules.ValidationErrors {
-	var es rules.ValidationErrors
-	if errors.As(err, &es) {
-		return es
-	}
-	return rules.ValidationErrors{{Msg: err.Error()}}
 }
 
 func problemStrings(es rules.ValidationErrors, n int) []string {

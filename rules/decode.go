@@ -264,57 +264,57 @@ func decodeStrings(n *yaml.Node, p *path, dst *[]string) error {
 
 // number resolves an int or float scalar as yaml.v3 does. ok is false
 // for null.
-func number(n *yaml.Node, p *path, want string) (f float64, isInt bool, ok bool, err error) {
+func number(n *yaml.Node, p *path, want string) (f float64, ok bool, err error) {
 	tag, err := scalar(n)
 	if err != nil {
-		return 0, false, false, err
+		return 0, false, err
 	}
 	switch tag {
 	case "!!null":
-		return 0, false, false, nil
+		return 0, false, nil
 	case "!!int":
 		if simpleInt(n.Value) {
 			if v, err := strconv.ParseInt(n.Value, 10, 64); err == nil {
-				return float64(v), true, true, nil
+				return float64(v), true, nil
 			}
 		}
 	case "!!float":
 		if simpleFloat(n.Value) {
 			if v, err := strconv.ParseFloat(n.Value, 64); err == nil {
-				return v, false, true, nil
+				return v, true, nil
 			}
 		}
 	case "", "!!str", "!!bool", "!!timestamp":
-		return 0, false, false, mismatch(n, p, want)
+		return 0, false, mismatch(n, p, want)
 	default:
-		return 0, false, false, errFallback
+		return 0, false, errFallback
 	}
 	// Hexadecimal, octal, underscores, .inf and the like: let yaml.v3
 	// resolve it.
 	var v any
 	if err := n.Decode(&v); err != nil {
-		return 0, false, false, nodeError(n, p, "%v", err)
+		return 0, false, nodeError(n, p, "%v", err)
 	}
 	switch v := v.(type) {
 	case int:
-		return float64(v), true, true, nil
+		return float64(v), true, nil
 	case int64:
-		return float64(v), true, true, nil
+		return float64(v), true, nil
 	case uint64:
-		return float64(v), true, true, nil
+		return float64(v), true, nil
 	case float64:
 		if math.IsInf(v, 0) || math.IsNaN(v) {
-			return 0, false, false, nodeError(n, p, "unsupported value: %s", n.Value)
+			return 0, false, nodeError(n, p, "unsupported value: %s", n.Value)
 		}
-		return v, false, true, nil
+		return v, true, nil
 	}
-	return 0, false, false, mismatch(n, p, want)
+	return 0, false, mismatch(n, p, want)
 }
 
 // finite rejects .inf and .nan wherever they appear, as the JSON route did
 // (JSON has no form for them).
 func finite(n *yaml.Node, p *path) error {
-	_, _, _, err := number(n, p, "a number")
+	_, _, err := number(n, p, "a number")
 	return err
 }
 
@@ -353,7 +353,7 @@ func simpleFloat(s string) bool {
 }
 
 func decodeFloat(n *yaml.Node, p *path, dst *float64) error {
-	f, _, ok, err := number(n, p, "a number")
+	f, ok, err := number(n, p, "a number")
 	if err != nil {
 		return err
 	}
@@ -368,7 +368,7 @@ func decodeFloat(n *yaml.Node, p *path, dst *float64) error {
 // decodeInt32 decodes a whole number in int32's range; a float with no
 // fraction (300.0, 3e2) is one, as it was through JSON.
 func decodeInt32(n *yaml.Node, p *path, dst *int32) error {
-	f, _, ok, err := number(n, p, "a whole number")
+	f, ok, err := number(n, p, "a whole number")
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -23,6 +24,16 @@ func (e *ValidationError) Error() string { return e.Path + ": " + e.Msg }
 
 // ValidationErrors lists every problem found in a rule set.
 type ValidationErrors []*ValidationError
+
+// Problems returns err's validation errors, or err as one problem without
+// a path when it holds none (a parse error, say).
+func Problems(err error) ValidationErrors {
+	var es ValidationErrors
+	if errors.As(err, &es) {
+		return es
+	}
+	return ValidationErrors{{Msg: err.Error()}}
+}
 
 func (es ValidationErrors) Error() string {
 	var b strings.Builder

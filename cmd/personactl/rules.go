@@ -96,7 +96,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 		return err
 	}
 	if err := origins.Locate(rs.Validate()); err != nil {
-		printProblems(e.stdout, "error", asProblems(err))
+		printProblems(e.stdout, "error", rules.Problems(err))
 		fmt.Fprintf(e.stdout, "%s: invalid (%d campaigns)\n", path, len(rs.Campaigns))
 		return errInvalid
 	}
@@ -143,7 +143,7 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 		return err
 	}
 	if err := origins.Locate(rs.Validate()); err != nil {
-		printProblems(e.stdout, "error", asProblems(err))
+		printProblems(e.stdout, "error", rules.Problems(err))
 		fmt.Fprintf(e.stdout, "%s: invalid; nothing applied\n", path)
 		return errInvalid
 	}
@@ -226,14 +226,6 @@ func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
 		}
 	}
 	return nil
-}
-
-func asProblems(err error) rules.ValidationErrors {
-	var es rules.ValidationErrors
-	if errors.As(err, &es) {
-		return es
-	}
-	return rules.ValidationErrors{{Msg: err.Error()}}
 }
 
 func printProblems(w io.Writer, kind string, es rules.ValidationErrors) {
