@@ -113,11 +113,8 @@ type Manager struct {
 	ownsComp bool
 	// parser remembers the files' parsed campaigns, so a reload parses
 	// only the files, and in them the campaigns, whose text changed.
-	parser *rules.Parser
-	mu     sync.Mutex // serialises changes: apply, reloadFiles
-	// origins, set under mu while files are applied, maps validation
-	// errors to the file and campaign index they came from.
-	origins   rules.Origins
+	parser    *rules.Parser
+	mu        sync.Mutex // serialises changes: apply, reloadFiles
 	state     atomic.Pointer[state]
 	fileSum   uint64 // digest of the files last read (under mu)
 	changed   chan struct{}
@@ -219,7 +216,7 @@ func (m *Manager) start() error {
 	if saved != nil && (!fromFile || fileErr != nil || saved.AppliedAt.After(newest)) {
 		rs, err := saved.ruleSet()
 		if err == nil {
-			_, err = m.apply(rs, SourceAPI, "restart (applied by "+saved.Origin+")", false, saved.AppliedAt)
+			_, err = m.apply(rs, nil, SourceAPI, "restart (applied by "+saved.Origin+")", false, saved.AppliedAt)
 		}
 		if err != nil {
 			return fmt.Errorf("reload: the applied rule set persisted in %s: %w", m.appliedPath(), err)
@@ -237,9 +234,9 @@ func (m *Manager) start() error {
 	m.fileSum = filesSum(files)
 	rs, origins, err := m.parser.ParseFiles(files)
 	if err == nil {
-		_, err = m.apply(rs, SourceFile, m.cfg.Path, false, time.Time{})
+		_, err = m.apply(rs, origins, SourceFile, m.cfg.Path, false, time.Time{})
 	}
-	return origins.Locate(err)
+	return err
 }
 
 func later(a, b time.Time) time.Time {
@@ -280,7 +277,7 @@ func (m *Manager) Validate(rs *rules.RuleSet) (errs, warnings rules.ValidationEr
 // set), or with DryRun only reports what it would change. An invalid set
 // returns rules.ValidationErrors and changes nothing.
 func (m *Manager) Apply(rs *rules.RuleSet, opts ApplyOptions) (*Result, error) {
-	return m.apply(rs, SourceAPI, opts.Origin, opts.DryRun, time.Time{})
+	return m.apply(rs, nil, SourceAPI, opts.Origin, opts.DryRun, time.Time{})
 }
 
 // ReloadFiles reads the rules files now and applies them if their bytes
@@ -307,20 +304,20 @@ func (m *Manager) ReloadFiles() {
 	st := m.parser.Stats()
 	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_read", st.FilesRead), zap.Int("files_parsed", st.FilesParsed),
 		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed))
-	m.origins = origins
-	defer func() { m.origins = nil }()
-	m.applyLocked(rs, SourceFile, m.cfg.Path, false, time.Time{}) //nolint:errcheck // logged and recorded by applyLocked
+	m.applyLocked(rs, origins, SourceFile, m.cfg.Path, false, time.Time{}) //nolint:errcheck // logged and recorded by applyLocked
 }
 
-func (m *Manager) apply(rs *rules.RuleSet, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
+func (m *Manager) apply(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.applyLocked(rs, src, origin, dryRun, at)
+	return m.applyLocked(rs, origins, src, origin, dryRun, at)
 }
 
-// applyLocked is the pipeline. at, when set, is the applied time to record
-// (a persisted set reloaded at start keeps its own).
-func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
+// applyLocked is the pipeline. origins, for a set read from files, maps
+// validation errors to the file and campaign index they came from (nil
+// for the API). at, when set, is the applied time to record (a persisted
+// set reloaded at start keeps its own).
+func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
 	t0 := time.Now()
 	cur := m.state.Load()
 	persist := src == SourceAPI && at.IsZero() && m.cfg.DataDir != "" && !dryRun // not a persisted set reloaded at start
@@ -337,7 +334,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, src Source, origin string, dryR
 	}
 	r, err := m.compiler.Compile(rs, "")
 	if err != nil {
-		err = m.origins.Locate(err)
+		err = origins.Locate(err)
 		// At start the error is New's to return, not to log as well.
 		if !dryRun && cur.Rules != nil {
 			m.rejectLocked(src, origin, err)
