@@ -313,15 +313,11 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		firstUser: first, set: u.bm,
 	}
 	if ends := dict.ends[first:]; len(ends) > 0 {
-		var base uint32 // where the first new id starts
 		if first > 0 {
-			base = dict.ends[first-1]
+			c.userBase = dict.ends[first-1]
 		}
-		c.userBytes = dict.arena[base:ends[len(ends)-1]]
-		c.userEnds = make([]uint32, len(ends))
-		for i, e := range ends {
-			c.userEnds[i] = e - base
-		}
+		c.userEnds = ends
+		c.userBytes = dict.arena[c.userBase:ends[len(ends)-1]]
 	}
 	next, res, err := apply(cur, c, dict)
 	if err != nil {

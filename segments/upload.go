@@ -371,7 +371,12 @@ type change struct {
 	key       string
 	ids       uint64 // ids received (for the idempotent result)
 	firstUser uint32
-	userEnds  []uint32 // where each new user's id ends in userBytes
+	// userEnds are where each new user's id ends, as offsets past
+	// userBase; userBytes starts at userBase. A commit points them into
+	// the dictionary's own arrays (userBase: where its first new id
+	// starts); a decoded record has userBase 0.
+	userEnds  []uint32
+	userBase  uint32
 	userBytes []byte
 	set       *roaring.Bitmap // nil for a delete
 }

@@ -303,7 +303,7 @@ func appendRecord(b, t []byte, c *change) (head, tail []byte, err error) {
 	}
 	b = binary.LittleEndian.AppendUint32(b, c.firstUser)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(c.userEnds)))
-	var prev uint32
+	prev := c.userBase
 	for _, end := range c.userEnds {
 		b = append(b, byte(end-prev-1))
 		prev = end
@@ -544,9 +544,9 @@ func replay(cur *Snapshot, c *change) (*Snapshot, Result, error) {
 		return nil, Result{}, fmt.Errorf("first new user %d, the dictionary holds %d", c.firstUser, cur.dict.Len())
 	}
 	w := cur.dict.extend()
-	var start uint32
+	start := c.userBase
 	for i, end := range c.userEnds {
-		b := c.userBytes[start:end]
+		b := c.userBytes[start-c.userBase : end-c.userBase]
 		start = end
 		n, err := w.intern(unsafe.String(unsafe.SliceData(b), len(b)))
 		if err != nil {
