@@ -325,7 +325,7 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s:%s", err, u.facet, u.value)
 	}
 	res.NewUsers = uint64(u.added)
-	if noChange(cur, c, res) {
+	if next == nil { // nothing changes: no record, no new version
 		undo()
 		res.Version = cur.version
 	} else if err := s.commit(c, next); err != nil {

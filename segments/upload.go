@@ -395,59 +395,63 @@ const (
 // apply builds the snapshot that follows cur with c applied, and what it
 // did. dict is cur's dictionary grown by c's new users, already interned
 // (the stage's view at commit, or the log's users at replay); apply never
-// modifies cur.
+// modifies cur. An upload that changes nothing (no new user, no member
+// added or removed, the segment exists) returns a nil snapshot and its
+// result.
 func apply(cur *Snapshot, c *change, dict *Dict) (*Snapshot, Result, error) {
 	k := Key{c.facet, c.value}
 	old := cur.segs[k]
 	res := Result{IDs: c.ids, Version: c.version, NewUsers: uint64(len(c.userEnds))}
-	segs := maps.Clone(cur.segs)
 	switch c.op {
 	case opDelete:
 		if old == nil {
 			return nil, Result{}, ErrNotFound
 		}
 		res.Removed = old.Users.GetCardinality()
+		segs := maps.Clone(cur.segs)
 		delete(segs, k)
+		return &Snapshot{version: c.version, segs: segs, dict: dict}, res, nil
 	case opUpload:
-		var users *roaring.Bitmap
-		var oldCard, both uint64
-		if old != nil {
-			oldCard = old.Users.GetCardinality()
-			both = old.Users.AndCardinality(c.set)
-		}
-		setCard := c.set.GetCardinality()
-		switch c.mode {
-		case Replace:
-			users = c.set.Clone()
-			res.Added, res.Removed, res.Unchanged = setCard-both, oldCard-both, both
-		case Add:
-			if old == nil {
-				users = c.set.Clone()
-			} else {
-				users = roaring.Or(old.Users, c.set)
-			}
-			res.Added, res.Unchanged = setCard-both, both
-		case Remove:
-			if old == nil {
-				return nil, Result{}, ErrNotFound
-			}
-			users = roaring.AndNot(old.Users, c.set)
-			res.Removed, res.Unchanged = both, setCard-both
-		default:
-			return nil, Result{}, fmt.Errorf("segments: unknown upload mode %d", c.mode)
-		}
-		users.RunOptimize()
-		segs[k] = &Segment{Facet: c.facet, Value: c.value, Users: users, Version: c.version, Updated: c.at}
-		res.Cardinality = users.GetCardinality()
 	default:
 		return nil, Result{}, fmt.Errorf("segments: unknown operation %d", c.op)
 	}
+	var oldCard, both uint64
+	if old != nil {
+		oldCard = old.Users.GetCardinality()
+		both = old.Users.AndCardinality(c.set)
+	}
+	setCard := c.set.GetCardinality()
+	switch c.mode {
+	case Replace:
+		res.Added, res.Removed, res.Unchanged = setCard-both, oldCard-both, both
+	case Add:
+		res.Added, res.Unchanged = setCard-both, both
+	case Remove:
+		if old == nil {
+			return nil, Result{}, ErrNotFound
+		}
+		res.Removed, res.Unchanged = both, setCard-both
+	default:
+		return nil, Result{}, fmt.Errorf("segments: unknown upload mode %d", c.mode)
+	}
+	if old != nil && len(c.userEnds) == 0 && res.Added == 0 && res.Removed == 0 {
+		// Nothing changes (a file uploaded again): no snapshot to build,
+		// nothing to log, the version stays.
+		res.Cardinality = oldCard
+		return nil, res, nil
+	}
+	var users *roaring.Bitmap
+	switch {
+	case c.mode == Replace || old == nil:
+		users = c.set.Clone()
+	case c.mode == Add:
+		users = roaring.Or(old.Users, c.set)
+	default: // Remove
+		users = roaring.AndNot(old.Users, c.set)
+	}
+	users.RunOptimize()
+	segs := maps.Clone(cur.segs)
+	segs[k] = &Segment{Facet: c.facet, Value: c.value, Users: users, Version: c.version, Updated: c.at}
+	res.Cardinality = users.GetCardinality()
 	return &Snapshot{version: c.version, segs: segs, dict: dict}, res, nil
-}
-
-// noChange reports whether applying c to cur would change nothing, so the
-// upload needs neither a log record nor a new version.
-func noChange(cur *Snapshot, c *change, res Result) bool {
-	return c.op == opUpload && len(c.userEnds) == 0 && res.Added == 0 && res.Removed == 0 &&
-		cur.segs[Key{c.facet, c.value}] != nil
 }

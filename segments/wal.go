@@ -563,6 +563,9 @@ func replay(cur *Snapshot, c *change) (*Snapshot, Result, error) {
 		return nil, Result{}, fmt.Errorf("bitmap holds internal id %d, the dictionary has %d users", c.set.Maximum(), w.d.Len())
 	}
 	next, res, err := apply(cur, c, w.d)
+	if err == nil && next == nil {
+		err = errors.New("the record changes nothing (such uploads are never logged)")
+	}
 	if err != nil {
 		w.abort()
 		return nil, Result{}, err
