@@ -324,15 +324,23 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		undo()
 		return Result{}, fmt.Errorf("%w: %s:%s", err, u.facet, u.value)
 	}
+	// The upload's own new users: the record holds every user staged since
+	// the last commit, other uploads' too.
 	res.NewUsers = uint64(u.added)
+	entry := keyEntry{facet: u.facet, value: u.value, mode: u.mode, res: res}
+	var keyed *keyEntry
+	if u.key != "" {
+		keyed = &entry
+	}
 	if next == nil { // nothing changes: no record, no new version
 		undo()
-		res.Version = cur.version
-	} else if err := s.commit(c, next); err != nil {
+		entry.res.Version = cur.version
+	} else if err := s.commit(c, next, keyed); err != nil {
 		undo()
 		return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
 	}
-	s.keys.put(u.key, keyEntry{facet: u.facet, value: u.value, mode: u.mode, res: res})
+	s.keys.put(u.key, entry)
+	res = entry.res
 	return res, nil
 }
 
@@ -353,16 +361,16 @@ func (s *Store) Delete(facet, value string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %s:%s", err, facet, value)
 	}
-	if err := s.commit(c, next); err != nil {
+	if err := s.commit(c, next, nil); err != nil {
 		return Result{}, fmt.Errorf("segments: delete %s:%s: %w", facet, value, err)
 	}
 	return res, nil
 }
 
 // commit logs c and publishes next. Callers hold s.mu.
-func (s *Store) commit(c *change, next *Snapshot) error {
+func (s *Store) commit(c *change, next *Snapshot, keyed *keyEntry) error {
 	if s.wal != nil {
-		if err := s.wal.append(c); err != nil {
+		if err := s.wal.append(c, keyed); err != nil {
 			return err
 		}
 		if s.wal.bytes >= s.cfg.SnapshotLogBytes {

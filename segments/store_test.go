@@ -229,6 +229,29 @@ func TestIdempotencyKey(t *testing.T) {
 	if again := upload(t, st, "title", "cmo", Add, "k1", "a", "b"); again != want {
 		t.Errorf("after restart, repeat of k1 = %+v, want the first result %+v replayed", again, want)
 	}
+
+	// Interleaved: another upload stages users first, so the keyed
+	// upload's record carries them too; after a restart the repeat still
+	// answers with the keyed upload's own new users.
+	other, err := st.NewUpload("title", "cfo", Add, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := other.AddPacked([]byte("o1\no2\n")); err != nil {
+		t.Fatal(err)
+	}
+	keyed := upload(t, st, "title", "cto", Add, "k2", "n1")
+	if keyed.NewUsers != 1 {
+		t.Fatalf("keyed upload beside a staged one: %+v, want 1 new user", keyed)
+	}
+	other.Discard()
+	crash(st)
+	st = openStore(t, dir)
+	want = keyed
+	want.Replayed = true
+	if again := upload(t, st, "title", "cto", Add, "k2", "n1"); again != want {
+		t.Errorf("after restart, repeat of k2 = %+v, want the first result %+v replayed", again, want)
+	}
 }
 
 // model is what a store should hold: segment → members.

@@ -159,11 +159,14 @@ func (w *wal) create(first uint64) error {
 	return nil
 }
 
-// append writes c as one record and fsyncs it. On a failed write the file
-// is cut back to its last whole record; on a failed fsync the log fails
-// for good (see failed). Either way c is not durable and must not be
-// published.
-func (w *wal) append(c *change) error {
+// append writes c as one record and fsyncs it. keyed, when set, is c's
+// idempotency key and result, written in a keys record right after c's
+// in the same write and fsync: replay takes the result from it (c's
+// record alone cannot say how many of its new users were the keyed
+// upload's own, see Store.Commit). On a failed write the file is cut back
+// to its last whole record; on a failed fsync the log fails for good (see
+// failed). Either way c is not durable and must not be published.
+func (w *wal) append(c *change, keyed *keyEntry) error {
 	if w.failed != nil {
 		return fmt.Errorf("%w: %v", ErrNotDurable, w.failed)
 	}
@@ -171,6 +174,9 @@ func (w *wal) append(c *change) error {
 	w.buf, w.tail, err = appendRecord(w.buf[:0], w.tail[:0], c)
 	if err != nil {
 		return err
+	}
+	if keyed != nil {
+		w.tail = appendKeysRecord(w.tail, c.version, []string{c.key}, map[string]keyEntry{c.key: *keyed})
 	}
 	if cap(w.buf) > 64<<20 || cap(w.tail) > 64<<20 {
 		defer func() { w.buf, w.tail = nil, nil }() // do not pin a huge upload's buffers
@@ -222,12 +228,20 @@ func (w *wal) appendKeys(version uint64, k *keyLog) error {
 	if len(k.order) == 0 {
 		return nil
 	}
-	b := append(w.buf[:0], make([]byte, walRecHdrSize)...)
+	w.buf = appendKeysRecord(w.buf[:0], version, k.order, k.m)
+	return w.write()
+}
+
+// appendKeysRecord appends a keys record of version holding the entries
+// of order (from m) to b.
+func appendKeysRecord(b []byte, version uint64, order []string, m map[string]keyEntry) []byte {
+	start := len(b)
+	b = append(b, make([]byte, walRecHdrSize)...)
 	b = binary.LittleEndian.AppendUint64(b, version)
 	b = append(b, byte(opKeys))
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(k.order)))
-	for _, key := range k.order {
-		e := k.m[key]
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(order)))
+	for _, key := range order {
+		e := m[key]
 		for _, s := range []string{key, e.facet, e.value} {
 			b = binary.LittleEndian.AppendUint16(b, uint16(len(s)))
 			b = append(b, s...)
@@ -238,8 +252,7 @@ func (w *wal) appendKeys(version uint64, k *keyLog) error {
 			b = binary.LittleEndian.AppendUint64(b, v)
 		}
 	}
-	w.buf = frame(b, 0)
-	return w.write()
+	return frame(b, start)
 }
 
 // decodeKeys restores the entries of a keys record payload (after its
