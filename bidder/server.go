@@ -134,12 +134,12 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire)
 		m.noBid(engine.ReasonDeadline)
 		return noBidResponse(req, NbrTechnicalError), nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
+	deadline := time.Now().Add(budget)
 
 	sc := s.scratch.Get().(*scratch)
 	defer s.putScratch(sc)
 	translate(req, s.cfg.Now(), &sc.q)
+	sc.q.Deadline = deadline // the caller's own, if earlier, wins through ctx
 	start := time.Now()
 	s.eng.Decide(ctx, &sc.q, &sc.d)
 	m.latency.Observe(time.Since(start).Seconds())

@@ -59,8 +59,8 @@ func trailingZeros(w uint64) int { return bits.TrailingZeros64(w) }
 const deadlineEvery = 64
 
 // Decide answers q into d (reset first). It never blocks and never fails:
-// when ctx's deadline passes mid-decision it stops with ReasonDeadline
-// rather than answer late.
+// when its deadline (the earlier of ctx's and q.Deadline) passes
+// mid-decision it stops with ReasonDeadline rather than answer late.
 //
 // The candidates come from the targeting index: bitmap AND/OR/ANDNOT over
 // campaign ordinals for the persona's facets, the channel and the
@@ -81,6 +81,9 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 		d.SegmentsVersion = seg.Version()
 	}
 	deadline, hasDeadline := ctx.Deadline()
+	if !q.Deadline.IsZero() && (!hasDeadline || q.Deadline.Before(deadline)) {
+		deadline, hasDeadline = q.Deadline, true
+	}
 	late := func() bool { return hasDeadline && !time.Now().Before(deadline) }
 
 	s := getScratch(r)

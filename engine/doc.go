@@ -50,8 +50,8 @@
 //     cap, reservation), wins, and is removed so it bids on at most one
 //     impression. Within a campaign a creative written for the persona
 //     beats a generic one. A response has one currency, its first bid's.
-//  5. The deadline (ctx) is checked after the candidates are found and
-//     every 64 candidates; past it the scan stops: bids already reserved
+//  5. The deadline (the earlier of ctx's and Query.Deadline) is checked
+//     after the candidates are found and every 64 candidates; past it the scan stops: bids already reserved
 //     go out, and with none the answer is a no-bid with ReasonDeadline.
 //
 // A debug query also gets a trace: every campaign with the stage that

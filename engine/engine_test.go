@@ -27,6 +27,28 @@ func TestDeadline(t *testing.T) {
 	if len(d.Bids) != 0 || d.NoBid != ReasonDeadline {
 		t.Errorf("past deadline: %d bids, reason %v; want no bid, deadline", len(d.Bids), d.NoBid)
 	}
+	// The Query's own deadline counts the same way, and the earlier of
+	// the two wins.
+	q.Deadline = time.Now().Add(-time.Millisecond)
+	e.Decide(context.Background(), q, &d)
+	if len(d.Bids) != 0 || d.NoBid != ReasonDeadline {
+		t.Errorf("past Query.Deadline: %d bids, reason %v; want no bid, deadline", len(d.Bids), d.NoBid)
+	}
+	late, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(time.Hour))
+	defer cancel2()
+	e.Decide(late, q, &d)
+	if len(d.Bids) != 0 || d.NoBid != ReasonDeadline {
+		t.Errorf("past Query.Deadline, later ctx deadline: %d bids, reason %v; want no bid, deadline", len(d.Bids), d.NoBid)
+	}
+	q.Deadline = time.Now().Add(time.Hour)
+	e.Decide(ctx, q, &d)
+	if len(d.Bids) != 0 || d.NoBid != ReasonDeadline {
+		t.Errorf("future Query.Deadline, past ctx deadline: %d bids, reason %v; want no bid, deadline", len(d.Bids), d.NoBid)
+	}
+	e.Decide(context.Background(), q, &d)
+	if len(d.Bids) != 1 {
+		t.Errorf("future Query.Deadline: %d bids, reason %v; want a bid", len(d.Bids), d.NoBid)
+	}
 }
 
 func TestNoRules(t *testing.T) {

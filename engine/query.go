@@ -9,6 +9,10 @@ import "time"
 type Query struct {
 	// Now is the decision time: flight windows are checked against it.
 	Now time.Time
+	// Deadline, when set, is when the decision must be done by; Decide
+	// keeps the earlier of it and its context's deadline. A field rather
+	// than context.WithTimeout, which costs a request 4 allocations.
+	Deadline time.Time
 
 	// BuyerUID and UserID identify the user; uploaded segments are looked
 	// up by BuyerUID first, then UserID. Either may be empty.
