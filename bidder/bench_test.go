@@ -189,13 +189,14 @@ func TestBidAllocs(t *testing.T) {
 	if bids != 2*201 {
 		t.Fatalf("%d bids in 201 rounds, want two each: the money path did not bid throughout", bids)
 	}
-	// Measured (runtime.MemStats around each part): the Bid ~14 — the
-	// no-ledger bid's 6 for one bid becomes 8 for two, plus two notice
-	// URL strings and ~4 in the ledger's reservation path not yet
-	// accounted for — and the two losses ~8 (each waits for durability):
-	// 21 a round; 22 leaves 1 of slack for the tables' growth.
-	if got > 22 {
-		t.Errorf("ledger: %v allocations per round, budget 22", got)
+	// Measured (pprof -memprofilerate 1): the two bids' response 8 (as
+	// the no-ledger bid's 6 for one), their notice URL strings 2, each
+	// loss's group commit 1 (the broadcast channel), and ~3 for the
+	// reservation shards' due heaps and maps growing from empty in this
+	// short run (256 shards; amortised away in a server that has been up a
+	// while): 15 a round; 17 leaves slack for the tables' growth.
+	if got > 17 {
+		t.Errorf("ledger: %v allocations per round, budget 17", got)
 	}
 }
 

@@ -421,6 +421,11 @@ func (j *journal) wait(ctx context.Context, seq uint64) error {
 func (j *journal) writer() {
 	defer j.wg.Done()
 	var last time.Time
+	// One timer for the writer's life (since Go 1.23 a Reset timer never
+	// delivers a stale tick), not one per group commit.
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
 	for {
 		select {
 		case <-j.kick:
@@ -429,11 +434,10 @@ func (j *journal) writer() {
 			return
 		}
 		if d := j.l.cfg.SyncInterval - time.Since(last); d > 0 {
-			t := time.NewTimer(d)
+			t.Reset(d)
 			select {
 			case <-t.C:
 			case <-j.stop:
-				t.Stop()
 				j.flush()
 				return
 			}
