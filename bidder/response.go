@@ -50,9 +50,10 @@ func NoBidReason(r engine.Reason) int32 {
 func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string, n *noticeURLs) *personadpb.BidResponse {
 	resp := &personadpb.BidResponse{Id: req.Id}
 	if len(d.Bids) > 0 {
-		// One response has one currency: that of the first bid. The engine
-		// only bids in currencies the request accepts; a bid in another
-		// currency than the first is dropped rather than mispriced.
+		// One response has one currency: the engine bids only in a
+		// currency the request accepts and in one per decision, its first
+		// bid's (compiled campaigns carry their effective currency). A bid
+		// is never dropped here: it may hold a ledger reservation.
 		cur := d.Bids[0].Campaign.Currency
 		if cur == "" {
 			cur = rules.DefaultCurrency
@@ -60,9 +61,6 @@ func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string, 
 		bids := make([]*personadpb.Bid, 0, len(d.Bids))
 		for i := range d.Bids {
 			b := &d.Bids[i]
-			if c := b.Campaign.Currency; c != cur && !(c == "" && cur == rules.DefaultCurrency) {
-				continue
-			}
 			impid := req.Imp[b.Imp].Id
 			id := bidID(req.Id, impid)
 			var nurl, burl, lurl string

@@ -62,18 +62,16 @@ func TestBuildResponseBids(t *testing.T) {
 	}
 }
 
+// TestBuildResponseCurrency: the response's currency is its bids' (the
+// engine decides in one currency), USD for a campaign that names none.
 func TestBuildResponseCurrency(t *testing.T) {
 	eur := &engine.Campaign{ID: "eur", Currency: "EUR", Creatives: []engine.Creative{{ID: "a", W: 300, H: 250}}}
 	usd := &engine.Campaign{ID: "usd", Creatives: []engine.Creative{{ID: "b", W: 728, H: 90}}}
-	d := &engine.Decision{Bids: []engine.Bid{
-		{Imp: 0, Campaign: eur, Creative: &eur.Creatives[0], PriceMicros: 1},
-		{Imp: 1, Campaign: usd, Creative: &usd.Creatives[0], PriceMicros: 1},
-	}}
-	got := buildResponse(twoImpRequest(), d, "s", nil)
-	if got.Cur != "EUR" || len(got.Seatbid[0].Bid) != 1 || got.Seatbid[0].Bid[0].Cid != "eur" {
-		t.Errorf("mixed currencies: got cur %q and %d bids, want EUR and only the EUR bid", got.Cur, len(got.Seatbid[0].Bid))
+	d := &engine.Decision{Bids: []engine.Bid{{Imp: 0, Campaign: eur, Creative: &eur.Creatives[0], PriceMicros: 1}}}
+	if got := buildResponse(twoImpRequest(), d, "s", nil); got.Cur != "EUR" || len(got.Seatbid[0].Bid) != 1 {
+		t.Errorf("EUR campaign: got cur %q and %d bids, want EUR and its bid", got.Cur, len(got.Seatbid[0].Bid))
 	}
-	d.Bids = d.Bids[1:]
+	d.Bids = []engine.Bid{{Imp: 1, Campaign: usd, Creative: &usd.Creatives[0], PriceMicros: 1}}
 	if got := buildResponse(twoImpRequest(), d, "s", nil); got.Cur != "USD" {
 		t.Errorf("campaign without currency: cur %q, want USD", got.Cur)
 	}
