@@ -19,7 +19,7 @@ import (
 // and server reflection registered, a panic-recovery interceptor on unary
 // and stream calls, and the transport limits of the Config: receive size,
 // concurrent streams per connection, header list size, keepalive
-// enforcement and parameters. extra options are appended (tests add
+// enforcement and parameters, and the codec of rulescodec.go. extra options are appended (tests add
 // nothing; other services register on the returned server).
 // The caller owns the server: Serve, GracefulStop, Stop.
 func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
@@ -43,6 +43,9 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		// (measured: ~8% of the server's CPU under load without it). When
 		// every worker is busy grpc-go falls back to a new goroutine.
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		// grpc-go's proto codec, but a large Rules request's campaigns are
+		// decoded on every CPU (rulescodec.go).
+		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}
