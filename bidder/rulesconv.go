@@ -3,6 +3,7 @@ package bidder
 import (
 	"slices"
 
+	"github.com/personad/personad/internal/par"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/rules"
 )
@@ -26,49 +27,11 @@ func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
 	if len(pb.Campaigns) > 0 {
 		rs.Campaigns = make([]rules.Campaign, len(pb.Campaigns))
 	}
-	for i, c := range pb.Campaigns {
-		rc := &rs.Campaigns[i]
-		*rc = rules.Campaign{
-			ID:         c.GetId(),
-			Advertiser: c.GetAdvertiser(),
-			Adomain:    nonEmpty(c.GetAdomain()),
-			Status:     c.GetStatus(),
-			Start:      c.GetStart(),
-			End:        c.GetEnd(),
-			BidCPM:     c.GetBidCpm(),
-			Currency:   c.GetCurrency(),
-			Budget:     rules.Budget{Daily: c.GetBudget().GetDaily(), Total: c.GetBudget().GetTotal()},
-			Pacing:     c.GetPacing(),
-			FrequencyCap: rules.FrequencyCap{
-				Max:    c.GetFrequencyCap().GetMax(),
-				Window: c.GetFrequencyCap().GetWindow(),
-			},
-			Cat: nonEmpty(c.GetCat()),
-			Targeting: rules.Targeting{
-				All:      clausesFromProto(c.GetTargeting().GetAll()),
-				None:     clausesFromProto(c.GetTargeting().GetNone()),
-				Channels: nonEmpty(c.GetTargeting().GetChannels()),
-			},
+	par.For(len(pb.Campaigns), 256, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			campaignFromProto(pb.Campaigns[i], &rs.Campaigns[i])
 		}
-		if c.Priority != nil {
-			p := *c.Priority
-			rc.Priority = &p
-		}
-		if len(c.Creatives) > 0 {
-			rc.Creatives = make([]rules.Creative, len(c.Creatives))
-		}
-		for j, cr := range c.Creatives {
-			rc.Creatives[j] = rules.Creative{
-				ID:       cr.GetId(),
-				W:        cr.GetW(),
-				H:        cr.GetH(),
-				Channels: nonEmpty(cr.GetChannels()),
-				Cat:      nonEmpty(cr.GetCat()),
-				Persona:  clausesFromProto(cr.GetPersona()),
-				Adm:      cr.GetAdm(),
-			}
-		}
-	}
+	})
 	cr := pb.GetContentRules()
 	rs.ContentRules = rules.ContentRules{
 		BlockedCat:     nonEmpty(cr.GetBlockedCat()),
@@ -82,6 +45,50 @@ func ruleSetFromProto(pb *personadpb.RuleSet) *rules.RuleSet {
 		})
 	}
 	return rs
+}
+
+// campaignFromProto converts one campaign into rc.
+func campaignFromProto(c *personadpb.Campaign, rc *rules.Campaign) {
+	*rc = rules.Campaign{
+		ID:         c.GetId(),
+		Advertiser: c.GetAdvertiser(),
+		Adomain:    nonEmpty(c.GetAdomain()),
+		Status:     c.GetStatus(),
+		Start:      c.GetStart(),
+		End:        c.GetEnd(),
+		BidCPM:     c.GetBidCpm(),
+		Currency:   c.GetCurrency(),
+		Budget:     rules.Budget{Daily: c.GetBudget().GetDaily(), Total: c.GetBudget().GetTotal()},
+		Pacing:     c.GetPacing(),
+		FrequencyCap: rules.FrequencyCap{
+			Max:    c.GetFrequencyCap().GetMax(),
+			Window: c.GetFrequencyCap().GetWindow(),
+		},
+		Cat: nonEmpty(c.GetCat()),
+		Targeting: rules.Targeting{
+			All:      clausesFromProto(c.GetTargeting().GetAll()),
+			None:     clausesFromProto(c.GetTargeting().GetNone()),
+			Channels: nonEmpty(c.GetTargeting().GetChannels()),
+		},
+	}
+	if c.Priority != nil {
+		p := *c.Priority
+		rc.Priority = &p
+	}
+	if len(c.Creatives) > 0 {
+		rc.Creatives = make([]rules.Creative, len(c.Creatives))
+	}
+	for j, cr := range c.Creatives {
+		rc.Creatives[j] = rules.Creative{
+			ID:       cr.GetId(),
+			W:        cr.GetW(),
+			H:        cr.GetH(),
+			Channels: nonEmpty(cr.GetChannels()),
+			Cat:      nonEmpty(cr.GetCat()),
+			Persona:  clausesFromProto(cr.GetPersona()),
+			Adm:      cr.GetAdm(),
+		}
+	}
 }
 
 // nonEmpty is s, or nil when s is empty (as the rules parser leaves an
