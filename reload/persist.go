@@ -73,16 +73,20 @@ func encodeApplied(js []byte, version string, at time.Time, origin string) ([]by
 	return data, nil
 }
 
+// writeFile is atomicfile.Write; tests replace it to fail.
+var writeFile = atomicfile.Write
+
 // writeApplied persists an applied set durably, js being its rules JSON
 // (rules.MarshalJSON): a temp file, fsync, rename over the previous one,
 // fsync of the directory. A crash leaves the old set or the new one, never
-// a mix.
+// a mix. An error wrapping atomicfile.ErrNotDurable means the new set is
+// in place, its durability unconfirmed.
 func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin string) error {
 	data, err := encodeApplied(js, version, at, origin)
 	if err != nil {
 		return err
 	}
-	err = atomicfile.Write(m.appliedPath(), 0o644, func(w io.Writer) error {
+	err = writeFile(m.appliedPath(), 0o644, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})

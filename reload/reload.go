@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
 )
 
@@ -371,6 +372,14 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		err := mr.err
 		if err == nil {
 			err = m.writeApplied(mr.js, r.Version(), at, origin)
+		}
+		if errors.Is(err, atomicfile.ErrNotDurable) {
+			// The new set is already what the data dir holds, and what a
+			// restart serves: serve it now too, never the other way round,
+			// and say that a machine crash may bring the previous one back.
+			m.log.Error("rules persisted but not confirmed durable", zap.String("version", r.Version()), zap.Error(err))
+			res.Warnings = append(res.Warnings, &rules.ValidationError{Msg: fmt.Sprintf("applied, but %v; a machine crash may restore the previous set", err)})
+			err = nil
 		}
 		if err != nil {
 			m.rejectLocked(src, origin, err)

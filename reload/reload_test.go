@@ -3,6 +3,7 @@ package reload
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
@@ -379,5 +381,52 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	}
 	if st := m.parser.Stats(); st.FilesParsed != 1 {
 		t.Errorf("after restoring c.yaml: %+v, want only c.yaml parsed", st)
+	}
+}
+
+// TestApplyPersistFailures: a failure to persist before the new set is in
+// place rejects the apply and keeps the old set, live and on disk; a
+// failure after it (the directory's fsync) serves the new set, which the
+// data dir already holds, with a warning, so that a restart never serves
+// a set other than the live one.
+func TestApplyPersistFailures(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	m := f.start(t)
+	first, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	defer func() { writeFile = atomicfile.Write }()
+
+	writeFile = func(string, os.FileMode, func(io.Writer) error) error { return boom }
+	if _, err := m.Apply(mustParse(t, doc("a", 3)), ApplyOptions{Origin: "test"}); !errors.Is(err, boom) {
+		t.Fatalf("apply with a failing write: %v, want boom", err)
+	}
+	if v := f.eng.Rules().Version(); v != first.Version {
+		t.Fatalf("after a failed write the engine serves %s, want %s", v, first.Version)
+	}
+
+	writeFile = func(path string, perm os.FileMode, fill func(io.Writer) error) error {
+		if err := atomicfile.Write(path, perm, fill); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", atomicfile.ErrNotDurable, boom)
+	}
+	res, err := m.Apply(mustParse(t, doc("a", 4)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatalf("apply with a failing directory fsync: %v, want applied with a warning", err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].Msg, "machine crash") {
+		t.Errorf("warnings %v, want one on durability", res.Warnings)
+	}
+	if v := f.eng.Rules().Version(); v != res.Version {
+		t.Fatalf("the engine serves %s, want the persisted %s", v, res.Version)
+	}
+	writeFile = atomicfile.Write
+	m.Close()
+	if st := f.start(t).Status(); st.Version != res.Version {
+		t.Errorf("restart serves %s, want %s (what the live server served)", st.Version, res.Version)
 	}
 }

@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,8 +16,8 @@ import (
 // 1 MiB buffer, gives it perm, fsyncs it, renames it over path and
 // fsyncs the directory. On an error before the rename the temporary file
 // is removed and path is untouched; an error from the directory's fsync
-// comes after the rename (path holds the new content, which may not
-// survive a crash).
+// comes after the rename and wraps ErrNotDurable: path holds the new
+// content, which a machine crash may undo.
 func Write(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -51,8 +52,19 @@ func Write(path string, perm os.FileMode, fill func(w io.Writer) error) (err err
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
-	return SyncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	return nil
 }
+
+// ErrNotDurable is wrapped by Write's error when the new content is in
+// place but its directory's fsync failed: readers see it, and a crash of
+// the machine (not of the process) may bring the old content back.
+var ErrNotDurable = errors.New("written, but the directory's fsync failed")
+
+// syncDir is SyncDir; tests replace it to fail.
+var syncDir = SyncDir
 
 // SyncDir fsyncs dir, making a rename or a new file in it durable.
 func SyncDir(dir string) error {

@@ -38,3 +38,19 @@ func TestWrite(t *testing.T) {
 		t.Fatalf("%d files left in the directory, want 1", len(ents))
 	}
 }
+
+// TestWriteNotDurable: a failed directory fsync comes after the rename:
+// the error wraps ErrNotDurable and the file holds the new content.
+func TestWriteNotDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	boom := errors.New("boom")
+	syncDir = func(string) error { return boom }
+	defer func() { syncDir = SyncDir }()
+	err := Write(path, 0o644, func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err })
+	if !errors.Is(err, ErrNotDurable) || !errors.Is(err, boom) {
+		t.Fatalf("error %v, want one wrapping ErrNotDurable and the fsync's", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Fatalf("content %q, want new", b)
+	}
+}
