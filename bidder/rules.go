@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/personad/personad/internal/rulespb"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/reload"
 	"github.com/personad/personad/rules"
@@ -50,7 +51,7 @@ func (s *RulesService) Validate(ctx context.Context, req *personadpb.RulesValida
 	if req.RuleSet == nil {
 		return nil, grpcError(errNoRuleSet)
 	}
-	rs := ruleSetFromProto(req.RuleSet)
+	rs := rulespb.FromProto(req.RuleSet)
 	errs, warnings, version := s.m.Validate(rs)
 	return &personadpb.RulesValidateResponse{
 		Errors:    problemsToProto(errs),
@@ -69,7 +70,7 @@ func (s *RulesService) Apply(ctx context.Context, req *personadpb.RulesApplyRequ
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		origin = "api " + p.Addr.String()
 	}
-	res, err := s.m.Apply(ruleSetFromProto(req.RuleSet), reload.ApplyOptions{DryRun: req.DryRun, Origin: origin})
+	res, err := s.m.Apply(rulespb.FromProto(req.RuleSet), reload.ApplyOptions{DryRun: req.DryRun, Origin: origin})
 	if err != nil {
 		return nil, rulesError(err)
 	}
@@ -101,7 +102,7 @@ func (s *RulesService) Get(ctx context.Context, req *personadpb.RulesGetRequest)
 		resp.AppliedAt = timestamppb.New(st.AppliedAt)
 	}
 	if req.IncludeRuleSet && st.RuleSet != nil {
-		resp.RuleSet = ruleSetToProto(st.RuleSet)
+		resp.RuleSet = rulespb.ToProto(st.RuleSet)
 	}
 	if r := st.LastRejected; r != nil {
 		resp.LastRejected = &personadpb.RulesRejection{

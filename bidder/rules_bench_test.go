@@ -11,6 +11,7 @@ import (
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/internal/rulespb"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/reload"
 )
@@ -34,7 +35,7 @@ func BenchmarkRulesApply(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if reqs[i], err = proto.Marshal(&personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(rs)}); err != nil {
+		if reqs[i], err = proto.Marshal(&personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(rs)}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -66,7 +67,7 @@ func BenchmarkRulesApply(b *testing.B) {
 		req := decode(b, reqs[0])
 		b.ReportAllocs()
 		for b.Loop() {
-			if rs := ruleSetFromProto(req.RuleSet); len(rs.Campaigns) != n {
+			if rs := rulespb.FromProto(req.RuleSet); len(rs.Campaigns) != n {
 				b.Fatalf("%d campaigns", len(rs.Campaigns))
 			}
 		}

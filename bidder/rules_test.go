@@ -19,10 +19,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/internal/rulespb"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/reload"
 	"github.com/personad/personad/rules"
@@ -195,12 +194,12 @@ func TestReloadUnderLoad(t *testing.T) {
 	bad := generation(0)
 	bad.Campaigns[1].Creatives[0].W = -3
 	bad.Campaigns[2].Pacing = "fast"
-	badPB := ruleSetToProto(bad)
+	badPB := rulespb.ToProto(bad)
 	for g := 1; g <= rounds; g++ {
 		rs := generation(g)
 		want := rs.Version()
 		if g%2 == 0 {
-			resp, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(rs)})
+			resp, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(rs)})
 			if err != nil || resp.Version != want {
 				t.Fatalf("Apply generation %d: %v, %v", g, resp, err)
 			}
@@ -240,7 +239,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if got.LastRejected == nil || len(got.LastRejected.Errors) == 0 || got.Campaigns != 3 {
 		t.Errorf("Get: %v", got)
 	}
-	back := ruleSetFromProto(got.RuleSet)
+	back := rulespb.FromProto(got.RuleSet)
 	if back.Version() != got.Version {
 		t.Errorf("Get returned a rule set of version %s, reports %s", back.Version(), got.Version)
 	}
@@ -303,7 +302,7 @@ func TestRulesServiceValidateAndDryRun(t *testing.T) {
 	ctx := context.Background()
 	rs := generation(1)
 	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"vp"}})
-	v, err := h.rules.Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: ruleSetToProto(rs)})
+	v, err := h.rules.Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: rulespb.ToProto(rs)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +310,7 @@ func TestRulesServiceValidateAndDryRun(t *testing.T) {
 		t.Errorf("Validate: %v", v)
 	}
 	rs.Campaigns[0].BidCPM = 0
-	v, err = h.rules.Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: ruleSetToProto(rs)})
+	v, err = h.rules.Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: rulespb.ToProto(rs)})
 	if err != nil || len(v.Errors) != 1 || v.Errors[0].Path != "campaigns[0].bid_cpm" {
 		t.Errorf("Validate invalid: %v, %v", v, err)
 	}
@@ -319,71 +318,11 @@ func TestRulesServiceValidateAndDryRun(t *testing.T) {
 		t.Errorf("Validate without rule_set: %v", err)
 	}
 	before := h.eng.Rules().Version()
-	dry, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(generation(1)), DryRun: true})
+	dry, err := h.rules.Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(generation(1)), DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !dry.DryRun || len(dry.Diff.CampaignsAdded) != 3 || len(dry.Diff.CampaignsRemoved) != 3 || h.eng.Rules().Version() != before {
 		t.Errorf("dry run: %v", dry)
 	}
-}
-
-// FuzzRuleSetConversion checks the direct proto <-> rules conversion
-// against the reference route through proto JSON, on any RuleSet message.
-func FuzzRuleSetConversion(f *testing.F) {
-	seed, _ := proto.Marshal(ruleSetToProto(generation(1)))
-	f.Add(seed)
-	rs, _ := rules.Parse("t", []byte(testRules))
-	seed, _ = proto.Marshal(ruleSetToProto(rs))
-	f.Add(seed)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var pb personadpb.RuleSet
-		if proto.Unmarshal(data, &pb) != nil {
-			return
-		}
-		direct := ruleSetFromProto(&pb)
-		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&pb)
-		if err != nil {
-			return // e.g. invalid UTF-8: protojson refuses, so does the wire
-		}
-		viaJSON, err := rules.Parse("proto", js)
-		if err != nil {
-			return // NaN and Inf have no JSON form; the direct route keeps them and Validate rejects them
-		}
-		if direct.Version() != viaJSON.Version() {
-			t.Fatalf("direct and JSON conversions differ:\n%+v\n%+v", direct, viaJSON)
-		}
-		back := ruleSetToProto(direct)
-		if !proto.Equal(normalize(back), normalize(&pb)) {
-			t.Fatalf("rules -> proto changed the message:\n%v\n%v", back, &pb)
-		}
-	})
-}
-
-// normalize drops unknown fields and the empty sub-messages that have no
-// rules form.
-func normalize(pb *personadpb.RuleSet) *personadpb.RuleSet {
-	data, err := proto.Marshal(pb)
-	if err != nil {
-		panic(err)
-	}
-	pb = &personadpb.RuleSet{}
-	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, pb); err != nil {
-		panic(err)
-	}
-	for _, c := range pb.Campaigns {
-		if proto.Equal(c.Budget, &personadpb.Budget{}) {
-			c.Budget = nil
-		}
-		if proto.Equal(c.FrequencyCap, &personadpb.FrequencyCap{}) {
-			c.FrequencyCap = nil
-		}
-		if proto.Equal(c.Targeting, &personadpb.Targeting{}) {
-			c.Targeting = nil
-		}
-	}
-	if proto.Equal(pb.ContentRules, &personadpb.ContentRules{}) {
-		pb.ContentRules = nil
-	}
-	return pb
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/internal/rulespb"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
@@ -35,7 +36,7 @@ func worldRequest(t testing.TB, n int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := proto.Marshal(&personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(rs), DryRun: true})
+	b, err := proto.Marshal(&personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(rs), DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func worldRequest(t testing.TB, n int) []byte {
 // proto.Unmarshal's, for any bytes: the same error or none, and the same
 // message.
 func FuzzUnmarshalRulesRequest(f *testing.F) {
-	small, _ := proto.Marshal(&personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(generation(1))})
+	small, _ := proto.Marshal(&personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(generation(1))})
 	world := worldRequest(f, 5)
 	f.Add(small)
 	f.Add(world)
@@ -92,7 +93,7 @@ func TestRulesApplyLargeOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &personadpb.RulesApplyRequest{RuleSet: ruleSetToProto(rs)}
+	req := &personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(rs)}
 	if n := proto.Size(req); n < parallelDecodeMin {
 		t.Fatalf("request of %d bytes, want at least %d to take the parallel decode", n, parallelDecodeMin)
 	}

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/personad/personad/internal/rulespb"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/rules"
 )
@@ -57,20 +57,6 @@ func readRules(e env, path string) (*rules.RuleSet, rules.Origins, error) {
 	return rules.ParseFilesLocated(files)
 }
 
-// toProto converts through proto JSON: the rules file maps 1:1 onto
-// RuleSet.
-func toProto(rs *rules.RuleSet) (*personadpb.RuleSet, error) {
-	js, err := rules.MarshalJSON(rs)
-	if err != nil {
-		return nil, err
-	}
-	var pb personadpb.RuleSet
-	if err := protojson.Unmarshal(js, &pb); err != nil {
-		return nil, fmt.Errorf("rules: converting to the RuleSet message: %w", err)
-	}
-	return &pb, nil
-}
-
 func oneFile(name string, fs *flag.FlagSet, args []string) (string, error) {
 	if err := fs.Parse(args); err != nil {
 		return "", usageError{err}
@@ -104,10 +90,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 		fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s (checked locally)\n", path, len(rs.Campaigns), rs.Version())
 		return nil
 	}
-	pb, err := toProto(rs)
-	if err != nil {
-		return err
-	}
+	pb := rulespb.ToProto(rs)
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.RulesValidateResponse, error) {
 		return personadpb.NewRulesClient(conn).Validate(ctx, &personadpb.RulesValidateRequest{RuleSet: pb})
 	})
@@ -147,10 +130,7 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s: invalid; nothing applied\n", path)
 		return errInvalid
 	}
-	pb, err := toProto(rs)
-	if err != nil {
-		return err
-	}
+	pb := rulespb.ToProto(rs)
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.RulesApplyResponse, error) {
 		return personadpb.NewRulesClient(conn).Apply(ctx, &personadpb.RulesApplyRequest{RuleSet: pb, DryRun: *dryRun})
 	})
@@ -198,15 +178,7 @@ func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
 		return callError("rules get", err)
 	}
 	if *asYAML {
-		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp.RuleSet)
-		if err != nil {
-			return err
-		}
-		rs, err := rules.Parse("server", js)
-		if err != nil {
-			return err
-		}
-		out, err := rules.Marshal(rs)
+		out, err := rules.Marshal(rulespb.FromProto(resp.RuleSet))
 		if err != nil {
 			return err
 		}
