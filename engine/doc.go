@@ -36,9 +36,13 @@
 //  2. Persona: the user's uploaded segments (looked up by buyeruid, then
 //     user id, in the current segments.Snapshot) restricted to the terms the
 //     rules use, cached per user in ristretto under the term table and the
-//     segment version (a reload that keeps the terms keeps the cache),
-//     merged with the request's own facts. Results are identical with the
-//     cache off (tests run both ways).
+//     binding epoch, which changes only when a segment the rules use does
+//     (a reload that keeps the terms, or an upload to a segment no rule
+//     uses, keeps the cache; after an upload to one that is, a cached
+//     persona is brought up to date by testing the changed segments
+//     alone), merged with the request's own facts. Results are identical
+//     with the cache off (tests run both ways, and
+//     TestPersonaCacheAcrossUploads across random uploads).
 //  3. Candidates: live ∧ ⋀facet(unconstrained ∨ ⋁accept[persona terms])
 //     ∧ ¬⋁exclude[persona terms] ∧ channel ∧ ⋁size[impression sizes].
 //     An empty set after the persona step is an unmatched user.

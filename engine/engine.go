@@ -45,6 +45,8 @@ type Engine struct {
 	// cache memoises uploaded personas by internal user id. It is lossy by
 	// design, so it only ever holds re-derivable data; nil when disabled.
 	cache *ristretto.Cache[uint64, *personaEntry]
+	// epochs numbers binding epochs (see binding.epoch), from 1.
+	epochs atomic.Uint64
 
 	// analyzing guards starting binding analyses against Close; wg waits
 	// for them and done stops them.

@@ -27,6 +27,16 @@ type binding struct {
 	// that is usually one of the first few tests instead of all of them.
 	groups   []termGroup
 	analyzed bool // exclusivity has been computed (set on a copy)
+
+	// epoch names what the cached personas resolved under this binding
+	// hold: it changes only when a term's segment does (or the term
+	// table), so an upload to a segment no rule refers to keeps every
+	// cached persona. A persona of the previous epoch, prev, is current
+	// once the terms in changed (those whose segment differs) are tested
+	// again: an upload costs each cached user a test per changed segment,
+	// not a new resolution. prev is 0 when there is no such epoch.
+	epoch, prev uint64
+	changed     []uint32
 }
 
 type termGroup struct {
@@ -43,6 +53,7 @@ func (e *Engine) bind(r *Rules, seg *segments.Snapshot) *binding {
 	// an equal binding and use it once, but only the one published starts
 	// the (costly) exclusivity analysis.
 	b := newBinding(r, seg)
+	e.succeed(b, old)
 	if e.binding.CompareAndSwap(old, b) {
 		e.analyze(b)
 	}
@@ -78,6 +89,29 @@ func newBinding(r *Rules, seg *segments.Snapshot) *binding {
 	return b
 }
 
+// succeed gives b its epoch, following old (the binding it replaces, or
+// nil): old's epoch when every term has the segment it had in old, else a
+// new one whose prev is old's when the term table is the same.
+func (e *Engine) succeed(b, old *binding) {
+	if old == nil || old.rules.vocab != b.rules.vocab {
+		b.epoch = e.epochs.Add(1)
+		return
+	}
+	var changed []uint32
+	for t := range b.bms {
+		// A published segment is immutable and a commit builds a new one
+		// for what it changes, so an unchanged segment is the same pointer.
+		if b.bms[t] != old.bms[t] {
+			changed = append(changed, uint32(t))
+		}
+	}
+	if len(changed) == 0 {
+		b.epoch, b.prev, b.changed = old.epoch, old.prev, old.changed
+		return
+	}
+	b.epoch, b.prev, b.changed = e.epochs.Add(1), old.epoch, changed
+}
+
 // analyze works out, off the decision path, which groups of b are
 // exclusive, and publishes the analysed copy if b is still current. It
 // costs a union per facet (tens of milliseconds on ten million users), so
@@ -95,7 +129,8 @@ func (e *Engine) analyze(b *binding) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		a := &binding{rules: b.rules, seg: b.seg, bms: b.bms, analyzed: true, groups: slices.Clone(b.groups)}
+		a := &binding{rules: b.rules, seg: b.seg, bms: b.bms, analyzed: true, groups: slices.Clone(b.groups),
+			epoch: b.epoch, prev: b.prev, changed: b.changed}
 		for i := range a.groups {
 			if e.closing() {
 				return
@@ -122,11 +157,11 @@ func disjoint(bms []*roaring.Bitmap, terms []uint32) bool {
 }
 
 // personaEntry is a user's uploaded persona as term ids of one term table
-// (shared by the rules versions a reload patched), resolved against one
-// segment snapshot. It is immutable.
+// (shared by the rules versions a reload patched), resolved in one binding
+// epoch. It is immutable.
 type personaEntry struct {
 	vocab *vocab
-	seg   uint64
+	epoch uint64
 	terms []uint32
 }
 
@@ -185,16 +220,31 @@ func (e *Engine) lookupUser(seg *segments.Snapshot, q *Query) (uint32, bool) {
 }
 
 // uploadedTerms returns the terms of the segments uid belongs to, from the
-// cache when it holds an entry for these rules and this segment version.
-// On a miss it tests only the segments the rules refer to.
+// cache when it holds an entry for these rules in this binding's epoch, or
+// in the previous one with the changed terms tested again. On a miss it
+// tests only the segments the rules refer to.
 func (e *Engine) uploadedTerms(b *binding, uid uint32, s *scratch) []uint32 {
-	segVersion := b.seg.Version()
+	terms := s.uploaded[:0]
 	if e.cache != nil {
-		if p, ok := e.cache.Get(uint64(uid)); ok && p.vocab == b.rules.vocab && p.seg == segVersion {
+		p, ok := e.cache.Get(uint64(uid))
+		switch {
+		case !ok || p.vocab != b.rules.vocab:
+		case p.epoch == b.epoch:
 			return p.terms
+		case b.prev != 0 && p.epoch == b.prev:
+			for _, t := range p.terms {
+				if _, changed := slices.BinarySearch(b.changed, t); !changed {
+					terms = append(terms, t)
+				}
+			}
+			for _, t := range b.changed {
+				if bm := b.bms[t]; bm != nil && bm.Contains(uid) {
+					terms = append(terms, t)
+				}
+			}
+			return e.remember(b, uid, terms, s)
 		}
 	}
-	terms := s.uploaded[:0]
 	for _, g := range b.groups {
 		for _, t := range g.terms {
 			if b.bms[t].Contains(uid) {
@@ -205,11 +255,17 @@ func (e *Engine) uploadedTerms(b *binding, uid uint32, s *scratch) []uint32 {
 			}
 		}
 	}
+	return e.remember(b, uid, terms, s)
+}
+
+// remember sorts terms, uid's persona in b's epoch, keeps them as
+// s.uploaded and caches a copy.
+func (e *Engine) remember(b *binding, uid uint32, terms []uint32, s *scratch) []uint32 {
 	slices.Sort(terms)
 	s.uploaded = terms
 	if e.cache != nil {
 		// The entry must own its terms: s.uploaded is reused.
-		e.cache.Set(uint64(uid), &personaEntry{vocab: b.rules.vocab, seg: segVersion, terms: append([]uint32(nil), terms...)}, 1)
+		e.cache.Set(uint64(uid), &personaEntry{vocab: b.rules.vocab, epoch: b.epoch, terms: append([]uint32(nil), terms...)}, 1)
 	}
 	return terms
 }
