@@ -197,13 +197,16 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	)
 	for range min(runtime.GOMAXPROCS(0), len(batches)) {
 		wg.Go(func() {
-			var buf []byte
+			var (
+				buf []byte
+				fp  fastParser
+			)
 			for b := range next {
 				buf = buf[:0]
 				for _, i := range b {
 					buf = append(buf, s.entries[i]...)
 				}
-				got, ok := parseEntries(buf, len(b))
+				got, ok := parseEntries(&fp, buf, len(b))
 				if !ok {
 					mu.Lock()
 					failed = true
@@ -234,8 +237,9 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 // parseRest parses the document without its entries, checking that
 // "campaigns:" is a root key there with no value.
 func parseRest(s split) (*RuleSet, bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(s.rest, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+	var fp fastParser
+	doc, ok := parseYAML(&fp, s.rest)
+	if !ok {
 		return nil, false
 	}
 	root := doc.Content[0]
@@ -259,10 +263,11 @@ func parseRest(s split) (*RuleSet, bool) {
 	return &rs, true
 }
 
-// parseEntries parses n consecutive entries as one block sequence.
-func parseEntries(text []byte, n int) ([]Campaign, bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(text, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+// parseEntries parses n consecutive entries as one block sequence, with
+// fp's node storage.
+func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
+	doc, ok := parseYAML(fp, text)
+	if !ok {
 		return nil, false
 	}
 	seq := doc.Content[0]
@@ -276,4 +281,18 @@ func parseEntries(text []byte, n int) ([]Campaign, bool) {
 		}
 	}
 	return out, true
+}
+
+// parseYAML parses one piece of a document into a node tree holding one
+// node: with fp when the piece is in its subset, else with yaml.v3. A tree
+// from fp is valid until fp's next parse.
+func parseYAML(fp *fastParser, text []byte) (*yaml.Node, bool) {
+	if doc, ok := fp.parse(text); ok {
+		return doc, true
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, false
+	}
+	return &doc, true
 }
