@@ -145,7 +145,11 @@ func (p *fastParser) node(kind yaml.Kind, style yaml.Style, tag, value string, l
 	}
 	n := &p.free[0]
 	p.free = p.free[1:]
-	*n = yaml.Node{Kind: kind, Style: style, Tag: tag, Value: value, Line: line, Column: col}
+	// Field by field, not a struct copy (which takes a bulk write
+	// barrier): a reused node's other fields are still zero, as nothing
+	// but Content is ever set.
+	n.Kind, n.Style, n.Tag, n.Value, n.Line, n.Column = kind, style, tag, value, line, col
+	n.Content = nil
 	return n
 }
 
@@ -794,21 +798,41 @@ func plainTag(v string) string {
 			}
 		}
 		return "!!str"
-	case c >= '0' && c <= '9' || c == '-':
+	case c >= '0' && c <= '9' || c == '-' || c == '+':
 		if t := numberTag(v); t != "" {
 			return t
 		}
-	case c == '+' || c == '.' || c == '~' || c == '<':
+		// yaml.v3 reads a value starting with a digit or sign as an
+		// int (0x1F, 0o17, 0b1, 1_000), a float (1e3) or a timestamp
+		// (2026-01-01 10:00:00.5 +02:00), or else as a string: one with
+		// a byte none of those has, such as "24h", is a string.
+		for i := 1; i < len(v); i++ {
+			if !numberish[v[i]] {
+				return "!!str"
+			}
+		}
+	case c == '.' || c == '~' || c == '<':
 	default:
 		return "!!str"
 	}
 	return (&yaml.Node{Kind: yaml.ScalarNode, Value: v}).ShortTag()
 }
 
+// numberish holds the bytes of yaml.v3's ints, floats, timestamps and
+// ±.inf.
+var numberish = func() (t [256]bool) {
+	for _, c := range []byte("0123456789abcdefABCDEF+-_.:xXoObBtTzZ iInN") {
+		t[c] = true
+	}
+	return t
+}()
+
 // numberTag resolves [-]digits and [-]digits.digits, or returns "".
 func numberTag(v string) string {
 	if v[0] == '-' {
 		v = v[1:]
+	} else if v[0] == '+' {
+		return ""
 	}
 	digits := 0
 	for digits < len(v) && v[digits] >= '0' && v[digits] <= '9' {

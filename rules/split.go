@@ -41,10 +41,15 @@ func cutCampaigns(data []byte) (split, bool) {
 		return split{}, false
 	}
 	var s split
-	for _, marker := range []string{"---", "...", "%"} {
-		if bytes.HasPrefix(data, []byte(marker)) || bytes.Contains(data, []byte("\n"+marker)) {
-			return split{}, false
+	// markers finds them in the parts of data outside the entries; the
+	// loop below, in the entries.
+	markers := func(b []byte) bool {
+		for _, marker := range []string{"---", "...", "%"} {
+			if bytes.HasPrefix(b, []byte(marker)) || bytes.Contains(b, []byte("\n"+marker)) {
+				return true
+			}
 		}
+		return false
 	}
 	const key = "campaigns:\n"
 	at := 0
@@ -72,6 +77,9 @@ func cutCampaigns(data []byte) (split, bool) {
 		rest := l[sp:]
 		blank := len(rest) == 0 || rest[0] == '\n' || rest[0] == '#'
 		entry := len(rest) > 0 && rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\n')
+		if sp == 0 && (bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) || bytes.HasPrefix(l, []byte("%"))) {
+			return split{}, false
+		}
 		if sp == 0 && !blank && !(entry && indent <= 0) {
 			break // the next top-level key
 		}
@@ -97,7 +105,7 @@ func cutCampaigns(data []byte) (split, bool) {
 		}
 		off = end
 	}
-	if cur < 0 {
+	if cur < 0 || markers(data[:start]) || markers(data[off:]) {
 		return split{}, false
 	}
 	s.entries = append(s.entries, data[cur:off])
