@@ -175,7 +175,6 @@ func (p *fastParser) content(children []*yaml.Node) []*yaml.Node {
 // collection sets n's Content to the children pushed since mark.
 func (p *fastParser) collection(n *yaml.Node, mark int) {
 	n.Content = p.content(p.stack[mark:])
-	clear(p.stack[mark:])
 	p.stack = p.stack[:mark]
 }
 
@@ -470,6 +469,24 @@ func (p *fastParser) scanPlain(i int, flow bool) (end, stop int) {
 // IndexByte, as long values (markup) have few of them.
 func (p *fastParser) scanPlainBlock(i int) (end, stop int) {
 	s := p.s
+	// A short value (an id, a number) is quicker to read byte by byte.
+	for j, n := i, min(len(s), i+32); j < n; j++ {
+		switch s[j] {
+		case '\n':
+			return trimSpaces(s, i, j), j
+		case ':':
+			if j+1 == len(s) || s[j+1] == ' ' || s[j+1] == '\n' {
+				return trimSpaces(s, i, j), j
+			}
+		case '#':
+			if j > i && s[j-1] == ' ' {
+				return trimSpaces(s, i, j), j
+			}
+		}
+		if j+1 == len(s) {
+			return trimSpaces(s, i, len(s)), len(s)
+		}
+	}
 	eol := len(s)
 	if e := strings.IndexByte(s[i:], '\n'); e >= 0 {
 		eol = i + e
@@ -499,11 +516,15 @@ func (p *fastParser) scanPlainBlock(i int) (end, stop int) {
 		}
 		j++
 	}
-	end = stop
-	for end > i && s[end-1] == ' ' {
-		end--
+	return trimSpaces(s, i, stop), stop
+}
+
+// trimSpaces returns the end of s[i:j] without its trailing spaces.
+func trimSpaces(s string, i, j int) int {
+	for j > i && s[j-1] == ' ' {
+		j--
 	}
-	return end, stop
+	return j
 }
 
 // flowSpace skips spaces, line breaks and comments between flow tokens.
@@ -862,29 +883,33 @@ func numberTag(v string) string {
 	return "!!float"
 }
 
-// checkText reports whether data holds only what the subset allows
-// (printable ASCII, line feeds, and multi-byte characters from U+00A0 up
-// other than U+2028, U+2029 and U+FEFF), and whether it is all ASCII.
-// Eight bytes at a time: a word whose bytes are all in 0x20–0x7E or are
-// line feeds passes at once.
-func checkText(data []byte) (ascii, ok bool) {
+// bad returns a word's bytes outside 0x20–0x7E other than line feeds,
+// as their high bits. Each byte is tested on its low seven bits, with no
+// carry between bytes (a byte with its high bit set is bad anyway).
+func bad(w uint64) uint64 {
 	const (
 		lo = 0x0101010101010101
 		hi = 0x8080808080808080
 	)
+	x := w &^ hi
+	ge20 := (x + 0x60*lo) & hi              // >= 0x20
+	is7f := (x + 0x01*lo) & hi              // == 0x7f
+	isNL := hi &^ ((x ^ 0x0a*lo) + 0x7f*lo) // == '\n'
+	return (w & hi) | is7f | (hi &^ (ge20 | isNL))
+}
+
+// checkText reports whether data holds only what the subset allows
+// (printable ASCII, line feeds, and multi-byte characters from U+00A0 up
+// other than U+2028, U+2029 and U+FEFF), and whether it is all ASCII.
+// Sixteen bytes at a time: two words whose bytes are all in 0x20–0x7E or are
+// line feeds pass at once.
+func checkText(data []byte) (ascii, ok bool) {
 	ascii = true
 	i := 0
 	for i < len(data) {
-		if i+8 <= len(data) {
-			w := binary.LittleEndian.Uint64(data[i:])
-			// Per byte, on its low seven bits (a byte with the high bit
-			// set fails anyway), with no carry between bytes.
-			x := w &^ hi
-			ge20 := (x + 0x60*lo) & hi              // >= 0x20
-			is7f := (x + 0x01*lo) & hi              // == 0x7f
-			isNL := hi &^ ((x ^ 0x0a*lo) + 0x7f*lo) // == '\n'
-			if (w&hi)|is7f|(hi&^(ge20|isNL)) == 0 {
-				i += 8
+		if i+16 <= len(data) {
+			if bad(binary.LittleEndian.Uint64(data[i:]))|bad(binary.LittleEndian.Uint64(data[i+8:])) == 0 {
+				i += 16
 				continue
 			}
 		}

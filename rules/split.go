@@ -205,16 +205,16 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	)
 	for range min(runtime.GOMAXPROCS(0), len(batches)) {
 		wg.Go(func() {
-			var (
-				buf []byte
-				fp  fastParser
-			)
+			var fp fastParser
 			for b := range next {
-				buf = buf[:0]
+				// Consecutive entries are consecutive in data: the
+				// batch's text is the first entry's slice extended
+				// over the others.
+				n := 0
 				for _, i := range b {
-					buf = append(buf, s.entries[i]...)
+					n += len(s.entries[i])
 				}
-				got, ok := parseEntries(&fp, buf, len(b))
+				got, ok := parseEntries(&fp, s.entries[b[0]][:n], len(b))
 				if !ok {
 					mu.Lock()
 					failed = true
