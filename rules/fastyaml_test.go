@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -160,6 +161,13 @@ var fastCorpus = []string{
 	"[a, b\n]",
 	"[a, b\n---]",
 	"[a,\n...]",
+	strings.Repeat("k", 1001) + ": v\n",
+	"{\"" + strings.Repeat("k", 1001) + "\": v}\n",
+	"a: " + strings.Repeat("v", 2000) + "\n",
+	"- [" + strings.Repeat("v", 2000) + "]\n",
+	"a:\n# c\n  b: 1\n",
+	"a: # c\n  b: 1\n",
+	"a:\n  b: 1\n  # c\n# d\nc: 2",
 }
 
 // FuzzFastYAML checks the fast front end against yaml.v3: whatever it
