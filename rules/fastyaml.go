@@ -832,7 +832,17 @@ func plainTag(v string) string {
 				return "!!str"
 			}
 		}
-	case c == '.' || c == '~' || c == '<':
+	case c == '~':
+		if v == "~" {
+			return "!!null"
+		}
+		return "!!str"
+	case c == '<':
+		if v == "<<" {
+			return "!!merge"
+		}
+		return "!!str" // markup
+	case c == '.':
 	default:
 		return "!!str"
 	}
