@@ -28,3 +28,11 @@ func CutCampaigns(data []byte) (entries [][]byte, rest []byte, ok bool) {
 	s, ok := cutCampaigns(data)
 	return s.entries, s.rest, ok
 }
+
+// ParseSplitChunked is ParseSplit with the entries' lines read in chunks
+// of at least chunk bytes, to test the chunked read on small documents.
+func ParseSplitChunked(data []byte, chunk int) (*RuleSet, bool) {
+	defer func(old int) { cutChunk = old }(cutChunk)
+	cutChunk = chunk
+	return parseSplit(data, nil)
+}
