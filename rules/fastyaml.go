@@ -477,7 +477,11 @@ func (p *fastParser) scanPlain(i int, flow bool) (end, stop int) {
 func (p *fastParser) scanPlainBlock(i int) (end, stop int) {
 	s := p.s
 	// A short value (an id, a number) is quicker to read byte by byte.
-	for j, n := i, min(len(s), i+32); j < n; j++ {
+	n := min(len(s), i+32)
+	for j := i; j < n; j++ {
+		if !plainStops[s[j]] {
+			continue
+		}
 		switch s[j] {
 		case '\n':
 			return trimSpaces(s, i, j), j
@@ -490,9 +494,9 @@ func (p *fastParser) scanPlainBlock(i int) (end, stop int) {
 				return trimSpaces(s, i, j), j
 			}
 		}
-		if j+1 == len(s) {
-			return trimSpaces(s, i, len(s)), len(s)
-		}
+	}
+	if n == len(s) {
+		return trimSpaces(s, i, n), n
 	}
 	eol := len(s)
 	if e := strings.IndexByte(s[i:], '\n'); e >= 0 {
@@ -525,6 +529,9 @@ func (p *fastParser) scanPlainBlock(i int) (end, stop int) {
 	}
 	return trimSpaces(s, i, stop), stop
 }
+
+// plainStops holds the bytes that may end a plain scalar in block context.
+var plainStops = [256]bool{'\n': true, ':': true, '#': true}
 
 // trimSpaces returns the end of s[i:j] without its trailing spaces.
 func trimSpaces(s string, i, j int) int {
