@@ -42,23 +42,27 @@ func (p *path) String() string {
 	if p == nil {
 		return ""
 	}
-	var parts []*path
-	for q := p; q != nil; q = q.parent {
-		parts = append(parts, q)
-	}
 	var b strings.Builder
-	for i := len(parts) - 1; i >= 0; i-- {
-		q := parts[i]
-		if q.field == "" {
-			fmt.Fprintf(&b, "[%d]", q.index)
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('.')
-		}
-		b.WriteString(q.field)
-	}
+	p.write(&b)
 	return b.String()
+}
+
+// write writes the path root first. It keeps no pointer to p, so that
+// paths stay on the stack.
+func (p *path) write(b *strings.Builder) {
+	if p.parent != nil {
+		p.parent.write(b)
+	}
+	if p.field == "" {
+		b.WriteByte('[')
+		b.WriteString(strconv.Itoa(p.index))
+		b.WriteByte(']')
+		return
+	}
+	if b.Len() > 0 {
+		b.WriteByte('.')
+	}
+	b.WriteString(p.field)
 }
 
 // nodeError is an error at a node of the document.
@@ -135,23 +139,19 @@ func items(n *yaml.Node, p *path) ([]*yaml.Node, bool, error) {
 	return nil, false, mismatch(n, p, "a list")
 }
 
-// decodeSlice decodes a sequence into a new slice: nil for null, empty
-// (not nil) for [], as encoding/json leaves them.
-func decodeSlice[T any](n *yaml.Node, p *path, dst *[]T, elem func(*yaml.Node, *path, *T) error) error {
+// sliceOf checks a sequence node and makes the slice for its items: nil
+// for null, empty (not nil) for [], as encoding/json leaves them. Each
+// caller decodes the items in a loop of its own, calling the item's
+// decoder directly: through a function value, the item's path would
+// escape to the heap.
+func sliceOf[T any](n *yaml.Node, p *path, dst *[]T) ([]*yaml.Node, error) {
 	its, ok, err := items(n, p)
 	if err != nil || !ok {
 		*dst = nil
-		return err
+		return nil, err
 	}
-	out := make([]T, len(its))
-	for i, it := range its {
-		ip := path{parent: p, index: i}
-		if err := elem(it, &ip, &out[i]); err != nil {
-			return err
-		}
-	}
-	*dst = out
-	return nil
+	*dst = make([]T, len(its))
+	return its, nil
 }
 
 func isNull(n *yaml.Node) bool {
@@ -259,7 +259,58 @@ func validUTF8(s string) string {
 }
 
 func decodeStrings(n *yaml.Node, p *path, dst *[]string) error {
-	return decodeSlice(n, p, dst, decodeString)
+	its, err := sliceOf(n, p, dst)
+	for i, it := range its {
+		ip := path{parent: p, index: i}
+		if err := decodeString(it, &ip, &(*dst)[i]); err != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func decodeCampaigns(n *yaml.Node, p *path, dst *[]Campaign) error {
+	its, err := sliceOf(n, p, dst)
+	for i, it := range its {
+		ip := path{parent: p, index: i}
+		if err := decodeCampaign(it, &ip, &(*dst)[i]); err != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func decodeClauses(n *yaml.Node, p *path, dst *[]Clause) error {
+	its, err := sliceOf(n, p, dst)
+	for i, it := range its {
+		ip := path{parent: p, index: i}
+		if err := decodeClause(it, &ip, &(*dst)[i]); err != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func decodeCreatives(n *yaml.Node, p *path, dst *[]Creative) error {
+	its, err := sliceOf(n, p, dst)
+	for i, it := range its {
+		ip := path{parent: p, index: i}
+		if err := decodeCreative(it, &ip, &(*dst)[i]); err != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func decodeChannelMap(n *yaml.Node, p *path, dst *[]ChannelMapping) error {
+	its, err := sliceOf(n, p, dst)
+	for i, it := range its {
+		ip := path{parent: p, index: i}
+		if err := decodeChannelMapping(it, &ip, &(*dst)[i]); err != nil {
+			return err
+		}
+	}
+	return err
 }
 
 // number resolves an int or float scalar as yaml.v3 does. ok is false
@@ -389,7 +440,7 @@ func decodeRuleSet(n *yaml.Node, rs *RuleSet) error {
 		p := &path{field: key}
 		switch key {
 		case "campaigns":
-			return decodeSlice(v, p, &rs.Campaigns, decodeCampaign)
+			return decodeCampaigns(v, p, &rs.Campaigns)
 		case "content_rules":
 			return decodeContentRules(v, p, &rs.ContentRules)
 		}
@@ -462,16 +513,16 @@ func decodeCampaign(n *yaml.Node, cp *path, c *Campaign) error {
 				tp := &path{parent: p, field: key}
 				switch key {
 				case "all":
-					return decodeSlice(v, tp, &c.Targeting.All, decodeClause)
+					return decodeClauses(v, tp, &c.Targeting.All)
 				case "none":
-					return decodeSlice(v, tp, &c.Targeting.None, decodeClause)
+					return decodeClauses(v, tp, &c.Targeting.None)
 				case "channels":
 					return decodeStrings(v, tp, &c.Targeting.Channels)
 				}
 				return unknownField(k, p, "all", "none", "channels")
 			})
 		case "creatives":
-			return decodeSlice(v, p, &c.Creatives, decodeCreative)
+			return decodeCreatives(v, p, &c.Creatives)
 		}
 		return unknownField(k, cp, campaignFields...)
 	})
@@ -505,7 +556,7 @@ func decodeCreative(n *yaml.Node, cp *path, c *Creative) error {
 		case "cat":
 			return decodeStrings(v, p, &c.Cat)
 		case "persona":
-			return decodeSlice(v, p, &c.Persona, decodeClause)
+			return decodeClauses(v, p, &c.Persona)
 		case "adm":
 			return decodeString(v, p, &c.Adm)
 		}
@@ -522,21 +573,23 @@ func decodeContentRules(n *yaml.Node, cp *path, cr *ContentRules) error {
 		case "blocked_adomain":
 			return decodeStrings(v, p, &cr.BlockedAdomain)
 		case "channel_map":
-			return decodeSlice(v, p, &cr.ChannelMap, func(n *yaml.Node, mp *path, m *ChannelMapping) error {
-				return fields(n, mp, func(key string, k, v *yaml.Node) error {
-					p := &path{parent: mp, field: key}
-					switch key {
-					case "channel":
-						return decodeString(v, p, &m.Channel)
-					case "domains":
-						return decodeStrings(v, p, &m.Domains)
-					case "bundles":
-						return decodeStrings(v, p, &m.Bundles)
-					}
-					return unknownField(k, mp, "channel", "domains", "bundles")
-				})
-			})
+			return decodeChannelMap(v, p, &cr.ChannelMap)
 		}
 		return unknownField(k, cp, "blocked_cat", "blocked_adomain", "channel_map")
+	})
+}
+
+func decodeChannelMapping(n *yaml.Node, mp *path, m *ChannelMapping) error {
+	return fields(n, mp, func(key string, k, v *yaml.Node) error {
+		p := &path{parent: mp, field: key}
+		switch key {
+		case "channel":
+			return decodeString(v, p, &m.Channel)
+		case "domains":
+			return decodeStrings(v, p, &m.Domains)
+		case "bundles":
+			return decodeStrings(v, p, &m.Bundles)
+		}
+		return unknownField(k, mp, "channel", "domains", "bundles")
 	})
 }

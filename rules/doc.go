@@ -7,7 +7,9 @@
 // package is pure data: it knows nothing of the wire or of the decision;
 // the engine compiles a validated RuleSet into its index.
 //
-// Parse decodes yaml.v3's node tree straight into the structs, strict
+// Parse decodes a yaml.v3 node tree straight into the structs — built by
+// a fast front end when the file is in the subset of YAML rules files are
+// written in (fastyaml.go), by yaml.v3 otherwise — strict
 // about unknown fields, duplicate keys and types (field names match
 // exactly, as in the proto: `ID` is an unknown field), naming the line and
 // field path of an error; a large file's campaign entries are parsed on

@@ -1,6 +1,10 @@
 package rules
 
-import "time"
+import (
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
 
 // ParseViaJSON exports the generic parse route for the equivalence tests
 // of package rules_test.
@@ -12,3 +16,26 @@ func ParseSplit(data []byte) (*RuleSet, bool) { return parseSplit(data, nil) }
 // SetRacy sets how recent a change may be for p.ReadFiles to trust a
 // file's stat next time; a negative window trusts every stat at once.
 func (p *Parser) SetRacy(d time.Duration) { p.racy = d }
+
+// FastParser exports the fast YAML front end for FuzzFastYAML.
+type FastParser = fastParser
+
+// Parse is fastParser.parse.
+func (p *fastParser) Parse(data []byte) (*yaml.Node, bool) { return p.parse(data) }
+
+// CutCampaigns exports the cut of a large document into its pieces.
+func CutCampaigns(data []byte) (entries [][]byte, rest []byte, ok bool) {
+	s, ok := cutCampaigns(data)
+	return s.entries, s.rest, ok
+}
+
+// ParseSplitChunked is ParseSplit with the entries' lines read in chunks
+// of at least chunk bytes, to test the chunked read on small documents.
+func ParseSplitChunked(data []byte, chunk int) (*RuleSet, bool) {
+	defer func(old int) { cutChunk = old }(cutChunk)
+	cutChunk = chunk
+	return parseSplit(data, nil)
+}
+
+// A bug in the fast front end panics in tests instead of falling back.
+func init() { fastStrict = true }

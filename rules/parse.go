@@ -46,13 +46,19 @@ func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 			return rs, nil
 		}
 	}
-	var doc yaml.Node
-	ydec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := ydec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("rules: %s: %w", name, err)
-	}
-	if err := ydec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("rules: %s: more than one YAML document", name)
+	// The fast front end (fastyaml.go) takes the document when it is
+	// written in its subset of YAML; yaml.v3 takes any other.
+	var fp fastParser
+	doc, ok := fp.parse(data)
+	if !ok {
+		doc = new(yaml.Node)
+		ydec := yaml.NewDecoder(bytes.NewReader(data))
+		if err := ydec.Decode(doc); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("rules: %s: %w", name, err)
+		}
+		if err := ydec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("rules: %s: more than one YAML document", name)
+		}
 	}
 	var rs RuleSet
 	if doc.Kind == 0 || len(doc.Content) == 0 {

@@ -158,7 +158,12 @@ func checkEquivalent(t *testing.T, data []byte) {
 	if len(short) > 200 {
 		short = short[:200] + "..."
 	}
-	if split, ok := rules.ParseSplit(data); ok {
+	split, ok := rules.ParseSplit(data)
+	// The same, with the lines read in chunks (on every CPU).
+	if chunked, cok := rules.ParseSplitChunked(data, 8); cok != ok || !cmp.Equal(split, chunked) {
+		t.Errorf("ParseSplit(%q) = %v; read in chunks, %v", short, ok, cok)
+	}
+	if ok {
 		if wantErr != nil {
 			t.Errorf("ParseSplit(%q) accepts it; the generic route: %v", short, wantErr)
 		} else if diff := cmp.Diff(want, split); diff != "" {

@@ -41,10 +41,15 @@ func cutCampaigns(data []byte) (split, bool) {
 		return split{}, false
 	}
 	var s split
-	for _, marker := range []string{"---", "...", "%"} {
-		if bytes.HasPrefix(data, []byte(marker)) || bytes.Contains(data, []byte("\n"+marker)) {
-			return split{}, false
+	// markers finds them in the parts of data outside the entries;
+	// scanEntryLines, in the entries.
+	markers := func(b []byte) bool {
+		for _, marker := range []string{"---", "...", "%"} {
+			if bytes.HasPrefix(b, []byte(marker)) || bytes.Contains(b, []byte("\n"+marker)) {
+				return true
+			}
 		}
+		return false
 	}
 	const key = "campaigns:\n"
 	at := 0
@@ -56,51 +61,65 @@ func cutCampaigns(data []byte) (split, bool) {
 	}
 	start := at + len(key) // offset of the line after "campaigns:"
 	s.keyLine = 1 + bytes.Count(data[:at], []byte("\n"))
-	// The entries: from start to the first line that begins at column 0
-	// with anything but "- " (at indentation 0), a space, "#" or a line
-	// break.
-	indent := -1
-	cur, first := -1, -1 // offsets where the current and the first entry start
-	off := start
-	for off < len(data) {
+	// The first line with content after "campaigns:" starts the first
+	// entry, at the entries' indentation.
+	first, indent := -1, -1
+	for off := start; off < len(data); {
 		end := lineEnd(data, off)
-		l := data[off:end]
-		sp := 0
-		for sp < len(l) && l[sp] == ' ' {
-			sp++
-		}
-		rest := l[sp:]
-		blank := len(rest) == 0 || rest[0] == '\n' || rest[0] == '#'
-		entry := len(rest) > 0 && rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\n')
-		if sp == 0 && !blank && !(entry && indent <= 0) {
-			break // the next top-level key
-		}
-		if indent < 0 && !blank {
+		sp, blank, entry := classifyLine(data[off:end])
+		if !blank {
 			if !entry {
 				return split{}, false
 			}
-			indent = sp
-		}
-		if !blank && sp <= indent && !(entry && sp == indent) {
-			// Less indented than the entries' content, yet not an entry:
-			// yaml.v3 reads such a line differently on its own and in
-			// the whole document.
-			return split{}, false
-		}
-		if entry && sp == indent {
-			if cur >= 0 {
-				s.entries = append(s.entries, data[cur:off])
-			} else {
-				first = off
-			}
-			cur = off
+			first, indent = off, sp
+			break
 		}
 		off = end
 	}
-	if cur < 0 {
+	if first < 0 {
 		return split{}, false
 	}
-	s.entries = append(s.entries, data[cur:off])
+	// The entries run to the first line that begins at column 0 with
+	// anything but "- " (at indentation 0), a space, "#" or a line break.
+	// A large document's lines are read in chunks, on every CPU.
+	chunks := []int{first, len(data)}
+	if n := min(runtime.GOMAXPROCS(0), (len(data)-first)/cutChunk); n > 1 {
+		chunks = chunks[:1]
+		for c := 1; c < n; c++ {
+			at := first + c*(len(data)-first)/n
+			chunks = append(chunks, lineEnd(data, at))
+		}
+		chunks = append(chunks, len(data))
+	}
+	scans := make([]lineScan, len(chunks)-1)
+	var wg sync.WaitGroup
+	for c := range scans {
+		wg.Go(func() { scans[c] = scanEntryLines(data, chunks[c], chunks[c+1], indent) })
+	}
+	wg.Wait()
+	var starts []int
+	off := len(data)
+	for _, sc := range scans {
+		if sc.fail {
+			return split{}, false
+		}
+		starts = append(starts, sc.starts...)
+		if sc.stop >= 0 {
+			off = sc.stop
+			break
+		}
+	}
+	if markers(data[:start]) || markers(data[off:]) {
+		return split{}, false
+	}
+	s.entries = make([][]byte, len(starts))
+	for e, at := range starts {
+		end := off
+		if e+1 < len(starts) {
+			end = starts[e+1]
+		}
+		s.entries[e] = data[at:end]
+	}
 	// Every byte is in one piece: the blank lines and comments before the
 	// first entry stay in the rest (a control character in a comment is
 	// an error there as in the whole document).
@@ -108,6 +127,61 @@ func cutCampaigns(data []byte) (split, bool) {
 	s.rest = append(s.rest, data[:first]...)
 	s.rest = append(s.rest, data[off:]...)
 	return s, true
+}
+
+// cutChunk is the least that cutCampaigns gives a CPU to read.
+var cutChunk = 1 << 20
+
+// lineScan is what scanEntryLines found in its lines.
+type lineScan struct {
+	starts []int // the offsets of the entries' lines
+	stop   int   // the offset of the line after the entries, or -1
+	fail   bool  // a line rules the cut out
+}
+
+// scanEntryLines reads the lines of data[from:to] (which starts at a
+// line's start and ends at one's end) as lines of the entries at
+// indentation indent, up to the first line that ends them or rules the
+// cut out.
+func scanEntryLines(data []byte, from, to, indent int) lineScan {
+	r := lineScan{stop: -1}
+	for off := from; off < to; {
+		end := lineEnd(data, off)
+		l := data[off:end]
+		sp, blank, entry := classifyLine(l)
+		if sp == 0 && (bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) || bytes.HasPrefix(l, []byte("%"))) {
+			r.fail = true // a document marker or directive
+			return r
+		}
+		if sp == 0 && !blank && !(entry && indent == 0) {
+			r.stop = off // the next top-level key
+			return r
+		}
+		if !blank && sp <= indent && !(entry && sp == indent) {
+			// Less indented than the entries' content, yet not an entry:
+			// yaml.v3 reads such a line differently on its own and in
+			// the whole document.
+			r.fail = true
+			return r
+		}
+		if entry && sp == indent {
+			r.starts = append(r.starts, off)
+		}
+		off = end
+	}
+	return r
+}
+
+// classifyLine returns a line's indentation, whether it is blank or a
+// comment, and whether it is a block sequence entry ("- ").
+func classifyLine(l []byte) (sp int, blank, entry bool) {
+	for sp < len(l) && l[sp] == ' ' {
+		sp++
+	}
+	rest := l[sp:]
+	blank = len(rest) == 0 || rest[0] == '\n' || rest[0] == '#'
+	entry = len(rest) > 0 && rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\n')
+	return sp, blank, entry
 }
 
 func lineEnd(data []byte, off int) int {
@@ -197,13 +271,16 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	)
 	for range min(runtime.GOMAXPROCS(0), len(batches)) {
 		wg.Go(func() {
-			var buf []byte
+			var fp fastParser
 			for b := range next {
-				buf = buf[:0]
+				// Consecutive entries are consecutive in data: the
+				// batch's text is the first entry's slice extended
+				// over the others.
+				n := 0
 				for _, i := range b {
-					buf = append(buf, s.entries[i]...)
+					n += len(s.entries[i])
 				}
-				got, ok := parseEntries(buf, len(b))
+				got, ok := parseEntries(&fp, s.entries[b[0]][:n], len(b))
 				if !ok {
 					mu.Lock()
 					failed = true
@@ -234,8 +311,9 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 // parseRest parses the document without its entries, checking that
 // "campaigns:" is a root key there with no value.
 func parseRest(s split) (*RuleSet, bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(s.rest, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+	var fp fastParser
+	doc, ok := parseYAML(&fp, s.rest)
+	if !ok {
 		return nil, false
 	}
 	root := doc.Content[0]
@@ -259,10 +337,11 @@ func parseRest(s split) (*RuleSet, bool) {
 	return &rs, true
 }
 
-// parseEntries parses n consecutive entries as one block sequence.
-func parseEntries(text []byte, n int) ([]Campaign, bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(text, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+// parseEntries parses n consecutive entries as one block sequence, with
+// fp's node storage.
+func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
+	doc, ok := parseYAML(fp, text)
+	if !ok {
 		return nil, false
 	}
 	seq := doc.Content[0]
@@ -276,4 +355,18 @@ func parseEntries(text []byte, n int) ([]Campaign, bool) {
 		}
 	}
 	return out, true
+}
+
+// parseYAML parses one piece of a document into a node tree holding one
+// node: with fp when the piece is in its subset, else with yaml.v3. A tree
+// from fp is valid until fp's next parse.
+func parseYAML(fp *fastParser, text []byte) (*yaml.Node, bool) {
+	if doc, ok := fp.parse(text); ok {
+		return doc, true
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, false
+	}
+	return &doc, true
 }
