@@ -39,3 +39,6 @@ func ParseSplitChunked(data []byte, chunk int) (*RuleSet, bool) {
 
 // A bug in the fast front end panics in tests instead of falling back.
 func init() { fastStrict = true }
+
+// DesignExample is DESIGN.md's rules file, verbatim (testdata/design.yaml).
+var DesignExample = example

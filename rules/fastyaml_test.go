@@ -11,48 +11,10 @@ import (
 	"github.com/personad/personad/rules"
 )
 
-// designExample is the rules file of DESIGN.md's "Rules file" section.
-const designExample = `campaigns:
-  - id: acme-cmo-fintech            # unique
-    advertiser: acme
-    adomain: [acme.com]
-    status: active                  # active | paused
-    start: "2026-01-01T00:00:00Z"   # optional flight window
-    end: "2027-01-01T00:00:00Z"
-    priority: 5                     # tier: lower number is served first; default 10
-    bid_cpm: 4.50                   # max price per 1000 impressions
-    currency: USD
-    budget: {daily: 500, total: 10000}
-    pacing: even                    # even | asap
-    frequency_cap: {max: 3, window: 24h}
-    cat: [IAB19]                    # IAB content categories of the ads
-    targeting:
-      all:                          # every clause must hold (AND across facets)
-        - {facet: title, any: [cmo, vp-marketing]}   # OR within a clause
-        - {facet: industry, any: [fintech]}
-      none:                         # a user matching any clause is excluded
-        - {facet: pain_point, any: [churn]}
-      channels: [social, web]       # empty: every channel
-    creatives:
-      - id: cr-cmo-300x250
-        w: 300
-        h: 250
-        channels: [social]          # empty: every channel of the campaign
-        cat: [IAB19]                # overrides the campaign's cat
-        persona:                    # the persona this variant is written for
-          - {facet: title, any: [cmo]}
-        adm: "<div>…${AUCTION_PRICE}…</div>"
-content_rules:
-  blocked_cat: [IAB25, IAB26]
-  blocked_adomain: [badco.example]
-  channel_map:
-    - {channel: social, domains: [linkedin.com, x.com, reddit.com]}
-`
-
 // fastCorpus holds documents at the edges of the fast front end's
 // subset, in and out.
 var fastCorpus = []string{
-	designExample,
+	rules.DesignExample,
 	"a: b\n",
 	"a: b",
 	"key: a: b\n",
@@ -265,7 +227,7 @@ func diffNodes(want, got *yaml.Node, at string) string {
 // the pieces the split parse makes — and gets them right.
 func TestFastYAMLAccepts(t *testing.T) {
 	var p rules.FastParser
-	docs := append(generatedDocs(t, 20), []byte(designExample))
+	docs := append(generatedDocs(t, 20), []byte(rules.DesignExample))
 	for _, doc := range docs {
 		if !checkFast(t, &p, doc) {
 			t.Errorf("fast front end falls back on %.200q", doc)

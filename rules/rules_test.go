@@ -15,43 +15,14 @@ import (
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
-const example = `
-campaigns:
-  - id: acme-cmo-fintech
-    advertiser: acme
-    adomain: [acme.com]
-    status: active
-    start: "2026-01-01T00:00:00Z"
-    end: "2027-01-01T00:00:00Z"
-    priority: 5
-    bid_cpm: 4.50
-    currency: USD
-    budget: {daily: 500, total: 10000}
-    pacing: even
-    frequency_cap: {max: 3, window: 24h}
-    cat: [IAB19]
-    targeting:
-      all:
-        - {facet: title, any: [cmo, vp-marketing]}
-        - {facet: industry, any: [fintech]}
-      none:
-        - {facet: pain_point, any: [churn]}
-      channels: [social, web]
-    creatives:
-      - id: cr-cmo-300x250
-        w: 300
-        h: 250
-        channels: [social]
-        cat: [IAB19]
-        persona:
-          - {facet: title, any: [cmo]}
-        adm: "<div>…${AUCTION_PRICE}…</div>"
-content_rules:
-  blocked_cat: [IAB25, IAB26]
-  blocked_adomain: [badco.example]
-  channel_map:
-    - {channel: social, domains: [linkedin.com, x.com, reddit.com]}
-`
+// example is DESIGN.md's rules file ("Rules file" section), verbatim.
+var example = func() string {
+	b, err := os.ReadFile(filepath.Join("testdata", "design.yaml"))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // TestDesignExample parses the rules file of DESIGN.md verbatim.
 func TestDesignExample(t *testing.T) {

@@ -1,6 +1,8 @@
 package rulespb
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -11,48 +13,20 @@ import (
 	"github.com/personad/personad/rules"
 )
 
-// designExample is DESIGN.md's rules file, with a channel map.
-const designExample = `
-campaigns:
-  - id: acme-cmo-fintech
-    advertiser: acme
-    adomain: [acme.com]
-    status: active
-    start: "2026-01-01T00:00:00Z"
-    end: "2027-01-01T00:00:00Z"
-    priority: 5
-    bid_cpm: 4.50
-    currency: USD
-    budget: {daily: 500, total: 10000}
-    pacing: even
-    frequency_cap: {max: 3, window: 24h}
-    cat: [IAB19]
-    targeting:
-      all:
-        - {facet: title, any: [cmo, vp-marketing]}
-        - {facet: industry, any: [fintech]}
-      none:
-        - {facet: pain_point, any: [churn]}
-      channels: [social, web]
-    creatives:
-      - id: cr-cmo-300x250
-        w: 300
-        h: 250
-        channels: [social]
-        cat: [IAB19]
-        persona:
-          - {facet: title, any: [cmo]}
-        adm: "<div>${AUCTION_PRICE}</div>"
-content_rules:
-  blocked_cat: [IAB25, IAB26]
-  blocked_adomain: [badco.example]
-  channel_map:
-    - {channel: social, domains: [linkedin.com, x.com], bundles: [com.linkedin.android]}
-`
+// designExample is DESIGN.md's rules file, as the rules package's tests
+// hold it.
+func designExample(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "rules", "testdata", "design.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // TestRoundTrip: a rule set survives ToProto then FromProto unchanged.
 func TestRoundTrip(t *testing.T) {
-	rs, err := rules.Parse("t", []byte(designExample))
+	rs, err := rules.Parse("t", designExample(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +50,7 @@ func FuzzRuleSetConversion(f *testing.F) {
 	}
 	seed, _ := proto.Marshal(ToProto(gen))
 	f.Add(seed)
-	rs, err := rules.Parse("t", []byte(designExample))
+	rs, err := rules.Parse("t", designExample(f))
 	if err != nil {
 		f.Fatal(err)
 	}
