@@ -143,7 +143,7 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 	r.campaigns = slices.Clone(r0.campaigns)
 	ordOf := slices.Clone(prev.ordOf)
 	house := &rs.ContentRules
-	var local, arena []uint32
+	var local []uint32
 	for o := lo; o <= hi; o++ {
 		i := order[o]
 		ordOf[i] = int32(o)
@@ -156,8 +156,10 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 			for _, f := range u.facts {
 				local = append(local, r0.termByFact[f])
 			}
-			arena = make([]uint32, 0, clauseValues(units[i:i+1]))
-			linkCampaign(r, c, u, local, house, make([]Creative, len(u.creatives)), &arena)
+			var size linkSize
+			size.add(u)
+			a := size.arena()
+			linkCampaign(r, c, u, local, house, make([]Creative, len(u.creatives)), &a)
 		}
 		c.ordinal = uint32(o)
 	}
