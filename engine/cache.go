@@ -198,7 +198,7 @@ func sameClauses(a, b []rules.Clause) bool {
 func sameFloat(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }
 
 // sameCampaign reports whether a and b have the same content: every field
-// rules.appendCampaign encodes, compared as it encodes it (floats by their
+// rules.(*Campaign).Digest encodes, compared as it encodes it (floats by their
 // bits). TestCompileInPlaceEdits fails when a field is missed.
 func sameCampaign(a, b *rules.Campaign) bool {
 	if !sameString(a.ID, b.ID) || !sameString(a.Advertiser, b.Advertiser) || !sameStrings(a.Adomain, b.Adomain) ||
