@@ -143,8 +143,20 @@ func (rs *RuleSet) Validate() error { return rs.ValidateExcept(nil) }
 // campaigns are valid — typically because a campaign with identical
 // content passed before: known(i) true skips the checks of campaign i on
 // its own. The checks across campaigns (duplicate campaign and creative
-// ids) and of the content rules always run. known may be nil.
+// ids) and of the content rules always run. known may be nil; it is
+// called once per campaign, concurrently for different campaigns.
 func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
+	return rs.ValidateThen(known, nil)
+}
+
+// ValidateThen is ValidateExcept that also calls then(i) for every
+// campaign i not known whose own checks pass, right after them and on the
+// same goroutine — concurrently for different campaigns, and whether or
+// not the set as a whole turns out valid — so that a caller's work on
+// each campaign (compiling it) shares the pass over the set and finds the
+// campaign's memory in cache. It returns once every call has. then may
+// be nil.
+func (rs *RuleSet) ValidateThen(known func(i int) bool, then func(i int)) error {
 	v := validator{}
 	if len(rs.Campaigns) > MaxCampaigns {
 		v.add("campaigns", "%d campaigns exceeds the limit of %d", len(rs.Campaigns), MaxCampaigns)
@@ -168,6 +180,9 @@ func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
 				cv := validator{}
 				cv.campaign(i, c)
 				own[i] = cv.errs
+				if then != nil && cv.errs == nil {
+					then(i)
+				}
 			}
 			campHash[i] = idHash(c.ID)
 			for j := range c.Creatives {
