@@ -148,11 +148,18 @@ func Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 // compiles without a cache. version is as for the package-level Compile.
 func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	start := time.Now()
-	digests, content := cc.digests(rs)
-	if version == "" {
-		version = rules.VersionOf(digests, content)
+	n := len(rs.Campaigns)
+	var digests []rules.Digest
+	var content rules.Digest
+	if cc != nil {
+		// A Compiler hashes first: a patch needs every digest before it
+		// starts, and its hashing skips campaigns equal to last time's.
+		digests, content = cc.digests(rs)
 	}
 	finish := func(r *Rules, compiled int, patched bool) *Rules {
+		if version == "" {
+			version = rules.VersionOf(digests, content)
+		}
 		r.version = version
 		r.digests = digests
 		r.compiled = time.Now()
@@ -171,29 +178,37 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 			return finish(r, compiled, true), nil
 		}
 	}
-	units := make([]*unit, len(rs.Campaigns))
-	reused := 0
-	for i := range rs.Campaigns {
-		if u := cc.lookup(rs.Campaigns[i].ID, digests[i]); u != nil {
-			units[i] = u
-			reused++
-		}
+	// One parallel pass over the campaigns hashes (without a Compiler),
+	// looks up, validates and compiles each in turn while its memory is in
+	// cache: three passes over a large set cost about twice as much, each
+	// missing the cache on every campaign.
+	hash := digests == nil
+	if hash {
+		digests = make([]rules.Digest, n)
+		content = rs.ContentRules.Digest()
 	}
-	if err := rs.ValidateExcept(func(i int) bool { return units[i] != nil }); err != nil {
+	units := make([]*unit, n)
+	fresh := make([]bool, n)
+	known := func(i int) bool {
+		if hash {
+			digests[i] = rs.Campaigns[i].Digest()
+		}
+		units[i] = cc.lookup(rs.Campaigns[i].ID, digests[i])
+		return units[i] != nil
+	}
+	compile := func(i int) {
+		units[i] = compileUnit(&rs.Campaigns[i], digests[i])
+		fresh[i] = true
+	}
+	if err := rs.ValidateThen(known, compile); err != nil {
 		return nil, err
 	}
-	fresh := make([]bool, len(units))
-	for i := range units {
-		fresh[i] = units[i] == nil
-	}
-	// Compile on every CPU: units are independent of each other.
-	parallel(len(units), 1024, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			if fresh[i] {
-				units[i] = compileUnit(&rs.Campaigns[i], digests[i])
-			}
+	compiled := 0
+	for _, f := range fresh {
+		if f {
+			compiled++
 		}
-	})
+	}
 	if cc != nil && cc.cache != nil {
 		for i, u := range units {
 			if fresh[i] {
@@ -207,7 +222,7 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 		l.content = content
 		cc.remember(l)
 	}
-	return finish(r, len(units)-reused, false), nil
+	return finish(r, compiled, false), nil
 }
 
 // unit is one campaign compiled on its own, independent of every other
@@ -423,29 +438,14 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 		channelByApp:  map[string]int{},
 	}
 	l := &linker{r: r}
+	// Ranking and numbering terms and channels are independent: on two
+	// CPUs, at once.
+	var order, ordOf []int32
+	var wg sync.WaitGroup
+	wg.Go(func() { order, ordOf = rank(units) })
 	l.internTerms(units)
 	l.internChannels(units, cr)
-
-	type rankKey struct {
-		prio    int32
-		clauses int32
-		bid     int64
-		id      string
-		i       int32
-	}
-	keys := make([]rankKey, len(units))
-	for i, u := range units {
-		keys[i] = rankKey{u.camp.Priority, int32(u.camp.clauseCount), u.camp.BidMicros, u.id, int32(i)}
-	}
-	slices.SortFunc(keys, func(a, b rankKey) int {
-		return compareRank(a.prio, b.prio, a.bid, b.bid, a.clauses, b.clauses, a.id, b.id)
-	})
-	order := make([]int32, len(units))
-	ordOf := make([]int32, len(units))
-	for ord := range keys {
-		order[ord] = keys[ord].i
-		ordOf[keys[ord].i] = int32(ord)
-	}
+	wg.Wait()
 	r.campaigns = make([]Campaign, len(units))
 	crOff := make([]int, len(units)+1) // ordinal -> its first creative in creatives
 	for ord, i := range order {
@@ -473,6 +473,32 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 		refs[t]++ // a unit's facts are distinct: one reference per unit
 	}
 	return r, &linked{r: r, units: units, order: order, ordOf: ordOf, refs: refs, chanFirst: l.chanFirst}
+}
+
+// rank returns the units' rank order (ordinal -> unit index) and its
+// inverse.
+func rank(units []*unit) (order, ordOf []int32) {
+	type rankKey struct {
+		prio    int32
+		clauses int32
+		bid     int64
+		id      string
+		i       int32
+	}
+	keys := make([]rankKey, len(units))
+	for i, u := range units {
+		keys[i] = rankKey{u.camp.Priority, int32(u.camp.clauseCount), u.camp.BidMicros, u.id, int32(i)}
+	}
+	slices.SortFunc(keys, func(a, b rankKey) int {
+		return compareRank(a.prio, b.prio, a.bid, b.bid, a.clauses, b.clauses, a.id, b.id)
+	})
+	order = make([]int32, len(units))
+	ordOf = make([]int32, len(units))
+	for ord := range keys {
+		order[ord] = keys[ord].i
+		ordOf[keys[ord].i] = int32(ord)
+	}
+	return order, ordOf
 }
 
 // linkSize counts what linking units puts in a linkArena.
@@ -697,6 +723,10 @@ func parallel(n, chunk int, f func(lo, hi int)) {
 }
 
 // buildIndex sets, for every campaign, its bit in each set of the index.
+// It runs on every CPU, each taking chunks of ordinals that are whole
+// 64-bit words, so that no two write one word. A set that only some
+// campaigns need (a term's, a facet's) is made by whichever sets its first
+// bit, through an atomic pointer; the size sets are made beforehand.
 func (l *linker) buildIndex(units []*unit, order []int32) {
 	r := l.r
 	n := uint(len(r.campaigns))
@@ -712,52 +742,61 @@ func (l *linker) buildIndex(units []*unit, order []int32) {
 	for id := range x.byChannel {
 		x.byChannel[id] = newSet()
 	}
-	constrained := make([]*bitset.BitSet, len(r.facets)) // facet -> campaigns constraining it
-	for ord := range r.campaigns {
-		c := &r.campaigns[ord]
-		o := uint(ord)
-		if c.active && c.houseBlocked == "" {
-			x.live.Set(o)
-		}
-		if len(c.channels) == 0 {
-			x.anyChannel.Set(o)
-		}
-		for _, ch := range c.channels {
-			x.byChannel[ch].Set(o)
-		}
-		for _, sz := range units[order[ord]].sizes {
-			b := x.bySize[sz]
-			if b == nil {
-				b = newSet()
-				x.bySize[sz] = b
-			}
-			b.Set(o)
-		}
-		for _, cl := range c.all {
-			f := r.terms[cl[0]].facet
-			if constrained[f] == nil {
-				constrained[f] = newSet()
-			}
-			constrained[f].Set(o)
-			for _, t := range cl {
-				tm := &r.terms[t]
-				if tm.accept == nil {
-					tm.accept = newSet()
-				}
-				tm.accept.Set(o)
-			}
-		}
-		for _, cl := range c.none {
-			for _, t := range cl {
-				tm := &r.terms[t]
-				if tm.exclude == nil {
-					tm.exclude = newSet()
-				}
-				tm.exclude.Set(o)
+	for _, u := range units {
+		for _, sz := range u.sizes {
+			if x.bySize[sz] == nil {
+				x.bySize[sz] = newSet()
 			}
 		}
 	}
-	for f, b := range constrained {
+	type lazySet = atomic.Pointer[bitset.BitSet]
+	get := func(p *lazySet) *bitset.BitSet {
+		if b := p.Load(); b != nil {
+			return b
+		}
+		if b := newSet(); p.CompareAndSwap(nil, b) {
+			return b
+		}
+		return p.Load()
+	}
+	accept := make([]lazySet, len(r.terms))
+	exclude := make([]lazySet, len(r.terms))
+	constrained := make([]lazySet, len(r.facets)) // facet -> campaigns constraining it
+	const chunk = 1024                            // a multiple of 64: whole words
+	parallel(len(r.campaigns), chunk, func(lo, hi int) {
+		for ord := lo; ord < hi; ord++ {
+			c := &r.campaigns[ord]
+			o := uint(ord)
+			if c.active && c.houseBlocked == "" {
+				x.live.Set(o)
+			}
+			if len(c.channels) == 0 {
+				x.anyChannel.Set(o)
+			}
+			for _, ch := range c.channels {
+				x.byChannel[ch].Set(o)
+			}
+			for _, sz := range units[order[ord]].sizes {
+				x.bySize[sz].Set(o)
+			}
+			for _, cl := range c.all {
+				get(&constrained[r.terms[cl[0]].facet]).Set(o)
+				for _, t := range cl {
+					get(&accept[t]).Set(o)
+				}
+			}
+			for _, cl := range c.none {
+				for _, t := range cl {
+					get(&exclude[t]).Set(o)
+				}
+			}
+		}
+	})
+	for t := range r.terms {
+		r.terms[t].accept, r.terms[t].exclude = accept[t].Load(), exclude[t].Load()
+	}
+	for f := range constrained {
+		b := constrained[f].Load()
 		if b == nil {
 			continue
 		}
