@@ -150,12 +150,7 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	start := time.Now()
 	n := len(rs.Campaigns)
 	var digests []rules.Digest
-	var content rules.Digest
-	if cc != nil {
-		// A Compiler hashes first: a patch needs every digest before it
-		// starts, and its hashing skips campaigns equal to last time's.
-		digests, content = cc.digests(rs)
-	}
+	content := rs.ContentRules.Digest()
 	finish := func(r *Rules, compiled int, patched bool) *Rules {
 		if version == "" {
 			version = rules.VersionOf(digests, content)
@@ -172,25 +167,36 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 		}
 		return r
 	}
-	if prev := cc.previous(); prev != nil {
+	hashed := false
+	if prev := cc.previous(); prev != nil && patchable(prev, rs, content) {
+		// A patch needs every digest before it starts.
+		digests, _ = cc.digests(rs)
+		hashed = true
 		if r, l, compiled, ok := cc.patch(prev, rs, digests, content); ok {
 			cc.remember(l)
 			return finish(r, compiled, true), nil
 		}
 	}
-	// One parallel pass over the campaigns hashes (without a Compiler),
+	// One parallel pass over the campaigns hashes (unless done above),
 	// looks up, validates and compiles each in turn while its memory is in
 	// cache: three passes over a large set cost about twice as much, each
 	// missing the cache on every campaign.
-	hash := digests == nil
-	if hash {
-		digests = make([]rules.Digest, n)
-		content = rs.ContentRules.Digest()
+	var h *hashing
+	if !hashed {
+		if h = cc.startHashing(rs); h != nil {
+			digests = h.digests
+		} else {
+			digests = make([]rules.Digest, n)
+		}
 	}
 	units := make([]*unit, n)
 	fresh := make([]bool, n)
 	known := func(i int) bool {
-		if hash {
+		switch {
+		case hashed:
+		case h != nil:
+			h.at(i)
+		default:
 			digests[i] = rs.Campaigns[i].Digest()
 		}
 		units[i] = cc.lookup(rs.Campaigns[i].ID, digests[i])
@@ -200,7 +206,11 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 		units[i] = compileUnit(&rs.Campaigns[i], digests[i])
 		fresh[i] = true
 	}
-	if err := rs.ValidateThen(known, compile); err != nil {
+	err := rs.ValidateThen(known, compile)
+	if h != nil {
+		h.done()
+	}
+	if err != nil {
 		return nil, err
 	}
 	compiled := 0
@@ -397,10 +407,11 @@ type linker struct {
 type linked struct {
 	r       *Rules
 	content rules.Digest
-	units   []*unit // in rule-set order
-	order   []int32 // ordinal -> rule-set index
-	ordOf   []int32 // rule-set index -> ordinal
-	refs    []int32 // term id -> units naming the term
+	units   []*unit  // in rule-set order
+	ids     []string // the units' ids, side by side for a quick comparison
+	order   []int32  // ordinal -> rule-set index
+	ordOf   []int32  // rule-set index -> ordinal
+	refs    []int32  // term id -> units naming the term
 	// chanFirst is linker.chanFirst.
 	chanFirst []int32
 }
@@ -472,7 +483,11 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 	for _, t := range l.local {
 		refs[t]++ // a unit's facts are distinct: one reference per unit
 	}
-	return r, &linked{r: r, units: units, order: order, ordOf: ordOf, refs: refs, chanFirst: l.chanFirst}
+	ids := make([]string, len(units))
+	for i, u := range units {
+		ids[i] = u.id
+	}
+	return r, &linked{r: r, units: units, ids: ids, order: order, ordOf: ordOf, refs: refs, chanFirst: l.chanFirst}
 }
 
 // rank returns the units' rank order (ordinal -> unit index) and its
