@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -132,39 +131,60 @@ type seen struct {
 // the same position last time, and remembers rs's campaigns for the next
 // call. A concurrent compilation hashes everything rather than wait.
 func (cc *Compiler) digests(rs *rules.RuleSet) ([]rules.Digest, rules.Digest) {
-	if cc == nil || !cc.seenMu.TryLock() {
+	h := cc.startHashing(rs)
+	if h == nil {
 		return rs.Digests()
 	}
-	defer cc.seenMu.Unlock()
-	s := &cc.seen
+	defer h.done()
+	parallel(len(rs.Campaigns), 512, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			h.at(i)
+		}
+	})
+	return h.digests, rs.ContentRules.Digest()
+}
+
+// hashing is one pass of a Compiler's hashing over a rule set: at(i)
+// hashes campaign i, or reuses last time's digest, and may be called for
+// different i at once; done ends the pass once at has been called for
+// every campaign. The Compiler's seen is locked from start to done.
+type hashing struct {
+	cc      *Compiler
+	rs      *rules.RuleSet
+	prev    []rules.Campaign
+	digests []rules.Digest
+}
+
+// startHashing starts a pass, or returns nil when cc is nil or another
+// compilation is hashing (the caller then hashes everything itself).
+func (cc *Compiler) startHashing(rs *rules.RuleSet) *hashing {
+	if cc == nil || !cc.seenMu.TryLock() {
+		return nil
+	}
 	n := len(rs.Campaigns)
-	prev := s.camps
-	if len(prev) != n {
-		s.camps = make([]rules.Campaign, n)
+	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n)}
+	if len(h.prev) != n {
+		cc.seen.camps = make([]rules.Campaign, n)
 	}
-	digests := make([]rules.Digest, n)
-	const chunk = 512
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), (n+chunk-1)/chunk) {
-		wg.Go(func() {
-			for lo := int(next.Add(chunk)) - chunk; lo < n; lo = int(next.Add(chunk)) - chunk {
-				for i := lo; i < min(lo+chunk, n); i++ {
-					c := &rs.Campaigns[i]
-					if i < len(prev) && sameCampaign(&prev[i], c) {
-						digests[i] = s.digests[i]
-						s.camps[i] = prev[i] // no-op unless resized; the copy moves over
-						continue
-					}
-					digests[i] = c.Digest()
-					s.camps[i] = copyCampaign(c)
-				}
-			}
-		})
+	return h
+}
+
+func (h *hashing) at(i int) rules.Digest {
+	s := &h.cc.seen
+	c := &h.rs.Campaigns[i]
+	if i < len(h.prev) && sameCampaign(&h.prev[i], c) {
+		h.digests[i] = s.digests[i]
+		s.camps[i] = h.prev[i] // no-op unless resized; the copy moves over
+	} else {
+		h.digests[i] = c.Digest()
+		s.camps[i] = copyCampaign(c)
 	}
-	wg.Wait()
-	s.digests = digests // never written after: Rules may share it
-	return digests, rs.ContentRules.Digest()
+	return h.digests[i]
+}
+
+func (h *hashing) done() {
+	h.cc.seen.digests = h.digests // never written after: Rules may share it
+	h.cc.seenMu.Unlock()
 }
 
 func sameString(a, b string) bool {
@@ -198,7 +218,7 @@ func sameClauses(a, b []rules.Clause) bool {
 func sameFloat(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }
 
 // sameCampaign reports whether a and b have the same content: every field
-// rules.appendCampaign encodes, compared as it encodes it (floats by their
+// rules.(*Campaign).Digest encodes, compared as it encodes it (floats by their
 // bits). TestCompileInPlaceEdits fails when a field is missed.
 func sameCampaign(a, b *rules.Campaign) bool {
 	if !sameString(a.ID, b.ID) || !sameString(a.Advertiser, b.Advertiser) || !sameStrings(a.Adomain, b.Adomain) ||

@@ -148,11 +148,13 @@ func Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 // compiles without a cache. version is as for the package-level Compile.
 func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	start := time.Now()
-	digests, content := cc.digests(rs)
-	if version == "" {
-		version = rules.VersionOf(digests, content)
-	}
+	n := len(rs.Campaigns)
+	var digests []rules.Digest
+	content := rs.ContentRules.Digest()
 	finish := func(r *Rules, compiled int, patched bool) *Rules {
+		if version == "" {
+			version = rules.VersionOf(digests, content)
+		}
 		r.version = version
 		r.digests = digests
 		r.compiled = time.Now()
@@ -165,43 +167,58 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 		}
 		return r
 	}
-	if prev := cc.previous(); prev != nil {
+	hashed := false
+	if prev := cc.previous(); prev != nil && patchable(prev, rs, content) {
+		// A patch needs every digest before it starts.
+		digests, _ = cc.digests(rs)
+		hashed = true
 		if r, l, compiled, ok := cc.patch(prev, rs, digests, content); ok {
 			cc.remember(l)
 			return finish(r, compiled, true), nil
 		}
 	}
-	units := make([]*unit, len(rs.Campaigns))
-	reused := 0
-	for i := range rs.Campaigns {
-		if u := cc.lookup(rs.Campaigns[i].ID, digests[i]); u != nil {
-			units[i] = u
-			reused++
+	// One parallel pass over the campaigns hashes (unless done above),
+	// looks up, validates and compiles each in turn while its memory is in
+	// cache: three passes over a large set cost about twice as much, each
+	// missing the cache on every campaign.
+	var h *hashing
+	if !hashed {
+		if h = cc.startHashing(rs); h != nil {
+			digests = h.digests
+		} else {
+			digests = make([]rules.Digest, n)
 		}
 	}
-	if err := rs.ValidateExcept(func(i int) bool { return units[i] != nil }); err != nil {
+	units := make([]*unit, n)
+	fresh := make([]bool, n)
+	known := func(i int) bool {
+		switch {
+		case hashed:
+		case h != nil:
+			h.at(i)
+		default:
+			digests[i] = rs.Campaigns[i].Digest()
+		}
+		units[i] = cc.lookup(rs.Campaigns[i].ID, digests[i])
+		return units[i] != nil
+	}
+	compile := func(i int) {
+		units[i] = compileUnit(&rs.Campaigns[i], digests[i])
+		fresh[i] = true
+	}
+	err := rs.ValidateThen(known, compile)
+	if h != nil {
+		h.done()
+	}
+	if err != nil {
 		return nil, err
 	}
-	fresh := make([]bool, len(units))
-	for i := range units {
-		fresh[i] = units[i] == nil
+	compiled := 0
+	for _, f := range fresh {
+		if f {
+			compiled++
+		}
 	}
-	// Compile on every CPU: units are independent of each other.
-	const chunk = 1024
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), (len(units)+chunk-1)/chunk) {
-		wg.Go(func() {
-			for lo := int(next.Add(chunk)) - chunk; lo < len(units); lo = int(next.Add(chunk)) - chunk {
-				for i := lo; i < min(lo+chunk, len(units)); i++ {
-					if fresh[i] {
-						units[i] = compileUnit(&rs.Campaigns[i], digests[i])
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
 	if cc != nil && cc.cache != nil {
 		for i, u := range units {
 			if fresh[i] {
@@ -215,7 +232,7 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 		l.content = content
 		cc.remember(l)
 	}
-	return finish(r, len(units)-reused, false), nil
+	return finish(r, compiled, false), nil
 }
 
 // unit is one campaign compiled on its own, independent of every other
@@ -243,10 +260,29 @@ type unit struct {
 func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 	u := &unit{id: c.ID, digest: d}
 	start, end := c.Flight()
+	// A unit outlives the rule set it came from, whose slices the caller
+	// may edit in place: it keeps copies, all strings in one backing array
+	// and all clauses in another (a few allocations per campaign instead of
+	// one per slice: a cold compile of 100,000 campaigns makes millions).
+	var size unitSize
+	size.addStrings(c.Adomain, c.Cat, c.Targeting.Channels)
+	size.addClauses(c.Targeting.All)
+	size.addClauses(c.Targeting.None)
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		size.addStrings(cr.Cat, cr.Channels)
+		size.addClauses(cr.Persona)
+	}
+	a := unitArena{
+		strs:    make([]string, 0, size.strs),
+		clauses: make([][]uint32, 0, size.clauses),
+		ids:     make([]uint32, 0, size.values),
+	}
+	u.facts = make([]Fact, 0, size.values)
 	u.camp = Campaign{
 		ID:          c.ID,
 		Advertiser:  c.Advertiser,
-		Adomain:     slices.Clone(c.Adomain),
+		Adomain:     a.clone(c.Adomain),
 		Currency:    c.EffectiveCurrency(),
 		BidMicros:   rules.Micros(c.BidCPM),
 		Priority:    c.EffectivePriority(),
@@ -269,24 +305,23 @@ func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 			}
 		}
 	}
-	u.all = u.clauses(c.Targeting.All)
-	u.none = u.clauses(c.Targeting.None)
-	// A unit outlives the rule set it came from, whose slices the caller
-	// may edit in place: it keeps copies.
-	u.channels = slices.Clone(c.Targeting.Channels)
-	campCat := slices.Clone(c.Cat)
+	u.all = u.clauses(&a, c.Targeting.All)
+	u.none = u.clauses(&a, c.Targeting.None)
+	u.channels = a.clone(c.Targeting.Channels)
+	campCat := a.clone(c.Cat)
 	u.creatives = make([]Creative, len(c.Creatives))
 	u.persona = make([][][]uint32, len(c.Creatives))
 	u.crChans = make([][]string, len(c.Creatives))
+	u.sizes = make([]Size, 0, len(c.Creatives))
 	for i := range c.Creatives {
 		cr := &c.Creatives[i]
-		cat := slices.Clone(cr.Cat)
+		cat := a.clone(cr.Cat)
 		if len(cat) == 0 {
 			cat = campCat
 		}
 		u.creatives[i] = Creative{ID: cr.ID, W: cr.W, H: cr.H, Adm: cr.Adm, Cat: cat}
-		u.persona[i] = u.clauses(cr.Persona)
-		u.crChans[i] = slices.Clone(cr.Channels)
+		u.persona[i] = u.clauses(&a, cr.Persona)
+		u.crChans[i] = a.clone(cr.Channels)
 		if sz := (Size{cr.W, cr.H}); !slices.Contains(u.sizes, sz) {
 			u.sizes = append(u.sizes, sz)
 		}
@@ -294,15 +329,51 @@ func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 	return u
 }
 
+// unitSize counts what a unit copies: strings in string slices, clauses,
+// and clause values.
+type unitSize struct{ strs, clauses, values int }
+
+func (s *unitSize) addStrings(ss ...[]string) {
+	for _, x := range ss {
+		s.strs += len(x)
+	}
+}
+
+func (s *unitSize) addClauses(cs []rules.Clause) {
+	s.clauses += len(cs)
+	for _, c := range cs {
+		s.values += len(c.Any)
+	}
+}
+
+// unitArena is the backing arrays of one unit's slices, sized by
+// unitSize so that they never grow.
+type unitArena struct {
+	strs    []string
+	clauses [][]uint32
+	ids     []uint32
+}
+
+// clone copies src into the arena; nil stays nil and empty stays empty,
+// as with slices.Clone.
+func (a *unitArena) clone(src []string) []string {
+	if src == nil {
+		return nil
+	}
+	lo := len(a.strs)
+	a.strs = append(a.strs, src...)
+	return a.strs[lo:len(a.strs):len(a.strs)]
+}
+
 // clauses interns cs's facts into u.facts and returns the clauses as
-// sorted, distinct indexes into them.
-func (u *unit) clauses(cs []rules.Clause) [][]uint32 {
+// indexes into them, in the arena.
+func (u *unit) clauses(a *unitArena, cs []rules.Clause) [][]uint32 {
 	if len(cs) == 0 {
 		return nil
 	}
-	out := make([][]uint32, len(cs))
-	for i, c := range cs {
-		ids := make([]uint32, 0, len(c.Any))
+	lo := len(a.clauses)
+	for _, c := range cs {
+		start := len(a.ids)
 		for _, v := range c.Any {
 			f := Fact{c.Facet, v}
 			j := slices.Index(u.facts, f)
@@ -310,11 +381,11 @@ func (u *unit) clauses(cs []rules.Clause) [][]uint32 {
 				j = len(u.facts)
 				u.facts = append(u.facts, f)
 			}
-			ids = append(ids, uint32(j))
+			a.ids = append(a.ids, uint32(j))
 		}
-		out[i] = ids
+		a.clauses = append(a.clauses, a.ids[start:len(a.ids):len(a.ids)])
 	}
-	return out
+	return a.clauses[lo:len(a.clauses):len(a.clauses)]
 }
 
 // linker turns units into Rules: it numbers terms and channels over the
@@ -325,7 +396,6 @@ type linker struct {
 	// local[base[i]:base[i+1]].
 	local []uint32
 	base  []int
-	arena []uint32 // backing store of every linked clause
 	// chanFirst is, by channel id, the first unit naming the channel: -1
 	// for a channel of the content rules, math.MaxInt32 for one no unit
 	// names. Channel ids are numbered in that order.
@@ -337,10 +407,11 @@ type linker struct {
 type linked struct {
 	r       *Rules
 	content rules.Digest
-	units   []*unit // in rule-set order
-	order   []int32 // ordinal -> rule-set index
-	ordOf   []int32 // rule-set index -> ordinal
-	refs    []int32 // term id -> units naming the term
+	units   []*unit  // in rule-set order
+	ids     []string // the units' ids, side by side for a quick comparison
+	order   []int32  // ordinal -> rule-set index
+	ordOf   []int32  // rule-set index -> ordinal
+	refs    []int32  // term id -> units naming the term
 	// chanFirst is linker.chanFirst.
 	chanFirst []int32
 }
@@ -350,12 +421,19 @@ type linked struct {
 // more clauses (every targeting.all clause holds for an eligible campaign,
 // so that is its clause count), then campaign id.
 func compareRank(aPrio, bPrio int32, aBid, bBid int64, aClauses, bClauses int32, aID, bID string) int {
-	return cmp.Or(
-		cmp.Compare(aPrio, bPrio),
-		cmp.Compare(bBid, aBid),
-		cmp.Compare(bClauses, aClauses),
-		strings.Compare(aID, bID),
-	)
+	// Not cmp.Or, which evaluates every comparison, the ids' included,
+	// where the first one or two usually decide: sorting 100,000
+	// campaigns makes millions of comparisons.
+	if c := cmp.Compare(aPrio, bPrio); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(bBid, aBid); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(bClauses, aClauses); c != 0 {
+		return c
+	}
+	return strings.Compare(aID, bID)
 }
 
 func compareUnits(a, b *unit) int {
@@ -371,9 +449,50 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 		channelByApp:  map[string]int{},
 	}
 	l := &linker{r: r}
+	// Ranking and numbering terms and channels are independent: on two
+	// CPUs, at once.
+	var order, ordOf []int32
+	var wg sync.WaitGroup
+	wg.Go(func() { order, ordOf = rank(units) })
 	l.internTerms(units)
 	l.internChannels(units, cr)
+	wg.Wait()
+	r.campaigns = make([]Campaign, len(units))
+	crOff := make([]int, len(units)+1) // ordinal -> its first creative in creatives
+	for ord, i := range order {
+		crOff[ord+1] = crOff[ord] + len(units[i].creatives)
+	}
+	creatives := make([]Creative, crOff[len(units)])
+	// Link on every CPU: a campaign's links depend only on its unit and the
+	// term and channel tables, which are complete (and only read) by now.
+	parallel(len(units), 1024, func(lo, hi int) {
+		var size linkSize
+		for _, i := range order[lo:hi] {
+			size.add(units[i])
+		}
+		a := size.arena()
+		for ord := lo; ord < hi; ord++ {
+			i := order[ord]
+			crs := creatives[crOff[ord]:crOff[ord+1]:crOff[ord+1]]
+			linkCampaign(r, &r.campaigns[ord], units[i], l.local[l.base[i]:l.base[i+1]], cr, crs, &a)
+			r.campaigns[ord].ordinal = uint32(ord)
+		}
+	})
+	l.buildIndex(units, order)
+	refs := make([]int32, len(r.terms))
+	for _, t := range l.local {
+		refs[t]++ // a unit's facts are distinct: one reference per unit
+	}
+	ids := make([]string, len(units))
+	for i, u := range units {
+		ids[i] = u.id
+	}
+	return r, &linked{r: r, units: units, ids: ids, order: order, ordOf: ordOf, refs: refs, chanFirst: l.chanFirst}
+}
 
+// rank returns the units' rank order (ordinal -> unit index) and its
+// inverse.
+func rank(units []*unit) (order, ordOf []int32) {
 	type rankKey struct {
 		prio    int32
 		clauses int32
@@ -388,42 +507,64 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 	slices.SortFunc(keys, func(a, b rankKey) int {
 		return compareRank(a.prio, b.prio, a.bid, b.bid, a.clauses, b.clauses, a.id, b.id)
 	})
-	order := make([]int32, len(units))
-	ordOf := make([]int32, len(units))
+	order = make([]int32, len(units))
+	ordOf = make([]int32, len(units))
 	for ord := range keys {
 		order[ord] = keys[ord].i
 		ordOf[keys[ord].i] = int32(ord)
 	}
-	house := cr
-	r.campaigns = make([]Campaign, len(units))
-	ncr := 0
-	for _, u := range units {
-		ncr += len(u.creatives)
+	return order, ordOf
+}
+
+// linkSize counts what linking units puts in a linkArena.
+type linkSize struct{ ids, clauses, chans int }
+
+func (s *linkSize) add(u *unit) {
+	count := func(cs [][]uint32) {
+		s.clauses += len(cs)
+		for _, c := range cs {
+			s.ids += len(c)
+		}
 	}
-	creatives := make([]Creative, ncr)
-	for ord, i := range order {
-		u := units[i]
-		crs := creatives[:len(u.creatives):len(u.creatives)]
-		creatives = creatives[len(u.creatives):]
-		linkCampaign(r, &r.campaigns[ord], u, l.local[l.base[i]:l.base[i+1]], house, crs, &l.arena)
-		r.campaigns[ord].ordinal = uint32(ord)
+	count(u.all)
+	count(u.none)
+	for _, p := range u.persona {
+		count(p)
 	}
-	l.buildIndex(units, order)
-	refs := make([]int32, len(r.terms))
-	for _, t := range l.local {
-		refs[t]++ // a unit's facts are distinct: one reference per unit
+	s.chans += len(u.channels)
+	for _, chs := range u.crChans {
+		s.chans += len(chs)
 	}
-	return r, &linked{r: r, units: units, order: order, ordOf: ordOf, refs: refs, chanFirst: l.chanFirst}
+}
+
+func (s *linkSize) arena() linkArena {
+	return linkArena{
+		ids:     make([]uint32, 0, s.ids),
+		clauses: make([][]uint32, 0, s.clauses),
+		chans:   make([]int, 0, s.chans),
+	}
+}
+
+// linkArena is the backing arrays of linked campaigns' slices — clauses'
+// term ids, the clauses, channel ids — one of each for many campaigns
+// instead of an allocation per slice. Sized by linkSize, they never grow
+// (were one to, the slices handed out before would keep the old array:
+// still correct).
+type linkArena struct {
+	ids     []uint32
+	clauses [][]uint32
+	chans   []int
 }
 
 // linkCampaign links unit u into c: local maps u's facts to term ids,
 // creatives receives the compiled creatives (len(u.creatives) of them)
-// and arena the linked clauses. c.ordinal is the caller's to set.
-func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *rules.ContentRules, creatives []Creative, arena *[]uint32) {
+// and a the linked clauses and channel ids. c.ordinal is the caller's to
+// set. It only reads r (its channel table).
+func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *rules.ContentRules, creatives []Creative, a *linkArena) {
 	*c = u.camp
-	c.all = linkClauses(u.all, local, arena)
-	c.none = linkClauses(u.none, local, arena)
-	c.channels = r.channelIDs(u.channels)
+	c.all = linkClauses(u.all, local, a)
+	c.none = linkClauses(u.none, local, a)
+	c.channels = r.channelIDs(u.channels, a)
 	if d, ok := blockedDomain(house.BlockedAdomain, c.Adomain); ok {
 		c.houseBlocked = "house rules block adomain " + d
 	}
@@ -432,8 +573,8 @@ func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *rules.C
 	usable := 0
 	for j := range c.Creatives {
 		ccr := &c.Creatives[j]
-		ccr.channels = r.channelIDs(u.crChans[j])
-		ccr.persona = linkClauses(u.persona[j], local, arena)
+		ccr.channels = r.channelIDs(u.crChans[j], a)
+		ccr.persona = linkClauses(u.persona[j], local, a)
 		if b, ok := blockedCat(house.BlockedCat, ccr.Cat); ok {
 			ccr.houseBlocked = "house rules block category " + b
 		} else {
@@ -494,47 +635,27 @@ func (l *linker) internTerms(units []*unit) {
 		l.local[i] = final[p]
 	}
 	r.termByFact = byFact
-	l.arena = make([]uint32, 0, clauseValues(units))
-}
-
-func clauseValues(units []*unit) int {
-	n := 0
-	count := func(cs [][]uint32) {
-		for _, c := range cs {
-			n += len(c)
-		}
-	}
-	for _, u := range units {
-		count(u.all)
-		count(u.none)
-		for _, p := range u.persona {
-			count(p)
-		}
-	}
-	return n
 }
 
 // linkClauses maps a unit's clauses to sorted, distinct term ids, in the
 // arena.
-func linkClauses(cs [][]uint32, local []uint32, arena *[]uint32) [][]uint32 {
+func linkClauses(cs [][]uint32, local []uint32, a *linkArena) [][]uint32 {
 	if len(cs) == 0 {
 		return nil
 	}
-	a := *arena
-	out := make([][]uint32, len(cs))
-	for i, c := range cs {
-		start := len(a)
+	lo := len(a.clauses)
+	for _, c := range cs {
+		start := len(a.ids)
 		for _, f := range c {
-			a = append(a, local[f])
+			a.ids = append(a.ids, local[f])
 		}
-		ids := a[start:len(a):len(a)]
+		ids := a.ids[start:len(a.ids):len(a.ids)]
 		slices.Sort(ids)
 		ids = slices.Compact(ids)
-		a = a[:start+len(ids)]
-		out[i] = ids[:len(ids):len(ids)]
+		a.ids = a.ids[:start+len(ids)]
+		a.clauses = append(a.clauses, ids[:len(ids):len(ids)])
 	}
-	*arena = a
-	return out
+	return a.clauses[lo:len(a.clauses):len(a.clauses)]
 }
 
 func (r *Rules) channelID(name string) int {
@@ -580,19 +701,47 @@ func (l *linker) internChannels(units []*unit, cr *rules.ContentRules) {
 	named(math.MaxInt32, channelApp)
 }
 
-func (r *Rules) channelIDs(names []string) []int {
+// channelIDs maps channel names to sorted, distinct ids, in the arena.
+func (r *Rules) channelIDs(names []string, a *linkArena) []int {
 	if len(names) == 0 {
 		return nil
 	}
-	ids := make([]int, len(names))
-	for i, n := range names {
-		ids[i] = r.channels[n]
+	start := len(a.chans)
+	for _, n := range names {
+		a.chans = append(a.chans, r.channels[n])
 	}
+	ids := a.chans[start:len(a.chans):len(a.chans)]
 	slices.Sort(ids)
-	return slices.Compact(ids)
+	ids = slices.Compact(ids)
+	a.chans = a.chans[:start+len(ids)]
+	return ids[:len(ids):len(ids)]
+}
+
+// parallel calls f over [0, n) cut in chunks, on every CPU when there is
+// more than one chunk, and returns once every call has.
+func parallel(n, chunk int, f func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), (n+chunk-1)/chunk)
+	if workers <= 1 {
+		f(0, n)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for lo := int(next.Add(int64(chunk))) - chunk; lo < n; lo = int(next.Add(int64(chunk))) - chunk {
+				f(lo, min(lo+chunk, n))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // buildIndex sets, for every campaign, its bit in each set of the index.
+// It runs on every CPU, each taking chunks of ordinals that are whole
+// 64-bit words, so that no two write one word. A set that only some
+// campaigns need (a term's, a facet's) is made by whichever sets its first
+// bit, through an atomic pointer; the size sets are made beforehand.
 func (l *linker) buildIndex(units []*unit, order []int32) {
 	r := l.r
 	n := uint(len(r.campaigns))
@@ -608,52 +757,61 @@ func (l *linker) buildIndex(units []*unit, order []int32) {
 	for id := range x.byChannel {
 		x.byChannel[id] = newSet()
 	}
-	constrained := make([]*bitset.BitSet, len(r.facets)) // facet -> campaigns constraining it
-	for ord := range r.campaigns {
-		c := &r.campaigns[ord]
-		o := uint(ord)
-		if c.active && c.houseBlocked == "" {
-			x.live.Set(o)
-		}
-		if len(c.channels) == 0 {
-			x.anyChannel.Set(o)
-		}
-		for _, ch := range c.channels {
-			x.byChannel[ch].Set(o)
-		}
-		for _, sz := range units[order[ord]].sizes {
-			b := x.bySize[sz]
-			if b == nil {
-				b = newSet()
-				x.bySize[sz] = b
-			}
-			b.Set(o)
-		}
-		for _, cl := range c.all {
-			f := r.terms[cl[0]].facet
-			if constrained[f] == nil {
-				constrained[f] = newSet()
-			}
-			constrained[f].Set(o)
-			for _, t := range cl {
-				tm := &r.terms[t]
-				if tm.accept == nil {
-					tm.accept = newSet()
-				}
-				tm.accept.Set(o)
-			}
-		}
-		for _, cl := range c.none {
-			for _, t := range cl {
-				tm := &r.terms[t]
-				if tm.exclude == nil {
-					tm.exclude = newSet()
-				}
-				tm.exclude.Set(o)
+	for _, u := range units {
+		for _, sz := range u.sizes {
+			if x.bySize[sz] == nil {
+				x.bySize[sz] = newSet()
 			}
 		}
 	}
-	for f, b := range constrained {
+	type lazySet = atomic.Pointer[bitset.BitSet]
+	get := func(p *lazySet) *bitset.BitSet {
+		if b := p.Load(); b != nil {
+			return b
+		}
+		if b := newSet(); p.CompareAndSwap(nil, b) {
+			return b
+		}
+		return p.Load()
+	}
+	accept := make([]lazySet, len(r.terms))
+	exclude := make([]lazySet, len(r.terms))
+	constrained := make([]lazySet, len(r.facets)) // facet -> campaigns constraining it
+	const chunk = 1024                            // a multiple of 64: whole words
+	parallel(len(r.campaigns), chunk, func(lo, hi int) {
+		for ord := lo; ord < hi; ord++ {
+			c := &r.campaigns[ord]
+			o := uint(ord)
+			if c.active && c.houseBlocked == "" {
+				x.live.Set(o)
+			}
+			if len(c.channels) == 0 {
+				x.anyChannel.Set(o)
+			}
+			for _, ch := range c.channels {
+				x.byChannel[ch].Set(o)
+			}
+			for _, sz := range units[order[ord]].sizes {
+				x.bySize[sz].Set(o)
+			}
+			for _, cl := range c.all {
+				get(&constrained[r.terms[cl[0]].facet]).Set(o)
+				for _, t := range cl {
+					get(&accept[t]).Set(o)
+				}
+			}
+			for _, cl := range c.none {
+				for _, t := range cl {
+					get(&exclude[t]).Set(o)
+				}
+			}
+		}
+	})
+	for t := range r.terms {
+		r.terms[t].accept, r.terms[t].exclude = accept[t].Load(), exclude[t].Load()
+	}
+	for f := range constrained {
+		b := constrained[f].Load()
 		if b == nil {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -67,6 +68,30 @@ func TestCompileCacheIdentical(t *testing.T) {
 		if !reflect.DeepEqual(cached, plain) {
 			t.Errorf("%s: rules compiled with the cache differ from rules compiled without", e.name)
 		}
+	}
+}
+
+// TestCompileParallelIdentical compiles a set large enough to be cut in
+// many chunks (hashed, validated, compiled, linked and indexed on every
+// CPU) on four CPUs and on one: the rules must be identical.
+func TestCompileParallelIdentical(t *testing.T) {
+	cfg := world.SmallConfig()
+	cfg.Campaigns = 5000
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compile := func(procs int) *Rules {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		r, err := Compile(rs, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.compiled, r.stats = time.Time{}, CompileStats{}
+		return r
+	}
+	if !reflect.DeepEqual(compile(4), compile(1)) {
+		t.Error("rules compiled on four CPUs differ from rules compiled on one")
 	}
 }
 

@@ -13,6 +13,22 @@ import (
 // linking afresh costs about the same.
 const maxPatched = 256
 
+// patchable reports whether rs may be an edit patch can apply to prev's
+// rule set: the same campaign ids in the same order and the same content
+// rules. Only then is hashing every campaign before anything else worth
+// it (a cold compile hashes in its pass over the campaigns).
+func patchable(prev *linked, rs *rules.RuleSet, content rules.Digest) bool {
+	if len(prev.units) != len(rs.Campaigns) || content != prev.content {
+		return false
+	}
+	for i := range rs.Campaigns {
+		if rs.Campaigns[i].ID != prev.ids[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // patch compiles rs as an edit of prev, the last rule set compiled: it
 // reports ok false, having changed nothing but the cache, whenever the
 // edit is not one it can apply exactly (then the caller links afresh, and
@@ -32,18 +48,13 @@ const maxPatched = 256
 //     rank; the campaigns between the first and last ordinal that moved or
 //     changed are placed again, and every index set gets new words over
 //     that range only, copied on write: an untouched set is shared.
+//
+// The caller has checked that rs is patchable.
 func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Digest, content rules.Digest) (r *Rules, l *linked, compiled int, ok bool) {
 	n := len(rs.Campaigns)
-	if len(prev.units) != n || content != prev.content {
-		return nil, nil, 0, false
-	}
 	var changed []int
 	for i := range rs.Campaigns {
-		u := prev.units[i]
-		if rs.Campaigns[i].ID != u.id {
-			return nil, nil, 0, false
-		}
-		if digests[i] != u.digest {
+		if digests[i] != prev.units[i].digest {
 			if len(changed) == maxPatched {
 				return nil, nil, 0, false
 			}
@@ -138,12 +149,12 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 	r = &Rules{}
 	*r = *r0
 	if hi < 0 {
-		return r, &linked{r: r, content: content, units: units, order: prev.order, ordOf: prev.ordOf, refs: refs, chanFirst: prev.chanFirst}, compiled, true
+		return r, &linked{r: r, content: content, units: units, ids: prev.ids, order: prev.order, ordOf: prev.ordOf, refs: refs, chanFirst: prev.chanFirst}, compiled, true
 	}
 	r.campaigns = slices.Clone(r0.campaigns)
 	ordOf := slices.Clone(prev.ordOf)
 	house := &rs.ContentRules
-	var local, arena []uint32
+	var local []uint32
 	for o := lo; o <= hi; o++ {
 		i := order[o]
 		ordOf[i] = int32(o)
@@ -156,15 +167,17 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 			for _, f := range u.facts {
 				local = append(local, r0.termByFact[f])
 			}
-			arena = make([]uint32, 0, clauseValues(units[i:i+1]))
-			linkCampaign(r, c, u, local, house, make([]Creative, len(u.creatives)), &arena)
+			var size linkSize
+			size.add(u)
+			a := size.arena()
+			linkCampaign(r, c, u, local, house, make([]Creative, len(u.creatives)), &a)
 		}
 		c.ordinal = uint32(o)
 	}
 	if !r.patchIndex(r0, units, order, lo, hi) {
 		return nil, nil, 0, false
 	}
-	return r, &linked{r: r, content: content, units: units, order: order, ordOf: ordOf, refs: refs, chanFirst: prev.chanFirst}, compiled, true
+	return r, &linked{r: r, content: content, units: units, ids: prev.ids, order: order, ordOf: ordOf, refs: refs, chanFirst: prev.chanFirst}, compiled, true
 }
 
 // ownCreativeIDs reports whether u's creative ids are distinct and each

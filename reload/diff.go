@@ -58,11 +58,15 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 	for i := range oldRS.Campaigns {
 		old[oldRS.Campaigns[i].ID] = i
 	}
-	seen := make(map[string]bool, len(rs.Campaigns))
+	// kept[j]: old campaign j is in the new set (ids are unique in both),
+	// which spares a second map, over the new ids.
+	kept := make([]bool, len(oldRS.Campaigns))
 	for i := range rs.Campaigns {
 		c := &rs.Campaigns[i]
-		seen[c.ID] = true
 		j, ok := old[c.ID]
+		if ok {
+			kept[j] = true
+		}
 		switch {
 		case !ok:
 			d.CampaignsAdded = append(d.CampaignsAdded, c.ID)
@@ -76,7 +80,7 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 	}
 	for i := range oldRS.Campaigns {
 		c := &oldRS.Campaigns[i]
-		if !seen[c.ID] {
+		if !kept[i] {
 			d.CampaignsRemoved = append(d.CampaignsRemoved, c.ID)
 			for k := range c.Creatives {
 				d.CreativesRemoved = append(d.CreativesRemoved, c.Creatives[k].ID)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math"
-	"runtime"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -20,6 +19,7 @@ type Digest [16]byte
 
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
+// sum is the Digest of an encoding held whole (or of any bytes).
 func sum(b []byte) Digest {
 	var d Digest
 	binary.LittleEndian.PutUint64(d[:8], xxhash.Sum64(b))
@@ -27,59 +27,159 @@ func sum(b []byte) Digest {
 	return d
 }
 
-var canonPool = sync.Pool{New: func() any { return new([]byte) }}
+// encoder produces the canonical encoding into an xxhash digest as it
+// goes, never holding all of it: short fields gather in buf, and a long
+// string — a creative's adm, most of a campaign's bytes — is hashed where
+// it lies instead of being copied. xxhash over the pieces equals xxhash
+// over their concatenation, so the digest is the encoding's.
+type encoder struct {
+	h   xxhash.Digest
+	n   uint64 // bytes encoded
+	buf []byte
+}
+
+// direct is the length from which a string is hashed in place.
+const direct = 64
+
+var encoders = sync.Pool{New: func() any { return &encoder{buf: make([]byte, 0, 512)} }}
+
+func newEncoder() *encoder {
+	e := encoders.Get().(*encoder)
+	e.h.Reset()
+	e.n, e.buf = 0, e.buf[:0]
+	return e
+}
+
+// digest returns the digest of what e encoded and releases e.
+func (e *encoder) digest() Digest {
+	e.flush()
+	var d Digest
+	binary.LittleEndian.PutUint64(d[:8], e.h.Sum64())
+	binary.LittleEndian.PutUint64(d[8:], e.n)
+	encoders.Put(e)
+	return d
+}
+
+func (e *encoder) flush() {
+	e.h.Write(e.buf)
+	e.n += uint64(len(e.buf))
+	e.buf = e.buf[:0]
+}
+
+func (e *encoder) uvarint(v int) { e.buf = binary.AppendUvarint(e.buf, uint64(v)) }
+
+func (e *encoder) string(s string) {
+	e.uvarint(len(s))
+	if len(s) < direct {
+		e.buf = append(e.buf, s...)
+		return
+	}
+	e.flush()
+	e.h.WriteString(s)
+	e.n += uint64(len(s))
+}
+
+func (e *encoder) strings(ss []string) {
+	e.uvarint(len(ss))
+	for _, s := range ss {
+		e.string(s)
+	}
+}
+
+func (e *encoder) float(f float64) {
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, math.Float64bits(f))
+}
+
+func (e *encoder) int(v int32) { e.buf = binary.AppendVarint(e.buf, int64(v)) }
+
+func (e *encoder) clauses(cs []Clause) {
+	e.uvarint(len(cs))
+	for _, c := range cs {
+		e.string(c.Facet)
+		e.strings(c.Any)
+	}
+}
+
+// campaign encodes every field of c. A field added to Campaign must be
+// added here: TestDigestCoversEveryField fails until it is.
+func (e *encoder) campaign(c *Campaign) {
+	e.string(c.ID)
+	e.string(c.Advertiser)
+	e.strings(c.Adomain)
+	e.string(c.Status)
+	e.string(c.Start)
+	e.string(c.End)
+	if c.Priority == nil {
+		e.buf = append(e.buf, 0)
+	} else {
+		e.buf = append(e.buf, 1)
+		e.int(*c.Priority)
+	}
+	e.float(c.BidCPM)
+	e.string(c.Currency)
+	e.float(c.Budget.Daily)
+	e.float(c.Budget.Total)
+	e.string(c.Pacing)
+	e.int(c.FrequencyCap.Max)
+	e.string(c.FrequencyCap.Window)
+	e.strings(c.Cat)
+	e.clauses(c.Targeting.All)
+	e.clauses(c.Targeting.None)
+	e.strings(c.Targeting.Channels)
+	e.uvarint(len(c.Creatives))
+	for i := range c.Creatives {
+		e.creative(&c.Creatives[i])
+	}
+}
+
+func (e *encoder) creative(cr *Creative) {
+	e.string(cr.ID)
+	e.int(cr.W)
+	e.int(cr.H)
+	e.strings(cr.Channels)
+	e.strings(cr.Cat)
+	e.clauses(cr.Persona)
+	e.string(cr.Adm)
+}
 
 // Digest is the content hash of c: campaigns with equal digests compile
 // alike.
 func (c *Campaign) Digest() Digest {
-	bp := canonPool.Get().(*[]byte)
-	b := appendCampaign((*bp)[:0], c)
-	d := sum(b)
-	*bp = b
-	canonPool.Put(bp)
-	return d
+	e := newEncoder()
+	e.campaign(c)
+	return e.digest()
 }
 
 // Digest is the content hash of cr.
 func (cr *Creative) Digest() Digest {
-	bp := canonPool.Get().(*[]byte)
-	b := appendCreative((*bp)[:0], cr)
-	d := sum(b)
-	*bp = b
-	canonPool.Put(bp)
-	return d
+	e := newEncoder()
+	e.creative(cr)
+	return e.digest()
 }
 
 // Digest is the content hash of the content rules.
 func (cr *ContentRules) Digest() Digest {
-	b := appendStrings(nil, cr.BlockedCat)
-	b = appendStrings(b, cr.BlockedAdomain)
-	b = binary.AppendUvarint(b, uint64(len(cr.ChannelMap)))
+	e := newEncoder()
+	e.strings(cr.BlockedCat)
+	e.strings(cr.BlockedAdomain)
+	e.uvarint(len(cr.ChannelMap))
 	for _, m := range cr.ChannelMap {
-		b = appendString(b, m.Channel)
-		b = appendStrings(b, m.Domains)
-		b = appendStrings(b, m.Bundles)
+		e.string(m.Channel)
+		e.strings(m.Domains)
+		e.strings(m.Bundles)
 	}
-	return sum(b)
+	return e.digest()
 }
 
 // Digests returns the digest of every campaign, in order, and of the
 // content rules. Large sets are hashed on every CPU.
 func (rs *RuleSet) Digests() (campaigns []Digest, content Digest) {
 	campaigns = make([]Digest, len(rs.Campaigns))
-	const chunk = 2048
-	workers := min(runtime.GOMAXPROCS(0), (len(rs.Campaigns)+chunk-1)/chunk)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			var b []byte
-			for i := w; i < len(rs.Campaigns); i += workers {
-				b = appendCampaign(b[:0], &rs.Campaigns[i])
-				campaigns[i] = sum(b)
-			}
-		})
-	}
-	wg.Wait()
+	parallel(len(rs.Campaigns), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			campaigns[i] = rs.Campaigns[i].Digest()
+		}
+	})
 	return campaigns, rs.ContentRules.Digest()
 }
 
@@ -102,75 +202,4 @@ func VersionOf(campaigns []Digest, content Digest) string {
 	}
 	h.Write(content[:])
 	return hex.EncodeToString(h.Sum(nil)[:6])
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendStrings(b []byte, ss []string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(ss)))
-	for _, s := range ss {
-		b = appendString(b, s)
-	}
-	return b
-}
-
-func appendFloat(b []byte, f float64) []byte {
-	return binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
-}
-
-func appendInt(b []byte, v int32) []byte { return binary.AppendVarint(b, int64(v)) }
-
-func appendClauses(b []byte, cs []Clause) []byte {
-	b = binary.AppendUvarint(b, uint64(len(cs)))
-	for _, c := range cs {
-		b = appendString(b, c.Facet)
-		b = appendStrings(b, c.Any)
-	}
-	return b
-}
-
-// appendCampaign appends the canonical encoding of every field of c. A
-// field added to Campaign must be added here: TestDigestCoversEveryField
-// fails until it is.
-func appendCampaign(b []byte, c *Campaign) []byte {
-	b = appendString(b, c.ID)
-	b = appendString(b, c.Advertiser)
-	b = appendStrings(b, c.Adomain)
-	b = appendString(b, c.Status)
-	b = appendString(b, c.Start)
-	b = appendString(b, c.End)
-	if c.Priority == nil {
-		b = append(b, 0)
-	} else {
-		b = appendInt(append(b, 1), *c.Priority)
-	}
-	b = appendFloat(b, c.BidCPM)
-	b = appendString(b, c.Currency)
-	b = appendFloat(b, c.Budget.Daily)
-	b = appendFloat(b, c.Budget.Total)
-	b = appendString(b, c.Pacing)
-	b = appendInt(b, c.FrequencyCap.Max)
-	b = appendString(b, c.FrequencyCap.Window)
-	b = appendStrings(b, c.Cat)
-	b = appendClauses(b, c.Targeting.All)
-	b = appendClauses(b, c.Targeting.None)
-	b = appendStrings(b, c.Targeting.Channels)
-	b = binary.AppendUvarint(b, uint64(len(c.Creatives)))
-	for i := range c.Creatives {
-		b = appendCreative(b, &c.Creatives[i])
-	}
-	return b
-}
-
-func appendCreative(b []byte, cr *Creative) []byte {
-	b = appendString(b, cr.ID)
-	b = appendInt(b, cr.W)
-	b = appendInt(b, cr.H)
-	b = appendStrings(b, cr.Channels)
-	b = appendStrings(b, cr.Cat)
-	b = appendClauses(b, cr.Persona)
-	return appendString(b, cr.Adm)
 }

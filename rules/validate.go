@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // ValidationError is one problem in a rule set, at a field path such as
@@ -140,33 +143,71 @@ func (rs *RuleSet) Validate() error { return rs.ValidateExcept(nil) }
 // campaigns are valid — typically because a campaign with identical
 // content passed before: known(i) true skips the checks of campaign i on
 // its own. The checks across campaigns (duplicate campaign and creative
-// ids) and of the content rules always run. known may be nil.
+// ids) and of the content rules always run. known may be nil; it is
+// called once per campaign, concurrently for different campaigns.
 func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
+	return rs.ValidateThen(known, nil)
+}
+
+// ValidateThen is ValidateExcept that also calls then(i) for every
+// campaign i not known whose own checks pass, right after them and on the
+// same goroutine — concurrently for different campaigns, and whether or
+// not the set as a whole turns out valid — so that a caller's work on
+// each campaign (compiling it) shares the pass over the set and finds the
+// campaign's memory in cache. It returns once every call has. then may
+// be nil.
+func (rs *RuleSet) ValidateThen(known func(i int) bool, then func(i int)) error {
 	v := validator{}
 	if len(rs.Campaigns) > MaxCampaigns {
 		v.add("campaigns", "%d campaigns exceeds the limit of %d", len(rs.Campaigns), MaxCampaigns)
 	}
-	ncr := 0
+	// crBase[i] is the number of creatives before campaign i.
+	crBase := make([]int, len(rs.Campaigns)+1)
 	for i := range rs.Campaigns {
-		ncr += len(rs.Campaigns[i].Creatives)
+		crBase[i+1] = crBase[i] + len(rs.Campaigns[i].Creatives)
 	}
+	ncr := crBase[len(rs.Campaigns)]
 	// Each campaign's own checks run in parallel; their errors are merged
-	// in order with those of the checks across campaigns.
+	// in order with those of the checks across campaigns. The same pass
+	// hashes every id, while the campaign is in cache, for the check of
+	// duplicates.
 	own := make([]ValidationErrors, len(rs.Campaigns))
+	campHash, crHash := make([]uint64, len(rs.Campaigns)), make([]uint64, ncr)
 	parallel(len(rs.Campaigns), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
+			c := &rs.Campaigns[i]
 			if known == nil || !known(i) {
 				cv := validator{}
-				cv.campaign(campaignPath(i), &rs.Campaigns[i])
+				cv.campaign(i, c)
 				own[i] = cv.errs
+				if then != nil && cv.errs == nil {
+					then(i)
+				}
+			}
+			campHash[i] = idHash(c.ID)
+			for j := range c.Creatives {
+				crHash[crBase[i]+j] = idHash(c.Creatives[j].ID)
 			}
 		}
 	})
-	campIDs := make(map[string]int, len(rs.Campaigns))
-	crIDs := make(map[string][2]int, ncr) // creative id -> (campaign, creative) index
+	// The exact duplicate check runs only when two ids hash alike: their
+	// maps cost more than every campaign's own checks together (a cache
+	// miss or two per id), and distinct hashes prove distinct ids.
+	checkIDs := mayRepeat(campHash) || mayRepeat(crHash)
+	var (
+		campIDs map[string]int
+		crIDs   map[string][2]int // creative id -> (campaign, creative) index
+	)
+	if checkIDs {
+		campIDs = make(map[string]int, len(rs.Campaigns))
+		crIDs = make(map[string][2]int, ncr)
+	}
 	for i := range rs.Campaigns {
 		c := &rs.Campaigns[i]
 		v.errs = append(v.errs, own[i]...)
+		if !checkIDs {
+			continue
+		}
 		if c.ID != "" {
 			if j, dup := campIDs[c.ID]; dup {
 				v.add(campaignPath(i)+".id", "duplicate campaign id %q (also campaigns[%d])", c.ID, j)
@@ -193,6 +234,41 @@ func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
 	return v.errs
 }
 
+// idHash is the hash of a campaign or creative id for mayRepeat: 0 for
+// the empty id (which the duplicate check skips), never 0 otherwise.
+func idHash(id string) uint64 {
+	if id == "" {
+		return 0
+	}
+	return max(xxhash.Sum64String(id), 1)
+}
+
+// mayRepeat reports whether two of hashes, ignoring zeros, are equal. When
+// it reports false no two of the ids hashed are equal; true means some
+// may be (with 64-bit hashes, all but certainly are), and only an exact
+// check can tell which.
+func mayRepeat(hashes []uint64) bool {
+	// An open-addressing set: a power of two at least twice the hashes,
+	// 0 marking an empty slot.
+	table := make([]uint64, 1<<bits.Len(uint(2*len(hashes))))
+	mask := uint64(len(table) - 1)
+	for _, h := range hashes {
+		if h == 0 {
+			continue
+		}
+		for j := h & mask; ; j = (j + 1) & mask {
+			if table[j] == h {
+				return true
+			}
+			if table[j] == 0 {
+				table[j] = h
+				break
+			}
+		}
+	}
+	return false
+}
+
 // ValidateCampaigns checks each campaign at the indexes listed on its own,
 // as Validate does, but not the checks across campaigns (duplicate ids)
 // nor the content rules: it is for a caller that knows those hold, such
@@ -201,7 +277,7 @@ func (rs *RuleSet) ValidateExcept(known func(i int) bool) error {
 func (rs *RuleSet) ValidateCampaigns(idx []int) error {
 	v := validator{}
 	for _, i := range idx {
-		v.campaign(campaignPath(i), &rs.Campaigns[i])
+		v.campaign(i, &rs.Campaigns[i])
 	}
 	if len(v.errs) == 0 {
 		return nil
@@ -249,70 +325,73 @@ func (v *validator) add(path, format string, args ...any) {
 	v.errs = append(v.errs, &ValidationError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (v *validator) campaign(p string, c *Campaign) {
+// campaign checks campaign i on its own. Like every check, it builds a
+// field path only for an error: most campaigns have none.
+func (v *validator) campaign(i int, c *Campaign) {
+	p := func() string { return campaignPath(i) }
 	switch {
 	case c.ID == "":
-		v.add(p+".id", "required")
+		v.add(p()+".id", "required")
 	case !idShape.match(c.ID):
-		v.add(p+".id", "%q must match %s", c.ID, &idShape)
+		v.add(p()+".id", "%q must match %s", c.ID, &idShape)
 	}
 	switch c.Status {
 	case "", StatusActive, StatusPaused:
 	default:
-		v.add(p+".status", "unknown status %q, want active or paused", c.Status)
+		v.add(p()+".status", "unknown status %q, want active or paused", c.Status)
 	}
 	var start, end time.Time
 	var err error
 	if c.Start != "" {
 		if start, err = time.Parse(time.RFC3339, c.Start); err != nil {
-			v.add(p+".start", "%q is not an RFC 3339 time", c.Start)
+			v.add(p()+".start", "%q is not an RFC 3339 time", c.Start)
 		}
 	}
 	if c.End != "" {
 		if end, err = time.Parse(time.RFC3339, c.End); err != nil {
-			v.add(p+".end", "%q is not an RFC 3339 time", c.End)
+			v.add(p()+".end", "%q is not an RFC 3339 time", c.End)
 		}
 	}
 	if !start.IsZero() && !end.IsZero() && !end.After(start) {
-		v.add(p+".end", "%s must be after start %s", c.End, c.Start)
+		v.add(p()+".end", "%s must be after start %s", c.End, c.Start)
 	}
 	if c.Priority != nil && (*c.Priority < 0 || *c.Priority > 1000) {
-		v.add(p+".priority", "%d must be in [0, 1000]", *c.Priority)
+		v.add(p()+".priority", "%d must be in [0, 1000]", *c.Priority)
 	}
 	if !(c.BidCPM > 0) || math.IsInf(c.BidCPM, 0) || c.BidCPM > MaxBidCPM {
-		v.add(p+".bid_cpm", "%v must be > 0 and <= %d", c.BidCPM, MaxBidCPM)
+		v.add(p()+".bid_cpm", "%v must be > 0 and <= %d", c.BidCPM, MaxBidCPM)
 	}
 	if c.Currency != "" && !curShape.match(c.Currency) {
-		v.add(p+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
+		v.add(p()+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
 	}
 	if !(c.Budget.Daily >= 0 && c.Budget.Daily <= MaxDailyBudget) {
-		v.add(p+".budget.daily", "%v must be >= 0 and <= %d (0: no daily limit)", c.Budget.Daily, MaxDailyBudget)
+		v.add(p()+".budget.daily", "%v must be >= 0 and <= %d (0: no daily limit)", c.Budget.Daily, MaxDailyBudget)
 	}
 	if !(c.Budget.Total >= 0 && c.Budget.Total <= MaxTotalBudget) {
-		v.add(p+".budget.total", "%v must be >= 0 and <= %d (0: no total limit)", c.Budget.Total, MaxTotalBudget)
+		v.add(p()+".budget.total", "%v must be >= 0 and <= %d (0: no total limit)", c.Budget.Total, MaxTotalBudget)
 	}
 	switch c.Pacing {
 	case "", PacingEven, PacingASAP:
 	default:
-		v.add(p+".pacing", "unknown pacing mode %q, want even or asap", c.Pacing)
+		v.add(p()+".pacing", "unknown pacing mode %q, want even or asap", c.Pacing)
 	}
 	if fc := c.FrequencyCap; fc.Max < 0 {
-		v.add(p+".frequency_cap.max", "%d must be >= 0", fc.Max)
+		v.add(p()+".frequency_cap.max", "%d must be >= 0", fc.Max)
 	} else if fc.Max > 0 || fc.Window != "" {
 		d, err := time.ParseDuration(fc.Window)
 		switch {
 		case err != nil:
-			v.add(p+".frequency_cap.window", "%q is not a duration such as 24h", fc.Window)
+			v.add(p()+".frequency_cap.window", "%q is not a duration such as 24h", fc.Window)
 		case d <= 0:
-			v.add(p+".frequency_cap.window", "%q must be > 0", fc.Window)
+			v.add(p()+".frequency_cap.window", "%q must be > 0", fc.Window)
 		case d > MaxFrequencyWindow:
-			v.add(p+".frequency_cap.window", "%q must be at most %v", fc.Window, MaxFrequencyWindow)
+			v.add(p()+".frequency_cap.window", "%q must be at most %v", fc.Window, MaxFrequencyWindow)
 		}
 	}
 	v.cats(p, ".cat", c.Cat)
 	for i, d := range c.Adomain {
 		if d == "" || strings.ContainsAny(d, " /") {
-			v.add(at(p+".adomain", i), "%q is not a domain", d)
+			v.add(at(p()+".adomain", i), "%q is not a domain", d)
 		}
 	}
 	v.clauses(p, ".targeting.all", c.Targeting.All)
@@ -320,18 +399,18 @@ func (v *validator) campaign(p string, c *Campaign) {
 	v.channels(p, ".targeting.channels", c.Targeting.Channels)
 	switch {
 	case len(c.Creatives) == 0:
-		v.add(p+".creatives", "a campaign needs at least one creative")
+		v.add(p()+".creatives", "a campaign needs at least one creative")
 	case len(c.Creatives) > MaxCreativesPerCamp:
-		v.add(p+".creatives", "%d creatives exceeds the limit of %d", len(c.Creatives), MaxCreativesPerCamp)
+		v.add(p()+".creatives", "%d creatives exceeds the limit of %d", len(c.Creatives), MaxCreativesPerCamp)
 	}
 	for j := range c.Creatives {
 		v.creative(p, j, &c.Creatives[j])
 	}
 }
 
-// creative checks campaign p's creative j. Paths are built only for errors.
-func (v *validator) creative(cp string, j int, cr *Creative) {
-	p := func() string { return at(cp+".creatives", j) }
+// creative checks campaign cp's creative j.
+func (v *validator) creative(cp func() string, j int, cr *Creative) {
+	p := func() string { return at(cp()+".creatives", j) }
 	switch {
 	case cr.ID == "":
 		v.add(p()+".id", "required")
@@ -345,13 +424,13 @@ func (v *validator) creative(cp string, j int, cr *Creative) {
 		v.add(p()+".h", "%d must be > 0 and <= %d", cr.H, MaxCreativeDimension)
 	}
 	if len(cr.Channels) > 0 {
-		v.channels(p(), ".channels", cr.Channels)
+		v.channels(p, ".channels", cr.Channels)
 	}
 	if len(cr.Cat) > 0 {
-		v.cats(p(), ".cat", cr.Cat)
+		v.cats(p, ".cat", cr.Cat)
 	}
 	if len(cr.Persona) > 0 {
-		v.clauses(p(), ".persona", cr.Persona)
+		v.clauses(p, ".persona", cr.Persona)
 	}
 	if strings.TrimSpace(cr.Adm) == "" {
 		v.add(p()+".adm", "required")
@@ -388,9 +467,9 @@ func checkMacros(adm string) (unknown []string, unterminated bool) {
 }
 
 // clauses checks the clauses at p+field.
-func (v *validator) clauses(p, field string, cs []Clause) {
+func (v *validator) clauses(p func() string, field string, cs []Clause) {
 	for i, c := range cs {
-		cp := func() string { return at(p+field, i) }
+		cp := func() string { return at(p()+field, i) }
 		if !facetShape.match(c.Facet) {
 			v.add(cp()+".facet", "%q must match %s", c.Facet, &facetShape)
 		}
@@ -408,24 +487,24 @@ func (v *validator) clauses(p, field string, cs []Clause) {
 	}
 }
 
-func (v *validator) channels(p, field string, chs []string) {
+func (v *validator) channels(p func() string, field string, chs []string) {
 	for i, ch := range chs {
 		if !channelShape.match(ch) {
-			v.add(at(p+field, i), "%q must match %s", ch, &channelShape)
+			v.add(at(p()+field, i), "%q must match %s", ch, &channelShape)
 		}
 	}
 }
 
-func (v *validator) cats(p, field string, cats []string) {
+func (v *validator) cats(p func() string, field string, cats []string) {
 	for i, c := range cats {
 		if !catShape.match(c) {
-			v.add(at(p+field, i), "%q is not an IAB category such as IAB19", c)
+			v.add(at(p()+field, i), "%q is not an IAB category such as IAB19", c)
 		}
 	}
 }
 
 func (v *validator) content(p string, cr *ContentRules) {
-	v.cats(p, ".blocked_cat", cr.BlockedCat)
+	v.cats(func() string { return p }, ".blocked_cat", cr.BlockedCat)
 	for i, d := range cr.BlockedAdomain {
 		if d == "" {
 			v.add(at(p+".blocked_adomain", i), "empty domain")
