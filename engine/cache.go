@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 
+	"github.com/personad/personad/internal/par"
 	"github.com/personad/personad/rules"
 )
 
@@ -136,7 +137,7 @@ func (cc *Compiler) digests(rs *rules.RuleSet) ([]rules.Digest, rules.Digest) {
 		return rs.Digests()
 	}
 	defer h.done()
-	parallel(len(rs.Campaigns), 512, func(lo, hi int) {
+	par.For(len(rs.Campaigns), 512, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			h.at(i)
 		}

@@ -3,7 +3,6 @@ package engine
 import (
 	"cmp"
 	"math"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/bits-and-blooms/bitset"
 
+	"github.com/personad/personad/internal/par"
 	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/rules"
 )
@@ -465,7 +465,7 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 	creatives := make([]Creative, crOff[len(units)])
 	// Link on every CPU: a campaign's links depend only on its unit and the
 	// term and channel tables, which are complete (and only read) by now.
-	parallel(len(units), 1024, func(lo, hi int) {
+	par.For(len(units), 1024, func(lo, hi int) {
 		var size linkSize
 		for _, i := range order[lo:hi] {
 			size.add(units[i])
@@ -717,26 +717,6 @@ func (r *Rules) channelIDs(names []string, a *linkArena) []int {
 	return ids[:len(ids):len(ids)]
 }
 
-// parallel calls f over [0, n) cut in chunks, on every CPU when there is
-// more than one chunk, and returns once every call has.
-func parallel(n, chunk int, f func(lo, hi int)) {
-	workers := min(runtime.GOMAXPROCS(0), (n+chunk-1)/chunk)
-	if workers <= 1 {
-		f(0, n)
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for lo := int(next.Add(int64(chunk))) - chunk; lo < n; lo = int(next.Add(int64(chunk))) - chunk {
-				f(lo, min(lo+chunk, n))
-			}
-		})
-	}
-	wg.Wait()
-}
-
 // buildIndex sets, for every campaign, its bit in each set of the index.
 // It runs on every CPU, each taking chunks of ordinals that are whole
 // 64-bit words, so that no two write one word. A set that only some
@@ -778,7 +758,7 @@ func (l *linker) buildIndex(units []*unit, order []int32) {
 	exclude := make([]lazySet, len(r.terms))
 	constrained := make([]lazySet, len(r.facets)) // facet -> campaigns constraining it
 	const chunk = 1024                            // a multiple of 64: whole words
-	parallel(len(r.campaigns), chunk, func(lo, hi int) {
+	par.For(len(r.campaigns), chunk, func(lo, hi int) {
 		for ord := lo; ord < hi; ord++ {
 			c := &r.campaigns[ord]
 			o := uint(ord)

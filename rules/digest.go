@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/personad/personad/internal/par"
 )
 
 // Digest is a content hash of part of a rule set: the xxhash64 of a
@@ -175,7 +177,7 @@ func (cr *ContentRules) Digest() Digest {
 // content rules. Large sets are hashed on every CPU.
 func (rs *RuleSet) Digests() (campaigns []Digest, content Digest) {
 	campaigns = make([]Digest, len(rs.Campaigns))
-	parallel(len(rs.Campaigns), func(lo, hi int) {
+	par.For(len(rs.Campaigns), 1024, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			campaigns[i] = rs.Campaigns[i].Digest()
 		}

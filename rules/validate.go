@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/personad/personad/internal/par"
 )
 
 // ValidationError is one problem in a rule set, at a field path such as
@@ -173,7 +172,7 @@ func (rs *RuleSet) ValidateThen(known func(i int) bool, then func(i int)) error 
 	// duplicates.
 	own := make([]ValidationErrors, len(rs.Campaigns))
 	campHash, crHash := make([]uint64, len(rs.Campaigns)), make([]uint64, ncr)
-	parallel(len(rs.Campaigns), func(lo, hi int) {
+	par.For(len(rs.Campaigns), 1024, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			c := &rs.Campaigns[i]
 			if known == nil || !known(i) {
@@ -283,31 +282,6 @@ func (rs *RuleSet) ValidateCampaigns(idx []int) error {
 		return nil
 	}
 	return v.errs
-}
-
-// parallel calls f over [0, n) split in chunks, on every CPU when n is
-// large enough to be worth it, and returns when all calls have.
-func parallel(n int, f func(lo, hi int)) {
-	const chunk = 1024
-	workers := min(runtime.GOMAXPROCS(0), (n+chunk-1)/chunk)
-	if workers <= 1 {
-		f(0, n)
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				lo := int(next.Add(chunk)) - chunk
-				if lo >= n {
-					return
-				}
-				f(lo, min(lo+chunk, n))
-			}
-		})
-	}
-	wg.Wait()
 }
 
 func campaignPath(i int) string { return "campaigns[" + strconv.Itoa(i) + "]" }
