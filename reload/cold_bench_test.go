@@ -1,0 +1,137 @@
+package reload
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/engine"
+	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
+)
+
+// BenchmarkReloadCold measures the issue's "parse, validate, compile and
+// swap n campaigns" through the Manager, nothing reused: two generated
+// sets with different campaigns (seeds 1 and 2) are loaded in turn, with
+// the compile cache off, so every campaign is parsed and compiled each
+// time. file rewrites one rules file (untimed) and reloads it: read,
+// parse, validate, compile, diff, facet warnings, swap; dir does the same
+// with the set spread over 100 files (100,000 campaigns of YAML exceed
+// one file's limit); api applies the in-memory set (no parse).
+//
+//	go test ./reload -run '^$' -bench ReloadCold -benchtime 6x
+func BenchmarkReloadCold(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		var sets [2]*rules.RuleSet
+		for i := range sets {
+			cfg := world.ReferenceConfig()
+			cfg.Campaigns, cfg.Seed = n, int64(i+1)
+			rs, err := world.GenerateRules(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sets[i] = rs
+		}
+		cfg := world.ReferenceConfig()
+		sb := segments.NewBuilder()
+		for f, vals := range world.Facets(cfg) {
+			for _, v := range vals {
+				sb.Add(f, v, "u1")
+			}
+		}
+		store := segments.NewStore(sb.Build(1))
+		newManager := func(b *testing.B, path string) *Manager {
+			eng, err := engine.New(engine.Config{}, store)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(eng.Close)
+			comp, err := engine.NewCompiler(engine.CompilerConfig{}) // no cache
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(comp.Close)
+			c := DefaultConfig()
+			c.Engine, c.Compiler, c.Path, c.NoWatch, c.Segments = eng, comp, path, true, store
+			m, err := New(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { m.Close() })
+			return m
+		}
+		// files[i] are set i's files: one, or 100 for dir.
+		write := func(b *testing.B, dir string, files [][]byte) {
+			for j, text := range files {
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("rules-%03d.yaml", j)), text, 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		marshal := func(b *testing.B, rs *rules.RuleSet, parts int) [][]byte {
+			per := len(rs.Campaigns) / parts
+			out := make([][]byte, parts)
+			for j := range out {
+				part := &rules.RuleSet{Campaigns: rs.Campaigns[j*per : (j+1)*per]}
+				if j == 0 {
+					part.ContentRules = rs.ContentRules
+				}
+				text, err := rules.Marshal(part)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out[j] = text
+			}
+			return out
+		}
+		reload := func(b *testing.B, parts int) {
+			var texts [2][][]byte
+			for i, rs := range sets {
+				texts[i] = marshal(b, rs, parts)
+			}
+			dir := b.TempDir()
+			write(b, dir, texts[0])
+			path := dir
+			if parts == 1 {
+				path = filepath.Join(dir, "rules-000.yaml")
+			}
+			m := newManager(b, path)
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				i++
+				write(b, dir, texts[i%2])
+				before := m.Status().Outcomes
+				b.StartTimer()
+				m.ReloadFiles()
+				if s := m.Status(); s.Outcomes != before+1 || s.LastRejected != nil || s.Campaigns != n {
+					b.Fatalf("reload: %d campaigns, %+v", s.Campaigns, s.LastRejected)
+				}
+			}
+		}
+		if n <= 10_000 {
+			b.Run(fmt.Sprintf("campaigns=%d/file", n), func(b *testing.B) { reload(b, 1) })
+		}
+		b.Run(fmt.Sprintf("campaigns=%d/dir", n), func(b *testing.B) { reload(b, 100) })
+		b.Run(fmt.Sprintf("campaigns=%d/api", n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "empty.yaml")
+			if err := os.WriteFile(path, nil, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			m := newManager(b, path)
+			i := 0
+			for b.Loop() {
+				i++
+				res, err := m.Apply(sets[i%2], ApplyOptions{Origin: "bench"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Unchanged || res.Campaigns != n {
+					b.Fatalf("apply: %+v", res)
+				}
+			}
+		})
+	}
+}
