@@ -1,6 +1,7 @@
 package rules_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -275,5 +276,29 @@ func TestParseGenericRouteCaseSensitive(t *testing.T) {
 	rs, err := rules.Parse("t.yaml", []byte("campaigns: [{bid_cpm: !!float 3, id: a}]"))
 	if err != nil || len(rs.Campaigns) != 1 || rs.Campaigns[0].ID != "a" || rs.Campaigns[0].BidCPM != 3 {
 		t.Errorf("a tagged document: %+v, %v", rs, err)
+	}
+}
+
+// TestParseFilesFirstError: of several bad files, the error is the first
+// one's, through a Parser too.
+func TestParseFilesFirstError(t *testing.T) {
+	good := []byte("campaigns:\n  - id: a\n    bid_cpm: 1\n")
+	var files []rules.File
+	for i := range 40 {
+		data := good
+		if i == 7 || i == 30 {
+			data = []byte(fmt.Sprintf("campaigns:\n  - id: x%d\n    bid_cpmm: 1\n", i))
+		}
+		files = append(files, rules.File{Name: fmt.Sprintf("f%02d.yaml", i), Data: data})
+	}
+	{
+		_, _, err := rules.ParseFilesLocated(files)
+		if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
+			t.Fatalf("ParseFilesLocated: %v, want the error of f07.yaml", err)
+		}
+		_, _, err = rules.NewParser().ParseFiles(files)
+		if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
+			t.Fatalf("Parser.ParseFiles: %v, want the error of f07.yaml", err)
+		}
 	}
 }
