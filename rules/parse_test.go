@@ -291,14 +291,12 @@ func TestParseFilesFirstError(t *testing.T) {
 		}
 		files = append(files, rules.File{Name: fmt.Sprintf("f%02d.yaml", i), Data: data})
 	}
-	{
-		_, _, err := rules.ParseFilesLocated(files)
-		if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
-			t.Fatalf("ParseFilesLocated: %v, want the error of f07.yaml", err)
-		}
-		_, _, err = rules.NewParser().ParseFiles(files)
-		if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
-			t.Fatalf("Parser.ParseFiles: %v, want the error of f07.yaml", err)
-		}
+	_, _, err := rules.ParseFilesLocated(files)
+	if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
+		t.Fatalf("ParseFilesLocated: %v, want the error of f07.yaml", err)
+	}
+	_, _, err = rules.NewParser().ParseFiles(files)
+	if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
+		t.Fatalf("Parser.ParseFiles: %v, want the error of f07.yaml", err)
 	}
 }
