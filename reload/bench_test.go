@@ -31,13 +31,7 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sb := segments.NewBuilder()
-		for f, vals := range world.Facets(cfg) {
-			for _, v := range vals {
-				sb.Add(f, v, "u1")
-			}
-		}
-		store := segments.NewStore(sb.Build(1))
+		store := benchStore()
 		newManager := func(b *testing.B, rs *rules.RuleSet) (*Manager, string) {
 			text, err := rules.Marshal(rs)
 			if err != nil {
@@ -47,19 +41,7 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 			if err := os.WriteFile(path, text, 0o644); err != nil {
 				b.Fatal(err)
 			}
-			eng, err := engine.New(engine.Config{}, store)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(eng.Close)
-			c := DefaultConfig()
-			c.Engine, c.Path, c.NoWatch, c.Segments = eng, path, true, store
-			m, err := New(c)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { m.Close() })
-			return m, path
+			return benchManager(b, store, path, nil), path
 		}
 		b.Run(fmt.Sprintf("campaigns=%d/api", n), func(b *testing.B) {
 			// Started from an empty file (100,000 campaigns of YAML exceed
@@ -115,41 +97,16 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 		b.Run(fmt.Sprintf("campaigns=%d/dir", n), func(b *testing.B) {
 			const files = 100
 			dir := b.TempDir()
-			per := n / files
-			var edited []byte // the text of the file edited
-			for j := range files {
-				part := &rules.RuleSet{Campaigns: rs.Campaigns[j*per : (j+1)*per]}
-				if j == 0 {
-					part.ContentRules = rs.ContentRules
-				}
-				text, err := rules.Marshal(part)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if j == n/2/per {
-					edited = text
-				}
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("rules-%03d.yaml", j)), text, 0o644); err != nil {
-					b.Fatal(err)
-				}
-			}
-			path := filepath.Join(dir, fmt.Sprintf("rules-%03d.yaml", n/2/per))
+			texts := marshalFiles(b, rs, files)
+			writeFiles(b, dir, texts)
+			k := n / 2 / (n / files) // the file edited
+			edited := texts[k]
+			path := filepath.Join(dir, fileName(k))
 			// The files' stats are trusted (and unchanged files not read)
 			// once they were read when two seconds old: let them age, as
 			// a server's files have.
 			time.Sleep(2100 * time.Millisecond)
-			eng, err := engine.New(engine.Config{}, store)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(eng.Close)
-			c := DefaultConfig()
-			c.Engine, c.Path, c.NoWatch, c.Segments = eng, dir, true, store
-			m, err := New(c)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { m.Close() })
+			m := benchManager(b, store, dir, nil)
 			id, base := rs.Campaigns[n/2].ID, rs.Campaigns[n/2].BidCPM
 			i := 0
 			for b.Loop() {
@@ -171,6 +128,67 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 		})
 	}
 }
+
+// benchStore is a segment store holding every facet value of the
+// reference world (one user each), so that no targeting draws a warning.
+func benchStore() *segments.Store {
+	sb := segments.NewBuilder()
+	for f, vals := range world.Facets(world.ReferenceConfig()) {
+		for _, v := range vals {
+			sb.Add(f, v, "u1")
+		}
+	}
+	return segments.NewStore(sb.Build(1))
+}
+
+// benchManager is a Manager of path (a rules file or directory), not
+// watching it, over its own engine and store; comp nil is the Manager's
+// own Compiler.
+func benchManager(b *testing.B, store *segments.Store, path string, comp *engine.Compiler) *Manager {
+	eng, err := engine.New(engine.Config{}, store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(eng.Close)
+	c := DefaultConfig()
+	c.Engine, c.Compiler, c.Path, c.NoWatch, c.Segments = eng, comp, path, true, store
+	m, err := New(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+// marshalFiles cuts rs into parts files of as many campaigns each (the
+// content rules in the first) and marshals them.
+func marshalFiles(b *testing.B, rs *rules.RuleSet, parts int) [][]byte {
+	per := len(rs.Campaigns) / parts
+	out := make([][]byte, parts)
+	for j := range out {
+		part := &rules.RuleSet{Campaigns: rs.Campaigns[j*per : (j+1)*per]}
+		if j == 0 {
+			part.ContentRules = rs.ContentRules
+		}
+		text, err := rules.Marshal(part)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[j] = text
+	}
+	return out
+}
+
+// writeFiles writes texts into dir as fileName(0), fileName(1), ….
+func writeFiles(b *testing.B, dir string, texts [][]byte) {
+	for j, text := range texts {
+		if err := os.WriteFile(filepath.Join(dir, fileName(j)), text, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func fileName(j int) string { return fmt.Sprintf("rules-%03d.yaml", j) }
 
 // editBid returns text, a rules file as rules.Marshal writes it, with the
 // bid of campaign id set to bid.

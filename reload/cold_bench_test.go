@@ -9,7 +9,6 @@ import (
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/rules"
-	"github.com/personad/personad/segments"
 )
 
 // BenchmarkReloadCold measures the issue's "parse, validate, compile and
@@ -34,75 +33,32 @@ func BenchmarkReloadCold(b *testing.B) {
 			}
 			sets[i] = rs
 		}
-		cfg := world.ReferenceConfig()
-		sb := segments.NewBuilder()
-		for f, vals := range world.Facets(cfg) {
-			for _, v := range vals {
-				sb.Add(f, v, "u1")
-			}
-		}
-		store := segments.NewStore(sb.Build(1))
+		store := benchStore()
 		newManager := func(b *testing.B, path string) *Manager {
-			eng, err := engine.New(engine.Config{}, store)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(eng.Close)
 			comp, err := engine.NewCompiler(engine.CompilerConfig{}) // no cache
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.Cleanup(comp.Close)
-			c := DefaultConfig()
-			c.Engine, c.Compiler, c.Path, c.NoWatch, c.Segments = eng, comp, path, true, store
-			m, err := New(c)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { m.Close() })
-			return m
-		}
-		// files[i] are set i's files: one, or 100 for dir.
-		write := func(b *testing.B, dir string, files [][]byte) {
-			for j, text := range files {
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("rules-%03d.yaml", j)), text, 0o644); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		marshal := func(b *testing.B, rs *rules.RuleSet, parts int) [][]byte {
-			per := len(rs.Campaigns) / parts
-			out := make([][]byte, parts)
-			for j := range out {
-				part := &rules.RuleSet{Campaigns: rs.Campaigns[j*per : (j+1)*per]}
-				if j == 0 {
-					part.ContentRules = rs.ContentRules
-				}
-				text, err := rules.Marshal(part)
-				if err != nil {
-					b.Fatal(err)
-				}
-				out[j] = text
-			}
-			return out
+			return benchManager(b, store, path, comp)
 		}
 		reload := func(b *testing.B, parts int) {
 			var texts [2][][]byte
 			for i, rs := range sets {
-				texts[i] = marshal(b, rs, parts)
+				texts[i] = marshalFiles(b, rs, parts)
 			}
 			dir := b.TempDir()
-			write(b, dir, texts[0])
+			writeFiles(b, dir, texts[0])
 			path := dir
 			if parts == 1 {
-				path = filepath.Join(dir, "rules-000.yaml")
+				path = filepath.Join(dir, fileName(0))
 			}
 			m := newManager(b, path)
 			i := 0
 			for b.Loop() {
 				b.StopTimer()
 				i++
-				write(b, dir, texts[i%2])
+				writeFiles(b, dir, texts[i%2])
 				before := m.Status().Outcomes
 				b.StartTimer()
 				m.ReloadFiles()
