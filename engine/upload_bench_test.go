@@ -98,7 +98,6 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 
 	// decide runs decisions at rps until stop is closed, timing each call
 	// and each response (from when it was due).
-	type timing struct{ call, resp time.Duration }
 	decide := func(stop <-chan struct{}) []timing {
 		lat := make([]timing, 0, 1<<16)
 		var d engine.Decision
@@ -165,42 +164,38 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 		moved += ids
 		busy += took
 	}
-	call := func(ts []timing) []time.Duration {
-		out := make([]time.Duration, len(ts))
-		for i, t := range ts {
-			out[i] = t.call
-		}
-		return out
-	}
-	resp := func(ts []timing) []time.Duration {
-		out := make([]time.Duration, len(ts))
-		for i, t := range ts {
-			out[i] = t.resp
-		}
-		return out
-	}
-	p99s, p99u := percentile(call(steady), 0.99), percentile(call(during), 0.99)
-	b.ReportMetric(percentile(call(steady), 0.50), "steady-p50-ns")
+	call := func(t timing) time.Duration { return t.call }
+	resp := func(t timing) time.Duration { return t.resp }
+	p99s, p99u := percentile(steady, call, 0.99), percentile(during, call, 0.99)
+	b.ReportMetric(percentile(steady, call, 0.50), "steady-p50-ns")
 	b.ReportMetric(p99s, "steady-p99-ns")
-	b.ReportMetric(percentile(call(during), 0.50), "upload-p50-ns")
+	b.ReportMetric(percentile(during, call, 0.50), "upload-p50-ns")
 	b.ReportMetric(p99u, "upload-p99-ns")
 	b.ReportMetric(p99u/p99s, "p99-ratio")
-	r99s, r99u := percentile(resp(steady), 0.99), percentile(resp(during), 0.99)
+	r99s, r99u := percentile(steady, resp, 0.99), percentile(during, resp, 0.99)
 	b.ReportMetric(r99s, "steady-resp-p99-ns")
 	b.ReportMetric(r99u, "upload-resp-p99-ns")
 	b.ReportMetric(r99u/r99s, "resp-p99-ratio")
-	b.ReportMetric(percentile(call(after), 0.99), "after-commit-p99-ns")
+	b.ReportMetric(percentile(after, call, 0.99), "after-commit-p99-ns")
 	b.ReportMetric(float64(moved)/busy.Seconds(), "ids/s")
 }
 
-// percentile is lat's p-quantile in nanoseconds (lat is sorted).
-func percentile(lat []time.Duration, p float64) float64 {
-	if len(lat) == 0 {
+// percentile is the p-quantile of one of ts's times, in nanoseconds.
+func percentile(ts []timing, of func(timing) time.Duration, p float64) float64 {
+	if len(ts) == 0 {
 		return 0
+	}
+	lat := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		lat[i] = of(t)
 	}
 	slices.Sort(lat)
 	return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds())
 }
+
+// timing is one decision's own time (call) and its time from when it was
+// due (resp).
+type timing struct{ call, resp time.Duration }
 
 // envInt is the integer in the environment variable name, or def.
 func envInt(b *testing.B, name string, def int) int {
