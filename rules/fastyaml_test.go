@@ -257,6 +257,20 @@ func TestFastYAMLCorpus(t *testing.T) {
 		}
 	}
 	t.Logf("fast front end took %d of %d documents", n, len(fastCorpus))
+	// Shapes inside the subset must stay there: a front end that fell
+	// back on everything would pass the comparisons above.
+	for _, doc := range []string{
+		rules.DesignExample,
+		"a: b\n", "a: b", "- 'it''s'\n", "a: b #c\n", "x: [a, [b]]\n",
+		"x: {\"a\":b, 'c':\"d\"}\n", "a:\n   b: 1\n   c: 2\nd: 3\n",
+		"campaigns:\n- id: x\n  w: 1\n- id: y\ncontent_rules: {}\n",
+		"campaigns:\n  - id: x\n    creatives:\n    - id: c\n      w: 1\n  - id: y\n",
+		"a: [b,\n  c]\n",
+	} {
+		if !checkFast(t, &p, []byte(doc)) {
+			t.Errorf("fast front end fell back on %q, which is in its subset", doc)
+		}
+	}
 }
 
 // BenchmarkFastYAML measures the fast front end alone on a generated
