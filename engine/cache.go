@@ -127,14 +127,15 @@ type seen struct {
 	digests []rules.Digest
 }
 
-// digests returns rs's campaign and content digests, as rs.Digests does,
-// reusing the digest of every campaign structurally equal to the one at
-// the same position last time, and remembers rs's campaigns for the next
-// call. A concurrent compilation hashes everything rather than wait.
-func (cc *Compiler) digests(rs *rules.RuleSet) ([]rules.Digest, rules.Digest) {
+// digests returns rs's campaign digests, as rs.Digests does, reusing the
+// digest of every campaign structurally equal to the one at the same
+// position last time, and remembers rs's campaigns for the next call. A
+// concurrent compilation hashes everything rather than wait.
+func (cc *Compiler) digests(rs *rules.RuleSet) []rules.Digest {
 	h := cc.startHashing(rs)
 	if h == nil {
-		return rs.Digests()
+		d, _ := rs.Digests()
+		return d
 	}
 	defer h.done()
 	par.For(len(rs.Campaigns), 512, func(lo, hi int) {
@@ -142,7 +143,7 @@ func (cc *Compiler) digests(rs *rules.RuleSet) ([]rules.Digest, rules.Digest) {
 			h.at(i)
 		}
 	})
-	return h.digests, rs.ContentRules.Digest()
+	return h.digests
 }
 
 // hashing is one pass of a Compiler's hashing over a rule set: at(i)
@@ -170,7 +171,8 @@ func (cc *Compiler) startHashing(rs *rules.RuleSet) *hashing {
 	return h
 }
 
-func (h *hashing) at(i int) rules.Digest {
+// at sets h.digests[i].
+func (h *hashing) at(i int) {
 	s := &h.cc.seen
 	c := &h.rs.Campaigns[i]
 	if i < len(h.prev) && sameCampaign(&h.prev[i], c) {
@@ -180,7 +182,6 @@ func (h *hashing) at(i int) rules.Digest {
 		h.digests[i] = c.Digest()
 		s.camps[i] = copyCampaign(c)
 	}
-	return h.digests[i]
 }
 
 func (h *hashing) done() {

@@ -170,7 +170,7 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	hashed := false
 	if prev := cc.previous(); prev != nil && patchable(prev, rs, content) {
 		// A patch needs every digest before it starts.
-		digests, _ = cc.digests(rs)
+		digests = cc.digests(rs)
 		hashed = true
 		if r, l, compiled, ok := cc.patch(prev, rs, digests, content); ok {
 			cc.remember(l)
