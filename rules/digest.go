@@ -22,10 +22,13 @@ type Digest [16]byte
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
 // sum is the Digest of an encoding held whole (or of any bytes).
-func sum(b []byte) Digest {
+func sum(b []byte) Digest { return makeDigest(xxhash.Sum64(b), uint64(len(b))) }
+
+// makeDigest is the Digest of n bytes whose xxhash is h.
+func makeDigest(h, n uint64) Digest {
 	var d Digest
-	binary.LittleEndian.PutUint64(d[:8], xxhash.Sum64(b))
-	binary.LittleEndian.PutUint64(d[8:], uint64(len(b)))
+	binary.LittleEndian.PutUint64(d[:8], h)
+	binary.LittleEndian.PutUint64(d[8:], n)
 	return d
 }
 
@@ -55,9 +58,7 @@ func newEncoder() *encoder {
 // digest returns the digest of what e encoded and releases e.
 func (e *encoder) digest() Digest {
 	e.flush()
-	var d Digest
-	binary.LittleEndian.PutUint64(d[:8], e.h.Sum64())
-	binary.LittleEndian.PutUint64(d[8:], e.n)
+	d := makeDigest(e.h.Sum64(), e.n)
 	encoders.Put(e)
 	return d
 }
