@@ -44,8 +44,8 @@ func cutCampaigns(data []byte) (split, bool) {
 	// markers finds them in the parts of data outside the entries;
 	// scanEntryLines, in the entries.
 	markers := func(b []byte) bool {
-		for _, marker := range []string{"---", "...", "%"} {
-			if bytes.HasPrefix(b, []byte(marker)) || bytes.Contains(b, []byte("\n"+marker)) {
+		for off := 0; off < len(b); off = lineEnd(b, off) {
+			if isMarkerLine(b[off:]) {
 				return true
 			}
 		}
@@ -149,7 +149,7 @@ func scanEntryLines(data []byte, from, to, indent int) lineScan {
 		end := lineEnd(data, off)
 		l := data[off:end]
 		sp, blank, entry := classifyLine(l)
-		if sp == 0 && (bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) || bytes.HasPrefix(l, []byte("%"))) {
+		if isMarkerLine(l) {
 			r.fail = true // a document marker or directive
 			return r
 		}
@@ -369,4 +369,10 @@ func parseYAML(fp *fastParser, text []byte) (*yaml.Node, bool) {
 		return nil, false
 	}
 	return &doc, true
+}
+
+// isMarkerLine reports whether line starts with a document marker (---,
+// ...) or a directive (%).
+func isMarkerLine(line []byte) bool {
+	return bytes.HasPrefix(line, []byte("---")) || bytes.HasPrefix(line, []byte("...")) || bytes.HasPrefix(line, []byte("%"))
 }
