@@ -93,6 +93,38 @@ func TestCompileParallelIdentical(t *testing.T) {
 	if !reflect.DeepEqual(compile(4), compile(1)) {
 		t.Error("rules compiled on four CPUs differ from rules compiled on one")
 	}
+
+	// Through a Compiler on four CPUs (its hashing pass, cache and patch
+	// in play): the set, then a one-bid edit (patched), then a set
+	// missing a campaign (compiled again, cached units reused).
+	cc, err := NewCompiler(DefaultCompilerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	edited := *rs
+	edited.Campaigns = slices.Clone(rs.Campaigns)
+	edited.Campaigns[2500].BidCPM += 0.5
+	shorter := edited
+	shorter.Campaigns = slices.Delete(slices.Clone(edited.Campaigns), 100, 101)
+	for _, set := range []*rules.RuleSet{rs, &edited, &shorter} {
+		prev := runtime.GOMAXPROCS(4)
+		got, err := cc.Compile(set, "")
+		runtime.GOMAXPROCS(prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := Compile(set, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Version() != want.Version() || !reflect.DeepEqual(got.campaigns, want.campaigns) {
+			t.Errorf("%d campaigns: a Compiler's rules differ from a cold compile's", len(set.Campaigns))
+		}
+		if set == &edited && !got.Stats().Patched {
+			t.Errorf("the one-bid edit was not patched: %+v", got.Stats())
+		}
+	}
 }
 
 // TestCompileRejectsInvalidCached: a campaign known valid from the cache
