@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"math/bits"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 )
@@ -48,8 +49,9 @@ var (
 //
 // Memory, per user: len(id) + 4 (ends) + 8/load (table). The load is 0.7
 // after Open, and 0.56–0.7 after a Builder (Build shrinks a table the
-// doubling left emptier). Measured by TestDictMemory (heap growth per user,
-// 9-byte ids such as "u00000042"; go test -run TestDictMemory -v
+// doubling left emptier). Arrays of 1 MB and more are outside the Go heap
+// (offheap.go). Measured by TestDictMemory (growth of the heap plus the
+// mapped memory per user, 9-byte ids such as "u00000042"; go test -run TestDictMemory -v
 // ./segments -dictmem=10000000):
 //
 //	users   Dict          map[string]uint32 (the first version)
@@ -86,6 +88,38 @@ type Dict struct {
 	// probe chains through them intact and count towards the load; grow
 	// drops them.
 	tombs int
+	// mem are the mappings arena, ends and slots live in (nil: the Go
+	// heap), held so that they stay mapped while the Dict is (see
+	// offheap.go).
+	mem [3]*mapping
+}
+
+// The arrays' indexes in Dict.mem.
+const (
+	memArena = iota
+	memEnds
+	memSlots
+)
+
+// view returns a Dict sharing d's memory: the same users, for readers
+// while d grows.
+func (d *Dict) view() *Dict {
+	return &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots, mem: d.mem}
+}
+
+// reserve makes room for users more users with bytes more id bytes,
+// growing the arena and ends to at least that, and by half.
+func (d *Dict) reserve(users, bytes int) {
+	if need := len(d.arena) + bytes; need > cap(d.arena) {
+		a, m := alloc[byte](max(need, cap(d.arena)*3/2))
+		d.arena = a[:copy(a, d.arena)]
+		d.mem[memArena] = m
+	}
+	if need := len(d.ends) + users; need > cap(d.ends) {
+		e, m := alloc[uint32](max(need, cap(d.ends)*3/2))
+		d.ends = e[:copy(e, d.ends)]
+		d.mem[memEnds] = m
+	}
 }
 
 // tombstone is the low half of a slot whose user was taken back: as an
@@ -97,8 +131,8 @@ const tombstone = math.MaxUint32
 func newDict(n int) *Dict {
 	d := &Dict{seed: maphash.MakeSeed()}
 	if n > 0 {
-		d.ends = make([]uint32, 0, n)
-		d.slots = make([]uint64, tableSize(n))
+		d.reserve(n, 0)
+		d.slots, d.mem[memSlots] = alloc[uint64](tableSize(n))
 	}
 	return d
 }
@@ -138,6 +172,7 @@ func (d *Dict) lookupTag(id string, tag uint32) (uint32, bool) {
 		}
 		if uint32(s>>32) == tag {
 			if u := uint32(s) - 1; u < users && d.bytes(u) == id {
+				runtime.KeepAlive(d) // its mapped memory, until compared (offheap.go)
 				return u, true
 			}
 		}
@@ -148,7 +183,8 @@ func (d *Dict) lookupTag(id string, tag uint32) (uint32, bool) {
 }
 
 // ID returns the external id of internal id n. The string shares the
-// dictionary's memory and stays valid for as long as the caller holds it.
+// dictionary's memory, which may be outside the Go heap (offheap.go): it
+// is valid while the caller holds d, and must be copied to outlive it.
 func (d *Dict) ID(n uint32) (string, bool) {
 	if d == nil || int(n) >= len(d.ends) {
 		return "", false
@@ -220,6 +256,12 @@ func (d *Dict) internSlot(id string, tag uint32, grow func()) (uint32, int, erro
 	if u >= MaxUsers || len(d.arena)+len(id) > MaxDictBytes {
 		return 0, -1, fmt.Errorf("%w: %d users, %d bytes of ids", ErrDictFull, u, len(d.arena))
 	}
+	if len(d.arena)+len(id) > cap(d.arena) {
+		d.reserve(0, max(len(id), 64))
+	}
+	if len(d.ends) == cap(d.ends) {
+		d.reserve(16, 0)
+	}
 	d.arena = append(d.arena, id...)
 	d.ends = append(d.ends, uint32(len(d.arena)))
 	atomic.StoreUint64(&d.slots[i], uint64(tag)<<32|uint64(u+1))
@@ -244,7 +286,7 @@ type dictWriter struct {
 // extend returns a writer adding users to d.
 func (d *Dict) extend() *dictWriter {
 	w := &dictWriter{
-		d:    &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots},
+		d:    d.view(),
 		base: len(d.ends),
 	}
 	if len(d.slots) > 0 {
@@ -294,8 +336,9 @@ func (w *dictWriter) abort() { w.clearPublished() }
 // grow rebuilds the table with size slots, dropping tombstones and slots
 // of users beyond len(d.ends). Tags place slots, so no id is hashed again.
 func (d *Dict) grow(size int) {
-	old := d.slots
-	d.slots = make([]uint64, size)
+	old, oldMem := d.slots, d.mem[memSlots]
+	defer runtime.KeepAlive(oldMem) // old may be mapped, and d was its last holder
+	d.slots, d.mem[memSlots] = alloc[uint64](size)
 	d.tombs = 0
 	n := uint64(size)
 	for _, s := range old {
@@ -315,7 +358,7 @@ func (d *Dict) grow(size int) {
 // index builds the table over arena and ends as loaded from a snapshot
 // file, reporting the first duplicate id.
 func (d *Dict) index() error {
-	d.slots = make([]uint64, tableSize(len(d.ends)))
+	d.slots, d.mem[memSlots] = alloc[uint64](tableSize(len(d.ends)))
 	n := uint64(len(d.slots))
 	for u := range d.ends {
 		id := d.bytes(uint32(u))
@@ -342,8 +385,10 @@ func (d *Dict) index() error {
 // for publishing: a Builder's append growth leaves up to half unused.
 func (d *Dict) compact() *Dict {
 	c := &Dict{seed: d.seed, slots: d.slots}
-	c.arena = append(make([]byte, 0, len(d.arena)), d.arena...)
-	c.ends = append(make([]uint32, 0, len(d.ends)), d.ends...)
+	c.mem[memSlots] = d.mem[memSlots]
+	c.reserve(len(d.ends), len(d.arena))
+	c.arena = append(c.arena, d.arena...)
+	c.ends = append(c.ends, d.ends...)
 	if want := tableSize(len(d.ends)); len(d.slots) > want+want/4 {
 		c.grow(want) // back to a load of 0.7, from as little as 0.35
 	}
@@ -441,6 +486,7 @@ func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool, tags []uint
 			out[o], found[o] = d.lookupTag(id, tg[i]) // a tag collision (1 in 2^32)
 		}
 	}
+	runtime.KeepAlive(d) // its mapped memory, until the last comparison (offheap.go)
 }
 
 // keep consumes a value, so that the compiler cannot drop the loads that

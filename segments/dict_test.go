@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 )
 
 var dictMemUsers = flag.Int("dictmem", 0, "also measure the dictionary's memory at this many users (e.g. 10000000)")
@@ -46,15 +47,33 @@ func TestDictInternLookup(t *testing.T) {
 	}
 }
 
-// heapGrowth returns the bytes of live heap that build leaves behind.
+// heapGrowth returns the bytes of live heap and of the dictionaries'
+// mapped memory (offheap.go) that build leaves behind.
 func heapGrowth(build func() any) (int, any) {
 	var before, after runtime.MemStats
 	runtime.GC()
+	waitCleanups()
 	runtime.ReadMemStats(&before)
+	mapped := MappedBytes()
 	v := build()
 	runtime.GC()
+	waitCleanups()
 	runtime.ReadMemStats(&after)
-	return int(after.HeapAlloc) - int(before.HeapAlloc), v
+	return int(after.HeapAlloc) - int(before.HeapAlloc) + int(MappedBytes()-mapped), v
+}
+
+// waitCleanups gives the cleanups of mappings a collection found
+// unreachable time to run (they run on their own goroutine).
+func waitCleanups() {
+	last := MappedBytes()
+	for range 50 {
+		time.Sleep(2 * time.Millisecond)
+		now := MappedBytes()
+		if now == last {
+			return
+		}
+		last = now
+	}
 }
 
 func demoID(i int) string { return fmt.Sprintf("u%08d", i) }

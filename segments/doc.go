@@ -10,7 +10,9 @@
 // Snapshot.Segment finds a segment's bitmap; neither allocates nor locks.
 // The dictionary (Dict) is one byte arena of ids, their end offsets and an
 // open-addressing table of 64-bit slots, each a 32-bit hash tag and the id; its cost per
-// user is measured in its documentation.
+// user is measured in its documentation. Arrays of 1 MB and more live
+// outside the Go heap (offheap.go), so that a large upload's growth does
+// not start garbage collections of the whole heap.
 //
 // # Writing
 //

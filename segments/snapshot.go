@@ -87,7 +87,7 @@ func NewBuilder() *Builder {
 func (b *Builder) Grow(users int) {
 	if n := b.dict.Len() + users; tableSize(n) > len(b.dict.slots) {
 		b.dict.grow(tableSize(n))
-		b.dict.ends = slices.Grow(b.dict.ends, users)
+		b.dict.reserve(users, 0)
 	}
 }
 

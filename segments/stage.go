@@ -40,7 +40,7 @@ type stage struct {
 // or freshly built dictionary), at no cost in time or memory.
 func (g *stage) reset(dict *Dict, rebuild bool) {
 	g.gen++
-	g.d = &Dict{seed: dict.seed, arena: dict.arena, ends: dict.ends, slots: dict.slots}
+	g.d = dict.view()
 	if rebuild {
 		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
 	}
@@ -52,7 +52,7 @@ func (g *stage) reset(dict *Dict, rebuild bool) {
 func (g *stage) view() *Dict {
 	d := g.d
 	g.pub = len(d.ends)
-	return &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots}
+	return d.view()
 }
 
 // reserve makes room for users more users with bytes more id bytes. When
@@ -65,12 +65,13 @@ func (g *stage) reserve(users, bytes, moreUsers, moreBytes int) {
 	if need := len(d.ends) + d.tombs + users; need*10 > len(d.slots)*7 {
 		d.grow(max(len(d.slots)*3/2, tableSize(len(d.ends)+users+moreUsers)))
 	}
-	if need := len(d.arena) + bytes; need > cap(d.arena) {
-		d.arena = append(make([]byte, 0, max(need+moreBytes, cap(d.arena)*3/2)), d.arena...)
+	if len(d.arena)+bytes > cap(d.arena) {
+		bytes += moreBytes
 	}
-	if need := len(d.ends) + users; need > cap(d.ends) {
-		d.ends = append(make([]uint32, 0, max(need+moreUsers, cap(d.ends)*3/2)), d.ends...)
+	if len(d.ends)+users > cap(d.ends) {
+		users += moreUsers
 	}
+	d.reserve(users, bytes)
 }
 
 // intern returns id's internal id, whose hash tag is tag, adding it as a

@@ -1,0 +1,61 @@
+package segments
+
+import (
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+)
+
+// The user dictionary's three arrays (id bytes, end offsets, hash table)
+// hold no pointers and are most of a large store's memory: ~25 B of the
+// ~26 B a 10M-user dictionary costs per user. Above minMapped bytes they
+// live outside the Go heap, in anonymous memory mappings, so that they do
+// not count towards the collector's heap goal: an upload that grows the
+// dictionary by hundreds of megabytes then does not, by itself, start a
+// collection of the whole heap. On a small machine such a collection takes
+// a processor from decisions for tens of milliseconds (BENCHMARKS.md §2).
+//
+// A mapping is unmapped by a cleanup (runtime.AddCleanup) once nothing
+// refers to it: every Dict holds the mappings behind its slices (Dict.mem)
+// and every view of it copies them, so a published Dict's memory stays
+// mapped while any reader holds the Dict. Memory replaced by growth is
+// returned at the first collection after its last view is dropped (Go
+// collects at least every two minutes).
+//
+// Race-detector builds keep everything on the heap (offheap_heap.go): the
+// detector does not watch mapped memory, and the code over the arrays is
+// the same either way.
+
+// minMapped is the smallest array, in bytes, given a mapping of its own.
+const minMapped = 1 << 20
+
+// mapping is one anonymous memory mapping.
+type mapping struct{ b []byte }
+
+// mappedBytes is the memory held in mappings, for tests and metrics.
+var mappedBytes atomic.Int64
+
+// MappedBytes is the memory the user dictionaries of this process hold
+// outside the Go heap, in bytes (see "Memory" on Dict).
+func MappedBytes() int64 { return mappedBytes.Load() }
+
+// alloc returns a zeroed slice of n elements, and the mapping it lives
+// in, or nil when it is on the Go heap.
+func alloc[T byte | uint32 | uint64](n int) ([]T, *mapping) {
+	size := n * int(unsafe.Sizeof(T(0)))
+	if size < minMapped || !offHeap {
+		return make([]T, n), nil
+	}
+	b, err := mmap(size)
+	if err != nil {
+		// Out of address space or mappings: the heap may still have room.
+		return make([]T, n), nil
+	}
+	m := &mapping{b: b}
+	mappedBytes.Add(int64(len(b)))
+	runtime.AddCleanup(m, func(b []byte) {
+		munmap(b)
+		mappedBytes.Add(-int64(len(b)))
+	}, b)
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), m
+}
