@@ -34,6 +34,8 @@ func newServerCodec() serverCodec {
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
+	case *personadpb.UploadRequest:
+		return unmarshalUploadRequest(data, m, c.CodecV2.Unmarshal)
 	case *personadpb.RulesApplyRequest, *personadpb.RulesValidateRequest:
 		if data.Len() >= parallelDecodeMin {
 			buf := data.MaterializeToBuffer(mem.DefaultBufferPool())

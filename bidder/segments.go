@@ -176,45 +176,71 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 		ids    []string
 		packed []byte // ids_packed, after ids
 		first  uint64 // position of the chunk's first id in the upload, from 1
+		req    *personadpb.UploadRequest
 	}
 	todo := make(chan work, 2)
+	// Messages are received into requests the worker hands back once
+	// resolved, so that their ids_packed memory is reused (uploadcodec.go):
+	// one per chunk in todo, one resolving, one receiving.
+	free := make(chan *personadpb.UploadRequest, cap(todo)+2)
+	recycle := func(req *personadpb.UploadRequest) {
+		select {
+		case free <- req:
+		default:
+		}
+	}
+	// resolve interns w's ids; the resolved ids keep no reference to the
+	// message's memory.
+	resolve := func(w work) error {
+		if j, err := u.AddMany(w.ids); err != nil {
+			if errors.Is(err, segments.ErrBadUserID) {
+				return &ValidationError{
+					Path: fmt.Sprintf("upload.chunk[%d].ids[%d]", w.chunk, j),
+					Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
+				}
+			}
+			return err // the dictionary is full
+		}
+		if len(w.packed) == 0 {
+			return nil
+		}
+		if _, j, err := u.AddPacked(w.packed); err != nil {
+			if errors.Is(err, segments.ErrBadUserID) {
+				return &ValidationError{
+					Path: fmt.Sprintf("upload.chunk[%d].ids_packed[%d]", w.chunk, j),
+					Msg: fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes",
+						w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)), segments.MaxIDLen),
+				}
+			}
+			return err
+		}
+		return nil
+	}
 	var addErr error
 	var failed atomic.Bool
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for w := range todo {
-			if failed.Load() {
-				continue
-			}
-			if j, err := u.AddMany(w.ids); err != nil {
-				addErr = err // the dictionary is full
-				if errors.Is(err, segments.ErrBadUserID) {
-					addErr = &ValidationError{
-						Path: fmt.Sprintf("upload.chunk[%d].ids[%d]", w.chunk, j),
-						Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
-					}
+			if !failed.Load() {
+				if err := resolve(w); err != nil {
+					addErr = err
+					failed.Store(true)
 				}
-				failed.Store(true)
-				continue
 			}
-			if len(w.packed) == 0 {
-				continue
-			}
-			if _, j, err := u.AddPacked(w.packed); err != nil {
-				addErr = err
-				if errors.Is(err, segments.ErrBadUserID) {
-					addErr = &ValidationError{
-						Path: fmt.Sprintf("upload.chunk[%d].ids_packed[%d]", w.chunk, j),
-						Msg: fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes",
-							w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)), segments.MaxIDLen),
-					}
-				}
-				failed.Store(true)
-			}
+			recycle(w.req)
 		}
 	})
-	err = s.receive(stream, st, func(chunk int, c *personadpb.UploadChunk, first uint64) bool {
-		todo <- work{chunk, c.Ids, c.IdsPacked, first}
+	next := func() *personadpb.UploadRequest {
+		select {
+		case req := <-free:
+			return req
+		default:
+			return new(personadpb.UploadRequest)
+		}
+	}
+	err = s.receive(stream, st, next, func(chunk int, req *personadpb.UploadRequest, first uint64) bool {
+		c := req.GetChunk()
+		todo <- work{chunk, c.Ids, c.IdsPacked, first, req}
 		return !failed.Load()
 	})
 	close(todo)
@@ -238,12 +264,15 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 	})
 }
 
-// receive reads an upload's chunks after the header, checking the limits,
-// and hands each to add, until the client closes the stream (nil), add
-// returns false (nil: the caller has the error), or an error.
-func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadStats, add func(chunk int, c *personadpb.UploadChunk, first uint64) bool) error {
+// receive reads an upload's chunks after the header, each into the
+// message next returns, checking the limits, and hands each to add, until
+// the client closes the stream (nil), add returns false (nil: the caller
+// has the error), or an error.
+func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadStats, next func() *personadpb.UploadRequest,
+	add func(chunk int, req *personadpb.UploadRequest, first uint64) bool) error {
 	for i := 0; ; i++ {
-		req, err := stream.Recv()
+		req := next()
+		err := stream.RecvMsg(req)
 		if errors.Is(err, io.EOF) {
 			return stream.Context().Err()
 		}
@@ -278,7 +307,7 @@ func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadSt
 		}
 		first := st.ids + 1
 		st.ids += n
-		if !add(i, c, first) {
+		if !add(i, req, first) {
 			return nil
 		}
 	}
@@ -447,7 +476,11 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segme
 		Name: "personad_segment_users",
 		Help: "Users in the segment store's dictionary.",
 	}, func() float64 { return float64(store.Current().Dict().Len()) })
-	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users} {
+	mapped := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_segment_dictionary_mapped_bytes",
+		Help: "Memory the user dictionary holds outside the Go heap (not in the go_memstats figures), in bytes.",
+	}, func() float64 { return float64(segments.MappedBytes()) })
+	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users, mapped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -429,6 +429,37 @@ func BenchmarkUpload(b *testing.B) {
 	}
 }
 
+// TestUploadPackedRecycled: an upload of many packed chunks, received
+// into recycled messages (uploadcodec.go), applies every chunk's own ids.
+func TestUploadPackedRecycled(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	const chunks, per = 24, 1000
+	msgs := []*personadpb.UploadRequest{header("title", "cmo", modeAdd, "")}
+	for c := range chunks {
+		var b strings.Builder
+		for i := range per {
+			fmt.Fprintf(&b, "c%02d-u%04d\n", c, i)
+		}
+		msgs = append(msgs, packed(b.String()))
+	}
+	resp, err := h.send(t.Context(), msgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Added != chunks*per || resp.Cardinality != chunks*per {
+		t.Fatalf("added %d, cardinality %d, want %d", resp.Added, resp.Cardinality, chunks*per)
+	}
+	for c := range chunks {
+		for _, i := range []int{0, per / 2, per - 1} {
+			id := fmt.Sprintf("c%02d-u%04d", c, i)
+			look, err := h.seg.Lookup(t.Context(), &personadpb.LookupRequest{UserId: id})
+			if err != nil || !look.Found || len(look.Segments) != 1 {
+				t.Fatalf("Lookup(%s) = %v, %v; want found in title:cmo", id, look, err)
+			}
+		}
+	}
+}
+
 // TestUploadPacked: ids in ids_packed count as ids in ids do, in one
 // chunk with them or alone.
 func TestUploadPacked(t *testing.T) {
