@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -28,7 +30,8 @@ import (
 // due: it includes waiting for a CPU, and the timer's own lateness in both
 // windows). The upload is the store's whole work for it (resolving and
 // interning every chunk, the commit's bitmap and log record, the swap);
-// the gRPC transport's part is not here.
+// the gRPC transport's part is not here. gc/upload counts the collections
+// that ran during each upload.
 //
 //	PERSONAD_BENCH_WORLD=reference go test ./engine -run '^$' \
 //	    -bench DecideDuringUpload -benchtime 1x -count 5
@@ -146,19 +149,25 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 	var steady, during, after []timing
 	var moved int
 	var busy time.Duration
+	var cycles uint64       // collections during uploads
 	took := 2 * time.Second // the steady window before the first upload
 	round := 0
 	for b.Loop() {
 		round++
 		b.StopTimer()
 		data := chunks(round)
+		// Collect the building's garbage now: left to the collector, it
+		// would be collected during the steady window, which would then
+		// measure the benchmark's own allocations.
+		runtime.GC()
 		warm()
 		b.StartTimer()
 		steady = append(steady, window(func() { time.Sleep(took) })...)
 		during = append(during, window(func() {
-			start := time.Now()
+			start, c := time.Now(), gcCycles()
 			upload(round, data)
 			took = time.Since(start)
+			cycles += gcCycles() - c
 		})...)
 		after = append(after, window(func() { time.Sleep(time.Second) })...)
 		moved += ids
@@ -178,6 +187,14 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 	b.ReportMetric(r99u/r99s, "resp-p99-ratio")
 	b.ReportMetric(percentile(after, call, 0.99), "after-commit-p99-ns")
 	b.ReportMetric(float64(moved)/busy.Seconds(), "ids/s")
+	b.ReportMetric(float64(cycles)/float64(b.N), "gc/upload")
+}
+
+// gcCycles is how many collections this process has completed.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // percentile is the p-quantile of one of ts's times, in nanoseconds.
