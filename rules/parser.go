@@ -46,9 +46,10 @@ type seenFile struct {
 type parsedFile struct {
 	sum Digest
 	rs  *RuleSet
-	// entries are its campaign entries by the digest of their text, when
-	// it was parsed piecewise: the next version of the file reuses them.
-	entries map[Digest]*Campaign
+	// entries are the digests of the text of its campaign entries, in
+	// the order of rs.Campaigns, when it was parsed piecewise: the next
+	// version of the file reuses the campaigns whose text it has.
+	entries []Digest
 }
 
 // ParseStats say how much of a ParseFiles call was parsed rather than
@@ -139,17 +140,17 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 			f, d = rf, rf.Sum
 		}
 		st.FilesParsed++
-		cache := &entryCache{old: p.files[f.Name].entries, next: map[Digest]*Campaign{}}
+		cache := &entryCache{}
+		if pf := p.files[f.Name]; pf.entries != nil {
+			cache.old, cache.campaigns = pf.entries, pf.rs.Campaigns
+		}
 		rs, err := parse(f.Name, f.Data, cache)
 		st.Entries += cache.seen
 		st.EntriesParsed += cache.parsed
 		if err != nil {
 			return nil, err
 		}
-		if len(cache.next) == 0 {
-			cache.next = nil // not parsed piecewise
-		}
-		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.next}
+		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.digests}
 		return rs, nil
 	})
 	if err != nil {

@@ -3,9 +3,12 @@ package rules
 import (
 	"bytes"
 	"runtime"
+	"slices"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/personad/personad/internal/par"
 )
 
 // A large rules file is parsed in pieces: the block sequence under the
@@ -191,45 +194,67 @@ func lineEnd(data []byte, off int) int {
 	return len(data)
 }
 
-// entryCache remembers the parsed campaign entries of one file by their
-// text's digest.
+// entryCache is what parseSplit reuses of a file's previous version,
+// and what it leaves for the next one.
 type entryCache struct {
-	mu   sync.Mutex
-	old  map[Digest]*Campaign // the file's entries when it was last parsed
-	next map[Digest]*Campaign // this parse's
+	// old are the digests of the text of the previous version's campaign
+	// entries, in order, and campaigns the campaigns parsed from them.
+	old       []Digest
+	campaigns []Campaign
+	// digests are this version's, set when it was parsed piecewise.
+	digests []Digest
 	// seen and parsed count the entries looked up and those parsed (not
-	// found in the cache).
+	// found in the previous version).
 	seen, parsed int
 }
 
-func (c *entryCache) get(d Digest) (*Campaign, bool) {
-	if c == nil {
-		return nil, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.seen++
-	cp, ok := c.next[d]
-	if !ok {
-		if cp, ok = c.old[d]; ok {
-			c.next[d] = cp
+// scanMax is how many entries missing from their position in the
+// previous version are searched for there one by one; more are looked up
+// through an index of it.
+const scanMax = 16
+
+// reuse sets campaigns[i] to the previous version's campaign of the same
+// text as entry i, whose text digest is digests[i], and returns the
+// indexes of the entries that have none. An entry is looked for at its
+// own index first, where an edit that adds or removes no campaign leaves
+// it, then anywhere: a moved entry is reused too.
+func (c *entryCache) reuse(digests []Digest, campaigns []Campaign) []int {
+	c.seen += len(digests)
+	copy(campaigns, c.campaigns) // right where the digests match, overwritten elsewhere
+	var missing []int
+	for i, d := range digests {
+		if i >= len(c.old) || c.old[i] != d {
+			missing = append(missing, i)
 		}
 	}
-	return cp, ok
-}
-
-func (c *entryCache) put(d Digest, cp *Campaign) {
-	if c == nil {
-		return
+	at := func(d Digest) int { return slices.Index(c.old, d) }
+	if len(missing) > scanMax {
+		index := make(map[Digest]int, len(c.old))
+		for j, d := range c.old {
+			index[d] = j // of equal digests any one will do: their text is the same
+		}
+		at = func(d Digest) int {
+			if j, ok := index[d]; ok {
+				return j
+			}
+			return -1
+		}
 	}
-	c.mu.Lock()
-	c.next[d] = cp
-	c.parsed++
-	c.mu.Unlock()
+	n := 0
+	for _, i := range missing {
+		if j := at(digests[i]); j >= 0 {
+			campaigns[i] = c.campaigns[j]
+			continue
+		}
+		missing[n] = i
+		n++
+	}
+	return missing[:n]
 }
 
 // parseSplit parses data by its pieces, or reports false when it cannot
-// (the caller then parses the whole document).
+// (the caller then parses the whole document). With a cache, the entries
+// whose text the file's previous version had are not parsed again.
 func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	s, ok := cutCampaigns(data)
 	if !ok {
@@ -240,17 +265,22 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		return nil, false
 	}
 	campaigns := make([]Campaign, len(s.entries))
-	digests := make([]Digest, len(s.entries))
+	var digests []Digest
 	var missing []int
-	for i, e := range s.entries {
-		if cache != nil {
-			digests[i] = sum(e)
-			if cp, ok := cache.get(digests[i]); ok {
-				campaigns[i] = *cp
-				continue
+	if cache != nil {
+		// Hash the entries on every CPU.
+		digests = make([]Digest, len(s.entries))
+		par.For(len(s.entries), hashChunk, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				digests[i] = sum(s.entries[i])
 			}
+		})
+		missing = cache.reuse(digests, campaigns)
+	} else {
+		missing = make([]int, len(s.entries))
+		for i := range missing {
+			missing[i] = i
 		}
-		missing = append(missing, i)
 	}
 	// Parse the missing entries in batches of consecutive ones, on every
 	// CPU.
@@ -266,6 +296,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	var (
 		wg     sync.WaitGroup
 		failed bool
+		parsed int
 		mu     sync.Mutex
 		next   = make(chan []int)
 	)
@@ -281,18 +312,18 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 					n += len(s.entries[i])
 				}
 				got, ok := parseEntries(&fp, s.entries[b[0]][:n], len(b))
-				if !ok {
-					mu.Lock()
-					failed = true
-					mu.Unlock()
-					continue
-				}
-				for k, i := range b {
-					campaigns[i] = got[k]
-					if cache != nil {
-						cache.put(digests[i], &got[k])
+				if ok {
+					for k, i := range b {
+						campaigns[i] = got[k]
 					}
 				}
+				mu.Lock()
+				if ok {
+					parsed += len(b)
+				} else {
+					failed = true
+				}
+				mu.Unlock()
 			}
 		})
 	}
@@ -301,12 +332,21 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	}
 	close(next)
 	wg.Wait()
+	if cache != nil {
+		cache.parsed += parsed
+	}
 	if failed {
 		return nil, false
+	}
+	if cache != nil {
+		cache.digests = digests
 	}
 	rs.Campaigns = campaigns
 	return rs, true
 }
+
+// hashChunk is how many entries one CPU hashes at a time.
+const hashChunk = 256
 
 // parseRest parses the document without its entries, checking that
 // "campaigns:" is a root key there with no value.
