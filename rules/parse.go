@@ -237,7 +237,9 @@ func Load(path string) (*RuleSet, error) {
 
 // File is one rules file as read from disk.
 type File struct {
-	Name    string // the path it was read from
+	Name string // the path it was read from
+	// Data is the file's bytes; from [Parser.ReadFiles], valid until its
+	// next call.
 	Data    []byte
 	ModTime time.Time
 	// Sum is the content digest of Data, set by ReadFiles; zero means not
@@ -292,7 +294,11 @@ func readFiles(path string, read func(name string) (File, error)) ([]File, error
 	return files, nil
 }
 
-func readFile(name string) (File, error) {
+func readFile(name string) (File, error) { return readFileInto(name, nil) }
+
+// readFileInto is readFile, reading into buf's memory when the file fits
+// and is no less than half its capacity.
+func readFileInto(name string, buf []byte) (File, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return File{}, fmt.Errorf("rules: %w", err)
@@ -307,7 +313,11 @@ func readFile(name string) (File, error) {
 	}
 	// Read into a buffer of the size stat gave (one byte more to see the
 	// file grow), growing only if it did.
-	data := make([]byte, 0, fi.Size()+1)
+	size := int(fi.Size()) + 1
+	data := buf[:0]
+	if cap(buf) < size || cap(buf) > 2*size {
+		data = make([]byte, 0, size)
+	}
 	for {
 		n, err := f.Read(data[len(data):cap(data)])
 		data = data[:len(data)+n]

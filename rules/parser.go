@@ -26,6 +26,9 @@ type Parser struct {
 	// since the last ParseFiles).
 	seen map[string]seenFile
 	read int
+	// bufs hold what ReadFiles last read of each file it read: the next
+	// call reads the file into the same memory.
+	bufs map[string][]byte
 	// racy is how recent a change may be for a file's stat to be
 	// trusted next time (see ReadFiles).
 	racy time.Duration
@@ -78,11 +81,18 @@ func NewParser() *Parser {
 // so two writes of the same size within one tick look alike — the second
 // is caught because the first left the file untrusted. Where the change
 // time and inode are not known (not Linux), every file is read.
+//
+// The Data of the files it returns is valid until the next ReadFiles
+// call, which may read into the same memory: a 32 MB file is not read
+// into 32 MB of new garbage at every reload. Nothing ParseFiles returns
+// or remembers refers to it.
 func (p *Parser) ReadFiles(path string) ([]File, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
 	next := make(map[string]seenFile, len(p.seen))
+	bufs := make(map[string][]byte, len(p.bufs))
+	defer func() { p.bufs = bufs }()
 	read := 0
 	files, err := readFiles(path, func(name string) (File, error) {
 		fi, err := os.Stat(name)
@@ -94,10 +104,11 @@ func (p *Parser) ReadFiles(path string) ([]File, error) {
 			next[name] = s
 			return File{Name: name, ModTime: fi.ModTime(), Sum: s.sum}, nil
 		}
-		f, err := readFile(name)
+		f, err := readFileInto(name, p.bufs[name])
 		if err != nil {
 			return File{}, err
 		}
+		bufs[name] = f.Data
 		read++
 		if ok {
 			// key was taken before the read: a change after it shows as
