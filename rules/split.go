@@ -151,6 +151,12 @@ func scanEntryLines(data []byte, from, to, indent int) lineScan {
 	for off := from; off < to; {
 		end := lineEnd(data, off)
 		l := data[off:end]
+		if deeper(l, indent) {
+			// Inside an entry, as most lines are: no marker, no entry,
+			// not the end.
+			off = end
+			continue
+		}
 		sp, blank, entry := classifyLine(l)
 		if isMarkerLine(l) {
 			r.fail = true // a document marker or directive
@@ -173,6 +179,19 @@ func scanEntryLines(data []byte, from, to, indent int) lineScan {
 		off = end
 	}
 	return r
+}
+
+// deeper reports whether line is indented by more than indent spaces.
+func deeper(line []byte, indent int) bool {
+	if len(line) <= indent {
+		return false
+	}
+	for _, c := range line[:indent+1] {
+		if c != ' ' {
+			return false
+		}
+	}
+	return true
 }
 
 // classifyLine returns a line's indentation, whether it is blank or a
