@@ -250,7 +250,7 @@ type File struct {
 // Digest returns f.Sum, or computes it when it is not set.
 func (f *File) Digest() Digest {
 	if f.Sum == (Digest{}) {
-		return sum(f.Data)
+		return fileSum(f.Data)
 	}
 	return f.Sum
 }
@@ -334,7 +334,7 @@ func readFileInto(name string, buf []byte) (File, error) {
 			data = append(data, 0)[:len(data)]
 		}
 	}
-	return File{Name: name, Data: data, ModTime: fi.ModTime(), Sum: sum(data)}, nil
+	return File{Name: name, Data: data, ModTime: fi.ModTime(), Sum: fileSum(data)}, nil
 }
 
 // ParseFilesLocated parses every file and merges them in order, without
@@ -357,10 +357,10 @@ func parseFiles(files []File, parse func(File) (*RuleSet, error)) (*RuleSet, Ori
 		sets[i], n = rs, n+len(rs.Campaigns)
 	}
 	var all RuleSet
+	origins := make(Origins, 0, len(files))
 	if n > 0 {
 		all.Campaigns = make([]Campaign, 0, n)
 	}
-	origins := make(Origins, 0, len(files))
 	for i, rs := range sets {
 		origins = append(origins, Origin{File: files[i].Name, First: len(all.Campaigns)})
 		all.Merge(rs)
