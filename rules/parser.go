@@ -14,8 +14,9 @@ import (
 // parses one campaign. What it remembers is what the last successful call
 // saw (plus, after a failed one, the files that one parsed).
 //
-// The rule sets it returns share their campaigns' slices and strings with
-// each other: treat them as read-only. A Parser is safe for concurrent
+// The rule sets it returns share their campaigns, and the campaigns'
+// slices and strings, with each other and with what it remembers: treat
+// them as read-only. A Parser is safe for concurrent
 // use; calls are serialised.
 type Parser struct {
 	mu    sync.Mutex
