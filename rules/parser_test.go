@@ -176,3 +176,54 @@ func TestParserReadFilesSkipsUnchanged(t *testing.T) {
 	}
 	step("removed file", 0, 0)
 }
+
+// TestParserReusesReadMemory checks that what a Parser parsed does not
+// change when its next ReadFiles reads into the memory of the last one.
+func TestParserReusesReadMemory(t *testing.T) {
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := rules.Marshal(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string][]byte{
+		"piecewise": big,
+		"whole":     []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]\n"),
+	} {
+		path := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(path, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := rules.NewParser()
+		files, err := p.ReadFiles(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _, err := p.ParseFiles(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := rules.Parse(path, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same size, every byte but the line breaks overwritten.
+		other := bytes.Map(func(r rune) rune {
+			if r == '\n' {
+				return r
+			}
+			return 'x'
+		}, text)
+		if err := os.WriteFile(path, other, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.ReadFiles(path); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, first); diff != "" {
+			t.Errorf("%s: the first set changed after the next read (-want +got):\n%s", name, diff)
+		}
+	}
+}
