@@ -50,10 +50,10 @@ type seenFile struct {
 type parsedFile struct {
 	sum Digest
 	rs  *RuleSet
-	// entries are the digests of the text of its campaign entries, in
-	// the order of rs.Campaigns, when it was parsed piecewise: the next
-	// version of the file reuses the campaigns whose text it has.
-	entries []Digest
+	// entries are its campaign entries, in the order of rs.Campaigns,
+	// when it was parsed piecewise: the next version of the file is cut
+	// by them, and reuses the campaigns whose text it has.
+	entries *entryTexts
 }
 
 // ParseStats say how much of a ParseFiles call was parsed rather than
@@ -162,7 +162,7 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 		if err != nil {
 			return nil, err
 		}
-		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.digests}
+		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.next}
 		return rs, nil
 	})
 	if err != nil {

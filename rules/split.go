@@ -33,15 +33,18 @@ type split struct {
 	rest    []byte   // the document without the entries
 	keyLine int      // the 1-based line of "campaigns:" in rest
 	entries [][]byte // each entry's lines, in order
+	indent  int      // the entries' indentation
 }
 
 // cutCampaigns cuts data, or reports false when it does not have the
-// shape cutting needs.
-func cutCampaigns(data []byte) (split, bool) {
+// shape cutting needs. With prev, the entries of the document's previous
+// version, it reads the entries as walkEntries does and returns their
+// digests too (nil when it did not).
+func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
 	// Line breaks other than \n, a byte order mark, directives and
 	// document markers: leave them to the whole parse.
-	if bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
-		return split{}, false
+	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		return split{}, nil, false
 	}
 	var s split
 	// markers finds them in the parts of data outside the entries;
@@ -58,7 +61,7 @@ func cutCampaigns(data []byte) (split, bool) {
 	at := 0
 	if !bytes.HasPrefix(data, []byte(key)) {
 		if at = bytes.Index(data, []byte("\n"+key)); at < 0 {
-			return split{}, false
+			return split{}, nil, false
 		}
 		at++
 	}
@@ -72,7 +75,7 @@ func cutCampaigns(data []byte) (split, bool) {
 		sp, blank, entry := classifyLine(data[off:end])
 		if !blank {
 			if !entry {
-				return split{}, false
+				return split{}, nil, false
 			}
 			first, indent = off, sp
 			break
@@ -80,40 +83,35 @@ func cutCampaigns(data []byte) (split, bool) {
 		off = end
 	}
 	if first < 0 {
-		return split{}, false
+		return split{}, nil, false
 	}
 	// The entries run to the first line that begins at column 0 with
 	// anything but "- " (at indentation 0), a space, "#" or a line break.
-	// A large document's lines are read in chunks, on every CPU.
-	chunks := []int{first, len(data)}
-	if n := min(runtime.GOMAXPROCS(0), (len(data)-first)/cutChunk); n > 1 {
-		chunks = chunks[:1]
-		for c := 1; c < n; c++ {
-			at := first + c*(len(data)-first)/n
-			chunks = append(chunks, lineEnd(data, at))
+	var sc lineScan
+	var digests []Digest
+	walk := prev != nil && prev.indent == indent
+	if walk {
+		sc, digests = walkEntries(data, first, indent, prev)
+	} else {
+		if bytes.IndexByte(data, '\r') >= 0 {
+			return split{}, nil, false
 		}
-		chunks = append(chunks, len(data))
+		sc = scanChunks(data, first, indent)
 	}
-	scans := make([]lineScan, len(chunks)-1)
-	var wg sync.WaitGroup
-	for c := range scans {
-		wg.Go(func() { scans[c] = scanEntryLines(data, chunks[c], chunks[c+1], indent) })
+	if sc.fail {
+		return split{}, nil, false
 	}
-	wg.Wait()
-	var starts []int
-	off := len(data)
-	for _, sc := range scans {
-		if sc.fail {
-			return split{}, false
-		}
-		starts = append(starts, sc.starts...)
-		if sc.stop >= 0 {
-			off = sc.stop
-			break
-		}
+	s.indent = indent
+	starts, off := sc.starts, len(data)
+	if sc.stop >= 0 {
+		off = sc.stop
 	}
 	if markers(data[:start]) || markers(data[off:]) {
-		return split{}, false
+		return split{}, nil, false
+	}
+	// The walk looked for \r in the entries it read.
+	if walk && (bytes.IndexByte(data[:first], '\r') >= 0 || bytes.IndexByte(data[off:], '\r') >= 0) {
+		return split{}, nil, false
 	}
 	s.entries = make([][]byte, len(starts))
 	for e, at := range starts {
@@ -129,7 +127,127 @@ func cutCampaigns(data []byte) (split, bool) {
 	s.rest = make([]byte, 0, len(data)-(off-first))
 	s.rest = append(s.rest, data[:first]...)
 	s.rest = append(s.rest, data[off:]...)
-	return s, true
+	return s, digests, true
+}
+
+// scanChunks is scanEntryLines over the entries from data[first:], a
+// large document's lines read in chunks, on every CPU.
+func scanChunks(data []byte, first, indent int) lineScan {
+	chunks := []int{first, len(data)}
+	if n := min(runtime.GOMAXPROCS(0), (len(data)-first)/cutChunk); n > 1 {
+		chunks = chunks[:1]
+		for c := 1; c < n; c++ {
+			at := first + c*(len(data)-first)/n
+			chunks = append(chunks, lineEnd(data, at))
+		}
+		chunks = append(chunks, len(data))
+	}
+	scans := make([]lineScan, len(chunks)-1)
+	var wg sync.WaitGroup
+	for c := range scans {
+		wg.Go(func() { scans[c] = scanEntryLines(data, chunks[c], chunks[c+1], indent, nil, false) })
+	}
+	wg.Wait()
+	r := lineScan{stop: -1}
+	for _, sc := range scans {
+		if sc.fail {
+			return sc
+		}
+		r.starts = append(r.starts, sc.starts...)
+		if sc.stop >= 0 {
+			r.stop = sc.stop
+			break
+		}
+	}
+	return r
+}
+
+// walkEntries is scanChunks for a document whose previous version's
+// entries, at the same indentation, were prev, and returns the entries'
+// digests too. It goes from entry to entry: where the text of an entry
+// is that of the previous version's entry at the same index (counting
+// from the last one found there), its lines are not read again — the
+// previous cut read them, and what a line is to the cut depends only on
+// its text and the indentation — only the line after it, to see where
+// the entry ends. It also fails on a \r in the entries it reads (those
+// it does not read had none).
+func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Digest) {
+	r := lineScan{starts: append(make([]int, 0, len(prev.lens)+1), at), stop: -1}
+	digests := make([]Digest, 0, len(prev.lens))
+	index := digestIndex{list: prev.digests}
+	for j := 0; ; {
+		// data[at:] starts an entry; the previous version's entry j is
+		// the one it likely is.
+		e, same := -1, false
+		if j < len(prev.lens) {
+			e = at + prev.lens[j]
+			same = e <= len(data) && data[e-1] == '\n' && sum(data[at:e]) == prev.digests[j]
+		}
+		from := lineEnd(data, at)
+		if same {
+			from = e
+		}
+		n := len(r.starts)
+		sc := scanEntryLines(data, from, len(data), indent, r.starts, true)
+		if sc.fail {
+			return sc, nil
+		}
+		r.starts = sc.starts
+		end := len(data)
+		switch {
+		case len(r.starts) > n:
+			end = r.starts[n]
+		case sc.stop >= 0:
+			end = sc.stop
+		}
+		var d Digest
+		if same && end == e {
+			d = prev.digests[j]
+			j++
+		} else {
+			if bytes.IndexByte(data[at:end], '\r') >= 0 {
+				return lineScan{fail: true}, nil
+			}
+			d = sum(data[at:end])
+			if k := index.find(d); k >= 0 {
+				j = k + 1 // moved: the next entry is likely the one after it
+			} else {
+				j++ // edited in place, or new
+			}
+		}
+		digests = append(digests, d)
+		if len(r.starts) == n {
+			r.stop = sc.stop
+			return r, digests
+		}
+		at = end
+	}
+}
+
+// digestIndex finds digests in a list: the first few one by one, then
+// through a map of the list.
+type digestIndex struct {
+	list  []Digest
+	found int
+	m     map[Digest]int
+}
+
+// find returns an index of d in the list, or -1.
+func (x *digestIndex) find(d Digest) int {
+	if x.m == nil && x.found < scanMax {
+		x.found++
+		return slices.Index(x.list, d)
+	}
+	if x.m == nil {
+		x.m = make(map[Digest]int, len(x.list))
+		for j, d := range x.list {
+			x.m[d] = j // of equal digests any one will do: their text is the same
+		}
+	}
+	if j, ok := x.m[d]; ok {
+		return j
+	}
+	return -1
 }
 
 // cutChunk is the least that cutCampaigns gives a CPU to read.
@@ -145,9 +263,10 @@ type lineScan struct {
 // scanEntryLines reads the lines of data[from:to] (which starts at a
 // line's start and ends at one's end) as lines of the entries at
 // indentation indent, up to the first line that ends them or rules the
-// cut out.
-func scanEntryLines(data []byte, from, to, indent int) lineScan {
-	r := lineScan{stop: -1}
+// cut out, or with one, up to the first entry's start. It appends the
+// starts it finds to starts.
+func scanEntryLines(data []byte, from, to, indent int, starts []int, one bool) lineScan {
+	r := lineScan{starts: starts, stop: -1}
 	for off := from; off < to; {
 		end := lineEnd(data, off)
 		l := data[off:end]
@@ -175,6 +294,9 @@ func scanEntryLines(data []byte, from, to, indent int) lineScan {
 		}
 		if entry && sp == indent {
 			r.starts = append(r.starts, off)
+			if one {
+				return r
+			}
 		}
 		off = end
 	}
@@ -213,23 +335,30 @@ func lineEnd(data []byte, off int) int {
 	return len(data)
 }
 
+// entryTexts are a document's campaign entries as cut: their
+// indentation, and each one's length and text digest, in order.
+type entryTexts struct {
+	indent  int
+	lens    []int
+	digests []Digest
+}
+
 // entryCache is what parseSplit reuses of a file's previous version,
 // and what it leaves for the next one.
 type entryCache struct {
-	// old are the digests of the text of the previous version's campaign
-	// entries, in order, and campaigns the campaigns parsed from them.
-	old       []Digest
+	// old are the previous version's entries, and campaigns the
+	// campaigns parsed from them, in the same order.
+	old       *entryTexts
 	campaigns []Campaign
-	// digests are this version's, set when it was parsed piecewise.
-	digests []Digest
+	// next are this version's, set when it was parsed piecewise.
+	next *entryTexts
 	// seen and parsed count the entries looked up and those parsed (not
 	// found in the previous version).
 	seen, parsed int
 }
 
-// scanMax is how many entries missing from their position in the
-// previous version are searched for there one by one; more are looked up
-// through an index of it.
+// scanMax is how many digests a digestIndex looks for one by one before
+// it indexes its list.
 const scanMax = 16
 
 // reuse sets campaigns[i] to the previous version's campaign of the same
@@ -239,29 +368,21 @@ const scanMax = 16
 // it, then anywhere: a moved entry is reused too.
 func (c *entryCache) reuse(digests []Digest, campaigns []Campaign) []int {
 	c.seen += len(digests)
+	var old []Digest
+	if c.old != nil {
+		old = c.old.digests
+	}
 	copy(campaigns, c.campaigns) // right where the digests match, overwritten elsewhere
 	var missing []int
 	for i, d := range digests {
-		if i >= len(c.old) || c.old[i] != d {
+		if i >= len(old) || old[i] != d {
 			missing = append(missing, i)
 		}
 	}
-	at := func(d Digest) int { return slices.Index(c.old, d) }
-	if len(missing) > scanMax {
-		index := make(map[Digest]int, len(c.old))
-		for j, d := range c.old {
-			index[d] = j // of equal digests any one will do: their text is the same
-		}
-		at = func(d Digest) int {
-			if j, ok := index[d]; ok {
-				return j
-			}
-			return -1
-		}
-	}
+	index := digestIndex{list: old}
 	n := 0
 	for _, i := range missing {
-		if j := at(digests[i]); j >= 0 {
+		if j := index.find(digests[i]); j >= 0 {
 			campaigns[i] = c.campaigns[j]
 			continue
 		}
@@ -275,7 +396,11 @@ func (c *entryCache) reuse(digests []Digest, campaigns []Campaign) []int {
 // (the caller then parses the whole document). With a cache, the entries
 // whose text the file's previous version had are not parsed again.
 func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
-	s, ok := cutCampaigns(data)
+	var prev *entryTexts
+	if cache != nil {
+		prev = cache.old
+	}
+	s, digests, ok := cutCampaigns(data, prev)
 	if !ok {
 		return nil, false
 	}
@@ -284,16 +409,17 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		return nil, false
 	}
 	campaigns := make([]Campaign, len(s.entries))
-	var digests []Digest
 	var missing []int
 	if cache != nil {
-		// Hash the entries on every CPU.
-		digests = make([]Digest, len(s.entries))
-		par.For(len(s.entries), hashChunk, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				digests[i] = sum(s.entries[i])
-			}
-		})
+		if digests == nil {
+			// Hash the entries on every CPU.
+			digests = make([]Digest, len(s.entries))
+			par.For(len(s.entries), hashChunk, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					digests[i] = sum(s.entries[i])
+				}
+			})
+		}
 		missing = cache.reuse(digests, campaigns)
 	} else {
 		missing = make([]int, len(s.entries))
@@ -358,7 +484,11 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		return nil, false
 	}
 	if cache != nil {
-		cache.digests = digests
+		lens := make([]int, len(s.entries))
+		for i, e := range s.entries {
+			lens[i] = len(e)
+		}
+		cache.next = &entryTexts{indent: s.indent, lens: lens, digests: digests}
 	}
 	rs.Campaigns = campaigns
 	return rs, true
