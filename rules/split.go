@@ -20,6 +20,10 @@ import (
 // document holds "campaigns:" as a root key with no value; any failure
 // parses the whole document instead, so errors and results are Parse's
 // own (FuzzParseEquivalence checks them against the generic route).
+// Through a Parser, the next version of a file is cut by the entries of
+// the previous one, reading only the lines of entries whose text changed
+// (walkEntries; FuzzCutWalk checks that it cuts as reading every line
+// does).
 
 // splitMin is the smallest document worth cutting.
 const splitMin = 64 << 10
