@@ -16,8 +16,9 @@ import (
 //
 // The rule sets it returns share their campaigns, and the campaigns'
 // slices and strings, with each other and with what it remembers: treat
-// them as read-only. A Parser is safe for concurrent
-// use; calls are serialised.
+// them as read-only. A Parser is safe for concurrent use; calls are
+// serialised (the Data of the files ReadFiles returns is valid until its
+// next call).
 type Parser struct {
 	mu    sync.Mutex
 	files map[string]parsedFile

@@ -45,8 +45,8 @@ type split struct {
 // version, it reads the entries as walkEntries does and returns their
 // digests too (nil when it did not).
 func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
-	// Line breaks other than \n, a byte order mark, directives and
-	// document markers: leave them to the whole parse.
+	// A byte order mark, line breaks other than \n, directives and
+	// document markers (looked for below): leave them to the whole parse.
 	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
 		return split{}, nil, false
 	}
