@@ -231,15 +231,15 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Dig
 // digestIndex finds digests in a list: the first few one by one, then
 // through a map of the list.
 type digestIndex struct {
-	list  []Digest
-	found int
-	m     map[Digest]int
+	list   []Digest
+	looked int // lookups one by one
+	m      map[Digest]int
 }
 
 // find returns an index of d in the list, or -1.
 func (x *digestIndex) find(d Digest) int {
-	if x.m == nil && x.found < scanMax {
-		x.found++
+	if x.m == nil && x.looked < scanMax {
+		x.looked++
 		return slices.Index(x.list, d)
 	}
 	if x.m == nil {
@@ -254,7 +254,7 @@ func (x *digestIndex) find(d Digest) int {
 	return -1
 }
 
-// cutChunk is the least that cutCampaigns gives a CPU to read.
+// cutChunk is the least that scanChunks gives a CPU to read.
 var cutChunk = 1 << 20
 
 // lineScan is what scanEntryLines found in its lines.
