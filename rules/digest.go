@@ -24,6 +24,29 @@ func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 // sum is the Digest of an encoding held whole (or of any bytes).
 func sum(b []byte) Digest { return makeDigest(xxhash.Sum64(b), uint64(len(b))) }
 
+// fileSum is the Digest of a file's bytes, as File.Sum: for a large file,
+// the xxhash of its consecutive pieces' xxhashes, computed on every CPU,
+// and its length. It is another function than sum (equal bytes give
+// equal digests of each, not of both), so a file's digest is only ever
+// compared with file digests.
+func fileSum(b []byte) Digest {
+	if len(b) <= sumPiece {
+		return sum(b)
+	}
+	n := (len(b) + sumPiece - 1) / sumPiece
+	hs := make([]byte, 8*n)
+	par.For(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			binary.LittleEndian.PutUint64(hs[8*i:], xxhash.Sum64(b[i*sumPiece:min((i+1)*sumPiece, len(b))]))
+		}
+	})
+	return makeDigest(xxhash.Sum64(hs), uint64(len(b)))
+}
+
+// sumPiece is the size of the pieces of a large file that fileSum hashes
+// apart.
+const sumPiece = 1 << 20
+
 // makeDigest is the Digest of n bytes whose xxhash is h.
 func makeDigest(h, n uint64) Digest {
 	var d Digest

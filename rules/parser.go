@@ -14,9 +14,11 @@ import (
 // parses one campaign. What it remembers is what the last successful call
 // saw (plus, after a failed one, the files that one parsed).
 //
-// The rule sets it returns share their campaigns' slices and strings with
-// each other: treat them as read-only. A Parser is safe for concurrent
-// use; calls are serialised.
+// The rule sets it returns share their campaigns, and the campaigns'
+// slices and strings, with each other and with what it remembers: treat
+// them as read-only. A Parser is safe for concurrent use; calls are
+// serialised (the Data of the files ReadFiles returns is valid until its
+// next call).
 type Parser struct {
 	mu    sync.Mutex
 	files map[string]parsedFile
@@ -26,6 +28,9 @@ type Parser struct {
 	// since the last ParseFiles).
 	seen map[string]seenFile
 	read int
+	// bufs hold what ReadFiles last read of each file it read: the next
+	// call reads the file into the same memory.
+	bufs map[string][]byte
 	// racy is how recent a change may be for a file's stat to be
 	// trusted next time (see ReadFiles).
 	racy time.Duration
@@ -46,9 +51,10 @@ type seenFile struct {
 type parsedFile struct {
 	sum Digest
 	rs  *RuleSet
-	// entries are its campaign entries by the digest of their text, when
-	// it was parsed piecewise: the next version of the file reuses them.
-	entries map[Digest]*Campaign
+	// entries are its campaign entries, in the order of rs.Campaigns,
+	// when it was parsed piecewise: the next version of the file is cut
+	// by them, and reuses the campaigns whose text it has.
+	entries *entryTexts
 }
 
 // ParseStats say how much of a ParseFiles call was parsed rather than
@@ -77,11 +83,18 @@ func NewParser() *Parser {
 // so two writes of the same size within one tick look alike — the second
 // is caught because the first left the file untrusted. Where the change
 // time and inode are not known (not Linux), every file is read.
+//
+// The Data of the files it returns is valid until the next ReadFiles
+// call, which may read into the same memory: a 32 MB file is not read
+// into 32 MB of new garbage at every reload. Nothing ParseFiles returns
+// or remembers refers to it.
 func (p *Parser) ReadFiles(path string) ([]File, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
 	next := make(map[string]seenFile, len(p.seen))
+	bufs := make(map[string][]byte, len(p.bufs))
+	defer func() { p.bufs = bufs }()
 	read := 0
 	files, err := readFiles(path, func(name string) (File, error) {
 		fi, err := os.Stat(name)
@@ -93,10 +106,11 @@ func (p *Parser) ReadFiles(path string) ([]File, error) {
 			next[name] = s
 			return File{Name: name, ModTime: fi.ModTime(), Sum: s.sum}, nil
 		}
-		f, err := readFile(name)
+		f, err := readFileInto(name, p.bufs[name])
 		if err != nil {
 			return File{}, err
 		}
+		bufs[name] = f.Data
 		read++
 		if ok {
 			// key was taken before the read: a change after it shows as
@@ -139,15 +153,15 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 			f, d = rf, rf.Sum
 		}
 		st.FilesParsed++
-		cache := &entryCache{old: p.files[f.Name].entries, next: map[Digest]*Campaign{}}
+		cache := &entryCache{}
+		if pf := p.files[f.Name]; pf.entries != nil {
+			cache.old, cache.campaigns = pf.entries, pf.rs.Campaigns
+		}
 		rs, err := parse(f.Name, f.Data, cache)
 		st.Entries += cache.seen
 		st.EntriesParsed += cache.parsed
 		if err != nil {
 			return nil, err
-		}
-		if len(cache.next) == 0 {
-			cache.next = nil // not parsed piecewise
 		}
 		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.next}
 		return rs, nil

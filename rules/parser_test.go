@@ -1,10 +1,12 @@
 package rules_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +64,30 @@ func TestParserReparsesOnlyChanges(t *testing.T) {
 	edited := strings.Replace(string(big[bid:]), "bid_cpm: ", "bid_cpm: 1", 1)
 	files[1].Data = append(big[:bid:bid], edited...)
 	step("one campaign", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n, EntriesParsed: 1})
+
+	// Entries are found where they moved: two swapped (searched for one
+	// by one), or all shifted by one inserted first (through an index).
+	entries, _, ok := rules.CutCampaigns(files[1].Data)
+	if !ok {
+		t.Fatal("the big file does not cut")
+	}
+	first := bytes.Index(files[1].Data, entries[0])
+	end := first
+	for _, e := range entries {
+		end += len(e)
+	}
+	rewrite := func(order ...[]byte) {
+		text := slices.Clone(files[1].Data[:first])
+		for _, e := range order {
+			text = append(text, e...)
+		}
+		files[1].Data = append(text, files[1].Data[end:]...)
+	}
+	rewrite(slices.Concat([][]byte{entries[1], entries[0]}, entries[2:])...)
+	step("two swapped", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n})
+	added := []byte("  - {id: added, bid_cpm: 1, creatives: [{id: cadded, w: 1, h: 1, adm: x}]}\n")
+	rewrite(slices.Concat([][]byte{added}, entries)...)
+	step("one inserted first", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n + 1, EntriesParsed: 1})
 
 	// A broken file fails the whole set; restoring it parses nothing (its
 	// good version is still remembered); another change parses it alone.
@@ -149,4 +175,55 @@ func TestParserReadFilesSkipsUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	step("removed file", 0, 0)
+}
+
+// TestParserReusesReadMemory checks that what a Parser parsed does not
+// change when its next ReadFiles reads into the memory of the last one.
+func TestParserReusesReadMemory(t *testing.T) {
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := rules.Marshal(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string][]byte{
+		"piecewise": big,
+		"whole":     []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]\n"),
+	} {
+		path := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(path, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := rules.NewParser()
+		files, err := p.ReadFiles(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _, err := p.ParseFiles(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := rules.Parse(path, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same size, every byte but the line breaks overwritten.
+		other := bytes.Map(func(r rune) rune {
+			if r == '\n' {
+				return r
+			}
+			return 'x'
+		}, text)
+		if err := os.WriteFile(path, other, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.ReadFiles(path); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, first); diff != "" {
+			t.Errorf("%s: the first set changed after the next read (-want +got):\n%s", name, diff)
+		}
+	}
 }

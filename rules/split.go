@@ -3,9 +3,12 @@ package rules
 import (
 	"bytes"
 	"runtime"
+	"slices"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/personad/personad/internal/par"
 )
 
 // A large rules file is parsed in pieces: the block sequence under the
@@ -17,6 +20,10 @@ import (
 // document holds "campaigns:" as a root key with no value; any failure
 // parses the whole document instead, so errors and results are Parse's
 // own (FuzzParseEquivalence checks them against the generic route).
+// Through a Parser, the next version of a file is cut by the entries of
+// the previous one, reading only the lines of entries whose text changed
+// (walkEntries; FuzzCutWalk checks that it cuts as reading every line
+// does).
 
 // splitMin is the smallest document worth cutting.
 const splitMin = 64 << 10
@@ -30,15 +37,18 @@ type split struct {
 	rest    []byte   // the document without the entries
 	keyLine int      // the 1-based line of "campaigns:" in rest
 	entries [][]byte // each entry's lines, in order
+	indent  int      // the entries' indentation
 }
 
 // cutCampaigns cuts data, or reports false when it does not have the
-// shape cutting needs.
-func cutCampaigns(data []byte) (split, bool) {
-	// Line breaks other than \n, a byte order mark, directives and
-	// document markers: leave them to the whole parse.
-	if bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
-		return split{}, false
+// shape cutting needs. With prev, the entries of the document's previous
+// version, it reads the entries as walkEntries does and returns their
+// digests too (nil when it did not).
+func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
+	// A byte order mark, line breaks other than \n, directives and
+	// document markers (looked for below): leave them to the whole parse.
+	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		return split{}, nil, false
 	}
 	var s split
 	// markers finds them in the parts of data outside the entries;
@@ -55,7 +65,7 @@ func cutCampaigns(data []byte) (split, bool) {
 	at := 0
 	if !bytes.HasPrefix(data, []byte(key)) {
 		if at = bytes.Index(data, []byte("\n"+key)); at < 0 {
-			return split{}, false
+			return split{}, nil, false
 		}
 		at++
 	}
@@ -69,7 +79,7 @@ func cutCampaigns(data []byte) (split, bool) {
 		sp, blank, entry := classifyLine(data[off:end])
 		if !blank {
 			if !entry {
-				return split{}, false
+				return split{}, nil, false
 			}
 			first, indent = off, sp
 			break
@@ -77,40 +87,35 @@ func cutCampaigns(data []byte) (split, bool) {
 		off = end
 	}
 	if first < 0 {
-		return split{}, false
+		return split{}, nil, false
 	}
 	// The entries run to the first line that begins at column 0 with
 	// anything but "- " (at indentation 0), a space, "#" or a line break.
-	// A large document's lines are read in chunks, on every CPU.
-	chunks := []int{first, len(data)}
-	if n := min(runtime.GOMAXPROCS(0), (len(data)-first)/cutChunk); n > 1 {
-		chunks = chunks[:1]
-		for c := 1; c < n; c++ {
-			at := first + c*(len(data)-first)/n
-			chunks = append(chunks, lineEnd(data, at))
+	var sc lineScan
+	var digests []Digest
+	walk := prev != nil && prev.indent == indent
+	if walk {
+		sc, digests = walkEntries(data, first, indent, prev)
+	} else {
+		if bytes.IndexByte(data, '\r') >= 0 {
+			return split{}, nil, false
 		}
-		chunks = append(chunks, len(data))
+		sc = scanChunks(data, first, indent)
 	}
-	scans := make([]lineScan, len(chunks)-1)
-	var wg sync.WaitGroup
-	for c := range scans {
-		wg.Go(func() { scans[c] = scanEntryLines(data, chunks[c], chunks[c+1], indent) })
+	if sc.fail {
+		return split{}, nil, false
 	}
-	wg.Wait()
-	var starts []int
-	off := len(data)
-	for _, sc := range scans {
-		if sc.fail {
-			return split{}, false
-		}
-		starts = append(starts, sc.starts...)
-		if sc.stop >= 0 {
-			off = sc.stop
-			break
-		}
+	s.indent = indent
+	starts, off := sc.starts, len(data)
+	if sc.stop >= 0 {
+		off = sc.stop
 	}
 	if markers(data[:start]) || markers(data[off:]) {
-		return split{}, false
+		return split{}, nil, false
+	}
+	// The walk looked for \r in the entries it read.
+	if walk && (bytes.IndexByte(data[:first], '\r') >= 0 || bytes.IndexByte(data[off:], '\r') >= 0) {
+		return split{}, nil, false
 	}
 	s.entries = make([][]byte, len(starts))
 	for e, at := range starts {
@@ -126,10 +131,130 @@ func cutCampaigns(data []byte) (split, bool) {
 	s.rest = make([]byte, 0, len(data)-(off-first))
 	s.rest = append(s.rest, data[:first]...)
 	s.rest = append(s.rest, data[off:]...)
-	return s, true
+	return s, digests, true
 }
 
-// cutChunk is the least that cutCampaigns gives a CPU to read.
+// scanChunks is scanEntryLines over the entries from data[first:], a
+// large document's lines read in chunks, on every CPU.
+func scanChunks(data []byte, first, indent int) lineScan {
+	chunks := []int{first, len(data)}
+	if n := min(runtime.GOMAXPROCS(0), (len(data)-first)/cutChunk); n > 1 {
+		chunks = chunks[:1]
+		for c := 1; c < n; c++ {
+			at := first + c*(len(data)-first)/n
+			chunks = append(chunks, lineEnd(data, at))
+		}
+		chunks = append(chunks, len(data))
+	}
+	scans := make([]lineScan, len(chunks)-1)
+	var wg sync.WaitGroup
+	for c := range scans {
+		wg.Go(func() { scans[c] = scanEntryLines(data, chunks[c], chunks[c+1], indent, nil, false) })
+	}
+	wg.Wait()
+	r := lineScan{stop: -1}
+	for _, sc := range scans {
+		if sc.fail {
+			return sc
+		}
+		r.starts = append(r.starts, sc.starts...)
+		if sc.stop >= 0 {
+			r.stop = sc.stop
+			break
+		}
+	}
+	return r
+}
+
+// walkEntries is scanChunks for a document whose previous version's
+// entries, at the same indentation, were prev, and returns the entries'
+// digests too. It goes from entry to entry: where the text of an entry
+// is that of the previous version's entry at the same index (counting
+// from the last one found there), its lines are not read again — the
+// previous cut read them, and what a line is to the cut depends only on
+// its text and the indentation — only the line after it, to see where
+// the entry ends. It also fails on a \r in the entries it reads (those
+// it does not read had none).
+func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Digest) {
+	r := lineScan{starts: append(make([]int, 0, len(prev.lens)+1), at), stop: -1}
+	digests := make([]Digest, 0, len(prev.lens))
+	index := digestIndex{list: prev.digests}
+	for j := 0; ; {
+		// data[at:] starts an entry; the previous version's entry j is
+		// the one it likely is.
+		e, same := -1, false
+		if j < len(prev.lens) {
+			e = at + prev.lens[j]
+			same = e <= len(data) && data[e-1] == '\n' && sum(data[at:e]) == prev.digests[j]
+		}
+		from := lineEnd(data, at)
+		if same {
+			from = e
+		}
+		n := len(r.starts)
+		sc := scanEntryLines(data, from, len(data), indent, r.starts, true)
+		if sc.fail {
+			return sc, nil
+		}
+		r.starts = sc.starts
+		end := len(data)
+		switch {
+		case len(r.starts) > n:
+			end = r.starts[n]
+		case sc.stop >= 0:
+			end = sc.stop
+		}
+		var d Digest
+		if same && end == e {
+			d = prev.digests[j]
+			j++
+		} else {
+			if bytes.IndexByte(data[at:end], '\r') >= 0 {
+				return lineScan{fail: true}, nil
+			}
+			d = sum(data[at:end])
+			if k := index.find(d); k >= 0 {
+				j = k + 1 // moved: the next entry is likely the one after it
+			} else {
+				j++ // edited in place, or new
+			}
+		}
+		digests = append(digests, d)
+		if len(r.starts) == n {
+			r.stop = sc.stop
+			return r, digests
+		}
+		at = end
+	}
+}
+
+// digestIndex finds digests in a list: the first few one by one, then
+// through a map of the list.
+type digestIndex struct {
+	list   []Digest
+	looked int // lookups one by one
+	m      map[Digest]int
+}
+
+// find returns an index of d in the list, or -1.
+func (x *digestIndex) find(d Digest) int {
+	if x.m == nil && x.looked < scanMax {
+		x.looked++
+		return slices.Index(x.list, d)
+	}
+	if x.m == nil {
+		x.m = make(map[Digest]int, len(x.list))
+		for j, d := range x.list {
+			x.m[d] = j // of equal digests any one will do: their text is the same
+		}
+	}
+	if j, ok := x.m[d]; ok {
+		return j
+	}
+	return -1
+}
+
+// cutChunk is the least that scanChunks gives a CPU to read.
 var cutChunk = 1 << 20
 
 // lineScan is what scanEntryLines found in its lines.
@@ -142,12 +267,19 @@ type lineScan struct {
 // scanEntryLines reads the lines of data[from:to] (which starts at a
 // line's start and ends at one's end) as lines of the entries at
 // indentation indent, up to the first line that ends them or rules the
-// cut out.
-func scanEntryLines(data []byte, from, to, indent int) lineScan {
-	r := lineScan{stop: -1}
+// cut out, or with one, up to the first entry's start. It appends the
+// starts it finds to starts.
+func scanEntryLines(data []byte, from, to, indent int, starts []int, one bool) lineScan {
+	r := lineScan{starts: starts, stop: -1}
 	for off := from; off < to; {
 		end := lineEnd(data, off)
 		l := data[off:end]
+		if deeper(l, indent) {
+			// Inside an entry, as most lines are: no marker, no entry,
+			// not the end.
+			off = end
+			continue
+		}
 		sp, blank, entry := classifyLine(l)
 		if isMarkerLine(l) {
 			r.fail = true // a document marker or directive
@@ -166,10 +298,26 @@ func scanEntryLines(data []byte, from, to, indent int) lineScan {
 		}
 		if entry && sp == indent {
 			r.starts = append(r.starts, off)
+			if one {
+				return r
+			}
 		}
 		off = end
 	}
 	return r
+}
+
+// deeper reports whether line is indented by more than indent spaces.
+func deeper(line []byte, indent int) bool {
+	if len(line) <= indent {
+		return false
+	}
+	for _, c := range line[:indent+1] {
+		if c != ' ' {
+			return false
+		}
+	}
+	return true
 }
 
 // classifyLine returns a line's indentation, whether it is blank or a
@@ -191,47 +339,72 @@ func lineEnd(data []byte, off int) int {
 	return len(data)
 }
 
-// entryCache remembers the parsed campaign entries of one file by their
-// text's digest.
+// entryTexts are a document's campaign entries as cut: their
+// indentation, and each one's length and text digest, in order.
+type entryTexts struct {
+	indent  int
+	lens    []int
+	digests []Digest
+}
+
+// entryCache is what parseSplit reuses of a file's previous version,
+// and what it leaves for the next one.
 type entryCache struct {
-	mu   sync.Mutex
-	old  map[Digest]*Campaign // the file's entries when it was last parsed
-	next map[Digest]*Campaign // this parse's
+	// old are the previous version's entries, and campaigns the
+	// campaigns parsed from them, in the same order.
+	old       *entryTexts
+	campaigns []Campaign
+	// next are this version's, set when it was parsed piecewise.
+	next *entryTexts
 	// seen and parsed count the entries looked up and those parsed (not
-	// found in the cache).
+	// found in the previous version).
 	seen, parsed int
 }
 
-func (c *entryCache) get(d Digest) (*Campaign, bool) {
-	if c == nil {
-		return nil, false
+// scanMax is how many digests a digestIndex looks for one by one before
+// it indexes its list.
+const scanMax = 16
+
+// reuse sets campaigns[i] to the previous version's campaign of the same
+// text as entry i, whose text digest is digests[i], and returns the
+// indexes of the entries that have none. An entry is looked for at its
+// own index first, where an edit that adds or removes no campaign leaves
+// it, then anywhere: a moved entry is reused too.
+func (c *entryCache) reuse(digests []Digest, campaigns []Campaign) []int {
+	c.seen += len(digests)
+	var old []Digest
+	if c.old != nil {
+		old = c.old.digests
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.seen++
-	cp, ok := c.next[d]
-	if !ok {
-		if cp, ok = c.old[d]; ok {
-			c.next[d] = cp
+	copy(campaigns, c.campaigns) // right where the digests match, overwritten elsewhere
+	var missing []int
+	for i, d := range digests {
+		if i >= len(old) || old[i] != d {
+			missing = append(missing, i)
 		}
 	}
-	return cp, ok
-}
-
-func (c *entryCache) put(d Digest, cp *Campaign) {
-	if c == nil {
-		return
+	index := digestIndex{list: old}
+	n := 0
+	for _, i := range missing {
+		if j := index.find(digests[i]); j >= 0 {
+			campaigns[i] = c.campaigns[j]
+			continue
+		}
+		missing[n] = i
+		n++
 	}
-	c.mu.Lock()
-	c.next[d] = cp
-	c.parsed++
-	c.mu.Unlock()
+	return missing[:n]
 }
 
 // parseSplit parses data by its pieces, or reports false when it cannot
-// (the caller then parses the whole document).
+// (the caller then parses the whole document). With a cache, the entries
+// whose text the file's previous version had are not parsed again.
 func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
-	s, ok := cutCampaigns(data)
+	var prev *entryTexts
+	if cache != nil {
+		prev = cache.old
+	}
+	s, digests, ok := cutCampaigns(data, prev)
 	if !ok {
 		return nil, false
 	}
@@ -240,17 +413,23 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		return nil, false
 	}
 	campaigns := make([]Campaign, len(s.entries))
-	digests := make([]Digest, len(s.entries))
 	var missing []int
-	for i, e := range s.entries {
-		if cache != nil {
-			digests[i] = sum(e)
-			if cp, ok := cache.get(digests[i]); ok {
-				campaigns[i] = *cp
-				continue
-			}
+	if cache != nil {
+		if digests == nil {
+			// Hash the entries on every CPU.
+			digests = make([]Digest, len(s.entries))
+			par.For(len(s.entries), hashChunk, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					digests[i] = sum(s.entries[i])
+				}
+			})
 		}
-		missing = append(missing, i)
+		missing = cache.reuse(digests, campaigns)
+	} else {
+		missing = make([]int, len(s.entries))
+		for i := range missing {
+			missing[i] = i
+		}
 	}
 	// Parse the missing entries in batches of consecutive ones, on every
 	// CPU.
@@ -266,6 +445,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	var (
 		wg     sync.WaitGroup
 		failed bool
+		parsed int
 		mu     sync.Mutex
 		next   = make(chan []int)
 	)
@@ -281,18 +461,18 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 					n += len(s.entries[i])
 				}
 				got, ok := parseEntries(&fp, s.entries[b[0]][:n], len(b))
-				if !ok {
-					mu.Lock()
-					failed = true
-					mu.Unlock()
-					continue
-				}
-				for k, i := range b {
-					campaigns[i] = got[k]
-					if cache != nil {
-						cache.put(digests[i], &got[k])
+				if ok {
+					for k, i := range b {
+						campaigns[i] = got[k]
 					}
 				}
+				mu.Lock()
+				if ok {
+					parsed += len(b)
+				} else {
+					failed = true
+				}
+				mu.Unlock()
 			}
 		})
 	}
@@ -301,12 +481,25 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	}
 	close(next)
 	wg.Wait()
+	if cache != nil {
+		cache.parsed += parsed
+	}
 	if failed {
 		return nil, false
+	}
+	if cache != nil {
+		lens := make([]int, len(s.entries))
+		for i, e := range s.entries {
+			lens[i] = len(e)
+		}
+		cache.next = &entryTexts{indent: s.indent, lens: lens, digests: digests}
 	}
 	rs.Campaigns = campaigns
 	return rs, true
 }
+
+// hashChunk is how many entries one CPU hashes at a time.
+const hashChunk = 256
 
 // parseRest parses the document without its entries, checking that
 // "campaigns:" is a root key there with no value.

@@ -1,0 +1,65 @@
+package rules
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// FuzzCutWalk checks that cutting a document by its previous version's
+// entries (walkEntries) cuts it as reading every line does, and that the
+// digests it returns are the entries'.
+func FuzzCutWalk(f *testing.F) {
+	entry := func(id, bid string) string {
+		return "  - id: " + id + "\n    bid_cpm: " + bid + "\n    creatives:\n      - {id: c" + id + ", w: 1, h: 1, adm: x}\n"
+	}
+	base := "campaigns:\n" + entry("a", "1") + entry("b", "2") + entry("c", "3") + "content_rules:\n  blocked_cat: [x]\n"
+	for _, edited := range []string{
+		base,
+		strings.Replace(base, "bid_cpm: 2", "bid_cpm: 2.5", 1),                             // edited in place
+		strings.Replace(base, entry("b", "2"), entry("b", "2")+entry("n", "9"), 1),         // inserted
+		strings.Replace(base, entry("a", "1"), "", 1),                                      // removed
+		strings.Replace(base, entry("a", "1"), entry("b", "2"), 1),                         // duplicated
+		strings.Replace(base, "adm: x}\n  - id: b", "adm: x}\n    cat: [y]\n  - id: b", 1), // grown by a line
+		strings.Replace(base, "  - id: b", "x: 1\n  - id: b", 1),                           // ended early
+		strings.Replace(base, "  - id: b", " - id: b", 1),                                  // less indented
+		strings.Replace(base, "  - id: c", "---\n  - id: c", 1),                            // a marker
+		strings.TrimSuffix(strings.Replace(base, "content_rules:\n  blocked_cat: [x]\n", "", 1), "\n"),
+		strings.ReplaceAll(base, "\n  ", "\n    "), // indented otherwise
+		strings.Replace(base, "bid_cpm: 2\n", "bid_cpm: 2\r\n", 1),
+		strings.Replace(base, "[x]", "[x]\r", 1),
+	} {
+		f.Add([]byte(base), []byte(edited))
+	}
+	f.Fuzz(func(t *testing.T, old, data []byte) {
+		prev, _, ok := cutCampaigns(old, nil)
+		if !ok {
+			return
+		}
+		texts := &entryTexts{indent: prev.indent}
+		for _, e := range prev.entries {
+			texts.lens = append(texts.lens, len(e))
+			texts.digests = append(texts.digests, sum(e))
+		}
+		want, _, wantOK := cutCampaigns(data, nil)
+		got, digests, gotOK := cutCampaigns(data, texts)
+		if gotOK != wantOK {
+			t.Fatalf("cut by the previous entries: ok %v, by every line: %v", gotOK, wantOK)
+		}
+		if !gotOK {
+			return
+		}
+		if diff := cmp.Diff(want, got, cmp.AllowUnexported(split{})); diff != "" {
+			t.Errorf("cut by the previous entries (-by every line +by entries):\n%s", diff)
+		}
+		if digests == nil && got.indent == prev.indent {
+			t.Fatal("no digests from a cut by the previous entries")
+		}
+		for i, d := range digests {
+			if d != sum(got.entries[i]) {
+				t.Errorf("entry %d: digest %v, want %v", i, d, sum(got.entries[i]))
+			}
+		}
+	})
+}
