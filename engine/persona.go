@@ -44,20 +44,27 @@ type termGroup struct {
 	exclusive bool
 }
 
+// bind returns the binding of r and seg, publishing a new one when the
+// published binding is of other rules' terms or another snapshot.
 func (e *Engine) bind(r *Rules, seg *segments.Snapshot) *binding {
-	old := e.binding.Load()
-	if old != nil && old.rules.vocab == r.vocab && old.seg == seg {
-		return old
+	for {
+		old := e.binding.Load()
+		if old != nil && old.rules.vocab == r.vocab && old.seg == seg {
+			return old
+		}
+		// The first decision after a change binds, and only the binding
+		// published starts the (costly) exclusivity analysis. A decision
+		// that loses the race looks again: another decision may have
+		// published this very binding, or old's analysed copy replaced
+		// old (analyze), and a binding not published would leave the
+		// published one behind the snapshot until the next decision.
+		b := newBinding(r, seg)
+		e.succeed(b, old)
+		if e.binding.CompareAndSwap(old, b) {
+			e.analyze(b)
+			return b
+		}
 	}
-	// The first decision after a change binds; decisions racing it build
-	// an equal binding and use it once, but only the one published starts
-	// the (costly) exclusivity analysis.
-	b := newBinding(r, seg)
-	e.succeed(b, old)
-	if e.binding.CompareAndSwap(old, b) {
-		e.analyze(b)
-	}
-	return b
 }
 
 func newBinding(r *Rules, seg *segments.Snapshot) *binding {
