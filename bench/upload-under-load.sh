@@ -24,6 +24,7 @@
 #   UPLOAD_NICE  nice level for personactl (default 0)
 #   BENCH_NICE   nice level for personabench (default 0; below 0 needs root)
 #   SERVER_GOGC  GOGC for personad (default: unset, Go's 100)
+#   SERVER_PROCS GOMAXPROCS for personad (default: unset, the CPU count)
 #   RESULTS      directory for the reports (default bench/results/upload-<UTC time>)
 #   BIN          directory with personad, personactl, personabench (default: built)
 #   BASE_PORT    first of the two local ports used (default 19190)
@@ -50,8 +51,9 @@ if [[ -z "${BIN:-}" ]]; then
 fi
 mkdir -p "$RESULTS"
 
-server_env=()
-[[ -n "${SERVER_GOGC:-}" ]] && server_env=(env "GOGC=$SERVER_GOGC")
+server_env=(env)
+[[ -n "${SERVER_GOGC:-}" ]] && server_env+=("GOGC=$SERVER_GOGC")
+[[ -n "${SERVER_PROCS:-}" ]] && server_env+=("GOMAXPROCS=$SERVER_PROCS")
 "${server_env[@]}" "$BIN/personad" --demo --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" \
 	--log-level warn >"$RESULTS/personad.log" 2>&1 &
 server=$!
@@ -75,7 +77,7 @@ bench() {
 p() { grep -o "\"$2\": *[0-9]*" "$1" | head -1 | grep -o '[0-9]*$'; }
 errs() { tr -d '\n ' <"$1" | grep -o '"errors":{[^}]*}' | head -1 | sed 's/"errors"://'; }
 
-echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset}"
+echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset}"
 for r in $(seq 1 "$ROUNDS"); do
 	ids="$work/ids-$r"
 	seq -f "up${r}x%09.0f" 0 $((UPLOAD_IDS - 1)) >"$ids"
