@@ -155,6 +155,7 @@ type hashing struct {
 	rs      *rules.RuleSet
 	prev    []rules.Campaign
 	digests []rules.Digest
+	resized bool // seen.camps is a new slice, not prev
 }
 
 // startHashing starts a pass, or returns nil when cc is nil or another
@@ -167,6 +168,7 @@ func (cc *Compiler) startHashing(rs *rules.RuleSet) *hashing {
 	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n)}
 	if len(h.prev) != n {
 		cc.seen.camps = make([]rules.Campaign, n)
+		h.resized = true
 	}
 	return h
 }
@@ -177,7 +179,11 @@ func (h *hashing) at(i int) {
 	c := &h.rs.Campaigns[i]
 	if i < len(h.prev) && sameCampaign(&h.prev[i], c) {
 		h.digests[i] = s.digests[i]
-		s.camps[i] = h.prev[i] // no-op unless resized; the copy moves over
+		if h.resized {
+			// Else s.camps is h.prev: a copy onto itself would write
+			// every campaign's ~340 bytes for nothing.
+			s.camps[i] = h.prev[i]
+		}
 	} else {
 		h.digests[i] = c.Digest()
 		s.camps[i] = copyCampaign(c)
