@@ -333,7 +333,14 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 			marshaled <- marshalResult{js, err}
 		}()
 	}
-	r, err := m.compiler.Compile(rs, "")
+	compile := m.compiler.Compile
+	if src == SourceFile {
+		// From m.parser, whose sets are never modified: the Compiler
+		// keeps them as they are, and next time knows each campaign the
+		// Parser reused by its memory, without reading its contents.
+		compile = m.compiler.CompileImmutable
+	}
+	r, err := compile(rs, "")
 	if err != nil {
 		err = origins.Locate(err)
 		// At start the error is New's to return, not to log as well.
