@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
@@ -428,5 +430,68 @@ func TestApplyPersistFailures(t *testing.T) {
 	m.Close()
 	if st := f.start(t).Status(); st.Version != res.Version {
 		t.Errorf("restart serves %s, want %s (what the live server served)", st.Version, res.Version)
+	}
+}
+
+// TestFileReloadsMatchFreshParse edits a rules file of many campaigns
+// again and again — a nested value, a value and its undoing, entries
+// moved — and reloads it: each version served must be the one a fresh
+// parse gives, although the Compiler knows unchanged campaigns by the
+// memory the Parser shares between its sets (CompileImmutable).
+func TestFileReloadsMatchFreshParse(t *testing.T) {
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	write := func() string {
+		t.Helper()
+		text, err := rules.Marshal(gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.path, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return string(text)
+	}
+	text := write()
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.path, true
+	cfg.Logger = zaptest.NewLogger(t)
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	check := func(what string) {
+		t.Helper()
+		want := mustParse(t, text)
+		st := m.Status()
+		if st.LastRejected != nil || st.Version != want.Version() || f.eng.Rules().Version() != want.Version() {
+			t.Fatalf("%s: status %+v, engine %s; want %s", what, st, f.eng.Rules().Version(), want.Version())
+		}
+		digests, _ := want.Digests()
+		if diff := cmp.Diff(digests, st.Rules.Digests()); diff != "" {
+			t.Fatalf("%s: digests (-want +got):\n%s", what, diff)
+		}
+	}
+	check("start")
+	c := &gen.Campaigns[4]
+	for i, edit := range []func(){
+		func() { c.BidCPM++ },
+		func() { c.BidCPM-- },
+		func() {
+			c.Targeting.All = slices.Clone(c.Targeting.All)
+			c.Targeting.All[0].Any = append(slices.Clip(c.Targeting.All[0].Any), "edited")
+		},
+		func() { c.Creatives = slices.Clone(c.Creatives); c.Creatives[0].Adm += "<!-- edited -->" },
+		func() { gen.Campaigns[1], gen.Campaigns[2] = gen.Campaigns[2], gen.Campaigns[1] },
+		func() { c.Creatives[0].W, c.Creatives[0].H = c.Creatives[0].H, c.Creatives[0].W },
+	} {
+		edit()
+		text = write()
+		m.ReloadFiles()
+		check(fmt.Sprintf("edit %d", i))
 	}
 }
