@@ -495,3 +495,50 @@ func TestFileReloadsMatchFreshParse(t *testing.T) {
 		check(fmt.Sprintf("edit %d", i))
 	}
 }
+
+// TestWarningsFollowSegments: the facet warnings follow the segment
+// snapshot published, though the Manager remembers the facets of the one
+// it last looked at.
+func TestWarningsFollowSegments(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	build := func(facets ...string) *segments.Snapshot {
+		b := segments.NewBuilder()
+		for _, fc := range facets {
+			b.Add(fc, "v", "u1")
+		}
+		return b.Build(1)
+	}
+	store := segments.NewStore(build("title"))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Segments = f.eng, f.path, true, store
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	rs := mustParse(t, doc("a", 2))
+	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"cxo"}})
+	for i, step := range []struct {
+		publish  []string // facets of the snapshot published first, if any
+		warnings int
+	}{
+		{nil, 1},
+		{nil, 1},
+		{[]string{"title", "seniority"}, 0},
+		{nil, 0},
+		{[]string{"title"}, 1},
+	} {
+		if step.publish != nil {
+			store.Publish(build(step.publish...))
+		}
+		res, err := m.Apply(rs, ApplyOptions{DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, warnings, _ := m.Validate(rs)
+		if len(res.Warnings) != step.warnings || len(warnings) != step.warnings {
+			t.Errorf("step %d: warnings %v (Apply), %v (Validate); want %d", i, res.Warnings, warnings, step.warnings)
+		}
+	}
+}
