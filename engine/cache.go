@@ -116,12 +116,15 @@ func (cc *Compiler) remember(l *linked) {
 	}
 }
 
-// seen is the Compiler's copy of the campaigns it hashed last, with their
-// digests, so that the next compilation hashes only the campaigns that
-// differ from the one at the same position. It is a structural copy the
-// Compiler owns: every slice and nested struct is copied (never shared
-// with the rule set, whose campaigns callers may edit in place), only the
-// string bytes are shared — Go strings are immutable.
+// seen is the campaigns the Compiler hashed last, with their digests, so
+// that the next compilation hashes only the campaigns that differ from the
+// one at the same position. Their memory never changes: each campaign is
+// either a structural copy the Compiler owns — every slice and nested
+// struct copied (never shared with a rule set passed to Compile, whose
+// campaigns callers may edit in place), only the string bytes shared, Go
+// strings being immutable — or, from CompileImmutable, the rule set's own
+// campaign, which its caller does not modify. So a slice of a new campaign
+// that is one of them (same array, same length) holds what was hashed.
 type seen struct {
 	camps   []rules.Campaign
 	digests []rules.Digest
@@ -131,8 +134,8 @@ type seen struct {
 // digest of every campaign structurally equal to the one at the same
 // position last time, and remembers rs's campaigns for the next call. A
 // concurrent compilation hashes everything rather than wait.
-func (cc *Compiler) digests(rs *rules.RuleSet) []rules.Digest {
-	h := cc.startHashing(rs)
+func (cc *Compiler) digests(rs *rules.RuleSet, immutable bool) []rules.Digest {
+	h := cc.startHashing(rs, immutable)
 	if h == nil {
 		d, _ := rs.Digests()
 		return d
@@ -155,18 +158,22 @@ type hashing struct {
 	rs      *rules.RuleSet
 	prev    []rules.Campaign
 	digests []rules.Digest
+	// resized: seen.camps is a new slice, not prev; immutable: rs is from
+	// CompileImmutable, and seen keeps its campaigns rather than copies.
+	resized, immutable bool
 }
 
 // startHashing starts a pass, or returns nil when cc is nil or another
 // compilation is hashing (the caller then hashes everything itself).
-func (cc *Compiler) startHashing(rs *rules.RuleSet) *hashing {
+func (cc *Compiler) startHashing(rs *rules.RuleSet, immutable bool) *hashing {
 	if cc == nil || !cc.seenMu.TryLock() {
 		return nil
 	}
 	n := len(rs.Campaigns)
-	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n)}
+	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n), immutable: immutable}
 	if len(h.prev) != n {
 		cc.seen.camps = make([]rules.Campaign, n)
+		h.resized = true
 	}
 	return h
 }
@@ -175,10 +182,18 @@ func (cc *Compiler) startHashing(rs *rules.RuleSet) *hashing {
 func (h *hashing) at(i int) {
 	s := &h.cc.seen
 	c := &h.rs.Campaigns[i]
-	if i < len(h.prev) && sameCampaign(&h.prev[i], c) {
+	switch {
+	case i < len(h.prev) && sameCampaign(&h.prev[i], c):
 		h.digests[i] = s.digests[i]
-		s.camps[i] = h.prev[i] // no-op unless resized; the copy moves over
-	} else {
+		if h.resized {
+			// Else s.camps is h.prev: a copy onto itself would write
+			// every campaign's ~340 bytes for nothing.
+			s.camps[i] = h.prev[i]
+		}
+	case h.immutable:
+		h.digests[i] = c.Digest()
+		s.camps[i] = *c
+	default:
 		h.digests[i] = c.Digest()
 		s.camps[i] = copyCampaign(c)
 	}
@@ -193,9 +208,19 @@ func sameString(a, b string) bool {
 	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
+// sameArray reports whether a and b are the same elements of one array
+// (or both empty). With a from seen, b then holds what a held when it was
+// hashed.
+func sameArray[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || unsafe.SliceData(a) == unsafe.SliceData(b))
+}
+
 func sameStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if sameArray(a, b) {
+		return true
 	}
 	for i := range a {
 		if !sameString(a[i], b[i]) {
@@ -209,6 +234,9 @@ func sameClauses(a, b []rules.Clause) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	if sameArray(a, b) {
+		return true
+	}
 	for i := range a {
 		if !sameString(a[i].Facet, b[i].Facet) || !sameStrings(a[i].Any, b[i].Any) {
 			return false
@@ -221,11 +249,13 @@ func sameFloat(a, b float64) bool { return math.Float64bits(a) == math.Float64bi
 
 // sameCampaign reports whether a and b have the same content: every field
 // rules.(*Campaign).Digest encodes, compared as it encodes it (floats by their
-// bits). TestCompileInPlaceEdits fails when a field is missed.
+// bits). TestCompileInPlaceEdits fails when a field is missed. a is from
+// seen: a slice or Priority of b that is a's own (the same memory) holds
+// the same values, and is not read (TestCompileImmutableShared).
 func sameCampaign(a, b *rules.Campaign) bool {
 	if !sameString(a.ID, b.ID) || !sameString(a.Advertiser, b.Advertiser) || !sameStrings(a.Adomain, b.Adomain) ||
 		!sameString(a.Status, b.Status) || !sameString(a.Start, b.Start) || !sameString(a.End, b.End) ||
-		(a.Priority == nil) != (b.Priority == nil) || (a.Priority != nil && *a.Priority != *b.Priority) ||
+		(a.Priority == nil) != (b.Priority == nil) || (a.Priority != b.Priority && *a.Priority != *b.Priority) ||
 		!sameFloat(a.BidCPM, b.BidCPM) || !sameString(a.Currency, b.Currency) ||
 		!sameFloat(a.Budget.Daily, b.Budget.Daily) || !sameFloat(a.Budget.Total, b.Budget.Total) ||
 		!sameString(a.Pacing, b.Pacing) ||
@@ -235,6 +265,9 @@ func sameCampaign(a, b *rules.Campaign) bool {
 		!sameStrings(a.Targeting.Channels, b.Targeting.Channels) ||
 		len(a.Creatives) != len(b.Creatives) {
 		return false
+	}
+	if sameArray(a.Creatives, b.Creatives) {
+		return true
 	}
 	for i := range a.Creatives {
 		x, y := &a.Creatives[i], &b.Creatives[i]

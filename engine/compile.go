@@ -147,6 +147,24 @@ func Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 // result equals what the package-level Compile returns. A nil Compiler
 // compiles without a cache. version is as for the package-level Compile.
 func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
+	return cc.compile(rs, version, false)
+}
+
+// CompileImmutable is Compile for a rule set that is never modified once
+// passed — neither rs's campaigns nor any slice, string or Priority in
+// them — such as the sets a rules.Parser returns, which share the memory
+// of every campaign they reuse from one parse to the next. The Compiler
+// then keeps rs's campaigns as they are, not a copy, to compare the next
+// rule set with, and a campaign of the next set that shares a slice with
+// them is known to hold the same values without reading them: after an
+// edit of one campaign in a large file, the others' fields are compared,
+// not their contents. Modifying rs afterwards may hide the change from a
+// later compilation. The result is what Compile returns.
+func (cc *Compiler) CompileImmutable(rs *rules.RuleSet, version string) (*Rules, error) {
+	return cc.compile(rs, version, true)
+}
+
+func (cc *Compiler) compile(rs *rules.RuleSet, version string, immutable bool) (*Rules, error) {
 	start := time.Now()
 	n := len(rs.Campaigns)
 	var digests []rules.Digest
@@ -170,7 +188,7 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	hashed := false
 	if prev := cc.previous(); prev != nil && patchable(prev, rs, content) {
 		// A patch needs every digest before it starts.
-		digests = cc.digests(rs)
+		digests = cc.digests(rs, immutable)
 		hashed = true
 		if r, l, compiled, ok := cc.patch(prev, rs, digests, content); ok {
 			cc.remember(l)
@@ -183,7 +201,7 @@ func (cc *Compiler) Compile(rs *rules.RuleSet, version string) (*Rules, error) {
 	// missing the cache on every campaign.
 	var h *hashing
 	if !hashed {
-		if h = cc.startHashing(rs); h != nil {
+		if h = cc.startHashing(rs, immutable); h != nil {
 			digests = h.digests
 		} else {
 			digests = make([]rules.Digest, n)

@@ -402,3 +402,166 @@ func TestCompileInPlaceEdits(t *testing.T) {
 		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
 	}
 }
+
+// TestCompileImmutableShared builds each rule set from the previous one
+// the way a rules.Parser does — the campaigns copied, every slice and
+// Priority shared — and compiles it with CompileImmutable, one leaf of a
+// campaign changed copy-on-write each time: every slice and pointer on
+// the way to the leaf is new, everything else is the previous set's
+// memory (a slice shortened keeps its array). The Compiler must see each
+// change although the unchanged parts are the very memory it hashed, and
+// see the change undone; each result must equal a fresh compilation (or
+// fail alike). Afterwards, a copy of the set edited in place through
+// Compile must still be seen to change, with the Compiler holding the
+// immutable set's memory.
+func TestCompileImmutableShared(t *testing.T) {
+	cfg := world.SmallConfig()
+	cfg.Campaigns = 40
+	base, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Give campaign 3 one of every optional part, so every leaf exists.
+	c := &base.Campaigns[3]
+	p := int32(2)
+	c.Priority = &p
+	c.Targeting.None = append(c.Targeting.None, rules.Clause{Facet: "zz", Any: []string{"a"}})
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		cr.Persona = append(cr.Persona, rules.Clause{Facet: "zz", Any: []string{"b"}})
+		cr.Channels = append(cr.Channels, "web")
+		cr.Cat = append(cr.Cat, "IAB1")
+	}
+	c.Adomain = append(c.Adomain, "x.example")
+	c.Cat = append(c.Cat, "IAB2")
+	c.Targeting.Channels = append(c.Targeting.Channels, "web")
+
+	cc, err := NewCompiler(DefaultCompilerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	check := func(what string, rs *rules.RuleSet, compile func(*rules.RuleSet, string) (*Rules, error)) {
+		t.Helper()
+		got, gerr := compile(rs, "")
+		want, werr := Compile(rs, "")
+		if fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("%s: Compiler: %v; fresh: %v", what, gerr, werr)
+		}
+		if gerr != nil {
+			return
+		}
+		got.compiled, got.stats = time.Time{}, CompileStats{}
+		want.compiled, want.stats = time.Time{}, CompileStats{}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: rules differ from a fresh compilation", what)
+		}
+	}
+	check("first", base, cc.CompileImmutable)
+	// A set as the Parser's next one: new campaigns, the same memory.
+	reparsed := func() *rules.RuleSet {
+		rs := *base
+		rs.Campaigns = slices.Clone(base.Campaigns)
+		return &rs
+	}
+	check("unchanged", reparsed(), cc.CompileImmutable)
+
+	// step is one move from a value to a part of it: a struct field, the
+	// value a pointer points to, or a slice element.
+	type step struct {
+		kind  reflect.Kind
+		field int
+	}
+	// own makes the parts along steps of v (a campaign of the new set)
+	// new, and returns the leaf.
+	own := func(v reflect.Value, steps []step) reflect.Value {
+		for _, s := range steps {
+			switch s.kind {
+			case reflect.Struct:
+				v = v.Field(s.field)
+			case reflect.Pointer:
+				p := reflect.New(v.Type().Elem())
+				p.Elem().Set(v.Elem())
+				v.Set(p)
+				v = p.Elem()
+			case reflect.Slice:
+				clone := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+				reflect.Copy(clone, v)
+				v.Set(clone)
+				v = clone.Index(s.field)
+			}
+		}
+		return v
+	}
+	n := 0
+	kinds := map[reflect.Kind]int{}
+	var walk func(v reflect.Value, path string, steps []step)
+	walk = func(v reflect.Value, path string, steps []step) {
+		edit := func(mutate func(leaf reflect.Value)) {
+			n++
+			kinds[v.Kind()]++
+			rs := reparsed()
+			mutate(own(reflect.ValueOf(&rs.Campaigns[3]).Elem(), steps))
+			check(path+" edited", rs, cc.CompileImmutable)
+			check(path+" restored", reparsed(), cc.CompileImmutable)
+		}
+		steps = slices.Clip(steps)
+		switch v.Kind() {
+		case reflect.String:
+			edit(func(l reflect.Value) { l.SetString(l.String() + "x") })
+		case reflect.Int32:
+			edit(func(l reflect.Value) { l.SetInt(l.Int() + 1) })
+		case reflect.Float64:
+			edit(func(l reflect.Value) { l.SetFloat(l.Float() + 1) })
+		case reflect.Pointer:
+			edit(func(l reflect.Value) { l.Set(reflect.Zero(l.Type())) })
+			walk(v.Elem(), path+"*", append(steps, step{kind: reflect.Pointer}))
+		case reflect.Struct:
+			for i := range v.NumField() {
+				walk(v.Field(i), path+"."+v.Type().Field(i).Name, append(steps, step{kind: reflect.Struct, field: i}))
+			}
+		case reflect.Slice:
+			if v.Len() == 0 {
+				t.Fatalf("%s: empty, its elements go unedited", path)
+			}
+			// Shortened in place: the same array, one element fewer.
+			edit(func(l reflect.Value) { l.Set(l.Slice(0, l.Len()-1)) })
+			for i := range v.Len() {
+				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i), append(steps, step{kind: reflect.Slice, field: i}))
+			}
+		default:
+			t.Fatalf("%s: kind %v not edited", path, v.Kind())
+		}
+	}
+	walk(reflect.ValueOf(&base.Campaigns[3]).Elem(), "campaigns[3]", nil)
+	if len(kinds) != 5 || n < 40 {
+		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
+	}
+
+	// A copy that Compile sees and its caller then edits in place.
+	cp := *base
+	cp.Campaigns = make([]rules.Campaign, len(base.Campaigns))
+	for i := range cp.Campaigns {
+		cp.Campaigns[i] = copyCampaign(&base.Campaigns[i])
+	}
+	check("copy", &cp, cc.Compile)
+	c = &cp.Campaigns[3]
+	for _, e := range []struct {
+		what string
+		at   *string
+	}{
+		{"adomain", &c.Adomain[0]},
+		{"clause value", &c.Targeting.All[0].Any[0]},
+		{"creative adm", &c.Creatives[0].Adm},
+	} {
+		old := *e.at
+		*e.at += "x"
+		check("copy "+e.what+" edited in place", &cp, cc.Compile)
+		*e.at = old
+		check("copy "+e.what+" restored", &cp, cc.Compile)
+	}
+	*c.Priority++
+	check("copy priority edited in place", &cp, cc.Compile)
+	*c.Priority--
+	check("copy priority restored", &cp, cc.Compile)
+}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -14,6 +15,7 @@ import (
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
 )
 
 // Source says how a rule set came in.
@@ -121,6 +123,9 @@ type Manager struct {
 	changed   chan struct{}
 	changedMu sync.Mutex
 	watcher   *watcher
+	// facets are the facets of the segment snapshot the last warnings
+	// looked at.
+	facets    atomic.Pointer[snapshotFacets]
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -333,7 +338,14 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 			marshaled <- marshalResult{js, err}
 		}()
 	}
-	r, err := m.compiler.Compile(rs, "")
+	compile := m.compiler.Compile
+	if src == SourceFile {
+		// From m.parser, whose sets are never modified: the Compiler
+		// keeps them as they are, and next time knows each campaign the
+		// Parser reused by its memory, without reading its contents.
+		compile = m.compiler.CompileImmutable
+	}
+	r, err := compile(rs, "")
 	if err != nil {
 		err = origins.Locate(err)
 		// At start the error is New's to return, not to log as well.
@@ -475,15 +487,36 @@ func (m *Manager) warnings(rs *rules.RuleSet, r *engine.Rules) rules.ValidationE
 	if m.cfg.Segments == nil {
 		return nil
 	}
-	snap := m.cfg.Segments.Current()
+	facets := m.segmentFacets(m.cfg.Segments.Current())
+	if r != nil && !slices.ContainsFunc(r.Facets(), func(f string) bool { return !facets[f] }) {
+		return nil
+	}
+	return rs.FacetWarnings(func(f string) bool { return facets[f] })
+}
+
+// snapshotFacets are the facets some segment of a snapshot has. It is
+// immutable.
+type snapshotFacets struct {
+	snap   weak.Pointer[segments.Snapshot]
+	facets map[string]bool
+}
+
+// segmentFacets returns the facets some segment of snap has (none for
+// nil), remembered for the next call with the same snapshot, which is
+// immutable: a reload while no segments are uploaded neither lists nor
+// sorts them all again. The weak pointer keeps no snapshot alive, and
+// never equals one made from a later snapshot, even at its address.
+func (m *Manager) segmentFacets(snap *segments.Snapshot) map[string]bool {
+	w := weak.Make(snap)
+	if sf := m.facets.Load(); sf != nil && sf.snap == w {
+		return sf.facets
+	}
 	facets := map[string]bool{}
 	if snap != nil {
 		for _, s := range snap.Segments() {
 			facets[s.Facet] = true
 		}
 	}
-	if r != nil && !slices.ContainsFunc(r.Facets(), func(f string) bool { return !facets[f] }) {
-		return nil
-	}
-	return rs.FacetWarnings(func(f string) bool { return facets[f] })
+	m.facets.Store(&snapshotFacets{snap: w, facets: facets})
+	return facets
 }

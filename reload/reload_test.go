@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
@@ -428,5 +430,115 @@ func TestApplyPersistFailures(t *testing.T) {
 	m.Close()
 	if st := f.start(t).Status(); st.Version != res.Version {
 		t.Errorf("restart serves %s, want %s (what the live server served)", st.Version, res.Version)
+	}
+}
+
+// TestFileReloadsMatchFreshParse edits a rules file of many campaigns
+// again and again — a nested value, a value and its undoing, entries
+// moved — and reloads it: each version served must be the one a fresh
+// parse gives, although the Compiler knows unchanged campaigns by the
+// memory the Parser shares between its sets (CompileImmutable).
+func TestFileReloadsMatchFreshParse(t *testing.T) {
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	write := func() string {
+		t.Helper()
+		text, err := rules.Marshal(gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.path, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return string(text)
+	}
+	text := write()
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.path, true
+	cfg.Logger = zaptest.NewLogger(t)
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	check := func(what string) {
+		t.Helper()
+		want := mustParse(t, text)
+		st := m.Status()
+		if st.LastRejected != nil || st.Version != want.Version() || f.eng.Rules().Version() != want.Version() {
+			t.Fatalf("%s: status %+v, engine %s; want %s", what, st, f.eng.Rules().Version(), want.Version())
+		}
+		digests, _ := want.Digests()
+		if diff := cmp.Diff(digests, st.Rules.Digests()); diff != "" {
+			t.Fatalf("%s: digests (-want +got):\n%s", what, diff)
+		}
+	}
+	check("start")
+	c := &gen.Campaigns[4]
+	for i, edit := range []func(){
+		func() { c.BidCPM++ },
+		func() { c.BidCPM-- },
+		func() {
+			c.Targeting.All = slices.Clone(c.Targeting.All)
+			c.Targeting.All[0].Any = append(slices.Clip(c.Targeting.All[0].Any), "edited")
+		},
+		func() { c.Creatives = slices.Clone(c.Creatives); c.Creatives[0].Adm += "<!-- edited -->" },
+		func() { gen.Campaigns[1], gen.Campaigns[2] = gen.Campaigns[2], gen.Campaigns[1] },
+		func() { c.Creatives[0].W, c.Creatives[0].H = c.Creatives[0].H, c.Creatives[0].W },
+	} {
+		edit()
+		text = write()
+		m.ReloadFiles()
+		check(fmt.Sprintf("edit %d", i))
+	}
+}
+
+// TestWarningsFollowSegments: the facet warnings follow the segment
+// snapshot published, though the Manager remembers the facets of the one
+// it last looked at.
+func TestWarningsFollowSegments(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	build := func(facets ...string) *segments.Snapshot {
+		b := segments.NewBuilder()
+		for _, fc := range facets {
+			b.Add(fc, "v", "u1")
+		}
+		return b.Build(1)
+	}
+	store := segments.NewStore(build("title"))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Segments = f.eng, f.path, true, store
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	rs := mustParse(t, doc("a", 2))
+	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"cxo"}})
+	for i, step := range []struct {
+		publish  []string // facets of the snapshot published first, if any
+		warnings int
+	}{
+		{nil, 1},
+		{nil, 1},
+		{[]string{"title", "seniority"}, 0},
+		{nil, 0},
+		{[]string{"title"}, 1},
+	} {
+		if step.publish != nil {
+			store.Publish(build(step.publish...))
+		}
+		res, err := m.Apply(rs, ApplyOptions{DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, warnings, _ := m.Validate(rs)
+		if len(res.Warnings) != step.warnings || len(warnings) != step.warnings {
+			t.Errorf("step %d: warnings %v (Apply), %v (Validate); want %d", i, res.Warnings, warnings, step.warnings)
+		}
 	}
 }

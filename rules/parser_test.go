@@ -227,3 +227,79 @@ func TestParserReusesReadMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestParserSetsStayUnchanged checks what the Parser's doc promises and
+// engine.(*Compiler).CompileImmutable relies on: a rule set it returned
+// never changes, however the files are edited and parsed afterwards —
+// although the next sets share its campaigns' memory.
+func TestParserSetsStayUnchanged(t *testing.T) {
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	p := rules.NewParser()
+	type parsed struct {
+		what string
+		text []byte
+		rs   *rules.RuleSet
+	}
+	var sets []parsed
+	step := func(what string, edit func(cs []rules.Campaign) []rules.Campaign) {
+		t.Helper()
+		gen.Campaigns = edit(gen.Campaigns)
+		text, err := rules.Marshal(gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files, err := p.ReadFiles(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, _, err := p.ParseFiles(files)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if st := p.Stats(); len(sets) > 0 && st.EntriesParsed >= st.Entries {
+			t.Fatalf("%s: stats %+v: no campaign reused, none shared", what, st)
+		}
+		sets = append(sets, parsed{what, text, rs})
+	}
+	step("first", func(cs []rules.Campaign) []rules.Campaign { return cs })
+	step("a bid", func(cs []rules.Campaign) []rules.Campaign { cs[5].BidCPM++; return cs })
+	step("nested values", func(cs []rules.Campaign) []rules.Campaign {
+		c := &cs[7]
+		c.Creatives = slices.Clone(c.Creatives)
+		c.Creatives[0].Adm += "<!-- edited -->"
+		c.Adomain = append(slices.Clip(c.Adomain), "edited.example")
+		return cs
+	})
+	step("two swapped", func(cs []rules.Campaign) []rules.Campaign { cs[1], cs[2] = cs[2], cs[1]; return cs })
+	step("the first removed", func(cs []rules.Campaign) []rules.Campaign { return slices.Clone(cs[1:]) })
+	step("one inserted", func(cs []rules.Campaign) []rules.Campaign {
+		c := cs[3]
+		c.ID += "-copy"
+		c.Creatives = slices.Clone(c.Creatives)
+		for i := range c.Creatives {
+			c.Creatives[i].ID += "-copy"
+		}
+		return slices.Insert(cs, 4, c)
+	})
+	step("the edits undone", func(cs []rules.Campaign) []rules.Campaign {
+		cs = slices.Delete(cs, 4, 5)
+		cs[7-1].BidCPM++
+		return cs
+	})
+	for _, s := range sets {
+		want, err := rules.Parse(path, s.text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, s.rs); diff != "" {
+			t.Errorf("the set parsed after %q changed (-want +got):\n%s", s.what, diff)
+		}
+	}
+}
