@@ -63,16 +63,16 @@ func heapGrowth(build func() any) (int, any) {
 }
 
 // waitCleanups gives the cleanups of mappings a collection found
-// unreachable time to run (they run on their own goroutine).
+// unreachable time to run (on their own goroutine): it returns once the
+// mapped total has not moved for 50 ms, or after 5 s.
 func waitCleanups() {
-	last := MappedBytes()
-	for range 50 {
-		time.Sleep(2 * time.Millisecond)
-		now := MappedBytes()
-		if now == last {
-			return
+	deadline := time.Now().Add(5 * time.Second)
+	last, since := MappedBytes(), time.Now()
+	for time.Now().Before(deadline) && time.Since(since) < 50*time.Millisecond {
+		time.Sleep(5 * time.Millisecond)
+		if now := MappedBytes(); now != last {
+			last, since = now, time.Now()
 		}
-		last = now
 	}
 }
 
