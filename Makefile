@@ -64,12 +64,13 @@ test: test-race test-mapped test-bench-once
 test-race:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 
-# The segment store's tests again without the race detector: race builds
-# keep the user dictionary on the heap (the detector does not watch mapped
-# memory, segments/offheap.go), so this run covers its memory mappings.
+# The segment store's tests, and the engine's and bidder's over it, again
+# without the race detector: race builds keep the user dictionary on the
+# heap (the detector does not watch mapped memory, segments/offheap.go),
+# so this run covers its memory mappings.
 .PHONY: test-mapped
 test-mapped:
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./segments/...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./segments/... ./engine/... ./bidder/...
 
 # Every benchmark once, without the race detector, so benchmarks compile
 # and run in CI.

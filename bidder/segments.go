@@ -478,7 +478,7 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segme
 	}, func() float64 { return float64(store.Current().Dict().Len()) })
 	mapped := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "personad_segment_dictionary_mapped_bytes",
-		Help: "Memory the user dictionary holds outside the Go heap (not in the go_memstats figures), in bytes.",
+		Help: "Memory the user dictionary holds outside the Go heap (not in the go_memstats figures), in bytes, arrays its growth replaced included until the next garbage collection.",
 	}, func() float64 { return float64(segments.MappedBytes()) })
 	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users, mapped} {
 		if err := reg.Register(c); err != nil {

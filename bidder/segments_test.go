@@ -430,7 +430,9 @@ func BenchmarkUpload(b *testing.B) {
 }
 
 // TestUploadPackedRecycled: an upload of many packed chunks, received
-// into recycled messages (uploadcodec.go), applies every chunk's own ids.
+// into recycled messages (uploadcodec.go), applies every chunk's own ids
+// (a message recycled before its ids are resolved fails it, under -race
+// at once; TestUploadCodecReuses checks that the memory is reused).
 func TestUploadPackedRecycled(t *testing.T) {
 	h := newSegHarness(t, zaptest.NewLogger(t))
 	const chunks, per = 24, 1000

@@ -57,9 +57,14 @@ func (e *Engine) bind(r *Rules, seg *segments.Snapshot) *binding {
 		// that loses the race looks again: another decision may have
 		// published this very binding, or old's analysed copy replaced
 		// old (analyze), and a binding not published would leave the
-		// published one behind the snapshot until the next decision.
+		// published one behind the snapshot until the next decision. A
+		// decision holding rules or a snapshot already replaced uses its
+		// binding once and publishes nothing.
 		b := newBinding(r, seg)
 		e.succeed(b, old)
+		if p := e.state.Load(); (p.rules != nil && p.rules.vocab != r.vocab) || e.segs.Current() != seg {
+			return b
+		}
 		if e.binding.CompareAndSwap(old, b) {
 			e.analyze(b)
 			return b

@@ -278,6 +278,9 @@ type dictWriter struct {
 	d    *Dict    // the new view, sharing memory with the published one
 	base int      // users in the published Dict
 	pub  []uint64 // the published table while d still shares it, else nil
+	// pubMem keeps pub's memory mapped (offheap.go) once d has grown
+	// away from it, until clearPublished is done with it.
+	pubMem *mapping
 	// stored are the slots this writer filled in pub, in order, so that
 	// they can be cleared.
 	stored []int
@@ -290,7 +293,7 @@ func (d *Dict) extend() *dictWriter {
 		base: len(d.ends),
 	}
 	if len(d.slots) > 0 {
-		w.pub = d.slots
+		w.pub, w.pubMem = d.slots, d.mem[memSlots]
 	}
 	return w
 }
@@ -325,7 +328,7 @@ func (w *dictWriter) clearPublished() {
 	for i := len(w.stored) - 1; i >= 0; i-- {
 		atomic.StoreUint64(&w.pub[w.stored[i]], 0)
 	}
-	w.pub, w.stored = nil, nil
+	w.pub, w.pubMem, w.stored = nil, nil, nil
 }
 
 // abort undoes the writer's changes to the published Dict. Only its table

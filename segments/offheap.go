@@ -19,8 +19,14 @@ import (
 // refers to it: every Dict holds the mappings behind its slices (Dict.mem)
 // and every view of it copies them, so a published Dict's memory stays
 // mapped while any reader holds the Dict. Memory replaced by growth is
-// returned at the first collection after its last view is dropped (Go
-// collects at least every two minutes).
+// returned at the first collection after its last view is dropped, and
+// since the growth itself no longer starts collections, that may be a
+// while (Go collects at least every two minutes): growing by half at a
+// time, the replaced arrays add up to about twice the live ones, so the
+// mappings peak at about three times the dictionary during and after a
+// large upload. Slices and strings taken from a Dict (Dict.ID, a commit's
+// log record, dictWriter.pub) are valid while something holds the Dict
+// or its mapping.
 //
 // Race-detector builds keep everything on the heap (offheap_heap.go): the
 // detector does not watch mapped memory, and the code over the arrays is
@@ -36,7 +42,8 @@ type mapping struct{ b []byte }
 var mappedBytes atomic.Int64
 
 // MappedBytes is the memory the user dictionaries of this process hold
-// outside the Go heap, in bytes (see "Memory" on Dict).
+// outside the Go heap, in bytes: the live dictionaries' arrays, and the
+// arrays growth replaced that await the next collection.
 func MappedBytes() int64 { return mappedBytes.Load() }
 
 // alloc returns a zeroed slice of n elements, and the mapping it lives

@@ -318,6 +318,7 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		}
 		c.userEnds = ends
 		c.userBytes = dict.arena[c.userBase:ends[len(ends)-1]]
+		c.users = dict
 	}
 	next, res, err := apply(cur, c, dict)
 	if err != nil {
