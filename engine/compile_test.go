@@ -323,19 +323,7 @@ func TestCompileInPlaceEdits(t *testing.T) {
 	}
 	check("first")
 	c := &rs.Campaigns[3]
-	// Give the campaign one of every optional part, so every leaf exists.
-	p := int32(2)
-	c.Priority = &p
-	c.Targeting.None = append(c.Targeting.None, rules.Clause{Facet: "zz", Any: []string{"a"}})
-	for i := range c.Creatives {
-		cr := &c.Creatives[i]
-		cr.Persona = append(cr.Persona, rules.Clause{Facet: "zz", Any: []string{"b"}})
-		cr.Channels = append(cr.Channels, "web")
-		cr.Cat = append(cr.Cat, "IAB1")
-	}
-	c.Adomain = append(c.Adomain, "x.example")
-	c.Cat = append(c.Cat, "IAB2")
-	c.Targeting.Channels = append(c.Targeting.Channels, "web")
+	fillLeaves(c)
 	check("filled")
 	check("unchanged")
 	n := 0
@@ -421,20 +409,8 @@ func TestCompileImmutableShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Give campaign 3 one of every optional part, so every leaf exists.
 	c := &base.Campaigns[3]
-	p := int32(2)
-	c.Priority = &p
-	c.Targeting.None = append(c.Targeting.None, rules.Clause{Facet: "zz", Any: []string{"a"}})
-	for i := range c.Creatives {
-		cr := &c.Creatives[i]
-		cr.Persona = append(cr.Persona, rules.Clause{Facet: "zz", Any: []string{"b"}})
-		cr.Channels = append(cr.Channels, "web")
-		cr.Cat = append(cr.Cat, "IAB1")
-	}
-	c.Adomain = append(c.Adomain, "x.example")
-	c.Cat = append(c.Cat, "IAB2")
-	c.Targeting.Channels = append(c.Targeting.Channels, "web")
+	fillLeaves(c)
 
 	cc, err := NewCompiler(DefaultCompilerConfig())
 	if err != nil {
@@ -564,4 +540,21 @@ func TestCompileImmutableShared(t *testing.T) {
 	check("copy priority edited in place", &cp, cc.Compile)
 	*c.Priority--
 	check("copy priority restored", &cp, cc.Compile)
+}
+
+// fillLeaves gives c one of every optional part, so that every leaf of a
+// campaign exists to be edited.
+func fillLeaves(c *rules.Campaign) {
+	p := int32(2)
+	c.Priority = &p
+	c.Targeting.None = append(c.Targeting.None, rules.Clause{Facet: "zz", Any: []string{"a"}})
+	for i := range c.Creatives {
+		cr := &c.Creatives[i]
+		cr.Persona = append(cr.Persona, rules.Clause{Facet: "zz", Any: []string{"b"}})
+		cr.Channels = append(cr.Channels, "web")
+		cr.Cat = append(cr.Cat, "IAB1")
+	}
+	c.Adomain = append(c.Adomain, "x.example")
+	c.Cat = append(c.Cat, "IAB2")
+	c.Targeting.Channels = append(c.Targeting.Channels, "web")
 }

@@ -21,14 +21,7 @@ import (
 // files, and in them the campaign entries, whose text changed, and that
 // its results and errors are ParseFilesLocated's.
 func TestParserReparsesOnlyChanges(t *testing.T) {
-	gen, err := world.GenerateRules(world.SmallConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	big, err := rules.Marshal(gen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen, big := smallWorldText(t)
 	files := []rules.File{
 		{Name: "a.yaml", Data: []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]")},
 		{Name: "big.yaml", Data: big},
@@ -180,14 +173,7 @@ func TestParserReadFilesSkipsUnchanged(t *testing.T) {
 // TestParserReusesReadMemory checks that what a Parser parsed does not
 // change when its next ReadFiles reads into the memory of the last one.
 func TestParserReusesReadMemory(t *testing.T) {
-	gen, err := world.GenerateRules(world.SmallConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	big, err := rules.Marshal(gen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, big := smallWorldText(t)
 	for name, text := range map[string][]byte{
 		"piecewise": big,
 		"whole":     []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]\n"),
@@ -302,4 +288,18 @@ func TestParserSetsStayUnchanged(t *testing.T) {
 			t.Errorf("the set parsed after %q changed (-want +got):\n%s", s.what, diff)
 		}
 	}
+}
+
+// smallWorldText is the small generated world's rules and their YAML.
+func smallWorldText(t *testing.T) (*rules.RuleSet, []byte) {
+	t.Helper()
+	gen, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := rules.Marshal(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gen, big
 }
