@@ -15,8 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	personadpb "github.com/personad/personad/proto/personad/v1"
 	"google.golang.org/grpc"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
 // runSegments is `personactl segments upload|list|lookup|delete`.
