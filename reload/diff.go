@@ -10,8 +10,11 @@ import (
 	"github.com/personad/personad/rules"
 )
 
-// Diff lists, by id, what a rule set changes against the active one. The
-// lists are sorted.
+// Diff lists, by id, what a rule set changes against the active one. In
+// the Result of Apply the lists are sorted; a reload of the rules files,
+// whose Result only its log line's counts read, leaves them in rule-set
+// order (sorting the ids of a whole replaced set of 100,000 campaigns
+// costs ~0.3 s of CPU).
 type Diff struct {
 	CampaignsAdded, CampaignsChanged, CampaignsRemoved []string
 	CreativesAdded, CreativesChanged, CreativesRemoved []string
@@ -51,7 +54,7 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 				d.creatives(&oldRS.Campaigns[i], &rs.Campaigns[i])
 			}
 		}
-		d.finish(oldRS, rs)
+		d.ContentRulesChanged = contentChanged(oldRS, rs)
 		return d
 	}
 	old := make(map[string]int, len(oldRS.Campaigns))
@@ -87,7 +90,7 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 			}
 		}
 	}
-	d.finish(oldRS, rs)
+	d.ContentRulesChanged = contentChanged(oldRS, rs)
 	return d
 }
 
@@ -105,10 +108,13 @@ func sameIDs(a, b *rules.RuleSet) bool {
 	return true
 }
 
-// finish compares the content rules and sorts the lists, the long ones
-// (a whole rule set replaced: tens of thousands of ids) on every CPU.
-func (d *Diff) finish(oldRS, rs *rules.RuleSet) {
-	d.ContentRulesChanged = oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
+func contentChanged(oldRS, rs *rules.RuleSet) bool {
+	return oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
+}
+
+// sort sorts the lists, the long ones (a whole rule set replaced: tens of
+// thousands of ids) on every CPU.
+func (d *Diff) sort() {
 	var wg sync.WaitGroup
 	for _, l := range []*[]string{
 		&d.CampaignsAdded, &d.CampaignsChanged, &d.CampaignsRemoved,

@@ -354,9 +354,13 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		}
 		return nil, err
 	}
+	d := diff(cur.RuleSet, cur.Rules, rs, r)
+	if src != SourceFile {
+		d.sort() // for the caller; a file reload's Result is only logged
+	}
 	res := &Result{
 		Version:   r.Version(),
-		Diff:      diff(cur.RuleSet, cur.Rules, rs, r),
+		Diff:      d,
 		Warnings:  m.warnings(rs, r),
 		DryRun:    dryRun,
 		Campaigns: len(rs.Campaigns),

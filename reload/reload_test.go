@@ -230,6 +230,36 @@ func TestDirectoryGainsFile(t *testing.T) {
 	}
 }
 
+// TestApplyDiffSorted: the diff Apply returns lists ids sorted, whatever
+// the order of the campaigns and creatives in the sets.
+func TestApplyDiffSorted(t *testing.T) {
+	docs := func(ids ...string) string {
+		text := "campaigns:"
+		for _, id := range ids {
+			text += strings.TrimPrefix(doc(id, 1), "\ncampaigns:")
+		}
+		return text
+	}
+	f := newFixture(t)
+	replace(t, f.path, docs("m", "k", "l"))
+	m := f.start(t)
+	next := mustParse(t, docs("z", "x", "y"))
+	slices.Reverse(next.Campaigns[0].Creatives)
+	res, err := m.Apply(next, ApplyOptions{DryRun: true, Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Diff{
+		CampaignsAdded:   []string{"x", "y", "z"},
+		CampaignsRemoved: []string{"k", "l", "m"},
+		CreativesAdded:   []string{"x-1", "x-2", "y-1", "y-2", "z-1", "z-2"},
+		CreativesRemoved: []string{"k-1", "k-2", "l-1", "l-2", "m-1", "m-2"},
+	}
+	if diff := cmp.Diff(want, res.Diff); diff != "" {
+		t.Errorf("diff (-want +got):\n%s", diff)
+	}
+}
+
 func TestApplyDiffPersistRestart(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, doc("a", 1)+`
