@@ -35,7 +35,7 @@ func newServerCodec() serverCodec {
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *personadpb.UploadRequest:
-		return unmarshalUploadRequest(data, m, c.CodecV2.Unmarshal)
+		return unmarshalUploadRequest(data, m)
 	case *personadpb.RulesApplyRequest, *personadpb.RulesValidateRequest:
 		if data.Len() >= parallelDecodeMin {
 			buf := data.MaterializeToBuffer(mem.DefaultBufferPool())

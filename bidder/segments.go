@@ -192,12 +192,17 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 	// resolve interns w's ids; the resolved ids keep no reference to the
 	// message's memory.
 	resolve := func(w work) error {
+		// badID names the invalid id at index j of field, the pos-th id of
+		// the upload (from 1), n bytes long.
+		badID := func(field string, j int, pos uint64, n int) error {
+			return &ValidationError{
+				Path: fmt.Sprintf("upload.chunk[%d].%s[%d]", w.chunk, field, j),
+				Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", pos, n, segments.MaxIDLen),
+			}
+		}
 		if j, err := u.AddMany(w.ids); err != nil {
 			if errors.Is(err, segments.ErrBadUserID) {
-				return &ValidationError{
-					Path: fmt.Sprintf("upload.chunk[%d].ids[%d]", w.chunk, j),
-					Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", w.first+uint64(j), len(w.ids[j]), segments.MaxIDLen),
-				}
+				return badID("ids", j, w.first+uint64(j), len(w.ids[j]))
 			}
 			return err // the dictionary is full
 		}
@@ -206,11 +211,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 		}
 		if _, j, err := u.AddPacked(w.packed); err != nil {
 			if errors.Is(err, segments.ErrBadUserID) {
-				return &ValidationError{
-					Path: fmt.Sprintf("upload.chunk[%d].ids_packed[%d]", w.chunk, j),
-					Msg: fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes",
-						w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)), segments.MaxIDLen),
-				}
+				return badID("ids_packed", j, w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)))
 			}
 			return err
 		}

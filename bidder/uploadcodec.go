@@ -29,7 +29,7 @@ const (
 
 // unmarshalUploadRequest is proto.Unmarshal(data, m), reusing the
 // ids_packed slice m holds from an earlier message.
-func unmarshalUploadRequest(data mem.BufferSlice, m *personadpb.UploadRequest, fallback func(mem.BufferSlice, any) error) error {
+func unmarshalUploadRequest(data mem.BufferSlice, m *personadpb.UploadRequest) error {
 	var b []byte
 	if len(data) == 1 {
 		b = data[0].ReadOnlyData()
@@ -40,7 +40,7 @@ func unmarshalUploadRequest(data mem.BufferSlice, m *personadpb.UploadRequest, f
 	}
 	packed, ok := packedOnly(b)
 	if !ok {
-		return fallback(data, m)
+		return proto.Unmarshal(b, m)
 	}
 	holder, _ := m.Msg.(*personadpb.UploadRequest_Chunk)
 	var c *personadpb.UploadChunk

@@ -26,7 +26,7 @@ import (
 // mappings peak at about three times the dictionary during and after a
 // large upload. Slices and strings taken from a Dict (Dict.ID, a commit's
 // log record, dictWriter.pub) are valid while something holds the Dict
-// or its mapping.
+// or its mapping (runtime.KeepAlive in Store.Commit, dictWriter.pubMem).
 //
 // Race-detector builds keep everything on the heap (offheap_heap.go): the
 // detector does not watch mapped memory, and the code over the arrays is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,7 +319,6 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		}
 		c.userEnds = ends
 		c.userBytes = dict.arena[c.userBase:ends[len(ends)-1]]
-		c.users = dict
 	}
 	next, res, err := apply(cur, c, dict)
 	if err != nil {
@@ -340,6 +340,7 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		undo()
 		return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
 	}
+	runtime.KeepAlive(dict) // c's users point into its memory, maybe mapped, until the record is written (offheap.go)
 	s.keys.put(u.key, entry)
 	res = entry.res
 	return res, nil

@@ -378,11 +378,7 @@ type change struct {
 	userEnds  []uint32
 	userBase  uint32
 	userBytes []byte
-	// users is the dictionary userEnds and userBytes point into, held so
-	// that its memory stays mapped while the record is written
-	// (offheap.go); nil for a decoded record.
-	users *Dict
-	set   *roaring.Bitmap // nil for a delete
+	set       *roaring.Bitmap // nil for a delete
 }
 
 type op uint8
