@@ -30,34 +30,18 @@ MODE="${MODE:-both}"
 case "$MODE" in both | file | api) ;; *) echo "reload-under-load: MODE must be both, file or api" >&2; exit 2 ;; esac
 RESULTS="${RESULTS:-bench/results/reload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19090}"
-GRPC="127.0.0.1:$BASE_PORT"
-HTTP="127.0.0.1:$((BASE_PORT + 1))"
-
-work="$(mktemp -d)"
-if [[ -z "${BIN:-}" ]]; then
-	BIN="$work/bin"
-	go build -o "$BIN/" ./cmd/personad ./cmd/personactl ./cmd/personabench
-fi
-mkdir -p "$RESULTS"
-data="$work/data"
-
-"$BIN/personad" --demo --data-dir "$data" --grpc-addr "$GRPC" --http-addr "$HTTP" \
-	--log-level warn >"$RESULTS/personad.log" 2>&1 &
-server=$!
 changer=
 cleanup() {
 	[[ -n "$changer" ]] && kill "$changer" 2>/dev/null
-	kill "$server" 2>/dev/null
+	kill "${server:-}" 2>/dev/null
 	wait 2>/dev/null
-	rm -rf "$work"
+	[[ -n "${work:-}" ]] && rm -rf "$work"
 }
 trap cleanup EXIT
-
-for _ in $(seq 1 240); do
-	curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break
-	kill -0 "$server" 2>/dev/null || { echo "reload-under-load: personad exited; see $RESULTS/personad.log" >&2; exit 1; }
-	sleep 0.5
-done
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+data="$work/data"
+start_server reload-under-load
 
 rules="$data/rules/demo.yaml"
 [[ -f "$rules" ]] || { echo "reload-under-load: no $rules" >&2; exit 1; }

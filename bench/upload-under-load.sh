@@ -41,34 +41,19 @@ UPLOAD_NICE="${UPLOAD_NICE:-0}"
 BENCH_NICE="${BENCH_NICE:-0}"
 RESULTS="${RESULTS:-bench/results/upload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19190}"
-GRPC="127.0.0.1:$BASE_PORT"
-HTTP="127.0.0.1:$((BASE_PORT + 1))"
-
-work="$(mktemp -d)"
-if [[ -z "${BIN:-}" ]]; then
-	BIN="$work/bin"
-	go build -o "$BIN/" ./cmd/personad ./cmd/personactl ./cmd/personabench
-fi
-mkdir -p "$RESULTS"
-
-server_env=(env)
-[[ -n "${SERVER_GOGC:-}" ]] && server_env+=("GOGC=$SERVER_GOGC")
-[[ -n "${SERVER_PROCS:-}" ]] && server_env+=("GOMAXPROCS=$SERVER_PROCS")
-"${server_env[@]}" "$BIN/personad" --demo --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" \
-	--log-level warn >"$RESULTS/personad.log" 2>&1 &
-server=$!
 cleanup() {
-	kill "$server" 2>/dev/null
+	kill "${server:-}" 2>/dev/null
 	wait 2>/dev/null
-	rm -rf "$work"
+	[[ -n "${work:-}" ]] && rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-for _ in $(seq 1 240); do
-	curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break
-	kill -0 "$server" 2>/dev/null || { echo "upload-under-load: personad exited; see $RESULTS/personad.log" >&2; exit 1; }
-	sleep 0.5
-done
+server_env=()
+[[ -n "${SERVER_GOGC:-}" ]] && server_env+=("GOGC=$SERVER_GOGC")
+[[ -n "${SERVER_PROCS:-}" ]] && server_env+=("GOMAXPROCS=$SERVER_PROCS")
+start_server upload-under-load "${server_env[@]}"
 
 bench() {
 	nice -n "$BENCH_NICE" "$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 1s \

@@ -1,0 +1,33 @@
+# Shared by the bench/*-under-load.sh scripts (sourced, not run): a fresh
+# `personad --demo` on local ports, with the binaries built when BIN is
+# not given.
+#
+# Before sourcing: RESULTS (the reports' directory), BASE_PORT. After:
+# GRPC, HTTP, work (a temporary directory, removed on exit), BIN.
+
+GRPC="127.0.0.1:$BASE_PORT"
+HTTP="127.0.0.1:$((BASE_PORT + 1))"
+work="$(mktemp -d)"
+if [[ -z "${BIN:-}" ]]; then
+	BIN="$work/bin"
+	go build -o "$BIN/" ./cmd/personad ./cmd/personactl ./cmd/personabench
+fi
+mkdir -p "$RESULTS"
+
+# start_server NAME [ENV=VALUE ...]: starts personad --demo with data in
+# $work/data, its log in $RESULTS/personad.log, and waits until it is
+# healthy; sets server to its pid. NAME prefixes the error messages.
+start_server() {
+	local name="$1"
+	shift
+	env "$@" "$BIN/personad" --demo --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" \
+		--log-level warn >"$RESULTS/personad.log" 2>&1 &
+	server=$!
+	for _ in $(seq 1 240); do
+		curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
+		kill -0 "$server" 2>/dev/null || { echo "$name: personad exited; see $RESULTS/personad.log" >&2; exit 1; }
+		sleep 0.5
+	done
+	echo "$name: personad not healthy after 120 s; see $RESULTS/personad.log" >&2
+	exit 1
+}
