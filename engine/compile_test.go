@@ -258,20 +258,12 @@ func TestCompilePatchIdentical(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %d %s: %v", step, e.name, err)
 		}
-		want, err := Compile(rs, "")
-		if err != nil {
-			t.Fatal(err)
-		}
 		if got.stats.Patched {
 			patched[e.name]++
 		} else if wantPatch {
 			t.Errorf("step %d %s: linked afresh, want patched", step, e.name)
 		}
-		got.compiled, got.stats = time.Time{}, CompileStats{}
-		want.compiled, want.stats = time.Time{}, CompileStats{}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("step %d %s: patched rules differ from a fresh compilation", step, e.name)
-		}
+		sameAsFresh(t, fmt.Sprintf("step %d %s", step, e.name), rs, got, nil)
 	}
 	for _, e := range edits {
 		if patched[e.name] == 0 && e.name != "new term" && e.name != "renamed creative" && e.name != "content rules" {
@@ -301,25 +293,8 @@ func TestCompileInPlaceEdits(t *testing.T) {
 	defer cc.Close()
 	check := func(what string) {
 		t.Helper()
-		got, gerr := cc.Compile(rs, "")
-		want, werr := Compile(rs, "")
-		if fmt.Sprint(gerr) != fmt.Sprint(werr) {
-			t.Fatalf("%s: Compiler: %v; fresh: %v", what, gerr, werr)
-		}
-		if gerr != nil {
-			return
-		}
-		got.compiled, got.stats = time.Time{}, CompileStats{}
-		want.compiled, want.stats = time.Time{}, CompileStats{}
-		if !reflect.DeepEqual(got, want) {
-			gv, wv := reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem()
-			for i := range gv.NumField() {
-				if !reflect.DeepEqual(reflect.NewAt(gv.Field(i).Type(), gv.Field(i).Addr().UnsafePointer()).Elem().Interface(), reflect.NewAt(wv.Field(i).Type(), wv.Field(i).Addr().UnsafePointer()).Elem().Interface()) {
-					t.Logf("DIFF field %s: got %v want %v", gv.Type().Field(i).Name, gv.Field(i), wv.Field(i))
-				}
-			}
-			t.Fatalf("%s: rules differ from a fresh compilation", what)
-		}
+		got, err := cc.Compile(rs, "")
+		sameAsFresh(t, what, rs, got, err)
 	}
 	check("first")
 	c := &rs.Campaigns[3]
@@ -419,19 +394,8 @@ func TestCompileImmutableShared(t *testing.T) {
 	defer cc.Close()
 	check := func(what string, rs *rules.RuleSet, compile func(*rules.RuleSet, string) (*Rules, error)) {
 		t.Helper()
-		got, gerr := compile(rs, "")
-		want, werr := Compile(rs, "")
-		if fmt.Sprint(gerr) != fmt.Sprint(werr) {
-			t.Fatalf("%s: Compiler: %v; fresh: %v", what, gerr, werr)
-		}
-		if gerr != nil {
-			return
-		}
-		got.compiled, got.stats = time.Time{}, CompileStats{}
-		want.compiled, want.stats = time.Time{}, CompileStats{}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s: rules differ from a fresh compilation", what)
-		}
+		got, err := compile(rs, "")
+		sameAsFresh(t, what, rs, got, err)
 	}
 	check("first", base, cc.CompileImmutable)
 	// A set as the Parser's next one: new campaigns, the same memory.
@@ -557,4 +521,33 @@ func fillLeaves(c *rules.Campaign) {
 	c.Adomain = append(c.Adomain, "x.example")
 	c.Cat = append(c.Cat, "IAB2")
 	c.Targeting.Channels = append(c.Targeting.Channels, "web")
+}
+
+// sameAsFresh fails t unless got, compiled from rs with error gerr, equals
+// a fresh Compile of rs, or fails alike (the compile time and stats left
+// out), naming the fields that differ.
+func sameAsFresh(t *testing.T, what string, rs *rules.RuleSet, got *Rules, gerr error) {
+	t.Helper()
+	want, werr := Compile(rs, "")
+	if fmt.Sprint(gerr) != fmt.Sprint(werr) {
+		t.Fatalf("%s: Compiler: %v; fresh: %v", what, gerr, werr)
+	}
+	if gerr != nil {
+		return
+	}
+	got.compiled, got.stats = time.Time{}, CompileStats{}
+	want.compiled, want.stats = time.Time{}, CompileStats{}
+	if reflect.DeepEqual(got, want) {
+		return
+	}
+	gv, wv := reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem()
+	field := func(v reflect.Value, i int) any { // unexported fields too
+		return reflect.NewAt(v.Field(i).Type(), v.Field(i).Addr().UnsafePointer()).Elem().Interface()
+	}
+	for i := range gv.NumField() {
+		if !reflect.DeepEqual(field(gv, i), field(wv, i)) {
+			t.Logf("%s: field %s differs", what, gv.Type().Field(i).Name)
+		}
+	}
+	t.Fatalf("%s: rules differ from a fresh compilation", what)
 }
