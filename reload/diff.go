@@ -41,6 +41,7 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 	if oldRS == nil {
 		oldRS = &rules.RuleSet{}
 	}
+	d.ContentRulesChanged = oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
 	var oldDigests []rules.Digest
 	if oldR != nil {
 		oldDigests = oldR.Digests()
@@ -54,7 +55,6 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 				d.creatives(&oldRS.Campaigns[i], &rs.Campaigns[i])
 			}
 		}
-		d.ContentRulesChanged = contentChanged(oldRS, rs)
 		return d
 	}
 	old := make(map[string]int, len(oldRS.Campaigns))
@@ -90,7 +90,6 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 			}
 		}
 	}
-	d.ContentRulesChanged = contentChanged(oldRS, rs)
 	return d
 }
 
@@ -106,10 +105,6 @@ func sameIDs(a, b *rules.RuleSet) bool {
 		}
 	}
 	return true
-}
-
-func contentChanged(oldRS, rs *rules.RuleSet) bool {
-	return oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
 }
 
 // sort sorts the lists, the long ones (a whole rule set replaced: tens of

@@ -223,14 +223,7 @@ func FuzzParseEquivalence(f *testing.F) {
 // TestParseSplitCuts checks which documents the piecewise parse takes
 // (the equivalence tests check that what it takes, it gets right).
 func TestParseSplitCuts(t *testing.T) {
-	rs, err := world.GenerateRules(world.SmallConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	generated, err := rules.Marshal(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs, generated := smallWorldText(t)
 	tests := []struct {
 		doc  string
 		want bool

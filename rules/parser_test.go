@@ -205,8 +205,12 @@ func TestParserReusesReadMemory(t *testing.T) {
 		if err := os.WriteFile(path, other, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.ReadFiles(path); err != nil {
+		again, err := p.ReadFiles(path)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if !bytes.Equal(again[0].Data, other) || &again[0].Data[0] != &files[0].Data[0] {
+			t.Fatalf("%s: the second read did not read the new text into the first read's memory", name)
 		}
 		if diff := cmp.Diff(want, first); diff != "" {
 			t.Errorf("%s: the first set changed after the next read (-want +got):\n%s", name, diff)
@@ -274,7 +278,7 @@ func TestParserSetsStayUnchanged(t *testing.T) {
 		}
 		return slices.Insert(cs, 4, c)
 	})
-	step("the edits undone", func(cs []rules.Campaign) []rules.Campaign {
+	step("the insertion removed, another bid changed", func(cs []rules.Campaign) []rules.Campaign {
 		cs = slices.Delete(cs, 4, 5)
 		cs[7-1].BidCPM++
 		return cs

@@ -56,6 +56,9 @@ func FuzzCutWalk(f *testing.F) {
 		if digests == nil && got.indent == prev.indent {
 			t.Fatal("no digests from a cut by the previous entries")
 		}
+		if digests != nil && len(digests) != len(got.entries) {
+			t.Fatalf("%d digests for %d entries", len(digests), len(got.entries))
+		}
 		for i, d := range digests {
 			if d != sum(got.entries[i]) {
 				t.Errorf("entry %d: digest %v, want %v", i, d, sum(got.entries[i]))
