@@ -354,9 +354,10 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		}
 		return nil, err
 	}
-	d := diff(cur.RuleSet, cur.Rules, rs, r)
-	if src != SourceFile {
-		d.sort() // for the caller; a file reload's Result is only logged
+	lists := src != SourceFile // a file reload's Result is only logged
+	d := diff(cur.RuleSet, cur.Rules, rs, r, lists)
+	if lists {
+		d.sort() // for the caller
 	}
 	res := &Result{
 		Version:   r.Version(),

@@ -249,12 +249,12 @@ func TestApplyDiffSorted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Diff{
+	want := counted(Diff{
 		CampaignsAdded:   []string{"x", "y", "z"},
 		CampaignsRemoved: []string{"k", "l", "m"},
 		CreativesAdded:   []string{"x-1", "x-2", "y-1", "y-2", "z-1", "z-2"},
 		CreativesRemoved: []string{"k-1", "k-2", "l-1", "l-2", "m-1", "m-2"},
-	}
+	})
 	if diff := cmp.Diff(want, res.Diff); diff != "" {
 		t.Errorf("diff (-want +got):\n%s", diff)
 	}
@@ -284,14 +284,14 @@ func TestApplyDiffPersistRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Diff{
+	want := counted(Diff{
 		CampaignsAdded:   []string{"c"},
 		CampaignsChanged: []string{"a"},
 		CampaignsRemoved: []string{"b"},
 		CreativesAdded:   []string{"a-3", "c-1"},
 		CreativesChanged: []string{"a-2"},
 		CreativesRemoved: []string{"b-1"},
-	}
+	})
 	if diff := cmp.Diff(want, dry.Diff); diff != "" {
 		t.Errorf("dry-run diff (-want +got):\n%s", diff)
 	}

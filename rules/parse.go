@@ -2,6 +2,7 @@ package rules
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/personad/personad/internal/par"
 )
 
 // MaxFileSize bounds one rules file; larger files are rejected unread.
@@ -342,36 +345,53 @@ func readFileInto(name string, buf []byte) (File, error) {
 // merged set, so that validation errors can name
 // the file and the campaign's index in it (see Origins.Locate).
 func ParseFilesLocated(files []File) (*RuleSet, Origins, error) {
-	return parseFiles(files, func(f File) (*RuleSet, error) { return Parse(f.Name, f.Data) })
+	return parseFiles(files, func(_ int, f File) (*RuleSet, error) { return Parse(f.Name, f.Data) })
 }
 
-// parseFiles merges the rule sets parse returns for files, in order.
-func parseFiles(files []File, parse func(File) (*RuleSet, error)) (*RuleSet, Origins, error) {
+// parseFiles merges the rule sets parse returns for files, in order,
+// or returns the error of the first file (in order) that has one. The
+// files are parsed on every CPU, parse(i, files[i]) concurrently with
+// the others: a directory of a hundred files is otherwise a hundred
+// small parses one after another, each too small to use more than one
+// CPU for long.
+func parseFiles(files []File, parse func(i int, f File) (*RuleSet, error)) (*RuleSet, Origins, error) {
 	sets := make([]*RuleSet, len(files))
-	n := 0
-	for i, f := range files {
-		rs, err := parse(f)
-		if err != nil {
-			return nil, nil, err
+	errs := make([]error, len(files))
+	par.For(len(files), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			sets[i], errs[i] = parse(i, files[i])
 		}
-		sets[i], n = rs, n+len(rs.Campaigns)
+	})
+	if err := cmp.Or(errs...); err != nil {
+		return nil, nil, err
 	}
 	var all RuleSet
-	origins := make(Origins, 0, len(files))
+	origins := make(Origins, len(files))
+	n := 0
+	for i, rs := range sets {
+		origins[i] = Origin{File: files[i].Name, First: n}
+		n += len(rs.Campaigns)
+	}
 	if len(sets) == 1 && n > 0 {
 		// One file's campaigns are the set's, not copied (10,000 are
 		// 3 MB): the sets a Parser returns share them with the one it
 		// remembers, all read-only.
 		all.Campaigns = sets[0].Campaigns[:n:n]
 		all.Merge(&RuleSet{ContentRules: sets[0].ContentRules})
-		return &all, append(origins, Origin{File: files[0].Name}), nil
+		return &all, origins, nil
 	}
 	if n > 0 {
-		all.Campaigns = make([]Campaign, 0, n)
+		// Each file's campaigns to their place, on every CPU (100,000
+		// campaigns are 31 MB).
+		all.Campaigns = make([]Campaign, n)
+		par.For(len(sets), 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				copy(all.Campaigns[origins[i].First:], sets[i].Campaigns)
+			}
+		})
 	}
-	for i, rs := range sets {
-		origins = append(origins, Origin{File: files[i].Name, First: len(all.Campaigns)})
-		all.Merge(rs)
+	for _, rs := range sets {
+		all.Merge(&RuleSet{ContentRules: rs.ContentRules})
 	}
 	return &all, origins, nil
 }

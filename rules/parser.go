@@ -137,11 +137,13 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 		st.FilesRead = len(files)
 	}
 	p.read = -1
-	next := make(map[string]parsedFile, len(files))
-	rs, origins, err := parseFiles(files, func(f File) (*RuleSet, error) {
+	// Each file's parse writes only its own index of these.
+	parsed := make([]parsedFile, len(files))
+	counts := make([]ParseStats, len(files))
+	rs, origins, err := parseFiles(files, func(i int, f File) (*RuleSet, error) {
 		d := f.Digest()
 		if pf, ok := p.files[f.Name]; ok && pf.sum == d {
-			next[f.Name] = pf
+			parsed[i] = pf
 			return pf.rs, nil
 		}
 		if f.Data == nil && f.Sum != (Digest{}) {
@@ -152,20 +154,29 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 			}
 			f, d = rf, rf.Sum
 		}
-		st.FilesParsed++
 		cache := &entryCache{}
 		if pf := p.files[f.Name]; pf.entries != nil {
 			cache.old, cache.campaigns = pf.entries, pf.rs.Campaigns
 		}
 		rs, err := parse(f.Name, f.Data, cache)
-		st.Entries += cache.seen
-		st.EntriesParsed += cache.parsed
+		counts[i] = ParseStats{FilesParsed: 1, Entries: cache.seen, EntriesParsed: cache.parsed}
 		if err != nil {
 			return nil, err
 		}
-		next[f.Name] = parsedFile{sum: d, rs: rs, entries: cache.next}
+		parsed[i] = parsedFile{sum: d, rs: rs, entries: cache.next}
 		return rs, nil
 	})
+	for _, c := range counts {
+		st.FilesParsed += c.FilesParsed
+		st.Entries += c.Entries
+		st.EntriesParsed += c.EntriesParsed
+	}
+	next := make(map[string]parsedFile, len(files))
+	for i, pf := range parsed {
+		if pf.rs != nil {
+			next[files[i].Name] = pf
+		}
+	}
 	if err != nil {
 		for name, pf := range p.files {
 			if _, ok := next[name]; !ok {
