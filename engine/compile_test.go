@@ -127,6 +127,42 @@ func TestCompileParallelIdentical(t *testing.T) {
 	}
 }
 
+// TestCompileRemembersAcrossResize: a compilation of a set with more or
+// fewer campaigns than the last one (the Compiler's seen is then a new
+// slice) remembers every campaign, those it found unchanged too, so that
+// the next compilation reuses their digests rather than hash them again.
+func TestCompileRemembersAcrossResize(t *testing.T) {
+	cfg := world.SmallConfig()
+	cfg.Campaigns = 41
+	all, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewCompiler(CompilerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for _, n := range []int{40, 41, 39} {
+		rs := *all
+		rs.Campaigns = all.Campaigns[:n]
+		if _, err := cc.Compile(&rs, ""); err != nil {
+			t.Fatal(err)
+		}
+		cc.seenMu.Lock()
+		seen := cc.seen.camps
+		cc.seenMu.Unlock()
+		if len(seen) != n {
+			t.Fatalf("%d campaigns: %d remembered", n, len(seen))
+		}
+		for i := range seen {
+			if !sameCampaign(&seen[i], &rs.Campaigns[i]) {
+				t.Errorf("%d campaigns: campaign %d remembered as %q, want %q", n, i, seen[i].ID, rs.Campaigns[i].ID)
+			}
+		}
+	}
+}
+
 // TestCompileRejectsInvalidCached: a campaign known valid from the cache
 // still takes part in the checks across campaigns.
 func TestCompileRejectsInvalidCached(t *testing.T) {
