@@ -75,12 +75,7 @@ func TestCompileCacheIdentical(t *testing.T) {
 // many chunks (hashed, validated, compiled, linked and indexed on every
 // CPU) on four CPUs and on one: the rules must be identical.
 func TestCompileParallelIdentical(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 5000
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := smallRules(t, 5000)
 	compile := func(procs int) *Rules {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		r, err := Compile(rs, "")
@@ -132,12 +127,7 @@ func TestCompileParallelIdentical(t *testing.T) {
 // slice) remembers every campaign, those it found unchanged too, so that
 // the next compilation reuses their digests rather than hash them again.
 func TestCompileRemembersAcrossResize(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 41
-	all, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := smallRules(t, 41)
 	cc, err := NewCompiler(CompilerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -191,12 +181,7 @@ func TestCompileRejectsInvalidCached(t *testing.T) {
 // compilation; it also wants the edits a patch can make patched, so that
 // the fast path is what is being compared.
 func TestCompilePatchIdentical(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 300 // several words per index set
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := smallRules(t, 300) // several words per index set
 	cc, err := NewCompiler(DefaultCompilerConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -316,12 +301,7 @@ func TestCompilePatchIdentical(t *testing.T) {
 // reuses for campaigns it deems unchanged must never hide an edit, so each
 // result must equal a fresh compilation (or fail alike).
 func TestCompileInPlaceEdits(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 40
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := smallRules(t, 40)
 	cc, err := NewCompiler(DefaultCompilerConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -359,12 +339,7 @@ func TestCompileInPlaceEdits(t *testing.T) {
 // Compile must still be seen to change, with the Compiler holding the
 // immutable set's memory.
 func TestCompileImmutableShared(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 40
-	base, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := smallRules(t, 40)
 	c := &base.Campaigns[3]
 	fillLeaves(c)
 
@@ -502,6 +477,18 @@ func walkLeaves(t *testing.T, v reflect.Value, path string, visit func(leaf refl
 	if len(kinds) != 5 || n < 40 {
 		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
 	}
+}
+
+// smallRules generates the rules of the small world with n campaigns.
+func smallRules(t *testing.T, n int) *rules.RuleSet {
+	t.Helper()
+	cfg := world.SmallConfig()
+	cfg.Campaigns = n
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
 
 // fillLeaves gives c one of every optional part, so that every leaf of a
