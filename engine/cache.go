@@ -158,9 +158,9 @@ type hashing struct {
 	rs      *rules.RuleSet
 	prev    []rules.Campaign
 	digests []rules.Digest
-	// resized: seen.camps is a new slice, not prev; immutable: rs is from
-	// CompileImmutable, and seen keeps its campaigns rather than copies.
-	resized, immutable bool
+	// immutable is set when rs is from CompileImmutable: seen keeps its
+	// campaigns rather than copies.
+	immutable bool
 }
 
 // startHashing starts a pass, or returns nil when cc is nil or another
@@ -173,7 +173,6 @@ func (cc *Compiler) startHashing(rs *rules.RuleSet, immutable bool) *hashing {
 	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n), immutable: immutable}
 	if len(h.prev) != n {
 		cc.seen.camps = make([]rules.Campaign, n)
-		h.resized = true
 	}
 	return h
 }
@@ -185,9 +184,10 @@ func (h *hashing) at(i int) {
 	switch {
 	case i < len(h.prev) && sameCampaign(&h.prev[i], c):
 		h.digests[i] = s.digests[i]
-		if h.resized {
-			// Else s.camps is h.prev: a copy onto itself would write
-			// every campaign's ~340 bytes for nothing.
+		if len(h.prev) != len(h.digests) {
+			// s.camps is a new slice (startHashing). Else it is h.prev:
+			// a copy onto itself would write every campaign's ~340 bytes
+			// for nothing.
 			s.camps[i] = h.prev[i]
 		}
 	case h.immutable:

@@ -75,12 +75,7 @@ func TestCompileCacheIdentical(t *testing.T) {
 // many chunks (hashed, validated, compiled, linked and indexed on every
 // CPU) on four CPUs and on one: the rules must be identical.
 func TestCompileParallelIdentical(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 5000
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := smallRules(t, 5000)
 	compile := func(procs int) *Rules {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		r, err := Compile(rs, "")
@@ -127,6 +122,37 @@ func TestCompileParallelIdentical(t *testing.T) {
 	}
 }
 
+// TestCompileRemembersAcrossResize: a compilation of a set with more or
+// fewer campaigns than the last one (the Compiler's seen is then a new
+// slice) remembers every campaign, those it found unchanged too, so that
+// the next compilation reuses their digests rather than hash them again.
+func TestCompileRemembersAcrossResize(t *testing.T) {
+	all := smallRules(t, 41)
+	cc, err := NewCompiler(CompilerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for _, n := range []int{40, 41, 39} {
+		rs := *all
+		rs.Campaigns = all.Campaigns[:n]
+		if _, err := cc.Compile(&rs, ""); err != nil {
+			t.Fatal(err)
+		}
+		cc.seenMu.Lock()
+		seen := cc.seen.camps
+		cc.seenMu.Unlock()
+		if len(seen) != n {
+			t.Fatalf("%d campaigns: %d remembered", n, len(seen))
+		}
+		for i := range seen {
+			if !sameCampaign(&seen[i], &rs.Campaigns[i]) {
+				t.Errorf("%d campaigns: campaign %d remembered as %q, want %q", n, i, seen[i].ID, rs.Campaigns[i].ID)
+			}
+		}
+	}
+}
+
 // TestCompileRejectsInvalidCached: a campaign known valid from the cache
 // still takes part in the checks across campaigns.
 func TestCompileRejectsInvalidCached(t *testing.T) {
@@ -155,12 +181,7 @@ func TestCompileRejectsInvalidCached(t *testing.T) {
 // compilation; it also wants the edits a patch can make patched, so that
 // the fast path is what is being compared.
 func TestCompilePatchIdentical(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 300 // several words per index set
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := smallRules(t, 300) // several words per index set
 	cc, err := NewCompiler(DefaultCompilerConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -280,12 +301,7 @@ func TestCompilePatchIdentical(t *testing.T) {
 // reuses for campaigns it deems unchanged must never hide an edit, so each
 // result must equal a fresh compilation (or fail alike).
 func TestCompileInPlaceEdits(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 40
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := smallRules(t, 40)
 	cc, err := NewCompiler(DefaultCompilerConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -301,69 +317,14 @@ func TestCompileInPlaceEdits(t *testing.T) {
 	fillLeaves(c)
 	check("filled")
 	check("unchanged")
-	n := 0
-	kinds := map[reflect.Kind]int{}
-	var walk func(v reflect.Value, path string)
-	walk = func(v reflect.Value, path string) {
-		edit := func(kind reflect.Kind, mutate func() (undo func())) {
-			n++
-			kinds[kind]++
-			undo := mutate()
-			check(path + " edited")
-			undo()
-			check(path + " restored")
-		}
-		switch v.Kind() {
-		case reflect.String:
-			edit(v.Kind(), func() func() {
-				old := v.String()
-				v.SetString(old + "x")
-				return func() { v.SetString(old) }
-			})
-		case reflect.Int32:
-			edit(v.Kind(), func() func() {
-				old := v.Int()
-				v.SetInt(old + 1)
-				return func() { v.SetInt(old) }
-			})
-		case reflect.Float64:
-			edit(v.Kind(), func() func() {
-				old := v.Float()
-				v.SetFloat(old + 1)
-				return func() { v.SetFloat(old) }
-			})
-		case reflect.Pointer:
-			edit(v.Kind(), func() func() {
-				old := reflect.New(v.Type()).Elem()
-				old.Set(v)
-				v.Set(reflect.Zero(v.Type()))
-				return func() { v.Set(old) }
-			})
-			walk(v.Elem(), path+"*")
-		case reflect.Struct:
-			for i := range v.NumField() {
-				walk(v.Field(i), path+"."+v.Type().Field(i).Name)
-			}
-		case reflect.Slice:
-			if v.Len() == 0 {
-				t.Fatalf("%s: empty, its elements go unedited", path)
-			}
-			edit(v.Kind(), func() func() {
-				old := v.Slice(0, v.Len())
-				v.Set(v.Slice(0, v.Len()-1))
-				return func() { v.Set(old) }
-			})
-			for i := range v.Len() {
-				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
-			}
-		default:
-			t.Fatalf("%s: kind %v not edited", path, v.Kind())
-		}
-	}
-	walk(reflect.ValueOf(c).Elem(), "campaigns[3]")
-	if len(kinds) != 5 || n < 40 {
-		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
-	}
+	walkLeaves(t, reflect.ValueOf(c).Elem(), "campaigns[3]", func(leaf reflect.Value, path string, _ []leafStep, edit func(reflect.Value)) {
+		old := reflect.New(leaf.Type()).Elem()
+		old.Set(leaf)
+		edit(leaf)
+		check(path + " edited")
+		leaf.Set(old)
+		check(path + " restored")
+	})
 }
 
 // TestCompileImmutableShared builds each rule set from the previous one
@@ -378,12 +339,7 @@ func TestCompileInPlaceEdits(t *testing.T) {
 // Compile must still be seen to change, with the Compiler holding the
 // immutable set's memory.
 func TestCompileImmutableShared(t *testing.T) {
-	cfg := world.SmallConfig()
-	cfg.Campaigns = 40
-	base, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := smallRules(t, 40)
 	c := &base.Campaigns[3]
 	fillLeaves(c)
 
@@ -406,19 +362,13 @@ func TestCompileImmutableShared(t *testing.T) {
 	}
 	check("unchanged", reparsed(), cc.CompileImmutable)
 
-	// step is one move from a value to a part of it: a struct field, the
-	// value a pointer points to, or a slice element.
-	type step struct {
-		kind  reflect.Kind
-		field int
-	}
 	// own makes the parts along steps of v (a campaign of the new set)
 	// new, and returns the leaf.
-	own := func(v reflect.Value, steps []step) reflect.Value {
+	own := func(v reflect.Value, steps []leafStep) reflect.Value {
 		for _, s := range steps {
 			switch s.kind {
 			case reflect.Struct:
-				v = v.Field(s.field)
+				v = v.Field(s.index)
 			case reflect.Pointer:
 				p := reflect.New(v.Type().Elem())
 				p.Elem().Set(v.Elem())
@@ -428,55 +378,17 @@ func TestCompileImmutableShared(t *testing.T) {
 				clone := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
 				reflect.Copy(clone, v)
 				v.Set(clone)
-				v = clone.Index(s.field)
+				v = clone.Index(s.index)
 			}
 		}
 		return v
 	}
-	n := 0
-	kinds := map[reflect.Kind]int{}
-	var walk func(v reflect.Value, path string, steps []step)
-	walk = func(v reflect.Value, path string, steps []step) {
-		edit := func(mutate func(leaf reflect.Value)) {
-			n++
-			kinds[v.Kind()]++
-			rs := reparsed()
-			mutate(own(reflect.ValueOf(&rs.Campaigns[3]).Elem(), steps))
-			check(path+" edited", rs, cc.CompileImmutable)
-			check(path+" restored", reparsed(), cc.CompileImmutable)
-		}
-		steps = slices.Clip(steps)
-		switch v.Kind() {
-		case reflect.String:
-			edit(func(l reflect.Value) { l.SetString(l.String() + "x") })
-		case reflect.Int32:
-			edit(func(l reflect.Value) { l.SetInt(l.Int() + 1) })
-		case reflect.Float64:
-			edit(func(l reflect.Value) { l.SetFloat(l.Float() + 1) })
-		case reflect.Pointer:
-			edit(func(l reflect.Value) { l.Set(reflect.Zero(l.Type())) })
-			walk(v.Elem(), path+"*", append(steps, step{kind: reflect.Pointer}))
-		case reflect.Struct:
-			for i := range v.NumField() {
-				walk(v.Field(i), path+"."+v.Type().Field(i).Name, append(steps, step{kind: reflect.Struct, field: i}))
-			}
-		case reflect.Slice:
-			if v.Len() == 0 {
-				t.Fatalf("%s: empty, its elements go unedited", path)
-			}
-			// Shortened in place: the same array, one element fewer.
-			edit(func(l reflect.Value) { l.Set(l.Slice(0, l.Len()-1)) })
-			for i := range v.Len() {
-				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i), append(steps, step{kind: reflect.Slice, field: i}))
-			}
-		default:
-			t.Fatalf("%s: kind %v not edited", path, v.Kind())
-		}
-	}
-	walk(reflect.ValueOf(&base.Campaigns[3]).Elem(), "campaigns[3]", nil)
-	if len(kinds) != 5 || n < 40 {
-		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
-	}
+	walkLeaves(t, reflect.ValueOf(&base.Campaigns[3]).Elem(), "campaigns[3]", func(_ reflect.Value, path string, steps []leafStep, edit func(reflect.Value)) {
+		rs := reparsed()
+		edit(own(reflect.ValueOf(&rs.Campaigns[3]).Elem(), steps))
+		check(path+" edited", rs, cc.CompileImmutable)
+		check(path+" restored", reparsed(), cc.CompileImmutable)
+	})
 
 	// A copy that Compile sees and its caller then edits in place.
 	cp := *base
@@ -504,6 +416,79 @@ func TestCompileImmutableShared(t *testing.T) {
 	check("copy priority edited in place", &cp, cc.Compile)
 	*c.Priority--
 	check("copy priority restored", &cp, cc.Compile)
+}
+
+// leafStep is one move from a value to a part of it: a struct field, the
+// value a pointer points to, or a slice element (index is the field's or
+// the element's).
+type leafStep struct {
+	kind  reflect.Kind
+	index int
+}
+
+// walkLeaves calls visit for every leaf of v, a campaign with every
+// optional part present (fillLeaves): every string, number, pointer and
+// slice, a pointer's or slice's own parts after it. visit gets the leaf,
+// its path (path is v's), the steps from v to it, and edit, which changes
+// a value of the leaf's kind: a string grows a byte, a number grows by
+// one, a pointer becomes nil, a slice loses its last element (keeping its
+// array). walkLeaves fails t on a kind it cannot edit, on an empty slice
+// (whose elements would go unedited), and unless it visited every kind
+// and at least 40 leaves.
+func walkLeaves(t *testing.T, v reflect.Value, path string, visit func(leaf reflect.Value, path string, steps []leafStep, edit func(reflect.Value))) {
+	t.Helper()
+	n := 0
+	kinds := map[reflect.Kind]int{}
+	var walk func(v reflect.Value, path string, steps []leafStep)
+	walk = func(v reflect.Value, path string, steps []leafStep) {
+		leaf := func(edit func(l reflect.Value)) {
+			n++
+			kinds[v.Kind()]++
+			visit(v, path, steps, edit)
+		}
+		steps = slices.Clip(steps) // each appended step on its own array
+		switch v.Kind() {
+		case reflect.String:
+			leaf(func(l reflect.Value) { l.SetString(l.String() + "x") })
+		case reflect.Int32:
+			leaf(func(l reflect.Value) { l.SetInt(l.Int() + 1) })
+		case reflect.Float64:
+			leaf(func(l reflect.Value) { l.SetFloat(l.Float() + 1) })
+		case reflect.Pointer:
+			leaf(func(l reflect.Value) { l.Set(reflect.Zero(l.Type())) })
+			walk(v.Elem(), path+"*", append(steps, leafStep{kind: reflect.Pointer}))
+		case reflect.Struct:
+			for i := range v.NumField() {
+				walk(v.Field(i), path+"."+v.Type().Field(i).Name, append(steps, leafStep{kind: reflect.Struct, index: i}))
+			}
+		case reflect.Slice:
+			if v.Len() == 0 {
+				t.Fatalf("%s: empty, its elements go unedited", path)
+			}
+			leaf(func(l reflect.Value) { l.Set(l.Slice(0, l.Len()-1)) })
+			for i := range v.Len() {
+				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i), append(steps, leafStep{kind: reflect.Slice, index: i}))
+			}
+		default:
+			t.Fatalf("%s: kind %v not edited", path, v.Kind())
+		}
+	}
+	walk(v, path, nil)
+	if len(kinds) != 5 || n < 40 {
+		t.Errorf("edited %d leaves of kinds %v, want every kind", n, kinds)
+	}
+}
+
+// smallRules generates the rules of the small world with n campaigns.
+func smallRules(t *testing.T, n int) *rules.RuleSet {
+	t.Helper()
+	cfg := world.SmallConfig()
+	cfg.Campaigns = n
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
 
 // fillLeaves gives c one of every optional part, so that every leaf of a

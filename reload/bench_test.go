@@ -156,12 +156,7 @@ func benchManager(b *testing.B, store *segments.Store, path string, comp *engine
 	b.Cleanup(eng.Close)
 	c := DefaultConfig()
 	c.Engine, c.Compiler, c.Path, c.NoWatch, c.Segments = eng, comp, path, true, store
-	m, err := New(c)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { m.Close() })
-	return m
+	return startManager(b, c)
 }
 
 // marshalFiles cuts rs into parts files of as many campaigns each (the

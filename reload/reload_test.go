@@ -92,11 +92,19 @@ func (f *fixture) start(t *testing.T) *Manager {
 	cfg.Debounce = 20 * time.Millisecond
 	cfg.Logger = zaptest.NewLogger(t)
 	cfg.Segments = segStore{}
+	return startManager(t, cfg)
+}
+
+// startManager is New(cfg) for a test or benchmark: it fails tb when New
+// fails, and closes the Manager when tb ends (if it was not closed
+// before: Close is idempotent).
+func startManager(tb testing.TB, cfg Config) *Manager {
+	tb.Helper()
 	m, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
+	tb.Cleanup(func() { m.Close() })
 	return m
 }
 
@@ -370,11 +378,7 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.dir, true
 	cfg.Logger = zaptest.NewLogger(t)
-	m, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := startManager(t, cfg)
 	if st := m.parser.Stats(); st.FilesParsed != 3 {
 		t.Fatalf("start: %+v, want 3 files parsed", st)
 	}
@@ -489,11 +493,7 @@ func TestFileReloadsMatchFreshParse(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.path, true
 	cfg.Logger = zaptest.NewLogger(t)
-	m, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := startManager(t, cfg)
 	check := func(what string) {
 		t.Helper()
 		want := mustParse(t, text)
@@ -542,11 +542,7 @@ func TestWarningsFollowSegments(t *testing.T) {
 	store := segments.NewStore(build("title"))
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Segments = f.eng, f.path, true, store
-	m, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := startManager(t, cfg)
 	rs := mustParse(t, doc("a", 2))
 	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"cxo"}})
 	for i, step := range []struct {

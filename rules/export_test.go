@@ -25,7 +25,7 @@ func (p *fastParser) Parse(data []byte) (*yaml.Node, bool) { return p.parse(data
 
 // CutCampaigns exports the cut of a large document into its pieces.
 func CutCampaigns(data []byte) (entries [][]byte, rest []byte, ok bool) {
-	s, _, ok := cutCampaigns(data, nil)
+	s, _, _, ok := cutCampaigns(data, nil)
 	return s.entries, s.rest, ok
 }
 

@@ -58,8 +58,9 @@ func TestParserReparsesOnlyChanges(t *testing.T) {
 	files[1].Data = append(big[:bid:bid], edited...)
 	step("one campaign", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n, EntriesParsed: 1})
 
-	// Entries are found where they moved: two swapped (searched for one
-	// by one), or all shifted by one inserted first (through an index).
+	// Entries are found where they moved: two swapped, all shifted by one
+	// inserted first, or all reversed (more than are searched for one by
+	// one: through an index).
 	entries, _, ok := rules.CutCampaigns(files[1].Data)
 	if !ok {
 		t.Fatal("the big file does not cut")
@@ -69,18 +70,19 @@ func TestParserReparsesOnlyChanges(t *testing.T) {
 	for _, e := range entries {
 		end += len(e)
 	}
+	head, tail := files[1].Data[:first], files[1].Data[end:]
 	rewrite := func(order ...[]byte) {
-		text := slices.Clone(files[1].Data[:first])
-		for _, e := range order {
-			text = append(text, e...)
-		}
-		files[1].Data = append(text, files[1].Data[end:]...)
+		files[1].Data = slices.Concat(head, slices.Concat(order...), tail)
 	}
 	rewrite(slices.Concat([][]byte{entries[1], entries[0]}, entries[2:])...)
 	step("two swapped", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n})
 	added := []byte("  - {id: added, bid_cpm: 1, creatives: [{id: cadded, w: 1, h: 1, adm: x}]}\n")
 	rewrite(slices.Concat([][]byte{added}, entries)...)
 	step("one inserted first", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n + 1, EntriesParsed: 1})
+	reversed := slices.Clone(entries)
+	slices.Reverse(reversed)
+	rewrite(reversed...)
+	step("all reversed", rules.ParseStats{Files: 3, FilesParsed: 1, Entries: n})
 
 	// A broken file fails the whole set; restoring it parses nothing (its
 	// good version is still remembered); another change parses it alone.

@@ -42,15 +42,15 @@ type split struct {
 
 // cutCampaigns cuts data, or reports false when it does not have the
 // shape cutting needs. With prev, the entries of the document's previous
-// version, it reads the entries as walkEntries does and returns their
-// digests too (nil when it did not).
-func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
+// version, it reads the entries as walkEntries does and returns what
+// that finds too: the entries' digests, and for each entry the index of
+// prev's entry of the same text, or -1 (both nil when it did not walk).
+func cutCampaigns(data []byte, prev *entryTexts) (s split, digests []Digest, matches []int, ok bool) {
 	// A byte order mark, line breaks other than \n, directives and
 	// document markers (looked for below): leave them to the whole parse.
 	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
-		return split{}, nil, false
+		return split{}, nil, nil, false
 	}
-	var s split
 	// markers finds them in the parts of data outside the entries;
 	// scanEntryLines, in the entries.
 	markers := func(b []byte) bool {
@@ -65,7 +65,7 @@ func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
 	at := 0
 	if !bytes.HasPrefix(data, []byte(key)) {
 		if at = bytes.Index(data, []byte("\n"+key)); at < 0 {
-			return split{}, nil, false
+			return split{}, nil, nil, false
 		}
 		at++
 	}
@@ -79,7 +79,7 @@ func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
 		sp, blank, entry := classifyLine(data[off:end])
 		if !blank {
 			if !entry {
-				return split{}, nil, false
+				return split{}, nil, nil, false
 			}
 			first, indent = off, sp
 			break
@@ -87,23 +87,22 @@ func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
 		off = end
 	}
 	if first < 0 {
-		return split{}, nil, false
+		return split{}, nil, nil, false
 	}
 	// The entries run to the first line that begins at column 0 with
 	// anything but "- " (at indentation 0), a space, "#" or a line break.
 	var sc lineScan
-	var digests []Digest
 	walk := prev != nil && prev.indent == indent
 	if walk {
-		sc, digests = walkEntries(data, first, indent, prev)
+		sc, digests, matches = walkEntries(data, first, indent, prev)
 	} else {
 		if bytes.IndexByte(data, '\r') >= 0 {
-			return split{}, nil, false
+			return split{}, nil, nil, false
 		}
 		sc = scanChunks(data, first, indent)
 	}
 	if sc.fail {
-		return split{}, nil, false
+		return split{}, nil, nil, false
 	}
 	s.indent = indent
 	starts, off := sc.starts, len(data)
@@ -111,11 +110,11 @@ func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
 		off = sc.stop
 	}
 	if markers(data[:start]) || markers(data[off:]) {
-		return split{}, nil, false
+		return split{}, nil, nil, false
 	}
 	// The walk looked for \r in the entries it read.
 	if walk && (bytes.IndexByte(data[:first], '\r') >= 0 || bytes.IndexByte(data[off:], '\r') >= 0) {
-		return split{}, nil, false
+		return split{}, nil, nil, false
 	}
 	s.entries = make([][]byte, len(starts))
 	for e, at := range starts {
@@ -131,7 +130,7 @@ func cutCampaigns(data []byte, prev *entryTexts) (split, []Digest, bool) {
 	s.rest = make([]byte, 0, len(data)-(off-first))
 	s.rest = append(s.rest, data[:first]...)
 	s.rest = append(s.rest, data[off:]...)
-	return s, digests, true
+	return s, digests, matches, true
 }
 
 // scanChunks is scanEntryLines over the entries from data[first:], a
@@ -168,16 +167,18 @@ func scanChunks(data []byte, first, indent int) lineScan {
 
 // walkEntries is scanChunks for a document whose previous version's
 // entries, at the same indentation, were prev, and returns the entries'
-// digests too. It goes from entry to entry: where the text of an entry
+// digests too, and for each entry the index of prev's entry of the same
+// text, or -1. It goes from entry to entry: where the text of an entry
 // is that of the previous version's entry at the same index (counting
 // from the last one found there), its lines are not read again — the
 // previous cut read them, and what a line is to the cut depends only on
 // its text and the indentation — only the line after it, to see where
 // the entry ends. It also fails on a \r in the entries it reads (those
 // it does not read had none).
-func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Digest) {
+func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Digest, []int) {
 	r := lineScan{starts: append(make([]int, 0, len(prev.lens)+1), at), stop: -1}
 	digests := make([]Digest, 0, len(prev.lens))
+	matches := make([]int, 0, len(prev.lens))
 	index := digestIndex{list: prev.digests}
 	for j := 0; ; {
 		// data[at:] starts an entry; the previous version's entry j is
@@ -194,7 +195,7 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Dig
 		n := len(r.starts)
 		sc := scanEntryLines(data, from, len(data), indent, r.starts, true)
 		if sc.fail {
-			return sc, nil
+			return sc, nil, nil
 		}
 		r.starts = sc.starts
 		end := len(data)
@@ -205,24 +206,26 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Dig
 			end = sc.stop
 		}
 		var d Digest
+		m := -1 // the index of prev's entry of the same text
 		if same && end == e {
-			d = prev.digests[j]
+			d, m = prev.digests[j], j
 			j++
 		} else {
 			if bytes.IndexByte(data[at:end], '\r') >= 0 {
-				return lineScan{fail: true}, nil
+				return lineScan{fail: true}, nil, nil
 			}
 			d = sum(data[at:end])
-			if k := index.find(d); k >= 0 {
-				j = k + 1 // moved: the next entry is likely the one after it
+			if m = index.find(d); m >= 0 {
+				j = m + 1 // moved: the next entry is likely the one after it
 			} else {
 				j++ // edited in place, or new
 			}
 		}
 		digests = append(digests, d)
+		matches = append(matches, m)
 		if len(r.starts) == n {
 			r.stop = sc.stop
-			return r, digests
+			return r, digests, matches
 		}
 		at = end
 	}
@@ -235,6 +238,10 @@ type digestIndex struct {
 	looked int // lookups one by one
 	m      map[Digest]int
 }
+
+// scanMax is how many digests a digestIndex looks for one by one before
+// it indexes its list.
+const scanMax = 16
 
 // find returns an index of d in the list, or -1.
 func (x *digestIndex) find(d Digest) int {
@@ -361,39 +368,27 @@ type entryCache struct {
 	seen, parsed int
 }
 
-// scanMax is how many digests a digestIndex looks for one by one before
-// it indexes its list.
-const scanMax = 16
-
-// reuse sets campaigns[i] to the previous version's campaign of the same
-// text as entry i, whose text digest is digests[i], and returns the
-// indexes of the entries that have none. An entry is looked for at its
-// own index first, where an edit that adds or removes no campaign leaves
-// it, then anywhere: a moved entry is reused too.
-func (c *entryCache) reuse(digests []Digest, campaigns []Campaign) []int {
-	c.seen += len(digests)
-	var old []Digest
-	if c.old != nil {
-		old = c.old.digests
+// reuse sets campaigns[i] to old[matches[i]], the previous version's
+// campaign of entry i's text, and returns the indexes of the entries
+// that have none: those matched to -1, or every entry when matches is
+// nil (the cut did not walk the previous version's entries).
+func reuse(campaigns, old []Campaign, matches []int) []int {
+	if matches == nil {
+		missing := make([]int, len(campaigns))
+		for i := range missing {
+			missing[i] = i
+		}
+		return missing
 	}
-	copy(campaigns, c.campaigns) // right where the digests match, overwritten elsewhere
 	var missing []int
-	for i, d := range digests {
-		if i >= len(old) || old[i] != d {
+	for i, j := range matches {
+		if j >= 0 {
+			campaigns[i] = old[j]
+		} else {
 			missing = append(missing, i)
 		}
 	}
-	index := digestIndex{list: old}
-	n := 0
-	for _, i := range missing {
-		if j := index.find(digests[i]); j >= 0 {
-			campaigns[i] = c.campaigns[j]
-			continue
-		}
-		missing[n] = i
-		n++
-	}
-	return missing[:n]
+	return missing
 }
 
 // parseSplit parses data by its pieces, or reports false when it cannot
@@ -404,7 +399,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	if cache != nil {
 		prev = cache.old
 	}
-	s, digests, ok := cutCampaigns(data, prev)
+	s, digests, matches, ok := cutCampaigns(data, prev)
 	if !ok {
 		return nil, false
 	}
@@ -413,10 +408,14 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		return nil, false
 	}
 	campaigns := make([]Campaign, len(s.entries))
-	var missing []int
+	var old []Campaign
 	if cache != nil {
 		if digests == nil {
-			// Hash the entries on every CPU.
+			// The cut did not walk the previous version's entries: there
+			// were none, or they were at another indentation, and none of
+			// them has the text of an entry here (an entry's text starts
+			// with its indentation). Every entry is parsed; hash them on
+			// every CPU for the next version.
 			digests = make([]Digest, len(s.entries))
 			par.For(len(s.entries), hashChunk, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
@@ -424,13 +423,10 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 				}
 			})
 		}
-		missing = cache.reuse(digests, campaigns)
-	} else {
-		missing = make([]int, len(s.entries))
-		for i := range missing {
-			missing[i] = i
-		}
+		cache.seen += len(s.entries)
+		old = cache.campaigns
 	}
+	missing := reuse(campaigns, old, matches)
 	// Parse the missing entries in batches of consecutive ones, on every
 	// CPU.
 	var batches [][]int

@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -8,8 +10,10 @@ import (
 )
 
 // FuzzCutWalk checks that cutting a document by its previous version's
-// entries (walkEntries) cuts it as reading every line does, and that the
-// digests it returns are the entries'.
+// entries (walkEntries) cuts it as reading every line does, that the
+// digests it returns are the entries', and that the previous entry it
+// matches to each entry has the entry's digest (and that it matches none
+// only where the previous version has no entry of that digest).
 func FuzzCutWalk(f *testing.F) {
 	entry := func(id, bid string) string {
 		return "  - id: " + id + "\n    bid_cpm: " + bid + "\n    creatives:\n      - {id: c" + id + ", w: 1, h: 1, adm: x}\n"
@@ -32,8 +36,16 @@ func FuzzCutWalk(f *testing.F) {
 	} {
 		f.Add([]byte(base), []byte(edited))
 	}
+	// More entries moved than are looked for one by one (scanMax): the
+	// rest, and the new one last, are looked for through a map.
+	var forward, reversed string
+	for i := range scanMax + 4 {
+		forward += entry(strconv.Itoa(i), "1")
+		reversed = entry(strconv.Itoa(i), "1") + reversed
+	}
+	f.Add([]byte("campaigns:\n"+forward), []byte("campaigns:\n"+reversed+entry("n", "9")))
 	f.Fuzz(func(t *testing.T, old, data []byte) {
-		prev, _, ok := cutCampaigns(old, nil)
+		prev, _, _, ok := cutCampaigns(old, nil)
 		if !ok {
 			return
 		}
@@ -42,8 +54,8 @@ func FuzzCutWalk(f *testing.F) {
 			texts.lens = append(texts.lens, len(e))
 			texts.digests = append(texts.digests, sum(e))
 		}
-		want, _, wantOK := cutCampaigns(data, nil)
-		got, digests, gotOK := cutCampaigns(data, texts)
+		want, _, _, wantOK := cutCampaigns(data, nil)
+		got, digests, matches, gotOK := cutCampaigns(data, texts)
 		if gotOK != wantOK {
 			t.Fatalf("cut by the previous entries: ok %v, by every line: %v", gotOK, wantOK)
 		}
@@ -56,12 +68,20 @@ func FuzzCutWalk(f *testing.F) {
 		if digests == nil && got.indent == prev.indent {
 			t.Fatal("no digests from a cut by the previous entries")
 		}
-		if digests != nil && len(digests) != len(got.entries) {
-			t.Fatalf("%d digests for %d entries", len(digests), len(got.entries))
+		if digests != nil && (len(digests) != len(got.entries) || len(matches) != len(got.entries)) {
+			t.Fatalf("%d digests and %d matches for %d entries", len(digests), len(matches), len(got.entries))
 		}
 		for i, d := range digests {
 			if d != sum(got.entries[i]) {
 				t.Errorf("entry %d: digest %v, want %v", i, d, sum(got.entries[i]))
+			}
+			switch j := matches[i]; {
+			case j < -1 || j >= len(texts.digests):
+				t.Errorf("entry %d: matches previous entry %d of %d", i, j, len(texts.digests))
+			case j >= 0 && texts.digests[j] != d:
+				t.Errorf("entry %d: matches previous entry %d, of another digest", i, j)
+			case j < 0 && slices.Contains(texts.digests, d):
+				t.Errorf("entry %d: matches no previous entry, though one has its digest", i)
 			}
 		}
 	})
