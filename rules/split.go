@@ -447,7 +447,8 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	)
 	for range min(runtime.GOMAXPROCS(0), len(batches)) {
 		wg.Go(func() {
-			var fp fastParser
+			fp := fastParsers.Get().(*fastParser)
+			defer fastParsers.Put(fp)
 			for b := range next {
 				// Consecutive entries are consecutive in data: the
 				// batch's text is the first entry's slice extended
@@ -456,7 +457,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 				for _, i := range b {
 					n += len(s.entries[i])
 				}
-				got, ok := parseEntries(&fp, s.entries[b[0]][:n], len(b))
+				got, ok := parseEntries(fp, s.entries[b[0]][:n], len(b))
 				if ok {
 					for k, i := range b {
 						campaigns[i] = got[k]
@@ -500,8 +501,9 @@ const hashChunk = 256
 // parseRest parses the document without its entries, checking that
 // "campaigns:" is a root key there with no value.
 func parseRest(s split) (*RuleSet, bool) {
-	var fp fastParser
-	doc, ok := parseYAML(&fp, s.rest)
+	fp := fastParsers.Get().(*fastParser)
+	defer fastParsers.Put(fp)
+	doc, ok := parseYAML(fp, s.rest)
 	if !ok {
 		return nil, false
 	}
