@@ -112,12 +112,12 @@ func (d *Dict) view() *Dict {
 func (d *Dict) reserve(users, bytes int) {
 	if need := len(d.arena) + bytes; need > cap(d.arena) {
 		a, m := alloc[byte](max(need, cap(d.arena)*3/2))
-		d.arena = a[:copy(a, d.arena)]
+		d.arena = a[:copyPieces(a, d.arena)]
 		d.mem[memArena] = m
 	}
 	if need := len(d.ends) + users; need > cap(d.ends) {
 		e, m := alloc[uint32](max(need, cap(d.ends)*3/2))
-		d.ends = e[:copy(e, d.ends)]
+		d.ends = e[:copyPieces(e, d.ends)]
 		d.mem[memEnds] = m
 	}
 }
@@ -390,8 +390,8 @@ func (d *Dict) compact() *Dict {
 	c := &Dict{seed: d.seed, slots: d.slots}
 	c.mem[memSlots] = d.mem[memSlots]
 	c.reserve(len(d.ends), len(d.arena))
-	c.arena = append(c.arena, d.arena...)
-	c.ends = append(c.ends, d.ends...)
+	c.arena = c.arena[:copyPieces(c.arena[:len(d.arena)], d.arena)]
+	c.ends = c.ends[:copyPieces(c.ends[:len(d.ends)], d.ends)]
 	if want := tableSize(len(d.ends)); len(d.slots) > want+want/4 {
 		c.grow(want) // back to a load of 0.7, from as little as 0.35
 	}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -221,3 +222,21 @@ func BenchmarkLookupMany(b *testing.B) {
 }
 
 var benchDictUsers = flag.Int("dictusers", 1_000_000, "users in BenchmarkLookupMany's dictionary")
+
+// TestCopyPieces: copyPieces copies what copy does, around and across
+// its piece size, into longer and shorter destinations.
+func TestCopyPieces(t *testing.T) {
+	const piece = (1 << 20) / 4 // uint32s
+	for _, n := range []int{0, 1, piece - 1, piece, piece + 1, 3*piece + 7} {
+		src := make([]uint32, n)
+		for i := range src {
+			src[i] = uint32(i + 1)
+		}
+		for _, m := range []int{n, n + 5, n / 2} {
+			want, got := make([]uint32, m), make([]uint32, m)
+			if w, g := copy(want, src), copyPieces(got, src); w != g || !slices.Equal(want, got) {
+				t.Errorf("%d into %d: copied %d, want %d; contents equal: %v", n, m, g, w, slices.Equal(want, got))
+			}
+		}
+	}
+}

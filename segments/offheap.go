@@ -28,9 +28,9 @@ import (
 // log record, dictWriter.pub) are valid while something holds the Dict
 // or its mapping (runtime.KeepAlive in Store.Commit, dictWriter.pubMem).
 //
-// Race-detector builds keep everything on the heap (offheap_heap.go): the
-// detector does not watch mapped memory, and the code over the arrays is
-// the same either way.
+// Race-detector builds, and builds for other systems than Linux, keep
+// everything on the heap (offheap_heap.go): the detector does not watch
+// mapped memory, and the code over the arrays is the same either way.
 
 // minMapped is the smallest array, in bytes, given a mapping of its own.
 const minMapped = 1 << 20
@@ -65,4 +65,18 @@ func alloc[T byte | uint32 | uint64](n int) ([]T, *mapping) {
 		mappedBytes.Add(-int64(len(b)))
 	}, b)
 	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), m
+}
+
+// copyPieces is copy, a megabyte at a time. The runtime's memmove cannot
+// be preempted: one copy of a grown array (hundreds of MB, tens of ms)
+// would keep its processor from the scheduler throughout, and hold up a
+// stop-the-world of the collector, which waits for every processor with
+// every other goroutine (the decisions) already stopped.
+func copyPieces[T byte | uint32 | uint64](dst, src []T) int {
+	n := min(len(dst), len(src))
+	piece := (1 << 20) / int(unsafe.Sizeof(T(0)))
+	for i := 0; i < n; i += piece {
+		copy(dst[i:n], src[i:min(i+piece, n)])
+	}
+	return n
 }
