@@ -12,10 +12,10 @@ import (
 
 // Diff lists, by id, what a rule set changes against the active one. In
 // the Result of Apply the lists are sorted. A reload of the rules files,
-// whose Result is only logged, has the Counts and no lists: listing every
-// creative of a whole replaced set of 100,000 campaigns reads ~800,000
-// scattered creatives, ~0.1 s of CPU, and sorting the lists as much
-// again.
+// whose Result is only logged, has the Counts and no lists: listing the
+// ids of a whole replaced set of 100,000 campaigns reads ~800,000
+// scattered creatives (0.1–0.2 s of CPU more than counting them), and
+// sorting the lists took ~0.3 s.
 type Diff struct {
 	CampaignsAdded, CampaignsChanged, CampaignsRemoved []string
 	CreativesAdded, CreativesChanged, CreativesRemoved []string
