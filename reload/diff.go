@@ -76,9 +76,10 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 	}
 	// match[i] is new campaign i's index in the old set, or -1; kept[j],
 	// whether old campaign j is in the new set (ids are unique in both),
-	// which spares a second map, over the new ids. Counted first, the
-	// lists are made at their size: grown by appending, they would be
-	// copied into fresh memory at every step.
+	// which spares a second map, over the new ids. The added and removed
+	// campaigns and their creatives are counted first, so that those
+	// lists (a whole replaced set: hundreds of thousands of ids) are made
+	// at their size rather than grown by appending.
 	match := make([]int, len(rs.Campaigns))
 	kept := make([]bool, len(oldRS.Campaigns))
 	for i := range rs.Campaigns {

@@ -354,7 +354,9 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		}
 		return nil, err
 	}
-	lists := src != SourceFile // a file reload's Result is only logged
+	// A file reload's Result is only logged, and so is that of the
+	// persisted set applied at start (at set).
+	lists := src != SourceFile && at.IsZero()
 	d := diff(cur.RuleSet, cur.Rules, rs, r, lists)
 	if lists {
 		d.sort() // for the caller

@@ -83,8 +83,10 @@ const maxFastKey = 1000
 // to parse: the workers of a piecewise parse (split.go) last one file, and
 // a directory of a hundred files would otherwise allocate node storage a
 // few hundred times over (85 MB per cold reload of 10,000 campaigns). A
-// pooled parser's nodes still point into the last piece it parsed (~100
-// KB) until its next parse, or until the collector empties the pool.
+// pooled parser's node storage still points into the pieces it parsed
+// (~100 KB each) until its next parse overwrites it, or the collector
+// empties the pool. Parsers are taken per batch of entries, so at most
+// one per running worker is in use.
 var fastParsers = sync.Pool{New: func() any { return new(fastParser) }}
 
 // fastParser parses documents in the subset into yaml.Node trees. Its node

@@ -447,8 +447,6 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	)
 	for range min(runtime.GOMAXPROCS(0), len(batches)) {
 		wg.Go(func() {
-			fp := fastParsers.Get().(*fastParser)
-			defer fastParsers.Put(fp)
 			for b := range next {
 				// Consecutive entries are consecutive in data: the
 				// batch's text is the first entry's slice extended
@@ -457,7 +455,11 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 				for _, i := range b {
 					n += len(s.entries[i])
 				}
+				// A parser per batch, not per worker: a directory's files
+				// are parsed at once, each by up to GOMAXPROCS workers.
+				fp := fastParsers.Get().(*fastParser)
 				got, ok := parseEntries(fp, s.entries[b[0]][:n], len(b))
+				fastParsers.Put(fp)
 				if ok {
 					for k, i := range b {
 						campaigns[i] = got[k]
