@@ -79,8 +79,9 @@ const maxFastDepth = 256
 // key after 1024 characters).
 const maxFastKey = 1000
 
-// fastParsers keep parsers, with their node storage, for the next pieces
-// to parse: the workers of a piecewise parse (split.go) last one file, and
+// fastParsers keep parsers, with their node storage, for the next
+// documents or pieces to parse: the workers of a piecewise parse
+// (split.go) last one file, and
 // a directory of a hundred files would otherwise allocate node storage a
 // few hundred times over (85 MB per cold reload of 10,000 campaigns). A
 // pooled parser's node storage still points into the pieces it parsed
