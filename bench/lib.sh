@@ -3,7 +3,15 @@
 # not given.
 #
 # Before sourcing: RESULTS (the reports' directory), BASE_PORT. After:
-# GRPC, HTTP, work (a temporary directory, removed on exit), BIN.
+# GRPC, HTTP, work (a temporary directory, removed on exit), BIN. A
+# script's own EXIT trap calls stop_server.
+
+# stop_server stops the server, if started, and removes $work.
+stop_server() {
+	kill "${server:-}" 2>/dev/null
+	wait 2>/dev/null
+	[[ -n "${work:-}" ]] && rm -rf "$work"
+}
 
 GRPC="127.0.0.1:$BASE_PORT"
 HTTP="127.0.0.1:$((BASE_PORT + 1))"

@@ -33,9 +33,7 @@ BASE_PORT="${BASE_PORT:-19090}"
 changer=
 cleanup() {
 	[[ -n "$changer" ]] && kill "$changer" 2>/dev/null
-	kill "${server:-}" 2>/dev/null
-	wait 2>/dev/null
-	[[ -n "${work:-}" ]] && rm -rf "$work"
+	stop_server # defined by bench/lib.sh
 }
 trap cleanup EXIT
 # shellcheck source=bench/lib.sh

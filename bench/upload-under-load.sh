@@ -41,12 +41,7 @@ UPLOAD_NICE="${UPLOAD_NICE:-0}"
 BENCH_NICE="${BENCH_NICE:-0}"
 RESULTS="${RESULTS:-bench/results/upload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19190}"
-cleanup() {
-	kill "${server:-}" 2>/dev/null
-	wait 2>/dev/null
-	[[ -n "${work:-}" ]] && rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_server EXIT # defined by bench/lib.sh
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
