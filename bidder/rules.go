@@ -156,5 +156,13 @@ func diffToProto(d *reload.Diff) *personadpb.RulesDiff {
 		CreativesChanged:    d.CreativesChanged,
 		CreativesRemoved:    d.CreativesRemoved,
 		ContentRulesChanged: d.ContentRulesChanged,
+		// A count is at most rules.MaxCampaigns × rules.MaxCreativesPerCamp
+		// (64 million): an int32.
+		CampaignsAddedCount:   int32(d.Counts.CampaignsAdded),
+		CampaignsChangedCount: int32(d.Counts.CampaignsChanged),
+		CampaignsRemovedCount: int32(d.Counts.CampaignsRemoved),
+		CreativesAddedCount:   int32(d.Counts.CreativesAdded),
+		CreativesChangedCount: int32(d.Counts.CreativesChanged),
+		CreativesRemovedCount: int32(d.Counts.CreativesRemoved),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -324,5 +325,52 @@ func TestRulesServiceValidateAndDryRun(t *testing.T) {
 	}
 	if !dry.DryRun || len(dry.Diff.CampaignsAdded) != 3 || len(dry.Diff.CampaignsRemoved) != 3 || h.eng.Rules().Version() != before {
 		t.Errorf("dry run: %v", dry)
+	}
+}
+
+// TestRulesApplyLargeDiff: an Apply that replaces a large set answers
+// with the first reload.MaxListed ids of each list and counts them all,
+// within what a gRPC client accepts by default (4 MB). The active set,
+// loaded from the file, has 4,000 campaigns of 10 creatives with long
+// ids: listing every removed id would take ~5 MB.
+func TestRulesApplyLargeDiff(t *testing.T) {
+	h := newRulesHarness(t)
+	const campaigns, creatives = 4000, 10
+	long := strings.Repeat("x", 100)
+	big := &rules.RuleSet{}
+	var removed []string
+	for i := range campaigns {
+		c := rules.Campaign{ID: fmt.Sprintf("c%05d-%s", i, long), BidCPM: 1}
+		for k := range creatives {
+			id := fmt.Sprintf("%s-%02d", c.ID, k)
+			c.Creatives = append(c.Creatives, rules.Creative{ID: id, W: 300, H: 250, Adm: "x"})
+			removed = append(removed, id)
+		}
+		big.Campaigns = append(big.Campaigns, c)
+	}
+	writeRules(t, h.path, big)
+	deadline := time.Now().Add(10 * time.Second)
+	for h.mgr.Status().Campaigns != campaigns {
+		if time.Now().After(deadline) {
+			t.Fatalf("the large set was not loaded: %+v", h.mgr.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, err := h.rules.Apply(context.Background(), &personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(generation(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := res.Diff
+	slices.Sort(removed)
+	if got, want := d.CreativesRemoved, removed[:reload.MaxListed]; !slices.Equal(got, want) {
+		t.Errorf("creatives removed: %d ids from %q, want the first %d from %q", len(got), got[:min(1, len(got))], len(want), want[0])
+	}
+	if len(d.CampaignsRemoved) != reload.MaxListed || d.CampaignsRemoved[0] != big.Campaigns[0].ID {
+		t.Errorf("campaigns removed: %d ids from %q", len(d.CampaignsRemoved), d.CampaignsRemoved[:min(1, len(d.CampaignsRemoved))])
+	}
+	if d.CampaignsRemovedCount != campaigns || d.CreativesRemovedCount != campaigns*creatives ||
+		d.CampaignsAddedCount != 3 || len(d.CampaignsAdded) != 3 || d.CreativesAddedCount != 3 {
+		t.Errorf("counts: %d/%d campaigns and %d/%d creatives removed, %d/%d campaigns and %d creatives added",
+			d.CampaignsRemovedCount, campaigns, d.CreativesRemovedCount, campaigns*creatives, d.CampaignsAddedCount, len(d.CampaignsAdded), d.CreativesAddedCount)
 	}
 }

@@ -1,8 +1,8 @@
 package reload
 
 import (
+	"container/heap"
 	"slices"
-	"sync"
 
 	"go.uber.org/zap/zapcore"
 
@@ -11,11 +11,12 @@ import (
 )
 
 // Diff lists, by id, what a rule set changes against the active one. In
-// the Result of Apply the lists are sorted. A reload of the rules files,
-// whose Result is only logged, has the Counts and no lists: listing the
-// ids of a whole replaced set of 100,000 campaigns reads ~800,000
-// scattered creatives (0.1–0.2 s of CPU more than counting them), and
-// sorting the lists took ~0.3 s.
+// the Result of Apply each list holds at most MaxListed ids, the first
+// in sorted order, and Counts counts them all: replacing a set of 10,000
+// campaigns adds and removes ~80,000 ids, over 4 MB in a response (gRPC
+// clients refuse larger ones by default), and sorting the ~1.6 million
+// ids of a replaced set of 100,000 took ~0.3 s of CPU. A reload of the
+// rules files, whose Result is only logged, has the Counts and no lists.
 type Diff struct {
 	CampaignsAdded, CampaignsChanged, CampaignsRemoved []string
 	CreativesAdded, CreativesChanged, CreativesRemoved []string
@@ -23,7 +24,11 @@ type Diff struct {
 	Counts                                             DiffCounts
 }
 
-// DiffCounts are how many ids each list of a Diff has, or would have.
+// MaxListed is how many ids each list of Apply's Diff holds at most.
+const MaxListed = 1000
+
+// DiffCounts are how many ids each list of a Diff has, or would have
+// uncapped.
 type DiffCounts struct {
 	CampaignsAdded, CampaignsChanged, CampaignsRemoved int
 	CreativesAdded, CreativesChanged, CreativesRemoved int
@@ -42,24 +47,24 @@ func (d Diff) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 }
 
 // diff compares the new set (rs, compiled as r) with the old one (nil at
-// start: everything is added), listing the ids when lists is set and
-// counting them either way. Campaigns compare by digest; the creatives
-// of a changed campaign compare one by one.
-func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine.Rules, lists bool) Diff {
-	var d Diff
+// start: everything is added), counting the ids of each list and
+// listing, sorted, the first limit of them (none with limit 0).
+// Campaigns compare by digest; the creatives of a changed campaign
+// compare one by one.
+func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine.Rules, limit int) Diff {
+	l := lister{limit: limit}
 	if oldRS == nil {
 		oldRS = &rules.RuleSet{}
 	}
-	d.ContentRulesChanged = oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
+	contentChanged := oldRS.ContentRules.Digest() != rs.ContentRules.Digest()
 	var oldDigests []rules.Digest
 	if oldR != nil {
 		oldDigests = oldR.Digests()
 	}
 	newDigests := r.Digests()
-	n := &d.Counts
 	changed := func(old, c *rules.Campaign) {
-		note(lists, &d.CampaignsChanged, &n.CampaignsChanged, c.ID)
-		d.creatives(old, c, lists)
+		l.add(campaignsChanged, c.ID)
+		l.creatives(old, c)
 	}
 	if sameIDs(oldRS, rs) && len(oldDigests) == len(newDigests) {
 		// The common edit: no campaign added, removed or moved.
@@ -68,69 +73,36 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 				changed(&oldRS.Campaigns[i], &rs.Campaigns[i])
 			}
 		}
-		return d
+		return l.diff(contentChanged)
 	}
 	old := make(map[string]int, len(oldRS.Campaigns))
 	for i := range oldRS.Campaigns {
 		old[oldRS.Campaigns[i].ID] = i
 	}
-	// match[i] is new campaign i's index in the old set, or -1; kept[j],
-	// whether old campaign j is in the new set (ids are unique in both),
-	// which spares a second map, over the new ids. The added and removed
-	// campaigns and their creatives are counted first, so that those
-	// lists (a whole replaced set: hundreds of thousands of ids) are made
-	// at their size rather than grown by appending.
-	match := make([]int, len(rs.Campaigns))
+	// kept[j] is whether old campaign j is in the new set (ids are unique
+	// in both), which spares a second map, over the new ids.
 	kept := make([]bool, len(oldRS.Campaigns))
 	for i := range rs.Campaigns {
 		c := &rs.Campaigns[i]
 		j, ok := old[c.ID]
-		if !ok {
-			match[i] = -1
-			n.CampaignsAdded++
-			n.CreativesAdded += len(c.Creatives)
-			continue
+		switch {
+		case !ok:
+			l.add(campaignsAdded, c.ID)
+			l.addCreatives(creativesAdded, c)
+		case j >= len(oldDigests) || oldDigests[j] != newDigests[i]:
+			kept[j] = true
+			changed(&oldRS.Campaigns[j], c)
+		default:
+			kept[j] = true
 		}
-		match[i], kept[j] = j, true
 	}
 	for j := range oldRS.Campaigns {
-		if !kept[j] {
-			n.CampaignsRemoved++
-			n.CreativesRemoved += len(oldRS.Campaigns[j].Creatives)
+		if c := &oldRS.Campaigns[j]; !kept[j] {
+			l.add(campaignsRemoved, c.ID)
+			l.addCreatives(creativesRemoved, c)
 		}
 	}
-	if lists {
-		d.CampaignsAdded = make([]string, 0, n.CampaignsAdded)
-		d.CreativesAdded = make([]string, 0, n.CreativesAdded)
-		d.CampaignsRemoved = make([]string, 0, n.CampaignsRemoved)
-		d.CreativesRemoved = make([]string, 0, n.CreativesRemoved)
-	}
-	for i, j := range match {
-		c := &rs.Campaigns[i]
-		switch {
-		case j < 0:
-			if lists {
-				d.CampaignsAdded = append(d.CampaignsAdded, c.ID)
-				for k := range c.Creatives {
-					d.CreativesAdded = append(d.CreativesAdded, c.Creatives[k].ID)
-				}
-			}
-		case j >= len(oldDigests) || oldDigests[j] != newDigests[i]:
-			changed(&oldRS.Campaigns[j], c)
-		}
-	}
-	if lists {
-		for j := range oldRS.Campaigns {
-			c := &oldRS.Campaigns[j]
-			if !kept[j] {
-				d.CampaignsRemoved = append(d.CampaignsRemoved, c.ID)
-				for k := range c.Creatives {
-					d.CreativesRemoved = append(d.CreativesRemoved, c.Creatives[k].ID)
-				}
-			}
-		}
-	}
-	return d
+	return l.diff(contentChanged)
 }
 
 // sameIDs reports whether a and b hold the same campaign ids in the same
@@ -147,26 +119,56 @@ func sameIDs(a, b *rules.RuleSet) bool {
 	return true
 }
 
-// sort sorts the lists, the long ones (a whole rule set replaced: tens of
-// thousands of ids) on every CPU.
-func (d *Diff) sort() {
-	var wg sync.WaitGroup
-	for _, l := range []*[]string{
-		&d.CampaignsAdded, &d.CampaignsChanged, &d.CampaignsRemoved,
-		&d.CreativesAdded, &d.CreativesChanged, &d.CreativesRemoved,
-	} {
-		if len(*l) < 1024 {
-			slices.Sort(*l)
-			continue
-		}
-		wg.Go(func() { slices.Sort(*l) })
-	}
-	wg.Wait()
+// The lists of a Diff, as lister numbers them.
+const (
+	campaignsAdded = iota
+	campaignsChanged
+	campaignsRemoved
+	creativesAdded
+	creativesChanged
+	creativesRemoved
+	nLists
+)
+
+// lister counts the ids of each list of a Diff and keeps the first
+// limit of each in sorted order.
+type lister struct {
+	limit int
+	n     [nLists]int
+	first [nLists]maxHeap
 }
 
-// creatives counts, and with lists lists, what changed between two
-// versions of one campaign.
-func (d *Diff) creatives(old, c *rules.Campaign, lists bool) {
+func (l *lister) add(list int, id string) {
+	l.n[list]++
+	if l.limit == 0 {
+		return
+	}
+	h := &l.first[list]
+	switch {
+	case len(*h) < l.limit:
+		*h = append(*h, id)
+		if len(*h) == l.limit {
+			heap.Init(h)
+		}
+	case id < (*h)[0]:
+		(*h)[0] = id
+		heap.Fix(h, 0)
+	}
+}
+
+// addCreatives adds the ids of c's creatives to list.
+func (l *lister) addCreatives(list int, c *rules.Campaign) {
+	if l.limit == 0 {
+		l.n[list] += len(c.Creatives)
+		return
+	}
+	for k := range c.Creatives {
+		l.add(list, c.Creatives[k].ID)
+	}
+}
+
+// creatives adds what changed between two versions of one campaign.
+func (l *lister) creatives(old, c *rules.Campaign) {
 	before := make(map[string]rules.Digest, len(old.Creatives))
 	for k := range old.Creatives {
 		before[old.Creatives[k].ID] = old.Creatives[k].Digest()
@@ -176,21 +178,46 @@ func (d *Diff) creatives(old, c *rules.Campaign, lists bool) {
 		dg, ok := before[cr.ID]
 		switch {
 		case !ok:
-			note(lists, &d.CreativesAdded, &d.Counts.CreativesAdded, cr.ID)
+			l.add(creativesAdded, cr.ID)
 		case dg != cr.Digest():
-			note(lists, &d.CreativesChanged, &d.Counts.CreativesChanged, cr.ID)
+			l.add(creativesChanged, cr.ID)
 		}
 		delete(before, cr.ID)
 	}
 	for id := range before {
-		note(lists, &d.CreativesRemoved, &d.Counts.CreativesRemoved, id)
+		l.add(creativesRemoved, id)
 	}
 }
 
-// note counts id in n, and with lists, appends it to l.
-func note(lists bool, l *[]string, n *int, id string) {
-	*n++
-	if lists {
-		*l = append(*l, id)
+// diff returns the Diff: counts, and sorted lists.
+func (l *lister) diff(contentChanged bool) Diff {
+	list := func(i int) []string {
+		ids := []string(l.first[i])
+		slices.Sort(ids)
+		return ids
 	}
+	return Diff{
+		CampaignsAdded: list(campaignsAdded), CampaignsChanged: list(campaignsChanged), CampaignsRemoved: list(campaignsRemoved),
+		CreativesAdded: list(creativesAdded), CreativesChanged: list(creativesChanged), CreativesRemoved: list(creativesRemoved),
+		ContentRulesChanged: contentChanged,
+		Counts: DiffCounts{
+			CampaignsAdded: l.n[campaignsAdded], CampaignsChanged: l.n[campaignsChanged], CampaignsRemoved: l.n[campaignsRemoved],
+			CreativesAdded: l.n[creativesAdded], CreativesChanged: l.n[creativesChanged], CreativesRemoved: l.n[creativesRemoved],
+		},
+	}
+}
+
+// maxHeap is a max-heap of ids (container/heap): while it holds a
+// list's first ids, its top is the one the next smaller id replaces.
+type maxHeap []string
+
+func (h maxHeap) Len() int           { return len(h) }
+func (h maxHeap) Less(i, j int) bool { return h[i] > h[j] }
+func (h maxHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *maxHeap) Push(x any)        { *h = append(*h, x.(string)) }
+func (h *maxHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
@@ -20,10 +21,19 @@ func counted(d Diff) Diff {
 	return d
 }
 
+// lists are d's six lists.
+func lists(d *Diff) []*[]string {
+	return []*[]string{
+		&d.CampaignsAdded, &d.CampaignsChanged, &d.CampaignsRemoved,
+		&d.CreativesAdded, &d.CreativesChanged, &d.CreativesRemoved,
+	}
+}
+
 // TestDiffCounts: a diff without lists (a file reload's) counts what the
-// diff with lists lists, for edits of every kind: campaigns added,
-// removed and changed, creatives added, removed and changed, with and
-// without campaigns moving.
+// diff with lists lists, and a diff whose lists are capped lists the
+// first ids of the full lists and counts them all, for edits of every
+// kind: campaigns added, removed and changed, creatives added, removed
+// and changed, with and without campaigns moving.
 func TestDiffCounts(t *testing.T) {
 	gen := func(seed int64) *rules.RuleSet {
 		cfg := world.SmallConfig()
@@ -75,13 +85,26 @@ func TestDiffCounts(t *testing.T) {
 	}
 	for name, c := range cases {
 		oldR, newR := compile(c[0]), compile(c[1])
-		listed := diff(c[0], oldR, c[1], newR, true)
+		listed := diff(c[0], oldR, c[1], newR, 1<<30)
 		if got := counted(listed); !cmp.Equal(got, listed) {
 			t.Errorf("%s: counts %+v, lists %+v", name, listed.Counts, got.Counts)
 		}
+		for _, l := range lists(&listed) {
+			if !slices.IsSorted(*l) {
+				t.Errorf("%s: not sorted: %q", name, *l)
+			}
+		}
 		want := Diff{Counts: listed.Counts, ContentRulesChanged: listed.ContentRulesChanged}
-		if d := cmp.Diff(want, diff(c[0], oldR, c[1], newR, false)); d != "" {
+		if d := cmp.Diff(want, diff(c[0], oldR, c[1], newR, 0)); d != "" {
 			t.Errorf("%s: without lists (-want +got):\n%s", name, d)
+		}
+		const limit = 2
+		want = listed
+		for _, l := range lists(&want) {
+			*l = (*l)[:min(limit, len(*l))]
+		}
+		if d := cmp.Diff(want, diff(c[0], oldR, c[1], newR, limit), cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("%s: lists capped at %d (-want +got):\n%s", name, limit, d)
 		}
 		if name == "everything" && (listed.Counts.CampaignsAdded == 0 || listed.Counts.CampaignsRemoved == 0 || listed.Counts.CampaignsChanged == 0 ||
 			listed.Counts.CreativesAdded == 0 || listed.Counts.CreativesRemoved == 0 || listed.Counts.CreativesChanged == 0 || !listed.ContentRulesChanged) {

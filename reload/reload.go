@@ -355,12 +355,12 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		return nil, err
 	}
 	// A file reload's Result is only logged, and so is that of the
-	// persisted set applied at start (at set).
-	lists := src != SourceFile && at.IsZero()
-	d := diff(cur.RuleSet, cur.Rules, rs, r, lists)
-	if lists {
-		d.sort() // for the caller
+	// persisted set applied at start (at set): those count, not list.
+	listed := 0
+	if src != SourceFile && at.IsZero() {
+		listed = MaxListed
 	}
+	d := diff(cur.RuleSet, cur.Rules, rs, r, listed)
 	res := &Result{
 		Version:   r.Version(),
 		Diff:      d,

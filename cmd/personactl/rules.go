@@ -230,28 +230,33 @@ func printViolations(w io.Writer, st *status.Status) int {
 }
 
 func printDiff(w io.Writer, d *personadpb.RulesDiff) {
-	line := func(what string, ids []string) {
-		if len(ids) == 0 {
+	// A list holds the first ids; its count, all of them (a server
+	// without counts sends whole lists).
+	changed := d.GetContentRulesChanged()
+	line := func(what string, ids []string, count int32) {
+		n := max(int(count), len(ids))
+		if n == 0 {
 			return
 		}
+		changed = true
 		const show = 20
-		list := strings.Join(ids[:min(show, len(ids))], ", ")
-		if len(ids) > show {
-			list += fmt.Sprintf(", ... (%d more)", len(ids)-show)
+		shown := ids[:min(show, len(ids))]
+		list := strings.Join(shown, ", ")
+		if n > len(shown) {
+			list += fmt.Sprintf(", ... (%d more)", n-len(shown))
 		}
-		fmt.Fprintf(w, "%-18s %d: %s\n", what, len(ids), list)
+		fmt.Fprintf(w, "%-18s %d: %s\n", what, n, list)
 	}
-	line("campaigns added", d.GetCampaignsAdded())
-	line("campaigns changed", d.GetCampaignsChanged())
-	line("campaigns removed", d.GetCampaignsRemoved())
-	line("creatives added", d.GetCreativesAdded())
-	line("creatives changed", d.GetCreativesChanged())
-	line("creatives removed", d.GetCreativesRemoved())
+	line("campaigns added", d.GetCampaignsAdded(), d.GetCampaignsAddedCount())
+	line("campaigns changed", d.GetCampaignsChanged(), d.GetCampaignsChangedCount())
+	line("campaigns removed", d.GetCampaignsRemoved(), d.GetCampaignsRemovedCount())
+	line("creatives added", d.GetCreativesAdded(), d.GetCreativesAddedCount())
+	line("creatives changed", d.GetCreativesChanged(), d.GetCreativesChangedCount())
+	line("creatives removed", d.GetCreativesRemoved(), d.GetCreativesRemovedCount())
 	if d.GetContentRulesChanged() {
 		fmt.Fprintln(w, "content rules changed")
 	}
-	if len(d.GetCampaignsAdded())+len(d.GetCampaignsChanged())+len(d.GetCampaignsRemoved())+
-		len(d.GetCreativesAdded())+len(d.GetCreativesChanged())+len(d.GetCreativesRemoved()) == 0 && !d.GetContentRulesChanged() {
+	if !changed {
 		fmt.Fprintln(w, "no changes")
 	}
 }

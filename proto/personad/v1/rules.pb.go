@@ -1023,7 +1023,11 @@ func (x *RulesApplyResponse) GetCampaigns() int32 {
 	return 0
 }
 
-// RulesDiff lists, by id, what a rule set changes against another.
+// RulesDiff lists, by id, what a rule set changes against another. Each
+// list holds at most 1,000 ids, the first in sorted order (replacing a
+// set of 10,000 campaigns adds and removes ~80,000 ids: more than a
+// client accepts in one response by default); its count field counts
+// them all.
 type RulesDiff struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	CampaignsAdded      []string               `protobuf:"bytes,1,rep,name=campaigns_added,json=campaignsAdded,proto3" json:"campaigns_added,omitempty"`
@@ -1033,8 +1037,15 @@ type RulesDiff struct {
 	CreativesChanged    []string               `protobuf:"bytes,5,rep,name=creatives_changed,json=creativesChanged,proto3" json:"creatives_changed,omitempty"`
 	CreativesRemoved    []string               `protobuf:"bytes,6,rep,name=creatives_removed,json=creativesRemoved,proto3" json:"creatives_removed,omitempty"`
 	ContentRulesChanged bool                   `protobuf:"varint,7,opt,name=content_rules_changed,json=contentRulesChanged,proto3" json:"content_rules_changed,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// How many ids each list has uncapped.
+	CampaignsAddedCount   int32 `protobuf:"varint,8,opt,name=campaigns_added_count,json=campaignsAddedCount,proto3" json:"campaigns_added_count,omitempty"`
+	CampaignsChangedCount int32 `protobuf:"varint,9,opt,name=campaigns_changed_count,json=campaignsChangedCount,proto3" json:"campaigns_changed_count,omitempty"`
+	CampaignsRemovedCount int32 `protobuf:"varint,10,opt,name=campaigns_removed_count,json=campaignsRemovedCount,proto3" json:"campaigns_removed_count,omitempty"`
+	CreativesAddedCount   int32 `protobuf:"varint,11,opt,name=creatives_added_count,json=creativesAddedCount,proto3" json:"creatives_added_count,omitempty"`
+	CreativesChangedCount int32 `protobuf:"varint,12,opt,name=creatives_changed_count,json=creativesChangedCount,proto3" json:"creatives_changed_count,omitempty"`
+	CreativesRemovedCount int32 `protobuf:"varint,13,opt,name=creatives_removed_count,json=creativesRemovedCount,proto3" json:"creatives_removed_count,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RulesDiff) Reset() {
@@ -1114,6 +1125,48 @@ func (x *RulesDiff) GetContentRulesChanged() bool {
 		return x.ContentRulesChanged
 	}
 	return false
+}
+
+func (x *RulesDiff) GetCampaignsAddedCount() int32 {
+	if x != nil {
+		return x.CampaignsAddedCount
+	}
+	return 0
+}
+
+func (x *RulesDiff) GetCampaignsChangedCount() int32 {
+	if x != nil {
+		return x.CampaignsChangedCount
+	}
+	return 0
+}
+
+func (x *RulesDiff) GetCampaignsRemovedCount() int32 {
+	if x != nil {
+		return x.CampaignsRemovedCount
+	}
+	return 0
+}
+
+func (x *RulesDiff) GetCreativesAddedCount() int32 {
+	if x != nil {
+		return x.CreativesAddedCount
+	}
+	return 0
+}
+
+func (x *RulesDiff) GetCreativesChangedCount() int32 {
+	if x != nil {
+		return x.CreativesChangedCount
+	}
+	return 0
+}
+
+func (x *RulesDiff) GetCreativesRemovedCount() int32 {
+	if x != nil {
+		return x.CreativesRemovedCount
+	}
+	return 0
 }
 
 type RulesGetRequest struct {
@@ -1408,7 +1461,7 @@ const file_personad_v1_rules_proto_rawDesc = "" +
 	"\n" +
 	"applied_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x1c\n" +
 	"\tunchanged\x18\a \x01(\bR\tunchanged\x12\x1c\n" +
-	"\tcampaigns\x18\b \x01(\x05R\tcampaigns\"\xc5\x02\n" +
+	"\tcampaigns\x18\b \x01(\x05R\tcampaigns\"\x8d\x05\n" +
 	"\tRulesDiff\x12'\n" +
 	"\x0fcampaigns_added\x18\x01 \x03(\tR\x0ecampaignsAdded\x12+\n" +
 	"\x11campaigns_changed\x18\x02 \x03(\tR\x10campaignsChanged\x12+\n" +
@@ -1416,7 +1469,14 @@ const file_personad_v1_rules_proto_rawDesc = "" +
 	"\x0fcreatives_added\x18\x04 \x03(\tR\x0ecreativesAdded\x12+\n" +
 	"\x11creatives_changed\x18\x05 \x03(\tR\x10creativesChanged\x12+\n" +
 	"\x11creatives_removed\x18\x06 \x03(\tR\x10creativesRemoved\x122\n" +
-	"\x15content_rules_changed\x18\a \x01(\bR\x13contentRulesChanged\";\n" +
+	"\x15content_rules_changed\x18\a \x01(\bR\x13contentRulesChanged\x122\n" +
+	"\x15campaigns_added_count\x18\b \x01(\x05R\x13campaignsAddedCount\x126\n" +
+	"\x17campaigns_changed_count\x18\t \x01(\x05R\x15campaignsChangedCount\x126\n" +
+	"\x17campaigns_removed_count\x18\n" +
+	" \x01(\x05R\x15campaignsRemovedCount\x122\n" +
+	"\x15creatives_added_count\x18\v \x01(\x05R\x13creativesAddedCount\x126\n" +
+	"\x17creatives_changed_count\x18\f \x01(\x05R\x15creativesChangedCount\x126\n" +
+	"\x17creatives_removed_count\x18\r \x01(\x05R\x15creativesRemovedCount\";\n" +
 	"\x0fRulesGetRequest\x12(\n" +
 	"\x10include_rule_set\x18\x01 \x01(\bR\x0eincludeRuleSet\"\xa8\x02\n" +
 	"\x10RulesGetResponse\x12\x18\n" +
