@@ -387,7 +387,9 @@ func (s *unitSize) add(t unitSize) {
 }
 
 // arenaSpan is the campaigns whose units a compilation cuts from one
-// unitArena: a divisor of the chunks par.For hands out, so that a span
+// unitArena (and whose copies a hashing pass cuts from one copyArena): a
+// divisor of the chunks par.For hands out there (1024 campaigns in
+// rules.(*RuleSet).ValidateThen, 512 in Compiler.digests), so that a span
 // is one goroutine's.
 const arenaSpan = 512
 
