@@ -302,7 +302,7 @@ func copyCampaign(c *rules.Campaign) rules.Campaign {
 }
 
 // copyArena is the backing arrays seen's copies are cut from, as
-// unitArena is units': each array holds about unitBatch copies' worth,
+// unitArena is units': each array holds up to about unitBatch copies' worth,
 // shared by copies made one after another, a few allocations for them
 // all instead of four per campaign. A copy keeps the arrays it was cut
 // from alive, with the others' copies in them, until they are all
@@ -314,8 +314,7 @@ type copyArena struct {
 	clauses   []rules.Clause
 	creatives []rules.Creative
 	prios     []int32
-	// sum is the size of the n copies made so far: a new array has room
-	// for unitBatch copies of the mean size.
+	// sum is the size of the n copies made so far, for batchOf.
 	sum copySize
 	n   int
 }
@@ -351,7 +350,7 @@ func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
 	a.sum.creatives += s.creatives
 	a.sum.prios += s.prios
 	a.n++
-	batch := func(sum int) int { return (sum*unitBatch + a.n - 1) / a.n }
+	batch := func(sum int) int { return batchOf(sum, a.n) }
 	refill(&a.strs, s.strs, batch(a.sum.strs))
 	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
 	refill(&a.creatives, s.creatives, batch(a.sum.creatives))

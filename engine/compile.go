@@ -403,7 +403,7 @@ type spanArena struct {
 const unitBatch = 8
 
 // unitArena is the backing arrays units and their slices are cut from:
-// each array holds about unitBatch units' worth (of the mean size so far),
+// each array holds up to about unitBatch units' worth (see batchOf),
 // shared by units compiled one after another, a few allocations for them
 // all instead of several per unit (a cold compile of 100,000 campaigns
 // made nearly a million). When one array has too little room left for the
@@ -429,8 +429,7 @@ type unitArena struct {
 	clauses   [][]uint32
 	ids       []uint32
 	// sum is the size of the n units reserved so far, and nfacts their
-	// distinct facts (fewer than sum.values): a new array has room for
-	// unitBatch units of the mean size.
+	// distinct facts (fewer than sum.values), for batchOf.
 	sum    unitSize
 	nfacts int
 	n      int
@@ -441,14 +440,22 @@ type unitArena struct {
 func (a *unitArena) reserve(s unitSize) {
 	a.sum.add(s)
 	a.n++
-	batch := func(sum int) int { return (sum*unitBatch + a.n - 1) / a.n }
-	refill(&a.units, 1, unitBatch)
+	batch := func(sum int) int { return batchOf(sum, a.n) }
+	refill(&a.units, 1, min(a.n, unitBatch))
 	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
 	refill(&a.strs, s.strs, batch(a.sum.strs))
 	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
 	refill(&a.ids, s.values, batch(a.sum.values))
 	refill(&a.facts, s.values, batch(a.nfacts))
 }
+
+// batchOf is room for the next arrays of an arena that has reserved n
+// units (or copies) summing to sum in size: min(n, unitBatch) of the mean
+// size, rounded up. An arena's first arrays are for its first unit alone,
+// the next for two, then four, then unitBatch: a compilation of one or
+// a few units (a patch, or a span with few campaigns changed) allocates
+// little more than they take.
+func batchOf(sum, n int) int { return (sum*min(n, unitBatch) + n - 1) / n }
 
 // refill makes room for need more elements in *s: when it has less, *s
 // becomes a new empty array with room for need, or batch if more (or
