@@ -536,3 +536,49 @@ func sameAsFresh(t *testing.T, what string, rs *rules.RuleSet, got *Rules, gerr 
 	}
 	t.Fatalf("%s: rules differ from a fresh compilation", what)
 }
+
+// TestArenasShared compiles units, and copies campaigns, many to one
+// arena: each must equal what it is alone, after all the others were cut
+// from the same arrays, and every slice in it must end at its length, so
+// that nothing appended to one can write into another.
+func TestArenasShared(t *testing.T) {
+	rs := smallRules(t, 300)
+	var ua unitArena
+	var ca copyArena
+	units := make([]*unit, len(rs.Campaigns))
+	copies := make([]rules.Campaign, len(rs.Campaigns))
+	for i := range rs.Campaigns {
+		units[i] = compileUnit(&rs.Campaigns[i], rules.Digest{byte(i)}, &ua)
+		copies[i] = ca.copy(&rs.Campaigns[i])
+	}
+	for i := range rs.Campaigns {
+		var alone unitArena
+		if want := compileUnit(&rs.Campaigns[i], rules.Digest{byte(i)}, &alone); !reflect.DeepEqual(units[i], want) {
+			t.Errorf("campaigns[%d]: unit from a shared arena differs from one compiled alone", i)
+		}
+		if !reflect.DeepEqual(copies[i], rs.Campaigns[i]) {
+			t.Errorf("campaigns[%d]: copy from a shared arena differs from the campaign", i)
+		}
+		slicesEndAtLength(t, fmt.Sprintf("units[%d]", i), reflect.ValueOf(units[i]).Elem())
+		slicesEndAtLength(t, fmt.Sprintf("copies[%d]", i), reflect.ValueOf(&copies[i]).Elem())
+	}
+}
+
+// slicesEndAtLength fails t for every slice reachable from v whose
+// capacity is more than its length.
+func slicesEndAtLength(t *testing.T, path string, v reflect.Value) {
+	t.Helper()
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			slicesEndAtLength(t, path+"."+v.Type().Field(i).Name, v.Field(i))
+		}
+	case reflect.Slice:
+		if v.Cap() != v.Len() {
+			t.Errorf("%s: cap %d, len %d", path, v.Cap(), v.Len())
+		}
+		for i := range v.Len() {
+			slicesEndAtLength(t, fmt.Sprintf("%s[%d]", path, i), v.Index(i))
+		}
+	}
+}
