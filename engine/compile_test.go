@@ -582,3 +582,41 @@ func slicesEndAtLength(t *testing.T, path string, v reflect.Value) {
 		}
 	}
 }
+
+// TestCompileSetsEveryField compiles a set in which every field of a
+// compiled campaign and creative has a reason to be set: each must be set
+// (not zero) in at least one, so that no field is left behind when
+// compiling or linking copies them one by one.
+func TestCompileSetsEveryField(t *testing.T) {
+	rs := smallRules(t, 100)
+	for i := range 10 {
+		fillLeaves(&rs.Campaigns[i])
+	}
+	c := &rs.Campaigns[0]
+	c.Start, c.End = "2026-01-01T00:00:00Z", "2036-01-01T00:00:00Z"
+	c.Targeting.All = append(c.Targeting.All, c.Targeting.All...) // a facet twice: verify
+	c.FrequencyCap = rules.FrequencyCap{Max: 3, Window: "24h"}
+	rs.ContentRules.BlockedAdomain = append(rs.ContentRules.BlockedAdomain, rs.Campaigns[1].Adomain[0])
+	rs.ContentRules.BlockedCat = append(rs.ContentRules.BlockedCat, "IAB1")
+	r, err := Compile(rs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	campaigns := reflect.ValueOf(r.campaigns)
+	var creatives []Creative
+	for _, c := range r.campaigns {
+		creatives = append(creatives, c.Creatives...)
+	}
+	for _, all := range []reflect.Value{campaigns, reflect.ValueOf(creatives)} {
+		typ := all.Type().Elem()
+	fields:
+		for f := range typ.NumField() {
+			for i := range all.Len() {
+				if !all.Index(i).Field(f).IsZero() {
+					continue fields
+				}
+			}
+			t.Errorf("%s.%s is zero in every one compiled", typ.Name(), typ.Field(f).Name)
+		}
+	}
+}
