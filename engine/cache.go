@@ -159,8 +159,16 @@ type hashing struct {
 	prev    []rules.Campaign
 	digests []rules.Digest
 	// immutable is set when rs is from CompileImmutable: seen keeps its
-	// campaigns rather than copies.
+	// campaigns rather than copies. Else the copies are cut from an arena
+	// per span of campaigns, as compile's units are.
 	immutable bool
+	arenas    []spanCopyArena
+}
+
+// spanCopyArena is the copyArena of one span of campaigns, locked.
+type spanCopyArena struct {
+	mu sync.Mutex
+	copyArena
 }
 
 // startHashing starts a pass, or returns nil when cc is nil or another
@@ -171,6 +179,9 @@ func (cc *Compiler) startHashing(rs *rules.RuleSet, immutable bool) *hashing {
 	}
 	n := len(rs.Campaigns)
 	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n), immutable: immutable}
+	if !immutable {
+		h.arenas = make([]spanCopyArena, (n+arenaSpan-1)/arenaSpan)
+	}
 	if len(h.prev) != n {
 		cc.seen.camps = make([]rules.Campaign, n)
 	}
@@ -195,7 +206,10 @@ func (h *hashing) at(i int) {
 		s.camps[i] = *c
 	default:
 		h.digests[i] = c.Digest()
-		s.camps[i] = copyCampaign(c)
+		a := &h.arenas[i/arenaSpan]
+		a.mu.Lock()
+		s.camps[i] = a.copy(c)
+		a.mu.Unlock()
 	}
 }
 
@@ -280,55 +294,98 @@ func sameCampaign(a, b *rules.Campaign) bool {
 	return true
 }
 
-// copyCampaign copies c's structure, sharing only string bytes: one
-// backing array for all its strings, one for all its clauses.
+// copyCampaign copies c's structure, sharing only string bytes, into
+// arrays of its own.
 func copyCampaign(c *rules.Campaign) rules.Campaign {
-	ns, nc := len(c.Adomain)+len(c.Cat)+len(c.Targeting.Channels), len(c.Targeting.All)+len(c.Targeting.None)
+	var a copyArena
+	return a.copy(c)
+}
+
+// copyArena is the backing arrays seen's copies are cut from, as
+// unitArena is units': each array holds up to about unitBatch copies' worth,
+// shared by copies made one after another, a few allocations for them
+// all instead of four per campaign. A copy keeps the arrays it was cut
+// from alive, with the others' copies in them, until they are all
+// replaced: seen holds at worst about unitBatch times the memory of its
+// campaigns' structure, when every campaign but one in each array has
+// changed since it was hashed. An arena is for one goroutine at a time.
+type copyArena struct {
+	strs      []string
+	clauses   []rules.Clause
+	creatives []rules.Creative
+	prios     []int32
+	// sum is the size of the n copies made so far, for batchOf.
+	sum copySize
+	n   int
+}
+
+// copySize counts what a copy takes from a copyArena.
+type copySize struct{ strs, clauses, creatives, prios int }
+
+// copy copies c's structure, sharing only string bytes.
+func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
+	s := copySize{
+		strs:      len(c.Adomain) + len(c.Cat) + len(c.Targeting.Channels),
+		clauses:   len(c.Targeting.All) + len(c.Targeting.None),
+		creatives: len(c.Creatives),
+	}
+	if c.Priority != nil {
+		s.prios = 1
+	}
 	countClauses := func(cs []rules.Clause) {
 		for _, cl := range cs {
-			ns += len(cl.Any)
+			s.strs += len(cl.Any)
 		}
 	}
 	countClauses(c.Targeting.All)
 	countClauses(c.Targeting.None)
 	for i := range c.Creatives {
 		cr := &c.Creatives[i]
-		ns += len(cr.Channels) + len(cr.Cat)
-		nc += len(cr.Persona)
+		s.strs += len(cr.Channels) + len(cr.Cat)
+		s.clauses += len(cr.Persona)
 		countClauses(cr.Persona)
 	}
-	strs := make([]string, 0, ns)
-	cls := make([]rules.Clause, 0, nc)
+	a.sum.strs += s.strs
+	a.sum.clauses += s.clauses
+	a.sum.creatives += s.creatives
+	a.sum.prios += s.prios
+	a.n++
+	batch := func(sum int) int { return batchOf(sum, a.n) }
+	refill(&a.strs, s.strs, batch(a.sum.strs))
+	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
+	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
+	refill(&a.prios, s.prios, batch(a.sum.prios))
 	// Empty stays empty and nil stays nil: the encoding does not tell them
 	// apart, but a copy that does not either is simplest to trust.
 	ss := func(src []string) []string {
 		if src == nil {
 			return nil
 		}
-		lo := len(strs)
-		strs = append(strs, src...)
-		return strs[lo:len(strs):len(strs)]
+		dst := cut(&a.strs, len(src))
+		copy(dst, src)
+		return dst
 	}
 	cs := func(src []rules.Clause) []rules.Clause {
 		if src == nil {
 			return nil
 		}
-		lo := len(cls)
-		for _, cl := range src {
-			cls = append(cls, rules.Clause{Facet: cl.Facet, Any: ss(cl.Any)})
+		dst := cut(&a.clauses, len(src))
+		for i, cl := range src {
+			dst[i] = rules.Clause{Facet: cl.Facet, Any: ss(cl.Any)}
 		}
-		return cls[lo:len(cls):len(cls)]
+		return dst
 	}
 	out := *c
 	if c.Priority != nil {
-		p := *c.Priority
-		out.Priority = &p
+		p := cut(&a.prios, 1)
+		p[0] = *c.Priority
+		out.Priority = &p[0]
 	}
 	out.Adomain = ss(c.Adomain)
 	out.Cat = ss(c.Cat)
 	out.Targeting = rules.Targeting{All: cs(c.Targeting.All), None: cs(c.Targeting.None), Channels: ss(c.Targeting.Channels)}
 	if c.Creatives != nil {
-		out.Creatives = make([]rules.Creative, len(c.Creatives))
+		out.Creatives = cut(&a.creatives, len(c.Creatives))
 		for i := range c.Creatives {
 			cr := &c.Creatives[i]
 			out.Creatives[i] = rules.Creative{

@@ -220,8 +220,16 @@ func (cc *Compiler) compile(rs *rules.RuleSet, version string, immutable bool) (
 		units[i] = cc.lookup(rs.Campaigns[i].ID, digests[i])
 		return units[i] != nil
 	}
+	// Units are compiled into an arena per span of campaigns, which is one
+	// goroutine's: ValidateThen hands its goroutines chunks of whole spans
+	// (par.For chunks of 1024). The lock only keeps that an optimisation:
+	// were a span shared, its goroutines would take turns.
+	arenas := make([]spanArena, (n+arenaSpan-1)/arenaSpan)
 	compile := func(i int) {
-		units[i] = compileUnit(&rs.Campaigns[i], digests[i])
+		a := &arenas[i/arenaSpan]
+		a.mu.Lock()
+		units[i] = compileUnit(&rs.Campaigns[i], digests[i], &a.unitArena)
+		a.mu.Unlock()
 		fresh[i] = true
 	}
 	err := rs.ValidateThen(known, compile)
@@ -261,28 +269,44 @@ func (cc *Compiler) compile(rs *rules.RuleSet, version string, immutable bool) (
 type unit struct {
 	id     string
 	digest rules.Digest
-	// camp and creatives carry every field but the linked ones (ordinal,
-	// all, none, channels, houseBlocked; creative channels, persona,
-	// houseBlocked).
-	camp      Campaign
-	creatives []Creative
+	// Campaign's fields but the linked ones (Creatives, ordinal, all,
+	// none, channels, houseBlocked), not a Campaign with those left zero:
+	// a unit is about a third smaller.
+	advertiser, currency string
+	adomain              []string
+	bidMicros            int64
+	priority             int32
+	active, verify       bool
+	limits               ledger.Limits
+	start, end           int64
+	clauseCount          int
+	creatives            []unitCreative
 
 	facts     []Fact     // distinct facts of the campaign, first-seen order
 	all, none [][]uint32 // clauses as indexes into facts
-	persona   [][][]uint32
 	channels  []string   // targeting.channels
-	crChans   [][]string // creative channels
-	sizes     []Size     // distinct creative sizes
 }
 
-func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
-	u := &unit{id: c.ID, digest: d}
+// unitCreative is a creative as a unit keeps it: Creative's own fields,
+// and its channels and persona unlinked.
+type unitCreative struct {
+	ID, Adm  string
+	W, H     int32
+	Cat      []string
+	channels []string
+	persona  [][]uint32 // clauses as indexes into the unit's facts
+}
+
+// compileUnit compiles c into a, which must be used by one goroutine at
+// a time.
+func compileUnit(c *rules.Campaign, d rules.Digest, a *unitArena) *unit {
 	start, end := c.Flight()
 	// A unit outlives the rule set it came from, whose slices the caller
-	// may edit in place: it keeps copies, all strings in one backing array
-	// and all clauses in another (a few allocations per campaign instead of
-	// one per slice: a cold compile of 100,000 campaigns makes millions).
+	// may edit in place: it keeps copies of them (sharing the strings,
+	// which are immutable), cut from the arena's backing arrays, shared
+	// with the other units of a batch (see unitArena).
 	var size unitSize
+	size.creatives = len(c.Creatives)
 	size.addStrings(c.Adomain, c.Cat, c.Targeting.Channels)
 	size.addClauses(c.Targeting.All)
 	size.addClauses(c.Targeting.None)
@@ -291,65 +315,61 @@ func compileUnit(c *rules.Campaign, d rules.Digest) *unit {
 		size.addStrings(cr.Cat, cr.Channels)
 		size.addClauses(cr.Persona)
 	}
-	a := unitArena{
-		strs:    make([]string, 0, size.strs),
-		clauses: make([][]uint32, 0, size.clauses),
-		ids:     make([]uint32, 0, size.values),
-	}
-	u.facts = make([]Fact, 0, size.values)
-	u.camp = Campaign{
-		ID:          c.ID,
-		Advertiser:  c.Advertiser,
-		Adomain:     a.clone(c.Adomain),
-		Currency:    c.EffectiveCurrency(),
-		BidMicros:   rules.Micros(c.BidCPM),
-		Priority:    c.EffectivePriority(),
-		active:      c.Active(),
-		clauseCount: len(c.Targeting.All),
-	}
+	a.reserve(size)
+	a.units = append(a.units, unit{id: c.ID, digest: d})
+	u := &a.units[len(a.units)-1]
+	// Facts are interned into the arena's array in place, up to one per
+	// clause value; only the distinct ones are kept.
+	u.facts = a.facts[len(a.facts):len(a.facts):cap(a.facts)]
+	u.advertiser = c.Advertiser
+	u.adomain = a.clone(c.Adomain)
+	u.currency = c.EffectiveCurrency()
+	u.bidMicros = rules.Micros(c.BidCPM)
+	u.priority = c.EffectivePriority()
+	u.active = c.Active()
+	u.clauseCount = len(c.Targeting.All)
 	// rules.Validate has checked what LimitsFromRules checks; should the two
 	// ever disagree, SetRules fails the campaign closed (it cannot spend).
-	u.camp.Limits, _ = ledger.LimitsFromRules(c)
+	u.limits, _ = ledger.LimitsFromRules(c)
 	if !start.IsZero() {
-		u.camp.start = start.UnixNano()
+		u.start = start.UnixNano()
 	}
 	if !end.IsZero() {
-		u.camp.end = end.UnixNano()
+		u.end = end.UnixNano()
 	}
 	for i, cl := range c.Targeting.All {
 		for _, prev := range c.Targeting.All[:i] {
 			if prev.Facet == cl.Facet {
-				u.camp.verify = true
+				u.verify = true
 			}
 		}
 	}
-	u.all = u.clauses(&a, c.Targeting.All)
-	u.none = u.clauses(&a, c.Targeting.None)
+	u.all = u.clauses(a, c.Targeting.All)
+	u.none = u.clauses(a, c.Targeting.None)
 	u.channels = a.clone(c.Targeting.Channels)
 	campCat := a.clone(c.Cat)
-	u.creatives = make([]Creative, len(c.Creatives))
-	u.persona = make([][][]uint32, len(c.Creatives))
-	u.crChans = make([][]string, len(c.Creatives))
-	u.sizes = make([]Size, 0, len(c.Creatives))
+	u.creatives = cut(&a.creatives, len(c.Creatives))
 	for i := range c.Creatives {
 		cr := &c.Creatives[i]
 		cat := a.clone(cr.Cat)
 		if len(cat) == 0 {
 			cat = campCat
 		}
-		u.creatives[i] = Creative{ID: cr.ID, W: cr.W, H: cr.H, Adm: cr.Adm, Cat: cat}
-		u.persona[i] = u.clauses(&a, cr.Persona)
-		u.crChans[i] = a.clone(cr.Channels)
-		if sz := (Size{cr.W, cr.H}); !slices.Contains(u.sizes, sz) {
-			u.sizes = append(u.sizes, sz)
+		u.creatives[i] = unitCreative{
+			ID: cr.ID, Adm: cr.Adm, W: cr.W, H: cr.H, Cat: cat,
+			channels: a.clone(cr.Channels),
+			persona:  u.clauses(a, cr.Persona),
 		}
 	}
+	u.facts = cut(&a.facts, len(u.facts))
+	a.nfacts += len(u.facts)
 	return u
 }
 
-// unitSize counts what a unit copies: strings in string slices, clauses,
-// and clause values.
-type unitSize struct{ strs, clauses, values int }
+// unitSize counts what a unit takes from a unitArena: creatives, strings
+// in string slices, clauses, and clause values (the ids in clauses, and
+// at most as many facts).
+type unitSize struct{ creatives, strs, clauses, values int }
 
 func (s *unitSize) addStrings(ss ...[]string) {
 	for _, x := range ss {
@@ -364,12 +384,99 @@ func (s *unitSize) addClauses(cs []rules.Clause) {
 	}
 }
 
-// unitArena is the backing arrays of one unit's slices, sized by
-// unitSize so that they never grow.
+func (s *unitSize) add(t unitSize) {
+	s.creatives += t.creatives
+	s.strs += t.strs
+	s.clauses += t.clauses
+	s.values += t.values
+}
+
+// arenaSpan is the campaigns whose units a compilation cuts from one
+// unitArena (and whose copies a hashing pass cuts from one copyArena): a
+// divisor of the chunks par.For hands out there (1024 campaigns in
+// rules.(*RuleSet).ValidateThen, 512 in Compiler.digests), so that a span
+// is one goroutine's.
+const arenaSpan = 512
+
+// spanArena is the unitArena of one span of campaigns, locked.
+type spanArena struct {
+	mu sync.Mutex
+	unitArena
+}
+
+// unitBatch is about how many units share each of a unitArena's arrays.
+const unitBatch = 8
+
+// unitArena is the backing arrays units and their slices are cut from:
+// each array holds up to about unitBatch units' worth (see batchOf),
+// shared by units compiled one after another, a few allocations for them
+// all instead of several per unit (a cold compile of 100,000 campaigns
+// made nearly a million). When one array has too little room left for the
+// next unit, it alone is replaced; the few elements it had left stay
+// unused. Nothing is written into what was cut, so the units stay
+// immutable.
+//
+// A unit keeps the arrays it was cut from alive: a cached unit whose
+// neighbours were evicted holds up to unitBatch units' worth of each
+// (~10 KB at the reference world's ~1.2 KB a unit), so that the cache's
+// memory is at worst about unitBatch times what its entries count.
+// Neighbours come from one rule set, usually reused and replaced
+// together, and a small batch keeps that worst case bounded: most of
+// what sharing saves, allocations, is saved by the first few units of an
+// array.
+//
+// An arena is for one goroutine at a time.
 type unitArena struct {
-	strs    []string
-	clauses [][]uint32
-	ids     []uint32
+	units     []unit
+	creatives []unitCreative
+	facts     []Fact
+	strs      []string
+	clauses   [][]uint32
+	ids       []uint32
+	// sum is the size of the n units reserved so far, and nfacts their
+	// distinct facts (fewer than sum.values), for batchOf.
+	sum    unitSize
+	nfacts int
+	n      int
+}
+
+// reserve makes room for a unit of size s, replacing each array with too
+// little room left.
+func (a *unitArena) reserve(s unitSize) {
+	a.sum.add(s)
+	a.n++
+	batch := func(sum int) int { return batchOf(sum, a.n) }
+	refill(&a.units, 1, min(a.n, unitBatch))
+	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
+	refill(&a.strs, s.strs, batch(a.sum.strs))
+	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
+	refill(&a.ids, s.values, batch(a.sum.values))
+	refill(&a.facts, s.values, batch(a.nfacts))
+}
+
+// batchOf is room for the next arrays of an arena that has reserved n
+// units (or copies) summing to sum in size: min(n, unitBatch) of the mean
+// size, rounded up. An arena's first arrays are for its first unit alone,
+// the next for two, then four, then unitBatch: a compilation of one or
+// a few units (a patch, or a span with few campaigns changed) allocates
+// little more than they take.
+func batchOf(sum, n int) int { return (sum*min(n, unitBatch) + n - 1) / n }
+
+// refill makes room for need more elements in *s: when it has less, *s
+// becomes a new empty array with room for need, or batch if more (or
+// what the allocation's size class holds besides).
+func refill[T any](s *[]T, need, batch int) {
+	if cap(*s)-len(*s) < need {
+		*s = slices.Grow([]T(nil), max(need, batch))
+	}
+}
+
+// cut returns the next n elements of *s's array, which has room for them,
+// and moves *s past them.
+func cut[T any](s *[]T, n int) []T {
+	lo := len(*s)
+	*s = (*s)[:lo+n]
+	return (*s)[lo : lo+n : lo+n]
 }
 
 // clone copies src into the arena; nil stays nil and empty stays empty,
@@ -455,8 +562,8 @@ func compareRank(aPrio, bPrio int32, aBid, bBid int64, aClauses, bClauses int32,
 }
 
 func compareUnits(a, b *unit) int {
-	return compareRank(a.camp.Priority, b.camp.Priority, a.camp.BidMicros, b.camp.BidMicros,
-		int32(a.camp.clauseCount), int32(b.camp.clauseCount), a.id, b.id)
+	return compareRank(a.priority, b.priority, a.bidMicros, b.bidMicros,
+		int32(a.clauseCount), int32(b.clauseCount), a.id, b.id)
 }
 
 func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
@@ -496,7 +603,7 @@ func link(units []*unit, cr *rules.ContentRules) (*Rules, *linked) {
 			r.campaigns[ord].ordinal = uint32(ord)
 		}
 	})
-	l.buildIndex(units, order)
+	l.buildIndex()
 	refs := make([]int32, len(r.terms))
 	for _, t := range l.local {
 		refs[t]++ // a unit's facts are distinct: one reference per unit
@@ -520,7 +627,7 @@ func rank(units []*unit) (order, ordOf []int32) {
 	}
 	keys := make([]rankKey, len(units))
 	for i, u := range units {
-		keys[i] = rankKey{u.camp.Priority, int32(u.camp.clauseCount), u.camp.BidMicros, u.id, int32(i)}
+		keys[i] = rankKey{u.priority, int32(u.clauseCount), u.bidMicros, u.id, int32(i)}
 	}
 	slices.SortFunc(keys, func(a, b rankKey) int {
 		return compareRank(a.prio, b.prio, a.bid, b.bid, a.clauses, b.clauses, a.id, b.id)
@@ -546,12 +653,10 @@ func (s *linkSize) add(u *unit) {
 	}
 	count(u.all)
 	count(u.none)
-	for _, p := range u.persona {
-		count(p)
-	}
 	s.chans += len(u.channels)
-	for _, chs := range u.crChans {
-		s.chans += len(chs)
+	for j := range u.creatives {
+		count(u.creatives[j].persona)
+		s.chans += len(u.creatives[j].channels)
 	}
 }
 
@@ -579,20 +684,25 @@ type linkArena struct {
 // and a the linked clauses and channel ids. c.ordinal is the caller's to
 // set. It only reads r (its channel table).
 func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *rules.ContentRules, creatives []Creative, a *linkArena) {
-	*c = u.camp
-	c.all = linkClauses(u.all, local, a)
-	c.none = linkClauses(u.none, local, a)
-	c.channels = r.channelIDs(u.channels, a)
+	*c = Campaign{
+		ID: u.id, Advertiser: u.advertiser, Adomain: u.adomain, Currency: u.currency,
+		BidMicros: u.bidMicros, Priority: u.priority, Creatives: creatives, Limits: u.limits,
+		active: u.active, start: u.start, end: u.end, clauseCount: u.clauseCount, verify: u.verify,
+		all:      linkClauses(u.all, local, a),
+		none:     linkClauses(u.none, local, a),
+		channels: r.channelIDs(u.channels, a),
+	}
 	if d, ok := blockedDomain(house.BlockedAdomain, c.Adomain); ok {
 		c.houseBlocked = "house rules block adomain " + d
 	}
-	copy(creatives, u.creatives)
-	c.Creatives = creatives
 	usable := 0
 	for j := range c.Creatives {
-		ccr := &c.Creatives[j]
-		ccr.channels = r.channelIDs(u.crChans[j], a)
-		ccr.persona = linkClauses(u.persona[j], local, a)
+		ucr, ccr := &u.creatives[j], &c.Creatives[j]
+		*ccr = Creative{
+			ID: ucr.ID, W: ucr.W, H: ucr.H, Adm: ucr.Adm, Cat: ucr.Cat,
+			channels: r.channelIDs(ucr.channels, a),
+			persona:  linkClauses(ucr.persona, local, a),
+		}
 		if b, ok := blockedCat(house.BlockedCat, ccr.Cat); ok {
 			ccr.houseBlocked = "house rules block category " + b
 		} else {
@@ -709,8 +819,8 @@ func (l *linker) internChannels(units []*unit, cr *rules.ContentRules) {
 		for _, ch := range u.channels {
 			named(i, ch)
 		}
-		for _, chs := range u.crChans {
-			for _, ch := range chs {
+		for j := range u.creatives {
+			for _, ch := range u.creatives[j].channels {
 				named(i, ch)
 			}
 		}
@@ -740,7 +850,7 @@ func (r *Rules) channelIDs(names []string, a *linkArena) []int {
 // 64-bit words, so that no two write one word. A set that only some
 // campaigns need (a term's, a facet's) is made by whichever sets its first
 // bit, through an atomic pointer; the size sets are made beforehand.
-func (l *linker) buildIndex(units []*unit, order []int32) {
+func (l *linker) buildIndex() {
 	r := l.r
 	n := uint(len(r.campaigns))
 	words := int((n + 63) / 64)
@@ -755,9 +865,9 @@ func (l *linker) buildIndex(units []*unit, order []int32) {
 	for id := range x.byChannel {
 		x.byChannel[id] = newSet()
 	}
-	for _, u := range units {
-		for _, sz := range u.sizes {
-			if x.bySize[sz] == nil {
+	for ord := range r.campaigns {
+		for _, cr := range r.campaigns[ord].Creatives {
+			if sz := (Size{cr.W, cr.H}); x.bySize[sz] == nil {
 				x.bySize[sz] = newSet()
 			}
 		}
@@ -789,8 +899,8 @@ func (l *linker) buildIndex(units []*unit, order []int32) {
 			for _, ch := range c.channels {
 				x.byChannel[ch].Set(o)
 			}
-			for _, sz := range units[order[ord]].sizes {
-				x.bySize[sz].Set(o)
+			for _, cr := range c.Creatives {
+				x.bySize[Size{cr.W, cr.H}].Set(o)
 			}
 			for _, cl := range c.all {
 				get(&constrained[r.terms[cl[0]].facet]).Set(o)

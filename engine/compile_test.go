@@ -536,3 +536,87 @@ func sameAsFresh(t *testing.T, what string, rs *rules.RuleSet, got *Rules, gerr 
 	}
 	t.Fatalf("%s: rules differ from a fresh compilation", what)
 }
+
+// TestArenasShared compiles units, and copies campaigns, many to one
+// arena: each must equal what it is alone, after all the others were cut
+// from the same arrays, and every slice in it must end at its length, so
+// that nothing appended to one can write into another.
+func TestArenasShared(t *testing.T) {
+	rs := smallRules(t, 300)
+	var ua unitArena
+	var ca copyArena
+	units := make([]*unit, len(rs.Campaigns))
+	copies := make([]rules.Campaign, len(rs.Campaigns))
+	for i := range rs.Campaigns {
+		units[i] = compileUnit(&rs.Campaigns[i], rules.Digest{byte(i)}, &ua)
+		copies[i] = ca.copy(&rs.Campaigns[i])
+	}
+	for i := range rs.Campaigns {
+		var alone unitArena
+		if want := compileUnit(&rs.Campaigns[i], rules.Digest{byte(i)}, &alone); !reflect.DeepEqual(units[i], want) {
+			t.Errorf("campaigns[%d]: unit from a shared arena differs from one compiled alone", i)
+		}
+		if !reflect.DeepEqual(copies[i], rs.Campaigns[i]) {
+			t.Errorf("campaigns[%d]: copy from a shared arena differs from the campaign", i)
+		}
+		slicesEndAtLength(t, fmt.Sprintf("units[%d]", i), reflect.ValueOf(units[i]).Elem())
+		slicesEndAtLength(t, fmt.Sprintf("copies[%d]", i), reflect.ValueOf(&copies[i]).Elem())
+	}
+}
+
+// slicesEndAtLength fails t for every slice reachable from v whose
+// capacity is more than its length.
+func slicesEndAtLength(t *testing.T, path string, v reflect.Value) {
+	t.Helper()
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			slicesEndAtLength(t, path+"."+v.Type().Field(i).Name, v.Field(i))
+		}
+	case reflect.Slice:
+		if v.Cap() != v.Len() {
+			t.Errorf("%s: cap %d, len %d", path, v.Cap(), v.Len())
+		}
+		for i := range v.Len() {
+			slicesEndAtLength(t, fmt.Sprintf("%s[%d]", path, i), v.Index(i))
+		}
+	}
+}
+
+// TestCompileSetsEveryField compiles a set in which every field of a
+// compiled campaign and creative has a reason to be set: each must be set
+// (not zero) in at least one, so that no field is left behind when
+// compiling or linking copies them one by one.
+func TestCompileSetsEveryField(t *testing.T) {
+	rs := smallRules(t, 100)
+	for i := range 10 {
+		fillLeaves(&rs.Campaigns[i])
+	}
+	c := &rs.Campaigns[0]
+	c.Start, c.End = "2026-01-01T00:00:00Z", "2036-01-01T00:00:00Z"
+	c.Targeting.All = append(c.Targeting.All, c.Targeting.All...) // a facet twice: verify
+	c.FrequencyCap = rules.FrequencyCap{Max: 3, Window: "24h"}
+	rs.ContentRules.BlockedAdomain = append(rs.ContentRules.BlockedAdomain, rs.Campaigns[1].Adomain[0])
+	rs.ContentRules.BlockedCat = append(rs.ContentRules.BlockedCat, "IAB1")
+	r, err := Compile(rs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	campaigns := reflect.ValueOf(r.campaigns)
+	var creatives []Creative
+	for _, c := range r.campaigns {
+		creatives = append(creatives, c.Creatives...)
+	}
+	for _, all := range []reflect.Value{campaigns, reflect.ValueOf(creatives)} {
+		typ := all.Type().Elem()
+	fields:
+		for f := range typ.NumField() {
+			for i := range all.Len() {
+				if !all.Index(i).Field(f).IsZero() {
+					continue fields
+				}
+			}
+			t.Errorf("%s.%s is zero in every one compiled", typ.Name(), typ.Field(f).Name)
+		}
+	}
+}

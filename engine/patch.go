@@ -76,8 +76,9 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 	if rs.ValidateCampaigns(fresh) != nil {
 		return nil, nil, 0, false // the full path lists every error
 	}
+	var a unitArena
 	for _, i := range fresh {
-		units[i] = compileUnit(&rs.Campaigns[i], digests[i])
+		units[i] = compileUnit(&rs.Campaigns[i], digests[i], &a)
 		cc.store(units[i])
 	}
 	compiled = len(fresh)
@@ -114,8 +115,8 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 			if !namedBefore(r0, prev.chanFirst, i, u.channels) {
 				return nil, nil, 0, false
 			}
-			for _, chs := range u.crChans {
-				if !namedBefore(r0, prev.chanFirst, i, chs) {
+			for j := range u.creatives {
+				if !namedBefore(r0, prev.chanFirst, i, u.creatives[j].channels) {
 					return nil, nil, 0, false
 				}
 			}
@@ -174,7 +175,7 @@ func (cc *Compiler) patch(prev *linked, rs *rules.RuleSet, digests []rules.Diges
 		}
 		c.ordinal = uint32(o)
 	}
-	if !r.patchIndex(r0, units, order, lo, hi) {
+	if !r.patchIndex(r0, lo, hi) {
 		return nil, nil, 0, false
 	}
 	return r, &linked{r: r, content: content, units: units, ids: prev.ids, order: order, ordOf: ordOf, refs: refs, chanFirst: prev.chanFirst}, compiled, true
@@ -191,7 +192,7 @@ func ownCreativeIDs(old, u *unit) bool {
 				return false
 			}
 		}
-		if !slices.ContainsFunc(old.creatives, func(c Creative) bool { return c.ID == id }) {
+		if !slices.ContainsFunc(old.creatives, func(c unitCreative) bool { return c.ID == id }) {
 			return false
 		}
 	}
@@ -216,7 +217,7 @@ func namedBefore(r *Rules, chanFirst []int32, i int, chs []string) bool {
 // shared with r0 when they come out the same, copied otherwise. It reports
 // false when the change is not one a patch can make (a facet becomes
 // constrained, or stops being): the caller then links afresh.
-func (r *Rules) patchIndex(r0 *Rules, units []*unit, order []int32, lo, hi int) bool {
+func (r *Rules) patchIndex(r0 *Rules, lo, hi int) bool {
 	x0 := &r0.idx
 	wlo, whi := lo>>6, hi>>6
 	rw := whi - wlo + 1
@@ -292,7 +293,8 @@ func (r *Rules) patchIndex(r0 *Rules, units []*unit, order []int32, lo, hi int) 
 		for _, ch := range c.channels {
 			byCh[ch][j] |= bit
 		}
-		for _, sz := range units[order[o]].sizes {
+		for _, cr := range c.Creatives {
+			sz := Size{cr.W, cr.H}
 			w := bySize[sz]
 			if w == nil {
 				w = make([]uint64, rw)
