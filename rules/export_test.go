@@ -20,8 +20,8 @@ func (p *Parser) SetRacy(d time.Duration) { p.racy = d }
 // FastParser exports the fast YAML front end for FuzzFastYAML.
 type FastParser = fastParser
 
-// Parse is fastParser.parse.
-func (p *fastParser) Parse(data []byte) (*yaml.Node, bool) { return p.parse(data) }
+// Parse is fastParser.parse, copying data.
+func (p *fastParser) Parse(data []byte) (*yaml.Node, bool) { return p.parse(data, false) }
 
 // CutCampaigns exports the cut of a large document into its pieces.
 func CutCampaigns(data []byte) (entries [][]byte, rest []byte, ok bool) {

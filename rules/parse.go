@@ -53,7 +53,7 @@ func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 	// written in its subset of YAML; yaml.v3 takes any other.
 	fp := fastParsers.Get().(*fastParser)
 	defer fastParsers.Put(fp)
-	doc, ok := fp.parse(data)
+	doc, ok := fp.parse(data, false)
 	if !ok {
 		doc = new(yaml.Node)
 		ydec := yaml.NewDecoder(bytes.NewReader(data))

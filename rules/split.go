@@ -501,11 +501,12 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 const hashChunk = 256
 
 // parseRest parses the document without its entries, checking that
-// "campaigns:" is a root key there with no value.
+// "campaigns:" is a root key there with no value. The rule set points
+// into s.rest, which is the cut's own copy.
 func parseRest(s split) (*RuleSet, bool) {
 	fp := fastParsers.Get().(*fastParser)
 	defer fastParsers.Put(fp)
-	doc, ok := parseYAML(fp, s.rest)
+	doc, ok := parseYAML(fp, s.rest, true)
 	if !ok {
 		return nil, false
 	}
@@ -533,7 +534,7 @@ func parseRest(s split) (*RuleSet, bool) {
 // parseEntries parses n consecutive entries as one block sequence, with
 // fp's node storage.
 func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
-	doc, ok := parseYAML(fp, text)
+	doc, ok := parseYAML(fp, text, false)
 	if !ok {
 		return nil, false
 	}
@@ -552,9 +553,10 @@ func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
 
 // parseYAML parses one piece of a document into a node tree holding one
 // node: with fp when the piece is in its subset, else with yaml.v3. A tree
-// from fp is valid until fp's next parse.
-func parseYAML(fp *fastParser, text []byte) (*yaml.Node, bool) {
-	if doc, ok := fp.parse(text); ok {
+// from fp is valid until fp's next parse; with alias, its values may
+// point into text (fastParser.parse).
+func parseYAML(fp *fastParser, text []byte, alias bool) (*yaml.Node, bool) {
+	if doc, ok := fp.parse(text, alias); ok {
 		return doc, true
 	}
 	var doc yaml.Node
