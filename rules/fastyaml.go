@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
+	"unsafe"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -53,11 +54,12 @@ import (
 //     whatever else the grammar above does not name.
 //
 // It is fast because it does little: one pass to check the characters
-// (a word at a time), one copy of the text into a string whose
-// substrings are the Values (only an escaped quoted scalar allocates its
-// own), nodes and Content slices carved from slabs that the next parse
-// reuses, long values scanned with IndexByte, and the common plain scalars'
-// tags (words, plain numbers) resolved without yaml.v3's resolver.
+// (a word at a time), at most one copy of the text into a string whose
+// substrings are the Values (none when the text never changes: see parse;
+// only an escaped quoted scalar allocates its own), nodes and Content
+// slices carved from slabs that the next parse reuses, long values
+// scanned with IndexByte, and the common plain scalars' tags (words,
+// plain numbers) resolved without yaml.v3's resolver.
 //
 // When a line does not continue the structure exactly as expected — a
 // line more indented than the enclosing block after a complete value, say,
@@ -84,8 +86,10 @@ const maxFastKey = 1000
 // (split.go) last one file, and
 // a directory of a hundred files would otherwise allocate node storage a
 // few hundred times over (85 MB per cold reload of 10,000 campaigns). A
-// pooled parser's node storage still points into the pieces it parsed
-// (~100 KB each) until its next parse overwrites it, or the collector
+// pooled parser's node storage still points into what it parsed — copies
+// of pieces (~100 KB each), or the whole memory of a file parsed in place
+// (see entryCache.own), which a rule set that is no longer used would
+// otherwise free — until its next parse overwrites it, or the collector
 // empties the pool. Parsers are taken per batch of entries, so at most
 // one per running worker is in use.
 var fastParsers = sync.Pool{New: func() any { return new(fastParser) }}
@@ -116,13 +120,20 @@ type fastParser struct {
 }
 
 // parse parses data, or reports false when it is not in the subset or
-// is not valid YAML. The tree is valid until the next call.
-func (p *fastParser) parse(data []byte) (doc *yaml.Node, ok bool) {
+// is not valid YAML. The tree is valid until the next call. Its Values
+// are substrings of a copy of data, or with alias of data itself, which
+// then must never change while anything refers to them (such as a rules
+// file's memory that a Parser gives up: see entryCache.own).
+func (p *fastParser) parse(data []byte, alias bool) (doc *yaml.Node, ok bool) {
 	ascii, clean := checkText(data)
 	if !clean {
 		return nil, false
 	}
-	p.s = string(data)
+	if alias {
+		p.s = unsafe.String(unsafe.SliceData(data), len(data))
+	} else {
+		p.s = string(data)
+	}
 	p.pos, p.line, p.lineStart, p.ascii = 0, 1, 0, ascii
 	p.colLine, p.colPos, p.colN = -1, 0, 0
 	p.depth = 0

@@ -366,6 +366,13 @@ type entryCache struct {
 	// seen and parsed count the entries looked up and those parsed (not
 	// found in the previous version).
 	seen, parsed int
+	// own says that the document's memory is the caller's to give up:
+	// it never changes again, so that a rule set parsed from it with
+	// nothing reused may point into it rather than into a copy. aliased
+	// says that the rule set returned does (its memory must then be
+	// given up). With some entries reused, the ones parsed are copied
+	// as ever: they alone would otherwise keep the whole document.
+	own, aliased bool
 }
 
 // reuse sets campaigns[i] to old[matches[i]], the previous version's
@@ -427,6 +434,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		old = cache.campaigns
 	}
 	missing := reuse(campaigns, old, matches)
+	alias := cache != nil && cache.own && len(missing) == len(campaigns)
 	// Parse the missing entries in batches of consecutive ones, on every
 	// CPU.
 	var batches [][]int
@@ -458,7 +466,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 				// A parser per batch, not per worker: a directory's files
 				// are parsed at once, each by up to GOMAXPROCS workers.
 				fp := fastParsers.Get().(*fastParser)
-				got, ok := parseEntries(fp, s.entries[b[0]][:n], len(b))
+				got, ok := parseEntries(fp, s.entries[b[0]][:n], len(b), alias)
 				fastParsers.Put(fp)
 				if ok {
 					for k, i := range b {
@@ -492,6 +500,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 			lens[i] = len(e)
 		}
 		cache.next = &entryTexts{indent: s.indent, lens: lens, digests: digests}
+		cache.aliased = alias
 	}
 	rs.Campaigns = campaigns
 	return rs, true
@@ -501,11 +510,12 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 const hashChunk = 256
 
 // parseRest parses the document without its entries, checking that
-// "campaigns:" is a root key there with no value.
+// "campaigns:" is a root key there with no value. The rule set points
+// into s.rest, which is the cut's own copy.
 func parseRest(s split) (*RuleSet, bool) {
 	fp := fastParsers.Get().(*fastParser)
 	defer fastParsers.Put(fp)
-	doc, ok := parseYAML(fp, s.rest)
+	doc, ok := parseYAML(fp, s.rest, true)
 	if !ok {
 		return nil, false
 	}
@@ -531,9 +541,9 @@ func parseRest(s split) (*RuleSet, bool) {
 }
 
 // parseEntries parses n consecutive entries as one block sequence, with
-// fp's node storage.
-func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
-	doc, ok := parseYAML(fp, text)
+// fp's node storage; with alias, the campaigns may point into text.
+func parseEntries(fp *fastParser, text []byte, n int, alias bool) ([]Campaign, bool) {
+	doc, ok := parseYAML(fp, text, alias)
 	if !ok {
 		return nil, false
 	}
@@ -552,9 +562,10 @@ func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
 
 // parseYAML parses one piece of a document into a node tree holding one
 // node: with fp when the piece is in its subset, else with yaml.v3. A tree
-// from fp is valid until fp's next parse.
-func parseYAML(fp *fastParser, text []byte) (*yaml.Node, bool) {
-	if doc, ok := fp.parse(text); ok {
+// from fp is valid until fp's next parse; with alias, its values may
+// point into text (fastParser.parse).
+func parseYAML(fp *fastParser, text []byte, alias bool) (*yaml.Node, bool) {
+	if doc, ok := fp.parse(text, alias); ok {
 		return doc, true
 	}
 	var doc yaml.Node
