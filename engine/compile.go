@@ -418,7 +418,7 @@ const unitBatch = 8
 //
 // A unit keeps the arrays it was cut from alive: a cached unit whose
 // neighbours were evicted holds up to unitBatch units' worth of each
-// (~10 KB at the reference world's ~1.2 KB a unit), so that the cache's
+// (~9 KB at the reference world's ~1.1 KB a unit), so that the cache's
 // memory is at worst about unitBatch times what its entries count.
 // Neighbours come from one rule set, usually reused and replaced
 // together, and a small batch keeps that worst case bounded: most of
