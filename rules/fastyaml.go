@@ -86,10 +86,8 @@ const maxFastKey = 1000
 // (split.go) last one file, and
 // a directory of a hundred files would otherwise allocate node storage a
 // few hundred times over (85 MB per cold reload of 10,000 campaigns). A
-// pooled parser's node storage still points into what it parsed — copies
-// of pieces (~100 KB each), or the whole memory of a file parsed in place
-// (see entryCache.own), which a rule set that is no longer used would
-// otherwise free — until its next parse overwrites it, or the collector
+// pooled parser's node storage still points into the pieces it parsed
+// (~100 KB each) until its next parse overwrites it, or the collector
 // empties the pool. Parsers are taken per batch of entries, so at most
 // one per running worker is in use.
 var fastParsers = sync.Pool{New: func() any { return new(fastParser) }}
@@ -122,8 +120,8 @@ type fastParser struct {
 // parse parses data, or reports false when it is not in the subset or
 // is not valid YAML. The tree is valid until the next call. Its Values
 // are substrings of a copy of data, or with alias of data itself, which
-// then must never change while anything refers to them (such as a rules
-// file's memory that a Parser gives up: see entryCache.own).
+// then must never change while anything refers to them (such as the
+// cut's own copy of a document's rest: see parseRest).
 func (p *fastParser) parse(data []byte, alias bool) (doc *yaml.Node, ok bool) {
 	ascii, clean := checkText(data)
 	if !clean {

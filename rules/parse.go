@@ -50,15 +50,11 @@ func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 		}
 	}
 	// The fast front end (fastyaml.go) takes the document when it is
-	// written in its subset of YAML; yaml.v3 takes any other. A whole
-	// parse reuses nothing: with data the caller's to give up
-	// (entryCache.own), the rule set may point into it.
-	alias := cache != nil && cache.own
+	// written in its subset of YAML; yaml.v3 takes any other.
 	fp := fastParsers.Get().(*fastParser)
 	defer fastParsers.Put(fp)
-	doc, ok := fp.parse(data, alias)
+	doc, ok := fp.parse(data, false)
 	if !ok {
-		alias = false
 		doc = new(yaml.Node)
 		ydec := yaml.NewDecoder(bytes.NewReader(data))
 		if err := ydec.Decode(doc); err != nil && !errors.Is(err, io.EOF) {
@@ -78,9 +74,6 @@ func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("rules: %s: %w", name, err)
-	}
-	if alias {
-		cache.aliased = true
 	}
 	return &rs, nil
 }
@@ -250,8 +243,7 @@ func Load(path string) (*RuleSet, error) {
 type File struct {
 	Name string // the path it was read from
 	// Data is the file's bytes; from [Parser.ReadFiles], valid until its
-	// next call and not to be changed (the rule set a Parser parses from
-	// it may point into it).
+	// next call.
 	Data    []byte
 	ModTime time.Time
 	// Sum is the content digest of Data, set by ReadFiles; zero means not

@@ -4,7 +4,6 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // Parser parses rules files as [ParseFilesLocated] does, and remembers
@@ -19,7 +18,7 @@ import (
 // slices and strings, with each other and with what it remembers: treat
 // them as read-only. A Parser is safe for concurrent use; calls are
 // serialised (the Data of the files ReadFiles returns is valid until its
-// next call, and must not be changed).
+// next call).
 type Parser struct {
 	mu    sync.Mutex
 	files map[string]parsedFile
@@ -30,8 +29,7 @@ type Parser struct {
 	seen map[string]seenFile
 	read int
 	// bufs hold what ReadFiles last read of each file it read: the next
-	// call reads the file into the same memory, unless ParseFiles gave it
-	// up (removed it here) because the rule set it parsed points into it.
+	// call reads the file into the same memory.
 	bufs map[string][]byte
 	// racy is how recent a change may be for a file's stat to be
 	// trusted next time (see ReadFiles).
@@ -88,17 +86,8 @@ func NewParser() *Parser {
 //
 // The Data of the files it returns is valid until the next ReadFiles
 // call, which may read into the same memory: a 32 MB file is not read
-// into 32 MB of new garbage at every reload. The caller must not change
-// it. When ParseFiles parses a file whole — every campaign anew, none
-// reused from the file's previous version: a file not seen before, say —
-// the rule set's strings point into that memory instead of into a copy
-// of it (a cold reload of 320 MB of rules would otherwise allocate
-// 320 MB more), and the Parser gives it up: the next ReadFiles reads that
-// file into new memory. When it parses only some campaigns of a file,
-// those are copied and the memory is read into again: a one-campaign
-// edit does not keep a whole file's memory for one campaign. So what a
-// Parser remembers keeps at most one read of each file beside the memory
-// it reads into, plus copies of the campaigns parsed since.
+// into 32 MB of new garbage at every reload. Nothing ParseFiles returns
+// or remembers refers to it.
 func (p *Parser) ReadFiles(path string) ([]File, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,53 +137,35 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 		st.FilesRead = len(files)
 	}
 	p.read = -1
-	// inBuf[i] says that files[i].Data is the memory ReadFiles read the
-	// file into, and the Parser's to give up.
-	inBuf := make([]bool, len(files))
-	for i, f := range files {
-		b := p.bufs[f.Name]
-		inBuf[i] = len(f.Data) > 0 && len(f.Data) == len(b) && unsafe.SliceData(f.Data) == unsafe.SliceData(b)
-	}
 	// Each file's parse writes only its own index of these.
 	parsed := make([]parsedFile, len(files))
 	counts := make([]ParseStats, len(files))
-	aliased := make([]bool, len(files))
 	rs, origins, err := parseFiles(files, func(i int, f File) (*RuleSet, error) {
 		d := f.Digest()
 		if pf, ok := p.files[f.Name]; ok && pf.sum == d {
 			parsed[i] = pf
 			return pf.rs, nil
 		}
-		own := inBuf[i]
 		if f.Data == nil && f.Sum != (Digest{}) {
-			// From ReadFiles unread, yet not remembered: read it now,
-			// into memory of its own.
+			// From ReadFiles unread, yet not remembered: read it now.
 			rf, err := readFile(f.Name)
 			if err != nil {
 				return nil, err
 			}
-			f, d, own = rf, rf.Sum, true
+			f, d = rf, rf.Sum
 		}
-		cache := &entryCache{own: own}
+		cache := &entryCache{}
 		if pf := p.files[f.Name]; pf.entries != nil {
 			cache.old, cache.campaigns = pf.entries, pf.rs.Campaigns
 		}
 		rs, err := parse(f.Name, f.Data, cache)
 		counts[i] = ParseStats{FilesParsed: 1, Entries: cache.seen, EntriesParsed: cache.parsed}
-		aliased[i] = cache.aliased && inBuf[i]
 		if err != nil {
 			return nil, err
 		}
 		parsed[i] = parsedFile{sum: d, rs: rs, entries: cache.next}
 		return rs, nil
 	})
-	for i, a := range aliased {
-		if a {
-			// Parsed into a rule set that points into it: never read
-			// into again (whether or not the set is kept).
-			delete(p.bufs, files[i].Name)
-		}
-	}
 	for _, c := range counts {
 		st.FilesParsed += c.FilesParsed
 		st.Entries += c.Entries

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -173,208 +172,51 @@ func TestParserReadFilesSkipsUnchanged(t *testing.T) {
 	step("removed file", 0, 0)
 }
 
-// TestParserReadMemory checks what becomes of the memory ReadFiles reads
-// a file into: a file parsed whole (every campaign anew) gives its memory
-// to the rule set, whose strings point into it, and the next read is
-// into new memory; a file of which only some campaigns are parsed copies
-// those, and the next read is into the same memory. Either way, no set
-// the Parser returned changes when the file is rewritten (with other
-// bytes of the same size) and read and parsed again.
-func TestParserReadMemory(t *testing.T) {
-	_, big := smallWorldText(t)
-	// bigOther is big with every id and adm rewritten, the same size: no
-	// entry has its text.
-	bigOther := rewriteValues(big, "id: ", "adm: ")
-	if len(bigOther) != len(big) || bytes.Equal(bigOther, big) {
-		t.Fatal("rewriteValues changed the size, or nothing")
-	}
-	// bigEdited is bigOther with one campaign's bid changed, the same size.
-	at := bytes.Index(bigOther, []byte("bid_cpm: ")) + len("bid_cpm: ")
-	bigEdited := slices.Clone(bigOther)
-	bigEdited[at] = '1' + (bigEdited[at]-'0')%8 // its first digit to another one, not 0
-	type version struct {
-		text []byte
-		// reread says that this version is read into the memory of the
-		// one before (whose parse left it to the Parser).
-		reread  bool
-		entries int // campaign entries parsed
-	}
-	n := bytes.Count(big, []byte("\n  - id: "))
-	for _, tc := range []struct {
-		name     string
-		versions []version
-	}{
-		{"whole", []version{
-			{text: []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]\n")},
-			{text: []byte("campaigns: [{id: b2, bid_cpm: 2, creatives: [{id: cb, w: 2, h: 2, adm: y}]}]\n")},
-			{text: []byte("campaigns: [{id: c3, bid_cpm: 3, creatives: [{id: cc, w: 3, h: 3, adm: z}]}]\n")},
-		}},
-		{"piecewise", []version{
-			{text: big, entries: n},               // never seen: cold
-			{text: bigOther, entries: n},          // no entry reused: cold again
-			{text: bigEdited, entries: 1},         // one entry parsed, copied
-			{text: big, reread: true, entries: n}, // into the last read's memory
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "rules.yaml")
-			p := rules.NewParser()
-			type parsed struct {
-				rs, copied *rules.RuleSet
-			}
-			var sets []parsed
-			var last []byte
-			for v, ver := range tc.versions {
-				if err := os.WriteFile(path, ver.text, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				files, err := p.ReadFiles(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				data := files[0].Data
-				if !bytes.Equal(data, ver.text) {
-					t.Fatalf("version %d: read other bytes", v)
-				}
-				if reread := last != nil && &data[0] == &last[0]; reread != ver.reread {
-					t.Errorf("version %d: read into the last read's memory: %v, want %v", v, reread, ver.reread)
-				}
-				last = data
-				rs, _, err := p.ParseFiles(files)
-				if err != nil {
-					t.Fatalf("version %d: %v", v, err)
-				}
-				if st := p.Stats(); ver.entries > 0 && st.EntriesParsed != ver.entries {
-					t.Errorf("version %d: %d entries parsed, want %d", v, st.EntriesParsed, ver.entries)
-				}
-				// The set as parsed, in memory of its own.
-				copied := deepCopy(rs)
-				if diff := cmp.Diff(mustParse(t, path, ver.text), copied); diff != "" {
-					t.Fatalf("version %d: the set differs from Parse's (-want +got):\n%s", v, diff)
-				}
-				sets = append(sets, parsed{rs, copied})
-				for u, s := range sets[:v] {
-					if diff := cmp.Diff(s.copied, s.rs); diff != "" {
-						t.Fatalf("the set of version %d changed at the read of version %d (-want +got):\n%s", u, v, diff)
-					}
-				}
-			}
-		})
-	}
-}
-
-// TestParseCopiesCallersBytes checks that the rule sets of Parse and of a
-// Parser given bytes it did not read point into no memory of the
-// caller's, which the caller may reuse.
-func TestParseCopiesCallersBytes(t *testing.T) {
+// TestParserReusesReadMemory checks that what a Parser parsed does not
+// change when its next ReadFiles reads into the memory of the last one.
+func TestParserReusesReadMemory(t *testing.T) {
 	_, big := smallWorldText(t)
 	for name, text := range map[string][]byte{
 		"piecewise": big,
 		"whole":     []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]\n"),
 	} {
-		overwrite := func(b []byte) {
-			for i := range b {
-				b[i] = 'x'
-			}
+		path := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(path, text, 0o644); err != nil {
+			t.Fatal(err)
 		}
-		data := slices.Clone(text)
-		rs := mustParse(t, name, data)
-		copied := deepCopy(rs)
-		overwrite(data)
-		if diff := cmp.Diff(copied, rs); diff != "" {
-			t.Errorf("%s: Parse's set changed with its input (-want +got):\n%s", name, diff)
-		}
-		data = slices.Clone(text)
-		rs, _, err := rules.NewParser().ParseFiles([]rules.File{{Name: name, Data: data}})
+		p := rules.NewParser()
+		files, err := p.ReadFiles(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		copied = deepCopy(rs)
-		overwrite(data)
-		if diff := cmp.Diff(copied, rs); diff != "" {
-			t.Errorf("%s: Parser.ParseFiles' set changed with its input (-want +got):\n%s", name, diff)
+		first, _, err := p.ParseFiles(files)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-}
-
-func mustParse(t *testing.T, name string, text []byte) *rules.RuleSet {
-	t.Helper()
-	rs, err := rules.Parse(name, text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
-
-// rewriteValues returns text with every letter and digit of the values of
-// the lines whose content starts with one of keys (after "- ") changed,
-// keeping the size and the YAML's shape.
-func rewriteValues(text []byte, keys ...string) []byte {
-	out := slices.Clone(text)
-	for off := 0; off < len(out); {
-		end := bytes.IndexByte(out[off:], '\n')
-		if end < 0 {
-			end = len(out)
-		} else {
-			end += off
+		want, err := rules.Parse(path, text)
+		if err != nil {
+			t.Fatal(err)
 		}
-		line := bytes.TrimLeft(out[off:end], " ")
-		line = bytes.TrimPrefix(line, []byte("- "))
-		for _, k := range keys {
-			if v, ok := bytes.CutPrefix(line, []byte(k)); ok {
-				for i, c := range v {
-					switch {
-					case c >= 'a' && c < 'z', c >= '0' && c < '9':
-						v[i] = c + 1
-					case c == 'z':
-						v[i] = 'a'
-					case c == '9':
-						v[i] = '0'
-					}
-				}
+		// The same size, every byte but the line breaks overwritten.
+		other := bytes.Map(func(r rune) rune {
+			if r == '\n' {
+				return r
 			}
+			return 'x'
+		}, text)
+		if err := os.WriteFile(path, other, 0o644); err != nil {
+			t.Fatal(err)
 		}
-		off = end + 1
-	}
-	return out
-}
-
-// deepCopy returns a copy of v that shares no memory with it.
-func deepCopy[T any](v *T) *T {
-	var c T
-	copyValue(reflect.ValueOf(&c).Elem(), reflect.ValueOf(v).Elem())
-	return &c
-}
-
-// copyValue sets dst, of src's type and zero, to a copy of src: strings
-// and slices copied, pointers to copies.
-func copyValue(dst, src reflect.Value) {
-	switch src.Kind() {
-	case reflect.String:
-		dst.SetString(strings.Clone(src.String()))
-	case reflect.Slice:
-		if src.IsNil() {
-			return
+		again, err := p.ReadFiles(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-		dst.Set(reflect.MakeSlice(src.Type(), src.Len(), src.Len()))
-		for i := range src.Len() {
-			copyValue(dst.Index(i), src.Index(i))
+		if !bytes.Equal(again[0].Data, other) || &again[0].Data[0] != &files[0].Data[0] {
+			t.Fatalf("%s: the second read did not read the new text into the first read's memory", name)
 		}
-	case reflect.Pointer:
-		if src.IsNil() {
-			return
+		if diff := cmp.Diff(want, first); diff != "" {
+			t.Errorf("%s: the first set changed after the next read (-want +got):\n%s", name, diff)
 		}
-		dst.Set(reflect.New(src.Type().Elem()))
-		copyValue(dst.Elem(), src.Elem())
-	case reflect.Struct:
-		for i := range src.NumField() {
-			copyValue(dst.Field(i), src.Field(i))
-		}
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
-		dst.Set(src)
-	default:
-		panic("copyValue: a " + src.Kind().String())
 	}
 }
 

@@ -366,13 +366,6 @@ type entryCache struct {
 	// seen and parsed count the entries looked up and those parsed (not
 	// found in the previous version).
 	seen, parsed int
-	// own says that the document's memory is the caller's to give up:
-	// it never changes again, so that a rule set parsed from it with
-	// nothing reused may point into it rather than into a copy. aliased
-	// says that the rule set returned does (its memory must then be
-	// given up). With some entries reused, the ones parsed are copied
-	// as ever: they alone would otherwise keep the whole document.
-	own, aliased bool
 }
 
 // reuse sets campaigns[i] to old[matches[i]], the previous version's
@@ -434,7 +427,6 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 		old = cache.campaigns
 	}
 	missing := reuse(campaigns, old, matches)
-	alias := cache != nil && cache.own && len(missing) == len(campaigns)
 	// Parse the missing entries in batches of consecutive ones, on every
 	// CPU.
 	var batches [][]int
@@ -466,7 +458,7 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 				// A parser per batch, not per worker: a directory's files
 				// are parsed at once, each by up to GOMAXPROCS workers.
 				fp := fastParsers.Get().(*fastParser)
-				got, ok := parseEntries(fp, s.entries[b[0]][:n], len(b), alias)
+				got, ok := parseEntries(fp, s.entries[b[0]][:n], len(b))
 				fastParsers.Put(fp)
 				if ok {
 					for k, i := range b {
@@ -500,7 +492,6 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 			lens[i] = len(e)
 		}
 		cache.next = &entryTexts{indent: s.indent, lens: lens, digests: digests}
-		cache.aliased = alias
 	}
 	rs.Campaigns = campaigns
 	return rs, true
@@ -541,9 +532,9 @@ func parseRest(s split) (*RuleSet, bool) {
 }
 
 // parseEntries parses n consecutive entries as one block sequence, with
-// fp's node storage; with alias, the campaigns may point into text.
-func parseEntries(fp *fastParser, text []byte, n int, alias bool) ([]Campaign, bool) {
-	doc, ok := parseYAML(fp, text, alias)
+// fp's node storage.
+func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
+	doc, ok := parseYAML(fp, text, false)
 	if !ok {
 		return nil, false
 	}
