@@ -13,15 +13,6 @@ var ParseViaJSON = parseViaJSON
 // ParseSplit exports the piecewise parse of a large document.
 func ParseSplit(data []byte) (*RuleSet, bool) { return parseSplit(data, nil) }
 
-// ParseInPlace is a Parser's parse of a file whose memory it may give
-// up, reusing nothing: the set may point into data (aliased says that it
-// does).
-func ParseInPlace(name string, data []byte) (rs *RuleSet, aliased bool, err error) {
-	cache := &entryCache{own: true}
-	rs, err = parse(name, data, cache)
-	return rs, cache.aliased, err
-}
-
 // SetRacy sets how recent a change may be for p.ReadFiles to trust a
 // file's stat next time; a negative window trusts every stat at once.
 func (p *Parser) SetRacy(d time.Duration) { p.racy = d }

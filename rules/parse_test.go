@@ -164,13 +164,6 @@ func checkEquivalent(t *testing.T, data []byte) {
 	if chunked, cok := rules.ParseSplitChunked(data, 8); cok != ok || !cmp.Equal(split, chunked) {
 		t.Errorf("ParseSplit(%q) = %v; read in chunks, %v", short, ok, cok)
 	}
-	// The same again, parsed in place as by a Parser from its own memory.
-	inPlace, _, inErr := rules.ParseInPlace("t.yaml", slices.Clone(data))
-	if (inErr == nil) != (err == nil) || err != nil && inErr.Error() != err.Error() {
-		t.Errorf("Parse(%q): %v; in place: %v", short, err, inErr)
-	} else if diff := cmp.Diff(got, inPlace); diff != "" {
-		t.Errorf("Parse(%q) differs in place (-Parse +in place):\n%s", short, diff)
-	}
 	if ok {
 		if wantErr != nil {
 			t.Errorf("ParseSplit(%q) accepts it; the generic route: %v", short, wantErr)
