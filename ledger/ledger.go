@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -350,8 +351,13 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 	return c, nil
 }
 
-// addCampaignLocked registers a new campaign under l.mu.
+// addCampaignLocked registers a new campaign under l.mu. The ledger
+// keeps its campaigns for the process's life, so it keeps its own copy
+// of id: a rule set's strings point into the text they were parsed from
+// (rules.Parser's batches of ~32 campaigns), which one kept id would
+// keep alive long after that set was replaced.
 func (l *Ledger) addCampaignLocked(id string) *Campaign {
+	id = strings.Clone(id)
 	old := *l.campaigns.Load()
 	c := newCampaign(l, uint32(len(old)), id)
 	list := make([]*Campaign, len(old)+1)

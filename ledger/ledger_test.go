@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 	_ "time/tzdata" // the budget-zone tests need no system zone files
+	"unsafe"
 
 	"go.uber.org/goleak"
 )
@@ -498,5 +500,22 @@ func TestWinAfterExpiry(t *testing.T) {
 	must(l.Loss(ctx, 3, now))
 	if r := l.Report(t0)[0]; r.SpentTodayMicros != 2*unit || r.SettledTodayMicros != 2*unit || r.LateBilledMicros != 2*unit {
 		t.Fatalf("late notices: %+v; want 2 units spent and settled, late", r)
+	}
+}
+
+// TestCampaignKeepsOwnID: the ledger keeps a copy of a campaign's id, not
+// the caller's string, which may point into a whole rules file's text.
+func TestCampaignKeepsOwnID(t *testing.T) {
+	l := newLedger(t, memConfig(newFakeClock(time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC))))
+	text := []byte("campaigns: [{id: camp-1}]")
+	at := bytes.Index(text, []byte("camp-1"))
+	id := unsafe.String(&text[at], len("camp-1"))
+	c := mustCampaign(t, l, id, Limits{DailyMicros: unit, Pacing: PacingASAP})
+	if unsafe.StringData(c.ID()) == unsafe.StringData(id) {
+		t.Fatal("the ledger keeps the caller's string")
+	}
+	copy(text[at:], "xxxxxx")
+	if c.ID() != "camp-1" || l.Lookup("camp-1") != c {
+		t.Fatalf("id %q after the caller's text changed", c.ID())
 	}
 }
