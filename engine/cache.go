@@ -307,8 +307,10 @@ func copyCampaign(c *rules.Campaign) rules.Campaign {
 // all instead of four per campaign. A copy keeps the arrays it was cut
 // from alive, with the others' copies in them, until they are all
 // replaced: seen holds at worst about unitBatch times the memory of its
-// campaigns' structure, when every campaign but one in each array has
-// changed since it was hashed. An arena is for one goroutine at a time.
+// campaigns' structure (of a span's mean campaign: more for a small one
+// in a span of large ones, see unitArena), when every campaign but one
+// in each array has changed since it was hashed. An arena is for one
+// goroutine at a time.
 type copyArena struct {
 	strs      []string
 	clauses   []rules.Clause

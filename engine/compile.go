@@ -417,9 +417,12 @@ const unitBatch = 8
 // immutable.
 //
 // A unit keeps the arrays it was cut from alive: a cached unit whose
-// neighbours were evicted holds up to unitBatch units' worth of each
-// (~9 KB at the reference world's ~1.1 KB a unit), so that the cache's
-// memory is at worst about unitBatch times what its entries count.
+// neighbours were evicted holds up to unitBatch units' worth of each, of
+// the mean size of the units its span had compiled when the array was
+// made (~9 KB at the reference world's ~1.1 KB a unit), so that the
+// cache's memory is at worst about unitBatch times what its entries
+// count when a span's units are alike, and more for a small unit whose
+// span began with much larger ones.
 // Neighbours come from one rule set, usually reused and replaced
 // together, and a small batch keeps that worst case bounded: most of
 // what sharing saves, allocations, is saved by the first few units of an
