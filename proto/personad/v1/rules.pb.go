@@ -1037,7 +1037,8 @@ type RulesDiff struct {
 	CreativesChanged    []string               `protobuf:"bytes,5,rep,name=creatives_changed,json=creativesChanged,proto3" json:"creatives_changed,omitempty"`
 	CreativesRemoved    []string               `protobuf:"bytes,6,rep,name=creatives_removed,json=creativesRemoved,proto3" json:"creatives_removed,omitempty"`
 	ContentRulesChanged bool                   `protobuf:"varint,7,opt,name=content_rules_changed,json=contentRulesChanged,proto3" json:"content_rules_changed,omitempty"`
-	// How many ids each list has uncapped.
+	// How many ids each list has uncapped. A client that predates these
+	// fields sees only the capped lists' lengths.
 	CampaignsAddedCount   int32 `protobuf:"varint,8,opt,name=campaigns_added_count,json=campaignsAddedCount,proto3" json:"campaigns_added_count,omitempty"`
 	CampaignsChangedCount int32 `protobuf:"varint,9,opt,name=campaigns_changed_count,json=campaignsChangedCount,proto3" json:"campaigns_changed_count,omitempty"`
 	CampaignsRemovedCount int32 `protobuf:"varint,10,opt,name=campaigns_removed_count,json=campaignsRemovedCount,proto3" json:"campaigns_removed_count,omitempty"`
