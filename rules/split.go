@@ -44,7 +44,8 @@ type split struct {
 // shape cutting needs. With prev, the entries of the document's previous
 // version, it reads the entries as walkEntries does and returns what
 // that finds too: the entries' digests, and for each entry the index of
-// prev's entry of the same text, or -1 (both nil when it did not walk).
+// prev's entry of the same text, or -1 (both nil when it did not walk:
+// then no entry is known to be prev's).
 func cutCampaigns(data []byte, prev *entryTexts) (s split, digests []Digest, matches []int, ok bool) {
 	// A byte order mark, line breaks other than \n, directives and
 	// document markers (looked for below): leave them to the whole parse.
@@ -94,8 +95,9 @@ func cutCampaigns(data []byte, prev *entryTexts) (s split, digests []Digest, mat
 	var sc lineScan
 	walk := prev != nil && prev.indent == indent
 	if walk {
-		sc, digests, matches = walkEntries(data, first, indent, prev)
-	} else {
+		sc, digests, matches, walk = walkEntries(data, first, indent, prev)
+	}
+	if !walk {
 		if bytes.IndexByte(data, '\r') >= 0 {
 			return split{}, nil, nil, false
 		}
@@ -175,11 +177,19 @@ func scanChunks(data []byte, first, indent int) lineScan {
 // its text and the indentation — only the line after it, to see where
 // the entry ends. It also fails on a \r in the entries it reads (those
 // it does not read had none).
-func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Digest, []int) {
+//
+// It gives up (walked false) when none of the first walkGiveUp entries
+// is one of prev's: the file was rewritten, and reading it on one CPU
+// entry by entry, hashing each, would only delay the parse that every
+// entry needs (at 10,000 campaigns, ~10 ms of a cold reload's ~100).
+// The caller then cuts it on every CPU and parses every entry, also any
+// further down that prev had.
+func walkEntries(data []byte, at, indent int, prev *entryTexts) (sc lineScan, digests []Digest, matches []int, walked bool) {
 	r := lineScan{starts: append(make([]int, 0, len(prev.lens)+1), at), stop: -1}
-	digests := make([]Digest, 0, len(prev.lens))
-	matches := make([]int, 0, len(prev.lens))
+	digests = make([]Digest, 0, len(prev.lens))
+	matches = make([]int, 0, len(prev.lens))
 	index := digestIndex{list: prev.digests}
+	found := 0 // entries matched
 	for j := 0; ; {
 		// data[at:] starts an entry; the previous version's entry j is
 		// the one it likely is.
@@ -195,7 +205,7 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Dig
 		n := len(r.starts)
 		sc := scanEntryLines(data, from, len(data), indent, r.starts, true)
 		if sc.fail {
-			return sc, nil, nil
+			return sc, nil, nil, true
 		}
 		r.starts = sc.starts
 		end := len(data)
@@ -212,7 +222,7 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Dig
 			j++
 		} else {
 			if bytes.IndexByte(data[at:end], '\r') >= 0 {
-				return lineScan{fail: true}, nil, nil
+				return lineScan{fail: true}, nil, nil, true
 			}
 			d = sum(data[at:end])
 			if m = index.find(d); m >= 0 {
@@ -223,13 +233,23 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (lineScan, []Dig
 		}
 		digests = append(digests, d)
 		matches = append(matches, m)
+		if m >= 0 {
+			found++
+		}
 		if len(r.starts) == n {
 			r.stop = sc.stop
-			return r, digests, matches
+			return r, digests, matches, true
+		}
+		if found == 0 && len(matches) == walkGiveUp {
+			return lineScan{}, nil, nil, false
 		}
 		at = end
 	}
 }
+
+// walkGiveUp is how many entries walkEntries reads before it gives up
+// when none is one of the previous version's.
+var walkGiveUp = 64
 
 // digestIndex finds digests in a list: the first few one by one, then
 // through a map of the list.
@@ -412,10 +432,11 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	if cache != nil {
 		if digests == nil {
 			// The cut did not walk the previous version's entries: there
-			// were none, or they were at another indentation, and none of
-			// them has the text of an entry here (an entry's text starts
-			// with its indentation). Every entry is parsed; hash them on
-			// every CPU for the next version.
+			// were none, or they were at another indentation (then none
+			// has the text of an entry here: an entry's text starts with
+			// its indentation), or the walk gave up, finding none among
+			// the first entries. Every entry is parsed; hash them on every
+			// CPU for the next version.
 			digests = make([]Digest, len(s.entries))
 			par.For(len(s.entries), hashChunk, func(lo, hi int) {
 				for i := lo; i < hi; i++ {

@@ -13,7 +13,10 @@ import (
 // entries (walkEntries) cuts it as reading every line does, that the
 // digests it returns are the entries', and that the previous entry it
 // matches to each entry has the entry's digest (and that it matches none
-// only where the previous version has no entry of that digest).
+// only where the previous version has no entry of that digest); and that
+// it gives up the walk (no digests) only when none of the first
+// walkGiveUp entries is one of the previous version's. walkGiveUp is 3
+// here, so that small documents reach it.
 func FuzzCutWalk(f *testing.F) {
 	entry := func(id, bid string) string {
 		return "  - id: " + id + "\n    bid_cpm: " + bid + "\n    creatives:\n      - {id: c" + id + ", w: 1, h: 1, adm: x}\n"
@@ -44,6 +47,13 @@ func FuzzCutWalk(f *testing.F) {
 		reversed = entry(strconv.Itoa(i), "1") + reversed
 	}
 	f.Add([]byte("campaigns:\n"+forward), []byte("campaigns:\n"+reversed+entry("n", "9")))
+	// Rewritten: the walk gives up (walkGiveUp 3); and the same with a
+	// known entry among the first three, so that it does not.
+	rewritten := "campaigns:\n" + entry("x", "1") + entry("y", "1") + entry("z", "1")
+	f.Add([]byte(base), []byte(rewritten+entry("a", "1")))
+	f.Add([]byte(base), []byte(rewritten[:len(rewritten)-len(entry("z", "1"))]+entry("a", "1")+entry("z", "1")))
+	defer func(n int) { walkGiveUp = n }(walkGiveUp)
+	walkGiveUp = 3
 	f.Fuzz(func(t *testing.T, old, data []byte) {
 		prev, _, _, ok := cutCampaigns(old, nil)
 		if !ok {
@@ -66,7 +76,14 @@ func FuzzCutWalk(f *testing.F) {
 			t.Errorf("cut by the previous entries (-by every line +by entries):\n%s", diff)
 		}
 		if digests == nil && got.indent == prev.indent {
-			t.Fatal("no digests from a cut by the previous entries")
+			if len(got.entries) < walkGiveUp {
+				t.Fatalf("no digests from a cut by the previous entries, with %d entries", len(got.entries))
+			}
+			for i, e := range got.entries[:walkGiveUp] {
+				if slices.Contains(texts.digests, sum(e)) {
+					t.Fatalf("the walk gave up, but entry %d is one of the previous version's", i)
+				}
+			}
 		}
 		if digests != nil && (len(digests) != len(got.entries) || len(matches) != len(got.entries)) {
 			t.Fatalf("%d digests and %d matches for %d entries", len(digests), len(matches), len(got.entries))
