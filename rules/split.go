@@ -184,7 +184,7 @@ func scanChunks(data []byte, first, indent int) lineScan {
 // entry needs (at 10,000 campaigns, ~10 ms of a cold reload's ~100).
 // The caller then cuts it on every CPU and parses every entry, also any
 // further down that prev had.
-func walkEntries(data []byte, at, indent int, prev *entryTexts) (sc lineScan, digests []Digest, matches []int, walked bool) {
+func walkEntries(data []byte, at, indent int, prev *entryTexts) (_ lineScan, digests []Digest, matches []int, walked bool) {
 	r := lineScan{starts: append(make([]int, 0, len(prev.lens)+1), at), stop: -1}
 	digests = make([]Digest, 0, len(prev.lens))
 	matches = make([]int, 0, len(prev.lens))
