@@ -189,6 +189,7 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (_ lineScan, dig
 	digests = make([]Digest, 0, len(prev.lens))
 	matches = make([]int, 0, len(prev.lens))
 	index := digestIndex{list: prev.digests}
+	var ah ahead
 	found := 0 // entries matched
 	for j := 0; ; {
 		// data[at:] starts an entry; the previous version's entry j is
@@ -196,7 +197,7 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (_ lineScan, dig
 		e, same := -1, false
 		if j < len(prev.lens) {
 			e = at + prev.lens[j]
-			same = e <= len(data) && data[e-1] == '\n' && sum(data[at:e]) == prev.digests[j]
+			same = e <= len(data) && data[e-1] == '\n' && ah.sum(data, at, j, prev) == prev.digests[j]
 		}
 		from := lineEnd(data, at)
 		if same {
@@ -250,6 +251,63 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (_ lineScan, dig
 // walkGiveUp is how many entries walkEntries reads before it gives up
 // when none is one of the previous version's.
 var walkGiveUp = 64
+
+// ahead hashes, on every CPU, the text that the previous version's
+// entries would have if they followed one another unchanged from where
+// the walk is, a window of them at a time: the walk then finds most of
+// them there, each hashed already, rather than hashing the file on one
+// CPU. A window begins at 64 entries and doubles each time the walk
+// reaches its end as foreseen; when the walk finds an entry elsewhere
+// (one was edited to another length, inserted or removed), the next
+// window, from there, begins at 64 again. So the hashing wasted on
+// windows the walk left is at most about what it used.
+type ahead struct {
+	j0      int      // the previous version's entry the window begins with
+	offs    []int    // where each of its entries would begin
+	digests []Digest // and the digest of the text there (zero past the end)
+	size    int      // the next window's size
+}
+
+// aheadMin is the size of a window after a miss.
+const aheadMin = 64
+
+// aheadMax bounds a window's size.
+const aheadMax = 4096
+
+// sum returns the digest of data[at:at+prev.lens[j]] (at+prev.lens[j]
+// within data), hashing a new window when the current one does not
+// foresee entry j at at.
+func (a *ahead) sum(data []byte, at, j int, prev *entryTexts) Digest {
+	k := j - a.j0
+	if k < 0 || k >= len(a.offs) || a.offs[k] != at {
+		reached := k == len(a.offs) && a.size > 0 && len(a.offs) > 0 && a.offs[k-1]+prev.lens[j-1] == at
+		if !reached {
+			a.size = aheadMin
+		}
+		a.fill(data, at, j, prev)
+		k = 0
+	}
+	return a.digests[k]
+}
+
+// fill hashes the window of a.size entries from entry j at at, and
+// doubles a.size for the next one.
+func (a *ahead) fill(data []byte, at, j int, prev *entryTexts) {
+	n := min(a.size, len(prev.lens)-j)
+	a.j0 = j
+	a.offs = a.offs[:0]
+	for off, i := at, j; i < j+n && off+prev.lens[i] <= len(data); i++ {
+		a.offs = append(a.offs, off)
+		off += prev.lens[i]
+	}
+	a.digests = slices.Grow(a.digests[:0], len(a.offs))[:len(a.offs)]
+	par.For(len(a.offs), hashChunk, func(lo, hi int) {
+		for k := lo; k < hi; k++ {
+			a.digests[k] = sum(data[a.offs[k] : a.offs[k]+prev.lens[j+k]])
+		}
+	})
+	a.size = min(2*a.size, aheadMax)
+}
 
 // digestIndex finds digests in a list: the first few one by one, then
 // through a map of the list.
