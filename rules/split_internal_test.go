@@ -47,6 +47,14 @@ func FuzzCutWalk(f *testing.F) {
 		reversed = entry(strconv.Itoa(i), "1") + reversed
 	}
 	f.Add([]byte("campaigns:\n"+forward), []byte("campaigns:\n"+reversed+entry("n", "9")))
+	// More entries than the walk hashes ahead at first (aheadMin): it
+	// reaches a window's end, and after an entry edited to another
+	// length, finds the rest elsewhere than it foresaw.
+	var many string
+	for i := range 3 * aheadMin {
+		many += entry(strconv.Itoa(i), "1")
+	}
+	f.Add([]byte("campaigns:\n"+many), []byte("campaigns:\n"+strings.Replace(many, entry("100", "1"), entry("100", "1.25"), 1)))
 	// Rewritten: the walk gives up (walkGiveUp 3); and the same with a
 	// known entry among the first three, so that it does not.
 	rewritten := "campaigns:\n" + entry("x", "1") + entry("y", "1") + entry("z", "1")
