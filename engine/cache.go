@@ -162,13 +162,7 @@ type hashing struct {
 	// campaigns rather than copies. Else the copies are cut from an arena
 	// per span of campaigns, as compile's units are.
 	immutable bool
-	arenas    []spanCopyArena
-}
-
-// spanCopyArena is the copyArena of one span of campaigns, locked.
-type spanCopyArena struct {
-	mu sync.Mutex
-	copyArena
+	arenas    []span[copyArena]
 }
 
 // startHashing starts a pass, or returns nil when cc is nil or another
@@ -180,7 +174,7 @@ func (cc *Compiler) startHashing(rs *rules.RuleSet, immutable bool) *hashing {
 	n := len(rs.Campaigns)
 	h := &hashing{cc: cc, rs: rs, prev: cc.seen.camps, digests: make([]rules.Digest, n), immutable: immutable}
 	if !immutable {
-		h.arenas = make([]spanCopyArena, (n+arenaSpan-1)/arenaSpan)
+		h.arenas = spans[copyArena](n)
 	}
 	if len(h.prev) != n {
 		cc.seen.camps = make([]rules.Campaign, n)
@@ -208,7 +202,7 @@ func (h *hashing) at(i int) {
 		h.digests[i] = c.Digest()
 		a := &h.arenas[i/arenaSpan]
 		a.mu.Lock()
-		s.camps[i] = a.copy(c)
+		s.camps[i] = a.arena.copy(c)
 		a.mu.Unlock()
 	}
 }
@@ -294,13 +288,6 @@ func sameCampaign(a, b *rules.Campaign) bool {
 	return true
 }
 
-// copyCampaign copies c's structure, sharing only string bytes, into
-// arrays of its own.
-func copyCampaign(c *rules.Campaign) rules.Campaign {
-	var a copyArena
-	return a.copy(c)
-}
-
 // copyArena is the backing arrays seen's copies are cut from, as
 // unitArena is units': each array holds up to about unitBatch copies' worth,
 // shared by copies made one after another, a few allocations for them
@@ -323,6 +310,25 @@ type copyArena struct {
 
 // copySize counts what a copy takes from a copyArena.
 type copySize struct{ strs, clauses, creatives, prios int }
+
+func (s *copySize) add(t copySize) {
+	s.strs += t.strs
+	s.clauses += t.clauses
+	s.creatives += t.creatives
+	s.prios += t.prios
+}
+
+// reserve makes room for a copy of size s, replacing each array with too
+// little room left (as unitArena.reserve).
+func (a *copyArena) reserve(s copySize) {
+	a.sum.add(s)
+	a.n++
+	batch := func(sum int) int { return batchOf(sum, a.n) }
+	refill(&a.strs, s.strs, batch(a.sum.strs))
+	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
+	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
+	refill(&a.prios, s.prios, batch(a.sum.prios))
+}
 
 // copy copies c's structure, sharing only string bytes.
 func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
@@ -347,16 +353,7 @@ func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
 		s.clauses += len(cr.Persona)
 		countClauses(cr.Persona)
 	}
-	a.sum.strs += s.strs
-	a.sum.clauses += s.clauses
-	a.sum.creatives += s.creatives
-	a.sum.prios += s.prios
-	a.n++
-	batch := func(sum int) int { return batchOf(sum, a.n) }
-	refill(&a.strs, s.strs, batch(a.sum.strs))
-	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
-	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
-	refill(&a.prios, s.prios, batch(a.sum.prios))
+	a.reserve(s)
 	// Empty stays empty and nil stays nil: the encoding does not tell them
 	// apart, but a copy that does not either is simplest to trust.
 	ss := func(src []string) []string {

@@ -224,11 +224,11 @@ func (cc *Compiler) compile(rs *rules.RuleSet, version string, immutable bool) (
 	// goroutine's: ValidateThen hands its goroutines chunks of whole spans
 	// (par.For chunks of 1024). The lock only keeps that an optimisation:
 	// were a span shared, its goroutines would take turns.
-	arenas := make([]spanArena, (n+arenaSpan-1)/arenaSpan)
+	arenas := spans[unitArena](n)
 	compile := func(i int) {
 		a := &arenas[i/arenaSpan]
 		a.mu.Lock()
-		units[i] = compileUnit(&rs.Campaigns[i], digests[i], &a.unitArena)
+		units[i] = compileUnit(&rs.Campaigns[i], digests[i], &a.arena)
 		a.mu.Unlock()
 		fresh[i] = true
 	}
@@ -398,11 +398,14 @@ func (s *unitSize) add(t unitSize) {
 // is one goroutine's.
 const arenaSpan = 512
 
-// spanArena is the unitArena of one span of campaigns, locked.
-type spanArena struct {
-	mu sync.Mutex
-	unitArena
+// span is the arena of one span of campaigns, locked.
+type span[A any] struct {
+	mu    sync.Mutex
+	arena A
 }
+
+// spans returns the spans of n campaigns.
+func spans[A any](n int) []span[A] { return make([]span[A], (n+arenaSpan-1)/arenaSpan) }
 
 // unitBatch is about how many units share each of a unitArena's arrays.
 const unitBatch = 8

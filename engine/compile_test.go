@@ -393,8 +393,9 @@ func TestCompileImmutableShared(t *testing.T) {
 	// A copy that Compile sees and its caller then edits in place.
 	cp := *base
 	cp.Campaigns = make([]rules.Campaign, len(base.Campaigns))
+	var a copyArena
 	for i := range cp.Campaigns {
-		cp.Campaigns[i] = copyCampaign(&base.Campaigns[i])
+		cp.Campaigns[i] = a.copy(&base.Campaigns[i])
 	}
 	check("copy", &cp, cc.Compile)
 	c = &cp.Campaigns[3]
