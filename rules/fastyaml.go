@@ -55,8 +55,9 @@ import (
 //
 // It is fast because it does little: one pass to check the characters
 // (a word at a time), at most one copy of the text into a string whose
-// substrings are the Values (none when the text never changes: see parse;
-// only an escaped quoted scalar allocates its own), nodes and Content
+// substrings are the Values (none for text that is already the parse's
+// own copy, such as a cut document's rest: see parse; only an escaped
+// quoted scalar allocates its own), nodes and Content
 // slices carved from slabs that the next parse reuses, long values
 // scanned with IndexByte, and the common plain scalars' tags (words,
 // plain numbers) resolved without yaml.v3's resolver.
