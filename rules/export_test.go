@@ -42,3 +42,13 @@ func init() { fastStrict = true }
 
 // DesignExample is DESIGN.md's rules file, verbatim (testdata/design.yaml).
 var DesignExample = example
+
+// DecodeEntries decodes n campaign entries, text cut from a document,
+// both straight from the text (fast, ok false when it leaves them to the
+// tree) and by way of the node tree.
+func DecodeEntries(text []byte, n int) (fast []Campaign, fastOK bool, tree []Campaign, treeOK bool) {
+	var p fastParser
+	fast, fastOK = p.decodeEntries(text, n)
+	tree, treeOK = parseEntriesByTree(new(fastParser), text, n)
+	return fast, fastOK, tree, treeOK
+}

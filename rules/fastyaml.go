@@ -116,6 +116,7 @@ type fastParser struct {
 	freeP  []*yaml.Node
 	stack  []*yaml.Node // the children of the collections being parsed
 	escBuf []byte
+	dec    decodeState // decodeEntries' (fastdecode.go)
 }
 
 // parse parses data, or reports false when it is not in the subset or
@@ -124,28 +125,12 @@ type fastParser struct {
 // then must never change while anything refers to them (such as the
 // cut's own copy of a document's rest: see parseRest).
 func (p *fastParser) parse(data []byte, alias bool) (doc *yaml.Node, ok bool) {
-	ascii, clean := checkText(data)
-	if !clean {
+	if !p.start(data, alias) {
 		return nil, false
 	}
-	if alias {
-		p.s = unsafe.String(unsafe.SliceData(data), len(data))
-	} else {
-		p.s = string(data)
-	}
-	p.pos, p.line, p.lineStart, p.ascii = 0, 1, 0, ascii
-	p.colLine, p.colPos, p.colN = -1, 0, 0
-	p.depth = 0
 	p.nNode, p.free, p.nPtr, p.freeP = 0, nil, 0, nil
 	p.stack = p.stack[:0]
-	defer func() {
-		if r := recover(); r != nil {
-			if r != errNotMine && fastStrict {
-				panic(r)
-			}
-			doc, ok = nil, false
-		}
-	}()
+	defer p.recover(&ok)
 	p.nextContent()
 	if p.ind < 0 {
 		return nil, false // empty: yaml.v3 says what an empty document is
@@ -164,6 +149,35 @@ func (p *fastParser) parse(data []byte, alias bool) (doc *yaml.Node, ok bool) {
 	doc = p.node(yaml.DocumentNode, 0, "", "", root.Line, root.Column)
 	doc.Content = p.content([]*yaml.Node{root})
 	return doc, true
+}
+
+// start checks data's characters and makes it the text to read, a copy
+// or with alias data itself; false when data is not in the subset.
+func (p *fastParser) start(data []byte, alias bool) bool {
+	ascii, clean := checkText(data)
+	if !clean {
+		return false
+	}
+	if alias {
+		p.s = unsafe.String(unsafe.SliceData(data), len(data))
+	} else {
+		p.s = string(data)
+	}
+	p.pos, p.line, p.lineStart, p.ascii = 0, 1, 0, ascii
+	p.colLine, p.colPos, p.colN = -1, 0, 0
+	p.depth = 0
+	return true
+}
+
+// recover, deferred, ends a parse that failed (p.fail) by setting *ok
+// to false.
+func (p *fastParser) recover(ok *bool) {
+	if r := recover(); r != nil {
+		if r != errNotMine && fastStrict {
+			panic(r)
+		}
+		*ok = false
+	}
 }
 
 func (p *fastParser) fail() { panic(errNotMine) }
@@ -711,6 +725,14 @@ func (p *fastParser) peek() byte {
 }
 
 func (p *fastParser) singleQuoted() *yaml.Node {
+	start := p.pos
+	v := p.singleQuotedValue()
+	return p.node(yaml.ScalarNode, yaml.SingleQuotedStyle, "!!str", v, p.line, p.col(start))
+}
+
+// singleQuotedValue reads the single-quoted scalar at p.pos and returns
+// its value.
+func (p *fastParser) singleQuotedValue() string {
 	s := p.s
 	start := p.pos
 	i := start + 1
@@ -736,11 +758,19 @@ func (p *fastParser) singleQuoted() *yaml.Node {
 			v = string(append(buf, s[i:q]...))
 		}
 		p.pos = q + 1
-		return p.node(yaml.ScalarNode, yaml.SingleQuotedStyle, "!!str", v, p.line, p.col(start))
+		return v
 	}
 }
 
 func (p *fastParser) doubleQuoted() *yaml.Node {
+	start := p.pos
+	v := p.doubleQuotedValue()
+	return p.node(yaml.ScalarNode, yaml.DoubleQuotedStyle, "!!str", v, p.line, p.col(start))
+}
+
+// doubleQuotedValue reads the double-quoted scalar at p.pos and returns
+// its value, its escapes resolved.
+func (p *fastParser) doubleQuotedValue() string {
 	s := p.s
 	start := p.pos
 	i := start + 1
@@ -766,7 +796,7 @@ func (p *fastParser) doubleQuoted() *yaml.Node {
 				p.escBuf = buf
 			}
 			p.pos = q + 1
-			return p.node(yaml.ScalarNode, yaml.DoubleQuotedStyle, "!!str", v, p.line, p.col(start))
+			return v
 		}
 		b += i
 		if strings.IndexByte(s[i:b], '\n') >= 0 || b+1 >= len(s) {

@@ -611,8 +611,18 @@ func parseRest(s split) (*RuleSet, bool) {
 }
 
 // parseEntries parses n consecutive entries as one block sequence, with
-// fp's node storage.
+// fp: straight into the campaigns when it can (fastdecode.go), else by
+// way of a node tree.
 func parseEntries(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
+	if out, ok := fp.decodeEntries(text, n); ok {
+		return out, true
+	}
+	return parseEntriesByTree(fp, text, n)
+}
+
+// parseEntriesByTree is parseEntries by way of a node tree, with fp's
+// node storage.
+func parseEntriesByTree(fp *fastParser, text []byte, n int) ([]Campaign, bool) {
 	doc, ok := parseYAML(fp, text, false)
 	if !ok {
 		return nil, false
