@@ -1,0 +1,6 @@
+//go:build !linux
+
+package reload
+
+// minorFaults is not counted here.
+func minorFaults() int64 { return 0 }
