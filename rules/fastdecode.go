@@ -3,6 +3,7 @@ package rules
 import (
 	"math"
 	"strconv"
+	"unsafe"
 )
 
 // Campaign entries decoded straight from the text.
@@ -26,11 +27,12 @@ import (
 // read as fastParser.parse reads it in the same place, and where the
 // front end would give up, decodeEntries does too.
 
-// slab cuts the lists of decoded campaigns from shared allocations
-// instead of allocating each list. What it cuts is kept by the campaigns,
-// so a slab serves one parse only (begin starts the next); its first
-// allocation is what the previous parse used, as a parser's batches of
-// entries are much alike, so that little of it is left unused.
+// slab cuts the lists and text of decoded campaigns from shared
+// allocations instead of allocating each one. What it cuts is kept by
+// the campaigns, so a slab serves one parse only (begin starts the
+// next). Its first allocation is what the previous parse used, as a
+// parser's batches of entries are much alike, and later ones an eighth
+// of that: little of it is left unused.
 type slab[T any] struct {
 	free       []T
 	used, last int // items cut in this parse and in the previous one
@@ -44,23 +46,28 @@ func (s *slab[T]) begin() {
 	s.free, s.last, s.used = nil, s.used, 0
 }
 
-// cut returns a copy of items of its own length and capacity: not nil,
-// even when items is empty (a "[]" decodes to an empty list, not none).
-func (s *slab[T]) cut(items ...T) []T {
-	n := len(items)
-	if n == 0 {
-		return make([]T, 0) // no allocation
-	}
+// take returns n items of its own, with no capacity beyond them.
+func (s *slab[T]) take(n int) []T {
 	if n > len(s.free) {
-		size := max(n, slabMin)
+		size := max(n, slabMin, s.last/8)
 		if s.used == 0 {
-			size = max(size, s.last+s.last/8)
+			size = max(size, s.last)
 		}
 		s.free = make([]T, size)
 	}
 	out := s.free[:n:n]
 	s.free = s.free[n:]
 	s.used += n
+	return out
+}
+
+// cut returns a copy of items (take's): not nil, even when items is
+// empty (a "[]" decodes to an empty list, not none).
+func (s *slab[T]) cut(items ...T) []T {
+	if len(items) == 0 {
+		return make([]T, 0) // no allocation
+	}
+	out := s.take(len(items))
 	copy(out, items)
 	return out
 }
@@ -73,6 +80,7 @@ type decodeState struct {
 	clauses   []Clause
 	creatives []Creative
 
+	text         slab[byte] // the strings' bytes
 	strSlab      slab[string]
 	clauseSlab   slab[Clause]
 	creativeSlab slab[Creative]
@@ -80,14 +88,19 @@ type decodeState struct {
 }
 
 // decodeEntries decodes the n consecutive campaign entries of text, a
-// block sequence, or reports false when it cannot (see above). The
-// campaigns' strings are substrings of a copy of text.
+// block sequence, or reports false when it cannot (see above). It reads
+// text in place; the campaigns' strings are copies of their values
+// (three quarters of a generated file's bytes: keys, indentation and
+// quotes are not copied), packed in allocations of their own batch, so
+// that nothing retains text or another batch's strings.
 func (p *fastParser) decodeEntries(text []byte, n int) (out []Campaign, ok bool) {
-	if !p.start(text, false) {
+	if !p.start(text, true) {
 		return nil, false
 	}
+	defer func() { p.s = "" }() // text is the caller's
 	d := &p.dec
 	d.strs, d.clauses, d.creatives = d.strs[:0], d.clauses[:0], d.creatives[:0]
+	d.text.begin()
 	d.strSlab.begin()
 	d.clauseSlab.begin()
 	d.creativeSlab.begin()
@@ -248,9 +261,9 @@ func (p *fastParser) str(ind int) string {
 	}
 	v, plain := p.scalarOnLine()
 	if plain {
-		return p.plainStr(v)
+		v = p.plainStr(v)
 	}
-	return v
+	return p.own(v)
 }
 
 // plainStr resolves a plain scalar where a string is wanted.
@@ -263,6 +276,23 @@ func (p *fastParser) plainStr(v string) string {
 	}
 	p.fail() // a number, a bool or a timestamp
 	return ""
+}
+
+// own returns a string value that the campaigns may keep: a copy of v
+// in the batch's text when v is in the text read, v itself when it is
+// not (a quoted scalar with escapes is a string of its own already).
+func (p *fastParser) own(v string) string {
+	if v == "" {
+		return ""
+	}
+	base := uintptr(unsafe.Pointer(unsafe.StringData(p.s)))
+	at := uintptr(unsafe.Pointer(unsafe.StringData(v)))
+	if at < base || at >= base+uintptr(len(p.s)) {
+		return v
+	}
+	b := p.dec.text.take(len(v))
+	copy(b, v)
+	return unsafe.String(&b[0], len(b))
 }
 
 // number decodes a number field's value: ok is false for null. Only
@@ -375,7 +405,7 @@ func (p *fastParser) strs(ind int) []string {
 			if plain {
 				v = p.plainStr(v)
 			}
-			d.strs = append(d.strs, v)
+			d.strs = append(d.strs, p.own(v))
 			if !p.nextEntry(seq) {
 				break
 			}
@@ -416,7 +446,7 @@ func (p *fastParser) flowStrs(ind int) {
 			v = p.plainStr(s[start:end])
 			p.pos = end
 		}
-		d.strs = append(d.strs, v)
+		d.strs = append(d.strs, p.own(v))
 		p.flowSpace(ind)
 		switch p.peek() {
 		case ',':

@@ -144,3 +144,37 @@ func FuzzDecodeEntries(f *testing.F) {
 		checkDecode(t, text)
 	})
 }
+
+// TestDecodeEntriesOwnsText checks that decoded campaigns keep none of
+// the text they were read from, which is the caller's (a file's read
+// buffer, reused for the next read): overwriting it changes nothing.
+func TestDecodeEntriesOwnsText(t *testing.T) {
+	cfg := world.SmallConfig()
+	cfg.Campaigns = 40
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := rules.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _, ok := rules.CutCampaigns(data)
+	if !ok {
+		t.Fatal("cut refused a generated set")
+	}
+	text := bytes.Join(entries, nil)
+	text = append(text, "  - id: \"esc\\taped\"\n    advertiser: 'it''s'\n    cat: [\"x\", 'y', z]\n"...)
+	got, ok, _, _ := rules.DecodeEntries(text, len(entries)+1)
+	if !ok {
+		t.Fatal("decodeEntries refused the entries")
+	}
+	want := rs.Campaigns
+	want = append(want, rules.Campaign{ID: "esc\taped", Cat: []string{"x", "y", "z"}, Advertiser: "it's"})
+	for i := range text {
+		text[i] = '#'
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after the text was overwritten (-want +got):\n%s", diff)
+	}
+}
