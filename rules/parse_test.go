@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/rules"
@@ -291,5 +292,51 @@ func TestParseFilesFirstError(t *testing.T) {
 	_, _, err = rules.NewParser().ParseFiles(files)
 	if err == nil || !strings.Contains(err.Error(), "f07.yaml") {
 		t.Fatalf("Parser.ParseFiles: %v, want the error of f07.yaml", err)
+	}
+}
+
+// TestMarshalByEntries checks that Marshal, which encodes a set campaign
+// by campaign, writes what yaml.v3 writes for the whole set.
+func TestMarshalByEntries(t *testing.T) {
+	whole := func(rs *rules.RuleSet) string {
+		var b strings.Builder
+		enc := yaml.NewEncoder(&b)
+		enc.SetIndent(2)
+		if err := enc.Encode(rs); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	cfg := world.ReferenceConfig()
+	cfg.Campaigns = 50
+	generated, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := []*rules.RuleSet{
+		{},
+		{Campaigns: []rules.Campaign{}},
+		{ContentRules: rules.ContentRules{BlockedCat: []string{}}},
+		{ContentRules: rules.ContentRules{BlockedCat: []string{"IAB25"}}},
+		{Campaigns: []rules.Campaign{{ID: "a"}}},
+		{Campaigns: []rules.Campaign{{ID: "a"}, {ID: "- b", Cat: []string{}}}, ContentRules: rules.ContentRules{ChannelMap: []rules.ChannelMapping{{Channel: "web"}}}},
+		generated,
+	}
+	design, err := rules.Parse("design.yaml", []byte(rules.DesignExample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets = append(sets, design)
+	for i, rs := range sets {
+		got, err := rules.Marshal(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := whole(rs); string(got) != want {
+			t.Errorf("set %d: Marshal =\n%s\nwant\n%s", i, got, want)
+		}
 	}
 }
