@@ -360,10 +360,12 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 	if src != SourceFile && at.IsZero() {
 		listed = MaxListed
 	}
-	d := diff(cur.RuleSet, cur.Rules, rs, r, listed)
+	// The diff is the caller's and the log's: a new set serves before it
+	// is computed (a replaced set of 100,000 campaigns takes 30-60 ms to
+	// diff, 120 listing ids).
+	setDiff := func(res *Result) { res.Diff = diff(cur.RuleSet, cur.Rules, rs, r, listed) }
 	res := &Result{
 		Version:   r.Version(),
-		Diff:      d,
 		Warnings:  m.warnings(rs, r),
 		DryRun:    dryRun,
 		Campaigns: len(rs.Campaigns),
@@ -373,9 +375,11 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		res.PreviousVersion = cur.Version
 	}
 	if dryRun {
+		setDiff(res)
 		return res, nil
 	}
 	if cur.Rules != nil && cur.Version == r.Version() {
+		setDiff(res)
 		res.Unchanged = true
 		res.AppliedAt = cur.AppliedAt
 		m.metrics.outcome(src, outcomeUnchanged)
@@ -408,6 +412,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 	_, refused := m.cfg.Engine.SetRules(r)
 	res.AppliedAt = at
 	took := time.Since(t0)
+	setDiff(res)
 	m.publish(func(s *state) {
 		s.Version, s.AppliedAt, s.Source, s.Origin = r.Version(), at, src, origin
 		s.Campaigns, s.RuleSet, s.Rules = len(rs.Campaigns), rs, r
