@@ -72,18 +72,7 @@ func TestDecodeEntries(t *testing.T) {
 func TestDecodeEntriesGenerated(t *testing.T) {
 	for _, cfg := range []world.Config{world.DemoConfig(), world.SmallConfig(), world.ReferenceConfig()} {
 		cfg.Campaigns = min(cfg.Campaigns, 300)
-		rs, err := world.GenerateRules(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := rules.Marshal(rs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries, _, ok := rules.CutCampaigns(data)
-		if !ok || len(entries) != len(rs.Campaigns) {
-			t.Fatalf("cut: ok %v, %d entries, want %d", ok, len(entries), len(rs.Campaigns))
-		}
+		rs, data, entries := generatedEntries(t, cfg)
 		for i, e := range entries {
 			if !checkDecode(t, e) {
 				t.Fatalf("entry %d left to the tree:\n%s", i, e)
@@ -101,6 +90,24 @@ func TestDecodeEntriesGenerated(t *testing.T) {
 			t.Fatalf("generated set (-want +got):\n%s", diff)
 		}
 	}
+}
+
+// generatedEntries generates a rule set, marshals it and cuts the text
+// into its campaign entries.
+func generatedEntries(t *testing.T, cfg world.Config) (rs *rules.RuleSet, data []byte, entries [][]byte) {
+	t.Helper()
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err = rules.Marshal(rs); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, ok := rules.CutCampaigns(data)
+	if !ok || len(entries) != len(rs.Campaigns) {
+		t.Fatalf("cut: ok %v, %d entries, want %d", ok, len(entries), len(rs.Campaigns))
+	}
+	return rs, data, entries
 }
 
 // checkDecode decodes entries text both ways and compares them when the
@@ -151,18 +158,7 @@ func FuzzDecodeEntries(f *testing.F) {
 func TestDecodeEntriesOwnsText(t *testing.T) {
 	cfg := world.SmallConfig()
 	cfg.Campaigns = 40
-	rs, err := world.GenerateRules(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := rules.Marshal(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, _, ok := rules.CutCampaigns(data)
-	if !ok {
-		t.Fatal("cut refused a generated set")
-	}
+	rs, _, entries := generatedEntries(t, cfg)
 	text := bytes.Join(entries, nil)
 	text = append(text, "  - id: \"esc\\taped\"\n    advertiser: 'it''s'\n    cat: [\"x\", 'y', z]\n"...)
 	got, ok, _, _ := rules.DecodeEntries(text, len(entries)+1)
