@@ -412,12 +412,12 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 	_, refused := m.cfg.Engine.SetRules(r)
 	res.AppliedAt = at
 	took := time.Since(t0)
-	setDiff(res)
 	m.publish(func(s *state) {
 		s.Version, s.AppliedAt, s.Source, s.Origin = r.Version(), at, src, origin
 		s.Campaigns, s.RuleSet, s.Rules = len(rs.Campaigns), rs, r
 		s.Outcomes++
 	})
+	setDiff(res)
 	m.metrics.applied(src, r, at, took)
 	fields := []zap.Field{
 		zap.String("source", string(src)),

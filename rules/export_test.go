@@ -52,3 +52,9 @@ func DecodeEntries(text []byte, n int) (fast []Campaign, fastOK bool, tree []Cam
 	tree, treeOK = parseEntriesByTree(new(fastParser), text, n)
 	return fast, fastOK, tree, treeOK
 }
+
+// DecodeEntriesWith is decodeEntries with p, which keeps its slabs'
+// sizes from one parse to the next.
+func DecodeEntriesWith(p *FastParser, text []byte, n int) ([]Campaign, bool) {
+	return p.decodeEntries(text, n)
+}

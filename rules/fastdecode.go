@@ -31,29 +31,32 @@ import (
 // allocations instead of allocating each one. What it cuts is kept by
 // the campaigns, so a slab serves one parse only (begin starts the
 // next). Its first allocation is what the previous parse used, as a
-// parser's batches of entries are much alike, and later ones an eighth
-// of that: little of it is left unused.
+// parser's batches of entries are much alike, and later ones as much as
+// this parse has used so far, never more than the text can hold: little
+// is left unused, and a small parse after a large one (one edited entry
+// after a batch) does not keep a large allocation alive.
 type slab[T any] struct {
 	free       []T
 	used, last int // items cut in this parse and in the previous one
+	limit      int // the most items this parse can cut
 }
 
 // slabMin is the fewest items a slab allocates.
 const slabMin = 32
 
-// begin starts a parse.
-func (s *slab[T]) begin() {
-	s.free, s.last, s.used = nil, s.used, 0
+// begin starts a parse that cuts at most limit items.
+func (s *slab[T]) begin(limit int) {
+	s.free, s.last, s.used, s.limit = nil, s.used, 0, limit
 }
 
 // take returns n items of its own, with no capacity beyond them.
 func (s *slab[T]) take(n int) []T {
 	if n > len(s.free) {
-		size := max(n, slabMin, s.last/8)
+		size := max(slabMin, s.used)
 		if s.used == 0 {
 			size = max(size, s.last)
 		}
-		s.free = make([]T, size)
+		s.free = make([]T, max(n, min(size, s.limit-s.used)))
 	}
 	out := s.free[:n:n]
 	s.free = s.free[n:]
@@ -100,11 +103,13 @@ func (p *fastParser) decodeEntries(text []byte, n int) (out []Campaign, ok bool)
 	defer func() { p.s = "" }() // text is the caller's
 	d := &p.dec
 	d.strs, d.clauses, d.creatives = d.strs[:0], d.clauses[:0], d.creatives[:0]
-	d.text.begin()
-	d.strSlab.begin()
-	d.clauseSlab.begin()
-	d.creativeSlab.begin()
-	d.intSlab.begin()
+	// A value's bytes are the text's (or an escape's, allocated apart),
+	// and any item of a list takes at least two bytes of text.
+	d.text.begin(len(text))
+	d.strSlab.begin(len(text) / 2)
+	d.clauseSlab.begin(len(text) / 2)
+	d.creativeSlab.begin(len(text) / 2)
+	d.intSlab.begin(len(text) / 2)
 	defer p.recover(&ok)
 	p.nextContent()
 	if p.ind < 0 || !p.isEntry(p.pos) {

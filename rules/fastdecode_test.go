@@ -2,6 +2,8 @@ package rules_test
 
 import (
 	"bytes"
+	"math"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -134,11 +136,47 @@ func checkDecode(t *testing.T, text []byte) bool {
 			t.Errorf("decodeEntries(%q, %d) accepts what the tree does not", text, k)
 			continue
 		}
-		if diff := cmp.Diff(tree, fast); diff != "" {
+		if diff := cmp.Diff(tree, fast, exactFloats); diff != "" {
 			t.Errorf("decodeEntries(%q, %d) differs from the tree (-tree +fast):\n%s", text, k, diff)
 		}
 	}
 	return accepted
+}
+
+// exactFloats compares floats bit for bit: -0 is not 0.
+var exactFloats = cmp.Comparer(func(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) })
+
+// TestDecodeEntriesReusedParser decodes with one parser, as a pooled one
+// is used: a batch of entries, then one small entry. The first batch's
+// campaigns stay as they were, and the small parse does not allocate
+// (and keep alive) slabs sized for the batch before it.
+func TestDecodeEntriesReusedParser(t *testing.T) {
+	cfg := world.ReferenceConfig()
+	cfg.Campaigns = 32
+	rs, _, entries := generatedEntries(t, cfg)
+	var p rules.FastParser
+	batch, ok := rules.DecodeEntriesWith(&p, bytes.Join(entries, nil), len(entries))
+	if !ok {
+		t.Fatal("batch refused")
+	}
+	small := []byte("  - id: tiny\n    bid_cpm: -0.0\n    cat: [a]\n")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got, ok := rules.DecodeEntriesWith(&p, small, 1)
+	runtime.ReadMemStats(&after)
+	if !ok {
+		t.Fatal("small entry refused")
+	}
+	if diff := cmp.Diff([]rules.Campaign{{ID: "tiny", BidCPM: math.Copysign(0, -1), Cat: []string{"a"}}}, got, exactFloats); diff != "" {
+		t.Errorf("small entry (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(rs.Campaigns, batch); diff != "" {
+		t.Errorf("batch after the next parse (-want +got):\n%s", diff)
+	}
+	// Slabs of at most slabMin items each, and the campaign.
+	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<10 {
+		t.Errorf("one small entry after a batch of %d allocated %d bytes", len(entries), n)
+	}
 }
 
 // FuzzDecodeEntries checks the straight decoder against the tree on any
