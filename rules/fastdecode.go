@@ -30,31 +30,43 @@ import (
 // slab cuts the lists and text of decoded campaigns from shared
 // allocations instead of allocating each one. What it cuts is kept by
 // the campaigns, so a slab serves one parse only (begin starts the
-// next). Its first allocation is what the previous parse used, as a
-// parser's batches of entries are much alike, and later ones as much as
-// this parse has used so far, never more than the text can hold: little
-// is left unused, and a small parse after a large one (one edited entry
-// after a batch) does not keep a large allocation alive.
+// next). Its first allocation is what the previous parse used per byte
+// of text, times this parse's text, and a sixteenth more, as entries are
+// much alike; when that falls short, it allocates a quarter of what the
+// parse has used so far. Little is left unused, and a small parse after
+// a large one (one edited entry after a batch) does not allocate, nor
+// keep alive, a large slab.
 type slab[T any] struct {
-	free       []T
-	used, last int // items cut in this parse and in the previous one
-	limit      int // the most items this parse can cut
+	free    []T
+	used    int     // items cut in this parse
+	limit   int     // the most items this parse can cut
+	perByte float64 // items cut per byte of text in the previous parse
+	want    int     // the first allocation's size
 }
 
 // slabMin is the fewest items a slab allocates.
 const slabMin = 32
 
-// begin starts a parse that cuts at most limit items.
-func (s *slab[T]) begin(limit int) {
-	s.free, s.last, s.used, s.limit = nil, s.used, 0, limit
+// begin starts a parse of a text of size bytes that cuts at most limit
+// items.
+func (s *slab[T]) begin(size, limit int) {
+	s.free, s.used, s.limit = nil, 0, limit
+	s.want = int(s.perByte*float64(size)*17/16) + 1
+}
+
+// end ends a parse of a text of size bytes.
+func (s *slab[T]) end(size int) {
+	if size > 0 {
+		s.perByte = float64(s.used) / float64(size)
+	}
 }
 
 // take returns n items of its own, with no capacity beyond them.
 func (s *slab[T]) take(n int) []T {
 	if n > len(s.free) {
-		size := max(slabMin, s.used)
+		size := max(slabMin, s.used/4)
 		if s.used == 0 {
-			size = max(size, s.last)
+			size = max(size, s.want)
 		}
 		s.free = make([]T, max(n, min(size, s.limit-s.used)))
 	}
@@ -105,11 +117,21 @@ func (p *fastParser) decodeEntries(text []byte, n int) (out []Campaign, ok bool)
 	d.strs, d.clauses, d.creatives = d.strs[:0], d.clauses[:0], d.creatives[:0]
 	// A value's bytes are the text's (or an escape's, allocated apart),
 	// and any item of a list takes at least two bytes of text.
-	d.text.begin(len(text))
-	d.strSlab.begin(len(text) / 2)
-	d.clauseSlab.begin(len(text) / 2)
-	d.creativeSlab.begin(len(text) / 2)
-	d.intSlab.begin(len(text) / 2)
+	size := len(text)
+	d.text.begin(size, size)
+	d.strSlab.begin(size, size/2)
+	d.clauseSlab.begin(size, size/2)
+	d.creativeSlab.begin(size, size/2)
+	d.intSlab.begin(size, size/2)
+	defer func() { // after p.recover: ok is the outcome
+		if ok {
+			d.text.end(size)
+			d.strSlab.end(size)
+			d.clauseSlab.end(size)
+			d.creativeSlab.end(size)
+			d.intSlab.end(size)
+		}
+	}()
 	defer p.recover(&ok)
 	p.nextContent()
 	if p.ind < 0 || !p.isEntry(p.pos) {
