@@ -28,6 +28,10 @@
 #   RESULTS      directory for the reports (default bench/results/upload-<UTC time>)
 #   BIN          directory with personad, personactl, personabench (default: built)
 #   BASE_PORT    first of the two local ports used (default 19190)
+#   TRACE        when set, a Go execution trace of personad (started with
+#                --pprof) over each upload window, in $RESULTS/trace-N.out:
+#                read it with `go tool trace` (or `-d=parsed` for the events);
+#                DURATION must then be whole seconds ("3s")
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,6 +52,7 @@ trap stop_server EXIT # defined by bench/lib.sh
 server_env=()
 [[ -n "${SERVER_GOGC:-}" ]] && server_env+=("GOGC=$SERVER_GOGC")
 [[ -n "${SERVER_PROCS:-}" ]] && server_env+=("GOMAXPROCS=$SERVER_PROCS")
+[[ -n "${TRACE:-}" ]] && server_env+=("PERSONAD_PPROF=true")
 start_server upload-under-load "${server_env[@]}"
 
 bench() {
@@ -57,7 +62,7 @@ bench() {
 p() { grep -o "\"$2\": *[0-9]*" "$1" | head -1 | grep -o '[0-9]*$'; }
 errs() { tr -d '\n ' <"$1" | grep -o '"errors":{[^}]*}' | head -1 | sed 's/"errors"://'; }
 
-echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset}"
+echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset} TRACE=${TRACE:-unset}"
 for r in $(seq 1 "$ROUNDS"); do
 	ids="$work/ids-$r"
 	seq -f "up${r}x%09.0f" 0 $((UPLOAD_IDS - 1)) >"$ids"
@@ -68,9 +73,14 @@ for r in $(seq 1 "$ROUNDS"); do
 	bench "upload-$r" &
 	load=$!
 	sleep 1 # personabench's warm-up
+	tracing=()
+	if [[ -n "${TRACE:-}" ]]; then
+		curl -fsS -o "$RESULTS/trace-$r.out" "http://$HTTP/debug/pprof/trace?seconds=${DURATION%s}" &
+		tracing=($!)
+	fi
 	nice -n "$UPLOAD_NICE" "$BIN/personactl" --addr "$GRPC" segments upload --facet industry --value "upload_$r" "$ids" \
 		>"$RESULTS/personactl-$r.txt" 2>&1
-	wait "$load"
+	wait "$load" "${tracing[@]}"
 	rm -f "$ids"
 
 	s="$RESULTS/steady-$r.json" u="$RESULTS/upload-$r.json"
