@@ -78,33 +78,22 @@ func BenchmarkReloadCold(b *testing.B) {
 			}
 			m := newManager(b, path)
 			runtime.GC()
-			var took, swapped []time.Duration
-			var faults int64
+			var t reloadTimes
 			i := 0
-			step := func() {
+			t.run(b, func() {
 				b.StopTimer()
 				i++
 				linkFiles(b, sources[i%2], dir, parts)
 				before := m.Status().Outcomes
 				b.StartTimer()
-				f0 := minorFaults()
-				start := time.Now()
+				f0, start := minorFaults(), time.Now()
 				m.ReloadFiles()
-				took = append(took, time.Since(start))
-				faults += minorFaults() - f0
 				s := m.Status()
+				t.add(start, s.AppliedAt, f0)
 				if s.Outcomes != before+1 || s.LastRejected != nil || s.Campaigns != n {
 					b.Fatalf("reload: %d campaigns, %+v", s.Campaigns, s.LastRejected)
 				}
-				swapped = append(swapped, s.AppliedAt.Sub(start))
-			}
-			warm(step)
-			took, swapped, faults = took[:0], swapped[:0], 0
-			for b.Loop() {
-				step()
-			}
-			reportMedian(b, took, faults)
-			reportApplied(b, swapped)
+			})
 		}
 		if n <= 10_000 {
 			b.Run(fmt.Sprintf("campaigns=%d/file", n), func(b *testing.B) { reload(b, 1) })
@@ -118,45 +107,22 @@ func BenchmarkReloadCold(b *testing.B) {
 			m := newManager(b, path)
 			sets := [2]*rules.RuleSet{generate(b, 1), generate(b, 2)}
 			runtime.GC()
-			var took, swapped []time.Duration
-			var faults int64
+			var t reloadTimes
 			i := 0
-			step := func() {
+			t.run(b, func() {
 				i++
-				f0 := minorFaults()
-				start := time.Now()
+				f0, start := minorFaults(), time.Now()
 				res, err := m.Apply(sets[i%2], ApplyOptions{Origin: "bench"})
-				took = append(took, time.Since(start))
-				faults += minorFaults() - f0
 				if err != nil {
 					b.Fatal(err)
 				}
+				t.add(start, res.AppliedAt, f0)
 				if res.Unchanged || res.Campaigns != n {
 					b.Fatalf("apply: %+v", res)
 				}
-				swapped = append(swapped, res.AppliedAt.Sub(start))
-			}
-			warm(step)
-			took, swapped, faults = took[:0], swapped[:0], 0
-			for b.Loop() {
-				step()
-			}
-			reportMedian(b, took, faults)
-			reportApplied(b, swapped)
+			})
 		})
 	}
-}
-
-// reportApplied reports the median time from the start of a reload to
-// its applied time, taken just before the set is swapped in (which takes
-// ~1 ms), as applied-ns: the diff, which the log and Apply's caller get,
-// is computed after the swap.
-func reportApplied(b *testing.B, swapped []time.Duration) {
-	if len(swapped) == 0 {
-		return
-	}
-	slices.Sort(swapped)
-	b.ReportMetric(float64(swapped[len(swapped)/2].Nanoseconds()), "applied-ns")
 }
 
 // linkFiles replaces the first parts rules files of dir by links to
@@ -173,13 +139,38 @@ func linkFiles(b *testing.B, from, dir string, parts int) {
 	}
 }
 
-// reportMedian reports the median of took as median-ns, and the page
-// faults the reloads took, per reload, as faults/op.
-func reportMedian(b *testing.B, took []time.Duration, faults int64) {
-	if len(took) == 0 {
+// reloadTimes are the timed reloads' durations, their times to the
+// applied time (just before the swap), and their page faults.
+type reloadTimes struct {
+	took, applied []time.Duration
+	faults        int64
+}
+
+// add records a reload that started at start, when the process had taken
+// f0 page faults, and was applied at applied.
+func (t *reloadTimes) add(start, applied time.Time, f0 int64) {
+	t.took = append(t.took, time.Since(start))
+	t.faults += minorFaults() - f0
+	t.applied = append(t.applied, applied.Sub(start))
+}
+
+// run warms the heap with step (see warm), then times it, and reports
+// the median reload (median-ns), the median time to the applied time
+// (applied-ns) and the page faults per reload (faults/op).
+func (t *reloadTimes) run(b *testing.B, step func()) {
+	warm(step)
+	*t = reloadTimes{}
+	for b.Loop() {
+		step()
+	}
+	if len(t.took) == 0 {
 		return
 	}
-	b.ReportMetric(float64(faults)/float64(len(took)), "faults/op")
-	slices.Sort(took)
-	b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "median-ns")
+	b.ReportMetric(float64(t.faults)/float64(len(t.took)), "faults/op")
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Nanoseconds())
+	}
+	b.ReportMetric(median(t.took), "median-ns")
+	b.ReportMetric(median(t.applied), "applied-ns")
 }
