@@ -487,20 +487,17 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	}
 	campaigns := make([]Campaign, len(s.entries))
 	var old []Campaign
+	// hash is set when every entry is parsed and needs its digest for
+	// the next version: the cut did not walk the previous version's
+	// entries (there were none, or they were at another indentation —
+	// then none has the text of an entry here: an entry's text starts
+	// with its indentation — or the walk gave up, finding none among the
+	// first entries). Each worker hashes the entries it parses, just
+	// before it parses them (their text is then in its CPU's cache).
+	hash := false
 	if cache != nil {
 		if digests == nil {
-			// The cut did not walk the previous version's entries: there
-			// were none, or they were at another indentation (then none
-			// has the text of an entry here: an entry's text starts with
-			// its indentation), or the walk gave up, finding none among
-			// the first entries. Every entry is parsed; hash them on every
-			// CPU for the next version.
-			digests = make([]Digest, len(s.entries))
-			par.For(len(s.entries), hashChunk, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					digests[i] = sum(s.entries[i])
-				}
-			})
+			digests, hash = make([]Digest, len(s.entries)), true
 		}
 		cache.seen += len(s.entries)
 		old = cache.campaigns
@@ -533,6 +530,9 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 				n := 0
 				for _, i := range b {
 					n += len(s.entries[i])
+					if hash {
+						digests[i] = sum(s.entries[i])
+					}
 				}
 				// A parser per batch, not per worker: a directory's files
 				// are parsed at once, each by up to GOMAXPROCS workers.
