@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 
+	"github.com/personad/personad/internal/arena"
 	"github.com/personad/personad/internal/par"
 	"github.com/personad/personad/rules"
 )
@@ -324,10 +325,10 @@ func (a *copyArena) reserve(s copySize) {
 	a.sum.add(s)
 	a.n++
 	batch := func(sum int) int { return batchOf(sum, a.n) }
-	refill(&a.strs, s.strs, batch(a.sum.strs))
-	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
-	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
-	refill(&a.prios, s.prios, batch(a.sum.prios))
+	arena.Refill(&a.strs, s.strs, batch(a.sum.strs))
+	arena.Refill(&a.clauses, s.clauses, batch(a.sum.clauses))
+	arena.Refill(&a.creatives, s.creatives, batch(a.sum.creatives))
+	arena.Refill(&a.prios, s.prios, batch(a.sum.prios))
 }
 
 // copy copies c's structure, sharing only string bytes.
@@ -360,7 +361,7 @@ func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
 		if src == nil {
 			return nil
 		}
-		dst := cut(&a.strs, len(src))
+		dst := arena.Cut(&a.strs, len(src))
 		copy(dst, src)
 		return dst
 	}
@@ -368,7 +369,7 @@ func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
 		if src == nil {
 			return nil
 		}
-		dst := cut(&a.clauses, len(src))
+		dst := arena.Cut(&a.clauses, len(src))
 		for i, cl := range src {
 			dst[i] = rules.Clause{Facet: cl.Facet, Any: ss(cl.Any)}
 		}
@@ -376,7 +377,7 @@ func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
 	}
 	out := *c
 	if c.Priority != nil {
-		p := cut(&a.prios, 1)
+		p := arena.Cut(&a.prios, 1)
 		p[0] = *c.Priority
 		out.Priority = &p[0]
 	}
@@ -384,7 +385,7 @@ func (a *copyArena) copy(c *rules.Campaign) rules.Campaign {
 	out.Cat = ss(c.Cat)
 	out.Targeting = rules.Targeting{All: cs(c.Targeting.All), None: cs(c.Targeting.None), Channels: ss(c.Targeting.Channels)}
 	if c.Creatives != nil {
-		out.Creatives = cut(&a.creatives, len(c.Creatives))
+		out.Creatives = arena.Cut(&a.creatives, len(c.Creatives))
 		for i := range c.Creatives {
 			cr := &c.Creatives[i]
 			out.Creatives[i] = rules.Creative{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bits-and-blooms/bitset"
 
+	"github.com/personad/personad/internal/arena"
 	"github.com/personad/personad/internal/par"
 	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/rules"
@@ -348,7 +349,7 @@ func compileUnit(c *rules.Campaign, d rules.Digest, a *unitArena) *unit {
 	u.none = u.clauses(a, c.Targeting.None)
 	u.channels = a.clone(c.Targeting.Channels)
 	campCat := a.clone(c.Cat)
-	u.creatives = cut(&a.creatives, len(c.Creatives))
+	u.creatives = arena.Cut(&a.creatives, len(c.Creatives))
 	for i := range c.Creatives {
 		cr := &c.Creatives[i]
 		cat := a.clone(cr.Cat)
@@ -361,7 +362,7 @@ func compileUnit(c *rules.Campaign, d rules.Digest, a *unitArena) *unit {
 			persona:  u.clauses(a, cr.Persona),
 		}
 	}
-	u.facts = cut(&a.facts, len(u.facts))
+	u.facts = arena.Cut(&a.facts, len(u.facts))
 	a.nfacts += len(u.facts)
 	return u
 }
@@ -452,12 +453,12 @@ func (a *unitArena) reserve(s unitSize) {
 	a.sum.add(s)
 	a.n++
 	batch := func(sum int) int { return batchOf(sum, a.n) }
-	refill(&a.units, 1, min(a.n, unitBatch))
-	refill(&a.creatives, s.creatives, batch(a.sum.creatives))
-	refill(&a.strs, s.strs, batch(a.sum.strs))
-	refill(&a.clauses, s.clauses, batch(a.sum.clauses))
-	refill(&a.ids, s.values, batch(a.sum.values))
-	refill(&a.facts, s.values, batch(a.nfacts))
+	arena.Refill(&a.units, 1, min(a.n, unitBatch))
+	arena.Refill(&a.creatives, s.creatives, batch(a.sum.creatives))
+	arena.Refill(&a.strs, s.strs, batch(a.sum.strs))
+	arena.Refill(&a.clauses, s.clauses, batch(a.sum.clauses))
+	arena.Refill(&a.ids, s.values, batch(a.sum.values))
+	arena.Refill(&a.facts, s.values, batch(a.nfacts))
 }
 
 // batchOf is room for the next arrays of an arena that has reserved n
@@ -467,23 +468,6 @@ func (a *unitArena) reserve(s unitSize) {
 // a few units (a patch, or a span with few campaigns changed) allocates
 // little more than they take.
 func batchOf(sum, n int) int { return (sum*min(n, unitBatch) + n - 1) / n }
-
-// refill makes room for need more elements in *s: when it has less, *s
-// becomes a new empty array with room for need, or batch if more (or
-// what the allocation's size class holds besides).
-func refill[T any](s *[]T, need, batch int) {
-	if cap(*s)-len(*s) < need {
-		*s = slices.Grow([]T(nil), max(need, batch))
-	}
-}
-
-// cut returns the next n elements of *s's array, which has room for them,
-// and moves *s past them.
-func cut[T any](s *[]T, n int) []T {
-	lo := len(*s)
-	*s = (*s)[:lo+n]
-	return (*s)[lo : lo+n : lo+n]
-}
 
 // clone copies src into the arena; nil stays nil and empty stays empty,
 // as with slices.Clone.

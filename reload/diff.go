@@ -85,15 +85,14 @@ func diff(oldRS *rules.RuleSet, oldR *engine.Rules, rs *rules.RuleSet, r *engine
 	for i := range rs.Campaigns {
 		c := &rs.Campaigns[i]
 		j, ok := old[c.ID]
-		switch {
-		case !ok:
+		if !ok {
 			l.add(campaignsAdded, c.ID)
 			l.addCreatives(creativesAdded, c)
-		case j >= len(oldDigests) || oldDigests[j] != newDigests[i]:
-			kept[j] = true
+			continue
+		}
+		kept[j] = true
+		if j >= len(oldDigests) || oldDigests[j] != newDigests[i] {
 			changed(&oldRS.Campaigns[j], c)
-		default:
-			kept[j] = true
 		}
 	}
 	for j := range oldRS.Campaigns {

@@ -4,6 +4,8 @@ import (
 	"math"
 	"strconv"
 	"unsafe"
+
+	"github.com/personad/personad/internal/arena"
 )
 
 // Campaign entries decoded straight from the text.
@@ -37,7 +39,7 @@ import (
 // a large one (one edited entry after a batch) does not allocate, nor
 // keep alive, a large slab.
 type slab[T any] struct {
-	free    []T
+	buf     []T     // the array being cut (arena.Cut), its cut part in len
 	used    int     // items cut in this parse
 	limit   int     // the most items this parse can cut
 	perByte float64 // items cut per byte of text in the previous parse
@@ -50,7 +52,7 @@ const slabMin = 32
 // begin starts a parse of a text of size bytes that cuts at most limit
 // items.
 func (s *slab[T]) begin(size, limit int) {
-	s.free, s.used, s.limit = nil, 0, limit
+	s.buf, s.used, s.limit = nil, 0, limit
 	s.want = int(s.perByte*float64(size)*17/16) + 1
 }
 
@@ -63,17 +65,13 @@ func (s *slab[T]) end(size int) {
 
 // take returns n items of its own, with no capacity beyond them.
 func (s *slab[T]) take(n int) []T {
-	if n > len(s.free) {
-		size := max(slabMin, s.used/4)
-		if s.used == 0 {
-			size = max(size, s.want)
-		}
-		s.free = make([]T, max(n, min(size, s.limit-s.used)))
+	size := max(slabMin, s.used/4)
+	if s.used == 0 {
+		size = max(size, s.want)
 	}
-	out := s.free[:n:n]
-	s.free = s.free[n:]
+	arena.Refill(&s.buf, n, min(size, s.limit-s.used))
 	s.used += n
-	return out
+	return arena.Cut(&s.buf, n)
 }
 
 // cut returns a copy of items (take's): not nil, even when items is
