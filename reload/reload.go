@@ -119,7 +119,7 @@ type Manager struct {
 	parser    *rules.Parser
 	mu        sync.Mutex // serialises changes: apply, reloadFiles
 	state     atomic.Pointer[state]
-	fileSum   uint64 // digest of the files last read (under mu)
+	fileSum   rules.Digest // digest of the files last read (under mu)
 	changed   chan struct{}
 	changedMu sync.Mutex
 	watcher   *watcher
@@ -228,7 +228,11 @@ func (m *Manager) start() error {
 			return fmt.Errorf("reload: the applied rule set persisted in %s: %w", m.appliedPath(), err)
 		}
 		if fromFile && fileErr == nil {
-			m.fileSum = filesSum(files)
+			// Remember the files as they are (parsing them gives their
+			// digest, and readies the Parser for their next version):
+			// they are applied once they change.
+			m.parser.ParseFiles(files) //nolint:errcheck // applied, and reported, once they change
+			m.fileSum = m.parser.Digest()
 			m.log.Info("rules: the persisted applied set is newer than the rules files; serving it",
 				zap.String("path", m.cfg.Path), zap.Time("files_modified", newest), zap.Time("applied_at", saved.AppliedAt))
 		}
@@ -237,8 +241,8 @@ func (m *Manager) start() error {
 	if fileErr != nil {
 		return fileErr
 	}
-	m.fileSum = filesSum(files)
 	rs, origins, err := m.parser.ParseFiles(files)
+	m.fileSum = m.parser.Digest()
 	if err == nil {
 		_, err = m.apply(rs, origins, SourceFile, m.cfg.Path, false, time.Time{})
 	}
@@ -296,13 +300,21 @@ func (m *Manager) ReloadFiles() {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return
 	}
-	sum := filesSum(files)
+	// The Sums of the files the Parser did not read are known now; those
+	// of the files it read, once they are parsed (from the digests of
+	// their pieces, rather than hashing each file whole first). An
+	// unchanged file is not parsed again either way.
+	if sum, ok := rules.FilesDigest(files); ok && sum == m.fileSum {
+		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
+		return
+	}
+	rs, origins, err := m.parser.ParseFiles(files)
+	sum := m.parser.Digest()
 	if sum == m.fileSum {
 		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
 		return
 	}
 	m.fileSum = sum
-	rs, origins, err := m.parser.ParseFiles(files)
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return

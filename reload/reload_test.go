@@ -420,6 +420,47 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	}
 }
 
+// TestReloadSameBytes checks that rules files rewritten with the same
+// bytes (their stat changes, their content does not) are not applied or
+// rejected again: the set is not re-applied, and a broken file's errors
+// are reported once.
+func TestReloadSameBytes(t *testing.T) {
+	f := newFixture(t)
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", doc("a", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.dir, true
+	cfg.Logger = zaptest.NewLogger(t)
+	m := startManager(t, cfg)
+	outcomes := func() uint64 { return m.Status().Outcomes }
+
+	n := outcomes()
+	write("a.yaml", doc("a", 1))
+	m.ReloadFiles()
+	if got := outcomes(); got != n {
+		t.Errorf("a.yaml rewritten with the same bytes: %d outcomes, want %d (none)", got, n)
+	}
+	if st := m.parser.Stats(); st.FilesRead != 1 || st.FilesParsed != 0 {
+		t.Errorf("a.yaml rewritten with the same bytes: %+v, want it read, not parsed", st)
+	}
+
+	write("b.yaml", doc("b", -1))
+	m.ReloadFiles()
+	if st := m.Status(); st.Outcomes != n+1 || st.LastRejected == nil {
+		t.Fatalf("b.yaml broken: %+v, want one rejection", st)
+	}
+	write("b.yaml", doc("b", -1))
+	m.ReloadFiles()
+	if got := outcomes(); got != n+1 {
+		t.Errorf("b.yaml rewritten broken with the same bytes: %d outcomes, want %d (its errors reported once)", got, n+1)
+	}
+}
+
 // TestApplyPersistFailures: a failure to persist before the new set is in
 // place rejects the apply and keeps the old set, live and on disk; a
 // failure after it (the directory's fsync) serves the new set, which the

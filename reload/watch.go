@@ -1,18 +1,14 @@
 package reload
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
-
-	"github.com/personad/personad/rules"
 )
 
 // watcher reloads the rules files when the directory holding them changes.
@@ -84,20 +80,4 @@ func (w *watcher) close() error {
 	err := w.fs.Close()
 	w.wg.Wait()
 	return err
-}
-
-// filesSum is a digest of the files' names and contents: equal sums mean
-// nothing to reload.
-func filesSum(files []rules.File) uint64 {
-	d := xxhash.New()
-	var n [8]byte
-	for i := range files {
-		f := &files[i]
-		binary.LittleEndian.PutUint64(n[:], uint64(len(f.Name)))
-		d.Write(n[:])
-		d.WriteString(f.Name)
-		sum := f.Digest()
-		d.Write(sum[:])
-	}
-	return d.Sum64()
 }

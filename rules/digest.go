@@ -43,6 +43,51 @@ func fileSum(b []byte) Digest {
 	return makeDigest(xxhash.Sum64(hs), uint64(len(b)))
 }
 
+// FilesDigest is a digest of files' names and Sums, or false when a
+// file's Sum is not known ([Parser.ReadFiles] does not set it for the
+// files it reads; [Parser.Digest] is the digest of those files once
+// parsed). Equal digests mean the same files with the same bytes.
+func FilesDigest(files []File) (Digest, bool) {
+	sums := make([]Digest, len(files))
+	for i := range files {
+		if sums[i] = files[i].Sum; sums[i] == (Digest{}) {
+			return Digest{}, false
+		}
+	}
+	return filesDigest(files, sums), true
+}
+
+// filesDigest is FilesDigest with the files' digests given.
+func filesDigest(files []File, sums []Digest) Digest {
+	h := xxhash.New()
+	var n [8]byte
+	for i := range files {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(files[i].Name)))
+		h.Write(n[:])
+		h.WriteString(files[i].Name)
+		h.Write(sums[i][:])
+	}
+	return makeDigest(h.Sum64(), uint64(len(files)))
+}
+
+// piecesSum is the Digest of a file of n bytes cut into pieces (s), from
+// the entries' digests: a file parsed piecewise is not hashed whole a
+// second time. Like fileSum it is a digest of the file's bytes — the
+// pieces cover them in order, and equal bytes are cut alike — but
+// another function of them: which of the two a file's digest is depends
+// on whether it is parsed piecewise, which its bytes decide.
+func piecesSum(n int, s split, digests []Digest) Digest {
+	h := xxhash.New()
+	h.WriteString("pieces")
+	head, tail := sum(s.rest[:s.head]), sum(s.rest[s.head:])
+	h.Write(head[:])
+	for i := range digests {
+		h.Write(digests[i][:])
+	}
+	h.Write(tail[:])
+	return makeDigest(h.Sum64(), uint64(n))
+}
+
 // sumPiece is the size of the pieces of a large file that fileSum hashes
 // apart.
 const sumPiece = 1 << 20

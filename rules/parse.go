@@ -34,7 +34,9 @@ func Parse(name string, data []byte) (*RuleSet, error) {
 	return parse(name, data, nil)
 }
 
-// parse is Parse, reusing the campaign entries of cache when it is set.
+// parse is Parse, reusing the campaign entries of cache when it is set;
+// it returns no rule set, and no error, when cache tells that data is
+// the previous version's text (cache.same).
 func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, len(data), MaxFileSize)
@@ -246,17 +248,10 @@ type File struct {
 	// next call.
 	Data    []byte
 	ModTime time.Time
-	// Sum is the content digest of Data, set by ReadFiles; zero means not
-	// computed.
+	// Sum is the content digest of Data; zero means not computed.
+	// [Parser.ReadFiles] sets it for the files it does not read (for
+	// those it reads, [Parser.Digest] covers them once parsed).
 	Sum Digest
-}
-
-// Digest returns f.Sum, or computes it when it is not set.
-func (f *File) Digest() Digest {
-	if f.Sum == (Digest{}) {
-		return fileSum(f.Data)
-	}
-	return f.Sum
 }
 
 // ReadFiles reads what Load reads, without parsing: the file at path, or
@@ -338,7 +333,7 @@ func readFileInto(name string, buf []byte) (File, error) {
 			data = append(data, 0)[:len(data)]
 		}
 	}
-	return File{Name: name, Data: data, ModTime: fi.ModTime(), Sum: fileSum(data)}, nil
+	return File{Name: name, Data: data, ModTime: fi.ModTime()}, nil
 }
 
 // ParseFilesLocated parses every file and merges them in order, without

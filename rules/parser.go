@@ -20,9 +20,10 @@ import (
 // serialised (the Data of the files ReadFiles returns is valid until its
 // next call).
 type Parser struct {
-	mu    sync.Mutex
-	files map[string]parsedFile
-	stats ParseStats
+	mu     sync.Mutex
+	files  map[string]parsedFile
+	stats  ParseStats
+	digest Digest // of the files of the last ParseFiles
 	// seen is what ReadFiles last saw of each file; read counts the
 	// files it read, -1 once ParseFiles has used that count (no ReadFiles
 	// since the last ParseFiles).
@@ -77,9 +78,12 @@ func NewParser() *Parser {
 // ReadFiles is [ReadFiles] for ParseFiles, reading only the files that
 // may have changed since the last call: a file whose size, modification
 // and change times, device and inode are what they were comes back with
-// its Sum and no Data (ParseFiles knows its rule set by that Sum). A
-// file's stat is trusted only once it was read when its last change was
-// at least two seconds old: file times are coarse (a few milliseconds),
+// its Sum and no Data (ParseFiles knows its rule set by that Sum). The
+// files it reads come back without a Sum: ParseFiles computes their
+// digests, most often from those of the files' pieces, which it computes
+// anyway, rather than hashing each file whole first. A file's stat is
+// trusted only once it was read when its last change was at least two
+// seconds old: file times are coarse (a few milliseconds),
 // so two writes of the same size within one tick look alike — the second
 // is caught because the first left the file untrusted. Where the change
 // time and inode are not known (not Linux), every file is read.
@@ -102,7 +106,7 @@ func (p *Parser) ReadFiles(path string) ([]File, error) {
 			return readFile(name) // for its error
 		}
 		key, ok := statKey(fi)
-		if s, seen := p.seen[name]; ok && seen && s.trusted && s.key == key {
+		if s, seen := p.seen[name]; ok && seen && s.trusted && s.key == key && s.sum != (Digest{}) {
 			next[name] = s
 			return File{Name: name, ModTime: fi.ModTime(), Sum: s.sum}, nil
 		}
@@ -116,7 +120,8 @@ func (p *Parser) ReadFiles(path string) ([]File, error) {
 			// key was taken before the read: a change after it shows as
 			// another key next time.
 			old := now.Add(-p.racy).UnixNano()
-			next[name] = seenFile{key: key, sum: f.Sum, trusted: key.ctime < old && key.mtime < old}
+			// ParseFiles sets the sum.
+			next[name] = seenFile{key: key, trusted: key.ctime < old && key.mtime < old}
 		}
 		return f, nil
 	})
@@ -140,25 +145,51 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 	// Each file's parse writes only its own index of these.
 	parsed := make([]parsedFile, len(files))
 	counts := make([]ParseStats, len(files))
+	sums := make([]Digest, len(files))
 	rs, origins, err := parseFiles(files, func(i int, f File) (*RuleSet, error) {
-		d := f.Digest()
-		if pf, ok := p.files[f.Name]; ok && pf.sum == d {
+		pf, known := p.files[f.Name]
+		if f.Sum != (Digest{}) {
+			if known && pf.sum == f.Sum {
+				sums[i], parsed[i] = f.Sum, pf
+				return pf.rs, nil
+			}
+			if f.Data == nil {
+				// From ReadFiles unread, yet not remembered: read it now.
+				rf, err := readFile(f.Name)
+				if err != nil {
+					return nil, err
+				}
+				f = rf
+			}
+		}
+		// A file's digest is that of its pieces when it is parsed
+		// piecewise, which also tells whether it changed; otherwise
+		// that of its bytes (fileSum), which for a file that was not
+		// parsed piecewise last time tells it first.
+		var whole Digest
+		if known && pf.entries == nil {
+			if whole = fileSum(f.Data); whole == pf.sum {
+				sums[i], parsed[i] = whole, pf
+				return pf.rs, nil
+			}
+		}
+		cache := &entryCache{}
+		if pf.entries != nil {
+			cache.old, cache.campaigns, cache.prevSum = pf.entries, pf.rs.Campaigns, pf.sum
+		}
+		rs, err := parse(f.Name, f.Data, cache)
+		d := cache.sum
+		if d == (Digest{}) {
+			if whole == (Digest{}) {
+				whole = fileSum(f.Data)
+			}
+			d = whole
+		}
+		sums[i] = d
+		if cache.same {
 			parsed[i] = pf
 			return pf.rs, nil
 		}
-		if f.Data == nil && f.Sum != (Digest{}) {
-			// From ReadFiles unread, yet not remembered: read it now.
-			rf, err := readFile(f.Name)
-			if err != nil {
-				return nil, err
-			}
-			f, d = rf, rf.Sum
-		}
-		cache := &entryCache{}
-		if pf := p.files[f.Name]; pf.entries != nil {
-			cache.old, cache.campaigns = pf.entries, pf.rs.Campaigns
-		}
-		rs, err := parse(f.Name, f.Data, cache)
 		counts[i] = ParseStats{FilesParsed: 1, Entries: cache.seen, EntriesParsed: cache.parsed}
 		if err != nil {
 			return nil, err
@@ -166,6 +197,16 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 		parsed[i] = parsedFile{sum: d, rs: rs, entries: cache.next}
 		return rs, nil
 	})
+	p.digest = filesDigest(files, sums)
+	// Remember the sums of the files ReadFiles read, for the next
+	// ReadFiles to return them unread while their stat does not change.
+	for i := range files {
+		f := &files[i]
+		if s, ok := p.seen[f.Name]; ok && s.sum == (Digest{}) && sameMemory(f.Data, p.bufs[f.Name]) {
+			s.sum = sums[i]
+			p.seen[f.Name] = s
+		}
+	}
 	for _, c := range counts {
 		st.FilesParsed += c.FilesParsed
 		st.Entries += c.Entries
@@ -188,9 +229,25 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 	return rs, origins, err
 }
 
+// Digest is a digest of the names and contents of the files the last
+// ParseFiles call was given (also when it failed), which [FilesDigest]
+// gives too when it knows every file's Sum: equal digests mean the same
+// files with the same bytes.
+func (p *Parser) Digest() Digest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.digest
+}
+
 // Stats describes the last ParseFiles call.
 func (p *Parser) Stats() ParseStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stats
+}
+
+// sameMemory reports whether a and b are the same bytes in memory: a
+// file's Data is what ReadFiles read into its buffer.
+func sameMemory(a, b []byte) bool {
+	return len(a) == len(b) && cap(a) > 0 && cap(b) > 0 && &a[:1][0] == &b[:1][0]
 }

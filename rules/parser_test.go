@@ -309,3 +309,89 @@ func smallWorldText(t *testing.T) (*rules.RuleSet, []byte) {
 	}
 	return gen, big
 }
+
+// TestParserDigest checks the digest of the files a Parser parses: the
+// same bytes give the same digest whether the file was read and parsed
+// cold, walked by its previous version, or not read at all (its stat
+// unchanged), and any edit gives another; a rewrite with the same bytes
+// parses nothing.
+func TestParserDigest(t *testing.T) {
+	_, big := smallWorldText(t)
+	big = append([]byte("# a comment before the entries\n"), big...)
+	dir := t.TempDir()
+	write := func(name string, text []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("big.yaml", big)
+	write("flow.yaml", []byte("campaigns: [{id: a1, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}]\n"))
+	write("rules.json", []byte(`{"content_rules": {"blocked_cat": ["IAB25"]}}`))
+	// parse reads and parses dir with p, and returns its digest.
+	parse := func(name string, p *rules.Parser, wantParsed int) rules.Digest {
+		t.Helper()
+		files, err := p.ReadFiles(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pre, known := rules.FilesDigest(files)
+		if _, _, err := p.ParseFiles(files); err != nil {
+			t.Fatal(err)
+		}
+		d := p.Digest()
+		if st := p.Stats(); known && (st.FilesRead != 0 || pre != d) {
+			t.Errorf("%s: every Sum known before the parse (%+v), digest %v, after it %v", name, st, pre, d)
+		}
+		if st := p.Stats(); st.FilesParsed != wantParsed {
+			t.Errorf("%s: %+v, want %d files parsed", name, st, wantParsed)
+		}
+		return d
+	}
+	p := rules.NewParser()
+	p.SetRacy(-time.Hour) // trust every file's stat once read
+	want := parse("first", p, 3)
+	// The same bytes, written again: read again (its stat changed), the
+	// big file walked by its previous version and found unchanged.
+	write("big.yaml", big)
+	if d := parse("same bytes written again", p, 0); d != want {
+		t.Errorf("same bytes written again: digest %v, want %v", d, want)
+	}
+	if d := parse("unchanged stat", p, 0); d != want {
+		t.Errorf("unchanged stat: digest %v, want %v", d, want)
+	}
+	if st := p.Stats(); st.FilesRead != 0 {
+		t.Errorf("unchanged stat: %+v, want no file read", st)
+	}
+	if d := parse("cold", rules.NewParser(), 3); d != want {
+		t.Errorf("the same files parsed cold: digest %v, want %v", d, want)
+	}
+
+	// An edit anywhere in the big file, before its entries, in one, or
+	// after them, changes the digest; the walked and the cold parse of
+	// the edited file agree.
+	first := bytes.Index(big, []byte("\n  - id: ")) + 1
+	for _, at := range []int{3, first + 10, len(big) / 2, len(big) - 2} {
+		edited := slices.Clone(big)
+		edited[at] ^= 1 // ASCII stays ASCII; a broken document still has a digest
+		write("big.yaml", big)
+		p := rules.NewParser()
+		parse("before the edit", p, 3)
+		write("big.yaml", edited)
+		files, err := p.ReadFiles(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.ParseFiles(files) //nolint:errcheck // the edit may break the document: it still has a digest
+		walked := p.Digest()
+		files, err = rules.NewParser().ReadFiles(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cold := rules.NewParser()
+		cold.ParseFiles(files) //nolint:errcheck // as above
+		if walked == want || walked != cold.Digest() {
+			t.Errorf("edit at byte %d of %d: digest %v (cold %v), unedited %v", at, len(big), walked, cold.Digest(), want)
+		}
+	}
+}

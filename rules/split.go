@@ -35,6 +35,7 @@ const entryBatch = 32
 // split is a document cut at its campaign entries.
 type split struct {
 	rest    []byte   // the document without the entries
+	head    int      // the length of the part of rest before them
 	keyLine int      // the 1-based line of "campaigns:" in rest
 	entries [][]byte // each entry's lines, in order
 	indent  int      // the entries' indentation
@@ -130,6 +131,7 @@ func cutCampaigns(data []byte, prev *entryTexts) (s split, digests []Digest, mat
 	// first entry stay in the rest (a control character in a comment is
 	// an error there as in the whole document).
 	s.rest = make([]byte, 0, len(data)-(off-first))
+	s.head = first
 	s.rest = append(s.rest, data[:first]...)
 	s.rest = append(s.rest, data[off:]...)
 	return s, digests, matches, true
@@ -441,6 +443,12 @@ type entryCache struct {
 	campaigns []Campaign
 	// next are this version's, set when it was parsed piecewise.
 	next *entryTexts
+	// prevSum is the previous version's file digest. sum is this
+	// version's, set when it was parsed piecewise (piecesSum); same, that
+	// it is the previous version's: parseSplit then returns no rule set,
+	// the previous one stands (and counts no entries).
+	prevSum, sum Digest
+	same         bool
 	// seen and parsed count the entries looked up and those parsed (not
 	// found in the previous version).
 	seen, parsed int
@@ -480,6 +488,16 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 	s, digests, matches, ok := cutCampaigns(data, prev)
 	if !ok {
 		return nil, false
+	}
+	var fileDigest Digest
+	if cache != nil && digests != nil {
+		// The walk read every entry: the file's digest is known, and
+		// an unchanged file needs nothing more.
+		fileDigest = piecesSum(len(data), s, digests)
+		if fileDigest == cache.prevSum {
+			cache.sum, cache.same = fileDigest, true
+			return nil, true
+		}
 	}
 	rs, ok := parseRest(s)
 	if !ok {
@@ -571,6 +589,10 @@ func parseSplit(data []byte, cache *entryCache) (*RuleSet, bool) {
 			lens[i] = len(e)
 		}
 		cache.next = &entryTexts{indent: s.indent, lens: lens, digests: digests}
+		if hash {
+			fileDigest = piecesSum(len(data), s, digests)
+		}
+		cache.sum = fileDigest
 	}
 	rs.Campaigns = campaigns
 	return rs, true
