@@ -466,16 +466,26 @@ func reuse(campaigns, old []Campaign, matches []int) []int {
 		}
 		return missing
 	}
+	// On every CPU: for a file of 10,000 campaigns, the copies are 3 MB,
+	// waiting on memory.
+	par.For(len(matches), reuseChunk, func(lo, hi int) {
+		for i, j := range matches[lo:hi] {
+			if j >= 0 {
+				campaigns[lo+i] = old[j]
+			}
+		}
+	})
 	var missing []int
 	for i, j := range matches {
-		if j >= 0 {
-			campaigns[i] = old[j]
-		} else {
+		if j < 0 {
 			missing = append(missing, i)
 		}
 	}
 	return missing
 }
+
+// reuseChunk is how many campaigns one CPU reuses at a time.
+const reuseChunk = 2048
 
 // parseSplit parses data by its pieces, or reports false when it cannot
 // (the caller then parses the whole document). With a cache, the entries

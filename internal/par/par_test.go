@@ -27,3 +27,25 @@ func TestFor(t *testing.T) {
 		}
 	}
 }
+
+func TestClone(t *testing.T) {
+	if Clone([]int(nil), 1) != nil {
+		t.Error("Clone(nil) is not nil")
+	}
+	for _, n := range []int{0, 1, 1000, 100_003} {
+		s := make([]*int, n)
+		for i := range s {
+			s[i] = new(int)
+			*s[i] = i
+		}
+		c := Clone(s, 1024)
+		if len(c) != n || n > 0 && &c[0] == &s[0] {
+			t.Fatalf("n=%d: len %d, or the same array", n, len(c))
+		}
+		for i := range c {
+			if c[i] != s[i] {
+				t.Fatalf("n=%d: element %d differs", n, i)
+			}
+		}
+	}
+}
