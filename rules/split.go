@@ -199,7 +199,20 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (_ lineScan, dig
 		e, same := -1, false
 		if j < len(prev.lens) {
 			e = at + prev.lens[j]
-			same = e <= len(data) && data[e-1] == '\n' && ah.sum(data, at, j, prev) == prev.digests[j]
+			if e <= len(data) {
+				d, next := ah.sum(data, at, j, prev)
+				if same = data[e-1] == '\n' && d == prev.digests[j]; same && next {
+					// The next entry starts where this one ends: what
+					// scanEntryLines would find there, the window found.
+					r.starts = append(r.starts, e)
+					digests = append(digests, d)
+					matches = append(matches, j)
+					found++
+					j++
+					at = e
+					continue
+				}
+			}
 		}
 		from := lineEnd(data, at)
 		if same {
@@ -267,7 +280,10 @@ type ahead struct {
 	j0      int      // the previous version's entry the window begins with
 	offs    []int    // where each of its entries would begin
 	digests []Digest // and the digest of the text there (zero past the end)
-	size    int      // the next window's size
+	// next tells, for each, whether the line after it starts an entry at
+	// the entries' indentation (the walk then reads no line there).
+	next []bool
+	size int // the next window's size
 }
 
 // aheadMin is the size of a window after a miss.
@@ -277,9 +293,10 @@ const aheadMin = 64
 const aheadMax = 4096
 
 // sum returns the digest of data[at:at+prev.lens[j]] (at+prev.lens[j]
-// within data), hashing a new window when the current one does not
+// within data), and whether the line after it starts an entry at
+// prev.indent, hashing a new window when the current one does not
 // foresee entry j at at.
-func (a *ahead) sum(data []byte, at, j int, prev *entryTexts) Digest {
+func (a *ahead) sum(data []byte, at, j int, prev *entryTexts) (Digest, bool) {
 	k := j - a.j0
 	if k < 0 || k >= len(a.offs) || a.offs[k] != at {
 		reached := k == len(a.offs) && a.size > 0 && len(a.offs) > 0 && a.offs[k-1]+prev.lens[j-1] == at
@@ -289,7 +306,7 @@ func (a *ahead) sum(data []byte, at, j int, prev *entryTexts) Digest {
 		a.fill(data, at, j, prev)
 		k = 0
 	}
-	return a.digests[k]
+	return a.digests[k], a.next[k]
 }
 
 // fill hashes the window of a.size entries from entry j at at, and
@@ -303,9 +320,12 @@ func (a *ahead) fill(data []byte, at, j int, prev *entryTexts) {
 		off += prev.lens[i]
 	}
 	a.digests = slices.Grow(a.digests[:0], len(a.offs))[:len(a.offs)]
+	a.next = slices.Grow(a.next[:0], len(a.offs))[:len(a.offs)]
 	par.For(len(a.offs), hashChunk, func(lo, hi int) {
 		for k := lo; k < hi; k++ {
-			a.digests[k] = sum(data[a.offs[k] : a.offs[k]+prev.lens[j+k]])
+			e := a.offs[k] + prev.lens[j+k]
+			a.digests[k] = sum(data[a.offs[k]:e])
+			a.next[k] = e < len(data) && entryAt(data, e, prev.indent)
 		}
 	})
 	a.size = min(2*a.size, aheadMax)
@@ -392,6 +412,14 @@ func scanEntryLines(data []byte, from, to, indent int, starts []int, one bool) l
 		off = end
 	}
 	return r
+}
+
+// entryAt reports whether the line at off starts an entry at indentation
+// indent: scanEntryLines(data, off, len(data), indent, starts, true)
+// would append off and return.
+func entryAt(data []byte, off, indent int) bool {
+	sp, _, entry := classifyLine(data[off:lineEnd(data, off)])
+	return entry && sp == indent
 }
 
 // deeper reports whether line is indented by more than indent spaces.
