@@ -1,0 +1,253 @@
+package ledger
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logState is the journal's sequence numbers and its count of fsyncs.
+type logState struct{ appended, written, durable, syncs uint64 }
+
+func stateOf(l *Ledger) logState {
+	j := l.log
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return logState{j.appended, j.written, j.durable, j.syncs}
+}
+
+// awaitLog waits until the journal's state satisfies ok. The writer
+// goroutine sends no signal for a write that needs no fsync, so this
+// polls; the writer decides under the same lock whether to fsync what it
+// wrote, so once written has reached a sequence number, that decision
+// (and its count in syncs) is made.
+func awaitLog(t *testing.T, l *Ledger, what string, ok func(logState) bool) logState {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := stateOf(l)
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log never %s: %+v", what, s)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+func allWritten(s logState) bool { return s.written == s.appended }
+
+// lazyLedger is a durable ledger whose writer never fsyncs on its own
+// timer within a test, and one campaign with its whole budget leased.
+func lazyLedger(t *testing.T, dir string) (*Ledger, *Campaign) {
+	t.Helper()
+	clk := newFakeClock(t0)
+	cfg := durableConfig(clk, dir)
+	cfg.MaxSyncDelay = time.Hour
+	cfg.LeaseFraction = 1
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, CapMax: 5, CapWindow: time.Hour})
+	if err := l.Lease(context.Background(), c, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	return l, c
+}
+
+// TestReservationsWrittenNotSynced: reservations alone are written to the
+// file, where a process crash (the files copied without Close) finds
+// them, but not fsynced; Close fsyncs them.
+func TestReservationsWrittenNotSynced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a")
+	l, c := lazyLedger(t, dir)
+	now := t0.UnixNano()
+	before := awaitLog(t, l, "written", allWritten)
+	if before.durable != before.appended {
+		t.Fatalf("the lease is not durable: %+v", before)
+	}
+	const n = 100
+	for i := range n {
+		if _, err := l.Reserve(c, uint64(i+1), uint64(i+1), unit, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := awaitLog(t, l, "written", func(s logState) bool {
+		return s.appended >= before.appended+n && allWritten(s)
+	})
+	if after.syncs != before.syncs || after.durable != before.durable {
+		t.Fatalf("reservations alone were fsynced: before %+v, after %+v", before, after)
+	}
+
+	crashed := filepath.Join(t.TempDir(), "b")
+	copyDir(t, dir, crashed)
+	l2 := newLedger(t, durableConfig(newFakeClock(t0), crashed))
+	if got := l2.Lookup("c").reserved.Load(); got != n*unit {
+		t.Errorf("after a crash: %d micros reserved, want %d", got, n*unit)
+	}
+
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := stateOf(l); s.syncs != after.syncs+1 || s.durable != s.appended {
+		t.Errorf("Close did not fsync: %+v", s)
+	}
+}
+
+// TestUnsyncedWritesSyncedWithinMaxSyncDelay: with nobody waiting, the
+// writer fsyncs written records MaxSyncDelay after it wrote them.
+func TestUnsyncedWritesSyncedWithinMaxSyncDelay(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg := durableConfig(clk, t.TempDir())
+	cfg.MaxSyncDelay = 20 * time.Millisecond
+	cfg.LeaseFraction = 1
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit})
+	if err := l.Lease(context.Background(), c, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	before := awaitLog(t, l, "durable", func(s logState) bool { return s.durable == s.appended })
+	start := time.Now()
+	if _, err := l.Reserve(c, 1, 0, unit, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	after := awaitLog(t, l, "synced within MaxSyncDelay", func(s logState) bool { return s.durable > before.durable })
+	if took := time.Since(start); took < cfg.MaxSyncDelay {
+		t.Errorf("fsynced after %v, before MaxSyncDelay %v", took, cfg.MaxSyncDelay)
+	}
+	if after.syncs != before.syncs+1 {
+		t.Errorf("%d fsyncs for one reservation, want 1", after.syncs-before.syncs)
+	}
+}
+
+// TestNoticeWaitsForItsFsync: a notice that arrives just after a
+// reservation-only write returns only once an fsync covers it, and so
+// does Flush.
+func TestNoticeWaitsForItsFsync(t *testing.T) {
+	l, c := lazyLedger(t, t.TempDir())
+	now := t0.UnixNano()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		bid := uint64(i + 1)
+		if _, err := l.Reserve(c, bid, 1, unit, now); err != nil {
+			t.Fatal(err)
+		}
+		before := awaitLog(t, l, "written", allWritten)
+		if before.durable == before.appended {
+			t.Fatalf("the reservation was fsynced: %+v", before)
+		}
+		if err := l.Win(ctx, bid, now); err != nil {
+			t.Fatal(err)
+		}
+		s := stateOf(l)
+		if s.durable < before.appended+1 || s.syncs <= before.syncs {
+			t.Fatalf("Win returned before an fsync covered it: before %+v, after %+v", before, s)
+		}
+	}
+	if _, err := l.Reserve(c, 10, 2, unit, now); err != nil {
+		t.Fatal(err)
+	}
+	before := awaitLog(t, l, "written", allWritten)
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := stateOf(l); s.durable != before.appended || s.syncs != before.syncs+1 {
+		t.Fatalf("Flush returned before an fsync covered it: before %+v, after %+v", before, s)
+	}
+}
+
+// TestNoWaiterMissed: waiters that register while the writer is deciding
+// whether to fsync a reservation-only batch are never left waiting for
+// the (hour-long) MaxSyncDelay.
+func TestNoWaiterMissed(t *testing.T) {
+	l, c := lazyLedger(t, t.TempDir())
+	now := t0.UnixNano()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const workers, rounds = 4, 300
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				bid := uint64(w*rounds + i + 1)
+				if _, err := l.Reserve(c, bid, bid, 1000, now); err != nil {
+					errs <- err
+					return
+				}
+				// Odd rounds leave the reservation to be written alone
+				// first, even ones race it with the notice.
+				if i%2 == 1 {
+					time.Sleep(150 * time.Microsecond)
+				}
+				if err := l.Loss(ctx, bid, now); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// TestRotateSyncsOldSegment: a segment is fsynced before the next one
+// starts, so that a power loss can tear only the newest segment.
+func TestRotateSyncsOldSegment(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(newFakeClock(t0), dir)
+	cfg.MaxSyncDelay = time.Hour
+	cfg.LeaseFraction = 1
+	cfg.CompactBytes = 4 << 10
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit})
+	if err := l.Lease(context.Background(), c, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	before := awaitLog(t, l, "written", allWritten)
+	first := filepath.Base(onlySegment(t, dir))
+	// 100 reservation records (~70 bytes each) pass CompactBytes.
+	for i := range 100 {
+		if _, err := l.Reserve(c, uint64(i+1), 0, 1000, t0.UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for filepath.Base(onlySegment(t, dir)) == first {
+		if time.Now().After(deadline) {
+			t.Fatal("the log never rotated")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	// The new segment exists, so the fsync of the old one is done.
+	if s := stateOf(l); s.syncs != before.syncs+1 {
+		t.Fatalf("rotation made %d fsyncs, want 1: before %+v, after %+v", s.syncs-before.syncs, before, s)
+	}
+}
+
+// TestCloseSyncs: Close fsyncs what was written, with no lease to return
+// (whose record would be waited for) to do it.
+func TestCloseSyncs(t *testing.T) {
+	cfg := durableConfig(newFakeClock(t0), t.TempDir())
+	cfg.MaxSyncDelay = time.Hour
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{CapMax: 1, CapWindow: time.Hour})
+	if _, err := l.Reserve(c, 1, 1, unit, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	before := awaitLog(t, l, "written", allWritten)
+	if before.durable == before.appended {
+		t.Fatalf("the reservation was fsynced: %+v", before)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := stateOf(l); s.syncs != before.syncs+1 || s.durable != s.appended {
+		t.Errorf("Close did not fsync: before %+v, after %+v", before, s)
+	}
+}
