@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,6 +73,54 @@ func BenchmarkChecks(b *testing.B) {
 		r = splitmix64(r)
 		if c.Allow(now, 1000, r) {
 			l.FrequencyOK(c, r%100_000+1, now)
+		}
+	}
+}
+
+// durableBenchLedger is a ledger with its log in a temporary directory,
+// the default SyncInterval, and one unlimited-looking campaign whose whole
+// budget is leased, so no reservation waits for a lease.
+func durableBenchLedger(b *testing.B) (*Ledger, *Campaign) {
+	cfg := durableConfig(newFakeClock(t0), b.TempDir())
+	cfg.SyncInterval = DefaultConfig().SyncInterval
+	cfg.LeaseFraction = 1
+	l := newLedger(b, cfg)
+	c := mustCampaign(b, l, "c", Limits{DailyMicros: MaxMicros, Pacing: PacingASAP})
+	if err := l.Lease(context.Background(), c, t0.UnixNano()); err != nil {
+		b.Fatal(err)
+	}
+	return l, c
+}
+
+// BenchmarkReserveDurable is Reserve with the durable log: the hot path
+// appends the record and goes on; the writer writes it in the background.
+func BenchmarkReserveDurable(b *testing.B) {
+	l, c := durableBenchLedger(b)
+	now := t0.UnixNano()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := l.Reserve(c, l.NewBidID(), 0, 1000, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkLossDurable is a reservation and its loss notice, which
+// returns once its record is fsynced: about a SyncInterval and an fsync.
+func BenchmarkLossDurable(b *testing.B) {
+	l, c := durableBenchLedger(b)
+	ctx := context.Background()
+	now := t0.UnixNano()
+	b.ReportAllocs()
+	for b.Loop() {
+		bid := l.NewBidID()
+		if _, err := l.Reserve(c, bid, 0, 1000, now); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Loss(ctx, bid, now); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
