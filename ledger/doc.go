@@ -37,9 +37,17 @@
 // # Durability and its bound
 //
 // With Config.Dir set every change is a CRC-framed record in an append-only
-// log, written and fsynced by one goroutine in batches (group commit, at
-// most one fsync per SyncInterval). Notices return only once their record
-// is durable. Reservations do not wait: instead a campaign may only spend
+// log, written by one goroutine in batches, at most one write per
+// SyncInterval (2 ms). A written record is in the kernel's page cache: it
+// survives a crash of the process (kill -9), the standard personad holds
+// itself to for what it acknowledged. The goroutine fsyncs (the record
+// then also survives a power loss or an OS crash) only when someone waits
+// for a record it has written, and otherwise at most MaxSyncDelay (100
+// ms) after a write, before a rotation and on Close: an fsync per batch
+// kept it in a system call, holding one of the server's Ps, for a fifth of
+// that P's time under bid load (BENCHMARKS.md §2). Notices, leases and
+// Flush wait for their record to be durable (fsynced, with everything
+// before it). Reservations do not wait: instead a campaign may only spend
 // within a lease, a ceiling on its daily and total spend that is itself a
 // log record, fsynced before the hot path may use it (the same mechanism
 // as the Redis leases below). Replay after a crash counts as spent, per
@@ -52,9 +60,15 @@
 // SIGKILL). A lease is max(LeaseFraction of the budget, LeaseMinMicros,
 // four times the largest price), capped at the budget: 0.5% of a large
 // budget, but LeaseMinMicros (1.00) is 5% of a 20.00 daily budget. A clean Close returns the
-// unused lease, so a clean restart loses nothing. Frequency counts of the
-// reservations in the last unsynced batch (at most SyncInterval of bids)
-// can be lost in a crash; they are the only state that errs the unsafe way.
+// unused lease, so a clean restart loses nothing. What a crash loses
+// beyond that is the reservations not yet in the log: in a crash of the
+// process, those of the last batch not yet written (at most SyncInterval,
+// 2 ms, of bids); in a power loss or OS crash, those not yet fsynced (at
+// about MaxSyncDelay, 100 ms, of bids, fewer when a notice or lease was
+// fsynced after them). Their spend is covered by the lease
+// (above), so what is lost is their frequency counts, the only state that
+// errs the unsafe way, and the bids themselves: a notice for one is
+// ErrUnknownBid.
 //
 // Every CompactBytes the log rotates to a new segment and a checkpoint is
 // built in the background by replaying the previous checkpoint and the
