@@ -40,17 +40,17 @@
 // log, written by one goroutine in batches, at most one write per
 // SyncInterval (2 ms). A written record is in the kernel's page cache: it
 // survives a crash of the process (kill -9), the standard personad holds
-// itself to for what it acknowledged. The goroutine fsyncs (the record
-// then also survives a power loss or an OS crash) only when someone waits
-// for a record it has written, and otherwise at most MaxSyncDelay (100
-// ms) after a write, before a rotation and on Close: an fsync per batch
-// kept it in a system call, holding one of the server's Ps, for a fifth of
+// itself to for what it acknowledged. The goroutine fsyncs (the record then
+// also survives a power loss or an OS crash) only when someone waits for a
+// record it has written, and otherwise at most MaxSyncDelay (100 ms) after
+// a write, before a rotation and on Close: an fsync per batch kept it in a
+// system call, holding one of the server's Ps, for a fifth to a third of
 // that P's time under bid load (BENCHMARKS.md §2). Notices, leases and
 // Flush wait for their record to be durable (fsynced, with everything
 // before it). Reservations do not wait: instead a campaign may only spend
 // within a lease, a ceiling on its daily and total spend that is itself a
-// log record, fsynced before the hot path may use it (the same mechanism
-// as the Redis leases below). Replay after a crash counts as spent, per
+// log record, fsynced before the hot path may use it (the same mechanism as
+// the Redis leases below). Replay after a crash counts as spent, per
 // campaign, everything between the spend the log proves and the last
 // durable ceiling, and logs that as a phantom record. So a crash never
 // under-counts spend (a restart never resets it); the price of a crash is
@@ -59,13 +59,13 @@
 // while up to one lease is still unspent (measured: up to 1.38 leases per
 // SIGKILL). A lease is max(LeaseFraction of the budget, LeaseMinMicros,
 // four times the largest price), capped at the budget: 0.5% of a large
-// budget, but LeaseMinMicros (1.00) is 5% of a 20.00 daily budget. A clean Close returns the
-// unused lease, so a clean restart loses nothing. What a crash loses
-// beyond that is the reservations not yet in the log: in a crash of the
-// process, those of the last batch not yet written (at most SyncInterval,
-// 2 ms, of bids); in a power loss or OS crash, those not yet fsynced (at
-// about MaxSyncDelay, 100 ms, of bids, fewer when a notice or lease was
-// fsynced after them). Their spend is covered by the lease
+// budget, but LeaseMinMicros (1.00) is 5% of a 20.00 daily budget. A clean
+// Close returns the unused lease, so a clean restart loses nothing. What a
+// crash loses beyond that is the reservations not yet in the log: in a
+// crash of the process, those of the last batch not yet written (at most
+// SyncInterval, 2 ms, of bids); in a power loss or OS crash, those not yet
+// fsynced (some MaxSyncDelay, 100 ms, of bids; fewer when a notice or
+// lease was fsynced after them). Their spend is covered by the lease
 // (above), so what is lost is their frequency counts, the only state that
 // errs the unsafe way, and the bids themselves: a notice for one is
 // ErrUnknownBid.

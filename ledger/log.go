@@ -153,8 +153,8 @@ func decReserve(rd *reader) (uint64, resv) {
 // per SyncInterval. It fsyncs only when a waiter needs a record it wrote
 // (wait), when written records have waited MaxSyncDelay, and before a
 // rotation or Close: a write alone survives the process's crash (kill -9),
-// and an fsync per batch would keep a P in a system call for a fifth of
-// its time under bid load.
+// and an fsync per batch kept a P in a system call for a fifth to a third
+// of its time under bid load (BENCHMARKS.md §2).
 type journal struct {
 	l   *Ledger
 	dir string
