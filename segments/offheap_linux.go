@@ -6,21 +6,56 @@ import "golang.org/x/sys/unix"
 
 const offHeap = true
 
-// mmap maps size bytes of zeroed memory, its pages faulted in up front
-// (MAP_POPULATE): the kernel does it in one pass, where first touches
-// fault one page at a time, and an upload's growth copies into most of
-// each new array at once and fills the rest as it goes (the arrays it
-// publishes are trimmed to their size, and a table is written all over). It made BenchmarkDecideDuringUpload's upload of 10M new ids
-// ~40 % faster on a 2-CPU VM, 2.05 / 2.12 → 2.93 / 2.89 M ids/s. The
-// kernel faults the pages in holding the memory-map lock for reading, so
-// page faults elsewhere in the process do not wait for it, unless
-// something maps or unmaps meanwhile (a cleanup's munmap, the runtime
-// growing its heap): that waits for the lock for writing, and on kernels
-// before 6.4 (no per-mapping fault locks) faults queue behind it. The
-// unused tail of a grown array, up to a third of it, is resident too
+// mmap maps size bytes of zeroed memory, backed by transparent huge
+// pages where the kernel allows them (MADV_HUGEPAGE: with the common
+// "madvise" setting, only mappings that ask get them), with its pages
+// faulted in up front, populatePiece at a time (populate).
+//
+// Huge pages: a dictionary's table is probed at random, one slot per id,
+// and with 4 KB pages nearly every probe of a table of hundreds of MB
+// also missed the TLB; faulting a 2 MB page in is one fault where 4 KB
+// pages took 512 (about 18 µs each on the VMs this was measured on).
+//
+// Up front: an upload's growth copies into most of each new array at
+// once and fills the rest as it goes (the arrays it publishes are trimmed
+// to their size, and a table is written all over), and the kernel faults
+// a range in faster than first touches do. In pieces: the kernel holds
+// the process's memory-map lock for reading while it faults a range in;
+// MAP_POPULATE faulted a whole mapping of hundreds of MB under one hold,
+// and when the Go runtime mapped more heap meanwhile (it does so holding
+// its heap lock) it waited for the whole of it, and so did every
+// goroutine that allocated: bids stalled for 0.2-0.9 s during an upload
+// (bench/upload-under-load.sh, BENCHMARKS.md §2). A piece holds it for
+// a few milliseconds at most.
+//
+// The unused tail of a grown array, up to a third of it, is resident too
 // until the array is trimmed or dropped.
 func mmap(size int) ([]byte, error) {
-	return unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_POPULATE)
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return nil, err
+	}
+	unix.Madvise(b, unix.MADV_HUGEPAGE) //nolint:errcheck // a hint
+	populate(b)
+	return b, nil
+}
+
+// populatePiece is how much of a mapping one call faults in: two huge
+// pages, or 1,024 small ones.
+const populatePiece = 4 << 20
+
+// populate faults b's pages in, populatePiece at a time
+// (MADV_POPULATE_WRITE, Linux 5.14 and later; before it, by writing to
+// each page).
+func populate(b []byte) {
+	for off := 0; off < len(b); off += populatePiece {
+		if unix.Madvise(b[off:min(off+populatePiece, len(b))], unix.MADV_POPULATE_WRITE) != nil {
+			for i := off; i < len(b); i += 4096 { // before Linux 5.14: touch each page
+				b[i] = 0
+			}
+			return
+		}
+	}
 }
 
 // munmap returns b's memory in two steps. Unmapping takes the process's
