@@ -199,9 +199,12 @@ func walkEntries(data []byte, at, indent int, prev *entryTexts) (_ lineScan, dig
 		e, same := -1, false
 		if j < len(prev.lens) {
 			e = at + prev.lens[j]
-			if e <= len(data) {
+			// The line break first: where it is not, nothing is hashed
+			// (a rewritten file would otherwise hash a new window at
+			// every entry the walk reads before it gives up).
+			if e <= len(data) && data[e-1] == '\n' {
 				d, next := ah.sum(data, at, j, prev)
-				if same = data[e-1] == '\n' && d == prev.digests[j]; same && next {
+				if same = d == prev.digests[j]; same && next {
 					// The next entry starts where this one ends: what
 					// scanEntryLines would find there, the window found.
 					r.starts = append(r.starts, e)
