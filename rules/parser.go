@@ -24,7 +24,8 @@ type Parser struct {
 	files  map[string]parsedFile
 	stats  ParseStats
 	digest Digest // of the files of the last ParseFiles
-	// seen is what ReadFiles last saw of each file; read counts the
+	// seen is what ReadFiles last saw of each file (the sum of a file
+	// it read is set by the ParseFiles after it); read counts the
 	// files it read, -1 once ParseFiles has used that count (no ReadFiles
 	// since the last ParseFiles).
 	seen map[string]seenFile
@@ -232,7 +233,8 @@ func (p *Parser) ParseFiles(files []File) (*RuleSet, Origins, error) {
 // Digest is a digest of the names and contents of the files the last
 // ParseFiles call was given (also when it failed), which [FilesDigest]
 // gives too when it knows every file's Sum: equal digests mean the same
-// files with the same bytes.
+// files with the same bytes. A caller that shares the Parser serialises
+// its ParseFiles and Digest calls (the reload Manager holds its lock).
 func (p *Parser) Digest() Digest {
 	p.mu.Lock()
 	defer p.mu.Unlock()

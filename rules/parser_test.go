@@ -351,11 +351,19 @@ func TestParserDigest(t *testing.T) {
 	p := rules.NewParser()
 	p.SetRacy(-time.Hour) // trust every file's stat once read
 	want := parse("first", p, 3)
-	// The same bytes, written again: read again (its stat changed), the
-	// big file walked by its previous version and found unchanged.
+	// The same bytes, written again: read again (its stat changed: its
+	// modification time is set apart, file clocks being coarse), the big
+	// file walked by its previous version and found unchanged.
 	write("big.yaml", big)
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(filepath.Join(dir, "big.yaml"), later, later); err != nil {
+		t.Fatal(err)
+	}
 	if d := parse("same bytes written again", p, 0); d != want {
 		t.Errorf("same bytes written again: digest %v, want %v", d, want)
+	}
+	if st := p.Stats(); st.FilesRead != 1 {
+		t.Errorf("same bytes written again: %+v, want big.yaml read (its stat changed)", st)
 	}
 	if d := parse("unchanged stat", p, 0); d != want {
 		t.Errorf("unchanged stat: digest %v, want %v", d, want)

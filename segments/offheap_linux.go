@@ -2,7 +2,11 @@
 
 package segments
 
-import "golang.org/x/sys/unix"
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
 
 const offHeap = true
 
@@ -26,7 +30,10 @@ const offHeap = true
 // its heap lock) it waited for the whole of it, and so did every
 // goroutine that allocated: bids stalled for 0.2-0.9 s during an upload
 // (bench/upload-under-load.sh, BENCHMARKS.md §2). A piece holds it for
-// a few milliseconds at most.
+// a few milliseconds where free huge pages (or small ones) are at hand;
+// on a host whose memory is fragmented or short, the kernel may compact
+// or reclaim while it faults a piece in (the transparent_hugepage
+// "defrag" setting decides), and a piece can hold it longer.
 //
 // The unused tail of a grown array, up to a third of it, is resident too
 // until the array is trimmed or dropped.
@@ -45,14 +52,20 @@ func mmap(size int) ([]byte, error) {
 const populatePiece = 4 << 20
 
 // populate faults b's pages in, populatePiece at a time
-// (MADV_POPULATE_WRITE, Linux 5.14 and later; before it, by writing to
-// each page).
+// (MADV_POPULATE_WRITE, Linux 5.14 and later; on older kernels, which
+// reject it, by writing to each page, one fault each). On any other
+// error (out of memory, above all) it stops: the pages left fault in
+// when first touched, as without populating.
 func populate(b []byte) {
 	for off := 0; off < len(b); off += populatePiece {
-		if unix.Madvise(b[off:min(off+populatePiece, len(b))], unix.MADV_POPULATE_WRITE) != nil {
-			for i := off; i < len(b); i += 4096 { // before Linux 5.14: touch each page
+		err := unix.Madvise(b[off:min(off+populatePiece, len(b))], unix.MADV_POPULATE_WRITE)
+		if errors.Is(err, unix.EINVAL) {
+			for i := off; i < len(b); i += 4096 {
 				b[i] = 0
 			}
+			return
+		}
+		if err != nil {
 			return
 		}
 	}

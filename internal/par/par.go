@@ -37,7 +37,7 @@ func For(n, chunk int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// Clone returns a copy of s, copied on every CPU in pieces of at least
+// Clone returns a copy of s, copied on every CPU in pieces of at most
 // chunk elements: for a large slice of large elements (a rule set's
 // compiled campaigns), where one CPU's copy is bound by the time it
 // waits for memory.
