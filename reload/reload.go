@@ -304,12 +304,15 @@ func (m *Manager) ReloadFiles() {
 	// of the files it read, once they are parsed (from the digests of
 	// their pieces, rather than hashing each file whole first). An
 	// unchanged file is not parsed again either way.
-	if sum, ok := rules.FilesDigest(files); ok && sum == m.fileSum {
-		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
-		return
+	var (
+		rs      *rules.RuleSet
+		origins rules.Origins
+	)
+	sum, known := rules.FilesDigest(files)
+	if !known || sum != m.fileSum {
+		rs, origins, err = m.parser.ParseFiles(files)
+		sum = m.parser.Digest()
 	}
-	rs, origins, err := m.parser.ParseFiles(files)
-	sum := m.parser.Digest()
 	if sum == m.fileSum {
 		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
 		return

@@ -472,15 +472,7 @@ func (p *fastParser) flowStrs(ind int) {
 			p.pos = end
 		}
 		d.strs = append(d.strs, p.own(v))
-		p.flowSpace(ind)
-		switch p.peek() {
-		case ',':
-			p.pos++
-			p.flowSpace(ind)
-		case ']':
-		default:
-			p.fail()
-		}
+		p.flowItemEnd(ind, ']')
 	}
 	p.pos++
 }

@@ -582,6 +582,21 @@ func trimSpaces(s string, i, j int) int {
 	return j
 }
 
+// flowItemEnd reads what follows an item of a flow collection closed by
+// end: spaces, then a comma (and the spaces after it) or end, which is
+// left for the caller's loop to see.
+func (p *fastParser) flowItemEnd(ind int, end byte) {
+	p.flowSpace(ind)
+	switch p.peek() {
+	case ',':
+		p.pos++
+		p.flowSpace(ind)
+	case end:
+	default:
+		p.fail()
+	}
+}
+
 // flowSpace skips spaces, line breaks and comments between flow tokens.
 // A continuation line must be indented more than ind, the column of the
 // enclosing block collection.
@@ -655,15 +670,7 @@ func (p *fastParser) flowSequence(ind int) *yaml.Node {
 	for p.peek() != ']' {
 		item := p.flowNode(ind)
 		p.stack = append(p.stack, item)
-		p.flowSpace(ind)
-		switch p.peek() {
-		case ',':
-			p.pos++
-			p.flowSpace(ind)
-		case ']':
-		default:
-			p.fail()
-		}
+		p.flowItemEnd(ind, ']')
 	}
 	p.pos++
 	p.collection(q, mark)
@@ -700,15 +707,7 @@ func (p *fastParser) flowMapping(ind int) *yaml.Node {
 		}
 		v := p.flowNode(ind)
 		p.stack = append(p.stack, k, v)
-		p.flowSpace(ind)
-		switch p.peek() {
-		case ',':
-			p.pos++
-			p.flowSpace(ind)
-		case '}':
-		default:
-			p.fail()
-		}
+		p.flowItemEnd(ind, '}')
 	}
 	p.pos++
 	p.collection(m, mark)
