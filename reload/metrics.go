@@ -29,6 +29,7 @@ type metrics struct {
 	active      *prometheus.GaugeVec
 	campaigns   prometheus.Gauge
 	duration    prometheus.Histogram
+	parse       prometheus.Histogram
 	compiled    prometheus.Counter
 	reused      prometheus.Counter
 }
@@ -61,6 +62,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to validate, compile and swap an applied rule set.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1 ms .. 8 s
 		}),
+		parse: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "personad_rules_files_parse_duration_seconds",
+			Help: "Time to read and parse the rules files, when a reload finds them changed " +
+				"(the apply that follows is personad_rules_apply_duration_seconds).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1 ms .. 8 s
+		}),
 		compiled: compiled.WithLabelValues("compiled"),
 		reused:   compiled.WithLabelValues("reused"),
 	}
@@ -71,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		m.reloads[s] = &cs
 	}
-	for _, c := range []prometheus.Collector{reloads, compiled, m.lastSuccess, m.active, m.campaigns, m.duration} {
+	for _, c := range []prometheus.Collector{reloads, compiled, m.lastSuccess, m.active, m.campaigns, m.duration, m.parse} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

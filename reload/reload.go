@@ -295,6 +295,7 @@ func (m *Manager) Apply(rs *rules.RuleSet, opts ApplyOptions) (*Result, error) {
 func (m *Manager) ReloadFiles() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	start := time.Now()
 	files, err := m.parser.ReadFiles(m.cfg.Path) // only the files that may have changed
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
@@ -313,19 +314,21 @@ func (m *Manager) ReloadFiles() {
 		rs, origins, err = m.parser.ParseFiles(files)
 		sum = m.parser.Digest()
 	}
+	parsed := time.Since(start) // read, and parsed if needed
 	if sum == m.fileSum {
 		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
 		return
 	}
 	m.fileSum = sum
+	m.metrics.parse.Observe(parsed.Seconds())
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return
 	}
 	st := m.parser.Stats()
 	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_read", st.FilesRead), zap.Int("files_parsed", st.FilesParsed),
-		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed))
-	m.applyLocked(rs, origins, SourceFile, m.cfg.Path, false, time.Time{}) //nolint:errcheck // logged and recorded by applyLocked
+		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed), zap.Duration("took", parsed))
+	m.applyLocked(rs, origins, SourceFile, m.cfg.Path, false, time.Time{}, zap.Duration("parse_took", parsed)) //nolint:errcheck // logged and recorded by applyLocked
 }
 
 func (m *Manager) apply(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
@@ -337,8 +340,9 @@ func (m *Manager) apply(rs *rules.RuleSet, origins rules.Origins, src Source, or
 // applyLocked is the pipeline. origins, for a set read from files, maps
 // validation errors to the file and campaign index they came from (nil
 // for the API). at, when set, is the applied time to record (a persisted
-// set reloaded at start keeps its own).
-func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
+// set reloaded at start keeps its own). logged are more fields for the
+// "rules applied" line (a file reload's parse time).
+func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time, logged ...zap.Field) (*Result, error) {
 	t0 := time.Now()
 	cur := m.state.Load()
 	persist := src == SourceAPI && at.IsZero() && m.cfg.DataDir != "" && !dryRun // not a persisted set reloaded at start
@@ -445,6 +449,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		zap.Duration("took", took),
 		zap.Object("diff", res.Diff),
 	}
+	fields = append(fields, logged...)
 	if len(res.Warnings) > 0 {
 		fields = append(fields, zap.Strings("warnings", problemStrings(res.Warnings, maxLoggedProblems)))
 	}

@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
@@ -458,6 +461,58 @@ func TestReloadSameBytes(t *testing.T) {
 	m.ReloadFiles()
 	if got := outcomes(); got != n+1 {
 		t.Errorf("b.yaml rewritten broken with the same bytes: %d outcomes, want %d (its errors reported once)", got, n+1)
+	}
+}
+
+// TestReloadParseTime: a reload that finds the files changed records
+// their read and parse time, in the parse histogram and in its "rules
+// applied" line; one that finds them unchanged records nothing.
+func TestReloadParseTime(t *testing.T) {
+	f := newFixture(t)
+	if err := os.WriteFile(f.path, []byte(doc("a", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Logger, cfg.Metrics = f.eng, f.path, true, zap.New(core), reg
+	m := startManager(t, cfg)
+	parses := func() uint64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "personad_rules_files_parse_duration_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		t.Fatal("no personad_rules_files_parse_duration_seconds")
+		return 0
+	}
+
+	m.ReloadFiles()
+	if n := parses(); n != 0 {
+		t.Errorf("unchanged file: %d parses recorded, want 0", n)
+	}
+	replace(t, f.path, doc("a", 2))
+	m.ReloadFiles()
+	if n := parses(); n != 1 {
+		t.Errorf("changed file: %d parses recorded, want 1", n)
+	}
+	applied := logs.FilterMessage("rules applied").FilterField(zap.String("source", string(SourceFile))).All()
+	if len(applied) == 0 {
+		t.Fatal(`no "rules applied" line for the file`)
+	}
+	last := applied[len(applied)-1].ContextMap()
+	if d, ok := last["parse_took"].(time.Duration); !ok || d <= 0 {
+		t.Errorf(`"rules applied" line: parse_took %v, want a duration > 0; fields %v`, last["parse_took"], last)
+	}
+	replace(t, f.path, broken)
+	m.ReloadFiles()
+	if n := parses(); n != 2 {
+		t.Errorf("broken file: %d parses recorded, want 2", n)
 	}
 }
 
