@@ -32,7 +32,8 @@ import (
 // working size (warm), as a server's has. It reports page faults too
 // (faults/op, Linux only): on this project's VMs each costs 10-20 µs.
 // applied-ns is the median time to the set's applied time, just before
-// its swap, and before its diff is computed.
+// its swap, and before its diff is computed; cpu-ns the median CPU time
+// the process spent during a reload (see reloadTimes.run).
 //
 //	go test ./reload -run '^$' -bench ReloadCold -benchtime 6x
 func BenchmarkReloadCold(b *testing.B) {
@@ -86,10 +87,10 @@ func BenchmarkReloadCold(b *testing.B) {
 				linkFiles(b, sources[i%2], dir, parts)
 				before := m.Status().Outcomes
 				b.StartTimer()
-				f0, start := minorFaults(), time.Now()
+				start := startReload()
 				m.ReloadFiles()
 				s := m.Status()
-				t.add(start, s.AppliedAt, f0)
+				t.add(start, s.AppliedAt)
 				if s.Outcomes != before+1 || s.LastRejected != nil || s.Campaigns != n {
 					b.Fatalf("reload: %d campaigns, %+v", s.Campaigns, s.LastRejected)
 				}
@@ -111,12 +112,12 @@ func BenchmarkReloadCold(b *testing.B) {
 			i := 0
 			t.run(b, func() {
 				i++
-				f0, start := minorFaults(), time.Now()
+				start := startReload()
 				res, err := m.Apply(sets[i%2], ApplyOptions{Origin: "bench"})
 				if err != nil {
 					b.Fatal(err)
 				}
-				t.add(start, res.AppliedAt, f0)
+				t.add(start, res.AppliedAt)
 				if res.Unchanged || res.Campaigns != n {
 					b.Fatalf("apply: %+v", res)
 				}
@@ -140,23 +141,41 @@ func linkFiles(b *testing.B, from, dir string, parts int) {
 }
 
 // reloadTimes are the timed reloads' durations, their times to the
-// applied time (just before the swap), and their page faults.
+// applied time (just before the swap), the CPU time the process spent
+// during each, and their page faults.
 type reloadTimes struct {
-	took, applied []time.Duration
-	faults        int64
+	took, applied, cpu []time.Duration
+	faults             int64
 }
 
-// add records a reload that started at start, when the process had taken
-// f0 page faults, and was applied at applied.
-func (t *reloadTimes) add(start, applied time.Time, f0 int64) {
-	t.took = append(t.took, time.Since(start))
-	t.faults += minorFaults() - f0
-	t.applied = append(t.applied, applied.Sub(start))
+// reloadStart is the time and the process's usage when a reload started.
+type reloadStart struct {
+	at     time.Time
+	faults int64
+	cpu    time.Duration
+}
+
+func startReload() reloadStart {
+	faults, cpu := usage()
+	return reloadStart{time.Now(), faults, cpu}
+}
+
+// add records a reload that started at s and was applied at applied.
+func (t *reloadTimes) add(s reloadStart, applied time.Time) {
+	t.took = append(t.took, time.Since(s.at))
+	faults, cpu := usage()
+	t.faults += faults - s.faults
+	t.cpu = append(t.cpu, cpu-s.cpu)
+	t.applied = append(t.applied, applied.Sub(s.at))
 }
 
 // run warms the heap with step (see warm), then times it, and reports
 // the median reload (median-ns), the median time to the applied time
-// (applied-ns) and the page faults per reload (faults/op).
+// (applied-ns), the median CPU time of the process during a reload
+// (cpu-ns, Linux only: every thread's, the collector's included; unlike
+// the times, it does not grow when the VM's CPUs are shared with other
+// work, and tells a change in work from one in waiting) and the page
+// faults per reload (faults/op).
 func (t *reloadTimes) run(b *testing.B, step func()) {
 	warm(step)
 	*t = reloadTimes{}
@@ -173,4 +192,7 @@ func (t *reloadTimes) run(b *testing.B, step func()) {
 	}
 	b.ReportMetric(median(t.took), "median-ns")
 	b.ReportMetric(median(t.applied), "applied-ns")
+	if cpu := median(t.cpu); cpu > 0 {
+		b.ReportMetric(cpu, "cpu-ns")
+	}
 }
