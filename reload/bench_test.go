@@ -93,9 +93,10 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 				}
 				before := m.Status().Outcomes
 				b.StartTimer()
-				f0 := minorFaults()
+				f0, _ := usage()
 				m.ReloadFiles()
-				faults += minorFaults() - f0
+				f1, _ := usage()
+				faults += f1 - f0
 				if s := m.Status(); s.Outcomes != before+1 || s.LastRejected != nil {
 					b.Fatalf("reload: %+v", s.LastRejected)
 				}

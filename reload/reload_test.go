@@ -88,6 +88,14 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// write writes text to the file name in the fixture's rules directory.
+func (f *fixture) write(t *testing.T, name, text string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (f *fixture) start(t *testing.T) *Manager {
 	t.Helper()
 	cfg := DefaultConfig()
@@ -369,14 +377,8 @@ func TestStartFailsOnBrokenFile(t *testing.T) {
 // file rejects the whole set while the old version keeps serving.
 func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	f := newFixture(t)
-	write := func(name, text string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, id := range []string{"a", "b", "c"} {
-		write(id+".yaml", doc(id, 1))
+		f.write(t, id+".yaml", doc(id, 1))
 	}
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.dir, true
@@ -392,7 +394,7 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 		t.Fatalf("start: version %s, want %s", got, want)
 	}
 
-	write("b.yaml", doc("b", 2))
+	f.write(t, "b.yaml", doc("b", 2))
 	m.ReloadFiles()
 	v2 := versionOf(t, all(2))
 	if st := m.Status(); st.Version != v2 || f.eng.Rules().Version() != v2 || st.LastRejected != nil {
@@ -402,7 +404,7 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 		t.Errorf("after editing b.yaml: %+v, want 1 of 3 files parsed", st)
 	}
 
-	write("c.yaml", broken)
+	f.write(t, "c.yaml", broken)
 	m.ReloadFiles()
 	st := m.Status()
 	if st.LastRejected == nil || st.Version != v2 || f.eng.Rules().Version() != v2 {
@@ -413,7 +415,7 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	}
 
 	before := m.Status().Outcomes
-	write("c.yaml", doc("c", 1))
+	f.write(t, "c.yaml", doc("c", 1))
 	m.ReloadFiles()
 	if st := m.Status(); st.Version != v2 || st.Outcomes != before+1 {
 		t.Errorf("after restoring c.yaml: %+v, want %s", st, v2)
@@ -429,13 +431,7 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 // are reported once.
 func TestReloadSameBytes(t *testing.T) {
 	f := newFixture(t)
-	write := func(name, text string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("a.yaml", doc("a", 1))
+	f.write(t, "a.yaml", doc("a", 1))
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.dir, true
 	cfg.Logger = zaptest.NewLogger(t)
@@ -443,7 +439,7 @@ func TestReloadSameBytes(t *testing.T) {
 	outcomes := func() uint64 { return m.Status().Outcomes }
 
 	n := outcomes()
-	write("a.yaml", doc("a", 1))
+	f.write(t, "a.yaml", doc("a", 1))
 	m.ReloadFiles()
 	if got := outcomes(); got != n {
 		t.Errorf("a.yaml rewritten with the same bytes: %d outcomes, want %d (none)", got, n)
@@ -452,12 +448,12 @@ func TestReloadSameBytes(t *testing.T) {
 		t.Errorf("a.yaml rewritten with the same bytes: %+v, want it read, not parsed", st)
 	}
 
-	write("b.yaml", doc("b", -1))
+	f.write(t, "b.yaml", doc("b", -1))
 	m.ReloadFiles()
 	if st := m.Status(); st.Outcomes != n+1 || st.LastRejected == nil {
 		t.Fatalf("b.yaml broken: %+v, want one rejection", st)
 	}
-	write("b.yaml", doc("b", -1))
+	f.write(t, "b.yaml", doc("b", -1))
 	m.ReloadFiles()
 	if got := outcomes(); got != n+1 {
 		t.Errorf("b.yaml rewritten broken with the same bytes: %d outcomes, want %d (its errors reported once)", got, n+1)
@@ -469,9 +465,7 @@ func TestReloadSameBytes(t *testing.T) {
 // applied" line; one that finds them unchanged records nothing.
 func TestReloadParseTime(t *testing.T) {
 	f := newFixture(t)
-	if err := os.WriteFile(f.path, []byte(doc("a", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	f.write(t, filepath.Base(f.path), doc("a", 1))
 	core, logs := observer.New(zap.InfoLevel)
 	reg := prometheus.NewRegistry()
 	cfg := DefaultConfig()
