@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -116,6 +117,11 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	case o.shutdownTimeout <= 0:
 		return nil, usageErr(fmt.Errorf("--shutdown-timeout %v must be > 0", o.shutdownTimeout))
 	}
+	for _, a := range [...]struct{ flag, addr string }{{"grpc-addr", o.grpcAddr}, {"http-addr", o.httpAddr}} {
+		if err := checkListenAddr(a.flag, a.addr); err != nil {
+			return nil, usageErr(err)
+		}
+	}
 	if o.rules == "" {
 		o.rules = filepath.Join(o.dataDir, "rules")
 	}
@@ -133,6 +139,21 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 		}
 	}
 	return o, nil
+}
+
+// checkListenAddr rejects a listen address that is not host:port with a
+// valid port, so that a typo is a usage error (exit 2) rather than a
+// listener failure. Whether the host resolves or the port is free is
+// found out by listening.
+func checkListenAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return fmt.Errorf("--%s %q: want host:port, e.g. 127.0.0.1:9090 (port 0 picks a free port)", flag, addr)
+	}
+	return nil
 }
 
 // exitError carries the exit status of an error.

@@ -101,6 +101,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
 		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},
 		{"empty addr", []string{"--grpc-addr", ""}, env(), "--grpc-addr must not be empty"},
+		{"addr without port", []string{"--grpc-addr", "localhost"}, env(), `--grpc-addr "localhost": want host:port`},
+		{"addr with bad port", nil, env("PERSONAD_HTTP_ADDR", ":99999"), `--http-addr ":99999": want host:port`},
 		{"bad zone", []string{"--budget-tz", "Mars/Olympus"}, env(), `--budget-tz "Mars/Olympus": want an IANA time zone`},
 		{"local zone", nil, env("PERSONAD_BUDGET_TZ", "Local"), `--budget-tz "Local"`},
 		{"bad ledger", []string{"--ledger", "postgres://db/x"}, env(), `--ledger "postgres://db/x": want a directory or redis://host:port[/db]`},
