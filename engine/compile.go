@@ -791,7 +791,7 @@ func (l *linker) internChannels(units []*unit, cr *rules.ContentRules) {
 	for _, m := range cr.ChannelMap {
 		id := r.channelID(m.Channel)
 		for _, d := range m.Domains {
-			r.channelByHost[strings.ToLower(d)] = id
+			r.channelByHost[mapHost(strings.ToLower(d))] = id
 		}
 		for _, b := range m.Bundles {
 			r.channelByApp[b] = id

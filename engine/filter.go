@@ -67,7 +67,9 @@ func (r *Rules) resolveChannel(q *Query) (int, string) {
 			}
 			name = channelApp
 		} else {
-			host := strings.TrimPrefix(q.Domain, "www.")
+			// ToLower returns a lower-case domain as it is, without
+			// allocating.
+			host := mapHost(strings.ToLower(q.Domain))
 			if id, ok := r.channelByHost[host]; ok {
 				return id, r.channelNames[id]
 			}
@@ -79,6 +81,11 @@ func (r *Rules) resolveChannel(q *Query) (int, string) {
 	}
 	return -1, name
 }
+
+// mapHost is the channel map's key of a lower-case site domain: the
+// domain without a leading "www.", so that a map entry and a request each
+// with or without it meet.
+func mapHost(domain string) string { return strings.TrimPrefix(domain, "www.") }
 
 // hasAny reports whether the persona bitset holds one of terms.
 func hasAny(persona []uint64, terms []uint32) bool {

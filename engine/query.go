@@ -25,7 +25,8 @@ type Query struct {
 	// Channel is the channel the request names (site.ext.channel or
 	// app.ext.channel), lower case; empty lets the engine resolve it from
 	// Domain or Bundle through the rules' channel map, falling back to "web"
-	// for a site and "app" for an app.
+	// for a site and "app" for an app. Domains are matched in any case and
+	// with or without a leading "www."; bundles exactly.
 	Channel string
 	Domain  string
 	Bundle  string

@@ -172,6 +172,17 @@ content_rules:
 			`campaigns[1].id: duplicate campaign id "a" (also campaigns[0])`,
 			`content_rules.channel_map[1].domains[0]: "x.com" is already mapped to channel "social"`,
 		}},
+		{"channel map domains in any case, with or without www", `
+campaigns:
+  - {id: a, bid_cpm: 1, creatives: [{id: x, w: 1, h: 1, adm: a}]}
+content_rules:
+  channel_map:
+    - {channel: social, domains: [x.com, y.com]}
+    - {channel: web, domains: [WWW.X.com, Y.COM]}
+`, []string{
+			`content_rules.channel_map[1].domains[0]: "WWW.X.com" is already mapped to channel "social"`,
+			`content_rules.channel_map[1].domains[1]: "Y.COM" is already mapped to channel "social"`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

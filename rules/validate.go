@@ -491,7 +491,9 @@ func (v *validator) content(p string, cr *ContentRules) {
 			v.add(mp+".channel", "%q must match %s", m.Channel, &channelShape)
 		}
 		for j, d := range m.Domains {
-			key := "domain " + d
+			// The engine matches domains in any case and with or
+			// without a leading "www.": so does the duplicate check.
+			key := "domain " + strings.TrimPrefix(strings.ToLower(d), "www.")
 			if prev, dup := seen[key]; dup && prev != m.Channel {
 				v.add(at(mp+".domains", j), "%q is already mapped to channel %q", d, prev)
 			}
