@@ -74,7 +74,9 @@ type ContentRules struct {
 	ChannelMap     []ChannelMapping `json:"channel_map,omitempty" yaml:"channel_map,omitempty"`
 }
 
-// ChannelMapping maps site domains and app bundles to one channel.
+// ChannelMapping maps site domains and app bundles to one channel. A
+// domain matches in any case and with or without a leading "www."; a
+// bundle matches exactly.
 type ChannelMapping struct {
 	Channel string   `json:"channel" yaml:"channel"`
 	Domains []string `json:"domains,omitempty" yaml:"domains,omitempty"`

@@ -36,7 +36,9 @@ type BidRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Impressions offered; at least one is required.
 	Imp []*Imp `protobuf:"bytes,2,rep,name=imp,proto3" json:"imp,omitempty"`
-	// Exactly one of site and app describes where the impressions appear.
+	// At most one of site and app describes where the impressions appear
+	// (both is an invalid request); with neither, as OpenRTB allows, the
+	// channel is "web".
 	Site   *Site   `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
 	App    *App    `protobuf:"bytes,4,opt,name=app,proto3" json:"app,omitempty"`
 	Device *Device `protobuf:"bytes,5,opt,name=device,proto3" json:"device,omitempty"`

@@ -635,7 +635,9 @@ func (x *ContentRules) GetChannelMap() []*ChannelMapping {
 	return nil
 }
 
-// ChannelMapping maps domains and bundles to one channel.
+// ChannelMapping maps domains and bundles to one channel. A site domain
+// matches in any case and with or without a leading "www."; an app
+// bundle matches exactly.
 type ChannelMapping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
