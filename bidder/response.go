@@ -20,7 +20,8 @@ const (
 // one table both wires use:
 //
 //	engine reason        nbr  why
-//	unmatched_user        8   no campaign targets this persona on this channel
+//	unmatched_user        8   no campaign's targeting admits this persona
+//	                          (on any channel)
 //	no_eligible           0   campaigns target the persona, but none could bid
 //	                          here (status, flight, channel, currency, blocks,
 //	                          size, creative, floor, budget, frequency):

@@ -165,10 +165,12 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 // candidates leaves in s.cand the campaigns whose index entries admit the
 // request: live, targeting.all and targeting.none satisfied by the persona,
 // the channel targeted, a creative of one of the impressions' sizes. It
-// reports false when the persona alone leaves no campaign.
+// reports false when the persona alone leaves no campaign, live or not: a
+// persona only paused or house-blocked campaigns target is not an
+// unmatched user.
 func (r *Rules) candidates(s *scratch, q *Query) bool {
 	x := &r.idx
-	x.live.Copy(s.cand)
+	fillCampaigns(s.cand, len(r.campaigns))
 	terms := s.terms
 	for _, f := range r.constrained {
 		for len(terms) > 0 && r.terms[terms[0]].facet < f.facet {
@@ -191,6 +193,7 @@ func (r *Rules) candidates(s *scratch, q *Query) bool {
 	if s.cand.None() {
 		return false
 	}
+	s.cand.InPlaceIntersection(x.live)
 	x.anyChannel.Copy(s.tmp)
 	if s.channel >= 0 {
 		s.tmp.InPlaceUnion(x.byChannel[s.channel])
@@ -207,4 +210,16 @@ func (r *Rules) candidates(s *scratch, q *Query) bool {
 	}
 	s.cand.InPlaceIntersection(s.tmp)
 	return true
+}
+
+// fillCampaigns sets the bits of ordinals 0 to n-1 of b, which is sized to
+// the rules, and clears the rest.
+func fillCampaigns(b *bitset.BitSet, n int) {
+	w := b.Words()
+	for i := range w {
+		w[i] = ^uint64(0)
+	}
+	if rem := n % 64; rem != 0 {
+		w[len(w)-1] = 1<<rem - 1
+	}
 }

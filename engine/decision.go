@@ -52,12 +52,12 @@ type Reason uint8
 
 const (
 	ReasonNone Reason = iota
-	// ReasonUnmatchedUser: no campaign targets this user's persona on this
-	// channel.
+	// ReasonUnmatchedUser: no campaign's targeting (all and none clauses)
+	// admits this user's persona, whatever the channel.
 	ReasonUnmatchedUser
 	// ReasonNoEligible: campaigns target the persona, but none can bid here
-	// (size, creative channel or persona, blocks, floor, flight, status,
-	// currency, budget or pacing, frequency cap).
+	// (channel, size, creative channel or persona, blocks, floor, flight,
+	// status, currency, budget or pacing, frequency cap).
 	ReasonNoEligible
 	// ReasonDeadline: the latency budget ran out before a decision.
 	ReasonDeadline

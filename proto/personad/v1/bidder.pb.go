@@ -1138,7 +1138,8 @@ type BidResponse struct {
 	Cur string `protobuf:"bytes,4,opt,name=cur,proto3" json:"cur,omitempty"`
 	// OpenRTB no-bid reason, set when seatbid is empty:
 	//
-	//	8 unmatched user (no campaign targets this persona on this channel),
+	//	8 unmatched user (no campaign's targeting admits this persona, on
+	//	  any channel),
 	//	0 unknown (campaigns target the persona, but none could bid here:
 	//	  status, flight, channel, currency, blocks, size, creative, floor,
 	//	  budget, frequency),
