@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -17,18 +18,22 @@ import (
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
-// runExplain is `personactl explain [--all] [--campaign ID] [--json] REQUEST.json`:
+// runExplain is `personactl explain [--all] [--campaign ID] [--json] [--keep] REQUEST.json`:
 // it sends the bid request with ext.debug set and prints why each campaign
 // did or did not bid. REQUEST.json is an OpenRTB 2.6 bid request, the same
-// JSON the exchange sends ("-" reads stdin).
+// JSON the exchange sends ("-" reads stdin). The request is decided as an
+// exchange's is, so each bid it gets has reserved its price and counted
+// against the user's frequency caps; unless --keep, a loss notice for each
+// bid then releases both, and asking why spends nothing.
 func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	all := fs.Bool("all", false, "list every campaign, not only those that reached the auction")
 	campaign := fs.String("campaign", "", "list only this campaign id")
 	asJSON := fs.Bool("json", false, "print the raw bid response as JSON")
+	keep := fs.Bool("keep", false, "keep the bids, as an exchange's: their reservations and frequency counts stand until their notices come or they expire")
 	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: personactl explain [--all] [--campaign ID] [--json] REQUEST.json|-")
+		fmt.Fprintln(e.stderr, "usage: personactl explain [--all] [--campaign ID] [--json] [--keep] REQUEST.json|-")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -47,8 +52,13 @@ func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 	}
 	req.Ext.Debug = true
 
+	var released error
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.BidResponse, error) {
-		return personadpb.NewBidderClient(conn).Bid(ctx, req)
+		resp, err := personadpb.NewBidderClient(conn).Bid(ctx, req)
+		if err == nil && !*keep {
+			released = releaseBids(ctx, personadpb.NewNoticesClient(conn), resp)
+		}
+		return resp, err
 	})
 	if err != nil {
 		return callError("explain", err)
@@ -58,10 +68,39 @@ func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(e.stdout, "%s\n", out)
+		if _, err = fmt.Fprintf(e.stdout, "%s\n", out); err != nil {
+			return err
+		}
+	} else if err := printExplanation(e.stdout, req, resp, *all, *campaign); err != nil {
 		return err
 	}
-	return printExplanation(e.stdout, req, resp, *all, *campaign)
+	return released
+}
+
+// releaseBids sends a loss notice for each of resp's bids, with the token
+// of its lurl, so that a bid made only to be explained holds no budget and
+// no frequency count. A bid without an lurl holds neither (a server
+// without a ledger).
+func releaseBids(ctx context.Context, notices personadpb.NoticesClient, resp *personadpb.BidResponse) error {
+	for _, sb := range resp.Seatbid {
+		for _, b := range sb.Bid {
+			if b.Lurl == "" {
+				continue
+			}
+			u, err := url.Parse(b.Lurl)
+			token := ""
+			if err == nil {
+				token = u.Query().Get("t")
+			}
+			if token == "" {
+				return fmt.Errorf("explain: bid %s (campaign %s) was not released: its lurl %q has no notice token", b.Id, b.Cid, b.Lurl)
+			}
+			if _, err := notices.Loss(ctx, &personadpb.LossRequest{Token: token}); err != nil {
+				return callError(fmt.Sprintf("explain: releasing bid %s (campaign %s) with a loss notice", b.Id, b.Cid), err)
+			}
+		}
+	}
+	return nil
 }
 
 func readBidRequest(name string, stdin io.Reader) (*personadpb.BidRequest, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
@@ -20,6 +21,7 @@ campaigns:
   - id: acme-cmo
     adomain: [acme.com]
     bid_cpm: 4.5
+    frequency_cap: {max: 1, window: 24h}
     targeting:
       all: [{facet: title, any: [cmo]}]
     creatives:
@@ -32,10 +34,15 @@ campaigns:
       - {id: cr-zeta, w: 728, h: 90, adm: "<b>zeta</b>"}
 `
 
-// startExplainServer serves a real bidder on a loopback port and returns
-// its address.
+// startExplainServer serves a real bidder, with an in-memory ledger, on a
+// loopback port and returns its address.
 func startExplainServer(t *testing.T) string {
 	t.Helper()
+	led, err := ledger.New(ledger.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
 	rs, err := rules.Parse("test", []byte(explainRules))
 	if err != nil {
 		t.Fatal(err)
@@ -46,14 +53,16 @@ func startExplainServer(t *testing.T) string {
 	}
 	b := segments.NewBuilder()
 	b.Add("title", "cmo", "u1")
-	eng, err := engine.New(engine.DefaultConfig(), segments.NewStore(b.Build(7)))
+	ecfg := engine.DefaultConfig()
+	ecfg.Ledger = led
+	eng, err := engine.New(ecfg, segments.NewStore(b.Build(7)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(eng.Close)
 	eng.SetRules(compiled)
 	cfg := bidder.DefaultConfig()
-	cfg.Engine = eng
+	cfg.Engine, cfg.Ledger, cfg.NoticeURL = eng, led, "http://127.0.0.1:1"
 	srv, err := bidder.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +105,23 @@ func TestExplain(t *testing.T) {
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// The bid was released: acme-cmo, capped at one impression per user,
+	// bids for u1 again; kept (--keep), it counts, and the next time the
+	// cap stops it.
+	for i, want := range []string{"chosen  acme-cmo", "chosen  acme-cmo", "frequency  acme-cmo"} {
+		args := []string{"--addr", addr, "explain", "--all", cmo}
+		if i == 1 {
+			args = []string{"--addr", addr, "explain", "--all", "--keep", cmo}
+		}
+		out.Reset()
+		if err := run(context.Background(), args, e); err != nil {
+			t.Fatalf("explain %v: %v", args, err)
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain %v: output lacks %q:\n%s", args, want, out.String())
 		}
 	}
 
