@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,6 +21,8 @@ func seedDemo(dataDir string, cfg world.Config, log *zap.Logger) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("--demo: %w", err)
 	}
+	// A data dir holding only the lock file (run takes it first) is empty.
+	ents = slices.DeleteFunc(ents, func(e fs.DirEntry) bool { return e.Name() == lockFile })
 	if len(ents) > 0 {
 		log.Info("demo: data dir already holds a world; serving it as is", zap.String("data_dir", dataDir))
 		return nil

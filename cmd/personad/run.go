@@ -54,6 +54,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := newLogger(stderr, o.logLevel)
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
 
+	// Released last: after the segment store's and the ledger's final
+	// writes.
+	unlock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return usageErr(err)
+	}
+	defer unlock()
+
 	if o.demo {
 		if err := seedDemo(o.dataDir, world.DemoConfig(), log); err != nil {
 			return err

@@ -184,3 +184,58 @@ func TestSeedDemo(t *testing.T) {
 		t.Errorf("second seed touched the data dir: %v", err)
 	}
 }
+
+// TestRunDataDirInUse: a second personad on a data dir another one is
+// serving is refused (exit 2, naming the dir and the holder) instead of
+// taking over the segment store and ledger under the first, and the
+// first keeps serving. Once the first has stopped, the dir is free.
+func TestRunDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, args, env(), pw, &syncBuffer{})
+		pw.Close()
+	}()
+	_, httpAddr := readAddrs(t, pr)
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+
+	// The second: refused at once, or (without the lock) serving until
+	// its context ends.
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	err := run(ctx2, args, env(), io.Discard, &syncBuffer{})
+	if code := exitCode(err); code != 2 {
+		t.Fatalf("second personad on %s: exit code %d (%v), want 2", dir, code, err)
+	}
+	want := fmt.Sprintf("--data-dir %s: in use by another personad (pid %d)", dir, os.Getpid())
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to contain %q", err, want)
+	}
+	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil {
+		t.Errorf("the first personad: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	ctx3, cancel3 := context.WithCancel(t.Context())
+	pr3, pw3 := io.Pipe()
+	done3 := make(chan error, 1)
+	go func() {
+		done3 <- run(ctx3, args, env(), pw3, &syncBuffer{})
+		pw3.Close()
+	}()
+	readAddrs(t, pr3)
+	go io.Copy(io.Discard, pr3) //nolint:errcheck // drains stdout until run returns
+	cancel3()
+	if err := <-done3; err != nil {
+		t.Fatalf("run after the first stopped: %v", err)
+	}
+}
