@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -298,6 +299,12 @@ func readFile(name string) (File, error) { return readFileInto(name, nil) }
 // readFileInto is readFile, reading into buf's memory when the file fits
 // and is no less than half its capacity.
 func readFileInto(name string, buf []byte) (File, error) {
+	// Opening a named pipe waits for a writer, forever if none comes
+	// (holding the reload, and every Apply, with it): anything but a
+	// regular file is refused before it is opened.
+	if fi, err := os.Stat(name); err == nil && !fi.Mode().IsRegular() {
+		return File{}, notRegular(name, fi.Mode())
+	}
 	f, err := os.Open(name)
 	if err != nil {
 		return File{}, fmt.Errorf("rules: %w", err)
@@ -306,6 +313,9 @@ func readFileInto(name string, buf []byte) (File, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return File{}, fmt.Errorf("rules: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return File{}, notRegular(name, fi.Mode())
 	}
 	if fi.Size() > MaxFileSize {
 		return File{}, fmt.Errorf("rules: %s: %d bytes exceeds the %d-byte limit", name, fi.Size(), MaxFileSize)
@@ -334,6 +344,22 @@ func readFileInto(name string, buf []byte) (File, error) {
 		}
 	}
 	return File{Name: name, Data: data, ModTime: fi.ModTime()}, nil
+}
+
+// notRegular is the error for a rules file that is not a regular file.
+func notRegular(name string, m fs.FileMode) error {
+	kind := "not a regular file"
+	switch {
+	case m.IsDir():
+		kind = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		kind = "a named pipe"
+	case m&fs.ModeSocket != 0:
+		kind = "a socket"
+	case m&fs.ModeDevice != 0:
+		kind = "a device"
+	}
+	return fmt.Errorf("rules: %s: is %s, not a regular file", name, kind)
 }
 
 // ParseFilesLocated parses every file and merges them in order, without
