@@ -21,6 +21,10 @@
 // write a temporary file and rename it over the old one, `mv tmp
 // rules.yaml` and Kubernetes ConfigMap symlink swaps are all seen. Events
 // are debounced, and files whose bytes did not change are not reloaded.
+// On Linux a file written in place is read only once no process has it
+// open for writing (a kernel lease, fcntl F_SETLEASE, tells), so that a
+// writer pausing mid-file does not get its first part applied; write
+// elsewhere and rename for the same guarantee on other systems.
 // A reload parses only what changed: the Manager's rules.Parser reuses
 // every file whose bytes are the same and, in a changed file, every
 // campaign entry whose text is the same, so a one-campaign edit of a

@@ -2,8 +2,11 @@ package reload
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +52,10 @@ func (w *watcher) run(m *Manager, dir string) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// The rules files written to in place since the last reload, and the
+	// one a reload last waited for.
+	written := map[string]bool{}
+	waitingFor := ""
 	for {
 		select {
 		case <-w.done:
@@ -61,6 +68,9 @@ func (w *watcher) run(m *Manager, dir string) {
 			// rename over one, a symlink swap. ReloadFiles skips bytes it
 			// has seen, so unrelated events cost one read.
 			m.log.Debug("rules directory event", zap.String("event", ev.String()))
+			if ev.Has(fsnotify.Write) && isRulesName(ev.Name) {
+				written[ev.Name] = true
+			}
 			timer.Reset(m.cfg.Debounce)
 		case err, ok := <-w.fs.Errors:
 			if !ok {
@@ -70,9 +80,46 @@ func (w *watcher) run(m *Manager, dir string) {
 			m.log.Warn("watching rules", zap.String("dir", dir), zap.Error(err))
 			timer.Reset(m.cfg.Debounce)
 		case <-timer.C:
+			// A file written in place is read only once its writer has
+			// closed it: a writer that pauses longer than the debounce
+			// (a slow copy, a generator writing campaign by campaign)
+			// would otherwise have its first part, often a valid rule
+			// set of fewer campaigns, applied.
+			if name := firstOpenForWriting(written); name != "" {
+				if name != waitingFor {
+					m.log.Info("rules file open for writing; reloading once it is closed", zap.String("file", name))
+					waitingFor = name
+				}
+				timer.Reset(m.cfg.Debounce)
+				continue
+			}
+			clear(written)
+			waitingFor = ""
 			m.ReloadFiles()
 		}
 	}
+}
+
+// firstOpenForWriting returns the first of names (in sorted order) that
+// some process has open for writing, or "".
+func firstOpenForWriting(names map[string]bool) string {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		if openForWriting(name) {
+			return name
+		}
+	}
+	return ""
+}
+
+// isRulesName tells whether name is one a rules directory is read for
+// (rules.ReadFiles): .yaml, .yml or .json, not hidden.
+func isRulesName(name string) bool {
+	base := filepath.Base(name)
+	switch filepath.Ext(base) {
+	case ".yaml", ".yml", ".json":
+		return !strings.HasPrefix(base, ".")
+	}
+	return false
 }
 
 func (w *watcher) close() error {
