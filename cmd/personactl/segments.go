@@ -59,6 +59,7 @@ type uploadOptions struct {
 	key          string
 	header       string // auto, yes, no
 	skipInvalid  bool
+	allowEmpty   bool
 	chunkIDs     int
 	file         string
 }
@@ -74,6 +75,7 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.StringVar(&o.key, "key", "", "idempotency key: a retry with the same key is not applied twice")
 	fs.StringVar(&o.header, "header", "auto", "whether the first id line is a header: auto (when it reads id, user_id, uid, buyeruid, …), yes or no")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "skip invalid lines (reported in the summary) instead of uploading nothing")
+	fs.BoolVar(&o.allowEmpty, "allow-empty", false, "let a replace upload without any id empty the segment (refused otherwise: an empty or header-only FILE is more often a mistake)")
 	fs.IntVar(&o.chunkIDs, "chunk-ids", defaultChunkIDs, "ids per message (at most 65536)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
@@ -393,6 +395,9 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		cancel() // the server discards a cancelled upload
 		return fmt.Errorf("segments upload %s: %s has %d invalid %s; nothing uploaded (--skip-invalid uploads the rest):\n  %s",
 			seg, name, ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+	case sent == 0 && o.mode == personadpb.UploadMode_UPLOAD_MODE_REPLACE && !o.allowEmpty:
+		cancel() // the server discards a cancelled upload
+		return fmt.Errorf("segments upload %s: %s holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)", seg, name)
 	}
 	idle.Reset(g.timeout)
 	resp, err := stream.CloseAndRecv()

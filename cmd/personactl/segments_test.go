@@ -318,3 +318,45 @@ func TestUploadProgress(t *testing.T) {
 		t.Errorf("terminal: exit %d, stderr %q; want a progress bar", code, bar)
 	}
 }
+
+// TestUploadReplaceNothing: a replace upload whose FILE holds no id (empty,
+// comments and a header only, or every line invalid and skipped) is
+// refused and changes nothing, rather than emptying the segment; with
+// --allow-empty it empties it.
+func TestUploadReplaceNothing(t *testing.T) {
+	addr, store := server(t)
+	cardinality := func() uint64 {
+		for _, s := range store.Current().Segments() {
+			if s.Facet == "title" && s.Value == "cmo" {
+				return s.Users.GetCardinality()
+			}
+		}
+		return 0
+	}
+	if _, errOut, code := ctl(t, addr, "u1\nu2\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "-"); code != 0 {
+		t.Fatalf("upload: exit %d, %s", code, errOut)
+	}
+	version := store.Current().Version()
+	for _, tc := range []struct{ name, stdin string }{
+		{"empty", ""},
+		{"header only", "# exported 2026-11-27\nuser_id,email\n\n"},
+		{"every line skipped", ",a\n,b\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, code := ctl(t, addr, tc.stdin, false, "segments", "upload", "--facet", "title", "--value", "cmo", "--replace", "--skip-invalid", "-")
+			want := "personactl: segments upload title:cmo: stdin holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)\n"
+			if code != 1 || !strings.HasSuffix(errOut, want) {
+				t.Errorf("exit %d, stderr %q; want 1, ending %q", code, errOut, want)
+			}
+			if n, v := cardinality(), store.Current().Version(); n != 2 || v != version {
+				t.Errorf("title:cmo has %d users at version %d, want 2 at %d", n, v, version)
+			}
+		})
+	}
+	if _, errOut, code := ctl(t, addr, "", false, "segments", "upload", "--facet", "title", "--value", "cmo", "--replace", "--allow-empty", "-"); code != 0 {
+		t.Fatalf("--allow-empty: exit %d, %s", code, errOut)
+	}
+	if n := cardinality(); n != 0 {
+		t.Errorf("after --allow-empty title:cmo has %d users, want 0", n)
+	}
+}
