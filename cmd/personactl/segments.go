@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 
@@ -80,7 +81,8 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
-			"first column is the id.\n\nflags:")
+			"first column is the id. A line whose id holds a control character (a tab included) or is\n"+
+			"not UTF-8 text is invalid.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -286,9 +288,20 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 		return nil, false, "empty user id"
 	case len(id) > maxIDLen:
 		return nil, false, fmt.Sprintf("user id is %d bytes, the limit is %d", len(id), maxIDLen)
+	case !utf8.Valid(id):
+		// No bid request could carry it: both wires' strings are UTF-8.
+		return nil, false, "user id is not UTF-8 text (a binary or compressed file?)"
+	}
+	if i := bytes.IndexFunc(id, isControl); i >= 0 {
+		if id[i] == '\t' {
+			return nil, false, "user id holds a tab (a TSV file? of a line, only the first CSV column is the id)"
+		}
+		return nil, false, fmt.Sprintf("user id holds the control character 0x%02x (a binary or compressed file?)", id[i])
 	}
 	return id, true, ""
 }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // headerNames are the first-column names that make the first id line a
 // header with --header auto.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
@@ -41,6 +42,12 @@ func TestIDReader(t *testing.T) {
 		{"bad lines", "u1\n,cmo\n" + long + "\nu2\n\"open\n\"x\"y\n", "auto", []string{"u1", "u2"},
 			[]string{"line 2: empty user id", "line 3: user id is 257 bytes, the limit is 256", "line 5: unterminated quoted field", "line 6: text after a quoted field"}},
 		{"256 bytes", strings.Repeat("y", 256) + "\n", "no", []string{strings.Repeat("y", 256)}, nil},
+		// A compressed or binary file, or a TSV one, is not uploaded as
+		// ids no bid request could match.
+		{"binary and tsv", "u1\n\x1f\x8b\x08\x00K\xaf\xd25\n\x00bad\nu2\tAlice\n\"u\x7f\",x\njos\xe9\ncafé\n", "no", []string{"u1", "café"},
+			[]string{"line 2: user id is not UTF-8 text (a binary or compressed file?)", "line 3: user id holds the control character 0x00 (a binary or compressed file?)",
+				"line 4: user id holds a tab (a TSV file? of a line, only the first CSV column is the id)",
+				"line 5: user id holds the control character 0x7f (a binary or compressed file?)", "line 6: user id is not UTF-8 text (a binary or compressed file?)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ir := newIDReader(strings.NewReader(tc.in), tc.header)
@@ -155,7 +162,7 @@ func FuzzParseLine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		var scratch []byte
 		id, ok, msg := parseLine(line, &scratch)
-		if ok && (len(id) == 0 || len(id) > maxIDLen || bytes.ContainsAny(id, "\r\n") || msg != "") {
+		if ok && (len(id) == 0 || len(id) > maxIDLen || bytes.IndexFunc(id, isControl) >= 0 || !utf8.Valid(id) || msg != "") {
 			t.Fatalf("parseLine(%q) = %q, %t, %q", line, id, ok, msg)
 		}
 	})
