@@ -232,8 +232,13 @@ func TestRunDataDirInUse(t *testing.T) {
 		done3 <- run(ctx3, args, env(), pw3, &syncBuffer{})
 		pw3.Close()
 	}()
-	readAddrs(t, pr3)
+	_, httpAddr = readAddrs(t, pr3)
 	go io.Copy(io.Discard, pr3) //nolint:errcheck // drains stdout until run returns
+	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil {
+		t.Errorf("the personad after the first: %v", err)
+	} else {
+		resp.Body.Close()
+	}
 	cancel3()
 	if err := <-done3; err != nil {
 		t.Fatalf("run after the first stopped: %v", err)
