@@ -28,6 +28,11 @@ type Config struct {
 	Ledger *ledger.Ledger
 }
 
+// MaxPersonaCacheSize bounds Config.PersonaCacheSize: a cache holds no
+// more personas than the segment store has users. The cache takes about
+// 48 bytes per user of its size when it is made.
+const MaxPersonaCacheSize = segments.MaxUsers
+
 // DefaultConfig returns the defaults: a persona cache of one million users.
 func DefaultConfig() Config {
 	return Config{PersonaCacheSize: 1 << 20}
@@ -70,6 +75,9 @@ func (e *Engine) closing() bool {
 func New(cfg Config, segs Segments) (*Engine, error) {
 	if cfg.PersonaCacheSize < 0 {
 		return nil, errors.New("engine: PersonaCacheSize must be >= 0")
+	}
+	if cfg.PersonaCacheSize > MaxPersonaCacheSize {
+		return nil, fmt.Errorf("engine: PersonaCacheSize %d exceeds the limit of %d (MaxPersonaCacheSize)", cfg.PersonaCacheSize, int64(MaxPersonaCacheSize))
 	}
 	if segs == nil {
 		return nil, errors.New("engine: nil segment source")

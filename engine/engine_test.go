@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,6 +74,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := New(DefaultConfig(), nil); err == nil {
 		t.Error("nil segments accepted")
+	}
+	// Beyond the limit: a size whose counters overflow, which the cache
+	// itself reported only as "NumCounters can't be negative".
+	cfg.PersonaCacheSize = math.MaxInt64/10 + 1
+	if _, err := New(cfg, segments.NewStore(nil)); err == nil || !strings.Contains(err.Error(), "PersonaCacheSize 922337203685477581 exceeds the limit of 4294967294") {
+		t.Errorf("cache size %d: err %v, want the limit named", cfg.PersonaCacheSize, err)
 	}
 }
 

@@ -98,6 +98,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"bad env", nil, env("PERSONAD_PERSONA_CACHE", "lots"), `invalid value "lots" for PERSONAD_PERSONA_CACHE`},
 		{"bad env bool", nil, env("PERSONAD_DEMO", "perhaps"), `invalid value "perhaps" for PERSONAD_DEMO`},
 		{"negative cache", []string{"--persona-cache", "-1"}, env(), "--persona-cache -1 must be >= 0"},
+		// 48 TB of counters: the runtime's fatal "out of memory" at start.
+		{"huge cache", []string{"--persona-cache", "1000000000000"}, env(), "--persona-cache 1000000000000 exceeds the limit of 4294967294"},
 		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
 		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},
 		{"empty addr", []string{"--grpc-addr", ""}, env(), "--grpc-addr must not be empty"},
