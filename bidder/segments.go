@@ -355,8 +355,10 @@ func checkHeader(h *personadpb.UploadHeader) (segments.Mode, error) {
 		return segments.Add, nil
 	case personadpb.UploadMode_UPLOAD_MODE_REMOVE:
 		return segments.Remove, nil
+	case personadpb.UploadMode_UPLOAD_MODE_UNSPECIFIED:
+		return 0, &ValidationError{Path: "upload.header.mode", Msg: "required: UPLOAD_MODE_REPLACE, UPLOAD_MODE_ADD or UPLOAD_MODE_REMOVE"}
 	}
-	return 0, &ValidationError{Path: "upload.header.mode", Msg: "required: UPLOAD_MODE_REPLACE, UPLOAD_MODE_ADD or UPLOAD_MODE_REMOVE"}
+	return 0, &ValidationError{Path: "upload.header.mode", Msg: fmt.Sprintf("%d is not an upload mode: want UPLOAD_MODE_REPLACE, UPLOAD_MODE_ADD or UPLOAD_MODE_REMOVE", h.Mode)}
 }
 
 // checkSegmentName validates a facet and value, their paths starting with
