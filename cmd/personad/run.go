@@ -196,7 +196,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// both have returned.
 	errc := make(chan error, 2)
 	go func() {
-		if err := gs.Serve(gl); err != nil {
+		// A stop before Serve begins makes it return ErrServerStopped (and
+		// close gl): a clean stop, like http.ErrServerClosed below.
+		if err := gs.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("gRPC server: %w", err)
 			return
 		}

@@ -244,3 +244,26 @@ func TestRunDataDirInUse(t *testing.T) {
 		t.Fatalf("run after the first stopped: %v", err)
 	}
 }
+
+// TestRunStopsAtOnce: a stop that comes as soon as personad prints its
+// addresses (a SIGTERM right after start) is a clean stop, even when it
+// comes before the gRPC server's Serve has begun.
+func TestRunStopsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 10 {
+		ctx, cancel := context.WithCancel(t.Context())
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"},
+				env(), pw, &syncBuffer{})
+			pw.Close()
+		}()
+		readAddrs(t, pr)
+		go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("start %d, stopped at once: %v", i, err)
+		}
+	}
+}
