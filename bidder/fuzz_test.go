@@ -8,8 +8,9 @@ import (
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
-// FuzzBidRequest: any bytes, decoded as a JSON BidRequest, validated and
-// translated, and answered with every kind of no-bid, never panic; a
+// FuzzBidRequest: any bytes, decoded as a JSON BidRequest (or the path of
+// the field it does not decode at), validated and translated, and
+// answered with every kind of no-bid, never panic; a
 // request that validates translates into a Query the engine can trust.
 func FuzzBidRequest(f *testing.F) {
 	for _, seed := range []string{
@@ -30,6 +31,7 @@ func FuzzBidRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req := &personadpb.BidRequest{}
 		if err := unmarshalJSON.Unmarshal(data, req); err != nil {
+			decodeErrorPath(data, err) // the HTTP answer's field: must not panic
 			return
 		}
 		err := validate(req, &l)

@@ -38,7 +38,9 @@ var (
 //	                    wire takes): 200 + BidResponse on a bid, 204 No
 //	                    Content + X-Personad-Nbr on a no-bid (200 with the
 //	                    BidResponse when ext.debug is set), 400 + JSON error
-//	                    naming the field on invalid input, 413 over the size
+//	                    naming the field on invalid input (its path also
+//	                    when the JSON does not decode: a wrong type, an
+//	                    unknown or duplicate field), 413 over the size
 //	                    limit, 415 for a non-JSON Content-Type.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
 //	GET  /notice/win?t=TOKEN[&price=P]
@@ -100,7 +102,7 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	req := &personadpb.BidRequest{}
 	if err := unmarshalJSON.Unmarshal(body, req); err != nil {
 		s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %v", ErrBadBody, err), "")
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %v", ErrBadBody, err), decodeErrorPath(body, err))
 		return
 	}
 	resp, err := s.decide(r.Context(), req, wireHTTP)
