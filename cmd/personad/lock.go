@@ -24,19 +24,23 @@ var errLocked = errors.New("in use by another personad")
 // personad is refused, with the pid the lock file names. The lock is the
 // kernel's (flock(2)), so a crash or kill -9 releases it; where there is
 // no flock it is not taken (see lock_other.go).
-func lockDataDir(dir string) (unlock func(), err error) {
+func lockDataDir(dir string) (unlock func(), err error) { return lockDir("--data-dir", dir) }
+
+// lockDir is lockDataDir for the directory flag names: the data dir, or
+// a --ledger directory outside it (two ledgers writing one log).
+func lockDir(flag, dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("--data-dir: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	name := filepath.Join(dir, lockFile)
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("--data-dir: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	if err := flock(f); err != nil {
 		f.Close()
 		if !errors.Is(err, errLocked) {
-			return nil, fmt.Errorf("--data-dir %s: locking %s: %w", dir, name, err)
+			return nil, fmt.Errorf("%s %s: locking %s: %w", flag, dir, name, err)
 		}
 		holder := ""
 		if b, rerr := os.ReadFile(name); rerr == nil {
@@ -44,7 +48,7 @@ func lockDataDir(dir string) (unlock func(), err error) {
 				holder = fmt.Sprintf(" (pid %d)", pid)
 			}
 		}
-		return nil, fmt.Errorf("--data-dir %s: %w%s; give each server its own data dir", dir, errLocked, holder)
+		return nil, fmt.Errorf("%s %s: %w%s; give each server its own", flag, dir, errLocked, holder)
 	}
 	// The pid is for the message above; a failure to write it costs
 	// nothing else.

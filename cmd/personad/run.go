@@ -61,6 +61,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageErr(err)
 	}
 	defer unlock()
+	if o.ledger != "" && !isRedisURL(o.ledger) {
+		unlockLedger, err := lockDir("--ledger", o.ledger)
+		if err != nil {
+			return usageErr(err)
+		}
+		defer unlockLedger()
+	}
 
 	if o.demo {
 		if err := seedDemo(o.dataDir, world.DemoConfig(), log); err != nil {

@@ -211,7 +211,7 @@ func TestRunDataDirInUse(t *testing.T) {
 	if code := exitCode(err); code != 2 {
 		t.Fatalf("second personad on %s: exit code %d (%v), want 2", dir, code, err)
 	}
-	want := fmt.Sprintf("--data-dir %s: in use by another personad (pid %d)", dir, os.Getpid())
+	want := fmt.Sprintf("--data-dir %s: in use by another personad (pid %d); give each server its own", dir, os.Getpid())
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q, want it to contain %q", err, want)
 	}
@@ -265,5 +265,43 @@ func TestRunStopsAtOnce(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("start %d, stopped at once: %v", i, err)
 		}
+	}
+}
+
+// TestRunLedgerDirInUse: two servers with data dirs of their own but one
+// --ledger directory would both write its log: the second is refused.
+func TestRunLedgerDirInUse(t *testing.T) {
+	led := t.TempDir()
+	args := func() []string {
+		return []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--ledger", led, "--rules", "testdata/rules.yaml"}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, args(), env(), pw, &syncBuffer{})
+		pw.Close()
+	}()
+	_, httpAddr := readAddrs(t, pr)
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	err := run(ctx2, args(), env(), io.Discard, &syncBuffer{})
+	if code := exitCode(err); code != 2 {
+		t.Fatalf("second personad on the ledger %s: exit code %d (%v), want 2", led, code, err)
+	}
+	if want := fmt.Sprintf("--ledger %s: in use by another personad (pid %d)", led, os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to contain %q", err, want)
+	}
+	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil {
+		t.Errorf("the first personad: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("first run: %v", err)
 	}
 }
