@@ -285,3 +285,48 @@ func TestJSONBothWires(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPIgnoresUndeclaredFields sends an exchange's request, full of
+// OpenRTB 2.6 fields personad does not read, and the same request with
+// its declared fields only: the HTTP wire answers both alike.
+func TestHTTPIgnoresUndeclaredFields(t *testing.T) {
+	h := newHarness(t, testRules)
+	declared := `{"id":"auction-x","imp":[{"id":"1","banner":{"format":[{"w":300,"h":250}]},"bidfloor":0.5,"bidfloorcur":"USD"}],
+	  "site":{"domain":"news.example","publisher":{"id":"pub-1"}},"user":{"buyeruid":"u00000001"},"tmax":120,"cur":["USD"]}`
+	exchange := `{"id":"auction-x","at":1,"allimps":0,"wlang":["en"],"bapp":["com.bad"],
+	  "source":{"tid":"t-1","schain":{"complete":1,"ver":"1.0","nodes":[{"asi":"exchange.example","sid":"77","hp":1}]}},
+	  "regs":{"coppa":0,"gdpr":1,"ext":{"us_privacy":"1YNN"}},
+	  "imp":[{"id":"1","secure":1,"instl":0,"displaymanager":"sdk","banner":{"format":[{"w":300,"h":250}],"mimes":["image/png"],"api":[3,5]},
+	    "bidfloor":0.5,"bidfloorcur":"USD","metric":[{"type":"viewability","value":0.8}]}],
+	  "site":{"domain":"news.example","page":"https://news.example/a","cat":["IAB19"],"publisher":{"id":"pub-1","name":"News"}},
+	  "device":{"ua":"Mozilla/5.0","ip":"203.0.113.7","geo":{"country":"DEU"},"language":"de"},
+	  "user":{"buyeruid":"u00000001","eids":[{"source":"id.example","uids":[{"id":"x"}]}],"ext":{"consent":"CO"}},
+	  "tmax":120,"cur":["USD"]}`
+	answer := func(body string) (int, *personadpb.BidResponse) {
+		t.Helper()
+		resp, b := post(t, h, "application/json", body)
+		got := &personadpb.BidResponse{}
+		if resp.StatusCode == http.StatusOK {
+			if err := protojson.Unmarshal(b, got); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, got
+	}
+	wantCode, want := answer(declared)
+	gotCode, got := answer(exchange)
+	if wantCode != http.StatusOK || gotCode != wantCode {
+		t.Fatalf("status %d with the exchange's fields, %d without; want 200 for both", gotCode, wantCode)
+	}
+	// Each bid has an id (and notice tokens) of its own.
+	for _, r := range []*personadpb.BidResponse{want, got} {
+		for _, sb := range r.Seatbid {
+			for _, b := range sb.Bid {
+				b.Id, b.Nurl, b.Burl, b.Lurl = "", "", "", ""
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("the exchange's request vs its declared fields (-declared +exchange):\n%s", diff)
+	}
+}

@@ -28,7 +28,11 @@ const (
 const HeaderNbr = "X-Personad-Nbr"
 
 var (
-	unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: false}
+	// An exchange's request holds many OpenRTB fields personad does not
+	// read (source, regs.gdpr, device.ua, banner.mimes, …): ignored, as a
+	// bidder must, rather than refused. A declared field of the wrong
+	// type is still an error.
+	unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 	marshalJSON   = protojson.MarshalOptions{UseProtoNames: true}
 )
 
@@ -39,8 +43,9 @@ var (
 //	                    Content + X-Personad-Nbr on a no-bid (200 with the
 //	                    BidResponse when ext.debug is set), 400 + JSON error
 //	                    naming the field on invalid input (its path also
-//	                    when the JSON does not decode: a wrong type, an
-//	                    unknown or duplicate field), 413 over the size
+//	                    when the JSON does not decode: a wrong type, a
+//	                    duplicate field; OpenRTB fields personad does not
+//	                    read are ignored), 413 over the size
 //	                    limit, 415 for a non-JSON Content-Type.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
 //	GET  /notice/win?t=TOKEN[&price=P]
