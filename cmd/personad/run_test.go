@@ -96,25 +96,10 @@ func TestRunServesAndStops(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	pr, pw := io.Pipe()
 	stderr := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"},
-			env(), pw, stderr)
-		pw.Close()
-	}()
-	grpcAddr, httpAddr := readAddrs(t, pr)
-	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
-
-	resp, err := http.Get("http://" + httpAddr + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("/healthz %d, want 200", resp.StatusCode)
-	}
+	grpcAddr, httpAddr, done := startRun(ctx, t,
+		[]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}, stderr)
+	checkHealthz(t, "personad", httpAddr)
 	if grpcAddr == "" {
 		t.Error("no gRPC address")
 	}
@@ -164,6 +149,36 @@ func readAddrs(t *testing.T, r io.Reader) (grpcAddr, httpAddr string) {
 	return "", ""
 }
 
+// startRun runs personad with args until ctx ends, its logs into stderr,
+// and returns its addresses once it has printed them, and the channel
+// run's result comes on.
+func startRun(ctx context.Context, t *testing.T, args []string, stderr io.Writer) (grpcAddr, httpAddr string, done <-chan error) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	res := make(chan error, 1)
+	go func() {
+		res <- run(ctx, args, env(), pw, stderr)
+		pw.Close()
+	}()
+	grpcAddr, httpAddr = readAddrs(t, pr)
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+	return grpcAddr, httpAddr, res
+}
+
+// checkHealthz fails t unless personad (who) answers /healthz at httpAddr.
+func checkHealthz(t *testing.T, who, httpAddr string) {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/healthz")
+	if err != nil {
+		t.Errorf("%s: %v", who, err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("%s: /healthz %d, want 200", who, resp.StatusCode)
+	}
+}
+
 func TestSeedDemo(t *testing.T) {
 	log := zaptest.NewLogger(t)
 	dir := filepath.Join(t.TempDir(), "data")
@@ -194,14 +209,7 @@ func TestRunDataDirInUse(t *testing.T) {
 	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, args, env(), pw, &syncBuffer{})
-		pw.Close()
-	}()
-	_, httpAddr := readAddrs(t, pr)
-	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+	_, httpAddr, done := startRun(ctx, t, args, &syncBuffer{})
 
 	// The second: refused at once, or (without the lock) serving until
 	// its context ends.
@@ -215,30 +223,15 @@ func TestRunDataDirInUse(t *testing.T) {
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q, want it to contain %q", err, want)
 	}
-	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil {
-		t.Errorf("the first personad: %v", err)
-	} else {
-		resp.Body.Close()
-	}
+	checkHealthz(t, "the first personad", httpAddr)
 
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("first run: %v", err)
 	}
 	ctx3, cancel3 := context.WithCancel(t.Context())
-	pr3, pw3 := io.Pipe()
-	done3 := make(chan error, 1)
-	go func() {
-		done3 <- run(ctx3, args, env(), pw3, &syncBuffer{})
-		pw3.Close()
-	}()
-	_, httpAddr = readAddrs(t, pr3)
-	go io.Copy(io.Discard, pr3) //nolint:errcheck // drains stdout until run returns
-	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil {
-		t.Errorf("the personad after the first: %v", err)
-	} else {
-		resp.Body.Close()
-	}
+	_, httpAddr, done3 := startRun(ctx3, t, args, &syncBuffer{})
+	checkHealthz(t, "the personad after the first", httpAddr)
 	cancel3()
 	if err := <-done3; err != nil {
 		t.Fatalf("run after the first stopped: %v", err)
@@ -252,15 +245,8 @@ func TestRunStopsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 10 {
 		ctx, cancel := context.WithCancel(t.Context())
-		pr, pw := io.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			done <- run(ctx, []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"},
-				env(), pw, &syncBuffer{})
-			pw.Close()
-		}()
-		readAddrs(t, pr)
-		go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+		_, _, done := startRun(ctx, t,
+			[]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}, &syncBuffer{})
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("start %d, stopped at once: %v", i, err)
@@ -277,14 +263,7 @@ func TestRunLedgerDirInUse(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, args(), env(), pw, &syncBuffer{})
-		pw.Close()
-	}()
-	_, httpAddr := readAddrs(t, pr)
-	go io.Copy(io.Discard, pr) //nolint:errcheck // drains stdout until run returns
+	_, httpAddr, done := startRun(ctx, t, args(), &syncBuffer{})
 
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel2()
@@ -295,11 +274,7 @@ func TestRunLedgerDirInUse(t *testing.T) {
 	if want := fmt.Sprintf("--ledger %s: in use by another personad (pid %d)", led, os.Getpid()); !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q, want it to contain %q", err, want)
 	}
-	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil {
-		t.Errorf("the first personad: %v", err)
-	} else {
-		resp.Body.Close()
-	}
+	checkHealthz(t, "the first personad", httpAddr)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("first run: %v", err)
