@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/personad/personad/ledger"
@@ -51,8 +52,36 @@ func connect(t *testing.T, addr string) *Client {
 
 const unit = 1_000_000
 
+// uniqueID is a campaign id no other test or run uses. Its keys are
+// deleted when the test ends: a run leaves nothing in a shared Redis (a
+// campaign's total never expires).
 func uniqueID(t *testing.T) string {
-	return fmt.Sprintf("test-%s-%d-%x", t.Name(), time.Now().UnixNano(), rand.Uint32())
+	id := fmt.Sprintf("test-%s-%d-%x", t.Name(), time.Now().UnixNano(), rand.Uint32())
+	t.Cleanup(func() { deleteKeys(t, DefaultOptions().Prefix+"{"+id+"}:*") })
+	return id
+}
+
+// deleteKeys deletes the test Redis's keys that match pattern.
+func deleteKeys(t *testing.T, pattern string) {
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	var keys []string
+	iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	for len(keys) > 0 && iter.Err() == nil {
+		n := min(len(keys), 1000)
+		if err := rdb.Del(ctx, keys[:n]...).Err(); err != nil {
+			t.Errorf("deleting the test's keys %s: %v", pattern, err)
+			return
+		}
+		keys = keys[n:]
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("listing the test's keys %s: %v", pattern, err)
+	}
 }
 
 func newNode(t *testing.T, rc *Client) *ledger.Ledger {
