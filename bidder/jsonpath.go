@@ -10,8 +10,8 @@ import (
 	"unicode/utf8"
 )
 
-// A JSON body protojson refuses (a value of the wrong type, an unknown or
-// duplicate field, a syntax error) is reported by protojson with its line
+// A JSON body protojson refuses (a value of the wrong type, a duplicate
+// field, a syntax error) is reported by protojson with its line
 // and column, and the field's name, but not its path. decodeErrorPath
 // finds the path ("imp[0].banner.w") for the HTTP answer's "field", as a
 // ValidationError names it. It runs on the error path only.

@@ -6,12 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+
+	"github.com/personad/personad/rules"
 )
 
 // watcher reloads the rules files when the directory holding them changes.
@@ -68,7 +69,7 @@ func (w *watcher) run(m *Manager, dir string) {
 			// rename over one, a symlink swap. ReloadFiles skips bytes it
 			// has seen, so unrelated events cost one read.
 			m.log.Debug("rules directory event", zap.String("event", ev.String()))
-			if ev.Has(fsnotify.Write) && isRulesName(ev.Name) {
+			if ev.Has(fsnotify.Write) && rules.IsFileName(filepath.Base(ev.Name)) {
 				written[ev.Name] = true
 			}
 			timer.Reset(m.cfg.Debounce)
@@ -109,17 +110,6 @@ func firstOpenForWriting(names map[string]bool) string {
 		}
 	}
 	return ""
-}
-
-// isRulesName tells whether name is one a rules directory is read for
-// (rules.ReadFiles): .yaml, .yml or .json, not hidden.
-func isRulesName(name string) bool {
-	base := filepath.Base(name)
-	switch filepath.Ext(base) {
-	case ".yaml", ".yml", ".json":
-		return !strings.HasPrefix(base, ".")
-	}
-	return false
 }
 
 func (w *watcher) close() error {

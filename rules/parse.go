@@ -274,11 +274,8 @@ func readFiles(path string, read func(name string) (File, error)) ([]File, error
 		}
 		names = names[:0]
 		for _, e := range ents {
-			switch filepath.Ext(e.Name()) {
-			case ".yaml", ".yml", ".json":
-				if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-					names = append(names, filepath.Join(path, e.Name()))
-				}
+			if !e.IsDir() && IsFileName(e.Name()) {
+				names = append(names, filepath.Join(path, e.Name()))
 			}
 		}
 		slices.Sort(names)
@@ -292,6 +289,17 @@ func readFiles(path string, read func(name string) (File, error)) ([]File, error
 		files = append(files, f)
 	}
 	return files, nil
+}
+
+// IsFileName reports whether a directory entry called name (a base name)
+// is one ReadFiles reads from a rules directory: .yaml, .yml or .json,
+// not hidden.
+func IsFileName(name string) bool {
+	switch filepath.Ext(name) {
+	case ".yaml", ".yml", ".json":
+		return !strings.HasPrefix(name, ".")
+	}
+	return false
 }
 
 func readFile(name string) (File, error) { return readFileInto(name, nil) }

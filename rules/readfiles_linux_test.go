@@ -17,7 +17,9 @@ import (
 // (and every Apply, which waits for it) with it.
 func TestReadFilesNamedPipe(t *testing.T) {
 	dir := t.TempDir()
-	writeRules(t, dir, "a.yaml", "campaigns: []\n")
+	if err := os.WriteFile(filepath.Join(dir, "a.yaml"), []byte("campaigns: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fifo := filepath.Join(dir, "b.yaml")
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Skipf("mkfifo: %v", err)
@@ -50,12 +52,5 @@ func TestReadFilesNamedPipe(t *testing.T) {
 				<-done
 			}
 		})
-	}
-}
-
-func writeRules(t *testing.T, dir, name, content string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -16,18 +16,15 @@ const lockFile = "personad.lock"
 // errLocked is a data dir another process holds.
 var errLocked = errors.New("in use by another personad")
 
-// lockDataDir takes the data dir for this process, creating it when
-// missing, and returns the func that releases it. Two servers on one data
-// dir would each take the segment store and the ledger for their own: one
-// removes the log files the other still appends to (acknowledged uploads
-// lost at the next start) and both write the ledger's log. A second
-// personad is refused, with the pid the lock file names. The lock is the
-// kernel's (flock(2)), so a crash or kill -9 releases it; where there is
-// no flock it is not taken (see lock_other.go).
-func lockDataDir(dir string) (unlock func(), err error) { return lockDir("--data-dir", dir) }
-
-// lockDir is lockDataDir for the directory flag names: the data dir, or
-// a --ledger directory outside it (two ledgers writing one log).
+// lockDir takes the directory flag names (the data dir, or a --ledger
+// directory outside it) for this process, creating it when missing, and
+// returns the func that releases it. Two servers on one data dir would
+// each take the segment store and the ledger for their own: one removes
+// the log files the other still appends to (acknowledged uploads lost at
+// the next start) and both write the ledger's log. A second personad is
+// refused, with the pid the lock file names. The lock is the kernel's
+// (flock(2)), so a crash or kill -9 releases it; where there is no flock
+// it is not taken (see lock_other.go).
 func lockDir(flag, dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", flag, err)

@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Released last: after the segment store's and the ledger's final
 	// writes.
-	unlock, err := lockDataDir(o.dataDir)
+	unlock, err := lockDir("--data-dir", o.dataDir)
 	if err != nil {
 		return usageErr(err)
 	}
