@@ -5,27 +5,32 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/reload"
 )
 
 // seedDemo seeds the world cfg generates (world.DemoConfig for --demo)
-// into dataDir when it is empty or missing. A data dir that already holds anything is left alone: it is a
-// world from an earlier run (perhaps with uploaded segments), served as is.
+// into dataDir unless it already holds one of the entries personad keeps
+// there (worldEntries): that is a world from an earlier run (perhaps
+// with uploaded segments), served as is. Anything else in it — a log file
+// the shell writes there, the lock file, a notice key — does not make a
+// world, and is left where it is.
 func seedDemo(dataDir string, cfg world.Config, log *zap.Logger) error {
 	ents, err := os.ReadDir(dataDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("--demo: %w", err)
 	}
-	// A data dir holding only the lock file (run takes it first) is empty.
-	ents = slices.DeleteFunc(ents, func(e fs.DirEntry) bool { return e.Name() == lockFile })
-	if len(ents) > 0 {
-		log.Info("demo: data dir already holds a world; serving it as is", zap.String("data_dir", dataDir))
-		return nil
+	for _, e := range ents {
+		if slices.Contains(worldEntries, e.Name()) {
+			log.Info("demo: data dir already holds a world; serving it as is", zap.String("data_dir", dataDir), zap.String("found", e.Name()))
+			return nil
+		}
 	}
 	t0 := time.Now()
 	if err := world.Seed(dataDir, cfg); err != nil {
@@ -34,3 +39,7 @@ func seedDemo(dataDir string, cfg world.Config, log *zap.Logger) error {
 	log.Info("demo: seeded a generated world", zap.String("data_dir", dataDir), zap.Duration("took", time.Since(t0)))
 	return nil
 }
+
+// worldEntries are the entries of a data dir that hold a world: rules,
+// segments, applied rule sets and the ledger.
+var worldEntries = []string{filepath.Dir(world.RulesFile), world.SegmentsDir, reload.AppliedDir, ledgerDir}

@@ -25,6 +25,10 @@ import (
 // redisConnectTimeout bounds the first contact with a Redis ledger.
 const redisConnectTimeout = 5 * time.Second
 
+// ledgerDir is the embedded ledger's directory in the data dir, unless
+// --ledger names another.
+const ledgerDir = "ledger"
+
 // isRedisURL reports whether --ledger names a Redis server.
 func isRedisURL(s string) bool {
 	return strings.HasPrefix(s, "redis://") || strings.HasPrefix(s, "rediss://")
@@ -62,7 +66,7 @@ func checkNoticeURL(s string) error {
 // bad rules prints only the problem.
 func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, error) {
 	cfg := ledger.DefaultConfig()
-	cfg.Dir = filepath.Join(o.dataDir, "ledger")
+	cfg.Dir = filepath.Join(o.dataDir, ledgerDir)
 	if o.ledger != "" && !isRedisURL(o.ledger) {
 		cfg.Dir = o.ledger
 	}

@@ -198,6 +198,34 @@ func TestSeedDemo(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("second seed touched the data dir: %v", err)
 	}
+
+	// A data dir holding only what is not a world (a log the shell
+	// writes there, the lock file) is seeded, and those are kept; one
+	// holding any of personad's own entries is served as is.
+	other := t.TempDir()
+	logFile := writeFile(t, other, "personad.log", "started\n")
+	writeFile(t, other, lockFile, "")
+	if err := seedDemo(other, world.SmallConfig(), log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(other, world.RulesFile)); err != nil {
+		t.Errorf("a data dir holding only a log file was not seeded: %v", err)
+	}
+	if _, err := os.Stat(logFile); err != nil {
+		t.Errorf("seeding removed the log file: %v", err)
+	}
+	for _, name := range worldEntries {
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := seedDemo(dir, world.SmallConfig(), log); err != nil {
+			t.Fatal(err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Errorf("a data dir holding %s/ was seeded: %d entries", name, len(ents))
+		}
+	}
 }
 
 // TestRunDataDirInUse: a second personad on a data dir another one is
