@@ -279,8 +279,11 @@ func (s *Server) serveNotice(kind noticeKind) http.HandlerFunc {
 				body.Error = ErrInternal.Error()
 			}
 			var ve *ValidationError
-			if errors.As(err, &ve) {
+			switch {
+			case errors.As(err, &ve):
 				body.Field = ve.Path
+			case errors.Is(err, ledger.ErrPrice): // above the bid
+				body.Field = "price"
 			}
 		} else {
 			body.Bid, body.SettledMicros = formatBidID(res.bid), res.settledMicros

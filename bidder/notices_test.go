@@ -224,7 +224,9 @@ func TestBidNoticeURLs(t *testing.T) {
 
 // wireNotice sends one notice on one wire and returns the gRPC code (HTTP
 // answers are mapped back through the error table) and error message.
-func (h *moneyHarness) wireNotice(t *testing.T, w wire, kind noticeKind, tok, price string) (codes.Code, int, string) {
+// wireNotice sends a notice over w and returns the gRPC code (gRPC) or
+// the HTTP status and the answer's field (HTTP), and the error message.
+func (h *moneyHarness) wireNotice(t *testing.T, w wire, kind noticeKind, tok, price string) (_ codes.Code, httpCode int, field, msg string) {
 	t.Helper()
 	ctx := context.Background()
 	if w == wireGRPC {
@@ -238,7 +240,7 @@ func (h *moneyHarness) wireNotice(t *testing.T, w wire, kind noticeKind, tok, pr
 			_, err = h.notices.Loss(ctx, &personadpb.LossRequest{Token: tok, Reason: price})
 		}
 		st := status.Convert(err)
-		return st.Code(), 0, st.Message()
+		return st.Code(), 0, "", st.Message()
 	}
 	param := "price"
 	if kind == kindLoss {
@@ -258,7 +260,7 @@ func (h *moneyHarness) wireNotice(t *testing.T, w wire, kind noticeKind, tok, pr
 	if err := json.Unmarshal(body, &a); err != nil {
 		t.Fatalf("GET %s: %d %q: not JSON: %v", u, resp.StatusCode, body, err)
 	}
-	return codes.Unknown, resp.StatusCode, a.Error
+	return codes.Unknown, resp.StatusCode, a.Field, a.Error
 }
 
 func TestNoticeErrors(t *testing.T) {
@@ -285,35 +287,39 @@ func TestNoticeErrors(t *testing.T) {
 		http     int
 		outcome  noticeOutcome
 		contains string
+		field    string // the HTTP answer's
 	}{
-		{"forged MAC", kindBill, string(forged), "1", codes.InvalidArgument, 400, noticeForged, "bad notice token"},
-		{"other key", kindWin, otherKey.Sign(1234, 4500), "", codes.InvalidArgument, 400, noticeForged, "bad notice token"},
-		{"garbage token", kindLoss, "not-a-token", "", codes.InvalidArgument, 400, noticeForged, "bad notice token"},
-		{"no token", kindBill, "", "1", codes.InvalidArgument, 400, noticeInvalid, "token: required"},
-		{"unknown bid", kindBill, l.Signer().Sign(0xfeed, 4500), "1", codes.NotFound, 404, noticeUnknownBid, "000000000000feed: ledger: unknown bid"},
-		{"negative price", kindBill, acme, "-1", codes.InvalidArgument, 400, noticeBadPrice, `"-1" is negative`},
-		{"unsubstituted macro", kindBill, acme, "${AUCTION_PRICE}", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
-		{"non-numeric", kindBill, acme, "abc", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
-		{"exponent", kindBill, acme, "1e3", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
-		{"NaN", kindWin, acme, "NaN", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number"},
-		{"missing bill price", kindBill, acme, "", codes.InvalidArgument, 400, noticeBadPrice, "price: required"},
-		{"above the bid", kindBill, acme, "4.51", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid (4500)"},
-		{"win above the bid", kindWin, acme, "9", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid"},
-		{"huge", kindBill, acme, "99999999999999999999", codes.InvalidArgument, 400, noticeBadPrice, "above any bid"},
-		{"bad loss reason", kindLoss, acme, "${AUCTION_LOSS}", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason"},
-		{"conflicting bill", kindBill, billed, "1.2", codes.FailedPrecondition, 409, noticeConflict, "conflicts with an earlier one"},
+		{"forged MAC", kindBill, string(forged), "1", codes.InvalidArgument, 400, noticeForged, "bad notice token", ""},
+		{"other key", kindWin, otherKey.Sign(1234, 4500), "", codes.InvalidArgument, 400, noticeForged, "bad notice token", ""},
+		{"garbage token", kindLoss, "not-a-token", "", codes.InvalidArgument, 400, noticeForged, "bad notice token", ""},
+		{"no token", kindBill, "", "1", codes.InvalidArgument, 400, noticeInvalid, "token: required", "token"},
+		{"unknown bid", kindBill, l.Signer().Sign(0xfeed, 4500), "1", codes.NotFound, 404, noticeUnknownBid, "000000000000feed: ledger: unknown bid", ""},
+		{"negative price", kindBill, acme, "-1", codes.InvalidArgument, 400, noticeBadPrice, `"-1" is negative`, "price"},
+		{"unsubstituted macro", kindBill, acme, "${AUCTION_PRICE}", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
+		{"non-numeric", kindBill, acme, "abc", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
+		{"exponent", kindBill, acme, "1e3", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
+		{"NaN", kindWin, acme, "NaN", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
+		{"missing bill price", kindBill, acme, "", codes.InvalidArgument, 400, noticeBadPrice, "price: required", "price"},
+		{"above the bid", kindBill, acme, "4.51", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid (4500)", "price"},
+		{"win above the bid", kindWin, acme, "9", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid", "price"},
+		{"huge", kindBill, acme, "99999999999999999999", codes.InvalidArgument, 400, noticeBadPrice, "above any bid", "price"},
+		{"bad loss reason", kindLoss, acme, "${AUCTION_LOSS}", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason", "reason"},
+		{"conflicting bill", kindBill, billed, "1.2", codes.FailedPrecondition, 409, noticeConflict, "conflicts with an earlier one", ""},
 	} {
 		for _, w := range []wire{wireGRPC, wireHTTP} {
 			t.Run(tc.name+"/"+wireNames[w], func(t *testing.T) {
 				before, stats := l.Report(time.Now()), l.Stats()
 				counter := h.srv.metrics.notices[w][tc.kind][tc.outcome]
 				n := testutil.ToFloat64(counter)
-				code, httpCode, msg := h.wireNotice(t, w, tc.kind, tc.tok, tc.price)
+				code, httpCode, field, msg := h.wireNotice(t, w, tc.kind, tc.tok, tc.price)
 				if w == wireGRPC && code != tc.code {
 					t.Errorf("code %v (%s), want %v", code, msg, tc.code)
 				}
 				if w == wireHTTP && httpCode != tc.http {
 					t.Errorf("HTTP %d (%s), want %d", httpCode, msg, tc.http)
+				}
+				if w == wireHTTP && field != tc.field {
+					t.Errorf("HTTP answer's field %q (%s), want %q", field, msg, tc.field)
 				}
 				if !strings.Contains(msg, tc.contains) {
 					t.Errorf("message %q, want it to say %q", msg, tc.contains)
@@ -433,7 +439,7 @@ func TestNoticeReplay(t *testing.T) {
 			wg.Go(func() {
 				for s := range ch {
 					w := wire(g % 2)
-					code, httpCode, msg := h.wireNotice(t, w, s.kind, s.tok, s.price)
+					code, httpCode, _, msg := h.wireNotice(t, w, s.kind, s.tok, s.price)
 					if (w == wireGRPC && code != codes.OK) || (w == wireHTTP && httpCode != 200) {
 						t.Errorf("%s notice over %s: %v %d %s", kindNames[s.kind], wireNames[w], code, httpCode, msg)
 					}
