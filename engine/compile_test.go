@@ -419,6 +419,34 @@ func TestCompileImmutableShared(t *testing.T) {
 	check("copy priority restored", &cp, cc.Compile)
 }
 
+// TestCompileLeavesImmutableSet: the Compiler remembers the campaigns of
+// a set given to CompileImmutable by borrowing that set's own array; a
+// later Compile of another set must not write its copies into it (the
+// Parser reuses those campaigns for its next set, and the engine may
+// still serve them).
+func TestCompileLeavesImmutableSet(t *testing.T) {
+	rs := smallRules(t, 40)
+	cc, err := NewCompiler(DefaultCompilerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := cc.CompileImmutable(rs, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(rs.Campaigns)
+	cp := *rs
+	cp.Campaigns = slices.Clone(rs.Campaigns)
+	cp.Campaigns[3].BidCPM++
+	got, err := cc.Compile(&cp, "")
+	sameAsFresh(t, "edited copy", &cp, got, err)
+	for i := range want {
+		if !reflect.DeepEqual(rs.Campaigns[i], want[i]) {
+			t.Fatalf("campaign %d (%s) of the immutable set changed", i, want[i].ID)
+		}
+	}
+}
+
 // leafStep is one move from a value to a part of it: a struct field, the
 // value a pointer points to, or a slice element (index is the field's or
 // the element's).
