@@ -222,8 +222,6 @@ func TestBidNoticeURLs(t *testing.T) {
 	}
 }
 
-// wireNotice sends one notice on one wire and returns the gRPC code (HTTP
-// answers are mapped back through the error table) and error message.
 // wireNotice sends a notice over w and returns the gRPC code (gRPC) or
 // the HTTP status and the answer's field (HTTP), and the error message.
 func (h *moneyHarness) wireNotice(t *testing.T, w wire, kind noticeKind, tok, price string) (_ codes.Code, httpCode int, field, msg string) {
