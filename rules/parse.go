@@ -342,10 +342,7 @@ func readFileInto(name string, buf []byte) (File, error) {
 			return File{Name: name, Data: got, ModTime: fi.ModTime()}, nil
 		}
 		// The file changed size as it was read: read it again, in one
-		// stream.
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return File{}, fmt.Errorf("rules: %w", err)
-		}
+		// stream (ReadAt left the file's offset at 0).
 	}
 	for {
 		n, err := f.Read(data[len(data):cap(data)])
