@@ -343,8 +343,19 @@ func TestApplyDiffPersistRestart(t *testing.T) {
 		t.Errorf("after an invalid apply: %+v", st)
 	}
 
-	// A restart serves the applied set: it is newer than the files.
+	// A restart serves the applied set: it is newer than the files. With
+	// the files gone, the set applied is still rules to start from.
 	m.Close()
+	gone := filepath.Join(f.dir, "gone.yaml")
+	if err := HasSource(gone, f.data); err != nil {
+		t.Errorf("HasSource with an applied set kept: %v", err)
+	}
+	if err := HasSource(gone, t.TempDir()); err == nil || !strings.Contains(err.Error(), "neither "+gone+" nor ") {
+		t.Errorf("HasSource with neither the files nor an applied set: %v", err)
+	}
+	if err := HasSource(f.path, t.TempDir()); err != nil {
+		t.Errorf("HasSource with the files: %v", err)
+	}
 	m2 := f.start(t)
 	if st := m2.Status(); st.Version != res.Version || st.Source != SourceAPI || !st.AppliedAt.Equal(res.AppliedAt) {
 		t.Errorf("restart serves %s from %s at %v; want %s from api at %v", st.Version, st.Source, st.AppliedAt, res.Version, res.AppliedAt)

@@ -75,6 +75,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
+	// A start with no rules to serve fails before the segment store and
+	// the ledger are opened, and so leaves the data dir as it was (but
+	// for the lock file): not half-made, which --demo would serve as a
+	// world.
+	if err := reload.HasSource(o.rules, o.dataDir); err != nil {
+		hint := "point --rules at a rules file or directory, or start with --demo to seed a generated demo world"
+		if o.demo {
+			hint = "--demo serves the earlier run's data in " + o.dataDir + " rather than seed over it: point --rules at a rules file or directory, or remove the data dir"
+		}
+		return usageErr(fmt.Errorf("%w (%s)", err, hint))
+	}
+
 	t0 := time.Now()
 	segDir := filepath.Join(o.dataDir, "segments")
 	scfg := segments.DefaultConfig()

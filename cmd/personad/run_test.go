@@ -40,15 +40,20 @@ func (s *syncBuffer) String() string {
 // TestRunUsageErrors: problems with how personad was started exit 2 with
 // an error naming the problem; invalid rules list every error by path.
 func TestRunUsageErrors(t *testing.T) {
-	dir := t.TempDir()
+	dir, empty, halfMade := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(halfMade, "segments"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		args  []string
 		lines []string // the error's lines, each a substring
 	}{
 		{"bad flag", []string{"--grcp-addr", "x"}, []string{"flag provided but not defined: -grcp-addr"}},
-		{"missing rules dir", []string{"--data-dir", dir}, []string{"loading rules from " + filepath.Join(dir, "rules") + ": rules: stat"}},
-		{"unreadable rules", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml: no such file or directory"}},
+		{"missing rules dir", []string{"--data-dir", empty}, []string{"no rules to serve: neither " + filepath.Join(empty, "rules") + " nor " +
+			filepath.Join(empty, "rules-applied", "current.json") + " exists (point --rules at a rules file or directory, or start with --demo"}},
+		{"missing rules file", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"neither " + filepath.Join(dir, "nope.yaml") + " nor"}},
+		{"demo on a data dir without rules", []string{"--data-dir", halfMade, "--demo"}, []string{"(--demo serves the earlier run's data in " + halfMade + " rather than seed over it"}},
 		{"unparsable rules", []string{"--data-dir", dir, "--rules", writeFile(t, dir, "bad.yaml", "campaigns: [{id: x, bid_cpm: lots}]")},
 			[]string{`bad.yaml: line 1: campaigns[0].bid_cpm: cannot use string "lots" here, want a number`}},
 		{"invalid rules", []string{"--data-dir", dir, "--rules", "testdata/invalid.yaml"}, []string{
@@ -77,6 +82,18 @@ func TestRunUsageErrors(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", stdout.String())
 			}
 		})
+	}
+	// A start with no rules to serve fails before it creates the segment
+	// store and the ledger: the data dir is not left half-made (which a
+	// later --demo would serve as a world).
+	ents, err := os.ReadDir(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != lockFile {
+			t.Errorf("a start with no rules created %s in the data dir", e.Name())
+		}
 	}
 }
 
