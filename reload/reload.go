@@ -310,12 +310,16 @@ func (m *Manager) ReloadFiles() {
 		origins rules.Origins
 	)
 	sum, known := rules.FilesDigest(files)
-	if !known || sum != m.fileSum {
+	// Files written after the set applied through the API win over it
+	// (the last writer), even with the bytes they held: a restart would
+	// serve them (New compares the same times), so this server does too.
+	rewritten := m.writtenSinceAPI(files)
+	if !known || sum != m.fileSum || rewritten {
 		rs, origins, err = m.parser.ParseFiles(files)
 		sum = m.parser.Digest()
 	}
 	parsed := time.Since(start) // read, and parsed if needed
-	if sum == m.fileSum {
+	if sum == m.fileSum && !rewritten {
 		m.log.Debug("rules files unchanged", zap.String("path", m.cfg.Path))
 		return
 	}
@@ -329,6 +333,16 @@ func (m *Manager) ReloadFiles() {
 	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_read", st.FilesRead), zap.Int("files_parsed", st.FilesParsed),
 		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed), zap.Duration("took", parsed))
 	m.applyLocked(rs, origins, SourceFile, m.cfg.Path, false, time.Time{}, zap.Duration("parse_took", parsed)) //nolint:errcheck // logged and recorded by applyLocked
+}
+
+// writtenSinceAPI reports whether the active set came through the API
+// and one of files was modified after it was applied.
+func (m *Manager) writtenSinceAPI(files []rules.File) bool {
+	cur := m.state.Load()
+	if cur.Source != SourceAPI {
+		return false
+	}
+	return slices.ContainsFunc(files, func(f rules.File) bool { return f.ModTime.After(cur.AppliedAt) })
 }
 
 func (m *Manager) apply(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {

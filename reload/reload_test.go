@@ -371,6 +371,41 @@ func TestApplyDiffPersistRestart(t *testing.T) {
 	}
 }
 
+// TestFilesWrittenAfterApplyWin: rules files written after a set applied
+// through the API replace it, even holding the bytes they held before (a
+// restart serves them: New compares the same times); an event after which
+// no file is newer than the applied set keeps it.
+func TestFilesWrittenAfterApplyWin(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	m := f.start(t)
+	v1 := m.Status().Version
+	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Fatalf("a reload of files older than the applied set serves %s from %s; want %s from api", st.Version, st.Source, res.Version)
+	}
+
+	// The same bytes again, written after the apply (the time set
+	// explicitly: file times come from a coarser clock than AppliedAt).
+	replace(t, f.path, doc("a", 1))
+	later := res.AppliedAt.Add(time.Second)
+	if err := os.Chtimes(f.path, later, later); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles() // unless the watcher has already
+	if st := waitFor(t, m, "the rewritten files", func(st Status) bool { return st.Source == SourceFile }); st.Version != v1 {
+		t.Errorf("the rewritten files serve %s, want %s", st.Version, v1)
+	}
+	m.Close()
+	if st := f.start(t).Status(); st.Version != v1 || st.Source != SourceFile {
+		t.Errorf("restart serves %s from %s; want %s from file", st.Version, st.Source, v1)
+	}
+}
+
 func TestStartFailsOnBrokenFile(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, broken)

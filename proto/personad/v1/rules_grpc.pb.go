@@ -40,8 +40,10 @@ const (
 // set keeps serving.
 //
 // Which source wins: the last writer. A change to the rules files replaces
-// the active set, even one applied through the API; an Apply replaces the
-// active set, even one loaded from the files. An applied set is persisted
+// the active set, even one applied through the API (so does writing the
+// files again with the bytes they held, once their modification time is
+// after the Apply); an Apply replaces the active set, even one loaded from
+// the files. An applied set is persisted
 // in <data-dir>/rules-applied/ and, at start, the server serves whichever
 // is newer: that persisted set (by the time it was applied) or the rules
 // files (by their modification time). Touching the files, or applying
@@ -113,8 +115,10 @@ func (c *rulesClient) Get(ctx context.Context, in *RulesGetRequest, opts ...grpc
 // set keeps serving.
 //
 // Which source wins: the last writer. A change to the rules files replaces
-// the active set, even one applied through the API; an Apply replaces the
-// active set, even one loaded from the files. An applied set is persisted
+// the active set, even one applied through the API (so does writing the
+// files again with the bytes they held, once their modification time is
+// after the Apply); an Apply replaces the active set, even one loaded from
+// the files. An applied set is persisted
 // in <data-dir>/rules-applied/ and, at start, the server serves whichever
 // is newer: that persisted set (by the time it was applied) or the rules
 // files (by their modification time). Touching the files, or applying
