@@ -4,11 +4,14 @@
 // set, compile it (reusing every unchanged campaign from the compile
 // cache), swap it into the engine with one atomic pointer store. An invalid
 // set is rejected whole; the last good set keeps serving; the rejection is
-// logged once, counted, and reported by Status.
+// logged once for each change or write of the files, counted, and
+// reported by Status.
 //
 // Which source wins is simple: the last writer. A change to the files
-// replaces the active set, even one applied through the API; an Apply
-// replaces the active set, even one loaded from the files. An applied set
+// replaces the active set, even one applied through the API, and so does
+// writing them again with the bytes they held once their modification
+// time is after the Apply (a restart would serve them); an Apply replaces
+// the active set, even one loaded from the files. An applied set
 // is persisted atomically in <data-dir>/rules-applied/current.json (its
 // JSON encoded while the set compiles, written and fsynced before the
 // swap, so an acknowledged Apply survives a crash); at
@@ -20,7 +23,8 @@
 // directory holding the --rules file), not the file, so that editors that
 // write a temporary file and rename it over the old one, `mv tmp
 // rules.yaml` and Kubernetes ConfigMap symlink swaps are all seen. Events
-// are debounced, and files whose bytes did not change are not reloaded.
+// are debounced, and files whose bytes did not change are not reloaded
+// (unless written after an Apply, above).
 // On Linux a file written in place is read only once no process has it
 // open for writing (a kernel lease, fcntl F_SETLEASE, tells), so that a
 // writer pausing mid-file does not get its first part applied; write

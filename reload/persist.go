@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/personad/personad/internal/atomicfile"
@@ -34,10 +33,9 @@ func (a *applied) ruleSet() (*rules.RuleSet, error) {
 	return rules.Parse("rule_set", a.RuleSet)
 }
 
-func (m *Manager) appliedPath() string { return appliedPath(m.cfg.DataDir) }
-
-// appliedPath is where an applied rule set persists in dataDir.
-func appliedPath(dataDir string) string { return filepath.Join(dataDir, AppliedDir, appliedFile) }
+func (m *Manager) appliedPath() string {
+	return filepath.Join(m.cfg.DataDir, AppliedDir, appliedFile)
+}
 
 // readApplied returns the persisted applied set, or nil when there is none.
 func (m *Manager) readApplied() (*applied, error) {
@@ -96,28 +94,4 @@ func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin s
 		return fmt.Errorf("reload: persisting the applied rules: %w", err)
 	}
 	return nil
-}
-
-// HasSource returns nil when New, given path and dataDir, has rules to
-// start from: path exists, or dataDir holds a rule set applied through
-// the API. It reads neither (New reads, validates and reports them); it
-// lets a caller refuse to start before it has created anything.
-func HasSource(path, dataDir string) error {
-	var candidates, missing []string
-	if path != "" {
-		candidates = append(candidates, path)
-	}
-	if dataDir != "" {
-		candidates = append(candidates, appliedPath(dataDir))
-	}
-	for _, name := range candidates {
-		if _, err := os.Stat(name); !errors.Is(err, fs.ErrNotExist) {
-			return nil // there, or New reports why it cannot be read
-		}
-		missing = append(missing, name)
-	}
-	if len(missing) == 1 {
-		return fmt.Errorf("reload: no rules to serve: %s does not exist", missing[0])
-	}
-	return fmt.Errorf("reload: no rules to serve: neither %s exists", strings.Join(missing, " nor "))
 }

@@ -120,6 +120,7 @@ type Manager struct {
 	mu        sync.Mutex // serialises changes: apply, reloadFiles
 	state     atomic.Pointer[state]
 	fileSum   rules.Digest // digest of the files last read (under mu)
+	filesAt   time.Time    // the newest modification time of the files last read (under mu)
 	changed   chan struct{}
 	changedMu sync.Mutex
 	watcher   *watcher
@@ -211,9 +212,8 @@ func (m *Manager) start() error {
 	)
 	if fromFile {
 		files, fileErr = m.parser.ReadFiles(m.cfg.Path)
-		for _, f := range files {
-			newest = later(newest, f.ModTime)
-		}
+		newest = newestModTime(files)
+		m.filesAt = newest
 	}
 	saved, savedErr := m.readApplied()
 	if savedErr != nil {
@@ -247,6 +247,15 @@ func (m *Manager) start() error {
 		_, err = m.apply(rs, origins, SourceFile, m.cfg.Path, false, time.Time{})
 	}
 	return err
+}
+
+// newestModTime is the latest modification time of files (zero for none).
+func newestModTime(files []rules.File) time.Time {
+	var t time.Time
+	for _, f := range files {
+		t = later(t, f.ModTime)
+	}
+	return t
 }
 
 func later(a, b time.Time) time.Time {
@@ -291,7 +300,9 @@ func (m *Manager) Apply(rs *rules.RuleSet, opts ApplyOptions) (*Result, error) {
 }
 
 // ReloadFiles reads the rules files now and applies them if their bytes
-// changed since they were last read. The watcher calls it; so may tests.
+// changed since they were last read, or if one of them was written after
+// the active set was applied through the API (the last writer wins, as at
+// start). The watcher calls it; so may tests.
 func (m *Manager) ReloadFiles() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -312,8 +323,12 @@ func (m *Manager) ReloadFiles() {
 	sum, known := rules.FilesDigest(files)
 	// Files written after the set applied through the API win over it
 	// (the last writer), even with the bytes they held: a restart would
-	// serve them (New compares the same times), so this server does too.
-	rewritten := m.writtenSinceAPI(files)
+	// serve them (New compares the same times), so this server does too,
+	// once for each such write.
+	newest := newestModTime(files)
+	cur := m.state.Load()
+	rewritten := cur.Source == SourceAPI && newest.After(m.filesAt) && !cur.AppliedAt.After(newest)
+	m.filesAt = newest
 	if !known || sum != m.fileSum || rewritten {
 		rs, origins, err = m.parser.ParseFiles(files)
 		sum = m.parser.Digest()
@@ -333,16 +348,6 @@ func (m *Manager) ReloadFiles() {
 	m.log.Debug("rules files parsed", zap.Int("files", st.Files), zap.Int("files_read", st.FilesRead), zap.Int("files_parsed", st.FilesParsed),
 		zap.Int("entries", st.Entries), zap.Int("entries_parsed", st.EntriesParsed), zap.Duration("took", parsed))
 	m.applyLocked(rs, origins, SourceFile, m.cfg.Path, false, time.Time{}, zap.Duration("parse_took", parsed)) //nolint:errcheck // logged and recorded by applyLocked
-}
-
-// writtenSinceAPI reports whether the active set came through the API
-// and one of files was modified after it was applied.
-func (m *Manager) writtenSinceAPI(files []rules.File) bool {
-	cur := m.state.Load()
-	if cur.Source != SourceAPI {
-		return false
-	}
-	return slices.ContainsFunc(files, func(f rules.File) bool { return f.ModTime.After(cur.AppliedAt) })
 }
 
 func (m *Manager) apply(rs *rules.RuleSet, origins rules.Origins, src Source, origin string, dryRun bool, at time.Time) (*Result, error) {
@@ -417,7 +422,14 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		res.AppliedAt = cur.AppliedAt
 		m.metrics.outcome(src, outcomeUnchanged)
 		m.log.Info("rules unchanged", zap.String("source", string(src)), zap.String("origin", origin), zap.String("version", r.Version()))
-		m.publish(func(s *state) { s.Outcomes++ })
+		m.publish(func(s *state) {
+			s.Outcomes++
+			if src == SourceFile {
+				// Files written with the set applied through the API
+				// are its source now, as at the next start.
+				s.Source, s.Origin = src, origin
+			}
+		})
 		return res, nil
 	}
 	if at.IsZero() {

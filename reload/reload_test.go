@@ -343,19 +343,8 @@ func TestApplyDiffPersistRestart(t *testing.T) {
 		t.Errorf("after an invalid apply: %+v", st)
 	}
 
-	// A restart serves the applied set: it is newer than the files. With
-	// the files gone, the set applied is still rules to start from.
+	// A restart serves the applied set: it is newer than the files.
 	m.Close()
-	gone := filepath.Join(f.dir, "gone.yaml")
-	if err := HasSource(gone, f.data); err != nil {
-		t.Errorf("HasSource with an applied set kept: %v", err)
-	}
-	if err := HasSource(gone, t.TempDir()); err == nil || !strings.Contains(err.Error(), "neither "+gone+" nor ") {
-		t.Errorf("HasSource with neither the files nor an applied set: %v", err)
-	}
-	if err := HasSource(f.path, t.TempDir()); err != nil {
-		t.Errorf("HasSource with the files: %v", err)
-	}
 	m2 := f.start(t)
 	if st := m2.Status(); st.Version != res.Version || st.Source != SourceAPI || !st.AppliedAt.Equal(res.AppliedAt) {
 		t.Errorf("restart serves %s from %s at %v; want %s from api at %v", st.Version, st.Source, st.AppliedAt, res.Version, res.AppliedAt)
@@ -373,36 +362,70 @@ func TestApplyDiffPersistRestart(t *testing.T) {
 
 // TestFilesWrittenAfterApplyWin: rules files written after a set applied
 // through the API replace it, even holding the bytes they held before (a
-// restart serves them: New compares the same times); an event after which
-// no file is newer than the applied set keeps it.
+// restart serves them: New compares the same times), once for each such
+// write: a broken file is rejected once, and files holding the applied
+// set become its source.
 func TestFilesWrittenAfterApplyWin(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, doc("a", 1))
-	m := f.start(t)
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
 	v1 := m.Status().Version
-	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
-	if err != nil {
-		t.Fatal(err)
+	apply := func(text string) *Result {
+		t.Helper()
+		res, err := m.Apply(mustParse(t, text), ApplyOptions{Origin: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
 	}
-	m.ReloadFiles()
-	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
-		t.Fatalf("a reload of files older than the applied set serves %s from %s; want %s from api", st.Version, st.Source, res.Version)
+	// write replaces the file with text, modified now: after the last
+	// apply (file times come from a coarser clock than AppliedAt).
+	write := func(text string) {
+		t.Helper()
+		time.Sleep(10 * time.Millisecond)
+		replace(t, f.path, text)
+		now := time.Now()
+		if err := os.Chtimes(f.path, now, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// reload reloads twice: the second must change nothing.
+	reload := func(what string) Status {
+		t.Helper()
+		m.ReloadFiles()
+		st := m.Status()
+		m.ReloadFiles()
+		if again := m.Status(); again.Outcomes != st.Outcomes || again.Version != st.Version || again.Source != st.Source {
+			t.Errorf("%s: a second reload changed the status: %+v, then %+v", what, st, again)
+		}
+		return st
 	}
 
-	// The same bytes again, written after the apply (the time set
-	// explicitly: file times come from a coarser clock than AppliedAt).
-	replace(t, f.path, doc("a", 1))
-	later := res.AppliedAt.Add(time.Second)
-	if err := os.Chtimes(f.path, later, later); err != nil {
-		t.Fatal(err)
+	v2 := apply(doc("a", 2)).Version
+	if st := reload("files older than the applied set"); st.Version != v2 || st.Source != SourceAPI {
+		t.Fatalf("files older than the applied set: serving %s from %s; want %s from api", st.Version, st.Source, v2)
 	}
-	m.ReloadFiles() // unless the watcher has already
-	if st := waitFor(t, m, "the rewritten files", func(st Status) bool { return st.Source == SourceFile }); st.Version != v1 {
-		t.Errorf("the rewritten files serve %s, want %s", st.Version, v1)
+	write(doc("a", 1)) // the bytes the file held
+	if st := reload("the same bytes written again"); st.Version != v1 || st.Source != SourceFile {
+		t.Errorf("the same bytes written again: serving %s from %s; want %s from file", st.Version, st.Source, v1)
+	}
+
+	v3 := apply(doc("a", 3)).Version
+	before := m.Status().Outcomes
+	write(broken)
+	if st := reload("a broken file"); st.Version != v3 || st.Source != SourceAPI || st.LastRejected == nil || st.Outcomes != before+1 {
+		t.Errorf("a broken file written after an apply: %+v; want %s from api, rejected once", st, v3)
+	}
+	write(doc("a", 3)) // the applied set
+	if st := reload("the applied set written"); st.Version != v3 || st.Source != SourceFile {
+		t.Errorf("the applied set written to the files: serving %s from %s; want %s from file", st.Version, st.Source, v3)
 	}
 	m.Close()
-	if st := f.start(t).Status(); st.Version != v1 || st.Source != SourceFile {
-		t.Errorf("restart serves %s from %s; want %s from file", st.Version, st.Source, v1)
+	if st := startManager(t, cfg).Status(); st.Version != v3 || st.Source != SourceFile {
+		t.Errorf("restart serves %s from %s; want %s from file", st.Version, st.Source, v3)
 	}
 }
 

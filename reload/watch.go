@@ -67,7 +67,8 @@ func (w *watcher) run(m *Manager, dir string) {
 			}
 			// Any change in the directory may be the rules: a new file, a
 			// rename over one, a symlink swap. ReloadFiles skips bytes it
-			// has seen, so unrelated events cost one read.
+			// has seen (and writes it has acted on), so unrelated events
+			// cost one read.
 			m.log.Debug("rules directory event", zap.String("event", ev.String()))
 			if ev.Has(fsnotify.Write) && rules.IsFileName(filepath.Base(ev.Name)) {
 				written[ev.Name] = true

@@ -20,24 +20,24 @@ import (
 // there (worldEntries): that is a world from an earlier run (perhaps
 // with uploaded segments), served as is. Anything else in it — a log file
 // the shell writes there, the lock file, a notice key — does not make a
-// world, and is left where it is.
-func seedDemo(dataDir string, cfg world.Config, log *zap.Logger) error {
+// world, and is left where it is. It reports whether it seeded.
+func seedDemo(dataDir string, cfg world.Config, log *zap.Logger) (bool, error) {
 	ents, err := os.ReadDir(dataDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("--demo: %w", err)
+		return false, fmt.Errorf("--demo: %w", err)
 	}
 	for _, e := range ents {
 		if slices.Contains(worldEntries, e.Name()) {
 			log.Info("demo: data dir already holds a world; serving it as is", zap.String("data_dir", dataDir), zap.String("found", e.Name()))
-			return nil
+			return false, nil
 		}
 	}
 	t0 := time.Now()
 	if err := world.Seed(dataDir, cfg); err != nil {
-		return fmt.Errorf("--demo: seeding %s: %w", dataDir, err)
+		return false, fmt.Errorf("--demo: seeding %s: %w", dataDir, err)
 	}
 	log.Info("demo: seeded a generated world", zap.String("data_dir", dataDir), zap.Duration("took", time.Since(t0)))
-	return nil
+	return true, nil
 }
 
 // worldEntries are the entries of a data dir that hold a world: rules,

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -40,6 +42,33 @@ const (
 	httpMaxHeaderBytes    = 64 << 10
 )
 
+// checkRulesPath fails when the --rules path does not exist: personad
+// watches it, and serves nothing without it. It runs before the segment
+// store and the ledger are opened, so that such a start leaves the data
+// dir as it was (but for the lock file), not half-made — which a later
+// --demo would serve as a world.
+func checkRulesPath(o *options, seeded bool) error {
+	_, err := os.Stat(o.rules)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil // there, or loading the rules reports why it cannot be read
+	}
+	var hint string
+	switch {
+	case o.demo && !seeded:
+		hint = "--demo serves the earlier run's data in " + o.dataDir + " rather than seed over it: point --rules at a rules file or directory, or remove the data dir"
+	case dirExists(filepath.Join(o.dataDir, reload.AppliedDir)):
+		hint = "to serve only the rule set applied through the API, create it as an empty directory"
+	default:
+		hint = "point --rules at a rules file or directory, or start with --demo to seed a generated demo world"
+	}
+	return fmt.Errorf("--rules %s does not exist (%s)", o.rules, hint)
+}
+
+func dirExists(name string) bool {
+	fi, err := os.Stat(name)
+	return err == nil && fi.IsDir()
+}
+
 // run is personad: it returns when ctx is done (after a graceful stop) or
 // when serving fails. Logs go to stderr; the listening addresses line goes
 // to stdout.
@@ -69,22 +98,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer unlockLedger()
 	}
 
+	seeded := false
 	if o.demo {
-		if err := seedDemo(o.dataDir, world.DemoConfig(), log); err != nil {
+		if seeded, err = seedDemo(o.dataDir, world.DemoConfig(), log); err != nil {
 			return err
 		}
 	}
-
-	// A start with no rules to serve fails before the segment store and
-	// the ledger are opened, and so leaves the data dir as it was (but
-	// for the lock file): not half-made, which --demo would serve as a
-	// world.
-	if err := reload.HasSource(o.rules, o.dataDir); err != nil {
-		hint := "point --rules at a rules file or directory, or start with --demo to seed a generated demo world"
-		if o.demo {
-			hint = "--demo serves the earlier run's data in " + o.dataDir + " rather than seed over it: point --rules at a rules file or directory, or remove the data dir"
-		}
-		return usageErr(fmt.Errorf("%w (%s)", err, hint))
+	if err := checkRulesPath(o, seeded); err != nil {
+		return usageErr(err)
 	}
 
 	t0 := time.Now()

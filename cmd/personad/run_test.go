@@ -40,9 +40,11 @@ func (s *syncBuffer) String() string {
 // TestRunUsageErrors: problems with how personad was started exit 2 with
 // an error naming the problem; invalid rules list every error by path.
 func TestRunUsageErrors(t *testing.T) {
-	dir, empty, halfMade := t.TempDir(), t.TempDir(), t.TempDir()
-	if err := os.Mkdir(filepath.Join(halfMade, "segments"), 0o755); err != nil {
-		t.Fatal(err)
+	dir, empty, halfMade, applied, fresh := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
+	for _, d := range []string{filepath.Join(halfMade, "segments"), filepath.Join(applied, "rules-applied")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, tc := range []struct {
 		name  string
@@ -50,10 +52,12 @@ func TestRunUsageErrors(t *testing.T) {
 		lines []string // the error's lines, each a substring
 	}{
 		{"bad flag", []string{"--grcp-addr", "x"}, []string{"flag provided but not defined: -grcp-addr"}},
-		{"missing rules dir", []string{"--data-dir", empty}, []string{"no rules to serve: neither " + filepath.Join(empty, "rules") + " nor " +
-			filepath.Join(empty, "rules-applied", "current.json") + " exists (point --rules at a rules file or directory, or start with --demo"}},
-		{"missing rules file", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"neither " + filepath.Join(dir, "nope.yaml") + " nor"}},
+		{"missing rules dir", []string{"--data-dir", empty}, []string{"--rules " + filepath.Join(empty, "rules") +
+			" does not exist (point --rules at a rules file or directory, or start with --demo to seed a generated demo world)"}},
+		{"missing rules file", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"--rules " + filepath.Join(dir, "nope.yaml") + " does not exist"}},
+		{"missing rules dir, a set applied", []string{"--data-dir", applied}, []string{"(to serve only the rule set applied through the API, create it as an empty directory)"}},
 		{"demo on a data dir without rules", []string{"--data-dir", halfMade, "--demo"}, []string{"(--demo serves the earlier run's data in " + halfMade + " rather than seed over it"}},
+		{"demo seeded, missing rules file", []string{"--data-dir", fresh, "--demo", "--rules", filepath.Join(fresh, "nope.yaml")}, []string{"does not exist (point --rules at a rules file or directory"}},
 		{"unparsable rules", []string{"--data-dir", dir, "--rules", writeFile(t, dir, "bad.yaml", "campaigns: [{id: x, bid_cpm: lots}]")},
 			[]string{`bad.yaml: line 1: campaigns[0].bid_cpm: cannot use string "lots" here, want a number`}},
 		{"invalid rules", []string{"--data-dir", dir, "--rules", "testdata/invalid.yaml"}, []string{
@@ -83,9 +87,9 @@ func TestRunUsageErrors(t *testing.T) {
 			}
 		})
 	}
-	// A start with no rules to serve fails before it creates the segment
-	// store and the ledger: the data dir is not left half-made (which a
-	// later --demo would serve as a world).
+	// A start whose rules path does not exist fails before it creates
+	// the segment store and the ledger: the data dir is not left
+	// half-made (which a later --demo would serve as a world).
 	ents, err := os.ReadDir(empty)
 	if err != nil {
 		t.Fatal(err)
@@ -199,8 +203,8 @@ func checkHealthz(t *testing.T, who, httpAddr string) {
 func TestSeedDemo(t *testing.T) {
 	log := zaptest.NewLogger(t)
 	dir := filepath.Join(t.TempDir(), "data")
-	if err := seedDemo(dir, world.SmallConfig(), log); err != nil {
-		t.Fatal(err)
+	if seeded, err := seedDemo(dir, world.SmallConfig(), log); err != nil || !seeded {
+		t.Fatalf("seeding a new data dir: seeded %v, err %v", seeded, err)
 	}
 	rulesDir := filepath.Join(dir, "rules")
 	ents, err := os.ReadDir(rulesDir)
@@ -209,8 +213,8 @@ func TestSeedDemo(t *testing.T) {
 	}
 	// A second start leaves the world alone.
 	marker := writeFile(t, rulesDir, "zz-planner.yaml", "campaigns: []\n")
-	if err := seedDemo(dir, world.SmallConfig(), log); err != nil {
-		t.Fatal(err)
+	if seeded, err := seedDemo(dir, world.SmallConfig(), log); err != nil || seeded {
+		t.Fatalf("a second start: seeded %v, err %v", seeded, err)
 	}
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("second seed touched the data dir: %v", err)
@@ -222,8 +226,8 @@ func TestSeedDemo(t *testing.T) {
 	other := t.TempDir()
 	logFile := writeFile(t, other, "personad.log", "started\n")
 	writeFile(t, other, lockFile, "")
-	if err := seedDemo(other, world.SmallConfig(), log); err != nil {
-		t.Fatal(err)
+	if seeded, err := seedDemo(other, world.SmallConfig(), log); err != nil || !seeded {
+		t.Fatalf("a data dir holding a log file: seeded %v, err %v", seeded, err)
 	}
 	if _, err := os.Stat(filepath.Join(other, world.RulesFile)); err != nil {
 		t.Errorf("a data dir holding only a log file was not seeded: %v", err)
@@ -236,8 +240,8 @@ func TestSeedDemo(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := seedDemo(dir, world.SmallConfig(), log); err != nil {
-			t.Fatal(err)
+		if seeded, err := seedDemo(dir, world.SmallConfig(), log); err != nil || seeded {
+			t.Fatalf("a data dir holding %s/: seeded %v, err %v", name, seeded, err)
 		}
 		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 			t.Errorf("a data dir holding %s/ was seeded: %d entries", name, len(ents))

@@ -43,11 +43,11 @@ const (
 // the active set, even one applied through the API (so does writing the
 // files again with the bytes they held, once their modification time is
 // after the Apply); an Apply replaces the active set, even one loaded from
-// the files. An applied set is persisted
-// in <data-dir>/rules-applied/ and, at start, the server serves whichever
-// is newer: that persisted set (by the time it was applied) or the rules
-// files (by their modification time). Touching the files, or applying
-// again, therefore chooses the source.
+// the files. An applied set is persisted in <data-dir>/rules-applied/ and,
+// at start, the server serves whichever is newer: that persisted set (by
+// the time it was applied) or the rules files (by their modification
+// time; a tie goes to the files). Touching the files, or applying again,
+// therefore chooses the source.
 type RulesClient interface {
 	// Validate checks a rule set without applying it: every error with its
 	// field path, and warnings such as targeting on facets no uploaded
@@ -118,11 +118,11 @@ func (c *rulesClient) Get(ctx context.Context, in *RulesGetRequest, opts ...grpc
 // the active set, even one applied through the API (so does writing the
 // files again with the bytes they held, once their modification time is
 // after the Apply); an Apply replaces the active set, even one loaded from
-// the files. An applied set is persisted
-// in <data-dir>/rules-applied/ and, at start, the server serves whichever
-// is newer: that persisted set (by the time it was applied) or the rules
-// files (by their modification time). Touching the files, or applying
-// again, therefore chooses the source.
+// the files. An applied set is persisted in <data-dir>/rules-applied/ and,
+// at start, the server serves whichever is newer: that persisted set (by
+// the time it was applied) or the rules files (by their modification
+// time; a tie goes to the files). Touching the files, or applying again,
+// therefore chooses the source.
 type RulesServer interface {
 	// Validate checks a rule set without applying it: every error with its
 	// field path, and warnings such as targeting on facets no uploaded
