@@ -61,7 +61,11 @@ func checkRulesPath(o *options, seeded bool) error {
 	default:
 		hint = "point --rules at a rules file or directory, or start with --demo to seed a generated demo world"
 	}
-	return fmt.Errorf("--rules %s does not exist (%s)", o.rules, hint)
+	what := "does not exist"
+	if _, err := os.Lstat(o.rules); err == nil {
+		what = "is a symbolic link to a path that does not exist"
+	}
+	return fmt.Errorf("--rules %s %s (%s)", o.rules, what, hint)
 }
 
 func dirExists(name string) bool {

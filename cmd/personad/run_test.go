@@ -46,6 +46,10 @@ func TestRunUsageErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	dangling := filepath.Join(dir, "rules-link")
+	if err := os.Symlink(filepath.Join(dir, "gone"), dangling); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -55,6 +59,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"missing rules dir", []string{"--data-dir", empty}, []string{"--rules " + filepath.Join(empty, "rules") +
 			" does not exist (point --rules at a rules file or directory, or start with --demo to seed a generated demo world)"}},
 		{"missing rules file", []string{"--data-dir", dir, "--rules", filepath.Join(dir, "nope.yaml")}, []string{"--rules " + filepath.Join(dir, "nope.yaml") + " does not exist"}},
+		{"dangling rules link", []string{"--data-dir", dir, "--rules", dangling}, []string{"--rules " + dangling + " is a symbolic link to a path that does not exist"}},
 		{"missing rules dir, a set applied", []string{"--data-dir", applied}, []string{"(to serve only the rule set applied through the API, create it as an empty directory)"}},
 		{"demo on a data dir without rules", []string{"--data-dir", halfMade, "--demo"}, []string{"(--demo serves the earlier run's data in " + halfMade + " rather than seed over it"}},
 		{"demo seeded, missing rules file", []string{"--data-dir", fresh, "--demo", "--rules", filepath.Join(fresh, "nope.yaml")}, []string{"does not exist (point --rules at a rules file or directory"}},
