@@ -47,9 +47,14 @@ func mmap(size int) ([]byte, error) {
 	return b, nil
 }
 
-// populatePiece is how much of a mapping one call faults in: two huge
-// pages, or 1,024 small ones.
-const populatePiece = 4 << 20
+// populatePiece is how much of a mapping one call faults in: one huge
+// page, or 512 small ones. A goroutine keeps its processor (P) through a
+// system call until Go's monitor thread takes it back, up to 10 ms
+// later, and meanwhile a decision readied on that P, or a timer on it,
+// waits. A 4 MB piece took 2.5-10 ms on this project's VMs; in 2 MB
+// pieces the largest stalls of decisions during an upload were gone
+// (BENCHMARKS.md §2, twelfth session).
+const populatePiece = 2 << 20
 
 // populate faults b's pages in, populatePiece at a time
 // (MADV_POPULATE_WRITE, Linux 5.14 and later; on older kernels, which
