@@ -55,14 +55,16 @@ var (
 // ./segments -dictmem=10000000):
 //
 //	users   Dict          map[string]uint32 (the first version)
-//	1M      24.4 B/user   71.8 B/user
-//	10M     26.4 B/user   60.7 B/user
+//	1M      26.1 B/user   71.8 B/user
+//	10M     26.6 B/user   60.7 B/user
 //
 // so the dictionary meets the durability issue's 48 B/user budget with
 // room for 20 more bytes of id: a 36-byte UUID costs about 51 B/user.
-// Grown by uploads instead (the stage grows its arrays and table by half
-// when full, so up to a third of them is spare room), 10M users added by
-// ten 1M-id uploads hold 30.1 B/user (MemoryBytes, TestUploadMemory).
+// (Mapped arrays take whole 2 MB huge pages, up to 4 MB more per
+// dictionary: 1.7 B/user at 1M users, 24.4 without.) Grown by uploads
+// instead (the stage grows its table by half when full, its arrays by an
+// eighth), 10M users added by ten 1M-id uploads hold 25.8 B/user
+// (MemoryBytes, TestUploadMemory; 30.1 when the arrays grew by half).
 //
 // # Growing under readers
 //
@@ -74,7 +76,10 @@ var (
 // users it holds, and Lookup ignores any slot whose id is beyond it (or a
 // tombstone, a slot taken back), so readers of the older view never see
 // the newer users, and the newer view shares every byte of the old one.
-// Only when a slice or the table runs out of room is it copied, growing
+// When the arena or the ends run out of room they grow in place, their
+// mappings having reserved the address space for the largest dictionary
+// (offheap.go), so nothing is copied; only on the heap (see offheap.go)
+// are they copied. When the table runs out of room it is rebuilt, larger
 // by half (or, for an upload that said how many ids to expect, at once to
 // the size its first new ids predict), so interning n new users into a
 // store of N costs O(n) amortized, not O(N).
@@ -108,18 +113,28 @@ func (d *Dict) view() *Dict {
 }
 
 // reserve makes room for users more users with bytes more id bytes,
-// growing the arena and ends to at least that, and by half.
+// growing the arena and ends to at least that: in place where their
+// mappings have room (growInPlace), by an eighth; else into new arrays,
+// by half.
 func (d *Dict) reserve(users, bytes int) {
-	if need := len(d.arena) + bytes; need > cap(d.arena) {
-		a, m := alloc[byte](max(need, cap(d.arena)*3/2))
-		d.arena = a[:copyPieces(a, d.arena)]
-		d.mem[memArena] = m
+	d.arena, d.mem[memArena] = reserveArray(d.arena, d.mem[memArena], bytes, MaxDictBytes)
+	d.ends, d.mem[memEnds] = reserveArray(d.ends, d.mem[memEnds], users, MaxUsers)
+}
+
+// reserveArray returns s, which lives in m, with room for more elements
+// more, and its mapping; most is the longest s can be.
+func reserveArray[T byte | uint32](s []T, m *mapping, more, most int) ([]T, *mapping) {
+	need := len(s) + more
+	if need <= cap(s) {
+		return s, m
 	}
-	if need := len(d.ends) + users; need > cap(d.ends) {
-		e, m := alloc[uint32](max(need, cap(d.ends)*3/2))
-		d.ends = e[:copyPieces(e, d.ends)]
-		d.mem[memEnds] = m
+	if n := min(max(need, cap(s)+cap(s)/8), most); n >= need {
+		if g, ok := growInPlace(s, m, n); ok {
+			return g, m
+		}
 	}
+	g, m := allocGrowable[T](max(need, cap(s)*3/2), most)
+	return g[:copyPieces(g, s)], m
 }
 
 // tombstone is the low half of a slot whose user was taken back: as an

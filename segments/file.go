@@ -409,7 +409,7 @@ func (d *decoder) dict(p []byte) (*Dict, error) {
 	}
 	ends, ids := p[4:4+4*users], p[4+4*users:]
 	dict := newDict(0)
-	dict.ends, dict.mem[memEnds] = alloc[uint32](int(users))
+	dict.ends, dict.mem[memEnds] = allocGrowable[uint32](int(users), MaxUsers)
 	var prev uint32
 	for i := range dict.ends {
 		end := binary.LittleEndian.Uint32(ends[4*i:])
@@ -421,7 +421,7 @@ func (d *decoder) dict(p []byte) (*Dict, error) {
 	if uint64(prev) != uint64(len(ids)) {
 		return nil, d.corrupt("ids take %d bytes, the payload holds %d", prev, len(ids))
 	}
-	dict.arena, dict.mem[memArena] = alloc[byte](len(ids))
+	dict.arena, dict.mem[memArena] = allocGrowable[byte](len(ids), MaxDictBytes)
 	copy(dict.arena, ids)
 	if err := dict.index(); err != nil {
 		return nil, d.corrupt("%v", err)

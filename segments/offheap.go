@@ -21,10 +21,11 @@ import (
 // mapped while any reader holds the Dict. Memory replaced by growth is
 // returned at the first collection after its last view is dropped, and
 // since the growth itself no longer starts collections, that may be a
-// while (Go collects at least every two minutes): growing by half at a
-// time, the replaced arrays add up to about twice the live ones, so the
-// mappings peak at about three times the dictionary during and after a
-// large upload. Slices and strings taken from a Dict (Dict.ID, a commit's
+// while (Go collects at least every two minutes). Only tables are
+// replaced (the arena and the ends grow in place): growing by half at a
+// time, the replaced tables add up to about twice the live one, so the
+// mappings peak at about twice the dictionary during and after a large
+// upload. Slices and strings taken from a Dict (Dict.ID, a commit's
 // log record, dictWriter.pub) are valid while something holds the Dict
 // or its mapping (runtime.KeepAlive in Store.Commit, dictWriter.pubMem).
 //
@@ -35,8 +36,20 @@ import (
 // minMapped is the smallest array, in bytes, given a mapping of its own.
 const minMapped = 1 << 20
 
-// mapping is one anonymous memory mapping.
-type mapping struct{ b []byte }
+// mapping is one anonymous memory mapping. A growable one (for the arena
+// and the ends, which only ever grow at their end) reserves address space
+// for the largest array of its kind and makes only its first bytes usable,
+// so that the array grows in place (growInPlace): nothing is copied, the
+// views readers hold stay where they are, and only the new part is faulted
+// in. The table cannot grow so: a larger table places every slot anew.
+type mapping struct{ *region }
+
+// region is a mapping's memory, apart from the mapping so that its cleanup
+// can reach it.
+type region struct {
+	b        []byte // the usable bytes: read-write and faulted in
+	reserved []byte // the whole reserved range (nil: b is all of it)
+}
 
 // mappedBytes is the memory held in mappings, for tests and metrics.
 var mappedBytes atomic.Int64
@@ -58,13 +71,60 @@ func alloc[T byte | uint32 | uint64](n int) ([]T, *mapping) {
 		// Out of address space or mappings: the heap may still have room.
 		return make([]T, n), nil
 	}
-	m := &mapping{b: b}
-	mappedBytes.Add(int64(len(b)))
-	runtime.AddCleanup(m, func(b []byte) {
-		munmap(b)
-		mappedBytes.Add(-int64(len(b)))
-	}, b)
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), m
+	return mapped[T](&region{b: b}, n)
+}
+
+// allocGrowable is alloc for an array that may grow in place, up to most
+// elements: its mapping reserves the address space for them.
+func allocGrowable[T byte | uint32](n, most int) ([]T, *mapping) {
+	size := n * int(unsafe.Sizeof(T(0)))
+	if size < minMapped || !offHeap {
+		return make([]T, n), nil
+	}
+	reserved, b, err := mmapReserve(size, most*int(unsafe.Sizeof(T(0))))
+	if err != nil {
+		return alloc[T](n) // no address space for it: a fixed mapping
+	}
+	return mapped[T](&region{b: b, reserved: reserved}, n)
+}
+
+// mapped returns r's first n elements, with a new mapping of r that
+// returns its memory once unreachable.
+func mapped[T byte | uint32 | uint64](r *region, n int) ([]T, *mapping) {
+	m := &mapping{r}
+	mappedBytes.Add(int64(len(r.b)))
+	runtime.AddCleanup(m, func(r *region) {
+		mappedBytes.Add(-int64(len(r.b)))
+		if r.reserved != nil {
+			unmapReserved(r.reserved, len(r.b))
+		} else {
+			munmap(r.b)
+		}
+	}, r)
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(r.b))), n), m
+}
+
+// growInPlace returns s with a capacity of n elements, in the same
+// memory, when s starts its mapping m and m reserved room for them
+// (allocGrowable); else it returns false. The elements past len(s) are
+// zero, or were written past len(s) before, as in append's spare room.
+// Only one goroutine may grow a mapping at a time; views of s, however
+// many, are unaffected.
+func growInPlace[T byte | uint32](s []T, m *mapping, n int) ([]T, bool) {
+	size := n * int(unsafe.Sizeof(T(0)))
+	if m == nil || m.reserved == nil || size > len(m.reserved) ||
+		unsafe.Pointer(unsafe.SliceData(s)) != unsafe.Pointer(unsafe.SliceData(m.reserved)) {
+		return s, false
+	}
+	if size > len(m.b) {
+		b, err := extendReserved(m.reserved, len(m.b), size)
+		if err != nil {
+			return s, false
+		}
+		mappedBytes.Add(int64(len(b) - len(m.b)))
+		m.b = b
+	}
+	return unsafe.Slice(unsafe.SliceData(s), n)[:len(s)], true
 }
 
 // copyPieces is copy, a megabyte at a time. The runtime's memmove cannot

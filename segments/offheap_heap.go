@@ -13,3 +13,13 @@ const offHeap = false
 func mmap(int) ([]byte, error) { return nil, errors.New("segments: no memory mappings here") }
 
 func munmap([]byte) {}
+
+func mmapReserve(int, int) ([]byte, []byte, error) {
+	return nil, nil, errors.New("segments: no memory mappings here")
+}
+
+func extendReserved([]byte, int, int) ([]byte, error) {
+	return nil, errors.New("segments: no memory mappings here")
+}
+
+func unmapReserved([]byte, int) {}

@@ -4,6 +4,7 @@ package segments
 
 import (
 	"errors"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,3 +87,65 @@ func munmap(b []byte) {
 	unix.Madvise(b, unix.MADV_DONTNEED) //nolint:errcheck // the munmap below frees them anyway
 	unix.Munmap(b)                      //nolint:errcheck // nothing to do about it in a cleanup
 }
+
+// hugePage is the size of a transparent huge page on x86-64 and arm64
+// with 4 KB pages.
+const hugePage = 2 << 20
+
+// mmapReserve reserves most bytes (at least size) of address space,
+// aligned to a huge page, inaccessible and counted against no memory
+// limit (PROT_NONE, MAP_NORESERVE), and makes its first size bytes
+// usable (extendReserved). Reserving costs the kernel a few hundred
+// bytes, whatever the size.
+func mmapReserve(size, most int) (reserved, usable []byte, err error) {
+	most = roundUp(max(size, most), hugePage)
+	// unix.Munmap only unmaps whole mappings unix.Mmap made, hence the
+	// pointer calls.
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(most+hugePage), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, nil, err
+	}
+	all := unsafe.Slice((*byte)(p), most+hugePage)
+	// Trim to a huge-page boundary at both ends, so that every 2 MB of
+	// the array can be one huge page.
+	head := roundUp(int(uintptr(p)), hugePage) - int(uintptr(p))
+	if head > 0 {
+		unix.MunmapPtr(p, uintptr(head)) //nolint:errcheck // a few unused pages of address space
+	}
+	if tail := all[head+most:]; len(tail) > 0 {
+		unix.MunmapPtr(unsafe.Pointer(&tail[0]), uintptr(len(tail))) //nolint:errcheck // as above
+	}
+	reserved = all[head : head+most : head+most]
+	unix.Madvise(reserved, unix.MADV_HUGEPAGE) //nolint:errcheck // a hint
+	usable, err = extendReserved(reserved, 0, size)
+	if err != nil {
+		unmapReserved(reserved, 0)
+		return nil, nil, err
+	}
+	return reserved, usable, nil
+}
+
+// extendReserved makes reserved[:size] usable, of which the first used
+// bytes are already: it makes the rest read-write, in whole huge pages
+// (so that it can be backed by them), and faults it in (populate). It
+// returns the usable bytes, size or more.
+func extendReserved(reserved []byte, used, size int) ([]byte, error) {
+	size = min(roundUp(size, hugePage), len(reserved))
+	if size <= used {
+		return reserved[:used], nil
+	}
+	if err := unix.Mprotect(reserved[used:size], unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		return nil, err
+	}
+	populate(reserved[used:size])
+	return reserved[:size], nil
+}
+
+// unmapReserved returns a reservation's memory, of which the first used
+// bytes were usable, as munmap does.
+func unmapReserved(reserved []byte, used int) {
+	unix.Madvise(reserved[:used], unix.MADV_DONTNEED)                    //nolint:errcheck // the munmap below frees them anyway
+	unix.MunmapPtr(unsafe.Pointer(&reserved[0]), uintptr(len(reserved))) //nolint:errcheck // nothing to do about it in a cleanup
+}
+
+func roundUp(n, to int) int { return (n + to - 1) / to * to }

@@ -58,8 +58,9 @@ func (g *stage) view() *Dict {
 // reserve makes room for users more users with bytes more id bytes. When
 // the table, the arena or the ends must grow for them, it grows to hold
 // moreUsers and moreBytes beyond them too (an upload's prediction, see
-// Upload.Expect), and at least by half, so that a long upload copies each
-// only a few times (append grows large slices by a quarter).
+// Upload.Expect), and at least by half (the table) or an eighth (the
+// arena and ends, which grow in place; see Dict.reserve), so that a long
+// upload rebuilds the table only a few times.
 func (g *stage) reserve(users, bytes, moreUsers, moreBytes int) {
 	d := g.d
 	if need := len(d.ends) + d.tombs + users; need*10 > len(d.slots)*7 {

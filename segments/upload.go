@@ -141,7 +141,7 @@ func checkNames(facet, value string) error {
 // Whenever the dictionary must grow for its new ids, it then makes room
 // for as many new users as the rest of n predicts at the rate of new ids
 // so far (but at most maxAhead per id received), rather than growing the
-// table and arrays by half, step by step (each step copies them all). It
+// table by half, step by step (each step rebuilds it). It
 // is a hint: a wrong n costs memory or time, never correctness.
 func (u *Upload) Expect(n uint64) { u.hint = n }
 
