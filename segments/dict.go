@@ -107,9 +107,17 @@ const (
 )
 
 // view returns a Dict sharing d's memory: the same users, for readers
-// while d grows.
+// while d grows, and for publishing. Its arena and ends end at their
+// length: whoever extends a view (a store serving it) appends nothing
+// into d's spare room, which d's writer fills, but grows first, by
+// copying unless it takes over d's mappings (growInPlace).
 func (d *Dict) view() *Dict {
-	return &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots, mem: d.mem}
+	return &Dict{
+		seed:  d.seed,
+		arena: d.arena[:len(d.arena):len(d.arena)],
+		ends:  d.ends[:len(d.ends):len(d.ends)],
+		slots: d.slots, mem: d.mem,
+	}
 }
 
 // reserve makes room for users more users with bytes more id bytes,
@@ -301,10 +309,13 @@ type dictWriter struct {
 	stored []int
 }
 
-// extend returns a writer adding users to d.
+// extend returns a writer adding users to d. The writer continues d's
+// arrays, spare room included, as d's own writer did: replay extends
+// each record's dictionary, one after the other, and nothing else writes
+// to them meanwhile.
 func (d *Dict) extend() *dictWriter {
 	w := &dictWriter{
-		d:    d.view(),
+		d:    &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots, mem: d.mem},
 		base: len(d.ends),
 	}
 	if len(d.slots) > 0 {
@@ -400,7 +411,8 @@ func (d *Dict) index() error {
 }
 
 // compact returns the dictionary with its arena and ends trimmed to size,
-// for publishing: a Builder's append growth leaves up to half unused.
+// for publishing: a Builder's growth leaves up to an eighth of them
+// unused (in place), or up to a third (by copying).
 func (d *Dict) compact() *Dict {
 	c := &Dict{seed: d.seed, slots: d.slots}
 	c.mem[memSlots] = d.mem[memSlots]

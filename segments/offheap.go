@@ -49,6 +49,11 @@ type mapping struct{ *region }
 type region struct {
 	b        []byte // the usable bytes: read-write and faulted in
 	reserved []byte // the whole reserved range (nil: b is all of it)
+	// given is the capacity, in bytes, of the longest slice handed out
+	// over b: the one slice that may grow in place (growInPlace). A Dict
+	// handed to another writer (two stores serving one snapshot, an older
+	// snapshot published again) has shorter slices, and copies instead.
+	given atomic.Int64
 }
 
 // mappedBytes is the memory held in mappings, for tests and metrics.
@@ -56,7 +61,8 @@ var mappedBytes atomic.Int64
 
 // MappedBytes is the memory the user dictionaries of this process hold
 // outside the Go heap, in bytes: the live dictionaries' arrays, and the
-// arrays growth replaced that await the next collection.
+// tables (and arrays that could not grow in place) growth replaced that
+// await the next collection.
 func MappedBytes() int64 { return mappedBytes.Load() }
 
 // alloc returns a zeroed slice of n elements, and the mapping it lives
@@ -85,7 +91,9 @@ func allocGrowable[T byte | uint32](n, most int) ([]T, *mapping) {
 	if err != nil {
 		return alloc[T](n) // no address space for it: a fixed mapping
 	}
-	return mapped[T](&region{b: b, reserved: reserved}, n)
+	r := &region{b: b, reserved: reserved}
+	r.given.Store(int64(size))
+	return mapped[T](r, n)
 }
 
 // mapped returns r's first n elements, with a new mapping of r that
@@ -105,20 +113,26 @@ func mapped[T byte | uint32 | uint64](r *region, n int) ([]T, *mapping) {
 }
 
 // growInPlace returns s with a capacity of n elements, in the same
-// memory, when s starts its mapping m and m reserved room for them
-// (allocGrowable); else it returns false. The elements past len(s) are
-// zero, or were written past len(s) before, as in append's spare room.
-// Only one goroutine may grow a mapping at a time; views of s, however
-// many, are unaffected.
+// memory, when s starts its mapping m, m reserved room for them
+// (allocGrowable), and s is the longest slice handed out over m (its
+// capacity is m's given); else it returns false. The elements past len(s)
+// are zero, or were written past len(s) before, as in append's spare
+// room. Views of s, shorter, are unaffected. Of writers holding equally
+// long slices (two stores serving one built snapshot), the first to grow
+// takes the mapping; the others' slices are then shorter than given.
 func growInPlace[T byte | uint32](s []T, m *mapping, n int) ([]T, bool) {
-	size := n * int(unsafe.Sizeof(T(0)))
-	if m == nil || m.reserved == nil || size > len(m.reserved) ||
-		unsafe.Pointer(unsafe.SliceData(s)) != unsafe.Pointer(unsafe.SliceData(m.reserved)) {
+	elem := int(unsafe.Sizeof(T(0)))
+	size, have := n*elem, cap(s)*elem
+	if m == nil || m.reserved == nil || size > len(m.reserved) || size <= have ||
+		unsafe.Pointer(unsafe.SliceData(s)) != unsafe.Pointer(unsafe.SliceData(m.reserved)) ||
+		!m.given.CompareAndSwap(int64(have), int64(size)) {
 		return s, false
 	}
+	// s's holder is now m's only writer.
 	if size > len(m.b) {
 		b, err := extendReserved(m.reserved, len(m.b), size)
 		if err != nil {
+			m.given.Store(int64(have))
 			return s, false
 		}
 		mappedBytes.Add(int64(len(b) - len(m.b)))

@@ -4,6 +4,7 @@ package segments
 
 import (
 	"errors"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -21,10 +22,10 @@ const offHeap = true
 // also missed the TLB; faulting a 2 MB page in is one fault where 4 KB
 // pages took 512 (about 18 µs each on the VMs this was measured on).
 //
-// Up front: an upload's growth copies into most of each new array at
-// once and fills the rest as it goes (the arrays it publishes are trimmed
-// to their size, and a table is written all over), and the kernel faults
-// a range in faster than first touches do. In pieces: the kernel holds
+// Up front: a new table is written all over at once (the growth places
+// every slot anew), an array grown in place or by copying is filled as
+// the upload goes (the growth asks for no more than it predicts), and
+// the kernel faults a range in faster than first touches do. In pieces: the kernel holds
 // the process's memory-map lock for reading while it faults a range in;
 // MAP_POPULATE faulted a whole mapping of hundreds of MB under one hold,
 // and when the Go runtime mapped more heap meanwhile (it does so holding
@@ -36,8 +37,9 @@ const offHeap = true
 // or reclaim while it faults a piece in (the transparent_hugepage
 // "defrag" setting decides), and a piece can hold it longer.
 //
-// The unused tail of a grown array, up to a third of it, is resident too
-// until the array is trimmed or dropped.
+// The unused tail of a grown array is resident too until the array is
+// dropped: up to an eighth of an arena or ends grown in place (plus the
+// rest of its last 2 MB), up to a third of one grown by copying.
 func mmap(size int) ([]byte, error) {
 	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
 	if err != nil {
@@ -98,6 +100,12 @@ const hugePage = 2 << 20
 // usable (extendReserved). Reserving costs the kernel a few hundred
 // bytes, whatever the size.
 func mmapReserve(size, most int) (reserved, usable []byte, err error) {
+	if limited() {
+		// Under a limit on the address space (ulimit -v), 20 GB of
+		// reservations per dictionary would leave the Go heap too little
+		// room: reserve for 4 times the array, then copy as before.
+		most = min(most, 4*size)
+	}
 	most = roundUp(max(size, most), hugePage)
 	// unix.Munmap only unmaps whole mappings unix.Mmap made, hence the
 	// pointer calls.
@@ -147,5 +155,12 @@ func unmapReserved(reserved []byte, used int) {
 	unix.Madvise(reserved[:used], unix.MADV_DONTNEED)                    //nolint:errcheck // the munmap below frees them anyway
 	unix.MunmapPtr(unsafe.Pointer(&reserved[0]), uintptr(len(reserved))) //nolint:errcheck // nothing to do about it in a cleanup
 }
+
+// limited reports whether the process's address space is limited
+// (RLIMIT_AS).
+var limited = sync.OnceValue(func() bool {
+	var l unix.Rlimit
+	return unix.Getrlimit(unix.RLIMIT_AS, &l) == nil && l.Cur != unix.RLIM_INFINITY
+})
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }

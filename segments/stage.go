@@ -37,10 +37,18 @@ type stage struct {
 // anywhere, its table may hold tombstones and slots of users beyond it,
 // and the stage must count every slot it keeps. Without, the stage
 // shares dict's table, which must hold exactly dict's users (a recovered
-// or freshly built dictionary), at no cost in time or memory.
-func (g *stage) reset(dict *Dict, rebuild bool) {
+// or freshly built dictionary), at no cost in time or memory. With own,
+// dict is the store's alone (recovered by Open: nothing else ever writes
+// to it), and the stage continues its arrays, spare room included, as
+// replay left them; else it extends a view (Dict.view), which must grow
+// before it appends, so that stores sharing a snapshot never write into
+// one another's users.
+func (g *stage) reset(dict *Dict, rebuild, own bool) {
 	g.gen++
 	g.d = dict.view()
+	if own {
+		g.d.arena, g.d.ends = dict.arena, dict.ends
+	}
 	if rebuild {
 		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
 	}

@@ -847,3 +847,77 @@ func TestUploadExpect(t *testing.T) {
 		t.Errorf("result %+v, %v; want 20 new users and members", res, err)
 	}
 }
+
+// TestStoresShareNoSpareRoom: writers that start from the same dictionary
+// never write into one another's users. Two stores serving one built
+// snapshot each stage their own users; publishing an older snapshot
+// (built, or committed: its arrays have the stage's spare room) while a
+// reader holds a newer one leaves the reader's users as they were. The
+// dictionary is large enough for its arrays to be mapped (offheap.go),
+// where they grow in place, and one store's growth in place must not be
+// another's.
+func TestStoresShareNoSpareRoom(t *testing.T) {
+	const base = 300_000 // 2.7 MB of ids, 1.2 MB of ends: both mapped
+	b := NewBuilder()
+	for i := range base {
+		if _, err := b.Intern(demoID(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	built := b.Build(1)
+	upload := func(s *Store, prefix string) *Snapshot {
+		t.Helper()
+		u, err := s.NewUpload("title", "cmo", Add, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 1000 {
+			if err := u.Add(fmt.Sprintf("%s%06d", prefix, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Commit(u); err != nil {
+			t.Fatal(err)
+		}
+		return s.Current()
+	}
+	// holds checks that snap still holds prefix's users, as ids base on.
+	holds := func(what string, snap *Snapshot, prefix string) {
+		t.Helper()
+		d := snap.Dict()
+		for i := range 1000 {
+			id := fmt.Sprintf("%s%06d", prefix, i)
+			if u, ok := d.Lookup(id); !ok || u != uint32(base+i) {
+				got, _ := d.ID(uint32(base + i))
+				t.Fatalf("%s: Lookup(%s) = %d, %t; user %d reads %q", what, id, u, ok, base+i, got)
+			}
+		}
+	}
+
+	s1, s2 := NewStore(built), NewStore(built)
+	a := upload(s1, "a")
+	upload(s2, "b")
+	holds("two stores from one snapshot, the first", a, "a")
+	holds("two stores from one snapshot, the first, now", s1.Current(), "a")
+	holds("two stores from one snapshot, the second", s2.Current(), "b")
+
+	s := NewStore(built)
+	held := upload(s, "c")
+	s.Publish(built)
+	upload(s, "d")
+	holds("an older built snapshot published again", held, "c")
+
+	s = NewStore(built)
+	older := upload(s, "e")
+	held = upload(s, "f") // users base+1000 on
+	s.Publish(older)
+	upload(s, "g")
+	d := held.Dict()
+	for i := range 1000 {
+		id := fmt.Sprintf("f%06d", i)
+		if u, ok := d.Lookup(id); !ok || u != uint32(base+1000+i) {
+			got, _ := d.ID(uint32(base + 1000 + i))
+			t.Fatalf("an older committed snapshot published again: Lookup(%s) = %d, %t; user %d reads %q", id, u, ok, base+1000+i, got)
+		}
+	}
+}
