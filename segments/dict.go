@@ -71,15 +71,17 @@ var (
 // Uploads add users to a published dictionary without copying it (the
 // store's stage, see stage.go; log replay uses a dictWriter): the new
 // users' bytes and ends are appended past the end of the published
-// slices, into their spare capacity, and their slots are stored
-// atomically into the same table. A Dict is a view: len(ends) is how many
+// slices, into the spare capacity of the writer's own (a published view
+// ends at its length: Dict.view), and their slots are stored atomically
+// into the same table. A Dict is a view: len(ends) is how many
 // users it holds, and Lookup ignores any slot whose id is beyond it (or a
 // tombstone, a slot taken back), so readers of the older view never see
 // the newer users, and the newer view shares every byte of the old one.
 // When the arena or the ends run out of room they grow in place, their
 // mappings having reserved the address space for the largest dictionary
-// (offheap.go), so nothing is copied; only on the heap (see offheap.go)
-// are they copied. When the table runs out of room it is rebuilt, larger
+// (offheap.go), so nothing is copied; they are copied on the heap (see
+// offheap.go), by a writer that does not hold the mapping (growInPlace),
+// and under a limit on the address space. When the table runs out of room it is rebuilt, larger
 // by half (or, for an upload that said how many ids to expect, at once to
 // the size its first new ids predict), so interning n new users into a
 // store of N costs O(n) amortized, not O(N).

@@ -22,7 +22,8 @@ import (
 // returned at the first collection after its last view is dropped, and
 // since the growth itself no longer starts collections, that may be a
 // while (Go collects at least every two minutes). Only tables are
-// replaced (the arena and the ends grow in place): growing by half at a
+// replaced (the arena and the ends grow in place, but where
+// growInPlace cannot): growing by half at a
 // time, the replaced tables add up to about twice the live one, so the
 // mappings peak at about twice the dictionary during and after a large
 // upload. Slices and strings taken from a Dict (Dict.ID, a commit's
@@ -132,7 +133,7 @@ func growInPlace[T byte | uint32](s []T, m *mapping, n int) ([]T, bool) {
 	if size > len(m.b) {
 		b, err := extendReserved(m.reserved, len(m.b), size)
 		if err != nil {
-			m.given.Store(int64(have))
+			m.given.CompareAndSwap(int64(size), int64(have))
 			return s, false
 		}
 		mappedBytes.Add(int64(len(b) - len(m.b)))

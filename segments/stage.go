@@ -33,16 +33,17 @@ type stage struct {
 // reset makes the stage extend dict, the newly published dictionary,
 // dropping whatever was staged: an upload that staged users under the
 // old generation re-resolves its ids (Upload.remap). With rebuild, the
-// table is rebuilt first: a dictionary handed to Publish may come from
-// anywhere, its table may hold tombstones and slots of users beyond it,
-// and the stage must count every slot it keeps. Without, the stage
-// shares dict's table, which must hold exactly dict's users (a recovered
-// or freshly built dictionary), at no cost in time or memory. With own,
-// dict is the store's alone (recovered by Open: nothing else ever writes
-// to it), and the stage continues its arrays, spare room included, as
-// replay left them; else it extends a view (Dict.view), which must grow
-// before it appends, so that stores sharing a snapshot never write into
-// one another's users.
+// table is rebuilt first: a dictionary handed to NewStore or Publish
+// may come from anywhere, other stores may serve it too (and would store
+// their users' slots into a shared table, each counting only its own
+// towards its load), its table may hold tombstones and slots of users
+// beyond it, and the stage must count every slot it keeps. Without, the
+// stage shares dict's table, which must hold exactly dict's users and be
+// the store's alone (recovered by Open), at no cost in time or memory.
+// With own, dict's arrays are the store's alone too (Open), and the stage
+// continues them, spare room included, as replay left them; else it
+// extends a view (Dict.view), which must grow before it appends, so that
+// stores sharing a snapshot never write into one another's users.
 func (g *stage) reset(dict *Dict, rebuild, own bool) {
 	g.gen++
 	g.d = dict.view()

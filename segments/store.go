@@ -98,7 +98,7 @@ func NewStore(snap *Snapshot) *Store {
 		snap = emptySnapshot()
 	}
 	s := &Store{}
-	s.stage.reset(snap.dict, false, false)
+	s.stage.reset(snap.dict, true, false)
 	s.cur.Store(snap)
 	return s
 }

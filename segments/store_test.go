@@ -849,8 +849,8 @@ func TestUploadExpect(t *testing.T) {
 }
 
 // TestStoresShareNoSpareRoom: writers that start from the same dictionary
-// never write into one another's users. Two stores serving one built
-// snapshot each stage their own users; publishing an older snapshot
+// never write into one another's users, nor into its table. Two stores
+// serving one built snapshot each stage their own users; publishing an older snapshot
 // (built, or committed: its arrays have the stage's spare room) while a
 // reader holds a newer one leaves the reader's users as they were. The
 // dictionary is large enough for its arrays to be mapped (offheap.go),
@@ -865,6 +865,15 @@ func TestStoresShareNoSpareRoom(t *testing.T) {
 		}
 	}
 	built := b.Build(1)
+	occupied := func() (n int) {
+		for _, s := range built.dict.slots {
+			if s != 0 {
+				n++
+			}
+		}
+		return n
+	}
+	slotsBefore := occupied()
 	upload := func(s *Store, prefix string) *Snapshot {
 		t.Helper()
 		u, err := s.NewUpload("title", "cmo", Add, "")
@@ -919,5 +928,11 @@ func TestStoresShareNoSpareRoom(t *testing.T) {
 			got, _ := d.ID(uint32(base + 1000 + i))
 			t.Fatalf("an older committed snapshot published again: Lookup(%s) = %d, %t; user %d reads %q", id, u, ok, base+1000+i, got)
 		}
+	}
+	// The stores' users went into tables of their own: several stores
+	// storing slots into the built one, each counting only its own users,
+	// would fill it.
+	if after := occupied(); after != slotsBefore {
+		t.Errorf("the built snapshot's table holds %d slots after the stores' uploads, %d before", after, slotsBefore)
 	}
 }

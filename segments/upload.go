@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"time"
 	"unsafe"
@@ -284,6 +285,7 @@ func (u *Upload) remap() error {
 			u.flush()
 		}
 	}
+	runtime.KeepAlive(src) // batch's ids point into its mapped arena (offheap.go)
 	return nil
 }
 
