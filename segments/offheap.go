@@ -21,12 +21,11 @@ import (
 // mapped while any reader holds the Dict. Memory replaced by growth is
 // returned at the first collection after its last view is dropped, and
 // since the growth itself no longer starts collections, that may be a
-// while (Go collects at least every two minutes). Only tables are
-// replaced (the arena and the ends grow in place, but where
-// growInPlace cannot): growing by half at a
-// time, the replaced tables add up to about twice the live one, so the
-// mappings peak at about twice the dictionary during and after a large
-// upload. Slices and strings taken from a Dict (Dict.ID, a commit's
+// while (Go collects at least every two minutes). Growth replaces
+// tables, and the arena and the ends only where they cannot grow in
+// place (growInPlace): growing by half at a time, the replaced tables add
+// up to about twice the live one, so the mappings peak at about twice
+// the dictionary during and after a large upload. Slices and strings taken from a Dict (Dict.ID, a commit's
 // log record, dictWriter.pub) are valid while something holds the Dict
 // or its mapping (runtime.KeepAlive in Store.Commit, dictWriter.pubMem).
 //

@@ -25,12 +25,12 @@ const offHeap = true
 // Up front: a new table is written all over at once (the growth places
 // every slot anew), an array grown in place or by copying is filled as
 // the upload goes (the growth asks for no more than it predicts), and
-// the kernel faults a range in faster than first touches do. In pieces: the kernel holds
-// the process's memory-map lock for reading while it faults a range in;
-// MAP_POPULATE faulted a whole mapping of hundreds of MB under one hold,
-// and when the Go runtime mapped more heap meanwhile (it does so holding
-// its heap lock) it waited for the whole of it, and so did every
-// goroutine that allocated: bids stalled for 0.2-0.9 s during an upload
+// the kernel faults a range in faster than first touches do. In pieces:
+// the kernel holds the process's memory-map lock for reading while it
+// faults a range in; MAP_POPULATE faulted a whole mapping of hundreds of
+// MB under one hold, and when the Go runtime mapped more heap meanwhile
+// (it does so holding its heap lock) it waited for the whole of it, and
+// so did every goroutine that allocated: bids stalled for 0.2-0.9 s during an upload
 // (bench/upload-under-load.sh, BENCHMARKS.md §2). A piece holds it for
 // a few milliseconds where free huge pages (or small ones) are at hand;
 // on a host whose memory is fragmented or short, the kernel may compact
@@ -95,9 +95,10 @@ func munmap(b []byte) {
 const hugePage = 2 << 20
 
 // mmapReserve reserves most bytes (at least size) of address space,
-// aligned to a huge page, inaccessible and counted against no memory
-// limit (PROT_NONE, MAP_NORESERVE), and makes its first size bytes
-// usable (extendReserved). Reserving costs the kernel a few hundred
+// aligned to a huge page, inaccessible and not committed memory
+// (PROT_NONE, MAP_NORESERVE: only what is made usable counts, even under
+// strict overcommit), and makes its first size bytes usable
+// (extendReserved). Reserving costs the kernel a few hundred
 // bytes, whatever the size.
 func mmapReserve(size, most int) (reserved, usable []byte, err error) {
 	if limited() {
