@@ -81,8 +81,8 @@ var (
 // mappings having reserved the address space for the largest dictionary
 // (offheap.go), so nothing is copied; they are copied on the heap (see
 // offheap.go), by a writer that does not hold the mapping (growInPlace),
-// and under a limit on the address space. When the table runs out of room it is rebuilt, larger
-// by half (or, for an upload that said how many ids to expect, at once to
+// and under a limit on the address space. When the table runs out of
+// room it is rebuilt, larger by half (or, for an upload that said how many ids to expect, at once to
 // the size its first new ids predict), so interning n new users into a
 // store of N costs O(n) amortized, not O(N).
 type Dict struct {
@@ -114,12 +114,16 @@ const (
 // into d's spare room, which d's writer fills, but grows first, by
 // copying unless it takes over d's mappings (growInPlace).
 func (d *Dict) view() *Dict {
-	return &Dict{
-		seed:  d.seed,
-		arena: d.arena[:len(d.arena):len(d.arena)],
-		ends:  d.ends[:len(d.ends):len(d.ends)],
-		slots: d.slots, mem: d.mem,
-	}
+	v := d.continued()
+	v.arena, v.ends = d.arena[:len(d.arena):len(d.arena)], d.ends[:len(d.ends):len(d.ends)]
+	return v
+}
+
+// continued returns a Dict sharing d's memory, spare room included, for
+// d's own writer to continue: replay's next record, or the store that
+// recovered d. Anyone else extends a view.
+func (d *Dict) continued() *Dict {
+	return &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots, mem: d.mem}
 }
 
 // reserve makes room for users more users with bytes more id bytes,
@@ -311,13 +315,12 @@ type dictWriter struct {
 	stored []int
 }
 
-// extend returns a writer adding users to d. The writer continues d's
-// arrays, spare room included, as d's own writer did: replay extends
-// each record's dictionary, one after the other, and nothing else writes
-// to them meanwhile.
+// extend returns a writer adding users to d. The writer continues d
+// (continued): replay extends each record's dictionary, one after the
+// other, and nothing else writes to them meanwhile.
 func (d *Dict) extend() *dictWriter {
 	w := &dictWriter{
-		d:    &Dict{seed: d.seed, arena: d.arena, ends: d.ends, slots: d.slots, mem: d.mem},
+		d:    d.continued(),
 		base: len(d.ends),
 	}
 	if len(d.slots) > 0 {

@@ -32,25 +32,25 @@ type stage struct {
 
 // reset makes the stage extend dict, the newly published dictionary,
 // dropping whatever was staged: an upload that staged users under the
-// old generation re-resolves its ids (Upload.remap). With rebuild, the
-// table is rebuilt first: a dictionary handed to NewStore or Publish
-// may come from anywhere, other stores may serve it too (and would store
-// their users' slots into a shared table, each counting only its own
-// towards its load), its table may hold tombstones and slots of users
-// beyond it, and the stage must count every slot it keeps. Without, the
-// stage shares dict's table, which must hold exactly dict's users and be
-// the store's alone (recovered by Open), at no cost in time or memory.
-// With own, dict's arrays are the store's alone too (Open), and the stage
-// continues them, spare room included, as replay left them; else it
+// old generation re-resolves its ids (Upload.remap).
+//
+// With own, dict is the store's alone (recovered by Open: its table holds
+// exactly its users, and nothing else writes to it), and the stage
+// continues it (Dict.continued): its table and its arrays, spare room
+// included, as replay left them, at no cost in time or memory. Else (a
+// dictionary handed to NewStore or Publish) it may come from anywhere:
+// other stores may serve it too, and its table may hold tombstones and
+// slots of users beyond it. The stage then rebuilds the table, so that
+// it stores no slot into a table others share (each counting only its
+// own users towards the load) and counts every slot it keeps, and
 // extends a view (Dict.view), which must grow before it appends, so that
 // stores sharing a snapshot never write into one another's users.
-func (g *stage) reset(dict *Dict, rebuild, own bool) {
+func (g *stage) reset(dict *Dict, own bool) {
 	g.gen++
-	g.d = dict.view()
 	if own {
-		g.d.arena, g.d.ends = dict.arena, dict.ends
-	}
-	if rebuild {
+		g.d = dict.continued()
+	} else {
+		g.d = dict.view()
 		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
 	}
 	g.pub = dict.Len()

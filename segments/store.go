@@ -98,7 +98,7 @@ func NewStore(snap *Snapshot) *Store {
 		snap = emptySnapshot()
 	}
 	s := &Store{}
-	s.stage.reset(snap.dict, true, false)
+	s.stage.reset(snap.dict, false)
 	s.cur.Store(snap)
 	return s
 }
@@ -148,7 +148,7 @@ func Open(cfg Config) (*Store, error) {
 		s.wal.close()
 		return nil, err
 	}
-	s.stage.reset(snap.dict, false, true)
+	s.stage.reset(snap.dict, true)
 	s.cur.Store(snap)
 	s.recovery.Version = snap.version
 	s.recovery.Took = time.Since(start)
@@ -247,7 +247,7 @@ func (s *Store) Publish(snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stage.mu.Lock()
-	s.stage.reset(snap.dict, true, false)
+	s.stage.reset(snap.dict, false)
 	s.stage.mu.Unlock()
 	s.cur.Store(snap)
 }
