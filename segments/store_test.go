@@ -792,53 +792,77 @@ func TestUploadAcrossCommit(t *testing.T) {
 
 // TestUploadExpect: an upload told how many ids to expect grows the
 // dictionary's table a few times, each time to what the rest of the
-// upload predicts (within maxAhead per id received), instead of by half
-// a score of times; a false hint reserves little and changes no result.
+// upload predicts (within maxAhead per id received, or the users already
+// known), instead of by half a score of times; into a dictionary as large
+// as the upload, once; a false hint reserves little and changes no
+// result.
 func TestUploadExpect(t *testing.T) {
 	const n = 100_000
-	chunk := func(lo, hi int) []string {
+	chunk := func(prefix string, lo, hi int) []string {
 		var ids []string
 		for i := lo; i < hi; i++ {
-			ids = append(ids, fmt.Sprint("k", i%2, "-", i)) // all new
+			ids = append(ids, fmt.Sprint(prefix, i%2, "-", i)) // all new
 		}
 		return ids
 	}
-	growths := func(st *Store, hint uint64) int {
-		u, _ := st.NewUpload("title", fmt.Sprint("g", hint), Add, "")
+	// sizes uploads n new ids with prefix and returns how many sizes the
+	// table took, the one before the upload included.
+	sizes := func(st *Store, prefix string, hint uint64) int {
+		u, _ := st.NewUpload("title", fmt.Sprint(prefix, hint), Add, "")
 		u.Expect(hint)
-		sizes := map[int]bool{}
+		users := st.Current().Dict().Len()
+		seen := map[int]bool{len(st.stage.d.slots): true}
 		for lo := 0; lo < n; lo += 1000 {
-			if _, err := u.AddMany(chunk(lo, lo+1000)); err != nil {
+			if _, err := u.AddMany(chunk(prefix, lo, lo+1000)); err != nil {
 				t.Fatal(err)
 			}
-			sizes[len(st.stage.d.slots)] = true
+			seen[len(st.stage.d.slots)] = true
 		}
 		res, err := st.Commit(u)
-		if err != nil || res.NewUsers != n || res.Cardinality != n || st.Current().Dict().Len() != n+2 {
+		if err != nil || res.NewUsers != n || res.Cardinality != n || st.Current().Dict().Len() != users+n {
 			t.Fatalf("hint %d: result %+v, %v, %d users", hint, res, err, st.Current().Dict().Len())
 		}
-		return len(sizes)
+		return len(seen)
 	}
 	var with, without int
 	for _, hint := range []uint64{0, n} {
 		st := openStore(t, t.TempDir())
 		upload(t, st, "title", "cmo", Add, "", "k0", "k1")
-		g := growths(st, hint)
+		g := sizes(st, "k", hint) - 1
 		if hint == 0 {
 			without = g
 		} else {
 			with = g
+			// The next upload, into a dictionary of n users, rebuilds
+			// the table once, at its first new id, for all of them
+			// (twice while what it reserved was bounded by the ids
+			// received alone).
+			if got := sizes(st, "m", n) - 1; got != 1 {
+				t.Errorf("an upload of %d new ids into %d users grew the table %d times, want 1", n, n+2, got)
+			}
+			// A false hint into a large dictionary reserves for at most
+			// as many users again.
+			users, slots := st.Current().Dict().Len(), len(st.stage.d.slots)
+			u, _ := st.NewUpload("title", "f", Add, "")
+			u.Expect(1 << 40)
+			if _, err := u.AddMany(chunk("f", 0, 20)); err != nil {
+				t.Fatal(err)
+			}
+			if got, most := len(st.stage.d.slots), max(slots*3/2, tableSize(2*users+20)); got > most {
+				t.Errorf("a 20-id upload expecting 2^40 ids into %d users: %d slots, want at most %d", users, got, most)
+			}
+			u.Discard()
 		}
 	}
-	t.Logf("table sizes during a %d-id upload: %d with the hint, %d without", n, with, without)
+	t.Logf("table growths during a %d-id upload: %d with the hint, %d without", n, with, without)
 	if with > 4 || with >= without {
-		t.Errorf("the table took %d sizes with the hint, %d without; want at most 4, and fewer", with, without)
+		t.Errorf("the table grew %d times with the hint, %d without; want at most 4, and fewer", with, without)
 	}
 	// A false hint: a small upload reserves at most maxAhead users per id.
 	st := openStore(t, t.TempDir())
 	u, _ := st.NewUpload("title", "h", Add, "")
 	u.Expect(1 << 40)
-	u.AddMany(chunk(0, 20))
+	u.AddMany(chunk("k", 0, 20))
 	if got := len(st.stage.d.slots); got > tableSize(maxAhead*20+20) {
 		t.Errorf("a 20-id upload expecting 2^40 ids: %d slots, want at most %d", got, tableSize(maxAhead*20+20))
 	}

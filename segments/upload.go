@@ -141,12 +141,17 @@ func checkNames(facet, value string) error {
 // Expect tells the upload it will hold about n ids, duplicates included.
 // Whenever the dictionary must grow for its new ids, it then makes room
 // for as many new users as the rest of n predicts at the rate of new ids
-// so far (but at most maxAhead per id received), rather than growing the
-// table by half, step by step (each step rebuilds it). It
-// is a hint: a wrong n costs memory or time, never correctness.
+// so far, rather than growing the table by half, step by step (each step
+// rebuilds it). It is a hint: a wrong n costs memory or time, never
+// correctness. What it reserves is bounded by maxAhead users per id
+// received, or by the users the dictionary already holds: a false hint
+// at most doubles the dictionary, about what two steps of growth by half
+// would do, so that the upload's first step into a large dictionary
+// already reserves for all of it (one rebuild of the table, not two).
 func (u *Upload) Expect(n uint64) { u.hint = n }
 
-// maxAhead bounds what Expect reserves: new users per id received so far.
+// maxAhead bounds what Expect reserves in a small dictionary: new users
+// per id received so far.
 const maxAhead = 64
 
 // Add adds one external user id. An empty id or one longer than MaxIDLen
@@ -230,11 +235,12 @@ func (u *Upload) resolve(ids []string) error {
 			// Expect: when the dictionary must grow anyway, make room
 			// for the new users the rest of the upload predicts at this
 			// block's rate too, but for no more than maxAhead per id
-			// received, so that a false hint cannot make a small upload
-			// reserve much memory.
+			// received or the users already known, so that a false hint
+			// cannot make a small upload reserve much memory.
 			var more float64
 			if seen := u.ids + uint64(lo+len(b)); u.hint > seen {
-				more = min(float64(u.hint-seen)*float64(misses)/float64(len(b)), maxAhead*float64(seen))
+				bound := max(maxAhead*float64(seen), float64(g.d.Len()))
+				more = min(float64(u.hint-seen)*float64(misses)/float64(len(b)), bound)
 			}
 			g.reserve(misses, bytes, int(more), int(more*float64(bytes)/float64(misses)))
 		}
