@@ -25,6 +25,13 @@
 #   BENCH_NICE   nice level for personabench (default 0; below 0 needs root)
 #   SERVER_GOGC  GOGC for personad (default: unset, Go's 100)
 #   SERVER_PROCS GOMAXPROCS for personad (default: unset, the CPU count)
+#   UPLOAD_TO    this (default) or other: "other" sends the uploads to a
+#                second personad --demo on this machine (ports BASE_PORT+2
+#                and +3) instead of the one under bid load, a control run:
+#                the machine is as busy (the upload, personactl, the load
+#                generator), but the bids' process does none of the
+#                upload's work, so the difference between the two is what
+#                the upload costs the bids inside personad
 #   RESULTS      directory for the reports (default bench/results/upload-<UTC time>)
 #   BIN          directory with personad, personactl, personabench (default: built)
 #   BASE_PORT    first of the two local ports used (default 19190)
@@ -55,6 +62,23 @@ server_env=()
 [[ -n "${TRACE:-}" ]] && server_env+=("PERSONAD_PPROF=true")
 start_server upload-under-load "${server_env[@]}"
 
+upload_addr="$GRPC"
+if [[ "${UPLOAD_TO:-this}" == other ]]; then
+	upload_addr="127.0.0.1:$((BASE_PORT + 2))"
+	env "${server_env[@]}" "$BIN/personad" --demo --data-dir "$work/other" --grpc-addr "$upload_addr" \
+		--http-addr "127.0.0.1:$((BASE_PORT + 3))" --log-level warn >"$RESULTS/personad-other.log" 2>&1 &
+	other=$!
+	trap 'kill "$other" 2>/dev/null; stop_server' EXIT
+	for _ in $(seq 1 240); do
+		curl -fsS "http://127.0.0.1:$((BASE_PORT + 3))/healthz" >/dev/null 2>&1 && break
+		kill -0 "$other" 2>/dev/null || { echo "upload-under-load: the other personad exited; see $RESULTS/personad-other.log" >&2; exit 1; }
+		sleep 0.5
+	done
+elif [[ "${UPLOAD_TO:-this}" != this ]]; then
+	echo "upload-under-load: UPLOAD_TO is this or other, not $UPLOAD_TO" >&2
+	exit 2
+fi
+
 bench() {
 	nice -n "$BENCH_NICE" "$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 1s \
 		--progress never --out "$RESULTS/$1.json" >"$RESULTS/$1.txt"
@@ -62,7 +86,7 @@ bench() {
 p() { grep -o "\"$2\": *[0-9]*" "$1" | head -1 | grep -o '[0-9]*$'; }
 errs() { tr -d '\n ' <"$1" | grep -o '"errors":{[^}]*}' | head -1 | sed 's/"errors"://'; }
 
-echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset} TRACE=${TRACE:-unset}"
+echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset} UPLOAD_TO=${UPLOAD_TO:-this} TRACE=${TRACE:-unset}"
 for r in $(seq 1 "$ROUNDS"); do
 	ids="$work/ids-$r"
 	seq -f "up${r}x%09.0f" 0 $((UPLOAD_IDS - 1)) >"$ids"
@@ -78,7 +102,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		curl -fsS -o "$RESULTS/trace-$r.out" "http://$HTTP/debug/pprof/trace?seconds=${DURATION%s}" &
 		tracing=($!)
 	fi
-	nice -n "$UPLOAD_NICE" "$BIN/personactl" --addr "$GRPC" segments upload --facet industry --value "upload_$r" "$ids" \
+	nice -n "$UPLOAD_NICE" "$BIN/personactl" --addr "$upload_addr" segments upload --facet industry --value "upload_$r" "$ids" \
 		>"$RESULTS/personactl-$r.txt" 2>&1
 	wait "$load" "${tracing[@]}"
 	rm -f "$ids"
