@@ -8,7 +8,7 @@
 
 # stop_server stops the server, if started, and removes $work.
 stop_server() {
-	kill "${server:-}" 2>/dev/null
+	kill "${server:-}" 2>/dev/null || true
 	wait 2>/dev/null
 	[[ -n "${work:-}" ]] && rm -rf "$work"
 }

@@ -34,7 +34,8 @@
 #                the upload costs the bids inside personad
 #   RESULTS      directory for the reports (default bench/results/upload-<UTC time>)
 #   BIN          directory with personad, personactl, personabench (default: built)
-#   BASE_PORT    first of the two local ports used (default 19190)
+#   BASE_PORT    first of the local ports used, two (four with
+#                UPLOAD_TO=other) (default 19190)
 #   TRACE        when set, a Go execution trace of personad (started with
 #                --pprof) over each upload window, in $RESULTS/trace-N.out:
 #                read it with `go tool trace` (or `-d=parsed` for the events);
@@ -68,10 +69,11 @@ if [[ "${UPLOAD_TO:-this}" == other ]]; then
 	env "${server_env[@]}" "$BIN/personad" --demo --data-dir "$work/other" --grpc-addr "$upload_addr" \
 		--http-addr "127.0.0.1:$((BASE_PORT + 3))" --log-level warn >"$RESULTS/personad-other.log" 2>&1 &
 	other=$!
-	trap 'kill "$other" 2>/dev/null; stop_server' EXIT
-	for _ in $(seq 1 240); do
+	trap 'kill "$other" 2>/dev/null || true; stop_server' EXIT
+	for i in $(seq 1 241); do
 		curl -fsS "http://127.0.0.1:$((BASE_PORT + 3))/healthz" >/dev/null 2>&1 && break
 		kill -0 "$other" 2>/dev/null || { echo "upload-under-load: the other personad exited; see $RESULTS/personad-other.log" >&2; exit 1; }
+		[[ $i -lt 241 ]] || { echo "upload-under-load: the other personad not healthy after 120 s; see $RESULTS/personad-other.log" >&2; exit 1; }
 		sleep 0.5
 	done
 elif [[ "${UPLOAD_TO:-this}" != this ]]; then

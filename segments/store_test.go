@@ -812,8 +812,8 @@ func TestUploadExpect(t *testing.T) {
 		u.Expect(hint)
 		users := st.Current().Dict().Len()
 		seen := map[int]bool{len(st.stage.d.slots): true}
-		for lo := 0; lo < n; lo += 1000 {
-			if _, err := u.AddMany(chunk(prefix, lo, lo+1000)); err != nil {
+		for lo := 0; lo < n; lo += 256 { // one block of Upload.resolve: each growth seen
+			if _, err := u.AddMany(chunk(prefix, lo, min(lo+256, n))); err != nil {
 				t.Fatal(err)
 			}
 			seen[len(st.stage.d.slots)] = true
@@ -840,16 +840,27 @@ func TestUploadExpect(t *testing.T) {
 			if got := sizes(st, "m", n) - 1; got != 1 {
 				t.Errorf("an upload of %d new ids into %d users grew the table %d times, want 1", n, n+2, got)
 			}
-			// A false hint into a large dictionary reserves for at most
-			// as many users again.
-			users, slots := st.Current().Dict().Len(), len(st.stage.d.slots)
+			// A false hint into a large dictionary, with one id as long
+			// as ids get: the table, the ids' bytes and their offsets
+			// grow (the table is full), to room for at most as much
+			// again as the dictionary holds.
+			d := st.stage.d
+			users, slots, bytes := d.Len(), len(d.slots), len(d.arena)
+			capBytes, capEnds := cap(d.arena), cap(d.ends)
 			u, _ := st.NewUpload("title", "f", Add, "")
 			u.Expect(1 << 40)
-			if _, err := u.AddMany(chunk("f", 0, 20)); err != nil {
+			if _, err := u.AddMany([]string{strings.Repeat("f", MaxIDLen)}); err != nil {
 				t.Fatal(err)
 			}
-			if got, most := len(st.stage.d.slots), max(slots*3/2, tableSize(2*users+20)); got > most {
-				t.Errorf("a 20-id upload expecting 2^40 ids into %d users: %d slots, want at most %d", users, got, most)
+			d = st.stage.d
+			if got, most := len(d.slots), max(slots*3/2, tableSize(2*users+1)); got <= slots || got > most {
+				t.Errorf("a 1-id upload expecting 2^40 ids into %d users: %d slots (from %d), want more, and at most %d", users, got, slots, most)
+			}
+			if got, most := cap(d.arena), max(capBytes*3/2, 2*bytes+MaxIDLen); got > most {
+				t.Errorf("a 1-id upload expecting 2^40 ids into %d bytes of ids: room for %d, want at most %d", bytes, got, most)
+			}
+			if got, most := cap(d.ends), max(capEnds*3/2, 2*users+1); got > most {
+				t.Errorf("a 1-id upload expecting 2^40 ids into %d users: room for %d, want at most %d", users, got, most)
 			}
 			u.Discard()
 		}

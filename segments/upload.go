@@ -144,10 +144,12 @@ func checkNames(facet, value string) error {
 // so far, rather than growing the table by half, step by step (each step
 // rebuilds it). It is a hint: a wrong n costs memory or time, never
 // correctness. What it reserves is bounded by maxAhead users per id
-// received, or by the users the dictionary already holds: a false hint
-// at most doubles the dictionary, about what two steps of growth by half
-// would do, so that the upload's first step into a large dictionary
-// already reserves for all of it (one rebuild of the table, not two).
+// received (and their bytes, at the length of the new ids so far), or by
+// as many users and id bytes as the dictionary already holds, so that an
+// upload's first growth of a large dictionary already makes room for all
+// of it (one rebuild of the table, not two), and a false hint at most
+// doubles the dictionary's arrays. What was reserved and not used stays
+// reserved, for later uploads.
 func (u *Upload) Expect(n uint64) { u.hint = n }
 
 // maxAhead bounds what Expect reserves in a small dictionary: new users
@@ -235,14 +237,15 @@ func (u *Upload) resolve(ids []string) error {
 			// Expect: when the dictionary must grow anyway, make room
 			// for the new users the rest of the upload predicts at this
 			// block's rate too, but for no more than maxAhead per id
-			// received or the users already known, so that a false hint
-			// cannot make a small upload reserve much memory.
-			var more float64
+			// received, or the users (and bytes) already known, so that
+			// a false hint cannot make an upload reserve much memory.
+			var more, moreBytes float64
 			if seen := u.ids + uint64(lo+len(b)); u.hint > seen {
-				bound := max(maxAhead*float64(seen), float64(g.d.Len()))
-				more = min(float64(u.hint-seen)*float64(misses)/float64(len(b)), bound)
+				perID := float64(bytes) / float64(misses)
+				more = min(float64(u.hint-seen)*float64(misses)/float64(len(b)), max(maxAhead*float64(seen), float64(g.d.Len())))
+				moreBytes = min(more*perID, max(maxAhead*float64(seen)*perID, float64(len(g.d.arena))))
 			}
-			g.reserve(misses, bytes, int(more), int(more*float64(bytes)/float64(misses)))
+			g.reserve(misses, bytes, int(more), int(moreBytes))
 		}
 		for i, id := range b {
 			if !found[i] {

@@ -189,8 +189,8 @@ type UploadHeader struct {
 	// uses it only to make room for the new users in larger steps instead
 	// of growing by half at a time while the stream arrives; it never
 	// relies on it, caps it at its per-upload limit, and reserves room for
-	// at most 64 users per id received, or for as many users as it already
-	// holds. 0: unknown.
+	// at most 64 users per id received, or for as many users (and id bytes)
+	// as it already holds. 0: unknown.
 	ExpectedIds   uint64 `protobuf:"varint,5,opt,name=expected_ids,json=expectedIds,proto3" json:"expected_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
