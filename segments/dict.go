@@ -82,9 +82,10 @@ var (
 // (offheap.go), so nothing is copied; they are copied on the heap (see
 // offheap.go), by a writer that does not hold the mapping (growInPlace),
 // and under a limit on the address space. When the table runs out of
-// room it is rebuilt, larger by half (or, for an upload that said how many ids to expect, at once to
-// the size its first new ids predict), so interning n new users into a
-// store of N costs O(n) amortized, not O(N).
+// room it is rebuilt, larger by half (or, for an upload that said how
+// many ids to expect, at once to the size its first new ids predict), so
+// interning n new users into a store of N costs O(n) amortized, not
+// O(N).
 type Dict struct {
 	seed  maphash.Seed
 	arena []byte

@@ -25,9 +25,10 @@ import (
 // tables, and the arena and the ends only where they cannot grow in
 // place (growInPlace): growing by half at a time, the replaced tables add
 // up to about twice the live one, so the mappings peak at about twice
-// the dictionary during and after a large upload. Slices and strings taken from a Dict (Dict.ID, a commit's
-// log record, dictWriter.pub) are valid while something holds the Dict
-// or its mapping (runtime.KeepAlive in Store.Commit, dictWriter.pubMem).
+// the dictionary during and after a large upload. Slices and strings
+// taken from a Dict (Dict.ID, a commit's log record, dictWriter.pub) are
+// valid while something holds the Dict or its mapping (runtime.KeepAlive
+// in Store.Commit, dictWriter.pubMem).
 //
 // Race-detector builds, and builds for other systems than Linux, keep
 // everything on the heap (offheap_heap.go): the detector does not watch

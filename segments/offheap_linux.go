@@ -30,12 +30,13 @@ const offHeap = true
 // faults a range in; MAP_POPULATE faulted a whole mapping of hundreds of
 // MB under one hold, and when the Go runtime mapped more heap meanwhile
 // (it does so holding its heap lock) it waited for the whole of it, and
-// so did every goroutine that allocated: bids stalled for 0.2-0.9 s during an upload
-// (bench/upload-under-load.sh, BENCHMARKS.md §2). A piece holds it for
-// a few milliseconds where free huge pages (or small ones) are at hand;
-// on a host whose memory is fragmented or short, the kernel may compact
-// or reclaim while it faults a piece in (the transparent_hugepage
-// "defrag" setting decides), and a piece can hold it longer.
+// so did every goroutine that allocated: bids stalled for 0.2-0.9 s
+// during an upload (bench/upload-under-load.sh, BENCHMARKS.md §2). A
+// piece holds it for a few milliseconds where free huge pages (or small
+// ones) are at hand; on a host whose memory is fragmented or short, the
+// kernel may compact or reclaim while it faults a piece in (the
+// transparent_hugepage "defrag" setting decides), and a piece can hold it
+// longer.
 //
 // The unused tail of a grown array is resident too until the array is
 // dropped: up to an eighth of an arena or ends grown in place (plus the

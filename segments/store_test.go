@@ -885,12 +885,12 @@ func TestUploadExpect(t *testing.T) {
 
 // TestStoresShareNoSpareRoom: writers that start from the same dictionary
 // never write into one another's users, nor into its table. Two stores
-// serving one built snapshot each stage their own users; publishing an older snapshot
-// (built, or committed: its arrays have the stage's spare room) while a
-// reader holds a newer one leaves the reader's users as they were. The
-// dictionary is large enough for its arrays to be mapped (offheap.go),
-// where they grow in place, and one store's growth in place must not be
-// another's.
+// serving one built snapshot each stage their own users; publishing an
+// older snapshot (built, or committed: its arrays have the stage's spare
+// room) while a reader holds a newer one leaves the reader's users as
+// they were. The dictionary is large enough for its arrays to be mapped
+// (offheap.go), where they grow in place, and one store's growth in place
+// must not be another's.
 func TestStoresShareNoSpareRoom(t *testing.T) {
 	const base = 300_000 // 2.7 MB of ids, 1.2 MB of ends: both mapped
 	b := NewBuilder()
