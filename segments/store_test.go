@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -739,6 +741,110 @@ func TestAddPacked(t *testing.T) {
 	}
 }
 
+// TestUploadRuns: ids resolve the same whether they continue a run of
+// users interned in order (Upload.lookup's prediction), break it, or mix
+// runs with random known ids, new ids, repeats and users a discarded
+// upload staged and took back, in chunks of every size across lookup's
+// blocks, in every mode.
+func TestUploadRuns(t *testing.T) {
+	const users = 3000
+	st := openStore(t, t.TempDir())
+	var base []string
+	for i := range users {
+		base = append(base, fmt.Sprintf("p%05d", i))
+	}
+	upload(t, st, "title", "base", Add, "", base...)
+	// Users staged and taken back: ids past the published ones, which a
+	// run reaching the dictionary's end must not find.
+	d, _ := st.NewUpload("title", "gone", Add, "")
+	d.AddPacked([]byte("gone1\ngone2\n"))
+	d.Discard()
+
+	r := rand.New(rand.NewPCG(3, 9))
+	m := model{{"title", "base"}: set(base)}
+	interned := set(base) // every id of every upload but the removals
+	newID := 0
+	for round := range 40 {
+		var ids []string
+		for len(ids) < 1500 {
+			switch r.IntN(5) {
+			case 0, 1: // a run of known users in order, up to the end
+				from := r.IntN(users)
+				for i := from; i < min(from+r.IntN(600), users); i++ {
+					ids = append(ids, base[i])
+				}
+			case 2: // random known users
+				for range r.IntN(20) {
+					ids = append(ids, base[r.IntN(users)])
+				}
+			case 3: // new users, in a run of their own
+				for range r.IntN(40) {
+					ids = append(ids, fmt.Sprintf("n%05d", newID))
+					newID++
+				}
+			case 4: // repeats, and ids never staged again
+				if len(ids) > 0 {
+					ids = append(ids, ids[r.IntN(len(ids))])
+				}
+				ids = append(ids, "gone2", "gone1")
+			}
+		}
+		k := Key{"title", fmt.Sprint("v", round%3)}
+		mode := []Mode{Add, Replace, Remove}[r.IntN(3)]
+		if mode == Remove && m[k] == nil {
+			mode = Add
+		}
+		u, err := st.NewUpload(k.Facet, k.Value, mode, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for lo := 0; lo < len(ids); {
+			hi := min(lo+1+r.IntN(700), len(ids))
+			if _, err := u.AddMany(ids[lo:hi]); err != nil {
+				t.Fatal(err)
+			}
+			lo = hi
+		}
+		if _, err := st.Commit(u); err != nil {
+			t.Fatal(err)
+		}
+		if mode != Remove {
+			maps.Copy(interned, set(ids))
+		}
+		switch mode {
+		case Replace:
+			m[k] = set(ids)
+		case Add:
+			if m[k] == nil {
+				m[k] = map[string]bool{}
+			}
+			maps.Copy(m[k], set(ids))
+		case Remove:
+			for _, id := range ids {
+				delete(m[k], id)
+			}
+		}
+		m.check(t, st.Current(), fmt.Sprintf("round %d (%s)", round, mode))
+	}
+	snap := st.Current()
+	if got, want := snap.Dict().Len(), len(interned); got != want {
+		t.Errorf("%d users, want %d (each id interned once)", got, want)
+	}
+	for id := range interned {
+		if _, ok := snap.User(id); !ok {
+			t.Fatalf("user %s not in the dictionary", id)
+		}
+	}
+}
+
+func set(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
 // TestUploadAcrossCommit: ids staged by an upload still streaming are
 // interned once: another upload of them finds them (and its commit
 // publishes them, in no segment of the first upload's yet); and an upload
@@ -969,5 +1075,48 @@ func TestStoresShareNoSpareRoom(t *testing.T) {
 	// would fill it.
 	if after := occupied(); after != slotsBefore {
 		t.Errorf("the built snapshot's table holds %d slots after the stores' uploads, %d before", after, slotsBefore)
+	}
+}
+
+// TestSortUsers: sortUsers sorts as slices.Sort does, whichever digits the
+// ids differ in, and leaves ids in order as they are.
+func TestSortUsers(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	var spare []uint32
+	for _, tc := range []struct {
+		name string
+		n    int
+		max  uint32 // ids are below it
+	}{
+		{"empty", 0, 1}, {"one", 1, 10}, {"small", 100, 1 << 11}, {"two digits", 70_000, 1 << 22},
+		{"three digits", 70_000, math.MaxUint32}, {"top digit only", 5000, 0}, {"equal", 300, 1},
+		{"first smallest", 1000, 1 << 20},
+	} {
+		ids := make([]uint32, tc.n)
+		for i := range ids {
+			switch {
+			case tc.max == 0:
+				ids[i] = uint32(r.IntN(1024)) << 22
+			default:
+				ids[i] = uint32(r.Uint64N(uint64(tc.max)))
+			}
+		}
+		if tc.name == "first smallest" {
+			ids[0] = 0
+		}
+		want := slices.Clone(ids)
+		slices.Sort(want)
+		var got []uint32
+		got, spare = sortUsers(ids, spare)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: not sorted", tc.name)
+		}
+		if len(spare) > 0 && &got[0] == &spare[0] {
+			t.Errorf("%s: sorted and other share memory", tc.name)
+		}
+		in := slices.Clone(want)
+		if got, _ := sortUsers(in, spare); len(in) > 0 && &got[0] != &in[0] {
+			t.Errorf("%s: ids in order were moved", tc.name)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package segments
 import (
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -10,19 +11,18 @@ import (
 var benchUploadIDs = flag.Int("uploadids", 1<<20, "ids per upload in BenchmarkStoreUpload")
 
 // BenchmarkStoreUpload uploads -uploadids new ids, then the same ids again
-// (known), to a durable store already holding 1M users, in chunks as the
-// gRPC service hands them over: the server side of an upload without the
-// network, with the expected id count personactl sends. It reports ids/s
-// and the time spent adding chunks (which interns new ids) and
-// committing.
+// (known: in the order they were first uploaded, and shuffled), to a
+// durable store already holding 1M users, in chunks as the gRPC service
+// hands them over: the server side of an upload without the network, with
+// the expected id count personactl sends. It reports ids/s and the time
+// spent adding chunks (which interns new ids) and committing. Known ids
+// in their first order continue runs of users (Upload.lookup); shuffled,
+// each is a lookup at a random place in the dictionary's table.
 func BenchmarkStoreUpload(b *testing.B) {
 	n := *benchUploadIDs
 	const chunk = 32 << 10
-	for _, known := range []bool{false, true} {
-		name := "new"
-		if known {
-			name = "known"
-		}
+	for _, name := range []string{"new", "known", "known-shuffled"} {
+		known := name != "new"
 		b.Run(name, func(b *testing.B) {
 			st := openStore(b, b.TempDir())
 			base := NewBuilder()
@@ -31,11 +31,15 @@ func BenchmarkStoreUpload(b *testing.B) {
 				base.Intern(demoID(i))
 			}
 			st.Publish(base.BuildAt(1, testTime))
+			order := make([]int, n)
+			for i := range order {
+				order[i] = i
+			}
 			packed := func(r int) [][]byte {
 				var chunks [][]byte
 				for c := 0; c < n; c += chunk {
 					var p []byte
-					for i := c; i < min(c+chunk, n); i++ {
+					for _, i := range order[c:min(c+chunk, n)] {
 						p = fmt.Appendf(p, "r%03d-%09d\n", r, i)
 					}
 					chunks = append(chunks, p)
@@ -67,6 +71,10 @@ func BenchmarkStoreUpload(b *testing.B) {
 			if known {
 				upload(pre)
 				add, commit = 0, 0
+				if name == "known-shuffled" {
+					rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
+					pre = packed(0)
+				}
 			}
 			for b.Loop() {
 				b.StopTimer()
