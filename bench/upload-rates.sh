@@ -34,13 +34,17 @@ IDS="${IDS:-10000000}"
 ROUNDS="${ROUNDS:-3}"
 RESULTS="${RESULTS:-bench/results/rates-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19190}"
+bins=()
 if [[ -n "${BINS:-}" ]]; then
-	BIN="${BINS%% *}" # so that lib.sh builds nothing
+	read -r -d '' -a bins <<<"$BINS" || true # separated by any white space
+	BIN="${bins[0]}"                         # so that lib.sh builds nothing
 fi
 trap stop_server EXIT # defined by bench/lib.sh
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-read -r -a bins <<<"${BINS:-$BIN}"
+if ((${#bins[@]} == 0)); then
+	bins=("$BIN")
+fi
 
 files="$work/files"
 mkdir -p "$files"

@@ -16,11 +16,15 @@ import (
 // interleave their chunks, those of uploads still streaming) and logs
 // them in its record, in internal-id order, so that replay gives them the
 // same ids. An upload that is discarded takes its users back when they
-// are the newest (rollback): the common case of one upload at a time
-// leaves the dictionary exactly as it was. Otherwise they stay, known but
-// in no segment, and are published and logged with the next commit: each
-// costs its dictionary bytes (about 25 B for a 9-byte id) and nothing
-// else, and a later upload of the same id finds it known.
+// are the newest and no other upload found them (rollback): the common
+// case of one upload at a time leaves the dictionary exactly as it was.
+// Otherwise they stay, known but in no segment, and are published and
+// logged with the next commit: each costs its dictionary bytes (about
+// 25 B for a 9-byte id) and nothing else, and a later upload of the same
+// id finds it known. An upload that found another's staged user holds
+// its internal id, to commit it later, so that user may never be taken
+// back: the next id interned would reuse its number for someone else
+// (pinned).
 //
 // It is safe for concurrent use; mu guards everything.
 type stage struct {
@@ -28,6 +32,9 @@ type stage struct {
 	gen uint64 // bumped when Publish replaces the published dictionary
 	d   *Dict  // the published users, then the staged ones
 	pub int    // users published (or being published by a commit)
+	// pinned: users below it are never taken back, since an upload other
+	// than the one that staged them found them (see Upload.resolve).
+	pinned int
 }
 
 // reset makes the stage extend dict, the newly published dictionary,
@@ -53,7 +60,7 @@ func (g *stage) reset(dict *Dict, own bool) {
 		g.d = dict.view()
 		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
 	}
-	g.pub = dict.Len()
+	g.pub, g.pinned = dict.Len(), 0
 }
 
 // view returns the dictionary of every user interned so far, for
@@ -94,15 +101,19 @@ func (g *stage) intern(id string, tag uint32) (u uint32, added bool, err error) 
 	return u, slot >= 0, err
 }
 
+// pin keeps user u, found by an upload that did not stage it, from being
+// taken back.
+func (g *stage) pin(u uint32) { g.pinned = max(g.pinned, int(u)+1) }
+
 // rollback takes back the n users from first on, which one upload staged,
-// when they are the newest and none is published: their slots become
-// tombstones (so that no probe chain through them breaks, whatever the
-// order the table was built in) and the arena and ends shrink back.
+// when they are the newest and none is published or pinned: their slots
+// become tombstones (so that no probe chain through them breaks, whatever
+// the order the table was built in) and the arena and ends shrink back.
 // Readers never see them: every published view is shorter. It reports
 // whether it did.
 func (g *stage) rollback(first uint32, n int) bool {
 	d := g.d
-	if n == 0 || int(first) < g.pub || int(first)+n != len(d.ends) {
+	if n == 0 || int(first) < max(g.pub, g.pinned) || int(first)+n != len(d.ends) {
 		return false
 	}
 	slots := uint64(len(d.slots))

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -140,6 +141,7 @@ func TestUploadNotCommitted(t *testing.T) {
 	for i := range 100_000 {
 		u.Add(fmt.Sprint("new-", i))
 	}
+	u.Add("new-5") // found, staged by u itself: taken back all the same
 	if st.Current() != before || st.Current().Dict().Len() != 1 {
 		t.Error("an uncommitted upload changed the store")
 	}
@@ -206,6 +208,42 @@ func TestUploadDiscardInterleaved(t *testing.T) {
 	crash(st)
 	st = openStore(t, dir)
 	check("after restart")
+}
+
+// TestUploadDiscardFound: users that one upload staged and another found
+// stay when the first is discarded: the second holds their internal ids,
+// and commits them later. Taking them back would give their ids to the
+// next new users, and the second upload would commit those instead.
+func TestUploadDiscardFound(t *testing.T) {
+	for _, mode := range []Mode{Add, Remove} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			st := openStore(t, dir)
+			upload(t, st, "title", "cmo", Add, "", "a0", "a1", "x1")
+			b, _ := st.NewUpload("title", "cfo", Add, "")
+			b.AddPacked([]byte("x2\nx3\n"))
+			a, _ := st.NewUpload("title", "cmo", mode, "")
+			a.AddPacked([]byte("x1\nx2\nx3\n"))
+			b.Discard()
+			upload(t, st, "title", "cmo", Add, "", "y2", "y3")
+			if _, err := st.Commit(a); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"a0", "a1", "x1", "x2", "x3", "y2", "y3"}
+			if mode == Remove {
+				want = []string{"a0", "a1", "y2", "y3"}
+			}
+			check := func(when string) {
+				if diff := cmp.Diff(want, members(st.Current(), "title", "cmo")); diff != "" {
+					t.Errorf("%s: title:cmo (-want +got):\n%s", when, diff)
+				}
+			}
+			check("after the commits")
+			crash(st)
+			st = openStore(t, dir)
+			check("after restart")
+		})
+	}
 }
 
 func TestIdempotencyKey(t *testing.T) {
@@ -1118,5 +1156,63 @@ func TestSortUsers(t *testing.T) {
 		if got, _ := sortUsers(in, spare); len(in) > 0 && &got[0] != &in[0] {
 			t.Errorf("%s: ids in order were moved", tc.name)
 		}
+	}
+}
+
+// TestUploadSortedFlushes: an upload of known users out of order sorts
+// each buffer of flushKnown ids by radix, into and out of its spare
+// buffer, several times over; the buffers must never end up shared.
+func TestUploadSortedFlushes(t *testing.T) {
+	const n = 3 * flushKnown
+	st := openStore(t, t.TempDir())
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s%06d", i)
+	}
+	upload(t, st, "title", "base", Add, "", ids...)
+	r := rand.New(rand.NewPCG(7, 7))
+	r.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	want := slices.Clone(ids[:n-1000])
+	u, _ := st.NewUpload("title", "cmo", Add, "")
+	for lo := 0; lo < len(want); lo += flushKnown + 1000 {
+		if _, err := u.AddMany(want[lo:min(lo+flushKnown+1000, len(want))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Commit(u); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	if got := members(st.Current(), "title", "cmo"); !slices.Equal(got, want) {
+		t.Errorf("%d members, want %d (or not the same)", len(got), len(want))
+	}
+}
+
+// TestAddPackedNoReference: AddPacked keeps no string pointing into the
+// chunk it was given (the server reuses its buffers): neither its split
+// ids nor the ids it looked up in a batch.
+func TestAddPackedNoReference(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	upload(t, st, "title", "cmo", Add, "", "a", "b", "c", "d")
+	u, _ := st.NewUpload("title", "cfo", Add, "")
+	// Runs of users in order, users out of order, and new ones: the run
+	// prediction and the batch lookup both see some.
+	packed := []byte("a\nb\nd\nc\nnew1\na\nc\nnew2\n")
+	if _, _, err := u.AddPacked(packed); err != nil {
+		t.Fatal(err)
+	}
+	inside := func(s string) bool {
+		if s == "" {
+			return false
+		}
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		lo := uintptr(unsafe.Pointer(&packed[0]))
+		return p >= lo && p < lo+uintptr(len(packed))
+	}
+	if slices.ContainsFunc(u.views[:cap(u.views)], inside) {
+		t.Error("the upload keeps a split id pointing into the chunk")
+	}
+	if slices.ContainsFunc(u.block.ids[:], inside) {
+		t.Error("the upload keeps a looked-up id pointing into the chunk")
 	}
 }

@@ -206,6 +206,17 @@ func (u *Upload) resolve(ids []string) error {
 			return err
 		}
 	}
+	// A user found that u did not stage may have been staged by another
+	// upload, which must then not take it back: u holds its internal id
+	// (stage.pin; pinning a published user changes nothing). With u's users
+	// interleaved with another upload's, [u.first, u.first+u.added) holds
+	// some of the other's too; neither can then take its users back: they
+	// are not the newest run.
+	pin := func(n uint32) {
+		if n-u.first >= uint32(u.added) {
+			g.pin(n)
+		}
+	}
 	// Look up, then intern the misses, a block at a time, so that the
 	// interning finds in the cache the table slots the lookups brought in.
 	for lo := 0; lo < len(ids); lo += resolveBlock {
@@ -214,6 +225,7 @@ func (u *Upload) resolve(ids []string) error {
 		if u.mode == Remove {
 			for i := range b {
 				if found[i] {
+					pin(out[i])
 					u.known = append(u.known, out[i])
 				} // a user nobody has seen is in no segment
 			}
@@ -253,6 +265,8 @@ func (u *Upload) resolve(ids []string) error {
 					u.added++
 				}
 				out[i] = n
+			} else {
+				pin(out[i])
 			}
 			u.known = append(u.known, out[i])
 		}
