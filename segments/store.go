@@ -288,6 +288,9 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 	if u.gen != g.gen {
 		err = u.remap()
 	}
+	if err == nil {
+		err = u.resolveMissing()
+	}
 	if err != nil || g.pub != cur.dict.Len() {
 		g.mu.Unlock()
 		u.Discard()
@@ -333,9 +336,16 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 	if u.key != "" {
 		keyed = &entry
 	}
-	if next == nil { // nothing changes: no record, no new version
+	if next == nil { // nothing changes: no new version, no change record
 		undo()
 		entry.res.Version = cur.version
+		if keyed != nil && s.wal != nil {
+			// The key's result must survive a restart as a changing
+			// upload's does: a keys record of its own.
+			if err := s.wal.appendKey(cur.version, u.key, entry); err != nil {
+				return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+			}
+		}
 	} else if err := s.commit(c, next, keyed); err != nil {
 		undo()
 		return Result{}, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
@@ -435,13 +445,19 @@ func (s *Store) checkpoint() (*SnapshotEvent, error) {
 		return nil, nil
 	}
 	ev := &SnapshotEvent{Version: snap.version, Segments: snap.Len(), Users: snap.dict.Len()}
-	if err := s.wal.create(snap.version + 1); err != nil {
-		s.mu.Unlock()
-		return ev, err
+	// A retry after a failed snapshot write finds the log already in the
+	// file this snapshot begins (and appending to it): creating that file
+	// again would truncate it under the records it holds.
+	if s.wal.name != walName(snap.version+1) {
+		if err := s.wal.create(snap.version + 1); err != nil {
+			s.mu.Unlock()
+			return ev, err
+		}
+		// Losing the keys record costs only idempotency across the next
+		// restart, and a failed write has made the log refuse changes
+		// anyway.
+		s.wal.appendKeys(snap.version, &s.keys) //nolint:errcheck // see above
 	}
-	// Losing the keys record costs only idempotency across the next
-	// restart, and a failed write has made the log refuse changes anyway.
-	s.wal.appendKeys(snap.version, &s.keys) //nolint:errcheck // see above
 	older := s.wal.files[:len(s.wal.files)-1]
 	s.mu.Unlock()
 

@@ -292,6 +292,80 @@ func TestIdempotencyKey(t *testing.T) {
 	if again := upload(t, st, "title", "cto", Add, "k2", "n1"); again != want {
 		t.Errorf("after restart, repeat of k2 = %+v, want the first result %+v replayed", again, want)
 	}
+
+	// An upload that changes nothing has no change record; its key
+	// survives a crash all the same (a keys record of its own).
+	noop := upload(t, st, "title", "cto", Add, "k3", "n1")
+	if noop.Added != 0 || noop.Unchanged != 1 {
+		t.Fatalf("upload of a member again: %+v, want 1 unchanged", noop)
+	}
+	upload(t, st, "title", "cto", Remove, "", "n1")
+	crash(st)
+	st = openStore(t, dir)
+	want = noop
+	want.Replayed = true
+	if again := upload(t, st, "title", "cto", Add, "k3", "n1"); again != want {
+		t.Errorf("after a crash, repeat of k3 = %+v, want the first result %+v replayed", again, want)
+	}
+	if got := members(st.Current(), "title", "cto"); len(got) != 0 {
+		t.Errorf("title:cto = %v after the repeat, want no member (it was applied again)", got)
+	}
+}
+
+// TestRemoveCommitted: a Remove takes out the users the store holds when
+// it commits, also those its ids named only after they arrived: added by
+// an upload committed in between, or staged again after Publish dropped
+// them. Ids still unknown at commit add no user.
+func TestRemoveCommitted(t *testing.T) {
+	t.Run("added meanwhile", func(t *testing.T) {
+		dir := t.TempDir()
+		st := openStore(t, dir)
+		upload(t, st, "title", "cmo", Add, "", "a", "b")
+		rm, _ := st.NewUpload("title", "cmo", Remove, "")
+		rm.AddPacked([]byte("x\nb\ny\nnever\n")) // x and y unknown yet
+		upload(t, st, "title", "cmo", Add, "", "x")
+		stage, _ := st.NewUpload("title", "cfo", Add, "")
+		stage.AddPacked([]byte("y\n")) // staged, in no segment
+		res, err := st.Commit(rm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Removed != 2 || res.Cardinality != 1 {
+			t.Errorf("result %+v, want 2 removed (x, b), 1 left", res)
+		}
+		stage.Discard()
+		check := func(when string) {
+			if got := members(st.Current(), "title", "cmo"); !slices.Equal(got, []string{"a"}) {
+				t.Errorf("%s: title:cmo = %v, want [a]", when, got)
+			}
+			if _, ok := st.Current().User("never"); ok {
+				t.Errorf("%s: an id only removed became a user", when)
+			}
+		}
+		check("after the commit")
+		crash(st)
+		st = openStore(t, dir)
+		check("after restart")
+	})
+	t.Run("after Publish", func(t *testing.T) {
+		st := NewStore(nil)
+		upload(t, st, "title", "cmo", Add, "", "a")
+		add, _ := st.NewUpload("title", "cmo", Add, "")
+		add.Add("x")
+		rm, _ := st.NewUpload("title", "cmo", Remove, "")
+		rm.Add("x") // found, staged by add
+		st.Publish(st.Current())
+		rm.Add("a") // rm resolves x again, in a dictionary without it
+		if _, err := st.Commit(add); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Commit(rm); err != nil {
+			t.Fatal(err)
+		}
+		if got := members(st.Current(), "title", "cmo"); len(got) != 0 {
+			t.Errorf("title:cmo = %v, want no member", got)
+		}
+	})
 }
 
 // model is what a store should hold: segment → members.
@@ -633,6 +707,52 @@ func TestCheckpoint(t *testing.T) {
 	if rec := st.Recovery(); rec.SnapshotVersion != 1 || rec.Records != 1 || rec.Version != 2 {
 		t.Errorf("Recovery() = %+v, want snapshot 1 + 1 record = 2", rec)
 	}
+}
+
+// TestCheckpointRetry: a checkpoint whose snapshot could not be written
+// is retried with the log already in the file that snapshot begins; the
+// retry must not create that file again (it would truncate the records
+// appended since), and a failure in it must lose nothing acknowledged.
+func TestCheckpointRetry(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "k1", "a") // a key: a checkpoint writes a keys record
+	snapPath := filepath.Join(dir, SnapshotFile)
+	if err := os.Mkdir(snapPath, 0o755); err != nil { // the rename into place fails
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(); err == nil {
+		t.Fatal("checkpoint with a directory in the snapshot's place succeeded")
+	}
+	synced := 0
+	st.wal.sync = func(*os.File) error { synced++; return errors.New("EIO") }
+	if err := st.Checkpoint(); err == nil {
+		t.Fatal("checkpoint with the snapshot's place taken succeeded")
+	}
+	if synced != 0 {
+		t.Error("the retry fsynced the log: it created its file again")
+	}
+	st.wal.sync = (*os.File).Sync
+	upload(t, st, "title", "cmo", Add, "", "b") // into the file the retry did not create
+	os.Remove(snapPath)
+	check := func(when string) {
+		want := st.Current()
+		crash(st)
+		st = openStore(t, dir)
+		if d := diffSnapshots(st.Current(), want); d != "" {
+			t.Errorf("%s: %s", when, d)
+		}
+		if again := upload(t, st, "title", "cmo", Add, "k1", "a"); !again.Replayed {
+			t.Errorf("%s: k1 = %+v, want replayed", when, again)
+		}
+	}
+	check("after the failed checkpoints and a crash")
+	upload(t, st, "title", "cmo", Add, "", "c")
+	if err := st.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	upload(t, st, "title", "cmo", Add, "", "d")
+	check("after a checkpoint and a crash")
 }
 
 // FuzzWALReplay feeds arbitrary bytes as the last log file after a small

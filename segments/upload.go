@@ -22,7 +22,10 @@ const (
 	Replace Mode = iota + 1
 	// Add puts the uploaded users in the segment, creating it when missing.
 	Add
-	// Remove takes the uploaded users out of an existing segment.
+	// Remove takes the uploaded users out of an existing segment, as the
+	// store holds them when the upload commits: an id no user had when it
+	// arrived is kept (its bytes) and looked up again then, since an
+	// upload committed in between may have added it.
 	Remove
 )
 
@@ -104,7 +107,10 @@ type Upload struct {
 	next  uint32          // the user the next id is predicted to be (see lookup)
 	block *lookupBlock    // lookup's results and scratch
 	views []string        // AddPacked's ids, sharing the caller's chunk
-	one   [1]string
+	// missing: a Remove's ids that no user had when they arrived, each
+	// followed by '\n', looked up again at commit (see resolve).
+	missing []byte
+	one     [1]string
 }
 
 // flushKnown is how many resolved ids Upload buffers before sorting them
@@ -223,11 +229,17 @@ func (u *Upload) resolve(ids []string) error {
 		b := ids[lo:min(lo+resolveBlock, len(ids))]
 		out, found, tags := u.lookup(g.d, b)
 		if u.mode == Remove {
-			for i := range b {
+			// A user nobody has seen is in no segment now, but an upload
+			// committed before u may yet add it: Commit looks it up again
+			// (resolveMissing). Its bytes are kept, not staged: a Remove
+			// of unknown ids leaves the dictionary as it was.
+			for i, id := range b {
 				if found[i] {
 					pin(out[i])
 					u.known = append(u.known, out[i])
-				} // a user nobody has seen is in no segment
+				} else {
+					u.missing = append(append(u.missing, id...), '\n')
+				}
 			}
 			continue
 		}
@@ -369,6 +381,24 @@ func (u *Upload) remap() error {
 	}
 	runtime.KeepAlive(src) // batch's ids point into its mapped arena (offheap.go)
 	return nil
+}
+
+// resolveMissing looks up, at commit, the ids of a Remove that no user had
+// when they arrived: users committed since then (or staged, and published
+// by this commit) are taken out with the others. Those still unknown are
+// in no segment. Callers hold the stage's lock.
+func (u *Upload) resolveMissing() error {
+	if len(u.missing) == 0 {
+		return nil
+	}
+	ids, err := splitPacked(u.missing, nil)
+	if err != nil {
+		return err // cannot happen: every id was checked on the way in
+	}
+	u.missing = nil
+	err = u.resolve(ids) // appends what it still misses to a new u.missing
+	u.missing = nil
+	return err
 }
 
 // Discard drops the upload: nothing of it is applied, and the users it

@@ -48,6 +48,8 @@ import (
 //
 // A keys record starts every file a snapshot begins: the idempotency keys
 // the store remembers, which would otherwise go with the deleted files.
+// A keyed upload that changes nothing writes one too, holding its key
+// alone: it has no change record to carry it.
 //
 // A record carries the users it added to the dictionary, in internal-id
 // order, so that replay assigns each the same internal id, and the
@@ -229,6 +231,16 @@ func (w *wal) appendKeys(version uint64, k *keyLog) error {
 		return nil
 	}
 	w.buf = appendKeysRecord(w.buf[:0], version, k.order, k.m)
+	return w.write()
+}
+
+// appendKey writes one idempotency key and its result as a keys record:
+// that of an upload that changed nothing, and so has no change record.
+func (w *wal) appendKey(version uint64, key string, e keyEntry) error {
+	if w.failed != nil {
+		return fmt.Errorf("%w: %v", ErrNotDurable, w.failed)
+	}
+	w.buf = appendKeysRecord(w.buf[:0], version, []string{key}, map[string]keyEntry{key: e})
 	return w.write()
 }
 

@@ -36,7 +36,9 @@ const (
 	UploadMode_UPLOAD_MODE_REPLACE UploadMode = 1
 	// The uploaded users join the segment (created when missing).
 	UploadMode_UPLOAD_MODE_ADD UploadMode = 2
-	// The uploaded users leave the segment, which must exist.
+	// The uploaded users leave the segment, which must exist: those the
+	// server holds when the upload ends, including users another upload
+	// added while this one streamed.
 	UploadMode_UPLOAD_MODE_REMOVE UploadMode = 3
 )
 
