@@ -755,6 +755,35 @@ func TestCheckpointRetry(t *testing.T) {
 	check("after a checkpoint and a crash")
 }
 
+// TestCheckpointCreateFailure: a checkpoint that cannot fsync the log file
+// it starts leaves no such file behind (were its header lost, recovery
+// would refuse it once a later file followed it), and the log goes on in
+// its old file.
+func TestCheckpointCreateFailure(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "", "a")
+	st.wal.sync = func(*os.File) error { return errors.New("EIO") }
+	if err := st.Checkpoint(); err == nil {
+		t.Fatal("checkpoint with a failing fsync succeeded")
+	}
+	st.wal.sync = (*os.File).Sync
+	if got, want := walFiles(t, dir), []string{filepath.Join(dir, walName(1))}; !slices.Equal(got, want) {
+		t.Errorf("log files %v after the failed checkpoint, want %v", got, want)
+	}
+	upload(t, st, "title", "cmo", Add, "", "b")
+	if err := st.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	upload(t, st, "title", "cmo", Add, "", "c")
+	want := st.Current()
+	crash(st)
+	st = openStore(t, dir)
+	if d := diffSnapshots(st.Current(), want); d != "" {
+		t.Error(d)
+	}
+}
+
 // FuzzWALReplay feeds arbitrary bytes as the last log file after a small
 // snapshot: replay must never panic, and whatever it accepts must be a
 // consistent store (every bitmap within the dictionary).

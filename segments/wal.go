@@ -128,9 +128,26 @@ type wal struct {
 // create starts a new log file for records from version first on.
 func (w *wal) create(first uint64) error {
 	name := walName(first)
-	f, err := os.OpenFile(filepath.Join(w.dir, name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	path := filepath.Join(w.dir, name)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("segments: %w", err)
+	}
+	// fail leaves no file behind: one whose header did not reach the disk
+	// would make recovery refuse the log once a later file follows it.
+	// When the removal is not durable either, the log takes no more
+	// changes (failed), so that no later file follows it, and recovery
+	// finds it last, where a torn header means an empty file.
+	fail := func(err error) error {
+		f.Close()
+		rerr := os.Remove(path)
+		if rerr == nil {
+			rerr = atomicfile.SyncDir(w.dir)
+		}
+		if rerr != nil {
+			w.failed = fmt.Errorf("creating %s: %v; removing it: %v", name, err, rerr)
+		}
+		return fmt.Errorf("segments: creating %s: %w", name, err)
 	}
 	var hdr [walHeaderSize]byte
 	copy(hdr[:], walMagic)
@@ -138,16 +155,13 @@ func (w *wal) create(first uint64) error {
 	binary.LittleEndian.PutUint64(hdr[16:], first)
 	binary.LittleEndian.PutUint32(hdr[24:], crc32.Checksum(hdr[:24], castagnoli))
 	if _, err := f.Write(hdr[:]); err != nil {
-		f.Close()
-		return fmt.Errorf("segments: writing %s: %w", name, err)
+		return fail(err)
 	}
 	if err := w.sync(f); err != nil {
-		f.Close()
-		return fmt.Errorf("segments: fsync %s: %w", name, err)
+		return fail(fmt.Errorf("fsync: %w", err))
 	}
 	if err := atomicfile.SyncDir(w.dir); err != nil {
-		f.Close()
-		return fmt.Errorf("segments: %w", err)
+		return fail(err)
 	}
 	if w.f != nil {
 		w.f.Close()
