@@ -453,10 +453,16 @@ func (s *Store) checkpoint() (*SnapshotEvent, error) {
 			s.mu.Unlock()
 			return ev, err
 		}
-		// Losing the keys record costs only idempotency across the next
-		// restart, and a failed write has made the log refuse changes
-		// anyway.
-		s.wal.appendKeys(snap.version, &s.keys) //nolint:errcheck // see above
+	}
+	// The files the snapshot replaces go, and with them the idempotency
+	// keys they hold: the new file must hold them first. A file found
+	// already there may not (recovery recreates one whose header a crash
+	// tore), and a failed write is tried again by the next checkpoint.
+	if !s.wal.keysLogged {
+		if err := s.wal.appendKeys(snap.version, &s.keys); err != nil {
+			s.mu.Unlock()
+			return ev, fmt.Errorf("segments: %w", err)
+		}
 	}
 	older := s.wal.files[:len(s.wal.files)-1]
 	s.mu.Unlock()

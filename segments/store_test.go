@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -366,6 +367,48 @@ func TestRemoveCommitted(t *testing.T) {
 			t.Errorf("title:cmo = %v, want no member", got)
 		}
 	})
+}
+
+// TestRemoveMissingMemory: a Remove holds the ids it did not find about
+// once each however often they are sent, and looks them up at commit a
+// block at a time, without copying them all again.
+func TestRemoveMissingMemory(t *testing.T) {
+	st := NewStore(nil)
+	upload(t, st, "title", "cmo", Add, "", "a")
+	rm, _ := st.NewUpload("title", "cmo", Remove, "")
+	for range 100_000 {
+		rm.Add("ghost")
+	}
+	if got, want := len(rm.missing), len("ghost\n"); got != want {
+		t.Errorf("a Remove of one unknown id 100000 times holds %d bytes of unknown ids, want %d", got, want)
+	}
+	ids := make([]string, 100_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("ghost-%06d", i)
+	}
+	rm.AddMany(ids)
+	// Two of them, one in the first block and one in the last, are added
+	// meanwhile, and the snapshot's users grow past a flush of rm's ids.
+	add, _ := st.NewUpload("title", "cmo", Add, "")
+	add.AddMany([]string{ids[3], ids[len(ids)-1], "ghost"})
+	if _, err := st.Commit(add); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	res, err := st.Commit(rm)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
+		t.Errorf("the commit allocated %d bytes for 100001 unknown ids", got)
+	}
+	if res.Removed != 3 || res.Cardinality != 1 {
+		t.Errorf("result %+v, want 3 removed (ghost and the two added), a left", res)
+	}
+	t.Logf("commit allocated %d bytes", after.TotalAlloc-before.TotalAlloc)
 }
 
 // model is what a store should hold: segment → members.
@@ -753,6 +796,41 @@ func TestCheckpointRetry(t *testing.T) {
 	}
 	upload(t, st, "title", "cmo", Add, "", "d")
 	check("after a checkpoint and a crash")
+}
+
+// TestCheckpointKeepsKeys: a checkpoint deletes the log files before the
+// one it starts only once that file holds the remembered idempotency
+// keys, also when it finds the file already there: recreated by recovery
+// after a crash tore its header, it holds none.
+func TestCheckpointKeepsKeys(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "k1", "a")
+	snapPath := filepath.Join(dir, SnapshotFile)
+	if err := os.Mkdir(snapPath, 0o755); err != nil { // the rename into place fails
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(); err == nil {
+		t.Fatal("checkpoint with a directory in the snapshot's place succeeded")
+	}
+	crash(st)
+	// The crash tore the header of the file the checkpoint started.
+	if err := os.Truncate(filepath.Join(dir, walName(2)), 0); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(snapPath)
+	st = openStore(t, dir)
+	if err := st.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := walFiles(t, dir), []string{filepath.Join(dir, walName(2))}; !slices.Equal(got, want) {
+		t.Errorf("log files %v after the checkpoint, want %v", got, want)
+	}
+	crash(st)
+	st = openStore(t, dir)
+	if again := upload(t, st, "title", "cmo", Add, "k1", "a"); !again.Replayed {
+		t.Errorf("k1 = %+v after the checkpoint and a crash, want replayed", again)
+	}
 }
 
 // TestCheckpointCreateFailure: a checkpoint that cannot fsync the log file

@@ -24,8 +24,9 @@ const (
 	Add
 	// Remove takes the uploaded users out of an existing segment, as the
 	// store holds them when the upload commits: an id no user had when it
-	// arrived is kept (its bytes) and looked up again then, since an
-	// upload committed in between may have added it.
+	// arrived is kept (its bytes, about once however often it is sent)
+	// and looked up again then, since an upload committed in between may
+	// have added it.
 	Remove
 )
 
@@ -110,8 +111,15 @@ type Upload struct {
 	// missing: a Remove's ids that no user had when they arrived, each
 	// followed by '\n', looked up again at commit (see resolve).
 	missing []byte
-	one     [1]string
+	// recent: where in missing an id was kept, +1, by its tag's low bits:
+	// a cheap filter of the same id sent again (see keepMissing).
+	recent *[recentMissing]int
+	one    [1]string
 }
+
+// recentMissing is how many of a Remove's ids unknown on arrival its
+// duplicate filter remembers.
+const recentMissing = 1 << 12
 
 // flushKnown is how many resolved ids Upload buffers before sorting them
 // into its bitmap: sorted runs make AddMany fast.
@@ -191,7 +199,7 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 	}
 	g := &u.s.stage
 	g.mu.Lock()
-	err := u.resolve(ids)
+	err := u.resolve(ids, true)
 	g.mu.Unlock()
 	u.ids += uint64(len(ids))
 	if len(u.known) >= flushKnown {
@@ -204,8 +212,9 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 }
 
 // resolve appends the internal ids of ids to u.known, staging the new
-// ones unless u removes. Callers hold the stage's lock.
-func (u *Upload) resolve(ids []string) error {
+// ones unless u removes; a Remove keeps those it does not find when keep.
+// Callers hold the stage's lock.
+func (u *Upload) resolve(ids []string, keep bool) error {
 	g := &u.s.stage
 	if u.gen != g.gen {
 		if err := u.remap(); err != nil {
@@ -237,8 +246,8 @@ func (u *Upload) resolve(ids []string) error {
 				if found[i] {
 					pin(out[i])
 					u.known = append(u.known, out[i])
-				} else {
-					u.missing = append(append(u.missing, id...), '\n')
+				} else if keep {
+					u.keepMissing(id, tags[i])
 				}
 			}
 			continue
@@ -372,7 +381,7 @@ func (u *Upload) remap() error {
 		}
 		batch = append(batch, id)
 		if len(batch) == flushKnown || !it.HasNext() {
-			if err := u.resolve(batch); err != nil {
+			if err := u.resolve(batch, true); err != nil {
 				return err
 			}
 			batch = batch[:0]
@@ -383,22 +392,45 @@ func (u *Upload) remap() error {
 	return nil
 }
 
+// keepMissing keeps id, with hash tag tag, in u.missing, unless the same
+// id was kept recently: a list that names one unknown user many times
+// holds its bytes about once, not once per line.
+func (u *Upload) keepMissing(id string, tag uint32) {
+	if u.recent == nil {
+		u.recent = new([recentMissing]int)
+	}
+	slot := &u.recent[tag%recentMissing]
+	if at := *slot - 1; at >= 0 && at+len(id) < len(u.missing) &&
+		u.missing[at+len(id)] == '\n' && string(u.missing[at:at+len(id)]) == id {
+		return
+	}
+	*slot = len(u.missing) + 1
+	u.missing = append(append(u.missing, id...), '\n')
+}
+
 // resolveMissing looks up, at commit, the ids of a Remove that no user had
 // when they arrived: users committed since then (or staged, and published
 // by this commit) are taken out with the others. Those still unknown are
-// in no segment. Callers hold the stage's lock.
+// in no segment. It goes through them a block at a time, holding no more
+// than a block's views of them. Callers hold the stage's lock.
 func (u *Upload) resolveMissing() error {
-	if len(u.missing) == 0 {
-		return nil
+	rest := u.missing
+	u.missing, u.recent = nil, nil
+	var b [resolveBlock]string
+	for len(rest) > 0 {
+		n := 0
+		for ; n < len(b) && len(rest) > 0; n++ {
+			i := bytes.IndexByte(rest, '\n') // every id ends in one
+			b[n], rest = unsafe.String(unsafe.SliceData(rest), i), rest[i+1:]
+		}
+		if err := u.resolve(b[:n], false); err != nil {
+			return err
+		}
+		if len(u.known) >= flushKnown {
+			u.flush()
+		}
 	}
-	ids, err := splitPacked(u.missing, nil)
-	if err != nil {
-		return err // cannot happen: every id was checked on the way in
-	}
-	u.missing = nil
-	err = u.resolve(ids) // appends what it still misses to a new u.missing
-	u.missing = nil
-	return err
+	return nil
 }
 
 // Discard drops the upload: nothing of it is applied, and the users it

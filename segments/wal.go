@@ -48,6 +48,8 @@ import (
 //
 // A keys record starts every file a snapshot begins: the idempotency keys
 // the store remembers, which would otherwise go with the deleted files.
+// (When the snapshot finds its file already there, opened by recovery, it
+// writes one after what the file holds, before deleting anything.)
 // A keyed upload that changes nothing writes one too, holding its key
 // alone: it has no change record to carry it.
 //
@@ -119,6 +121,9 @@ type wal struct {
 	// failed is sticky: after a failed fsync nobody knows what reached the
 	// disk, so no later record may be written (PostgreSQL's lesson).
 	failed error
+	// keysLogged says that f holds the idempotency keys remembered when
+	// it was created (see appendKeys). Not known of a file recovery opens.
+	keysLogged bool
 	// sync is f.Sync; tests make it fail.
 	sync func(*os.File) error
 	buf  []byte
@@ -166,7 +171,7 @@ func (w *wal) create(first uint64) error {
 	if w.f != nil {
 		w.f.Close()
 	}
-	w.f, w.name, w.size, w.records = f, name, walHeaderSize, 0
+	w.f, w.name, w.size, w.records, w.keysLogged = f, name, walHeaderSize, 0, false
 	w.bytes += walHeaderSize
 	if i := slices.Index(w.files, name); i >= 0 {
 		w.files = w.files[:i] // a file recreated after a torn header
@@ -241,11 +246,14 @@ func (w *wal) close() error {
 
 // appendKeys writes the remembered idempotency keys as one record.
 func (w *wal) appendKeys(version uint64, k *keyLog) error {
-	if len(k.order) == 0 {
-		return nil
+	if len(k.order) > 0 {
+		w.buf = appendKeysRecord(w.buf[:0], version, k.order, k.m)
+		if err := w.write(); err != nil {
+			return err
+		}
 	}
-	w.buf = appendKeysRecord(w.buf[:0], version, k.order, k.m)
-	return w.write()
+	w.keysLogged = true
+	return nil
 }
 
 // appendKey writes one idempotency key and its result as a keys record:
