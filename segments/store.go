@@ -523,8 +523,9 @@ type keyLog struct {
 	order []string
 }
 
-// maxKeys is how many idempotency keys the store remembers.
-const maxKeys = 4096
+// maxKeys is how many idempotency keys the store remembers, the most
+// recent ones (a variable for tests).
+var maxKeys = 4096
 
 type keyEntry struct {
 	facet, value string

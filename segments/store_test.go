@@ -313,6 +313,53 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestIdempotencyKeysForgotten: the store remembers the most recent
+// maxKeys keys, the same ones after a crash, with or without a checkpoint
+// in between.
+func TestIdempotencyKeysForgotten(t *testing.T) {
+	defer func(n int) { maxKeys = n }(maxKeys)
+	maxKeys = 5
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	keys := []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6"}
+	for i, key := range keys {
+		upload(t, st, "title", "cmo", Add, key, fmt.Sprint("u", i))
+		if i == 3 {
+			if err := st.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		// Remembered keys first: a forgotten one, uploaded again, is
+		// remembered anew and pushes the oldest out.
+		for i := len(keys) - 1; i >= 0; i-- {
+			res, err := tryUpload(st, "title", "cmo", Add, keys[i], fmt.Sprint("u", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := i >= len(keys)-maxKeys; res.Replayed != want {
+				t.Errorf("%s: %s replayed = %v, want %v", when, keys[i], res.Replayed, want)
+			}
+			if !res.Replayed {
+				break
+			}
+		}
+	}
+	crash(st)
+	st = openStore(t, dir)
+	check("after a crash")
+	// k1 is now remembered again, the newest, and k2 forgotten.
+	keys = append(slices.Delete(keys, 1, 2), "k1")
+	if err := st.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	crash(st)
+	st = openStore(t, dir)
+	check("after a checkpoint and a crash")
+}
+
 // TestRemoveCommitted: a Remove takes out the users the store holds when
 // it commits, also those its ids named only after they arrived: added by
 // an upload committed in between, or staged again after Publish dropped
