@@ -25,6 +25,13 @@
 #              one, built from this checkout)
 #   RESULTS    directory for the report (default bench/results/rates-<UTC time>)
 #   BASE_PORT  first of the two local ports used (default 19190)
+#   PAUSE      seconds to wait before starting each server (default 0).
+#              A VM that takes freed memory back (virtio-balloon free page
+#              reporting, seconds after it is freed) makes a server started
+#              at once after another faster, reusing the memory the other
+#              freed, than one started later: BENCHMARKS.md §2
+#   RESERVES   values of personad's --segments-reserve-users to run each
+#              build with, in turn (default 0: none), e.g. "0 40000000"
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -66,29 +73,37 @@ report="$RESULTS/report.txt"
 
 server_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$server/stat"; }
 
+read -r -a reserves <<<"${RESERVES:-0}"
 for round in $(seq 1 "$ROUNDS"); do
 	for b in "${bins[@]}"; do
-		BIN="$b"
-		rm -rf "$work/data"
-		start_server "upload-rates"
-		line="$(printf '%-4s %-24s' "$round" "$b")"
-		n=0
-		for f in "${uploads[@]}"; do
-			n=$((n + 1))
-			before="$(server_cpu)"
-			"$BIN/personactl" --addr "$GRPC" segments upload --facet industry --value "u$n" "$files/$f" \
-				>"$RESULTS/personactl.out" 2>&1 || {
-				echo "upload $f failed:" >&2
-				cat "$RESULTS/personactl.out" >&2
-				exit 1
-			}
-			after="$(server_cpu)"
-			rate="$(grep -o 'ids_per_s=[0-9]*' "$RESULTS/personactl.out" | cut -d= -f2)"
-			line+="$(awk -v r="$rate" -v a="$after" -v b="$before" 'BEGIN { printf " %7.2f %5.2fs cpu", r / 1e6, a - b }')"
+		for reserve in "${reserves[@]}"; do
+			BIN="$b"
+			rm -rf "$work/data"
+			sleep "${PAUSE:-0}"
+			start_server "upload-rates" PERSONAD_SEGMENTS_RESERVE_USERS="$reserve"
+			label="$b"
+			if ((${#reserves[@]} > 1 || reserve > 0)); then
+				label+=" reserve=$reserve"
+			fi
+			line="$(printf '%-4s %-24s' "$round" "$label")"
+			n=0
+			for f in "${uploads[@]}"; do
+				n=$((n + 1))
+				before="$(server_cpu)"
+				"$BIN/personactl" --addr "$GRPC" segments upload --facet industry --value "u$n" "$files/$f" \
+					>"$RESULTS/personactl.out" 2>&1 || {
+					echo "upload $f failed:" >&2
+					cat "$RESULTS/personactl.out" >&2
+					exit 1
+				}
+				after="$(server_cpu)"
+				rate="$(grep -o 'ids_per_s=[0-9]*' "$RESULTS/personactl.out" | cut -d= -f2)"
+				line+="$(awk -v r="$rate" -v a="$after" -v b="$before" 'BEGIN { printf " %7.2f %5.2fs cpu", r / 1e6, a - b }')"
+			done
+			kill -9 "$server"
+			wait "$server" 2>/dev/null || true
+			echo "$line" | tee -a "$report"
 		done
-		kill -9 "$server"
-		wait "$server" 2>/dev/null || true
-		echo "$line" | tee -a "$report"
 	done
 done
 echo "report: $report"

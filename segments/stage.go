@@ -35,11 +35,15 @@ type stage struct {
 	// pinned: users below it are never taken back, since an upload other
 	// than the one that staged them found them (see Upload.resolve).
 	pinned int
+	// room is how many users reset makes room for (Config.ReserveUsers).
+	room int
 }
 
 // reset makes the stage extend dict, the newly published dictionary,
 // dropping whatever was staged: an upload that staged users under the
 // old generation re-resolves its ids (Upload.remap).
+//
+// It then makes room for g.room users in all (Config.ReserveUsers).
 //
 // With own, dict is the store's alone (recovered by Open: its table holds
 // exactly its users, and nothing else writes to it), and the stage
@@ -61,6 +65,14 @@ func (g *stage) reset(dict *Dict, own bool) {
 		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
 	}
 	g.pub, g.pinned = dict.Len(), 0
+	if n := len(g.d.ends); g.room > n {
+		perUser := 16
+		if n > 0 {
+			perUser = (len(g.d.arena) + n - 1) / n
+		}
+		users := g.room - n
+		g.reserve(users, min(users*perUser, MaxDictBytes-len(g.d.arena)), 0, 0)
+	}
 }
 
 // view returns the dictionary of every user interned so far, for

@@ -313,6 +313,66 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestReserveUsers: a store opened with Config.ReserveUsers has room for
+// that many users, and uploads up to it grow neither the table nor the
+// arrays, also after a restart and after Publish.
+func TestReserveUsers(t *testing.T) {
+	if _, err := Open(Config{Dir: t.TempDir(), ReserveUsers: -1}); err == nil || !strings.Contains(err.Error(), "ReserveUsers") {
+		t.Errorf("Open with ReserveUsers -1: %v, want an error naming it", err)
+	}
+	const room = 50_000
+	dir := t.TempDir()
+	ids := func(from, n int) []string {
+		var s []string
+		for i := range n {
+			s = append(s, fmt.Sprintf("user-%06d", from+i))
+		}
+		return s
+	}
+	type arrays struct {
+		slots      *uint64
+		ends       *uint32
+		arena      *byte
+		cap, bytes int
+	}
+	of := func(st *Store) arrays {
+		d := st.stage.d
+		return arrays{unsafe.SliceData(d.slots), unsafe.SliceData(d.ends), unsafe.SliceData(d.arena), cap(d.ends), cap(d.arena)}
+	}
+	check := func(st *Store, when string, have int) {
+		t.Helper()
+		before := of(st)
+		if before.cap < room || len(st.stage.d.slots) < tableSize(room) {
+			t.Fatalf("%s: room for %d users, a table of %d slots; want %d and %d", when, before.cap, len(st.stage.d.slots), room, tableSize(room))
+		}
+		upload(t, st, "title", "cmo", Add, "", ids(have, room-have)...)
+		if after := of(st); after != before {
+			t.Errorf("%s: uploads up to the reserve grew the dictionary: %+v, then %+v", when, before, after)
+		}
+	}
+	st, err := Open(Config{Dir: dir, ReserveUsers: room})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload(t, st, "title", "cmo", Add, "", ids(0, 1000)...)
+	check(st, "after Open", 1000)
+	crash(st)
+	// Reopened with a larger reserve, at the average id length so far.
+	const more = 2 * room
+	st, err = Open(Config{Dir: dir, ReserveUsers: more})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if d := st.stage.d; cap(d.ends) < more || cap(d.arena) < more*len("user-000000") {
+		t.Errorf("reopened: room for %d users and %d bytes, want %d and %d", cap(d.ends), cap(d.arena), more, more*len("user-000000"))
+	}
+	st.Publish(st.Current())
+	if d := st.stage.d; cap(d.ends) < more || len(d.slots) < tableSize(more) {
+		t.Errorf("after Publish: room for %d users, a table of %d slots, want %d and %d", cap(d.ends), len(d.slots), more, tableSize(more))
+	}
+}
+
 // TestIdempotencyKeysForgotten: the store remembers the most recent
 // maxKeys keys, the same ones after a crash, with or without a checkpoint
 // in between.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/segments"
 )
 
 // options are personad's settings, from flags and the environment.
@@ -26,6 +27,7 @@ type options struct {
 	pprof           bool
 	logLevel        zapcore.Level
 	personaCache    int64
+	reserveUsers    int
 	networkMargin   time.Duration
 	maxBudget       time.Duration
 	shutdownTimeout time.Duration
@@ -60,6 +62,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on --http-addr (keep that address private)")
 	fs.TextVar(&o.logLevel, "log-level", zapcore.InfoLevel, "log `level`: debug, info, warn or error")
 	fs.Int64Var(&o.personaCache, "persona-cache", edef.PersonaCacheSize, "resolved personas cached, in `users` (0 turns the cache off; about 48 bytes per user, taken at start)")
+	fs.IntVar(&o.reserveUsers, "segments-reserve-users", 0, "make room in the user dictionary for this many `users` at start (about 26 bytes each, taken and faulted in at start), so that uploads up to it never grow it: for hosts where fresh memory is slow to fault in, such as VMs that take freed memory back")
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
 	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
 	fs.StringVar(&o.ledger, "ledger", "", "spend ledger: a `directory` for the embedded durable ledger (default <data-dir>/ledger), or redis://host:port[/db] to share budgets and frequency caps with other nodes through Redis (the embedded ledger in <data-dir>/ledger then holds this node's leases)")
@@ -112,6 +115,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 		return nil, usageErr(fmt.Errorf("--persona-cache %d must be >= 0", o.personaCache))
 	case o.personaCache > engine.MaxPersonaCacheSize:
 		return nil, usageErr(fmt.Errorf("--persona-cache %d exceeds the limit of %d (the most users the segment store holds)", o.personaCache, int64(engine.MaxPersonaCacheSize)))
+	case o.reserveUsers < 0 || o.reserveUsers > segments.MaxUsers:
+		return nil, usageErr(fmt.Errorf("--segments-reserve-users %d is outside [0, %d]", o.reserveUsers, segments.MaxUsers))
 	case o.networkMargin < 0:
 		return nil, usageErr(fmt.Errorf("--network-margin %v must be >= 0", o.networkMargin))
 	case o.maxBudget <= 0:

@@ -116,6 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	segDir := filepath.Join(o.dataDir, "segments")
 	scfg := segments.DefaultConfig()
 	scfg.Dir, scfg.OnSnapshot = segDir, func(ev segments.SnapshotEvent) { logSnapshot(log, ev) }
+	scfg.ReserveUsers = o.reserveUsers
 	segs, err := segments.Open(scfg)
 	if err != nil {
 		return fmt.Errorf("opening segments in %s: %w", segDir, err)
@@ -218,7 +219,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 
-	logRecovery(log, segs)
+	logRecovery(log, segs, o.reserveUsers)
 	snap := segs.Current()
 	log.Info("serving",
 		zap.String("grpc_addr", gl.Addr().String()),
@@ -319,9 +320,10 @@ func newLogger(w io.Writer, level zapcore.Level) *zap.Logger {
 	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel)).Named("personad")
 }
 
-// logRecovery logs what opening the segment store did: the restart time
-// and how much of the write-ahead log it replayed.
-func logRecovery(log *zap.Logger, segs *segments.Store) {
+// logRecovery logs what opening the segment store did: the restart time,
+// how much of the write-ahead log it replayed, and the users it made room
+// for (--segments-reserve-users).
+func logRecovery(log *zap.Logger, segs *segments.Store, reserve int) {
 	r := segs.Recovery()
 	fields := []zap.Field{
 		zap.Uint64("snapshot_version", r.SnapshotVersion),
@@ -332,6 +334,9 @@ func logRecovery(log *zap.Logger, segs *segments.Store) {
 		zap.Int("users", segs.Current().Dict().Len()),
 		zap.Int("segments", segs.Current().Len()),
 		zap.Duration("took", r.Took),
+	}
+	if reserve > 0 {
+		fields = append(fields, zap.Int("reserve_users", reserve))
 	}
 	if r.TruncatedFile != "" {
 		log.Warn("segments recovered; cut off a torn log tail (an unacknowledged upload)",
