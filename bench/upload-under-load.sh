@@ -25,6 +25,7 @@
 #   BENCH_NICE   nice level for personabench (default 0; below 0 needs root)
 #   SERVER_GOGC  GOGC for personad (default: unset, Go's 100)
 #   SERVER_PROCS GOMAXPROCS for personad (default: unset, the CPU count)
+#   SERVER_RESERVE personad's --segments-reserve-users (default: unset, 0)
 #   UPLOAD_TO    this (default) or other: "other" sends the uploads to a
 #                second personad --demo on this machine (ports BASE_PORT+2
 #                and +3) instead of the one under bid load, a control run:
@@ -60,6 +61,7 @@ trap stop_server EXIT # defined by bench/lib.sh
 server_env=()
 [[ -n "${SERVER_GOGC:-}" ]] && server_env+=("GOGC=$SERVER_GOGC")
 [[ -n "${SERVER_PROCS:-}" ]] && server_env+=("GOMAXPROCS=$SERVER_PROCS")
+[[ -n "${SERVER_RESERVE:-}" ]] && server_env+=("PERSONAD_SEGMENTS_RESERVE_USERS=$SERVER_RESERVE")
 [[ -n "${TRACE:-}" ]] && server_env+=("PERSONAD_PPROF=true")
 start_server upload-under-load "${server_env[@]}"
 
@@ -88,7 +90,7 @@ bench() {
 p() { grep -o "\"$2\": *[0-9]*" "$1" | head -1 | grep -o '[0-9]*$'; }
 errs() { tr -d '\n ' <"$1" | grep -o '"errors":{[^}]*}' | head -1 | sed 's/"errors"://'; }
 
-echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset} UPLOAD_TO=${UPLOAD_TO:-this} TRACE=${TRACE:-unset}"
+echo "settings: RPS=$RPS DURATION=$DURATION UPLOAD_IDS=$UPLOAD_IDS UPLOAD_NICE=$UPLOAD_NICE BENCH_NICE=$BENCH_NICE SERVER_GOGC=${SERVER_GOGC:-unset} SERVER_PROCS=${SERVER_PROCS:-unset} SERVER_RESERVE=${SERVER_RESERVE:-unset} UPLOAD_TO=${UPLOAD_TO:-this} TRACE=${TRACE:-unset}"
 for r in $(seq 1 "$ROUNDS"); do
 	ids="$work/ids-$r"
 	seq -f "up${r}x%09.0f" 0 $((UPLOAD_IDS - 1)) >"$ids"
