@@ -4,7 +4,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 )
@@ -15,10 +17,16 @@ var interleaveSeeds = flag.Int("interleaveseeds", 0, "seeds of TestInterleavedUp
 // once (every mode, chunks of one to hundreds of ids, known and new,
 // through AddMany and AddPacked) with their discards and commits, deletes,
 // checkpoints and crashes (durable store), or Publish of the current
-// snapshot and of a rebuilt one (in memory). After every step the store
-// must hold what a model applying each committed upload at its commit
-// holds, every user of the published and the staged dictionary must
-// resolve to itself, and a restart must recover exactly what was served.
+// snapshot and of a rebuilt one (in memory). A third of the uploads carry
+// one of a few idempotency keys, so that keys are reused, for the same
+// upload and for others; in the durable store one commit in eight meets a
+// failing fsync. After every step the store must hold what a model
+// applying each committed upload at its commit holds, every user of the
+// published and the staged dictionary must resolve to itself, and a
+// restart must recover exactly what was served; a key's reuse must replay
+// its first commit's result or be refused as a conflict; a failed commit
+// must publish nothing and fail every later mutation, and a restart then
+// recover all of it or none of it.
 func TestInterleavedUploads(t *testing.T) {
 	seeds := *interleaveSeeds
 	switch {
@@ -40,7 +48,38 @@ type openUpload struct {
 	u    *Upload
 	k    Key
 	mode Mode
+	key  string
 	ids  []string
+}
+
+// keyedUpload is what a store remembers of an idempotency key: the upload
+// first committed with it, and that commit's result. res is unknown
+// (known false) when the commit failed and a restart recovered it; maybe
+// means that a failed commit might have left the key remembered or not.
+type keyedUpload struct {
+	k            Key
+	mode         Mode
+	res          Result
+	known, maybe bool
+}
+
+// apply returns a copy of m with an upload of ids committed.
+func (m model) apply(k Key, mode Mode, ids []string) model {
+	next := model{}
+	for k, set := range m {
+		next[k] = maps.Clone(set)
+	}
+	if mode == Replace || next[k] == nil {
+		next[k] = map[string]bool{}
+	}
+	for _, id := range ids {
+		if mode == Remove {
+			delete(next[k], id)
+		} else {
+			next[k][id] = true
+		}
+	}
+	return next
 }
 
 func interleave(t *testing.T, seed uint64, durable, big bool) {
@@ -53,6 +92,8 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 		st = NewStore(nil)
 	}
 	m := model{}
+	keyed := map[string]*keyedUpload{}
+	var commits, replays, conflicts, failed int
 	keys := []Key{{"t", "a"}, {"t", "b"}, {"t", "c"}}
 	var open []*openUpload
 	nextNew := 0
@@ -69,11 +110,18 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 		case op < 3 || len(open) == 0: // start
 			k := keys[r.IntN(len(keys))]
 			mode := Mode(1 + r.IntN(3))
-			u, err := st.NewUpload(k.Facet, k.Value, mode, "")
+			var key string
+			switch r.IntN(12) {
+			case 0: // a key any upload may reuse: mostly conflicts
+				key = fmt.Sprintf("any%d", r.IntN(4))
+			case 1, 2, 3: // a key of this segment and mode: mostly replays
+				key = fmt.Sprintf("%s.%s.%d", k.Value, mode, r.IntN(4))
+			}
+			u, err := st.NewUpload(k.Facet, k.Value, mode, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			open = append(open, &openUpload{u: u, k: k, mode: mode})
+			open = append(open, &openUpload{u: u, k: k, mode: mode, key: key})
 		case op < 11: // a chunk
 			x := open[r.IntN(len(open))]
 			var ids []string
@@ -106,25 +154,86 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 			j := r.IntN(len(open))
 			x := open[j]
 			open = append(open[:j], open[j+1:]...)
-			_, err := st.Commit(x.u)
+			failing := durable && r.IntN(8) == 0
+			if failing {
+				st.wal.sync = func(*os.File) error { return errors.New("EIO") }
+			}
+			before := st.Current()
+			res, err := st.Commit(x.u)
+			if failing {
+				st.wal.sync = (*os.File).Sync
+			}
+			if e := keyed[x.key]; e != nil {
+				if e.maybe && err == nil && !res.Replayed {
+					delete(keyed, x.key) // the failed commit's key was not recovered
+				} else {
+					if e.maybe && !errors.Is(err, ErrKeyConflict) {
+						e.maybe = false // it was
+					}
+					if checkReplay(t, when, e, x, res, err) {
+						replays++
+					} else {
+						conflicts++
+					}
+					if st.Current() != before {
+						t.Fatalf("%s: a replayed upload changed the store", when)
+					}
+					break
+				}
+			}
 			if x.mode == Remove && m[x.k] == nil {
 				if !errors.Is(err, ErrNotFound) {
 					t.Fatalf("%s: remove from a missing segment: %v, want ErrNotFound", when, err)
 				}
 				break
 			}
+			next := m.apply(x.k, x.mode, x.ids)
+			if failing && err != nil {
+				failed++
+				if !errors.Is(err, ErrNotDurable) {
+					t.Fatalf("%s: commit with a failing fsync: %v, want ErrNotDurable", when, err)
+				}
+				if st.Current() != before {
+					t.Fatalf("%s: a commit that was not durable was published", when)
+				}
+				// The log now refuses every change, until a restart.
+				nextNew++
+				if _, err := tryUpload(st, "t", "a", Add, "", fmt.Sprintf("n%d", nextNew)); !errors.Is(err, ErrNotDurable) {
+					t.Fatalf("%s: upload after a failed fsync: %v, want ErrNotDurable", when, err)
+				}
+				for _, x := range open {
+					x.u.Discard()
+				}
+				open = nil
+				crash(st)
+				st = openStore(t, dir)
+				switch got := st.Current(); {
+				case maps.EqualFunc(m, next, maps.Equal) && m.diff(got) == "":
+					if x.key != "" {
+						keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, maybe: true}
+					}
+				case m.diff(got) == "":
+				case next.diff(got) == "":
+					m = next
+					if x.key != "" {
+						keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode}
+					}
+				default:
+					t.Fatalf("%s: after a failed commit, recovered neither the store before it (%s) nor with it (%s)", when, m.diff(got), next.diff(got))
+				}
+				break
+			}
 			if err != nil {
 				t.Fatalf("%s: commit: %v", when, err)
 			}
-			if x.mode == Replace || m[x.k] == nil {
-				m[x.k] = map[string]bool{}
+			m = next
+			commits++
+			if res.Replayed || res.Cardinality != uint64(len(m[x.k])) {
+				t.Fatalf("%s: commit result %+v, want cardinality %d, not replayed", when, res, len(m[x.k]))
 			}
-			for _, id := range x.ids {
-				if x.mode == Remove {
-					delete(m[x.k], id)
-				} else {
-					m[x.k][id] = true
-				}
+			if x.key != "" {
+				res.Replayed = true
+				keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, res: res, known: true}
 			}
 		case op == 17: // delete
 			k := keys[r.IntN(len(keys))]
@@ -165,6 +274,10 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 		m.check(t, st.Current(), when)
 		checkDictSelf(t, st, when)
 	}
+	t.Logf("%d commits, %d replays, %d key conflicts, %d failed commits", commits, replays, conflicts, failed)
+	if replays == 0 || conflicts == 0 || durable && failed == 0 {
+		t.Fatal("the run tried too little")
+	}
 	if durable {
 		before := st.Current()
 		crash(st)
@@ -173,6 +286,27 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 			t.Fatalf("recovered store differs:\n%s", d)
 		}
 	}
+}
+
+// checkReplay checks the commit of upload x, whose key e remembers: a
+// conflict when x is another segment or mode, else e's result replayed.
+// It reports whether the result was replayed.
+func checkReplay(t *testing.T, when string, e *keyedUpload, x *openUpload, res Result, err error) bool {
+	t.Helper()
+	if e.k != x.k || e.mode != x.mode {
+		if !errors.Is(err, ErrKeyConflict) {
+			t.Fatalf("%s: key %q of %s %v reused for %s %v: %v, want ErrKeyConflict", when, x.key, e.mode, e.k, x.mode, x.k, err)
+		}
+		return false
+	}
+	if err != nil || !res.Replayed {
+		t.Fatalf("%s: key %q reused: %+v, %v; want its result replayed", when, x.key, res, err)
+	}
+	if e.known && res != e.res {
+		t.Fatalf("%s: key %q replayed %+v, want %+v", when, x.key, res, e.res)
+	}
+	e.res, e.known = res, true
+	return true
 }
 
 // checkDictSelf checks that every user of the published dictionary and of

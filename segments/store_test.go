@@ -523,8 +523,15 @@ type model map[Key]map[string]bool
 
 func (m model) check(t *testing.T, s *Snapshot, when string) {
 	t.Helper()
+	if d := m.diff(s); d != "" {
+		t.Fatalf("%s: %s", when, d)
+	}
+}
+
+// diff describes how s differs from m, "" when it holds exactly m.
+func (m model) diff(s *Snapshot) string {
 	if s.Len() != len(m) {
-		t.Fatalf("%s: %d segments, want %d", when, s.Len(), len(m))
+		return fmt.Sprintf("%d segments, want %d", s.Len(), len(m))
 	}
 	for k, set := range m {
 		want := []string{}
@@ -533,9 +540,10 @@ func (m model) check(t *testing.T, s *Snapshot, when string) {
 		}
 		slices.Sort(want)
 		if d := cmp.Diff(want, members(s, k.Facet, k.Value)); d != "" {
-			t.Fatalf("%s: segment %s:%s (-want +got):\n%s", when, k.Facet, k.Value, d)
+			return fmt.Sprintf("segment %s:%s (-want +got):\n%s", k.Facet, k.Value, d)
 		}
 	}
+	return ""
 }
 
 // TestRandomOperations runs random uploads and deletes against a model,
