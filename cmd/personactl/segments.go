@@ -549,34 +549,43 @@ func startProgress(e env, seg string, size int64, p *progress, start time.Time) 
 	wg.Go(func() {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
-		draw := func() {
-			fmt.Fprintf(e.stderr, "\r%-79s", progressLine(seg, size, p.ids.Load(), p.read.Load(), time.Since(start)))
+		draw := func(last bool) {
+			fmt.Fprintf(e.stderr, "\r%-79s", progressLine(seg, size, p.ids.Load(), p.read.Load(), time.Since(start), last))
 		}
-		draw()
+		draw(false)
 		for {
 			select {
 			case <-done:
-				draw()
+				draw(true)
 				fmt.Fprintln(e.stderr)
 				return
 			case <-t.C:
-				draw()
+				draw(false)
 			}
 		}
 	})
 	return func() { close(done); wg.Wait() }
 }
 
-// progressLine is one frame of the progress bar.
-func progressLine(seg string, size int64, ids uint64, read int64, el time.Duration) string {
-	rate := float64(ids) / max(el.Seconds(), 1e-9)
-	s := fmt.Sprintf("%s  %s ids  %s ids/s", seg, humanCount(float64(ids)), humanCount(rate))
+// rateAfter is how long an upload runs before its progress bar shows a
+// rate and an ETA (the last frame always does): from the first few ids
+// they would be far off.
+const rateAfter = 500 * time.Millisecond
+
+// progressLine is one frame of the progress bar; last is the frame drawn
+// when the upload ends.
+func progressLine(seg string, size int64, ids uint64, read int64, el time.Duration, last bool) string {
+	rated := last || el >= rateAfter
+	s := fmt.Sprintf("%s  %s %s", seg, humanCount(float64(ids)), plural(int(min(ids, 2)), "id", "ids"))
+	if rated {
+		s += fmt.Sprintf("  %s ids/s", humanCount(float64(ids)/max(el.Seconds(), 1e-9)))
+	}
 	if size > 0 {
 		frac := min(float64(read)/float64(size), 1)
 		const width = 20
 		n := int(frac * width)
 		s = fmt.Sprintf("[%s%s] %3.0f%%  %s", strings.Repeat("=", n), strings.Repeat(" ", width-n), 100*frac, s)
-		if frac > 0 {
+		if frac > 0 && rated {
 			eta := time.Duration(float64(el) * (1 - frac) / frac).Round(time.Second)
 			s += "  ETA " + eta.String()
 		}

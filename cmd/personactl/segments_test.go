@@ -169,13 +169,21 @@ func FuzzParseLine(f *testing.F) {
 }
 
 func TestProgressLine(t *testing.T) {
-	got := progressLine("title:cmo", 1000, 2_500_000, 250, 2*time.Second)
+	got := progressLine("title:cmo", 1000, 2_500_000, 250, 2*time.Second, false)
 	want := "[=====               ]  25%  title:cmo  2.50M ids  1.25M ids/s  ETA 6s"
 	if got != want {
 		t.Errorf("progressLine = %q, want %q", got, want)
 	}
-	if got := progressLine("title:cmo", -1, 12345, 0, time.Second); got != "title:cmo  12.3k ids  12.3k ids/s" {
+	if got := progressLine("title:cmo", -1, 12345, 0, time.Second, false); got != "title:cmo  12.3k ids  12.3k ids/s" {
 		t.Errorf("progressLine without a size = %q", got)
+	}
+	// Too early for a rate: the first frame, drawn at once.
+	if got, want := progressLine("title:cmo", 1000, 1, 1, time.Millisecond, false), "[                    ]   0%  title:cmo  1 id"; got != want {
+		t.Errorf("progressLine at the start = %q, want %q", got, want)
+	}
+	// The last frame of a short upload.
+	if got, want := progressLine("title:cmo", 1000, 20_000, 1000, 100*time.Millisecond, true), "[====================] 100%  title:cmo  20.0k ids  200.0k ids/s  ETA 0s"; got != want {
+		t.Errorf("progressLine at the end = %q, want %q", got, want)
 	}
 }
 
