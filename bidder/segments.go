@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,16 +194,17 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 	// message's memory.
 	resolve := func(w work) error {
 		// badID names the invalid id at index j of field, the pos-th id of
-		// the upload (from 1), n bytes long.
-		badID := func(field string, j int, pos uint64, n int) error {
-			return &ValidationError{
-				Path: fmt.Sprintf("upload.chunk[%d].%s[%d]", w.chunk, field, j),
-				Msg:  fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", pos, n, segments.MaxIDLen),
+		// the upload (from 1).
+		badID := func(field string, j int, pos uint64, id string) error {
+			msg := fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", pos, len(id), segments.MaxIDLen)
+			if k := strings.IndexByte(id, '\n'); k >= 0 && len(id) <= segments.MaxIDLen {
+				msg = fmt.Sprintf("user id %d of the upload holds a line break at byte %d; an id is one line", pos, k)
 			}
+			return &ValidationError{Path: fmt.Sprintf("upload.chunk[%d].%s[%d]", w.chunk, field, j), Msg: msg}
 		}
 		if j, err := u.AddMany(w.ids); err != nil {
 			if errors.Is(err, segments.ErrBadUserID) {
-				return badID("ids", j, w.first+uint64(j), len(w.ids[j]))
+				return badID("ids", j, w.first+uint64(j), w.ids[j])
 			}
 			return err // the dictionary is full
 		}
@@ -211,7 +213,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 		}
 		if _, j, err := u.AddPacked(w.packed); err != nil {
 			if errors.Is(err, segments.ErrBadUserID) {
-				return badID("ids_packed", j, w.first+uint64(len(w.ids)+j), len(packedID(w.packed, j)))
+				return badID("ids_packed", j, w.first+uint64(len(w.ids)+j), string(packedID(w.packed, j)))
 			}
 			return err
 		}

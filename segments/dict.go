@@ -29,8 +29,9 @@ var (
 	// ErrDictFull is returned when a new user would exceed MaxUsers or
 	// MaxDictBytes.
 	ErrDictFull = errors.New("segments: user dictionary full")
-	// ErrBadUserID is returned for an empty id or one longer than MaxIDLen.
-	ErrBadUserID = errors.New("segments: user id must be 1 to 256 bytes")
+	// ErrBadUserID is returned for an empty id or one longer than MaxIDLen,
+	// and by uploads for an id holding a line break (see Upload.AddMany).
+	ErrBadUserID = errors.New("segments: user id must be 1 to 256 bytes, without a line break")
 )
 
 // Dict maps external user ids to dense internal ids, assigned in order of

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -567,6 +568,11 @@ func (k *keyLog) check(key, facet, value string, mode Mode) (Result, bool, error
 	return res, true, nil
 }
 
+// put remembers key's result as the most recent. A key put again (only
+// replay does: a file that recovery recreated, or a failed keys write,
+// can hold a key before the record of all the keys that a checkpoint
+// writes) moves to the end, so that replay rebuilds the order the store
+// had.
 func (k *keyLog) put(key string, e keyEntry) {
 	if key == "" {
 		return
@@ -574,9 +580,11 @@ func (k *keyLog) put(key string, e keyEntry) {
 	if k.m == nil {
 		k.m = map[string]keyEntry{}
 	}
-	if _, ok := k.m[key]; !ok {
-		k.order = append(k.order, key)
+	if _, ok := k.m[key]; ok {
+		i := slices.Index(k.order, key)
+		k.order = slices.Delete(k.order, i, i+1)
 	}
+	k.order = append(k.order, key)
 	k.m[key] = e
 	if len(k.order) > maxKeys {
 		delete(k.m, k.order[0])

@@ -420,6 +420,34 @@ func TestIdempotencyKeysForgotten(t *testing.T) {
 	check("after a checkpoint and a crash")
 }
 
+// TestLineBreakInID: an id holding a line break is refused by every mode.
+// A Remove keeps unknown ids one per line until it commits: "a\nb" would
+// have removed users a and b.
+func TestLineBreakInID(t *testing.T) {
+	st := NewStore(nil)
+	upload(t, st, "title", "cmo", Add, "", "a", "b", "c")
+	for _, mode := range []Mode{Remove, Replace, Add} { // Remove first, while "a\nb" is unknown
+		u, err := st.NewUpload("title", "cmo", mode, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i, err := u.AddMany([]string{"d", "a\nb"}); i != 1 || !errors.Is(err, ErrBadUserID) || !strings.Contains(err.Error(), "line break at byte 1") {
+			t.Errorf("%s: AddMany of an id holding a line break = %d, %v; want 1, ErrBadUserID at byte 1", mode, i, err)
+		}
+		if err := u.Add("a\n"); !errors.Is(err, ErrBadUserID) {
+			t.Errorf("%s: Add(\"a\\n\") = %v, want ErrBadUserID", mode, err)
+		}
+		if mode == Replace {
+			u.Discard() // it would empty the segment
+		} else if _, err := st.Commit(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := members(st.Current(), "title", "cmo"); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("members %q, want [a b c]", got)
+	}
+}
+
 // TestRemoveCommitted: a Remove takes out the users the store holds when
 // it commits, also those its ids named only after they arrived: added by
 // an upload committed in between, or staged again after Publish dropped
@@ -945,6 +973,46 @@ func TestCheckpointKeepsKeys(t *testing.T) {
 	st = openStore(t, dir)
 	if again := upload(t, st, "title", "cmo", Add, "k1", "a"); !again.Replayed {
 		t.Errorf("k1 = %+v after the checkpoint and a crash, want replayed", again)
+	}
+}
+
+// TestCheckpointKeysOrder: a key logged into a file that recovery
+// recreated, before a checkpoint logs all the keys after it, is still the
+// most recent after a crash, and the oldest key is the first forgotten.
+func TestCheckpointKeysOrder(t *testing.T) {
+	defer func(n int) { maxKeys = n }(maxKeys)
+	maxKeys = 3
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "k1", "a")
+	snapPath := filepath.Join(dir, SnapshotFile)
+	if err := os.Mkdir(snapPath, 0o755); err != nil { // the rename into place fails
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(); err == nil {
+		t.Fatal("checkpoint with a directory in the snapshot's place succeeded")
+	}
+	crash(st)
+	// The crash came before the keys record of the file the checkpoint
+	// started.
+	if err := os.Truncate(filepath.Join(dir, walName(2)), walHeaderSize); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(snapPath)
+	st = openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "k2", "a") // changes nothing: a keys record of its own
+	if err := st.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	crash(st)
+	st = openStore(t, dir)
+	if want := []string{"k1", "k2"}; !slices.Equal(st.keys.order, want) {
+		t.Errorf("keys after a crash: %v, want %v", st.keys.order, want)
+	}
+	upload(t, st, "title", "cmo", Add, "k3", "b")
+	upload(t, st, "title", "cmo", Add, "k4", "c") // forgets k1
+	if res := upload(t, st, "title", "cmo", Add, "k2", "a"); !res.Replayed {
+		t.Errorf("k2 = %+v, want replayed (k1 is the oldest key)", res)
 	}
 }
 

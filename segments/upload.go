@@ -7,6 +7,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -170,8 +171,9 @@ func (u *Upload) Expect(n uint64) { u.hint = n }
 // per id received so far.
 const maxAhead = 64
 
-// Add adds one external user id. An empty id or one longer than MaxIDLen
-// is an error wrapping ErrBadUserID, and is not added; a new id that
+// Add adds one external user id. An empty id, one longer than MaxIDLen or
+// one holding a line break is an error wrapping ErrBadUserID, and is not
+// added; a new id that
 // would overflow the dictionary is an error wrapping ErrDictFull.
 func (u *Upload) Add(id string) error {
 	u.one[0] = id
@@ -181,14 +183,19 @@ func (u *Upload) Add(id string) error {
 }
 
 // AddMany adds ids, looking them up in batches (see Dict.lookupBatch) and
-// staging the new ones: the fast way to add a chunk. When an id is empty
-// or longer than MaxIDLen, AddMany adds none of ids and returns that id's
-// index and an error wrapping ErrBadUserID. When the dictionary is full
-// it returns an error wrapping ErrDictFull, having added some of ids.
+// staging the new ones: the fast way to add a chunk. When an id is empty,
+// longer than MaxIDLen or holds a line break (which separates packed ids,
+// and the unknown ids a Remove keeps), AddMany adds none of ids and
+// returns that id's index and an error wrapping ErrBadUserID. When the
+// dictionary is full it returns an error wrapping ErrDictFull, having
+// added some of ids.
 func (u *Upload) AddMany(ids []string) (int, error) {
 	for i, id := range ids {
 		if len(id) == 0 || len(id) > MaxIDLen {
 			return i, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
+		}
+		if j := strings.IndexByte(id, '\n'); j >= 0 {
+			return i, fmt.Errorf("%w: a line break at byte %d", ErrBadUserID, j)
 		}
 	}
 	if u.done {

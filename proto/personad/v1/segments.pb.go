@@ -264,7 +264,8 @@ func (x *UploadHeader) GetExpectedIds() uint64 {
 }
 
 // UploadChunk carries user ids: the external ids exchanges send as
-// user.buyeruid or user.id, each 1 to 256 bytes. Duplicates are allowed.
+// user.buyeruid or user.id, each 1 to 256 bytes without a newline byte
+// ("\n", which separates packed ids). Duplicates are allowed.
 // A chunk may use either field or both (ids first, then ids_packed); the
 // chunk limit counts the ids of both.
 type UploadChunk struct {
@@ -272,9 +273,9 @@ type UploadChunk struct {
 	Ids   []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
 	// Ids packed into one field, the fast way to send many: ids separated
 	// by a newline byte ("\n"), the last one optionally followed by one as
-	// well, so "a\nb" and "a\nb\n" both hold a and b. An id cannot contain
-	// a newline and, unlike ids, need not be UTF-8. The server resolves
-	// them without a string per id. Errors name the field path
+	// well, so "a\nb" and "a\nb\n" both hold a and b. Unlike ids, they need
+	// not be UTF-8. The server resolves them without a string per id.
+	// Errors name the field path
 	// "upload.chunk[3].ids_packed[17]", 17 counting the packed ids from 0.
 	IdsPacked     []byte `protobuf:"bytes,2,opt,name=ids_packed,json=idsPacked,proto3" json:"ids_packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
