@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,11 +195,10 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 		// badID names the invalid id at index j of field, the pos-th id of
 		// the upload (from 1).
 		badID := func(field string, j int, pos uint64, id string) error {
-			msg := fmt.Sprintf("user id %d of the upload is %d bytes; ids are 1 to %d bytes", pos, len(id), segments.MaxIDLen)
-			if k := strings.IndexByte(id, '\n'); k >= 0 && len(id) <= segments.MaxIDLen {
-				msg = fmt.Sprintf("user id %d of the upload holds a line break at byte %d; an id is one line", pos, k)
+			return &ValidationError{
+				Path: fmt.Sprintf("upload.chunk[%d].%s[%d]", w.chunk, field, j),
+				Msg:  fmt.Sprintf("user id %d of the upload %s", pos, segments.UserIDProblem(id)),
 			}
-			return &ValidationError{Path: fmt.Sprintf("upload.chunk[%d].%s[%d]", w.chunk, field, j), Msg: msg}
 		}
 		if j, err := u.AddMany(w.ids); err != nil {
 			if errors.Is(err, segments.ErrBadUserID) {

@@ -30,8 +30,9 @@ var (
 	// MaxDictBytes.
 	ErrDictFull = errors.New("segments: user dictionary full")
 	// ErrBadUserID is returned for an empty id or one longer than MaxIDLen,
-	// and by uploads for an id holding a line break (see Upload.AddMany).
-	ErrBadUserID = errors.New("segments: user id must be 1 to 256 bytes, without a line break")
+	// and by uploads for an id holding a control character (see
+	// UserIDProblem).
+	ErrBadUserID = errors.New("segments: user id must be 1 to 256 bytes without control characters")
 )
 
 // Dict maps external user ids to dense internal ids, assigned in order of

@@ -431,7 +431,7 @@ func TestLineBreakInID(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i, err := u.AddMany([]string{"d", "a\nb"}); i != 1 || !errors.Is(err, ErrBadUserID) || !strings.Contains(err.Error(), "line break at byte 1") {
+		if i, err := u.AddMany([]string{"d", "a\nb"}); i != 1 || !errors.Is(err, ErrBadUserID) || !strings.Contains(err.Error(), "a line break (0x0a) at byte 1") {
 			t.Errorf("%s: AddMany of an id holding a line break = %d, %v; want 1, ErrBadUserID at byte 1", mode, i, err)
 		}
 		if err := u.Add("a\n"); !errors.Is(err, ErrBadUserID) {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -171,8 +170,8 @@ func (u *Upload) Expect(n uint64) { u.hint = n }
 // per id received so far.
 const maxAhead = 64
 
-// Add adds one external user id. An empty id, one longer than MaxIDLen or
-// one holding a line break is an error wrapping ErrBadUserID, and is not
+// Add adds one external user id. An id that breaks the rules of uploaded
+// ids (UserIDProblem) is an error wrapping ErrBadUserID, and is not
 // added; a new id that
 // would overflow the dictionary is an error wrapping ErrDictFull.
 func (u *Upload) Add(id string) error {
@@ -183,26 +182,27 @@ func (u *Upload) Add(id string) error {
 }
 
 // AddMany adds ids, looking them up in batches (see Dict.lookupBatch) and
-// staging the new ones: the fast way to add a chunk. When an id is empty,
-// longer than MaxIDLen or holds a line break (which separates packed ids,
-// and the unknown ids a Remove keeps), AddMany adds none of ids and
+// staging the new ones: the fast way to add a chunk. When an id breaks
+// the rules of uploaded ids (UserIDProblem), AddMany adds none of ids and
 // returns that id's index and an error wrapping ErrBadUserID. When the
 // dictionary is full it returns an error wrapping ErrDictFull, having
 // added some of ids.
 func (u *Upload) AddMany(ids []string) (int, error) {
 	for i, id := range ids {
-		if len(id) == 0 || len(id) > MaxIDLen {
-			return i, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
-		}
-		if j := strings.IndexByte(id, '\n'); j >= 0 {
-			return i, fmt.Errorf("%w: a line break at byte %d", ErrBadUserID, j)
+		if err := checkUserID(id); err != nil {
+			return i, err
 		}
 	}
+	return -1, u.add(ids)
+}
+
+// add is AddMany of ids already checked.
+func (u *Upload) add(ids []string) error {
 	if u.done {
-		return -1, errUploadDone
+		return errUploadDone
 	}
 	if len(ids) == 0 {
-		return -1, nil // nothing to resolve: the stage's lock stays free
+		return nil // nothing to resolve: the stage's lock stays free
 	}
 	g := &u.s.stage
 	g.mu.Lock()
@@ -213,9 +213,9 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 		u.flush()
 	}
 	if err != nil {
-		return -1, fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
+		return fmt.Errorf("segments: upload %s:%s: %w", u.facet, u.value, err)
 	}
-	return -1, nil
+	return nil
 }
 
 // resolve appends the internal ids of ids to u.known, staging the new
@@ -464,9 +464,9 @@ var errUploadDone = errors.New("segments: upload already committed or discarded"
 // optionally followed by a '\n' too (so "a\nb" and "a\nb\n" both hold
 // a and b; an empty packed holds none). It is AddMany without a string
 // per id, and keeps no reference to packed. It returns how many ids
-// packed holds; when one is empty or longer than MaxIDLen, AddPacked adds
-// none of them and returns that id's index and an error wrapping
-// ErrBadUserID.
+// packed holds; when one breaks the rules of uploaded ids
+// (UserIDProblem), AddPacked adds none of them and returns that id's
+// index and an error wrapping ErrBadUserID.
 func (u *Upload) AddPacked(packed []byte) (n, bad int, err error) {
 	views, err := splitPacked(packed, u.views[:0])
 	u.views = views[:0] // the array, for the next chunk
@@ -474,8 +474,8 @@ func (u *Upload) AddPacked(packed []byte) (n, bad int, err error) {
 	if err != nil {
 		return 0, len(views), err
 	}
-	if j, err := u.AddMany(views); err != nil {
-		return 0, j, err
+	if err := u.add(views); err != nil {
+		return 0, -1, err
 	}
 	return len(views), -1, nil
 }
@@ -492,10 +492,11 @@ func splitPacked(packed []byte, views []string) ([]string, error) {
 		} else {
 			packed = nil
 		}
-		if len(id) == 0 || len(id) > MaxIDLen {
-			return views, fmt.Errorf("%w: got %d bytes", ErrBadUserID, len(id))
+		s := unsafe.String(unsafe.SliceData(id), len(id))
+		if err := checkUserID(s); err != nil {
+			return views, err
 		}
-		views = append(views, unsafe.String(unsafe.SliceData(id), len(id)))
+		views = append(views, s)
 	}
 	return views, nil
 }

@@ -264,8 +264,12 @@ func (x *UploadHeader) GetExpectedIds() uint64 {
 }
 
 // UploadChunk carries user ids: the external ids exchanges send as
-// user.buyeruid or user.id, each 1 to 256 bytes without a newline byte
-// ("\n", which separates packed ids). Duplicates are allowed.
+// user.buyeruid or user.id, each 1 to 256 bytes with no control
+// character (no byte below 0x20, such as the carriage return of a Windows
+// line ending or a tab, and no 0x7f): such an id could never match a bid.
+// An invalid id fails the upload with INVALID_ARGUMENT naming it, e.g.
+// "upload.chunk[3].ids[17]: user id 98321 of the upload holds a carriage
+// return (0x0d) at byte 9". Duplicates are allowed.
 // A chunk may use either field or both (ids first, then ids_packed); the
 // chunk limit counts the ids of both.
 type UploadChunk struct {
