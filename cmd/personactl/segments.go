@@ -42,8 +42,10 @@ func runSegments(ctx context.Context, g *globals, e env, args []string) error {
 
 // Chunking of uploads: a chunk is sent when it holds chunkIDs ids or
 // chunkBytes bytes of ids, whichever comes first, so that a message stays
-// under the server's default 1 MiB limit even for 256-byte ids (each id
-// costs its length plus up to 3 bytes of protobuf framing).
+// under gRPC's default 1 MiB limit even for 256-byte ids (each id costs
+// its length plus up to 3 bytes of protobuf framing): personad takes up
+// to 64 MiB, a server built on the bidder package with gRPC's defaults 1
+// MiB.
 const (
 	defaultChunkIDs = 32 << 10
 	maxChunkIDs     = 64 << 10 // the server's default MaxChunkIDs
@@ -76,13 +78,16 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.StringVar(&o.key, "key", "", "idempotency key: a retry with the same key is not applied twice")
 	fs.StringVar(&o.header, "header", "auto", "whether the first id line is a header: auto (when it reads id, user_id, uid, buyeruid, …), yes or no")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "skip invalid lines (reported in the summary) instead of uploading nothing")
-	fs.BoolVar(&o.allowEmpty, "allow-empty", false, "let a replace upload without any id empty the segment (refused otherwise: an empty or header-only FILE is more often a mistake)")
+	fs.BoolVar(&o.allowEmpty, "allow-empty", false, "send an upload without any id: a replace empties the segment, an add creates it empty (otherwise a replace is refused and an add or remove sends nothing: an empty or header-only FILE is more often a mistake)")
 	fs.IntVar(&o.chunkIDs, "chunk-ids", defaultChunkIDs, "ids per message (at most 65536)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
-			"first column is the id. A line whose id holds a control character (a tab included) or is\n"+
-			"not UTF-8 text is invalid.\n\nflags:")
+			"first column is the id (a quoted field may go on over several lines). A line whose id holds\n"+
+			"a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte order\n"+
+			"mark is skipped. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
+			"first one's result; the key with another number of ids is an error (the server compares\n"+
+			"keys, not ids), and applies nothing.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,9 +137,10 @@ func (l invalidLine) String() string { return fmt.Sprintf("line %d: %s", l.line,
 
 // idReader reads user ids from a planner's file: one per line, blank lines
 // and # comments skipped, surrounding spaces trimmed; a line with a comma
-// is a CSV record whose first field (quoted or not) is the id; the first
-// id line may be a header (see isHeader). It is not safe for concurrent
-// use.
+// is a CSV record whose first field (quoted or not) is the id, and a
+// quoted field may go on over the next lines; the first id line may be a
+// header (see isHeader). A UTF-8 byte order mark at the start is skipped.
+// It is not safe for concurrent use.
 type idReader struct {
 	r       *bufio.Reader
 	header  string // auto, yes, no
@@ -144,10 +150,23 @@ type idReader struct {
 	invalid []invalidLine
 	nbad    int
 	field   []byte // an unquoted CSV field
+	// quoted is the line where a CSV record began whose quoted field is
+	// still open at the end of the last line read (0: none): the lines up
+	// to the one that closes it belong to that record, not ids of their
+	// own.
+	quoted int
+	// first is the first id line, when --header auto took it as an id
+	// although it reads like a header (see looksLikeHeader), for a note.
+	first string
 }
 
 func newIDReader(r io.Reader, header string) *idReader {
-	return &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
+	ir := &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
+	if bom, _ := ir.r.Peek(3); string(bom) == "\ufeff" { // an error shows again at the first read
+		ir.r.Discard(3) //nolint:errcheck // the bytes are buffered
+		ir.read = 3
+	}
+	return ir
 }
 
 // next returns the next id, valid until the following call, or io.EOF.
@@ -170,11 +189,28 @@ func (ir *idReader) next() ([]byte, error) {
 			continue
 		}
 		if len(raw) == 0 && err != nil {
+			if errors.Is(err, io.EOF) && ir.quoted > 0 {
+				if n := len(ir.invalid); n == 0 || ir.invalid[n-1].line != ir.quoted { // not said already
+					ir.line = ir.quoted
+					ir.bad("a quoted field is not closed before the end of the file")
+				}
+				ir.quoted = 0
+			}
 			return nil, err
 		}
 		ir.read += int64(len(raw))
 		ir.line++
+		odd := bytes.Count(raw, []byte{'"'})%2 == 1
+		if ir.quoted > 0 {
+			if odd { // the record's quoted field closes on this line
+				ir.quoted = 0
+			}
+			continue
+		}
 		id, ok, msg := parseLine(raw, &ir.field)
+		if odd && !isComment(raw) {
+			ir.quoted = ir.line // a quoted field goes on over the next line
+		}
 		if msg != "" {
 			ir.bad(msg)
 			continue
@@ -186,6 +222,9 @@ func (ir *idReader) next() ([]byte, error) {
 			ir.started = true
 			if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
 				continue
+			}
+			if ir.header == "auto" && looksLikeHeader(raw) {
+				ir.first = string(id)
 			}
 		}
 		return id, nil
@@ -261,7 +300,7 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 		for {
 			j := bytes.IndexByte(line[i:], '"')
 			if j < 0 {
-				return nil, false, "unterminated quoted field"
+				return nil, false, "the quoted user id goes on over the next line; an id is one line"
 			}
 			f = append(f, line[i:i+j]...)
 			i += j + 1
@@ -296,6 +335,9 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 		if id[i] == '\t' {
 			return nil, false, "user id holds a tab (a TSV file? of a line, only the first CSV column is the id)"
 		}
+		if id[i] == '\r' {
+			return nil, false, "user id holds a carriage return (a file with old Mac line endings? save it with LF or CRLF line endings)"
+		}
 		return nil, false, fmt.Sprintf("user id holds the control character 0x%02x (a binary or compressed file?)", id[i])
 	}
 	return id, true, ""
@@ -303,15 +345,52 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
+// isComment reports whether a raw line is a # comment.
+func isComment(raw []byte) bool {
+	line := bytes.TrimSpace(raw)
+	return len(line) > 0 && line[0] == '#'
+}
+
 // headerNames are the first-column names that make the first id line a
 // header with --header auto.
 var headerNames = map[string]bool{
 	"id": true, "ids": true, "user": true, "users": true, "userid": true, "user_id": true, "user-id": true,
 	"user id": true, "uid": true, "buyeruid": true, "buyer_uid": true, "external_id": true, "externalid": true,
 	"customer_id": true, "email": true, "maid": true, "device_id": true,
+	"email_address": true, "emailaddress": true, "hashed_email": true, "contact_id": true,
+	"cookie_id": true, "idfa": true, "gaid": true, "aaid": true, "ifa": true, "user_uid": true,
 }
 
-func isHeader(id []byte) bool { return headerNames[strings.ToLower(string(id))] }
+func isHeader(id []byte) bool {
+	name := strings.ToLower(string(id))
+	return headerNames[name] || headerNames[strings.NewReplacer(" ", "_", "-", "_").Replace(name)]
+}
+
+// looksLikeHeader reports whether a first id line that isHeader did not
+// take as a header still reads like one: a CSV line whose first field is
+// words (letters, spaces, _ and -, no digit) holding a space, or whose
+// every field is such a word: "Email Address,First Name". User ids are
+// rarely like that; personactl uploads the line all the same, and says so.
+func looksLikeHeader(raw []byte) bool {
+	line := bytes.TrimSpace(raw)
+	if bytes.IndexByte(line, ',') < 0 {
+		return false
+	}
+	words, spaced := true, false
+	for _, f := range bytes.Split(line, []byte{','}) {
+		f = bytes.Trim(bytes.TrimSpace(f), `"`)
+		for _, c := range f {
+			switch {
+			case c == ' ':
+				spaced = true
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-':
+			default:
+				words = false
+			}
+		}
+	}
+	return words || spaced
+}
 
 // uploadChunk is one message's ids, packed as the ids_packed field wants
 // them: each followed by a newline. A chunk costs one allocation however
@@ -411,6 +490,12 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	case sent == 0 && o.mode == personadpb.UploadMode_UPLOAD_MODE_REPLACE && !o.allowEmpty:
 		cancel() // the server discards a cancelled upload
 		return fmt.Errorf("segments upload %s: %s holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)", seg, name)
+	case sent == 0 && !o.allowEmpty:
+		// An add would only create the segment empty (from a mistyped
+		// --value, say), a remove do nothing.
+		cancel()
+		fmt.Fprintf(e.stderr, "segments upload %s: %s holds no user id; nothing uploaded (--allow-empty sends it, creating the segment empty)\n", seg, name)
+		return nil
 	}
 	idle.Reset(g.timeout)
 	resp, err := stream.CloseAndRecv()
@@ -418,7 +503,12 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		return callError("segments upload "+seg, err)
 	}
 	took := time.Since(start)
-	if resp.Ids != sent && !resp.Replayed {
+	switch {
+	case resp.Replayed && resp.Ids != sent:
+		// The server compares the key, not the ids: a retry sends the same.
+		return fmt.Errorf("segments upload %s: key %q was already used, by an upload of %d ids (version %d); these %d ids were not applied (a new upload needs a new --key)",
+			seg, o.key, resp.Ids, resp.Version, sent)
+	case resp.Ids != sent && !resp.Replayed:
 		// A server older than ids_packed ignores the field.
 		return fmt.Errorf("segments upload %s: sent %d ids but the server counted %d: is personad older than personactl (ids_packed)?", seg, sent, resp.Ids)
 	}
@@ -427,6 +517,9 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		resp.Cardinality, resp.Version, resp.Replayed, took.Seconds(), float64(resp.Ids)/max(took.Seconds(), 1e-9))
 	if ir.nbad > 0 {
 		fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+	}
+	if ir.first != "" {
+		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
 	}
 	return nil
 }
@@ -472,7 +565,7 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		}
 	}
 	for {
-		if ir.started && (ir.nbad == 0 || o.skipInvalid) {
+		if ir.started && ir.quoted == 0 && (ir.nbad == 0 || o.skipInvalid) {
 			var k int
 			if buf, k = ir.appendPlain(buf, o.chunkIDs-n, chunkBytes-len(buf)); k > 0 {
 				n += k

@@ -39,8 +39,16 @@ func TestIDReader(t *testing.T) {
 		{"header no", "id\nu1\n", "no", []string{"id", "u1"}, nil},
 		{"csv", "# export\nUser_ID,title,score\nu1,cmo,3\n u2 , cfo,4\n\"u,3\",x\n\"u\"\"4\"\n", "auto", []string{"u1", "u2", "u,3", `u"4`}, nil},
 		{"comment after header", "# a\n\n id \nu1\n", "auto", []string{"u1"}, nil},
-		{"bad lines", "u1\n,cmo\n" + long + "\nu2\n\"open\n\"x\"y\n", "auto", []string{"u1", "u2"},
-			[]string{"line 2: empty user id", "line 3: user id is 257 bytes, the limit is 256", "line 5: unterminated quoted field", "line 6: text after a quoted field"}},
+		{"bad lines", "u1\n,cmo\n" + long + "\nu2\n\"x\"y\n\"open\nmore\"\nu3\n\"open again\n", "auto", []string{"u1", "u2", "u3"},
+			[]string{"line 2: empty user id", "line 3: user id is 257 bytes, the limit is 256", "line 5: text after a quoted field",
+				"line 6: the quoted user id goes on over the next line; an id is one line",
+				"line 9: the quoted user id goes on over the next line; an id is one line"}},
+		// A quoted field of another column may hold line breaks (RFC 4180):
+		// its lines are no ids.
+		{"csv over lines", "id,note\n\"ml-1\",\"multi\nline note\"\nml-2,\"a \"\"quote\"\"\n# not a comment\n\"\nml-3,\"\"\n", "auto", []string{"ml-1", "ml-2", "ml-3"}, nil},
+		{"csv open at the end", "u1,\"note\nmore\n", "auto", []string{"u1"}, []string{"line 1: a quoted field is not closed before the end of the file"}},
+		{"byte order mark", "\ufeffuser_id,name\nu1,x\n", "auto", []string{"u1"}, nil},
+		{"header names", "Email Address,First Name\nu1,x\n", "auto", []string{"u1"}, nil},
 		{"256 bytes", strings.Repeat("y", 256) + "\n", "no", []string{strings.Repeat("y", 256)}, nil},
 		// A compressed or binary file, or a TSV one, is not uploaded as
 		// ids no bid request could match.
@@ -105,6 +113,8 @@ func TestReadChunks(t *testing.T) {
 			in.WriteString(strings.Repeat("z", maxIDLen+1) + "\n") // invalid
 		case 31:
 			fmt.Fprintf(&in, "u\u00e9%d\n", i) // not ASCII: through next
+		case 37:
+			fmt.Fprintf(&in, "u%d,\"a note\nover\nlines\"\n", i) // its lines are no ids
 		default:
 			fmt.Fprintf(&in, "u%d\n", i)
 		}
@@ -280,6 +290,10 @@ func TestSegmentsCommands(t *testing.T) {
 			"uploaded industry:fintech mode=replace ids=2 added=2 removed=0 unchanged=0 new_users=0 invalid=0 cardinality=2 version=3 replayed=false took ids_per_s\n", "", 0},
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000001\nu0000009\n",
 			"uploaded industry:fintech mode=replace ids=2 added=2 removed=0 unchanged=0 new_users=0 invalid=0 cardinality=2 version=3 replayed=true took ids_per_s\n", "", 0},
+		// The key again with other ids: the server replays k1's result
+		// and applies nothing, which personactl tells from the count.
+		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000003\n",
+			"", "personactl: segments upload industry:fintech: key \"k1\" was already used, by an upload of 2 ids (version 3); these 1 ids were not applied (a new upload needs a new --key)\n", 1},
 		// Invalid lines abort the upload by default, naming them.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "-"}, "u1\n,x\nu2\n" + strings.Repeat("z", 300) + "\n",
 			"", "personactl: segments upload industry:fintech: stdin has 2 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n  line 2: empty user id\n  line 4: user id is 300 bytes, the limit is 256\n", 1},
@@ -313,6 +327,34 @@ func TestSegmentsCommands(t *testing.T) {
 	}
 	if v := store.Current().Version(); v != 5 {
 		t.Errorf("store version %d, want 5", v)
+	}
+}
+
+// TestUploadAddNothing: an add or remove upload whose FILE holds no id
+// sends nothing (an add would create the segment empty, from a mistyped
+// --value say), unless --allow-empty; a first line that reads like a
+// header but is uploaded as an id is named in a note.
+func TestUploadAddNothing(t *testing.T) {
+	addr, store := server(t)
+	for _, mode := range []string{"add", "remove"} {
+		out, errOut, code := ctl(t, addr, "# nothing yet\n", false, "segments", "upload", "--facet", "title", "--value", "cmoo", "--mode", mode, "-")
+		want := "segments upload title:cmoo: stdin holds no user id; nothing uploaded (--allow-empty sends it, creating the segment empty)\n"
+		if code != 0 || out != "" || errOut != want {
+			t.Errorf("%s of nothing: exit %d, stdout %q, stderr %q; want 0, nothing, %q", mode, code, out, errOut, want)
+		}
+	}
+	if n := store.Current().Len(); n != 0 {
+		t.Errorf("%d segments after uploads of nothing, want 0", n)
+	}
+	if _, errOut, code := ctl(t, addr, "", false, "segments", "upload", "--facet", "title", "--value", "cmo", "--allow-empty", "-"); code != 0 {
+		t.Fatalf("--allow-empty: exit %d, %s", code, errOut)
+	}
+	if store.Current().Segment("title", "cmo") == nil {
+		t.Error("an add of nothing with --allow-empty did not create the segment")
+	}
+	_, errOut, code := ctl(t, addr, "Full Name,Company\nu1,Acme\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+	if want := "note: the first line, \"Full Name\", was uploaded as a user id; if it is a header, --header yes skips it\n"; code != 0 || errOut != want {
+		t.Errorf("a header-like first line: exit %d, stderr %q; want 0, %q", code, errOut, want)
 	}
 }
 

@@ -57,7 +57,9 @@ type SegmentsClient interface {
 	// finds them with no segments and List counts them among the users.)
 	// A chunk may hold at
 	// most 65536 ids (RESOURCE_EXHAUSTED otherwise) within the server's
-	// message size limit (1 MiB by default); an upload at most 100,000,000.
+	// message size limit (personad's: 64 MiB; gRPC's default, for a server
+	// built on the bidder package with it, 1 MiB); an upload at most
+	// 100,000,000.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
 	// List returns every segment, ordered by facet then value.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
@@ -146,7 +148,9 @@ type SegmentsServer interface {
 	// finds them with no segments and List counts them among the users.)
 	// A chunk may hold at
 	// most 65536 ids (RESOURCE_EXHAUSTED otherwise) within the server's
-	// message size limit (1 MiB by default); an upload at most 100,000,000.
+	// message size limit (personad's: 64 MiB; gRPC's default, for a server
+	// built on the bidder package with it, 1 MiB); an upload at most
+	// 100,000,000.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
 	// List returns every segment, ordered by facet then value.
 	List(context.Context, *ListRequest) (*ListResponse, error)
