@@ -65,14 +65,35 @@ func (g *stage) reset(dict *Dict, own bool) {
 		g.d.grow(max(len(dict.slots), tableSize(dict.Len())))
 	}
 	g.pub, g.pinned = dict.Len(), 0
-	if n := len(g.d.ends); g.room > n {
-		perUser := 16
-		if n > 0 {
-			perUser = (len(g.d.arena) + n - 1) / n
-		}
-		users := g.room - n
-		g.reserve(users, min(users*perUser, MaxDictBytes-len(g.d.arena)), 0, 0)
+	if users, bytes := roomFor(g.d, g.room); users > 0 {
+		g.reserve(users, bytes, 0, 0)
 	}
+}
+
+// roomFor returns the users and id bytes that d must make room for to hold
+// room users: at the average id length so far, 16 bytes while d is
+// empty. (0, 0) when it holds that many already.
+func roomFor(d *Dict, room int) (users, bytes int) {
+	n := len(d.ends)
+	if room <= n {
+		return 0, 0
+	}
+	perUser := 16
+	if n > 0 {
+		perUser = (len(d.arena) + n - 1) / n
+	}
+	users = room - n
+	return users, min(users*perUser, MaxDictBytes-len(d.arena))
+}
+
+// machineMemory is physicalMemory, a variable for tests.
+var machineMemory = physicalMemory
+
+// roomBytes is about the memory that making room for users more users and
+// bytes more id bytes in d takes: their end offsets and bytes, and the
+// table that holds them all.
+func roomBytes(d *Dict, users, bytes int) int {
+	return 4*users + bytes + 8*tableSize(len(d.ends)+users)
 }
 
 // view returns the dictionary of every user interned so far, for

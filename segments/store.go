@@ -33,12 +33,14 @@ type Config struct {
 	// replaces it): its hash table, id offsets and id bytes (at the
 	// average id length so far, 16 bytes when empty) are allocated and
 	// faulted in up front, so that uploads up to it never grow them. It
-	// costs their memory from the start, about 26 bytes a user for 9-byte
-	// ids, and the time to fault it in. It pays where fresh memory is slow
-	// to fault in: on virtual machines that back a guest's memory only
-	// when first touched and take freed memory back (free page
-	// reporting), a new dictionary array costs about 1.5 ms per MB the
-	// first time (BENCHMARKS.md §2). At most MaxUsers; 0 reserves nothing.
+	// costs their memory from the start, about 15 bytes a user plus the
+	// id bytes (26 for 9-byte ids), and the time to fault it in. It pays
+	// where fresh memory is slow to fault in: on virtual machines that
+	// back a guest's memory only when first touched and take freed memory
+	// back (free page reporting), a new dictionary array costs about 1.5
+	// ms per MB the first time (BENCHMARKS.md §2). At most MaxUsers, and
+	// Open refuses a reserve that needs more than the machine's memory
+	// (ErrNoRoom); 0 reserves nothing.
 	ReserveUsers int
 	// OnSnapshot, when set, is called after each snapshot the store
 	// writes by itself (periodic, early, at Close) or fails to write, from
@@ -116,6 +118,10 @@ func NewStore(snap *Snapshot) *Store {
 	return s
 }
 
+// ErrNoRoom is a Config.ReserveUsers that needs more memory than the
+// machine has.
+var ErrNoRoom = errors.New("segments: not enough memory for the reserve")
+
 // Open opens the store in cfg.Dir, creating the directory when missing:
 // it loads the snapshot file (none: an empty store), replays the
 // write-ahead log over it, truncating a torn tail, and starts the
@@ -163,6 +169,16 @@ func Open(cfg Config) (*Store, error) {
 	if snap, err = s.recover(snap); err != nil {
 		s.wal.close()
 		return nil, err
+	}
+	if users, bytes := roomFor(snap.dict, cfg.ReserveUsers); users > 0 {
+		// A reserve beyond the machine's memory would end the process
+		// (the mappings fall back to the Go heap, which cannot either).
+		need := uint64(roomBytes(snap.dict, users, bytes))
+		if total, ok := machineMemory(); ok && need > total {
+			s.wal.close()
+			return nil, fmt.Errorf("%w: ReserveUsers %d needs about %d MiB for the user dictionary, more than the machine's %d MiB",
+				ErrNoRoom, cfg.ReserveUsers, need>>20, total>>20)
+		}
 	}
 	s.stage.room = cfg.ReserveUsers
 	s.stage.reset(snap.dict, true)
@@ -282,8 +298,8 @@ func (s *Store) Recovery() Recovery { return s.recovery }
 // writes and fsyncs the log record, then publishes the next snapshot
 // (version + 1). It returns only after the record is durable; on any error
 // nothing is published, the upload is discarded and the store is as
-// before. An upload that changes nothing is not logged and keeps the
-// current version. The Upload must not be used afterwards.
+// before. An upload that changes nothing logs no change and keeps the
+// current version (a keyed one logs its key and result). The Upload must not be used afterwards.
 func (s *Store) Commit(u *Upload) (Result, error) {
 	if u.done {
 		return Result{}, errUploadDone

@@ -320,6 +320,22 @@ func TestReserveUsers(t *testing.T) {
 	if _, err := Open(Config{Dir: t.TempDir(), ReserveUsers: -1}); err == nil || !strings.Contains(err.Error(), "ReserveUsers") {
 		t.Errorf("Open with ReserveUsers -1: %v, want an error naming it", err)
 	}
+	// More than the machine's memory: an error, not a crash, and the
+	// store opens without it.
+	func() {
+		defer func(f func() (uint64, bool)) { machineMemory = f }(machineMemory)
+		machineMemory = func() (uint64, bool) { return 1 << 30, true }
+		dir := t.TempDir()
+		_, err := Open(Config{Dir: dir, ReserveUsers: 100_000_000})
+		if want := "segments: not enough memory for the reserve: ReserveUsers 100000000 needs about 2997 MiB for the user dictionary, more than the machine's 1024 MiB"; !errors.Is(err, ErrNoRoom) || err.Error() != want {
+			t.Errorf("Open with a reserve beyond memory: %v, want %q", err, want)
+		}
+		st, err := Open(Config{Dir: dir, ReserveUsers: 10_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}()
 	const room = 50_000
 	dir := t.TempDir()
 	ids := func(from, n int) []string {

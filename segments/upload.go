@@ -24,9 +24,9 @@ const (
 	Add
 	// Remove takes the uploaded users out of an existing segment, as the
 	// store holds them when the upload commits: an id no user had when it
-	// arrived is kept (its bytes, about once however often it is sent)
-	// and looked up again then, since an upload committed in between may
-	// have added it.
+	// arrived is kept (its bytes; once when it is sent again soon after,
+	// within the last 4096 unknown ids) and looked up again then, since an
+	// upload committed in between may have added it.
 	Remove
 )
 

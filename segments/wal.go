@@ -48,8 +48,10 @@ import (
 //
 // A keys record starts every file a snapshot begins: the idempotency keys
 // the store remembers, which would otherwise go with the deleted files.
-// (When the snapshot finds its file already there, opened by recovery, it
-// writes one after what the file holds, before deleting anything.)
+// (When the snapshot finds its file already there without one, opened by
+// recovery or after a failed keys write, it writes one after what the
+// file holds, before deleting anything; replay then moves each key it
+// reads again to the most recent place, see keyLog.put.)
 // A keyed upload that changes nothing writes one too, holding its key
 // alone: it has no change record to carry it.
 //
@@ -121,8 +123,10 @@ type wal struct {
 	// failed is sticky: after a failed fsync nobody knows what reached the
 	// disk, so no later record may be written (PostgreSQL's lesson).
 	failed error
-	// keysLogged says that f holds the idempotency keys remembered when
-	// it was created (see appendKeys). Not known of a file recovery opens.
+	// keysLogged says that f holds every idempotency key the store
+	// remembers: a checkpoint wrote them all into it (appendKeys), and
+	// every key since went into it too. False for a file recovery opens
+	// and after a failed keys write: the next checkpoint writes them.
 	keysLogged bool
 	// sync is f.Sync; tests make it fail.
 	sync func(*os.File) error

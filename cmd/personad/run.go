@@ -118,6 +118,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	scfg.Dir, scfg.OnSnapshot = segDir, func(ev segments.SnapshotEvent) { logSnapshot(log, ev) }
 	scfg.ReserveUsers = o.reserveUsers
 	segs, err := segments.Open(scfg)
+	if errors.Is(err, segments.ErrNoRoom) {
+		return usageErr(fmt.Errorf("--segments-reserve-users: %w", err))
+	}
 	if err != nil {
 		return fmt.Errorf("opening segments in %s: %w", segDir, err)
 	}
