@@ -597,7 +597,10 @@ func (k *keyLog) put(key string, e keyEntry) {
 		k.m = map[string]keyEntry{}
 	}
 	if _, ok := k.m[key]; ok {
-		i := slices.Index(k.order, key)
+		i := len(k.order) - 1 // searched from the end: replay puts a keyed change's key again at once
+		for k.order[i] != key {
+			i--
+		}
 		k.order = slices.Delete(k.order, i, i+1)
 	}
 	k.order = append(k.order, key)

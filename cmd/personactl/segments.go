@@ -154,19 +154,15 @@ type idReader struct {
 	// still open at the end of the last line read (0: none): the lines up
 	// to the one that closes it belong to that record, not ids of their
 	// own.
-	quoted int
+	quoted     int
+	quotedSaid bool // that record's line was reported invalid already
 	// first is the first id line, when --header auto took it as an id
 	// although it reads like a header (see looksLikeHeader), for a note.
 	first string
 }
 
 func newIDReader(r io.Reader, header string) *idReader {
-	ir := &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
-	if bom, _ := ir.r.Peek(3); string(bom) == "\ufeff" { // an error shows again at the first read
-		ir.r.Discard(3) //nolint:errcheck // the bytes are buffered
-		ir.read = 3
-	}
-	return ir
+	return &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
 }
 
 // next returns the next id, valid until the following call, or io.EOF.
@@ -190,9 +186,11 @@ func (ir *idReader) next() ([]byte, error) {
 		}
 		if len(raw) == 0 && err != nil {
 			if errors.Is(err, io.EOF) && ir.quoted > 0 {
-				if n := len(ir.invalid); n == 0 || ir.invalid[n-1].line != ir.quoted { // not said already
+				if !ir.quotedSaid {
+					line := ir.line
 					ir.line = ir.quoted
 					ir.bad("a quoted field is not closed before the end of the file")
+					ir.line = line
 				}
 				ir.quoted = 0
 			}
@@ -200,16 +198,18 @@ func (ir *idReader) next() ([]byte, error) {
 		}
 		ir.read += int64(len(raw))
 		ir.line++
-		odd := bytes.Count(raw, []byte{'"'})%2 == 1
+		if ir.line == 1 {
+			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
+		}
 		if ir.quoted > 0 {
-			if odd { // the record's quoted field closes on this line
+			if !csvQuoted(raw, true) { // the record's quoted field closes on this line
 				ir.quoted = 0
 			}
 			continue
 		}
 		id, ok, msg := parseLine(raw, &ir.field)
-		if odd && !isComment(raw) {
-			ir.quoted = ir.line // a quoted field goes on over the next line
+		if !isComment(raw) && csvQuoted(raw, false) {
+			ir.quoted, ir.quotedSaid = ir.line, msg != "" // a quoted field goes on over the next line
 		}
 		if msg != "" {
 			ir.bad(msg)
@@ -345,6 +345,35 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
+// csvQuoted follows a line's CSV quoting and reports whether it ends
+// inside a quoted field; in says whether it begins inside one. A quote
+// opens a quoted field only at the start of a field (after spaces), and
+// "" inside one is a quote: a quote elsewhere, as in 12" display, is
+// text.
+func csvQuoted(line []byte, in bool) bool {
+	start := !in
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case in:
+			if c == '"' {
+				if i+1 < len(line) && line[i+1] == '"' {
+					i++
+					continue
+				}
+				in = false
+			}
+		case c == ',':
+			start = true
+		case c == '"' && start:
+			in, start = true, false
+		case c != ' ':
+			start = false
+		}
+	}
+	return in
+}
+
 // isComment reports whether a raw line is a # comment.
 func isComment(raw []byte) bool {
 	line := bytes.TrimSpace(raw)
@@ -377,12 +406,12 @@ func looksLikeHeader(raw []byte) bool {
 		return false
 	}
 	words, spaced := true, false
-	for _, f := range bytes.Split(line, []byte{','}) {
+	for i, f := range bytes.Split(line, []byte{','}) {
 		f = bytes.Trim(bytes.TrimSpace(f), `"`)
 		for _, c := range f {
 			switch {
 			case c == ' ':
-				spaced = true
+				spaced = spaced || i == 0
 			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-':
 			default:
 				words = false
@@ -494,7 +523,14 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		// An add would only create the segment empty (from a mistyped
 		// --value, say), a remove do nothing.
 		cancel()
-		fmt.Fprintf(e.stderr, "segments upload %s: %s holds no user id; nothing uploaded (--allow-empty sends it, creating the segment empty)\n", seg, name)
+		if ir.nbad > 0 {
+			fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+		}
+		hint := ""
+		if o.mode == personadpb.UploadMode_UPLOAD_MODE_ADD {
+			hint = " (--allow-empty sends it, creating the segment empty)"
+		}
+		fmt.Fprintf(e.stderr, "segments upload %s: %s holds no user id; nothing uploaded%s\n", seg, name, hint)
 		return nil
 	}
 	idle.Reset(g.timeout)
