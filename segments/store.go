@@ -299,7 +299,8 @@ func (s *Store) Recovery() Recovery { return s.recovery }
 // (version + 1). It returns only after the record is durable; on any error
 // nothing is published, the upload is discarded and the store is as
 // before. An upload that changes nothing logs no change and keeps the
-// current version (a keyed one logs its key and result). The Upload must not be used afterwards.
+// current version (a keyed one logs its key and result). The Upload must
+// not be used afterwards.
 func (s *Store) Commit(u *Upload) (Result, error) {
 	if u.done {
 		return Result{}, errUploadDone
@@ -584,11 +585,11 @@ func (k *keyLog) check(key, facet, value string, mode Mode) (Result, bool, error
 	return res, true, nil
 }
 
-// put remembers key's result as the most recent. A key put again (only
-// replay does: a file that recovery recreated, or a failed keys write,
-// can hold a key before the record of all the keys that a checkpoint
-// writes) moves to the end, so that replay rebuilds the order the store
-// had.
+// put remembers key's result as the most recent. Only replay puts a key
+// again: every keyed change (its change record, then its keys record),
+// and a key that a file recovery recreated, or a failed keys write, left
+// before the record of all the keys a checkpoint writes. Such a key moves
+// to the end, so that replay rebuilds the order the store had.
 func (k *keyLog) put(key string, e keyEntry) {
 	if key == "" {
 		return

@@ -965,20 +965,8 @@ func TestCheckpointKeepsKeys(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	upload(t, st, "title", "cmo", Add, "k1", "a")
-	snapPath := filepath.Join(dir, SnapshotFile)
-	if err := os.Mkdir(snapPath, 0o755); err != nil { // the rename into place fails
-		t.Fatal(err)
-	}
-	if err := st.Checkpoint(); err == nil {
-		t.Fatal("checkpoint with a directory in the snapshot's place succeeded")
-	}
-	crash(st)
 	// The crash tore the header of the file the checkpoint started.
-	if err := os.Truncate(filepath.Join(dir, walName(2)), 0); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(snapPath)
-	st = openStore(t, dir)
+	st = crashInCheckpoint(t, st, dir, 0)
 	if err := st.Checkpoint(); err != nil {
 		t.Fatal(err)
 	}
@@ -992,6 +980,26 @@ func TestCheckpointKeepsKeys(t *testing.T) {
 	}
 }
 
+// crashInCheckpoint makes st's next checkpoint fail after it has started
+// log file 2 (the snapshot's rename fails), crashes st, cuts that file to
+// size bytes and reopens the store.
+func crashInCheckpoint(t *testing.T, st *Store, dir string, size int64) *Store {
+	t.Helper()
+	snapPath := filepath.Join(dir, SnapshotFile)
+	if err := os.Mkdir(snapPath, 0o755); err != nil { // the rename into place fails
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(); err == nil {
+		t.Fatal("checkpoint with a directory in the snapshot's place succeeded")
+	}
+	crash(st)
+	if err := os.Truncate(filepath.Join(dir, walName(2)), size); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(snapPath)
+	return openStore(t, dir)
+}
+
 // TestCheckpointKeysOrder: a key logged into a file that recovery
 // recreated, before a checkpoint logs all the keys after it, is still the
 // most recent after a crash, and the oldest key is the first forgotten.
@@ -1001,21 +1009,9 @@ func TestCheckpointKeysOrder(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	upload(t, st, "title", "cmo", Add, "k1", "a")
-	snapPath := filepath.Join(dir, SnapshotFile)
-	if err := os.Mkdir(snapPath, 0o755); err != nil { // the rename into place fails
-		t.Fatal(err)
-	}
-	if err := st.Checkpoint(); err == nil {
-		t.Fatal("checkpoint with a directory in the snapshot's place succeeded")
-	}
-	crash(st)
 	// The crash came before the keys record of the file the checkpoint
 	// started.
-	if err := os.Truncate(filepath.Join(dir, walName(2)), walHeaderSize); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(snapPath)
-	st = openStore(t, dir)
+	st = crashInCheckpoint(t, st, dir, walHeaderSize)
 	upload(t, st, "title", "cmo", Add, "k2", "a") // changes nothing: a keys record of its own
 	if err := st.Checkpoint(); err != nil {
 		t.Fatal(err)
