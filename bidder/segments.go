@@ -37,11 +37,17 @@ type SegmentsConfig struct {
 	// MaxUploadIDs bounds the ids of one upload, duplicates included: the
 	// server holds an upload in memory until it commits. Default 100M.
 	MaxUploadIDs uint64
+	// UploadIdleTimeout ends an upload whose client has sent no message
+	// for this long, with DEADLINE_EXCEEDED and nothing applied, so that a
+	// stalled client does not hold a staged upload (its new users'
+	// memory) until its connection drops. Time the server spends on the
+	// upload's ids does not count. 0 turns it off. Default 2m.
+	UploadIdleTimeout time.Duration
 }
 
 // DefaultSegmentsConfig returns the defaults documented on SegmentsConfig.
 func DefaultSegmentsConfig() SegmentsConfig {
-	return SegmentsConfig{MaxChunkIDs: 1 << 16, MaxUploadIDs: 100_000_000}
+	return SegmentsConfig{MaxChunkIDs: 1 << 16, MaxUploadIDs: 100_000_000, UploadIdleTimeout: 2 * time.Minute}
 }
 
 // LimitError is a request over one of the server's limits: which limit,
@@ -56,15 +62,18 @@ func (e *LimitError) Error() string {
 	return fmt.Sprintf("bidder: %s: %s exceeds the limit of %s", e.Path, e.Got, e.Limit)
 }
 
-// Segments serves personad.v1.Segments over a segments.Store. It holds no
-// goroutines. It is safe for concurrent use.
+// Segments serves personad.v1.Segments over a segments.Store. It is safe
+// for concurrent use. An upload runs on a goroutine of its own, which can
+// outlive its handler when UploadIdleTimeout ends it: Close waits for
+// those.
 type Segments struct {
 	personadpb.UnimplementedSegmentsServer
 
-	cfg   SegmentsConfig
-	store *segments.Store
-	log   *zap.Logger
-	m     *segmentMetrics
+	cfg     SegmentsConfig
+	store   *segments.Store
+	log     *zap.Logger
+	m       *segmentMetrics
+	running sync.WaitGroup // uploads' goroutines
 }
 
 // NewSegments returns the Segments service over cfg.Store.
@@ -74,6 +83,9 @@ func NewSegments(cfg SegmentsConfig) (*Segments, error) {
 	}
 	if cfg.MaxChunkIDs <= 0 || cfg.MaxUploadIDs == 0 {
 		return nil, errors.New("bidder: segments config: MaxChunkIDs and MaxUploadIDs must be > 0")
+	}
+	if cfg.UploadIdleTimeout < 0 {
+		return nil, errors.New("bidder: segments config: UploadIdleTimeout must be >= 0")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -98,12 +110,115 @@ type uploadStats struct {
 	bytes        uint64
 }
 
+// Close waits for the goroutines of uploads that UploadIdleTimeout ended,
+// each of which discards its upload once the stream's end reaches it. Call
+// it after the gRPC server has stopped and before the store is closed.
+func (s *Segments) Close() {
+	s.running.Wait()
+}
+
 // Upload implements personad.v1.Segments/Upload.
+//
+// The upload runs on a goroutine of its own while this one watches it for
+// idleness: only returning from the handler ends a stream that is waiting
+// for a client's message. The ended upload's goroutine then sees its
+// receive fail and discards what it staged.
 func (s *Segments) Upload(stream personadpb.Segments_UploadServer) error {
+	if s.cfg.UploadIdleTimeout == 0 {
+		return s.serveUpload(stream, nil)
+	}
+	w := &idleWatch{start: time.Now()}
+	done := make(chan error, 1)
+	s.running.Go(func() { done <- s.serveUpload(stream, w) })
+	return w.wait(done, s.cfg.UploadIdleTimeout)
+}
+
+// idleWatch ends an upload whose client has sent nothing for too long.
+// Its state settles the race between the watcher giving up and the
+// upload committing: whichever moves it from watchReceiving first wins,
+// so an ended upload never commits and a committing one is never ended.
+type idleWatch struct {
+	start time.Time
+	// since is when the pending receive began, in nanoseconds after start
+	// plus one; 0 while no receive is pending (the upload resolves ids or
+	// commits, which is not the client's idleness).
+	since atomic.Int64
+	state atomic.Int32
+}
+
+// The states of an idleWatch.
+const (
+	watchReceiving = iota
+	watchCommitting
+	watchEnded
+)
+
+// recv receives the stream's next message into m, marking the wait as
+// the client's.
+func (w *idleWatch) recv(stream personadpb.Segments_UploadServer, m *personadpb.UploadRequest) error {
+	if w == nil {
+		return stream.RecvMsg(m)
+	}
+	w.since.Store(int64(time.Since(w.start)) + 1)
+	err := stream.RecvMsg(m)
+	w.since.Store(0)
+	return err
+}
+
+// commit reports whether the upload may commit: false once the watcher
+// has ended it.
+func (w *idleWatch) commit() bool {
+	return w == nil || w.state.CompareAndSwap(watchReceiving, watchCommitting)
+}
+
+// ended reports whether the watcher ended the upload.
+func (w *idleWatch) ended() bool {
+	return w != nil && w.state.Load() == watchEnded
+}
+
+// wait returns the upload's error from done, or the idle error once a
+// receive has been pending for limit.
+func (w *idleWatch) wait(done <-chan error, limit time.Duration) error {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+		}
+		since := w.since.Load()
+		if since == 0 {
+			t.Reset(limit) // the server is busy with the upload
+			continue
+		}
+		if idle := time.Since(w.start) - time.Duration(since-1); idle < limit {
+			t.Reset(limit - idle)
+			continue
+		}
+		if w.state.CompareAndSwap(watchReceiving, watchEnded) {
+			return idleError(limit)
+		}
+		return <-done // committing: its outcome stands
+	}
+}
+
+// idleError is the status of an upload UploadIdleTimeout ended.
+func idleError(limit time.Duration) error {
+	return status.Errorf(codes.DeadlineExceeded,
+		"bidder: upload: the client sent nothing for %s (the server's upload idle timeout); nothing applied", limit)
+}
+
+// serveUpload runs one upload and logs and counts its outcome; w, if not
+// nil, watches it for idleness.
+func (s *Segments) serveUpload(stream personadpb.Segments_UploadServer, w *idleWatch) error {
 	start := time.Now()
 	var st uploadStats
-	res, err := s.upload(stream, &st)
+	res, err := s.upload(stream, w, &st)
 	took := time.Since(start)
+	if err != nil && w.ended() {
+		err = idleError(s.cfg.UploadIdleTimeout) // the stream's end, as its client saw it
+	}
 	if err != nil {
 		err = streamError(err)
 		code := status.Code(err)
@@ -144,8 +259,9 @@ func streamError(err error) error {
 	return grpcError(err)
 }
 
-func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadStats) (segments.Result, error) {
-	first, err := stream.Recv()
+func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch, st *uploadStats) (segments.Result, error) {
+	first := new(personadpb.UploadRequest)
+	err := w.recv(stream, first)
 	if errors.Is(err, io.EOF) {
 		return segments.Result{}, &ValidationError{Path: "upload.header", Msg: "the stream is empty: the first message must hold the header"}
 	}
@@ -239,7 +355,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 			return new(personadpb.UploadRequest)
 		}
 	}
-	err = s.receive(stream, st, next, func(chunk int, req *personadpb.UploadRequest, first uint64) bool {
+	err = s.receive(stream, w, st, next, func(chunk int, req *personadpb.UploadRequest, first uint64) bool {
 		c := req.GetChunk()
 		todo <- work{chunk, c.Ids, c.IdsPacked, first, req}
 		return !failed.Load()
@@ -255,6 +371,9 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 	if err := stream.Context().Err(); err != nil {
 		return segments.Result{}, err
 	}
+	if !w.commit() {
+		return segments.Result{}, idleError(s.cfg.UploadIdleTimeout)
+	}
 	res, err := s.store.Commit(u)
 	if err != nil {
 		return segments.Result{}, err
@@ -269,11 +388,11 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, st *uploadSta
 // message next returns, checking the limits, and hands each to add, until
 // the client closes the stream (nil), add returns false (nil: the caller
 // has the error), or an error.
-func (s *Segments) receive(stream personadpb.Segments_UploadServer, st *uploadStats, next func() *personadpb.UploadRequest,
+func (s *Segments) receive(stream personadpb.Segments_UploadServer, w *idleWatch, st *uploadStats, next func() *personadpb.UploadRequest,
 	add func(chunk int, req *personadpb.UploadRequest, first uint64) bool) error {
 	for i := 0; ; i++ {
 		req := next()
-		err := stream.RecvMsg(req)
+		err := w.recv(stream, req)
 		if errors.Is(err, io.EOF) {
 			return stream.Context().Err()
 		}

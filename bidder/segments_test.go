@@ -55,7 +55,9 @@ func (h *segHarness) uploads(outcome string) float64 {
 	return 0
 }
 
-func newSegHarness(tb testing.TB, logger *zap.Logger) *segHarness {
+// newSegHarness serves a Segments service, configured by opts, over a new
+// store.
+func newSegHarness(tb testing.TB, logger *zap.Logger, opts ...func(*SegmentsConfig)) *segHarness {
 	tb.Helper()
 	store, err := segments.Open(segments.Config{Dir: tb.TempDir()})
 	if err != nil {
@@ -77,6 +79,9 @@ func newSegHarness(tb testing.TB, logger *zap.Logger) *segHarness {
 	}
 	scfg := DefaultSegmentsConfig()
 	scfg.Store, scfg.Logger, scfg.Metrics = store, logger, reg
+	for _, o := range opts {
+		o(&scfg)
+	}
 	ss, err := NewSegments(scfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -99,6 +104,7 @@ func newSegHarness(tb testing.TB, logger *zap.Logger) *segHarness {
 		conn.Close()
 		gs.Stop()
 		<-done
+		ss.Close()
 		eng.Close()
 		store.Close()
 	})
@@ -333,6 +339,74 @@ func TestUploadBrokenOff(t *testing.T) {
 	if _, ok := s.User("u0"); ok || s.Dict().Len() != 2 || resp.NewUsers != 2 {
 		t.Errorf("after the next upload: %d users, u0 known %t, %d new users; want 2 users (v1, u3), both new, u0 unknown",
 			s.Dict().Len(), ok, resp.NewUsers)
+	}
+}
+
+// TestUploadIdleTimeout: an upload whose client stops sending is ended
+// after UploadIdleTimeout with DEADLINE_EXCEEDED, and the users it staged
+// are taken back; a client that keeps sending, however slowly, is not.
+// The harness's cleanup waits (Close) for the ended uploads' goroutines,
+// and goleak checks none is left.
+func TestUploadIdleTimeout(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	h := newSegHarness(t, zaptest.NewLogger(t), func(c *SegmentsConfig) { c.UploadIdleTimeout = idle })
+	for i, msgs := range [][]*personadpb.UploadRequest{
+		nil, // not even a header
+		{header("title", "cmo", modeAdd, "")},
+		{header("title", "cmo", modeAdd, "k1"), chunk("u1", "u2"), packed("u3\nu4")},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // should the server never end it
+		defer cancel()
+		stream, err := h.seg.Upload(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := stream.Send(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		// RecvMsg, not CloseAndRecv: the stream stays open, idle.
+		err = stream.RecvMsg(new(personadpb.UploadResponse))
+		waited := time.Since(start)
+		const want = "bidder: upload: the client sent nothing for 300ms (the server's upload idle timeout); nothing applied"
+		if st, _ := status.FromError(err); st.Code() != codes.DeadlineExceeded || st.Message() != want {
+			t.Fatalf("upload %d: idle stream ended with %v; want DeadlineExceeded %q", i, err, want)
+		}
+		if waited < idle/2 {
+			t.Errorf("upload %d: ended after %v, before the idle timeout %v", i, waited, idle)
+		}
+		if got := h.uploads("aborted"); got != float64(i+1) {
+			t.Errorf("upload %d: %v uploads counted aborted; want %d", i, got, i+1)
+		}
+	}
+	// A client that pauses for less than the timeout between messages, for
+	// longer than it in all, completes; its ids are all new: the ended
+	// upload's staged users were taken back (the key is free too).
+	stream, err := h.seg.Upload(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []*personadpb.UploadRequest{header("title", "cmo", modeAdd, "k1")}
+	for i := range 8 {
+		msgs = append(msgs, chunk(fmt.Sprint("u", i)))
+	}
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(idle / 3)
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatalf("a slow but steady upload: %v", err)
+	}
+	if resp.Ids != 8 || resp.NewUsers != 8 || resp.Added != 8 || resp.Replayed {
+		t.Errorf("slow upload: %+v; want 8 ids, all new and added, not replayed", resp)
+	}
+	if n := h.store.Current().Dict().Len(); n != 8 {
+		t.Errorf("%d users after the slow upload; want 8", n)
 	}
 }
 

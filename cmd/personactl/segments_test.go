@@ -237,6 +237,7 @@ func server(t *testing.T) (addr string, store *segments.Store) {
 	t.Cleanup(func() {
 		gs.Stop()
 		<-done
+		ss.Close()
 		eng.Close()
 		store.Close()
 	})

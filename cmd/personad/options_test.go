@@ -26,7 +26,7 @@ func defaults() options {
 		grpcAddr: "127.0.0.1:9090", httpAddr: "127.0.0.1:8080", dataDir: "./data",
 		rules: filepath.Join("data", "rules"), logLevel: zapcore.InfoLevel, personaCache: 1 << 20,
 		networkMargin: 10 * time.Millisecond, maxBudget: 50 * time.Millisecond, shutdownTimeout: 10 * time.Second,
-		budgetTZ: time.UTC,
+		budgetTZ: time.UTC, uploadIdle: 2 * time.Minute,
 	}
 }
 
@@ -41,9 +41,9 @@ func TestParseOptions(t *testing.T) {
 		{"flags", []string{
 			"--grpc-addr", "127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir", "/srv/pd", "--demo",
 			"--log-level", "debug", "--persona-cache", "0", "--network-margin", "5ms", "--max-budget", "20ms",
-			"--shutdown-timeout", "1s", "--segments-reserve-users", "40000000",
+			"--shutdown-timeout", "1s", "--segments-reserve-users", "40000000", "--segments-upload-idle-timeout", "0",
 		}, env(), func(o *options) {
-			o.reserveUsers = 40_000_000
+			o.reserveUsers, o.uploadIdle = 40_000_000, 0
 			o.grpcAddr, o.httpAddr, o.dataDir, o.rules, o.demo = "127.0.0.1:0", "127.0.0.1:0", "/srv/pd", "/srv/pd/rules", true
 			o.logLevel, o.personaCache, o.networkMargin, o.maxBudget, o.shutdownTimeout = zapcore.DebugLevel, 0, 5*time.Millisecond, 20*time.Millisecond, time.Second
 		}},
@@ -102,6 +102,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		// 48 TB of counters: the runtime's fatal "out of memory" at start.
 		{"huge cache", []string{"--persona-cache", "1000000000000"}, env(), "--persona-cache 1000000000000 exceeds the limit of 4294967294"},
 		{"negative reserve", nil, env("PERSONAD_SEGMENTS_RESERVE_USERS", "-5"), "--segments-reserve-users -5 is outside [0, 4294967294]"},
+		{"negative idle timeout", []string{"--segments-upload-idle-timeout", "-1s"}, env(), "--segments-upload-idle-timeout -1s must be >= 0"},
 		{"huge reserve", []string{"--segments-reserve-users", "5000000000"}, env(), "--segments-reserve-users 5000000000 is outside [0, 4294967294]"},
 		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
 		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},

@@ -200,12 +200,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	gs := srv.GRPCServer(grpc.MaxRecvMsgSize(rulesMaxRecvMsgSize))
 	segCfg := bidder.DefaultSegmentsConfig()
 	segCfg.Store, segCfg.Logger, segCfg.Metrics = segs, log, reg
+	segCfg.UploadIdleTimeout = o.uploadIdle
 	segSrv, err := bidder.NewSegments(segCfg)
 	if err != nil {
 		gl.Close()
 		hl.Close()
 		return err
 	}
+	defer segSrv.Close() // after the servers stop, before segs closes
 	personadpb.RegisterSegmentsServer(gs, segSrv)
 	personadpb.RegisterRulesServer(gs, bidder.NewRulesService(rulesMgr, log))
 	handler := srv.Handler()
