@@ -83,3 +83,35 @@ func BenchmarkOpen(b *testing.B) {
 		st.Close()
 	}
 }
+
+var openKeyed = flag.Int("openkeyed", 10_000, "keyed uploads in the log BenchmarkOpenKeyed replays")
+
+// BenchmarkOpenKeyed recovers a store whose log holds openkeyed keyed
+// uploads since its last snapshot (one new user each, so each also
+// changes the dictionary): replay puts every such upload's key into the
+// remembered keys, twice, and each put must cost O(1), not a search of
+// the maxKeys remembered.
+func BenchmarkOpenKeyed(b *testing.B) {
+	dir := b.TempDir()
+	st, err := Open(Config{Dir: dir, SnapshotInterval: time.Hour, SnapshotLogBytes: 1 << 40})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for i := range *openKeyed {
+		upload(b, st, "title", "cmo", Add, fmt.Sprint("key-", i), fmt.Sprint("u", i))
+	}
+	b.Logf("%d keyed uploads committed in %v", *openKeyed, time.Since(start))
+	crash(st)
+	b.ResetTimer()
+	for b.Loop() {
+		st, err := Open(Config{Dir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := st.Current().Dict().Len(); n != *openKeyed {
+			b.Fatalf("recovered %d users; want %d", n, *openKeyed)
+		}
+		crash(st) // no snapshot: the next Open replays the same log
+	}
+}
