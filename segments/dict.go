@@ -433,16 +433,27 @@ func (d *Dict) compact() *Dict {
 	return c
 }
 
+// lookupGroup is how many ids lookupBatch moves through each step at
+// once.
+const lookupGroup = 32
+
 // lookupBatch is Lookup for many ids at once: out[i] is ids[i]'s internal
 // id when found[i], and tags[i] its hash tag either way (for interning it
 // later without hashing it again). A big dictionary's lookups are bound
-// by memory latency, not by instructions: each may miss the cache on its
-// table slot, on its end offsets and on its bytes. So lookupBatch works
-// on small groups of ids in passes, each pass issuing one kind of load
-// for the whole group with no branch on the loaded values in between, so
-// that the CPU keeps many misses in flight instead of one: hash; load the
-// first slot; probe (now in cache) to a candidate; load its end offsets;
-// touch its first byte; compare.
+// by memory latency, not by instructions: each may miss the cache (and
+// the TLB) on its table slot, on its end offsets and on its bytes, one
+// after the other, as each address comes from the load before.
+//
+// So lookupBatch is a software pipeline over groups of lookupGroup ids:
+// in each round, one group is hashed and its first slots prefetched, the
+// previous group probes its slots (now in the cache) to a candidate and
+// prefetches its end offsets, the one before reads those and prefetches
+// its bytes, and the one before that compares them. Every load a step
+// makes was prefetched a round earlier, and the prefetches of all three
+// kinds overlap, so the misses of about a hundred ids are in flight at
+// once, instead of one, or of one kind for one group as when each group
+// went through every step before the next (the version before, which
+// loaded instead of prefetching: BENCHMARKS.md §2).
 func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool, tags []uint32) {
 	if d == nil || len(d.slots) == 0 {
 		clear(found[:len(ids)])
@@ -453,82 +464,108 @@ func (d *Dict) lookupBatch(ids []string, out []uint32, found []bool, tags []uint
 		}
 		return
 	}
-	const group = 32
+	const group = lookupGroup
 	n := uint64(len(d.slots))
 	users := uint32(len(d.ends))
+	// Each step's state, by group number modulo the rounds it is kept.
 	var (
-		pos   [group]uint64
-		first [group]uint64 // the first slot's value
-		cand  [group]uint32 // internal id + 1 of the first tag match, 0: none
-		start [group]uint32
-		end   [group]uint32
-		miss  [group]bool // no tag match before an empty slot
+		pos        [2][group]uint64 // first slot: hashed → probed
+		cand       [3][group]uint32 // internal id + 1 of the first tag match, 0: none: probed → compared
+		miss       [3][group]bool   // no tag match before an empty slot
+		start, end [2][group]uint32 // the candidate's bytes: read → compared
+		addrs      [2 * group]unsafe.Pointer
 	)
-	for base := 0; base < len(ids); base += group {
-		g := ids[base:min(base+group, len(ids))]
-		tg := tags[base : base+len(g)]
-		for i, id := range g {
-			tg[i] = d.tag(id)
-			pos[i] = home(tg[i], n)
-		}
-		for i := range g {
-			first[i] = atomic.LoadUint64(&d.slots[pos[i]])
-		}
-		for i := range g {
-			tag, p, s := tg[i], pos[i], first[i]
-			cand[i], miss[i] = 0, false
-			// Scan on to the first tag match or empty slot: the slots
-			// after the first are in its cache line or the next ones,
-			// which the hardware prefetches.
-			for {
-				if s == 0 {
-					miss[i] = true
-					break
-				}
-				if uint32(s>>32) == tag && uint32(s)-1 < users {
-					cand[i] = uint32(s)
-					break
-				}
-				if p++; p == n {
-					p = 0
-				}
-				s = atomic.LoadUint64(&d.slots[p])
+	groups := (len(ids) + group - 1) / group
+	span := func(g int) (int, int) { return g * group, min(g*group+group, len(ids)) }
+	for g := 0; g < groups+3; g++ {
+		if g < groups { // hash group g; prefetch its first slots
+			lo, hi := span(g)
+			p := &pos[g%2]
+			for i, id := range ids[lo:hi] {
+				t := d.tag(id)
+				tags[lo+i], p[i] = t, home(t, n)
+				addrs[i] = unsafe.Pointer(&d.slots[p[i]])
 			}
+			prefetch(&addrs, hi-lo)
 		}
-		for i := range g {
-			if c := cand[i]; c != 0 {
-				end[i], start[i] = d.ends[c-1], 0
-				if c > 1 {
-					start[i] = d.ends[c-2]
+		if k := g - 1; k >= 0 && k < groups { // probe group k; prefetch its end offsets
+			lo, hi := span(k)
+			p, c, ms := &pos[k%2], &cand[k%3], &miss[k%3]
+			na := 0
+			for i := range hi - lo {
+				tag, at := tags[lo+i], p[i]
+				c[i], ms[i] = 0, false
+				// Scan on to the first tag match or empty slot: the slots
+				// after the first are in its cache line or the next ones,
+				// which the hardware prefetches. Atomic: the store's stage
+				// may be storing newer users' slots, which users skips.
+				for {
+					s := atomic.LoadUint64(&d.slots[at])
+					if s == 0 {
+						ms[i] = true
+						break
+					}
+					if uint32(s>>32) == tag && uint32(s)-1 < users {
+						c[i] = uint32(s)
+						break
+					}
+					if at++; at == n {
+						at = 0
+					}
+				}
+				if u := c[i]; u != 0 {
+					addrs[na] = unsafe.Pointer(&d.ends[u-1])
+					na++
+					if u > 1 && uintptr(addrs[na-1])%64 < 4 { // ends[u-2] is in the line before
+						addrs[na] = unsafe.Pointer(&d.ends[u-2])
+						na++
+					}
 				}
 			}
+			prefetch(&addrs, na)
 		}
-		var sink uint64
-		for i := range g {
-			if cand[i] != 0 {
-				sink += uint64(d.arena[start[i]])
-			}
-		}
-		keep(sink)
-		for i, id := range g {
-			o := base + i
-			if c := cand[i]; c != 0 {
-				if b := d.arena[start[i]:end[i]]; string(b) == id {
-					out[o], found[o] = c-1, true
+		if k := g - 2; k >= 0 && k < groups { // read group k's end offsets; prefetch its bytes
+			lo, hi := span(k)
+			c, st, en := &cand[k%3], &start[k%2], &end[k%2]
+			na := 0
+			for i := range hi - lo {
+				u := c[i]
+				if u == 0 {
 					continue
 				}
-			} else if miss[i] {
-				found[o] = false
-				continue
+				st[i], en[i] = 0, d.ends[u-1]
+				if u > 1 {
+					st[i] = d.ends[u-2]
+				}
+				if st[i] >= en[i] {
+					continue // no bytes; only a corrupt dictionary has an empty id
+				}
+				first, last := unsafe.Pointer(&d.arena[st[i]]), unsafe.Pointer(&d.arena[en[i]-1])
+				addrs[na] = first
+				na++
+				if uintptr(first)/64 != uintptr(last)/64 {
+					addrs[na] = last
+					na++
+				}
 			}
-			out[o], found[o] = d.lookupTag(id, tg[i]) // a tag collision (1 in 2^32)
+			prefetch(&addrs, na)
+		}
+		if k := g - 3; k >= 0 { // compare group k
+			lo, hi := span(k)
+			c, ms, st, en := &cand[k%3], &miss[k%3], &start[k%2], &end[k%2]
+			for i, id := range ids[lo:hi] {
+				o := lo + i
+				if u := c[i]; u != 0 {
+					if string(d.arena[st[i]:en[i]]) == id {
+						out[o], found[o] = u-1, true
+						continue
+					}
+				} else if ms[i] {
+					found[o] = false
+					continue
+				}
+				out[o], found[o] = d.lookupTag(id, tags[o]) // a tag collision (1 in 2^32)
+			}
 		}
 	}
-	runtime.KeepAlive(d) // its mapped memory, until the last comparison (offheap.go)
 }
-
-// keep consumes a value, so that the compiler cannot drop the loads that
-// computed it: they are made only to bring memory into the cache.
-//
-//go:noinline
-func keep(uint64) {}

@@ -3,6 +3,7 @@ package segments
 import (
 	"flag"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -176,15 +177,25 @@ func TestLookupBatch(t *testing.T) {
 	for i := range 120_000 {
 		ids = append(ids, demoID((i*7919)%100_000)) // half known, half not
 	}
-	out, found, tags := make([]uint32, len(ids)), make([]bool, len(ids)), make([]uint32, len(ids))
-	d.lookupBatch(ids, out, found, tags)
-	for i, id := range ids {
-		want, ok := d.Lookup(id)
-		if found[i] != ok || ok && out[i] != want {
-			t.Fatalf("lookupBatch(%s) = %d, %t; Lookup = %d, %t", id, out[i], found[i], want, ok)
+	// Every length around the pipeline's groups and its depth (up to four
+	// groups in flight), and a long one; each from a different place, into
+	// outputs holding garbage.
+	for _, n := range []int{0, 1, 2, 31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128, 129, 130, 161, 1000, 120_000} {
+		at := (n * 31) % (len(ids) - n + 1)
+		ids := ids[at : at+n]
+		out, found, tags := make([]uint32, n), make([]bool, n), make([]uint32, n)
+		for i := range n {
+			out[i], found[i], tags[i] = math.MaxUint32, i%2 == 0, uint32(i)
 		}
-		if tags[i] != d.tag(id) {
-			t.Fatalf("lookupBatch(%s): tag %#x, want %#x", id, tags[i], d.tag(id))
+		d.lookupBatch(ids, out, found, tags)
+		for i, id := range ids {
+			want, ok := d.Lookup(id)
+			if found[i] != ok || ok && out[i] != want {
+				t.Fatalf("%d ids: lookupBatch(%s) = %d, %t; Lookup = %d, %t", n, id, out[i], found[i], want, ok)
+			}
+			if tags[i] != d.tag(id) {
+				t.Fatalf("%d ids: lookupBatch(%s): tag %#x, want %#x", n, id, tags[i], d.tag(id))
+			}
 		}
 	}
 }
