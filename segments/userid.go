@@ -17,14 +17,14 @@ import (
 
 // UserIDProblem says what is wrong with id as an uploaded user id, ""
 // when nothing is, completing a sentence that begins "user id …": "is 0
-// bytes; ids are 1 to 256 bytes", "holds a carriage return (0x0d) at byte
-// 3".
+// bytes; ids are 1 to 256 bytes", "holds a carriage return (0x0d) as byte
+// 3 of 3" (bytes counted from 1, as the ids of an upload are).
 func UserIDProblem(id string) string {
 	if len(id) == 0 || len(id) > MaxIDLen {
 		return fmt.Sprintf("is %d bytes; ids are 1 to %d bytes", len(id), MaxIDLen)
 	}
 	if i := controlByte(id); i >= 0 {
-		return fmt.Sprintf("holds %s at byte %d", controlName(id[i]), i)
+		return fmt.Sprintf("holds %s as byte %d of %d", controlName(id[i]), i+1, len(id))
 	}
 	return ""
 }

@@ -14,11 +14,11 @@ func TestUserIDProblem(t *testing.T) {
 		{strings.Repeat("x", MaxIDLen), ""},
 		{"", "is 0 bytes; ids are 1 to 256 bytes"},
 		{strings.Repeat("x", MaxIDLen+1), "is 257 bytes; ids are 1 to 256 bytes"},
-		{"u1\r", "holds a carriage return (0x0d) at byte 2"},
-		{"a\nb", "holds a line break (0x0a) at byte 1"},
-		{"tab\there", "holds a tab (0x09) at byte 3"},
-		{"nul\x00", "holds the control character 0x00 at byte 3"},
-		{"0123456789abcdef\x1f", "holds the control character 0x1f at byte 16"},
+		{"u1\r", "holds a carriage return (0x0d) as byte 3 of 3"},
+		{"a\nb", "holds a line break (0x0a) as byte 2 of 3"},
+		{"tab\there", "holds a tab (0x09) as byte 4 of 8"},
+		{"nul\x00", "holds the control character 0x00 as byte 4 of 4"},
+		{"0123456789abcdef\x1f", "holds the control character 0x1f as byte 17 of 17"},
 	} {
 		if got := UserIDProblem(tc.id); got != tc.want {
 			t.Errorf("UserIDProblem(%q) = %q, want %q", tc.id, got, tc.want)

@@ -269,7 +269,7 @@ func (x *UploadHeader) GetExpectedIds() uint64 {
 // line ending or a tab, and no 0x7f): such an id could never match a bid.
 // An invalid id fails the upload with INVALID_ARGUMENT naming it, e.g.
 // "upload.chunk[3].ids[17]: user id 98321 of the upload holds a carriage
-// return (0x0d) at byte 9". Duplicates are allowed.
+// return (0x0d) as byte 9 of 9" (bytes counted from 1). Duplicates are allowed.
 // A chunk may use either field or both (ids first, then ids_packed); the
 // chunk limit counts the ids of both.
 type UploadChunk struct {
