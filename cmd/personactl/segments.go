@@ -171,14 +171,31 @@ func (ir *idReader) next() ([]byte, error) {
 	for {
 		raw, err := ir.r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// A line longer than the buffer is no id: skip the rest of it.
+			// A line longer than the buffer is no id: skip the rest of it,
+			// following its quotes (it may be, or open, a multi-line
+			// field of a CSV record).
+			ir.line++
+			comment := isComment(raw)
+			q := csvScan{in: ir.quoted > 0, start: ir.quoted == 0}
+			q.feed(raw)
 			ir.read += int64(len(raw))
 			for errors.Is(err, bufio.ErrBufferFull) {
 				raw, err = ir.r.ReadSlice('\n')
+				q.feed(raw)
 				ir.read += int64(len(raw))
 			}
-			ir.line++
-			ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
+			switch {
+			case ir.quoted > 0: // within a record's quoted field: no id
+				if !q.open() {
+					ir.quoted = 0
+				}
+			case comment:
+			default:
+				ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
+				if q.open() {
+					ir.quoted, ir.quotedSaid = ir.line, true
+				}
+			}
 			if err != nil && !errors.Is(err, io.EOF) {
 				return nil, err
 			}
@@ -346,33 +363,46 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // csvQuoted follows a line's CSV quoting and reports whether it ends
-// inside a quoted field; in says whether it begins inside one. A quote
-// opens a quoted field only at the start of a field (after spaces), and
-// "" inside one is a quote: a quote elsewhere, as in 12" display, is
-// text.
+// inside a quoted field; in says whether it begins inside one.
 func csvQuoted(line []byte, in bool) bool {
-	start := !in
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case in:
+	s := csvScan{in: in, start: !in}
+	s.feed(line)
+	return s.open()
+}
+
+// csvScan follows a line's CSV quoting, fed in pieces. A quote opens a
+// quoted field only at the start of a field (after spaces), and "" inside
+// one is a quote: a quote elsewhere, as in 12" display, is text.
+type csvScan struct {
+	in    bool // inside a quoted field
+	start bool // at the start of a field
+	quote bool // in a quoted field, the last byte was a quote: "" or its end
+}
+
+func (s *csvScan) feed(b []byte) {
+	for _, c := range b {
+		if s.quote {
+			s.quote = false
 			if c == '"' {
-				if i+1 < len(line) && line[i+1] == '"' {
-					i++
-					continue
-				}
-				in = false
+				continue // "" is a quote
 			}
+			s.in = false // the field ended before c
+		}
+		switch {
+		case s.in:
+			s.quote = c == '"'
 		case c == ',':
-			start = true
-		case c == '"' && start:
-			in, start = true, false
+			s.start = true
+		case c == '"' && s.start:
+			s.in, s.start = true, false
 		case c != ' ':
-			start = false
+			s.start = false
 		}
 	}
-	return in
 }
+
+// open reports whether what was fed ends inside a quoted field.
+func (s *csvScan) open() bool { return s.in && !s.quote }
 
 // isComment reports whether a raw line is a # comment.
 func isComment(raw []byte) bool {

@@ -27,6 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestIDReader(t *testing.T) {
 	long := strings.Repeat("x", 257)
+	huge := strings.Repeat("z", 3<<20) // over the reader's 1 MiB buffer
 	for _, tc := range []struct {
 		name, in, header string
 		ids              []string
@@ -51,6 +52,12 @@ func TestIDReader(t *testing.T) {
 		// A quote that opens no field is text: the lines after it are ids.
 		{"stray quotes", "a\"b\nid,screen\nu1,12\" display\nu2,laptop\nu3,x\n", "no", []string{"a\"b", "id", "u1", "u2", "u3"}, nil},
 		{"header names", "Email Address,First Name\nu1,x\n", "auto", []string{"u1"}, nil},
+		// Lines over the 1 MiB buffer: one within a record's quoted field
+		// (a long note) belongs to the record; one that opens a quoted
+		// field is reported and its record's lines skipped; a long
+		// comment is a comment.
+		{"long lines", "u1,\"note\n" + huge + "\nend\"\"\"\nu2\n\"" + huge + "\nu3\",z\nu4\n# " + huge + "\nu5\n", "auto", []string{"u1", "u2", "u4", "u5"},
+			[]string{"line 5: line is longer than 1 MiB; ids are 1 to 256 bytes"}},
 		{"256 bytes", strings.Repeat("y", 256) + "\n", "no", []string{strings.Repeat("y", 256)}, nil},
 		// A compressed or binary file, or a TSV one, is not uploaded as
 		// ids no bid request could match.
