@@ -35,11 +35,29 @@ import (
 //
 //	PERSONAD_BENCH_WORLD=reference go test ./engine -run '^$' \
 //	    -bench DecideDuringUpload -benchtime 1x -count 5
+//
+// PERSONAD_BENCH_CONTROL=memory replaces each upload with a control:
+// for as long as one upload took (run first, unmeasured), the other core writes 8 bytes at random places in 512 MB,
+// as an upload's table and arrays are written, and does nothing else. On
+// a machine whose cores share their caches and memory bandwidth, the
+// decisions' p99 rises with any such neighbour; the control tells that
+// share from the upload's own.
 func BenchmarkDecideDuringUpload(b *testing.B) {
 	w := benchWorld(b)
 	qs := queries(w, w.Config.Users, 1<<16)
 	ids := envInt(b, "PERSONAD_BENCH_UPLOAD_IDS", 10_000_000)
 	rps := envInt(b, "PERSONAD_BENCH_DECIDE_RPS", 2000)
+	var scratch []uint64 // the control's memory
+	switch c := os.Getenv("PERSONAD_BENCH_CONTROL"); c {
+	case "":
+	case "memory":
+		scratch = make([]uint64, 512<<20/8)
+		for i := range scratch { // faulted in now, not in a window
+			scratch[i] = uint64(i)
+		}
+	default:
+		b.Fatalf("PERSONAD_BENCH_CONTROL=%q: want memory or nothing", c)
+	}
 
 	store, err := segments.Open(segments.Config{Dir: b.TempDir()})
 	if err != nil {
@@ -152,6 +170,11 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 	var cycles uint64       // collections during uploads
 	took := 2 * time.Second // the steady window before the first upload
 	round := 0
+	if scratch != nil { // the control's windows last as long as an upload
+		start := time.Now()
+		upload(round, chunks(round))
+		took = time.Since(start)
+	}
 	for b.Loop() {
 		round++
 		b.StopTimer()
@@ -165,6 +188,11 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 		steady = append(steady, window(func() { time.Sleep(took) })...)
 		during = append(during, window(func() {
 			start, c := time.Now(), gcCycles()
+			if scratch != nil {
+				scribble(scratch, took)
+				cycles += gcCycles() - c
+				return // took stays the unmeasured upload's
+			}
 			upload(round, data)
 			took = time.Since(start)
 			cycles += gcCycles() - c
@@ -188,6 +216,20 @@ func BenchmarkDecideDuringUpload(b *testing.B) {
 	b.ReportMetric(percentile(after, call, 0.99), "after-commit-p99-ns")
 	b.ReportMetric(float64(moved)/busy.Seconds(), "ids/s")
 	b.ReportMetric(float64(cycles)/float64(b.N), "gc/upload")
+}
+
+// scribble writes to random places in mem for d: the control of
+// BenchmarkDecideDuringUpload.
+func scribble(mem []uint64, d time.Duration) {
+	x := uint64(88172645463325252)
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		for range 4096 {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			mem[x%uint64(len(mem))] = x
+		}
+	}
 }
 
 // gcCycles is how many collections this process has completed.
