@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,11 @@ type SegmentsConfig struct {
 	// MaxUploadIDs bounds the ids of one upload, duplicates included: the
 	// server holds an upload in memory until it commits. Default 100M.
 	MaxUploadIDs uint64
-	// UploadIdleTimeout ends an upload whose client has sent no message
-	// for this long, with DEADLINE_EXCEEDED and nothing applied, so that a
-	// stalled client does not hold a staged upload (its new users'
+	// UploadIdleTimeout ends an upload when the server has waited this
+	// long for its client's next message (counted from when it began to
+	// wait: a message must arrive whole within it, so a 64 MiB chunk needs
+	// about 0.5 MB/s), with DEADLINE_EXCEEDED and nothing applied, so that
+	// a stalled client does not hold a staged upload (its new users'
 	// memory) until its connection drops. Time the server spends on the
 	// upload's ids does not count. 0 turns it off. Default 2m.
 	UploadIdleTimeout time.Duration
@@ -128,9 +131,54 @@ func (s *Segments) Upload(stream personadpb.Segments_UploadServer) error {
 		return s.serveUpload(stream, nil)
 	}
 	w := &idleWatch{start: time.Now()}
-	done := make(chan error, 1)
-	s.running.Go(func() { done <- s.serveUpload(stream, w) })
-	return w.wait(done, s.cfg.UploadIdleTimeout)
+	done := make(chan uploadOutcome, 1)
+	s.running.Go(func() {
+		var o uploadOutcome
+		defer func() {
+			if o.panic != nil && w.ended() {
+				// The handler has returned: nobody will panic with it.
+				s.log.Error("panic in an upload the idle timeout had ended", zap.Stringer("panic", o.panic))
+			}
+			done <- o
+		}()
+		defer catchPanic(&o.panic)
+		o.err = s.serveUpload(stream, w)
+	})
+	o := w.wait(done, s.cfg.UploadIdleTimeout)
+	if o.panic != nil {
+		panic(o.panic) // for the server's recovery, as if it happened here
+	}
+	return o.err
+}
+
+// uploadOutcome is how an upload's goroutine ended.
+type uploadOutcome struct {
+	err   error
+	panic *goPanic
+}
+
+// goPanic carries a panic from a goroutine of an upload to the goroutine
+// that panics with it again (the handler's, which the server's recovery
+// watches: it logs the panic and answers INTERNAL), with the stack where
+// it happened.
+type goPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *goPanic) String() string {
+	return fmt.Sprintf("%v\n\npanicked in:\n%s", p.value, p.stack)
+}
+
+// catchPanic, deferred, stores the goroutine's panic, if any, into *p.
+func catchPanic(p **goPanic) {
+	if r := recover(); r != nil {
+		if gp, ok := r.(*goPanic); ok {
+			*p = gp // carried here already
+			return
+		}
+		*p = &goPanic{value: r, stack: debug.Stack()}
+	}
 }
 
 // idleWatch ends an upload whose client has sent nothing for too long.
@@ -176,15 +224,15 @@ func (w *idleWatch) ended() bool {
 	return w != nil && w.state.Load() == watchEnded
 }
 
-// wait returns the upload's error from done, or the idle error once a
+// wait returns the upload's outcome from done, or the idle error once a
 // receive has been pending for limit.
-func (w *idleWatch) wait(done <-chan error, limit time.Duration) error {
+func (w *idleWatch) wait(done <-chan uploadOutcome, limit time.Duration) uploadOutcome {
 	t := time.NewTimer(limit)
 	defer t.Stop()
 	for {
 		select {
-		case err := <-done:
-			return err
+		case o := <-done:
+			return o
 		case <-t.C:
 		}
 		since := w.since.Load()
@@ -197,7 +245,7 @@ func (w *idleWatch) wait(done <-chan error, limit time.Duration) error {
 			continue
 		}
 		if w.state.CompareAndSwap(watchReceiving, watchEnded) {
-			return idleError(limit)
+			return uploadOutcome{err: idleError(limit)}
 		}
 		return <-done // committing: its outcome stands
 	}
@@ -334,14 +382,18 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch,
 		return nil
 	}
 	var addErr error
+	var addPanic *goPanic // panicked with again below, once the worker is done
 	var failed atomic.Bool
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for w := range todo {
 			if !failed.Load() {
-				if err := resolve(w); err != nil {
-					addErr = err
-					failed.Store(true)
+				func() {
+					defer catchPanic(&addPanic)
+					addErr = resolve(w)
+				}()
+				if addErr != nil || addPanic != nil {
+					failed.Store(true) // the rest is received and dropped
 				}
 			}
 			recycle(w.req)
@@ -362,6 +414,9 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch,
 	})
 	close(todo)
 	wg.Wait()
+	if addPanic != nil {
+		panic(addPanic)
+	}
 	if err == nil {
 		err = addErr
 	}

@@ -387,8 +387,9 @@ func TestUploadIdleTimeout(t *testing.T) {
 		}
 	}
 	// A client that pauses for less than the timeout between messages, for
-	// longer than it in all, completes; its ids are all new: the ended
-	// upload's staged users were taken back (the key is free too).
+	// longer than it in all, completes. Its ids are all new (NewUsers):
+	// the ended uploads staged u1–u4 and took them back; none committed
+	// (not replayed: the key k1 they held was never recorded).
 	stream, err := h.seg.Upload(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -412,6 +413,84 @@ func TestUploadIdleTimeout(t *testing.T) {
 	}
 	if n := h.store.Current().Dict().Len(); n != 8 {
 		t.Errorf("%d users after the slow upload; want 8", n)
+	}
+}
+
+// TestIdleWatch: the watcher does not count time the server spends on the
+// upload (no receive pending), never ends an upload that began to commit,
+// and an upload it ended cannot commit.
+func TestIdleWatch(t *testing.T) {
+	const limit = 20 * time.Millisecond
+	ok := uploadOutcome{err: fmt.Errorf("the upload's own outcome")}
+	t.Run("busy", func(t *testing.T) {
+		w := &idleWatch{start: time.Now()} // no receive pending
+		done := make(chan uploadOutcome, 1)
+		time.AfterFunc(10*limit, func() { done <- ok })
+		if o := w.wait(done, limit); o != ok {
+			t.Errorf("a busy upload ended with %v; want its own outcome", o.err)
+		}
+	})
+	t.Run("committing", func(t *testing.T) {
+		w := &idleWatch{start: time.Now().Add(-time.Hour)}
+		w.since.Store(1) // a receive pending for an hour…
+		if !w.commit() { // …that returned, and the upload commits
+			t.Fatal("commit refused before the watcher ended the upload")
+		}
+		done := make(chan uploadOutcome, 1)
+		time.AfterFunc(10*limit, func() { done <- ok })
+		if o := w.wait(done, limit); o != ok {
+			t.Errorf("a committing upload ended with %v; want its own outcome", o.err)
+		}
+	})
+	t.Run("ended", func(t *testing.T) {
+		w := &idleWatch{start: time.Now()}
+		w.since.Store(1)
+		o := w.wait(make(chan uploadOutcome), limit)
+		if status.Code(o.err) != codes.DeadlineExceeded || !w.ended() {
+			t.Fatalf("an idle upload ended with %v, ended %t; want DeadlineExceeded", o.err, w.ended())
+		}
+		if w.commit() {
+			t.Error("an upload the watcher ended may commit")
+		}
+	})
+}
+
+// panicStream is an upload stream whose RecvMsg panics.
+type panicStream struct {
+	personadpb.Segments_UploadServer
+	ctx context.Context
+}
+
+func (p panicStream) Context() context.Context { return p.ctx }
+func (p panicStream) RecvMsg(any) error        { panic("boom in RecvMsg") }
+
+// TestUploadPanic: a panic in an upload reaches the handler's goroutine,
+// where the server's recovery (recoverStream) catches it, with or without
+// the idle timeout (which runs the upload on a goroutine of its own), and
+// names where it happened.
+func TestUploadPanic(t *testing.T) {
+	store, err := segments.Open(segments.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, idle := range []time.Duration{0, time.Minute} {
+		cfg := DefaultSegmentsConfig()
+		cfg.Store, cfg.UploadIdleTimeout = store, idle
+		ss, err := NewSegments(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				r := recover()
+				if msg := fmt.Sprint(r); !strings.Contains(msg, "boom in RecvMsg") || idle > 0 && !strings.Contains(msg, "panicStream.RecvMsg") {
+					t.Errorf("idle timeout %v: recovered %q; want the panic, and with a timeout where it happened", idle, msg)
+				}
+			}()
+			ss.Upload(panicStream{ctx: t.Context()}) //nolint:errcheck // it panics
+		}()
+		ss.Close()
 	}
 }
 

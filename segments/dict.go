@@ -448,9 +448,11 @@ const lookupGroup = 32
 // in each round, one group is hashed and its first slots prefetched, the
 // previous group probes its slots (now in the cache) to a candidate and
 // prefetches its end offsets, the one before reads those and prefetches
-// its bytes, and the one before that compares them. Every load a step
-// makes was prefetched a round earlier, and the prefetches of all three
-// kinds overlap, so the misses of about a hundred ids are in flight at
+// its bytes (their first and last cache lines), and the one before that
+// compares them. Each step's first load of each kind was prefetched a
+// round earlier (a probe's further slots follow in the hardware's
+// prefetch of the next lines), and the prefetches of all three kinds
+// overlap, so the misses of about a hundred ids are in flight at
 // once, instead of one, or of one kind for one group as when each group
 // went through every step before the next (the version before, which
 // loaded instead of prefetching: BENCHMARKS.md §2).

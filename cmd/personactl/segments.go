@@ -175,10 +175,13 @@ func (ir *idReader) next() ([]byte, error) {
 			// following its quotes (it may be, or open, a multi-line
 			// field of a CSV record).
 			ir.line++
+			ir.read += int64(len(raw))
+			if ir.line == 1 {
+				raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
+			}
 			comment := isComment(raw)
 			q := csvScan{in: ir.quoted > 0, start: ir.quoted == 0}
 			q.feed(raw)
-			ir.read += int64(len(raw))
 			for errors.Is(err, bufio.ErrBufferFull) {
 				raw, err = ir.r.ReadSlice('\n')
 				q.feed(raw)

@@ -56,6 +56,8 @@ func TestIDReader(t *testing.T) {
 		// (a long note) belongs to the record; one that opens a quoted
 		// field is reported and its record's lines skipped; a long
 		// comment is a comment.
+		{"long lines with a byte order mark", "\ufeff\"" + huge + "\nu2\",x\nu1\n\ufeff# " + huge + "\n", "no", []string{"u1"},
+			[]string{"line 1: line is longer than 1 MiB; ids are 1 to 256 bytes", "line 4: line is longer than 1 MiB; ids are 1 to 256 bytes"}},
 		{"long lines", "u1,\"note\n" + huge + "\nend\"\"\"\nu2\n\"" + huge + "\nu3\",z\nu4\n# " + huge + "\nu5\n", "auto", []string{"u1", "u2", "u4", "u5"},
 			[]string{"line 5: line is longer than 1 MiB; ids are 1 to 256 bytes"}},
 		{"256 bytes", strings.Repeat("y", 256) + "\n", "no", []string{strings.Repeat("y", 256)}, nil},

@@ -59,9 +59,10 @@ type SegmentsClient interface {
 	// most 65536 ids (RESOURCE_EXHAUSTED otherwise) within the server's
 	// message size limit (personad's: 64 MiB; gRPC's default, for a server
 	// built on the bidder package with it, 1 MiB); an upload at most
-	// 100,000,000. An upload whose client sends no message for the server's
-	// idle timeout (personad's --segments-upload-idle-timeout, 2 minutes by
-	// default) ends with DEADLINE_EXCEEDED, nothing applied.
+	// 100,000,000. An upload whose next message has not arrived (whole)
+	// after the server's idle timeout (personad's
+	// --segments-upload-idle-timeout, 2 minutes by default) ends with
+	// DEADLINE_EXCEEDED, nothing applied.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
 	// List returns every segment, ordered by facet then value.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
@@ -152,9 +153,10 @@ type SegmentsServer interface {
 	// most 65536 ids (RESOURCE_EXHAUSTED otherwise) within the server's
 	// message size limit (personad's: 64 MiB; gRPC's default, for a server
 	// built on the bidder package with it, 1 MiB); an upload at most
-	// 100,000,000. An upload whose client sends no message for the server's
-	// idle timeout (personad's --segments-upload-idle-timeout, 2 minutes by
-	// default) ends with DEADLINE_EXCEEDED, nothing applied.
+	// 100,000,000. An upload whose next message has not arrived (whole)
+	// after the server's idle timeout (personad's
+	// --segments-upload-idle-timeout, 2 minutes by default) ends with
+	// DEADLINE_EXCEEDED, nothing applied.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
 	// List returns every segment, ordered by facet then value.
 	List(context.Context, *ListRequest) (*ListResponse, error)
