@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -92,6 +93,32 @@ func TestIDReader(t *testing.T) {
 				t.Errorf("read %d bytes, want %d", ir.read, len(tc.in))
 			}
 		})
+	}
+}
+
+// TestCSVScanPieces: csvScan fed a line in pieces, cut anywhere (inside
+// a "" too), ends as csvQuoted over the whole line, from inside a quoted
+// field or not.
+func TestCSVScanPieces(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	const alphabet = "\"\", a\r"
+	for range 20_000 {
+		line := make([]byte, r.IntN(12))
+		for i := range line {
+			line[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		for _, in := range []bool{false, true} {
+			want := csvQuoted(line, in)
+			s := csvScan{in: in, start: !in}
+			for rest := line; len(rest) > 0; {
+				n := 1 + r.IntN(len(rest))
+				s.feed(rest[:n])
+				rest = rest[n:]
+			}
+			if got := s.open(); got != want {
+				t.Fatalf("%q from inside a field %t: in pieces %t, whole %t", line, in, got, want)
+			}
+		}
 	}
 }
 
