@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -59,6 +60,7 @@ type openUpload struct {
 type keyedUpload struct {
 	k            Key
 	mode         Mode
+	ids          []string // in the order sent: the key's reuse with others is a conflict
 	res          Result
 	known, maybe bool
 }
@@ -121,7 +123,20 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			open = append(open, &openUpload{u: u, k: k, mode: mode, key: key})
+			x := &openUpload{u: u, k: k, mode: mode, key: key}
+			if e := keyed[key]; e != nil && r.IntN(2) == 0 {
+				// A retry: the same ids, in the same order, in other
+				// chunks (a later chunk may still make it a conflict).
+				for rest := e.ids; len(rest) > 0; {
+					n := 1 + r.IntN(len(rest))
+					if _, _, err := u.AddPacked([]byte(strings.Join(rest[:n], "\n") + "\n")); err != nil {
+						t.Fatal(err)
+					}
+					rest = rest[n:]
+				}
+				x.ids = slices.Clone(e.ids)
+			}
+			open = append(open, x)
 		case op < 11: // a chunk
 			x := open[r.IntN(len(open))]
 			var ids []string
@@ -210,13 +225,13 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 				switch got := st.Current(); {
 				case maps.EqualFunc(m, next, maps.Equal) && m.diff(got) == "":
 					if x.key != "" {
-						keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, maybe: true}
+						keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, ids: x.ids, maybe: true}
 					}
 				case m.diff(got) == "":
 				case next.diff(got) == "":
 					m = next
 					if x.key != "" {
-						keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode}
+						keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, ids: x.ids}
 					}
 				default:
 					t.Fatalf("%s: after a failed commit, recovered neither the store before it (%s) nor with it (%s)", when, m.diff(got), next.diff(got))
@@ -233,7 +248,7 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 			}
 			if x.key != "" {
 				res.Replayed = true
-				keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, res: res, known: true}
+				keyed[x.key] = &keyedUpload{k: x.k, mode: x.mode, ids: x.ids, res: res, known: true}
 			}
 		case op == 17: // delete
 			k := keys[r.IntN(len(keys))]
@@ -289,13 +304,14 @@ func interleave(t *testing.T, seed uint64, durable, big bool) {
 }
 
 // checkReplay checks the commit of upload x, whose key e remembers: a
-// conflict when x is another segment or mode, else e's result replayed.
-// It reports whether the result was replayed.
+// conflict when x is another segment or mode, or other ids, else e's
+// result replayed. It reports whether the result was replayed.
 func checkReplay(t *testing.T, when string, e *keyedUpload, x *openUpload, res Result, err error) bool {
 	t.Helper()
-	if e.k != x.k || e.mode != x.mode {
+	if e.k != x.k || e.mode != x.mode || !slices.Equal(e.ids, x.ids) {
 		if !errors.Is(err, ErrKeyConflict) {
-			t.Fatalf("%s: key %q of %s %v reused for %s %v: %v, want ErrKeyConflict", when, x.key, e.mode, e.k, x.mode, x.k, err)
+			t.Fatalf("%s: key %q of %s %v (%d ids) reused for %s %v (%d ids, the same: %t): %v, want ErrKeyConflict",
+				when, x.key, e.mode, e.k, len(e.ids), x.mode, x.k, len(x.ids), slices.Equal(e.ids, x.ids), err)
 		}
 		return false
 	}

@@ -311,7 +311,11 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		u.Discard()
 		return Result{}, ErrClosed
 	}
-	if res, ok, err := s.keys.check(u.key, u.facet, u.value, u.mode); ok || err != nil {
+	var sum uint64
+	if u.sum != nil {
+		sum = max(u.sum.Sum64(), 1) // 0 means unknown
+	}
+	if res, ok, err := s.keys.check(u.key, u.facet, u.value, u.mode, sum); ok || err != nil {
 		u.Discard()
 		return res, err
 	}
@@ -365,7 +369,7 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 	// The upload's own new users: the record holds every user staged since
 	// the last commit, other uploads' too.
 	res.NewUsers = uint64(u.added)
-	entry := keyEntry{facet: u.facet, value: u.value, mode: u.mode, res: res}
+	entry := keyEntry{facet: u.facet, value: u.value, mode: u.mode, res: res, sum: sum}
 	var keyed *keyEntry
 	if u.key != "" {
 		keyed = &entry
@@ -565,11 +569,16 @@ type keyEntry struct {
 	facet, value string
 	mode         Mode
 	res          Result
+	// sum is the hash of the upload's ids (Upload.sum); 0 when unknown:
+	// a key logged before sums were, or known only from its change
+	// record, whose keys record a crash cut off.
+	sum uint64
 }
 
 // check returns the remembered result of key, ok when there is one; an
-// error when key names a different upload.
-func (k *keyLog) check(key, facet, value string, mode Mode) (Result, bool, error) {
+// error when key names a different upload: another segment or mode, or
+// other ids (sum, when both sums are known).
+func (k *keyLog) check(key, facet, value string, mode Mode, sum uint64) (Result, bool, error) {
 	if key == "" {
 		return Result{}, false, nil
 	}
@@ -579,6 +588,9 @@ func (k *keyLog) check(key, facet, value string, mode Mode) (Result, bool, error
 	}
 	if e.facet != facet || e.value != value || e.mode != mode {
 		return Result{}, false, fmt.Errorf("%w: %q was %s %s:%s", ErrKeyConflict, key, e.mode, e.facet, e.value)
+	}
+	if e.sum != 0 && sum != 0 && e.sum != sum {
+		return Result{}, false, fmt.Errorf("%w: %q was %s %s:%s of other ids (%d of them)", ErrKeyConflict, key, e.mode, e.facet, e.value, e.res.IDs)
 	}
 	res := e.res
 	res.Replayed = true

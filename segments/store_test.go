@@ -398,8 +398,9 @@ func TestIdempotencyKeysForgotten(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	keys := []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6"}
+	id := func(key string) string { return "u" + key } // a retry sends the same id
 	for i, key := range keys {
-		upload(t, st, "title", "cmo", Add, key, fmt.Sprint("u", i))
+		upload(t, st, "title", "cmo", Add, key, id(key))
 		if i == 3 {
 			if err := st.Checkpoint(); err != nil {
 				t.Fatal(err)
@@ -411,7 +412,7 @@ func TestIdempotencyKeysForgotten(t *testing.T) {
 		// Remembered keys first: a forgotten one, uploaded again, is
 		// remembered anew and pushes the oldest out.
 		for i := len(keys) - 1; i >= 0; i-- {
-			res, err := tryUpload(st, "title", "cmo", Add, keys[i], fmt.Sprint("u", i))
+			res, err := tryUpload(st, "title", "cmo", Add, keys[i], id(keys[i]))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -434,6 +435,85 @@ func TestIdempotencyKeysForgotten(t *testing.T) {
 	crash(st)
 	st = openStore(t, dir)
 	check("after a checkpoint and a crash")
+}
+
+// TestKeyReusedForOtherIds: an idempotency key committed again with the
+// same ids, in the same order however chunked, replays; with other ids,
+// even as many, it is a conflict, after a restart too.
+func TestKeyReusedForOtherIds(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	first := upload(t, st, "title", "cmo", Add, "k", "u1", "u2", "u3")
+	try := func(when string, chunks ...string) (Result, error) {
+		t.Helper()
+		u, err := st.NewUpload("title", "cmo", Add, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range chunks {
+			if i%2 == 0 {
+				_, _, err = u.AddPacked([]byte(c))
+			} else {
+				_, err = u.AddMany(strings.Split(c, "\n"))
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+		}
+		return st.Commit(u)
+	}
+	for _, when := range []string{"before a restart", "after a crash"} {
+		if when == "after a crash" {
+			crash(st)
+			st = openStore(t, dir)
+		}
+		for _, chunks := range [][]string{{"u1\nu2\nu3"}, {"u1\n", "u2\nu3"}, {"u1", "u2", "u3\n"}, {"", "u1\nu2", "", "u3"}} {
+			res, err := try(when, chunks...)
+			if want := first; err != nil || !res.Replayed || res.Version != want.Version || res.Added != 3 {
+				t.Errorf("%s: the same ids in chunks %q: %+v, %v; want %+v replayed", when, chunks, res, err, want)
+			}
+		}
+		for _, chunks := range [][]string{{"u1\nu2\nu4"}, {"u3\nu2\nu1"}, {"u1\nu2"}, {"u1\nu2\nu3\nu3"}} {
+			res, err := try(when, chunks...)
+			const want = `segments: idempotency key already used for a different upload: "k" was add title:cmo of other ids (3 of them)`
+			if !errors.Is(err, ErrKeyConflict) || err.Error() != want {
+				t.Errorf("%s: other ids %q under the same key: %+v, %v; want %q", when, chunks, res, err, want)
+			}
+		}
+	}
+	if got := members(st.Current(), "title", "cmo"); !slices.Equal(got, []string{"u1", "u2", "u3"}) {
+		t.Errorf("members %v; want u1 u2 u3 (no conflicting upload applied)", got)
+	}
+}
+
+// TestKeysRecordWithoutSums: a keys record as written before keys carried
+// the hash of their ids (op 3) still loads, and its keys replay whatever
+// ids come with them, as they did.
+func TestKeysRecordWithoutSums(t *testing.T) {
+	e := keyEntry{facet: "title", value: "cmo", mode: Add, res: Result{IDs: 3, Added: 3, Cardinality: 3, Version: 1}, sum: 42}
+	b := appendKeysRecord(nil, 1, []string{"old"}, map[string]keyEntry{"old": e})
+	// The same record without the sum: op 3, and 8 bytes shorter.
+	p := b[walRecHdrSize : len(b)-8]
+	p[8] = byte(opKeys)
+	var k keyLog
+	if c, err := decodeChange(p, &k); err != nil || c.op != opKeys {
+		t.Fatalf("decoding the old keys record: %+v, %v", c, err)
+	}
+	if got := k.m["old"]; got.sum != 0 || got.res != e.res {
+		t.Fatalf("old record's entry %+v; want %+v without a sum", got, e.res)
+	}
+	if res, ok, err := k.check("old", "title", "cmo", Add, 7); !ok || err != nil || !res.Replayed {
+		t.Errorf("a key without a sum, reused: %+v, %t, %v; want replayed", res, ok, err)
+	}
+	// The new record, read back, keeps its sum.
+	var k2 keyLog
+	b = appendKeysRecord(nil, 1, []string{"new"}, map[string]keyEntry{"new": e})
+	if _, err := decodeChange(b[walRecHdrSize:], &k2); err != nil || k2.m["new"].sum != 42 {
+		t.Fatalf("new keys record: sum %d, %v; want 42", k2.m["new"].sum, err)
+	}
+	if _, _, err := k2.check("new", "title", "cmo", Add, 7); !errors.Is(err, ErrKeyConflict) {
+		t.Errorf("a key with a sum, reused for other ids: %v; want ErrKeyConflict", err)
+	}
 }
 
 // TestLineBreakInID: an id holding a line break is refused by every mode.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/cespare/xxhash/v2"
 	"maps"
 	"runtime"
 	"slices"
@@ -115,6 +116,10 @@ type Upload struct {
 	// a cheap filter of the same id sent again (see keepMissing).
 	recent *[recentMissing]int
 	one    [1]string
+	// sum hashes a keyed upload's ids, each followed by '\n', in the order
+	// added, so that its key, used again for other ids, is told apart
+	// from a retry (keyLog.check).
+	sum *xxhash.Digest
 }
 
 // recentMissing is how many of a Remove's ids unknown on arrival its
@@ -139,6 +144,9 @@ func (s *Store) NewUpload(facet, value string, mode Mode, key string) (*Upload, 
 		return nil, fmt.Errorf("segments: upload %s:%s: idempotency key is %d bytes, the limit is %d", facet, value, len(key), maxNameLen)
 	}
 	u := &Upload{s: s, facet: facet, value: value, mode: mode, key: key, bm: roaring.New()}
+	if key != "" {
+		u.sum = xxhash.New()
+	}
 	s.stage.mu.Lock()
 	u.gen, u.src = s.stage.gen, s.stage.d
 	s.stage.mu.Unlock()
@@ -193,7 +201,16 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 			return i, err
 		}
 	}
-	return -1, u.add(ids)
+	if err := u.add(ids); err != nil {
+		return -1, err
+	}
+	if u.sum != nil {
+		for _, id := range ids {
+			u.sum.WriteString(id) //nolint:errcheck // a Digest never fails
+			u.sum.WriteString("\n")
+		}
+	}
+	return -1, nil
 }
 
 // add is AddMany of ids already checked.
@@ -477,6 +494,12 @@ func (u *Upload) AddPacked(packed []byte) (n, bad int, err error) {
 	if err := u.add(views); err != nil {
 		return 0, -1, err
 	}
+	if u.sum != nil && len(packed) > 0 { // as AddMany's: the same ids give the same sum
+		u.sum.Write(packed) //nolint:errcheck // a Digest never fails
+		if packed[len(packed)-1] != '\n' {
+			u.sum.WriteString("\n")
+		}
+	}
 	return len(views), -1, nil
 }
 
@@ -589,6 +612,10 @@ const (
 	// so that they outlive the snapshot that deletes the old files. It
 	// changes no segment and takes no version.
 	opKeys op = 3
+	// opKeysSummed is opKeys whose entries end with the hash of their
+	// upload's ids (keyEntry.sum); the log writes only these, and reads
+	// both (an opKeys entry's sum is unknown, 0).
+	opKeysSummed op = 4
 )
 
 // apply builds the snapshot that follows cur with c applied, and what it

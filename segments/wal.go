@@ -41,10 +41,12 @@ import (
 //	             new users' id lengths (u8 each, length-1) | their id bytes |
 //	             roaring portable serialization of the internal ids
 //	             (uploads only; the payload ends with it)
-//	keys payload version u64 (the snapshot's) | op u8 (3) | entries u32 |
+//	keys payload version u64 (the snapshot's) | op u8 (4) | entries u32 |
 //	             per entry: key, facet, value (u16 length + bytes) | mode u8 |
 //	             ids, added, removed, unchanged, new users, cardinality,
-//	             version (u64 each)
+//	             version, sum (u64 each: sum is the xxhash64 of the
+//	             upload's ids, each followed by '\n', 0 if unknown).
+//	             Op 3, written before sums were, has no sum.
 //
 // A keys record starts every file a snapshot begins: the idempotency keys
 // the store remembers, which would otherwise go with the deleted files.
@@ -276,7 +278,7 @@ func appendKeysRecord(b []byte, version uint64, order []string, m map[string]key
 	start := len(b)
 	b = append(b, make([]byte, walRecHdrSize)...)
 	b = binary.LittleEndian.AppendUint64(b, version)
-	b = append(b, byte(opKeys))
+	b = append(b, byte(opKeysSummed))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(order)))
 	for _, key := range order {
 		e := m[key]
@@ -286,7 +288,7 @@ func appendKeysRecord(b []byte, version uint64, order []string, m map[string]key
 		}
 		b = append(b, byte(e.mode))
 		r := e.res
-		for _, v := range []uint64{r.IDs, r.Added, r.Removed, r.Unchanged, r.NewUsers, r.Cardinality, r.Version} {
+		for _, v := range []uint64{r.IDs, r.Added, r.Removed, r.Unchanged, r.NewUsers, r.Cardinality, r.Version, e.sum} {
 			b = binary.LittleEndian.AppendUint64(b, v)
 		}
 	}
@@ -294,8 +296,8 @@ func appendKeysRecord(b []byte, version uint64, order []string, m map[string]key
 }
 
 // decodeKeys restores the entries of a keys record payload (after its
-// version and op).
-func decodeKeys(r *payloadReader, k *keyLog) error {
+// version and op); summed says each entry ends with its sum (opKeysSummed).
+func decodeKeys(r *payloadReader, k *keyLog, summed bool) error {
 	n := r.u32()
 	if r.err == nil && uint64(n) > uint64(len(r.p)) {
 		return fmt.Errorf("%d keys, %d bytes left", n, len(r.p))
@@ -304,6 +306,9 @@ func decodeKeys(r *payloadReader, k *keyLog) error {
 		key, facet, value := r.str(), r.str(), r.str()
 		e := keyEntry{facet: facet, value: value, mode: Mode(r.u8())}
 		e.res = Result{IDs: r.u64(), Added: r.u64(), Removed: r.u64(), Unchanged: r.u64(), NewUsers: r.u64(), Cardinality: r.u64(), Version: r.u64()}
+		if summed {
+			e.sum = r.u64()
+		}
 		if r.err != nil {
 			return r.err
 		}
@@ -388,8 +393,10 @@ func decodeChange(p []byte, k *keyLog) (*change, error) {
 	c := &change{}
 	c.version = r.u64()
 	c.op = op(r.u8())
-	if c.op == opKeys {
-		return c, decodeKeys(&r, k)
+	if c.op == opKeys || c.op == opKeysSummed {
+		summed := c.op == opKeysSummed
+		c.op = opKeys
+		return c, decodeKeys(&r, k, summed)
 	}
 	c.mode = Mode(r.u8())
 	c.at = time.Unix(0, int64(r.u64())).UTC()

@@ -86,8 +86,8 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"first column is the id (a quoted field may go on over several lines). A line whose id holds\n"+
 			"a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte order\n"+
 			"mark is skipped. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
-			"first one's result; the key with another number of ids is an error (the server compares\n"+
-			"keys, not ids), and applies nothing.\n\nflags:")
+			"first one's result; the key with other ids (or another segment or mode) is an error,\n"+
+			"and applies nothing.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -574,7 +574,8 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	took := time.Since(start)
 	switch {
 	case resp.Replayed && resp.Ids != sent:
-		// The server compares the key, not the ids: a retry sends the same.
+		// A key a server remembers from before it compared ids (or an
+		// older server) replays whatever ids come: a retry sends the same.
 		return fmt.Errorf("segments upload %s: key %q was already used, by an upload of %d ids (version %d); these %d ids were not applied (a new upload needs a new --key)",
 			seg, o.key, resp.Ids, resp.Version, sent)
 	case resp.Ids != sent && !resp.Replayed:

@@ -329,10 +329,10 @@ func TestSegmentsCommands(t *testing.T) {
 			"uploaded industry:fintech mode=replace ids=2 added=2 removed=0 unchanged=0 new_users=0 invalid=0 cardinality=2 version=3 replayed=false took ids_per_s\n", "", 0},
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000001\nu0000009\n",
 			"uploaded industry:fintech mode=replace ids=2 added=2 removed=0 unchanged=0 new_users=0 invalid=0 cardinality=2 version=3 replayed=true took ids_per_s\n", "", 0},
-		// The key again with other ids: the server replays k1's result
-		// and applies nothing, which personactl tells from the count.
+		// The key again with other ids: the server refuses it (it keeps a
+		// hash of each keyed upload's ids) and applies nothing.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000003\n",
-			"", "personactl: segments upload industry:fintech: key \"k1\" was already used, by an upload of 2 ids (version 3); these 1 ids were not applied (a new upload needs a new --key)\n", 1},
+			"", "personactl: segments upload industry:fintech: FailedPrecondition: segments: idempotency key already used for a different upload: \"k1\" was replace industry:fintech of other ids (2 of them)\n", 1},
 		// Invalid lines abort the upload by default, naming them.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "-"}, "u1\n,x\nu2\n" + strings.Repeat("z", 300) + "\n",
 			"", "personactl: segments upload industry:fintech: stdin has 2 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n  line 2: empty user id\n  line 4: user id is 300 bytes, the limit is 256\n", 1},

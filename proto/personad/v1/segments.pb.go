@@ -183,8 +183,10 @@ type UploadHeader struct {
 	// Optional, up to 255 bytes: an upload with a key the server remembers
 	// (the last 4096 keys, across restarts) is not applied again; the
 	// response is the first upload's, with replayed set. The key must be
-	// sent with the same facet, value and mode (FAILED_PRECONDITION
-	// otherwise); the ids are not compared.
+	// sent with the same facet, value and mode, and the same ids in the
+	// same order, however chunked (FAILED_PRECONDITION otherwise: the
+	// server keeps a 64-bit hash of each keyed upload's ids; a key a
+	// server before it remembered is not compared by ids).
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Optional: about how many ids the upload will send, duplicates
 	// included (personactl estimates it from the file's size). The server
