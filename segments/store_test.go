@@ -2,6 +2,7 @@ package segments
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -513,6 +514,95 @@ func TestKeysRecordWithoutSums(t *testing.T) {
 	}
 	if _, _, err := k2.check("new", "title", "cmo", Add, 7); !errors.Is(err, ErrKeyConflict) {
 		t.Errorf("a key with a sum, reused for other ids: %v; want ErrKeyConflict", err)
+	}
+}
+
+// withoutSums rewrites a log file's keys records as a build from before
+// keys carried the hash of their ids wrote them: op 3, no sum.
+func withoutSums(t testing.TB, data []byte) []byte {
+	t.Helper()
+	out := slices.Clone(data[:walHeaderSize])
+	for p := data[walHeaderSize:]; len(p) > 0; {
+		n := int(binary.LittleEndian.Uint32(p))
+		rec, payload := p[:walRecHdrSize+n], p[walRecHdrSize:walRecHdrSize+n]
+		p = p[walRecHdrSize+n:]
+		if op(payload[8]) != opKeysSummed {
+			out = append(out, rec...)
+			continue
+		}
+		start := len(out)
+		out = append(out, make([]byte, walRecHdrSize)...)
+		out = append(out, payload[:8]...)
+		out = append(out, byte(opKeys))
+		out = append(out, payload[9:13]...) // entries
+		r := payloadReader{p: payload[13:]}
+		for range binary.LittleEndian.Uint32(payload[9:]) {
+			from := len(payload) - len(r.p)
+			r.str()
+			r.str()
+			r.str()
+			r.u8()
+			for range 7 {
+				r.u64()
+			}
+			out = append(out, payload[from:len(payload)-len(r.p)]...)
+			r.u64() // the sum, dropped
+		}
+		if r.err != nil || len(r.p) != 0 {
+			t.Fatalf("keys record: %v, %d bytes left", r.err, len(r.p))
+		}
+		out = frame(out, start)
+	}
+	return out
+}
+
+// TestOldKeysRecordsRecover: a log whose keys records an older build
+// wrote (op 3, no sums) recovers; its keys replay whatever ids come, as
+// before, while a key committed since is compared by ids, across a crash
+// and a checkpoint.
+func TestOldKeysRecordsRecover(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "k1", "a", "b")
+	upload(t, st, "title", "cmo", Add, "k2", "a") // changes nothing: a keys record of its own
+	crash(st)
+	for _, name := range walFiles(t, dir) {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, withoutSums(t, data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st = openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "k3", "c")
+	for _, when := range []string{"recovered", "after a crash", "after a checkpoint and a crash"} {
+		switch when {
+		case "after a crash":
+			crash(st)
+			st = openStore(t, dir)
+		case "after a checkpoint and a crash":
+			if err := st.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			crash(st)
+			st = openStore(t, dir)
+		}
+		for _, key := range []string{"k1", "k2"} {
+			if res, err := tryUpload(st, "title", "cmo", Add, key, "zz"); err != nil || !res.Replayed {
+				t.Errorf("%s: old key %s with other ids: %+v, %v; want replayed, as before sums", when, key, res, err)
+			}
+		}
+		if res, err := tryUpload(st, "title", "cmo", Add, "k3", "c"); err != nil || !res.Replayed {
+			t.Errorf("%s: new key k3 with its ids: %+v, %v; want replayed", when, res, err)
+		}
+		if _, err := tryUpload(st, "title", "cmo", Add, "k3", "zz"); !errors.Is(err, ErrKeyConflict) {
+			t.Errorf("%s: new key k3 with other ids: %v; want ErrKeyConflict", when, err)
+		}
+		if got := members(st.Current(), "title", "cmo"); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Errorf("%s: members %v; want a b c", when, got)
+		}
 	}
 }
 
@@ -1155,6 +1245,7 @@ func FuzzWALReplay(f *testing.F) {
 		data, _ := os.ReadFile(p)
 		f.Add(data)
 		f.Add(data[:len(data)/2])
+		f.Add(withoutSums(f, data)) // keys records as older builds wrote them
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		snap, _, _, end, err := replayFile(emptySnapshot(), "wal-00000000000000000001.log", data, true, &keyLog{})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/cespare/xxhash/v2"
 	"maps"
 	"runtime"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/cespare/xxhash/v2"
 )
 
 // Mode is how an upload changes its segment.
@@ -49,7 +49,7 @@ var (
 	// not exist.
 	ErrNotFound = errors.New("segments: no such segment")
 	// ErrKeyConflict is an idempotency key reused for a different upload
-	// (another segment or mode).
+	// (another segment or mode, or other ids).
 	ErrKeyConflict = errors.New("segments: idempotency key already used for a different upload")
 	// ErrNotDurable is a mutation whose write-ahead log record could not be
 	// written or fsynced: it was not applied and not acknowledged. After a
@@ -131,8 +131,11 @@ const recentMissing = 1 << 12
 const flushKnown = 1 << 16
 
 // NewUpload starts an upload to segment (facet, value). key, when not
-// empty, makes it idempotent: committing another upload with the same key
-// returns the first one's result.
+// empty, makes it idempotent: committing the same upload again (the same
+// segment, mode and ids, in the same order) with the key returns the
+// first one's result; committing a different one with it, ErrKeyConflict.
+// (A key remembered without the hash of its ids, see keyEntry.sum, is not
+// compared by ids.)
 func (s *Store) NewUpload(facet, value string, mode Mode, key string) (*Upload, error) {
 	if err := checkNames(facet, value); err != nil {
 		return nil, err
@@ -201,16 +204,13 @@ func (u *Upload) AddMany(ids []string) (int, error) {
 			return i, err
 		}
 	}
-	if err := u.add(ids); err != nil {
-		return -1, err
-	}
-	if u.sum != nil {
+	if u.sum != nil { // every id staged, even if add fails midway
 		for _, id := range ids {
 			u.sum.WriteString(id) //nolint:errcheck // a Digest never fails
 			u.sum.WriteString("\n")
 		}
 	}
-	return -1, nil
+	return -1, u.add(ids)
 }
 
 // add is AddMany of ids already checked.
@@ -491,14 +491,14 @@ func (u *Upload) AddPacked(packed []byte) (n, bad int, err error) {
 	if err != nil {
 		return 0, len(views), err
 	}
-	if err := u.add(views); err != nil {
-		return 0, -1, err
-	}
 	if u.sum != nil && len(packed) > 0 { // as AddMany's: the same ids give the same sum
 		u.sum.Write(packed) //nolint:errcheck // a Digest never fails
 		if packed[len(packed)-1] != '\n' {
 			u.sum.WriteString("\n")
 		}
+	}
+	if err := u.add(views); err != nil {
+		return 0, -1, err
 	}
 	return len(views), -1, nil
 }

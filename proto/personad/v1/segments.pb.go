@@ -186,7 +186,8 @@ type UploadHeader struct {
 	// sent with the same facet, value and mode, and the same ids in the
 	// same order, however chunked (FAILED_PRECONDITION otherwise: the
 	// server keeps a 64-bit hash of each keyed upload's ids; a key a
-	// server before it remembered is not compared by ids).
+	// server before it remembered, or one recovered from an upload that a
+	// crash cut short of its acknowledgement, is not compared by ids).
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Optional: about how many ids the upload will send, duplicates
 	// included (personactl estimates it from the file's size). The server
