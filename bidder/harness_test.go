@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
@@ -136,29 +137,44 @@ type harness struct {
 func newHarness(t *testing.T, doc string) *harness {
 	t.Helper()
 	s := newTestServer(t, doc)
-	lis := bufconn.Listen(1 << 20)
-	gs := s.GRPCServer()
+	conn, stop := serveBufconn(t, s.GRPCServer(), 1<<20)
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		stop()
+	})
+	return &harness{srv: s, conn: conn, client: personadpb.NewBidderClient(conn), http: hs}
+}
+
+// serveBufconn serves gs over an in-memory listener of bufSize bytes. It
+// returns a client connection to it, and stop, which closes the
+// connection, stops gs and waits for it (once, however often called).
+func serveBufconn(tb testing.TB, gs *grpc.Server, bufSize int) (*grpc.ClientConn, func()) {
+	tb.Helper()
+	lis := bufconn.Listen(bufSize)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := gs.Serve(lis); err != nil {
-			t.Errorf("Serve: %v", err)
+			tb.Errorf("Serve: %v", err)
 		}
 	}()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() {
-		hs.Close()
-		conn.Close()
 		gs.Stop()
 		<-done
-	})
-	return &harness{srv: s, conn: conn, client: personadpb.NewBidderClient(conn), http: hs}
+		tb.Fatal(err)
+	}
+	var once sync.Once
+	return conn, func() {
+		once.Do(func() {
+			conn.Close()
+			gs.Stop()
+			<-done
+		})
+	}
 }
 
 // request returns a valid one-impression request for a user on a site.

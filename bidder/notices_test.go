@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,11 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
@@ -109,19 +105,7 @@ func newMoneyHarness(t *testing.T, doc string, l *ledger.Ledger) *moneyHarness {
 	}
 	hs.Config.Handler = s.Handler()
 	hs.Start()
-	lis := bufconn.Listen(1 << 20)
-	gs := s.GRPCServer()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gs.Serve(lis) //nolint:errcheck // ends with Stop
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, stop := serveBufconn(t, s.GRPCServer(), 1<<20)
 	var once sync.Once
 	h := &moneyHarness{
 		srv: s, led: l, http: hs,
@@ -132,9 +116,7 @@ func newMoneyHarness(t *testing.T, doc string, l *ledger.Ledger) *moneyHarness {
 	h.close = func() {
 		once.Do(func() {
 			hs.Close()
-			conn.Close()
-			gs.Stop()
-			<-done
+			stop()
 			eng.Close()
 		})
 	}

@@ -3,7 +3,6 @@ package bidder
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,11 +14,8 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/internal/rulespb"
@@ -82,25 +78,10 @@ func newRulesHarness(t *testing.T) *rulesHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := bufconn.Listen(1 << 20)
 	gs := s.GRPCServer()
 	personadpb.RegisterRulesServer(gs, NewRulesService(mgr, cfg.Logger))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gs.Serve(lis) //nolint:errcheck // Stop ends it
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-		<-done
-	})
+	conn, stop := serveBufconn(t, gs, 1<<20)
+	t.Cleanup(stop)
 	return &rulesHarness{eng: eng, mgr: mgr, path: path, server: s,
 		bid: personadpb.NewBidderClient(conn), rules: personadpb.NewRulesClient(conn)}
 }

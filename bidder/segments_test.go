@@ -3,7 +3,6 @@ package bidder
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/personad/personad/engine"
@@ -86,24 +82,11 @@ func newSegHarness(tb testing.TB, logger *zap.Logger, opts ...func(*SegmentsConf
 	if err != nil {
 		tb.Fatal(err)
 	}
-	lis := bufconn.Listen(4 << 20)
 	gs := srv.GRPCServer()
 	personadpb.RegisterSegmentsServer(gs, ss)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gs.Serve(lis) //nolint:errcheck // Stop ends it
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	conn, stop := serveBufconn(tb, gs, 4<<20)
 	tb.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-		<-done
+		stop()
 		ss.Close()
 		eng.Close()
 		store.Close()
