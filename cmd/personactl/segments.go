@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ const (
 	maxIDLen    = 256
 )
 
+
 // uploadOptions are the flags of `segments upload`.
 type uploadOptions struct {
 	facet, value string
@@ -65,6 +67,14 @@ type uploadOptions struct {
 	allowEmpty   bool
 	chunkIDs     int
 	file         string
+	// slowFlush: when the input is slow to come (a pipe from a slow
+	// export), a chunk is also sent once this long has gone by since the
+	// last one and the reader has read all the input there is so far, so
+	// that the idle timers (--timeout here, the server's upload idle
+	// timeout) measure how long the input stalls, not how long a chunk
+	// takes to fill (a steady 500 ids/s took 65 s to fill one). 0: only
+	// full chunks. runUpload makes it a quarter of --timeout, at most 1 s.
+	slowFlush time.Duration
 }
 
 func parseUpload(e env, args []string) (*uploadOptions, error) {
@@ -468,7 +478,7 @@ type progress struct {
 	read atomic.Int64
 }
 
-func runUpload(ctx context.Context, g *globals, e env, args []string) error {
+func runUpload(ctx context.Context, g *globals, e env, args []string) (err error) {
 	o, err := parseUpload(e, args)
 	if err != nil {
 		return err
@@ -490,13 +500,29 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		return err
 	}
 	defer conn.Close()
+	o.slowFlush = min(time.Second, g.timeout/4)
 
 	seg := o.facet + ":" + o.value
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	defer cancel()
 	// --timeout bounds each idle period: it restarts with every message.
-	idle := time.AfterFunc(g.timeout, cancel)
+	errIdle := fmt.Errorf("segments upload %s: nothing to send for %v (--timeout: the input stalled, or the server stopped taking chunks); nothing uploaded", seg, g.timeout)
+	errNoAnswer := fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, g.timeout)
+	var answering atomic.Bool // all sent: waiting for the server's summary
+	idle := time.AfterFunc(g.timeout, func() {
+		if answering.Load() {
+			cancelCause(errNoAnswer)
+		} else {
+			cancelCause(errIdle)
+		}
+	})
 	defer idle.Stop()
+	defer func() {
+		if c := context.Cause(ctx); err != nil && (c == errIdle || c == errNoAnswer) {
+			err = c // not the call's "context canceled"
+		}
+	}()
 
 	start := time.Now()
 	stream, err := personadpb.NewSegmentsClient(conn).Upload(ctx)
@@ -525,7 +551,15 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 
 	var sendErr error
 	var sent uint64
-	for c := range chunks {
+	for c, ok := range recvChunks(ctx, chunks) {
+		if !ok {
+			// The input stalled past --timeout (or the call ended): the
+			// reader may be blocked on it for good, so do not wait for it;
+			// it ends at its next chunk, or with the process.
+			close(stopRead)
+			stopBar()
+			return context.Cause(ctx)
+		}
 		if sendErr != nil {
 			continue // drain so the reader finishes
 		}
@@ -566,6 +600,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		fmt.Fprintf(e.stderr, "segments upload %s: %s holds no user id; nothing uploaded%s\n", seg, name, hint)
 		return nil
 	}
+	answering.Store(true)
 	idle.Reset(g.timeout)
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
@@ -592,6 +627,24 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
 	}
 	return nil
+}
+
+// recvChunks yields the chunks from chunks, true, until it is closed, or
+// a zero chunk and false once ctx is done.
+func recvChunks(ctx context.Context, chunks <-chan uploadChunk) iter.Seq2[uploadChunk, bool] {
+	return func(yield func(uploadChunk, bool) bool) {
+		for {
+			select {
+			case c, ok := <-chunks:
+				if !ok || !yield(c, true) {
+					return
+				}
+			case <-ctx.Done():
+				yield(uploadChunk{}, false)
+				return
+			}
+		}
+	}
 }
 
 // estimateIDs guesses how many lines a regular file of size bytes holds
@@ -621,12 +674,13 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 	// message after Send returns.
 	newBuf := func() []byte { return make([]byte, 0, chunkBytes+maxIDLen+1) }
 	buf, n := newBuf(), 0
+	last := time.Now() // the last chunk sent
 	flush := func() bool {
 		if n == 0 {
 			return true
 		}
 		c := uploadChunk{packed: buf, ids: n}
-		buf, n = newBuf(), 0
+		buf, n, last = newBuf(), 0, time.Now()
 		select {
 		case chunks <- c:
 			return true
@@ -647,6 +701,11 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 					}
 				}
 				continue
+			}
+		}
+		if n > 0 && o.slowFlush > 0 && ir.r.Buffered() == 0 && time.Since(last) >= o.slowFlush {
+			if !flush() { // the next read may wait: send what is here
+				return nil
 			}
 		}
 		id, err := ir.next()

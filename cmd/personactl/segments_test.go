@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -119,6 +122,60 @@ func TestCSVScanPieces(t *testing.T) {
 				t.Fatalf("%q from inside a field %t: in pieces %t, whole %t", line, in, got, want)
 			}
 		}
+	}
+}
+
+// TestReadChunksSlowInput: from input that comes slowly but steadily, a
+// chunk goes out each time slowFlush has gone by since the last one and
+// the reader has read all there is, not only when a chunk is full; input
+// that is all there is not cut into chunks by it.
+func TestReadChunksSlowInput(t *testing.T) {
+	pr, pw := io.Pipe()
+	ir := newIDReader(pr, "no")
+	o := &uploadOptions{chunkIDs: defaultChunkIDs, slowFlush: 50 * time.Millisecond}
+	var prog progress
+	chunks := make(chan uploadChunk, 100)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(chunks)
+		errc <- readChunks(ir, o, &prog, chunks, nil)
+	}()
+	var want []string
+	for i := range 30 { // 300 ms of input, a line every 10 ms
+		want = append(want, fmt.Sprint("u", i))
+		if _, err := fmt.Fprintf(pw, "u%d\n", i); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := len(chunks) // sent while the input still came
+	pw.Close()
+	var got []string
+	for c := range chunks {
+		got = append(got, strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")...)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ids %q; want %q", got, want)
+	}
+	if n < 2 {
+		t.Errorf("%d chunks sent during 300 ms of slow input; want one about every %v", n, o.slowFlush)
+	}
+	// Input that is all there: one chunk, even with no time allowed.
+	var in strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&in, "u%d\n", i)
+	}
+	o.slowFlush = time.Nanosecond
+	ir = newIDReader(strings.NewReader(in.String()), "no")
+	buffered := make(chan uploadChunk, 10)
+	if err := readChunks(ir, o, &prog, buffered, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(buffered) != 1 {
+		t.Errorf("%d chunks from 5000 lines read at once; want 1", len(buffered))
 	}
 }
 
@@ -296,6 +353,53 @@ func ctl(t *testing.T, addr, stdin string, terminal bool, args ...string) (strin
 		fmt.Fprintf(&stderr, "personactl: %v\n", err)
 	}
 	return stdout.String(), stderr.String(), exitCode(err)
+}
+
+// TestUploadInputStalls: input that stalls for longer than --timeout
+// ends the upload with a message saying so, and nothing applied; input
+// that comes slowly but steadily does not.
+func TestUploadInputStalls(t *testing.T) {
+	addr, store := server(t)
+	upload := func(value string, gaps ...time.Duration) (string, error) {
+		pr, pw := io.Pipe()
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			defer pw.Close()
+			for i, gap := range gaps {
+				fmt.Fprintf(pw, "%s-%d\n", value, i)
+				select {
+				case <-time.After(gap):
+				case <-done:
+					return
+				}
+			}
+		})
+		var stdout, stderr bytes.Buffer
+		e := env{getenv: func(string) string { return "" }, stdin: pr, stdout: &stdout, stderr: &stderr}
+		err := run(context.Background(), []string{"--addr", addr, "--timeout", "300ms",
+			"segments", "upload", "--facet", "title", "--value", value, "--mode", "add", "-"}, e)
+		close(done)
+		pr.Close()
+		wg.Wait()
+		return stdout.String(), err
+	}
+	const want = "segments upload title:stall: nothing to send for 300ms (--timeout: the input stalled, or the server stopped taking chunks); nothing uploaded"
+	if _, err := upload("stall", 0, 2*time.Second); err == nil || err.Error() != want {
+		t.Errorf("a stalled input: %v; want %q", err, want)
+	}
+	steady := make([]time.Duration, 12) // 1.2 s in all, a line every 100 ms
+	for i := range steady {
+		steady[i] = 100 * time.Millisecond
+	}
+	if out, err := upload("steady", steady...); err != nil || !strings.Contains(out, "ids=12 added=12") {
+		t.Errorf("a slow, steady input: %q, %v; want its 12 ids uploaded", out, err)
+	}
+	for _, seg := range store.Current().Segments() {
+		if seg.Value == "stall" {
+			t.Errorf("the stalled upload created segment %s:%s", seg.Facet, seg.Value)
+		}
+	}
 }
 
 // numbers hides the values that change from run to run.
