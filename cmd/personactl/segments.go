@@ -56,7 +56,6 @@ const (
 	maxIDLen    = 256
 )
 
-
 // uploadOptions are the flags of `segments upload`.
 type uploadOptions struct {
 	facet, value string
@@ -543,6 +542,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	var readErr error
 	var wg sync.WaitGroup
 	stopRead := make(chan struct{})
+	stop := sync.OnceFunc(func() { close(stopRead) })
 	wg.Go(func() {
 		defer close(chunks)
 		readErr = readChunks(ir, o, &prog, chunks, stopRead)
@@ -556,7 +556,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 			// The input stalled past --timeout (or the call ended): the
 			// reader may be blocked on it for good, so do not wait for it;
 			// it ends at its next chunk, or with the process.
-			close(stopRead)
+			stop()
 			stopBar()
 			return context.Cause(ctx)
 		}
@@ -565,7 +565,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		}
 		if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
 			sendErr = err
-			close(stopRead)
+			stop()
 		}
 		sent += uint64(c.ids)
 		idle.Reset(g.timeout)
