@@ -46,6 +46,10 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		// grpc-go's proto codec, but a large Rules request's campaigns are
 		// decoded on every CPU (rulescodec.go).
 		grpc.ForceServerCodecV2(newServerCodec()),
+		// Stop, like GracefulStop, returns only once every handler has:
+		// what shutdown closes after it (the segment store, the ledger)
+		// is no longer in use.
+		grpc.WaitForHandlers(true),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}

@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, e env) error {
 		addr = "127.0.0.1:9090"
 	}
 	fs.StringVar(&g.addr, "addr", addr, "personad gRPC address (env PERSONACTL_ADDR)")
-	fs.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of each call (uploads: of each stall, of the input or of the server; slow but steady input is sent as it comes, so it does not stall; personad ends an upload idle for its --segments-upload-idle-timeout, 2m by default, whatever this says)")
+	fs.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of each call (uploads: of each stall, of the input or of the server; slow but steady input is sent as it comes, so it does not stall, but ids read up to a second, or a quarter of this, before a stall wait with it; personad ends an upload idle for its --segments-upload-idle-timeout, 2m by default, whatever this says)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl [--addr HOST:PORT] [--timeout D] COMMAND [ARGS]\n\ncommands:")
 		for _, c := range commands() {

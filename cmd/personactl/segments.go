@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"iter"
 	"os"
 	"strings"
 	"sync"
@@ -260,6 +259,13 @@ func (ir *idReader) next() ([]byte, error) {
 	}
 }
 
+// lineBuffered reports whether a whole line is buffered: whether the
+// next line can be had without reading (and perhaps waiting for) input.
+func (ir *idReader) lineBuffered() bool {
+	b, _ := ir.r.Peek(ir.r.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
 // appendPlain appends to dst the plain lines at the head of what ir has
 // buffered, newlines included, as long as fewer than maxIDs ids and
 // maxBytes bytes have been appended, and returns how many. A plain line is
@@ -469,6 +475,9 @@ func looksLikeHeader(raw []byte) bool {
 type uploadChunk struct {
 	packed []byte
 	ids    int
+	// invalid: no ids, but word that the input holds an invalid line, so
+	// the upload is off unless --skip-invalid; sent once, at the first.
+	invalid bool
 }
 
 // progress is what the progress bar shows; the reader goroutine writes it.
@@ -503,10 +512,9 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 
 	seg := o.facet + ":" + o.value
 	ctx, cancelCause := context.WithCancelCause(ctx)
-	cancel := func() { cancelCause(nil) }
-	defer cancel()
+	defer cancelCause(nil)
 	// --timeout bounds each idle period: it restarts with every message.
-	errIdle := fmt.Errorf("segments upload %s: nothing to send for %v (--timeout: the input stalled, or the server stopped taking chunks); nothing uploaded", seg, g.timeout)
+	errIdle := fmt.Errorf("segments upload %s: no ids to send for %v (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded", seg, g.timeout)
 	errNoAnswer := fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, g.timeout)
 	var answering atomic.Bool // all sent: waiting for the server's summary
 	idle := time.AfterFunc(g.timeout, func() {
@@ -517,14 +525,26 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		}
 	})
 	defer idle.Stop()
-	defer func() {
-		if c := context.Cause(ctx); err != nil && (c == errIdle || c == errNoAnswer) {
-			err = c // not the call's "context canceled"
+	// ended reports a call that ended with ctx, the idle timer's or the
+	// caller's (Ctrl-C), rather than the call's own "context canceled".
+	ended := func() error {
+		switch c := context.Cause(ctx); {
+		case c == errIdle || c == errNoAnswer:
+			return c
+		case answering.Load():
+			return fmt.Errorf("segments upload %s: %w while waiting for the server's answer; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, c)
+		default:
+			return fmt.Errorf("segments upload %s: %w; nothing uploaded", seg, c)
 		}
-	}()
+	}
 
 	start := time.Now()
-	stream, err := personadpb.NewSegmentsClient(conn).Upload(ctx)
+	// The stream has a context of its own, so that an upload found bad
+	// midway can be cancelled at once (the server discards it) while
+	// the input is still read to report it.
+	sctx, discard := context.WithCancel(ctx)
+	defer discard()
+	stream, err := personadpb.NewSegmentsClient(conn).Upload(sctx)
 	if err != nil {
 		return callError("segments upload "+seg, err)
 	}
@@ -535,6 +555,11 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	}}}); err != nil {
 		return uploadSendError(seg, stream, err)
 	}
+	// The answer is awaited from the start: a server that refuses the
+	// header or a chunk ends the call at once, whatever the input does.
+	resp := new(personadpb.UploadResponse)
+	answer := make(chan error, 1)
+	go func() { answer <- stream.RecvMsg(resp) }()
 
 	// The reader goroutine parses and chunks while this one sends.
 	var prog progress
@@ -548,48 +573,60 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		readErr = readChunks(ir, o, &prog, chunks, stopRead)
 	})
 	stopBar := startProgress(e, seg, size, &prog, start)
+	// Past this, an early return does not wait for the reader: it may be
+	// blocked on the input for good; it ends at its next chunk, or with
+	// the process.
+	defer stop()
+	defer stopBar()
 
-	var sendErr error
 	var sent uint64
-	for c, ok := range recvChunks(ctx, chunks) {
-		if !ok {
-			// The input stalled past --timeout (or the call ended): the
-			// reader may be blocked on it for good, so do not wait for it;
-			// it ends at its next chunk, or with the process.
-			stop()
-			stopBar()
-			return context.Cause(ctx)
+	early := answer // the server's answer before the input ended: always an error
+	for reading := true; reading; {
+		select {
+		case c, ok := <-chunks:
+			switch {
+			case !ok:
+				reading = false
+			case c.invalid:
+				// An invalid line aborts the upload: discard it now,
+				// and read on, untimed, to report the invalid lines.
+				discard()
+				idle.Stop()
+				early = nil
+			case early == nil:
+			default:
+				if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
+					if errors.Is(err, io.EOF) { // the server ended the call: its status tells why
+						err = <-answer
+					}
+					return callError("segments upload "+seg, err)
+				}
+				sent += uint64(c.ids)
+				idle.Reset(g.timeout)
+			}
+		case err := <-early:
+			if err == nil {
+				err = errors.New("the server answered before the upload ended")
+			}
+			return callError("segments upload "+seg, err)
+		case <-ctx.Done():
+			return ended()
 		}
-		if sendErr != nil {
-			continue // drain so the reader finishes
-		}
-		if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
-			sendErr = err
-			stop()
-		}
-		sent += uint64(c.ids)
-		idle.Reset(g.timeout)
 	}
 	wg.Wait()
 	stopBar()
 
 	switch {
 	case readErr != nil:
-		cancel() // nothing is applied
 		return fmt.Errorf("segments upload %s: reading %s: %w (nothing uploaded)", seg, name, readErr)
-	case sendErr != nil:
-		return uploadSendError(seg, stream, sendErr)
 	case ir.nbad > 0 && !o.skipInvalid:
-		cancel() // the server discards a cancelled upload
 		return fmt.Errorf("segments upload %s: %s has %d invalid %s; nothing uploaded (--skip-invalid uploads the rest):\n  %s",
 			seg, name, ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
 	case sent == 0 && o.mode == personadpb.UploadMode_UPLOAD_MODE_REPLACE && !o.allowEmpty:
-		cancel() // the server discards a cancelled upload
 		return fmt.Errorf("segments upload %s: %s holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)", seg, name)
 	case sent == 0 && !o.allowEmpty:
 		// An add would only create the segment empty (from a mistyped
 		// --value, say), a remove do nothing.
-		cancel()
 		if ir.nbad > 0 {
 			fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
 		}
@@ -602,8 +639,13 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	}
 	answering.Store(true)
 	idle.Reset(g.timeout)
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
+	if err := stream.CloseSend(); err != nil {
+		return callError("segments upload "+seg, err)
+	}
+	if err := <-answer; err != nil {
+		if ctx.Err() != nil {
+			return ended()
+		}
 		return callError("segments upload "+seg, err)
 	}
 	took := time.Since(start)
@@ -627,24 +669,6 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
 	}
 	return nil
-}
-
-// recvChunks yields the chunks from chunks, true, until it is closed, or
-// a zero chunk and false once ctx is done.
-func recvChunks(ctx context.Context, chunks <-chan uploadChunk) iter.Seq2[uploadChunk, bool] {
-	return func(yield func(uploadChunk, bool) bool) {
-		for {
-			select {
-			case c, ok := <-chunks:
-				if !ok || !yield(c, true) {
-					return
-				}
-			case <-ctx.Done():
-				yield(uploadChunk{}, false)
-				return
-			}
-		}
-	}
 }
 
 // estimateIDs guesses how many lines a regular file of size bytes holds
@@ -674,19 +698,23 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 	// message after Send returns.
 	newBuf := func() []byte { return make([]byte, 0, chunkBytes+maxIDLen+1) }
 	buf, n := newBuf(), 0
-	last := time.Now() // the last chunk sent
+	last := time.Now() // the last chunk taken by the sender
+	send := func(c uploadChunk) bool {
+		select {
+		case chunks <- c:
+			last = time.Now()
+			return true
+		case <-stop:
+			return false
+		}
+	}
 	flush := func() bool {
 		if n == 0 {
 			return true
 		}
 		c := uploadChunk{packed: buf, ids: n}
-		buf, n, last = newBuf(), 0, time.Now()
-		select {
-		case chunks <- c:
-			return true
-		case <-stop:
-			return false
-		}
+		buf, n = newBuf(), 0
+		return send(c)
 	}
 	for {
 		if ir.started && ir.quoted == 0 && (ir.nbad == 0 || o.skipInvalid) {
@@ -703,11 +731,12 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 				continue
 			}
 		}
-		if n > 0 && o.slowFlush > 0 && ir.r.Buffered() == 0 && time.Since(last) >= o.slowFlush {
+		if n > 0 && o.slowFlush > 0 && !ir.lineBuffered() && time.Since(last) >= o.slowFlush {
 			if !flush() { // the next read may wait: send what is here
 				return nil
 			}
 		}
+		bad := ir.nbad
 		id, err := ir.next()
 		prog.read.Store(ir.read)
 		if errors.Is(err, io.EOF) {
@@ -717,7 +746,11 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 			return err
 		}
 		if ir.nbad > 0 && !o.skipInvalid {
-			continue // the upload will be cancelled: keep reading only to report
+			// The upload is off: keep reading only to report.
+			if bad == 0 && !send(uploadChunk{invalid: true}) {
+				return nil
+			}
+			continue
 		}
 		buf = append(buf, id...)
 		buf = append(buf, '\n')
@@ -761,7 +794,7 @@ func plural(n int, one, many string) string {
 
 // startProgress draws a progress bar on stderr when it is a terminal: at
 // once, then four times a second, and a last frame (ending the line) when
-// the returned func is called. Elsewhere it draws nothing.
+// the returned func is first called. Elsewhere it draws nothing.
 func startProgress(e env, seg string, size int64, p *progress, start time.Time) func() {
 	if !e.isTerminal {
 		return func() {}
@@ -786,7 +819,7 @@ func startProgress(e env, seg string, size int64, p *progress, start time.Time) 
 			}
 		}
 	})
-	return func() { close(done); wg.Wait() }
+	return sync.OnceFunc(func() { close(done); wg.Wait() })
 }
 
 // rateAfter is how long an upload runs before its progress bar shows a

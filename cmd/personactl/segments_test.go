@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -126,58 +127,131 @@ func TestCSVScanPieces(t *testing.T) {
 }
 
 // TestReadChunksSlowInput: from input that comes slowly but steadily, a
-// chunk goes out each time slowFlush has gone by since the last one and
-// the reader has read all there is, not only when a chunk is full; input
-// that is all there is not cut into chunks by it.
+// chunk goes out each time slowFlush has gone by since the sender took
+// the last one and no whole line is left to read, not only when a chunk
+// is full, whether the input comes a line or part of a line at a time;
+// input that is all there is not cut into chunks by it.
 func TestReadChunksSlowInput(t *testing.T) {
-	pr, pw := io.Pipe()
-	ir := newIDReader(pr, "no")
-	o := &uploadOptions{chunkIDs: defaultChunkIDs, slowFlush: 50 * time.Millisecond}
-	var prog progress
-	chunks := make(chan uploadChunk, 100)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(chunks)
-		errc <- readChunks(ir, o, &prog, chunks, nil)
-	}()
-	var want []string
-	for i := range 30 { // 300 ms of input, a line every 10 ms
-		want = append(want, fmt.Sprint("u", i))
-		if _, err := fmt.Fprintf(pw, "u%d\n", i); err != nil {
+	// slow writes the ids u0…u(n-1) to a pipe as pieces cuts them, a
+	// piece every gap, and returns the pipe's reader and the ids.
+	slow := func(t *testing.T, n int, gap time.Duration, pieces func(string) []string) (io.Reader, []string) {
+		pr, pw := io.Pipe()
+		var all strings.Builder
+		var want []string
+		for i := range n {
+			want = append(want, fmt.Sprint("u", i))
+			fmt.Fprintf(&all, "u%d\n", i)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			defer pw.Close()
+			for _, p := range pieces(all.String()) {
+				if _, err := io.WriteString(pw, p); err != nil {
+					return
+				}
+				time.Sleep(gap)
+			}
+		})
+		t.Cleanup(func() {
+			pr.Close()
+			wg.Wait()
+		})
+		return pr, want
+	}
+	// read runs readChunks on in, taking each chunk after delay, and
+	// returns the chunks' ids in order, and how many ids each held.
+	read := func(t *testing.T, in io.Reader, slowFlush, delay time.Duration) (ids []string, sizes []int) {
+		t.Helper()
+		o := &uploadOptions{chunkIDs: defaultChunkIDs, slowFlush: slowFlush}
+		var prog progress
+		chunks := make(chan uploadChunk)
+		errc := make(chan error, 1)
+		go func() {
+			defer close(chunks)
+			errc <- readChunks(newIDReader(in, "no"), o, &prog, chunks, nil)
+		}()
+		for c := range chunks {
+			ids = append(ids, strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")...)
+			sizes = append(sizes, c.ids)
+			time.Sleep(delay)
+		}
+		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return ids, sizes
 	}
-	n := len(chunks) // sent while the input still came
-	pw.Close()
-	var got []string
-	for c := range chunks {
-		got = append(got, strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")...)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("ids %q; want %q", got, want)
-	}
-	if n < 2 {
-		t.Errorf("%d chunks sent during 300 ms of slow input; want one about every %v", n, o.slowFlush)
-	}
-	// Input that is all there: one chunk, even with no time allowed.
-	var in strings.Builder
-	for i := range 5000 {
-		fmt.Fprintf(&in, "u%d\n", i)
-	}
-	o.slowFlush = time.Nanosecond
-	ir = newIDReader(strings.NewReader(in.String()), "no")
-	buffered := make(chan uploadChunk, 10)
-	if err := readChunks(ir, o, &prog, buffered, nil); err != nil {
-		t.Fatal(err)
-	}
-	if len(buffered) != 1 {
-		t.Errorf("%d chunks from 5000 lines read at once; want 1", len(buffered))
-	}
+	lines := func(s string) []string { return strings.SplitAfter(strings.TrimSuffix(s, "\n"), "\n") }
+
+	t.Run("a line at a time", func(t *testing.T) {
+		in, want := slow(t, 30, 10*time.Millisecond, lines) // 300 ms
+		got, sizes := read(t, in, 50*time.Millisecond, 0)
+		if !slices.Equal(got, want) {
+			t.Errorf("ids %q; want %q", got, want)
+		}
+		if len(sizes) < 3 {
+			t.Errorf("%d chunks (%v) from 300 ms of slow input; want one about every 50ms", len(sizes), sizes)
+		}
+	})
+	t.Run("blocks cut mid-line", func(t *testing.T) {
+		// As a block-buffered producer writes: blocks that end inside
+		// a line, so some input is always left over after each.
+		blocks := func(s string) []string {
+			var bs []string
+			for _, l := range lines(s) {
+				if len(bs) == 0 {
+					bs = append(bs, l[:2])
+				} else {
+					bs[len(bs)-1] += l[:2]
+				}
+				bs = append(bs, l[2:])
+			}
+			return bs
+		}
+		in, want := slow(t, 40, 10*time.Millisecond, blocks) // 400 ms
+		got, sizes := read(t, in, 50*time.Millisecond, 0)
+		if !slices.Equal(got, want) {
+			t.Errorf("ids %q; want %q", got, want)
+		}
+		if len(sizes) < 3 {
+			t.Errorf("%d chunks (%v) from 400 ms of slow input in blocks; want one about every 50ms", len(sizes), sizes)
+		}
+	})
+	t.Run("a slow sender", func(t *testing.T) {
+		// The time is counted from when the sender took the last chunk,
+		// not from when the reader offered it: a sender that takes
+		// 100 ms does not get chunks of one id each.
+		in, want := slow(t, 100, 5*time.Millisecond, lines) // 500 ms
+		got, sizes := read(t, in, 50*time.Millisecond, 100*time.Millisecond)
+		if !slices.Equal(got, want) {
+			t.Errorf("ids %q; want %q", got, want)
+		}
+		if s := slices.Sorted(slices.Values(sizes)); s[len(s)/2] < 3 {
+			t.Errorf("chunks of %v ids; want a median of several (50 ms of input)", sizes)
+		}
+	})
+	t.Run("input that is all there", func(t *testing.T) {
+		// One chunk, though it comes in reads of 4 KiB, each ending at
+		// a line's end, so that nothing is left over after each.
+		var in strings.Builder
+		var want []string
+		for i := range 5000 {
+			want = append(want, fmt.Sprintf("u%06d", i))
+			fmt.Fprintf(&in, "u%06d\n", i) // 8 bytes
+		}
+		got, sizes := read(t, smallReads{strings.NewReader(in.String())}, time.Second, 0)
+		if !slices.Equal(got, want) {
+			t.Errorf("ids %q; want %q", got, want)
+		}
+		if len(sizes) != 1 {
+			t.Errorf("chunks of %v ids from 5000 lines there at once; want one chunk", sizes)
+		}
+	})
 }
+
+// smallReads reads at most 4 KiB at a time from r.
+type smallReads struct{ r io.Reader }
+
+func (s smallReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), 4<<10)]) }
 
 // TestReadChunks: the chunks readChunks sends (plain lines copied in
 // runs, every other line through next) hold exactly the ids next gives,
@@ -357,19 +431,23 @@ func ctl(t *testing.T, addr, stdin string, terminal bool, args ...string) (strin
 
 // TestUploadInputStalls: input that stalls for longer than --timeout
 // ends the upload with a message saying so, and nothing applied; input
-// that comes slowly but steadily does not.
+// that comes slowly but steadily does not; an upload that is off (an
+// invalid line, the server's refusal, Ctrl-C) says why, whatever the
+// input does next.
 func TestUploadInputStalls(t *testing.T) {
 	addr, store := server(t)
-	upload := func(value string, gaps ...time.Duration) (string, error) {
+	// upload sends the lines one by one, each followed by its gap, to
+	// personactl segments upload --value value, with ctx and args.
+	upload := func(ctx context.Context, value string, lines []string, gaps []time.Duration, args ...string) (string, error) {
 		pr, pw := io.Pipe()
 		done := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			defer pw.Close()
-			for i, gap := range gaps {
-				fmt.Fprintf(pw, "%s-%d\n", value, i)
+			for i, l := range lines {
+				fmt.Fprintln(pw, l)
 				select {
-				case <-time.After(gap):
+				case <-time.After(gaps[i]):
 				case <-done:
 					return
 				}
@@ -377,27 +455,56 @@ func TestUploadInputStalls(t *testing.T) {
 		})
 		var stdout, stderr bytes.Buffer
 		e := env{getenv: func(string) string { return "" }, stdin: pr, stdout: &stdout, stderr: &stderr}
-		err := run(context.Background(), []string{"--addr", addr, "--timeout", "300ms",
-			"segments", "upload", "--facet", "title", "--value", value, "--mode", "add", "-"}, e)
+		err := run(ctx, append([]string{"--addr", addr, "--timeout", "300ms",
+			"segments", "upload", "--facet", "title", "--value", value, "--mode", "add"}, append(args, "-")...), e)
 		close(done)
 		pr.Close()
 		wg.Wait()
 		return stdout.String(), err
 	}
-	const want = "segments upload title:stall: nothing to send for 300ms (--timeout: the input stalled, or the server stopped taking chunks); nothing uploaded"
-	if _, err := upload("stall", 0, 2*time.Second); err == nil || err.Error() != want {
+	ids := func(value string, n int) []string {
+		var l []string
+		for i := range n {
+			l = append(l, fmt.Sprintf("%s-%d", value, i))
+		}
+		return l
+	}
+	bg := context.Background()
+	stall := []time.Duration{0, 2 * time.Second}
+
+	const want = "segments upload title:stall: no ids to send for 300ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+	if _, err := upload(bg, "stall", ids("stall", 2), stall); err == nil || err.Error() != want {
 		t.Errorf("a stalled input: %v; want %q", err, want)
 	}
 	steady := make([]time.Duration, 12) // 1.2 s in all, a line every 100 ms
 	for i := range steady {
 		steady[i] = 100 * time.Millisecond
 	}
-	if out, err := upload("steady", steady...); err != nil || !strings.Contains(out, "ids=12 added=12") {
+	if out, err := upload(bg, "steady", ids("steady", 12), steady); err != nil || !strings.Contains(out, "ids=12 added=12") {
 		t.Errorf("a slow, steady input: %q, %v; want its 12 ids uploaded", out, err)
 	}
+	// An invalid line: the rest is read to report it, untimed.
+	slowly := []time.Duration{0, 0, 400 * time.Millisecond, 400 * time.Millisecond, 0}
+	const wantBad = "segments upload title:bad: stdin has 1 invalid line; nothing uploaded (--skip-invalid uploads the rest):\n  line 2: "
+	if _, err := upload(bg, "bad", []string{"bad-0", ",x", "bad-2", "bad-3", "bad-4"}, slowly); err == nil || !strings.HasPrefix(err.Error(), wantBad) {
+		t.Errorf("an invalid line, then slow input: %v; want %q…", err, wantBad)
+	}
+	// The server refuses the header (a key over its limit): said at once.
+	key := strings.Repeat("k", 300)
+	const wantKey = "segments upload title:refused: InvalidArgument: "
+	if _, err := upload(bg, "refused", ids("refused", 2), stall, "--key", key); err == nil || !strings.HasPrefix(err.Error(), wantKey) || !strings.Contains(err.Error(), "idempotency_key: is 300 bytes") {
+		t.Errorf("a refused header, then a stall: %v; want %q…idempotency_key: is 300 bytes…", err, wantKey)
+	}
+	// Ctrl-C during a stall.
+	ctx, cancel := context.WithCancelCause(bg)
+	time.AfterFunc(100*time.Millisecond, func() { cancel(errors.New("interrupt signal received")) })
+	const wantInt = "segments upload title:interrupted: interrupt signal received; nothing uploaded"
+	if _, err := upload(ctx, "interrupted", ids("interrupted", 2), stall); err == nil || err.Error() != wantInt {
+		t.Errorf("Ctrl-C: %v; want %q", err, wantInt)
+	}
 	for _, seg := range store.Current().Segments() {
-		if seg.Value == "stall" {
-			t.Errorf("the stalled upload created segment %s:%s", seg.Facet, seg.Value)
+		if seg.Value != "steady" {
+			t.Errorf("upload of segment %s:%s was applied", seg.Facet, seg.Value)
 		}
 	}
 }
