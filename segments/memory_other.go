@@ -2,6 +2,6 @@
 
 package segments
 
-// physicalMemory returns the machine's memory in bytes; ok is false when
-// it cannot tell, as here.
-func physicalMemory() (total uint64, ok bool) { return 0, false }
+// availableMemory returns the memory this process may use, in bytes, and
+// says which; ok is false when it cannot tell, as here.
+func availableMemory() (total uint64, of string, ok bool) { return 0, "", false }

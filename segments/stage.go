@@ -86,8 +86,8 @@ func roomFor(d *Dict, room int) (users, bytes int) {
 	return users, min(users*perUser, MaxDictBytes-len(d.arena))
 }
 
-// machineMemory is physicalMemory, a variable for tests.
-var machineMemory = physicalMemory
+// machineMemory is availableMemory, a variable for tests.
+var machineMemory = availableMemory
 
 // roomBytes is about the memory that making room for users more users and
 // bytes more id bytes in d takes: their end offsets and bytes, and the

@@ -39,8 +39,9 @@ type Config struct {
 	// back a guest's memory only when first touched and take freed memory
 	// back (free page reporting), a new dictionary array costs about 1.5
 	// ms per MB the first time (BENCHMARKS.md §2). At most MaxUsers, and
-	// Open refuses a reserve that needs more than the machine's memory
-	// (ErrNoRoom); 0 reserves nothing.
+	// Open refuses a reserve that needs more memory than the process
+	// may have, the machine's or its cgroup's limit if lower (ErrNoRoom);
+	// 0 reserves nothing.
 	ReserveUsers int
 	// OnSnapshot, when set, is called after each snapshot the store
 	// writes by itself (periodic, early, at Close) or fails to write, from
@@ -119,7 +120,7 @@ func NewStore(snap *Snapshot) *Store {
 }
 
 // ErrNoRoom is a Config.ReserveUsers that needs more memory than the
-// machine has.
+// process may have: the machine's, or its cgroup's limit if lower.
 var ErrNoRoom = errors.New("segments: not enough memory for the reserve")
 
 // Open opens the store in cfg.Dir, creating the directory when missing:
@@ -171,13 +172,13 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if users, bytes := roomFor(snap.dict, cfg.ReserveUsers); users > 0 {
-		// A reserve beyond the machine's memory would end the process
+		// A reserve beyond the memory there is would end the process
 		// (the mappings fall back to the Go heap, which cannot either).
 		need := uint64(roomBytes(snap.dict, users, bytes))
-		if total, ok := machineMemory(); ok && need > total {
+		if total, of, ok := machineMemory(); ok && need > total {
 			s.wal.close()
-			return nil, fmt.Errorf("%w: ReserveUsers %d needs about %d MiB for the user dictionary, more than the machine's %d MiB",
-				ErrNoRoom, cfg.ReserveUsers, need>>20, total>>20)
+			return nil, fmt.Errorf("%w: ReserveUsers %d needs about %d MiB for the user dictionary, more than %s %d MiB",
+				ErrNoRoom, cfg.ReserveUsers, need>>20, of, total>>20)
 		}
 	}
 	s.stage.room = cfg.ReserveUsers

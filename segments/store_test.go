@@ -324,8 +324,8 @@ func TestReserveUsers(t *testing.T) {
 	// More than the machine's memory: an error, not a crash, and the
 	// store opens without it.
 	func() {
-		defer func(f func() (uint64, bool)) { machineMemory = f }(machineMemory)
-		machineMemory = func() (uint64, bool) { return 1 << 30, true }
+		defer func(f func() (uint64, string, bool)) { machineMemory = f }(machineMemory)
+		machineMemory = func() (uint64, string, bool) { return 1 << 30, "the machine's", true }
 		dir := t.TempDir()
 		_, err := Open(Config{Dir: dir, ReserveUsers: 100_000_000})
 		if want := "segments: not enough memory for the reserve: ReserveUsers 100000000 needs about 2997 MiB for the user dictionary, more than the machine's 1024 MiB"; !errors.Is(err, ErrNoRoom) || err.Error() != want {

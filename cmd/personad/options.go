@@ -63,7 +63,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on --http-addr (keep that address private)")
 	fs.TextVar(&o.logLevel, "log-level", zapcore.InfoLevel, "log `level`: debug, info, warn or error")
 	fs.Int64Var(&o.personaCache, "persona-cache", edef.PersonaCacheSize, "resolved personas cached, in `users` (0 turns the cache off; about 48 bytes per user, taken at start)")
-	fs.IntVar(&o.reserveUsers, "segments-reserve-users", 0, "make room in the user dictionary for this many `users` at start (about 15 bytes each plus the id bytes, taken and faulted in at start; at most the machine's memory), so that uploads up to it never grow it: for hosts where fresh memory is slow to fault in, such as VMs that take freed memory back")
+	fs.IntVar(&o.reserveUsers, "segments-reserve-users", 0, "make room in the user dictionary for this many `users` at start (about 15 bytes each plus the id bytes, taken and faulted in at start; at most the machine's memory, or its cgroup's limit if lower), so that uploads up to it never grow it: for hosts where fresh memory is slow to fault in, such as VMs that take freed memory back")
 	fs.DurationVar(&o.uploadIdle, "segments-upload-idle-timeout", sdef.UploadIdleTimeout, "end a segment upload when its client's next message has not arrived after this long (nothing is applied; 0 never ends one)")
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
 	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
