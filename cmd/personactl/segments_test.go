@@ -158,12 +158,14 @@ func TestReadChunksSlowInput(t *testing.T) {
 		})
 		return pr, want
 	}
-	// read runs readChunks on in, taking each chunk after delay, and
-	// returns the chunks' ids in order, and how many ids each held.
-	read := func(t *testing.T, in io.Reader, slowFlush, delay time.Duration) (ids []string, sizes []int) {
+	// read runs readChunks on in, taking each chunk after delay, checks
+	// that the chunks hold the ids want in order, and returns how many
+	// ids each held.
+	read := func(t *testing.T, in io.Reader, want []string, slowFlush, delay time.Duration) (sizes []int) {
 		t.Helper()
 		o := &uploadOptions{chunkIDs: defaultChunkIDs, slowFlush: slowFlush}
 		var prog progress
+		var ids []string
 		chunks := make(chan uploadChunk)
 		errc := make(chan error, 1)
 		go func() {
@@ -178,16 +180,16 @@ func TestReadChunksSlowInput(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
-		return ids, sizes
+		if !slices.Equal(ids, want) {
+			t.Errorf("ids %q; want %q", ids, want)
+		}
+		return sizes
 	}
 	lines := func(s string) []string { return strings.SplitAfter(strings.TrimSuffix(s, "\n"), "\n") }
 
 	t.Run("a line at a time", func(t *testing.T) {
 		in, want := slow(t, 30, 10*time.Millisecond, lines) // 300 ms
-		got, sizes := read(t, in, 50*time.Millisecond, 0)
-		if !slices.Equal(got, want) {
-			t.Errorf("ids %q; want %q", got, want)
-		}
+		sizes := read(t, in, want, 50*time.Millisecond, 0)
 		if len(sizes) < 3 {
 			t.Errorf("%d chunks (%v) from 300 ms of slow input; want one about every 50ms", len(sizes), sizes)
 		}
@@ -208,10 +210,7 @@ func TestReadChunksSlowInput(t *testing.T) {
 			return bs
 		}
 		in, want := slow(t, 40, 10*time.Millisecond, blocks) // 400 ms
-		got, sizes := read(t, in, 50*time.Millisecond, 0)
-		if !slices.Equal(got, want) {
-			t.Errorf("ids %q; want %q", got, want)
-		}
+		sizes := read(t, in, want, 50*time.Millisecond, 0)
 		if len(sizes) < 3 {
 			t.Errorf("%d chunks (%v) from 400 ms of slow input in blocks; want one about every 50ms", len(sizes), sizes)
 		}
@@ -221,10 +220,7 @@ func TestReadChunksSlowInput(t *testing.T) {
 		// not from when the reader offered it: a sender that takes
 		// 100 ms does not get chunks of one id each.
 		in, want := slow(t, 100, 5*time.Millisecond, lines) // 500 ms
-		got, sizes := read(t, in, 50*time.Millisecond, 100*time.Millisecond)
-		if !slices.Equal(got, want) {
-			t.Errorf("ids %q; want %q", got, want)
-		}
+		sizes := read(t, in, want, 50*time.Millisecond, 100*time.Millisecond)
 		if s := slices.Sorted(slices.Values(sizes)); s[len(s)/2] < 3 {
 			t.Errorf("chunks of %v ids; want a median of several (50 ms of input)", sizes)
 		}
@@ -238,10 +234,7 @@ func TestReadChunksSlowInput(t *testing.T) {
 			want = append(want, fmt.Sprintf("u%06d", i))
 			fmt.Fprintf(&in, "u%06d\n", i) // 8 bytes
 		}
-		got, sizes := read(t, smallReads{strings.NewReader(in.String())}, time.Second, 0)
-		if !slices.Equal(got, want) {
-			t.Errorf("ids %q; want %q", got, want)
-		}
+		sizes := read(t, smallReads{strings.NewReader(in.String())}, want, time.Second, 0)
 		if len(sizes) != 1 {
 			t.Errorf("chunks of %v ids from 5000 lines there at once; want one chunk", sizes)
 		}
