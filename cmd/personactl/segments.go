@@ -67,7 +67,8 @@ type uploadOptions struct {
 	file         string
 	// slowFlush: when the input is slow to come (a pipe from a slow
 	// export), a chunk is also sent once this long has gone by since the
-	// last one and the reader has read all the input there is so far, so
+	// last one was handed on (queued for the sender) and no whole line is
+	// left in what the reader has read, so
 	// that the idle timers (--timeout here, the server's upload idle
 	// timeout) measure how long the input stalls, not how long a chunk
 	// takes to fill (a steady 500 ids/s took 65 s to fill one). 0: only
@@ -173,90 +174,91 @@ func newIDReader(r io.Reader, header string) *idReader {
 	return &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
 }
 
-// next returns the next id, valid until the following call, or io.EOF.
-// Invalid lines are recorded (the first maxReported of them) and skipped.
+// next reads a line and returns its id, valid until the following call;
+// nil for a line that holds none (blank, a comment, the header, within a
+// quoted field, invalid: recorded, the first maxReported of them); or
+// io.EOF. It reads one line, so that its caller sees each invalid line
+// as it comes and can send what it holds before it waits for more.
 func (ir *idReader) next() ([]byte, error) {
-	for {
-		raw, err := ir.r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// A line longer than the buffer is no id: skip the rest of it,
-			// following its quotes (it may be, or open, a multi-line
-			// field of a CSV record).
-			ir.line++
-			ir.read += int64(len(raw))
-			if ir.line == 1 {
-				raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
-			}
-			comment := isComment(raw)
-			q := csvScan{in: ir.quoted > 0, start: ir.quoted == 0}
-			q.feed(raw)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				raw, err = ir.r.ReadSlice('\n')
-				q.feed(raw)
-				ir.read += int64(len(raw))
-			}
-			switch {
-			case ir.quoted > 0: // within a record's quoted field: no id
-				if !q.open() {
-					ir.quoted = 0
-				}
-			case comment:
-			default:
-				ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
-				if q.open() {
-					ir.quoted, ir.quotedSaid = ir.line, true
-				}
-			}
-			if err != nil && !errors.Is(err, io.EOF) {
-				return nil, err
-			}
-			continue
-		}
-		if len(raw) == 0 && err != nil {
-			if errors.Is(err, io.EOF) && ir.quoted > 0 {
-				if !ir.quotedSaid {
-					line := ir.line
-					ir.line = ir.quoted
-					ir.bad("a quoted field is not closed before the end of the file")
-					ir.line = line
-				}
-				ir.quoted = 0
-			}
-			return nil, err
-		}
-		ir.read += int64(len(raw))
+	raw, err := ir.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// A line longer than the buffer is no id: skip the rest of it,
+		// following its quotes (it may be, or open, a multi-line
+		// field of a CSV record).
 		ir.line++
+		ir.read += int64(len(raw))
 		if ir.line == 1 {
 			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 		}
-		if ir.quoted > 0 {
-			if !csvQuoted(raw, true) { // the record's quoted field closes on this line
+		comment := isComment(raw)
+		q := csvScan{in: ir.quoted > 0, start: ir.quoted == 0}
+		q.feed(raw)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			raw, err = ir.r.ReadSlice('\n')
+			q.feed(raw)
+			ir.read += int64(len(raw))
+		}
+		switch {
+		case ir.quoted > 0: // within a record's quoted field: no id
+			if !q.open() {
 				ir.quoted = 0
 			}
-			continue
-		}
-		id, ok, msg := parseLine(raw, &ir.field)
-		if !isComment(raw) && csvQuoted(raw, false) {
-			ir.quoted, ir.quotedSaid = ir.line, msg != "" // a quoted field goes on over the next line
-		}
-		if msg != "" {
-			ir.bad(msg)
-			continue
-		}
-		if !ok {
-			continue
-		}
-		if !ir.started {
-			ir.started = true
-			if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
-				continue
-			}
-			if ir.header == "auto" && looksLikeHeader(raw) {
-				ir.first = string(id)
+		case comment:
+		default:
+			ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
+			if q.open() {
+				ir.quoted, ir.quotedSaid = ir.line, true
 			}
 		}
-		return id, nil
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return nil, nil
 	}
+	if len(raw) == 0 && err != nil {
+		if errors.Is(err, io.EOF) && ir.quoted > 0 {
+			if !ir.quotedSaid {
+				line := ir.line
+				ir.line = ir.quoted
+				ir.bad("a quoted field is not closed before the end of the file")
+				ir.line = line
+			}
+			ir.quoted = 0
+		}
+		return nil, err
+	}
+	ir.read += int64(len(raw))
+	ir.line++
+	if ir.line == 1 {
+		raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
+	}
+	if ir.quoted > 0 {
+		if !csvQuoted(raw, true) { // the record's quoted field closes on this line
+			ir.quoted = 0
+		}
+		return nil, nil
+	}
+	id, ok, msg := parseLine(raw, &ir.field)
+	if !isComment(raw) && csvQuoted(raw, false) {
+		ir.quoted, ir.quotedSaid = ir.line, msg != "" // a quoted field goes on over the next line
+	}
+	if msg != "" {
+		ir.bad(msg)
+		return nil, nil
+	}
+	if !ok {
+		return nil, nil
+	}
+	if !ir.started {
+		ir.started = true
+		if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
+			return nil, nil
+		}
+		if ir.header == "auto" && looksLikeHeader(raw) {
+			ir.first = string(id)
+		}
+	}
+	return id, nil
 }
 
 // lineBuffered reports whether a whole line is buffered: whether the
@@ -475,10 +477,13 @@ func looksLikeHeader(raw []byte) bool {
 type uploadChunk struct {
 	packed []byte
 	ids    int
-	// invalid: no ids, but word that the input holds an invalid line, so
-	// the upload is off unless --skip-invalid; sent once, at the first.
-	invalid bool
+	// invalid: no ids, but the input's first invalid line, so the upload
+	// is off unless --skip-invalid; sent once, at the first.
+	invalid *invalidLine
 }
+
+// errDiscarded ends the stream of an upload found bad midway.
+var errDiscarded = errors.New("segments upload: discarded")
 
 // progress is what the progress bar shows; the reader goroutine writes it.
 type progress struct {
@@ -511,39 +516,38 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	o.slowFlush = min(time.Second, g.timeout/4)
 
 	seg := o.facet + ":" + o.value
-	ctx, cancelCause := context.WithCancelCause(ctx)
-	defer cancelCause(nil)
+	// The stream's context: the idle timer ends it with its cause, and an
+	// upload found bad midway is discarded with it at once (the server
+	// drops a cancelled upload) while the input is still read to report
+	// it. ctx itself ends only from outside (Ctrl-C).
+	sctx, endStream := context.WithCancelCause(ctx)
+	defer endStream(nil)
+	discard := func() { endStream(errDiscarded) }
 	// --timeout bounds each idle period: it restarts with every message.
 	errIdle := fmt.Errorf("segments upload %s: no ids to send for %v (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded", seg, g.timeout)
 	errNoAnswer := fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, g.timeout)
 	var answering atomic.Bool // all sent: waiting for the server's summary
 	idle := time.AfterFunc(g.timeout, func() {
 		if answering.Load() {
-			cancelCause(errNoAnswer)
+			endStream(errNoAnswer)
 		} else {
-			cancelCause(errIdle)
+			endStream(errIdle)
 		}
 	})
 	defer idle.Stop()
-	// ended reports a call that ended with ctx, the idle timer's or the
-	// caller's (Ctrl-C), rather than the call's own "context canceled".
+	// ended reports a stream that ended from this side, by Ctrl-C or the
+	// idle timer, rather than the call's own "context canceled".
 	ended := func() error {
 		switch c := context.Cause(ctx); {
-		case c == errIdle || c == errNoAnswer:
-			return c
-		case answering.Load():
+		case c != nil && answering.Load():
 			return fmt.Errorf("segments upload %s: %w while waiting for the server's answer; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, c)
-		default:
+		case c != nil:
 			return fmt.Errorf("segments upload %s: %w; nothing uploaded", seg, c)
 		}
+		return context.Cause(sctx) // errIdle or errNoAnswer
 	}
 
 	start := time.Now()
-	// The stream has a context of its own, so that an upload found bad
-	// midway can be cancelled at once (the server discards it) while
-	// the input is still read to report it.
-	sctx, discard := context.WithCancel(ctx)
-	defer discard()
 	stream, err := personadpb.NewSegmentsClient(conn).Upload(sctx)
 	if err != nil {
 		return callError("segments upload "+seg, err)
@@ -580,22 +584,29 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	defer stopBar()
 
 	var sent uint64
-	early := answer // the server's answer before the input ended: always an error
+	early := answer              // the server's answer before the input ended
+	done := sctx.Done()          // the stream's end, from this side
+	var firstBad *invalidLine    // the first invalid line, once the reader found it
+	var slowBad <-chan time.Time // then, when reading on is slow to end
 	for reading := true; reading; {
 		select {
 		case c, ok := <-chunks:
 			switch {
 			case !ok:
 				reading = false
-			case c.invalid:
+			case c.invalid != nil:
 				// An invalid line aborts the upload: discard it now,
 				// and read on, untimed, to report the invalid lines.
-				discard()
 				idle.Stop()
-				early = nil
+				discard()
+				early, done = nil, ctx.Done()
+				firstBad, slowBad = c.invalid, time.After(time.Second)
 			case early == nil:
 			default:
 				if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
+					if sctx.Err() != nil {
+						return ended() // the send was stuck, and the timer or Ctrl-C ended it
+					}
 					if errors.Is(err, io.EOF) { // the server ended the call: its status tells why
 						err = <-answer
 					}
@@ -605,11 +616,20 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 				idle.Reset(g.timeout)
 			}
 		case err := <-early:
-			if err == nil {
-				err = errors.New("the server answered before the upload ended")
+			switch {
+			case sctx.Err() != nil:
+				return ended()
+			case err == nil: // not before the stream's end: a server that does not do as it should
+				return fmt.Errorf("segments upload %s: the server answered before the upload ended: it applied the %d ids it had taken (version %d), not the rest", seg, resp.Ids, resp.Version)
 			}
 			return callError("segments upload "+seg, err)
-		case <-ctx.Done():
+		case <-slowBad:
+			// The rest of the input is slow to come (or never ends):
+			// say why the upload waits for it.
+			stopBar()
+			fmt.Fprintf(e.stderr, "segments upload %s: %s, line %d: %s; nothing will be uploaded (--skip-invalid uploads the rest); reading on to list the invalid lines\n",
+				seg, name, firstBad.line, firstBad.msg)
+		case <-done:
 			return ended()
 		}
 	}
@@ -637,13 +657,18 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		fmt.Fprintf(e.stderr, "segments upload %s: %s holds no user id; nothing uploaded%s\n", seg, name, hint)
 		return nil
 	}
+	if !idle.Stop() {
+		// The timer went off after the last chunk: the stream is ended,
+		// and its end was not sent, so nothing is applied.
+		return ended()
+	}
 	answering.Store(true)
 	idle.Reset(g.timeout)
 	if err := stream.CloseSend(); err != nil {
 		return callError("segments upload "+seg, err)
 	}
 	if err := <-answer; err != nil {
-		if ctx.Err() != nil {
+		if sctx.Err() != nil {
 			return ended()
 		}
 		return callError("segments upload "+seg, err)
@@ -698,7 +723,7 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 	// message after Send returns.
 	newBuf := func() []byte { return make([]byte, 0, chunkBytes+maxIDLen+1) }
 	buf, n := newBuf(), 0
-	last := time.Now() // the last chunk taken by the sender
+	last := time.Now() // the last chunk handed on
 	send := func(c uploadChunk) bool {
 		select {
 		case chunks <- c:
@@ -747,10 +772,13 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		}
 		if ir.nbad > 0 && !o.skipInvalid {
 			// The upload is off: keep reading only to report.
-			if bad == 0 && !send(uploadChunk{invalid: true}) {
+			if first := ir.invalid[0]; bad == 0 && !send(uploadChunk{invalid: &first}) {
 				return nil
 			}
 			continue
+		}
+		if id == nil {
+			continue // a line with no id
 		}
 		buf = append(buf, id...)
 		buf = append(buf, '\n')

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
 
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
@@ -81,7 +82,9 @@ func TestIDReader(t *testing.T) {
 				if err != nil {
 					break
 				}
-				ids = append(ids, string(id))
+				if id != nil {
+					ids = append(ids, string(id))
+				}
 			}
 			if d := cmp.Diff(tc.ids, ids); d != "" {
 				t.Errorf("ids (-want +got):\n%s", d)
@@ -127,9 +130,9 @@ func TestCSVScanPieces(t *testing.T) {
 }
 
 // TestReadChunksSlowInput: from input that comes slowly but steadily, a
-// chunk goes out each time slowFlush has gone by since the sender took
-// the last one and no whole line is left to read, not only when a chunk
-// is full, whether the input comes a line or part of a line at a time;
+// chunk goes out each time slowFlush has gone by since the last one was
+// handed on and no whole line is left to read, not only when a chunk is
+// full, whether the input comes a line or part of a line at a time;
 // input that is all there is not cut into chunks by it.
 func TestReadChunksSlowInput(t *testing.T) {
 	// slow writes the ids u0…u(n-1) to a pipe as pieces cuts them, a
@@ -226,17 +229,23 @@ func TestReadChunksSlowInput(t *testing.T) {
 		}
 	})
 	t.Run("input that is all there", func(t *testing.T) {
-		// One chunk, though it comes in reads of 4 KiB, each ending at
-		// a line's end, so that nothing is left over after each.
-		var in strings.Builder
-		var want []string
+		// Read 4 KiB at a time, each read ending at a line's end: one
+		// chunk while slowFlush has not gone by, and with no time at all
+		// one per read, not one per line (CSV lines, which do not take
+		// the plain lines' path: before each, a whole line is buffered).
+		var plain, csv strings.Builder
+		var wantPlain, want []string
 		for i := range 5000 {
-			want = append(want, fmt.Sprintf("u%06d", i))
-			fmt.Fprintf(&in, "u%06d\n", i) // 8 bytes
+			wantPlain = append(wantPlain, fmt.Sprintf("u%06d", i))
+			fmt.Fprintf(&plain, "u%06d\n", i) // 8 bytes
+			want = append(want, fmt.Sprintf("u%04d", i))
+			fmt.Fprintf(&csv, "u%04d,x\n", i)
 		}
-		sizes := read(t, smallReads{strings.NewReader(in.String())}, want, time.Second, 0)
-		if len(sizes) != 1 {
+		if sizes := read(t, smallReads{strings.NewReader(plain.String())}, wantPlain, time.Second, 0); len(sizes) != 1 {
 			t.Errorf("chunks of %v ids from 5000 lines there at once; want one chunk", sizes)
+		}
+		if sizes := read(t, smallReads{strings.NewReader(csv.String())}, want, time.Nanosecond, 0); len(sizes) > 40000/4096+1 {
+			t.Errorf("%d chunks from 40000 bytes in reads of 4 KiB with slowFlush 1ns; want one per read", len(sizes))
 		}
 	})
 }
@@ -289,7 +298,9 @@ func TestReadChunks(t *testing.T) {
 		if err != nil {
 			break
 		}
-		want = append(want, string(id))
+		if id != nil {
+			want = append(want, string(id))
+		}
 	}
 	for _, chunkIDs := range []int{1, 7, 1000, defaultChunkIDs} {
 		ir := newIDReader(strings.NewReader(in.String()), "auto")
@@ -499,6 +510,116 @@ func TestUploadInputStalls(t *testing.T) {
 		if seg.Value != "steady" {
 			t.Errorf("upload of segment %s:%s was applied", seg.Facet, seg.Value)
 		}
+	}
+}
+
+// fakeSegments is a Segments server that takes the header and then,
+// stuck, reads nothing more (a server that stopped taking chunks), or
+// reads until the stream ends; ended is closed when it has.
+type fakeSegments struct {
+	personadpb.UnimplementedSegmentsServer
+	stuck bool
+	ended chan struct{}
+}
+
+func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
+	defer close(f.ended)
+	if f.stuck {
+		s.Recv() //nolint:errcheck // the header; the client's end is what counts
+		<-s.Context().Done()
+		return s.Context().Err()
+	}
+	for {
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
+// fakeServer serves f, with small flow-control windows, so that a client
+// sending to a stuck f soon blocks.
+func fakeServer(t *testing.T, f *fakeSegments) string {
+	t.Helper()
+	gs := grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
+	personadpb.RegisterSegmentsServer(gs, f)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gs.Serve(lis) //nolint:errcheck // Stop ends it
+	}()
+	t.Cleanup(func() {
+		gs.Stop()
+		<-done
+	})
+	return lis.Addr().String()
+}
+
+// TestUploadServerStuck: an upload to a server that stopped reading (the
+// send blocks) ends after --timeout, or on Ctrl-C, saying which, not as a
+// bare "context canceled".
+func TestUploadServerStuck(t *testing.T) {
+	var in strings.Builder
+	for i := range 400_000 { // 7.2 MB: far more than the windows
+		fmt.Fprintf(&in, "user-%012d\n", i)
+	}
+	upload := func(ctx context.Context, timeout string) error {
+		addr := fakeServer(t, &fakeSegments{stuck: true, ended: make(chan struct{})})
+		e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader(in.String()), stdout: io.Discard, stderr: io.Discard}
+		return run(ctx, []string{"--addr", addr, "--timeout", timeout,
+			"segments", "upload", "--facet", "title", "--value", "stuck", "--mode", "add", "-"}, e)
+	}
+	const want = "segments upload title:stuck: no ids to send for 300ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+	if err := upload(context.Background(), "300ms"); err == nil || err.Error() != want {
+		t.Errorf("a stuck server: %v; want %q", err, want)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(200*time.Millisecond, func() { cancel(errors.New("interrupt signal received")) })
+	const wantInt = "segments upload title:stuck: interrupt signal received; nothing uploaded"
+	if err := upload(ctx, "10s"); err == nil || err.Error() != wantInt {
+		t.Errorf("Ctrl-C, the server stuck: %v; want %q", err, wantInt)
+	}
+}
+
+// TestUploadInvalidLineDiscards: the first invalid line ends the stream
+// at once, so that the server drops the upload, though personactl reads
+// on to the input's end to list the invalid lines, and says so when that
+// takes more than a second.
+func TestUploadInvalidLineDiscards(t *testing.T) {
+	f := &fakeSegments{ended: make(chan struct{})}
+	addr := fakeServer(t, f)
+	pr, pw := io.Pipe()
+	var early bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer pw.Close()
+		io.WriteString(pw, "u1\n,bad\n") //nolint:errcheck // the test fails below if it did not
+		select {
+		case <-f.ended:
+			early = true
+		case <-time.After(5 * time.Second):
+		}
+		time.Sleep(1500 * time.Millisecond)
+		io.WriteString(pw, "u3\n") //nolint:errcheck // as above
+	})
+	var stderr bytes.Buffer
+	e := env{getenv: func(string) string { return "" }, stdin: pr, stdout: io.Discard, stderr: &stderr}
+	err := run(context.Background(), []string{"--addr", addr,
+		"segments", "upload", "--facet", "title", "--value", "bad", "--mode", "add", "-"}, e)
+	wg.Wait()
+	if !early {
+		t.Error("the server's stream did not end while the input went on after an invalid line")
+	}
+	const want = "segments upload title:bad: stdin has 1 invalid line; nothing uploaded"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("upload: %v; want %q…", err, want)
+	}
+	const notice = "segments upload title:bad: stdin, line 2: empty user id; nothing will be uploaded (--skip-invalid uploads the rest); reading on to list the invalid lines\n"
+	if stderr.String() != notice {
+		t.Errorf("stderr %q; want %q", stderr.String(), notice)
 	}
 }
 

@@ -292,7 +292,10 @@ type gracefulServer interface {
 
 // shutdown drains: health goes not serving, then gRPC GracefulStop and
 // HTTP Shutdown run together; whatever is still open when timeout passes
-// is closed hard.
+// is closed hard. gRPC's Stop, like GracefulStop, still waits for the
+// handlers running then (grpc.WaitForHandlers), so that nothing uses
+// what the caller closes next: they all end on the stream's cancellation
+// or are bounded (a commit's fsync, a rules apply).
 func shutdown(srv *bidder.Server, gs gracefulServer, hs *http.Server, timeout time.Duration, log *zap.Logger) {
 	srv.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
