@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
@@ -482,6 +484,10 @@ type uploadChunk struct {
 	invalid *invalidLine
 }
 
+// testHookIdleFired, when set (by tests), runs first in the upload's idle
+// timer's func: a delay there stands in for the scheduler's.
+var testHookIdleFired func()
+
 // errDiscarded ends the stream of an upload found bad midway.
 var errDiscarded = errors.New("segments upload: discarded")
 
@@ -528,6 +534,9 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	errNoAnswer := fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, g.timeout)
 	var answering atomic.Bool // all sent: waiting for the server's summary
 	idle := time.AfterFunc(g.timeout, func() {
+		if testHookIdleFired != nil {
+			testHookIdleFired()
+		}
 		if answering.Load() {
 			endStream(errNoAnswer)
 		} else {
@@ -546,24 +555,51 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		}
 		return context.Cause(sctx) // errIdle or errNoAnswer
 	}
+	// fail reports err, which ended the call: the server's status, or,
+	// when this side ended the stream (the timer, Ctrl-C), why.
+	fail := func(err error) error {
+		if sctx.Err() != nil && (status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled)) {
+			return ended()
+		}
+		return callError("segments upload "+seg, err)
+	}
+	// timerFired is called when the idle timer has gone off (Stop or Reset
+	// found it no longer pending): it waits for the timer's func, which
+	// may not have run yet, to end the stream, and reports why.
+	timerFired := func() error {
+		<-sctx.Done()
+		return ended()
+	}
 
 	start := time.Now()
 	stream, err := personadpb.NewSegmentsClient(conn).Upload(sctx)
 	if err != nil {
-		return callError("segments upload "+seg, err)
+		return fail(err) // while connecting, say
 	}
 	ir := newIDReader(in, o.header)
 	if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Header{Header: &personadpb.UploadHeader{
 		Facet: o.facet, Value: o.value, Mode: o.mode, IdempotencyKey: o.key,
 		ExpectedIds: estimateIDs(ir.r, size),
 	}}}); err != nil {
-		return uploadSendError(seg, stream, err)
+		if errors.Is(err, io.EOF) { // the call ended: its status tells why
+			_, err = stream.CloseAndRecv()
+		}
+		return fail(err)
 	}
 	// The answer is awaited from the start: a server that refuses the
 	// header or a chunk ends the call at once, whatever the input does.
 	resp := new(personadpb.UploadResponse)
 	answer := make(chan error, 1)
 	go func() { answer <- stream.RecvMsg(resp) }()
+
+	// answeredEarly reports the answer, err, that came before the end of
+	// the upload was sent.
+	answeredEarly := func(err error) error {
+		if err == nil { // a server that does not do as it should
+			return fmt.Errorf("segments upload %s: the server answered before the upload ended: it applied the %d ids it had taken (version %d), not the rest", seg, resp.Ids, resp.Version)
+		}
+		return fail(err) // a refusal, or a stuck send ended by the timer or Ctrl-C
+	}
 
 	// The reader goroutine parses and chunks while this one sends.
 	var prog progress
@@ -601,28 +637,21 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 				discard()
 				early, done = nil, ctx.Done()
 				firstBad, slowBad = c.invalid, time.After(time.Second)
-			case early == nil:
+			case early == nil: // discarded: nothing more is sent (the reader sends no more)
 			default:
 				if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
-					if sctx.Err() != nil {
-						return ended() // the send was stuck, and the timer or Ctrl-C ended it
+					if errors.Is(err, io.EOF) { // the call ended: its answer tells why
+						return answeredEarly(<-answer)
 					}
-					if errors.Is(err, io.EOF) { // the server ended the call: its status tells why
-						err = <-answer
-					}
-					return callError("segments upload "+seg, err)
+					return fail(err)
 				}
 				sent += uint64(c.ids)
-				idle.Reset(g.timeout)
+				if !idle.Reset(g.timeout) {
+					return timerFired() // during the send: the stream is ended
+				}
 			}
 		case err := <-early:
-			switch {
-			case sctx.Err() != nil:
-				return ended()
-			case err == nil: // not before the stream's end: a server that does not do as it should
-				return fmt.Errorf("segments upload %s: the server answered before the upload ended: it applied the %d ids it had taken (version %d), not the rest", seg, resp.Ids, resp.Version)
-			}
-			return callError("segments upload "+seg, err)
+			return answeredEarly(err)
 		case <-slowBad:
 			// The rest of the input is slow to come (or never ends):
 			// say why the upload waits for it.
@@ -659,19 +688,16 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	}
 	if !idle.Stop() {
 		// The timer went off after the last chunk: the stream is ended,
-		// and its end was not sent, so nothing is applied.
-		return ended()
+		// and its end is not sent, so nothing is applied.
+		return timerFired()
 	}
 	answering.Store(true)
 	idle.Reset(g.timeout)
 	if err := stream.CloseSend(); err != nil {
-		return callError("segments upload "+seg, err)
+		return fail(err)
 	}
 	if err := <-answer; err != nil {
-		if sctx.Err() != nil {
-			return ended()
-		}
-		return callError("segments upload "+seg, err)
+		return fail(err)
 	}
 	took := time.Since(start)
 	switch {
@@ -794,15 +820,6 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		flush()
 	}
 	return nil
-}
-
-// uploadSendError reports a failed Send: the server's status, which
-// CloseAndRecv returns (Send itself only says io.EOF).
-func uploadSendError(seg string, stream personadpb.Segments_UploadClient, err error) error {
-	if errors.Is(err, io.EOF) {
-		_, err = stream.CloseAndRecv()
-	}
-	return callError("segments upload "+seg, err)
 }
 
 func joinInvalid(ls []invalidLine, sep string) string {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -126,6 +127,25 @@ func TestCSVScanPieces(t *testing.T) {
 				t.Fatalf("%q from inside a field %t: in pieces %t, whole %t", line, in, got, want)
 			}
 		}
+	}
+}
+
+// TestNextPerLine: next returns at every line, nil for one without an
+// id, so that readChunks sees an invalid line, and can send what it has,
+// before the next line is read (and perhaps waited for).
+func TestNextPerLine(t *testing.T) {
+	ir := newIDReader(strings.NewReader("user_id,name\na\n\n# c\n,bad\n\"q,\nr\"\nb"), "auto")
+	var got []string
+	for {
+		id, err := ir.next()
+		if err != nil {
+			break
+		}
+		got = append(got, string(id)+fmt.Sprintf("@%d", ir.line))
+	}
+	want := []string{"@1", "a@2", "@3", "@4", "@5", "@6", "@7", "b@8"}
+	if !slices.Equal(got, want) {
+		t.Errorf("next per call (id@line): %q; want %q", got, want)
 	}
 }
 
@@ -513,24 +533,45 @@ func TestUploadInputStalls(t *testing.T) {
 	}
 }
 
-// fakeSegments is a Segments server that takes the header and then,
-// stuck, reads nothing more (a server that stopped taking chunks), or
-// reads until the stream ends; ended is closed when it has.
+// fakeSegments is a Segments server whose uploads do as mode says;
+// ended is closed when one has ended.
 type fakeSegments struct {
 	personadpb.UnimplementedSegmentsServer
-	stuck bool
-	ended chan struct{}
+	mode   fakeMode
+	ended  chan struct{}
+	gotEnd atomic.Bool // the client's end of the stream arrived: a real server commits
 }
+
+type fakeMode int
+
+const (
+	fakeReads        fakeMode = iota // reads until the stream ends, and answers nothing
+	fakeStuck                        // takes the header, then reads nothing more
+	fakeAnswersEarly                 // answers OK (version 7) to the header alone
+	fakeSlowStart                    // as fakeReads, but waits 500 ms after the header
+)
 
 func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
 	defer close(f.ended)
-	if f.stuck {
+	switch f.mode {
+	case fakeStuck:
 		s.Recv() //nolint:errcheck // the header; the client's end is what counts
 		<-s.Context().Done()
 		return s.Context().Err()
+	case fakeAnswersEarly:
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
+		return s.SendAndClose(&personadpb.UploadResponse{Version: 7})
+	case fakeSlowStart:
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	for {
 		if _, err := s.Recv(); err != nil {
+			f.gotEnd.Store(errors.Is(err, io.EOF))
 			return err
 		}
 	}
@@ -559,29 +600,141 @@ func fakeServer(t *testing.T, f *fakeSegments) string {
 }
 
 // TestUploadServerStuck: an upload to a server that stopped reading (the
-// send blocks) ends after --timeout, or on Ctrl-C, saying which, not as a
-// bare "context canceled".
+// send blocks), that never answers, or that cannot be reached (the
+// connection never ready), ends after --timeout, or on Ctrl-C, saying
+// which and whether the upload may have been applied, not as a bare
+// "context canceled"; a server that answers before the end is said to
+// have applied what it had.
 func TestUploadServerStuck(t *testing.T) {
-	var in strings.Builder
+	var big strings.Builder
 	for i := range 400_000 { // 7.2 MB: far more than the windows
-		fmt.Fprintf(&in, "user-%012d\n", i)
+		fmt.Fprintf(&big, "user-%012d\n", i)
 	}
-	upload := func(ctx context.Context, timeout string) error {
-		addr := fakeServer(t, &fakeSegments{stuck: true, ended: make(chan struct{})})
-		e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader(in.String()), stdout: io.Discard, stderr: io.Discard}
-		return run(ctx, []string{"--addr", addr, "--timeout", timeout,
-			"segments", "upload", "--facet", "title", "--value", "stuck", "--mode", "add", "-"}, e)
+	// silent accepts connections and says nothing on them.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	const want = "segments upload title:stuck: no ids to send for 300ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
-	if err := upload(context.Background(), "300ms"); err == nil || err.Error() != want {
-		t.Errorf("a stuck server: %v; want %q", err, want)
+	var held []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	})
+	t.Cleanup(func() {
+		silent.Close()
+		wg.Wait()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	const (
+		stalled    = "segments upload title:v: no ids to send for 300ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+		noAnswer   = "segments upload title:v: no answer from the server 300ms (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
+		interrupts = "segments upload title:v: interrupt signal received; nothing uploaded"
+		unanswered = "segments upload title:v: interrupt signal received while waiting for the server's answer; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
+	)
+	for _, tc := range []struct {
+		name  string
+		mode  fakeMode // of the server; -1: silent
+		in    string
+		ctrlC bool // Ctrl-C after 200 ms, with --timeout 10s; else --timeout 300ms
+		want  string
+	}{
+		{"sends stuck", fakeStuck, big.String(), false, stalled},
+		{"sends stuck, Ctrl-C", fakeStuck, big.String(), true, interrupts},
+		{"no answer", fakeStuck, "u1\nu2\n", false, noAnswer},
+		{"no answer, Ctrl-C", fakeStuck, "u1\nu2\n", true, unanswered},
+		{"never connected", -1, "u1\n", false, stalled},
+		{"never connected, Ctrl-C", -1, "u1\n", true, interrupts},
+		{"answers early", fakeAnswersEarly, big.String(), false,
+			"segments upload title:v: the server answered before the upload ended: it applied the 0 ids it had taken (version 7), not the rest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := silent.Addr().String()
+			if tc.mode >= 0 {
+				addr = fakeServer(t, &fakeSegments{mode: tc.mode, ended: make(chan struct{})})
+			}
+			ctx, timeout := context.Background(), "300ms"
+			if tc.ctrlC {
+				c, cancel := context.WithCancelCause(ctx)
+				defer cancel(nil)
+				time.AfterFunc(200*time.Millisecond, func() { cancel(errors.New("interrupt signal received")) })
+				ctx, timeout = c, "10s"
+			}
+			e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader(tc.in), stdout: io.Discard, stderr: io.Discard}
+			start := time.Now()
+			err := run(ctx, []string{"--addr", addr, "--timeout", timeout,
+				"segments", "upload", "--facet", "title", "--value", "v", "--mode", "add", "-"}, e)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("%v; want %q", err, tc.want)
+			}
+			if took := time.Since(start); took < 150*time.Millisecond && tc.mode != fakeAnswersEarly {
+				t.Errorf("ended after %v, before the timer or Ctrl-C could end it", took)
+			}
+		})
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	time.AfterFunc(200*time.Millisecond, func() { cancel(errors.New("interrupt signal received")) })
-	const wantInt = "segments upload title:stuck: interrupt signal received; nothing uploaded"
-	if err := upload(ctx, "10s"); err == nil || err.Error() != wantInt {
-		t.Errorf("Ctrl-C, the server stuck: %v; want %q", err, wantInt)
+}
+
+// TestUploadLateTimer: the idle timer's func runs late (as a busy
+// scheduler may run it), after the upload went on. Its stream is ended all
+// the same, and the upload is never reported as not applied while its end
+// was sent (a server commits then), nor as uploaded when it was not.
+func TestUploadLateTimer(t *testing.T) {
+	testHookIdleFired = func() { time.Sleep(300 * time.Millisecond) }
+	t.Cleanup(func() { testHookIdleFired = nil })
+	const stalled = "segments upload title:v: no ids to send for 400ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+	upload := func(f *fakeSegments, in io.Reader) error {
+		e := env{getenv: func(string) string { return "" }, stdin: in, stdout: io.Discard, stderr: io.Discard}
+		return run(context.Background(), []string{"--addr", fakeServer(t, f), "--timeout", "400ms",
+			"segments", "upload", "--facet", "title", "--value", "v", "--mode", "add", "-"}, e)
 	}
+	t.Run("input ends after the timer went off", func(t *testing.T) {
+		// Ids until 150 ms (sent then: --timeout/4 gone by), the end of
+		// the input at 600 ms: the timer went off at 550, its func ends
+		// the stream at 850.
+		pr, pw := io.Pipe()
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			defer pw.Close()
+			io.WriteString(pw, "u1\nu2\n") //nolint:errcheck // the test fails below if it did not
+			time.Sleep(150 * time.Millisecond)
+			io.WriteString(pw, "u3\n") //nolint:errcheck // as above
+			time.Sleep(450 * time.Millisecond)
+		})
+		f := &fakeSegments{ended: make(chan struct{})}
+		err := upload(f, pr)
+		wg.Wait()
+		<-f.ended
+		if err == nil || err.Error() != stalled {
+			t.Errorf("%v; want %q", err, stalled)
+		}
+		if f.gotEnd.Load() {
+			t.Error("the stream's end was sent")
+		}
+	})
+	t.Run("a send ends after the timer went off", func(t *testing.T) {
+		// The server reads nothing for 500 ms: a send blocks past the
+		// timer (400 ms), then ends before its func has run (700 ms).
+		var big strings.Builder
+		for i := range 400_000 {
+			fmt.Fprintf(&big, "user-%012d\n", i)
+		}
+		f := &fakeSegments{mode: fakeSlowStart, ended: make(chan struct{})}
+		err := upload(f, strings.NewReader(big.String()))
+		<-f.ended
+		if f.gotEnd.Load() && (err == nil || strings.Contains(err.Error(), "nothing uploaded")) {
+			t.Errorf("the stream's end was sent, and the upload reported as %v", err)
+		}
+		if err == nil || err.Error() != stalled {
+			t.Errorf("%v; want %q", err, stalled)
+		}
+	})
 }
 
 // TestUploadInvalidLineDiscards: the first invalid line ends the stream
