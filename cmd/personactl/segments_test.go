@@ -416,6 +416,18 @@ func server(t *testing.T) (addr string, store *segments.Store) {
 	}
 	gs := srv.GRPCServer()
 	personadpb.RegisterSegmentsServer(gs, ss)
+	t.Cleanup(func() { // after serve's, which stops gs
+		ss.Close()
+		eng.Close()
+		store.Close()
+	})
+	return serve(t, gs), store
+}
+
+// serve serves gs on a local port until the test ends, and returns its
+// address.
+func serve(t *testing.T, gs *grpc.Server) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -428,11 +440,8 @@ func server(t *testing.T) (addr string, store *segments.Store) {
 	t.Cleanup(func() {
 		gs.Stop()
 		<-done
-		ss.Close()
-		eng.Close()
-		store.Close()
 	})
-	return lis.Addr().String(), store
+	return lis.Addr().String()
 }
 
 // ctl runs personactl with args and stdin, returning stdout, stderr and
@@ -583,20 +592,7 @@ func fakeServer(t *testing.T, f *fakeSegments) string {
 	t.Helper()
 	gs := grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
 	personadpb.RegisterSegmentsServer(gs, f)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gs.Serve(lis) //nolint:errcheck // Stop ends it
-	}()
-	t.Cleanup(func() {
-		gs.Stop()
-		<-done
-	})
-	return lis.Addr().String()
+	return serve(t, gs)
 }
 
 // TestUploadServerStuck: an upload to a server that stopped reading (the
