@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/personad/personad/engine"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
@@ -27,6 +28,9 @@ import (
 type SegmentsConfig struct {
 	// Store is where uploads go; required.
 	Store *segments.Store
+	// Engine, when set, is whose live rules a Delete looks in for the
+	// campaigns that name the deleted segment.
+	Engine *engine.Engine
 	// Logger gets one line per upload and delete (never a user id). nil
 	// logs nothing.
 	Logger *zap.Logger
@@ -604,9 +608,18 @@ func (s *Segments) Delete(_ context.Context, req *personadpb.DeleteRequest) (*pe
 		s.log.Info("delete failed", zap.String("facet", req.Facet), zap.String("value", req.Value), zap.Error(err))
 		return nil, grpcError(err)
 	}
+	resp := &personadpb.DeleteResponse{Removed: res.Removed, Version: res.Version}
+	if s.cfg.Engine != nil {
+		if r := s.cfg.Engine.Rules(); r != nil {
+			n := r.Naming(engine.Fact{Facet: req.Facet, Value: req.Value})
+			resp.CampaignsTargeting, resp.CampaignsExcluding = n.Targeting, n.Excluding
+		}
+	}
 	s.log.Info("segment deleted", zap.String("facet", req.Facet), zap.String("value", req.Value),
-		zap.Uint64("removed", res.Removed), zap.Uint64("version", res.Version), zap.Duration("took", time.Since(start)))
-	return &personadpb.DeleteResponse{Removed: res.Removed, Version: res.Version}, nil
+		zap.Uint64("removed", res.Removed), zap.Uint64("version", res.Version),
+		zap.Int("campaigns_targeting", len(resp.CampaignsTargeting)), zap.Int("campaigns_excluding", len(resp.CampaignsExcluding)),
+		zap.Duration("took", time.Since(start)))
+	return resp, nil
 }
 
 // segmentMetrics are the Segments service's collectors.

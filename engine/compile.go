@@ -945,3 +945,48 @@ func (r *Rules) Campaigns() []Campaign { return r.campaigns }
 // Facets returns every facet the rules refer to, sorted. The caller must
 // not modify it.
 func (r *Rules) Facets() []string { return r.facets }
+
+// Naming is what a rule set's campaigns do with one segment: their ids,
+// in rank order.
+type Naming struct {
+	// Targeting: campaigns whose targeting.all, or one of whose
+	// creatives' personas, names the segment; without it, a clause that
+	// names nothing else matches no one.
+	Targeting []string
+	// Excluding: campaigns whose targeting.none names it; without it,
+	// they no longer keep its members out.
+	Excluding []string
+}
+
+// Naming returns the campaigns of r that name the segment f (active or
+// not). It walks every campaign: for the rare question (a segment's
+// deletion), not for decisions.
+func (r *Rules) Naming(f Fact) Naming {
+	t, ok := r.termByFact[f]
+	if !ok {
+		return Naming{}
+	}
+	names := func(cs [][]uint32) bool {
+		for _, cl := range cs {
+			if slices.Contains(cl, t) {
+				return true
+			}
+		}
+		return false
+	}
+	var n Naming
+	for i := range r.campaigns {
+		c := &r.campaigns[i]
+		targets := names(c.all)
+		for j := 0; j < len(c.Creatives) && !targets; j++ {
+			targets = names(c.Creatives[j].persona)
+		}
+		if targets {
+			n.Targeting = append(n.Targeting, c.ID)
+		}
+		if names(c.none) {
+			n.Excluding = append(n.Excluding, c.ID)
+		}
+	}
+	return n
+}

@@ -649,3 +649,63 @@ func TestCompileSetsEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestNaming: Rules.Naming finds, for every segment the rules name and
+// one they do not, the campaigns whose targeting.all or creatives'
+// personas name it and those whose targeting.none does, as a walk of the
+// rule set does.
+func TestNaming(t *testing.T) {
+	rs, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Some exclusions, and a segment only a creative names.
+	rs.Campaigns[1].Targeting.None = append(rs.Campaigns[1].Targeting.None, rules.Clause{Facet: "title", Any: []string{"intern", "cmo"}})
+	rs.Campaigns[4].Targeting.None = append(rs.Campaigns[4].Targeting.None, rules.Clause{Facet: "industry", Any: []string{"gaming"}})
+	rs.Campaigns[6].Creatives[0].Persona = append(rs.Campaigns[6].Creatives[0].Persona, rules.Clause{Facet: "zz_only", Any: []string{"creative"}})
+	r, err := Compile(rs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[Fact]*Naming{{"title", "no-such-value"}: {}}
+	note := func(cs []rules.Clause, add func(n *Naming)) {
+		for _, c := range cs {
+			for _, v := range c.Any {
+				f := Fact{c.Facet, v}
+				if want[f] == nil {
+					want[f] = &Naming{}
+				}
+				add(want[f])
+			}
+		}
+	}
+	for i := range rs.Campaigns {
+		c := &rs.Campaigns[i]
+		targets := func(n *Naming) {
+			if !slices.Contains(n.Targeting, c.ID) {
+				n.Targeting = append(n.Targeting, c.ID)
+			}
+		}
+		note(c.Targeting.All, targets)
+		for _, cr := range c.Creatives {
+			note(cr.Persona, targets)
+		}
+		note(c.Targeting.None, func(n *Naming) { n.Excluding = append(n.Excluding, c.ID) })
+	}
+	var targeted, excluded int
+	for f, w := range want {
+		got := r.Naming(f)
+		slices.Sort(got.Targeting)
+		slices.Sort(got.Excluding)
+		slices.Sort(w.Targeting)
+		slices.Sort(w.Excluding)
+		if !slices.Equal(got.Targeting, w.Targeting) || !slices.Equal(got.Excluding, w.Excluding) {
+			t.Errorf("Naming(%v) = %+v; want %+v", f, got, *w)
+		}
+		targeted += len(got.Targeting)
+		excluded += len(got.Excluding)
+	}
+	if targeted == 0 || excluded < 2 || len(want) < 10 {
+		t.Errorf("checked %d segments, %d targeting and %d excluding namings: too few to tell", len(want), targeted, excluded)
+	}
+}

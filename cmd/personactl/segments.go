@@ -976,6 +976,26 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	if err != nil {
 		return callError("segments delete "+*facet+":"+*value, err)
 	}
-	fmt.Fprintf(e.stdout, "deleted %s:%s removed=%d version=%d\n", *facet, *value, resp.Removed, resp.Version)
+	seg := *facet + ":" + *value
+	fmt.Fprintf(e.stdout, "deleted %s removed=%d version=%d\n", seg, resp.Removed, resp.Version)
+	if ids := resp.CampaignsTargeting; len(ids) == 1 {
+		fmt.Fprintf(e.stderr, "warning: campaign %s targets %s: it no longer reaches its former members by it (its rules are unchanged)\n", ids[0], seg)
+	} else if len(ids) > 1 {
+		fmt.Fprintf(e.stderr, "warning: campaigns %s target %s: they no longer reach its former members by it (their rules are unchanged)\n", campaignList(ids), seg)
+	}
+	if ids := resp.CampaignsExcluding; len(ids) == 1 {
+		fmt.Fprintf(e.stderr, "warning: campaign %s excludes %s: it no longer keeps its former members out (its rules are unchanged)\n", ids[0], seg)
+	} else if len(ids) > 1 {
+		fmt.Fprintf(e.stderr, "warning: campaigns %s exclude %s: they no longer keep its former members out (their rules are unchanged)\n", campaignList(ids), seg)
+	}
 	return nil
+}
+
+// campaignList names the first few of ids, and how many more there are.
+func campaignList(ids []string) string {
+	const shown = 5
+	if len(ids) <= shown {
+		return strings.Join(ids, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(ids[:shown], ", "), len(ids)-shown)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
 	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
 
@@ -394,6 +395,12 @@ func TestProgressLine(t *testing.T) {
 // a durable store in a temp dir.
 func server(t *testing.T) (addr string, store *segments.Store) {
 	t.Helper()
+	return serverWithRules(t, "")
+}
+
+// serverWithRules is server with the rules in yaml live, if any.
+func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.Store) {
+	t.Helper()
 	store, err := segments.Open(segments.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -402,6 +409,17 @@ func server(t *testing.T) (addr string, store *segments.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if yaml != "" {
+		rs, err := rules.Parse("test", []byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		compiled, err := engine.Compile(rs, "v-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng.SetRules(compiled)
+	}
 	cfg := bidder.DefaultConfig()
 	cfg.Engine, cfg.Logger = eng, zaptest.NewLogger(t)
 	srv, err := bidder.New(cfg)
@@ -409,7 +427,7 @@ func server(t *testing.T) (addr string, store *segments.Store) {
 		t.Fatal(err)
 	}
 	scfg := bidder.DefaultSegmentsConfig()
-	scfg.Store, scfg.Logger = store, cfg.Logger
+	scfg.Store, scfg.Engine, scfg.Logger = store, eng, cfg.Logger
 	ss, err := bidder.NewSegments(scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -769,6 +787,46 @@ func TestUploadInvalidLineDiscards(t *testing.T) {
 	const notice = "segments upload title:bad: stdin, line 2: empty user id; nothing will be uploaded (--skip-invalid uploads the rest); reading on to list the invalid lines\n"
 	if stderr.String() != notice {
 		t.Errorf("stderr %q; want %q", stderr.String(), notice)
+	}
+}
+
+// TestDeleteNamesCampaigns: segments delete warns of the live rules'
+// campaigns that name the deleted segment, targeting it (in
+// targeting.all or a creative's persona) or excluding it.
+func TestDeleteNamesCampaigns(t *testing.T) {
+	addr, _ := serverWithRules(t, `
+campaigns:
+  - id: cmo-reach
+    bid_cpm: 2
+    targeting: {all: [{facet: title, any: [cmo, cfo]}]}
+    creatives: [{id: a, w: 300, h: 250, adm: "<b>a</b>"}]
+  - id: cmo-creative
+    bid_cpm: 1
+    creatives: [{id: b, w: 300, h: 250, adm: "<b>b</b>", persona: [{facet: title, any: [cmo]}]}]
+  - id: no-cmos
+    bid_cpm: 3
+    targeting: {none: [{facet: title, any: [cmo]}]}
+    creatives: [{id: c, w: 300, h: 250, adm: "<b>c</b>"}]
+  - id: cfo-only
+    bid_cpm: 1
+    targeting: {all: [{facet: title, any: [cfo]}]}
+    creatives: [{id: d, w: 300, h: 250, adm: "<b>d</b>"}]
+`)
+	for _, seg := range []string{"cmo", "cfo", "intern"} {
+		if _, stderr, code := ctl(t, addr, "u1\nu2\n", false, "segments", "upload", "--facet", "title", "--value", seg, "-"); code != 0 {
+			t.Fatalf("upload title:%s: %s", seg, stderr)
+		}
+	}
+	for _, tc := range []struct{ value, stderr string }{
+		{"cmo", "warning: campaigns cmo-reach, cmo-creative target title:cmo: they no longer reach its former members by it (their rules are unchanged)\n" +
+			"warning: campaign no-cmos excludes title:cmo: it no longer keeps its former members out (its rules are unchanged)\n"},
+		{"cfo", "warning: campaigns cmo-reach, cfo-only target title:cfo: they no longer reach its former members by it (their rules are unchanged)\n"},
+		{"intern", ""},
+	} {
+		stdout, stderr, code := ctl(t, addr, "", false, "segments", "delete", "--facet", "title", "--value", tc.value)
+		if want := fmt.Sprintf("deleted title:%s removed=2 version=", tc.value); code != 0 || !strings.HasPrefix(stdout, want) || stderr != tc.stderr {
+			t.Errorf("delete title:%s: %q, %q, exit %d; want %q…, %q, exit 0", tc.value, stdout, stderr, code, want, tc.stderr)
+		}
 	}
 }
 

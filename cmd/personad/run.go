@@ -199,7 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// a chunked, client-streamed Apply would let it stay small.
 	gs := srv.GRPCServer(grpc.MaxRecvMsgSize(rulesMaxRecvMsgSize))
 	segCfg := bidder.DefaultSegmentsConfig()
-	segCfg.Store, segCfg.Logger, segCfg.Metrics = segs, log, reg
+	segCfg.Store, segCfg.Engine, segCfg.Logger, segCfg.Metrics = segs, eng, log, reg
 	segCfg.UploadIdleTimeout = o.uploadIdle
 	segSrv, err := bidder.NewSegments(segCfg)
 	if err != nil {

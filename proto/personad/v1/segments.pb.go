@@ -866,9 +866,18 @@ type DeleteResponse struct {
 	// Members the segment had.
 	Removed uint64 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
 	// The segment store version without the segment.
-	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Ids of the campaigns of the live rules, active or not, whose
+	// targeting.all, or one of whose creatives' personas, names the
+	// segment: a clause that names nothing else now matches no one, so
+	// they no longer reach its former members by it. In rank order; empty
+	// when the server has no rules to look in.
+	CampaignsTargeting []string `protobuf:"bytes,3,rep,name=campaigns_targeting,json=campaignsTargeting,proto3" json:"campaigns_targeting,omitempty"`
+	// Ids of the campaigns whose targeting.none names the segment: they no
+	// longer keep its former members out. In rank order.
+	CampaignsExcluding []string `protobuf:"bytes,4,rep,name=campaigns_excluding,json=campaignsExcluding,proto3" json:"campaigns_excluding,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DeleteResponse) Reset() {
@@ -913,6 +922,20 @@ func (x *DeleteResponse) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *DeleteResponse) GetCampaignsTargeting() []string {
+	if x != nil {
+		return x.CampaignsTargeting
+	}
+	return nil
+}
+
+func (x *DeleteResponse) GetCampaignsExcluding() []string {
+	if x != nil {
+		return x.CampaignsExcluding
+	}
+	return nil
 }
 
 var File_personad_v1_segments_proto protoreflect.FileDescriptor
@@ -968,10 +991,12 @@ const file_personad_v1_segments_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\";\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05facet\x18\x01 \x01(\tR\x05facet\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"D\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa6\x01\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\x04R\aremoved\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion*o\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12/\n" +
+	"\x13campaigns_targeting\x18\x03 \x03(\tR\x12campaignsTargeting\x12/\n" +
+	"\x13campaigns_excluding\x18\x04 \x03(\tR\x12campaignsExcluding*o\n" +
 	"\n" +
 	"UploadMode\x12\x1b\n" +
 	"\x17UPLOAD_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +

@@ -68,7 +68,8 @@ type SegmentsClient interface {
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	// Lookup returns every uploaded segment a user belongs to.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
-	// Delete removes a segment.
+	// Delete removes a segment, and names the campaigns of the live rules
+	// that name it (a deletion does not change the rules).
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 }
 
@@ -162,7 +163,8 @@ type SegmentsServer interface {
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	// Lookup returns every uploaded segment a user belongs to.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
-	// Delete removes a segment.
+	// Delete removes a segment, and names the campaigns of the live rules
+	// that name it (a deletion does not change the rules).
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	mustEmbedUnimplementedSegmentsServer()
 }
