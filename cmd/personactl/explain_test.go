@@ -12,7 +12,6 @@ import (
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
-	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
 
@@ -43,14 +42,7 @@ func startExplainServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { led.Close() })
-	rs, err := rules.Parse("test", []byte(explainRules))
-	if err != nil {
-		t.Fatal(err)
-	}
-	compiled, err := engine.Compile(rs, "v-test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	compiled := compileRules(t, explainRules, "v-test")
 	b := segments.NewBuilder()
 	b.Add("title", "cmo", "u1")
 	ecfg := engine.DefaultConfig()

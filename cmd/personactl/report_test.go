@@ -14,7 +14,6 @@ import (
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
-	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
 
@@ -49,14 +48,7 @@ func startReportServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	rs, err := rules.Parse("test", []byte(reportRules))
-	if err != nil {
-		t.Fatal(err)
-	}
-	compiled, err := engine.Compile(rs, "v-report")
-	if err != nil {
-		t.Fatal(err)
-	}
+	compiled := compileRules(t, reportRules, "v-report")
 	eng, err := engine.New(engine.Config{Ledger: l}, segments.NewStore(segments.NewBuilder().Build(1)))
 	if err != nil {
 		t.Fatal(err)

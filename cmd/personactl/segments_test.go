@@ -410,15 +410,7 @@ func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.St
 		t.Fatal(err)
 	}
 	if yaml != "" {
-		rs, err := rules.Parse("test", []byte(yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		compiled, err := engine.Compile(rs, "v-test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		eng.SetRules(compiled)
+		eng.SetRules(compileRules(t, yaml, "v-test"))
 	}
 	cfg := bidder.DefaultConfig()
 	cfg.Engine, cfg.Logger = eng, zaptest.NewLogger(t)
@@ -440,6 +432,20 @@ func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.St
 		store.Close()
 	})
 	return serve(t, gs), store
+}
+
+// compileRules parses and compiles the rules in yaml as version.
+func compileRules(t *testing.T, yaml, version string) *engine.Rules {
+	t.Helper()
+	rs, err := rules.Parse("test", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled, err := engine.Compile(rs, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return compiled
 }
 
 // serve serves gs on a local port until the test ends, and returns its
