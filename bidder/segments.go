@@ -612,12 +612,14 @@ func (s *Segments) Delete(_ context.Context, req *personadpb.DeleteRequest) (*pe
 	if s.cfg.Engine != nil {
 		if r := s.cfg.Engine.Rules(); r != nil {
 			n := r.Naming(engine.Fact{Facet: req.Facet, Value: req.Value})
-			resp.CampaignsTargeting, resp.CampaignsExcluding = n.Targeting, n.Excluding
+			resp.CampaignsTargeting, resp.CampaignsExcluding, resp.CampaignsPersonalizing = n.Targeting, n.Excluding, n.Personalizing
+			resp.RulesVersion = r.Version()
 		}
 	}
 	s.log.Info("segment deleted", zap.String("facet", req.Facet), zap.String("value", req.Value),
 		zap.Uint64("removed", res.Removed), zap.Uint64("version", res.Version),
 		zap.Int("campaigns_targeting", len(resp.CampaignsTargeting)), zap.Int("campaigns_excluding", len(resp.CampaignsExcluding)),
+		zap.Int("campaigns_personalizing", len(resp.CampaignsPersonalizing)), zap.String("rules_version", resp.RulesVersion),
 		zap.Duration("took", time.Since(start)))
 	return resp, nil
 }

@@ -947,14 +947,15 @@ func (r *Rules) Campaigns() []Campaign { return r.campaigns }
 func (r *Rules) Facets() []string { return r.facets }
 
 // Naming is what a rule set's campaigns do with one segment: their ids,
-// in rank order.
+// in rank order. A fact can also come with a bid request (its user's
+// data segments), which the uploaded segment's absence does not change.
 type Naming struct {
-	// Targeting: campaigns whose targeting.all, or one of whose
-	// creatives' personas, names the segment; without it, a clause that
-	// names nothing else matches no one.
+	// Targeting: campaigns whose targeting.all names the segment.
 	Targeting []string
-	// Excluding: campaigns whose targeting.none names it; without it,
-	// they no longer keep its members out.
+	// Personalizing: campaigns that name it in a creative's persona (and
+	// not in targeting.all): it chooses which of their creatives shows.
+	Personalizing []string
+	// Excluding: campaigns whose targeting.none names it.
 	Excluding []string
 }
 
@@ -977,12 +978,10 @@ func (r *Rules) Naming(f Fact) Naming {
 	var n Naming
 	for i := range r.campaigns {
 		c := &r.campaigns[i]
-		targets := names(c.all)
-		for j := 0; j < len(c.Creatives) && !targets; j++ {
-			targets = names(c.Creatives[j].persona)
-		}
-		if targets {
+		if names(c.all) {
 			n.Targeting = append(n.Targeting, c.ID)
+		} else if slices.ContainsFunc(c.Creatives, func(cr Creative) bool { return names(cr.persona) }) {
+			n.Personalizing = append(n.Personalizing, c.ID)
 		}
 		if names(c.none) {
 			n.Excluding = append(n.Excluding, c.ID)

@@ -651,9 +651,9 @@ func TestCompileSetsEveryField(t *testing.T) {
 }
 
 // TestNaming: Rules.Naming finds, for every segment the rules name and
-// one they do not, the campaigns whose targeting.all or creatives'
-// personas name it and those whose targeting.none does, as a walk of the
-// rule set does.
+// one they do not, the campaigns whose targeting.all names it, those
+// whose creatives' personas do (and not targeting.all), and those whose
+// targeting.none does, in rank order, as a walk of the rule set does.
 func TestNaming(t *testing.T) {
 	rs, err := world.GenerateRules(world.SmallConfig())
 	if err != nil {
@@ -679,33 +679,43 @@ func TestNaming(t *testing.T) {
 			}
 		}
 	}
-	for i := range rs.Campaigns {
+	// In rank order, as Naming lists them.
+	cs := r.Campaigns()
+	for o := range cs {
+		i := slices.IndexFunc(rs.Campaigns, func(c rules.Campaign) bool { return c.ID == cs[o].ID })
 		c := &rs.Campaigns[i]
-		targets := func(n *Naming) {
+		note(c.Targeting.All, func(n *Naming) {
 			if !slices.Contains(n.Targeting, c.ID) {
 				n.Targeting = append(n.Targeting, c.ID)
 			}
-		}
-		note(c.Targeting.All, targets)
+		})
+		note(c.Targeting.None, func(n *Naming) {
+			if !slices.Contains(n.Excluding, c.ID) {
+				n.Excluding = append(n.Excluding, c.ID)
+			}
+		})
 		for _, cr := range c.Creatives {
-			note(cr.Persona, targets)
+			note(cr.Persona, func(n *Naming) {
+				if !slices.Contains(n.Personalizing, c.ID) {
+					n.Personalizing = append(n.Personalizing, c.ID)
+				}
+			})
 		}
-		note(c.Targeting.None, func(n *Naming) { n.Excluding = append(n.Excluding, c.ID) })
 	}
-	var targeted, excluded int
+	var targeted, personalizing, excluded int
 	for f, w := range want {
+		// A campaign that targets the segment is not also listed as
+		// personalizing by it.
+		w.Personalizing = slices.DeleteFunc(w.Personalizing, func(id string) bool { return slices.Contains(w.Targeting, id) })
 		got := r.Naming(f)
-		slices.Sort(got.Targeting)
-		slices.Sort(got.Excluding)
-		slices.Sort(w.Targeting)
-		slices.Sort(w.Excluding)
-		if !slices.Equal(got.Targeting, w.Targeting) || !slices.Equal(got.Excluding, w.Excluding) {
+		if !slices.Equal(got.Targeting, w.Targeting) || !slices.Equal(got.Personalizing, w.Personalizing) || !slices.Equal(got.Excluding, w.Excluding) {
 			t.Errorf("Naming(%v) = %+v; want %+v", f, got, *w)
 		}
 		targeted += len(got.Targeting)
+		personalizing += len(got.Personalizing)
 		excluded += len(got.Excluding)
 	}
-	if targeted == 0 || excluded < 2 || len(want) < 10 {
-		t.Errorf("checked %d segments, %d targeting and %d excluding namings: too few to tell", len(want), targeted, excluded)
+	if targeted == 0 || personalizing == 0 || excluded < 2 || len(want) < 10 {
+		t.Errorf("checked %d segments, %d targeting, %d personalizing and %d excluding namings: too few to tell", len(want), targeted, personalizing, excluded)
 	}
 }

@@ -484,6 +484,26 @@ type uploadChunk struct {
 	invalid *invalidLine
 }
 
+// What an upload waits for, which names a stall past --timeout.
+const (
+	phaseConnecting = iota // the connection, or the header's send
+	phaseReading           // ids from the input
+	phaseSending           // a send, held by the server's flow control
+	phaseAnswering         // the server's answer, its end sent
+)
+
+// refused reports whether err is a refusal by the server's handler, which
+// applied nothing, rather than a transport's failure, after which the
+// server may have committed.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.ResourceExhausted,
+		codes.AlreadyExists, codes.PermissionDenied, codes.Unauthenticated, codes.OutOfRange, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
 // testHookIdleFired, when set (by tests), runs first in the upload's idle
 // timer's func: a delay there stands in for the scheduler's.
 var testHookIdleFired func()
@@ -529,37 +549,46 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	sctx, endStream := context.WithCancelCause(ctx)
 	defer endStream(nil)
 	discard := func() { endStream(errDiscarded) }
-	// --timeout bounds each idle period: it restarts with every message.
-	errIdle := fmt.Errorf("segments upload %s: no ids to send for %v (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded", seg, g.timeout)
-	errNoAnswer := fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, g.timeout)
-	var answering atomic.Bool // all sent: waiting for the server's summary
+	// --timeout bounds each idle period: it restarts with every message,
+	// and says what it waited for.
+	const maybe = "the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
+	stalls := [...]error{
+		phaseConnecting: fmt.Errorf("segments upload %s: could not reach the server at %s in %v (--timeout); nothing uploaded", seg, g.addr, g.timeout),
+		phaseReading:    fmt.Errorf("segments upload %s: the input gave no ids for %v (--timeout: it stalled, or held none); nothing uploaded", seg, g.timeout),
+		phaseSending:    fmt.Errorf("segments upload %s: the server took no chunk for %v (--timeout); nothing uploaded", seg, g.timeout),
+		phaseAnswering:  fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; %s", seg, g.timeout, maybe),
+	}
+	var phase atomic.Int32 // what the upload waits for: a phase*
 	idle := time.AfterFunc(g.timeout, func() {
+		err := stalls[phase.Load()]
 		if testHookIdleFired != nil {
 			testHookIdleFired()
 		}
-		if answering.Load() {
-			endStream(errNoAnswer)
-		} else {
-			endStream(errIdle)
-		}
+		endStream(err)
 	})
 	defer idle.Stop()
+	answering := func() bool { return phase.Load() == phaseAnswering }
 	// ended reports a stream that ended from this side, by Ctrl-C or the
 	// idle timer, rather than the call's own "context canceled".
 	ended := func() error {
 		switch c := context.Cause(ctx); {
-		case c != nil && answering.Load():
-			return fmt.Errorf("segments upload %s: %w while waiting for the server's answer; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)", seg, c)
+		case c != nil && answering():
+			return fmt.Errorf("segments upload %s: %w while waiting for the server's answer; %s", seg, c, maybe)
 		case c != nil:
 			return fmt.Errorf("segments upload %s: %w; nothing uploaded", seg, c)
 		}
-		return context.Cause(sctx) // errIdle or errNoAnswer
+		return context.Cause(sctx) // one of stalls
 	}
 	// fail reports err, which ended the call: the server's status, or,
-	// when this side ended the stream (the timer, Ctrl-C), why.
+	// when this side ended the stream (the timer, Ctrl-C), why. Once the
+	// upload's end is sent, only the server's refusal is sure to have
+	// applied nothing: a broken connection may have come after the commit.
 	fail := func(err error) error {
 		if sctx.Err() != nil && (status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled)) {
 			return ended()
+		}
+		if answering() && !refused(err) {
+			return fmt.Errorf("%w; %s", callError("segments upload "+seg, err), maybe)
 		}
 		return callError("segments upload "+seg, err)
 	}
@@ -569,6 +598,16 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	timerFired := func() error {
 		<-sctx.Done()
 		return ended()
+	}
+
+	resp := new(personadpb.UploadResponse)
+	// answeredEarly reports the answer, err, that came before the end of
+	// the upload was sent.
+	answeredEarly := func(err error) error {
+		if err == nil { // a server that does not do as it should
+			return fmt.Errorf("segments upload %s: the server answered before the upload ended: it applied the %d ids it had taken (version %d), not the rest", seg, resp.Ids, resp.Version)
+		}
+		return fail(err) // a refusal, or a stuck send ended by the timer or Ctrl-C
 	}
 
 	start := time.Now()
@@ -581,25 +620,16 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		Facet: o.facet, Value: o.value, Mode: o.mode, IdempotencyKey: o.key,
 		ExpectedIds: estimateIDs(ir.r, size),
 	}}}); err != nil {
-		if errors.Is(err, io.EOF) { // the call ended: its status tells why
-			_, err = stream.CloseAndRecv()
+		if errors.Is(err, io.EOF) { // the call ended: its answer tells why
+			return answeredEarly(stream.RecvMsg(resp))
 		}
 		return fail(err)
 	}
+	phase.Store(phaseReading)
 	// The answer is awaited from the start: a server that refuses the
 	// header or a chunk ends the call at once, whatever the input does.
-	resp := new(personadpb.UploadResponse)
 	answer := make(chan error, 1)
 	go func() { answer <- stream.RecvMsg(resp) }()
-
-	// answeredEarly reports the answer, err, that came before the end of
-	// the upload was sent.
-	answeredEarly := func(err error) error {
-		if err == nil { // a server that does not do as it should
-			return fmt.Errorf("segments upload %s: the server answered before the upload ended: it applied the %d ids it had taken (version %d), not the rest", seg, resp.Ids, resp.Version)
-		}
-		return fail(err) // a refusal, or a stuck send ended by the timer or Ctrl-C
-	}
 
 	// The reader goroutine parses and chunks while this one sends.
 	var prog progress
@@ -639,12 +669,14 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 				firstBad, slowBad = c.invalid, time.After(time.Second)
 			case early == nil: // discarded: nothing more is sent (the reader sends no more)
 			default:
+				phase.Store(phaseSending)
 				if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
 					if errors.Is(err, io.EOF) { // the call ended: its answer tells why
 						return answeredEarly(<-answer)
 					}
 					return fail(err)
 				}
+				phase.Store(phaseReading)
 				sent += uint64(c.ids)
 				if !idle.Reset(g.timeout) {
 					return timerFired() // during the send: the stream is ended
@@ -691,7 +723,10 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		// and its end is not sent, so nothing is applied.
 		return timerFired()
 	}
-	answering.Store(true)
+	if ctx.Err() != nil { // Ctrl-C: the stream is ended, its end not sent
+		return ended()
+	}
+	phase.Store(phaseAnswering)
 	idle.Reset(g.timeout)
 	if err := stream.CloseSend(); err != nil {
 		return fail(err)
@@ -708,7 +743,8 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 			seg, o.key, resp.Ids, resp.Version, sent)
 	case resp.Ids != sent && !resp.Replayed:
 		// A server older than ids_packed ignores the field.
-		return fmt.Errorf("segments upload %s: sent %d ids but the server counted %d: is personad older than personactl (ids_packed)?", seg, sent, resp.Ids)
+		return fmt.Errorf("segments upload %s: sent %d ids but the server counted %d, and applied the upload as that (version %d: added=%d removed=%d cardinality=%d); is personad older than personactl (ids_packed)?",
+			seg, sent, resp.Ids, resp.Version, resp.Added, resp.Removed, resp.Cardinality)
 	}
 	fmt.Fprintf(e.stdout, "uploaded %s mode=%s ids=%d added=%d removed=%d unchanged=%d new_users=%d invalid=%d cardinality=%d version=%d replayed=%t took=%.3fs ids_per_s=%.0f\n",
 		seg, modeName(o.mode), resp.Ids, resp.Added, resp.Removed, resp.Unchanged, resp.NewUsers, ir.nbad,
@@ -978,15 +1014,20 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	}
 	seg := *facet + ":" + *value
 	fmt.Fprintf(e.stdout, "deleted %s removed=%d version=%d\n", seg, resp.Removed, resp.Version)
-	if ids := resp.CampaignsTargeting; len(ids) == 1 {
-		fmt.Fprintf(e.stderr, "warning: campaign %s targets %s: it no longer reaches its former members by it (its rules are unchanged)\n", ids[0], seg)
-	} else if len(ids) > 1 {
-		fmt.Fprintf(e.stderr, "warning: campaigns %s target %s: they no longer reach its former members by it (their rules are unchanged)\n", campaignList(ids), seg)
+	// Each warning names the campaigns, with a verb for one or several.
+	warn := func(ids []string, one, many, rest string) {
+		switch {
+		case len(ids) == 1:
+			fmt.Fprintf(e.stderr, "warning: campaign %s %s %s: %s\n", ids[0], one, seg, rest)
+		case len(ids) > 1:
+			fmt.Fprintf(e.stderr, "warning: campaigns %s %s %s: %s\n", campaignList(ids), many, seg, rest)
+		}
 	}
-	if ids := resp.CampaignsExcluding; len(ids) == 1 {
-		fmt.Fprintf(e.stderr, "warning: campaign %s excludes %s: it no longer keeps its former members out (its rules are unchanged)\n", ids[0], seg)
-	} else if len(ids) > 1 {
-		fmt.Fprintf(e.stderr, "warning: campaigns %s exclude %s: they no longer keep its former members out (their rules are unchanged)\n", campaignList(ids), seg)
+	warn(resp.CampaignsTargeting, "targets", "target", "its former members are no longer reached by it")
+	warn(resp.CampaignsExcluding, "excludes", "exclude", "its former members are no longer kept out by it")
+	warn(resp.CampaignsPersonalizing, "chooses creatives by", "choose creatives by", "for its former members those creatives are no longer chosen by it")
+	if len(resp.CampaignsTargeting)+len(resp.CampaignsExcluding)+len(resp.CampaignsPersonalizing) > 0 {
+		fmt.Fprintf(e.stderr, "(rules %s, unchanged; bid requests that carry %s themselves still match it)\n", resp.RulesVersion, seg)
 	}
 	return nil
 }

@@ -529,7 +529,7 @@ func TestUploadInputStalls(t *testing.T) {
 	bg := context.Background()
 	stall := []time.Duration{0, 2 * time.Second}
 
-	const want = "segments upload title:stall: no ids to send for 300ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+	const want = "segments upload title:stall: the input gave no ids for 300ms (--timeout: it stalled, or held none); nothing uploaded"
 	if _, err := upload(bg, "stall", ids("stall", 2), stall); err == nil || err.Error() != want {
 		t.Errorf("a stalled input: %v; want %q", err, want)
 	}
@@ -573,6 +573,7 @@ type fakeSegments struct {
 	mode   fakeMode
 	ended  chan struct{}
 	gotEnd atomic.Bool // the client's end of the stream arrived: a real server commits
+	stop   func()      // fakeDiesAfterEnd's: stops the server
 }
 
 type fakeMode int
@@ -582,6 +583,8 @@ const (
 	fakeStuck                        // takes the header, then reads nothing more
 	fakeAnswersEarly                 // answers OK (version 7) to the header alone
 	fakeSlowStart                    // as fakeReads, but waits 500 ms after the header
+	fakeDiesAfterEnd                 // reads until the end, then stops without answering
+	fakeOld                          // reads until the end, counts no ids (no ids_packed), answers
 )
 
 func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
@@ -605,6 +608,14 @@ func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
 	for {
 		if _, err := s.Recv(); err != nil {
 			f.gotEnd.Store(errors.Is(err, io.EOF))
+			switch {
+			case f.mode == fakeDiesAfterEnd:
+				go f.stop()
+				<-s.Context().Done()
+				return s.Context().Err()
+			case f.mode == fakeOld && errors.Is(err, io.EOF):
+				return s.SendAndClose(&personadpb.UploadResponse{Version: 12, Removed: 1000})
+			}
 			return err
 		}
 	}
@@ -616,6 +627,7 @@ func fakeServer(t *testing.T, f *fakeSegments) string {
 	t.Helper()
 	gs := grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
 	personadpb.RegisterSegmentsServer(gs, f)
+	f.stop = gs.Stop
 	return serve(t, gs)
 }
 
@@ -654,7 +666,7 @@ func TestUploadServerStuck(t *testing.T) {
 		}
 	})
 	const (
-		stalled    = "segments upload title:v: no ids to send for 300ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+		stuck      = "segments upload title:v: the server took no chunk for 300ms (--timeout); nothing uploaded"
 		noAnswer   = "segments upload title:v: no answer from the server 300ms (--timeout) after the last chunk; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
 		interrupts = "segments upload title:v: interrupt signal received; nothing uploaded"
 		unanswered = "segments upload title:v: interrupt signal received while waiting for the server's answer; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
@@ -666,11 +678,11 @@ func TestUploadServerStuck(t *testing.T) {
 		ctrlC bool // Ctrl-C after 200 ms, with --timeout 10s; else --timeout 300ms
 		want  string
 	}{
-		{"sends stuck", fakeStuck, big.String(), false, stalled},
+		{"sends stuck", fakeStuck, big.String(), false, stuck},
 		{"sends stuck, Ctrl-C", fakeStuck, big.String(), true, interrupts},
 		{"no answer", fakeStuck, "u1\nu2\n", false, noAnswer},
 		{"no answer, Ctrl-C", fakeStuck, "u1\nu2\n", true, unanswered},
-		{"never connected", -1, "u1\n", false, stalled},
+		{"never connected", -1, "u1\n", false, "segments upload title:v: could not reach the server at " + silent.Addr().String() + " in 300ms (--timeout); nothing uploaded"},
 		{"never connected, Ctrl-C", -1, "u1\n", true, interrupts},
 		{"answers early", fakeAnswersEarly, big.String(), false,
 			"segments upload title:v: the server answered before the upload ended: it applied the 0 ids it had taken (version 7), not the rest"},
@@ -701,6 +713,27 @@ func TestUploadServerStuck(t *testing.T) {
 	}
 }
 
+// TestUploadAfterItsEnd: once the upload's end is sent, a server that
+// drops the connection may have committed, and personactl says so; a
+// server that counted other ids than were sent applied what it counted,
+// and personactl says that.
+func TestUploadAfterItsEnd(t *testing.T) {
+	upload := func(mode fakeMode) error {
+		f := &fakeSegments{mode: mode, ended: make(chan struct{})}
+		e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader("u1\nu2\n"), stdout: io.Discard, stderr: io.Discard}
+		return run(context.Background(), []string{"--addr", fakeServer(t, f), "--timeout", "10s",
+			"segments", "upload", "--facet", "title", "--value", "v", "--mode", "replace", "-"}, e)
+	}
+	const maybe = "; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
+	if err := upload(fakeDiesAfterEnd); err == nil || !strings.HasPrefix(err.Error(), "segments upload title:v: Unavailable: ") || !strings.HasSuffix(err.Error(), maybe) {
+		t.Errorf("a server gone after the end: %v; want Unavailable…%s", err, maybe)
+	}
+	const old = "segments upload title:v: sent 2 ids but the server counted 0, and applied the upload as that (version 12: added=0 removed=1000 cardinality=0); is personad older than personactl (ids_packed)?"
+	if err := upload(fakeOld); err == nil || err.Error() != old {
+		t.Errorf("an older server: %v; want %q", err, old)
+	}
+}
+
 // TestUploadLateTimer: the idle timer's func runs late (as a busy
 // scheduler may run it), after the upload went on. Its stream is ended all
 // the same, and the upload is never reported as not applied while its end
@@ -708,7 +741,10 @@ func TestUploadServerStuck(t *testing.T) {
 func TestUploadLateTimer(t *testing.T) {
 	testHookIdleFired = func() { time.Sleep(300 * time.Millisecond) }
 	t.Cleanup(func() { testHookIdleFired = nil })
-	const stalled = "segments upload title:v: no ids to send for 400ms (--timeout: the input stalled or held no ids, or the server stopped taking chunks); nothing uploaded"
+	const (
+		stalled = "segments upload title:v: the input gave no ids for 400ms (--timeout: it stalled, or held none); nothing uploaded"
+		stuck   = "segments upload title:v: the server took no chunk for 400ms (--timeout); nothing uploaded"
+	)
 	upload := func(f *fakeSegments, in io.Reader) error {
 		e := env{getenv: func(string) string { return "" }, stdin: in, stdout: io.Discard, stderr: io.Discard}
 		return run(context.Background(), []string{"--addr", fakeServer(t, f), "--timeout", "400ms",
@@ -751,8 +787,8 @@ func TestUploadLateTimer(t *testing.T) {
 		if f.gotEnd.Load() && (err == nil || strings.Contains(err.Error(), "nothing uploaded")) {
 			t.Errorf("the stream's end was sent, and the upload reported as %v", err)
 		}
-		if err == nil || err.Error() != stalled {
-			t.Errorf("%v; want %q", err, stalled)
+		if err == nil || err.Error() != stuck {
+			t.Errorf("%v; want %q", err, stuck)
 		}
 	})
 }
@@ -797,8 +833,8 @@ func TestUploadInvalidLineDiscards(t *testing.T) {
 }
 
 // TestDeleteNamesCampaigns: segments delete warns of the live rules'
-// campaigns that name the deleted segment, targeting it (in
-// targeting.all or a creative's persona) or excluding it.
+// campaigns that name the deleted segment: targeting it, excluding it,
+// or choosing creatives by it.
 func TestDeleteNamesCampaigns(t *testing.T) {
 	addr, _ := serverWithRules(t, `
 campaigns:
@@ -824,14 +860,37 @@ campaigns:
 		}
 	}
 	for _, tc := range []struct{ value, stderr string }{
-		{"cmo", "warning: campaigns cmo-reach, cmo-creative target title:cmo: they no longer reach its former members by it (their rules are unchanged)\n" +
-			"warning: campaign no-cmos excludes title:cmo: it no longer keeps its former members out (its rules are unchanged)\n"},
-		{"cfo", "warning: campaigns cmo-reach, cfo-only target title:cfo: they no longer reach its former members by it (their rules are unchanged)\n"},
+		{"cmo", "warning: campaign cmo-reach targets title:cmo: its former members are no longer reached by it\n" +
+			"warning: campaign no-cmos excludes title:cmo: its former members are no longer kept out by it\n" +
+			"warning: campaign cmo-creative chooses creatives by title:cmo: for its former members those creatives are no longer chosen by it\n" +
+			"(rules v-test, unchanged; bid requests that carry title:cmo themselves still match it)\n"},
+		{"cfo", "warning: campaigns cmo-reach, cfo-only target title:cfo: its former members are no longer reached by it\n" +
+			"(rules v-test, unchanged; bid requests that carry title:cfo themselves still match it)\n"},
 		{"intern", ""},
 	} {
 		stdout, stderr, code := ctl(t, addr, "", false, "segments", "delete", "--facet", "title", "--value", tc.value)
 		if want := fmt.Sprintf("deleted title:%s removed=2 version=", tc.value); code != 0 || !strings.HasPrefix(stdout, want) || stderr != tc.stderr {
 			t.Errorf("delete title:%s: %q, %q, exit %d; want %q…, %q, exit 0", tc.value, stdout, stderr, code, want, tc.stderr)
+		}
+	}
+}
+
+func TestCampaignList(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{
+		{1, "c1"},
+		{5, "c1, c2, c3, c4, c5"},
+		{6, "c1, c2, c3, c4, c5 and 1 more"},
+		{40, "c1, c2, c3, c4, c5 and 35 more"},
+	} {
+		var ids []string
+		for i := range tc.n {
+			ids = append(ids, fmt.Sprint("c", i+1))
+		}
+		if got := campaignList(ids); got != tc.want {
+			t.Errorf("campaignList of %d: %q; want %q", tc.n, got, tc.want)
 		}
 	}
 }

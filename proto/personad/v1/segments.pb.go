@@ -867,17 +867,26 @@ type DeleteResponse struct {
 	Removed uint64 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
 	// The segment store version without the segment.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Ids of the campaigns of the live rules, active or not, whose
-	// targeting.all, or one of whose creatives' personas, names the
-	// segment: a clause that names nothing else now matches no one, so
-	// they no longer reach its former members by it. In rank order; empty
-	// when the server has no rules to look in.
+	// The campaigns of the live rules, active or not, that name the
+	// segment, by id in rank order; empty when the server has no rules to
+	// look in (rules_version empty). Their rules are unchanged: without the
+	// uploaded segment, a bid request that carries the segment itself (its
+	// user's data segments) still matches it, no other does.
+	//
+	// Campaigns whose targeting.all names the segment: they no longer reach
+	// its former members by it.
 	CampaignsTargeting []string `protobuf:"bytes,3,rep,name=campaigns_targeting,json=campaignsTargeting,proto3" json:"campaigns_targeting,omitempty"`
-	// Ids of the campaigns whose targeting.none names the segment: they no
-	// longer keep its former members out. In rank order.
+	// Campaigns whose targeting.none names it: they no longer keep its
+	// former members out by it.
 	CampaignsExcluding []string `protobuf:"bytes,4,rep,name=campaigns_excluding,json=campaignsExcluding,proto3" json:"campaigns_excluding,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Campaigns that name it in a creative's persona (and not in
+	// targeting.all): for its former members those creatives are no
+	// longer chosen by it; the campaigns still bid with their others.
+	CampaignsPersonalizing []string `protobuf:"bytes,5,rep,name=campaigns_personalizing,json=campaignsPersonalizing,proto3" json:"campaigns_personalizing,omitempty"`
+	// The version of the rules looked in.
+	RulesVersion  string `protobuf:"bytes,6,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteResponse) Reset() {
@@ -938,6 +947,20 @@ func (x *DeleteResponse) GetCampaignsExcluding() []string {
 	return nil
 }
 
+func (x *DeleteResponse) GetCampaignsPersonalizing() []string {
+	if x != nil {
+		return x.CampaignsPersonalizing
+	}
+	return nil
+}
+
+func (x *DeleteResponse) GetRulesVersion() string {
+	if x != nil {
+		return x.RulesVersion
+	}
+	return ""
+}
+
 var File_personad_v1_segments_proto protoreflect.FileDescriptor
 
 const file_personad_v1_segments_proto_rawDesc = "" +
@@ -991,12 +1014,14 @@ const file_personad_v1_segments_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\";\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05facet\x18\x01 \x01(\tR\x05facet\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x84\x02\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\x04R\aremoved\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12/\n" +
 	"\x13campaigns_targeting\x18\x03 \x03(\tR\x12campaignsTargeting\x12/\n" +
-	"\x13campaigns_excluding\x18\x04 \x03(\tR\x12campaignsExcluding*o\n" +
+	"\x13campaigns_excluding\x18\x04 \x03(\tR\x12campaignsExcluding\x127\n" +
+	"\x17campaigns_personalizing\x18\x05 \x03(\tR\x16campaignsPersonalizing\x12#\n" +
+	"\rrules_version\x18\x06 \x01(\tR\frulesVersion*o\n" +
 	"\n" +
 	"UploadMode\x12\x1b\n" +
 	"\x17UPLOAD_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
