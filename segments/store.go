@@ -591,7 +591,7 @@ func (k *keyLog) check(key, facet, value string, mode Mode, sum uint64) (Result,
 		return Result{}, false, fmt.Errorf("%w: %q was %s %s:%s", ErrKeyConflict, key, e.mode, e.facet, e.value)
 	}
 	if e.sum != 0 && sum != 0 && e.sum != sum {
-		return Result{}, false, fmt.Errorf("%w: %q was %s %s:%s of other ids (%d of them)", ErrKeyConflict, key, e.mode, e.facet, e.value, e.res.IDs)
+		return Result{}, false, fmt.Errorf("%w: %q was %s %s:%s of other ids, or of the same in another order (%d of them; a retry must send them as the first time)", ErrKeyConflict, key, e.mode, e.facet, e.value, e.res.IDs)
 	}
 	res := e.res
 	res.Replayed = true

@@ -476,7 +476,7 @@ func TestKeyReusedForOtherIds(t *testing.T) {
 		}
 		for _, chunks := range [][]string{{"u1\nu2\nu4"}, {"u3\nu2\nu1"}, {"u1\nu2"}, {"u1\nu2\nu3\nu3"}} {
 			res, err := try(when, chunks...)
-			const want = `segments: idempotency key already used for a different upload: "k" was add title:cmo of other ids (3 of them)`
+			const want = `segments: idempotency key already used for a different upload: "k" was add title:cmo of other ids, or of the same in another order (3 of them; a retry must send them as the first time)`
 			if !errors.Is(err, ErrKeyConflict) || err.Error() != want {
 				t.Errorf("%s: other ids %q under the same key: %+v, %v; want %q", when, chunks, res, err, want)
 			}

@@ -92,6 +92,9 @@ func run(ctx context.Context, args []string, e env) error {
 		fs.Usage()
 		return usagef("no command")
 	}
+	if g.timeout <= 0 {
+		return usagef("--timeout %v: want a duration above 0, e.g. 30s", g.timeout)
+	}
 	name := fs.Arg(0)
 	i := slices.IndexFunc(commands(), func(c command) bool { return c.name == name })
 	if i < 0 {

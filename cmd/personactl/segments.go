@@ -219,13 +219,20 @@ func (ir *idReader) next() ([]byte, error) {
 	}
 	if len(raw) == 0 && err != nil {
 		if errors.Is(err, io.EOF) && ir.quoted > 0 {
+			opened, swallowed := ir.quoted, ir.line-ir.quoted
 			if !ir.quotedSaid {
-				line := ir.line
-				ir.line = ir.quoted
+				ir.line = opened
 				ir.bad("a quoted field is not closed before the end of the file")
-				ir.line = line
+				ir.line = opened + swallowed
 			}
 			ir.quoted = 0
+			if swallowed > 0 {
+				// Which of those lines were ids cannot be told: a stray
+				// quote would otherwise drop the rest of a file unsaid
+				// (and a --replace empty the segment of them).
+				return nil, fmt.Errorf("line %d opens a quoted field that is not closed before the end of the input, so the %d %s after it %s read into it, not as ids; fix or remove the quote",
+					opened, swallowed, plural(swallowed, "line", "lines"), plural(swallowed, "was", "were"))
+			}
 		}
 		return nil, err
 	}
@@ -580,14 +587,18 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		return context.Cause(sctx) // one of stalls
 	}
 	// fail reports err, which ended the call: the server's status, or,
-	// when this side ended the stream (the timer, Ctrl-C), why. Once the
-	// upload's end is sent, only the server's refusal is sure to have
-	// applied nothing: a broken connection may have come after the commit.
+	// when this side ended the stream (the timer, Ctrl-C), why; and what
+	// was applied. Before the upload's end is sent, nothing is (a server
+	// commits at the end); after, only the server's refusal is sure to
+	// have applied nothing: a broken connection may have come after the
+	// commit.
 	fail := func(err error) error {
-		if sctx.Err() != nil && (status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled)) {
+		switch {
+		case sctx.Err() != nil && (status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled)):
 			return ended()
-		}
-		if answering() && !refused(err) {
+		case !answering():
+			return fmt.Errorf("%w; nothing uploaded", callError("segments upload "+seg, err))
+		case !refused(err):
 			return fmt.Errorf("%w; %s", callError("segments upload "+seg, err), maybe)
 		}
 		return callError("segments upload "+seg, err)
@@ -1010,6 +1021,9 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 		return personadpb.NewSegmentsClient(conn).Delete(ctx, &personadpb.DeleteRequest{Facet: *facet, Value: *value})
 	})
 	if err != nil {
+		if !refused(err) { // the connection's failure, or --timeout: the answer may be what was lost
+			return fmt.Errorf("%w; the segment may have been deleted or not (segments list tells)", callError("segments delete "+*facet+":"+*value, err))
+		}
 		return callError("segments delete "+*facet+":"+*value, err)
 	}
 	seg := *facet + ":" + *value

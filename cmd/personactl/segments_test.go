@@ -584,6 +584,7 @@ const (
 	fakeAnswersEarly                 // answers OK (version 7) to the header alone
 	fakeSlowStart                    // as fakeReads, but waits 500 ms after the header
 	fakeDiesAfterEnd                 // reads until the end, then stops without answering
+	fakeDiesMidway                   // takes the header, then stops
 	fakeOld                          // reads until the end, counts no ids (no ids_packed), answers
 )
 
@@ -604,6 +605,11 @@ func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
 			return err
 		}
 		time.Sleep(500 * time.Millisecond)
+	case fakeDiesMidway:
+		s.Recv() //nolint:errcheck // the header
+		go f.stop()
+		<-s.Context().Done()
+		return s.Context().Err()
 	}
 	for {
 		if _, err := s.Recv(); err != nil {
@@ -734,6 +740,47 @@ func TestUploadAfterItsEnd(t *testing.T) {
 	}
 }
 
+// TestConnectionLost: a server that cannot be reached, or that goes away
+// before an upload's end is sent, applied nothing, and personactl says
+// so; a delete whose answer is lost may have been applied, and
+// personactl says that.
+func TestConnectionLost(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	var big strings.Builder
+	for i := range 400_000 {
+		fmt.Fprintf(&big, "user-%012d\n", i)
+	}
+	midway := fakeServer(t, &fakeSegments{mode: fakeDiesMidway, ended: make(chan struct{})})
+	for _, tc := range []struct {
+		name, addr, in string
+		args           []string
+		prefix, suffix string
+	}{
+		{"upload, refused", closed, "u1\n", []string{"upload", "--facet", "title", "--value", "v", "-"},
+			"segments upload title:v: Unavailable: ", "; nothing uploaded"},
+		{"upload, gone midway", midway, big.String(), []string{"upload", "--facet", "title", "--value", "v", "-"},
+			"segments upload title:v: Unavailable: ", "; nothing uploaded"},
+		{"delete, refused", closed, "", []string{"delete", "--facet", "title", "--value", "v"},
+			"segments delete title:v: Unavailable: ", "; the segment may have been deleted or not (segments list tells)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader(tc.in), stdout: io.Discard, stderr: io.Discard}
+			err := run(context.Background(), append([]string{"--addr", tc.addr, "--timeout", "10s", "segments"}, tc.args...), e)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.prefix) || !strings.HasSuffix(err.Error(), tc.suffix) {
+				t.Errorf("%v; want %q…%q", err, tc.prefix, tc.suffix)
+			}
+		})
+	}
+	if _, stderr, code := ctl(t, closed, "", false, "--timeout", "0s", "segments", "list"); code != 2 || !strings.Contains(stderr, "--timeout 0s: want a duration above 0") {
+		t.Errorf("--timeout 0s: exit %d, %q; want a usage error", code, stderr)
+	}
+}
+
 // TestUploadLateTimer: the idle timer's func runs late (as a busy
 // scheduler may run it), after the upload went on. Its stream is ended all
 // the same, and the upload is never reported as not applied while its end
@@ -829,6 +876,24 @@ func TestUploadInvalidLineDiscards(t *testing.T) {
 	const notice = "segments upload title:bad: stdin, line 2: empty user id; nothing will be uploaded (--skip-invalid uploads the rest); reading on to list the invalid lines\n"
 	if stderr.String() != notice {
 		t.Errorf("stderr %q; want %q", stderr.String(), notice)
+	}
+}
+
+// TestUnclosedQuote: a quote opened and never closed would read the rest
+// of the input into one field: the upload is refused, even with
+// --skip-invalid, and a --replace leaves the segment as it was.
+func TestUnclosedQuote(t *testing.T) {
+	addr, store := server(t)
+	if _, stderr, code := ctl(t, addr, "g0\ng1\ng2\ng3\ng4\n", false, "segments", "upload", "--facet", "title", "--value", "q", "-"); code != 0 {
+		t.Fatal(stderr)
+	}
+	_, stderr, code := ctl(t, addr, "g0\n\"g1\ng2\ng3\ng4\n", false, "segments", "upload", "--facet", "title", "--value", "q", "--mode", "replace", "--skip-invalid", "-")
+	const want = "personactl: segments upload title:q: reading stdin: line 2 opens a quoted field that is not closed before the end of the input, so the 3 lines after it were read into it, not as ids; fix or remove the quote (nothing uploaded)\n"
+	if code != 1 || stderr != want {
+		t.Errorf("exit %d, %q; want exit 1, %q", code, stderr, want)
+	}
+	if got := store.Current().Segment("title", "q"); got == nil || got.Users.GetCardinality() != 5 {
+		t.Errorf("title:q after the refused replace: %v; want its 5 members", got)
 	}
 }
 
@@ -929,7 +994,7 @@ func TestSegmentsCommands(t *testing.T) {
 		// The key again with other ids: the server refuses it (it keeps a
 		// hash of each keyed upload's ids) and applies nothing.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000003\n",
-			"", "personactl: segments upload industry:fintech: FailedPrecondition: segments: idempotency key already used for a different upload: \"k1\" was replace industry:fintech of other ids (2 of them)\n", 1},
+			"", "personactl: segments upload industry:fintech: FailedPrecondition: segments: idempotency key already used for a different upload: \"k1\" was replace industry:fintech of other ids, or of the same in another order (2 of them; a retry must send them as the first time)\n", 1},
 		// Invalid lines abort the upload by default, naming them.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "-"}, "u1\n,x\nu2\n" + strings.Repeat("z", 300) + "\n",
 			"", "personactl: segments upload industry:fintech: stdin has 2 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n  line 2: empty user id\n  line 4: user id is 300 bytes, the limit is 256\n", 1},
