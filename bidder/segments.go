@@ -613,7 +613,7 @@ func (s *Segments) Delete(_ context.Context, req *personadpb.DeleteRequest) (*pe
 		if r := s.cfg.Engine.Rules(); r != nil {
 			n := r.Naming(engine.Fact{Facet: req.Facet, Value: req.Value})
 			resp.CampaignsTargeting, resp.CampaignsExcluding, resp.CampaignsPersonalizing = n.Targeting, n.Excluding, n.Personalizing
-			resp.RulesVersion = r.Version()
+			resp.CampaignsPaused, resp.RulesVersion = n.Paused, r.Version()
 		}
 	}
 	s.log.Info("segment deleted", zap.String("facet", req.Facet), zap.String("value", req.Value),

@@ -957,6 +957,9 @@ type Naming struct {
 	Personalizing []string
 	// Excluding: campaigns whose targeting.none names it.
 	Excluding []string
+	// Paused: those of the above whose status is paused, which name the
+	// segment to no effect until they are resumed.
+	Paused []string
 }
 
 // Naming returns the campaigns of r that name the segment f (active or
@@ -978,13 +981,19 @@ func (r *Rules) Naming(f Fact) Naming {
 	var n Naming
 	for i := range r.campaigns {
 		c := &r.campaigns[i]
-		if names(c.all) {
+		targets, excludes := names(c.all), names(c.none)
+		personalizes := !targets && slices.ContainsFunc(c.Creatives, func(cr Creative) bool { return names(cr.persona) })
+		if targets {
 			n.Targeting = append(n.Targeting, c.ID)
-		} else if slices.ContainsFunc(c.Creatives, func(cr Creative) bool { return names(cr.persona) }) {
+		}
+		if personalizes {
 			n.Personalizing = append(n.Personalizing, c.ID)
 		}
-		if names(c.none) {
+		if excludes {
 			n.Excluding = append(n.Excluding, c.ID)
+		}
+		if !c.active && (targets || personalizes || excludes) {
+			n.Paused = append(n.Paused, c.ID)
 		}
 	}
 	return n

@@ -663,6 +663,7 @@ func TestNaming(t *testing.T) {
 	rs.Campaigns[1].Targeting.None = append(rs.Campaigns[1].Targeting.None, rules.Clause{Facet: "title", Any: []string{"intern", "cmo"}})
 	rs.Campaigns[4].Targeting.None = append(rs.Campaigns[4].Targeting.None, rules.Clause{Facet: "industry", Any: []string{"gaming"}})
 	rs.Campaigns[6].Creatives[0].Persona = append(rs.Campaigns[6].Creatives[0].Persona, rules.Clause{Facet: "zz_only", Any: []string{"creative"}})
+	rs.Campaigns[1].Status = rules.StatusPaused
 	r, err := Compile(rs, "")
 	if err != nil {
 		t.Fatal(err)
@@ -702,20 +703,28 @@ func TestNaming(t *testing.T) {
 			})
 		}
 	}
-	var targeted, personalizing, excluded int
+	var targeted, personalizing, excluded, paused int
 	for f, w := range want {
 		// A campaign that targets the segment is not also listed as
 		// personalizing by it.
 		w.Personalizing = slices.DeleteFunc(w.Personalizing, func(id string) bool { return slices.Contains(w.Targeting, id) })
+		for o := range cs {
+			id := cs[o].ID
+			i := slices.IndexFunc(rs.Campaigns, func(c rules.Campaign) bool { return c.ID == id })
+			if !rs.Campaigns[i].Active() && (slices.Contains(w.Targeting, id) || slices.Contains(w.Personalizing, id) || slices.Contains(w.Excluding, id)) {
+				w.Paused = append(w.Paused, id)
+			}
+		}
 		got := r.Naming(f)
-		if !slices.Equal(got.Targeting, w.Targeting) || !slices.Equal(got.Personalizing, w.Personalizing) || !slices.Equal(got.Excluding, w.Excluding) {
+		if !slices.Equal(got.Targeting, w.Targeting) || !slices.Equal(got.Personalizing, w.Personalizing) || !slices.Equal(got.Excluding, w.Excluding) || !slices.Equal(got.Paused, w.Paused) {
 			t.Errorf("Naming(%v) = %+v; want %+v", f, got, *w)
 		}
 		targeted += len(got.Targeting)
 		personalizing += len(got.Personalizing)
 		excluded += len(got.Excluding)
+		paused += len(got.Paused)
 	}
-	if targeted == 0 || personalizing == 0 || excluded < 2 || len(want) < 10 {
-		t.Errorf("checked %d segments, %d targeting, %d personalizing and %d excluding namings: too few to tell", len(want), targeted, personalizing, excluded)
+	if targeted == 0 || personalizing == 0 || excluded < 2 || paused == 0 || len(want) < 10 {
+		t.Errorf("checked %d segments, %d targeting, %d personalizing, %d excluding and %d paused namings: too few to tell", len(want), targeted, personalizing, excluded, paused)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1032,9 +1033,9 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	warn := func(ids []string, one, many, rest string) {
 		switch {
 		case len(ids) == 1:
-			fmt.Fprintf(e.stderr, "warning: campaign %s %s %s: %s\n", ids[0], one, seg, rest)
+			fmt.Fprintf(e.stderr, "warning: campaign %s %s %s: %s\n", campaignList(ids, resp.CampaignsPaused), one, seg, rest)
 		case len(ids) > 1:
-			fmt.Fprintf(e.stderr, "warning: campaigns %s %s %s: %s\n", campaignList(ids), many, seg, rest)
+			fmt.Fprintf(e.stderr, "warning: campaigns %s %s %s: %s\n", campaignList(ids, resp.CampaignsPaused), many, seg, rest)
 		}
 	}
 	warn(resp.CampaignsTargeting, "targets", "target", "its former members are no longer reached by it")
@@ -1046,11 +1047,20 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	return nil
 }
 
-// campaignList names the first few of ids, and how many more there are.
-func campaignList(ids []string) string {
+// campaignList names the first few of ids, those in paused marked so,
+// and how many more there are.
+func campaignList(ids, paused []string) string {
 	const shown = 5
-	if len(ids) <= shown {
-		return strings.Join(ids, ", ")
+	named := make([]string, 0, min(len(ids), shown))
+	for _, id := range ids[:min(len(ids), shown)] {
+		if slices.Contains(paused, id) {
+			id += " (paused)"
+		}
+		named = append(named, id)
 	}
-	return fmt.Sprintf("%s and %d more", strings.Join(ids[:shown], ", "), len(ids)-shown)
+	list := strings.Join(named, ", ")
+	if len(ids) > shown {
+		list += fmt.Sprintf(" and %d more", len(ids)-shown)
+	}
+	return list
 }

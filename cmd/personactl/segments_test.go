@@ -912,6 +912,7 @@ campaigns:
     creatives: [{id: b, w: 300, h: 250, adm: "<b>b</b>", persona: [{facet: title, any: [cmo]}]}]
   - id: no-cmos
     bid_cpm: 3
+    status: paused
     targeting: {none: [{facet: title, any: [cmo]}]}
     creatives: [{id: c, w: 300, h: 250, adm: "<b>c</b>"}]
   - id: cfo-only
@@ -926,7 +927,7 @@ campaigns:
 	}
 	for _, tc := range []struct{ value, stderr string }{
 		{"cmo", "warning: campaign cmo-reach targets title:cmo: its former members are no longer reached by it\n" +
-			"warning: campaign no-cmos excludes title:cmo: its former members are no longer kept out by it\n" +
+			"warning: campaign no-cmos (paused) excludes title:cmo: its former members are no longer kept out by it\n" +
 			"warning: campaign cmo-creative chooses creatives by title:cmo: for its former members those creatives are no longer chosen by it\n" +
 			"(rules v-test, unchanged; bid requests that carry title:cmo themselves still match it)\n"},
 		{"cfo", "warning: campaigns cmo-reach, cfo-only target title:cfo: its former members are no longer reached by it\n" +
@@ -946,15 +947,15 @@ func TestCampaignList(t *testing.T) {
 		want string
 	}{
 		{1, "c1"},
-		{5, "c1, c2, c3, c4, c5"},
-		{6, "c1, c2, c3, c4, c5 and 1 more"},
-		{40, "c1, c2, c3, c4, c5 and 35 more"},
+		{5, "c1, c2 (paused), c3, c4, c5"},
+		{6, "c1, c2 (paused), c3, c4, c5 and 1 more"},
+		{40, "c1, c2 (paused), c3, c4, c5 and 35 more"},
 	} {
 		var ids []string
 		for i := range tc.n {
 			ids = append(ids, fmt.Sprint("c", i+1))
 		}
-		if got := campaignList(ids); got != tc.want {
+		if got := campaignList(ids, []string{"c2", "c6"}); got != tc.want {
 			t.Errorf("campaignList of %d: %q; want %q", tc.n, got, tc.want)
 		}
 	}

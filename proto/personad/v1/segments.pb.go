@@ -884,9 +884,12 @@ type DeleteResponse struct {
 	// longer chosen by it; the campaigns still bid with their others.
 	CampaignsPersonalizing []string `protobuf:"bytes,5,rep,name=campaigns_personalizing,json=campaignsPersonalizing,proto3" json:"campaigns_personalizing,omitempty"`
 	// The version of the rules looked in.
-	RulesVersion  string `protobuf:"bytes,6,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RulesVersion string `protobuf:"bytes,6,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	// Those of the campaigns above that are paused: they name the segment
+	// to no effect until they are resumed.
+	CampaignsPaused []string `protobuf:"bytes,7,rep,name=campaigns_paused,json=campaignsPaused,proto3" json:"campaigns_paused,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DeleteResponse) Reset() {
@@ -961,6 +964,13 @@ func (x *DeleteResponse) GetRulesVersion() string {
 	return ""
 }
 
+func (x *DeleteResponse) GetCampaignsPaused() []string {
+	if x != nil {
+		return x.CampaignsPaused
+	}
+	return nil
+}
+
 var File_personad_v1_segments_proto protoreflect.FileDescriptor
 
 const file_personad_v1_segments_proto_rawDesc = "" +
@@ -1014,14 +1024,15 @@ const file_personad_v1_segments_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\";\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05facet\x18\x01 \x01(\tR\x05facet\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x84\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xaf\x02\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\x04R\aremoved\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12/\n" +
 	"\x13campaigns_targeting\x18\x03 \x03(\tR\x12campaignsTargeting\x12/\n" +
 	"\x13campaigns_excluding\x18\x04 \x03(\tR\x12campaignsExcluding\x127\n" +
 	"\x17campaigns_personalizing\x18\x05 \x03(\tR\x16campaignsPersonalizing\x12#\n" +
-	"\rrules_version\x18\x06 \x01(\tR\frulesVersion*o\n" +
+	"\rrules_version\x18\x06 \x01(\tR\frulesVersion\x12)\n" +
+	"\x10campaigns_paused\x18\a \x03(\tR\x0fcampaignsPaused*o\n" +
 	"\n" +
 	"UploadMode\x12\x1b\n" +
 	"\x17UPLOAD_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
