@@ -55,7 +55,10 @@ const (
 	chunkBytes      = 768 << 10
 	// maxReported is how many invalid lines the error or summary names.
 	maxReported = 5
-	maxIDLen    = 256
+	// maxQuotedLines is how many lines a CSV record's quoted field may go
+	// on over before it is taken for a stray quote's, and refused.
+	maxQuotedLines = 1000
+	maxIDLen       = 256
 )
 
 // uploadOptions are the flags of `segments upload`.
@@ -95,7 +98,8 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
-			"first column is the id (a quoted field may go on over several lines). A line whose id holds\n"+
+			"first column is the id (a quoted field may go on over up to 1000 lines; one still open then, or\n"+
+			"at the end of the input, is taken for a stray quote and the upload refused). A line whose id holds\n"+
 			"a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte order\n"+
 			"mark is skipped. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
 			"first one's result; the key with other ids (or another segment or mode) is an error,\n"+
@@ -168,6 +172,9 @@ type idReader struct {
 	// own.
 	quoted     int
 	quotedSaid bool // that record's line was reported invalid already
+	// inQuotes counts the lines read as part of such records, not ids;
+	// firstQuoted is the first record line that opened one.
+	inQuotes, firstQuoted int
 	// first is the first id line, when --header auto took it as an id
 	// although it reads like a header (see looksLikeHeader), for a note.
 	first string
@@ -243,14 +250,23 @@ func (ir *idReader) next() ([]byte, error) {
 		raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 	}
 	if ir.quoted > 0 {
+		ir.inQuotes++
 		if !csvQuoted(raw, true) { // the record's quoted field closes on this line
 			ir.quoted = 0
+		} else if ir.line-ir.quoted >= maxQuotedLines {
+			// No note in an id list is that long: a stray quote, which
+			// would read the lines up to the next one into it.
+			return nil, fmt.Errorf("line %d opens a quoted field still open %d lines later: a stray quote? The lines after it would be read into it, not as ids; fix or remove the quote",
+				ir.quoted, ir.line-ir.quoted)
 		}
 		return nil, nil
 	}
 	id, ok, msg := parseLine(raw, &ir.field)
 	if !isComment(raw) && csvQuoted(raw, false) {
 		ir.quoted, ir.quotedSaid = ir.line, msg != "" // a quoted field goes on over the next line
+		if ir.firstQuoted == 0 {
+			ir.firstQuoted = ir.line
+		}
 	}
 	if msg != "" {
 		ir.bad(msg)
@@ -766,6 +782,10 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	}
 	if ir.first != "" {
 		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
+	}
+	if ir.inQuotes > 0 {
+		fmt.Fprintf(e.stderr, "note: %d %s inside quoted fields that go on over lines (the first opened at line %d): part of their records, not ids\n",
+			ir.inQuotes, plural(ir.inQuotes, "line was", "lines were"), ir.firstQuoted)
 	}
 	return nil
 }

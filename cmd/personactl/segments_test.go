@@ -881,7 +881,9 @@ func TestUploadInvalidLineDiscards(t *testing.T) {
 
 // TestUnclosedQuote: a quote opened and never closed would read the rest
 // of the input into one field: the upload is refused, even with
-// --skip-invalid, and a --replace leaves the segment as it was.
+// --skip-invalid, and a --replace leaves the segment as it was; so is one
+// still open 1000 lines on; the lines read into quoted fields are
+// counted in a note.
 func TestUnclosedQuote(t *testing.T) {
 	addr, store := server(t)
 	if _, stderr, code := ctl(t, addr, "g0\ng1\ng2\ng3\ng4\n", false, "segments", "upload", "--facet", "title", "--value", "q", "-"); code != 0 {
@@ -894,6 +896,23 @@ func TestUnclosedQuote(t *testing.T) {
 	}
 	if got := store.Current().Segment("title", "q"); got == nil || got.Users.GetCardinality() != 5 {
 		t.Errorf("title:q after the refused replace: %v; want its 5 members", got)
+	}
+	var long strings.Builder
+	long.WriteString("g0\n\"g1\n")
+	for i := range 1000 {
+		fmt.Fprintf(&long, "x%d\n", i)
+	}
+	long.WriteString("\"\ng2\n")
+	_, stderr, code = ctl(t, addr, long.String(), false, "segments", "upload", "--facet", "title", "--value", "q", "--mode", "replace", "--skip-invalid", "-")
+	const wantLong = "personactl: segments upload title:q: reading stdin: line 2 opens a quoted field still open 1000 lines later: a stray quote? The lines after it would be read into it, not as ids; fix or remove the quote (nothing uploaded)\n"
+	if code != 1 || stderr != wantLong {
+		t.Errorf("a quote open 1000 lines: exit %d, %q; want exit 1, %q", code, stderr, wantLong)
+	}
+	// Two stray quotes: the lines between are one record's, said in a note.
+	stdout, stderr, code := ctl(t, addr, "g0\n\"g1\ng2\ng3\n\"g4\ng5\n", false, "segments", "upload", "--facet", "title", "--value", "q2", "--skip-invalid", "-")
+	const wantNote = "note: 3 lines were inside quoted fields that go on over lines (the first opened at line 2): part of their records, not ids\n"
+	if code != 0 || !strings.Contains(stdout, "ids=2 ") || !strings.HasSuffix(stderr, wantNote) {
+		t.Errorf("two stray quotes: exit %d, %q, %q; want exit 0, 2 ids, and %q", code, stdout, stderr, wantNote)
 	}
 }
 
