@@ -741,7 +741,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 		}
 		hint := ""
 		if o.mode == personadpb.UploadMode_UPLOAD_MODE_ADD {
-			hint = " (--allow-empty sends it, creating the segment empty)"
+			hint = " (--allow-empty sends it: it creates the segment, empty, where there is none)"
 		}
 		fmt.Fprintf(e.stderr, "segments upload %s: %s holds no user id; nothing uploaded%s\n", seg, name, hint)
 		return nil

@@ -1061,7 +1061,7 @@ func TestUploadAddNothing(t *testing.T) {
 		out, errOut, code := ctl(t, addr, "# nothing yet\n", false, "segments", "upload", "--facet", "title", "--value", "cmoo", "--mode", mode, "-")
 		want := "segments upload title:cmoo: stdin holds no user id; nothing uploaded"
 		if mode == "add" {
-			want += " (--allow-empty sends it, creating the segment empty)"
+			want += " (--allow-empty sends it: it creates the segment, empty, where there is none)"
 		}
 		want += "\n"
 		if code != 0 || out != "" || errOut != want {
