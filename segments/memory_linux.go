@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -49,7 +50,7 @@ func cgroupLimit(root string, own []byte) (limit uint64, file string, ok bool) {
 		switch {
 		case f[0] == "0" && f[1] == "":
 			dir, name = root, "memory.max"
-		case hasController(f[1], "memory"):
+		case slices.Contains(strings.Split(f[1], ","), "memory"):
 			dir, name = filepath.Join(root, "memory"), "memory.limit_in_bytes"
 		default:
 			continue
@@ -74,13 +75,4 @@ func cgroupLimit(root string, own []byte) (limit uint64, file string, ok bool) {
 		return 0, "", false
 	}
 	return limit, file, ok
-}
-
-func hasController(list, c string) bool {
-	for l := range strings.SplitSeq(list, ",") {
-		if l == c {
-			return true
-		}
-	}
-	return false
 }

@@ -69,7 +69,7 @@ func TestCgroupLimit(t *testing.T) {
 			}
 		})
 	}
-	// This machine: whatever it has, no more than its memory.
+	// This machine: some memory, and where the figure comes from.
 	total, of, ok := availableMemory()
 	if !ok || total == 0 || of == "" {
 		t.Errorf("availableMemory = %d, %q, %t", total, of, ok)

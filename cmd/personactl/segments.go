@@ -229,9 +229,7 @@ func (ir *idReader) next() ([]byte, error) {
 		if errors.Is(err, io.EOF) && ir.quoted > 0 {
 			opened, swallowed := ir.quoted, ir.line-ir.quoted
 			if !ir.quotedSaid {
-				ir.line = opened
-				ir.bad("a quoted field is not closed before the end of the file")
-				ir.line = opened + swallowed
+				ir.badAt(opened, "a quoted field is not closed before the end of the file")
 			}
 			ir.quoted = 0
 			if swallowed > 0 {
@@ -340,10 +338,13 @@ func isPlain(line []byte) bool {
 	return true
 }
 
-func (ir *idReader) bad(msg string) {
+func (ir *idReader) bad(msg string) { ir.badAt(ir.line, msg) }
+
+// badAt records line as invalid, for msg.
+func (ir *idReader) badAt(line int, msg string) {
 	ir.nbad++
 	if len(ir.invalid) < maxReported {
-		ir.invalid = append(ir.invalid, invalidLine{ir.line, msg})
+		ir.invalid = append(ir.invalid, invalidLine{line, msg})
 	}
 }
 
@@ -541,7 +542,7 @@ type progress struct {
 	read atomic.Int64
 }
 
-func runUpload(ctx context.Context, g *globals, e env, args []string) (err error) {
+func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	o, err := parseUpload(e, args)
 	if err != nil {
 		return err
@@ -665,7 +666,6 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	var readErr error
 	var wg sync.WaitGroup
 	stopRead := make(chan struct{})
-	stop := sync.OnceFunc(func() { close(stopRead) })
 	wg.Go(func() {
 		defer close(chunks)
 		readErr = readChunks(ir, o, &prog, chunks, stopRead)
@@ -674,7 +674,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 	// Past this, an early return does not wait for the reader: it may be
 	// blocked on the input for good; it ends at its next chunk, or with
 	// the process.
-	defer stop()
+	defer close(stopRead)
 	defer stopBar()
 
 	var sent uint64
@@ -690,12 +690,12 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) (err error
 				reading = false
 			case c.invalid != nil:
 				// An invalid line aborts the upload: discard it now,
-				// and read on, untimed, to report the invalid lines.
+				// and read on, untimed, to report the invalid lines (the
+				// reader sends no chunk after this).
 				idle.Stop()
 				discard()
 				early, done = nil, ctx.Done()
 				firstBad, slowBad = c.invalid, time.After(time.Second)
-			case early == nil: // discarded: nothing more is sent (the reader sends no more)
 			default:
 				phase.Store(phaseSending)
 				if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
@@ -865,9 +865,13 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 			return err
 		}
 		if ir.nbad > 0 && !o.skipInvalid {
-			// The upload is off: keep reading only to report.
-			if first := ir.invalid[0]; bad == 0 && !send(uploadChunk{invalid: &first}) {
-				return nil
+			// The upload is off: keep reading only to report, and send
+			// nothing more (the ids held back are dropped).
+			if bad == 0 {
+				buf, n = buf[:0], 0
+				if first := ir.invalid[0]; !send(uploadChunk{invalid: &first}) {
+					return nil
+				}
 			}
 			continue
 		}
@@ -884,9 +888,7 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 			}
 		}
 	}
-	if ir.nbad == 0 || o.skipInvalid {
-		flush()
-	}
+	flush() // nothing, when the upload is off: its ids were dropped
 	return nil
 }
 
@@ -1041,13 +1043,13 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.DeleteResponse, error) {
 		return personadpb.NewSegmentsClient(conn).Delete(ctx, &personadpb.DeleteRequest{Facet: *facet, Value: *value})
 	})
+	seg := *facet + ":" + *value
 	if err != nil {
 		if !refused(err) { // the connection's failure, or --timeout: the answer may be what was lost
-			return fmt.Errorf("%w; the segment may have been deleted or not (segments list tells)", callError("segments delete "+*facet+":"+*value, err))
+			return fmt.Errorf("%w; the segment may have been deleted or not (segments list tells)", callError("segments delete "+seg, err))
 		}
-		return callError("segments delete "+*facet+":"+*value, err)
+		return callError("segments delete "+seg, err)
 	}
-	seg := *facet + ":" + *value
 	fmt.Fprintf(e.stdout, "deleted %s removed=%d version=%d\n", seg, resp.Removed, resp.Version)
 	// Each warning names the campaigns, with a verb for one or several.
 	warn := func(ids []string, one, many, rest string) {
