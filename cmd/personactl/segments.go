@@ -210,14 +210,14 @@ func (ir *idReader) next() ([]byte, error) {
 		}
 		switch {
 		case ir.quoted > 0: // within a record's quoted field: no id
-			if !q.open() {
-				ir.quoted = 0
+			if err := ir.inQuote(q.open()); err != nil {
+				return nil, err
 			}
 		case comment:
 		default:
 			ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
 			if q.open() {
-				ir.quoted, ir.quotedSaid = ir.line, true
+				ir.openQuote(true)
 			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -248,23 +248,11 @@ func (ir *idReader) next() ([]byte, error) {
 		raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 	}
 	if ir.quoted > 0 {
-		ir.inQuotes++
-		if !csvQuoted(raw, true) { // the record's quoted field closes on this line
-			ir.quoted = 0
-		} else if ir.line-ir.quoted >= maxQuotedLines {
-			// No note in an id list is that long: a stray quote, which
-			// would read the lines up to the next one into it.
-			return nil, fmt.Errorf("line %d opens a quoted field still open %d lines later: a stray quote? The lines after it would be read into it, not as ids; fix or remove the quote",
-				ir.quoted, ir.line-ir.quoted)
-		}
-		return nil, nil
+		return nil, ir.inQuote(csvQuoted(raw, true))
 	}
 	id, ok, msg := parseLine(raw, &ir.field)
 	if !isComment(raw) && csvQuoted(raw, false) {
-		ir.quoted, ir.quotedSaid = ir.line, msg != "" // a quoted field goes on over the next line
-		if ir.firstQuoted == 0 {
-			ir.firstQuoted = ir.line
-		}
+		ir.openQuote(msg != "") // a quoted field goes on over the next line
 	}
 	if msg != "" {
 		ir.bad(msg)
@@ -283,6 +271,32 @@ func (ir *idReader) next() ([]byte, error) {
 		}
 	}
 	return id, nil
+}
+
+// openQuote records that the record on the line just read leaves a
+// quoted field open; said: that line was reported invalid already.
+func (ir *idReader) openQuote(said bool) {
+	ir.quoted, ir.quotedSaid = ir.line, said
+	if ir.firstQuoted == 0 {
+		ir.firstQuoted = ir.line
+	}
+}
+
+// inQuote accounts for the line just read as part of the open quoted
+// field's record; open: the field is still open after it. A field still
+// open maxQuotedLines on is taken for a stray quote's: an error.
+func (ir *idReader) inQuote(open bool) error {
+	ir.inQuotes++
+	switch {
+	case !open:
+		ir.quoted = 0
+	case ir.line-ir.quoted >= maxQuotedLines:
+		// No note in an id list is that long: a stray quote, which would
+		// read the lines up to the next one into it.
+		return fmt.Errorf("line %d opens a quoted field still open %d lines later: a stray quote? The lines after it would be read into it, not as ids; fix or remove the quote",
+			ir.quoted, ir.line-ir.quoted)
+	}
+	return nil
 }
 
 // lineBuffered reports whether a whole line is buffered: whether the

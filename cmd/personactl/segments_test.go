@@ -914,6 +914,13 @@ func TestUnclosedQuote(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "ids=2 ") || !strings.HasSuffix(stderr, wantNote) {
 		t.Errorf("two stray quotes: exit %d, %q, %q; want exit 0, 2 ids, and %q", code, stdout, stderr, wantNote)
 	}
+	// A line over 1 MiB inside a record's quoted field counts as one of
+	// its lines too.
+	stdout, stderr, code = ctl(t, addr, "u1,\"note\n"+strings.Repeat("x", 1100<<10)+"\nend\"\nu2\n", false, "segments", "upload", "--facet", "title", "--value", "q3", "-")
+	const wantLongNote = "note: 2 lines were inside quoted fields that go on over lines (the first opened at line 1): part of their records, not ids\n"
+	if code != 0 || !strings.Contains(stdout, "ids=2 ") || stderr != wantLongNote {
+		t.Errorf("a long line in a quoted field: exit %d, %q, %q; want exit 0, 2 ids, and %q", code, stdout, stderr, wantLongNote)
+	}
 }
 
 // TestDeleteNamesCampaigns: segments delete warns of the live rules'
