@@ -178,6 +178,9 @@ type idReader struct {
 	// first is the first id line, when --header auto took it as an id
 	// although it reads like a header (see looksLikeHeader), for a note.
 	first string
+	// word is a first id line of one field that is a word (no digit):
+	// a header such as "name" when the next id holds a digit.
+	word string
 }
 
 func newIDReader(r io.Reader, header string) *idReader {
@@ -266,9 +269,20 @@ func (ir *idReader) next() ([]byte, error) {
 		if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
 			return nil, nil
 		}
-		if ir.header == "auto" && looksLikeHeader(raw) {
+		switch {
+		case ir.header != "auto":
+		case looksLikeHeader(raw):
 			ir.first = string(id)
+		case bytes.IndexByte(raw, ',') < 0 && isWord(id):
+			ir.word = string(id)
 		}
+		return id, nil
+	}
+	if ir.word != "" {
+		if bytes.ContainsAny(id, "0123456789") {
+			ir.first = ir.word
+		}
+		ir.word = ""
 	}
 	return id, nil
 }
@@ -496,20 +510,25 @@ func looksLikeHeader(raw []byte) bool {
 	if bytes.IndexByte(line, ',') < 0 {
 		return false
 	}
-	words, spaced := true, false
-	for i, f := range bytes.Split(line, []byte{','}) {
-		f = bytes.Trim(bytes.TrimSpace(f), `"`)
-		for _, c := range f {
-			switch {
-			case c == ' ':
-				spaced = spaced || i == 0
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-':
-			default:
-				words = false
-			}
+	words := true
+	fields := bytes.Split(line, []byte{','})
+	for _, f := range fields {
+		words = words && isWord(bytes.Trim(bytes.TrimSpace(f), `"`))
+	}
+	first := bytes.Trim(bytes.TrimSpace(fields[0]), `"`)
+	return words || isWord(first) && bytes.IndexByte(first, ' ') >= 0
+}
+
+// isWord reports whether f is words: letters, spaces, _ and -, no digit.
+func isWord(f []byte) bool {
+	for _, c := range f {
+		switch {
+		case c == ' ', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-':
+		default:
+			return false
 		}
 	}
-	return words || spaced
+	return true
 }
 
 // uploadChunk is one message's ids, packed as the ids_packed field wants

@@ -1153,10 +1153,43 @@ func TestUploadReplaceNothing(t *testing.T) {
 func TestLooksLikeHeader(t *testing.T) {
 	for line, want := range map[string]bool{
 		"Full Name,Company\n": true, "email,first_name\n": true, "u1,John Smith\n": false,
-		"abc-def,Acme Corp\n": true, // words only: a note, harmless when wrong "u1\n": false, "u00000042,cmo\n": false,
+		"abc-def,Acme Corp\n": true, // words only: a note, harmless when wrong
+		"u1\n":                false, "u00000042,cmo\n": false, "John 42,Acme\n": false, "name\n": false,
 	} {
 		if got := looksLikeHeader([]byte(line)); got != want {
 			t.Errorf("looksLikeHeader(%q) = %t, want %t", line, got, want)
+		}
+	}
+}
+
+// TestHeaderNote: --header auto uploads a first line it does not know for
+// a header as an id, and keeps it for a note when it reads like one: a
+// CSV line of words, or one word (no digit) followed by an id with one.
+func TestHeaderNote(t *testing.T) {
+	for _, tc := range []struct{ in, header, first string }{
+		{"Full Name,Company\nu1,Acme\n", "auto", "Full Name"},
+		{"name\nu00000042\nu00000043\n", "auto", "name"},
+		{"Customer Name\n12345\n", "auto", "Customer Name"},
+		{"alice\nbob\n", "auto", ""}, // words all: ids of that kind
+		{"name\n", "auto", ""},
+		{"u1\nu2\n", "auto", ""},
+		{"name\n# u1\n\nu2\n", "auto", "name"}, // comments and blanks between
+		{"name\nu1\n", "no", ""},
+		{"user_id\nu1\n", "auto", ""}, // a known header: skipped, no note
+	} {
+		ir := newIDReader(strings.NewReader(tc.in), tc.header)
+		var ids []string
+		for {
+			id, err := ir.next()
+			if err != nil {
+				break
+			}
+			if id != nil {
+				ids = append(ids, string(id))
+			}
+		}
+		if ir.first != tc.first {
+			t.Errorf("%q --header %s: note for %q, want %q (ids %q)", tc.in, tc.header, ir.first, tc.first, ids)
 		}
 	}
 }
