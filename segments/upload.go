@@ -54,7 +54,9 @@ var (
 	// ErrNotDurable is a mutation whose write-ahead log record could not be
 	// written or fsynced: it was not applied and not acknowledged. After a
 	// failed fsync the log refuses every later mutation until personad
-	// restarts, since what reached the disk is unknown.
+	// restarts, since what reached the disk is unknown: the record itself
+	// may have, and the restart then applies it, so its client cannot
+	// tell (personactl says the upload may have been applied or not).
 	ErrNotDurable = errors.New("segments: write-ahead log failed; change not applied")
 	// ErrClosed is a mutation after Close.
 	ErrClosed = errors.New("segments: store closed")

@@ -233,7 +233,7 @@ func (w *wal) write(more ...[]byte) error {
 	}
 	if err := w.sync(w.f); err != nil {
 		w.failed = fmt.Errorf("fsync %s: %v", w.name, err)
-		return fmt.Errorf("%w: %v", ErrNotDurable, w.failed)
+		return fmt.Errorf("%w: %v (the record may have reached the disk all the same: a restart may apply it)", ErrNotDurable, w.failed)
 	}
 	w.size += n
 	w.bytes += n
