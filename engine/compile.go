@@ -2,6 +2,8 @@ package engine
 
 import (
 	"cmp"
+	"iter"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -942,9 +944,9 @@ func (r *Rules) Digests() []rules.Digest { return r.digests }
 // Campaigns returns the compiled campaigns in rank order.
 func (r *Rules) Campaigns() []Campaign { return r.campaigns }
 
-// Facets returns every facet the rules refer to, sorted. The caller must
-// not modify it.
-func (r *Rules) Facets() []string { return r.facets }
+// Facts yields every (facet, value) the rules refer to, in no order (and
+// perhaps some that rules patched into these no longer do).
+func (r *Rules) Facts() iter.Seq[Fact] { return maps.Keys(r.termByFact) }
 
 // Naming is what a rule set's campaigns do with one segment: their ids,
 // in rank order. A fact can also come with a bid request (its user's

@@ -19,7 +19,7 @@ import (
 // BenchmarkReloadOneChanged measures a whole reload through the Manager
 // that changes one campaign's bid among n generated ones: api is Apply
 // with an in-memory rule set (no DataDir, so nothing is persisted:
-// compile, diff, facet warnings, swap); file rewrites the rules file and
+// compile, diff, segment warnings, swap); file rewrites the rules file and
 // reloads it (read, parse the changed campaign entry, then the same;
 // 10,000 campaigns only); dir does the same with the campaigns spread
 // over 100 files in a rules directory, rewriting one of them (stat every

@@ -20,7 +20,7 @@ import (
 // the compile cache off, so every campaign is parsed and compiled each
 // time. file links the other set's rules file over the old one
 // (untimed) and reloads it: read,
-// parse, validate, compile, diff, facet warnings, swap; dir does the same
+// parse, validate, compile, diff, segment warnings, swap; dir does the same
 // with the set spread over 100 files (100,000 campaigns of YAML exceed
 // one file's limit); api applies the in-memory set (no parse).
 //

@@ -3,7 +3,6 @@ package reload
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,8 +44,8 @@ type Config struct {
 	// NoWatch turns the watcher off: Path is loaded at start only (and on
 	// ReloadFiles).
 	NoWatch bool
-	// Segments, when set, is where facet warnings look for the facets
-	// uploaded segments use.
+	// Segments, when set, is where segment warnings look for the
+	// segments uploaded (see rules.RuleSet.SegmentWarnings).
 	Segments engine.Segments
 	Logger   *zap.Logger
 	Metrics  prometheus.Registerer
@@ -124,9 +123,8 @@ type Manager struct {
 	changed   chan struct{}
 	changedMu sync.Mutex
 	watcher   *watcher
-	// facets are the facets of the segment snapshot the last warnings
-	// looked at.
-	facets    atomic.Pointer[snapshotFacets]
+	// segs are the segments of the snapshot the last warnings looked at.
+	segs      atomic.Pointer[uploadedSegments]
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -538,43 +536,56 @@ func problemStrings(es rules.ValidationErrors, n int) []string {
 	return out
 }
 
-// warnings are rs's facet warnings against the live segments. r, when
-// set, is rs compiled: when every facet it refers to is in use there is
-// nothing to warn about, and the walk over every clause is skipped.
+// warnings are rs's segment warnings against the live segments. r, when
+// set, is rs compiled: when every fact it refers to has a segment there
+// is nothing to warn about, and the walk over every clause is skipped.
 func (m *Manager) warnings(rs *rules.RuleSet, r *engine.Rules) rules.ValidationErrors {
 	if m.cfg.Segments == nil {
 		return nil
 	}
-	facets := m.segmentFacets(m.cfg.Segments.Current())
-	if r != nil && !slices.ContainsFunc(r.Facets(), func(f string) bool { return !facets[f] }) {
-		return nil
-	}
-	return rs.FacetWarnings(func(f string) bool { return facets[f] })
-}
-
-// snapshotFacets are the facets some segment of a snapshot has. It is
-// immutable.
-type snapshotFacets struct {
-	snap   weak.Pointer[segments.Snapshot]
-	facets map[string]bool
-}
-
-// segmentFacets returns the facets some segment of snap has (none for
-// nil), remembered for the next call with the same snapshot, which is
-// immutable: a reload while no segments are uploaded neither lists nor
-// sorts them all again. The weak pointer keeps no snapshot alive, and
-// never equals one made from a later snapshot, even at its address.
-func (m *Manager) segmentFacets(snap *segments.Snapshot) map[string]bool {
-	w := weak.Make(snap)
-	if sf := m.facets.Load(); sf != nil && sf.snap == w {
-		return sf.facets
-	}
-	facets := map[string]bool{}
-	if snap != nil {
-		for _, s := range snap.Segments() {
-			facets[s.Facet] = true
+	up := m.uploaded(m.cfg.Segments.Current())
+	if r != nil {
+		all := true
+		for f := range r.Facts() {
+			if !up.segments[f] {
+				all = false
+				break
+			}
+		}
+		if all {
+			return nil
 		}
 	}
-	m.facets.Store(&snapshotFacets{snap: w, facets: facets})
-	return facets
+	return rs.SegmentWarnings(
+		func(f string) bool { return up.facets[f] },
+		func(f, v string) bool { return up.segments[engine.Fact{Facet: f, Value: v}] })
+}
+
+// uploadedSegments are the segments of a snapshot, and their facets. It
+// is immutable.
+type uploadedSegments struct {
+	snap     weak.Pointer[segments.Snapshot]
+	facets   map[string]bool
+	segments map[engine.Fact]bool
+}
+
+// uploaded returns the segments of snap (none for nil), remembered for
+// the next call with the same snapshot, which is immutable: a reload
+// while no segments are uploaded neither lists nor sorts them all again.
+// The weak pointer keeps no snapshot alive, and never equals one made
+// from a later snapshot, even at its address.
+func (m *Manager) uploaded(snap *segments.Snapshot) *uploadedSegments {
+	w := weak.Make(snap)
+	if up := m.segs.Load(); up != nil && up.snap == w {
+		return up
+	}
+	up := &uploadedSegments{snap: w, facets: map[string]bool{}, segments: map[engine.Fact]bool{}}
+	if snap != nil {
+		for _, s := range snap.Segments() {
+			up.facets[s.Facet] = true
+			up.segments[engine.Fact{Facet: s.Facet, Value: s.Value}] = true
+		}
+	}
+	m.segs.Store(up)
+	return up
 }

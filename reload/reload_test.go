@@ -685,34 +685,39 @@ func TestFileReloadsMatchFreshParse(t *testing.T) {
 	}
 }
 
-// TestWarningsFollowSegments: the facet warnings follow the segment
-// snapshot published, though the Manager remembers the facets of the one
-// it last looked at.
+// TestWarningsFollowSegments: the segment warnings follow the segment
+// snapshot published, though the Manager remembers the segments of the
+// one it last looked at: a facet no segment has is named once, a value of
+// a facet in use that none has (a typo, a segment deleted) by its value.
 func TestWarningsFollowSegments(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, doc("a", 1))
-	build := func(facets ...string) *segments.Snapshot {
+	build := func(segs ...string) *segments.Snapshot {
 		b := segments.NewBuilder()
-		for _, fc := range facets {
-			b.Add(fc, "v", "u1")
+		for _, s := range segs {
+			facet, value, _ := strings.Cut(s, ":")
+			b.Add(facet, value, "u1")
 		}
 		return b.Build(1)
 	}
-	store := segments.NewStore(build("title"))
+	store := segments.NewStore(build("title:cmo"))
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Segments = f.eng, f.path, true, store
 	m := startManager(t, cfg)
 	rs := mustParse(t, doc("a", 2))
-	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"cxo"}})
+	rs.Campaigns[0].Targeting.All = append(rs.Campaigns[0].Targeting.All, rules.Clause{Facet: "seniority", Any: []string{"cxo", "vp"}})
+	const seniority = "campaigns[0].targeting.all[1]"
 	for i, step := range []struct {
-		publish  []string // facets of the snapshot published first, if any
-		warnings int
+		publish []string // segments of the snapshot published first, if any
+		want    []string // the warnings' paths
 	}{
-		{nil, 1},
-		{nil, 1},
-		{[]string{"title", "seniority"}, 0},
-		{nil, 0},
-		{[]string{"title"}, 1},
+		{nil, []string{seniority + ".facet"}},
+		{nil, []string{seniority + ".facet"}},
+		{[]string{"title:cmo", "seniority:cxo", "seniority:vp"}, nil},
+		{nil, nil},
+		{[]string{"title:cmo", "seniority:vp"}, []string{seniority + ".any[0]"}},
+		{[]string{"title:cfo", "seniority:cxo"}, []string{"campaigns[0].targeting.all[0].any[0]", seniority + ".any[1]"}},
+		{[]string{"title:cmo"}, []string{seniority + ".facet"}},
 	} {
 		if step.publish != nil {
 			store.Publish(build(step.publish...))
@@ -722,8 +727,14 @@ func TestWarningsFollowSegments(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, warnings, _ := m.Validate(rs)
-		if len(res.Warnings) != step.warnings || len(warnings) != step.warnings {
-			t.Errorf("step %d: warnings %v (Apply), %v (Validate); want %d", i, res.Warnings, warnings, step.warnings)
+		paths := func(ws rules.ValidationErrors) (p []string) {
+			for _, w := range ws {
+				p = append(p, w.Path)
+			}
+			return p
+		}
+		if got, got2 := paths(res.Warnings), paths(warnings); !slices.Equal(got, step.want) || !slices.Equal(got2, step.want) {
+			t.Errorf("step %d: warnings %v (Apply), %v (Validate); want at %q", i, res.Warnings, warnings, step.want)
 		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // ValidationError is one problem in a rule set, at a field path such as
-// "campaigns[3].creatives[1].w". Warnings (see [RuleSet.FacetWarnings])
+// "campaigns[3].creatives[1].w". Warnings (see [RuleSet.SegmentWarnings])
 // use the same shape.
 type ValidationError struct {
 	Path string
@@ -509,31 +509,44 @@ func (v *validator) content(p string, cr *ContentRules) {
 	}
 }
 
-// FacetWarnings lists, once per facet, the facets that targeting clauses
-// and creative personas name but inUse reports false for — typically
-// facets no uploaded segment carries. Such a clause can still match facts
-// a bid request carries, so it is a warning, not an error. Each warning's
-// path is the first clause naming the facet.
-func (rs *RuleSet) FacetWarnings(inUse func(facet string) bool) ValidationErrors {
+// SegmentWarnings lists what targeting clauses and creative personas name
+// that no uploaded segment carries, as facetInUse and segmentInUse tell:
+// once per facet no segment has, else once per value of a facet in use
+// that no segment has (a typo, or a segment deleted). Such a clause can
+// still match facts a bid request carries, so it is a warning, not an
+// error. Each warning's path is the first clause naming the facet, or the
+// first value.
+func (rs *RuleSet) SegmentWarnings(facetInUse func(facet string) bool, segmentInUse func(facet, value string) bool) ValidationErrors {
 	type use struct {
 		path string
 		n    int
+		ok   bool // in use: counted, never reported
 	}
-	var order []string
-	uses := map[string]*use{}
+	type key struct{ facet, value string } // value "": the facet
+	var order []key
+	uses := map[key]*use{}
+	count := func(k key, path func() string, inUse func() bool) bool {
+		if u := uses[k]; u != nil {
+			u.n++
+			return u.ok
+		}
+		u := &use{n: 1, ok: inUse()}
+		uses[k] = u
+		if !u.ok {
+			u.path = path()
+			order = append(order, k)
+		}
+		return u.ok
+	}
 	note := func(path func() string, cs []Clause) {
 		for i := range cs {
 			f := cs[i].Facet
-			if u := uses[f]; u != nil {
-				u.n++
+			if !count(key{facet: f}, func() string { return at(path(), i) + ".facet" }, func() bool { return facetInUse(f) }) {
 				continue
 			}
-			if inUse(f) {
-				uses[f] = &use{} // a facet in use: counted, never reported
-				continue
+			for j, v := range cs[i].Any {
+				count(key{f, v}, func() string { return at(at(path(), i)+".any", j) }, func() bool { return segmentInUse(f, v) })
 			}
-			uses[f] = &use{path: at(path(), i) + ".facet", n: 1}
-			order = append(order, f)
 		}
 	}
 	for i := range rs.Campaigns {
@@ -545,14 +558,23 @@ func (rs *RuleSet) FacetWarnings(inUse func(facet string) bool) ValidationErrors
 		}
 	}
 	var ws ValidationErrors
-	for _, f := range order {
-		u := uses[f]
-		clauses := "clause"
-		if u.n != 1 {
-			clauses = "clauses"
+	for _, k := range order {
+		u := uses[k]
+		names := plural(u.n, "clause names", "clauses name")
+		if k.value == "" {
+			ws = append(ws, &ValidationError{Path: u.path, Msg: fmt.Sprintf(
+				"no uploaded segment uses facet %q (%d %s it): only bid requests carrying it can match", k.facet, u.n, names)})
+			continue
 		}
 		ws = append(ws, &ValidationError{Path: u.path, Msg: fmt.Sprintf(
-			"no uploaded segment uses facet %q (%d %s name it): only bid requests carrying it can match", f, u.n, clauses)})
+			"no uploaded segment is %s:%s (%d %s it): only bid requests carrying it can match", k.facet, k.value, u.n, names)})
 	}
 	return ws
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

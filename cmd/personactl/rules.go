@@ -107,7 +107,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 		fmt.Fprintf(e.stdout, "%s: invalid (server)\n", path)
 		return errInvalid
 	}
-	fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s, %d warnings\n", path, resp.Campaigns, resp.Version, len(resp.Warnings))
+	fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s, %d %s\n", path, resp.Campaigns, resp.Version, len(resp.Warnings), plural(len(resp.Warnings), "warning", "warnings"))
 	return nil
 }
 
