@@ -205,7 +205,7 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs := newFlagSet("run", stderr, getenv, &c)
 	fs.Float64Var(&c.rps, "rps", 0, "open loop: requests per second, sent on schedule")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: workers each with one request in flight")
-	withBaseline := fs.Bool("baseline", false, "then run the same load against an in-process empty-handler server and report the ratios")
+	withBaseline := fs.Bool("baseline", false, "then run the same load against an empty-handler server it starts (a child process; see --baseline-inprocess) and report the ratios")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

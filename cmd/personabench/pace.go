@@ -14,7 +14,7 @@ import (
 // measured one. It needs no server: it drives a real in-memory ledger.
 func cmdPace(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := pacesim.DefaultConfig()
-	fs := flag.NewFlagSet("pace", flag.ContinueOnError)
+	fs := flag.NewFlagSet("personabench pace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "simulation seed (the same seed gives the same days)")
 	fs.IntVar(&cfg.Campaigns, "campaigns", cfg.Campaigns, "even-paced campaigns")

@@ -1041,9 +1041,18 @@ func runList(ctx context.Context, g *globals, e env, args []string) error {
 }
 
 func runLookup(ctx context.Context, g *globals, e env, args []string) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") && args[0] != "-" {
+	fs := flag.NewFlagSet("segments lookup", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: personactl segments lookup USER_ID (after -- when it begins with -)")
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
 		return usagef("usage: personactl segments lookup USER_ID")
 	}
+	args = fs.Args()
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.LookupResponse, error) {
 		return personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: args[0]})
 	})

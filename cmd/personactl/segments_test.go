@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -480,7 +481,7 @@ func ctl(t *testing.T, addr, stdin string, terminal bool, args ...string) (strin
 		isTerminal: terminal,
 	}
 	err := run(context.Background(), append([]string{"--addr", addr}, args...), e)
-	if err != nil {
+	if err != nil && !errors.Is(err, flag.ErrHelp) { // as main does
 		fmt.Fprintf(&stderr, "personactl: %v\n", err)
 	}
 	return stdout.String(), stderr.String(), exitCode(err)
@@ -1035,6 +1036,9 @@ func TestSegmentsCommands(t *testing.T) {
 			"2 segments, 100002 users, version 4\n", 0},
 		{[]string{"segments", "lookup", "u0000009"}, "", "industry:fintech\ntitle:cmo\n", "", 0},
 		{[]string{"segments", "lookup", "nobody"}, "", "", "personactl: segments lookup: user \"nobody\" is in no uploaded segment (unknown to the server, version 4)\n", 1},
+		{[]string{"segments", "lookup", "-h"}, "", "", "usage: personactl segments lookup USER_ID (after -- when it begins with -)\n", 0},
+		{[]string{"segments", "lookup", "--", "-x"}, "", "", "personactl: segments lookup: user \"-x\" is in no uploaded segment (unknown to the server, version 4)\n", 1},
+		{[]string{"segments", "lookup", "a", "b"}, "", "", "personactl: usage: personactl segments lookup USER_ID\n", 2},
 		{[]string{"segments", "delete", "--facet", "industry", "--value", "fintech"}, "", "deleted industry:fintech removed=4 version=5\n", "", 0},
 		{[]string{"segments", "delete", "--facet", "industry", "--value", "fintech"}, "", "", "personactl: segments delete industry:fintech: NotFound: segments: no such segment: industry:fintech\n", 1},
 		{[]string{"segments", "upload", "--facet", "title", "--value", "cmo", "a", "b"}, "", "", "personactl: segments upload: want one FILE (or - for stdin), got 2 arguments\n", 2},

@@ -29,6 +29,9 @@ const redisConnectTimeout = 5 * time.Second
 // --ledger names another.
 const ledgerDir = "ledger"
 
+// noticeKeyName is the notice key's file in the data dir, by default.
+const noticeKeyName = "notice.key"
+
 // isRedisURL reports whether --ledger names a Redis server.
 func isRedisURL(s string) bool {
 	return strings.HasPrefix(s, "redis://") || strings.HasPrefix(s, "rediss://")
@@ -171,7 +174,7 @@ const minNoticeKey = 16
 func loadNoticeKey(path, dataDir string, info *ledgerInfo) ([]byte, error) {
 	explicit := path != ""
 	if !explicit {
-		path = filepath.Join(dataDir, "notice.key")
+		path = filepath.Join(dataDir, noticeKeyName)
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +69,24 @@ func checkRulesPath(o *options, seeded bool) error {
 	return fmt.Errorf("--rules %s %s (%s)", o.rules, what, hint)
 }
 
+// absent lists the entries of the data dir that personad creates when
+// missing and that do not exist yet: the segment store, the embedded
+// ledger (unless --ledger names another directory) and the notice key
+// (unless --notice-key-file names one).
+func absent(o *options) []string {
+	names := []string{filepath.Join(o.dataDir, world.SegmentsDir)}
+	if o.ledger == "" || isRedisURL(o.ledger) {
+		names = append(names, filepath.Join(o.dataDir, ledgerDir))
+	}
+	if o.noticeKeyFile == "" {
+		names = append(names, filepath.Join(o.dataDir, noticeKeyName))
+	}
+	return slices.DeleteFunc(names, func(name string) bool {
+		_, err := os.Lstat(name)
+		return !errors.Is(err, fs.ErrNotExist)
+	})
+}
+
 func dirExists(name string) bool {
 	fi, err := os.Stat(name)
 	return err == nil && fi.IsDir()
@@ -111,9 +130,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := checkRulesPath(o, seeded); err != nil {
 		return usageErr(err)
 	}
+	// A start that fails before it serves (bad rules, a busy port) takes
+	// back what it created in the data dir — the segment store's and the
+	// ledger's directories, a new notice key — once the store and the
+	// ledger are closed, so that it leaves no half-made data dir that a
+	// later --demo would take for a world. Nothing can have been
+	// acknowledged in them: no listener had served.
+	created := absent(o)
+	serving := false
+	defer func() {
+		if !serving {
+			for _, name := range created {
+				if err := os.RemoveAll(name); err != nil {
+					log.Warn("failed start: could not remove what it created", zap.String("path", name), zap.Error(err))
+				}
+			}
+		}
+	}()
 
 	t0 := time.Now()
-	segDir := filepath.Join(o.dataDir, "segments")
+	segDir := filepath.Join(o.dataDir, world.SegmentsDir)
 	scfg := segments.DefaultConfig()
 	scfg.Dir, scfg.OnSnapshot = segDir, func(ev segments.SnapshotEvent) { logSnapshot(log, ev) }
 	scfg.ReserveUsers = o.reserveUsers
@@ -244,6 +280,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Both servers run in goroutines owned here; run returns only after
 	// both have returned.
+	serving = true
 	errc := make(chan error, 2)
 	go func() {
 		// A stop before Serve begins makes it return ErrServerStopped (and

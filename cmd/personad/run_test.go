@@ -6,9 +6,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,6 +105,72 @@ func TestRunUsageErrors(t *testing.T) {
 		if e.Name() != lockFile {
 			t.Errorf("a start with no rules created %s in the data dir", e.Name())
 		}
+	}
+}
+
+// TestFailedStartLeavesNoWorld: a start that fails before it serves takes
+// back the segment store, ledger and notice key it created, so that a
+// later --demo seeds rather than serves a half-made data dir; what was
+// there before it (a seeded world, an earlier run's data) stays.
+func TestFailedStartLeavesNoWorld(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	bad := writeFile(t, t.TempDir(), "bad.yaml", "campaigns: [{id: x, bid_cpm: lots}]")
+	entries := func(dir string) (names []string) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	listen := []string{"--grpc-addr", busy.Addr().String(), "--http-addr", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // the data dir's entries after the start
+	}{
+		{"invalid rules", []string{"--rules", bad}, []string{lockFile}},
+		{"busy port", append([]string{"--rules", "testdata/rules.yaml"}, listen...), []string{lockFile}},
+		{"demo seeded, busy port", append([]string{"--demo"}, listen...), []string{lockFile, "rules", "segments"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			err := run(t.Context(), append([]string{"--data-dir", dir}, tc.args...), env(), io.Discard, io.Discard)
+			if err == nil {
+				t.Fatal("the start succeeded")
+			}
+			if got := entries(dir); !slices.Equal(got, tc.want) {
+				t.Errorf("data dir holds %q, want %q", got, tc.want)
+			}
+			// A later --demo seeds the world, or serves the one seeded.
+			if err := run(t.Context(), append([]string{"--data-dir", dir, "--demo"}, listen...), env(), io.Discard, io.Discard); err == nil {
+				t.Fatal("the --demo start succeeded on a busy port")
+			}
+			if got, want := entries(dir), []string{lockFile, "rules", "segments"}; !slices.Equal(got, want) {
+				t.Errorf("after a later --demo the data dir holds %q, want %q", got, want)
+			}
+		})
+	}
+	// A failed start on an earlier run's data dir removes none of it.
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	_, _, done := startRun(ctx, t, []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}, &syncBuffer{})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	before := entries(dir)
+	if err := run(t.Context(), []string{"--data-dir", dir, "--rules", bad}, env(), io.Discard, io.Discard); err == nil {
+		t.Fatal("a start with invalid rules succeeded")
+	}
+	if got := entries(dir); !slices.Equal(got, before) || !slices.Contains(got, "segments") || !slices.Contains(got, ledgerDir) {
+		t.Errorf("after a failed start the data dir holds %q, want %q as before (segments and ledger)", got, before)
 	}
 }
 

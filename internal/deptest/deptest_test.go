@@ -92,7 +92,7 @@ var rules = []rule{
 }
 
 // forbiddenNames are package names that say nothing about what a package
-// holds (STYLE.md): a helper lives beside its first user.
+// holds (the style guide's rule): a helper lives beside its first user.
 var forbiddenNames = []string{"util", "utils", "common", "types", "models"}
 
 // pkg is the part of `go list -json` output the guards read.
