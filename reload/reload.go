@@ -325,7 +325,17 @@ func (m *Manager) ReloadFiles() {
 	// once for each such write.
 	newest := newestModTime(files)
 	cur := m.state.Load()
-	rewritten := cur.Source == SourceAPI && newest.After(m.filesAt) && !cur.AppliedAt.After(newest)
+	if cur.Source == SourceAPI && cur.AppliedAt.After(newest) {
+		// No file was written after the set applied through the API, so
+		// that set stays, as a restart would serve it (New), whatever
+		// else changed: a file removed or renamed keeps no time to win
+		// with. The files are parsed once one is written.
+		m.filesAt = newest
+		m.log.Info("rules files changed, but none was written after the set applied through the API, which keeps serving (as a restart would); write or touch a rules file to serve the files",
+			zap.String("path", m.cfg.Path), zap.Time("applied_at", cur.AppliedAt), zap.Time("newest_file", newest))
+		return
+	}
+	rewritten := cur.Source == SourceAPI && newest.After(m.filesAt)
 	m.filesAt = newest
 	if !known || sum != m.fileSum || rewritten {
 		rs, origins, err = m.parser.ParseFiles(files)

@@ -429,6 +429,51 @@ func TestFilesWrittenAfterApplyWin(t *testing.T) {
 	}
 }
 
+// TestFileRemovedAfterApply: removing a rules file written before a set
+// applied through the API does not bring the files back over that set
+// (none of them was written after it, and a restart serves it); writing
+// one does.
+func TestFileRemovedAfterApply(t *testing.T) {
+	f := newFixture(t)
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
+	replace(t, filepath.Join(f.dir, "b.yaml"), doc("b", 1))
+	past := time.Now().Add(-time.Hour)
+	for _, name := range []string{"a.yaml", "b.yaml"} {
+		if err := os.Chtimes(filepath.Join(f.dir, name), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("after a file's removal: serving %s from %s; want %s from api", st.Version, st.Source, res.Version)
+	}
+	m.Close()
+	m = startManager(t, cfg)
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("after a restart: serving %s from %s; want %s from api", st.Version, st.Source, res.Version)
+	}
+	time.Sleep(10 * time.Millisecond) // file times come from a coarser clock than AppliedAt
+	now := time.Now()
+	if err := os.Chtimes(filepath.Join(f.dir, "a.yaml"), now, now); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != versionOf(t, doc("a", 1)) || st.Source != SourceFile {
+		t.Errorf("after a file is touched: serving %s from %s; want the files'", st.Version, st.Source)
+	}
+}
+
 func TestStartFailsOnBrokenFile(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, broken)
