@@ -214,7 +214,14 @@ func TestParseErrors(t *testing.T) {
 		{"campaigns:\n  - id: a\n    creatives:\n      - {id: c, w: 1.5}", "rules: t.yaml: line 4: campaigns[0].creatives[0].w: cannot use number 1.5 here, want a whole number within ±2^31"},
 		{"campaigns:\n  - id: a\n    ID: b", `rules: t.yaml: line 3: campaigns[0]: unknown field "ID" (field names are case-sensitive: "id")`},
 		{"campaigns:\n  - id: a\n    id: b", `rules: t.yaml: line 3: campaigns[0]: mapping key "id" already defined at line 2`},
-		{"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad", "rules: t.yaml: yaml: line 1: did not find expected '-' indicator"},
+		// yaml.v3 names the line where the campaigns block began; the
+		// entry that fails alone is named instead, and the line its own
+		// error gives, counted in the file.
+		{"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad", "rules: t.yaml: campaigns[0] (the entry from line 2): yaml: line 3: did not find expected '-' indicator"},
+		{"# rules\ncampaigns:\n  - id: a\n  - id: b\n    bid_cpm: 3\n    creatives:\n   advertiser: x\n  - id: c\n",
+			"rules: t.yaml: campaigns[1] (the entry from line 4): yaml: line 6: did not find expected '-' indicator"},
+		{"campaigns:\n  - id: a\n  - id: b\n    bid_cpm: [3\n    creatives: []\n", "rules: t.yaml: campaigns[1] (the entry from line 3): yaml: line 3: did not find expected ',' or ']'"},
+		{"campaigns: [{id: a]\n", "rules: t.yaml: yaml: did not find expected ',' or '}'"}, // not cut into entries
 		{"campaigns: [{id: no, bid_cpm: 1, creatives: [{id: y, w: 1, h: 1, adm: x}]}]\n---\ncampaigns: []", "rules: t.yaml: more than one YAML document"},
 	}
 	for _, tt := range tests {
