@@ -3,6 +3,7 @@ package reload
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/internal/atomicfile"
+	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
@@ -47,9 +49,12 @@ type Config struct {
 	// Segments, when set, is where segment warnings look for the
 	// segments uploaded (see rules.RuleSet.SegmentWarnings).
 	Segments engine.Segments
-	Logger   *zap.Logger
-	Metrics  prometheus.Registerer
-	Now      func() time.Time
+	// Ledger, when set, is where a campaign's spend is looked up before
+	// a new set changes its currency (see currencyChanges).
+	Ledger  *ledger.Ledger
+	Logger  *zap.Logger
+	Metrics prometheus.Registerer
+	Now     func() time.Time
 }
 
 // DefaultConfig returns the defaults: a 100 ms debounce.
@@ -392,6 +397,11 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		compile = m.compiler.CompileImmutable
 	}
 	r, err := compile(rs, "")
+	if err == nil {
+		if errs := m.currencyChanges(rs, cur.Rules); len(errs) > 0 {
+			err = errs
+		}
+	}
 	if err != nil {
 		err = origins.Locate(err)
 		// At start the error is New's to return, not to log as well.
@@ -544,6 +554,47 @@ func problemStrings(es rules.ValidationErrors, n int) []string {
 		out = append(out, fmt.Sprintf("... and %d more", len(es)-n))
 	}
 	return out
+}
+
+// currencyChanges refuses each campaign whose currency rs changes from
+// the active set's while the ledger holds spend for it: the ledger counts
+// spend and budgets in micro-units of the campaign's currency, which such
+// a change would relabel (0.02 USD spent becoming 0.02 EUR, and the
+// USD bids outstanding settling in EUR). A campaign that has spent
+// nothing may change it. A change made while personad was down is not
+// seen: the ledger does not record currencies.
+func (m *Manager) currencyChanges(rs *rules.RuleSet, active *engine.Rules) rules.ValidationErrors {
+	if m.cfg.Ledger == nil || active == nil {
+		return nil
+	}
+	was := make(map[string]string, len(active.Campaigns()))
+	for _, c := range active.Campaigns() {
+		was[c.ID] = c.Currency
+	}
+	var (
+		errs  rules.ValidationErrors
+		spent map[string]int64 // from the ledger's report, once needed
+	)
+	for i := range rs.Campaigns {
+		c := &rs.Campaigns[i]
+		old, ok := was[c.ID]
+		cur := c.EffectiveCurrency()
+		if !ok || old == cur {
+			continue
+		}
+		if spent == nil {
+			spent = map[string]int64{}
+			for _, r := range m.cfg.Ledger.Report(m.cfg.Now()) {
+				spent[r.ID] = r.TotalSpentMicros
+			}
+		}
+		if s := spent[c.ID]; s > 0 {
+			errs = append(errs, &rules.ValidationError{Path: "campaigns[" + strconv.Itoa(i) + "].currency", Msg: fmt.Sprintf(
+				"%s would change campaign %s's currency from %s, in which it has spent %s (its spend and budgets would count as %s): keep %s, or bid in %s under a new campaign id",
+				cur, c.ID, old, strconv.FormatFloat(float64(s)/1e6, 'f', -1, 64), cur, old, cur)})
+		}
+	}
+	return errs
 }
 
 // warnings are rs's segment warnings against the live segments. r, when

@@ -20,6 +20,7 @@ import (
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/internal/atomicfile"
+	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
@@ -471,6 +472,58 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	m.ReloadFiles()
 	if st := m.Status(); st.Version != versionOf(t, doc("a", 1)) || st.Source != SourceFile {
 		t.Errorf("after a file is touched: serving %s from %s; want the files'", st.Version, st.Source)
+	}
+}
+
+// TestCurrencyChangeWithSpend: a set that changes the currency of a
+// campaign that has spent is refused at that campaign's currency, and
+// changes nothing (the ledger counts its spend in its currency); one that
+// has spent nothing may change it.
+func TestCurrencyChangeWithSpend(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1)+"  - {id: b, bid_cpm: 1, creatives: [{id: b-1, w: 300, h: 250, adm: x}]}\n")
+	lcfg := ledger.DefaultConfig()
+	lcfg.Manual = true
+	led, err := ledger.New(lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	c, err := led.Campaign("a", ledger.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Reserve(c, 1, 0, 22_002, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Ledger = f.eng, f.path, true, led
+	m := startManager(t, cfg)
+	before := m.Status().Version
+	inEUR := func(ids ...string) *rules.RuleSet {
+		rs := mustParse(t, doc("a", 1)+"  - {id: b, bid_cpm: 1, creatives: [{id: b-1, w: 300, h: 250, adm: x}]}\n")
+		for i := range rs.Campaigns {
+			if slices.Contains(ids, rs.Campaigns[i].ID) {
+				rs.Campaigns[i].Currency = "EUR"
+			}
+		}
+		return rs
+	}
+	_, err = m.Apply(inEUR("a", "b"), ApplyOptions{})
+	var verrs rules.ValidationErrors
+	if !errors.As(err, &verrs) || len(verrs) != 1 || verrs[0].Path != "campaigns[0].currency" ||
+		!strings.Contains(verrs[0].Msg, "from USD, in which it has spent 0.022002") {
+		t.Fatalf("apply changing a's currency: %v; want one error at campaigns[0].currency naming its spend", err)
+	}
+	if st := m.Status(); st.Version != before {
+		t.Errorf("serving %s after a refused apply, want %s", st.Version, before)
+	}
+	res, err := m.Apply(inEUR("b"), ApplyOptions{})
+	if err != nil {
+		t.Fatalf("apply changing b's currency (nothing spent): %v", err)
+	}
+	if got := f.eng.Rules().Campaigns(); res.Version == before || len(got) != 2 {
+		t.Errorf("b's change not applied: version %s, %d campaigns", res.Version, len(got))
 	}
 }
 

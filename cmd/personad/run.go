@@ -192,7 +192,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	t0 = time.Now()
 	rcfg := reload.DefaultConfig()
 	rcfg.Engine, rcfg.Path, rcfg.DataDir, rcfg.Segments = eng, o.rules, o.dataDir, segs
-	rcfg.Logger, rcfg.Metrics = log, reg
+	rcfg.Logger, rcfg.Metrics, rcfg.Ledger = log, reg, led
 	rulesMgr, err := reload.New(rcfg)
 	if err != nil {
 		return usageErr(fmt.Errorf("loading rules from %s: %w", o.rules, err))
