@@ -399,7 +399,10 @@ campaigns:
 	// outliers whether Redis is up or not, so the bound is on the share
 	// of answers later than tmax, not on the single worst one.
 	// The outage must not slow decisions: compare with the same run
-	// while Redis answered (a blocked Redis call would cost 250ms+).
+	// while Redis answered (a blocked Redis call would cost 250ms+, and
+	// make most answers after the cut late; a CI run at load average 12
+	// had 0.37% late with Redis down and none with it up, so the margin
+	// is 1%).
 	lateShare := func(ds []time.Duration) float64 {
 		n := 0
 		for _, d := range ds {
@@ -410,7 +413,7 @@ campaigns:
 		return float64(n) / float64(len(ds))
 	}
 	late, lateUp := lateShare(down), lateShare(up)
-	if late > lateUp+0.002 {
+	if late > lateUp+0.01 {
 		t.Errorf("%.2f%% of Bids took tmax (%dms) or longer with Redis unreachable, %.2f%% with it up; max %v",
 			100*late, tmax, 100*lateUp, slices.Max(down))
 	}
