@@ -7,12 +7,12 @@ import (
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
-// OpenRTB 2.6 enumerations personad checks. A value outside its list is an
-// unknown enum value: the request is invalid rather than guessed at.
-const (
-	maxDeviceType = 7 // OpenRTB 2.6 list 7.21: 1..7, 0 unset
-	maxAdPosition = 7 // OpenRTB 2.6 list 7.12 (placement position): 0..7
-)
+// OpenRTB 2.6 takes device.devicetype and banner.pos from AdCOM 1.0
+// lists (Device Types, Placement Positions), which grow (device type 8,
+// out-of-home, came after OpenRTB 2.5) and reserve 500 and above for
+// exchange-specific values. personad reads neither field, so a value past
+// today's list is accepted, not refused: refusing it would turn away a
+// valid request. Only a negative value, which no list holds, is invalid.
 
 // validate checks req against the limits and returns the first problem as
 // a *ValidationError, or nil. Paths are built only on failure, so a valid
@@ -147,8 +147,8 @@ func validateImp(i int, imp *personadpb.Imp, l *Limits) error {
 			}
 		}
 	}
-	if b.Pos < 0 || b.Pos > maxAdPosition {
-		return invalid(p(".banner.pos"), fmt.Sprintf("%d is not an OpenRTB ad position (0..%d)", b.Pos, maxAdPosition))
+	if b.Pos < 0 {
+		return invalid(p(".banner.pos"), fmt.Sprintf("%d is not an AdCOM placement position (>= 0)", b.Pos))
 	}
 	switch f := imp.Bidfloor; {
 	case math.IsNaN(f) || math.IsInf(f, 0):
@@ -198,8 +198,8 @@ func validateDevice(d *personadpb.Device, l *Limits) error {
 	if d == nil {
 		return nil
 	}
-	if d.Devicetype < 0 || d.Devicetype > maxDeviceType {
-		return invalid("device.devicetype", fmt.Sprintf("%d is not an OpenRTB device type (0..%d)", d.Devicetype, maxDeviceType))
+	if d.Devicetype < 0 {
+		return invalid("device.devicetype", fmt.Sprintf("%d is not an AdCOM device type (>= 0)", d.Devicetype))
 	}
 	if err := checkLen("device", ".ua", d.Ua, l.MaxLongString); err != nil {
 		return err

@@ -1,8 +1,11 @@
 package bidder
 
 import (
+	"bytes"
 	"context"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -66,7 +69,7 @@ var badCases = []badCase{
 	}, "imp[0].banner.format[0].w", "exceeds the limit"},
 	{"too many formats", func(r *personadpb.BidRequest) { r.Imp[0].Banner.Format = formats(33) }, "imp[0].banner.format", "33 formats"},
 	{"negative w beside format", func(r *personadpb.BidRequest) { r.Imp[0].Banner.W = -1 }, "imp[0].banner.w", "must be > 0"},
-	{"bad pos", func(r *personadpb.BidRequest) { r.Imp[0].Banner.Pos = 9 }, "imp[0].banner.pos", "not an OpenRTB ad position"},
+	{"negative pos", func(r *personadpb.BidRequest) { r.Imp[0].Banner.Pos = -1 }, "imp[0].banner.pos", "not an AdCOM placement position"},
 	{"negative floor", func(r *personadpb.BidRequest) { r.Imp[0].Bidfloor = -0.5 }, "imp[0].bidfloor", "must be >= 0"},
 	{"NaN floor", func(r *personadpb.BidRequest) { r.Imp[0].Bidfloor = math.NaN() }, "imp[0].bidfloor", "not a number"},
 	{"infinite floor", func(r *personadpb.BidRequest) { r.Imp[0].Bidfloor = math.Inf(1) }, "imp[0].bidfloor", "not a number"},
@@ -96,7 +99,7 @@ var badCases = []badCase{
 	{"bad test", func(r *personadpb.BidRequest) { r.Test = 2 }, "test", "not 0 or 1"},
 	{"bad coppa", func(r *personadpb.BidRequest) { r.Regs = &personadpb.Regs{Coppa: 3} }, "regs.coppa", "not 0 or 1"},
 	{"bad gdpr", func(r *personadpb.BidRequest) { r.Regs = &personadpb.Regs{Gdpr: -1} }, "regs.gdpr", "not 0 or 1"},
-	{"bad devicetype", func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Devicetype: 8} }, "device.devicetype", "not an OpenRTB device type"},
+	{"negative devicetype", func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Devicetype: -1} }, "device.devicetype", "not an AdCOM device type"},
 	{"long ua", func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Ua: strings.Repeat("u", 4097)} }, "device.ua", "exceeds"},
 	{"bad cur", func(r *personadpb.BidRequest) { r.Cur = []string{"USD", "euro"} }, "cur[1]", "ISO-4217"},
 	{"too many cur", func(r *personadpb.BidRequest) { r.Cur = strs(17, "USD") }, "cur", "17 currencies"},
@@ -182,6 +185,37 @@ func TestValidationKeepsServing(t *testing.T) {
 	// No rules are loaded in this harness.
 	if hc.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("health = %v, want NOT_SERVING without rules", hc.Status)
+	}
+}
+
+// TestAdCOMListValuesAccepted: device.devicetype and banner.pos take
+// their values from AdCOM lists that grow and reserve 500 and above for
+// exchange-specific codes: out-of-home (8), a value past today's list and
+// an exchange's own value are valid requests, on both wires.
+func TestAdCOMListValuesAccepted(t *testing.T) {
+	s := newTestServer(t, "")
+	h := s.Handler()
+	for name, mutate := range map[string]func(*personadpb.BidRequest){
+		"devicetype 8 (out-of-home)": func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Devicetype: 8} },
+		"devicetype 9":               func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Devicetype: 9} },
+		"devicetype 500":             func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Devicetype: 500} },
+		"pos 8":                      func(r *personadpb.BidRequest) { r.Imp[0].Banner.Pos = 8 },
+		"pos 501":                    func(r *personadpb.BidRequest) { r.Imp[0].Banner.Pos = 501 },
+	} {
+		req := request(userCMO)
+		mutate(req)
+		if _, err := s.Bid(context.Background(), req); err != nil {
+			t.Errorf("%s: gRPC: %v", name, err)
+		}
+		body, err := marshalJSON.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PathBid, bytes.NewReader(body)))
+		if rec.Code != http.StatusOK && rec.Code != http.StatusNoContent {
+			t.Errorf("%s: HTTP %d %s, want 200 or 204", name, rec.Code, rec.Body)
+		}
 	}
 }
 

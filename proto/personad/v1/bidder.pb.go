@@ -326,10 +326,12 @@ func (x *Imp) GetSecure() int32 {
 type Banner struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Sizes the placement accepts; when empty, w x h is the only size.
-	Format        []*Format `protobuf:"bytes,1,rep,name=format,proto3" json:"format,omitempty"`
-	W             int32     `protobuf:"varint,2,opt,name=w,proto3" json:"w,omitempty"`
-	H             int32     `protobuf:"varint,3,opt,name=h,proto3" json:"h,omitempty"`
-	Pos           int32     `protobuf:"varint,4,opt,name=pos,proto3" json:"pos,omitempty"`
+	Format []*Format `protobuf:"bytes,1,rep,name=format,proto3" json:"format,omitempty"`
+	W      int32     `protobuf:"varint,2,opt,name=w,proto3" json:"w,omitempty"`
+	H      int32     `protobuf:"varint,3,opt,name=h,proto3" json:"h,omitempty"`
+	// Placement position (AdCOM 1.0 Placement Positions; 500 and above are
+	// exchange-specific). Not read by personad: any value >= 0 is accepted.
+	Pos           int32 `protobuf:"varint,4,opt,name=pos,proto3" json:"pos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -744,13 +746,16 @@ func (x *Publisher) GetDomain() string {
 
 // Device is the OpenRTB 2.6 Device object (the fields personad keeps).
 type Device struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ua            string                 `protobuf:"bytes,1,opt,name=ua,proto3" json:"ua,omitempty"`
-	Ip            string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
-	Devicetype    int32                  `protobuf:"varint,3,opt,name=devicetype,proto3" json:"devicetype,omitempty"`
-	Os            string                 `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
-	Language      string                 `protobuf:"bytes,5,opt,name=language,proto3" json:"language,omitempty"`
-	Geo           *Geo                   `protobuf:"bytes,6,opt,name=geo,proto3" json:"geo,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ua    string                 `protobuf:"bytes,1,opt,name=ua,proto3" json:"ua,omitempty"`
+	Ip    string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	// AdCOM 1.0 Device Type (8 is out-of-home; 500 and above are
+	// exchange-specific). Not read by personad: any value >= 0 is accepted,
+	// so that a value added to the list after this build is not refused.
+	Devicetype    int32  `protobuf:"varint,3,opt,name=devicetype,proto3" json:"devicetype,omitempty"`
+	Os            string `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
+	Language      string `protobuf:"bytes,5,opt,name=language,proto3" json:"language,omitempty"`
+	Geo           *Geo   `protobuf:"bytes,6,opt,name=geo,proto3" json:"geo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
