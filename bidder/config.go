@@ -83,7 +83,12 @@ type Limits struct {
 	// MaxDimension bounds banner widths and heights in pixels; default
 	// 10000 (rules.MaxCreativeDimension).
 	MaxDimension int32
-	// MaxFloorCPM bounds imp.bidfloor; default 10000 (rules.MaxBidCPM).
+	// MaxFloorCPM is no longer used: every finite imp.bidfloor >= 0 is
+	// valid, and a floor no campaign can meet (rules.MaxBidCPM caps bids)
+	// makes its impression a no-bid, not the request invalid (a floor of
+	// 15000 in a currency such as IDR is an ordinary one).
+	//
+	// Deprecated: ignored; any value is accepted.
 	MaxFloorCPM float64
 }
 
@@ -106,7 +111,6 @@ func DefaultConfig() Config {
 			MaxString:     256,
 			MaxLongString: 4096,
 			MaxDimension:  10_000,
-			MaxFloorCPM:   10_000,
 		},
 		MaxRecvMsgSize:       1 << 20,
 		MaxConcurrentStreams: 1024,
@@ -164,9 +168,6 @@ func (c *Config) check() error {
 		if f.v <= 0 {
 			bad("Limits.%s must be > 0", f.name)
 		}
-	}
-	if !(l.MaxFloorCPM > 0) {
-		bad("Limits.MaxFloorCPM must be > 0")
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package bidder
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -328,5 +329,60 @@ func TestHTTPIgnoresUndeclaredFields(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("the exchange's request vs its declared fields (-declared +exchange):\n%s", diff)
+	}
+}
+
+// TestFloorAboveEveryBid: a finite floor no campaign can meet (15000 in
+// IDR, 15000 in USD, 1e300) is a no-bid for its impression, not an
+// invalid request: the request's other impression still gets its bid, on
+// both wires, and ext.debug names the floor (or the floor's currency) as
+// the stage that stopped the campaign there.
+func TestFloorAboveEveryBid(t *testing.T) {
+	h := newHarness(t, testRules)
+	for _, tc := range []struct {
+		floor float64
+		cur   string
+		stage string
+	}{
+		{15000, "IDR", "currency"},
+		{15000, "", "floor"},
+		{1e300, "USD", "floor"},
+	} {
+		req := request(userCMO)
+		req.Imp = []*personadpb.Imp{
+			{Id: "high", Banner: &personadpb.Banner{W: 300, H: 250}, Bidfloor: tc.floor, Bidfloorcur: tc.cur},
+			{Id: "open", Banner: &personadpb.Banner{W: 300, H: 250}},
+		}
+		req.Ext = &personadpb.BidRequestExt{Debug: true}
+		resp, err := h.client.Bid(context.Background(), req)
+		if err != nil {
+			t.Fatalf("floor %v %s: %v", tc.floor, tc.cur, err)
+		}
+		bids := resp.GetSeatbid()
+		if len(bids) != 1 || len(bids[0].Bid) != 1 || bids[0].Bid[0].Impid != "open" {
+			t.Errorf("floor %v %s: seatbid %v, want one bid, on imp open", tc.floor, tc.cur, bids)
+		}
+		var got string
+		for _, c := range resp.GetExt().GetDebug().GetCampaigns() {
+			if c.Cid == "acme-cmo" && c.Impid == "high" {
+				got = c.Stage
+			}
+		}
+		if got != tc.stage {
+			t.Errorf("floor %v %s: acme-cmo on imp high: stage %q, want %q", tc.floor, tc.cur, got, tc.stage)
+		}
+
+		body, err := marshalJSON.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr, err := http.Post(h.http.URL+PathBid, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr.Body.Close()
+		if hr.StatusCode != http.StatusOK {
+			t.Errorf("floor %v %s: HTTP %s, want 200", tc.floor, tc.cur, hr.Status)
+		}
 	}
 }

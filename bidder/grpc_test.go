@@ -118,7 +118,6 @@ func TestNewConfig(t *testing.T) {
 		"negative margin": func(c *Config) { c.NetworkMargin = -1 },
 		"zero budget":     func(c *Config) { c.MaxBudget = 0 },
 		"zero imps":       func(c *Config) { c.Limits.MaxImps = 0 },
-		"NaN floor":       func(c *Config) { c.Limits.MaxFloorCPM = 0 },
 		"zero recv":       func(c *Config) { c.MaxRecvMsgSize = 0 },
 	} {
 		cfg := DefaultConfig()

@@ -80,11 +80,22 @@ func segmentFact(s *personadpb.Segment) (engine.Fact, bool) {
 	return engine.Fact{}, false
 }
 
-// floorToMicros converts a validated floor CPM (finite, 0..MaxFloorCPM) to
-// integer micro-units, rounding up: a bid must never fall below the
-// exchange's floor by a fraction of a micro. The tolerance absorbs the
-// float's binary error, so that 1.1 is 1_100_000 and not 1_100_001.
-func floorToMicros(cpm float64) int64 { return int64(math.Ceil(cpm*1e6 - 1e-6)) }
+// floorToMicros converts a validated floor CPM (finite, >= 0) to integer
+// micro-units, rounding up: a bid must never fall below the exchange's
+// floor by a fraction of a micro. The tolerance absorbs the float's binary
+// error, so that 1.1 is 1_100_000 and not 1_100_001. A floor whose
+// micro-units would not fit an int64 saturates at math.MaxInt64: no
+// campaign meets it either way (bids are at most rules.MaxBidCPM).
+func floorToMicros(cpm float64) int64 {
+	if cpm >= saturatedFloorCPM {
+		return math.MaxInt64
+	}
+	return int64(math.Ceil(cpm*1e6 - 1e-6))
+}
+
+// saturatedFloorCPM is a floor from which floorToMicros saturates: its
+// micro-units, 9e18, are just below math.MaxInt64 (9.22e18).
+const saturatedFloorCPM = 9e12
 
 // microsToCPM converts integer micro-units to a CPM price.
 func microsToCPM(micros int64) float64 { return float64(micros) / 1e6 }

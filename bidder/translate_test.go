@@ -1,6 +1,7 @@
 package bidder
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -156,6 +157,7 @@ func TestFloorToMicros(t *testing.T) {
 	}{
 		{0, 0}, {1, 1_000_000}, {1.1, 1_100_000}, {0.29, 290_000}, {4.35, 4_350_000},
 		{0.0000005, 1}, {0.0000004, 1}, {1.0000004, 1_000_001}, {9999.999999, 9_999_999_999}, {10000, 10_000_000_000},
+		{15000, 15_000_000_000}, {8.9e12, 8_900_000_000_000_000_000}, {9e12, math.MaxInt64}, {1e308, math.MaxInt64},
 	} {
 		if got := floorToMicros(tc.cpm); got != tc.want {
 			t.Errorf("floorToMicros(%v) = %d, want %d", tc.cpm, got, tc.want)

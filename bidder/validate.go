@@ -155,9 +155,10 @@ func validateImp(i int, imp *personadpb.Imp, l *Limits) error {
 		return invalid(p(".bidfloor"), fmt.Sprintf("%v is not a number", f))
 	case f < 0:
 		return invalid(p(".bidfloor"), fmt.Sprintf("%v must be >= 0", f))
-	case f > l.MaxFloorCPM:
-		return invalid(p(".bidfloor"), fmt.Sprintf("%v exceeds the limit of %v", f, l.MaxFloorCPM))
 	}
+	// A floor above every bid is valid: the impression gets no bid (stage
+	// floor, or currency when bidfloorcur is not the campaigns'), and the
+	// request's other impressions are decided as usual.
 	if imp.Bidfloorcur != "" && !isCurrency(imp.Bidfloorcur) {
 		return invalid(p(".bidfloorcur"), fmt.Sprintf("%q is not an ISO-4217 code (three upper-case letters)", imp.Bidfloorcur))
 	}

@@ -239,7 +239,10 @@ type Imp struct {
 	// Banner placement; required (personad bids on banner and native-like
 	// sized placements only).
 	Banner *Banner `protobuf:"bytes,2,opt,name=banner,proto3" json:"banner,omitempty"`
-	// Minimum bid for this impression, CPM, in bidfloorcur.
+	// Minimum bid for this impression, CPM, in bidfloorcur: any finite
+	// value >= 0 (negative, NaN or infinite is an invalid request). A floor
+	// above every campaign's bid, or in a currency no campaign bids in, is a
+	// no-bid for this impression only, not an invalid request.
 	Bidfloor float64 `protobuf:"fixed64,3,opt,name=bidfloor,proto3" json:"bidfloor,omitempty"`
 	// Currency of bidfloor (ISO-4217). Empty means USD.
 	Bidfloorcur string `protobuf:"bytes,4,opt,name=bidfloorcur,proto3" json:"bidfloorcur,omitempty"`
