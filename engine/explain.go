@@ -85,7 +85,10 @@ func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
 		if imp.FloorMicros == 0 || cmp.Or(imp.FloorCur, rules.DefaultCurrency) == c.Currency {
 			return "an earlier bid of this response is in another currency"
 		}
-		return fmt.Sprintf("floor currency %q, campaign bids in %s", imp.FloorCur, c.Currency)
+		if imp.FloorCur == "" {
+			return fmt.Sprintf("floor currency %s (bidfloorcur unset), campaign bids in %s", rules.DefaultCurrency, c.Currency)
+		}
+		return fmt.Sprintf("floor currency %s, campaign bids in %s", imp.FloorCur, c.Currency)
 	case StageBudget:
 		return "budget spent, or held back by even pacing"
 	case StageFrequency:
