@@ -21,7 +21,9 @@ import (
 // runExplain is `personactl explain [--all] [--campaign ID] [--json] [--keep] REQUEST.json`:
 // it sends the bid request with ext.debug set and prints why each campaign
 // did or did not bid. REQUEST.json is an OpenRTB 2.6 bid request, the same
-// JSON the exchange sends ("-" reads stdin). The request is decided as an
+// JSON the exchange sends ("-" reads stdin). --campaign with an id the
+// rules do not have prints the rest and fails (exit 1), naming it. The
+// request is decided as an
 // exchange's is, so each bid it gets has reserved its price and counted
 // against the user's frequency caps; unless --keep, a loss notice for each
 // bid then releases both, and asking why spends nothing.
@@ -169,8 +171,19 @@ func printExplanation(w io.Writer, req *personadpb.BidRequest, resp *personadpb.
 	for _, s := range stages {
 		parts = append(parts, fmt.Sprintf("%s %d", s, counts[s]))
 	}
-	_, err := fmt.Fprintf(w, "\nstages: %s\n", strings.Join(parts, ", "))
-	return err
+	if _, err := fmt.Fprintf(w, "\nstages: %s\n", strings.Join(parts, ", ")); err != nil {
+		return err
+	}
+	if campaign != "" && shown == 0 {
+		// The trace names every campaign of the rules, so an id it lacks
+		// is not in them: most likely a typo, which an empty table would
+		// have passed over in silence.
+		if dbg.GetRulesVersion() == "" {
+			return fmt.Errorf("explain: campaign %q: the server has no rules loaded", campaign)
+		}
+		return fmt.Errorf("explain: no campaign %q in rules %s (personactl rules get lists them)", campaign, dbg.GetRulesVersion())
+	}
+	return nil
 }
 
 // nbrText names the OpenRTB no-bid reasons personad answers.

@@ -138,3 +138,27 @@ func TestExplain(t *testing.T) {
 		t.Errorf("unknown command: %v, exit %d; want usage error", err, exitCode(err))
 	}
 }
+
+// TestExplainUnknownCampaign: --campaign with an id the rules do not have
+// (a typo) fails, exit 1, naming the id and the rules' version; it had
+// printed no table and no note, and exited 0.
+func TestExplainUnknownCampaign(t *testing.T) {
+	addr := startExplainServer(t)
+	p := filepath.Join(t.TempDir(), "cmo.json")
+	if err := os.WriteFile(p, []byte(`{"id": "r1", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}], "user": {"buyeruid": "u1"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: &out, stderr: &errb}
+	err := run(context.Background(), []string{"--addr", addr, "explain", "--campaign", "acme-cmoo", p}, e)
+	if want := `explain: no campaign "acme-cmoo" in rules v-test`; err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), want) {
+		t.Errorf("unknown campaign: %v (exit %d), want exit 1 and %q", err, exitCode(err), want)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--addr", addr, "explain", "--campaign", "zeta-wide", p}, e); err != nil {
+		t.Errorf("known campaign: %v", err)
+	}
+	if !strings.Contains(out.String(), "size   zeta-wide") {
+		t.Errorf("known campaign: output lacks its row:\n%s", out.String())
+	}
+}
