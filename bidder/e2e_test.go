@@ -231,6 +231,50 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
+// TestDebugTmaxWithinMargin: a debug request whose tmax leaves no time
+// after the network margin still explains its no-bid: ext.debug names the
+// rules and segment versions and the channel, and gives every campaign the
+// deadline stage with the reason (it had been an empty debug object).
+// The answer stays nbr 1, as without debug, and nothing is decided.
+func TestDebugTmaxWithinMargin(t *testing.T) {
+	s := newTestServer(t, testRules)
+	req := request(userCMO)
+	req.Tmax = 10 // the default network margin
+	req.Ext = &personadpb.BidRequestExt{Debug: true}
+	resp, err := s.Bid(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Seatbid) != 0 || resp.Nbr != NbrTechnicalError {
+		t.Errorf("got %v, want no-bid nbr 1", summarize(resp))
+	}
+	dbg := resp.GetExt().GetDebug()
+	if dbg.GetRulesVersion() != "test-v1" || dbg.GetSegmentsVersion() != 7 || dbg.GetChannel() != "web" {
+		t.Errorf("debug header: rules %q, segments %d, channel %q; want test-v1, 7, web", dbg.GetRulesVersion(), dbg.GetSegmentsVersion(), dbg.GetChannel())
+	}
+	if !slices.Contains(dbg.GetPersona(), "title:cmo") {
+		t.Errorf("persona %v lacks title:cmo", dbg.GetPersona())
+	}
+	var cids []string
+	for _, c := range dbg.GetCampaigns() {
+		cids = append(cids, c.Cid)
+		if c.Stage != "deadline" || !strings.Contains(c.Detail, "tmax 10ms leaves no time after the network margin of 10ms") {
+			t.Errorf("campaign %s: stage %q, detail %q; want deadline and why", c.Cid, c.Stage, c.Detail)
+		}
+	}
+	if want := []string{"acme-cmo", "beta-coord", "gamma-fintech"}; !slices.Equal(cids, want) {
+		t.Errorf("campaigns %v, want %v", cids, want)
+	}
+	if got := testutil.ToFloat64(s.metrics.noBids[engine.ReasonDeadline]); got != 1 {
+		t.Errorf("deadline no-bids counted = %v, want 1", got)
+	}
+
+	req.Ext = nil
+	if resp, err := s.Bid(context.Background(), req); err != nil || resp.Nbr != NbrTechnicalError || resp.Ext != nil {
+		t.Errorf("without debug: %v, %v; want nbr 1 and no ext", resp, err)
+	}
+}
+
 // TestJSONBothWires: one JSON body, as grpcurl -d sends it and as an
 // exchange POSTs it, gets the same answer on both wires.
 func TestJSONBothWires(t *testing.T) {

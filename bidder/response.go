@@ -98,13 +98,10 @@ func buildResponse(req *personadpb.BidRequest, d *engine.Decision, seat string, 
 	return resp
 }
 
-// noBidResponse answers a no-bid decided before the engine ran.
+// noBidResponse answers a no-bid decided before the engine ran, for a
+// request without ext.debug (Server.expired answers one with it).
 func noBidResponse(req *personadpb.BidRequest, nbr int32) *personadpb.BidResponse {
-	resp := &personadpb.BidResponse{Id: req.Id, Nbr: nbr}
-	if req.GetExt().GetDebug() {
-		resp.Ext = &personadpb.BidResponseExt{Debug: &personadpb.Debug{}}
-	}
-	return resp
+	return &personadpb.BidResponse{Id: req.Id, Nbr: nbr}
 }
 
 // debugInfo copies the decision's explanation: d is pooled scratch, so

@@ -2,6 +2,7 @@ package bidder
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,6 +133,9 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire)
 	if budget <= 0 {
 		m.requests[w][outcomeNoBid].Inc()
 		m.noBid(engine.ReasonDeadline)
+		if req.GetExt().GetDebug() {
+			return s.expired(req), nil
+		}
 		return noBidResponse(req, NbrTechnicalError), nil
 	}
 	deadline := time.Now().Add(budget)
@@ -152,6 +156,22 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire)
 		m.noBid(sc.d.NoBid)
 	}
 	return resp, nil
+}
+
+// expired answers a debug request whose tmax leaves no time after the
+// network margin: a no-bid (nbr 1) whose ext.debug names the versions,
+// channel and persona and gives every campaign the deadline stage, with
+// the reason. Debug requests only: it allocates.
+func (s *Server) expired(req *personadpb.BidRequest) *personadpb.BidResponse {
+	sc := s.scratch.Get().(*scratch)
+	defer s.putScratch(sc)
+	translate(req, s.cfg.Now(), &sc.q)
+	s.eng.Expired(&sc.q, &sc.d)
+	detail := fmt.Sprintf("tmax %dms leaves no time after the network margin of %v", req.Tmax, s.cfg.NetworkMargin)
+	for i := range sc.d.Trace {
+		sc.d.Trace[i].Detail = detail
+	}
+	return buildResponse(req, &sc.d, s.cfg.Seat, s.noticeURLs)
 }
 
 // budget is the time one decision may take: tmax minus the network margin,

@@ -162,6 +162,34 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 	}
 }
 
+// Expired answers q as Decide does when its deadline passed before the
+// decision began: a no-bid with ReasonDeadline (ReasonNoRules without
+// rules) naming the rules and segment versions, and for a debug query the
+// channel, the persona and a deadline entry for every campaign. No
+// campaign is considered and nothing is reserved. For the caller that
+// knows the time is already out (tmax within the network margin); it may
+// allocate, as a debug decision does.
+func (e *Engine) Expired(q *Query, d *Decision) {
+	d.reset()
+	r := e.state.Load().rules
+	if r == nil {
+		d.NoBid = ReasonNoRules
+		return
+	}
+	seg := e.segs.Current()
+	d.RulesVersion, d.NoBid = r.version, ReasonDeadline
+	if seg != nil {
+		d.SegmentsVersion = seg.Version()
+	}
+	s := getScratch(r)
+	defer putScratch(s)
+	s.channel, d.Channel = r.resolveChannel(q)
+	if q.Debug {
+		e.resolvePersona(e.bind(r, seg), q, s)
+		e.explain(r, s, q, d)
+	}
+}
+
 // candidates leaves in s.cand the campaigns whose index entries admit the
 // request: live, targeting.all and targeting.none satisfied by the persona,
 // the channel targeted, a creative of one of the impressions' sizes. It

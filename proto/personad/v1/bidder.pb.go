@@ -1590,7 +1590,9 @@ type CampaignDecision struct {
 	// status, flight, channel, targeting, currency, blocked, size, creative,
 	// floor, budget (budget spent, or even pacing held it back), frequency
 	// (the user's frequency cap is reached), already_bid, outranked,
-	// deadline, chosen.
+	// deadline, chosen. A request whose tmax leaves no time after the
+	// server's network margin is answered nbr 1 without a decision, and
+	// every campaign gets "deadline" with the reason.
 	Stage string `protobuf:"bytes,3,opt,name=stage,proto3" json:"stage,omitempty"`
 	// Human-readable detail, for example "no creative 728x90 for channel email".
 	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
