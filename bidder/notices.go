@@ -13,7 +13,6 @@ import (
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
 	personadpb "github.com/personad/personad/proto/personad/v1"
-	"github.com/personad/personad/rules"
 )
 
 // HTTP paths of the notice endpoints (Handler, with a ledger).
@@ -119,13 +118,21 @@ const maxPriceCPM = 1e9
 
 // parseCPM parses a clearing price as the exchange substitutes it: a plain
 // decimal number of currency units per 1000 impressions. It returns the
-// price in CPM micro-units.
+// price in CPM micro-units, read exactly from the decimal digits (no
+// float): six decimals, as bid prices have, and a seventh digit of 5 or
+// more rounds up. Digits past the sixth are an exchange's float noise
+// ("4.5000000001"), which must not turn a price equal to the bid into one
+// above it; the bill is then price / 1000 per impression, rounded up
+// (engine.ImpressionMicros), and checked against the bid's reservation,
+// which it never exceeds.
 func parseCPM(s string) (int64, error) {
 	switch {
 	case s == "":
 		return 0, &ValidationError{Path: "price", Msg: "required"}
 	case strings.HasPrefix(s, "-"):
 		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is negative", s)}
+	case s == ".":
+		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is not a decimal number", s)}
 	}
 	dot := false
 	for i := 0; i < len(s); i++ {
@@ -137,14 +144,28 @@ func parseCPM(s string) (int64, error) {
 			return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is not a decimal number", truncate(s, 64))}
 		}
 	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || s == "." {
-		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is not a decimal number", truncate(s, 64))}
-	}
-	if v > maxPriceCPM {
+	whole, frac, _ := strings.Cut(s, ".")
+	whole = strings.TrimLeft(whole, "0")
+	if len(whole) > 10 { // above maxPriceCPM, and the sum below could overflow
 		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is above any bid", truncate(s, 64))}
 	}
-	return rules.Micros(v), nil
+	var micros int64
+	for i := 0; i < len(whole); i++ {
+		micros = micros*10 + int64(whole[i]-'0')
+	}
+	for i := range 6 {
+		micros *= 10
+		if i < len(frac) {
+			micros += int64(frac[i] - '0')
+		}
+	}
+	if len(frac) > 6 && frac[6] >= '5' {
+		micros++
+	}
+	if micros > maxPriceCPM*1e6 {
+		return 0, &ValidationError{Path: "price", Msg: fmt.Sprintf("%q is above any bid", truncate(s, 64))}
+	}
+	return micros, nil
 }
 
 func truncate(s string, n int) string {

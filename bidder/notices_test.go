@@ -537,6 +537,9 @@ func TestBidWinBillReport(t *testing.T) {
 	}
 }
 
+// TestParseCPM: a clearing price is read exactly from its digits, to six
+// decimals, a seventh digit of 5 or more rounding up (a float read had
+// rounded some halves down: 0.1286135 was 128613).
 func TestParseCPM(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -545,6 +548,10 @@ func TestParseCPM(t *testing.T) {
 	}{
 		{"0", 0, true}, {"3.25", 3_250_000, true}, {"4.5", 4_500_000, true}, {".5", 500_000, true},
 		{"7.", 7_000_000, true}, {"0.0000004", 0, true}, {"0.0000005", 1, true},
+		{"0.1286135", 128_614, true}, {"0.0009975", 998, true}, {"1.0000001", 1_000_000, true},
+		{"1.0000005", 1_000_001, true}, {"4.49999949999", 4_499_999, true}, {"007.25", 7_250_000, true},
+		{"1000000000", 1e15, true}, {"1000000000.0000001", 1e15, true}, {"1000000000.000001", 0, false},
+		{"99999999999", 0, false}, {"00000000000000000001", 1_000_000, true},
 		{"", 0, false}, {"-0", 0, false}, {"+1", 0, false}, {"1,5", 0, false}, {".", 0, false},
 		{"1.2.3", 0, false}, {"Inf", 0, false}, {"0x10", 0, false}, {" 1", 0, false},
 	} {

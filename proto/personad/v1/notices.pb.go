@@ -132,8 +132,13 @@ type BillRequest struct {
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// Clearing price, CPM, as the exchange substitutes it into
 	// ${AUCTION_PRICE}: a decimal number such as "3.25" in the bid's
-	// currency, at most the bid's price; required. The ledger settles
-	// price / 1000 per impression, in micro-units rounded up.
+	// currency, at most the bid's price; required. The price is read to
+	// six decimals, the micro-units of CPM that bid prices have (a seventh
+	// decimal of 5 or more rounds up, further digits are ignored: an
+	// exchange's float noise must not put a price equal to the bid above
+	// it); the ledger then settles that / 1000 per impression, in
+	// micro-units rounded up, which is never more than the bid reserved.
+	// So "1.0000001" settles 1000 micro-units and "1.0000005" 1001.
 	Price         string `protobuf:"bytes,2,opt,name=price,proto3" json:"price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
