@@ -2,6 +2,7 @@ package bidder
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,7 +48,9 @@ var (
 //	                    when the JSON does not decode: a wrong type, a
 //	                    duplicate field; OpenRTB fields personad does not
 //	                    read are ignored), 413 over the size
-//	                    limit, 415 for a non-JSON Content-Type.
+//	                    limit (as sent, and decompressed), 415 for a
+//	                    non-JSON Content-Type or a Content-Encoding
+//	                    other than gzip or identity.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
 //	GET  /notice/win?t=TOKEN[&price=P]
 //	GET  /notice/bill?t=TOKEN&price=P
@@ -93,17 +97,12 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	buf := bodyPool.Get().(*bytes.Buffer)
 	defer putBody(buf)
 	buf.Reset()
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxRecvMsgSize)))
-	body := buf.Bytes()
-	if err != nil {
+	if code, err := s.readBody(w, r, buf); err != nil {
 		s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("bidder: request body exceeds %d bytes", mbe.Limit), "")
-			return
-		}
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %v", ErrBadBody, err), "")
+		writeError(w, code, err, "")
 		return
 	}
+	body := buf.Bytes()
 	req := &personadpb.BidRequest{}
 	if err := unmarshalJSON.Unmarshal(body, req); err != nil {
 		s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
@@ -143,6 +142,64 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json")
 	w.Write(out)
 }
+
+// readBody reads r's body into buf: at most MaxRecvMsgSize bytes as sent
+// and, with Content-Encoding gzip (exchanges compress their requests),
+// at most MaxRecvMsgSize bytes once decompressed, so that a small
+// compressed body cannot make the server inflate a large one: a zip bomb
+// is read only up to the limit, then refused (413). An encoding other
+// than gzip or identity is 415, naming it. On error it returns the HTTP
+// status to answer.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (int, error) {
+	limit := int64(s.cfg.MaxRecvMsgSize)
+	body := http.MaxBytesReader(w, r.Body, limit)
+	switch enc := r.Header.Get("Content-Encoding"); {
+	case enc == "" || strings.EqualFold(enc, "identity"):
+		_, err := buf.ReadFrom(body)
+		return bodyError(err, "")
+	case strings.EqualFold(enc, "gzip") || strings.EqualFold(enc, "x-gzip"):
+		zr, _ := gzipPool.Get().(*gzip.Reader)
+		var err error
+		if zr == nil {
+			zr, err = gzip.NewReader(body)
+		} else {
+			err = zr.Reset(body)
+		}
+		if err != nil {
+			return bodyError(err, "decompressing: ")
+		}
+		// A pooled reader keeps this body until its next Reset: the
+		// request's, done with once the handler returns.
+		defer gzipPool.Put(zr)
+		n, err := buf.ReadFrom(io.LimitReader(zr, limit+1))
+		if err != nil {
+			return bodyError(err, "decompressing: ")
+		}
+		if n > limit {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("bidder: request body exceeds %d bytes once decompressed", limit)
+		}
+		return 0, nil
+	default:
+		return http.StatusUnsupportedMediaType, fmt.Errorf("bidder: Content-Encoding %q: want gzip or identity", enc)
+	}
+}
+
+// bodyError is readBody's answer to an error reading the body: 413 for a
+// body over the limit as sent, else 400. what prefixes the error: the
+// step that failed.
+func bodyError(err error, what string) (int, error) {
+	if err == nil {
+		return 0, nil
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("bidder: request body exceeds %d bytes", mbe.Limit)
+	}
+	return http.StatusBadRequest, fmt.Errorf("%w: %s%v", ErrBadBody, what, err)
+}
+
+// gzipPool recycles the decompressors of gzip request bodies (each holds
+// some 40 KB of tables and window).
+var gzipPool sync.Pool // *gzip.Reader
 
 // bodyPool recycles the OpenRTB JSON wire's request and response buffers.
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

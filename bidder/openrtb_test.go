@@ -1,8 +1,11 @@
 package bidder
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -148,5 +151,64 @@ func TestHealthzAndMetrics(t *testing.T) {
 	}
 	if strings.Contains(body, "secret-user-id") || strings.Contains(body, `"r"`) {
 		t.Error("/metrics carries a user or request id")
+	}
+}
+
+// TestHTTPGzipBody: a body sent with Content-Encoding gzip, as exchanges
+// send them, is decompressed (it had been 400, "invalid value \u001f"),
+// within the size limit applied to the decompressed bytes too, so a small
+// zip bomb is 413; a body that is not gzip is 400 and another encoding
+// 415, naming it.
+func TestHTTPGzipBody(t *testing.T) {
+	h := newHarness(t, testRules)
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(s))
+		zw.Close()
+		return b.Bytes()
+	}
+	reqJSON, err := marshalJSON.Marshal(request(userCMO))
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := make([]byte, 1<<20+1)
+	rand.NewChaCha8([32]byte{1}).Read(random)
+	bomb := gz(`{"id":"r"` + strings.Repeat(" ", 8<<20) + `}`)
+	for _, tc := range []struct {
+		name, enc string
+		body      []byte
+		code      int
+		want      string // substring of the error, or of the bid response
+	}{
+		{"gzip", "gzip", gz(string(reqJSON)), 200, `"cid":"acme-cmo"`},
+		{"gzip, any case", "GZip", gz(string(reqJSON)), 200, `"cid":"acme-cmo"`},
+		{"identity", "identity", reqJSON, 200, `"cid":"acme-cmo"`},
+		{"bomb", "gzip", bomb, 413, "bidder: request body exceeds 1048576 bytes once decompressed"},
+		{"large as sent", "gzip", gz(string(random)), 413, "bidder: request body exceeds 1048576 bytes"},
+		{"not gzip", "gzip", reqJSON, 400, "request body is not a valid BidRequest: decompressing: gzip: invalid header"},
+		{"truncated", "gzip", gz(string(reqJSON))[:40], 400, "decompressing: unexpected EOF"},
+		{"brotli", "br", reqJSON, 415, `bidder: Content-Encoding \"br\": want gzip or identity`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(bomb) > 64<<10 {
+				t.Fatalf("the bomb is %d bytes compressed, want a small one", len(bomb))
+			}
+			r, err := http.NewRequest(http.MethodPost, h.http.URL+PathBid, bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Content-Encoding", tc.enc)
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.want) {
+				t.Errorf("status %d %s; want %d and %q", resp.StatusCode, b, tc.code, tc.want)
+			}
+		})
 	}
 }
