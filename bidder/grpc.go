@@ -54,9 +54,11 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}
 	gs := grpc.NewServer(append(opts, extra...)...)
-	personadpb.RegisterBidderServer(gs, s)
+	// Bidder and Notices as generated, but a request that is not valid
+	// protobuf is INVALID_ARGUMENT, counted (malformed.go).
+	gs.RegisterService(bidderDesc, s)
 	if s.cfg.Ledger != nil {
-		personadpb.RegisterNoticesServer(gs, &noticesService{s: s})
+		gs.RegisterService(noticesDesc, &noticesService{s: s})
 		personadpb.RegisterReportsServer(gs, &reportsService{s: s})
 	}
 	healthpb.RegisterHealthServer(gs, s.health)

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -55,6 +56,7 @@ const noticeKey = "bidder test notice key, 32 bytes"
 type moneyHarness struct {
 	srv     *Server
 	led     *ledger.Ledger
+	conn    *grpc.ClientConn
 	bidder  personadpb.BidderClient
 	notices personadpb.NoticesClient
 	reports personadpb.ReportsClient
@@ -108,7 +110,7 @@ func newMoneyHarness(t *testing.T, doc string, l *ledger.Ledger) *moneyHarness {
 	conn, stop := serveBufconn(t, s.GRPCServer(), 1<<20)
 	var once sync.Once
 	h := &moneyHarness{
-		srv: s, led: l, http: hs,
+		srv: s, led: l, http: hs, conn: conn,
 		bidder:  personadpb.NewBidderClient(conn),
 		notices: personadpb.NewNoticesClient(conn),
 		reports: personadpb.NewReportsClient(conn),

@@ -34,6 +34,12 @@ func newServerCodec() serverCodec {
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
+	case decodeTarget: // malformed.go
+		msg, errp := m.target()
+		if err := c.CodecV2.Unmarshal(data, msg); err != nil {
+			*errp = malformedError(msg, data.Materialize(), err)
+		}
+		return nil
 	case *personadpb.UploadRequest:
 		return unmarshalUploadRequest(data, m)
 	case *personadpb.RulesApplyRequest, *personadpb.RulesValidateRequest:

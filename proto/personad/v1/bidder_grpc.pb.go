@@ -42,7 +42,10 @@ type BidderClient interface {
 	// Bid decides, within the request's tmax, which persona-matched creative to
 	// bid with on each impression, or answers a no-bid with an OpenRTB reason
 	// code in BidResponse.nbr. A malformed request fails with INVALID_ARGUMENT
-	// whose message names the field path, for example "imp[0].banner.format[2].w".
+	// whose message names the field path, for example "imp[0].banner.format[2].w";
+	// so does a request that is not valid protobuf (a string that is not
+	// UTF-8, wire data cut short): "user.data[0].segment[1].id: not valid
+	// protobuf: …".
 	Bid(ctx context.Context, in *BidRequest, opts ...grpc.CallOption) (*BidResponse, error)
 }
 
@@ -73,7 +76,10 @@ type BidderServer interface {
 	// Bid decides, within the request's tmax, which persona-matched creative to
 	// bid with on each impression, or answers a no-bid with an OpenRTB reason
 	// code in BidResponse.nbr. A malformed request fails with INVALID_ARGUMENT
-	// whose message names the field path, for example "imp[0].banner.format[2].w".
+	// whose message names the field path, for example "imp[0].banner.format[2].w";
+	// so does a request that is not valid protobuf (a string that is not
+	// UTF-8, wire data cut short): "user.data[0].segment[1].id: not valid
+	// protobuf: …".
 	Bid(context.Context, *BidRequest) (*BidResponse, error)
 	mustEmbedUnimplementedBidderServer()
 }

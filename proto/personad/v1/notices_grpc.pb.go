@@ -50,7 +50,8 @@ const (
 //
 //	INVALID_ARGUMENT     a forged or malformed token, or a price that is
 //	                     not a decimal number, is negative, or is above
-//	                     the bid (HTTP 400);
+//	                     the bid, or a request that is not valid
+//	                     protobuf, naming the field (HTTP 400);
 //	NOT_FOUND            a bid the ledger does not know: never made, or
 //	                     finished longer ago than the ledger remembers
 //	                     (HTTP 404);
@@ -133,7 +134,8 @@ func (c *noticesClient) Loss(ctx context.Context, in *LossRequest, opts ...grpc.
 //
 //	INVALID_ARGUMENT     a forged or malformed token, or a price that is
 //	                     not a decimal number, is negative, or is above
-//	                     the bid (HTTP 400);
+//	                     the bid, or a request that is not valid
+//	                     protobuf, naming the field (HTTP 400);
 //	NOT_FOUND            a bid the ledger does not know: never made, or
 //	                     finished longer ago than the ledger remembers
 //	                     (HTTP 404);

@@ -1,0 +1,182 @@
+package bidder
+
+import (
+	"context"
+	"fmt"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+)
+
+// A request message that is not valid protobuf (truncated wire data, a
+// string field that is not UTF-8) fails in the codec, and grpc-go turns
+// any codec error into INTERNAL before a handler or interceptor runs
+// (rpc_util.go recv, v1.85), uncounted. For the exchange-facing methods,
+// Bidder/Bid and the Notices, the server registers handlers of its own
+// (same services, same methods) that decode into a decoded[T]: the
+// server codec keeps its decoding error there instead of failing, and the
+// handler answers INVALID_ARGUMENT naming the field, counted as the HTTP
+// wire counts an undecodable body. The messages are decoded exactly as
+// before, by grpc-go's proto codec.
+
+// decodeTarget is a request the server codec decodes without failing:
+// the error, if any, is kept in the request.
+type decodeTarget interface {
+	target() (proto.Message, *error)
+}
+
+// decoded is one request message and its decoding error.
+type decoded[T any, PT interface {
+	*T
+	proto.Message
+}] struct {
+	msg T
+	err error
+}
+
+func (d *decoded[T, PT]) target() (proto.Message, *error) { return PT(&d.msg), &d.err }
+
+// lenientHandler is a unary handler like protoc-gen-go-grpc's, whose
+// request is decoded into a decoded[T]: a malformed one is answered by
+// malformed (given the codec's *ValidationError, from malformedError)
+// instead of the codec's INTERNAL, without calling interceptors or the
+// method.
+func lenientHandler[T any, PT interface {
+	*T
+	proto.Message
+}](fullMethod string, call func(srv any, ctx context.Context, req PT) (any, error), malformed func(srv any, err error) error) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		in := new(decoded[T, PT])
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		req := PT(&in.msg)
+		if in.err != nil {
+			return nil, malformed(srv, in.err)
+		}
+		if interceptor == nil {
+			return call(srv, ctx, req)
+		}
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: fullMethod}
+		return interceptor(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return call(srv, ctx, req.(PT))
+		})
+	}
+}
+
+// withHandlers returns a copy of desc whose named methods have the given
+// handlers.
+func withHandlers(desc grpc.ServiceDesc, handlers map[string]grpc.MethodHandler) *grpc.ServiceDesc {
+	desc.Methods = append([]grpc.MethodDesc(nil), desc.Methods...)
+	for i, m := range desc.Methods {
+		if h, ok := handlers[m.MethodName]; ok {
+			desc.Methods[i].Handler = h
+			delete(handlers, m.MethodName)
+		}
+	}
+	if len(handlers) > 0 {
+		panic(fmt.Sprintf("bidder: %s has no methods %v", desc.ServiceName, handlers))
+	}
+	return &desc
+}
+
+// bidderDesc is personad.v1.Bidder with Bid decoded leniently.
+var bidderDesc = withHandlers(personadpb.Bidder_ServiceDesc, map[string]grpc.MethodHandler{
+	"Bid": lenientHandler(personadpb.Bidder_Bid_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.BidRequest) (any, error) {
+			return srv.(personadpb.BidderServer).Bid(ctx, req)
+		},
+		func(srv any, err error) error {
+			srv.(*Server).metrics.requests[wireGRPC][outcomeInvalid].Inc()
+			return grpcError(err)
+		}),
+})
+
+// noticesDesc is personad.v1.Notices with every method decoded
+// leniently.
+var noticesDesc = withHandlers(personadpb.Notices_ServiceDesc, map[string]grpc.MethodHandler{
+	"Win": lenientHandler(personadpb.Notices_Win_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.WinRequest) (any, error) {
+			return srv.(personadpb.NoticesServer).Win(ctx, req)
+		}, malformedNotice(kindWin)),
+	"Bill": lenientHandler(personadpb.Notices_Bill_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.BillRequest) (any, error) {
+			return srv.(personadpb.NoticesServer).Bill(ctx, req)
+		}, malformedNotice(kindBill)),
+	"Loss": lenientHandler(personadpb.Notices_Loss_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.LossRequest) (any, error) {
+			return srv.(personadpb.NoticesServer).Loss(ctx, req)
+		}, malformedNotice(kindLoss)),
+})
+
+func malformedNotice(k noticeKind) func(srv any, err error) error {
+	return func(srv any, err error) error {
+		srv.(*noticesService).s.metrics.notice(wireGRPC, k, err)
+		return grpcError(err)
+	}
+}
+
+// malformedError describes why b, m's wire bytes, did not decode: a
+// *ValidationError whose path is the field that failed, as the HTTP wire
+// names it ("user.data[0].segment[1].id"), or the message's name when no
+// field is to blame. It walks the bytes again, only on this error path.
+func malformedError(m proto.Message, b []byte, err error) error {
+	md := m.ProtoReflect().Descriptor()
+	path, _ := wirePath(b, md)
+	if path == "" {
+		path = string(md.Name())
+	}
+	return &ValidationError{Path: path, Msg: fmt.Sprintf("not valid protobuf: %v", err)}
+}
+
+// wirePath finds the first field of b, a message of md, that does not
+// decode: wire data cut short or malformed, or a string that is not
+// UTF-8. It returns its path and true, or "", true when the fault is in b
+// itself rather than in one of its fields, or false when it finds none.
+// A repeated field's index counts its entries in b.
+func wirePath(b []byte, md protoreflect.MessageDescriptor) (string, bool) {
+	seen := map[protowire.Number]int{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", true
+		}
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		name := ""
+		if fd != nil {
+			name = string(fd.Name())
+			if fd.IsList() {
+				name = fmt.Sprintf("%s[%d]", name, seen[num])
+				seen[num]++
+			}
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return name, true
+		}
+		if fd != nil && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b)
+			switch fd.Kind() {
+			case protoreflect.StringKind:
+				if !utf8.Valid(v) {
+					return name, true
+				}
+			case protoreflect.MessageKind:
+				if p, ok := wirePath(v, fd.Message()); ok {
+					if p == "" {
+						return name, true
+					}
+					return name + "." + p, true
+				}
+			}
+		}
+		b = b[n:]
+	}
+	return "", false
+}
