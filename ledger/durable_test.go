@@ -3,9 +3,11 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -430,6 +432,45 @@ func TestCorruptionBeforeTailIsAnError(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, segName(1<<40)), nil, 0o644)
 	if _, err := New(durableConfig(clk, dir)); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+}
+
+// TestConcurrentCampaignsReopen creates campaigns from many goroutines at
+// once, as concurrent rules compilations may, then closes and reopens the
+// ledger: every campaign key must reach the log in the order it was
+// given, or replay refuses the log as corrupt.
+func TestConcurrentCampaignsReopen(t *testing.T) {
+	clk := newFakeClock(t0)
+	for round := range 5 {
+		dir := t.TempDir()
+		l, err := New(durableConfig(clk, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 200 {
+					if _, err := l.Campaign(fmt.Sprintf("c-%d-%d", g, i), Limits{}); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l2, err := New(durableConfig(clk, dir))
+		if err != nil {
+			t.Fatalf("round %d: reopen: %v", round, err)
+		}
+		if n := len(l2.Report(t0)); n != 8*200 {
+			t.Errorf("round %d: %d campaigns after reopening, want %d", round, n, 8*200)
+		}
+		l2.Close()
 	}
 }
 

@@ -356,11 +356,14 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 	created := c == nil
 	if created {
 		c = l.addCampaignLocked(id)
+		if l.log != nil {
+			// Under l.mu, so that keys reach the log in the order they
+			// were given: replay takes a key out of order for corruption.
+			// Lock order: l.mu, then the journal's.
+			l.log.appendCampaign(c.key, id)
+		}
 	}
 	l.mu.Unlock()
-	if created && l.log != nil {
-		l.log.appendCampaign(c.key, id)
-	}
 	if old := c.limits.Load(); old == nil || *old != lim {
 		c.limits.Store(&lim)
 		l.leases.request(c)
