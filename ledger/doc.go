@@ -56,7 +56,9 @@
 // under-counts spend (a restart never resets it); the price of a crash is
 // the unspent part of the campaign's ceiling counted as spent without an
 // impression: less than two leases, because a refill tops the ceiling up
-// while up to one lease is still unspent (measured: up to 1.38 leases per
+// only while less than one lease is still unspent, whatever asked for it
+// (a change of the limits, as a rules reload makes, asks too;
+// TestLimitChangesDoNotStackLeases) (measured: up to 1.38 leases per
 // SIGKILL). A lease is max(LeaseFraction of the budget, LeaseMinMicros,
 // four times the largest price), capped at the budget: 0.5% of a large
 // budget, but LeaseMinMicros (1.00) is 5% of a 20.00 daily budget. A clean

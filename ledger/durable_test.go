@@ -435,6 +435,92 @@ func TestCorruptionBeforeTailIsAnError(t *testing.T) {
 	}
 }
 
+// TestLimitChangesDoNotStackLeases changes a campaign's limits ten times
+// (frequency cap, budget up and down: what rules reloads do, each asking
+// for a lease), spends a little, lowers the budget below the lease held
+// and raises it again, then crashes: a lease is topped up only when it
+// runs low, so the crash counts less than two leases as spent (the bound
+// ledger/doc.go states), for a daily and for a total budget; and the
+// lowered budget is enforced and the raised one leased again.
+func TestLimitChangesDoNotStackLeases(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lim  func(budget int64) Limits
+	}{
+		{"daily", func(b int64) Limits { return Limits{DailyMicros: b, Pacing: PacingASAP, CapWindow: time.Hour} }},
+		{"total", func(b int64) Limits { return Limits{TotalMicros: b, Pacing: PacingASAP, CapWindow: time.Hour} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(t0)
+			dir := t.TempDir()
+			ctx := context.Background()
+			now := t0.UnixNano()
+			l, err := New(durableConfig(clk, dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			budgets := []int64{1000, 1000, 400, 2000, 2000, 300, 1000, 1000, 600, 1000}
+			c := mustCampaign(t, l, "c", tc.lim(budgets[0]*unit))
+			var lease int64 // the largest lease in force
+			for i, b := range budgets {
+				lim := tc.lim(b * unit)
+				lim.CapMax = int32(i + 1)
+				mustCampaign(t, l, "c", lim)
+				if err := l.Lease(ctx, c, now); err != nil { // a reload's warm-up
+					t.Fatal(err)
+				}
+				lease = max(lease, l.leaseChunk(c, b*unit))
+				if _, err := reserve(l, c, uint64(i+1), uint64(i+1), unit/10, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Lowered below the lease held: the budget is what binds.
+			low := tc.lim(3 * unit)
+			mustCampaign(t, l, "c", low)
+			bid := uint64(100)
+			for ; ; bid++ {
+				_, err := reserve(l, c, bid, 0, unit/2, now)
+				if errors.Is(err, ErrBudget) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if r := l.Report(t0)[0]; max(r.SpentTodayMicros, r.TotalSpentMicros) != 3*unit {
+				t.Fatalf("lowered budget: spent %d today, %d in all, want %d", r.SpentTodayMicros, r.TotalSpentMicros, 3*unit)
+			}
+			// Raised again: leases come as the spend needs them.
+			mustCampaign(t, l, "c", tc.lim(1000*unit))
+			for end := bid + 40; bid < end; bid++ {
+				if _, err := reserve(l, c, bid, 0, unit/2, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for c.needLease.Load() {
+				time.Sleep(time.Millisecond) // a background grant asked for by the changes
+			}
+			if err := l.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			crash := t.TempDir()
+			copyDir(t, dir, crash) // kill -9
+			l2, err := New(durableConfig(clk, crash))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close()
+			r := l2.Report(t0)[0]
+			t.Logf("counted as spent by the crash: %d micros (%.2f leases of %d)", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
+			if r.CrashCountedMicros >= 2*lease {
+				t.Errorf("a crash after %d limit changes counted %d micros as spent, %.1f leases of %d; want fewer than 2",
+					len(budgets)+2, r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
+			}
+		})
+	}
+}
+
 // TestConcurrentCampaignsReopen creates campaigns from many goroutines at
 // once, as concurrent rules compilations may, then closes and reopens the
 // ledger: every campaign key must reach the log in the order it was

@@ -205,11 +205,16 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 			}
 			newD, newT = ceilD+g.Daily, ceilT+g.Total
 		} else {
-			if lim.DailyMicros > 0 {
-				newD = min(lim.DailyMicros, max(ceilD, usedD)+l.leaseChunk(c, lim.DailyMicros))
+			// Top up only a lease that runs low, as the Leaser path asks:
+			// every change of the limits (a reload that touches the
+			// campaign) asks for a lease too, and a chunk added whatever
+			// the headroom would stack up unspent lease that a crash then
+			// counts as spent.
+			if ch := l.leaseChunk(c, lim.DailyMicros); lim.DailyMicros > 0 && ceilD-usedD < ch {
+				newD = min(lim.DailyMicros, max(ceilD, usedD)+ch)
 			}
-			if lim.TotalMicros > 0 {
-				newT = min(lim.TotalMicros, max(ceilT, usedT)+l.leaseChunk(c, lim.TotalMicros))
+			if ch := l.leaseChunk(c, lim.TotalMicros); lim.TotalMicros > 0 && ceilT-usedT < ch {
+				newT = min(lim.TotalMicros, max(ceilT, usedT)+ch)
 			}
 		}
 		if newD == ceilD && newT == ceilT {
