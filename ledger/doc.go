@@ -47,7 +47,9 @@
 // system call, holding one of the server's Ps, for a fifth to a third of
 // that P's time under bid load (BENCHMARKS.md §2). Notices, leases and
 // Flush wait for their record to be durable (fsynced, with everything
-// before it). Reservations do not wait: instead a campaign may only spend
+// before it); a repeated notice waits for the record of the one it
+// repeats, whose caller may have given up first, and fails while the log
+// has failed. Reservations do not wait: instead a campaign may only spend
 // within a lease, a ceiling on its daily and total spend that is itself a
 // log record, fsynced before the hot path may use it (the same mechanism as
 // the Redis leases below). Replay after a crash counts as spent, per

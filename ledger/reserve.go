@@ -262,6 +262,15 @@ func (l *Ledger) notice(ctx context.Context, kind byte, bid uint64, price, now i
 	changed, err := l.apply(&r, kind, price)
 	if err != nil || !changed {
 		s.mu.Unlock()
+		if err == nil && l.log != nil {
+			// A repeat, or a notice an earlier one made moot. The record
+			// of that earlier notice was appended before its change could
+			// be seen here, but its caller may have gone (its context
+			// ended, or the log failed) before the record was durable:
+			// acknowledge the repeat only once it is, and not at all when
+			// the log has failed.
+			return l.log.wait(ctx, l.log.appendedSeq())
+		}
 		return err
 	}
 	s.m[bid] = r

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -249,5 +250,66 @@ func TestCloseSyncs(t *testing.T) {
 	}
 	if s := stateOf(l); s.syncs != before.syncs+1 || s.durable != s.appended {
 		t.Errorf("Close did not fsync: before %+v, after %+v", before, s)
+	}
+}
+
+// TestRetriedNoticeWaitsForItsRecord retries each kind of notice whose
+// first attempt changed the ledger but returned an error before its
+// record was durable: when the caller's context ended, the retry returns
+// only once that record is fsynced (not at once, when a crash could
+// still lose it); when the log has failed, the retry fails too.
+func TestRetriedNoticeWaitsForItsRecord(t *testing.T) {
+	kinds := []struct {
+		name   string
+		notice func(l *Ledger, ctx context.Context, bid uint64) error
+	}{
+		{"win", func(l *Ledger, ctx context.Context, bid uint64) error { return l.Win(ctx, bid, t0.UnixNano()) }},
+		{"bill", func(l *Ledger, ctx context.Context, bid uint64) error { return l.Bill(ctx, bid, unit/2, t0.UnixNano()) }},
+		{"loss", func(l *Ledger, ctx context.Context, bid uint64) error { return l.Loss(ctx, bid, t0.UnixNano()) }},
+	}
+	for _, k := range kinds {
+		t.Run(k.name+"/cancelled", func(t *testing.T) {
+			cfg := durableConfig(newFakeClock(t0), t.TempDir())
+			cfg.SyncInterval = 300 * time.Millisecond // the notice's write waits this long after the last
+			cfg.LeaseFraction = 1
+			l := newLedger(t, cfg)
+			c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+			ctx := context.Background()
+			if _, err := reserve(l, c, 7, 0, unit, t0.UnixNano()); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			gone, cancel := context.WithCancel(ctx)
+			cancel() // the exchange hung up
+			if err := k.notice(l, gone, 7); !errors.Is(err, context.Canceled) {
+				t.Fatalf("first attempt: %v, want context.Canceled", err)
+			}
+			rec := stateOf(l).appended // its record
+			if err := k.notice(l, ctx, 7); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if s := stateOf(l); s.durable < rec {
+				t.Fatalf("retry acknowledged before record %d was durable: %+v", rec, s)
+			}
+		})
+		t.Run(k.name+"/failed", func(t *testing.T) {
+			l, c := lazyLedger(t, t.TempDir())
+			if _, err := l.Reserve(c, 7, 1, unit, t0.UnixNano()); err != nil {
+				t.Fatal(err)
+			}
+			disk := errors.New("disk gone")
+			l.log.mu.Lock()
+			l.log.failLocked(disk) // as a failed write or fsync does
+			l.log.mu.Unlock()
+			ctx := context.Background()
+			if err := k.notice(l, ctx, 7); !errors.Is(err, disk) {
+				t.Fatalf("first attempt: %v, want the log's error", err)
+			}
+			if err := k.notice(l, ctx, 7); !errors.Is(err, disk) {
+				t.Fatalf("retry: %v, want the log's error", err)
+			}
+		})
 	}
 }
