@@ -377,6 +377,50 @@ func TestFrequencyCapAcrossChannels(t *testing.T) {
 	}
 }
 
+// TestLateLossKeepsLaterImpression: a loss notice that arrives after its
+// bid's impression has left the frequency window (the reservation's TTL
+// is longer than the window) takes nothing back, since the slot it was
+// counted in may hold a later impression by then; the user stays capped
+// by that later impression, also after a restart replays the log.
+func TestLateLossKeepsLaterImpression(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	l, err := New(durableConfig(clk, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limits{DailyMicros: 100 * unit, Pacing: PacingASAP, CapMax: 1, CapWindow: time.Minute}
+	c := mustCampaign(t, l, "c", lim)
+	const user = 42
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	if _, err := reserve(l, c, 1, user, unit, at(0)); err != nil { // impression A
+		t.Fatal(err)
+	}
+	if _, err := reserve(l, c, 2, user, unit, at(70*time.Second)); err != nil { // B, once A has left the window
+		t.Fatal(err)
+	}
+	if err := l.Loss(ctx, 1, at(80*time.Second)); err != nil { // A lost, late
+		t.Fatal(err)
+	}
+	capped := func(l *Ledger, c *Campaign, when string) {
+		t.Helper()
+		if l.FrequencyOK(c, user, at(90*time.Second)) {
+			t.Errorf("%s: 20 s after impression B, cap 1 a minute: user not capped (count %d)", when, l.FrequencyCount(c, user, at(90*time.Second)))
+		}
+	}
+	capped(l, c, "live")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := New(durableConfig(clk, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	capped(l2, mustCampaign(t, l2, "c", lim), "replayed")
+}
+
 func TestFrequencyTableBounded(t *testing.T) {
 	clk := newFakeClock(t0)
 	cfg := memConfig(clk)

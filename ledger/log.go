@@ -850,7 +850,7 @@ func (l *Ledger) applyRecord(typ byte, payload []byte) error {
 		if !ok {
 			return nil // forgotten past retention
 		}
-		if _, err := l.apply(&r, kind, price); err != nil && !errors.Is(err, ErrPrice) && !errors.Is(err, ErrConflict) {
+		if _, err := l.apply(&r, kind, price, at); err != nil && !errors.Is(err, ErrPrice) && !errors.Is(err, ErrConflict) {
 			return err
 		}
 		s.m[bid] = r

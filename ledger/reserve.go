@@ -259,7 +259,7 @@ func (l *Ledger) notice(ctx context.Context, kind byte, bid uint64, price, now i
 		l.stats.unknown.Add(1)
 		return ErrUnknownBid
 	}
-	changed, err := l.apply(&r, kind, price)
+	changed, err := l.apply(&r, kind, price, now)
 	if err != nil || !changed {
 		s.mu.Unlock()
 		if err == nil && l.log != nil {
@@ -289,8 +289,9 @@ func (l *Ledger) notice(ctx context.Context, kind byte, bid uint64, price, now i
 // The final money of a bid depends only on which notices arrived, not
 // their order: a bill's price if any bill arrived; else nothing if a loss
 // did; else, once expired, the price if a win did and nothing otherwise.
-// It reports whether anything changed (and so must be logged).
-func (l *Ledger) apply(r *resv, kind byte, price int64) (bool, error) {
+// It reports whether anything changed (and so must be logged). now is
+// the notice's time (a replayed record's own).
+func (l *Ledger) apply(r *resv, kind byte, price, now int64) (bool, error) {
 	c := l.campaignByKey(r.key)
 	if c == nil {
 		return false, ErrCorrupt
@@ -385,7 +386,13 @@ func (l *Ledger) apply(r *resv, kind byte, price int64) (bool, error) {
 			c.reserved.Add(-r.price)
 		}
 		if r.state&fFreq != 0 {
-			l.freq.remove(freqKey{r.user, r.key}, r.fexp)
+			// An impression already out of its window is counted no
+			// more, and its slot may hold a later impression by now:
+			// taking one back from there would uncount that one. (One
+			// merged into a later slot stays counted: the safe side.)
+			if r.fexp > uint32(now/int64(time.Second)) {
+				l.freq.remove(freqKey{r.user, r.key}, r.fexp)
+			}
 			r.state &^= fFreq
 		}
 		r.state |= fReleased | fLost
@@ -426,7 +433,7 @@ func (l *Ledger) expire(now int64) {
 				continue
 			}
 			if r.state&(fBilled|fReleased|fExpired) == 0 {
-				if changed, _ := l.apply(&r, noticeExpire, 0); changed {
+				if changed, _ := l.apply(&r, noticeExpire, 0, now); changed {
 					s.m[it.bid] = r
 					if l.log != nil {
 						l.log.appendNotice(noticeExpire, it.bid, 0, now)
