@@ -308,8 +308,32 @@ func (d *dayCache) bounds(now int64) (start, end int64, day int32) {
 func (d *dayCache) compute(now int64) *dayRange {
 	t := time.Unix(0, now).In(d.loc)
 	y, m, dd := t.Date()
-	start := time.Date(y, m, dd, 0, 0, 0, 0, d.loc)
-	end := time.Date(y, m, dd+1, 0, 0, 0, 0, d.loc)
+	start := dayStart(y, m, dd, d.loc)
+	end := dayStart(y, m, dd+1, d.loc)
 	day := time.Date(y, m, dd, 0, 0, 0, 0, time.UTC).Unix() / 86400
 	return &dayRange{start: start.UnixNano(), end: end.UnixNano(), day: int32(day)}
+}
+
+// dayStart returns the first instant of the date y-m-d (normalised, as
+// time.Date does) in loc: its midnight, unless a clock change skips
+// midnight (America/Santiago and America/Havana move to summer time at
+// 00:00). time.Date then moves the missing midnight out of the gap,
+// before it (into the day before, west of UTC) or after it, and the day
+// begins where the gap ends.
+func dayStart(y int, m time.Month, d int, loc *time.Location) time.Time {
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	want := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	ty, tm, td := t.Date()
+	got := time.Date(ty, tm, td, 0, 0, 0, 0, time.UTC)
+	var jump time.Time
+	switch {
+	case got.Before(want): // before the gap
+		_, jump = t.ZoneBounds()
+	case got.After(want) || t.Hour() != 0 || t.Minute() != 0 || t.Second() != 0: // after it
+		jump, _ = t.ZoneBounds()
+	}
+	if jump.IsZero() {
+		return t
+	}
+	return jump
 }

@@ -110,6 +110,59 @@ func TestDailyBudgetRollsOverInTimeZone(t *testing.T) {
 	}
 }
 
+// TestDayBoundsAcrossDST walks 2026 in zones with clock changes, among
+// them zones whose change skips midnight (America/Santiago,
+// America/Havana: a day without 00:00) and one that moves by half an
+// hour (Australia/Lord_Howe), in 7-minute steps from a day before each
+// change to a day after it and in 3-hour steps between: every instant
+// gets its local date's day number and lies within its day's bounds,
+// which run from the first instant of that date to the first instant of
+// the next.
+func TestDayBoundsAcrossDST(t *testing.T) {
+	for _, zone := range []string{"America/New_York", "Europe/London", "America/Santiago", "America/Havana",
+		"Asia/Beirut", "America/Asuncion", "Australia/Lord_Howe", "Pacific/Apia"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := dayCache{loc: loc}
+		date := func(ns int64) time.Time {
+			y, m, dd := time.Unix(0, ns).In(loc).Date()
+			return time.Date(y, m, dd, 0, 0, 0, 0, time.UTC)
+		}
+		bad := 0
+		start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		year := start.AddDate(1, 0, 0)
+		_, change := start.In(loc).ZoneBounds()
+		for ts := start; ts.Before(year) && bad < 3; {
+			n := ts.UnixNano()
+			today := date(n)
+			if got, want := d.day(n), int32(today.Unix()/86400); got != want {
+				t.Errorf("%s %v: day %d, want %d", zone, ts.In(loc), got, want)
+				bad++
+			}
+			s, e, _ := d.bounds(n)
+			if n < s || n >= e || !date(s).Equal(today) || date(s-1).Equal(today) ||
+				!date(e).Equal(today.AddDate(0, 0, 1)) || !date(e-1).Equal(today) {
+				t.Errorf("%s %v: bounds [%v, %v), want the first instants of its date and the next",
+					zone, ts.In(loc), time.Unix(0, s).In(loc), time.Unix(0, e).In(loc))
+				bad++
+			}
+			switch {
+			case change.IsZero() || ts.Before(change.Add(-26*time.Hour)):
+				ts = ts.Add(3 * time.Hour)
+				if !change.IsZero() && ts.After(change.Add(-26*time.Hour)) {
+					ts = change.Add(-26 * time.Hour)
+				}
+			case ts.Before(change.Add(26 * time.Hour)):
+				ts = ts.Add(7 * time.Minute)
+			default:
+				_, change = change.In(loc).ZoneBounds()
+			}
+		}
+	}
+}
+
 func TestTotalBudgetAcrossDays(t *testing.T) {
 	clk := newFakeClock(t0)
 	l := newLedger(t, memConfig(clk))
