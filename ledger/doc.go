@@ -11,8 +11,8 @@
 // atomic add, no allocation. Ledger.FrequencyOK takes one short striped
 // mutex and does not allocate. Ledger.Reserve reserves with
 // compare-and-swap loops on the campaign's counters, so that reserved plus
-// settled spend never passes a budget whatever the concurrency (the
-// single-node overspend bound is zero), counts the impression under the
+// settled spend never passes a budget whatever the concurrency (only late
+// notices, below, add spend past it), counts the impression under the
 // frequency stripe's lock, and records the reservation; it allocates only
 // when a table grows.
 //
@@ -33,6 +33,21 @@
 // nothing if not. A bill above the bid, a negative price or an
 // unknown bid is an error and changes nothing. Signer makes and checks the
 // HMAC-SHA256 tokens that go into nurl, burl and lurl.
+//
+// Late notices are the overspend bound: a reservation that expires
+// unanswered releases its price for later bids, and a win or bill that
+// arrives after that still counts (the exchange charged it), whether or
+// not the budget has room. So spend passes a budget, on one node and
+// across nodes, by at most the prices of the bids won or billed after
+// their reservation expired: CampaignReport.LateBilledMicros per
+// campaign, Stats.Late (personad_ledger_events_total{event="late_bill"})
+// in number (TestLateNoticesBoundOverspend). It is zero when the
+// reservation TTL (Config.ChannelTTL per channel) exceeds how late the
+// exchange's notices come. Holding an unanswered reservation longer would
+// trade it for delivery: most exchanges send no loss notice, so every
+// lost bid would hold its price as long. A bill later than Retention past
+// the deadline names a bid no longer remembered: ErrUnknownBid, its price
+// counted only in Stats.UnknownBilledMicros, never as a campaign's spend.
 //
 // # Durability and its bound
 //

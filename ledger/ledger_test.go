@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -597,6 +598,104 @@ func TestWinAfterExpiry(t *testing.T) {
 	must(l.Loss(ctx, 3, now))
 	if r := l.Report(t0)[0]; r.SpentTodayMicros != 2*unit || r.SettledTodayMicros != 2*unit || r.LateBilledMicros != 2*unit {
 		t.Fatalf("late notices: %+v; want 2 units spent and settled, late", r)
+	}
+}
+
+// TestLateNoticesBoundOverspend checks the one way a node's spend passes
+// a budget: a win or bill that arrives after its reservation expired
+// unanswered (its spend released and reused by later bids) still counts,
+// as the exchange charged it. First the whole budget twice over: ten bids
+// expire, ten more use the budget again, then the first ten are billed
+// late. Then random reservations, notices (some late) and expiries: spend
+// never passes the budget by more than the late notices' prices, which
+// Report and Stats count. A bill past retention counts only in Stats.
+func TestLateNoticesBoundOverspend(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(t0)
+	l := newLedger(t, memConfig(clk))
+	const budget = 10 * unit
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: budget, Pacing: PacingASAP})
+	now := t0.UnixNano()
+	for bid := uint64(1); bid <= 10; bid++ {
+		if _, err := l.Reserve(c, bid, 0, unit, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := t0.Add(6 * time.Minute).UnixNano() // the TTL is 5 minutes
+	l.Tick(time.Unix(0, later))
+	for bid := uint64(11); bid <= 20; bid++ {
+		if _, err := l.Reserve(c, bid, 0, unit, later); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Bill(ctx, bid, unit, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for bid := uint64(1); bid <= 10; bid++ {
+		if err := l.Bill(ctx, bid, unit, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := l.Report(t0)[0]
+	if r.SettledTodayMicros != 2*budget || r.LateBilledMicros != budget || l.Stats().Late != 10 {
+		t.Fatalf("settled %d, late %d micros in %d notices; want %d, %d in 10", r.SettledTodayMicros, r.LateBilledMicros, l.Stats().Late, 2*budget, budget)
+	}
+	// Past retention (10 minutes after the deadline) a bid is forgotten:
+	// its bill is refused and counted apart.
+	gone := mustCampaign(t, l, "gone", Limits{DailyMicros: budget, Pacing: PacingASAP})
+	if _, err := l.Reserve(gone, 21, 0, unit, later); err != nil {
+		t.Fatal(err)
+	}
+	l.Tick(t0.Add(22 * time.Minute))
+	if err := l.Bill(ctx, 21, unit, t0.Add(22*time.Minute).UnixNano()); !errors.Is(err, ErrUnknownBid) {
+		t.Fatalf("bill past retention: %v, want ErrUnknownBid", err)
+	}
+	if st := l.Stats(); st.UnknownBilledMicros != unit {
+		t.Fatalf("unknown billed %d micros, want %d", st.UnknownBilledMicros, unit)
+	}
+
+	rng := rand.New(rand.NewPCG(5, 6))
+	c = mustCampaign(t, l, "random", Limits{DailyMicros: budget, Pacing: PacingASAP})
+	at := t0.Add(22 * time.Minute)
+	var bids []uint64
+	over := false
+	for step := range 3000 {
+		now := at.UnixNano()
+		switch k := rng.IntN(10); {
+		case k < 5:
+			bid := l.NewBidID()
+			if _, err := l.Reserve(c, bid, 0, int64(1+rng.IntN(3))*unit/2, now); err == nil {
+				bids = append(bids, bid)
+			} else if !errors.Is(err, ErrBudget) {
+				t.Fatal(err)
+			}
+		case k < 8 && len(bids) > 0:
+			bid := bids[rng.IntN(len(bids))]
+			var err error
+			switch rng.IntN(3) {
+			case 0:
+				err = l.Win(ctx, bid, now)
+			case 1:
+				err = l.Bill(ctx, bid, unit/2, now)
+			default:
+				err = l.Loss(ctx, bid, now)
+			}
+			if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrUnknownBid) {
+				t.Fatal(err)
+			}
+		default:
+			at = at.Add(time.Duration(rng.IntN(120)) * time.Second)
+			l.Tick(at)
+		}
+		r := l.Report(at)[2]
+		if r.SpentTodayMicros > budget+r.LateBilledMicros || r.SettledTodayMicros > budget+r.LateBilledMicros {
+			t.Fatalf("step %d: spent %d, settled %d: over the budget %d by more than the late notices' %d",
+				step, r.SpentTodayMicros, r.SettledTodayMicros, int64(budget), r.LateBilledMicros)
+		}
+		over = over || r.SpentTodayMicros > budget
+	}
+	if !over {
+		t.Fatal("no late notice took the spend past the budget: the test tests nothing")
 	}
 }
 

@@ -78,10 +78,15 @@ type Stats struct {
 	// Duplicates are repeated notices (and reservations) that changed
 	// nothing; Conflicts contradict an earlier notice; Unknown name no bid
 	// the ledger remembers; BadPrice were bills above the bid or negative;
-	// Late were bills after a release; Forged failed token verification.
+	// Late were wins or bills after a release; Forged failed token verification.
 	Duplicates, Conflicts, Unknown, BadPrice, Late, Forged int64
-	LeaseFailures                                          int64
-	FrequencyEntries, FrequencyRefused                     int64
+	// UnknownBilledMicros is the clearing prices of the bills among
+	// Unknown: money charged for bids the ledger no longer remembers
+	// (billed more than Retention after the reservation's deadline, or
+	// lost in a crash), which no campaign's spend counts.
+	UnknownBilledMicros                int64
+	LeaseFailures                      int64
+	FrequencyEntries, FrequencyRefused int64
 }
 
 // Stats returns the ledger's counters.
@@ -94,9 +99,10 @@ func (l *Ledger) Stats() Stats {
 		Expired: s.expired.Load(), ExpiredWon: s.expiredWon.Load(),
 		Duplicates: s.duplicates.Load(), Conflicts: s.conflicts.Load(),
 		Unknown: s.unknown.Load(), BadPrice: s.badPrice.Load(), Late: s.late.Load(),
-		Forged:           l.signer.Forged(),
-		LeaseFailures:    l.leases.failures.Load(),
-		FrequencyEntries: l.freq.entries.Load(), FrequencyRefused: l.freq.refused.Load(),
+		UnknownBilledMicros: s.unknownBilled.Load(),
+		Forged:              l.signer.Forged(),
+		LeaseFailures:       l.leases.failures.Load(),
+		FrequencyEntries:    l.freq.entries.Load(), FrequencyRefused: l.freq.refused.Load(),
 	}
 }
 

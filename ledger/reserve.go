@@ -119,6 +119,7 @@ type counters struct {
 	reserved, refusedBudget, refusedLease, refusedFreq atomic.Int64
 	wins, bills, losses, expired, expiredWon           atomic.Int64
 	duplicates, conflicts, unknown, badPrice, late     atomic.Int64
+	unknownBilled                                      atomic.Int64 // micros
 }
 
 // Reserve reserves priceMicros of c's budget for bid, counts the
@@ -235,7 +236,9 @@ func (l *Ledger) Win(ctx context.Context, bid uint64, now int64) error {
 // changes nothing. Idempotent: the same bill again returns nil; a bill at
 // a different price than an earlier one returns ErrConflict. A bill after
 // the reservation was released (a loss, or expiry) is still counted:
-// money really spent is never dropped.
+// money really spent is never dropped. A bill for a bid no longer
+// remembered (past Retention) is ErrUnknownBid and its price is counted
+// in Stats.UnknownBilledMicros only.
 func (l *Ledger) Bill(ctx context.Context, bid uint64, clearingMicros, now int64) error {
 	return l.notice(ctx, noticeBill, bid, clearingMicros, now)
 }
@@ -257,6 +260,9 @@ func (l *Ledger) notice(ctx context.Context, kind byte, bid uint64, price, now i
 	if !ok {
 		s.mu.Unlock()
 		l.stats.unknown.Add(1)
+		if kind == noticeBill && price > 0 {
+			l.stats.unknownBilled.Add(price)
+		}
 		return ErrUnknownBid
 	}
 	changed, err := l.apply(&r, kind, price, now)
