@@ -515,7 +515,7 @@ func (j *journal) flush(force bool) {
 	if !due {
 		return
 	}
-	err = j.f.Sync()
+	err = fsyncFile(j.f)
 	j.dirty = time.Time{}
 	j.mu.Lock()
 	if err != nil {
@@ -753,7 +753,33 @@ func loadFile(l *Ledger, path string, checkpoint, tail bool) error {
 			return fmt.Errorf("ledger: truncate torn tail: %w", err)
 		}
 	}
+	if tail {
+		// What was replayed may be in the page cache only (written by a
+		// process that crashed before its fsync), and so may the cut:
+		// both must be durable before the new segment's records, which
+		// build on them, can be, or a power loss could leave a torn frame
+		// in a segment that is no longer the newest (ErrCorrupt at Open),
+		// or lose records that later durable ones depend on.
+		if err := syncPath(path); err != nil {
+			return fmt.Errorf("ledger: sync replayed segment: %w", err)
+		}
+	}
 	return nil
+}
+
+// fsyncFile is (*os.File).Sync; tests watch it.
+var fsyncFile = (*os.File).Sync
+
+func syncPath(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = fsyncFile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // replay applies the frames of data to l. It returns how many bytes were

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -311,5 +312,49 @@ func TestRetriedNoticeWaitsForItsRecord(t *testing.T) {
 				t.Fatalf("retry: %v, want the log's error", err)
 			}
 		})
+	}
+}
+
+// TestOpenSyncsReplayedTail crashes a ledger whose last records were
+// written but not fsynced, with a torn frame after them, and opens the
+// files: the replayed segment, cut at the torn frame, is fsynced before
+// the new segment is (a power loss could otherwise lose what the new
+// segment's durable records build on, or leave a torn frame in a segment
+// that is no longer the newest, which Open refuses as corruption).
+func TestOpenSyncsReplayedTail(t *testing.T) {
+	dir := t.TempDir()
+	l, c := lazyLedger(t, dir)
+	if _, err := l.Reserve(c, 7, 1, unit, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	awaitLog(t, l, "written", allWritten)
+	crash := t.TempDir()
+	copyDir(t, dir, crash) // kill -9 mid-write: a torn frame follows
+	tail := onlySegment(t, crash)
+	f, err := os.OpenFile(tail, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{40, 0, 0, 0, 1, 2})
+	f.Close()
+
+	var synced []string
+	defer func(f func(*os.File) error) { fsyncFile = f }(fsyncFile)
+	fsyncFile = func(f *os.File) error {
+		synced = append(synced, filepath.Base(f.Name()))
+		return f.Sync()
+	}
+	l2, err := New(durableConfig(newFakeClock(t0), crash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := l2.Pending()
+	l2.Close()
+	fsyncFile = (*os.File).Sync
+	if pending != 1 {
+		t.Fatalf("%d bids replayed, want 1", pending)
+	}
+	if len(synced) == 0 || synced[0] != filepath.Base(tail) {
+		t.Fatalf("fsyncs at Open and Close: %v; want %s first", synced, filepath.Base(tail))
 	}
 }
