@@ -34,7 +34,8 @@
 // (notices.go): verify the token, check the clearing price (a decimal CPM,
 // converted to per-impression micro-units, never above the bid), apply it
 // to the ledger. A forged token, unknown bid or bad price is an error that
-// changes nothing, counted in personad_notices_total. personad.v1.Reports
+// changes nothing, counted in personad_notices_total (an unavailable
+// ledger's error may come after the notice was applied: a retry tells). personad.v1.Reports
 // reads the ledger for planners.
 //
 // [Server.GRPCServer] assembles the gRPC server (Bidder, grpc.health.v1,

@@ -159,19 +159,25 @@ func (m *metrics) noBid(r engine.Reason) {
 // ledgerCollector exports the ledger's event counts (ledger.Stats) as
 // personad_ledger_events_total{event}, read at scrape time.
 type ledgerCollector struct {
-	l    *ledger.Ledger
-	desc *prometheus.Desc
+	l              *ledger.Ledger
+	desc, unknownB *prometheus.Desc
 }
 
 func newLedgerCollector(l *ledger.Ledger) *ledgerCollector {
-	return &ledgerCollector{l: l, desc: prometheus.NewDesc("personad_ledger_events_total",
-		"Ledger events since start (replay of the durable log included): reserved, refused_budget, refused_lease, "+
-			"refused_frequency, win, bill, loss, expired, expired_won, duplicate (replayed notices), conflict, "+
-			"unknown, bad_price, late_bill, forged, lease_failure.",
-		[]string{"event"}, nil)}
+	return &ledgerCollector{l: l,
+		desc: prometheus.NewDesc("personad_ledger_events_total",
+			"Ledger events since start (replay of the durable log included): reserved, refused_budget, refused_lease, "+
+				"refused_frequency, win, bill, loss, expired, expired_won, duplicate (replayed notices), conflict, "+
+				"unknown, bad_price, late_bill, forged, lease_failure.",
+			[]string{"event"}, nil),
+		unknownB: prometheus.NewDesc("personad_ledger_unknown_billed_micros_total",
+			"Clearing prices, in micro-units of the bids' currencies, of the bills for bids the ledger no longer remembers "+
+				"(billed more than its retention after the reservation's deadline, or lost in a crash): charged by the exchange, counted in no campaign's spend.",
+			nil, nil),
+	}
 }
 
-func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.unknownB }
 
 func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.l.Stats()
@@ -187,4 +193,5 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(e.v), e.name)
 	}
+	ch <- prometheus.MustNewConstMetric(c.unknownB, prometheus.CounterValue, float64(st.UnknownBilledMicros))
 }

@@ -181,7 +181,11 @@ var errNoLedger = fmt.Errorf("bidder: notices: %w", ledger.ErrUnknownBid)
 
 // handleNotice is the one path of every notice, on both wires: verify the
 // token, check the price against the bid it signs, then apply the notice
-// to the ledger. An error changes nothing; every outcome is counted.
+// to the ledger. Every outcome is counted. A refusal (a forged token,
+// an unknown bid, a bad price, a conflict) changes nothing; an error
+// while the ledger waits for its record to be durable (the caller's
+// context ended, the log failed) may come after the notice was applied,
+// and a retry then answers only once its record is durable.
 func (s *Server) handleNotice(ctx context.Context, n *notice, w wire) (noticeResult, error) {
 	res, err := s.applyNotice(ctx, n)
 	s.metrics.notice(w, n.kind, err)

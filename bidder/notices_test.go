@@ -531,6 +531,7 @@ func TestBidWinBillReport(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`personad_ledger_events_total{event="bill"} 1`,
+		"personad_ledger_unknown_billed_micros_total 0",
 		`personad_notices_total{kind="bill",outcome="ok",wire="http"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {

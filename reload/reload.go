@@ -128,6 +128,9 @@ type Manager struct {
 	changed   chan struct{}
 	changedMu sync.Mutex
 	watcher   *watcher
+	// seen are the rules files of the last read, with their
+	// modification times (ReloadFiles, under mu).
+	seen map[string]time.Time
 	// segs are the segments of the snapshot the last warnings looked at.
 	segs      atomic.Pointer[uploadedSegments]
 	closeOnce sync.Once
@@ -217,6 +220,7 @@ func (m *Manager) start() error {
 		files, fileErr = m.parser.ReadFiles(m.cfg.Path)
 		newest = newestModTime(files)
 		m.filesAt = newest
+		m.see(files)
 	}
 	saved, savedErr := m.readApplied()
 	if savedErr != nil {
@@ -250,6 +254,26 @@ func (m *Manager) start() error {
 		_, err = m.apply(rs, origins, SourceFile, m.cfg.Path, false, time.Time{})
 	}
 	return err
+}
+
+// see records files as the last read, and reports whether one of them
+// is new or was modified since the read before (written), and whether a
+// file of that read is gone (removed).
+func (m *Manager) see(files []rules.File) (written, removed bool) {
+	seen := make(map[string]time.Time, len(files))
+	for _, f := range files {
+		seen[f.Name] = f.ModTime
+		if t, ok := m.seen[f.Name]; !ok || !t.Equal(f.ModTime) {
+			written = true
+		}
+	}
+	for name := range m.seen {
+		if _, ok := seen[name]; !ok {
+			removed = true
+		}
+	}
+	m.seen = seen
+	return written, removed
 }
 
 // newestModTime is the latest modification time of files (zero for none).
@@ -330,17 +354,18 @@ func (m *Manager) ReloadFiles() {
 	// once for each such write.
 	newest := newestModTime(files)
 	cur := m.state.Load()
-	if cur.Source == SourceAPI && cur.AppliedAt.After(newest) {
-		// No file was written after the set applied through the API, so
-		// that set stays, as a restart would serve it (New), whatever
-		// else changed: a file removed or renamed keeps no time to win
-		// with. The files are parsed once one is written.
+	written, removed := m.see(files)
+	if cur.Source == SourceAPI && removed && !written {
+		// Files were only removed since the last read (or renamed away):
+		// none was written, so the set applied through the API stays,
+		// as a restart would serve it (New compares times, and a removal
+		// leaves none). The files are parsed once one is written.
 		m.filesAt = newest
-		m.log.Info("rules files changed, but none was written after the set applied through the API, which keeps serving (as a restart would); write or touch a rules file to serve the files",
+		m.log.Info("rules files removed, none written: the set applied through the API keeps serving (as a restart would); write or touch a rules file to serve the files",
 			zap.String("path", m.cfg.Path), zap.Time("applied_at", cur.AppliedAt), zap.Time("newest_file", newest))
 		return
 	}
-	rewritten := cur.Source == SourceAPI && newest.After(m.filesAt)
+	rewritten := cur.Source == SourceAPI && newest.After(m.filesAt) && !cur.AppliedAt.After(newest)
 	m.filesAt = newest
 	if !known || sum != m.fileSum || rewritten {
 		rs, origins, err = m.parser.ParseFiles(files)
