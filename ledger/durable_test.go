@@ -627,3 +627,44 @@ func FuzzReplayFramed(f *testing.F) {
 		l.Tick(t0.Add(time.Hour))
 	})
 }
+
+// TestCrashCountsTotalOnlyLease crashes a campaign with a total budget and
+// no daily one after its lease was logged and before any of its
+// reservations was: recovery must count the lease as spent. Every total
+// lease logs a day ceiling of zero beside it (there is no daily lease),
+// and recovery had taken that as a bound on the lost spend, counting
+// nothing.
+func TestCrashCountsTotalOnlyLease(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := t0.UnixNano()
+	l := newLedger(t, durableConfig(clk, dir))
+	c := mustCampaign(t, l, "c", Limits{TotalMicros: 1000 * unit, Pacing: PacingASAP})
+	if err := l.Lease(ctx, c, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crash := t.TempDir()
+	copyDir(t, dir, crash) // kill -9 before the reservations below reach the log
+	var spent int64
+	for bid := uint64(1); ; bid++ {
+		if _, err := l.Reserve(c, bid, 0, unit, now); err != nil {
+			break
+		}
+		spent += unit
+	}
+	if spent == 0 {
+		t.Fatal("no reservation fit the lease")
+	}
+	l2, err := New(durableConfig(clk, crash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if got := l2.Lookup("c").totalUsed.Load(); got < spent {
+		t.Errorf("recovered spend %d < %d reserved under the durable lease", got, spent)
+	}
+}

@@ -285,7 +285,12 @@ func (j *journal) recover() {
 		// Day words keep the day modulo 2^16, which is all on and addDay
 		// compare.
 		day := int32(dayOfWord(cd))
-		if cd != 0 {
+		// A day ceiling of zero bounds nothing: a campaign without a
+		// daily budget logs one with every total lease, and its day
+		// spend, replayed, may be zero because the crash lost all of it.
+		// (A campaign with a daily budget could not spend under a zero
+		// day ceiling; ignoring it then over-counts: the safe side.)
+		if cd&usedMask != 0 {
 			if used, ok := on(c.dayUsed.Load(), day); ok && int64(cd&usedMask) >= used {
 				phantom = int64(cd&usedMask) - used
 			}
