@@ -63,7 +63,10 @@ type Campaign struct {
 	ceilDay   atomic.Uint64 // packed(day, micros)
 	ceilTotal atomic.Int64
 	needLease atomic.Bool
-	maxPrice  atomic.Int64 // the highest price refused for want of a lease
+	// leaseAgain is set by a release that finds a lease request pending:
+	// the grant may have read the spend before the release.
+	leaseAgain atomic.Bool
+	maxPrice   atomic.Int64 // the highest price refused for want of a lease
 
 	settledDay   atomic.Uint64 // packed(day, micros)
 	settledTotal atomic.Int64
@@ -241,6 +244,30 @@ func (c *Campaign) maybeLease(lim *Limits, day int32) {
 		if ceil < lim.TotalMicros && ceil-c.totalUsed.Load() < c.l.leaseChunk(c, lim.TotalMicros)/2 {
 			c.l.leases.request(c)
 		}
+	}
+}
+
+// maybeShrink asks for the lease to be lowered when a release has left two
+// leases or more of it unspent (see leaseState.grant): a crash counts the
+// unspent lease as spent.
+func (c *Campaign) maybeShrink() {
+	if !c.l.leased() {
+		return
+	}
+	lim := c.limits.Load()
+	if lim == nil {
+		return
+	}
+	if lim.DailyMicros > 0 {
+		cd := c.ceilDay.Load()
+		used, ok := on(c.dayUsed.Load(), int32(dayOfWord(cd)))
+		if ok && int64(cd&usedMask)-used >= 2*c.l.leaseChunk(c, lim.DailyMicros) {
+			c.l.leases.requestAgain(c)
+			return
+		}
+	}
+	if lim.TotalMicros > 0 && c.ceilTotal.Load()-c.totalUsed.Load() >= 2*c.l.leaseChunk(c, lim.TotalMicros) {
+		c.l.leases.requestAgain(c)
 	}
 }
 

@@ -75,9 +75,23 @@
 // impression: less than two leases, because a refill tops the ceiling up
 // only while less than one lease is still unspent, whatever asked for it
 // (a change of the limits, as a rules reload makes, asks too;
-// TestLimitChangesDoNotStackLeases) (measured: up to 1.38 leases per
-// SIGKILL). A lease is max(LeaseFraction of the budget, LeaseMinMicros,
-// four times the largest price), capped at the budget: 0.5% of a large
+// TestLimitChangesDoNotStackLeases), and a release that leaves two leases
+// or more unspent (a reservation expiring unanswered, a loss, a bill
+// below the bid: traffic falling at night, a campaign paused with
+// reservations out) has the lease goroutine lower the ceiling to one
+// lease above the spend (TestReleasesLowerTheLease) (measured: up to 1.38
+// leases per SIGKILL). The bound holds once that lowered ceiling is
+// written (fsynced, for a power loss): a crash in the moment between a release's record and the
+// lowered ceiling's (the lease goroutine's turn and a write, some
+// milliseconds) also counts what those releases freed. The spend never
+// passes a ceiling a crash could replay: a lowered ceiling is published
+// first, then every reservation shard's lock is taken and released (a
+// reservation checks and adds to the spend under its shard's lock, so none
+// admitted under the old ceiling is still in flight), and what is logged
+// is the lowered ceiling or the spend by then, whichever is higher
+// (TestSpendNeverPassesDurableCeiling). A lease is max(LeaseFraction of
+// the budget, LeaseMinMicros, four times the largest price), capped at
+// the budget: 0.5% of a large
 // budget, but LeaseMinMicros (1.00) is 5% of a 20.00 daily budget. A clean
 // Close returns the unused lease, so a clean restart loses nothing. What a
 // crash loses beyond that is the reservations not yet in the log: in a
@@ -105,7 +119,11 @@
 // total budget with an atomic script, spends it locally, and refills in
 // the background when it runs low. The sum of slices never passes the
 // budget, so the nodes together never overspend; a node that cannot reach
-// the backend spends what it holds, then stops (fail closed). A
+// the backend spends what it holds, then stops (fail closed). A node
+// whose spend fell gives back what it no longer needs as it lowers its
+// ceiling (above), once the lowered ceiling is durable, so that other
+// nodes can lease it (TestReleasesReturnLease); what it holds at Close it
+// gives back too. A
 // FrequencyShare shares frequency counts the same way.
 //
 // # Even pacing

@@ -668,3 +668,249 @@ func TestCrashCountsTotalOnlyLease(t *testing.T) {
 		t.Errorf("recovered spend %d < %d reserved under the durable lease", got, spent)
 	}
 }
+
+// TestReleasesLowerTheLease is the probe that found the ceiling left high:
+// thirty bids of one unit under a lease of five, all released (expired
+// unanswered, or lost), then a kill -9. A release lowers the spend but
+// not the durable ceiling, and recovery counts what lies between as
+// spent: six leases before the lease was lowered on release. Now the
+// crash counts less than two leases (the bound ledger/doc.go states), for
+// a daily and for a total budget, and the campaign leases again as it
+// spends.
+func TestReleasesLowerTheLease(t *testing.T) {
+	for _, budget := range []struct {
+		name string
+		lim  Limits
+	}{
+		{"daily", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP}},
+		{"total", Limits{TotalMicros: 1000 * unit, Pacing: PacingASAP}},
+	} {
+		for _, release := range []string{"expiry", "loss"} {
+			t.Run(budget.name+"/"+release, func(t *testing.T) {
+				clk := newFakeClock(t0)
+				dir := t.TempDir()
+				ctx := context.Background()
+				l, err := New(durableConfig(clk, dir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				c := mustCampaign(t, l, "c", budget.lim)
+				lease := l.leaseChunk(c, 1000*unit)
+				if lease != 5*unit {
+					t.Fatalf("lease %d, want %d", lease, 5*unit)
+				}
+				now := t0.UnixNano()
+				for bid := uint64(1); bid <= 30; bid++ {
+					if _, err := reserve(l, c, bid, 0, unit, now); err != nil {
+						t.Fatal(err)
+					}
+				}
+				switch release {
+				case "expiry":
+					clk.Add(l.cfg.ReservationTTL + time.Second)
+					l.Tick(clk.Now())
+				case "loss":
+					for bid := uint64(1); bid <= 30; bid++ {
+						if err := l.Loss(ctx, bid, now); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				for c.needLease.Load() {
+					time.Sleep(time.Millisecond) // the lowering the releases asked for
+				}
+				if err := l.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				crash := t.TempDir()
+				copyDir(t, dir, crash) // kill -9
+				l2, err := New(durableConfig(clk, crash))
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := l2.Report(clk.Now())[0]
+				l2.Close()
+				t.Logf("counted as spent by the crash: %d micros (%.2f leases of %d)", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
+				if r.CrashCountedMicros >= 2*lease {
+					t.Errorf("a crash after 30 released bids counted %d micros as spent, %.1f leases of %d; want fewer than 2",
+						r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
+				}
+				// The lowered lease is leased again as the campaign spends.
+				now = clk.NowNs()
+				for bid := uint64(100); bid < 130; bid++ {
+					if _, err := reserve(l, c, bid, 0, unit, now); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSpendNeverPassesDurableCeiling reserves, releases (losses and
+// expiry) and so lowers and raises leases from many goroutines at once,
+// while a checker reads the spend against every ceiling a crash at that
+// moment could replay: the last one written and each one appended but
+// perhaps not yet written. The spend must never pass any of them, or a
+// crash would under-count it. Run it with -race.
+func TestSpendNeverPassesDurableCeiling(t *testing.T) {
+	type ceiling struct {
+		seq     uint64
+		day, tl int64
+	}
+	var (
+		mu       sync.Mutex
+		ceilings []ceiling
+	)
+	testHookCeiling = func(_ *Campaign, seq uint64, _ int32, day, total int64) {
+		mu.Lock()
+		ceilings = append(ceilings, ceiling{seq, day, total})
+		mu.Unlock()
+	}
+	// Reservations keep coming between the lowering's reading of the
+	// spend and its publishing the lowered ceiling.
+	testHookLower = func() { time.Sleep(200 * time.Microsecond) }
+	defer func() { testHookCeiling, testHookLower = nil, nil }()
+
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	cfg := durableConfig(clk, dir)
+	cfg.ReservationTTL = 20 * time.Millisecond // of the fake clock
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, TotalMicros: 1000 * unit, Pacing: PacingASAP})
+	lease := l.leaseChunk(c, 1000*unit)
+	j := l.log
+	positions := func() (written, appended uint64) {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return j.written, j.appended
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var checks, violations int
+	wg.Add(1)
+	go func() { // the checker
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			w, a := positions()
+			day, _ := on(c.dayUsed.Load(), l.days.day(clk.NowNs()))
+			total := c.totalUsed.Load()
+			if w2, a2 := positions(); w2 != w || a2 != a {
+				continue // a ceiling may have been published in between
+			}
+			mu.Lock()
+			for i := len(ceilings) - 1; i >= 0; i-- {
+				cl := ceilings[i]
+				if cl.seq > a {
+					continue // appended since
+				}
+				if day > cl.day || total > cl.tl {
+					violations++
+					if violations <= 5 {
+						t.Errorf("spend %d today, %d in all, past the ceiling record %d (%d, %d) a crash could replay (written %d, appended %d)",
+							day, total, cl.seq, cl.day, cl.tl, w, a)
+					}
+				}
+				if cl.seq <= w {
+					break // the last one written: older ones are replaced
+				}
+			}
+			mu.Unlock()
+			checks++
+		}
+	}()
+	wg.Add(1)
+	go func() { // time and expiry
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			clk.Add(2 * time.Millisecond)
+			l.Tick(clk.Now())
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				bid := l.NewBidID()
+				price := int64(1+rng.IntN(15)) * unit / 10
+				if _, err := l.Reserve(c, bid, 0, price, clk.NowNs()); err != nil {
+					if !errors.Is(err, ErrNoLease) {
+						t.Error(err)
+						return
+					}
+					continue
+				}
+				if rng.IntN(5) < 2 {
+					if err := l.Loss(context.Background(), bid, clk.NowNs()); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	var lowered int
+	mu.Lock()
+	for i := 1; i < len(ceilings); i++ {
+		if ceilings[i].day < ceilings[i-1].day || ceilings[i].tl < ceilings[i-1].tl {
+			lowered++
+		}
+	}
+	t.Logf("%d checks, %d ceiling records, %d of them lowered", checks, len(ceilings), lowered)
+	mu.Unlock()
+	if lowered == 0 {
+		t.Error("no ceiling was lowered: the test did not exercise the lowering")
+	}
+
+	// Once the releases' lowering is done, a crash counts less than two
+	// leases.
+	clk.Add(time.Second)
+	l.Tick(clk.Now()) // expire the rest
+	for c.needLease.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	ctx := context.Background()
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crash := t.TempDir()
+	copyDir(t, dir, crash)
+	l2, err := New(durableConfig(clk, crash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	r := l2.Report(clk.Now())[0]
+	t.Logf("counted as spent by the crash: %.2f leases", float64(r.CrashCountedMicros)/float64(lease))
+	if r.CrashCountedMicros >= 2*lease {
+		t.Errorf("crash counted %d micros as spent, %.1f leases of %d; want fewer than 2", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
+	}
+}

@@ -100,6 +100,19 @@ func (s *leaseState) request(c *Campaign) {
 	}
 }
 
+// requestAgain is request for a release: when a request is pending, the
+// grant serving it may already have read the spend, so it is asked to run
+// once more.
+func (s *leaseState) requestAgain(c *Campaign) {
+	if !s.on {
+		return
+	}
+	if c.needLease.Load() {
+		c.leaseAgain.Store(true)
+	}
+	s.request(c)
+}
+
 func (s *leaseState) run() {
 	defer s.wg.Done()
 	batch := make([]*Campaign, 0, 256)
@@ -119,11 +132,21 @@ func (s *leaseState) run() {
 				break drain
 			}
 		}
+		for _, c := range batch {
+			c.leaseAgain.Store(false) // the grant below reads the spend after this
+		}
 		now := s.l.clock().UnixNano()
 		ctx, cancel := context.WithTimeout(context.Background(), s.l.cfg.LeaseTimeout)
 		err := s.grant(ctx, batch, now)
 		cancel()
 		for _, c := range batch {
+			if c.leaseAgain.Load() {
+				select {
+				case s.ch <- c: // needLease stays set: one more grant
+					continue
+				default:
+				}
+			}
 			c.needLease.Store(false)
 		}
 		if err != nil {
@@ -151,21 +174,33 @@ func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
 	return l.leases.grant(ctx, []*Campaign{c}, now)
 }
 
-// grant tops up the leases of batch for now's day: from the Leaser, or by
-// local arithmetic; a durable ledger logs the new ceilings and waits for
-// the fsync before publishing them, so a ceiling the hot path sees is
-// always on disk.
+// grant tops up the leases of batch for now's day, and lowers those that
+// releases have left with two leases or more unspent: from the Leaser, or
+// by local arithmetic; a durable ledger logs the new ceilings and waits
+// for the fsync before publishing a raised one, so a ceiling the hot path
+// sees is always on disk.
+//
+// A lowered ceiling goes the other way round, so that the spend never
+// passes the durable ceiling: it is published first, then every
+// reservation shard's lock is taken and released (Reserve holds its
+// shard's lock while it checks and adds to the spend, so no reservation
+// admitted under the old ceiling is still in flight), then the ceiling
+// logged is the lowered one or the spend as it now is, whichever is
+// higher. Only then, once that record is durable, does a Leaser get the
+// difference back.
 func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.l
 	day := l.days.day(now)
 	type pub struct {
-		c               *Campaign
-		dayCeil, totCel int64
+		c                *Campaign
+		oldDay, oldTotal int64 // the ceilings before
+		dayCeil, totCeil int64 // the new ones
 	}
 	var pubs []pub
 	var firstErr error
+	lowered := false
 	for _, c := range batch {
 		lim := c.limits.Load()
 		if lim == nil || lim.DailyMicros|lim.TotalMicros == 0 {
@@ -177,7 +212,18 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 		}
 		usedD, _ := on(c.dayUsed.Load(), day)
 		ceilT, usedT := c.ceilTotal.Load(), c.totalUsed.Load()
+		chD, chT := l.leaseChunk(c, lim.DailyMicros), l.leaseChunk(c, lim.TotalMicros)
 		newD, newT := ceilD, ceilT
+		// Releases (expiry, losses, bills below the bid) lower the spend
+		// but not the ceiling: lower a ceiling two leases or more above
+		// the spend to one lease above it, or a crash would count all of
+		// it as spent.
+		if lim.DailyMicros > 0 && ceilD-usedD >= 2*chD {
+			newD = usedD + chD
+		}
+		if lim.TotalMicros > 0 && ceilT-usedT >= 2*chT {
+			newT = usedT + chT
+		}
 		if lt := l.cfg.Leaser; lt != nil {
 			req := LeaseRequest{
 				ID:          s.seq.Add(1),
@@ -186,68 +232,118 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 				DailyBudget: lim.DailyMicros,
 				TotalBudget: lim.TotalMicros,
 			}
-			if lim.DailyMicros > 0 && ceilD-usedD < l.leaseChunk(c, lim.DailyMicros) {
-				req.WantDaily = min(l.leaseChunk(c, lim.DailyMicros), lim.DailyMicros-ceilD)
+			if lim.DailyMicros > 0 && ceilD-usedD < chD {
+				req.WantDaily = min(chD, lim.DailyMicros-ceilD)
 			}
-			if lim.TotalMicros > 0 && ceilT-usedT < l.leaseChunk(c, lim.TotalMicros) {
-				req.WantTotal = min(l.leaseChunk(c, lim.TotalMicros), lim.TotalMicros-ceilT)
+			if lim.TotalMicros > 0 && ceilT-usedT < chT {
+				req.WantTotal = min(chT, lim.TotalMicros-ceilT)
 			}
-			if req.WantDaily <= 0 && req.WantTotal <= 0 {
-				continue
-			}
-			g, err := lt.Lease(ctx, req)
-			if err != nil {
-				s.failures.Add(1)
-				if firstErr == nil {
-					firstErr = err
+			if req.WantDaily > 0 || req.WantTotal > 0 {
+				g, err := lt.Lease(ctx, req)
+				if err != nil {
+					s.failures.Add(1)
+					if firstErr == nil {
+						firstErr = err
+					}
+				} else {
+					newD, newT = max(newD, ceilD+g.Daily), max(newT, ceilT+g.Total)
 				}
-				continue
 			}
-			newD, newT = ceilD+g.Daily, ceilT+g.Total
 		} else {
 			// Top up only a lease that runs low, as the Leaser path asks:
 			// every change of the limits (a reload that touches the
 			// campaign) asks for a lease too, and a chunk added whatever
 			// the headroom would stack up unspent lease that a crash then
 			// counts as spent.
-			if ch := l.leaseChunk(c, lim.DailyMicros); lim.DailyMicros > 0 && ceilD-usedD < ch {
-				newD = min(lim.DailyMicros, max(ceilD, usedD)+ch)
+			if lim.DailyMicros > 0 && ceilD-usedD < chD {
+				newD = min(lim.DailyMicros, max(ceilD, usedD)+chD)
 			}
-			if ch := l.leaseChunk(c, lim.TotalMicros); lim.TotalMicros > 0 && ceilT-usedT < ch {
-				newT = min(lim.TotalMicros, max(ceilT, usedT)+ch)
+			if lim.TotalMicros > 0 && ceilT-usedT < chT {
+				newT = min(lim.TotalMicros, max(ceilT, usedT)+chT)
 			}
 		}
 		if newD == ceilD && newT == ceilT {
 			continue
 		}
-		pubs = append(pubs, pub{c, max(newD, ceilD), max(newT, ceilT)})
+		if (newD < ceilD || newT < ceilT) && testHookLower != nil {
+			testHookLower()
+		}
+		if newD < ceilD {
+			c.ceilDay.Store(pack(day, newD))
+			lowered = true
+		}
+		if newT < ceilT {
+			c.ceilTotal.Store(newT)
+			lowered = true
+		}
+		pubs = append(pubs, pub{c, ceilD, ceilT, newD, newT})
 	}
 	if len(pubs) == 0 {
 		return firstErr
 	}
+	if lowered {
+		l.resv.quiesce()
+		for i := range pubs {
+			p := &pubs[i]
+			if p.dayCeil < p.oldDay {
+				used, _ := on(p.c.dayUsed.Load(), day)
+				p.dayCeil = min(p.oldDay, max(p.dayCeil, used))
+			}
+			if p.totCeil < p.oldTotal {
+				p.totCeil = min(p.oldTotal, max(p.totCeil, p.c.totalUsed.Load()))
+			}
+		}
+	}
 	if l.log != nil {
 		var seq uint64
 		for _, p := range pubs {
-			seq = l.log.appendCeiling(p.c, day, p.dayCeil, p.totCel)
+			seq = l.log.appendCeiling(p.c, day, p.dayCeil, p.totCeil)
+			if testHookCeiling != nil {
+				testHookCeiling(p.c, seq, day, p.dayCeil, p.totCeil)
+			}
 		}
 		if err := l.log.wait(ctx, seq); err != nil {
 			// Not durable: do not publish. With a Leaser the slice is lost
-			// (counted as spent centrally): the safe direction.
+			// (counted as spent centrally): the safe direction. A lowered
+			// ceiling stays lowered in memory: the safe direction too.
 			s.failures.Add(1)
 			return err
 		}
 	}
 	for _, p := range pubs {
+		// Raised ceilings, and lowered ones that the spend in flight kept
+		// above the lowered value: now durable.
 		raiseDay(&p.c.ceilDay, day, p.dayCeil)
 		for {
 			old := p.c.ceilTotal.Load()
-			if p.totCel <= old || p.c.ceilTotal.CompareAndSwap(old, p.totCel) {
+			if p.totCeil <= old || p.c.ceilTotal.CompareAndSwap(old, p.totCeil) {
 				break
+			}
+		}
+		retD, retT := max(0, p.oldDay-p.dayCeil), max(0, p.oldTotal-p.totCeil)
+		if lt := l.cfg.Leaser; lt != nil && retD|retT != 0 {
+			// Give back to the other nodes what this node no longer may
+			// spend. Should this fail, the slice stays counted as spent
+			// centrally: the safe direction.
+			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: p.c.id, Day: day, Daily: retD, Total: retT})
+			if err != nil {
+				s.failures.Add(1)
+				if firstErr == nil {
+					firstErr = err
+				}
 			}
 		}
 	}
 	return firstErr
 }
+
+// testHookCeiling, when set (tests), sees every ceiling record grant
+// appends, with its sequence number, before the record is durable.
+var testHookCeiling func(c *Campaign, seq uint64, day int32, dayCeil, totalCeil int64)
+
+// testHookLower, when set (tests), runs before grant publishes a lowered
+// ceiling, after it read the spend: it lets reservations come in between.
+var testHookLower func()
 
 // raiseDay sets w to (day, v) unless it already holds more for day or a
 // later day.

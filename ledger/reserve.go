@@ -110,6 +110,18 @@ func (t *resvTable) init(n int) {
 	t.mask = uint64(n - 1)
 }
 
+// quiesce takes and releases every shard's lock in turn: a Reserve that
+// began before the call, and so may have read a ceiling published before
+// it, has finished when it returns (Reserve checks and adds to the spend
+// under its shard's lock).
+func (t *resvTable) quiesce() {
+	for i := range t.shards {
+		t.shards[i].mu.Lock()
+		//lint:ignore SA2001 the critical section is empty on purpose: a barrier
+		t.shards[i].mu.Unlock()
+	}
+}
+
 func (t *resvTable) shard(bid uint64) *resvShard {
 	return &t.shards[splitmix64(bid)&t.mask]
 }
@@ -354,11 +366,13 @@ func (l *Ledger) apply(r *resv, kind byte, price, now int64) (bool, error) {
 			c.addSpend(r.day, price-r.price)
 			c.settledTotal.Add(price - r.price)
 			addDay(&c.settledDay, r.day, price-r.price)
+			c.maybeShrink()
 		default:
 			c.addSpend(r.day, price-r.price)
 			c.reserved.Add(-r.price)
 			c.settledTotal.Add(price)
 			addDay(&c.settledDay, r.day, price)
+			c.maybeShrink()
 		}
 		r.state = r.state&^fReleased | fBilled
 		r.billed = price
@@ -391,6 +405,7 @@ func (l *Ledger) apply(r *resv, kind byte, price, now int64) (bool, error) {
 			c.addSpend(r.day, -r.price)
 			c.reserved.Add(-r.price)
 		}
+		c.maybeShrink()
 		if r.state&fFreq != 0 {
 			// An impression already out of its window is counted no
 			// more, and its slot may hold a later impression by now:
@@ -419,6 +434,7 @@ func (l *Ledger) apply(r *resv, kind byte, price, now int64) (bool, error) {
 			c.addSpend(r.day, -r.price)
 			r.state |= fReleased // the impression stays counted: fail safe
 			l.stats.expired.Add(1)
+			c.maybeShrink()
 		}
 		return true, nil
 	}

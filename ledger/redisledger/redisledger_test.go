@@ -392,3 +392,65 @@ func TestFrequencySharedAcrossNodes(t *testing.T) {
 		t.Fatal("the other node never saw the cap")
 	}
 }
+
+// TestReleasesReturnLease: a node leases from Redis as it bids, then every
+// bid is lost. The node lowers its lease to one above its spend and gives
+// the rest back to Redis, where other nodes can lease it: before, it kept
+// the whole slice until Close (and a crash lost it for good).
+func TestReleasesReturnLease(t *testing.T) {
+	rc := connect(t, redisAddr())
+	defer rc.Close()
+	ctx := context.Background()
+	id := uniqueID(t)
+	l := newNode(t, rc)
+	defer l.Close()
+	budget := int64(100 * unit)
+	c, err := l.Campaign(id, ledger.Limits{DailyMicros: budget, TotalMicros: budget, Pacing: ledger.PacingASAP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := int64(2 * unit) // LeaseFraction 0.02 of the budget
+	now := time.Now()
+	day := int32(now.Unix() / 86400)
+	for bid := uint64(1); bid <= 30; bid++ {
+		_, err := l.Reserve(c, bid, 0, unit/2, now.UnixNano())
+		if errors.Is(err, ledger.ErrNoLease) {
+			if err := l.Lease(ctx, c, now.UnixNano()); err != nil {
+				t.Fatal(err)
+			}
+			_, err = l.Reserve(c, bid, 0, unit/2, now.UnixNano())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, tot, err := rc.Leased(ctx, id, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leased after 30 bids of 0.5: %d today, %d in all", d, tot)
+	for bid := uint64(1); bid <= 30; bid++ {
+		if err := l.Loss(ctx, bid, time.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, tot, err = rc.Leased(ctx, id, day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d < 2*lease && tot < 2*lease || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("leased once every bid was lost: %d today, %d in all", d, tot)
+	if d >= 2*lease || tot >= 2*lease {
+		t.Errorf("the node still holds %d of the day's and %d of the total budget from Redis with nothing spent; want less than two leases (%d)", d, tot, 2*lease)
+	}
+	r := l.Report(time.Now())[0]
+	if r.LeasedTodayMicros != d || r.LeasedTotalMicros != tot {
+		t.Errorf("the node's lease is %d today, %d in all; Redis has %d, %d", r.LeasedTodayMicros, r.LeasedTotalMicros, d, tot)
+	}
+}
