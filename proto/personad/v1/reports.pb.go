@@ -179,7 +179,8 @@ type CampaignReport struct {
 	LeasedTodayMicros int64 `protobuf:"varint,16,opt,name=leased_today_micros,json=leasedTodayMicros,proto3" json:"leased_today_micros,omitempty"`
 	LeasedTotalMicros int64 `protobuf:"varint,17,opt,name=leased_total_micros,json=leasedTotalMicros,proto3" json:"leased_total_micros,omitempty"`
 	// Counted as spent at crash recovery because the log could not prove it
-	// unspent (at most one lease per crash).
+	// unspent: less than two of the campaign's leases per crash, once the
+	// lease was lowered after the last release (see ledger/doc.go).
 	CrashCountedMicros int64 `protobuf:"varint,18,opt,name=crash_counted_micros,json=crashCountedMicros,proto3" json:"crash_counted_micros,omitempty"`
 	// Billed after the reservation had been released (late bills).
 	LateBilledMicros int64 `protobuf:"varint,19,opt,name=late_billed_micros,json=lateBilledMicros,proto3" json:"late_billed_micros,omitempty"`
