@@ -148,6 +148,12 @@ func (s *leaseState) run() {
 				}
 			}
 			c.needLease.Store(false)
+			// A release between the Load above and this Store set
+			// leaseAgain but could not queue c (needLease was set): queue
+			// it now, or that lowering would wait for another release.
+			if c.leaseAgain.Swap(false) {
+				s.request(c)
+			}
 		}
 		if err != nil {
 			// Back off so that an unreachable backend is not hammered by

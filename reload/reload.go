@@ -131,6 +131,9 @@ type Manager struct {
 	// seen are the rules files of the last read, with their
 	// modification times (ReloadFiles, under mu).
 	seen map[string]time.Time
+	// currencies is the currency of every campaign of the sets applied
+	// since start, by id, as it was last (under mu; with a Ledger).
+	currencies map[string]string
 	// segs are the segments of the snapshot the last warnings looked at.
 	segs      atomic.Pointer[uploadedSegments]
 	closeOnce sync.Once
@@ -165,7 +168,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, parser: rules.NewParser(), changed: make(chan struct{})}
+	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, parser: rules.NewParser(), changed: make(chan struct{}), currencies: map[string]string{}}
 	var err error
 	if m.metrics, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
@@ -220,7 +223,7 @@ func (m *Manager) start() error {
 		files, fileErr = m.parser.ReadFiles(m.cfg.Path)
 		newest = newestModTime(files)
 		m.filesAt = newest
-		m.see(files)
+		m.see(files, time.Time{})
 	}
 	saved, savedErr := m.readApplied()
 	if savedErr != nil {
@@ -257,13 +260,16 @@ func (m *Manager) start() error {
 }
 
 // see records files as the last read, and reports whether one of them
-// is new or was modified since the read before (written), and whether a
-// file of that read is gone (removed).
-func (m *Manager) see(files []rules.File) (written, removed bool) {
+// was written since the read before (written): modified, or new under a
+// name the read before did not have, with a time not before notBefore (a
+// file renamed, or moved in, keeps an older time); and whether a name of
+// that read is gone (removed).
+func (m *Manager) see(files []rules.File, notBefore time.Time) (written, removed bool) {
 	seen := make(map[string]time.Time, len(files))
 	for _, f := range files {
 		seen[f.Name] = f.ModTime
-		if t, ok := m.seen[f.Name]; !ok || !t.Equal(f.ModTime) {
+		t, ok := m.seen[f.Name]
+		if ok && !t.Equal(f.ModTime) || !ok && !notBefore.After(f.ModTime) {
 			written = true
 		}
 	}
@@ -354,12 +360,17 @@ func (m *Manager) ReloadFiles() {
 	// once for each such write.
 	newest := newestModTime(files)
 	cur := m.state.Load()
-	written, removed := m.see(files)
+	var notBefore time.Time
+	if cur.Source == SourceAPI {
+		notBefore = cur.AppliedAt
+	}
+	written, removed := m.see(files, notBefore)
 	if cur.Source == SourceAPI && removed && !written {
-		// Files were only removed since the last read (or renamed away):
-		// none was written, so the set applied through the API stays,
-		// as a restart would serve it (New compares times, and a removal
-		// leaves none). The files are parsed once one is written.
+		// Files were only removed since the last read, or renamed or
+		// moved in with a time before the set applied through the API:
+		// none was written, so that set stays, as a restart would serve
+		// it (New compares times). The files are parsed once one is
+		// written.
 		m.filesAt = newest
 		m.log.Info("rules files removed, none written: the set applied through the API keeps serving (as a restart would); write or touch a rules file to serve the files",
 			zap.String("path", m.cfg.Path), zap.Time("applied_at", cur.AppliedAt), zap.Time("newest_file", newest))
@@ -423,7 +434,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 	}
 	r, err := compile(rs, "")
 	if err == nil {
-		if errs := m.currencyChanges(rs, cur.Rules); len(errs) > 0 {
+		if errs := m.currencyChanges(rs); len(errs) > 0 {
 			err = errs
 		}
 	}
@@ -498,6 +509,11 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		}
 	}
 	_, refused := m.cfg.Engine.SetRules(r)
+	if m.cfg.Ledger != nil {
+		for _, c := range r.Campaigns() {
+			m.currencies[c.ID] = c.Currency
+		}
+	}
 	res.AppliedAt = at
 	took := time.Since(t0)
 	m.publish(func(s *state) {
@@ -582,20 +598,18 @@ func problemStrings(es rules.ValidationErrors, n int) []string {
 }
 
 // currencyChanges refuses each campaign whose currency rs changes from
-// the active set's while the ledger holds spend for it: the ledger counts
-// spend and budgets in micro-units of the campaign's currency, which such
-// a change would relabel (0.02 USD spent becoming 0.02 EUR, and the
-// USD bids outstanding settling in EUR). A campaign that has spent
-// nothing may change it. A change made while personad was down is not
-// seen: the ledger does not record currencies.
-func (m *Manager) currencyChanges(rs *rules.RuleSet, active *engine.Rules) rules.ValidationErrors {
-	if m.cfg.Ledger == nil || active == nil {
+// the one it last had in a set applied since start (m.currencies; also
+// a campaign removed and added back) while the ledger holds spend for
+// it: the ledger counts spend and budgets in micro-units of the
+// campaign's currency, which such a change would relabel (0.02 USD spent
+// becoming 0.02 EUR, and the USD bids outstanding settling in EUR). A
+// campaign that has spent nothing may change it. A change made while
+// personad was down is not seen: the ledger does not record currencies.
+func (m *Manager) currencyChanges(rs *rules.RuleSet) rules.ValidationErrors {
+	if m.cfg.Ledger == nil || len(m.currencies) == 0 {
 		return nil
 	}
-	was := make(map[string]string, len(active.Campaigns()))
-	for _, c := range active.Campaigns() {
-		was[c.ID] = c.Currency
-	}
+	was := m.currencies
 	var (
 		errs  rules.ValidationErrors
 		spent map[string]int64 // from the ledger's report, once needed

@@ -430,10 +430,10 @@ func TestFilesWrittenAfterApplyWin(t *testing.T) {
 	}
 }
 
-// TestFileRemovedAfterApply: removing a rules file written before a set
-// applied through the API does not bring the files back over that set
-// (none of them was written after it, and a restart serves it); writing
-// one does.
+// TestFileRemovedAfterApply: removing or renaming a rules file written
+// before a set applied through the API does not bring the files back over
+// that set (none of them was written after it, and a restart serves it);
+// writing one does.
 func TestFileRemovedAfterApply(t *testing.T) {
 	f := newFixture(t)
 	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
@@ -459,6 +459,14 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
 		t.Errorf("after a file's removal: serving %s from %s; want %s from api", st.Version, st.Source, res.Version)
 	}
+	// A rename keeps the file's older time: no write either.
+	if err := os.Rename(filepath.Join(f.dir, "a.yaml"), filepath.Join(f.dir, "a2.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("after a file's rename: serving %s from %s; want %s from api", st.Version, st.Source, res.Version)
+	}
 	m.Close()
 	m = startManager(t, cfg)
 	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
@@ -466,7 +474,7 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond) // file times come from a coarser clock than AppliedAt
 	now := time.Now()
-	if err := os.Chtimes(filepath.Join(f.dir, "a.yaml"), now, now); err != nil {
+	if err := os.Chtimes(filepath.Join(f.dir, "a2.yaml"), now, now); err != nil {
 		t.Fatal(err)
 	}
 	m.ReloadFiles()
@@ -524,6 +532,15 @@ func TestCurrencyChangeWithSpend(t *testing.T) {
 	}
 	if got := f.eng.Rules().Campaigns(); res.Version == before || len(got) != 2 {
 		t.Errorf("b's change not applied: version %s, %d campaigns", res.Version, len(got))
+	}
+	// Removed, then added back in EUR: still a's spend relabelled.
+	withoutA := inEUR("b")
+	withoutA.Campaigns = withoutA.Campaigns[1:]
+	if _, err := m.Apply(withoutA, ApplyOptions{}); err != nil {
+		t.Fatalf("apply removing a: %v", err)
+	}
+	if _, err := m.Apply(inEUR("a", "b"), ApplyOptions{}); !errors.As(err, &verrs) || len(verrs) != 1 || verrs[0].Path != "campaigns[0].currency" {
+		t.Errorf("a added back in EUR after its removal: %v; want one error at campaigns[0].currency", err)
 	}
 }
 

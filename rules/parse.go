@@ -96,17 +96,16 @@ func syntaxError(name string, data []byte, err error) error {
 	off := s.head
 	for i, e := range s.entries {
 		var n yaml.Node
+		// Only a syntax error, which yaml.v3 gives a line, names an
+		// entry: one alone may also fail for what it takes from others
+		// (an alias of an anchor defined before it).
 		if eerr := yaml.Unmarshal(e, &n); eerr != nil {
-			first := 1 + bytes.Count(data[:off], []byte("\n"))
-			msg := eerr.Error()
-			if rest, found := strings.CutPrefix(msg, "yaml: line "); found {
-				if num, tail, found := strings.Cut(rest, ":"); found {
-					if l, err := strconv.Atoi(num); err == nil {
-						msg = "yaml: line " + strconv.Itoa(first+l-1) + ":" + tail
-					}
-				}
+			rest, found := strings.CutPrefix(eerr.Error(), "yaml: line ")
+			num, tail, _ := strings.Cut(rest, ":")
+			if l, err := strconv.Atoi(num); found && err == nil {
+				first := 1 + bytes.Count(data[:off], []byte("\n"))
+				return fmt.Errorf("rules: %s: campaigns[%d] (the entry from line %d): yaml: line %d:%s", name, i, first, first+l-1, tail)
 			}
-			return fmt.Errorf("rules: %s: campaigns[%d] (the entry from line %d): %s", name, i, first, msg)
 		}
 		off += len(e)
 	}

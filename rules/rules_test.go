@@ -222,6 +222,10 @@ func TestParseErrors(t *testing.T) {
 			"rules: t.yaml: campaigns[1] (the entry from line 4): yaml: line 6: did not find expected '-' indicator"},
 		{"campaigns:\n  - id: a\n  - id: b\n    bid_cpm: [3\n    creatives: []\n", "rules: t.yaml: campaigns[1] (the entry from line 3): yaml: line 3: did not find expected ',' or ']'"},
 		{"campaigns: [{id: a]\n", "rules: t.yaml: yaml: did not find expected ',' or '}'"}, // not cut into entries
+		// An entry that fails alone only for an alias of an earlier one's
+		// anchor is not the one to blame.
+		{"campaigns:\n  - id: a\n    creatives: &cr []\n  - id: b\n    creatives: *cr\n  - id: c\n    bid_cpm: [3\n",
+			"rules: t.yaml: campaigns[2] (the entry from line 6): yaml: line 6: did not find expected ',' or ']'"},
 		{"campaigns: [{id: no, bid_cpm: 1, creatives: [{id: y, w: 1, h: 1, adm: x}]}]\n---\ncampaigns: []", "rules: t.yaml: more than one YAML document"},
 	}
 	for _, tt := range tests {
