@@ -15,6 +15,7 @@ import (
 	"time"
 	_ "time/tzdata" // --budget-tz works on hosts without a zoneinfo database
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/personad/personad/engine"
@@ -92,7 +93,7 @@ func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, e
 			return nil, nil, fmt.Errorf("--ledger: %w", err)
 		}
 		cfg.Leaser, cfg.Frequency = rc, rc
-		info.backend = "redis"
+		info.backend, info.redis = "redis", rc
 	}
 	t0 := time.Now()
 	l, err := ledger.New(cfg)
@@ -109,6 +110,7 @@ func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, e
 // ledgerInfo is what opening the ledger did, for the log.
 type ledgerInfo struct {
 	backend    string
+	redis      *redisledger.Client // with a Redis URL
 	dir        string
 	createdKey string // the notice key file created, or ""
 	keyMode    os.FileMode
@@ -238,4 +240,18 @@ func createNoticeKey(path string) ([]byte, error) {
 		d.Close()
 	}
 	return text, nil
+}
+
+// redisMetrics exports the Redis client's counts on /metrics.
+func redisMetrics(reg prometheus.Registerer, rc *redisledger.Client) {
+	const name, help = "personad_ledger_shared_frequency_lost_total",
+		"Impressions not published to the other nodes through Redis, by reason: queue_full (dropped before Redis), redis_error (failed there). " +
+			"This node counts them; the others under-count that user's frequency until the window ends."
+	for reason, v := range map[string]func(redisledger.Stats) int64{
+		"queue_full":  func(s redisledger.Stats) int64 { return s.FrequencyLostQueue },
+		"redis_error": func(s redisledger.Stats) int64 { return s.FrequencyLostRedis },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"reason": reason}},
+			func() float64 { return float64(v(rc.Stats())) }))
+	}
 }

@@ -186,6 +186,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if ledInfo.redis != nil {
+		redisMetrics(reg, ledInfo.redis)
+	}
 
 	// Rules: the newer of the --rules files and the set last applied
 	// through the Rules service, then watched (package reload).

@@ -53,6 +53,7 @@ func (c *Client) Record(campaign string, user uint64, bid uint64, window time.Du
 	default:
 		// Dropped: other nodes will not see this impression; this node
 		// still counts it locally.
+		c.lostQueue.Add(1)
 	}
 }
 
@@ -74,11 +75,14 @@ func (c *Client) recorder() {
 			bucket := r.now / int64(r.window)
 			ttl := int64(2*r.window/time.Second) + 1
 			ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
-			recordScript.Run(ctx, c.rdb, []string{
+			err := recordScript.Run(ctx, c.rdb, []string{
 				c.bucketKey(r.key, r.window, bucket),
 				c.opts.Prefix + "{" + r.key.campaign + "}:bid:" + strconv.FormatUint(r.bid, 16),
-			}, ttl, int64(c.opts.IdempotencyTTL/time.Second))
+			}, ttl, int64(c.opts.IdempotencyTTL/time.Second)).Err()
 			cancel()
+			if err != nil {
+				c.lostRedis.Add(1)
+			}
 		}
 	}
 }

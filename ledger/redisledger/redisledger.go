@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -81,6 +82,25 @@ type Client struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
+
+	// lostQueue and lostRedis count impressions other nodes will not see
+	// (this node still counts them): dropped on a full queue, or not
+	// recorded by Redis (an error or a timeout).
+	lostQueue, lostRedis atomic.Int64
+}
+
+// Stats are a Client's counts since New.
+type Stats struct {
+	// FrequencyLostQueue and FrequencyLostRedis are impressions not
+	// published to the other nodes: dropped because the queue to Redis
+	// was full, or failed there. Each lets the other nodes under-count
+	// that user's frequency until the window ends.
+	FrequencyLostQueue, FrequencyLostRedis int64
+}
+
+// Stats returns the Client's counts.
+func (c *Client) Stats() Stats {
+	return Stats{FrequencyLostQueue: c.lostQueue.Load(), FrequencyLostRedis: c.lostRedis.Load()}
 }
 
 type cacheKey struct {

@@ -454,3 +454,40 @@ func TestReleasesReturnLease(t *testing.T) {
 		t.Errorf("the node's lease is %d today, %d in all; Redis has %d, %d", r.LeasedTodayMicros, r.LeasedTotalMicros, d, tot)
 	}
 }
+
+// TestFrequencyLostCounted: an impression that does not reach Redis is
+// counted in Stats: dropped on a full queue, or failed there (Redis
+// gone); one that reaches it is not.
+func TestFrequencyLostCounted(t *testing.T) {
+	full := &Client{rec: make(chan recordReq, 1), cache: map[cacheKey]*cached{}} // no recorder drains it
+	full.Record("c", 1, 1, time.Hour, time.Now().UnixNano())
+	full.Record("c", 1, 2, time.Hour, time.Now().UnixNano())
+	if st := full.Stats(); st.FrequencyLostQueue != 1 || st.FrequencyLostRedis != 0 {
+		t.Errorf("a full queue: %+v, want one lost to the queue", st)
+	}
+
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	p := newProxy(t, redisAddr())
+	rc := connect(t, p.ln.Addr().String())
+	defer rc.Close()
+	id := uniqueID(t)
+	rc.Record(id, 7, 1, time.Hour, time.Now().UnixNano())
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rc.rec) > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the recorder's call in flight
+	if st := rc.Stats(); st != (Stats{}) {
+		t.Fatalf("with Redis up: %+v, want nothing lost", st)
+	}
+	p.Close()
+	rc.Record(id, 7, 2, time.Hour, time.Now().UnixNano())
+	for rc.Stats().FrequencyLostRedis == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := rc.Stats(); st.FrequencyLostRedis != 1 || st.FrequencyLostQueue != 0 {
+		t.Errorf("with Redis gone: %+v, want one lost there", st)
+	}
+}
