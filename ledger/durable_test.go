@@ -498,7 +498,7 @@ func TestLimitChangesDoNotStackLeases(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for c.needLease.Load() {
+			for c.needLease.Load() || c.leaseAgain.Load() {
 				time.Sleep(time.Millisecond) // a background grant asked for by the changes
 			}
 			if err := l.Flush(ctx); err != nil {
@@ -717,7 +717,7 @@ func TestReleasesLowerTheLease(t *testing.T) {
 						}
 					}
 				}
-				for c.needLease.Load() {
+				for c.needLease.Load() || c.leaseAgain.Load() {
 					time.Sleep(time.Millisecond) // the lowering the releases asked for
 				}
 				if err := l.Flush(ctx); err != nil {
@@ -894,7 +894,7 @@ func TestSpendNeverPassesDurableCeiling(t *testing.T) {
 	// leases.
 	clk.Add(time.Second)
 	l.Tick(clk.Now()) // expire the rest
-	for c.needLease.Load() {
+	for c.needLease.Load() || c.leaseAgain.Load() {
 		time.Sleep(time.Millisecond)
 	}
 	ctx := context.Background()

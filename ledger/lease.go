@@ -151,7 +151,8 @@ func (s *leaseState) run() {
 			// A release between the Load above and this Store set
 			// leaseAgain but could not queue c (needLease was set): queue
 			// it now, or that lowering would wait for another release.
-			if c.leaseAgain.Swap(false) {
+			// (leaseAgain stays set until the grant that serves it.)
+			if c.leaseAgain.Load() {
 				s.request(c)
 			}
 		}
