@@ -498,18 +498,7 @@ func TestLimitChangesDoNotStackLeases(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for c.needLease.Load() || c.leaseAgain.Load() {
-				time.Sleep(time.Millisecond) // a background grant asked for by the changes
-			}
-			if err := l.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			crash := t.TempDir()
-			copyDir(t, dir, crash) // kill -9
-			l2, err := New(durableConfig(clk, crash))
-			if err != nil {
-				t.Fatal(err)
-			}
+			l2 := crashAfterLeases(t, l, c, clk, dir) // after a background grant the changes asked for
 			defer l2.Close()
 			r := l2.Report(t0)[0]
 			t.Logf("counted as spent by the crash: %d micros (%.2f leases of %d)", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
@@ -717,18 +706,7 @@ func TestReleasesLowerTheLease(t *testing.T) {
 						}
 					}
 				}
-				for c.needLease.Load() || c.leaseAgain.Load() {
-					time.Sleep(time.Millisecond) // the lowering the releases asked for
-				}
-				if err := l.Flush(ctx); err != nil {
-					t.Fatal(err)
-				}
-				crash := t.TempDir()
-				copyDir(t, dir, crash) // kill -9
-				l2, err := New(durableConfig(clk, crash))
-				if err != nil {
-					t.Fatal(err)
-				}
+				l2 := crashAfterLeases(t, l, c, clk, dir) // after the lowering the releases asked for
 				r := l2.Report(clk.Now())[0]
 				l2.Close()
 				t.Logf("counted as spent by the crash: %d micros (%.2f leases of %d)", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
@@ -894,11 +872,24 @@ func TestSpendNeverPassesDurableCeiling(t *testing.T) {
 	// leases.
 	clk.Add(time.Second)
 	l.Tick(clk.Now()) // expire the rest
+	l2 := crashAfterLeases(t, l, c, clk, dir)
+	defer l2.Close()
+	r := l2.Report(clk.Now())[0]
+	t.Logf("counted as spent by the crash: %.2f leases", float64(r.CrashCountedMicros)/float64(lease))
+	if r.CrashCountedMicros >= 2*lease {
+		t.Errorf("crash counted %d micros as spent, %.1f leases of %d; want fewer than 2", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
+	}
+}
+
+// crashAfterLeases waits until the lease goroutine has done what c asked
+// of it, flushes l's log, and opens a copy of dir, l's directory, as a
+// kill -9 would leave it then.
+func crashAfterLeases(t *testing.T, l *Ledger, c *Campaign, clk *fakeClock, dir string) *Ledger {
+	t.Helper()
 	for c.needLease.Load() || c.leaseAgain.Load() {
 		time.Sleep(time.Millisecond)
 	}
-	ctx := context.Background()
-	if err := l.Flush(ctx); err != nil {
+	if err := l.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	crash := t.TempDir()
@@ -907,10 +898,5 @@ func TestSpendNeverPassesDurableCeiling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l2.Close()
-	r := l2.Report(clk.Now())[0]
-	t.Logf("counted as spent by the crash: %.2f leases", float64(r.CrashCountedMicros)/float64(lease))
-	if r.CrashCountedMicros >= 2*lease {
-		t.Errorf("crash counted %d micros as spent, %.1f leases of %d; want fewer than 2", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
-	}
+	return l2
 }

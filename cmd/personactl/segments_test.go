@@ -79,16 +79,7 @@ func TestIDReader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ir := newIDReader(strings.NewReader(tc.in), tc.header)
-			var ids []string
-			for {
-				id, err := ir.next()
-				if err != nil {
-					break
-				}
-				if id != nil {
-					ids = append(ids, string(id))
-				}
-			}
+			ids := readIDs(ir)
 			if d := cmp.Diff(tc.ids, ids); d != "" {
 				t.Errorf("ids (-want +got):\n%s", d)
 			}
@@ -1182,18 +1173,23 @@ func TestHeaderNote(t *testing.T) {
 		{"user_id\nu1\n", "auto", ""}, // a known header: skipped, no note
 	} {
 		ir := newIDReader(strings.NewReader(tc.in), tc.header)
-		var ids []string
-		for {
-			id, err := ir.next()
-			if err != nil {
-				break
-			}
-			if id != nil {
-				ids = append(ids, string(id))
-			}
-		}
+		ids := readIDs(ir)
 		if ir.first != tc.first {
 			t.Errorf("%q --header %s: note for %q, want %q (ids %q)", tc.in, tc.header, ir.first, tc.first, ids)
+		}
+	}
+}
+
+// readIDs reads ir to its end, or its first error, and returns the ids.
+func readIDs(ir *idReader) []string {
+	var ids []string
+	for {
+		id, err := ir.next()
+		if err != nil {
+			return ids
+		}
+		if id != nil {
+			ids = append(ids, string(id))
 		}
 	}
 }
