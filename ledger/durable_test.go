@@ -455,11 +455,7 @@ func TestLimitChangesDoNotStackLeases(t *testing.T) {
 			dir := t.TempDir()
 			ctx := context.Background()
 			now := t0.UnixNano()
-			l, err := New(durableConfig(clk, dir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			l := newLedger(t, durableConfig(clk, dir))
 			budgets := []int64{1000, 1000, 400, 2000, 2000, 300, 1000, 1000, 600, 1000}
 			c := mustCampaign(t, l, "c", tc.lim(budgets[0]*unit))
 			var lease int64 // the largest lease in force
@@ -679,11 +675,7 @@ func TestReleasesLowerTheLease(t *testing.T) {
 				clk := newFakeClock(t0)
 				dir := t.TempDir()
 				ctx := context.Background()
-				l, err := New(durableConfig(clk, dir))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer l.Close()
+				l := newLedger(t, durableConfig(clk, dir))
 				c := mustCampaign(t, l, "c", budget.lim)
 				lease := l.leaseChunk(c, 1000*unit)
 				if lease != 5*unit {
