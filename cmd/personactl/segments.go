@@ -647,12 +647,10 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		switch {
 		case sctx.Err() != nil && (status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled)):
 			return ended()
-		case !answering():
+		case !answering() || refused(err): // a refusal applies nothing, whenever it comes
 			return fmt.Errorf("%w; nothing uploaded", callError("segments upload "+seg, err))
-		case !refused(err):
-			return fmt.Errorf("%w; %s", callError("segments upload "+seg, err), maybe)
 		}
-		return callError("segments upload "+seg, err)
+		return fmt.Errorf("%w; %s", callError("segments upload "+seg, err), maybe)
 	}
 	// timerFired is called when the idle timer has gone off (Stop or Reset
 	// found it no longer pending): it waits for the timer's func, which

@@ -1013,7 +1013,7 @@ func TestSegmentsCommands(t *testing.T) {
 		// The key again with other ids: the server refuses it (it keeps a
 		// hash of each keyed upload's ids) and applies nothing.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "--replace", "--key", "k1", "-"}, "u0000003\n",
-			"", "personactl: segments upload industry:fintech: FailedPrecondition: segments: idempotency key already used for a different upload: \"k1\" was replace industry:fintech of other ids, or of the same in another order (2 of them; a retry must send them as the first time)\n", 1},
+			"", "personactl: segments upload industry:fintech: FailedPrecondition: segments: idempotency key already used for a different upload: \"k1\" was replace industry:fintech of other ids, or of the same in another order (2 of them; a retry must send them as the first time); nothing uploaded\n", 1},
 		// Invalid lines abort the upload by default, naming them.
 		{[]string{"segments", "upload", "--facet", "industry", "--value", "fintech", "-"}, "u1\n,x\nu2\n" + strings.Repeat("z", 300) + "\n",
 			"", "personactl: segments upload industry:fintech: stdin has 2 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n  line 2: empty user id\n  line 4: user id is 300 bytes, the limit is 256\n", 1},
@@ -1021,7 +1021,7 @@ func TestSegmentsCommands(t *testing.T) {
 			"uploaded industry:fintech mode=add ids=2 added=2 removed=0 unchanged=0 new_users=2 invalid=1 cardinality=4 version=4 replayed=false took ids_per_s\n",
 			"skipped 1 invalid line:\n  line 2: empty user id\n", 0},
 		{[]string{"segments", "upload", "--facet", "Industry", "--value", "fintech", "-"}, "u1\n",
-			"", "personactl: segments upload Industry:fintech: InvalidArgument: bidder: upload.header.facet: \"Industry\" must match [a-z][a-z0-9_]{0,31}\n", 1},
+			"", "personactl: segments upload Industry:fintech: InvalidArgument: bidder: upload.header.facet: \"Industry\" must match [a-z][a-z0-9_]{0,31}; nothing uploaded\n", 1},
 		{[]string{"segments", "list"}, "",
 			"FACET     VALUE    CARDINALITY  VERSION  BYTES  UPDATED\nindustry  fintech  4            4        20     \ntitle     cmo      99998        2        28     \n",
 			"2 segments, 100002 users, version 4\n", 0},
