@@ -52,6 +52,9 @@ func (e *Engine) explain(r *Rules, s *scratch, q *Query, d *Decision) {
 			switch {
 			case st != StageChosen:
 				t.Stage, t.Detail = st, impDetail(st, c, imp, d.Channel)
+				if st == StageFrequency && UserKey(q) == 0 {
+					t.Detail = "no user id (buyeruid or user.id) to count its frequency cap by: a capped campaign does not bid for an unknown user"
+				}
 			case hasBid(won, c):
 				t.Stage, t.Creative = StageAlreadyBid, cr.ID
 				t.Detail = "bid on imp " + q.Imps[d.Bids[won[c]].Imp].ID

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,8 +89,14 @@ func TestFrequencyCapAcrossChannels(t *testing.T) {
 	q := &Query{Now: now, BuyerUID: "ann", Debug: true, Imps: []Imp{{ID: "1", Sizes: []Size{{300, 250}}}}}
 	var d Decision
 	e.Decide(context.Background(), q, &d)
-	if tr := traceOf(&d, "capped"); tr.Stage != StageFrequency {
-		t.Errorf("capped: stage %v, want frequency", tr.Stage)
+	if tr := traceOf(&d, "capped"); tr.Stage != StageFrequency || tr.Detail != "frequency cap reached for this user" {
+		t.Errorf("capped: stage %v (%q), want frequency, the cap reached", tr.Stage, tr.Detail)
+	}
+	// For an unknown user it says why: no id to count by.
+	q.BuyerUID = ""
+	e.Decide(context.Background(), q, &d)
+	if tr := traceOf(&d, "capped"); tr.Stage != StageFrequency || !strings.HasPrefix(tr.Detail, "no user id") {
+		t.Errorf("capped, unknown user: stage %v (%q), want frequency, no user id", tr.Stage, tr.Detail)
 	}
 }
 
