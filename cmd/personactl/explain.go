@@ -45,7 +45,7 @@ func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 		fs.Usage()
 		return usagef("explain: want one request file")
 	}
-	req, err := readBidRequest(fs.Arg(0), e.stdin)
+	req, err := readBidRequest(fs.Arg(0), e.stdin, e.stderr)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,12 @@ func releaseBids(ctx context.Context, notices personadpb.NoticesClient, resp *pe
 	return nil
 }
 
-func readBidRequest(name string, stdin io.Reader) (*personadpb.BidRequest, error) {
+// readBidRequest reads a bid request in OpenRTB JSON. Fields personad
+// does not read (an exchange's own, or OpenRTB's it has no use for, such
+// as imp.banner.mimes) are dropped, as the HTTP wire drops them, with a
+// note naming the first on stderr, so that an exchange's real request
+// can be explained as it is.
+func readBidRequest(name string, stdin io.Reader, stderr io.Writer) (*personadpb.BidRequest, error) {
 	var data []byte
 	var err error
 	if name == "-" {
@@ -117,9 +122,15 @@ func readBidRequest(name string, stdin io.Reader) (*personadpb.BidRequest, error
 		return nil, fmt.Errorf("explain: %w", err)
 	}
 	var req personadpb.BidRequest
-	if err := protojson.Unmarshal(data, &req); err != nil {
+	strict := protojson.Unmarshal(data, &req)
+	if strict == nil {
+		return &req, nil
+	}
+	req.Reset()
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &req); err != nil {
 		return nil, fmt.Errorf("explain: %s is not an OpenRTB bid request: %v", name, err)
 	}
+	fmt.Fprintf(stderr, "note: %s has fields personad does not read, ignored as the HTTP wire ignores them (the first: %v)\n", name, strict)
 	return &req, nil
 }
 

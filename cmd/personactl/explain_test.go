@@ -127,6 +127,18 @@ func TestExplain(t *testing.T) {
 		}
 	}
 
+	// An exchange's request with fields personad does not read is
+	// explained, with a note.
+	out.Reset()
+	errb.Reset()
+	mimes := write("mimes.json", `{"id": "r3", "imp": [{"id": "1", "banner": {"w": 300, "h": 250, "mimes": ["image/png"]}, "secure": 1}], "site": {"domain": "linkedin.com"}, "user": {"buyeruid": "u9"}}`)
+	if err := run(context.Background(), []string{"--addr", addr, "explain", mimes}, e); err != nil {
+		t.Fatalf("explain of a request with unread fields: %v", err)
+	}
+	if !strings.Contains(out.String(), "request r3:") || !strings.Contains(errb.String(), "has fields personad does not read") || !strings.Contains(errb.String(), "mimes") {
+		t.Errorf("request with unread fields: stdout %q, stderr %q; want the explanation and a note naming mimes", out.String(), errb.String())
+	}
+
 	err := run(context.Background(), []string{"--addr", addr, "explain", write("bad.json", `{"id": 5}`)}, e)
 	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "is not an OpenRTB bid request") {
 		t.Errorf("bad request file: %v (exit %d)", err, exitCode(err))
