@@ -192,7 +192,7 @@ func printExplanation(w io.Writer, req *personadpb.BidRequest, resp *personadpb.
 		if dbg.GetRulesVersion() == "" {
 			return fmt.Errorf("explain: campaign %q: the server has no rules loaded", campaign)
 		}
-		return fmt.Errorf("explain: no campaign %q in rules %s (personactl rules get lists them)", campaign, dbg.GetRulesVersion())
+		return fmt.Errorf("explain: no campaign %q in rules %s (personactl rules get --yaml lists them)", campaign, dbg.GetRulesVersion())
 	}
 	return nil
 }
