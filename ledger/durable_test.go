@@ -395,11 +395,7 @@ func TestCompactionKeepsState(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l2, err := New(durableConfig(clk, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close()
+	l2 := newLedger(t, durableConfig(clk, dir))
 	c2 := mustCampaign(t, l2, "c", lim)
 	after := l2.Report(t0)[0]
 	if before.TotalSpentMicros != after.TotalSpentMicros || before.SettledTotalMicros != after.SettledTotalMicros || before.ReservedMicros != after.ReservedMicros {
@@ -495,7 +491,6 @@ func TestLimitChangesDoNotStackLeases(t *testing.T) {
 				}
 			}
 			l2 := crashAfterLeases(t, l, c, clk, dir) // after a background grant the changes asked for
-			defer l2.Close()
 			r := l2.Report(t0)[0]
 			t.Logf("counted as spent by the crash: %d micros (%.2f leases of %d)", r.CrashCountedMicros, float64(r.CrashCountedMicros)/float64(lease), lease)
 			if r.CrashCountedMicros >= 2*lease {
@@ -644,11 +639,7 @@ func TestCrashCountsTotalOnlyLease(t *testing.T) {
 	if spent == 0 {
 		t.Fatal("no reservation fit the lease")
 	}
-	l2, err := New(durableConfig(clk, crash))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close()
+	l2 := newLedger(t, durableConfig(clk, crash))
 	if got := l2.Lookup("c").totalUsed.Load(); got < spent {
 		t.Errorf("recovered spend %d < %d reserved under the durable lease", got, spent)
 	}
@@ -763,85 +754,77 @@ func TestSpendNeverPassesDurableCeiling(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var checks, violations int
-	wg.Add(1)
-	go func() { // the checker
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			w, a := positions()
-			day, _ := on(c.dayUsed.Load(), l.days.day(clk.NowNs()))
-			total := c.totalUsed.Load()
-			if w2, a2 := positions(); w2 != w || a2 != a {
-				continue // a ceiling may have been published in between
-			}
-			mu.Lock()
-			for i := len(ceilings) - 1; i >= 0; i-- {
-				cl := ceilings[i]
-				if cl.seq > a {
-					continue // appended since
-				}
-				if day > cl.day || total > cl.tl {
-					violations++
-					if violations <= 5 {
-						t.Errorf("spend %d today, %d in all, past the ceiling record %d (%d, %d) a crash could replay (written %d, appended %d)",
-							day, total, cl.seq, cl.day, cl.tl, w, a)
-					}
-				}
-				if cl.seq <= w {
-					break // the last one written: older ones are replaced
-				}
-			}
-			mu.Unlock()
-			checks++
-		}
-	}()
-	wg.Add(1)
-	go func() { // time and expiry
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			clk.Add(2 * time.Millisecond)
-			l.Tick(clk.Now())
-			time.Sleep(100 * time.Microsecond)
-		}
-	}()
-	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 7))
+	// loop calls step in a goroutine of its own until stop is closed or
+	// step returns false.
+	loop := func(step func() bool) {
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				bid := l.NewBidID()
-				price := int64(1+rng.IntN(15)) * unit / 10
-				if _, err := l.Reserve(c, bid, 0, price, clk.NowNs()); err != nil {
-					if !errors.Is(err, ErrNoLease) {
-						t.Error(err)
-						return
-					}
-					continue
-				}
-				if rng.IntN(5) < 2 {
-					if err := l.Loss(context.Background(), bid, clk.NowNs()); err != nil {
-						t.Error(err)
-						return
-					}
+				if !step() {
+					return
 				}
 			}
-		}()
+		})
+	}
+	var checks, violations int
+	loop(func() bool { // the checker
+		w, a := positions()
+		day, _ := on(c.dayUsed.Load(), l.days.day(clk.NowNs()))
+		total := c.totalUsed.Load()
+		if w2, a2 := positions(); w2 != w || a2 != a {
+			return true // a ceiling may have been published in between
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i := len(ceilings) - 1; i >= 0; i-- {
+			cl := ceilings[i]
+			if cl.seq > a {
+				continue // appended since
+			}
+			if day > cl.day || total > cl.tl {
+				violations++
+				if violations <= 5 {
+					t.Errorf("spend %d today, %d in all, past the ceiling record %d (%d, %d) a crash could replay (written %d, appended %d)",
+						day, total, cl.seq, cl.day, cl.tl, w, a)
+				}
+			}
+			if cl.seq <= w {
+				break // the last one written: older ones are replaced
+			}
+		}
+		checks++
+		return true
+	})
+	loop(func() bool { // time and expiry
+		clk.Add(2 * time.Millisecond)
+		l.Tick(clk.Now())
+		time.Sleep(100 * time.Microsecond)
+		return true
+	})
+	for g := range 4 {
+		rng := rand.New(rand.NewPCG(uint64(g), 7))
+		loop(func() bool { // reservations, and losses of some
+			bid := l.NewBidID()
+			price := int64(1+rng.IntN(15)) * unit / 10
+			if _, err := l.Reserve(c, bid, 0, price, clk.NowNs()); err != nil {
+				if !errors.Is(err, ErrNoLease) {
+					t.Error(err)
+					return false
+				}
+				return true
+			}
+			if rng.IntN(5) < 2 {
+				if err := l.Loss(context.Background(), bid, clk.NowNs()); err != nil {
+					t.Error(err)
+					return false
+				}
+			}
+			return true
+		})
 	}
 	time.Sleep(1500 * time.Millisecond)
 	close(stop)
@@ -865,7 +848,6 @@ func TestSpendNeverPassesDurableCeiling(t *testing.T) {
 	clk.Add(time.Second)
 	l.Tick(clk.Now()) // expire the rest
 	l2 := crashAfterLeases(t, l, c, clk, dir)
-	defer l2.Close()
 	r := l2.Report(clk.Now())[0]
 	t.Logf("counted as spent by the crash: %.2f leases", float64(r.CrashCountedMicros)/float64(lease))
 	if r.CrashCountedMicros >= 2*lease {
@@ -875,7 +857,7 @@ func TestSpendNeverPassesDurableCeiling(t *testing.T) {
 
 // crashAfterLeases waits until the lease goroutine has done what c asked
 // of it, flushes l's log, and opens a copy of dir, l's directory, as a
-// kill -9 would leave it then.
+// kill -9 would leave it then (closed when the test ends).
 func crashAfterLeases(t *testing.T, l *Ledger, c *Campaign, clk *fakeClock, dir string) *Ledger {
 	t.Helper()
 	for c.needLease.Load() || c.leaseAgain.Load() {
@@ -886,9 +868,5 @@ func crashAfterLeases(t *testing.T, l *Ledger, c *Campaign, clk *fakeClock, dir 
 	}
 	crash := t.TempDir()
 	copyDir(t, dir, crash)
-	l2, err := New(durableConfig(clk, crash))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l2
+	return newLedger(t, durableConfig(clk, crash))
 }

@@ -467,11 +467,7 @@ func TestLateLossKeepsLaterImpression(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l2, err := New(durableConfig(clk, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close()
+	l2 := newLedger(t, durableConfig(clk, dir))
 	capped(l2, mustCampaign(t, l2, "c", lim), "replayed")
 }
 
