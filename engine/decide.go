@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/bits-and-blooms/bitset"
+
+	"github.com/personad/personad/segments"
 )
 
 // scratch is one decision's working memory, pooled and sized to the rules.
@@ -68,18 +70,11 @@ const deadlineEvery = 64
 // the first candidate that passes every filter is the winner and the scan
 // stops there.
 func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
-	d.reset()
-	p := e.state.Load()
-	r := p.rules
-	if r == nil {
-		d.NoBid = ReasonNoRules
+	p, seg := e.begin(d)
+	if p == nil {
 		return
 	}
-	seg := e.segs.Current()
-	d.RulesVersion = r.version
-	if seg != nil {
-		d.SegmentsVersion = seg.Version()
-	}
+	r := p.rules
 	deadline, hasDeadline := ctx.Deadline()
 	if !q.Deadline.IsZero() && (!hasDeadline || q.Deadline.Before(deadline)) {
 		deadline, hasDeadline = q.Deadline, true
@@ -162,6 +157,24 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 	}
 }
 
+// begin resets d for a decision and names in it the rules and segment
+// versions it is made with: the published state and segment snapshot it
+// returns, or nil (and ReasonNoRules) while no rules are loaded.
+func (e *Engine) begin(d *Decision) (*published, *segments.Snapshot) {
+	d.reset()
+	p := e.state.Load()
+	if p.rules == nil {
+		d.NoBid = ReasonNoRules
+		return nil, nil
+	}
+	seg := e.segs.Current()
+	d.RulesVersion = p.rules.version
+	if seg != nil {
+		d.SegmentsVersion = seg.Version()
+	}
+	return p, seg
+}
+
 // Expired answers q as Decide does when its deadline passed before the
 // decision began: a no-bid with ReasonDeadline (ReasonNoRules without
 // rules) naming the rules and segment versions, and for a debug query the
@@ -170,17 +183,12 @@ func (e *Engine) Decide(ctx context.Context, q *Query, d *Decision) {
 // knows the time is already out (tmax within the network margin); it may
 // allocate, as a debug decision does.
 func (e *Engine) Expired(q *Query, d *Decision) {
-	d.reset()
-	r := e.state.Load().rules
-	if r == nil {
-		d.NoBid = ReasonNoRules
+	p, seg := e.begin(d)
+	if p == nil {
 		return
 	}
-	seg := e.segs.Current()
-	d.RulesVersion, d.NoBid = r.version, ReasonDeadline
-	if seg != nil {
-		d.SegmentsVersion = seg.Version()
-	}
+	r := p.rules
+	d.NoBid = ReasonDeadline
 	s := getScratch(r)
 	defer putScratch(s)
 	s.channel, d.Channel = r.resolveChannel(q)
