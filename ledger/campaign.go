@@ -261,12 +261,12 @@ func (c *Campaign) maybeShrink() {
 	if lim.DailyMicros > 0 {
 		cd := c.ceilDay.Load()
 		used, ok := on(c.dayUsed.Load(), int32(dayOfWord(cd)))
-		if ok && int64(cd&usedMask)-used >= 2*c.l.leaseChunk(c, lim.DailyMicros) {
+		if ok && overLeased(int64(cd&usedMask), used, c.l.leaseChunk(c, lim.DailyMicros)) {
 			c.l.leases.requestAgain(c)
 			return
 		}
 	}
-	if lim.TotalMicros > 0 && c.ceilTotal.Load()-c.totalUsed.Load() >= 2*c.l.leaseChunk(c, lim.TotalMicros) {
+	if lim.TotalMicros > 0 && overLeased(c.ceilTotal.Load(), c.totalUsed.Load(), c.l.leaseChunk(c, lim.TotalMicros)) {
 		c.l.leases.requestAgain(c)
 	}
 }

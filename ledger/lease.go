@@ -225,10 +225,10 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 		// but not the ceiling: lower a ceiling two leases or more above
 		// the spend to one lease above it, or a crash would count all of
 		// it as spent.
-		if lim.DailyMicros > 0 && ceilD-usedD >= 2*chD {
+		if lim.DailyMicros > 0 && overLeased(ceilD, usedD, chD) {
 			newD = usedD + chD
 		}
-		if lim.TotalMicros > 0 && ceilT-usedT >= 2*chT {
+		if lim.TotalMicros > 0 && overLeased(ceilT, usedT, chT) {
 			newT = usedT + chT
 		}
 		if lt := l.cfg.Leaser; lt != nil {
@@ -427,3 +427,8 @@ func (l *Ledger) fullDay(d int32) int32 {
 	now := l.days.day(l.clock().UnixNano())
 	return now + int32(int16(uint16(d)-uint16(now)))
 }
+
+// overLeased reports whether a ceiling leaves two leases (of chunk) or
+// more unspent above used: a crash would count them all as spent, so
+// grant lowers it to one lease above used, and a release asks it to.
+func overLeased(ceil, used, chunk int64) bool { return ceil-used >= 2*chunk }
