@@ -54,12 +54,12 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}
 	gs := grpc.NewServer(append(opts, extra...)...)
-	// Bidder and Notices as generated, but a request that is not valid
-	// protobuf is INVALID_ARGUMENT, counted (malformed.go).
+	// Bidder, Notices and Reports as generated, but a request that is
+	// not valid protobuf is INVALID_ARGUMENT, counted (malformed.go).
 	gs.RegisterService(bidderDesc, s)
 	if s.cfg.Ledger != nil {
 		gs.RegisterService(noticesDesc, &noticesService{s: s})
-		personadpb.RegisterReportsServer(gs, &reportsService{s: s})
+		gs.RegisterService(reportsDesc, &reportsService{s: s})
 	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)

@@ -16,13 +16,14 @@ import (
 // A request message that is not valid protobuf (truncated wire data, a
 // string field that is not UTF-8) fails in the codec, and grpc-go turns
 // any codec error into INTERNAL before a handler or interceptor runs
-// (rpc_util.go recv, v1.85), uncounted. For the exchange-facing methods,
-// Bidder/Bid and the Notices, the server registers handlers of its own
-// (same services, same methods) that decode into a decoded[T]: the
-// server codec keeps its decoding error there instead of failing, and the
-// handler answers INVALID_ARGUMENT naming the field, counted as the HTTP
-// wire counts an undecodable body. The messages are decoded exactly as
-// before, by grpc-go's proto codec.
+// (rpc_util.go recv, v1.85), uncounted. So every personad service is
+// registered with handlers of its own (same services, same methods) that
+// decode into a decoded[T]: the server codec keeps its decoding error
+// there instead of failing, and the handler answers INVALID_ARGUMENT
+// naming the field; Bid and the notices count it as the HTTP wire counts
+// an undecodable body. Segments/Upload, a client stream, receives each
+// message into a lenientMsg, the same way (recvLenient). The messages are
+// decoded exactly as before, by the server codec (rulescodec.go).
 
 // decodeTarget is a request the server codec decodes without failing:
 // the error, if any, is kept in the request.
@@ -40,6 +41,27 @@ type decoded[T any, PT interface {
 }
 
 func (d *decoded[T, PT]) target() (proto.Message, *error) { return PT(&d.msg), &d.err }
+
+// lenientMsg is a message its caller owns (a stream's, received into
+// again and again) and its decoding error.
+type lenientMsg struct {
+	msg proto.Message
+	err error
+}
+
+func (d *lenientMsg) target() (proto.Message, *error) { return d.msg, &d.err }
+
+// recvLenient is stream.RecvMsg(m), but a message that is not valid
+// protobuf is the *ValidationError naming where (malformedError), not
+// grpc-go's INTERNAL. stream must be served by a server from GRPCServer,
+// whose codec knows decodeTarget.
+func recvLenient(stream grpc.ServerStream, m proto.Message) error {
+	in := lenientMsg{msg: m}
+	if err := stream.RecvMsg(&in); err != nil {
+		return err
+	}
+	return in.err
+}
 
 // lenientHandler is a unary handler like protoc-gen-go-grpc's, whose
 // request is decoded into a decoded[T]: a malformed one is answered by
@@ -113,6 +135,62 @@ var noticesDesc = withHandlers(personadpb.Notices_ServiceDesc, map[string]grpc.M
 			return srv.(personadpb.NoticesServer).Loss(ctx, req)
 		}, malformedNotice(kindLoss)),
 })
+
+// segmentsDesc is personad.v1.Segments with its unary methods decoded
+// leniently; Upload receives leniently itself (recvLenient).
+var segmentsDesc = withHandlers(personadpb.Segments_ServiceDesc, map[string]grpc.MethodHandler{
+	"List": lenientHandler(personadpb.Segments_List_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.ListRequest) (any, error) {
+			return srv.(personadpb.SegmentsServer).List(ctx, req)
+		}, malformedRequest),
+	"Lookup": lenientHandler(personadpb.Segments_Lookup_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.LookupRequest) (any, error) {
+			return srv.(personadpb.SegmentsServer).Lookup(ctx, req)
+		}, malformedRequest),
+	"Delete": lenientHandler(personadpb.Segments_Delete_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.DeleteRequest) (any, error) {
+			return srv.(personadpb.SegmentsServer).Delete(ctx, req)
+		}, malformedRequest),
+})
+
+// rulesDesc is personad.v1.Rules with every method decoded leniently.
+var rulesDesc = withHandlers(personadpb.Rules_ServiceDesc, map[string]grpc.MethodHandler{
+	"Validate": lenientHandler(personadpb.Rules_Validate_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.RulesValidateRequest) (any, error) {
+			return srv.(personadpb.RulesServer).Validate(ctx, req)
+		}, malformedRequest),
+	"Apply": lenientHandler(personadpb.Rules_Apply_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.RulesApplyRequest) (any, error) {
+			return srv.(personadpb.RulesServer).Apply(ctx, req)
+		}, malformedRequest),
+	"Get": lenientHandler(personadpb.Rules_Get_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.RulesGetRequest) (any, error) {
+			return srv.(personadpb.RulesServer).Get(ctx, req)
+		}, malformedRequest),
+})
+
+// reportsDesc is personad.v1.Reports with every method decoded
+// leniently.
+var reportsDesc = withHandlers(personadpb.Reports_ServiceDesc, map[string]grpc.MethodHandler{
+	"Campaigns": lenientHandler(personadpb.Reports_Campaigns_FullMethodName,
+		func(srv any, ctx context.Context, req *personadpb.ReportsCampaignsRequest) (any, error) {
+			return srv.(personadpb.ReportsServer).Campaigns(ctx, req)
+		}, malformedRequest),
+})
+
+// RegisterSegments registers s on gs, a server from GRPCServer, as
+// personad.v1.Segments: a request that is not valid protobuf is
+// INVALID_ARGUMENT naming the field.
+func RegisterSegments(gs *grpc.Server, s *Segments) { gs.RegisterService(segmentsDesc, s) }
+
+// RegisterRules registers s on gs, a server from GRPCServer, as
+// personad.v1.Rules: a request that is not valid protobuf is
+// INVALID_ARGUMENT naming the field.
+func RegisterRules(gs *grpc.Server, s *RulesService) { gs.RegisterService(rulesDesc, s) }
+
+// malformedRequest answers a malformed request of a method that counts
+// none.
+func malformedRequest(_ any, err error) error { return grpcError(err) }
 
 func malformedNotice(k noticeKind) func(srv any, err error) error {
 	return func(srv any, err error) error {

@@ -3,15 +3,19 @@ package bidder
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/personad/personad/bench/world"
+	"github.com/personad/personad/internal/rulespb"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
@@ -112,4 +116,117 @@ func decodeError(t *testing.T, b []byte, m proto.Message) string {
 		t.Fatal("the bytes decode")
 	}
 	return err.Error()
+}
+
+// TestMalformedProtobufPlanners: the planners' services answer a request
+// that is not valid protobuf as Bid does, INVALID_ARGUMENT naming the
+// field, not grpc-go's INTERNAL: Segments' unary methods and Upload (a
+// malformed message changes nothing and is counted invalid), Rules
+// (a large Apply too, decoded in parallel) and Reports.
+func TestMalformedProtobufPlanners(t *testing.T) {
+	notUTF8 := func(m proto.Message, s string) []byte {
+		t.Helper()
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := []byte(s)
+		bad[len(bad)-1] = 0xff
+		if !bytes.Contains(b, []byte(s)) {
+			t.Fatalf("%q is not in the encoded %T", s, m)
+		}
+		return bytes.Replace(b, []byte(s), bad, 1)
+	}
+	check := func(what string, err error, path string) {
+		t.Helper()
+		st := status.Convert(err)
+		if want := "bidder: " + path + ": not valid protobuf: "; st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), want) {
+			t.Errorf("%s: %v, want InvalidArgument %q…", what, err, want)
+		}
+	}
+
+	sh := newSegHarness(t, zaptest.NewLogger(t))
+	check("List", invoke(sh.conn, personadpb.Segments_List_FullMethodName,
+		notUTF8(&personadpb.ListRequest{Facet: "title"}, "title"), &personadpb.ListResponse{}), "facet")
+	check("Lookup", invoke(sh.conn, personadpb.Segments_Lookup_FullMethodName,
+		[]byte{0x0a, 0x09, 'u'}, &personadpb.LookupResponse{}), "user_id")
+	check("Delete", invoke(sh.conn, personadpb.Segments_Delete_FullMethodName,
+		notUTF8(&personadpb.DeleteRequest{Facet: "title", Value: "cmo"}, "cmo"), &personadpb.DeleteResponse{}), "value")
+
+	upload := func(msgs ...[]byte) error {
+		t.Helper()
+		s, err := sh.conn.NewStream(t.Context(), &personadpb.Segments_ServiceDesc.Streams[0],
+			personadpb.Segments_Upload_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := s.SendMsg(m); err != nil {
+				break // the server has answered; RecvMsg has its status
+			}
+		}
+		if err := s.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		return s.RecvMsg(&personadpb.UploadResponse{})
+	}
+	marshal := func(m proto.Message) []byte {
+		t.Helper()
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	hdr := marshal(header("title", "malformed", personadpb.UploadMode_UPLOAD_MODE_REPLACE, ""))
+	good := marshal(chunk("u1", "u2"))
+	check("Upload, header", upload(notUTF8(header("title", "malformed", personadpb.UploadMode_UPLOAD_MODE_REPLACE, ""), "malformed")),
+		"upload.header.value")
+	check("Upload, chunk", upload(hdr, good, notUTF8(chunk("u3", "u4"), "u4")), "upload.chunk[1].ids[1]")
+	check("Upload, chunk cut short", upload(hdr, good[:len(good)-1]), "upload.chunk[0]")
+	check("Upload, bad tag", upload(hdr, append(bytes.Clone(good), 0x80)), "upload.chunk[0]")
+	if got := sh.uploads("invalid"); got != 4 {
+		t.Errorf("invalid uploads counted = %v, want 4", got)
+	}
+	// Nothing was applied; the same connection still uploads.
+	if err := upload(hdr, good); err != nil {
+		t.Fatalf("valid upload: %v", err)
+	}
+	list, err := sh.seg.List(t.Context(), &personadpb.ListRequest{Facet: "title"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Segments {
+		if s.Value == "malformed" && (s.Cardinality != 2 || s.Version != 1) {
+			t.Errorf("title:malformed after four malformed uploads and one of 2 ids: %v, want 2 ids at version 1", s)
+		}
+	}
+
+	rh := newRulesHarness(t)
+	check("Rules/Get", invoke(rh.conn, personadpb.Rules_Get_FullMethodName,
+		[]byte{0x08}, &personadpb.RulesGetResponse{}), "include_rule_set")
+	cfg := world.ReferenceConfig()
+	cfg.Campaigns = 200
+	rs, err := world.GenerateRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	large := notUTF8(&personadpb.RulesApplyRequest{RuleSet: rulespb.ToProto(rs)}, rs.Campaigns[150].ID)
+	if len(large) < parallelDecodeMin {
+		t.Fatalf("request of %d bytes, want at least %d to take the parallel decode", len(large), parallelDecodeMin)
+	}
+	check("Rules/Apply, large", invoke(rh.conn, personadpb.Rules_Apply_FullMethodName,
+		large, &personadpb.RulesApplyResponse{}), "rule_set.campaigns[150].id")
+	check("Rules/Validate", invoke(rh.conn, personadpb.Rules_Validate_FullMethodName,
+		[]byte{0x0a, 0x02, 0x0a, 0x05}, &personadpb.RulesValidateResponse{}), "rule_set.campaigns[0]")
+	if got := rh.mgr.Status().Version; got != generation(0).Version() {
+		t.Errorf("rules version after malformed applies %s, want the first %s", got, generation(0).Version())
+	}
+
+	l := newLedger(t, "")
+	defer l.Close()
+	mh := newMoneyHarness(t, moneyRules, l)
+	defer mh.close()
+	check("Reports/Campaigns", invoke(mh.conn, personadpb.Reports_Campaigns_FullMethodName,
+		notUTF8(&personadpb.ReportsCampaignsRequest{Campaign: "c1"}, "c1"), &personadpb.ReportsCampaignsResponse{}), "campaign")
 }

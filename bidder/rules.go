@@ -33,7 +33,7 @@ type RulesService struct {
 }
 
 // NewRulesService returns the Rules service; register it on the server
-// from GRPCServer with personadpb.RegisterRulesServer.
+// from GRPCServer with RegisterRules.
 func NewRulesService(m RulesManager, log *zap.Logger) *RulesService {
 	if log == nil {
 		log = zap.NewNop()

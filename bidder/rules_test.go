@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -44,6 +45,7 @@ type rulesHarness struct {
 	eng    *engine.Engine
 	mgr    *reload.Manager
 	path   string
+	conn   *grpc.ClientConn
 	bid    personadpb.BidderClient
 	rules  personadpb.RulesClient
 	server *Server
@@ -79,10 +81,10 @@ func newRulesHarness(t *testing.T) *rulesHarness {
 		t.Fatal(err)
 	}
 	gs := s.GRPCServer()
-	personadpb.RegisterRulesServer(gs, NewRulesService(mgr, cfg.Logger))
+	RegisterRules(gs, NewRulesService(mgr, cfg.Logger))
 	conn, stop := serveBufconn(t, gs, 1<<20)
 	t.Cleanup(stop)
-	return &rulesHarness{eng: eng, mgr: mgr, path: path, server: s,
+	return &rulesHarness{eng: eng, mgr: mgr, path: path, server: s, conn: conn,
 		bid: personadpb.NewBidderClient(conn), rules: personadpb.NewRulesClient(conn)}
 }
 

@@ -36,7 +36,7 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case decodeTarget: // malformed.go
 		msg, errp := m.target()
-		if err := c.CodecV2.Unmarshal(data, msg); err != nil {
+		if err := c.Unmarshal(data, msg); err != nil {
 			*errp = malformedError(msg, data.Materialize(), err)
 		}
 		return nil

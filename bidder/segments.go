@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,15 +207,38 @@ const (
 )
 
 // recv receives the stream's next message into m, marking the wait as
-// the client's.
+// the client's. A message that is not valid protobuf is a
+// *ValidationError naming the field in UploadRequest (recvLenient).
 func (w *idleWatch) recv(stream personadpb.Segments_UploadServer, m *personadpb.UploadRequest) error {
 	if w == nil {
-		return stream.RecvMsg(m)
+		return recvLenient(stream, m)
 	}
 	w.since.Store(int64(time.Since(w.start)) + 1)
-	err := stream.RecvMsg(m)
+	err := recvLenient(stream, m)
 	w.since.Store(0)
 	return err
+}
+
+// inUpload names the field of a malformed message (recv's
+// *ValidationError) from the upload: the header is the first message,
+// chunk i a later one. Other errors are returned as they are.
+func inUpload(err error, chunk int) error {
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	path, named := ve.Path, true
+	if path == string((*personadpb.UploadRequest)(nil).ProtoReflect().Descriptor().Name()) {
+		path, named = "header", false // the message itself
+	}
+	if chunk >= 0 {
+		rest, ok := strings.CutPrefix(path, "chunk")
+		if !named || !ok {
+			rest = ""
+		}
+		path = fmt.Sprintf("chunk[%d]%s", chunk, rest)
+	}
+	return &ValidationError{Path: "upload." + path, Msg: ve.Msg}
 }
 
 // commit reports whether the upload may commit: false once the watcher
@@ -318,7 +342,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch,
 		return segments.Result{}, &ValidationError{Path: "upload.header", Msg: "the stream is empty: the first message must hold the header"}
 	}
 	if err != nil {
-		return segments.Result{}, err
+		return segments.Result{}, inUpload(err, -1)
 	}
 	h := first.GetHeader()
 	if h == nil {
@@ -456,7 +480,7 @@ func (s *Segments) receive(stream personadpb.Segments_UploadServer, w *idleWatch
 			return stream.Context().Err()
 		}
 		if err != nil {
-			return err // the stream broke: nothing applied
+			return inUpload(err, i) // malformed, or the stream broke: nothing applied
 		}
 		c := req.GetChunk()
 		if c == nil {

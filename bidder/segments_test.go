@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -25,6 +26,7 @@ import (
 // in a temp dir, with the persona cache on (as personad runs).
 type segHarness struct {
 	store *segments.Store
+	conn  *grpc.ClientConn
 	seg   personadpb.SegmentsClient
 	bid   personadpb.BidderClient
 	reg   *prometheus.Registry
@@ -83,7 +85,7 @@ func newSegHarness(tb testing.TB, logger *zap.Logger, opts ...func(*SegmentsConf
 		tb.Fatal(err)
 	}
 	gs := srv.GRPCServer()
-	personadpb.RegisterSegmentsServer(gs, ss)
+	RegisterSegments(gs, ss)
 	conn, stop := serveBufconn(tb, gs, 4<<20)
 	tb.Cleanup(func() {
 		stop()
@@ -91,7 +93,7 @@ func newSegHarness(tb testing.TB, logger *zap.Logger, opts ...func(*SegmentsConf
 		eng.Close()
 		store.Close()
 	})
-	return &segHarness{store: store, seg: personadpb.NewSegmentsClient(conn), bid: personadpb.NewBidderClient(conn), reg: reg}
+	return &segHarness{store: store, conn: conn, seg: personadpb.NewSegmentsClient(conn), bid: personadpb.NewBidderClient(conn), reg: reg}
 }
 
 func header(facet, value string, mode personadpb.UploadMode, key string) *personadpb.UploadRequest {

@@ -417,7 +417,7 @@ func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.St
 		t.Fatal(err)
 	}
 	gs := srv.GRPCServer()
-	personadpb.RegisterSegmentsServer(gs, ss)
+	bidder.RegisterSegments(gs, ss)
 	t.Cleanup(func() { // after serve's, which stops gs
 		ss.Close()
 		eng.Close()

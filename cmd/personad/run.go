@@ -24,7 +24,6 @@ import (
 	"github.com/personad/personad/bench/world"
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
-	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/reload"
 	"github.com/personad/personad/segments"
 )
@@ -247,8 +246,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer segSrv.Close() // after the servers stop, before segs closes
-	personadpb.RegisterSegmentsServer(gs, segSrv)
-	personadpb.RegisterRulesServer(gs, bidder.NewRulesService(rulesMgr, log))
+	bidder.RegisterSegments(gs, segSrv)
+	bidder.RegisterRules(gs, bidder.NewRulesService(rulesMgr, log))
 	handler := srv.Handler()
 	if o.pprof {
 		handler = withPprof(handler)

@@ -63,6 +63,10 @@ type RulesClient interface {
 	Apply(ctx context.Context, in *RulesApplyRequest, opts ...grpc.CallOption) (*RulesApplyResponse, error)
 	// Get reports the active rule set: version, when and how it was
 	// applied, and the last rejected attempt with its errors.
+	//
+	// A request that is not valid protobuf fails, for every method, with
+	// INVALID_ARGUMENT naming the field ("rule_set.campaigns[150].id: not
+	// valid protobuf: …").
 	Get(ctx context.Context, in *RulesGetRequest, opts ...grpc.CallOption) (*RulesGetResponse, error)
 }
 
@@ -139,6 +143,10 @@ type RulesServer interface {
 	Apply(context.Context, *RulesApplyRequest) (*RulesApplyResponse, error)
 	// Get reports the active rule set: version, when and how it was
 	// applied, and the last rejected attempt with its errors.
+	//
+	// A request that is not valid protobuf fails, for every method, with
+	// INVALID_ARGUMENT naming the field ("rule_set.campaigns[150].id: not
+	// valid protobuf: …").
 	Get(context.Context, *RulesGetRequest) (*RulesGetResponse, error)
 	mustEmbedUnimplementedRulesServer()
 }

@@ -39,7 +39,9 @@ const (
 // bid decisions as soon as it is acknowledged.
 //
 // Errors: INVALID_ARGUMENT for a malformed request, its message naming the
-// field path (for example "upload.chunk[3].ids[17]"); NOT_FOUND for a
+// field path (for example "upload.chunk[3].ids[17]"), also for a message
+// that is not valid protobuf ("upload.chunk[3].ids[17]: not valid
+// protobuf: …" for an id that is not UTF-8); NOT_FOUND for a
 // segment that does not exist (Delete, or an Upload in MODE_REMOVE);
 // RESOURCE_EXHAUSTED for a chunk or upload over a limit, or a full user
 // dictionary, its message naming the limit; FAILED_PRECONDITION for an
@@ -134,7 +136,9 @@ func (c *segmentsClient) Delete(ctx context.Context, in *DeleteRequest, opts ...
 // bid decisions as soon as it is acknowledged.
 //
 // Errors: INVALID_ARGUMENT for a malformed request, its message naming the
-// field path (for example "upload.chunk[3].ids[17]"); NOT_FOUND for a
+// field path (for example "upload.chunk[3].ids[17]"), also for a message
+// that is not valid protobuf ("upload.chunk[3].ids[17]: not valid
+// protobuf: …" for an id that is not UTF-8); NOT_FOUND for a
 // segment that does not exist (Delete, or an Upload in MODE_REMOVE);
 // RESOURCE_EXHAUSTED for a chunk or upload over a limit, or a full user
 // dictionary, its message naming the limit; FAILED_PRECONDITION for an
