@@ -45,7 +45,7 @@ func (s *Server) report(only string) *personadpb.ReportsCampaignsResponse {
 		if only != "" && r.ID != only {
 			continue
 		}
-		cr := reportToProto(r)
+		cr := reportToProto(r) // the currency the ledger recorded
 		if c := byID[r.ID]; c != nil {
 			cr.InRules, cr.Advertiser, cr.Currency = true, c.Advertiser, c.Currency
 		}
@@ -67,6 +67,7 @@ func reportToProto(r *ledger.CampaignReport) *personadpb.CampaignReport {
 	}
 	return &personadpb.CampaignReport{
 		Cid:                  r.ID,
+		Currency:             r.Currency,
 		SpentTodayMicros:     r.SpentTodayMicros,
 		SettledTodayMicros:   r.SettledTodayMicros,
 		ReservedMicros:       r.ReservedMicros,

@@ -44,6 +44,9 @@ type Campaign struct {
 	key    uint32 // dense, stable for the life of the log
 	id     string
 	limits atomic.Pointer[Limits]
+	// currency is the last Limits.Currency recorded for the campaign, in
+	// this process or in the log; nil if none was. Stored under l.mu.
+	currency atomic.Pointer[string]
 
 	_ cacheLine
 	// dayUsed and totalUsed are reserved plus settled spend, for the
@@ -84,6 +87,15 @@ func newCampaign(l *Ledger, key uint32, id string) *Campaign {
 
 // ID returns the campaign id.
 func (c *Campaign) ID() string { return c.id }
+
+// Currency returns the currency last recorded for the campaign
+// (Limits.Currency), in this process or in its log; "" if none was.
+func (c *Campaign) Currency() string {
+	if p := c.currency.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // Limits returns the limits currently applied.
 func (c *Campaign) Limits() Limits {

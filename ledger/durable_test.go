@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -869,4 +870,64 @@ func crashAfterLeases(t *testing.T, l *Ledger, c *Campaign, clk *fakeClock, dir 
 	crash := t.TempDir()
 	copyDir(t, dir, crash)
 	return newLedger(t, durableConfig(clk, crash))
+}
+
+// TestCurrencyRecorded: the currency a campaign's limits name is in the
+// log, and in the checkpoints that replace it, so that a reopened ledger
+// knows what its spend counts in; a change is recorded again, and limits
+// without one record nothing.
+func TestCurrencyRecorded(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	cfg := durableConfig(clk, dir)
+	cfg.CompactBytes = 8 << 10
+	l := newLedger(t, cfg)
+	a := mustCampaign(t, l, "a", Limits{Currency: "USD"})
+	mustCampaign(t, l, "b", Limits{})
+	mustCampaign(t, l, "c", Limits{Currency: "USD"})
+	mustCampaign(t, l, "c", Limits{Currency: "EUR"})
+	mustCampaign(t, l, "c", Limits{}) // keeps EUR
+	want := map[string]string{"a": "USD", "c": "EUR"}
+	if got := l.Currencies(); !maps.Equal(got, want) {
+		t.Fatalf("Currencies() = %v, want %v", got, want)
+	}
+	crashed := func() *Ledger {
+		t.Helper()
+		if err := l.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		crash := t.TempDir()
+		copyDir(t, dir, crash)
+		return newLedger(t, durableConfig(clk, crash))
+	}
+	if got := crashed().Currencies(); !maps.Equal(got, want) {
+		t.Errorf("from the log: Currencies() = %v, want %v", got, want)
+	}
+
+	// Enough records for a checkpoint to replace the segments that hold
+	// the campaign records.
+	for i := range 400 {
+		if _, err := reserve(l, a, uint64(i+1), 1, 1000, t0.UnixNano()); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		// Not listDir: it removes the checkpoint being written.
+		if ckpts, _ := filepath.Glob(filepath.Join(dir, "checkpoint-*.ckpt")); len(ckpts) > 0 && !l.log.compacting.Load() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint written in 10 s")
+		}
+		l.Flush(context.Background())
+	}
+	l2 := crashed()
+	if got := l2.Currencies(); !maps.Equal(got, want) {
+		t.Errorf("from a checkpoint: Currencies() = %v, want %v", got, want)
+	}
+	for _, r := range l2.Report(t0) {
+		if r.Currency != want[r.ID] {
+			t.Errorf("report of %s: currency %q, want %q", r.ID, r.Currency, want[r.ID])
+		}
+	}
 }

@@ -53,7 +53,15 @@ type Limits struct {
 	// CapMax impressions per user within CapWindow; 0 means no cap.
 	CapMax    int32
 	CapWindow time.Duration
+	// Currency is the campaign's currency (ISO 4217), which its budgets
+	// and spend count in. The ledger records it durably (Currencies), so
+	// that a change can be checked against the spend counted in the old
+	// one, even across restarts; "" records nothing.
+	Currency string
 }
+
+// maxCurrency bounds Limits.Currency (rules allow three letters).
+const maxCurrency = 16
 
 // MaxMicros is the largest budget the ledger accepts (about 281 million
 // currency units): daily counters pack a day number beside the amount.
@@ -65,6 +73,7 @@ func LimitsFromRules(c *rules.Campaign) (Limits, error) {
 		DailyMicros: rules.Micros(c.Budget.Daily),
 		TotalMicros: rules.Micros(c.Budget.Total),
 		CapMax:      c.FrequencyCap.Max,
+		Currency:    c.EffectiveCurrency(),
 	}
 	if c.Pacing == rules.PacingASAP {
 		l.Pacing = PacingASAP
@@ -93,6 +102,8 @@ func (l Limits) validate() error {
 		return errors.New("ledger: frequency window above a year")
 	case l.Pacing > PacingASAP:
 		return errors.New("ledger: unknown pacing")
+	case len(l.Currency) > maxCurrency:
+		return fmt.Errorf("ledger: currency above %d bytes", maxCurrency)
 	}
 	return nil
 }
@@ -356,12 +367,17 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 	created := c == nil
 	if created {
 		c = l.addCampaignLocked(id)
-		if l.log != nil {
-			// Under l.mu, so that keys reach the log in the order they
-			// were given: replay takes a key out of order for corruption.
-			// Lock order: l.mu, then the journal's.
-			l.log.appendCampaign(c.key, id)
-		}
+	}
+	recur := lim.Currency != "" && lim.Currency != c.Currency()
+	if recur {
+		cur := strings.Clone(lim.Currency)
+		c.currency.Store(&cur)
+	}
+	if l.log != nil && (created || recur) {
+		// Under l.mu, so that keys reach the log in the order they were
+		// given: replay takes a key out of order for corruption. Lock
+		// order: l.mu, then the journal's.
+		l.log.appendCampaign(c.key, id, c.Currency())
 	}
 	l.mu.Unlock()
 	if old := c.limits.Load(); old == nil || *old != lim {
@@ -369,6 +385,20 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 		l.leases.request(c)
 	}
 	return c, nil
+}
+
+// Currencies returns the currency last recorded for each campaign that
+// has one (Limits.Currency), by id: in this process, or before it, in the
+// log.
+func (l *Ledger) Currencies() map[string]string {
+	camps := *l.campaigns.Load()
+	out := make(map[string]string, len(camps))
+	for _, c := range camps {
+		if cur := c.Currency(); cur != "" {
+			out[c.id] = cur
+		}
+	}
+	return out
 }
 
 // addCampaignLocked registers a new campaign under l.mu. The ledger

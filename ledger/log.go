@@ -31,7 +31,7 @@ import (
 
 // Record types.
 const (
-	recCampaign  byte = iota + 1 // key, id
+	recCampaign  byte = iota + 1 // key, id[, currency]: again when the currency changes
 	recReserve                   // bid, reservation
 	recNotice                    // kind, bid, price, at
 	recCeiling                   // key, day, day ceiling, total ceiling (absolute)
@@ -391,12 +391,24 @@ func (j *journal) seal(start int) {
 	j.appended++
 }
 
-func (j *journal) appendCampaign(key uint32, id string) uint64 {
-	return j.append(recCampaign, func(b []byte) []byte {
-		b = le.AppendUint32(b, key)
-		b = le.AppendUint32(b, uint32(len(id)))
-		return append(b, id...)
-	})
+func (j *journal) appendCampaign(key uint32, id, currency string) uint64 {
+	return j.append(recCampaign, func(b []byte) []byte { return encCampaign(b, key, id, currency) })
+}
+
+// encCampaign appends a campaign record's payload. The currency comes
+// last, and only when known, where logs written before it was recorded
+// end: such a record replays as a campaign without one, and a log from
+// now replays in a build from before (which reads the key and id, and
+// takes a record for a key it has as the same campaign).
+func encCampaign(b []byte, key uint32, id, currency string) []byte {
+	b = le.AppendUint32(b, key)
+	b = le.AppendUint32(b, uint32(len(id)))
+	b = append(b, id...)
+	if currency != "" {
+		b = append(b, byte(len(currency)))
+		b = append(b, currency...)
+	}
+	return b
 }
 
 func (j *journal) appendCeiling(c *Campaign, day int32, dayCeil, totalCeil int64) uint64 {
@@ -665,11 +677,7 @@ func writeCheckpoint(l *Ledger, dir string, n uint64) error {
 		count++
 	}
 	for _, c := range *l.campaigns.Load() {
-		emit(recCampaign, func(b []byte) []byte {
-			b = le.AppendUint32(b, c.key)
-			b = le.AppendUint32(b, uint32(len(c.id)))
-			return append(b, c.id...)
-		})
+		emit(recCampaign, func(b []byte) []byte { return encCampaign(b, c.key, c.id, c.Currency()) })
 		emit(recCampState, func(b []byte) []byte {
 			b = le.AppendUint32(b, c.key)
 			for _, v := range []uint64{
@@ -830,21 +838,30 @@ func (l *Ledger) applyRecord(typ byte, payload []byte) error {
 	case recCampaign:
 		key := rd.u32()
 		id := rd.str(int(rd.u32()))
-		if rd.bad || id == "" {
+		currency := ""
+		if len(rd.b) > 0 {
+			currency = rd.str(int(rd.u8()))
+		}
+		if rd.bad || id == "" || len(rd.b) > 0 {
 			return errRecord
 		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		list := *l.campaigns.Load()
+		var c *Campaign
 		switch {
 		case int(key) == len(list):
 			if _, dup := l.byID[id]; dup {
 				return fmt.Errorf("%w: campaign %q twice", ErrCorrupt, id)
 			}
-			l.addCampaignLocked(id)
+			c = l.addCampaignLocked(id)
 		case int(key) < len(list) && list[key].id == id:
+			c = list[key]
 		default:
 			return fmt.Errorf("%w: campaign key %d", ErrCorrupt, key)
+		}
+		if currency != "" {
+			c.currency.Store(&currency)
 		}
 		return nil
 	case recReserve:

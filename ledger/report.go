@@ -10,6 +10,7 @@ import (
 // bids at their bid price: it is what the budget check sees.
 type CampaignReport struct {
 	ID                   string
+	Currency             string    // as last recorded (Limits.Currency); "" if never
 	Day                  time.Time // start of the current budget day
 	SpentTodayMicros     int64     // reserved + settled, today
 	SettledTodayMicros   int64
@@ -43,6 +44,7 @@ func (l *Ledger) Report(now time.Time) []CampaignReport {
 		lim := c.Limits()
 		r := CampaignReport{
 			ID:                 c.id,
+			Currency:           c.Currency(),
 			Day:                time.Unix(0, start).In(l.loc),
 			ReservedMicros:     c.reserved.Load(),
 			TotalSpentMicros:   c.totalUsed.Load(),

@@ -131,8 +131,9 @@ type Manager struct {
 	// seen are the rules files of the last read, with their
 	// modification times (ReloadFiles, under mu).
 	seen map[string]time.Time
-	// currencies is the currency of every campaign of the sets applied
-	// since start, by id, as it was last (under mu; with a Ledger).
+	// currencies is the currency of every campaign the ledger recorded
+	// before start or a set applied since had, by id, as it was last
+	// (under mu; with a Ledger).
 	currencies map[string]string
 	// segs are the segments of the snapshot the last warnings looked at.
 	segs      atomic.Pointer[uploadedSegments]
@@ -169,6 +170,9 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Now = time.Now
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, parser: rules.NewParser(), changed: make(chan struct{}), currencies: map[string]string{}}
+	if cfg.Ledger != nil {
+		m.currencies = cfg.Ledger.Currencies() // as the last run left them
+	}
 	var err error
 	if m.metrics, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
@@ -598,13 +602,16 @@ func problemStrings(es rules.ValidationErrors, n int) []string {
 }
 
 // currencyChanges refuses each campaign whose currency rs changes from
-// the one it last had in a set applied since start (m.currencies; also
-// a campaign removed and added back) while the ledger holds spend for
-// it: the ledger counts spend and budgets in micro-units of the
-// campaign's currency, which such a change would relabel (0.02 USD spent
-// becoming 0.02 EUR, and the USD bids outstanding settling in EUR). A
-// campaign that has spent nothing may change it. A change made while
-// personad was down is not seen: the ledger does not record currencies.
+// the one it last had (m.currencies: in a set applied since start, or as
+// the ledger recorded it before; also a campaign removed and added back)
+// while the ledger holds spend for it: the ledger counts spend and
+// budgets in micro-units of the campaign's currency, which such a change
+// would relabel (0.02 USD spent becoming 0.02 EUR, and the USD bids
+// outstanding settling in EUR). A campaign that has spent nothing may
+// change it. A change made while personad was down is refused at start,
+// as the ledger recorded the old currency (a ledger written before
+// currencies were recorded holds none: its campaigns are not checked
+// until a set has been applied).
 func (m *Manager) currencyChanges(rs *rules.RuleSet) rules.ValidationErrors {
 	if m.cfg.Ledger == nil || len(m.currencies) == 0 {
 		return nil

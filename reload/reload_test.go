@@ -544,6 +544,45 @@ func TestCurrencyChangeWithSpend(t *testing.T) {
 	}
 }
 
+// TestCurrencyChangeWhileDown: a rules file that changes the currency of
+// a campaign that has spent, edited while personad was down, is refused
+// at start: the ledger recorded the old currency.
+func TestCurrencyChangeWhileDown(t *testing.T) {
+	f := newFixture(t)
+	lcfg := ledger.DefaultConfig()
+	lcfg.Manual, lcfg.Dir = true, t.TempDir()
+	led, err := ledger.New(lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := led.Campaign("a", ledger.Limits{Currency: "USD"}) // as the last run's rules bound it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Reserve(c, 1, 0, 22_002, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if led, err = ledger.New(lcfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+
+	replace(t, f.path, strings.Replace(doc("a", 1), "bid_cpm: 1", "bid_cpm: 1\n    currency: EUR", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Ledger = f.eng, f.path, true, led
+	_, err = New(cfg)
+	var verrs rules.ValidationErrors
+	if !errors.As(err, &verrs) || len(verrs) != 1 || !strings.HasSuffix(verrs[0].Path, "campaigns[0].currency") ||
+		!strings.Contains(verrs[0].Msg, "from USD, in which it has spent 0.022002") {
+		t.Fatalf("start with a's currency changed while down: %v; want one error at campaigns[0].currency naming its spend", err)
+	}
+	replace(t, f.path, doc("a", 1))
+	startManager(t, cfg) // in USD it starts
+}
+
 func TestStartFailsOnBrokenFile(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, broken)

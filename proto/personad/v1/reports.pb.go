@@ -150,7 +150,9 @@ type CampaignReport struct {
 	// Campaign id.
 	Cid        string `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
 	Advertiser string `protobuf:"bytes,2,opt,name=advertiser,proto3" json:"advertiser,omitempty"`
-	// ISO-4217; empty when the campaign is no longer in the rules.
+	// ISO-4217: the rules' currency, or for a campaign no longer in them,
+	// the one it last had (empty if it left the rules before personad
+	// recorded currencies).
 	Currency string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
 	// Whether the campaign is in the rules now; false for a campaign the
 	// ledger still holds spend for after it was removed from the rules.
