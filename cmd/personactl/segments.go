@@ -99,7 +99,8 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
 			"first column is the id (a quoted field may go on over up to 1000 lines; one still open then, or\n"+
-			"at the end of the input, is taken for a stray quote and the upload refused). A line whose id holds\n"+
+			"at the end of the input, is taken for a stray quote and the upload refused; so is a header of a file\n"+
+			"separated by semicolons, user_id;name). A line whose id holds\n"+
 			"a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte order\n"+
 			"mark is skipped. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
 			"first one's result; the key with other ids (or another segment or mode) is an error,\n"+
@@ -266,6 +267,12 @@ func (ir *idReader) next() ([]byte, error) {
 	}
 	if !ir.started {
 		ir.started = true
+		if ir.header != "no" && semicolonHeader(id) {
+			// Refused, even with --skip-invalid: every line after it
+			// would be a valid id, and none the one meant.
+			return nil, fmt.Errorf("line %d, %q, is the header of a file separated by semicolons, not commas: each of its lines would be uploaded whole, semicolons and all, as one id; save the file with commas, or the ids alone",
+				ir.line, id)
+		}
 		if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
 			return nil, nil
 		}
@@ -498,6 +505,15 @@ var headerNames = map[string]bool{
 func isHeader(id []byte) bool {
 	name := strings.ToLower(string(id))
 	return headerNames[name] || headerNames[strings.NewReplacer(" ", "_", "-", "_").Replace(name)]
+}
+
+// semicolonHeader reports whether a first id line is the header of a
+// file separated by semicolons, as spreadsheets save a CSV in many
+// locales: a known id column name before its first semicolon
+// ("user_id;company").
+func semicolonHeader(id []byte) bool {
+	name, _, ok := bytes.Cut(id, []byte{';'})
+	return ok && isHeader(bytes.Trim(bytes.TrimSpace(name), `"`))
 }
 
 // looksLikeHeader reports whether a first id line that isHeader did not

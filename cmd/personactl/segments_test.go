@@ -1193,3 +1193,33 @@ func readIDs(ir *idReader) []string {
 		}
 	}
 }
+
+// TestSemicolonSeparated: a file separated by semicolons (a CSV as
+// spreadsheets save it in many locales) whose header names an id column
+// is refused, even with --skip-invalid: its lines are no comma CSV, so
+// each would be uploaded whole ("u1;Acme"), an id no bid request carries.
+func TestSemicolonSeparated(t *testing.T) {
+	addr, store := server(t)
+	for _, args := range [][]string{
+		{"--replace"},
+		{"--skip-invalid"},
+		{"--header", "yes"},
+	} {
+		args = append([]string{"segments", "upload", "--facet", "title", "--value", "cmo"}, append(args, "-")...)
+		_, stderr, code := ctl(t, addr, "\ufeffUser_ID;Company\r\nu1;Acme\r\nu2;Initech\r\n", false, args...)
+		const want = `personactl: segments upload title:cmo: reading stdin: line 1, "User_ID;Company", is the header of a file separated by semicolons, not commas: each of its lines would be uploaded whole, semicolons and all, as one id; save the file with commas, or the ids alone (nothing uploaded)` + "\n"
+		if code != 1 || stderr != want {
+			t.Errorf("%q: exit %d, %q; want exit 1, %q", args, code, stderr, want)
+		}
+	}
+	if n := store.Current().Len(); n != 0 {
+		t.Errorf("%d segments after refused uploads, want 0", n)
+	}
+	// Without a header, or told there is none, a semicolon is part of an id.
+	for _, tc := range []struct{ in, header string }{{"u1;a\nu2\n", "auto"}, {"id;x\nu2\n", "no"}} {
+		ir := newIDReader(strings.NewReader(tc.in), tc.header)
+		if ids := readIDs(ir); len(ids) != 2 {
+			t.Errorf("%q --header %s: ids %q, want 2", tc.in, tc.header, ids)
+		}
+	}
+}
