@@ -120,6 +120,9 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	case o.header != "auto" && o.header != "yes" && o.header != "no":
 		return nil, usagef("segments upload: --header %q must be auto, yes or no", o.header)
 	}
+	if err := checkText("segments upload", "--facet", o.facet, "--value", o.value, "--key", o.key); err != nil {
+		return nil, err
+	}
 	o.file = fs.Arg(0)
 	switch *mode {
 	case "add":
@@ -138,6 +141,19 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 		o.mode = personadpb.UploadMode_UPLOAD_MODE_REPLACE
 	}
 	return o, nil
+}
+
+// checkText refuses the first of pairs (a name, then its argument) whose
+// argument is not UTF-8 text, naming it: a gRPC string must be, and the
+// client fails to send one that is not with "Internal: grpc: error while
+// marshaling", which names no argument and reads as the server's fault.
+func checkText(cmd string, pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !utf8.ValidString(pairs[i+1]) {
+			return usagef("%s: %s %q is not UTF-8 text", cmd, pairs[i], pairs[i+1])
+		}
+	}
+	return nil
 }
 
 func modeName(m personadpb.UploadMode) string {
@@ -1032,6 +1048,9 @@ func runList(ctx context.Context, g *globals, e env, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("segments list: unexpected argument %q", fs.Arg(0))
 	}
+	if err := checkText("segments list", "--facet", *facet); err != nil {
+		return err
+	}
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.ListResponse, error) {
 		return personadpb.NewSegmentsClient(conn).List(ctx, &personadpb.ListRequest{Facet: *facet})
 	})
@@ -1067,6 +1086,9 @@ func runLookup(ctx context.Context, g *globals, e env, args []string) error {
 		return usagef("usage: personactl segments lookup USER_ID")
 	}
 	args = fs.Args()
+	if !utf8.ValidString(args[0]) {
+		return usagef("segments lookup: USER_ID %q is not UTF-8 text (bid requests carry only UTF-8 ids, and lookups send only those)", args[0])
+	}
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.LookupResponse, error) {
 		return personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: args[0]})
 	})
@@ -1095,6 +1117,9 @@ func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	}
 	if fs.NArg() != 0 || *facet == "" || *value == "" {
 		return usagef("usage: personactl segments delete --facet F --value V")
+	}
+	if err := checkText("segments delete", "--facet", *facet, "--value", *value); err != nil {
+		return err
 	}
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.DeleteResponse, error) {
 		return personadpb.NewSegmentsClient(conn).Delete(ctx, &personadpb.DeleteRequest{Facet: *facet, Value: *value})

@@ -1223,3 +1223,29 @@ func TestSemicolonSeparated(t *testing.T) {
 		}
 	}
 }
+
+// TestArgumentsNotUTF8: an argument that gRPC must send as a string and
+// is not UTF-8 text is refused naming it, before any call: the client
+// failed to marshal it, "Internal: grpc: error while marshaling", which
+// reads as the server's fault and names no argument.
+func TestArgumentsNotUTF8(t *testing.T) {
+	addr, store := server(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"segments", "upload", "--facet", "title", "--value", "cmo", "--key", "k\xff1", "-"}, `segments upload: --key "k\xff1" is not UTF-8 text`},
+		{[]string{"segments", "upload", "--facet", "title", "--value", "cm\xe9", "-"}, `segments upload: --value "cm\xe9" is not UTF-8 text`},
+		{[]string{"segments", "lookup", "u\xff1"}, `segments lookup: USER_ID "u\xff1" is not UTF-8 text (bid requests carry only UTF-8 ids, and lookups send only those)`},
+		{[]string{"segments", "delete", "--facet", "titl\xe9", "--value", "cmo"}, `segments delete: --facet "titl\xe9" is not UTF-8 text`},
+		{[]string{"segments", "list", "--facet", "titl\xe9"}, `segments list: --facet "titl\xe9" is not UTF-8 text`},
+	} {
+		_, stderr, code := ctl(t, addr, "u1\n", false, tc.args...)
+		if want := "personactl: " + tc.want + "\n"; code != 2 || stderr != want {
+			t.Errorf("%q: exit %d, %q; want exit 2, %q", tc.args, code, stderr, want)
+		}
+	}
+	if v := store.Current().Version(); v != 0 {
+		t.Errorf("store version %d, want 0", v)
+	}
+}
