@@ -794,13 +794,14 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	case ir.nbad > 0 && !o.skipInvalid:
 		return fmt.Errorf("segments upload %s: %s has %d invalid %s; nothing uploaded (--skip-invalid uploads the rest):\n  %s",
 			seg, name, ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
-	case sent == 0 && o.mode == personadpb.UploadMode_UPLOAD_MODE_REPLACE && !o.allowEmpty:
-		return fmt.Errorf("segments upload %s: %s holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)", seg, name)
 	case sent == 0 && !o.allowEmpty:
-		// An add would only create the segment empty (from a mistyped
-		// --value, say), a remove do nothing.
+		// A replace would empty the segment, an add only create it
+		// empty (from a mistyped --value, say), a remove do nothing.
 		if ir.nbad > 0 {
 			fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+		}
+		if o.mode == personadpb.UploadMode_UPLOAD_MODE_REPLACE {
+			return fmt.Errorf("segments upload %s: %s holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)", seg, name)
 		}
 		hint := ""
 		if o.mode == personadpb.UploadMode_UPLOAD_MODE_ADD {

@@ -1249,3 +1249,26 @@ func TestArgumentsNotUTF8(t *testing.T) {
 		t.Errorf("store version %d, want 0", v)
 	}
 }
+
+// TestUploadReplaceAllSkipped: a --replace --skip-invalid whose every
+// line is invalid is refused, as a replace of nothing is, and names the
+// lines it skipped, as an add of them does: the file held ids, none valid
+// (a TSV export, say), which "holds no user id" alone does not tell, and
+// its hint, --allow-empty, would empty the segment.
+func TestUploadReplaceAllSkipped(t *testing.T) {
+	addr, store := server(t)
+	if _, errOut, code := ctl(t, addr, "u1\nu2\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "-"); code != 0 {
+		t.Fatalf("upload: exit %d, %s", code, errOut)
+	}
+	_, errOut, code := ctl(t, addr, "u3\tAlice\n,u4\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "--replace", "--skip-invalid", "-")
+	const want = "skipped 2 invalid lines:\n" +
+		"  line 1: user id holds a tab (a TSV file? of a line, only the first CSV column is the id)\n" +
+		"  line 2: empty user id\n" +
+		"personactl: segments upload title:cmo: stdin holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)\n"
+	if code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1, %q", code, errOut, want)
+	}
+	if n := store.Current().Segment("title", "cmo").Users.GetCardinality(); n != 2 {
+		t.Errorf("title:cmo has %d users, want 2", n)
+	}
+}
