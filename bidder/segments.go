@@ -312,9 +312,11 @@ func (s *Segments) serveUpload(stream personadpb.Segments_UploadServer, w *idleW
 		return err
 	}
 	s.m.upload(codes.OK)
-	s.m.ids.Add(float64(st.ids))
-	s.m.bytes.Add(float64(st.bytes))
-	s.m.duration.Observe(took.Seconds())
+	if !res.Replayed { // a replay applied nothing: its ids are no ingest
+		s.m.ids.Add(float64(st.ids))
+		s.m.bytes.Add(float64(st.bytes))
+		s.m.duration.Observe(took.Seconds())
+	}
 	s.log.Info("upload applied",
 		zap.String("facet", st.facet), zap.String("value", st.value), zap.Stringer("mode", st.mode),
 		zap.Bool("idempotency_key", st.keyed), zap.Bool("replayed", res.Replayed),
@@ -664,15 +666,15 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segme
 		}, []string{"outcome"}),
 		ids: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "personad_segment_upload_ids_total",
-			Help: "User ids received in applied segment uploads, duplicates included.",
+			Help: "User ids received in applied segment uploads, duplicates included (not in replays of an idempotency key, which apply nothing).",
 		}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "personad_segment_upload_id_bytes_total",
-			Help: "Bytes of user ids received in applied segment uploads.",
+			Help: "Bytes of user ids received in applied segment uploads (not in replays of an idempotency key).",
 		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "personad_segment_upload_duration_seconds",
-			Help: "Time from an upload's first message to its acknowledgement, applied uploads only.",
+			Help: "Time from an upload's first message to its acknowledgement, applied uploads only (not replays of an idempotency key).",
 			// 1ms doubling to ~65s: from a handful of ids to tens of millions.
 			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 17),
 		}),

@@ -627,3 +627,41 @@ func TestUploadPacked(t *testing.T) {
 		t.Errorf("Lookup(u10) = %v, %v; want found in title:cmo", look, err)
 	}
 }
+
+// TestReplayMetrics: a replayed upload (its idempotency key remembered)
+// counts as an ok upload but adds nothing to the applied uploads' ids,
+// bytes and durations: nothing was applied, and a script's retries must
+// not read as ingested ids.
+func TestReplayMetrics(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t))
+	ctx := t.Context()
+	applied := func() (ids, bytes, count float64) {
+		mfs, err := h.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			switch m := mf.GetMetric()[0]; mf.GetName() {
+			case "personad_segment_upload_ids_total":
+				ids = m.GetCounter().GetValue()
+			case "personad_segment_upload_id_bytes_total":
+				bytes = m.GetCounter().GetValue()
+			case "personad_segment_upload_duration_seconds":
+				count = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		return ids, bytes, count
+	}
+	for i := range 2 {
+		resp, err := h.send(ctx, header("title", "cmo", modeAdd, "k1"), packed("u1\nu22\nu333\n"))
+		if err != nil || resp.Replayed != (i == 1) {
+			t.Fatalf("upload %d: %v, %v; want replayed %t", i, resp, err, i == 1)
+		}
+	}
+	if ids, bytes, count := applied(); ids != 3 || bytes != 9 || count != 1 {
+		t.Errorf("after an upload and its replay: %v ids, %v bytes, %v durations; want 3, 9, 1 (the first upload's)", ids, bytes, count)
+	}
+	if ok := h.uploads("ok"); ok != 2 {
+		t.Errorf("uploads ok = %v, want 2", ok)
+	}
+}
