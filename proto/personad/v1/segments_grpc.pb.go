@@ -46,8 +46,11 @@ const (
 // RESOURCE_EXHAUSTED for a chunk or upload over a limit, or a full user
 // dictionary, its message naming the limit; FAILED_PRECONDITION for an
 // idempotency key reused for a different upload; UNAVAILABLE when the
-// change could not be made durable (nothing was applied; the server needs
-// a restart).
+// change could not be made durable, and nothing was applied: after a
+// failed write (a full disk, say) the log is cut back to its last whole
+// record and the next change may succeed; after a failed fsync every
+// change fails until the server restarts (the record may have reached the
+// disk all the same, and a restart may apply it).
 type SegmentsClient interface {
 	// Upload changes one segment with a client stream: first an
 	// UploadRequest holding an UploadHeader, then any number holding an
@@ -143,8 +146,11 @@ func (c *segmentsClient) Delete(ctx context.Context, in *DeleteRequest, opts ...
 // RESOURCE_EXHAUSTED for a chunk or upload over a limit, or a full user
 // dictionary, its message naming the limit; FAILED_PRECONDITION for an
 // idempotency key reused for a different upload; UNAVAILABLE when the
-// change could not be made durable (nothing was applied; the server needs
-// a restart).
+// change could not be made durable, and nothing was applied: after a
+// failed write (a full disk, say) the log is cut back to its last whole
+// record and the next change may succeed; after a failed fsync every
+// change fails until the server restarts (the record may have reached the
+// disk all the same, and a restart may apply it).
 type SegmentsServer interface {
 	// Upload changes one segment with a client stream: first an
 	// UploadRequest holding an UploadHeader, then any number holding an
