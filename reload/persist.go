@@ -95,3 +95,25 @@ func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin s
 	}
 	return nil
 }
+
+// removeApplied withdraws the persisted applied set, if any, once rules
+// files replace the set it holds: a restart then serves the files, as the
+// live server does, whatever their modification times (a file copied in
+// with its older time kept changes the files live, but would lose to the
+// persisted set at start). The removal is durable (directory fsync).
+func (m *Manager) removeApplied() error {
+	if m.cfg.DataDir == "" {
+		return nil
+	}
+	err := os.Remove(m.appliedPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = atomicfile.SyncDir(filepath.Dir(m.appliedPath()))
+	}
+	if err != nil {
+		return fmt.Errorf("reload: withdrawing the applied rules replaced by the files: %w", err)
+	}
+	return nil
+}

@@ -512,6 +512,16 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 			return nil, err
 		}
 	}
+	if src == SourceFile {
+		// The files replace whatever was applied through the API: a
+		// restart must not bring that back.
+		if err := m.removeApplied(); err != nil {
+			if cur.Rules != nil {
+				m.rejectLocked(src, origin, err)
+			}
+			return nil, err
+		}
+	}
 	_, refused := m.cfg.Engine.SetRules(r)
 	if m.cfg.Ledger != nil {
 		for _, c := range r.Campaigns() {

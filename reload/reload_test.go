@@ -483,6 +483,44 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	}
 }
 
+// TestFilesMovedInAfterApplyServedAfterRestart: a rules file copied in
+// with its older time kept (cp -p, rsync -a, tar, mv from elsewhere), or
+// over a file of the directory, after a set applied through the API
+// changes the files' bytes, which the live server serves; a restart,
+// also after kill -9, must serve that set too, not bring back the older
+// one applied through the API.
+func TestFilesMovedInAfterApplyServedAfterRestart(t *testing.T) {
+	f := newFixture(t)
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	if _, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Hour)
+	for i, step := range []struct{ name, text string }{
+		{"b.yaml", doc("b", 1)}, // moved in, next to a.yaml
+		{"a.yaml", doc("a", 3)}, // copied over a.yaml
+	} {
+		replace(t, filepath.Join(f.dir, step.name), step.text)
+		if err := os.Chtimes(filepath.Join(f.dir, step.name), past, past); err != nil {
+			t.Fatal(err)
+		}
+		m.ReloadFiles()
+		live := m.Status()
+		if live.Source != SourceFile || live.LastRejected != nil {
+			t.Fatalf("step %d: %s with an older time: serving %s from %s (rejected %v); want the files", i, step.name, live.Version, live.Source, live.LastRejected)
+		}
+		m.Close()
+		m = startManager(t, cfg)
+		if st := m.Status(); st.Version != live.Version || st.Source != SourceFile {
+			t.Errorf("step %d: restart serves %s from %s; want %s from file, as the live server did", i, st.Version, st.Source, live.Version)
+		}
+	}
+}
+
 // TestCurrencyChangeWithSpend: a set that changes the currency of a
 // campaign that has spent is refused at that campaign's currency, and
 // changes nothing (the ledger counts its spend in its currency); one that
