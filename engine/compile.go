@@ -95,7 +95,7 @@ type Campaign struct {
 
 	ordinal      uint32
 	active       bool
-	start, end   int64 // unix nanoseconds; 0: open
+	start, end   int64 // unix nanoseconds, [start, end); open: math.MinInt64, math.MaxInt64
 	all, none    [][]uint32
 	clauseCount  int  // targeting.all clauses: the tie-breaker after price
 	verify       bool // two all-clauses share a facet: the index over-approximates
@@ -300,6 +300,27 @@ type unitCreative struct {
 	persona  [][]uint32 // clauses as indexes into the unit's facts
 }
 
+// flightNanos is a flight bound in unix nanoseconds: open for the zero
+// time (no bound), else t clamped to what int64 nanoseconds hold (the
+// years 1678 to 2262), so that an end in the year 9999, a planner's
+// "forever", does not wrap into the past, and the Unix epoch is a time
+// like any other.
+func flightNanos(t time.Time, open int64) int64 {
+	switch {
+	case t.IsZero():
+		return open
+	case t.Before(minNanos):
+		return math.MinInt64
+	case t.After(maxNanos):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// minNanos and maxNanos are the earliest and latest times int64 unix
+// nanoseconds hold.
+var minNanos, maxNanos = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
+
 // compileUnit compiles c into a, which must be used by one goroutine at
 // a time.
 func compileUnit(c *rules.Campaign, d rules.Digest, a *unitArena) *unit {
@@ -334,12 +355,7 @@ func compileUnit(c *rules.Campaign, d rules.Digest, a *unitArena) *unit {
 	// rules.Validate has checked what LimitsFromRules checks; should the two
 	// ever disagree, SetRules fails the campaign closed (it cannot spend).
 	u.limits, _ = ledger.LimitsFromRules(c)
-	if !start.IsZero() {
-		u.start = start.UnixNano()
-	}
-	if !end.IsZero() {
-		u.end = end.UnixNano()
-	}
+	u.start, u.end = flightNanos(start, math.MinInt64), flightNanos(end, math.MaxInt64)
 	for i, cl := range c.Targeting.All {
 		for _, prev := range c.Targeting.All[:i] {
 			if prev.Facet == cl.Facet {

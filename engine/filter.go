@@ -126,9 +126,9 @@ func (c *Campaign) campaignStage(s *scratch, q *Query, nowNanos int64, exact boo
 		return StageStatus, "paused"
 	case c.houseBlocked != "":
 		return StageBlocked, c.houseBlocked
-	case c.start != 0 && nowNanos < c.start:
+	case nowNanos < c.start:
 		return StageFlight, "flight has not started"
-	case c.end != 0 && nowNanos >= c.end:
+	case nowNanos >= c.end:
 		return StageFlight, "flight has ended"
 	case len(c.channels) > 0 && (s.channel < 0 || !slices.Contains(c.channels, s.channel)):
 		return StageChannel, "channel not targeted"
