@@ -160,6 +160,21 @@ campaigns:
 			"campaigns[0].budget.total: 2e+12 must be >= 0 and <= 1000000000000 (0: no total limit)",
 			`campaigns[0].frequency_cap.window: "9000h" must be at most 8784h0m0s`,
 		}},
+		{"amounts below a millionth", `
+campaigns:
+  - id: tiny
+    bid_cpm: 0.0000004
+    budget: {daily: 0.0000001, total: 0.0000004}
+    creatives: [{id: c, w: 1, h: 1, adm: x}]
+  - id: least
+    bid_cpm: 0.0000005
+    budget: {daily: 0.000001, total: 0.0000005}
+    creatives: [{id: d, w: 1, h: 1, adm: x}]
+`, []string{
+			"campaigns[0].bid_cpm: 4e-07 rounds to 0 (amounts count in millionths): the least is 0.000001",
+			"campaigns[0].budget.daily: 1e-07 rounds to 0, which means no daily limit (amounts count in millionths): the least limit is 0.000001",
+			"campaigns[0].budget.total: 4e-07 rounds to 0, which means no total limit (amounts count in millionths): the least limit is 0.000001",
+		}},
 		{"duplicate campaign", `
 campaigns:
   - {id: a, bid_cpm: 1, creatives: [{id: x, w: 1, h: 1, adm: a}]}

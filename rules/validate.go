@@ -334,15 +334,23 @@ func (v *validator) campaign(i int, c *Campaign) {
 	}
 	if !(c.BidCPM > 0) || math.IsInf(c.BidCPM, 0) || c.BidCPM > MaxBidCPM {
 		v.add(p()+".bid_cpm", "%v must be > 0 and <= %d", c.BidCPM, MaxBidCPM)
+	} else if Micros(c.BidCPM) == 0 {
+		// It would bid nothing: the ledger refuses a price of 0.
+		v.add(p()+".bid_cpm", "%v rounds to 0 (amounts count in millionths): the least is 0.000001", c.BidCPM)
 	}
 	if c.Currency != "" && !curShape.match(c.Currency) {
 		v.add(p()+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
 	}
 	if !(c.Budget.Daily >= 0 && c.Budget.Daily <= MaxDailyBudget) {
 		v.add(p()+".budget.daily", "%v must be >= 0 and <= %d (0: no daily limit)", c.Budget.Daily, MaxDailyBudget)
+	} else if c.Budget.Daily > 0 && Micros(c.Budget.Daily) == 0 {
+		// 0 micro-units is no limit at all: the opposite of a tiny one.
+		v.add(p()+".budget.daily", "%v rounds to 0, which means no daily limit (amounts count in millionths): the least limit is 0.000001", c.Budget.Daily)
 	}
 	if !(c.Budget.Total >= 0 && c.Budget.Total <= MaxTotalBudget) {
 		v.add(p()+".budget.total", "%v must be >= 0 and <= %d (0: no total limit)", c.Budget.Total, MaxTotalBudget)
+	} else if c.Budget.Total > 0 && Micros(c.Budget.Total) == 0 {
+		v.add(p()+".budget.total", "%v rounds to 0, which means no total limit (amounts count in millionths): the least limit is 0.000001", c.Budget.Total)
 	}
 	switch c.Pacing {
 	case "", PacingEven, PacingASAP:

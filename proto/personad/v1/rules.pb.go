@@ -94,7 +94,9 @@ type Campaign struct {
 	End   string `protobuf:"bytes,6,opt,name=end,proto3" json:"end,omitempty"`
 	// Tier: lower is served first. Absent means 10.
 	Priority *int32 `protobuf:"varint,7,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
-	// Maximum price per 1000 impressions, in currency; must be > 0.
+	// Maximum price per 1000 impressions, in currency; must be > 0. Money
+	// counts in millionths of the currency: an amount that rounds to 0
+	// there (below 0.0000005) is an error.
 	BidCpm float64 `protobuf:"fixed64,8,opt,name=bid_cpm,json=bidCpm,proto3" json:"bid_cpm,omitempty"`
 	// ISO-4217; empty means USD.
 	Currency string  `protobuf:"bytes,9,opt,name=currency,proto3" json:"currency,omitempty"`
@@ -245,7 +247,9 @@ func (x *Campaign) GetCreatives() []*Creative {
 	return nil
 }
 
-// Budget in the campaign's currency; 0 means unlimited.
+// Budget in the campaign's currency; 0 means unlimited. A budget above
+// 0 that rounds to 0 millionths (below 0.0000005) is an error, not
+// unlimited.
 type Budget struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Daily         float64                `protobuf:"fixed64,1,opt,name=daily,proto3" json:"daily,omitempty"`
