@@ -470,10 +470,13 @@ func parseFiles(files []File, parse func(i int, f File) (*RuleSet, error)) (*Rul
 	}
 	var all RuleSet
 	origins := make(Origins, len(files))
-	n := 0
+	n, cr := 0, [3]int{}
 	for i, rs := range sets {
-		origins[i] = Origin{File: files[i].Name, First: n}
+		origins[i] = Origin{File: files[i].Name, First: n, FirstContent: cr}
 		n += len(rs.Campaigns)
+		cr[0] += len(rs.ContentRules.BlockedCat)
+		cr[1] += len(rs.ContentRules.BlockedAdomain)
+		cr[2] += len(rs.ContentRules.ChannelMap)
 	}
 	switch {
 	case len(sets) == 1 && n > 0:
@@ -498,41 +501,61 @@ func parseFiles(files []File, parse func(i int, f File) (*RuleSet, error)) (*Rul
 }
 
 // Origin says that the campaigns of File start at index First of a merged
-// rule set.
+// rule set, and its content rules' blocked_cat, blocked_adomain and
+// channel_map entries at the indexes of FirstContent, in that order.
 type Origin struct {
-	File  string
-	First int
+	File         string
+	First        int
+	FirstContent [3]int
 }
 
 // Origins are the files of a merged rule set, in merge order.
 type Origins []Origin
 
-// locate maps "campaigns[N]rest" of the merged set to its file, the
-// campaign's index in that file, and rest.
-func (os Origins) locate(path string) (file string, local int, rest string, ok bool) {
-	idx, ok := strings.CutPrefix(path, "campaigns[")
-	if !ok {
-		return "", 0, "", false
+// contentLists are the merged lists of the content rules, in the order of
+// Origin.FirstContent.
+var contentLists = [3]string{"content_rules.blocked_cat[", "content_rules.blocked_adomain[", "content_rules.channel_map["}
+
+// locate maps the path "campaigns[N]rest" of the merged set to
+// "FILE: campaigns[I]rest", I being the campaign's index in its file,
+// and so the paths of the content rules' lists
+// ("content_rules.channel_map[N]rest", ...).
+func (os Origins) locate(path string) (string, bool) {
+	list, prefix := -1, "campaigns["
+	idx, ok := strings.CutPrefix(path, prefix)
+	for i := 0; !ok && i < len(contentLists); i++ {
+		if idx, ok = strings.CutPrefix(path, contentLists[i]); ok {
+			list, prefix = i, contentLists[i]
+		}
 	}
-	idx, rest, ok = strings.Cut(idx, "]")
 	if !ok {
-		return "", 0, "", false
+		return "", false
+	}
+	idx, rest, ok := strings.Cut(idx, "]")
+	if !ok {
+		return "", false
 	}
 	n, err := strconv.Atoi(idx)
 	if err != nil {
-		return "", 0, "", false
+		return "", false
 	}
 	for j := len(os) - 1; j >= 0; j-- {
-		if n >= os[j].First {
-			return os[j].File, n - os[j].First, rest, true
+		first := os[j].First
+		if list >= 0 {
+			first = os[j].FirstContent[list]
+		}
+		if n >= first {
+			return fmt.Sprintf("%s: %s%d]%s", os[j].File, prefix, n-first, rest), true
 		}
 	}
-	return "", 0, "", false
+	return "", false
 }
 
-// Locate rewrites the campaign paths of err's validation errors from the
-// merged set to the file they came from: with several files,
-// "campaigns[1000].bid_cpm" becomes "broken.yaml: campaigns[0].bid_cpm".
+// Locate rewrites the campaign and content-rules paths of err's
+// validation errors from the merged set to the file they came from:
+// with several files, "campaigns[1000].bid_cpm" becomes "broken.yaml:
+// campaigns[0].bid_cpm", and "content_rules.channel_map[3].channel"
+// "house.yaml: content_rules.channel_map[0].channel".
 // With one file or none, and for errors that are not ValidationErrors, it
 // returns err unchanged.
 func (os Origins) Locate(err error) error {
@@ -543,14 +566,14 @@ func (os Origins) Locate(err error) error {
 	out := make(ValidationErrors, len(es))
 	for i, e := range es {
 		path, msg := e.Path, e.Msg
-		if file, local, after, ok := os.locate(path); ok {
-			path = fmt.Sprintf("%s: campaigns[%d]%s", file, local, after)
+		if located, ok := os.locate(path); ok {
+			path = located
 		}
 		// "duplicate campaign id "a" (also campaigns[3])" names another
 		// campaign of the merged set.
 		if before, ref, ok := strings.Cut(msg, "(also "); ok {
-			if file, local, after, ok := os.locate(ref); ok {
-				msg = fmt.Sprintf("%s(also %s: campaigns[%d]%s", before, file, local, after)
+			if located, ok := os.locate(ref); ok {
+				msg = before + "(also " + located
 			}
 		}
 		out[i] = &ValidationError{Path: path, Msg: msg}

@@ -319,6 +319,8 @@ func TestOriginsLocate(t *testing.T) {
 	files := []File{
 		{Name: "a.yaml", Data: []byte("campaigns: [{id: a, bid_cpm: 1, creatives: [{id: ca, w: 1, h: 1, adm: x}]}, {id: b, bid_cpm: 1, creatives: [{id: cb, w: 1, h: 1, adm: x}]}]")},
 		{Name: "broken.yaml", Data: []byte("campaigns: [{id: a, bid_cpm: -3, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")},
+		{Name: "house.yaml", Data: []byte("content_rules: {blocked_cat: [IAB25], channel_map: [{channel: social, domains: [x.com]}]}")},
+		{Name: "more-house.yaml", Data: []byte("content_rules: {blocked_cat: [IAB26, IAB 7], blocked_adomain: [''], channel_map: [{channel: web, domains: [y.com, x.com]}]}")},
 	}
 	rs, origins, err := ParseFilesLocated(files)
 	if err != nil {
@@ -331,6 +333,11 @@ func TestOriginsLocate(t *testing.T) {
 	want := []string{
 		"broken.yaml: campaigns[0].bid_cpm: -3 must be > 0 and <= 10000",
 		`broken.yaml: campaigns[0].id: duplicate campaign id "a" (also a.yaml: campaigns[0])`,
+		// The content rules of several files merge too: their errors name
+		// the file and the index in it.
+		`more-house.yaml: content_rules.blocked_cat[1]: "IAB 7" is not an IAB category such as IAB19`,
+		"more-house.yaml: content_rules.blocked_adomain[0]: empty domain",
+		`more-house.yaml: content_rules.channel_map[0].domains[1]: "x.com" is already mapped to channel "social"`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("located errors (-want +got):\n%s", diff)
