@@ -369,12 +369,13 @@ func (m *Manager) ReloadFiles() {
 		notBefore = cur.AppliedAt
 	}
 	written, removed := m.see(files, notBefore)
-	if cur.Source == SourceAPI && removed && !written {
+	if cur.Source == SourceAPI && removed && !written && cur.AppliedAt.After(newest) {
 		// Files were only removed since the last read, or renamed or
 		// moved in with a time before the set applied through the API:
 		// none was written, so that set stays, as a restart would serve
 		// it (New compares times). The files are parsed once one is
-		// written.
+		// written. (A file written after the apply, with a broken one
+		// that is now removed, was: the files win, as at a restart.)
 		m.filesAt = newest
 		m.log.Info("rules files removed, none written: the set applied through the API keeps serving (as a restart would); write or touch a rules file to serve the files",
 			zap.String("path", m.cfg.Path), zap.Time("applied_at", cur.AppliedAt), zap.Time("newest_file", newest))

@@ -483,6 +483,49 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	}
 }
 
+// TestBrokenFileRemovedAfterApply: a file edited after a set applied
+// through the API, together with a broken one, is rejected with it; once
+// the broken file is removed, the files, one of them written after the
+// apply, are served, as a restart serves them (the last writer wins): the
+// removal does not leave the older applied set serving.
+func TestBrokenFileRemovedAfterApply(t *testing.T) {
+	f := newFixture(t)
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // file times come from a coarser clock than AppliedAt
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 3))
+	replace(t, filepath.Join(f.dir, "zz-broken.yaml"), broken)
+	now := time.Now()
+	for _, name := range []string{"a.yaml", "zz-broken.yaml"} {
+		if err := os.Chtimes(filepath.Join(f.dir, name), now, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != res.Version || st.LastRejected == nil {
+		t.Fatalf("with a broken file: serving %s (rejected %v); want %s, the files rejected", st.Version, st.LastRejected, res.Version)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "zz-broken.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	v3 := versionOf(t, doc("a", 3))
+	if st := m.Status(); st.Version != v3 || st.Source != SourceFile {
+		t.Errorf("after the broken file's removal: serving %s from %s; want %s from file", st.Version, st.Source, v3)
+	}
+	m.Close()
+	if st := startManager(t, cfg).Status(); st.Version != v3 || st.Source != SourceFile {
+		t.Errorf("restart serves %s from %s; want %s from file", st.Version, st.Source, v3)
+	}
+}
+
 // TestFilesMovedInAfterApplyServedAfterRestart: a rules file copied in
 // with its older time kept (cp -p, rsync -a, tar, mv from elsewhere), or
 // over a file of the directory, after a set applied through the API
