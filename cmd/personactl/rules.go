@@ -97,13 +97,9 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 	if err != nil {
 		return callError("rules validate", err)
 	}
-	for _, w := range resp.Warnings {
-		printProblem(e.stdout, "warning", w.Path, w.Message)
-	}
+	printProblems(e.stdout, "warning", locate(origins, resp.Warnings))
 	if len(resp.Errors) > 0 {
-		for _, p := range resp.Errors {
-			printProblem(e.stdout, "error", p.Path, p.Message)
-		}
+		printProblems(e.stdout, "error", locate(origins, resp.Errors))
 		fmt.Fprintf(e.stdout, "%s: invalid (server)\n", path)
 		return errInvalid
 	}
@@ -136,16 +132,14 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 	})
 	if err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
-			if n := printViolations(e.stdout, st); n > 0 {
+			if n := printViolations(e.stdout, st, origins); n > 0 {
 				fmt.Fprintf(e.stdout, "%s: rejected by the server (%d errors); nothing applied\n", path, n)
 				return errInvalid
 			}
 		}
 		return callError("rules apply", err)
 	}
-	for _, w := range resp.Warnings {
-		printProblem(e.stdout, "warning", w.Path, w.Message)
-	}
+	printProblems(e.stdout, "warning", locate(origins, resp.Warnings))
 	printDiff(e.stdout, resp.Diff)
 	switch {
 	case resp.DryRun:
@@ -200,6 +194,20 @@ func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
 	return nil
 }
 
+// locate maps the paths of the server's problems with a set read from a
+// directory, which it was sent merged, to the files and the indexes in
+// them, as origins.Locate does for the errors found locally.
+func locate(origins rules.Origins, ps []*personadpb.RuleProblem) rules.ValidationErrors {
+	if len(ps) == 0 {
+		return nil
+	}
+	es := make(rules.ValidationErrors, len(ps))
+	for i, p := range ps {
+		es[i] = &rules.ValidationError{Path: p.Path, Msg: p.Message}
+	}
+	return rules.Problems(origins.Locate(es))
+}
+
 func printProblems(w io.Writer, kind string, es rules.ValidationErrors) {
 	for _, p := range es {
 		printProblem(w, kind, p.Path, p.Msg)
@@ -216,17 +224,18 @@ func printProblem(w io.Writer, kind, path, msg string) {
 
 // printViolations prints the google.rpc.BadRequest field violations of st
 // and returns how many there were.
-func printViolations(w io.Writer, st *status.Status) int {
-	n := 0
+// Their paths are located in the files of origins, as locate does.
+func printViolations(w io.Writer, st *status.Status, origins rules.Origins) int {
+	var ps []*personadpb.RuleProblem
 	for _, d := range st.Details() {
 		if br, ok := d.(*errdetails.BadRequest); ok {
 			for _, v := range br.FieldViolations {
-				printProblem(w, "error", v.Field, v.Description)
-				n++
+				ps = append(ps, &personadpb.RuleProblem{Path: v.Field, Message: v.Description})
 			}
 		}
 	}
-	return n
+	printProblems(w, "error", locate(origins, ps))
+	return len(ps)
 }
 
 func printDiff(w io.Writer, d *personadpb.RulesDiff) {

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
@@ -50,5 +56,60 @@ func TestPrintDiff(t *testing.T) {
 		if b.String() != tc.want {
 			t.Errorf("%s:\n%s\nwant:\n%s", tc.name, b.String(), tc.want)
 		}
+	}
+}
+
+// warningRules is a Rules server whose every answer warns at the second
+// campaign of the set it is sent, as the server's segment warnings do.
+type warningRules struct {
+	personadpb.UnimplementedRulesServer
+}
+
+var mergedWarning = &personadpb.RuleProblem{Path: "campaigns[1].targeting.all[0].any[0]", Message: "no uploaded segment is title:cmoo"}
+
+func (warningRules) Validate(context.Context, *personadpb.RulesValidateRequest) (*personadpb.RulesValidateResponse, error) {
+	return &personadpb.RulesValidateResponse{Warnings: []*personadpb.RuleProblem{mergedWarning}, Version: "v", Campaigns: 2}, nil
+}
+
+func (warningRules) Apply(_ context.Context, req *personadpb.RulesApplyRequest) (*personadpb.RulesApplyResponse, error) {
+	if !req.DryRun { // refused, as a currency change of a campaign that has spent is
+		st, err := status.New(codes.InvalidArgument, "rules: 1 error").WithDetails(&errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "campaigns[1].currency", Description: "EUR would change campaign b's currency"}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		return nil, st.Err()
+	}
+	return &personadpb.RulesApplyResponse{Warnings: []*personadpb.RuleProblem{mergedWarning}, Version: "v", DryRun: req.DryRun, Campaigns: 2}, nil
+}
+
+// The server's warnings about a rules directory name the file and the
+// campaign's index in it, as local errors do, not the index in the
+// merged set the server was sent.
+func TestRulesDirectoryWarningsLocated(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"a.yaml": "campaigns:\n  - {id: a, bid_cpm: 1, creatives: [{id: a1, w: 300, h: 250, adm: x}]}\n",
+		"b.yaml": "campaigns:\n  - {id: b, bid_cpm: 1, targeting: {all: [{facet: title, any: [cmoo]}]}, creatives: [{id: b1, w: 300, h: 250, adm: x}]}\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gs := grpc.NewServer()
+	personadpb.RegisterRulesServer(gs, warningRules{})
+	addr := serve(t, gs)
+	want := "warning: " + filepath.Join(dir, "b.yaml") + ": campaigns[0].targeting.all[0].any[0]: no uploaded segment is title:cmoo\n"
+	for _, args := range [][]string{{"validate", dir}, {"apply", "--dry-run", dir}} {
+		out, stderr, code := ctl(t, addr, "", false, append([]string{"rules"}, args...)...)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("rules %s: exit %d, output:\n%s%s\nwant %q", strings.Join(args, " "), code, out, stderr, want)
+		}
+	}
+	// So do the errors of a refusal.
+	want = "error: " + filepath.Join(dir, "b.yaml") + ": campaigns[0].currency: EUR would change campaign b's currency\n"
+	if out, stderr, code := ctl(t, addr, "", false, "rules", "apply", dir); code == 0 || !strings.Contains(out, want) {
+		t.Errorf("rules apply: exit %d, output:\n%s%s\nwant %q", code, out, stderr, want)
 	}
 }
