@@ -369,7 +369,10 @@ func raiseDay(w *atomic.Uint64, day int32, v int64) {
 
 // close stops the lease goroutine and gives back what is leased but
 // unspent: to the Leaser, and in the log (so that a clean restart counts
-// nothing as lost).
+// nothing as lost). After the Leaser's first failure it asks it no more:
+// each call may wait LeaseTimeout, and a backend that is gone would hold
+// a stop for that long per campaign. What is not given back keeps its
+// ceiling, counted as spent, as after a crash.
 func (s *leaseState) close() error {
 	if !s.on {
 		return nil
@@ -392,13 +395,14 @@ func (s *leaseState) close() error {
 			continue
 		}
 		if lt := l.cfg.Leaser; lt != nil {
+			if firstErr != nil {
+				continue // the Leaser failed: keep the ceiling, counted as spent
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
 			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT})
 			cancel()
 			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
+				firstErr = err
 				continue // keep the ceiling: the slice stays counted as spent
 			}
 		}

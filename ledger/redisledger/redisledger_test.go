@@ -223,9 +223,12 @@ func TestThreeNodesNeverOverspend(t *testing.T) {
 }
 
 // proxy forwards TCP to Redis until closed, then refuses: Redis "going
-// away" under the nodes' feet.
+// away" under the nodes' feet. After Partition it forwards nothing: the
+// connections open then and those accepted later hang, as across a
+// network partition.
 type proxy struct {
 	ln    net.Listener
+	cut   atomic.Bool
 	mu    sync.Mutex
 	conns []net.Conn
 	wg    sync.WaitGroup
@@ -245,6 +248,12 @@ func newProxy(t *testing.T, target string) *proxy {
 			if err != nil {
 				return
 			}
+			if p.cut.Load() {
+				p.mu.Lock()
+				p.conns = append(p.conns, c) // held open, never answered
+				p.mu.Unlock()
+				continue
+			}
 			r, err := net.Dial("tcp", target)
 			if err != nil {
 				c.Close()
@@ -259,6 +268,18 @@ func newProxy(t *testing.T, target string) *proxy {
 		}
 	}()
 	return p
+}
+
+// Partition stops forwarding: open connections are closed (a client
+// redials) and new ones are accepted but never answered.
+func (p *proxy) Partition() {
+	p.cut.Store(true)
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = p.conns[:0]
+	p.mu.Unlock()
 }
 
 func (p *proxy) Close() {
@@ -330,6 +351,45 @@ func TestRedisGoneFailsClosed(t *testing.T) {
 	}
 	if time.Since(start) > time.Second {
 		t.Fatal("lease did not follow its context")
+	}
+}
+
+// TestCloseWithRedisPartitioned: Close gives leases back one campaign at a
+// time, each call bounded by LeaseTimeout; with Redis unreachable it must
+// not wait that long for every campaign (a node with 1,000 campaigns took
+// half a minute to stop on "connection refused", and would take 2s × 1,000
+// across a partition). What it cannot give back stays counted as spent,
+// and Close says so.
+func TestCloseWithRedisPartitioned(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	p := newProxy(t, redisAddr())
+	defer p.Close()
+	rc := connect(t, p.ln.Addr().String())
+	l := newNode(t, rc)
+	ctx := context.Background()
+	const campaigns = 20
+	for i := range campaigns {
+		c, err := l.Campaign(uniqueID(t), ledger.Limits{DailyMicros: 100 * unit, Pacing: ledger.PacingASAP})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Lease(ctx, c, time.Now().UnixNano()); err != nil {
+			t.Fatalf("campaign %d: %v", i, err)
+		}
+	}
+	p.Partition()
+	start := time.Now()
+	err := l.Close()
+	took := time.Since(start)
+	if err == nil {
+		t.Error("Close returned leases to an unreachable Redis without an error")
+	}
+	// newNode's LeaseTimeout is 200ms: one call's worth, and some slack
+	// for a loaded machine, not one per campaign (4s).
+	if limit := 1500 * time.Millisecond; took > limit {
+		t.Errorf("Close took %v with Redis partitioned (%d campaigns, LeaseTimeout 200ms), want under %v", took, campaigns, limit)
 	}
 }
 
