@@ -29,7 +29,9 @@
 //
 // Logs are JSON on stderr. Exit status: 0 after a clean stop (SIGTERM or
 // SIGINT: health goes NOT_SERVING, in-flight requests finish within
-// --shutdown-timeout, then connections are closed), 2 for bad flags or
+// --shutdown-timeout, then connections are closed; a second SIGTERM or
+// SIGINT meanwhile ends the process at once, as kill would: what was
+// acknowledged is durable), 2 for bad flags or
 // environment or unreadable or invalid rules (one line naming the problem,
 // then one line per rules error), 1 for any other failure.
 package main
@@ -44,6 +46,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal starts the graceful stop; a second one (another
+	// Ctrl-C) gets the default action, ending the process at once, rather
+	// than being swallowed until --shutdown-timeout has passed.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {

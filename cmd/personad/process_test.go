@@ -170,3 +170,52 @@ func TestProcessExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessSecondSignal: a stop waits up to --shutdown-timeout for
+// in-flight requests, here an upload whose client sends nothing more; a
+// second SIGTERM or SIGINT (an operator's second Ctrl-C) must end the
+// process at once rather than be swallowed until the timeout.
+func TestProcessSecondSignal(t *testing.T) {
+	bin := buildBinary(t)
+	rulesPath, err := filepath.Abs("testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, bin, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", t.TempDir(), "--rules", rulesPath, "--shutdown-timeout", "60s")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	up, err := personadpb.NewSegmentsClient(n.conn).Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Header{Header: &personadpb.UploadHeader{
+		Facet: "title", Value: "cmo", Mode: personadpb.UploadMode_UPLOAD_MODE_ADD,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The upload is in flight once the server has it: a bid on the same
+	// connection is answered after the header arrived.
+	if _, err := n.bidder.Bid(ctx, moneyRequest("second-signal", 300, 250, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(n.stderr.String(), `"msg":"stopping"`) {
+		select {
+		case err := <-n.exited:
+			t.Fatalf("exited before the second signal: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.exited:
+		n.conn.Close() // node.kill closes it only for a process still running
+	case <-time.After(5 * time.Second):
+		t.Fatal("personad still running 5s after a second signal (--shutdown-timeout 60s)")
+	}
+}
