@@ -16,6 +16,7 @@ import (
 	_ "time/tzdata" // --budget-tz works on hosts without a zoneinfo database
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/personad/personad/engine"
@@ -68,7 +69,7 @@ func checkNoticeURL(s string) error {
 // Redis must answer at start; later outages fail closed. It logs nothing:
 // logLedger does once the rules are loaded, so that a start refused for
 // bad rules prints only the problem.
-func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, error) {
+func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledger, *ledgerInfo, error) {
 	cfg := ledger.DefaultConfig()
 	cfg.Dir = filepath.Join(o.dataDir, ledgerDir)
 	if o.ledger != "" && !isRedisURL(o.ledger) {
@@ -86,6 +87,7 @@ func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, e
 	}
 	var rc *redisledger.Client
 	if isRedisURL(o.ledger) {
+		redis.SetLogger(redisLog{log.Named("redis")})
 		cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
 		rc, err = redisledger.New(cctx, o.ledger, redisledger.DefaultOptions())
 		cancel()
@@ -105,6 +107,16 @@ func openLedger(ctx context.Context, o *options) (*ledger.Ledger, *ledgerInfo, e
 	}
 	info.took = time.Since(t0)
 	return l, info, nil
+}
+
+// redisLog carries go-redis's own log lines (a connection pool that
+// cannot dial, …), which it would otherwise print to stderr as plain text
+// among personad's JSON lines, into the zap logger as warnings. go-redis
+// has one logger per process.
+type redisLog struct{ log *zap.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.log.Warn(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
 }
 
 // ledgerInfo is what opening the ledger did, for the log.

@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zapcore"
 )
 
 func TestNoticeKey(t *testing.T) {
@@ -51,5 +57,48 @@ func TestNoticeKey(t *testing.T) {
 	loadNoticeKey(raw, dir, open)
 	if open.keyMode&0o077 == 0 {
 		t.Errorf("mode %v of a world-readable key not reported", open.keyMode)
+	}
+}
+
+// TestRedisClientLogsStructured: go-redis logs some failures itself (a
+// connection pool that cannot dial, …); with a Redis ledger those lines
+// go through personad's logger as JSON, not to stderr as plain text among
+// the JSON lines, where a log pipeline would choke on them.
+func TestRedisClientLogsStructured(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	ctx := context.Background()
+	o := &options{dataDir: t.TempDir(), ledger: "redis://" + testRedisAddr(), budgetTZ: time.UTC}
+	var logs syncBuffer
+	log := newLogger(&logs, zapcore.InfoLevel)
+	led, _, err := openLedger(ctx, o, log)
+	if err != nil {
+		t.Fatalf("Redis at %s is not reachable (set PERSONAD_TEST_REDIS_ADDR, or pass -redis=false to skip): %v", testRedisAddr(), err)
+	}
+	closeLedger(led, log)
+
+	// Any go-redis client of the process logs through the same logger.
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err == nil {
+		t.Fatal("Ping of 127.0.0.1:1 succeeded")
+	}
+	var found bool
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var entry struct{ Level, Logger, Msg string }
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+			continue
+		}
+		if entry.Logger == "personad.redis" && strings.Contains(entry.Msg, "failed to dial") {
+			found = entry.Level == "warn"
+		}
+	}
+	if !found {
+		t.Errorf("no warning from logger personad.redis about the failed dial; logs:\n%s", logs.String())
 	}
 }

@@ -165,7 +165,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// The ledger (spend, reservations, frequency) opens before the engine
 	// and closes after the servers have stopped: Close flushes the log and
 	// returns unspent leases.
-	led, ledInfo, err := openLedger(ctx, o)
+	led, ledInfo, err := openLedger(ctx, o, log)
 	if err != nil {
 		return err
 	}
