@@ -40,11 +40,14 @@ func isRedisURL(s string) bool {
 }
 
 // checkLedgerFlag rejects a --ledger that is neither a directory nor a
-// Redis URL (a typo must not become a directory named "redis:/...").
+// Redis URL (a typo must not become a directory named "redis:/..."), and
+// a Redis URL go-redis cannot use (a database that is not a number, an
+// unknown option), so that it is a usage error rather than a failure to
+// connect.
 func checkLedgerFlag(s string) error {
 	if isRedisURL(s) {
-		if _, err := url.Parse(s); err != nil {
-			return fmt.Errorf("--ledger %q: %v", s, err)
+		if _, err := redis.ParseURL(s); err != nil {
+			return fmt.Errorf("--ledger %q: %s", s, strings.TrimPrefix(err.Error(), "redis: "))
 		}
 		return nil
 	}
