@@ -133,6 +133,9 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 			return nil, usageErr(err)
 		}
 	}
+	if samePort(o.grpcAddr, o.httpAddr) {
+		return nil, usageErr(fmt.Errorf("--grpc-addr %q and --http-addr %q name the same port: give each listener its own", o.grpcAddr, o.httpAddr))
+	}
 	if o.rules == "" {
 		o.rules = filepath.Join(o.dataDir, "rules")
 	}
@@ -165,6 +168,22 @@ func checkListenAddr(flag, addr string) error {
 		return fmt.Errorf("--%s %q: want host:port, e.g. 127.0.0.1:9090 (port 0 picks a free port)", flag, addr)
 	}
 	return nil
+}
+
+// samePort reports whether two valid listen addresses would take the same
+// port: one not 0 (which picks a free one), on the same host or with
+// either on every interface. The second listener would fail with "address
+// already in use", which reads as another process holding the port.
+func samePort(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	na, _ := net.LookupPort("tcp", pa)
+	nb, _ := net.LookupPort("tcp", pb)
+	if na == 0 || na != nb {
+		return false
+	}
+	wildcard := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	return strings.EqualFold(ha, hb) || wildcard(ha) || wildcard(hb)
 }
 
 // exitError carries the exit status of an error.

@@ -109,6 +109,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"empty addr", []string{"--grpc-addr", ""}, env(), "--grpc-addr must not be empty"},
 		{"addr without port", []string{"--grpc-addr", "localhost"}, env(), `--grpc-addr "localhost": want host:port`},
 		{"addr with bad port", nil, env("PERSONAD_HTTP_ADDR", ":99999"), `--http-addr ":99999": want host:port`},
+		{"same addr", []string{"--grpc-addr", "127.0.0.1:9000", "--http-addr", "127.0.0.1:9000"}, env(), `--grpc-addr "127.0.0.1:9000" and --http-addr "127.0.0.1:9000" name the same port`},
+		{"same port, all interfaces", []string{"--grpc-addr", ":9000"}, env("PERSONAD_HTTP_ADDR", "127.0.0.1:9000"), `--grpc-addr ":9000" and --http-addr "127.0.0.1:9000" name the same port`},
 		{"bad zone", []string{"--budget-tz", "Mars/Olympus"}, env(), `--budget-tz "Mars/Olympus": want an IANA time zone`},
 		{"local zone", nil, env("PERSONAD_BUDGET_TZ", "Local"), `--budget-tz "Local"`},
 		{"bad ledger", []string{"--ledger", "postgres://db/x"}, env(), `--ledger "postgres://db/x": want a directory or redis://host:port[/db]`},
