@@ -136,6 +136,9 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	if samePort(o.grpcAddr, o.httpAddr) {
 		return nil, usageErr(fmt.Errorf("--grpc-addr %q and --http-addr %q name the same port: give each listener its own", o.grpcAddr, o.httpAddr))
 	}
+	if o.ledger != "" && !isRedisURL(o.ledger) && sameDir(o.ledger, o.dataDir) {
+		return nil, usageErr(fmt.Errorf("--ledger %s is the data dir: give the ledger a directory of its own (default <data-dir>/ledger)", o.ledger))
+	}
 	if o.rules == "" {
 		o.rules = filepath.Join(o.dataDir, "rules")
 	}
@@ -184,6 +187,15 @@ func samePort(a, b string) bool {
 	}
 	wildcard := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
 	return strings.EqualFold(ha, hb) || wildcard(ha) || wildcard(hb)
+}
+
+// sameDir reports whether two paths name the same directory, as written
+// (a symbolic link is not followed). The ledger's lock would then be the
+// data dir's, and taking it again fails as if another personad held it.
+func sameDir(a, b string) bool {
+	aa, errA := filepath.Abs(a)
+	ab, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && aa == ab
 }
 
 // exitError carries the exit status of an error.

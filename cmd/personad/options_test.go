@@ -116,6 +116,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"bad ledger", []string{"--ledger", "postgres://db/x"}, env(), `--ledger "postgres://db/x": want a directory or redis://host:port[/db]`},
 		{"bad Redis database", []string{"--ledger", "redis://127.0.0.1:6379/abc"}, env(), `--ledger "redis://127.0.0.1:6379/abc": invalid database number: "abc"`},
 		{"bad Redis scheme option", nil, env("PERSONAD_LEDGER", "redis://127.0.0.1:6379/0?dial_timeout=soon"), `--ledger "redis://127.0.0.1:6379/0?dial_timeout=soon"`},
+		{"ledger in the data dir's place", []string{"--data-dir", "/srv/pd", "--ledger", "/srv/pd/"}, env(), `--ledger /srv/pd/ is the data dir: give the ledger a directory of its own`},
 		{"bad notice URL", []string{"--notice-url", "bidder.example.com"}, env(), `--notice-url "bidder.example.com": want an absolute http:// or https:// URL`},
 		{"notice URL with query", []string{"--notice-url", "http://x/?a=b"}, env(), `--notice-url "http://x/?a=b"`},
 	} {
