@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -99,8 +100,8 @@ func ParseWeights(s string) ([]Weighted, error) {
 		if ok {
 			var err error
 			weight, err = strconv.ParseFloat(w, 64)
-			if err != nil || weight < 0 {
-				return nil, fmt.Errorf("bench: weight of %q: %q is not a non-negative number", name, w)
+			if err != nil || !(weight >= 0) || math.IsInf(weight, 0) { // NaN fails >= 0
+				return nil, fmt.Errorf("bench: weight of %q: %q is not a finite number >= 0", name, w)
 			}
 		}
 		out = append(out, Weighted{Value: name, Weight: weight})
@@ -374,8 +375,8 @@ func newPicker(ws []Weighted) (picker, error) {
 	cum := make([]float64, len(ws))
 	total := 0.0
 	for i, w := range ws {
-		if w.Weight < 0 {
-			return picker{}, fmt.Errorf("negative weight for %q", w.Value)
+		if !(w.Weight >= 0) || math.IsInf(w.Weight, 0) { // NaN fails >= 0
+			return picker{}, fmt.Errorf("weight %v for %q: want a finite number >= 0", w.Weight, w.Value)
 		}
 		total += w.Weight
 		cum[i] = total

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -159,6 +160,8 @@ func TestWorkloadValidation(t *testing.T) {
 		"fraction": func(c *WorkloadConfig) { c.UnknownUsers = 1.5 },
 		"size":     func(c *WorkloadConfig) { c.Sizes = []Weighted{{"300by250", 1}} },
 		"weights":  func(c *WorkloadConfig) { c.Channels = []Weighted{{"web", 0}} },
+		"NaN":      func(c *WorkloadConfig) { c.Channels = []Weighted{{"web", math.NaN()}} },
+		"Inf":      func(c *WorkloadConfig) { c.Sizes = []Weighted{{"300x250", math.Inf(1)}, {"728x90", 1}} },
 		"floor":    func(c *WorkloadConfig) { c.MaxFloor = 0 },
 		"tmax":     func(c *WorkloadConfig) { c.Tmax = -1 },
 	} {
@@ -182,7 +185,9 @@ func TestParseWeights(t *testing.T) {
 	if FormatWeights(want) != "social=3,web=1,email=0.5" {
 		t.Errorf("format %q", FormatWeights(want))
 	}
-	for _, bad := range []string{"", "a=x", "a=-1"} {
+	// NaN and ±Inf parse as floats: a NaN weight panicked the picker
+	// (index out of range) and an infinite one made every pick the last.
+	for _, bad := range []string{"", "a=x", "a=-1", "a=NaN", "a=Inf,b=1", "a=1,b=+Inf"} {
 		if _, err := ParseWeights(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

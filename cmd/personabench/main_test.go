@@ -198,6 +198,8 @@ func TestUsageErrors(t *testing.T) {
 		{"run", "--rps", "10", "--concurrency", "2"},
 		{"run", "--rps", "10", "--bogus"},
 		{"run", "--rps", "10", "--channels", "web=x"},
+		{"run", "--rps", "10", "--channels", "social=NaN"},
+		{"run", "--rps", "10", "--sizes", "300x250=Inf,728x90=1"},
 		{"run", "--rps", "10", "--progress", "sometimes"},
 		{"run", "--rps", "10", "extra"},
 		{"pace", "--campaigns", "0"},
