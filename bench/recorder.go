@@ -68,6 +68,8 @@ type tally struct {
 	late  int64 // sent more than lateAfter after their due time
 	codes [numCodes]int64
 	nbr   map[int32]int64
+	// lastSent is when the latest request was actually sent (open loop).
+	lastSent time.Time
 }
 
 func (t *tally) add(o *tally) {
@@ -76,6 +78,9 @@ func (t *tally) add(o *tally) {
 	t.bids += o.bids
 	t.nobid += o.nobid
 	t.late += o.late
+	if o.lastSent.After(t.lastSent) {
+		t.lastSent = o.lastSent
+	}
 	for i, c := range o.codes {
 		t.codes[i] += c
 	}
@@ -146,6 +151,11 @@ func (s *shard) record(now time.Time, latency, lag time.Duration, resp *personad
 	}
 	if lag > lateAfter {
 		s.t.late++
+	}
+	if lag >= 0 {
+		if sent := now.Add(lag - latency); sent.After(s.t.lastSent) { // due + lag
+			s.t.lastSent = sent
+		}
 	}
 	if code == codes.OK || code == codes.DeadlineExceeded {
 		s.lat = append(s.lat, latency.Microseconds())

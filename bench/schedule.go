@@ -139,6 +139,13 @@ dispatch:
 		measured = i - warmN
 	}
 	elapsed := time.Duration(float64(measured) * interval)
+	// A harness that fell behind (short of CPU, or offered a rate beyond
+	// it) sent the window's requests over a longer time than the
+	// schedule's: the window then ends at the last send, so that the send
+	// and achieved rates are what was sent rather than what was asked for.
+	if last := col.lastSent; measured > 0 && !last.IsZero() && last.Sub(measureAt) > elapsed {
+		elapsed = last.Sub(measureAt)
+	}
 	r := newReport("open", t, cfg.Options, col, elapsed)
 	r.Rate = cfg.Rate
 	r.MaxInFlight = cfg.MaxInFlight

@@ -171,3 +171,31 @@ func TestRunValidates(t *testing.T) {
 		}
 	}
 }
+
+// A rate beyond what this process can send: the dispatcher falls behind
+// and sends the window's requests over a longer time. The report must
+// give that time, so that the send and achieved rates are what was sent,
+// not the schedule (a 3 s window at 60,000/s that took 13 s to send was
+// reported as "sent 60000.0/s ... in 3.00s"). Every measured request was
+// due in the window and sent its send lag later, so the window lasts at
+// least the largest send lag.
+func TestOpenLoopBehindReportsActualElapsed(t *testing.T) {
+	tg := startFake(t, &fakeBidder{}, 2)
+	const nominal = 20 * time.Millisecond
+	opts := Options{Duration: nominal, Timeout: time.Minute}
+	r, err := RunOpen(context.Background(), tg, testPool(t, 100), OpenConfig{Options: opts, Rate: 5e5, MaxInFlight: 100_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxLag := time.Duration(r.SendLag.Max) * time.Microsecond
+	if maxLag < 5*nominal {
+		t.Skipf("%d requests sent on schedule (largest send lag %v): nothing to check", r.Sent, maxLag)
+	}
+	if elapsed := time.Duration(r.ElapsedS * float64(time.Second)); elapsed < maxLag-time.Millisecond {
+		t.Errorf("elapsed %v reported, but a request of the %v window left %v late: send rate %.0f/s and achieved %.0f/s overstated",
+			elapsed, nominal, maxLag, r.SendRate, r.Achieved)
+	}
+	if r.Sent != 10_000 || r.OK != r.Sent {
+		t.Errorf("sent %d, %d ok; want 10000", r.Sent, r.OK)
+	}
+}
