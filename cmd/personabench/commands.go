@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -107,8 +108,20 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// requests builds the request pool from the workload flags.
+// requests builds the request pool from the workload flags, once the
+// flags every driver shares are checked: a bad one is a usage error at
+// once, not after dialling the target.
 func (c *common) requests() ([]*personadpb.BidRequest, error) {
+	switch {
+	case c.opts.Duration <= 0:
+		return nil, usagef("--duration %v must be positive", c.opts.Duration)
+	case c.opts.Warmup < 0:
+		return nil, usagef("--warmup %v must not be negative", c.opts.Warmup)
+	case c.opts.Timeout <= 0:
+		return nil, usagef("--timeout %v must be positive", c.opts.Timeout)
+	case c.maxInFlight <= 0:
+		return nil, usagef("--max-inflight %d must be positive", c.maxInFlight)
+	}
 	var err error
 	if c.wl.Channels, err = bench.ParseWeights(c.channels); err != nil {
 		return nil, usagef("--channels: %v", err)
@@ -192,6 +205,8 @@ func (c *common) checkMode() error {
 		return usagef("--rps and --concurrency are exclusive: open or closed loop")
 	case c.rps < 0 || c.concurrency < 0:
 		return usagef("--rps and --concurrency must not be negative")
+	case math.IsNaN(c.rps) || math.IsInf(c.rps, 0):
+		return usagef("--rps %v: want a finite rate", c.rps)
 	case c.rps == 0 && c.concurrency == 0:
 		return usagef("need --rps R (open loop) or --concurrency C (closed loop)")
 	case c.conns <= 0:
