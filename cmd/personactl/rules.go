@@ -133,7 +133,7 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 	if err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
 			if n := printViolations(e.stdout, st, origins); n > 0 {
-				fmt.Fprintf(e.stdout, "%s: rejected by the server (%d errors); nothing applied\n", path, n)
+				fmt.Fprintf(e.stdout, "%s: rejected by the server (%d %s); nothing applied\n", path, n, plural(n, "error", "errors"))
 				return errInvalid
 			}
 		}
@@ -186,7 +186,7 @@ func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
 	fmt.Fprintf(e.stdout, "source:     %s (%s)\n", resp.Source, resp.Origin)
 	fmt.Fprintf(e.stdout, "campaigns:  %d\n", resp.Campaigns)
 	if r := resp.LastRejected; r != nil {
-		fmt.Fprintf(e.stdout, "last rejected: %s from %s (%s), %d errors:\n", r.At.AsTime().Local().Format(time.RFC3339), r.Source, r.Origin, len(r.Errors))
+		fmt.Fprintf(e.stdout, "last rejected: %s from %s (%s), %d %s:\n", r.At.AsTime().Local().Format(time.RFC3339), r.Source, r.Origin, len(r.Errors), plural(len(r.Errors), "error", "errors"))
 		for _, p := range r.Errors {
 			printProblem(e.stdout, "  error", p.Path, p.Message)
 		}
