@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -634,16 +635,36 @@ func Marshal(rs *RuleSet) ([]byte, error) {
 
 // marshalYAML appends rs encoded as one YAML document to b.
 func marshalYAML(b []byte, rs *RuleSet) ([]byte, error) {
+	var doc yaml.Node
+	if err := doc.Encode(rs); err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	plainFloats(&doc)
 	buf := bytes.NewBuffer(b)
 	enc := yaml.NewEncoder(buf)
 	enc.SetIndent(2)
-	if err := enc.Encode(rs); err != nil {
+	if err := enc.Encode(&doc); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// plainFloats writes the floats under n in plain decimal: yaml.v3 writes
+// the shortest form, which is exponent notation from a million on (a
+// total budget of 1000000 read "1e+06").
+func plainFloats(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!float" && strings.ContainsAny(n.Value, "eE") {
+		if f, err := strconv.ParseFloat(n.Value, 64); err == nil && !math.IsInf(f, 0) {
+			n.Value = strconv.FormatFloat(f, 'f', -1, 64)
+			n.Tag = "" // as it resolves: "1000000" is an int to YAML, and any number fits a float field
+		}
+	}
+	for _, c := range n.Content {
+		plainFloats(c)
+	}
 }
 
 // MarshalJSON encodes rs as JSON with the proto field names: a valid

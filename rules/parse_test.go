@@ -1,6 +1,7 @@
 package rules_test
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -338,5 +339,35 @@ func TestMarshalByEntries(t *testing.T) {
 		if want := whole(rs); string(got) != want {
 			t.Errorf("set %d: Marshal =\n%s\nwant\n%s", i, got, want)
 		}
+	}
+}
+
+// TestMarshalPlainNumbers: amounts are written as planners write them,
+// never in exponent notation (yaml.v3's shortest form wrote a total
+// budget of a million as 1e+06), and read back the same.
+func TestMarshalPlainNumbers(t *testing.T) {
+	rs := &rules.RuleSet{Campaigns: []rules.Campaign{{ID: "a", BidCPM: 0.000001}, {ID: "b", BidCPM: 2.5}}}
+	rs.Campaigns[0].Budget = rules.Budget{Daily: 1_000_000, Total: 123_456_789.123456}
+	rs.Campaigns[1].Budget = rules.Budget{Daily: 25_000_000.5, Total: 200_000_000}
+	b, err := rules.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"e+", "e-", "!!"} {
+		if bytes.Contains(b, []byte(bad)) {
+			t.Errorf("Marshal wrote %q:\n%s", bad, b)
+		}
+	}
+	for _, want := range []string{"bid_cpm: 0.000001", "daily: 1000000\n", "total: 123456789.123456", "daily: 25000000.5", "total: 200000000\n"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("Marshal wrote no %q:\n%s", want, b)
+		}
+	}
+	back, err := rules.Parse("back.yaml", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rs.Campaigns, back.Campaigns); diff != "" {
+		t.Errorf("read back (-want +got):\n%s", diff)
 	}
 }
