@@ -654,12 +654,14 @@ func (m *Manager) currencyChanges(rs *rules.RuleSet) rules.ValidationErrors {
 	return errs
 }
 
-// warnings are rs's segment warnings against the live segments. r, when
-// set, is rs compiled: when every fact it refers to has a segment there
-// is nothing to warn about, and the walk over every clause is skipped.
+// warnings are rs's currency warnings, then its segment warnings against
+// the live segments. r, when set, is rs compiled: when every fact it
+// refers to has a segment there is no segment to warn about, and the walk
+// over every clause is skipped.
 func (m *Manager) warnings(rs *rules.RuleSet, r *engine.Rules) rules.ValidationErrors {
+	ws := rs.CurrencyWarnings()
 	if m.cfg.Segments == nil {
-		return nil
+		return ws
 	}
 	up := m.uploaded(m.cfg.Segments.Current())
 	if r != nil {
@@ -671,12 +673,12 @@ func (m *Manager) warnings(rs *rules.RuleSet, r *engine.Rules) rules.ValidationE
 			}
 		}
 		if all {
-			return nil
+			return ws
 		}
 	}
-	return rs.SegmentWarnings(
+	return append(ws, rs.SegmentWarnings(
 		func(f string) bool { return up.facets[f] },
-		func(f, v string) bool { return up.segments[engine.Fact{Facet: f, Value: v}] })
+		func(f, v string) bool { return up.segments[engine.Fact{Facet: f, Value: v}] })...)
 }
 
 // uploadedSegments are the segments of a snapshot, and their facets. It

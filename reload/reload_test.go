@@ -973,3 +973,39 @@ func TestWarningsFollowSegments(t *testing.T) {
 		}
 	}
 }
+
+// TestCurrencyWarnings: a currency that is not an ISO 4217 code (a typo)
+// is valid but draws a warning, once per code at its first campaign, from
+// Validate and Apply alike, with or without segments to check against.
+func TestCurrencyWarnings(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.path, true
+	m := startManager(t, cfg)
+	rs := mustParse(t, doc("a", 1)+doc("b", 1)[len("\ncampaigns:"):]+doc("c", 1)[len("\ncampaigns:"):]+doc("d", 1)[len("\ncampaigns:"):])
+	for i, cur := range []string{"EUR", "UDS", "UDS", "XYZ"} {
+		rs.Campaigns[i].Currency = cur
+	}
+	want := []string{
+		`campaigns[1].currency: "UDS" is not an ISO 4217 currency (2 campaigns bid in it): only bid requests whose cur lists it can match`,
+		`campaigns[3].currency: "XYZ" is not an ISO 4217 currency (1 campaign bids in it): only bid requests whose cur lists it can match`,
+	}
+	res, err := m.Apply(rs, ApplyOptions{})
+	if err != nil {
+		t.Fatalf("apply with unknown currencies: %v; want applied, with warnings", err)
+	}
+	errs, warnings, _ := m.Validate(rs)
+	for what, ws := range map[string]rules.ValidationErrors{"Apply": res.Warnings, "Validate": warnings} {
+		var got []string
+		for _, w := range ws {
+			got = append(got, w.Error())
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s warnings:\n%q\nwant\n%q", what, got, want)
+		}
+	}
+	if len(errs) != 0 {
+		t.Errorf("Validate errors %v, want none", errs)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"golang.org/x/text/currency"
 
 	"github.com/personad/personad/internal/par"
 )
@@ -515,6 +516,34 @@ func (v *validator) content(p string, cr *ContentRules) {
 			seen[key] = m.Channel
 		}
 	}
+}
+
+// CurrencyWarnings lists each campaign currency that is not an ISO 4217
+// code (a typo such as UDS), once, at the first campaign bidding in it.
+// Validation checks only a code's shape: such a campaign is valid, but
+// it bids only on requests whose cur lists its code, which no exchange's
+// will.
+func (rs *RuleSet) CurrencyWarnings() ValidationErrors {
+	var out ValidationErrors
+	first := map[string]*ValidationError{}
+	n := map[string]int{}
+	for i := range rs.Campaigns {
+		cur := rs.Campaigns[i].Currency
+		if cur == "" {
+			continue
+		}
+		if _, seen := n[cur]; !seen {
+			if _, err := currency.ParseISO(cur); err != nil {
+				first[cur] = &ValidationError{Path: at("campaigns", i) + ".currency"}
+				out = append(out, first[cur])
+			}
+		}
+		n[cur]++
+	}
+	for cur, w := range first {
+		w.Msg = fmt.Sprintf("%q is not an ISO 4217 currency (%d %s in it): only bid requests whose cur lists it can match", cur, n[cur], plural(n[cur], "campaign bids", "campaigns bid"))
+	}
+	return out
 }
 
 // SegmentWarnings lists what targeting clauses and creative personas name

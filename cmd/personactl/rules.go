@@ -87,7 +87,13 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 		return errInvalid
 	}
 	if *local {
-		fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s (checked locally)\n", path, len(rs.Campaigns), rs.Version())
+		// The warnings that need no server: the segments are its.
+		var ws rules.ValidationErrors
+		if w := rs.CurrencyWarnings(); len(w) > 0 {
+			ws = rules.Problems(origins.Locate(w))
+		}
+		printProblems(e.stdout, "warning", ws)
+		fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s, %d %s (checked locally)\n", path, len(rs.Campaigns), rs.Version(), len(ws), plural(len(ws), "warning", "warnings"))
 		return nil
 	}
 	pb := rulespb.ToProto(rs)

@@ -33,6 +33,24 @@ func TestRulesValidateLocalDirectory(t *testing.T) {
 	}
 }
 
+// Local validation warns of a currency that is not ISO 4217, naming the
+// file, and the set stays valid.
+func TestRulesValidateLocalCurrency(t *testing.T) {
+	dir := t.TempDir()
+	for name, cur := range map[string]string{"a.yaml": "USD", "b.yaml": "UDS"} {
+		text := "campaigns:\n  - {id: " + name[:1] + ", bid_cpm: 1, currency: " + cur + ", creatives: [{id: " + name[:1] + "1, w: 300, h: 250, adm: x}]}\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _, code := ctl(t, "127.0.0.1:1", "", false, "rules", "validate", "--local", dir)
+	want := "warning: " + filepath.Join(dir, "b.yaml") + `: campaigns[0].currency: "UDS" is not an ISO 4217 currency (1 campaign bids in it): only bid requests whose cur lists it can match
+` + dir + `: valid, 2 campaigns, version `
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.HasSuffix(out, ", 1 warning (checked locally)\n") {
+		t.Errorf("exit %d, output:\n%s\nwant exit 0 and\n%s…, 1 warning (checked locally)", code, out, want)
+	}
+}
+
 // TestPrintDiff: a list is printed with its count, which may exceed the
 // ids the server listed, and with the first of them.
 func TestPrintDiff(t *testing.T) {
