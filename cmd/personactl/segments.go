@@ -1086,24 +1086,27 @@ func runLookup(ctx context.Context, g *globals, e env, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("usage: personactl segments lookup USER_ID")
 	}
-	args = fs.Args()
-	if !utf8.ValidString(args[0]) {
-		return usagef("segments lookup: USER_ID %q is not UTF-8 text (bid requests carry only UTF-8 ids, and lookups send only those)", args[0])
+	id := strings.TrimSpace(fs.Arg(0)) // as upload trims each line's id
+	if !utf8.ValidString(id) {
+		return usagef("segments lookup: USER_ID %q is not UTF-8 text (bid requests carry only UTF-8 ids, and lookups send only those)", id)
+	}
+	if id == "" {
+		return usagef("segments lookup: USER_ID is empty (surrounding spaces are not part of an id)")
 	}
 	resp, err := unary(ctx, g, func(ctx context.Context, conn *grpc.ClientConn) (*personadpb.LookupResponse, error) {
-		return personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: args[0]})
+		return personadpb.NewSegmentsClient(conn).Lookup(ctx, &personadpb.LookupRequest{UserId: id})
 	})
 	if err != nil {
 		return callError("segments lookup", err)
 	}
 	if !resp.Found {
-		return fmt.Errorf("segments lookup: user %q is in no uploaded segment (unknown to the server, version %d)", args[0], resp.Version)
+		return fmt.Errorf("segments lookup: user %q is in no uploaded segment (unknown to the server, version %d)", id, resp.Version)
 	}
 	for _, s := range resp.Segments {
 		fmt.Fprintf(e.stdout, "%s:%s\n", s.Facet, s.Value)
 	}
 	if len(resp.Segments) == 0 {
-		fmt.Fprintf(e.stderr, "user %q is known but in no segment (version %d)\n", args[0], resp.Version)
+		fmt.Fprintf(e.stderr, "user %q is known but in no segment (version %d)\n", id, resp.Version)
 	}
 	return nil
 }

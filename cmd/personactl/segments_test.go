@@ -1026,6 +1026,8 @@ func TestSegmentsCommands(t *testing.T) {
 			"FACET     VALUE    CARDINALITY  VERSION  BYTES  UPDATED\nindustry  fintech  4            4        20     \ntitle     cmo      99998        2        28     \n",
 			"2 segments, 100002 users, version 4\n", 0},
 		{[]string{"segments", "lookup", "u0000009"}, "", "industry:fintech\ntitle:cmo\n", "", 0},
+		{[]string{"segments", "lookup", " u0000009\t"}, "", "industry:fintech\ntitle:cmo\n", "", 0}, // trimmed, as upload trims ids
+		{[]string{"segments", "lookup", " "}, "", "", "personactl: segments lookup: USER_ID is empty (surrounding spaces are not part of an id)\n", 2},
 		{[]string{"segments", "lookup", "nobody"}, "", "", "personactl: segments lookup: user \"nobody\" is in no uploaded segment (unknown to the server, version 4)\n", 1},
 		{[]string{"segments", "lookup", "-h"}, "", "", "usage: personactl segments lookup USER_ID (after -- when it begins with -)\n", 0},
 		{[]string{"segments", "lookup", "--", "-x"}, "", "", "personactl: segments lookup: user \"-x\" is in no uploaded segment (unknown to the server, version 4)\n", 1},
