@@ -778,8 +778,27 @@ func TestConnectionLost(t *testing.T) {
 // the same, and the upload is never reported as not applied while its end
 // was sent (a server commits then), nor as uploaded when it was not.
 func TestUploadLateTimer(t *testing.T) {
-	testHookIdleFired = func() { time.Sleep(300 * time.Millisecond) }
+	// The timer's func waits a second, or until the running subtest
+	// releases it, and then says it is done.
+	var release chan struct{}
+	hookDone := make(chan struct{}, 1)
+	testHookIdleFired = func() {
+		select {
+		case <-time.After(time.Second):
+		case <-release:
+		}
+		hookDone <- struct{}{}
+	}
 	t.Cleanup(func() { testHookIdleFired = nil })
+	waitHook := func(t *testing.T) {
+		t.Helper()
+		close(release)
+		select {
+		case <-hookDone:
+		case <-time.After(10 * time.Second):
+			t.Error("the idle timer never went off")
+		}
+	}
 	const (
 		stalled = "segments upload title:v: the input gave no ids for 400ms (--timeout: it stalled, or held none); nothing uploaded"
 		stuck   = "segments upload title:v: the server took no chunk for 400ms (--timeout); nothing uploaded"
@@ -791,8 +810,10 @@ func TestUploadLateTimer(t *testing.T) {
 	}
 	t.Run("input ends after the timer went off", func(t *testing.T) {
 		// Ids until 150 ms (sent then: --timeout/4 gone by), the end of
-		// the input at 600 ms: the timer went off at 550, its func ends
-		// the stream at 850.
+		// the input at 900 ms: the timer went off at 550, its func ends
+		// the stream at 1550 (margins of 350 and 650 ms, for a loaded
+		// machine).
+		release = make(chan struct{})
 		pr, pw := io.Pipe()
 		var wg sync.WaitGroup
 		wg.Go(func() {
@@ -800,12 +821,13 @@ func TestUploadLateTimer(t *testing.T) {
 			io.WriteString(pw, "u1\nu2\n") //nolint:errcheck // the test fails below if it did not
 			time.Sleep(150 * time.Millisecond)
 			io.WriteString(pw, "u3\n") //nolint:errcheck // as above
-			time.Sleep(450 * time.Millisecond)
+			time.Sleep(750 * time.Millisecond)
 		})
 		f := &fakeSegments{ended: make(chan struct{})}
 		err := upload(f, pr)
 		wg.Wait()
 		<-f.ended
+		waitHook(t)
 		if err == nil || err.Error() != stalled {
 			t.Errorf("%v; want %q", err, stalled)
 		}
@@ -815,14 +837,16 @@ func TestUploadLateTimer(t *testing.T) {
 	})
 	t.Run("a send ends after the timer went off", func(t *testing.T) {
 		// The server reads nothing for 500 ms: a send blocks past the
-		// timer (400 ms), then ends before its func has run (700 ms).
+		// timer (400 ms), then ends before its func has run (1400 ms).
 		var big strings.Builder
 		for i := range 400_000 {
 			fmt.Fprintf(&big, "user-%012d\n", i)
 		}
+		release = make(chan struct{})
 		f := &fakeSegments{mode: fakeSlowStart, ended: make(chan struct{})}
 		err := upload(f, strings.NewReader(big.String()))
 		<-f.ended
+		waitHook(t) // its func would end the stream at 1400 ms
 		if f.gotEnd.Load() && (err == nil || strings.Contains(err.Error(), "nothing uploaded")) {
 			t.Errorf("the stream's end was sent, and the upload reported as %v", err)
 		}
