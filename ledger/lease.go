@@ -56,12 +56,15 @@ type FrequencyShare interface {
 // leaseState runs the lease goroutine. A ledger is leased when it has a
 // durable log (leases are fsynced records) or a Leaser.
 type leaseState struct {
-	l        *Ledger
-	on       bool
-	ch       chan *Campaign
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex // serialises grants
+	l    *Ledger
+	on   bool
+	ch   chan *Campaign
+	stop chan struct{}
+	wg   sync.WaitGroup
+	// grants holds a token while a grant runs: it serialises them, and a
+	// Lease waiting for one gives up with its context (a grant stuck on
+	// an unreachable Leaser holds it for up to LeaseTimeout).
+	grants   chan struct{}
 	seq      atomic.Uint64
 	failures atomic.Int64
 }
@@ -77,6 +80,7 @@ func (l *Ledger) leaseChunk(c *Campaign, budget int64) int64 {
 
 func (s *leaseState) init(l *Ledger) {
 	s.l = l
+	s.grants = make(chan struct{}, 1)
 	s.on = l.log != nil || l.cfg.Leaser != nil
 	if !s.on {
 		return
@@ -172,7 +176,8 @@ func (s *leaseState) run() {
 }
 
 // Lease tops up c's lease for now's day and waits for it (tests, warm-up
-// after a reload). Reservations need a lease in a durable or shared
+// after a reload); it gives up with ctx, also while waiting for another
+// grant to finish. Reservations need a lease in a durable or shared
 // ledger; the hot path requests them in the background on its own.
 func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
 	if !l.leased() {
@@ -196,8 +201,12 @@ func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
 // higher. Only then, once that record is durable, does a Leaser get the
 // difference back.
 func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	select {
+	case s.grants <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.grants }()
 	l := s.l
 	day := l.days.day(now)
 	type pub struct {
@@ -379,8 +388,8 @@ func (s *leaseState) close() error {
 	}
 	close(s.stop)
 	s.wg.Wait()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.grants <- struct{}{} // after any Lease call's grant
+	defer func() { <-s.grants }()
 	l := s.l
 	var firstErr error
 	var seq uint64

@@ -711,3 +711,54 @@ func TestCampaignKeepsOwnID(t *testing.T) {
 		t.Fatalf("id %q after the caller's text changed", c.ID())
 	}
 }
+
+// stuckLeaser is a Leaser that answers nothing until released, as one
+// across a network partition.
+type stuckLeaser struct {
+	entered chan struct{} // a Lease call has begun (buffered)
+	release chan struct{}
+}
+
+func (s *stuckLeaser) Lease(ctx context.Context, _ LeaseRequest) (LeaseGrant, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default: // one is waiting to be seen already
+	}
+	<-s.release
+	return LeaseGrant{}, errors.New("partitioned")
+}
+
+func (s *stuckLeaser) Return(context.Context, LeaseReturn) error { return errors.New("partitioned") }
+func (s *stuckLeaser) Close() error                              { return nil }
+
+// TestLeaseFollowsContextWhileGrantStuck: a Lease waiting for another
+// grant, stuck on an unreachable Leaser, gives up with its context
+// instead of waiting for that grant (up to LeaseTimeout, which the stuck
+// grant ignores here).
+func TestLeaseFollowsContextWhileGrantStuck(t *testing.T) {
+	cfg := memConfig(newFakeClock(t0))
+	sl := &stuckLeaser{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	cfg.Leaser = sl
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "a", Limits{DailyMicros: 100 * unit})
+	stuck := make(chan error, 1)
+	go func() { stuck <- l.Lease(context.Background(), c, t0.UnixNano()) }()
+	<-sl.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	waiting := make(chan error, 1)
+	go func() { waiting <- l.Lease(ctx, c, t0.UnixNano()) }()
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Lease while another grant is stuck: %v, want its context's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Lease still waits for the stuck grant 5 s after its context's deadline")
+		defer func() { <-waiting }() // once released below
+	}
+	close(sl.release)
+	if err := <-stuck; err == nil {
+		t.Error("the stuck grant succeeded")
+	}
+}
