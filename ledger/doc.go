@@ -123,7 +123,11 @@
 // whose spend fell gives back what it no longer needs as it lowers its
 // ceiling (above), once the lowered ceiling is durable, so that other
 // nodes can lease it (TestReleasesReturnLease); what it holds at Close it
-// gives back too. A
+// gives back too. Each lease and return names what the node already
+// holds (LeaseRequest.HeldDaily, HeldTotal), so that a backend that lost
+// its counters (a Redis restarted without persistence) refuses rather
+// than lease the budget a second time: the node fails closed
+// (TestRedisLostStateFailsClosed). A
 // FrequencyShare shares frequency counts the same way.
 //
 // # Even pacing

@@ -29,6 +29,10 @@ type LeaseRequest struct {
 	Day                      int32 // days since 1970-01-01 in the ledger's Location
 	DailyBudget, TotalBudget int64
 	WantDaily, WantTotal     int64
+	// HeldDaily and HeldTotal are what this node holds already (its
+	// ceilings: leases granted, spent or not, less returns): the backend
+	// counts at least that much as leased, unless it lost its state.
+	HeldDaily, HeldTotal int64
 }
 
 // LeaseGrant is what a Lease call granted.
@@ -40,6 +44,9 @@ type LeaseReturn struct {
 	Campaign     string
 	Day          int32
 	Daily, Total int64
+	// HeldDaily and HeldTotal are what this node held before the return
+	// (see LeaseRequest).
+	HeldDaily, HeldTotal int64
 }
 
 // FrequencyShare shares frequency counts between nodes (Redis). The ledger
@@ -247,6 +254,8 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 				Day:         day,
 				DailyBudget: lim.DailyMicros,
 				TotalBudget: lim.TotalMicros,
+				HeldDaily:   ceilD,
+				HeldTotal:   ceilT,
 			}
 			if lim.DailyMicros > 0 && ceilD-usedD < chD {
 				req.WantDaily = min(chD, lim.DailyMicros-ceilD)
@@ -341,7 +350,8 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 			// Give back to the other nodes what this node no longer may
 			// spend. Should this fail, the slice stays counted as spent
 			// centrally: the safe direction.
-			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: p.c.id, Day: day, Daily: retD, Total: retT})
+			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: p.c.id, Day: day, Daily: retD, Total: retT,
+				HeldDaily: p.oldDay, HeldTotal: p.oldTotal})
 			if err != nil {
 				s.failures.Add(1)
 				if firstErr == nil {
@@ -408,7 +418,8 @@ func (s *leaseState) close() error {
 				continue // the Leaser failed: keep the ceiling, counted as spent
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
-			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT})
+			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT,
+				HeldDaily: ceilD, HeldTotal: ceilT})
 			cancel()
 			if err != nil {
 				firstErr = err

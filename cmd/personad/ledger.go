@@ -92,7 +92,14 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 	if isRedisURL(o.ledger) {
 		redis.SetLogger(redisLog{log.Named("redis")})
 		cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
-		rc, err = redisledger.New(cctx, o.ledger, redisledger.DefaultOptions())
+		ropts := redisledger.DefaultOptions()
+		ropts.OnStateLost = func(campaign string, err error) {
+			log.Error("Redis lost the shared budget counters (restarted without persistence, flushed or evicted?): "+
+				"this node stops bidding on the campaign once its leases are spent; restore Redis's data, "+
+				"or set the counters to the sum of the nodes' leased_today_micros and leased_total_micros",
+				zap.String("campaign", campaign), zap.Error(err))
+		}
+		rc, err = redisledger.New(cctx, o.ledger, ropts)
 		cancel()
 		if err != nil {
 			return nil, nil, fmt.Errorf("--ledger: %w", err)
@@ -269,4 +276,9 @@ func redisMetrics(reg prometheus.Registerer, rc *redisledger.Client) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"reason": reason}},
 			func() float64 { return float64(v(rc.Stats())) }))
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "personad_ledger_shared_state_lost_total",
+		Help: "Leases and returns Redis refused because it counts less of a campaign's budget as leased than this node holds: " +
+			"Redis lost its data (restart without persistence, flush, eviction). The campaign fails closed on this node.",
+	}, func() float64 { return float64(rc.Stats().StateLost) }))
 }

@@ -13,6 +13,16 @@
 // reach Redis spends what it holds and then stops (fail closed), and a
 // node that dies loses its slice, counted as spent: the safe direction.
 //
+// Lost state: the counters hold at least what each node holds of them
+// (its leases, spent or not, which its durable ledger remembers across a
+// restart). A Redis that restarted without persistence, was flushed or
+// evicted the keys holds less: a lease or return then fails with
+// ErrStateLost instead of granting the budget a second time, so the
+// nodes that spent the campaign fail closed, and Options.OnStateLost
+// hears of it. Restoring Redis's data lets them lease again; so does
+// setting each counter to the sum of what the nodes hold
+// (leased_today_micros and leased_total_micros in their reports).
+//
 // Frequency: a Client is also a ledger.FrequencyShare. Impressions are
 // counted per (campaign, user, window bucket) with INCR and an expiry
 // (idempotent per bid: a SET NX marker guards each INCR); the count over a
@@ -33,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,7 +67,16 @@ type Options struct {
 	// MaxCached bounds the frequency cache; when full, unknown users are
 	// capped (and fetched) rather than cached.
 	MaxCached int
+	// OnStateLost, when set, is called the first time a lease or return
+	// of a campaign fails with ErrStateLost (once per campaign and
+	// Client), from the goroutine that called Lease or Return.
+	OnStateLost func(campaign string, err error)
 }
+
+// ErrStateLost is a lease or return refused because Redis counts less of
+// the campaign's budget as leased than this node alone holds: Redis lost
+// its data (a restart without persistence, a flush, an eviction).
+var ErrStateLost = errors.New("redisledger: Redis counts less leased than this node holds: its ledger state was lost")
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
@@ -87,6 +107,10 @@ type Client struct {
 	// (this node still counts them): dropped on a full queue, or not
 	// recorded by Redis (an error or a timeout).
 	lostQueue, lostRedis atomic.Int64
+	// stateLost counts leases and returns refused with ErrStateLost;
+	// lostSeen holds the campaigns OnStateLost was called for.
+	stateLost atomic.Int64
+	lostSeen  sync.Map
 }
 
 // Stats are a Client's counts since New.
@@ -96,11 +120,13 @@ type Stats struct {
 	// was full, or failed there. Each lets the other nodes under-count
 	// that user's frequency until the window ends.
 	FrequencyLostQueue, FrequencyLostRedis int64
+	// StateLost is leases and returns refused with ErrStateLost.
+	StateLost int64
 }
 
 // Stats returns the Client's counts.
 func (c *Client) Stats() Stats {
-	return Stats{FrequencyLostQueue: c.lostQueue.Load(), FrequencyLostRedis: c.lostRedis.Load()}
+	return Stats{FrequencyLostQueue: c.lostQueue.Load(), FrequencyLostRedis: c.lostRedis.Load(), StateLost: c.stateLost.Load()}
 }
 
 type cacheKey struct {
@@ -179,14 +205,30 @@ func (c *Client) totalKey(campaign string) string {
 	return c.opts.Prefix + "{" + campaign + "}:total"
 }
 
+// lostCheck fails a script whose counters (KEYS[1], KEYS[2]) hold less
+// than the node holds of them (ARGV[n], ARGV[n+1]): Redis lost them.
+const lostCheck = `
+local function short(key, held)
+  return held > 0 and tonumber(redis.call('GET', key) or '0') < held
+end
+if short(KEYS[1], tonumber(ARGV[%d])) or short(KEYS[2], tonumber(ARGV[%d])) then
+  return redis.error_reply("PERSONAD_LOST counters below this node's leases")
+end
+`
+
+// lostReply starts the error reply of lostCheck.
+const lostReply = "PERSONAD_LOST "
+
 // leaseScript grants min(want, budget - leased) on each of the day and
-// total counters, once per request id.
+// total counters, once per request id, unless the counters are short of
+// what the node holds (ARGV[7], ARGV[8]).
 var leaseScript = redis.NewScript(`
 local prev = redis.call('GET', KEYS[3])
 if prev then
   local d, t = string.match(prev, '^(%d+):(%d+)$')
   return {tonumber(d), tonumber(t)}
 end
+` + fmt.Sprintf(lostCheck, 7, 8) + `
 local function take(key, budget, want, ttl)
   if want <= 0 or budget <= 0 then return 0 end
   local used = tonumber(redis.call('GET', key) or '0')
@@ -202,9 +244,12 @@ redis.call('SET', KEYS[3], gd .. ':' .. gt, 'EX', ARGV[6])
 return {gd, gt}
 `)
 
-// returnScript gives back unspent lease, once per id, never below zero.
+// returnScript gives back unspent lease, once per id, never below zero,
+// unless the counters are short of what the node holds (ARGV[4], ARGV[5]).
 var returnScript = redis.NewScript(`
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+` + fmt.Sprintf(lostCheck, 4, 5) + `
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
 local function give(key, v)
   if v <= 0 then return end
   local used = tonumber(redis.call('GET', key) or '0')
@@ -225,9 +270,10 @@ func (c *Client) Lease(ctx context.Context, req ledger.LeaseRequest) (ledger.Lea
 	}
 	res, err := leaseScript.Run(ctx, c.rdb, keys,
 		req.DailyBudget, req.TotalBudget, req.WantDaily, req.WantTotal,
-		int64((3*24*time.Hour)/time.Second), int64(c.opts.IdempotencyTTL/time.Second)).Int64Slice()
+		int64((3*24*time.Hour)/time.Second), int64(c.opts.IdempotencyTTL/time.Second),
+		req.HeldDaily, req.HeldTotal).Int64Slice()
 	if err != nil {
-		return ledger.LeaseGrant{}, fmt.Errorf("redisledger: lease %q: %w", req.Campaign, err)
+		return ledger.LeaseGrant{}, c.scriptErr("lease", req.Campaign, err)
 	}
 	if len(res) != 2 {
 		return ledger.LeaseGrant{}, fmt.Errorf("redisledger: lease %q: bad reply", req.Campaign)
@@ -242,10 +288,26 @@ func (c *Client) Return(ctx context.Context, ret ledger.LeaseReturn) error {
 		c.totalKey(ret.Campaign),
 		c.opts.Prefix + "{" + ret.Campaign + "}:return:" + strconv.FormatUint(ret.ID, 16),
 	}
-	if err := returnScript.Run(ctx, c.rdb, keys, ret.Daily, ret.Total, int64(c.opts.IdempotencyTTL/time.Second)).Err(); err != nil {
-		return fmt.Errorf("redisledger: return %q: %w", ret.Campaign, err)
+	err := returnScript.Run(ctx, c.rdb, keys, ret.Daily, ret.Total, int64(c.opts.IdempotencyTTL/time.Second),
+		ret.HeldDaily, ret.HeldTotal).Err()
+	if err != nil {
+		return c.scriptErr("return", ret.Campaign, err)
 	}
 	return nil
+}
+
+// scriptErr wraps a lease or return script's error, telling lost state
+// (lostCheck) from the rest.
+func (c *Client) scriptErr(op, campaign string, err error) error {
+	if !strings.HasPrefix(err.Error(), lostReply) {
+		return fmt.Errorf("redisledger: %s %q: %w", op, campaign, err)
+	}
+	err = fmt.Errorf("%w (%s %q)", ErrStateLost, op, campaign)
+	c.stateLost.Add(1)
+	if _, seen := c.lostSeen.LoadOrStore(campaign, struct{}{}); !seen && c.opts.OnStateLost != nil {
+		c.opts.OnStateLost(campaign, err)
+	}
+	return err
 }
 
 // Leased returns how much of campaign's budget is leased out for day and

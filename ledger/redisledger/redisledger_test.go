@@ -565,3 +565,73 @@ func TestFrequencyLostCounted(t *testing.T) {
 		t.Errorf("with Redis gone: %+v, want one lost there", st)
 	}
 }
+
+// TestRedisLostStateFailsClosed: Redis restarted without persistence (or
+// flushed, or its keys evicted) comes back with the campaign's counters
+// gone. Two nodes spend a campaign's budget to its end, then the counters
+// vanish: a node that holds leases the counters no longer count must
+// refuse to lease again (fail closed) rather than spend the budget a
+// second time, and say so. Before, both nodes leased the whole budget
+// again from the empty counters: twice the daily and the total budget.
+func TestRedisLostStateFailsClosed(t *testing.T) {
+	id := uniqueID(t)
+	const budget = 20 * unit
+	const price = 100_000
+	lim := ledger.Limits{DailyMicros: budget, TotalMicros: budget, Pacing: ledger.PacingASAP}
+	var nodes []*ledger.Ledger
+	var camps []*ledger.Campaign
+	var clients []*Client
+	for range 2 {
+		rc := connect(t, redisAddr()) // the ledger closes it
+		l := newNode(t, rc)
+		defer l.Close()
+		c, err := l.Campaign(id, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, camps, clients = append(nodes, l), append(camps, c), append(clients, rc)
+	}
+	ctx := context.Background()
+	spend := func() (n int64) {
+		for {
+			progress := false
+			for i, l := range nodes {
+				now := time.Now().UnixNano()
+				l.Lease(ctx, camps[i], now) //nolint:errcheck // a refusal is what we count
+				for {
+					bid := l.NewBidID()
+					if _, err := l.Reserve(camps[i], bid, 0, price, now); err != nil {
+						break
+					}
+					if err := l.Bill(ctx, bid, price, now); err != nil {
+						t.Fatal(err)
+					}
+					n += price
+					progress = true
+				}
+			}
+			if !progress {
+				return n
+			}
+		}
+	}
+	before := spend()
+	if before != budget {
+		t.Fatalf("spent %d before the loss, want the budget %d", before, budget)
+	}
+	deleteKeys(t, DefaultOptions().Prefix+"{"+id+"}:*") // Redis comes back empty
+	after := spend()
+	if after != 0 {
+		t.Errorf("after Redis lost its counters the nodes spent %d more (budget %d, already spent %d)", after, budget, before)
+	}
+	now := time.Now().UnixNano()
+	for i, l := range nodes {
+		err := l.Lease(ctx, camps[i], now)
+		if !errors.Is(err, ErrStateLost) {
+			t.Errorf("node %d: lease after the loss: %v, want ErrStateLost", i, err)
+		}
+		if clients[i].Stats().StateLost == 0 {
+			t.Errorf("node %d: Stats().StateLost = 0 after a refused lease", i)
+		}
+	}
+}
