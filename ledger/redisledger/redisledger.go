@@ -220,7 +220,8 @@ end
 const lostReply = "PERSONAD_LOST "
 
 // leaseScript grants min(want, budget - leased) on each of the day and
-// total counters, once per request id, unless the counters are short of
+// total counters, once per request id (remembered when it granted
+// something), unless the counters are short of
 // what the node holds (ARGV[7], ARGV[8]).
 var leaseScript = redis.NewScript(`
 local prev = redis.call('GET', KEYS[3])
@@ -240,7 +241,9 @@ local function take(key, budget, want, ttl)
 end
 local gd = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[5]))
 local gt = take(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[4]), 0)
-redis.call('SET', KEYS[3], gd .. ':' .. gt, 'EX', ARGV[6])
+-- A grant of nothing needs no record (a retry may grant once), and a node
+-- whose share is spent asks on every bid it cannot make.
+if gd > 0 or gt > 0 then redis.call('SET', KEYS[3], gd .. ':' .. gt, 'EX', ARGV[6]) end
 return {gd, gt}
 `)
 

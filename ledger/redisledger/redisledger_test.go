@@ -635,3 +635,37 @@ func TestRedisLostStateFailsClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyGrantsLeaveNoKeys: a node whose share of a budget is spent
+// asks Redis for more on every bid it cannot make; each ask stored its
+// request id for IdempotencyTTL (a day) even when it granted nothing, so
+// that Redis filled with ~1,800 keys a second per node and campaign (a
+// day's worth: about 150 million). A grant of nothing needs no
+// idempotency record: a retry may grant once.
+func TestEmptyGrantsLeaveNoKeys(t *testing.T) {
+	rc := connect(t, redisAddr())
+	defer rc.Close()
+	ctx := context.Background()
+	id := uniqueID(t)
+	req := ledger.LeaseRequest{Campaign: id, Day: 20000, DailyBudget: 10 * unit, TotalBudget: 10 * unit, WantDaily: 10 * unit, WantTotal: 10 * unit}
+	req.ID = 1
+	if g, err := rc.Lease(ctx, req); err != nil || g != (ledger.LeaseGrant{Daily: 10 * unit, Total: 10 * unit}) {
+		t.Fatalf("first grant %+v, %v", g, err)
+	}
+	req.HeldDaily, req.HeldTotal = 10*unit, 10*unit
+	for i := range 100 {
+		req.ID = uint64(2 + i)
+		if g, err := rc.Lease(ctx, req); err != nil || g != (ledger.LeaseGrant{}) {
+			t.Fatalf("grant on a spent budget %+v, %v", g, err)
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	defer rdb.Close()
+	keys, err := rdb.Keys(ctx, DefaultOptions().Prefix+"{"+id+"}:lease:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 {
+		t.Errorf("%d lease id keys after 1 grant and 100 empty ones, want 1", len(keys))
+	}
+}
