@@ -69,7 +69,11 @@ type Campaign struct {
 	// leaseAgain is set by a release that finds a lease request pending:
 	// the grant may have read the spend before the release.
 	leaseAgain atomic.Bool
-	maxPrice   atomic.Int64 // the highest price refused for want of a lease
+	// shrink is set by a change of the limits that lowers a budget: the
+	// next grant gives back all unspent lease and leases anew under the
+	// new budget.
+	shrink   atomic.Bool
+	maxPrice atomic.Int64 // the highest price refused for want of a lease
 
 	settledDay   atomic.Uint64 // packed(day, micros)
 	settledTotal atomic.Int64

@@ -123,7 +123,11 @@
 // whose spend fell gives back what it no longer needs as it lowers its
 // ceiling (above), once the lowered ceiling is durable, so that other
 // nodes can lease it (TestReleasesReturnLease); what it holds at Close it
-// gives back too. Each lease and return names what the node already
+// gives back too. A change of the limits that lowers a budget gives back
+// all of it that is unspent before leasing anew under the new budget:
+// each node checks a budget against its own spend only, so a lease held
+// past a lowered budget would be spent (TestLoweredBudgetAcrossNodes).
+// Each lease and return names what the node already
 // holds (LeaseRequest.HeldDaily, HeldTotal), so that a backend that lost
 // its counters (a Redis restarted without persistence) refuses rather
 // than lease the budget a second time: the node fails closed

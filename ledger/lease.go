@@ -190,7 +190,12 @@ func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
 	if !l.leased() {
 		return nil
 	}
-	return l.leases.grant(ctx, []*Campaign{c}, now)
+	err := l.leases.grant(ctx, []*Campaign{c}, now)
+	if err == nil && c.leaseAgain.Load() {
+		// A lowered budget gave the lease back: lease anew under it.
+		err = l.leases.grant(ctx, []*Campaign{c}, now)
+	}
+	return err
 }
 
 // grant tops up the leases of batch for now's day, and lowers those that
@@ -247,7 +252,19 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 		if lim.TotalMicros > 0 && overLeased(ceilT, usedT, chT) {
 			newT = usedT + chT
 		}
-		if lt := l.cfg.Leaser; lt != nil {
+		// A lowered budget: every node checks it against its own spend
+		// only, so the leases are what keeps the nodes together within
+		// it. Give back all that is unspent (grant publishes the lower
+		// ceiling before it returns it), and lease anew under the new
+		// budget in the next grant, not on the old ceilings.
+		shrink := c.shrink.Swap(false)
+		if shrink {
+			newD, newT = min(newD, usedD), min(newT, usedT)
+			c.leaseAgain.Store(true) // the run loop queues c again; Lease grants again
+		}
+		if lt := l.cfg.Leaser; shrink {
+			// no top-up in this grant
+		} else if lt != nil {
 			req := LeaseRequest{
 				ID:          s.seq.Add(1),
 				Campaign:    c.id,

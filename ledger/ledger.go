@@ -382,10 +382,19 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 	l.mu.Unlock()
 	if old := c.limits.Load(); old == nil || *old != lim {
 		c.limits.Store(&lim)
-		l.leases.request(c)
+		if old != nil && (lowers(old.DailyMicros, lim.DailyMicros) || lowers(old.TotalMicros, lim.TotalMicros)) {
+			c.shrink.Store(true)
+			l.leases.requestAgain(c)
+		} else {
+			l.leases.request(c)
+		}
 	}
 	return c, nil
 }
+
+// lowers reports whether a budget (0: unlimited) going from old to now
+// is lowered.
+func lowers(old, now int64) bool { return now > 0 && (old == 0 || now < old) }
 
 // Currencies returns the currency last recorded for each campaign that
 // has one (Limits.Currency), by id: in this process, or before it, in the

@@ -669,3 +669,80 @@ func TestEmptyGrantsLeaveNoKeys(t *testing.T) {
 		t.Errorf("%d lease id keys after 1 grant and 100 empty ones, want 1", len(keys))
 	}
 }
+
+// TestLoweredBudgetAcrossNodes: a planner lowers a campaign's budget to
+// just above what the nodes together have spent. Each node checks the
+// budget against its own spend only, so the leases they hold are the only
+// guard across nodes: they must give back what they hold unspent and
+// lease again under the new budget. Before, each node went on spending
+// its lease: three nodes that had spent 0.90 of a budget lowered to 1.00
+// spent 3.00.
+func TestLoweredBudgetAcrossNodes(t *testing.T) {
+	id := uniqueID(t)
+	const price = 10_000
+	lim := ledger.Limits{DailyMicros: 50 * unit, TotalMicros: 80 * unit, Pacing: ledger.PacingASAP}
+	var nodes []*ledger.Ledger
+	var camps []*ledger.Campaign
+	for range 3 {
+		rc := connect(t, redisAddr()) // the ledger closes it
+		l := newNode(t, rc)
+		defer l.Close()
+		c, err := l.Campaign(id, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, camps = append(nodes, l), append(camps, c)
+	}
+	ctx := context.Background()
+	var spent int64
+	reserve := func(i int, now int64) bool {
+		l := nodes[i]
+		bid := l.NewBidID()
+		if _, err := l.Reserve(camps[i], bid, 0, price, now); err != nil {
+			return false
+		}
+		if err := l.Bill(ctx, bid, price, now); err != nil {
+			t.Fatal(err)
+		}
+		spent += price
+		return true
+	}
+	now := time.Now().UnixNano()
+	for i := range nodes {
+		if err := nodes[i].Lease(ctx, camps[i], now); err != nil {
+			t.Fatal(err)
+		}
+		for range 30 {
+			if !reserve(i, now) {
+				t.Fatal("refused within the lease")
+			}
+		}
+	}
+	before := spent
+	lower := lim
+	lower.DailyMicros = before + 10*price
+	for _, l := range nodes {
+		if _, err := l.Campaign(id, lower); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first grant after the change gives back, the next one leases:
+	// stop after two rounds without a reservation.
+	for idle := 0; idle < 2; {
+		idle++
+		for i, l := range nodes {
+			now := time.Now().UnixNano()
+			l.Lease(ctx, camps[i], now) //nolint:errcheck // a refusal ends the loop
+			for reserve(i, now) {
+				idle = 0
+			}
+		}
+	}
+	t.Logf("spent %d before the budget was lowered to %d, %d in all", before, lower.DailyMicros, spent)
+	if spent > lower.DailyMicros {
+		t.Errorf("spent %d across 3 nodes, past the lowered daily budget %d (%d spent before it was lowered)", spent, lower.DailyMicros, before)
+	}
+	if spent < lower.DailyMicros {
+		t.Errorf("spent %d, the lowered budget %d allows more", spent, lower.DailyMicros)
+	}
+}
