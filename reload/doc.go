@@ -18,8 +18,9 @@
 // start the Manager serves whichever is newer, that set (by the time it was
 // applied) or the rules files (by their newest modification time). The
 // newer source must be valid, or New fails. Once the files replace the
-// set applied through the API — live, or at start — the persisted set is
-// removed (durably, before the swap), so that a restart serves what the
+// set applied through the API — live, or at start — or, holding the same
+// set, become its source, the persisted set is removed (durably, before
+// the swap), so that a restart serves what the
 // live server served: a file copied in with its older time kept (cp -p,
 // rsync -a, tar) changes the files' bytes, and is applied, but would
 // otherwise lose to the persisted set at the next start.

@@ -476,6 +476,16 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		return res, nil
 	}
 	if cur.Rules != nil && cur.Version == r.Version() {
+		if src == SourceFile && cur.Source == SourceAPI {
+			// The files become the source of the set applied through
+			// the API (below): withdraw the persisted copy, as when
+			// they replace it, or a restart would serve it as the API's
+			// (files copied in with an older time, cp -p).
+			if err := m.removeApplied(); err != nil {
+				m.rejectLocked(src, origin, err)
+				return nil, err
+			}
+		}
 		setDiff()
 		res.Unchanged = true
 		res.AppliedAt = cur.AppliedAt

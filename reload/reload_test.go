@@ -564,6 +564,53 @@ func TestFilesMovedInAfterApplyServedAfterRestart(t *testing.T) {
 	}
 }
 
+// TestFilesMatchingApplyServedAfterRestart: a file copied in with its
+// older time kept that makes the files hold the very set applied through
+// the API changes nothing that serves, but makes the files its source
+// (Status, and what a later change of the files does); a restart, also
+// after kill -9, must do the same, not bring back the persisted set as
+// the API's, which a file removed next would leave serving.
+func TestFilesMatchingApplyServedAfterRestart(t *testing.T) {
+	f := newFixture(t)
+	past := time.Now().Add(-time.Hour)
+	put := func(name, text string) {
+		t.Helper()
+		replace(t, filepath.Join(f.dir, name), text)
+		if err := os.Chtimes(filepath.Join(f.dir, name), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a.yaml", doc("a", 1))
+	put("b.yaml", doc("b", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	both := doc("a", 2) + strings.TrimPrefix(doc("b", 1), "\ncampaigns:\n")
+	res, err := m.Apply(mustParse(t, both), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("a.yaml", doc("a", 2)) // cp -p: the files now hold the applied set
+	m.ReloadFiles()
+	live := m.Status()
+	if live.Version != res.Version || live.Source != SourceFile {
+		t.Fatalf("files holding the applied set: serving %s from %s; want %s from file", live.Version, live.Source, res.Version)
+	}
+	m.Close()
+	m = startManager(t, cfg)
+	if st := m.Status(); st.Version != live.Version || st.Source != live.Source {
+		t.Errorf("restart serves %s from %s; want %s from %s, as the live server did", st.Version, st.Source, live.Version, live.Source)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	if st, want := m.Status(), versionOf(t, doc("a", 2)); st.Version != want || st.Source != SourceFile {
+		t.Errorf("after b.yaml's removal: serving %s from %s; want %s from file, the files left", st.Version, st.Source, want)
+	}
+}
+
 // TestCurrencyChangeWithSpend: a set that changes the currency of a
 // campaign that has spent is refused at that campaign's currency, and
 // changes nothing (the ledger counts its spend in its currency); one that
