@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/personad/personad/internal/atomicfile"
 	"github.com/personad/personad/rules"
 )
@@ -76,6 +78,9 @@ func encodeApplied(js []byte, version string, at time.Time, origin string) ([]by
 // writeFile is atomicfile.Write; tests replace it to fail.
 var writeFile = atomicfile.Write
 
+// syncDir is atomicfile.SyncDir; tests replace it to fail.
+var syncDir = atomicfile.SyncDir
+
 // writeApplied persists an applied set durably, js being its rules JSON
 // (rules.MarshalJSON): a temp file, fsync, rename over the previous one,
 // fsync of the directory. A crash leaves the old set or the new one, never
@@ -100,7 +105,9 @@ func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin s
 // files replace the set it holds: a restart then serves the files, as the
 // live server does, whatever their modification times (a file copied in
 // with its older time kept changes the files live, but would lose to the
-// persisted set at start). The removal is durable (directory fsync).
+// persisted set at start). The removal is durable (directory fsync). An
+// error wrapping errRemovedNotDurable means the set is gone, its removal
+// unconfirmed.
 func (m *Manager) removeApplied() error {
 	if m.cfg.DataDir == "" {
 		return nil
@@ -110,10 +117,30 @@ func (m *Manager) removeApplied() error {
 		return nil
 	}
 	if err == nil {
-		err = atomicfile.SyncDir(filepath.Dir(m.appliedPath()))
+		if err = syncDir(filepath.Dir(m.appliedPath())); err != nil {
+			err = fmt.Errorf("%w: %w", errRemovedNotDurable, err)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("reload: withdrawing the applied rules replaced by the files: %w", err)
 	}
 	return nil
+}
+
+// errRemovedNotDurable is removeApplied's error once the persisted set is
+// removed but the directory's fsync failed.
+var errRemovedNotDurable = errors.New("removed, but the directory's fsync failed")
+
+// withdrawApplied is removeApplied for files about to serve: once the
+// persisted set is removed, unconfirmed durable or not, a restart serves
+// the files, so they serve now too (never the other way round), with a
+// warning that a machine crash may bring the persisted set back.
+func (m *Manager) withdrawApplied(res *Result) error {
+	err := m.removeApplied()
+	if errors.Is(err, errRemovedNotDurable) {
+		m.log.Error("persisted applied rules removed, but not confirmed durable", zap.String("version", res.Version), zap.Error(err))
+		res.Warnings = append(res.Warnings, &rules.ValidationError{Msg: fmt.Sprintf("applied, but %v; a machine crash may restore the set applied through the API", err)})
+		return nil
+	}
+	return err
 }

@@ -481,7 +481,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 			// the API (below): withdraw the persisted copy, as when
 			// they replace it, or a restart would serve it as the API's
 			// (files copied in with an older time, cp -p).
-			if err := m.removeApplied(); err != nil {
+			if err := m.withdrawApplied(res); err != nil {
 				m.rejectLocked(src, origin, err)
 				return nil, err
 			}
@@ -526,7 +526,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 	if src == SourceFile {
 		// The files replace whatever was applied through the API: a
 		// restart must not bring that back.
-		if err := m.removeApplied(); err != nil {
+		if err := m.withdrawApplied(res); err != nil {
 			if cur.Rules != nil {
 				m.rejectLocked(src, origin, err)
 			}

@@ -908,6 +908,42 @@ func TestApplyPersistFailures(t *testing.T) {
 	}
 }
 
+// TestWithdrawAppliedFsyncFails: when files replace a set applied
+// through the API and the persisted set is removed but the directory's
+// fsync fails, the data dir already holds no persisted set, and a
+// restart (also after kill -9) serves the files: the live server must
+// serve them too, with a warning, never keep serving the set a restart
+// would not bring back.
+func TestWithdrawAppliedFsyncFails(t *testing.T) {
+	f := newFixture(t)
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	if _, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	syncDir = func(string) error { return boom }
+	defer func() { syncDir = atomicfile.SyncDir }()
+	past := time.Now().Add(-time.Hour)
+	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 3)) // cp -p
+	if err := os.Chtimes(filepath.Join(f.dir, "a.yaml"), past, past); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	syncDir = atomicfile.SyncDir
+	live := m.Status()
+	if _, err := os.Stat(filepath.Join(f.data, AppliedDir, "current.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the persisted set after its removal: %v, want it gone", err)
+	}
+	m.Close()
+	if st := startManager(t, cfg).Status(); st.Version != live.Version || st.Source != live.Source {
+		t.Errorf("restart serves %s from %s; the live server served %s from %s", st.Version, st.Source, live.Version, live.Source)
+	}
+}
+
 // TestFileReloadsMatchFreshParse edits a rules file of many campaigns
 // again and again — a nested value, a value and its undoing, entries
 // moved — and reloads it: each version served must be the one a fresh
