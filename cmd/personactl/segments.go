@@ -649,10 +649,13 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		phaseAnswering:  fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; %s", seg, g.timeout, maybe),
 	}
 	var phase atomic.Int32 // what the upload waits for: a phase*
+	// The hook is read here, not in the timer's func, which may outlive
+	// the upload (and the test that set it).
+	hook := testHookIdleFired
 	idle := time.AfterFunc(g.timeout, func() {
 		err := stalls[phase.Load()]
-		if testHookIdleFired != nil {
-			testHookIdleFired()
+		if hook != nil {
+			hook()
 		}
 		endStream(err)
 	})

@@ -778,19 +778,25 @@ func TestConnectionLost(t *testing.T) {
 // the same, and the upload is never reported as not applied while its end
 // was sent (a server commits then), nor as uploaded when it was not.
 func TestUploadLateTimer(t *testing.T) {
-	// The timer's func waits a second, or until the running subtest
-	// releases it, and then says it is done.
-	var release chan struct{}
+	// The timer's func waits a second, or until the subtest releases it,
+	// and then says it is done. An upload reads the hook as it starts.
 	hookDone := make(chan struct{}, 1)
-	testHookIdleFired = func() {
-		select {
-		case <-time.After(time.Second):
-		case <-release:
+	setHook := func() (release chan struct{}) {
+		release = make(chan struct{})
+		testHookIdleFired = func() {
+			select {
+			case <-time.After(time.Second):
+			case <-release:
+			}
+			select {
+			case hookDone <- struct{}{}:
+			default: // a second firing, which nobody waits for
+			}
 		}
-		hookDone <- struct{}{}
+		return release
 	}
 	t.Cleanup(func() { testHookIdleFired = nil })
-	waitHook := func(t *testing.T) {
+	waitHook := func(t *testing.T, release chan struct{}) {
 		t.Helper()
 		close(release)
 		select {
@@ -813,7 +819,7 @@ func TestUploadLateTimer(t *testing.T) {
 		// the input at 900 ms: the timer went off at 550, its func ends
 		// the stream at 1550 (margins of 350 and 650 ms, for a loaded
 		// machine).
-		release = make(chan struct{})
+		release := setHook()
 		pr, pw := io.Pipe()
 		var wg sync.WaitGroup
 		wg.Go(func() {
@@ -827,7 +833,7 @@ func TestUploadLateTimer(t *testing.T) {
 		err := upload(f, pr)
 		wg.Wait()
 		<-f.ended
-		waitHook(t)
+		waitHook(t, release)
 		if err == nil || err.Error() != stalled {
 			t.Errorf("%v; want %q", err, stalled)
 		}
@@ -842,11 +848,11 @@ func TestUploadLateTimer(t *testing.T) {
 		for i := range 400_000 {
 			fmt.Fprintf(&big, "user-%012d\n", i)
 		}
-		release = make(chan struct{})
+		release := setHook()
 		f := &fakeSegments{mode: fakeSlowStart, ended: make(chan struct{})}
 		err := upload(f, strings.NewReader(big.String()))
 		<-f.ended
-		waitHook(t) // its func would end the stream at 1400 ms
+		waitHook(t, release) // its func would end the stream at 1400 ms
 		if f.gotEnd.Load() && (err == nil || strings.Contains(err.Error(), "nothing uploaded")) {
 			t.Errorf("the stream's end was sent, and the upload reported as %v", err)
 		}
