@@ -66,6 +66,9 @@ type Campaign struct {
 	ceilDay   atomic.Uint64 // packed(day, micros)
 	ceilTotal atomic.Int64
 	needLease atomic.Bool
+	// leaseIdle is when (Unix nanoseconds) bids may next ask for a lease,
+	// after the Leaser granted nothing (Config.LeaseRetry).
+	leaseIdle atomic.Int64
 	// leaseAgain is set by a release that finds a lease request pending:
 	// the grant may have read the spend before the release.
 	leaseAgain atomic.Bool
@@ -129,7 +132,7 @@ func (c *Campaign) Allow(now, priceMicros int64, r uint64) bool {
 	if lim == nil {
 		return false // known from the log but not yet bound to rules
 	}
-	if lim.DailyMicros|lim.TotalMicros != 0 && c.room(lim, c.l.days.day(now), priceMicros) != nil {
+	if lim.DailyMicros|lim.TotalMicros != 0 && c.room(lim, now, c.l.days.day(now), priceMicros) != nil {
 		return false
 	}
 	if lim.Pacing == PacingEven && lim.DailyMicros > 0 && r>>11 >= c.rate.Load() {
@@ -139,14 +142,14 @@ func (c *Campaign) Allow(now, priceMicros int64, r uint64) bool {
 }
 
 // room checks, without reserving, that price fits today's budgets.
-func (c *Campaign) room(lim *Limits, day int32, price int64) error {
+func (c *Campaign) room(lim *Limits, now int64, day int32, price int64) error {
 	if lim.TotalMicros > 0 {
 		t := c.totalUsed.Load()
 		if t+price > lim.TotalMicros {
 			return ErrBudget
 		}
 		if c.l.leased() && t+price > c.ceilTotal.Load() {
-			c.wantLease(price)
+			c.wantLease(price, now)
 			return ErrNoLease
 		}
 	}
@@ -161,7 +164,7 @@ func (c *Campaign) room(lim *Limits, day int32, price int64) error {
 		if c.l.leased() {
 			ceil, _ := on(c.ceilDay.Load(), day)
 			if used+price > ceil {
-				c.wantLease(price)
+				c.wantLease(price, now)
 				return ErrNoLease
 			}
 		}
@@ -174,7 +177,7 @@ func (c *Campaign) room(lim *Limits, day int32, price int64) error {
 // the second fails). Neither counter ever passes its limit, so reserved
 // plus settled never passes a budget; a concurrent reservation may be
 // refused spuriously while an undo is pending, which errs on the safe side.
-func (c *Campaign) reserveBudget(lim *Limits, day int32, price int64) error {
+func (c *Campaign) reserveBudget(lim *Limits, now int64, day int32, price int64) error {
 	leased := c.l.leased()
 	if lim.TotalMicros > 0 {
 		limit := lim.TotalMicros
@@ -187,7 +190,7 @@ func (c *Campaign) reserveBudget(lim *Limits, day int32, price int64) error {
 				if t+price > lim.TotalMicros {
 					return ErrBudget
 				}
-				c.wantLease(price)
+				c.wantLease(price, now)
 				return ErrNoLease
 			}
 			if c.totalUsed.CompareAndSwap(t, t+price) {
@@ -220,7 +223,7 @@ func (c *Campaign) reserveBudget(lim *Limits, day int32, price int64) error {
 		if err != nil {
 			c.totalUsed.Add(-price)
 			if err == ErrNoLease {
-				c.wantLease(price)
+				c.wantLease(price, now)
 			}
 			return err
 		}
@@ -228,23 +231,25 @@ func (c *Campaign) reserveBudget(lim *Limits, day int32, price int64) error {
 			break
 		}
 	}
-	c.maybeLease(lim, day)
+	c.maybeLease(lim, now, day)
 	return nil
 }
 
 // wantLease notes price (so that the next lease covers it) and asks for
-// a lease.
-func (c *Campaign) wantLease(price int64) {
+// a lease, unless the Leaser granted nothing less than LeaseRetry ago.
+func (c *Campaign) wantLease(price, now int64) {
 	if price > c.maxPrice.Load() {
 		c.maxPrice.Store(price)
 	}
-	c.l.leases.request(c)
+	if now >= c.leaseIdle.Load() {
+		c.l.leases.request(c)
+	}
 }
 
 // maybeLease asks for a new lease when the headroom left runs below half a
-// lease.
-func (c *Campaign) maybeLease(lim *Limits, day int32) {
-	if !c.l.leased() || c.needLease.Load() {
+// lease (unless the Leaser granted nothing less than LeaseRetry ago).
+func (c *Campaign) maybeLease(lim *Limits, now int64, day int32) {
+	if !c.l.leased() || c.needLease.Load() || now < c.leaseIdle.Load() {
 		return
 	}
 	if lim.DailyMicros > 0 {

@@ -131,8 +131,13 @@
 // holds (LeaseRequest.HeldDaily, HeldTotal), so that a backend that lost
 // its counters (a Redis restarted without persistence) refuses rather
 // than lease the budget a second time: the node fails closed
-// (TestRedisLostStateFailsClosed). A
-// FrequencyShare shares frequency counts the same way.
+// (TestRedisLostStateFailsClosed). When the backend grants nothing (the
+// other nodes hold the rest of the budget, or it is spent), bids ask
+// again only after LeaseRetry (1 s), not on every bid: each ask is a
+// round trip of the one lease goroutine, which campaigns with budget
+// left would wait behind; a change of the limits asks at once
+// (TestSpentBudgetAsksRarely). A FrequencyShare shares frequency counts
+// the same way.
 //
 // # Even pacing
 //

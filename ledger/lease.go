@@ -282,12 +282,17 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 			}
 			if req.WantDaily > 0 || req.WantTotal > 0 {
 				g, err := lt.Lease(ctx, req)
-				if err != nil {
+				switch {
+				case err != nil:
 					s.failures.Add(1)
 					if firstErr == nil {
 						firstErr = err
 					}
-				} else {
+				case g.Daily == 0 && g.Total == 0:
+					// Nothing to lease: bids ask again after LeaseRetry,
+					// not at once (see wantLease).
+					c.leaseIdle.Store(now + int64(l.cfg.LeaseRetry))
+				default:
 					newD, newT = max(newD, ceilD+g.Daily), max(newT, ceilT+g.Total)
 				}
 			}

@@ -170,6 +170,12 @@ type Config struct {
 	LeaseMinMicros int64
 	// LeaseTimeout bounds one lease call to the backend.
 	LeaseTimeout time.Duration
+	// LeaseRetry is how long bids wait before asking the Leaser again for
+	// a campaign it granted nothing (the shared budget is spent, or other
+	// nodes hold it): each ask costs the lease goroutine a round trip,
+	// which campaigns with budget left wait behind. A change of the
+	// campaign's limits asks at once.
+	LeaseRetry time.Duration
 	// Leaser, when set, is where budget leases come from (Redis, for many
 	// nodes); nil means this node's own budget arithmetic.
 	Leaser Leaser
@@ -205,6 +211,7 @@ func DefaultConfig() Config {
 		LeaseFraction:       0.005,
 		LeaseMinMicros:      1_000_000,
 		LeaseTimeout:        2 * time.Second,
+		LeaseRetry:          time.Second,
 		FrequencyShards:     256,
 		MaxFrequencyEntries: 8 << 20,
 	}
@@ -230,6 +237,8 @@ func (c *Config) validate() error {
 		return errors.New("ledger: LeaseFraction must be in (0, 1] and LeaseMinMicros > 0")
 	case c.LeaseTimeout <= 0:
 		return errors.New("ledger: LeaseTimeout must be > 0")
+	case c.LeaseRetry < 0:
+		return errors.New("ledger: LeaseRetry must be >= 0")
 	case c.FrequencyShards <= 0 || c.FrequencyShards&(c.FrequencyShards-1) != 0:
 		return errors.New("ledger: FrequencyShards must be a power of two")
 	case c.MaxFrequencyEntries <= 0:
@@ -382,6 +391,7 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 	l.mu.Unlock()
 	if old := c.limits.Load(); old == nil || *old != lim {
 		c.limits.Store(&lim)
+		c.leaseIdle.Store(0) // a raised budget may have room: ask at once
 		if old != nil && (lowers(old.DailyMicros, lim.DailyMicros) || lowers(old.TotalMicros, lim.TotalMicros)) {
 			c.shrink.Store(true)
 			l.leases.requestAgain(c)

@@ -200,7 +200,7 @@ func (l *Ledger) ReserveTTL(c *Campaign, bid, user uint64, priceMicros, now int6
 		r.fexp = exp
 		r.state |= fFreq
 	}
-	if err := c.reserveBudget(lim, day, priceMicros); err != nil {
+	if err := c.reserveBudget(lim, now, day, priceMicros); err != nil {
 		if capped {
 			l.freq.remove(freqKey{user, c.key}, r.fexp)
 		}

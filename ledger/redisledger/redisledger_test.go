@@ -746,3 +746,86 @@ func TestLoweredBudgetAcrossNodes(t *testing.T) {
 		t.Errorf("spent %d, the lowered budget %d allows more", spent, lower.DailyMicros)
 	}
 }
+
+// countingLeaser counts the Lease calls a node makes.
+type countingLeaser struct {
+	*Client
+	calls atomic.Int64
+}
+
+func (c *countingLeaser) Lease(ctx context.Context, req ledger.LeaseRequest) (ledger.LeaseGrant, error) {
+	c.calls.Add(1)
+	return c.Client.Lease(ctx, req)
+}
+
+// TestSpentBudgetAsksRarely: once another node holds all of a budget, a
+// node's bids ask Redis for a lease again only every LeaseRetry, not on
+// every bid: each ask is a round trip of the lease goroutine, which the
+// campaigns with budget left wait behind (a black-box run measured one
+// per two or three bids). A raised budget asks at once.
+func TestSpentBudgetAsksRarely(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	id := uniqueID(t)
+	const budget = 10 * unit
+	lim := ledger.Limits{DailyMicros: budget, Pacing: ledger.PacingASAP}
+	acfg := nodeConfig(connect(t, redisAddr()))
+	acfg.LeaseFraction = 1 // node a leases the whole budget at once
+	a, err := ledger.New(acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ca, err := a.Campaign(id, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Lease(context.Background(), ca, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if held := ledger.LeasedToday(ca, time.Now()); held != budget {
+		t.Fatalf("node a holds %d of %d", held, budget)
+	}
+
+	counting := &countingLeaser{Client: connect(t, redisAddr())}
+	cfg := nodeConfig(counting.Client)
+	cfg.Leaser = counting
+	cfg.LeaseRetry = time.Hour
+	b, err := ledger.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cb, err := b.Campaign(id, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	bids := 0
+	for ; time.Now().Before(deadline); bids++ {
+		now := time.Now().UnixNano()
+		if cb.Allow(now, 10_000, 0) {
+			t.Fatal("node b allowed a bid of a budget node a holds")
+		}
+		if _, err := b.Reserve(cb, b.NewBidID(), 0, 10_000, now); err == nil {
+			t.Fatal("node b reserved from a budget node a holds")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if n := counting.calls.Load(); n > 2 {
+		t.Errorf("%d lease calls for %d bids on a budget another node holds, want at most 2 (LeaseRetry an hour)", n, bids)
+	}
+	// A raised budget asks at once.
+	before := counting.calls.Load()
+	lim.DailyMicros = 2 * budget
+	if cb, err = b.Campaign(id, lim); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ledger.LeasedToday(cb, time.Now()) == 0; time.Sleep(time.Millisecond) {
+		b.Reserve(cb, b.NewBidID(), 0, 10_000, time.Now().UnixNano()) //nolint:errcheck // until a lease arrives
+		if time.Now().After(deadline) {
+			t.Fatalf("no lease within 10 s of the budget's raise (%d lease calls after it)", counting.calls.Load()-before)
+		}
+	}
+}
