@@ -3,6 +3,7 @@ package bidder
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -196,10 +197,9 @@ func TestMalformedProtobufPlanners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range list.Segments {
-		if s.Value == "malformed" && (s.Cardinality != 2 || s.Version != 1) {
-			t.Errorf("title:malformed after four malformed uploads and one of 2 ids: %v, want 2 ids at version 1", s)
-		}
+	i := slices.IndexFunc(list.Segments, func(s *personadpb.SegmentInfo) bool { return s.Value == "malformed" })
+	if i < 0 || list.Segments[i].Cardinality != 2 || list.Segments[i].Version != 1 {
+		t.Errorf("title:malformed after four malformed uploads and one of 2 ids: %v, want 2 ids at version 1", list.Segments)
 	}
 
 	rh := newRulesHarness(t)

@@ -171,9 +171,9 @@ campaigns:
     budget: {daily: 0.000001, total: 0.0000005}
     creatives: [{id: d, w: 1, h: 1, adm: x}]
 `, []string{
-			"campaigns[0].bid_cpm: 4e-07 rounds to 0 (amounts count in millionths): the least is 0.000001",
-			"campaigns[0].budget.daily: 1e-07 rounds to 0, which means no daily limit (amounts count in millionths): the least limit is 0.000001",
-			"campaigns[0].budget.total: 4e-07 rounds to 0, which means no total limit (amounts count in millionths): the least limit is 0.000001",
+			"campaigns[0].bid_cpm: 0.0000004 rounds to 0 (amounts count in millionths): the least is 0.000001",
+			"campaigns[0].budget.daily: 0.0000001 rounds to 0, which means no daily limit (amounts count in millionths): the least limit is 0.000001",
+			"campaigns[0].budget.total: 0.0000004 rounds to 0, which means no total limit (amounts count in millionths): the least limit is 0.000001",
 		}},
 		{"duplicate campaign", `
 campaigns:

@@ -337,7 +337,7 @@ func (v *validator) campaign(i int, c *Campaign) {
 		v.add(p()+".bid_cpm", "%v must be > 0 and <= %d", c.BidCPM, MaxBidCPM)
 	} else if Micros(c.BidCPM) == 0 {
 		// It would bid nothing: the ledger refuses a price of 0.
-		v.add(p()+".bid_cpm", "%v rounds to 0 (amounts count in millionths): the least is 0.000001", c.BidCPM)
+		v.add(p()+".bid_cpm", "%s rounds to 0 (amounts count in millionths): the least is 0.000001", plain(c.BidCPM))
 	}
 	if c.Currency != "" && !curShape.match(c.Currency) {
 		v.add(p()+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
@@ -346,12 +346,12 @@ func (v *validator) campaign(i int, c *Campaign) {
 		v.add(p()+".budget.daily", "%v must be >= 0 and <= %d (0: no daily limit)", c.Budget.Daily, MaxDailyBudget)
 	} else if c.Budget.Daily > 0 && Micros(c.Budget.Daily) == 0 {
 		// 0 micro-units is no limit at all: the opposite of a tiny one.
-		v.add(p()+".budget.daily", "%v rounds to 0, which means no daily limit (amounts count in millionths): the least limit is 0.000001", c.Budget.Daily)
+		v.add(p()+".budget.daily", "%s rounds to 0, which means no daily limit (amounts count in millionths): the least limit is 0.000001", plain(c.Budget.Daily))
 	}
 	if !(c.Budget.Total >= 0 && c.Budget.Total <= MaxTotalBudget) {
 		v.add(p()+".budget.total", "%v must be >= 0 and <= %d (0: no total limit)", c.Budget.Total, MaxTotalBudget)
 	} else if c.Budget.Total > 0 && Micros(c.Budget.Total) == 0 {
-		v.add(p()+".budget.total", "%v rounds to 0, which means no total limit (amounts count in millionths): the least limit is 0.000001", c.Budget.Total)
+		v.add(p()+".budget.total", "%s rounds to 0, which means no total limit (amounts count in millionths): the least limit is 0.000001", plain(c.Budget.Total))
 	}
 	switch c.Pacing {
 	case "", PacingEven, PacingASAP:
@@ -615,3 +615,6 @@ func plural(n int, one, many string) string {
 	}
 	return many
 }
+
+// plain writes an amount as planners write it: 0.0000004, not 4e-07.
+func plain(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }

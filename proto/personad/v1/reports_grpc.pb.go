@@ -36,7 +36,9 @@ const (
 // much of the shared budget this node holds.
 type ReportsClient interface {
 	// Campaigns reports every campaign the ledger knows, in the rules or
-	// not (a campaign removed from the rules keeps its spend).
+	// not (a campaign removed from the rules keeps its spend). A request
+	// that is not valid protobuf fails with INVALID_ARGUMENT naming the
+	// field.
 	Campaigns(ctx context.Context, in *ReportsCampaignsRequest, opts ...grpc.CallOption) (*ReportsCampaignsResponse, error)
 }
 
@@ -70,7 +72,9 @@ func (c *reportsClient) Campaigns(ctx context.Context, in *ReportsCampaignsReque
 // much of the shared budget this node holds.
 type ReportsServer interface {
 	// Campaigns reports every campaign the ledger knows, in the rules or
-	// not (a campaign removed from the rules keeps its spend).
+	// not (a campaign removed from the rules keeps its spend). A request
+	// that is not valid protobuf fails with INVALID_ARGUMENT naming the
+	// field.
 	Campaigns(context.Context, *ReportsCampaignsRequest) (*ReportsCampaignsResponse, error)
 	mustEmbedUnimplementedReportsServer()
 }
