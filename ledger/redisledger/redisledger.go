@@ -30,9 +30,16 @@
 // over-count. Decisions read a local cache of those counts, bumped by the
 // node's own impressions at once; a user the cache does not know is
 // treated as capped while the count is fetched in the background, and a
-// cached count is refreshed after Options.Refresh. What the scheme cannot
-// see is another node's impressions of the same user in the last refresh
-// interval: the cross-node bound on a cap is that window.
+// count older than Options.Refresh is still used, for that decision, while
+// it is fetched again. What the scheme cannot see is another node's
+// impressions of the user since this node last fetched its count: about
+// Refresh for a user the node sees often, but as long as the node went
+// without seeing the user otherwise (up to a minute: an entry unused for
+// a minute is dropped, and the user is unknown, so capped, on its next
+// request there). Across nodes a cap can therefore be passed: one user
+// sent round-robin to three nodes 0.4 s apart, cap 2, was shown 5
+// impressions; and a user each node sees less than once a minute never
+// passes the cache there, so capped campaigns do not reach them.
 //
 // Every call takes its deadline from a context; background calls use
 // Options.Timeout.
