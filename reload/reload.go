@@ -321,10 +321,18 @@ func (m *Manager) notify() {
 }
 
 // Validate checks rs without applying it: its errors (nil when valid), its
-// warnings, and the version it would have.
+// warnings, and the version it would have. Its errors include those Apply
+// would add against the live state: a currency change of a campaign that
+// has spent (currencyChanges).
 func (m *Manager) Validate(rs *rules.RuleSet) (errs, warnings rules.ValidationErrors, version string) {
 	if err := rs.Validate(); err != nil {
 		return rules.Problems(err), nil, ""
+	}
+	m.mu.Lock()
+	errs = m.currencyChanges(rs)
+	m.mu.Unlock()
+	if len(errs) > 0 {
+		return errs, nil, ""
 	}
 	return nil, m.warnings(rs, nil), rs.Version()
 }

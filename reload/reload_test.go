@@ -654,6 +654,14 @@ func TestCurrencyChangeWithSpend(t *testing.T) {
 	if st := m.Status(); st.Version != before {
 		t.Errorf("serving %s after a refused apply, want %s", st.Version, before)
 	}
+	// Validate (personactl rules validate against the server) finds what
+	// Apply would refuse, rather than calling the set valid.
+	if errs, _, version := m.Validate(inEUR("a", "b")); len(errs) != 1 || errs[0].Path != "campaigns[0].currency" || version != "" {
+		t.Errorf("validate changing a's currency: errors %v, version %q; want one error at campaigns[0].currency and no version", errs, version)
+	}
+	if errs, _, _ := m.Validate(inEUR("b")); len(errs) != 0 {
+		t.Errorf("validate changing b's currency (nothing spent): %v; want no error", errs)
+	}
 	res, err := m.Apply(inEUR("b"), ApplyOptions{})
 	if err != nil {
 		t.Fatalf("apply changing b's currency (nothing spent): %v", err)

@@ -50,11 +50,12 @@ const (
 // therefore chooses the source.
 type RulesClient interface {
 	// Validate checks a rule set without applying it: every error with its
-	// field path, and warnings such as targeting on a facet no uploaded
-	// segment uses, or on a value of one that no uploaded segment has (a
-	// typo, a segment deleted), and a currency that is not an ISO 4217 code
-	// (UDS for USD). An invalid set is not a call error: the errors are in
-	// the response.
+	// field path (also those Apply finds against the live state: a currency
+	// change for a campaign that has spent), and warnings such as targeting
+	// on a facet no uploaded segment uses, or on a value of one that no
+	// uploaded segment has (a typo, a segment deleted), and a currency that
+	// is not an ISO 4217 code (UDS for USD). An invalid set is not a call
+	// error: the errors are in the response.
 	Validate(ctx context.Context, in *RulesValidateRequest, opts ...grpc.CallOption) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
@@ -131,11 +132,12 @@ func (c *rulesClient) Get(ctx context.Context, in *RulesGetRequest, opts ...grpc
 // therefore chooses the source.
 type RulesServer interface {
 	// Validate checks a rule set without applying it: every error with its
-	// field path, and warnings such as targeting on a facet no uploaded
-	// segment uses, or on a value of one that no uploaded segment has (a
-	// typo, a segment deleted), and a currency that is not an ISO 4217 code
-	// (UDS for USD). An invalid set is not a call error: the errors are in
-	// the response.
+	// field path (also those Apply finds against the live state: a currency
+	// change for a campaign that has spent), and warnings such as targeting
+	// on a facet no uploaded segment uses, or on a value of one that no
+	// uploaded segment has (a typo, a segment deleted), and a currency that
+	// is not an ISO 4217 code (UDS for USD). An invalid set is not a call
+	// error: the errors are in the response.
 	Validate(context.Context, *RulesValidateRequest) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
