@@ -65,7 +65,7 @@ func printReport(w io.Writer, resp *personadpb.ReportsCampaignsResponse) error {
 		}
 		day = resp.Day.AsTime().In(loc).Format("2006-01-02") + " " + resp.TimeZone
 	}
-	fmt.Fprintf(w, "budget day %s, %d campaigns, largest spend today first\n\n", day, len(resp.Campaigns))
+	fmt.Fprintf(w, "budget day %s, %d %s, largest spend today first\n\n", day, len(resp.Campaigns), plural(len(resp.Campaigns), "campaign", "campaigns"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "CAMPAIGN\tCUR\tTODAY\tDAILY\tLEFT TODAY\tSETTLED\tRESERVED\tTOTAL\tBUDGET\tLEFT\tPACING\tRATE\t")
 	for _, c := range resp.Campaigns {

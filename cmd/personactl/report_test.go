@@ -112,6 +112,14 @@ func TestReport(t *testing.T) {
 	}
 
 	out.Reset()
+	if err := run(context.Background(), []string{"--addr", addr, "report", "--campaign", "big-spender"}, e); err != nil {
+		t.Fatalf("report --campaign: %v", err)
+	}
+	if !strings.Contains(out.String(), " UTC, 1 campaign, largest") {
+		t.Errorf("report --campaign:\n%s\nwant '1 campaign', not '1 campaigns'", out.String())
+	}
+
+	out.Reset()
 	if err := run(context.Background(), []string{"--addr", addr, "report", "--json", "--campaign", "big-spender"}, e); err != nil {
 		t.Fatalf("report --json: %v", err)
 	}

@@ -83,7 +83,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 	}
 	if err := origins.Locate(rs.Validate()); err != nil {
 		printProblems(e.stdout, "error", rules.Problems(err))
-		fmt.Fprintf(e.stdout, "%s: invalid (%d campaigns)\n", path, len(rs.Campaigns))
+		fmt.Fprintf(e.stdout, "%s: invalid (%d %s)\n", path, len(rs.Campaigns), plural(len(rs.Campaigns), "campaign", "campaigns"))
 		return errInvalid
 	}
 	if *local {
@@ -93,7 +93,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 			ws = rules.Problems(origins.Locate(w))
 		}
 		printProblems(e.stdout, "warning", ws)
-		fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s, %d %s (checked locally)\n", path, len(rs.Campaigns), rs.Version(), len(ws), plural(len(ws), "warning", "warnings"))
+		fmt.Fprintf(e.stdout, "%s: valid, %d %s, version %s, %d %s (checked locally)\n", path, len(rs.Campaigns), plural(len(rs.Campaigns), "campaign", "campaigns"), rs.Version(), len(ws), plural(len(ws), "warning", "warnings"))
 		return nil
 	}
 	pb := rulespb.ToProto(rs)
@@ -109,7 +109,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 		fmt.Fprintf(e.stdout, "%s: invalid (server)\n", path)
 		return errInvalid
 	}
-	fmt.Fprintf(e.stdout, "%s: valid, %d campaigns, version %s, %d %s\n", path, resp.Campaigns, resp.Version, len(resp.Warnings), plural(len(resp.Warnings), "warning", "warnings"))
+	fmt.Fprintf(e.stdout, "%s: valid, %d %s, version %s, %d %s\n", path, resp.Campaigns, plural(int(resp.Campaigns), "campaign", "campaigns"), resp.Version, len(resp.Warnings), plural(len(resp.Warnings), "warning", "warnings"))
 	return nil
 }
 
@@ -149,11 +149,11 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 	printDiff(e.stdout, resp.Diff)
 	switch {
 	case resp.DryRun:
-		fmt.Fprintf(e.stdout, "dry run: version %s would replace %s (%d campaigns); nothing applied\n", resp.Version, resp.PreviousVersion, resp.Campaigns)
+		fmt.Fprintf(e.stdout, "dry run: version %s would replace %s (%d %s); nothing applied\n", resp.Version, resp.PreviousVersion, resp.Campaigns, plural(int(resp.Campaigns), "campaign", "campaigns"))
 	case resp.Unchanged:
 		fmt.Fprintf(e.stdout, "unchanged: version %s is already active\n", resp.Version)
 	default:
-		fmt.Fprintf(e.stdout, "applied: version %s (was %s), %d campaigns, at %s\n", resp.Version, resp.PreviousVersion, resp.Campaigns,
+		fmt.Fprintf(e.stdout, "applied: version %s (was %s), %d %s, at %s\n", resp.Version, resp.PreviousVersion, resp.Campaigns, plural(int(resp.Campaigns), "campaign", "campaigns"),
 			resp.AppliedAt.AsTime().Local().Format(time.RFC3339))
 	}
 	return nil

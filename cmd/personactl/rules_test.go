@@ -31,6 +31,12 @@ func TestRulesValidateLocalDirectory(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "b.yaml: campaigns[0].bid_cpm") {
 		t.Errorf("exit %d, output:\n%s\nwant an error at b.yaml: campaigns[0].bid_cpm", code, out)
 	}
+	// One campaign is '1 campaign', in the summary too.
+	b := filepath.Join(dir, "b.yaml")
+	out, _, code = ctl(t, "127.0.0.1:1", "", false, "rules", "validate", "--local", b)
+	if code == 0 || !strings.HasSuffix(out, b+": invalid (1 campaign)\n") {
+		t.Errorf("exit %d, output:\n%s\nwant it to end with %s: invalid (1 campaign)", code, out, b)
+	}
 }
 
 // Local validation warns of a currency that is not ISO 4217, naming the
