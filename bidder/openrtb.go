@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -43,7 +44,9 @@ var (
 //	POST /openrtb2/bid  OpenRTB 2.6 JSON bid request (the same JSON the gRPC
 //	                    wire takes): 200 + BidResponse on a bid, 204 No
 //	                    Content + X-Personad-Nbr on a no-bid (200 with the
-//	                    BidResponse when ext.debug is set), 400 + JSON error
+//	                    BidResponse when ext.debug is set; tmax counts
+//	                    from the handler's start, the body's reading and
+//	                    decoding included), 400 + JSON error
 //	                    naming the field on invalid input (its path also
 //	                    when the JSON does not decode: a wrong type, a
 //	                    duplicate field; OpenRTB fields personad does not
@@ -87,6 +90,9 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
+	// tmax runs from here: a body that is slow to arrive, or to decode,
+	// leaves the decision less time (none: a no-bid, nbr 1).
+	arrived := time.Now()
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
@@ -109,7 +115,7 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %v", ErrBadBody, err), decodeErrorPath(body, err))
 		return
 	}
-	resp, err := s.decide(r.Context(), req, wireHTTP)
+	resp, err := s.decide(r.Context(), req, wireHTTP, arrived)
 	if err != nil {
 		_, code := mapError(err)
 		var ve *ValidationError

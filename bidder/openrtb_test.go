@@ -7,8 +7,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -114,6 +116,45 @@ func TestHTTPNoBid(t *testing.T) {
 	if got.Id != "req-1" || got.Nbr != 1 || got.Ext.GetDebug() == nil {
 		t.Errorf("debug no-bid body %s, want id, nbr 1 and ext.debug", b)
 	}
+}
+
+// TestHTTPTmaxFromArrival: tmax runs from the request's arrival, not
+// from the end of its body: a body that takes longer than tmax to arrive
+// (a slow link, or a large body read and decoded) leaves no time, and is
+// answered no-bid (nbr 1) rather than late, with no money reserved.
+func TestHTTPTmaxFromArrival(t *testing.T) {
+	h := newHarness(t, testRules)
+	req := request(userCMO)
+	req.Tmax = 40 // 30 ms after the network margin
+	body, err := protojson.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, PathBid, io.MultiReader(
+		bytes.NewReader(body[:len(body)/2]),
+		slowReader{100 * time.Millisecond},
+		bytes.NewReader(body[len(body)/2:])))
+	r.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.srv.Handler().ServeHTTP(rec, r)
+	if rec.Code != http.StatusNoContent || rec.Header().Get(HeaderNbr) != "1" {
+		t.Errorf("body arriving 100ms after its start, tmax 40: status %d, %s %q, body %.200s; want 204, nbr 1",
+			rec.Code, HeaderNbr, rec.Header().Get(HeaderNbr), rec.Body)
+	}
+
+	// The same request, arriving at once, bids.
+	resp, b := post(t, h, "application/json", string(body))
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("same request at once: status %d (%s), want 200", resp.StatusCode, b)
+	}
+}
+
+// slowReader reads nothing, after waiting d: a pause in a request body.
+type slowReader struct{ d time.Duration }
+
+func (s slowReader) Read([]byte) (int, error) {
+	time.Sleep(s.d)
+	return 0, io.EOF
 }
 
 func TestHealthzAndMetrics(t *testing.T) {

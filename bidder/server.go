@@ -111,7 +111,7 @@ func (s *Server) Shutdown() {
 // Bid implements personad.v1.Bidder/Bid. The response shares read-only
 // slices with the compiled rules: callers must not modify it.
 func (s *Server) Bid(ctx context.Context, req *personadpb.BidRequest) (*personadpb.BidResponse, error) {
-	resp, err := s.decide(ctx, req, wireGRPC)
+	resp, err := s.decide(ctx, req, wireGRPC, time.Now())
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -119,8 +119,10 @@ func (s *Server) Bid(ctx context.Context, req *personadpb.BidRequest) (*personad
 }
 
 // decide is the request path both wires share: validate, translate, decide
-// within the budget, answer. Its only errors are *ValidationError.
-func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire) (*personadpb.BidResponse, error) {
+// within the budget, answer. The budget runs from arrived, when the
+// request reached the server: the HTTP wire's time reading and decoding
+// the body counts against tmax. Its only errors are *ValidationError.
+func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire, arrived time.Time) (*personadpb.BidResponse, error) {
 	m := s.metrics
 	m.inFlight.Inc()
 	defer m.inFlight.Dec()
@@ -138,7 +140,7 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire)
 		}
 		return noBidResponse(req, NbrTechnicalError), nil
 	}
-	deadline := time.Now().Add(budget)
+	deadline := arrived.Add(budget)
 
 	sc := s.scratch.Get().(*scratch)
 	defer s.putScratch(sc)
