@@ -3,6 +3,7 @@ package bidder
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -427,6 +428,51 @@ func TestFloorAboveEveryBid(t *testing.T) {
 		hr.Body.Close()
 		if hr.StatusCode != http.StatusOK {
 			t.Errorf("floor %v %s: HTTP %s, want 200", tc.floor, tc.cur, hr.Status)
+		}
+	}
+}
+
+// TestFlexFormats: an OpenRTB 2.6 Format gives w and h, or, for a flex
+// ad, wratio, hratio and wmin instead. personad serves exact sizes only,
+// so a flex format is passed over, not refused: the impression's other
+// sizes are bid on, an impression with only flex formats is a no-bid of
+// its own (stage size), and the request is valid. A format with neither
+// is still invalid.
+func TestFlexFormats(t *testing.T) {
+	h := newHarness(t, testRules)
+	body := `{"id":"flex","imp":[
+	    {"id":"1","banner":{"format":[{"wratio":16,"hratio":9,"wmin":320},{"w":300,"h":250}]}},
+	    {"id":"2","banner":{"format":[{"wratio":1,"hratio":1,"wmin":200}]}}],
+	  "site":{"domain":"news.example"},"user":{"buyeruid":"u00000001"},"ext":{"debug":true}}`
+	resp, b := post(t, h, "application/json", body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("flex formats: status %d (%s), want 200", resp.StatusCode, b)
+	}
+	var got personadpb.BidResponse
+	if err := protojson.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	bids := got.GetSeatbid()
+	if len(bids) != 1 || len(bids[0].Bid) != 1 || bids[0].Bid[0].Impid != "1" || bids[0].Bid[0].W != 300 {
+		t.Errorf("flex formats: seatbid %v, want one 300x250 bid, on imp 1", bids)
+	}
+	for _, c := range got.GetExt().GetDebug().GetCampaigns() {
+		if c.Impid == "2" && (c.Stage != "size" || !strings.Contains(c.Detail, "no exact size")) {
+			t.Errorf("flex formats: %s on imp 2 (flex only): stage %q (%s), want size, no exact size", c.Cid, c.Stage, c.Detail)
+		}
+	}
+
+	for _, tc := range []struct{ format, field string }{
+		{`{}`, "imp[0].banner.format[0].w"},
+		{`{"wratio":16}`, "imp[0].banner.format[0].hratio"},
+		{`{"wratio":-16,"hratio":9}`, "imp[0].banner.format[0].wratio"},
+		{`{"wratio":16,"hratio":9,"wmin":-1}`, "imp[0].banner.format[0].wmin"},
+	} {
+		resp, b := post(t, h, "application/json", `{"id":"r","imp":[{"id":"1","banner":{"format":[`+tc.format+`]}}]}`)
+		var e httpError
+		json.Unmarshal(b, &e)
+		if resp.StatusCode != http.StatusBadRequest || e.Field != tc.field {
+			t.Errorf("format %s: status %d, field %q (%s); want 400, %q", tc.format, resp.StatusCode, e.Field, b, tc.field)
 		}
 	}
 }

@@ -44,11 +44,13 @@ func translate(req *personadpb.BidRequest, now time.Time, q *engine.Query) {
 	for i, imp := range req.Imp {
 		qi := &q.Imps[i]
 		sizes := qi.Sizes[:0]
-		if b := imp.Banner; len(b.Format) > 0 {
-			for _, f := range b.Format {
+		b := imp.Banner
+		for _, f := range b.Format {
+			if !flexFormat(f) {
 				sizes = append(sizes, engine.Size{W: f.W, H: f.H})
 			}
-		} else {
+		}
+		if len(sizes) == 0 && b.W > 0 && b.H > 0 {
 			sizes = append(sizes, engine.Size{W: b.W, H: b.H})
 		}
 		*qi = engine.Imp{ID: imp.Id, Sizes: sizes, FloorMicros: floorToMicros(imp.Bidfloor), FloorCur: imp.Bidfloorcur}
@@ -58,6 +60,13 @@ func translate(req *personadpb.BidRequest, now time.Time, q *engine.Query) {
 	q.Currencies = append(q.Currencies, req.Cur...)
 	q.Debug = req.GetExt().GetDebug()
 }
+
+// flexFormat reports whether a validated format is a flex ad's (wratio,
+// hratio and wmin, no w and h): personad serves exact sizes only, so it
+// offers none. An impression whose formats are all flex takes banner.w x
+// banner.h when set, as one without formats does, else has no size and
+// gets no bid.
+func flexFormat(f *personadpb.Format) bool { return f.W == 0 && f.H == 0 }
 
 // segmentFact reads one persona fact from an OpenRTB segment: name is the
 // facet and value its value ("title", "cmo"), or id is "facet:value". Both

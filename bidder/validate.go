@@ -117,6 +117,21 @@ func validateImp(i int, imp *personadpb.Imp, l *Limits) error {
 		if f == nil {
 			return invalid(fmt.Sprintf("imp[%d].banner.format[%d]", i, j), "required")
 		}
+		if f.W == 0 && f.H == 0 && (f.Wratio != 0 || f.Hratio != 0) {
+			// A flex ad's format: valid, and passed over (flexSize).
+			for _, r := range [...]struct {
+				field string
+				v     int32
+			}{{"wratio", f.Wratio}, {"hratio", f.Hratio}} {
+				if r.v <= 0 {
+					return invalid(fmt.Sprintf("imp[%d].banner.format[%d].%s", i, j, r.field), "must be > 0 in a flex format (one without w and h)")
+				}
+			}
+			if f.Wmin < 0 {
+				return invalid(fmt.Sprintf("imp[%d].banner.format[%d].wmin", i, j), fmt.Sprintf("%d must be >= 0", f.Wmin))
+			}
+			continue
+		}
 		if msg := dimension(f.W, l.MaxDimension); msg != "" {
 			return invalid(fmt.Sprintf("imp[%d].banner.format[%d].w", i, j), msg)
 		}

@@ -77,6 +77,9 @@ func hasBid(won map[*Campaign]int, c *Campaign) bool {
 func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
 	switch st {
 	case StageSize:
+		if len(imp.Sizes) == 0 {
+			return "the impression offers no exact size (only flex formats)"
+		}
 		return fmt.Sprintf("no creative of size %v", imp.Sizes)
 	case StageBlocked:
 		return "every creative of a matching size has a blocked category"

@@ -328,7 +328,8 @@ func (x *Imp) GetSecure() int32 {
 // Banner is the OpenRTB 2.6 Banner object.
 type Banner struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Sizes the placement accepts; when empty, w x h is the only size.
+	// Sizes the placement accepts; when empty, or holding only flex
+	// formats, w x h is the only size (if set).
 	Format []*Format `protobuf:"bytes,1,rep,name=format,proto3" json:"format,omitempty"`
 	W      int32     `protobuf:"varint,2,opt,name=w,proto3" json:"w,omitempty"`
 	H      int32     `protobuf:"varint,3,opt,name=h,proto3" json:"h,omitempty"`
@@ -397,11 +398,21 @@ func (x *Banner) GetPos() int32 {
 	return 0
 }
 
-// Format is one allowed banner size.
+// Format is one allowed banner size: w and h, or, for an OpenRTB 2.6
+// flex ad, wratio, hratio and wmin instead. personad serves exact sizes
+// only: a flex format (w and h absent, wratio and hratio > 0) is valid
+// and passed over; an impression with no other size is a no-bid for
+// that impression (stage size), not an invalid request.
 type Format struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	W             int32                  `protobuf:"varint,1,opt,name=w,proto3" json:"w,omitempty"`
-	H             int32                  `protobuf:"varint,2,opt,name=h,proto3" json:"h,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	W     int32                  `protobuf:"varint,1,opt,name=w,proto3" json:"w,omitempty"`
+	H     int32                  `protobuf:"varint,2,opt,name=h,proto3" json:"h,omitempty"`
+	// Relative width and height of a flex ad; read only to tell a flex
+	// format from one missing its size.
+	Wratio int32 `protobuf:"varint,3,opt,name=wratio,proto3" json:"wratio,omitempty"`
+	Hratio int32 `protobuf:"varint,4,opt,name=hratio,proto3" json:"hratio,omitempty"`
+	// Minimum width of a flex ad, in DIPS; >= 0.
+	Wmin          int32 `protobuf:"varint,5,opt,name=wmin,proto3" json:"wmin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +457,27 @@ func (x *Format) GetW() int32 {
 func (x *Format) GetH() int32 {
 	if x != nil {
 		return x.H
+	}
+	return 0
+}
+
+func (x *Format) GetWratio() int32 {
+	if x != nil {
+		return x.Wratio
+	}
+	return 0
+}
+
+func (x *Format) GetHratio() int32 {
+	if x != nil {
+		return x.Hratio
+	}
+	return 0
+}
+
+func (x *Format) GetWmin() int32 {
+	if x != nil {
+		return x.Wmin
 	}
 	return 0
 }
@@ -1701,10 +1733,13 @@ const file_personad_v1_bidder_proto_rawDesc = "" +
 	"\x06format\x18\x01 \x03(\v2\x13.personad.v1.FormatR\x06format\x12\f\n" +
 	"\x01w\x18\x02 \x01(\x05R\x01w\x12\f\n" +
 	"\x01h\x18\x03 \x01(\x05R\x01h\x12\x10\n" +
-	"\x03pos\x18\x04 \x01(\x05R\x03pos\"$\n" +
+	"\x03pos\x18\x04 \x01(\x05R\x03pos\"h\n" +
 	"\x06Format\x12\f\n" +
 	"\x01w\x18\x01 \x01(\x05R\x01w\x12\f\n" +
-	"\x01h\x18\x02 \x01(\x05R\x01h\"\xce\x01\n" +
+	"\x01h\x18\x02 \x01(\x05R\x01h\x12\x16\n" +
+	"\x06wratio\x18\x03 \x01(\x05R\x06wratio\x12\x16\n" +
+	"\x06hratio\x18\x04 \x01(\x05R\x06hratio\x12\x12\n" +
+	"\x04wmin\x18\x05 \x01(\x05R\x04wmin\"\xce\x01\n" +
 	"\x04Site\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
