@@ -32,7 +32,7 @@ const HeaderNbr = "X-Personad-Nbr"
 
 var (
 	// An exchange's request holds many OpenRTB fields personad does not
-	// read (source, regs.gdpr, device.ua, banner.mimes, …): ignored, as a
+	// read (source, at, wseat, regs.ext, banner.mimes, …): ignored, as a
 	// bidder must, rather than refused. A declared field of the wrong
 	// type is still an error.
 	unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}

@@ -4,8 +4,8 @@
 // JSON body (proto JSON mapping, as grpcurl -d sends it) is a valid request
 // both on this gRPC wire and on the OpenRTB 2.6 HTTP wire. Only the OpenRTB
 // fields personad reads or writes are declared. The HTTP wire ignores the
-// others (an exchange's request holds many: source, regs.gdpr, device.ua,
-// banner.mimes, …), as a bidder must; a proto JSON client such as
+// others (an exchange's request holds many: source, at, wseat, bseat,
+// bapp, regs.ext, user.ext, banner.mimes, …), as a bidder must; a proto JSON client such as
 // grpcurl -d refuses them before sending, so for it keep to the declared
 // fields. A declared field of the wrong type is an error on both wires.
 
@@ -1108,7 +1108,11 @@ func (x *Segment) GetValue() string {
 	return ""
 }
 
-// Regs is the OpenRTB 2.6 Regs object.
+// Regs is the OpenRTB 2.6 Regs object. Its fields are validated (coppa
+// and gdpr 0 or 1) but not read: a request under COPPA or the GDPR is
+// decided like any other, so an exchange that must not have persona
+// targeting for such traffic should not send it (or the rules should not
+// target it).
 type Regs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Coppa         int32                  `protobuf:"varint,1,opt,name=coppa,proto3" json:"coppa,omitempty"`

@@ -4,8 +4,8 @@
 // JSON body (proto JSON mapping, as grpcurl -d sends it) is a valid request
 // both on this gRPC wire and on the OpenRTB 2.6 HTTP wire. Only the OpenRTB
 // fields personad reads or writes are declared. The HTTP wire ignores the
-// others (an exchange's request holds many: source, regs.gdpr, device.ua,
-// banner.mimes, …), as a bidder must; a proto JSON client such as
+// others (an exchange's request holds many: source, at, wseat, bseat,
+// bapp, regs.ext, user.ext, banner.mimes, …), as a bidder must; a proto JSON client such as
 // grpcurl -d refuses them before sending, so for it keep to the declared
 // fields. A declared field of the wrong type is an error on both wires.
 
