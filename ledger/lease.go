@@ -423,6 +423,7 @@ func (s *leaseState) close() error {
 	s.grants <- struct{}{} // after any Lease call's grant
 	defer func() { <-s.grants }()
 	l := s.l
+	today := l.days.day(l.clock().UnixNano())
 	var firstErr error
 	var seq uint64
 	for _, c := range *l.campaigns.Load() {
@@ -439,13 +440,24 @@ func (s *leaseState) close() error {
 			if firstErr != nil {
 				continue // the Leaser failed: keep the ceiling, counted as spent
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
-			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT,
-				HeldDaily: ceilD, HeldTotal: ceilT})
-			cancel()
-			if err != nil {
-				firstErr = err
-				continue // keep the ceiling: the slice stays counted as spent
+			ret := LeaseReturn{Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT,
+				HeldDaily: ceilD, HeldTotal: ceilT}
+			if ret.Day != today {
+				// Another day's lease is of no use to the other nodes, and
+				// the backend may have expired that day's counter (Redis:
+				// 3 days after its last grant), which it would take for
+				// lost state: name none of it.
+				ret.Daily, ret.HeldDaily = 0, 0
+			}
+			if ret.Daily != 0 || ret.Total != 0 {
+				ret.ID = s.seq.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
+				err := lt.Return(ctx, ret)
+				cancel()
+				if err != nil {
+					firstErr = err
+					continue // keep the ceiling: the slice stays counted as spent
+				}
 			}
 		}
 		c.ceilDay.Store(pack(day, ceilD-retD))

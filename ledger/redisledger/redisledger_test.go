@@ -829,3 +829,63 @@ func TestSpentBudgetAsksRarely(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseAfterIdleDays: a campaign that leased on one day and then went
+// without bids (paused, out of the rules) still holds that day's lease at
+// Close, days later, when Redis has expired that day's counter (3 days
+// after its last grant). Close must not take the expired counter for lost
+// state: before, it failed with ErrStateLost (and called OnStateLost), and,
+// as Close stops after the Leaser's first failure, kept every other
+// campaign's lease from Redis too.
+func TestCloseAfterIdleDays(t *testing.T) {
+	rc := connect(t, redisAddr()) // the ledger closes it
+	var lost atomic.Int64
+	rc.opts.OnStateLost = func(string, error) { lost.Add(1) }
+	start := time.Now()
+	var clk atomic.Int64
+	clk.Store(start.UnixNano())
+	cfg := nodeConfig(rc)
+	cfg.Clock = func() time.Time { return time.Unix(0, clk.Load()) }
+	l, err := ledger.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lim := ledger.Limits{DailyMicros: 10 * unit, TotalMicros: 100 * unit, Pacing: ledger.PacingASAP}
+	idle, err := l.Campaign(uniqueID(t), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Lease(ctx, idle, start.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	// Four days on, Redis has expired the idle campaign's counter of that
+	// day; another campaign leases today.
+	later := start.Add(4 * 24 * time.Hour)
+	clk.Store(later.UnixNano())
+	deleteKeys(t, rc.dayKey(idle.ID(), int32(start.Unix()/86400)))
+	busy, err := l.Campaign(uniqueID(t), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Lease(ctx, busy, later.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if n := lost.Load(); n != 0 {
+		t.Errorf("OnStateLost called %d times for a day counter Redis expired", n)
+	}
+	check := connect(t, redisAddr())
+	defer check.Close()
+	for _, c := range []*ledger.Campaign{idle, busy} {
+		_, tot, err := check.Leased(ctx, c.ID(), int32(later.Unix()/86400))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tot != 0 {
+			t.Errorf("campaign %s: %d of its total budget still leased after Close, none spent", c.ID(), tot)
+		}
+	}
+}
