@@ -123,8 +123,11 @@
 // whose spend fell gives back what it no longer needs as it lowers its
 // ceiling (above), once the lowered ceiling is durable, so that other
 // nodes can lease it (TestReleasesReturnLease); what it holds at Close it
-// gives back too (of a daily budget, today's lease only: another day's
-// counter may have expired, TestCloseAfterIdleDays). A change of the limits that lowers a budget gives back
+// gives back too, also once the lowered ceiling is durable, so that a
+// crash or a lost reply leaves the backend counting more than the node
+// holds, never less (TestCloseReturnThenCrash), and of a daily budget
+// today's lease only: another day's counter may have expired
+// (TestCloseAfterIdleDays). A change of the limits that lowers a budget gives back
 // all of it that is unspent before leasing anew under the new budget:
 // each node checks a budget against its own spend only, so a lease held
 // past a lowered budget would be spent (TestLoweredBudgetAcrossNodes).

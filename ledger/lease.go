@@ -409,11 +409,16 @@ func raiseDay(w *atomic.Uint64, day int32, v int64) {
 }
 
 // close stops the lease goroutine and gives back what is leased but
-// unspent: to the Leaser, and in the log (so that a clean restart counts
-// nothing as lost). After the Leaser's first failure it asks it no more:
-// each call may wait LeaseTimeout, and a backend that is gone would hold
-// a stop for that long per campaign. What is not given back keeps its
-// ceiling, counted as spent, as after a crash.
+// unspent: in the log (so that a clean restart counts nothing as lost),
+// and to the Leaser. As in grant, the lowered ceilings are durable before
+// the Leaser gets anything back: a crash or a lost reply in between leaves
+// the backend counting more than the node holds (the safe direction),
+// never less, which it would take for lost state (ErrStateLost). Only
+// today's daily lease goes back: another day's is of no use to the other
+// nodes, and its counter may have expired. After the Leaser's first
+// failure it asks it no more: each call may wait LeaseTimeout, and a
+// backend that is gone would hold a stop for that long per campaign. What
+// it did not offer keeps its ceiling, counted as spent, as after a crash.
 func (s *leaseState) close() error {
 	if !s.on {
 		return nil
@@ -423,7 +428,13 @@ func (s *leaseState) close() error {
 	s.grants <- struct{}{} // after any Lease call's grant
 	defer func() { <-s.grants }()
 	l := s.l
-	today := l.days.day(l.clock().UnixNano())
+	type back struct {
+		c            *Campaign
+		day          int32 // the ceiling's, modulo 2^16
+		ceilD, ceilT int64 // the ceilings before
+		retD, retT   int64
+	}
+	var backs []back
 	var firstErr error
 	var seq uint64
 	for _, c := range *l.campaigns.Load() {
@@ -436,12 +447,23 @@ func (s *leaseState) close() error {
 		if retD == 0 && retT == 0 {
 			continue
 		}
-		if lt := l.cfg.Leaser; lt != nil {
-			if firstErr != nil {
-				continue // the Leaser failed: keep the ceiling, counted as spent
-			}
-			ret := LeaseReturn{Campaign: c.id, Day: l.fullDay(day), Daily: retD, Total: retT,
-				HeldDaily: ceilD, HeldTotal: ceilT}
+		c.ceilDay.Store(pack(day, ceilD-retD))
+		c.ceilTotal.Store(ceilT - retT)
+		if l.log != nil {
+			seq = l.log.appendCeiling(c, day, ceilD-retD, ceilT-retT)
+		}
+		backs = append(backs, back{c, day, ceilD, ceilT, retD, retT})
+	}
+	if l.log != nil && seq > 0 {
+		if err := l.log.wait(context.Background(), seq); err != nil {
+			firstErr = err // not durable: give nothing back
+		}
+	}
+	if lt := l.cfg.Leaser; lt != nil && firstErr == nil {
+		today := l.days.day(l.clock().UnixNano())
+		for i, b := range backs {
+			ret := LeaseReturn{Campaign: b.c.id, Day: l.fullDay(b.day), Daily: b.retD, Total: b.retT,
+				HeldDaily: b.ceilD, HeldTotal: b.ceilT}
 			if ret.Day != today {
 				// Another day's lease is of no use to the other nodes, and
 				// the backend may have expired that day's counter (Redis:
@@ -449,26 +471,34 @@ func (s *leaseState) close() error {
 				// lost state: name none of it.
 				ret.Daily, ret.HeldDaily = 0, 0
 			}
-			if ret.Daily != 0 || ret.Total != 0 {
-				ret.ID = s.seq.Add(1)
-				ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
-				err := lt.Return(ctx, ret)
-				cancel()
-				if err != nil {
-					firstErr = err
-					continue // keep the ceiling: the slice stays counted as spent
+			if ret.Daily == 0 && ret.Total == 0 {
+				continue
+			}
+			ret.ID = s.seq.Add(1)
+			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
+			err := lt.Return(ctx, ret)
+			cancel()
+			if err == nil {
+				continue
+			}
+			// The Leaser failed: this return may have been applied, so
+			// its ceiling stays lowered (the safe direction); the
+			// campaigns after it keep theirs.
+			firstErr = err
+			seq = 0
+			for _, b := range backs[i+1:] {
+				b.c.ceilDay.Store(pack(b.day, b.ceilD))
+				b.c.ceilTotal.Store(b.ceilT)
+				if l.log != nil {
+					seq = l.log.appendCeiling(b.c, b.day, b.ceilD, b.ceilT)
 				}
 			}
-		}
-		c.ceilDay.Store(pack(day, ceilD-retD))
-		c.ceilTotal.Store(ceilT - retT)
-		if l.log != nil {
-			seq = l.log.appendCeiling(c, day, ceilD-retD, ceilT-retT)
-		}
-	}
-	if l.log != nil && seq > 0 {
-		if err := l.log.wait(context.Background(), seq); err != nil && firstErr == nil {
-			firstErr = err
+			if l.log != nil && seq > 0 {
+				// Should this fail, the lowered ceilings may stand: lease
+				// the backend counts and no node holds, the safe direction.
+				_ = l.log.wait(context.Background(), seq)
+			}
+			break
 		}
 	}
 	if lt := l.cfg.Leaser; lt != nil {

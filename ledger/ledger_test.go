@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -760,5 +761,66 @@ func TestLeaseFollowsContextWhileGrantStuck(t *testing.T) {
 	close(sl.release)
 	if err := <-stuck; err == nil {
 		t.Error("the stuck grant succeeded")
+	}
+}
+
+// failingReturnLeaser grants what is asked and fails every Return, as a
+// backend gone at shutdown (or one whose reply was lost).
+type failingReturnLeaser struct{ returns atomic.Int64 }
+
+func (f *failingReturnLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, error) {
+	return LeaseGrant{Daily: req.WantDaily, Total: req.WantTotal}, nil
+}
+
+func (f *failingReturnLeaser) Return(context.Context, LeaseReturn) error {
+	f.returns.Add(1)
+	return errors.New("gone")
+}
+func (f *failingReturnLeaser) Close() error { return nil }
+
+// TestCloseKeepsLeasesNotOffered: Close lowers the ceilings durably before
+// it gives leases back; when the Leaser fails, the lease it failed to take
+// back stays lowered (the return may have been applied: the backend may
+// count it no more), and the campaigns not offered keep theirs, in the log
+// too, as before: they are still leased.
+func TestCloseKeepsLeasesNotOffered(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	cfg := memConfig(clk)
+	cfg.Dir = dir
+	fl := &failingReturnLeaser{}
+	cfg.Leaser = fl
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limits{TotalMicros: 1000 * unit, Pacing: PacingASAP}
+	var held [3]int64
+	for i := range held {
+		c := mustCampaign(t, l, fmt.Sprint("c", i), lim)
+		if err := l.Lease(context.Background(), c, clk.NowNs()); err != nil {
+			t.Fatal(err)
+		}
+		held[i] = c.ceilTotal.Load()
+		if held[i] == 0 {
+			t.Fatalf("campaign %d: no lease", i)
+		}
+	}
+	if err := l.Close(); err == nil {
+		t.Error("Close succeeded with every return failing")
+	}
+	if n := fl.returns.Load(); n != 1 {
+		t.Errorf("%d returns tried, want 1 (none after the first failure)", n)
+	}
+	cfg.Leaser = nil
+	l = newLedger(t, cfg)
+	for i, r := range l.Report(clk.Now()) {
+		want := held[i]
+		if i == 0 {
+			want = 0
+		}
+		if r.LeasedTotalMicros != want {
+			t.Errorf("campaign %s holds %d after the restart, want %d", r.ID, r.LeasedTotalMicros, want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -887,5 +888,118 @@ func TestCloseAfterIdleDays(t *testing.T) {
 		if tot != 0 {
 			t.Errorf("campaign %s: %d of its total budget still leased after Close, none spent", c.ID(), tot)
 		}
+	}
+}
+
+// closeCrashLeaser gives leases back to Redis; then, as if the node died
+// right after (kill -9 during shutdown), it copies the node's data dir as
+// it is to crashDir, or it loses Redis's reply (a timeout after the script
+// ran).
+type closeCrashLeaser struct {
+	*Client
+	dir, crashDir string // copy dir to crashDir after a return, if set
+	loseReply     bool
+	t             *testing.T
+}
+
+func (c *closeCrashLeaser) Return(ctx context.Context, ret ledger.LeaseReturn) error {
+	if err := c.Client.Return(ctx, ret); err != nil {
+		return err
+	}
+	if c.crashDir != "" {
+		copyFiles(c.t, c.dir, c.crashDir)
+	}
+	if c.loseReply {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// copyFiles copies the files of dir from to the new dir to.
+func copyFiles(t *testing.T, from, to string) {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCloseReturnThenCrash: Close gives a node's unspent lease back to
+// Redis. Should the node die before the lowered ceiling is durable (kill
+// -9 during the shutdown, a power loss), or Redis's reply be lost (the
+// return ran, the call timed out), the node's log still holds the lease
+// that Redis no longer counts: on restart every lease failed with
+// ErrStateLost, and a node alone on the campaign never spent its total
+// budget again. A lease goes back only once the lowered ceiling is
+// durable, as grant gives back a lowered one.
+func TestCloseReturnThenCrash(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		crash     bool
+		loseReply bool
+	}{{"crash", true, false}, {"reply lost", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := uniqueID(t)
+			lim := ledger.Limits{DailyMicros: 10 * unit, TotalMicros: 100 * unit, Pacing: ledger.PacingASAP}
+			dir := t.TempDir()
+			leaser := &closeCrashLeaser{Client: connect(t, redisAddr()), dir: dir, loseReply: tc.loseReply, t: t}
+			if tc.crash {
+				leaser.crashDir = filepath.Join(t.TempDir(), "crashed")
+			}
+			cfg := nodeConfig(leaser.Client)
+			cfg.Leaser, cfg.Dir = leaser, dir
+			l, err := ledger.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			c, err := l.Campaign(id, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now().UnixNano()
+			if err := l.Lease(ctx, c, now); err != nil {
+				t.Fatal(err)
+			}
+			bid := l.NewBidID()
+			if _, err := l.Reserve(c, bid, 0, unit/2, now); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Bill(ctx, bid, unit/2, now); err != nil {
+				t.Fatal(err)
+			}
+			l.Close() //nolint:errcheck // a lost reply fails it
+			if tc.crash {
+				dir = leaser.crashDir
+			}
+			cfg = nodeConfig(connect(t, redisAddr()))
+			cfg.Dir = dir
+			l, err = ledger.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if c, err = l.Campaign(id, lim); err != nil {
+				t.Fatal(err)
+			}
+			now = time.Now().UnixNano()
+			if err := l.Lease(ctx, c, now); err != nil {
+				t.Fatalf("lease after the restart: %v", err)
+			}
+			if _, err := l.Reserve(c, l.NewBidID(), 0, unit/2, now); err != nil {
+				t.Errorf("reserve after the restart: %v", err)
+			}
+		})
 	}
 }
