@@ -74,6 +74,10 @@ type leaseState struct {
 	grants   chan struct{}
 	seq      atomic.Uint64
 	failures atomic.Int64
+	// dropped is set when a request found the queue full: the run loop
+	// then queues again the campaigns whose budget was lowered (shrink),
+	// which nothing else would ask for.
+	dropped atomic.Bool
 }
 
 func (l *Ledger) leased() bool { return l.leases.on }
@@ -108,6 +112,7 @@ func (s *leaseState) request(c *Campaign) {
 	case s.ch <- c:
 	default:
 		c.needLease.Store(false)
+		s.dropped.Store(true)
 	}
 }
 
@@ -165,6 +170,16 @@ func (s *leaseState) run() {
 			// (leaseAgain stays set until the grant that serves it.)
 			if c.leaseAgain.Load() {
 				s.request(c)
+			}
+		}
+		if s.dropped.Swap(false) {
+			// A lowered budget's request was dropped with the queue full,
+			// and bids do not ask for a lease held past their budget: ask
+			// again (dropped anew while the queue stays full).
+			for _, c := range *s.l.campaigns.Load() {
+				if c.shrink.Load() {
+					s.request(c)
+				}
 			}
 		}
 		if err != nil {

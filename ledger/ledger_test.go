@@ -824,3 +824,80 @@ func TestCloseKeepsLeasesNotOffered(t *testing.T) {
 		}
 	}
 }
+
+// gateLeaser grants what is asked, but while its gate is shut each Lease
+// waits for it to open (a slow backend, the lease goroutine behind it).
+type gateLeaser struct {
+	mu      sync.Mutex
+	gate    chan struct{} // nil: open
+	entered chan struct{}
+	returns atomic.Int64
+}
+
+func (g *gateLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		<-gate
+	}
+	return LeaseGrant{Daily: req.WantDaily, Total: req.WantTotal}, nil
+}
+
+func (g *gateLeaser) Return(context.Context, LeaseReturn) error { g.returns.Add(1); return nil }
+func (g *gateLeaser) Close() error                              { return nil }
+
+// TestLoweringSurvivesFullLeaseQueue: a rules reload that changes more
+// campaigns than the lease queue holds (4,096) while the lease goroutine
+// is busy: a lowered budget's request found the queue full and was
+// dropped, and nothing asked again (bids ask only while the lease is below
+// the budget, and this one was above it), so the node kept its lease past
+// the lowered budget: each node may then spend the whole lowered budget.
+func TestLoweringSurvivesFullLeaseQueue(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg := memConfig(clk)
+	cfg.LeaseFraction = 0.5
+	gl := &gateLeaser{entered: make(chan struct{}, 1)}
+	cfg.Leaser = gl
+	l := newLedger(t, cfg)
+	ctx := context.Background()
+	now := clk.NowNs()
+	lim := Limits{DailyMicros: 100 * unit, Pacing: PacingASAP}
+	c := mustCampaign(t, l, "lowered", lim)
+	if err := l.Lease(ctx, c, now); err != nil {
+		t.Fatal(err)
+	}
+	if held := LeasedToday(c, clk.Now()); held != 50*unit {
+		t.Fatalf("holds %d, want 50 units", held)
+	}
+	gate := make(chan struct{})
+	gl.mu.Lock()
+	gl.gate = gate
+	gl.mu.Unlock()
+	mustCampaign(t, l, "first", lim) // the lease goroutine waits on it
+	<-gl.entered
+	for i := range cap(l.leases.ch) + 10 {
+		mustCampaign(t, l, fmt.Sprint("reload-", i), lim)
+	}
+	lim.DailyMicros = 10 * unit
+	mustCampaign(t, l, "lowered", lim)
+	gl.mu.Lock()
+	gl.gate = nil
+	gl.mu.Unlock()
+	close(gate)
+	deadline := time.Now().Add(10 * time.Second)
+	for LeasedToday(c, clk.Now()) > lim.DailyMicros && time.Now().Before(deadline) {
+		// Bids on it, within the lowered budget, as the hot path would.
+		if _, err := l.Reserve(c, l.NewBidID(), 0, unit, now); err != nil && !errors.Is(err, ErrBudget) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if held := LeasedToday(c, clk.Now()); held > lim.DailyMicros {
+		t.Errorf("the node still holds %d of a daily budget lowered to %d: the lowering was dropped with the lease queue full", held, lim.DailyMicros)
+	}
+}
