@@ -205,12 +205,7 @@ func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
 	if !l.leased() {
 		return nil
 	}
-	err := l.leases.grant(ctx, []*Campaign{c}, now)
-	if err == nil && c.leaseAgain.Load() {
-		// A lowered budget gave the lease back: lease anew under it.
-		err = l.leases.grant(ctx, []*Campaign{c}, now)
-	}
-	return err
+	return l.leases.grant(ctx, []*Campaign{c}, now)
 }
 
 // grant tops up the leases of batch for now's day, and lowers those that
@@ -227,6 +222,10 @@ func (l *Ledger) Lease(ctx context.Context, c *Campaign, now int64) error {
 // logged is the lowered one or the spend as it now is, whichever is
 // higher. Only then, once that record is durable, does a Leaser get the
 // difference back.
+//
+// A campaign whose budget was lowered gives back all its unspent lease,
+// then leases anew under the new budget, in the same call: so that Lease
+// returns holding a lease.
 func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) error {
 	select {
 	case s.grants <- struct{}{}:
@@ -234,6 +233,23 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 		return ctx.Err()
 	}
 	defer func() { <-s.grants }()
+	shrunk, err := s.grantLocked(ctx, batch, now)
+	if len(shrunk) > 0 {
+		if err != nil {
+			// Lease anew later: the run loop queues them again.
+			for _, c := range shrunk {
+				c.leaseAgain.Store(true)
+			}
+			return err
+		}
+		_, err = s.grantLocked(ctx, shrunk, now)
+	}
+	return err
+}
+
+// grantLocked is grant, holding the grants token; it returns the campaigns
+// whose budget was lowered, which gave their lease back and leased nothing.
+func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int64) (shrunk []*Campaign, _ error) {
 	l := s.l
 	day := l.days.day(now)
 	type pub struct {
@@ -275,7 +291,7 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 		shrink := c.shrink.Swap(false)
 		if shrink {
 			newD, newT = min(newD, usedD), min(newT, usedT)
-			c.leaseAgain.Store(true) // the run loop queues c again; Lease grants again
+			shrunk = append(shrunk, c)
 		}
 		if lt := l.cfg.Leaser; shrink {
 			// no top-up in this grant
@@ -341,7 +357,7 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 		pubs = append(pubs, pub{c, ceilD, ceilT, newD, newT})
 	}
 	if len(pubs) == 0 {
-		return firstErr
+		return shrunk, firstErr
 	}
 	if lowered {
 		l.resv.quiesce()
@@ -369,7 +385,7 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 			// (counted as spent centrally): the safe direction. A lowered
 			// ceiling stays lowered in memory: the safe direction too.
 			s.failures.Add(1)
-			return err
+			return shrunk, err
 		}
 	}
 	for _, p := range pubs {
@@ -397,7 +413,7 @@ func (s *leaseState) grant(ctx context.Context, batch []*Campaign, now int64) er
 			}
 		}
 	}
-	return firstErr
+	return shrunk, firstErr
 }
 
 // testHookCeiling, when set (tests), sees every ceiling record grant
