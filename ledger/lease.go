@@ -325,6 +325,7 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 					c.leaseIdle.Store(now + int64(l.cfg.LeaseRetry))
 				default:
 					newD, newT = max(newD, ceilD+g.Daily), max(newT, ceilT+g.Total)
+					c.leaseIdle.Store(0) // an earlier grant of nothing is past
 				}
 			}
 		} else {

@@ -394,10 +394,10 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 		c.leaseIdle.Store(0) // a raised budget may have room: ask at once
 		if old != nil && (lowers(old.DailyMicros, lim.DailyMicros) || lowers(old.TotalMicros, lim.TotalMicros)) {
 			c.shrink.Store(true)
-			l.leases.requestAgain(c)
-		} else {
-			l.leases.request(c)
 		}
+		// A grant in flight may have read the old limits (and, granted
+		// nothing, tell bids to wait LeaseRetry): have it run again.
+		l.leases.requestAgain(c)
 	}
 	return c, nil
 }

@@ -901,3 +901,60 @@ func TestLoweringSurvivesFullLeaseQueue(t *testing.T) {
 		t.Errorf("the node still holds %d of a daily budget lowered to %d: the lowering was dropped with the lease queue full", held, lim.DailyMicros)
 	}
 }
+
+// emptyGateLeaser grants nothing while its gate is shut (another node
+// holds the budget), each Lease waiting for the gate to open; once open,
+// it grants what is asked.
+type emptyGateLeaser struct {
+	mu      sync.Mutex
+	gate    chan struct{} // nil: open
+	entered chan struct{}
+}
+
+func (g *emptyGateLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		<-gate
+		return LeaseGrant{}, nil
+	}
+	return LeaseGrant{Daily: req.WantDaily, Total: req.WantTotal}, nil
+}
+
+func (g *emptyGateLeaser) Return(context.Context, LeaseReturn) error { return nil }
+func (g *emptyGateLeaser) Close() error                              { return nil }
+
+// TestRaiseDuringEmptyGrantLeases: a budget raised while the lease
+// goroutine asks the Leaser under the old one, which grants nothing,
+// leases at once. The change's request was dropped (one was pending),
+// and the grant that answered nothing then told bids to wait LeaseRetry
+// (an hour here) before asking again.
+func TestRaiseDuringEmptyGrantLeases(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg := memConfig(clk)
+	cfg.LeaseRetry = time.Hour
+	gl := &emptyGateLeaser{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	cfg.Leaser = gl
+	l := newLedger(t, cfg)
+	lim := Limits{DailyMicros: 10 * unit, Pacing: PacingASAP}
+	c := mustCampaign(t, l, "c", lim) // the lease goroutine asks, and waits
+	<-gl.entered
+	lim.DailyMicros = 20 * unit
+	mustCampaign(t, l, "c", lim)
+	gl.mu.Lock()
+	gate := gl.gate
+	gl.gate = nil
+	gl.mu.Unlock()
+	close(gate) // the pending grant answers nothing
+	for deadline := time.Now().Add(5 * time.Second); LeasedToday(c, clk.Now()) == 0; time.Sleep(time.Millisecond) {
+		l.Reserve(c, l.NewBidID(), 0, unit/10, clk.NowNs()) //nolint:errcheck // until a lease arrives
+		if time.Now().After(deadline) {
+			t.Fatal("no lease 5 s after the budget was raised (LeaseRetry an hour)")
+		}
+	}
+}
