@@ -71,7 +71,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	budgetTZ := fs.String("budget-tz", "UTC", "IANA time `zone` where daily budgets begin and end, e.g. America/New_York")
 	fs.StringVar(&o.noticeURL, "notice-url", "", "public base `URL` of the HTTP listener as exchanges reach it; bids' nurl, burl and lurl start with it (default http://<http-addr>)")
 	fs.StringVar(&o.noticeKeyFile, "notice-key-file", "", "`file` with the HMAC key that signs notice tokens (hex or raw, at least 16 bytes); give every node sharing a Redis ledger the same file (default <data-dir>/notice.key, 32 random bytes created on first start)")
-	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long in-flight requests may finish before connections are closed")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM or SIGINT, how long in-flight requests may finish before connections are closed (a second signal exits at once)")
 	// The flag package calls Usage on every parse error; personad prints
 	// the usage only for -h and a one-line error otherwise.
 	fs.Usage = func() {}
