@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -82,8 +83,10 @@ func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 // releaseBids sends a loss notice for each of resp's bids, with the token
 // of its lurl, so that a bid made only to be explained holds no budget and
 // no frequency count. A bid without an lurl holds neither (a server
-// without a ledger).
+// without a ledger). A bid that cannot be released does not stop the
+// others': every failure is returned.
 func releaseBids(ctx context.Context, notices personadpb.NoticesClient, resp *personadpb.BidResponse) error {
+	var errs []error
 	for _, sb := range resp.Seatbid {
 		for _, b := range sb.Bid {
 			if b.Lurl == "" {
@@ -95,14 +98,15 @@ func releaseBids(ctx context.Context, notices personadpb.NoticesClient, resp *pe
 				token = u.Query().Get("t")
 			}
 			if token == "" {
-				return fmt.Errorf("explain: bid %s (campaign %s) was not released: its lurl %q has no notice token", b.Id, b.Cid, b.Lurl)
+				errs = append(errs, fmt.Errorf("explain: bid %s (campaign %s) was not released: its lurl %q has no notice token", b.Id, b.Cid, b.Lurl))
+				continue
 			}
 			if _, err := notices.Loss(ctx, &personadpb.LossRequest{Token: token}); err != nil {
-				return callError(fmt.Sprintf("explain: releasing bid %s (campaign %s) with a loss notice", b.Id, b.Cid), err)
+				errs = append(errs, callError(fmt.Sprintf("explain: releasing bid %s (campaign %s) with a loss notice", b.Id, b.Cid), err))
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // readBidRequest reads a bid request in OpenRTB JSON. Fields personad

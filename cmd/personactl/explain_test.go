@@ -6,12 +6,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
+	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/segments"
 )
 
@@ -172,5 +178,39 @@ func TestExplainUnknownCampaign(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "size   zeta-wide") {
 		t.Errorf("known campaign: output lacks its row:\n%s", out.String())
+	}
+}
+
+// failingNotices answers the loss of bid "1" with an error and records
+// every loss it is sent.
+type failingNotices struct {
+	personadpb.NoticesClient
+	tokens []string
+}
+
+func (f *failingNotices) Loss(_ context.Context, req *personadpb.LossRequest, _ ...grpc.CallOption) (*personadpb.LossResponse, error) {
+	f.tokens = append(f.tokens, req.Token)
+	if req.Token == "t1" {
+		return nil, status.Error(codes.Unavailable, "not durable")
+	}
+	return &personadpb.LossResponse{}, nil
+}
+
+// TestReleaseBidsGoesOn: a bid that cannot be released does not keep the
+// bids after it holding budget: each gets its loss notice, and every
+// failure is reported.
+func TestReleaseBidsGoesOn(t *testing.T) {
+	resp := &personadpb.BidResponse{Seatbid: []*personadpb.SeatBid{{Bid: []*personadpb.Bid{
+		{Id: "1", Cid: "a", Lurl: "http://x/notice/loss?t=t1"},
+		{Id: "2", Cid: "b", Lurl: "http://x/notice/loss"},
+		{Id: "3", Cid: "c", Lurl: "http://x/notice/loss?t=t3"},
+	}}}}
+	f := &failingNotices{}
+	err := releaseBids(t.Context(), f, resp)
+	if want := []string{"t1", "t3"}; !slices.Equal(f.tokens, want) {
+		t.Errorf("losses sent for %q, want %q", f.tokens, want)
+	}
+	if err == nil || !strings.Contains(err.Error(), "bid 1 (campaign a)") || !strings.Contains(err.Error(), "bid 2 (campaign b) was not released") {
+		t.Errorf("error %v, want both failures named", err)
 	}
 }
