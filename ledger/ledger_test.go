@@ -713,32 +713,14 @@ func TestCampaignKeepsOwnID(t *testing.T) {
 	}
 }
 
-// stuckLeaser is a Leaser that answers nothing until released, as one
-// across a network partition.
-type stuckLeaser struct {
-	entered chan struct{} // a Lease call has begun (buffered)
-	release chan struct{}
-}
-
-func (s *stuckLeaser) Lease(ctx context.Context, _ LeaseRequest) (LeaseGrant, error) {
-	select {
-	case s.entered <- struct{}{}:
-	default: // one is waiting to be seen already
-	}
-	<-s.release
-	return LeaseGrant{}, errors.New("partitioned")
-}
-
-func (s *stuckLeaser) Return(context.Context, LeaseReturn) error { return errors.New("partitioned") }
-func (s *stuckLeaser) Close() error                              { return nil }
-
 // TestLeaseFollowsContextWhileGrantStuck: a Lease waiting for another
 // grant, stuck on an unreachable Leaser, gives up with its context
 // instead of waiting for that grant (up to LeaseTimeout, which the stuck
 // grant ignores here).
 func TestLeaseFollowsContextWhileGrantStuck(t *testing.T) {
 	cfg := memConfig(newFakeClock(t0))
-	sl := &stuckLeaser{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	gate := make(chan struct{})
+	sl := &gateLeaser{gate: gate, entered: make(chan struct{}, 1), shut: partitioned}
 	cfg.Leaser = sl
 	l := newLedger(t, cfg)
 	c := mustCampaign(t, l, "a", Limits{DailyMicros: 100 * unit})
@@ -758,7 +740,7 @@ func TestLeaseFollowsContextWhileGrantStuck(t *testing.T) {
 		t.Error("Lease still waits for the stuck grant 5 s after its context's deadline")
 		defer func() { <-waiting }() // once released below
 	}
-	close(sl.release)
+	close(gate)
 	if err := <-stuck; err == nil {
 		t.Error("the stuck grant succeeded")
 	}
@@ -826,13 +808,21 @@ func TestCloseKeepsLeasesNotOffered(t *testing.T) {
 }
 
 // gateLeaser grants what is asked, but while its gate is shut each Lease
-// waits for it to open (a slow backend, the lease goroutine behind it).
+// waits for it to open (a slow backend, the lease goroutine behind it),
+// then answers with shut when set.
 type gateLeaser struct {
 	mu      sync.Mutex
 	gate    chan struct{} // nil: open
 	entered chan struct{}
+	// shut, when set, answers a Lease that waited: grants nothing
+	// (another node holds the budget) or fails (a partition).
+	shut    func() (LeaseGrant, error)
 	returns atomic.Int64
 }
+
+// grantsNothing and partitioned are gateLeaser.shut answers.
+func grantsNothing() (LeaseGrant, error) { return LeaseGrant{}, nil }
+func partitioned() (LeaseGrant, error)   { return LeaseGrant{}, errors.New("partitioned") }
 
 func (g *gateLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, error) {
 	g.mu.Lock()
@@ -841,9 +831,12 @@ func (g *gateLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, err
 	if gate != nil {
 		select {
 		case g.entered <- struct{}{}:
-		default:
+		default: // one is waiting to be seen already
 		}
 		<-gate
+		if g.shut != nil {
+			return g.shut()
+		}
 	}
 	return LeaseGrant{Daily: req.WantDaily, Total: req.WantTotal}, nil
 }
@@ -902,33 +895,6 @@ func TestLoweringSurvivesFullLeaseQueue(t *testing.T) {
 	}
 }
 
-// emptyGateLeaser grants nothing while its gate is shut (another node
-// holds the budget), each Lease waiting for the gate to open; once open,
-// it grants what is asked.
-type emptyGateLeaser struct {
-	mu      sync.Mutex
-	gate    chan struct{} // nil: open
-	entered chan struct{}
-}
-
-func (g *emptyGateLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, error) {
-	g.mu.Lock()
-	gate := g.gate
-	g.mu.Unlock()
-	if gate != nil {
-		select {
-		case g.entered <- struct{}{}:
-		default:
-		}
-		<-gate
-		return LeaseGrant{}, nil
-	}
-	return LeaseGrant{Daily: req.WantDaily, Total: req.WantTotal}, nil
-}
-
-func (g *emptyGateLeaser) Return(context.Context, LeaseReturn) error { return nil }
-func (g *emptyGateLeaser) Close() error                              { return nil }
-
 // TestRaiseDuringEmptyGrantLeases: a budget raised while the lease
 // goroutine asks the Leaser under the old one, which grants nothing,
 // leases at once. The change's request was dropped (one was pending),
@@ -938,7 +904,7 @@ func TestRaiseDuringEmptyGrantLeases(t *testing.T) {
 	clk := newFakeClock(t0)
 	cfg := memConfig(clk)
 	cfg.LeaseRetry = time.Hour
-	gl := &emptyGateLeaser{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	gl := &gateLeaser{entered: make(chan struct{}, 1), gate: make(chan struct{}), shut: grantsNothing}
 	cfg.Leaser = gl
 	l := newLedger(t, cfg)
 	lim := Limits{DailyMicros: 10 * unit, Pacing: PacingASAP}

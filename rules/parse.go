@@ -658,7 +658,7 @@ func marshalYAML(b []byte, rs *RuleSet) ([]byte, error) {
 func plainFloats(n *yaml.Node) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!float" && strings.ContainsAny(n.Value, "eE") {
 		if f, err := strconv.ParseFloat(n.Value, 64); err == nil && !math.IsInf(f, 0) {
-			n.Value = strconv.FormatFloat(f, 'f', -1, 64)
+			n.Value = plain(f)
 			n.Tag = "" // as it resolves: "1000000" is an int to YAML, and any number fits a float field
 		}
 	}
