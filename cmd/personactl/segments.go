@@ -572,6 +572,10 @@ type uploadChunk struct {
 	// invalid: no ids, but the input's first invalid line, so the upload
 	// is off unless --skip-invalid; sent once, at the first.
 	invalid *invalidLine
+	// found: no ids, but the input holds one: the stream is opened, so
+	// that the server checks the header while the chunk fills. Sent
+	// once, as the first id is read, before any chunk.
+	found bool
 }
 
 // What an upload waits for, which names a stall past --timeout.
@@ -649,6 +653,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		phaseAnswering:  fmt.Errorf("segments upload %s: no answer from the server %v (--timeout) after the last chunk; %s", seg, g.timeout, maybe),
 	}
 	var phase atomic.Int32 // what the upload waits for: a phase*
+	phase.Store(phaseReading)
 	// The hook is read here, not in the timer's func, which may outlive
 	// the upload (and the test that set it).
 	hook := testHookIdleFired
@@ -706,25 +711,41 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	}
 
 	start := time.Now()
-	stream, err := personadpb.NewSegmentsClient(conn).Upload(sctx)
-	if err != nil {
-		return fail(err) // while connecting, say
-	}
 	ir := newIDReader(in, o.header)
-	if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Header{Header: &personadpb.UploadHeader{
+	header := &personadpb.UploadHeader{
 		Facet: o.facet, Value: o.value, Mode: o.mode, IdempotencyKey: o.key,
-		ExpectedIds: estimateIDs(ir.r, size),
-	}}}); err != nil {
-		if errors.Is(err, io.EOF) { // the call ended: its answer tells why
-			return answeredEarly(stream.RecvMsg(resp))
-		}
-		return fail(err)
+		ExpectedIds: estimateIDs(ir.r, size), // before the reader goroutine reads ir
 	}
-	phase.Store(phaseReading)
-	// The answer is awaited from the start: a server that refuses the
-	// header or a chunk ends the call at once, whatever the input does.
-	answer := make(chan error, 1)
-	go func() { answer <- stream.RecvMsg(resp) }()
+	// The upload's stream is opened once the input is found to hold an
+	// id (or at the end, for an empty upload that --allow-empty sends),
+	// not before: input with no id to send (empty, comments or a header
+	// only, an invalid line first), which personactl does not send, or a
+	// file that cannot be read, then never reaches the server, which
+	// would count it as an aborted upload. The connection is made
+	// meanwhile.
+	conn.Connect()
+	var stream personadpb.Segments_UploadClient
+	var answer chan error // the server's answer, once the stream is open
+	openStream := func() error {
+		phase.Store(phaseConnecting)
+		s, err := personadpb.NewSegmentsClient(conn).Upload(sctx)
+		if err != nil {
+			return fail(err) // while connecting, say
+		}
+		if err := s.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Header{Header: header}}); err != nil {
+			if errors.Is(err, io.EOF) { // the call ended: its answer tells why
+				return answeredEarly(s.RecvMsg(resp))
+			}
+			return fail(err)
+		}
+		stream = s
+		// The answer is awaited from the header on: a server that
+		// refuses it or a chunk ends the call at once, whatever the
+		// input does.
+		answer = make(chan error, 1)
+		go func() { answer <- s.RecvMsg(resp) }()
+		return nil
+	}
 
 	// The reader goroutine parses and chunks while this one sends.
 	var prog progress
@@ -744,7 +765,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	defer stopBar()
 
 	var sent uint64
-	early := answer              // the server's answer before the input ended
+	var early chan error         // the server's answer before the input ended, once open
 	done := sctx.Done()          // the stream's end, from this side
 	var firstBad *invalidLine    // the first invalid line, once the reader found it
 	var slowBad <-chan time.Time // then, when reading on is slow to end
@@ -762,6 +783,15 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 				discard()
 				early, done = nil, ctx.Done()
 				firstBad, slowBad = c.invalid, time.After(time.Second)
+			case c.found:
+				if !idle.Reset(g.timeout) { // the wait for input is over
+					return timerFired() // it went off first: the stream is ended
+				}
+				if err := openStream(); err != nil {
+					return err
+				}
+				early = answer
+				phase.Store(phaseReading)
 			default:
 				phase.Store(phaseSending)
 				if err := stream.Send(&personadpb.UploadRequest{Msg: &personadpb.UploadRequest_Chunk{Chunk: &personadpb.UploadChunk{IdsPacked: c.packed}}}); err != nil {
@@ -820,6 +850,15 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	}
 	if ctx.Err() != nil { // Ctrl-C: the stream is ended, its end not sent
 		return ended()
+	}
+	if stream == nil { // an empty upload, sent with --allow-empty
+		idle.Reset(g.timeout)
+		if err := openStream(); err != nil {
+			return err
+		}
+		if !idle.Stop() {
+			return timerFired() // it went off as the header went out
+		}
 	}
 	phase.Store(phaseAnswering)
 	idle.Reset(g.timeout)
@@ -902,10 +941,26 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		buf, n = newBuf(), 0
 		return send(c)
 	}
+	found := false // the input's first id was read, and said
+	sayFound := func() bool {
+		if found {
+			return true
+		}
+		found = true
+		select { // not a chunk: last stays
+		case chunks <- uploadChunk{found: true}:
+			return true
+		case <-stop:
+			return false
+		}
+	}
 	for {
 		if ir.started && ir.quoted == 0 && (ir.nbad == 0 || o.skipInvalid) {
 			var k int
 			if buf, k = ir.appendPlain(buf, o.chunkIDs-n, chunkBytes-len(buf)); k > 0 {
+				if !sayFound() {
+					return nil
+				}
 				n += k
 				prog.ids.Add(uint64(k))
 				prog.read.Store(ir.read)
@@ -944,6 +999,9 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		}
 		if id == nil {
 			continue // a line with no id
+		}
+		if !sayFound() {
+			return nil
 		}
 		buf = append(buf, id...)
 		buf = append(buf, '\n')

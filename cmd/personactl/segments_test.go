@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
@@ -189,6 +190,9 @@ func TestReadChunksSlowInput(t *testing.T) {
 			errc <- readChunks(newIDReader(in, "no"), o, &prog, chunks, nil)
 		}()
 		for c := range chunks {
+			if c.found {
+				continue
+			}
 			ids = append(ids, strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")...)
 			sizes = append(sizes, c.ids)
 			time.Sleep(delay)
@@ -326,7 +330,15 @@ func TestReadChunks(t *testing.T) {
 			errc <- readChunks(ir, o, &prog, chunks, nil)
 		}()
 		var got []string
+		found := 0
 		for c := range chunks {
+			if c.found {
+				// Said once, before the first chunk.
+				if found++; found > 1 || got != nil {
+					t.Fatalf("chunk-ids %d: the first id said %d times, after %d ids", chunkIDs, found, len(got))
+				}
+				continue
+			}
 			ids := strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")
 			if len(ids) != c.ids || c.ids > chunkIDs || len(c.packed) > chunkBytes+maxIDLen+1 {
 				t.Fatalf("chunk-ids %d: a chunk of %d ids (%d counted), %d bytes", chunkIDs, len(ids), c.ids, len(c.packed))
@@ -393,6 +405,14 @@ func server(t *testing.T) (addr string, store *segments.Store) {
 // serverWithRules is server with the rules in yaml live, if any.
 func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.Store) {
 	t.Helper()
+	addr, store, _ = serverWithMetrics(t, yaml)
+	return addr, store
+}
+
+// serverWithMetrics is serverWithRules that also returns the registry of
+// the server's metrics.
+func serverWithMetrics(t *testing.T, yaml string) (addr string, store *segments.Store, reg *prometheus.Registry) {
+	t.Helper()
 	store, err := segments.Open(segments.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -405,13 +425,13 @@ func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.St
 		eng.SetRules(compileRules(t, yaml, "v-test"))
 	}
 	cfg := bidder.DefaultConfig()
-	cfg.Engine, cfg.Logger = eng, zaptest.NewLogger(t)
+	cfg.Engine, cfg.Logger, cfg.Metrics = eng, zaptest.NewLogger(t), prometheus.NewRegistry()
 	srv, err := bidder.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	scfg := bidder.DefaultSegmentsConfig()
-	scfg.Store, scfg.Engine, scfg.Logger = store, eng, cfg.Logger
+	scfg.Store, scfg.Engine, scfg.Logger, scfg.Metrics = store, eng, cfg.Logger, cfg.Metrics
 	ss, err := bidder.NewSegments(scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -423,7 +443,7 @@ func serverWithRules(t *testing.T, yaml string) (addr string, store *segments.St
 		eng.Close()
 		store.Close()
 	})
-	return serve(t, gs), store
+	return serve(t, gs), store, cfg.Metrics
 }
 
 // compileRules parses and compiles the rules in yaml as version.
@@ -1114,6 +1134,66 @@ func TestUploadAddNothing(t *testing.T) {
 	_, errOut, code := ctl(t, addr, "Full Name,Company\nu1,Acme\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
 	if want := "note: the first line, \"Full Name\", was uploaded as a user id; if it is a header, --header yes skips it\n"; code != 0 || errOut != want {
 		t.Errorf("a header-like first line: exit %d, stderr %q; want 0, %q", code, errOut, want)
+	}
+}
+
+// TestUploadNothingSent: an upload that sends no id (its input holds
+// none: empty, comments or a header only, every line invalid and
+// skipped; its first line is invalid; it cannot be read) never opens a
+// stream, so the server counts and logs no upload, rather than an
+// aborted one; an empty upload sent with --allow-empty is an upload of 0
+// ids, counted ok.
+func TestUploadNothingSent(t *testing.T) {
+	addr, store, reg := serverWithMetrics(t, "")
+	dir := t.TempDir()
+	// outcomes is personad_segment_uploads_total, by outcome.
+	outcomes := func() string {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() == "personad_segment_uploads_total" {
+				for _, m := range mf.GetMetric() {
+					n[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+		return fmt.Sprintf("ok=%g invalid=%g aborted=%g failed=%g ", n["ok"], n["invalid"], n["aborted"], n["failed"])
+	}
+	for _, tc := range []struct {
+		name, in string
+		args     []string
+		code     int
+	}{
+		{"empty add", "", []string{"--mode", "add"}, 0},
+		{"comments only remove", "# nothing\n\n# yet\n", []string{"--mode", "remove"}, 0},
+		{"header only replace", "user_id,email\r\n", []string{"--replace"}, 1},
+		{"every line skipped", ",a\n\"\",b\n", []string{"--skip-invalid"}, 0},
+		{"first line invalid", ",a\nu1\n", nil, 1},
+		{"a directory", "", []string{dir}, 1},
+	} {
+		args := append([]string{"segments", "upload", "--facet", "title", "--value", "cmo"}, tc.args...)
+		if len(tc.args) == 0 || tc.args[len(tc.args)-1] != dir {
+			args = append(args, "-")
+		}
+		if _, stderr, code := ctl(t, addr, tc.in, false, args...); code != tc.code {
+			t.Errorf("%s: exit %d, %q; want exit %d", tc.name, code, stderr, tc.code)
+		}
+		if got, want := outcomes(), "ok=0 invalid=0 aborted=0 failed=0 "; got != want {
+			t.Errorf("after %s: uploads %s; want %s", tc.name, got, want)
+		}
+	}
+	if store.Current().Len() != 0 {
+		t.Errorf("%d segments after uploads of nothing; want 0", store.Current().Len())
+	}
+	if stdout, stderr, code := ctl(t, addr, "# none\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "--allow-empty", "-"); code != 0 || !strings.HasPrefix(stdout, "uploaded title:cmo mode=add ids=0 ") {
+		t.Errorf("--allow-empty: exit %d, %q, %q; want an upload of 0 ids", code, stdout, stderr)
+	}
+	if got, want := outcomes(), "ok=1 invalid=0 aborted=0 failed=0 "; got != want {
+		t.Errorf("after --allow-empty: uploads %s; want %s", got, want)
 	}
 }
 
