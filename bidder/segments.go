@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -110,12 +112,63 @@ func NewSegments(cfg SegmentsConfig) (*Segments, error) {
 
 // uploadStats is what an upload's log line and metrics report.
 type uploadStats struct {
-	facet, value string
+	// header is the upload's header as the client sent it, nil until
+	// one came (it may be refused).
+	header       *personadpb.UploadHeader
+	facet, value string // the header's, once accepted
 	mode         segments.Mode
 	keyed        bool
 	chunks       int
 	ids          uint64
 	bytes        uint64
+}
+
+// sent is the log fields that name the segment and mode of an upload
+// that failed: what its client sent, shown safely (see shown), since the
+// header may be what was refused; none when no header came.
+func (st *uploadStats) sent() []zap.Field {
+	h := st.header
+	if h == nil {
+		return nil
+	}
+	mode := zap.String("mode", strings.ToLower(strings.TrimPrefix(h.Mode.String(), "UPLOAD_MODE_")))
+	if st.mode != 0 {
+		mode = zap.Stringer("mode", st.mode)
+	}
+	return []zap.Field{zap.String("facet", shown(h.Facet)), zap.String("value", shown(h.Value)), mode}
+}
+
+// shownLen is how many bytes of a client's text logs and errors show.
+const shownLen = 64
+
+// shown is s, a client's text, as a log line may show it: as it is when
+// it is a name (1 to shownLen printable ASCII bytes, no space, quote or
+// backslash), as every valid facet and value is; else quoted, see
+// quoteCut.
+func shown(s string) string {
+	if s == "" || len(s) > shownLen {
+		return quoteCut(s)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
+			return quoteCut(s)
+		}
+	}
+	return s
+}
+
+// quoteCut is s, a client's text, Go-quoted (control characters and
+// invalid UTF-8 escaped) and cut to its first shownLen bytes, at a rune's
+// start, with its length when cut: "cmo " or "vvv…"… (300 bytes).
+func quoteCut(s string) string {
+	if len(s) <= shownLen {
+		return strconv.Quote(s)
+	}
+	cut := shownLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 // Close waits for the goroutines of uploads that UploadIdleTimeout ended,
@@ -298,15 +351,16 @@ func (s *Segments) serveUpload(stream personadpb.Segments_UploadServer, w *idleW
 	if err != nil {
 		err = streamError(err)
 		code := status.Code(err)
-		s.m.upload(code)
-		fields := []zap.Field{
-			zap.String("facet", st.facet), zap.String("value", st.value), zap.Stringer("mode", st.mode),
+		outcome := s.m.upload(code)
+		fields := append(st.sent(),
 			zap.Int("chunks", st.chunks), zap.Uint64("ids", st.ids), zap.Duration("took", took),
-			zap.Stringer("code", code), zap.Error(err),
-		}
-		if code == codes.Internal || code == codes.Unavailable {
+			zap.Stringer("code", code), zap.Error(err))
+		switch {
+		case code == codes.Internal || code == codes.Unavailable:
 			s.log.Error("upload failed; nothing applied", fields...)
-		} else {
+		case outcome == "aborted": // the client's doing, or its idleness
+			s.log.Info("upload aborted; nothing applied", fields...)
+		default:
 			s.log.Info("upload rejected; nothing applied", fields...)
 		}
 		return err
@@ -350,6 +404,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch,
 	if h == nil {
 		return segments.Result{}, &ValidationError{Path: "upload.header", Msg: "the first message must hold the header"}
 	}
+	st.header = h
 	mode, err := checkHeader(h)
 	if err != nil {
 		return segments.Result{}, err
@@ -569,10 +624,10 @@ func checkHeader(h *personadpb.UploadHeader) (segments.Mode, error) {
 // prefix.
 func checkSegmentName(prefix, facet, value string) error {
 	if !rules.IsFacet(facet) {
-		return &ValidationError{Path: prefix + "facet", Msg: fmt.Sprintf("%q must match [a-z][a-z0-9_]{0,31}", facet)}
+		return &ValidationError{Path: prefix + "facet", Msg: quoteCut(facet) + " must match [a-z][a-z0-9_]{0,31}"}
 	}
 	if !rules.IsValue(value) {
-		return &ValidationError{Path: prefix + "value", Msg: fmt.Sprintf("%q must match [a-z0-9][a-z0-9._-]{0,63}", value)}
+		return &ValidationError{Path: prefix + "value", Msg: quoteCut(value) + " must match [a-z0-9][a-z0-9._-]{0,63}"}
 	}
 	return nil
 }
@@ -580,7 +635,7 @@ func checkSegmentName(prefix, facet, value string) error {
 // List implements personad.v1.Segments/List.
 func (s *Segments) List(_ context.Context, req *personadpb.ListRequest) (*personadpb.ListResponse, error) {
 	if req.Facet != "" && !rules.IsFacet(req.Facet) {
-		return nil, grpcError(&ValidationError{Path: "facet", Msg: fmt.Sprintf("%q must match [a-z][a-z0-9_]{0,31}", req.Facet)})
+		return nil, grpcError(&ValidationError{Path: "facet", Msg: quoteCut(req.Facet) + " must match [a-z][a-z0-9_]{0,31}"})
 	}
 	snap := s.store.Current()
 	resp := &personadpb.ListResponse{Version: snap.Version(), Users: uint64(snap.Dict().Len())}
@@ -662,7 +717,7 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segme
 	m := &segmentMetrics{
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "personad_segment_uploads_total",
-			Help: "Segment uploads by outcome: ok, invalid (bad input or over a limit), aborted (the stream broke or was cancelled), failed (not durable, internal).",
+			Help: "Segment uploads by outcome: ok, invalid (bad input or over a limit), aborted (the stream broke, its client cancelled it, or it went idle for the upload idle timeout), failed (not durable, internal).",
 		}, []string{"outcome"}),
 		ids: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "personad_segment_upload_ids_total",
@@ -706,8 +761,9 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segme
 	return m, nil
 }
 
-// upload counts an upload by the outcome its status code means.
-func (m *segmentMetrics) upload(code codes.Code) {
+// upload counts an upload by the outcome its status code means, and
+// returns it.
+func (m *segmentMetrics) upload(code codes.Code) string {
 	o := "failed"
 	switch code {
 	case codes.OK:
@@ -718,4 +774,5 @@ func (m *segmentMetrics) upload(code codes.Code) {
 		o = "aborted"
 	}
 	m.uploads.WithLabelValues(o).Inc()
+	return o
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -398,6 +399,74 @@ func TestUploadIdleTimeout(t *testing.T) {
 	}
 	if n := h.store.Current().Dict().Len(); n != 8 {
 		t.Errorf("%d users after the slow upload; want 8", n)
+	}
+}
+
+// TestUploadFailureLogs: the log line of an upload that failed names
+// what its client sent, shown safely, the header included when it is
+// what was refused (a name as it is; other text quoted, and cut to 64
+// bytes, in the status's message too), and says whether the server
+// rejected the upload or it was aborted (its client went idle, or
+// cancelled it).
+func TestUploadFailureLogs(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	h := newSegHarness(t, zap.New(core), func(c *SegmentsConfig) { c.UploadIdleTimeout = 300 * time.Millisecond })
+	long := strings.Repeat("v", 300)
+	for _, m := range []*personadpb.UploadRequest{
+		header("Bad Facet\x1b", "cmo", modeAdd, ""),
+		header("title", long, modeReplace, ""),
+		header("title", "cmo", personadpb.UploadMode(9), ""),
+	} {
+		_, err := h.send(t.Context(), m)
+		if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || len(st.Message()) > 150 {
+			t.Errorf("header %.40v: %v; want InvalidArgument, in at most 150 bytes", m, err)
+		}
+	}
+	// An upload whose client goes idle midway: aborted.
+	stream, err := h.seg.Upload(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1")} {
+		if err := stream.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.RecvMsg(new(personadpb.UploadResponse)); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("an idle upload: %v; want DeadlineExceeded", err)
+	}
+	// Its goroutine logs it once it has seen the stream end, after the
+	// client had its answer.
+	for deadline := time.Now().Add(10 * time.Second); logs.Len() < 4 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	type line struct{ Msg, Facet, Value, Mode, Code string }
+	var got []line
+	for _, e := range logs.All() {
+		f := e.ContextMap()
+		str := func(k string) string { s, _ := f[k].(string); return s }
+		got = append(got, line{e.Message, str("facet"), str("value"), str("mode"), str("code")})
+	}
+	want := []line{
+		{"upload rejected; nothing applied", `"Bad Facet\x1b"`, "cmo", "add", "InvalidArgument"},
+		{"upload rejected; nothing applied", "title", `"` + long[:64] + `"… (300 bytes)`, "replace", "InvalidArgument"},
+		{"upload rejected; nothing applied", "title", "cmo", "9", "InvalidArgument"},
+		{"upload aborted; nothing applied", "title", "cmo", "add", "DeadlineExceeded"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("log lines (-want +got):\n%s", d)
+	}
+}
+
+func TestShown(t *testing.T) {
+	for in, want := range map[string]string{
+		"cmo": "cmo", "Title": "Title", "": `""`, "cmo ": `"cmo "`, `a"b`: `"a\"b"`, "a\x00b": `"a\x00b"`,
+		"x\xffy": `"x\xffy"`, strings.Repeat("é", 40): `"` + strings.Repeat("é", 32) + `"… (80 bytes)`,
+		strings.Repeat("a", 63) + "é": `"` + strings.Repeat("a", 63) + `"… (65 bytes)`,
+	} {
+		if got := shown(in); got != want {
+			t.Errorf("shown(%q) = %s; want %s", in, got, want)
+		}
 	}
 }
 
