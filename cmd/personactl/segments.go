@@ -55,10 +55,7 @@ const (
 	chunkBytes      = 768 << 10
 	// maxReported is how many invalid lines the error or summary names.
 	maxReported = 5
-	// maxQuotedLines is how many lines a CSV record's quoted field may go
-	// on over before it is taken for a stray quote's, and refused.
-	maxQuotedLines = 1000
-	maxIDLen       = 256
+	maxIDLen    = 256
 )
 
 // uploadOptions are the flags of `segments upload`.
@@ -98,9 +95,10 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
-			"first column is the id (a quoted field may go on over up to 1000 lines; one still open then, or\n"+
-			"at the end of the input, is taken for a stray quote and the upload refused; so is a header of a file\n"+
-			"separated by semicolons, user_id;name). A line whose id holds\n"+
+			"first column is the id. A quoted field must end on its line: a line that leaves one open (a\n"+
+			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
+			"--skip-invalid, as which of the lines after it are ids cannot be told; so does a header of a\n"+
+			"file separated by semicolons, user_id;name. A line whose id holds\n"+
 			"a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte order\n"+
 			"mark is skipped. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
 			"first one's result; the key with other ids (or another segment or mode) is an error,\n"+
@@ -170,9 +168,16 @@ func (l invalidLine) String() string { return fmt.Sprintf("line %d: %s", l.line,
 
 // idReader reads user ids from a planner's file: one per line, blank lines
 // and # comments skipped, surrounding spaces trimmed; a line with a comma
-// is a CSV record whose first field (quoted or not) is the id, and a
-// quoted field may go on over the next lines; the first id line may be a
-// header (see isHeader). A UTF-8 byte order mark at the start is skipped.
+// is a CSV record whose first field (quoted or not) is the id; the first
+// id line may be a header (see isHeader). A UTF-8 byte order mark at the
+// start is skipped.
+//
+// A quoted field must end on its line. CSV lets one go on over line
+// breaks, so a stray quote would read the lines after it, up to the next
+// quote, into one field: ids lost without a word. A line that leaves a
+// quoted field open is therefore an error that ends the reading (see
+// openQuoteError): which of the lines after it are ids, and which a
+// note's, cannot be told.
 // It is not safe for concurrent use.
 type idReader struct {
 	r       *bufio.Reader
@@ -183,15 +188,6 @@ type idReader struct {
 	invalid []invalidLine
 	nbad    int
 	field   []byte // an unquoted CSV field
-	// quoted is the line where a CSV record began whose quoted field is
-	// still open at the end of the last line read (0: none): the lines up
-	// to the one that closes it belong to that record, not ids of their
-	// own.
-	quoted     int
-	quotedSaid bool // that record's line was reported invalid already
-	// inQuotes counts the lines read as part of such records, not ids;
-	// firstQuoted is the first record line that opened one.
-	inQuotes, firstQuoted int
 	// first is the first id line, when --header auto took it as an id
 	// although it reads like a header (see looksLikeHeader), for a note.
 	first string
@@ -205,23 +201,23 @@ func newIDReader(r io.Reader, header string) *idReader {
 }
 
 // next reads a line and returns its id, valid until the following call;
-// nil for a line that holds none (blank, a comment, the header, within a
-// quoted field, invalid: recorded, the first maxReported of them); or
-// io.EOF. It reads one line, so that its caller sees each invalid line
-// as it comes and can send what it holds before it waits for more.
+// nil for a line that holds none (blank, a comment, the header, invalid:
+// recorded, the first maxReported of them); or io.EOF. A line that leaves
+// a quoted field open is an error (openQuoteError). It reads one line,
+// so that its caller sees each invalid line as it comes and can send
+// what it holds before it waits for more.
 func (ir *idReader) next() ([]byte, error) {
 	raw, err := ir.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		// A line longer than the buffer is no id: skip the rest of it,
-		// following its quotes (it may be, or open, a multi-line
-		// field of a CSV record).
+		// following its quotes.
 		ir.line++
 		ir.read += int64(len(raw))
 		if ir.line == 1 {
 			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 		}
 		comment := isComment(raw)
-		q := csvScan{in: ir.quoted > 0, start: ir.quoted == 0}
+		q := csvScan{start: true}
 		q.feed(raw)
 		for errors.Is(err, bufio.ErrBufferFull) {
 			raw, err = ir.r.ReadSlice('\n')
@@ -229,16 +225,11 @@ func (ir *idReader) next() ([]byte, error) {
 			ir.read += int64(len(raw))
 		}
 		switch {
-		case ir.quoted > 0: // within a record's quoted field: no id
-			if err := ir.inQuote(q.open()); err != nil {
-				return nil, err
-			}
 		case comment:
+		case q.open():
+			return nil, ir.openQuoteError()
 		default:
 			ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
-			if q.open() {
-				ir.openQuote(true)
-			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
@@ -246,20 +237,6 @@ func (ir *idReader) next() ([]byte, error) {
 		return nil, nil
 	}
 	if len(raw) == 0 && err != nil {
-		if errors.Is(err, io.EOF) && ir.quoted > 0 {
-			opened, swallowed := ir.quoted, ir.line-ir.quoted
-			if !ir.quotedSaid {
-				ir.badAt(opened, "a quoted field is not closed before the end of the file")
-			}
-			ir.quoted = 0
-			if swallowed > 0 {
-				// Which of those lines were ids cannot be told: a stray
-				// quote would otherwise drop the rest of a file unsaid
-				// (and a --replace empty the segment of them).
-				return nil, fmt.Errorf("line %d opens a quoted field that is not closed before the end of the input, so the %d %s after it %s read into it, not as ids; fix or remove the quote",
-					opened, swallowed, plural(swallowed, "line", "lines"), plural(swallowed, "was", "were"))
-			}
-		}
 		return nil, err
 	}
 	ir.read += int64(len(raw))
@@ -267,13 +244,10 @@ func (ir *idReader) next() ([]byte, error) {
 	if ir.line == 1 {
 		raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 	}
-	if ir.quoted > 0 {
-		return nil, ir.inQuote(csvQuoted(raw, true))
+	if !isComment(raw) && csvQuoted(raw) {
+		return nil, ir.openQuoteError()
 	}
 	id, ok, msg := parseLine(raw, &ir.field)
-	if !isComment(raw) && csvQuoted(raw, false) {
-		ir.openQuote(msg != "") // a quoted field goes on over the next line
-	}
 	if msg != "" {
 		ir.bad(msg)
 		return nil, nil
@@ -310,30 +284,15 @@ func (ir *idReader) next() ([]byte, error) {
 	return id, nil
 }
 
-// openQuote records that the record on the line just read leaves a
-// quoted field open; said: that line was reported invalid already.
-func (ir *idReader) openQuote(said bool) {
-	ir.quoted, ir.quotedSaid = ir.line, said
-	if ir.firstQuoted == 0 {
-		ir.firstQuoted = ir.line
-	}
-}
-
-// inQuote accounts for the line just read as part of the open quoted
-// field's record; open: the field is still open after it. A field still
-// open maxQuotedLines on is taken for a stray quote's: an error.
-func (ir *idReader) inQuote(open bool) error {
-	ir.inQuotes++
-	switch {
-	case !open:
-		ir.quoted = 0
-	case ir.line-ir.quoted >= maxQuotedLines:
-		// No note in an id list is that long: a stray quote, which would
-		// read the lines up to the next one into it.
-		return fmt.Errorf("line %d opens a quoted field still open %d lines later: a stray quote? The lines after it would be read into it, not as ids; fix or remove the quote",
-			ir.quoted, ir.line-ir.quoted)
-	}
-	return nil
+// openQuoteError is the error of the line just read, which leaves a
+// quoted field open. It is not an invalid line that --skip-invalid could
+// skip: as CSV, the lines after it, up to the next quote, would be the
+// rest of that field, and as lines of their own, ids; a stray quote
+// makes them ids, a note with line breaks the field's, and which it is
+// cannot be told.
+func (ir *idReader) openQuoteError() error {
+	return fmt.Errorf("line %d opens a quoted field that it does not close (a stray quote? a note with line breaks?): the lines after it cannot be told from ids; close or remove the quote, or upload the id column alone",
+		ir.line)
 }
 
 // lineBuffered reports whether a whole line is buffered: whether the
@@ -414,8 +373,8 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 		i := 1
 		for {
 			j := bytes.IndexByte(line[i:], '"')
-			if j < 0 {
-				return nil, false, "the quoted user id goes on over the next line; an id is one line"
+			if j < 0 { // next refuses such a line before: see openQuoteError
+				return nil, false, "the quoted user id is not closed on its line"
 			}
 			f = append(f, line[i:i+j]...)
 			i += j + 1
@@ -461,9 +420,9 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // csvQuoted follows a line's CSV quoting and reports whether it ends
-// inside a quoted field; in says whether it begins inside one.
-func csvQuoted(line []byte, in bool) bool {
-	s := csvScan{in: in, start: !in}
+// inside a quoted field.
+func csvQuoted(line []byte) bool {
+	s := csvScan{start: true}
 	s.feed(line)
 	return s.open()
 }
@@ -889,10 +848,6 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	if ir.first != "" {
 		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
 	}
-	if ir.inQuotes > 0 {
-		fmt.Fprintf(e.stderr, "note: %d %s inside quoted fields that go on over lines (the first opened at line %d): part of their records, not ids\n",
-			ir.inQuotes, plural(ir.inQuotes, "line was", "lines were"), ir.firstQuoted)
-	}
 	return nil
 }
 
@@ -955,7 +910,7 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		}
 	}
 	for {
-		if ir.started && ir.quoted == 0 && (ir.nbad == 0 || o.skipInvalid) {
+		if ir.started && (ir.nbad == 0 || o.skipInvalid) {
 			var k int
 			if buf, k = ir.appendPlain(buf, o.chunkIDs-n, chunkBytes-len(buf)); k > 0 {
 				if !sayFound() {
