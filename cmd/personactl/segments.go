@@ -98,9 +98,10 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"first column is the id. A quoted field must end on its line: a line that leaves one open (a\n"+
 			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
 			"--skip-invalid, as which of the lines after it are ids cannot be told; so does a header of a\n"+
-			"file separated by semicolons, user_id;name. A line whose id holds\n"+
-			"a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte order\n"+
-			"mark is skipped. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
+			"file separated by semicolons, user_id;name, and a UTF-16 file (save it as UTF-8). A line whose\n"+
+			"id holds a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte\n"+
+			"order mark is skipped. Input with no id sends nothing (see --allow-empty). Flags go before\n"+
+			"FILE. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
 			"first one's result; the key with other ids (or another segment or mode) is an error,\n"+
 			"and applies nothing.\n\nflags:")
 		fs.PrintDefaults()
@@ -109,6 +110,9 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 		return nil, usageError{err}
 	}
 	switch {
+	case fs.NArg() > 1 && strings.HasPrefix(fs.Arg(1), "-") && fs.Arg(1) != "-":
+		// The flag package stops at the first argument that is no flag.
+		return nil, usagef("segments upload: %s comes after FILE %s: flags go before FILE", fs.Arg(1), fs.Arg(0))
 	case fs.NArg() != 1:
 		return nil, usagef("segments upload: want one FILE (or - for stdin), got %d arguments", fs.NArg())
 	case o.facet == "" || o.value == "":
@@ -214,6 +218,9 @@ func (ir *idReader) next() ([]byte, error) {
 		ir.line++
 		ir.read += int64(len(raw))
 		if ir.line == 1 {
+			if utf16BOM(raw) {
+				return nil, errUTF16
+			}
 			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 		}
 		comment := isComment(raw)
@@ -242,6 +249,9 @@ func (ir *idReader) next() ([]byte, error) {
 	ir.read += int64(len(raw))
 	ir.line++
 	if ir.line == 1 {
+		if utf16BOM(raw) {
+			return nil, errUTF16
+		}
 		raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 	}
 	if !isComment(raw) && csvQuoted(raw) {
@@ -282,6 +292,17 @@ func (ir *idReader) next() ([]byte, error) {
 		ir.word = ""
 	}
 	return id, nil
+}
+
+// errUTF16 is input that starts with a UTF-16 byte order mark, as
+// spreadsheets save "Unicode text": each of its lines would be invalid
+// (a NUL byte in every other one), none said why.
+var errUTF16 = errors.New("line 1 starts with a UTF-16 byte order mark: the input is UTF-16 text; save it as UTF-8 (a spreadsheet's \"CSV UTF-8\")")
+
+// utf16BOM reports whether the first line starts with a UTF-16 byte
+// order mark.
+func utf16BOM(first []byte) bool {
+	return bytes.HasPrefix(first, []byte{0xff, 0xfe}) || bytes.HasPrefix(first, []byte{0xfe, 0xff})
 }
 
 // openQuoteError is the error of the line just read, which leaves a
@@ -582,7 +603,12 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 			return fmt.Errorf("segments upload: %w", err)
 		}
 		defer f.Close()
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		fi, err := f.Stat()
+		switch {
+		case err != nil:
+		case fi.IsDir():
+			return fmt.Errorf("segments upload: %s is a directory, not a file of user ids", o.file)
+		case fi.Mode().IsRegular():
 			size = fi.Size()
 		}
 		in, name = f, o.file

@@ -988,6 +988,49 @@ func TestStrayQuote(t *testing.T) {
 	}
 }
 
+// TestUploadInputMistakes: a FILE that is a directory, a flag after
+// FILE (the flag package stops at FILE), and a UTF-16 file (a
+// spreadsheet's "Unicode text") are each refused with a message that
+// names the mistake, and nothing is uploaded.
+func TestUploadInputMistakes(t *testing.T) {
+	addr, store := server(t)
+	dir := t.TempDir()
+	utf16 := func(s string, le bool) string { // with its byte order mark
+		b := []byte{0xfe, 0xff}
+		if le {
+			b = []byte{0xff, 0xfe}
+		}
+		for _, r := range s {
+			if le {
+				b = append(b, byte(r), 0)
+			} else {
+				b = append(b, 0, byte(r))
+			}
+		}
+		return string(b)
+	}
+	const isUTF16 = "personactl: segments upload title:cmo: reading stdin: line 1 starts with a UTF-16 byte order mark: the input is UTF-16 text; save it as UTF-8 (a spreadsheet's \"CSV UTF-8\") (nothing uploaded)\n"
+	for _, tc := range []struct {
+		name, in string
+		args     []string
+		code     int
+		stderr   string
+	}{
+		{"a directory", "", []string{dir}, 1, "personactl: segments upload: " + dir + " is a directory, not a file of user ids\n"},
+		{"a flag after FILE", "u1\n", []string{"-", "--replace"}, 2, "personactl: segments upload: --replace comes after FILE -: flags go before FILE\n"},
+		{"UTF-16LE", utf16("user_id\r\nu1\r\nu2\r\n", true), []string{"--skip-invalid", "-"}, 1, isUTF16},
+		{"UTF-16BE", utf16("u1\nu2\n", false), []string{"-"}, 1, isUTF16},
+	} {
+		args := append([]string{"segments", "upload", "--facet", "title", "--value", "cmo"}, tc.args...)
+		if _, stderr, code := ctl(t, addr, tc.in, false, args...); code != tc.code || stderr != tc.stderr {
+			t.Errorf("%s: exit %d, %q; want exit %d, %q", tc.name, code, stderr, tc.code, tc.stderr)
+		}
+	}
+	if v := store.Current().Version(); v != 0 {
+		t.Errorf("store version %d after refused uploads; want 0", v)
+	}
+}
+
 // TestDeleteNamesCampaigns: segments delete warns of the live rules'
 // campaigns that name the deleted segment: targeting it, excluding it,
 // or choosing creatives by it.
