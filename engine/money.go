@@ -12,8 +12,10 @@ import (
 // impression: CPM / 1000) now for user, and
 // reserves the bid when it may: budget and pacing (Allow, lock-free), the
 // frequency cap across channels, then an atomic reservation that never
-// lets reserved plus settled spend pass a budget. It returns the bid id, or
-// the stage that stopped the campaign.
+// lets reserved plus settled spend pass a budget, in the campaign's
+// currency as these rules price it (a bid priced by rules whose currency
+// a reload is changing is refused: ledger.ErrCurrency). It returns the
+// bid id, or the stage that stopped the campaign.
 func (e *Engine) spend(m *ledger.Campaign, c *Campaign, user, rnd uint64, now int64, channel string) (uint64, Stage) {
 	price := ImpressionMicros(c.BidMicros)
 	if m == nil || !m.Allow(now, price, rnd) {
@@ -23,7 +25,7 @@ func (e *Engine) spend(m *ledger.Campaign, c *Campaign, user, rnd uint64, now in
 		return 0, StageFrequency
 	}
 	id := e.ledger.NewBidID()
-	if _, err := e.ledger.ReserveTTL(m, id, user, price, now, e.ledger.TTL(channel)); err != nil {
+	if _, err := e.ledger.ReserveIn(m, c.Limits.Currency, id, user, price, now, e.ledger.TTL(channel)); err != nil {
 		if errors.Is(err, ledger.ErrFrequency) || errors.Is(err, ledger.ErrFrequencyMem) || errors.Is(err, ledger.ErrNoUser) {
 			return 0, StageFrequency
 		}

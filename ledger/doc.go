@@ -112,6 +112,31 @@
 // file is truncated there; anywhere else it is ErrCorrupt and Open fails
 // rather than guess.
 //
+// # Currency
+//
+// A campaign's amounts are micro-units of its currency (Limits.Currency),
+// which the ledger records durably (Currencies): a change of it would
+// relabel what the campaign holds (0.02 USD spent becoming 0.02 EUR, and
+// the USD bids outstanding settling in EUR). SetCurrencies (and Campaign,
+// for one campaign) refuses a change, all or nothing and changing
+// nothing, while the campaign holds money in the old currency: spend, or
+// a bid the ledger remembers (reserved, or finished within Retention: a
+// late win or bill still counts it). The decision is atomic with
+// bookings: the new currency is published first, then every reservation
+// shard's lock is taken in turn while counting the campaign's bids (the
+// barrier of a lowered ceiling, above: a reservation checks the currency
+// and books under its shard's lock), and only then are its spend and
+// bids read; a campaign that holds money gets its old currency back.
+// From the published change on, ReserveIn refuses a bid priced in another
+// currency than the recorded one (ErrCurrency): the engine passes the
+// currency of the rules that priced the bid, so a decision still running
+// on the rules being replaced books nothing the new currency would count
+// (TestCurrencyChangeAtomicWithReservations). It costs a reservation one
+// atomic load and a string comparison under the lock it holds; Allow is
+// unchanged. A rules reload calls SetCurrencies before it persists or
+// publishes a set, and again with the old currencies to undo a set that
+// does not serve.
+//
 // # Many nodes
 //
 // With a Leaser (package ledger/redisledger) the leases come from a shared

@@ -361,7 +361,10 @@ func (l *Ledger) Close() error {
 // Campaign returns the live state of campaign id, creating it at first
 // use, and (re)applies lim. The same id always yields the same *Campaign,
 // so a rules reload that calls Campaign again carries spend, pacing and
-// frequency counts across; the new limits apply atomically. Campaign
+// frequency counts across; the new limits apply atomically. A change of
+// its recorded currency (Limits.Currency) is refused with a
+// *CurrencyError, changing nothing, while the campaign holds money in the
+// old one (see SetCurrencies). Campaign
 // allocates only when it creates or changes a campaign; call it when
 // compiling rules, not per decision.
 func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
@@ -377,15 +380,25 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 	if created {
 		c = l.addCampaignLocked(id)
 	}
-	recur := lim.Currency != "" && lim.Currency != c.Currency()
-	if recur {
+	record := created
+	switch was := c.Currency(); {
+	case lim.Currency == "" || lim.Currency == was:
+	case was == "":
 		cur := strings.Clone(lim.Currency)
 		c.currency.Store(&cur)
+		record = true
+	default:
+		// A change: refused, changing nothing, while the campaign holds
+		// money in its currency (see SetCurrencies); logged if not.
+		if _, err := l.switchCurrenciesLocked([]*Campaign{c}, []string{lim.Currency}); err != nil {
+			l.mu.Unlock()
+			return nil, err
+		}
 	}
-	if l.log != nil && (created || recur) {
+	if l.log != nil && record {
 		// Under l.mu, so that keys reach the log in the order they were
 		// given: replay takes a key out of order for corruption. Lock
-		// order: l.mu, then the journal's.
+		// order: l.mu, then the reservation shards', then the journal's.
 		l.log.appendCampaign(c.key, id, c.Currency())
 	}
 	l.mu.Unlock()

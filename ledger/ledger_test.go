@@ -541,7 +541,7 @@ func TestAllowPacingRate(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	clk := newFakeClock(t0)
 	l := newLedger(t, memConfig(clk))
-	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1 << 40, Pacing: PacingEven, CapMax: 1000, CapWindow: time.Hour})
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1 << 40, Pacing: PacingEven, CapMax: 1000, CapWindow: time.Hour, Currency: "USD"})
 	now := t0.UnixNano()
 	for _, tc := range []struct {
 		name string
@@ -553,6 +553,8 @@ func TestNoAllocs(t *testing.T) {
 		// Reserve inserts into maps; growth is amortised, so the
 		// average over many runs is far below one.
 		{"Reserve", func() { l.Reserve(c, l.NewBidID(), 7, 1000, now) }, 0.1},
+		{"ReserveIn", func() { l.ReserveIn(c, "USD", l.NewBidID(), 7, 1000, now, 0) }, 0.1},
+		{"ReserveIn another currency", func() { l.ReserveIn(c, "EUR", l.NewBidID(), 7, 1000, now, 0) }, 0},
 		// Sign runs once per bid sent, off the decision: the token string
 		// and crypto/hmac's internal buffers.
 		{"Sign", func() { l.Signer().Sign(1, 2) }, 5},

@@ -145,7 +145,8 @@ func (l *Ledger) Reserve(c *Campaign, bid, user uint64, priceMicros, now int64) 
 // ReserveTTL is Reserve with the reservation's lifetime (0: the default;
 // see TTL for per-channel values). All or nothing: when it fails nothing
 // changed, and the error says why (ErrBudget, ErrNoLease, ErrFrequency,
-// ErrFrequencyMem, ErrNoUser, ErrDuplicateBid, ErrPrice, ErrStaleClock).
+// ErrFrequencyMem, ErrNoUser, ErrDuplicateBid, ErrPrice, ErrStaleClock;
+// ErrCurrency from ReserveIn).
 //
 // Budgets are enforced by compare-and-swap loops on the campaign's
 // counters: across any number of goroutines reserved plus settled spend
@@ -155,6 +156,17 @@ func (l *Ledger) Reserve(c *Campaign, bid, user uint64, priceMicros, now int64) 
 // is group-committed and the lease bounds what a crash can lose (see the
 // package documentation).
 func (l *Ledger) ReserveTTL(c *Campaign, bid, user uint64, priceMicros, now int64, ttl time.Duration) (Reservation, error) {
+	return l.ReserveIn(c, "", bid, user, priceMicros, now, ttl)
+}
+
+// ReserveIn is ReserveTTL for a bid priced in currency (ISO 4217): the
+// currency of the rules that priced it. It is refused with ErrCurrency,
+// changing nothing, when the campaign's recorded currency is another one:
+// the rules that priced the bid are being replaced by rules in a new
+// currency (SetCurrencies). The check is made under the reservation's
+// shard lock, atomically with the booking. An empty currency, or a
+// campaign without a recorded currency, is not checked.
+func (l *Ledger) ReserveIn(c *Campaign, currency string, bid, user uint64, priceMicros, now int64, ttl time.Duration) (Reservation, error) {
 	if priceMicros <= 0 || priceMicros > MaxMicros {
 		return Reservation{}, ErrPrice
 	}
@@ -183,6 +195,13 @@ func (l *Ledger) ReserveTTL(c *Campaign, bid, user uint64, priceMicros, now int6
 		s.mu.Unlock()
 		l.stats.duplicates.Add(1)
 		return Reservation{}, ErrDuplicateBid
+	}
+	if currency != "" {
+		if p := c.currency.Load(); p != nil && *p != currency {
+			s.mu.Unlock()
+			l.stats.refusedBudget.Add(1)
+			return Reservation{}, ErrCurrency
+		}
 	}
 	capped := lim.CapMax > 0
 	if capped {

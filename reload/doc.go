@@ -25,6 +25,17 @@
 // rsync -a, tar) changes the files' bytes, and is applied, but would
 // otherwise lose to the persisted set at the next start.
 //
+// A set that changes a campaign's currency is refused, whole, while the
+// ledger holds money for that campaign in its recorded currency (spend,
+// or bids a notice may still count): the ledger decides it
+// (ledger.SetCurrencies) atomically with its bookings, before the set is
+// persisted or swapped in, and from then on refuses bids that the rules
+// still serving price in the old currency, so none books spend that the
+// new set would count in its currency; a set that then fails to persist
+// gives the ledger its old currencies back. The ledger records
+// currencies durably, so a change made while personad was down is
+// refused at start. Validate reports it as Apply would.
+//
 // The watcher watches the directory (the --rules directory, or the
 // directory holding the --rules file), not the file, so that editors that
 // write a temporary file and rename it over the old one, `mv tmp

@@ -3,6 +3,7 @@ package reload
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,9 @@ type Config struct {
 	// Segments, when set, is where segment warnings look for the
 	// segments uploaded (see rules.RuleSet.SegmentWarnings).
 	Segments engine.Segments
-	// Ledger, when set, is where a campaign's spend is looked up before
-	// a new set changes its currency (see currencyChanges).
+	// Ledger, when set, is the Engine's ledger, which records each
+	// campaign's currency and refuses a change of it while the campaign
+	// holds money in the old one (see switchCurrencies).
 	Ledger  *ledger.Ledger
 	Logger  *zap.Logger
 	Metrics prometheus.Registerer
@@ -131,10 +133,6 @@ type Manager struct {
 	// seen are the rules files of the last read, with their
 	// modification times (ReloadFiles, under mu).
 	seen map[string]time.Time
-	// currencies is the currency of every campaign the ledger recorded
-	// before start or a set applied since had, by id, as it was last
-	// (under mu; with a Ledger).
-	currencies map[string]string
 	// segs are the segments of the snapshot the last warnings looked at.
 	segs      atomic.Pointer[uploadedSegments]
 	closeOnce sync.Once
@@ -169,10 +167,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, parser: rules.NewParser(), changed: make(chan struct{}), currencies: map[string]string{}}
-	if cfg.Ledger != nil {
-		m.currencies = cfg.Ledger.Currencies() // as the last run left them
-	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.Named("rules"), compiler: cfg.Compiler, parser: rules.NewParser(), changed: make(chan struct{})}
 	var err error
 	if m.metrics, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
@@ -323,7 +318,7 @@ func (m *Manager) notify() {
 // Validate checks rs without applying it: its errors (nil when valid), its
 // warnings, and the version it would have. Its errors include those Apply
 // would add against the live state: a currency change of a campaign that
-// has spent (currencyChanges).
+// holds money in its currency (currencyChanges).
 func (m *Manager) Validate(rs *rules.RuleSet) (errs, warnings rules.ValidationErrors, version string) {
 	if err := rs.Validate(); err != nil {
 		return rules.Problems(err), nil, ""
@@ -446,7 +441,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		compile = m.compiler.CompileImmutable
 	}
 	r, err := compile(rs, "")
-	if err == nil {
+	if err == nil && dryRun {
 		if errs := m.currencyChanges(rs); len(errs) > 0 {
 			err = errs
 		}
@@ -509,6 +504,17 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		})
 		return res, nil
 	}
+	// From here on the ledger refuses bids priced in a currency this set
+	// changes (it refused the set if one of those campaigns holds money
+	// in its old currency): undo, if the set never serves.
+	undo, err := m.switchCurrencies(rs)
+	if err != nil {
+		err = origins.Locate(err)
+		if cur.Rules != nil {
+			m.rejectLocked(src, origin, err)
+		}
+		return nil, err
+	}
 	if at.IsZero() {
 		at = m.cfg.Now()
 	}
@@ -527,6 +533,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 			err = nil
 		}
 		if err != nil {
+			undo()
 			m.rejectLocked(src, origin, err)
 			return nil, err
 		}
@@ -535,6 +542,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		// The files replace whatever was applied through the API: a
 		// restart must not bring that back.
 		if err := m.withdrawApplied(res); err != nil {
+			undo()
 			if cur.Rules != nil {
 				m.rejectLocked(src, origin, err)
 			}
@@ -542,11 +550,6 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		}
 	}
 	_, refused := m.cfg.Engine.SetRules(r)
-	if m.cfg.Ledger != nil {
-		for _, c := range r.Campaigns() {
-			m.currencies[c.ID] = c.Currency
-		}
-	}
 	res.AppliedAt = at
 	took := time.Since(t0)
 	m.publish(func(s *state) {
@@ -630,44 +633,89 @@ func problemStrings(es rules.ValidationErrors, n int) []string {
 	return out
 }
 
-// currencyChanges refuses each campaign whose currency rs changes from
-// the one it last had (m.currencies: in a set applied since start, or as
-// the ledger recorded it before; also a campaign removed and added back)
-// while the ledger holds spend for it: the ledger counts spend and
-// budgets in micro-units of the campaign's currency, which such a change
-// would relabel (0.02 USD spent becoming 0.02 EUR, and the USD bids
-// outstanding settling in EUR). A campaign that has spent nothing may
-// change it. A change made while personad was down is refused at start,
-// as the ledger recorded the old currency (a ledger written before
-// currencies were recorded holds none: its campaigns are not checked
-// until a set has been applied).
+// currencyChanges is what switchCurrencies would refuse now, changing
+// nothing (Validate, and a dry run).
 func (m *Manager) currencyChanges(rs *rules.RuleSet) rules.ValidationErrors {
-	if m.cfg.Ledger == nil || len(m.currencies) == 0 {
+	if m.cfg.Ledger == nil {
 		return nil
 	}
-	was := m.currencies
-	var (
-		errs  rules.ValidationErrors
-		spent map[string]int64 // from the ledger's report, once needed
-	)
+	return currencyErrors(rs, m.cfg.Ledger.CurrencyConflicts(currencies(rs)))
+}
+
+// switchCurrencies records rs's currencies in the ledger before rs
+// serves (ledger.SetCurrencies), all or nothing. It refuses each campaign
+// whose currency rs changes from the one the ledger recorded (from a set
+// applied before, in this run or an earlier one; also a campaign removed
+// and added back) while the ledger holds money for it in that currency:
+// spend, or bids a win or billing notice may still count. The ledger
+// counts spend and budgets in micro-units of the campaign's currency,
+// which such a change would relabel (0.02 USD spent becoming 0.02 EUR,
+// and the USD bids outstanding settling in EUR). A campaign that holds
+// none may change it. The check is atomic with the ledger's bookings:
+// once the change is recorded, bids priced by the rules still serving,
+// in the old currency, are refused (ledger.ErrCurrency) until rs serves,
+// so none books spend that rs would count in the new currency. A change
+// made while personad was down is refused at start, as the ledger
+// recorded the old currency (a ledger written before currencies were
+// recorded holds none: its campaigns are not checked until a set has
+// been applied). undo puts the recorded currencies back, for a set that
+// will not serve.
+func (m *Manager) switchCurrencies(rs *rules.RuleSet) (undo func(), err error) {
+	undo = func() {}
+	if m.cfg.Ledger == nil {
+		return undo, nil
+	}
+	was, err := m.cfg.Ledger.SetCurrencies(currencies(rs))
+	if ce := (*ledger.CurrencyError)(nil); errors.As(err, &ce) {
+		return undo, currencyErrors(rs, ce.Conflicts)
+	}
+	if err != nil {
+		return undo, fmt.Errorf("reload: %w", err)
+	}
+	if len(was) == 0 {
+		return undo, nil
+	}
+	return func() {
+		// Nothing priced in the new currencies has booked (rs never
+		// served), so the ledger takes the old ones back.
+		if _, err := m.cfg.Ledger.SetCurrencies(was); err != nil {
+			m.log.Error("rules: putting back the ledger's currencies of a set not applied", zap.Error(err))
+		}
+	}, nil
+}
+
+// currencies is each of rs's campaigns' currency, by id.
+func currencies(rs *rules.RuleSet) map[string]string {
+	out := make(map[string]string, len(rs.Campaigns))
 	for i := range rs.Campaigns {
-		c := &rs.Campaigns[i]
-		old, ok := was[c.ID]
-		cur := c.EffectiveCurrency()
-		if !ok || old == cur {
-			continue
+		out[rs.Campaigns[i].ID] = rs.Campaigns[i].EffectiveCurrency()
+	}
+	return out
+}
+
+// currencyErrors are the ledger's refusals of rs's currency changes, at
+// each campaign's currency field.
+func currencyErrors(rs *rules.RuleSet, cs []ledger.CurrencyConflict) rules.ValidationErrors {
+	if len(cs) == 0 {
+		return nil
+	}
+	at := make(map[string]int, len(rs.Campaigns))
+	for i := range rs.Campaigns {
+		at[rs.Campaigns[i].ID] = i
+	}
+	cs = slices.Clone(cs)
+	slices.SortFunc(cs, func(a, b ledger.CurrencyConflict) int { return at[a.ID] - at[b.ID] })
+	var errs rules.ValidationErrors
+	for _, c := range cs {
+		var msg string
+		if c.SpentMicros > 0 {
+			msg = fmt.Sprintf("%s would change campaign %s's currency from %s, in which it has spent %s (its spend and budgets would count as %s): keep %s, or bid in %s under a new campaign id",
+				c.To, c.ID, c.From, strconv.FormatFloat(float64(c.SpentMicros)/1e6, 'f', -1, 64), c.To, c.From, c.To)
+		} else {
+			msg = fmt.Sprintf("%s would change campaign %s's currency from %s, in which it has %d bids that a win or billing notice may still count as spend (until they are settled, or forgotten after their reservation's expiry and the ledger's retention): keep %s until then, or bid in %s under a new campaign id",
+				c.To, c.ID, c.From, c.Bids, c.From, c.To)
 		}
-		if spent == nil {
-			spent = map[string]int64{}
-			for _, r := range m.cfg.Ledger.Report(m.cfg.Now()) {
-				spent[r.ID] = r.TotalSpentMicros
-			}
-		}
-		if s := spent[c.ID]; s > 0 {
-			errs = append(errs, &rules.ValidationError{Path: "campaigns[" + strconv.Itoa(i) + "].currency", Msg: fmt.Sprintf(
-				"%s would change campaign %s's currency from %s, in which it has spent %s (its spend and budgets would count as %s): keep %s, or bid in %s under a new campaign id",
-				cur, c.ID, old, strconv.FormatFloat(float64(s)/1e6, 'f', -1, 64), cur, old, cur)})
-		}
+		errs = append(errs, &rules.ValidationError{Path: "campaigns[" + strconv.Itoa(at[c.ID]) + "].currency", Msg: msg})
 	}
 	return errs
 }

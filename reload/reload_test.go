@@ -1,6 +1,7 @@
 package reload
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -78,15 +79,22 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.path = filepath.Join(f.dir, "rules.yaml")
+	f.eng = newEngine(t, nil)
+	return f
+}
+
+// newEngine returns an engine deciding with led (none when nil) over
+// segments in which u1 is a cmo.
+func newEngine(t *testing.T, led *ledger.Ledger) *engine.Engine {
+	t.Helper()
 	b := segments.NewBuilder()
 	b.Add("title", "cmo", "u1")
-	eng, err := engine.New(engine.Config{}, segments.NewStore(b.Build(1)))
+	eng, err := engine.New(engine.Config{Ledger: led}, segments.NewStore(b.Build(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(eng.Close)
-	f.eng = eng
-	return f
+	return eng
 }
 
 // write writes text to the file name in the fixture's rules directory.
@@ -633,6 +641,9 @@ func TestCurrencyChangeWithSpend(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
+	// The engine binds the ledger's campaigns, which record the currency
+	// of the rules that bind them.
+	f.eng = newEngine(t, led)
 	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Ledger = f.eng, f.path, true, led
 	m := startManager(t, cfg)
 	before := m.Status().Version
@@ -1099,4 +1110,132 @@ func TestCurrencyWarnings(t *testing.T) {
 	if len(errs) != 0 {
 		t.Errorf("Validate errors %v, want none", errs)
 	}
+}
+
+// TestCurrencyChangeBidInGap: bids on the rules still serving, priced in
+// a campaign's old currency, while a set that changes that currency is
+// applied (here: while the set is persisted, after the currency check,
+// before it serves), never book spend that the new currency counts. The
+// ledger decided the change atomically with its bookings, so such a bid
+// is refused; the set applies; a crash at that moment restarts with it.
+// Before, the check read the spend first: the bid booked 0.001 USD, which
+// the applied set counted as EUR, and a kill -9 there left a ledger that
+// had recorded USD with spend beside a persisted set in EUR, which the
+// restart refused (personad exits 2). Then the other way: a bid in EUR
+// books, and a set changing the currency back is refused whole — the
+// rules, the persisted set and the ledger keep EUR, and EUR bids go on.
+func TestCurrencyChangeBidInGap(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	lcfg := ledger.DefaultConfig()
+	lcfg.Manual, lcfg.Dir = true, filepath.Join(t.TempDir(), "ledger")
+	led, err := ledger.New(lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch, cfg.Ledger = newEngine(t, led), f.path, f.data, true, led
+	cfg.Logger = zaptest.NewLogger(t)
+	m := startManager(t, cfg)
+	bid := func(eng *engine.Engine, cur string) int {
+		q := &engine.Query{Now: time.Now(), BuyerUID: "u1", Currencies: []string{cur}, Imps: []engine.Imp{{ID: "1", Sizes: []engine.Size{{W: 300, H: 250}}}}}
+		var d engine.Decision
+		eng.Decide(context.Background(), q, &d)
+		return len(d.Bids)
+	}
+	inEUR := mustParse(t, strings.Replace(doc("a", 1), "bid_cpm: 1", "bid_cpm: 1\n    currency: EUR", 1))
+
+	crash := t.TempDir()
+	gapBids := -1
+	defer func() { writeFile = atomicfile.Write }()
+	writeFile = func(path string, perm os.FileMode, fill func(io.Writer) error) error {
+		if err := atomicfile.Write(path, perm, fill); err != nil {
+			return err
+		}
+		gapBids = bid(cfg.Engine, "USD") // the USD rules still serve
+		// What a kill -9 now leaves: the data dir and the ledger's log.
+		if err := led.Flush(context.Background()); err != nil {
+			return err
+		}
+		if err := os.CopyFS(filepath.Join(crash, "data"), os.DirFS(f.data)); err != nil {
+			return err
+		}
+		fi, err := os.Stat(f.path) // the same file: its time too
+		if err != nil {
+			return err
+		}
+		if err := os.Chtimes(filepath.Join(crash, "data", "rules", "rules.yaml"), fi.ModTime(), fi.ModTime()); err != nil {
+			return err
+		}
+		return os.CopyFS(filepath.Join(crash, "ledger"), os.DirFS(lcfg.Dir))
+	}
+	res, err := m.Apply(inEUR, ApplyOptions{Origin: "test"})
+	writeFile = atomicfile.Write
+	if err != nil {
+		t.Fatalf("apply changing a's currency to EUR: %v", err)
+	}
+	if gapBids != 0 {
+		t.Errorf("%d bids priced in USD booked while a's currency changed to EUR, want none", gapBids)
+	}
+	if r := report(led, "a"); r.Currency != "EUR" || r.TotalSpentMicros != 0 {
+		t.Errorf("a in the ledger: currency %s, spent %d micros; want EUR, nothing spent", r.Currency, r.TotalSpentMicros)
+	}
+
+	// Restart from the crash image: the persisted EUR set serves.
+	ccfg := lcfg
+	ccfg.Dir = filepath.Join(crash, "ledger")
+	cled, err := ledger.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cled.Close() })
+	rcfg := cfg
+	rcfg.Engine, rcfg.Ledger = newEngine(t, cled), cled
+	rcfg.Path, rcfg.DataDir = filepath.Join(crash, "data", "rules", "rules.yaml"), filepath.Join(crash, "data")
+	rm, err := New(rcfg)
+	if err != nil {
+		t.Fatalf("restart after a crash while applying: %v", err)
+	}
+	if st := rm.Status(); st.Version != res.Version {
+		t.Errorf("restart after a crash serves %s, want the applied %s", st.Version, res.Version)
+	}
+	rm.Close()
+
+	// Back to USD once a has spent in EUR: refused, changing nothing.
+	if bid(cfg.Engine, "EUR") != 1 {
+		t.Fatal("no bid in EUR after the change")
+	}
+	persisted, err := os.ReadFile(filepath.Join(f.data, AppliedDir, "current.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := report(led, "a")
+	_, err = m.Apply(mustParse(t, doc("a", 1)), ApplyOptions{Origin: "test"})
+	var verrs rules.ValidationErrors
+	if !errors.As(err, &verrs) || len(verrs) != 1 || verrs[0].Path != "campaigns[0].currency" || !strings.Contains(verrs[0].Msg, "from EUR, in which it has spent 0.001") {
+		t.Fatalf("apply changing a's currency back to USD: %v; want one error at campaigns[0].currency naming its spend", err)
+	}
+	if st := m.Status(); st.Version != res.Version {
+		t.Errorf("serving %s after a refused apply, want %s", st.Version, res.Version)
+	}
+	if got, err := os.ReadFile(filepath.Join(f.data, AppliedDir, "current.json")); err != nil || string(got) != string(persisted) {
+		t.Errorf("the persisted set changed by a refused apply (%v)", err)
+	}
+	if r := report(led, "a"); r != before {
+		t.Errorf("a in the ledger after a refused apply: %+v, want %+v", r, before)
+	}
+	if bid(cfg.Engine, "EUR") != 1 {
+		t.Error("no bid in EUR after the refused change back to USD")
+	}
+}
+
+// report is campaign id's report in led.
+func report(led *ledger.Ledger, id string) ledger.CampaignReport {
+	for _, r := range led.Report(time.Now()) {
+		if r.ID == id {
+			return r
+		}
+	}
+	return ledger.CampaignReport{}
 }

@@ -51,7 +51,8 @@ const (
 type RulesClient interface {
 	// Validate checks a rule set without applying it: every error with its
 	// field path (also those Apply finds against the live state: a currency
-	// change for a campaign that has spent), and warnings such as targeting
+	// change for a campaign that holds money in its currency, spent or in
+	// bids awaiting notices), and warnings such as targeting
 	// on a facet no uploaded segment uses, or on a value of one that no
 	// uploaded segment has (a typo, a segment deleted), and a currency that
 	// is not an ISO 4217 code (UDS for USD). An invalid set is not a call
@@ -133,7 +134,8 @@ func (c *rulesClient) Get(ctx context.Context, in *RulesGetRequest, opts ...grpc
 type RulesServer interface {
 	// Validate checks a rule set without applying it: every error with its
 	// field path (also those Apply finds against the live state: a currency
-	// change for a campaign that has spent), and warnings such as targeting
+	// change for a campaign that holds money in its currency, spent or in
+	// bids awaiting notices), and warnings such as targeting
 	// on a facet no uploaded segment uses, or on a value of one that no
 	// uploaded segment has (a typo, a segment deleted), and a currency that
 	// is not an ISO 4217 code (UDS for USD). An invalid set is not a call
