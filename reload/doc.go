@@ -14,10 +14,21 @@
 // the active set, even one loaded from the files. An applied set
 // is persisted atomically in <data-dir>/rules-applied/current.json (its
 // JSON encoded while the set compiles, written and fsynced before the
-// swap, so an acknowledged Apply survives a crash); at
-// start the Manager serves whichever is newer, that set (by the time it was
-// applied) or the rules files (by their newest modification time). The
-// newer source must be valid, or New fails. Once the files replace the
+// swap, so an acknowledged Apply survives a crash), with the rules files
+// as the Manager last read them (their digest, names and contents, and
+// modification times). At start the Manager serves that set unless the
+// files replace it as they would have live: their bytes changed since
+// that read (an edit made while personad was down, whatever time it
+// kept), or one was written after the Apply with the bytes it held (its
+// time moved past theirs and is not before the Apply); files only
+// removed, or renamed or moved in with a time before the Apply, do not.
+// A file's time alone decides nothing: a file whose time is in the
+// future (clock skew, touch -d, a copy with its times kept) and that did
+// not change since does not replace a later Apply. A set persisted by an
+// earlier personad, without the files, is decided as it was then: the
+// newer of that set (by the time it was applied) and the files (by their
+// newest modification time); the next Apply records them. The source
+// chosen must be valid, or New fails. Once the files replace the
 // set applied through the API — live, or at start — or, holding the same
 // set, become its source, the persisted set is removed (durably, before
 // the swap), so that a restart serves what the

@@ -2,6 +2,7 @@ package reload
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,10 +26,62 @@ const appliedFile = "current.json"
 
 // applied is the persisted form of a rule set applied through the API.
 type applied struct {
-	Version   string          `json:"version"`
-	AppliedAt time.Time       `json:"applied_at"`
-	Origin    string          `json:"origin"`
-	RuleSet   json.RawMessage `json:"rule_set"` // rules JSON: the proto JSON of personad.v1.RuleSet
+	Version   string    `json:"version"`
+	AppliedAt time.Time `json:"applied_at"`
+	Origin    string    `json:"origin"`
+	// Files is the rules files as the Manager had last read them when the
+	// set was applied, which a restart compares the files with (see
+	// filesReplace); nil without rules files, and in a set persisted
+	// before they were recorded (by an earlier personad), which the
+	// files' modification times decide against, as they did then.
+	Files   *appliedFiles   `json:"files,omitempty"`
+	RuleSet json.RawMessage `json:"rule_set"` // rules JSON: the proto JSON of personad.v1.RuleSet; last (encodeApplied)
+}
+
+// appliedFiles is the rules files as last read: what ReloadFiles
+// compares the files with.
+type appliedFiles struct {
+	// Digest is their names and contents (rules.Digest, in hex).
+	Digest string `json:"digest"`
+	// Newest is their newest modification time.
+	Newest time.Time `json:"newest"`
+	// ModTimes is each one's modification time, by name.
+	ModTimes map[string]time.Time `json:"mod_times"`
+
+	sum rules.Digest // Digest, decoded
+}
+
+// decode checks and decodes Digest.
+func (f *appliedFiles) decode() error {
+	b, err := hex.DecodeString(f.Digest)
+	if err != nil || len(b) != len(f.sum) {
+		return fmt.Errorf("files.digest: %q is not %d hex digits", f.Digest, 2*len(f.sum))
+	}
+	copy(f.sum[:], b)
+	return nil
+}
+
+// filesReplace reports whether files, read at start with the digest sum,
+// replace the set persisted in a: whether ReloadFiles would have had them
+// replace it had the server run on since the apply and seen them as they
+// are. They do when their bytes changed since the Manager last read them
+// before the apply (an edit, even one that kept an older time: cp -p),
+// or when a file was written after the apply with the bytes it held (its
+// time moved past the newest then, and is not before the apply), unless
+// files were only removed, or renamed or moved in with a time before the
+// apply. Modification times are compared with those of that read, not
+// with the time of the apply alone: a file whose time is in the future
+// (clock skew, touch -d, a copy with its times kept) and unchanged since
+// does not replace a set applied after it.
+func (a *applied) filesReplace(files []rules.File, sum rules.Digest) bool {
+	was := a.Files
+	newest := newestModTime(files)
+	written, removed := compareFiles(was.ModTimes, files, a.AppliedAt)
+	if removed && !written && a.AppliedAt.After(newest) {
+		return false
+	}
+	rewritten := newest.After(was.Newest) && !a.AppliedAt.After(newest)
+	return sum != was.sum || rewritten
 }
 
 func (a *applied) ruleSet() (*rules.RuleSet, error) {
@@ -57,6 +110,11 @@ func (m *Manager) readApplied() (*applied, error) {
 	if err := dec.Decode(&a); err != nil {
 		return nil, fmt.Errorf("reload: %s: %w", m.appliedPath(), err)
 	}
+	if a.Files != nil {
+		if err := a.Files.decode(); err != nil {
+			return nil, fmt.Errorf("reload: %s: %w", m.appliedPath(), err)
+		}
+	}
 	return &a, nil
 }
 
@@ -64,8 +122,8 @@ func (m *Manager) readApplied() (*applied, error) {
 // JSON is js. The envelope is framed by hand: json.Marshal of a RawMessage
 // would compact and HTML-escape the whole rule set again (~150 ms for
 // 10,000 campaigns).
-func encodeApplied(js []byte, version string, at time.Time, origin string) ([]byte, error) {
-	head, err := json.Marshal(applied{Version: version, AppliedAt: at, Origin: origin, RuleSet: json.RawMessage("null")})
+func encodeApplied(js []byte, version string, at time.Time, origin string, files *appliedFiles) ([]byte, error) {
+	head, err := json.Marshal(applied{Version: version, AppliedAt: at, Origin: origin, Files: files, RuleSet: json.RawMessage("null")})
 	if err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
 	}
@@ -82,12 +140,12 @@ var writeFile = atomicfile.Write
 var syncDir = atomicfile.SyncDir
 
 // writeApplied persists an applied set durably, js being its rules JSON
-// (rules.MarshalJSON): a temp file, fsync, rename over the previous one,
+// (rules.MarshalJSON), with files, the rules files as last read: a temp file, fsync, rename over the previous one,
 // fsync of the directory. A crash leaves the old set or the new one, never
 // a mix. An error wrapping atomicfile.ErrNotDurable means the new set is
 // in place, its durability unconfirmed.
-func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin string) error {
-	data, err := encodeApplied(js, version, at, origin)
+func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin string, files *appliedFiles) error {
+	data, err := encodeApplied(js, version, at, origin, files)
 	if err != nil {
 		return err
 	}

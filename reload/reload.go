@@ -3,6 +3,7 @@ package reload
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -145,8 +146,9 @@ type state struct {
 	Status
 }
 
-// New loads the initial rule set — the newer of the rules files and the
-// persisted applied set — publishes it to the engine and, unless NoWatch,
+// New loads the initial rule set — the persisted applied set, unless the
+// rules files changed since it was applied (applied.filesReplace) —
+// publishes it to the engine and, unless NoWatch,
 // starts watching Path. It fails when there is nothing valid to serve.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Engine == nil {
@@ -210,7 +212,9 @@ func (m *Manager) closeCompiler() {
 	}
 }
 
-// start chooses and applies the initial rule set.
+// start chooses and applies the initial rule set: the persisted set
+// applied through the API, unless the rules files replace it
+// (applied.filesReplace), or there are no readable files.
 func (m *Manager) start() error {
 	var (
 		files    []rules.File
@@ -221,14 +225,41 @@ func (m *Manager) start() error {
 	if fromFile {
 		files, fileErr = m.parser.ReadFiles(m.cfg.Path)
 		newest = newestModTime(files)
-		m.filesAt = newest
-		m.see(files, time.Time{})
 	}
 	saved, savedErr := m.readApplied()
 	if savedErr != nil {
 		return savedErr
 	}
-	if saved != nil && (!fromFile || fileErr != nil || saved.AppliedAt.After(newest)) {
+	var (
+		rs       *rules.RuleSet
+		origins  rules.Origins
+		parseErr error
+		parsed   bool
+	)
+	parse := func() {
+		// Parsing gives the files' digest, and readies the Parser for
+		// their next version, also when the persisted set serves: they
+		// are applied once they change.
+		rs, origins, parseErr = m.parser.ParseFiles(files)
+		m.fileSum = m.parser.Digest()
+		parsed = true
+	}
+	useSaved := saved != nil
+	if saved != nil && fromFile && fileErr == nil {
+		if saved.Files == nil {
+			// Persisted before the files were recorded with it: the
+			// newer wins, by the files' modification times, as then.
+			useSaved = saved.AppliedAt.After(newest)
+		} else {
+			parse()
+			useSaved = !saved.filesReplace(files, m.fileSum)
+		}
+	}
+	if fromFile {
+		m.filesAt = newest
+		m.see(files, time.Time{})
+	}
+	if useSaved {
 		rs, err := saved.ruleSet()
 		if err == nil {
 			_, err = m.apply(rs, nil, SourceAPI, "restart (applied by "+saved.Origin+")", false, saved.AppliedAt)
@@ -237,12 +268,10 @@ func (m *Manager) start() error {
 			return fmt.Errorf("reload: the applied rule set persisted in %s: %w", m.appliedPath(), err)
 		}
 		if fromFile && fileErr == nil {
-			// Remember the files as they are (parsing them gives their
-			// digest, and readies the Parser for their next version):
-			// they are applied once they change.
-			m.parser.ParseFiles(files) //nolint:errcheck // applied, and reported, once they change
-			m.fileSum = m.parser.Digest()
-			m.log.Info("rules: the persisted applied set is newer than the rules files; serving it",
+			if !parsed {
+				parse()
+			}
+			m.log.Info("rules: the rules files did not change since the set persisted was applied through the API; serving it",
 				zap.String("path", m.cfg.Path), zap.Time("files_modified", newest), zap.Time("applied_at", saved.AppliedAt))
 		}
 		return nil
@@ -250,34 +279,57 @@ func (m *Manager) start() error {
 	if fileErr != nil {
 		return fileErr
 	}
-	rs, origins, err := m.parser.ParseFiles(files)
-	m.fileSum = m.parser.Digest()
-	if err == nil {
-		_, err = m.apply(rs, origins, SourceFile, m.cfg.Path, false, time.Time{})
+	if !parsed {
+		parse()
 	}
+	if parseErr != nil {
+		return parseErr
+	}
+	_, err := m.apply(rs, origins, SourceFile, m.cfg.Path, false, time.Time{})
 	return err
 }
 
+// lastRead is the rules files as last read, for the persisted set
+// (nil without rules files). Under mu.
+func (m *Manager) lastRead() *appliedFiles {
+	if m.cfg.Path == "" {
+		return nil
+	}
+	return &appliedFiles{Digest: m.fileSum.String(), Newest: m.filesAt, ModTimes: maps.Clone(m.seen)}
+}
+
 // see records files as the last read, and reports whether one of them
-// was written since the read before (written): modified, or new under a
-// name the read before did not have, with a time not before notBefore (a
-// file renamed, or moved in, keeps an older time); and whether a name of
-// that read is gone (removed).
+// was written since the read before, and whether a name of that read is
+// gone (compareFiles).
 func (m *Manager) see(files []rules.File, notBefore time.Time) (written, removed bool) {
+	written, removed = compareFiles(m.seen, files, notBefore)
 	seen := make(map[string]time.Time, len(files))
 	for _, f := range files {
 		seen[f.Name] = f.ModTime
-		t, ok := m.seen[f.Name]
+	}
+	m.seen = seen
+	return written, removed
+}
+
+// compareFiles reports whether one of files was written since a read
+// that saw prev (their modification times, by name): modified, or new
+// under a name prev does not have, with a time not before notBefore (a
+// file renamed, or moved in, keeps an older time); and whether a name
+// of prev is gone (removed).
+func compareFiles(prev map[string]time.Time, files []rules.File, notBefore time.Time) (written, removed bool) {
+	names := make(map[string]bool, len(files))
+	for _, f := range files {
+		names[f.Name] = true
+		t, ok := prev[f.Name]
 		if ok && !t.Equal(f.ModTime) || !ok && !notBefore.After(f.ModTime) {
 			written = true
 		}
 	}
-	for name := range m.seen {
-		if _, ok := seen[name]; !ok {
+	for name := range prev {
+		if !names[name] {
 			removed = true
 		}
 	}
-	m.seen = seen
 	return written, removed
 }
 
@@ -363,8 +415,9 @@ func (m *Manager) ReloadFiles() {
 	sum, known := rules.FilesDigest(files)
 	// Files written after the set applied through the API win over it
 	// (the last writer), even with the bytes they held: a restart would
-	// serve them (New compares the same times), so this server does too,
-	// once for each such write.
+	// serve them (New decides as here, from the files as last read before
+	// the apply: applied.filesReplace), so this server does too, once for
+	// each such write.
 	newest := newestModTime(files)
 	cur := m.state.Load()
 	var notBefore time.Time
@@ -376,9 +429,17 @@ func (m *Manager) ReloadFiles() {
 		// Files were only removed since the last read, or renamed or
 		// moved in with a time before the set applied through the API:
 		// none was written, so that set stays, as a restart would serve
-		// it (New compares times). The files are parsed once one is
-		// written. (A file written after the apply, with a broken one
-		// that is now removed, was: the files win, as at a restart.)
+		// it (New decides as here). The files are applied once one is
+		// written, or they change. (A file written after the apply,
+		// with a broken one that is now removed, was: the files win, as
+		// at a restart.) They are read as they are now: a later change
+		// is one from these, and so is, for a restart, a change from
+		// these after a later Apply, which persists them as last read.
+		if !known {
+			m.parser.ParseFiles(files) //nolint:errcheck // applied, and reported, once they change
+			sum = m.parser.Digest()
+		}
+		m.fileSum = sum
 		m.filesAt = newest
 		m.log.Info("rules files removed, none written: the set applied through the API keeps serving (as a restart would); write or touch a rules file to serve the files",
 			zap.String("path", m.cfg.Path), zap.Time("applied_at", cur.AppliedAt), zap.Time("newest_file", newest))
@@ -522,7 +583,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 		mr := <-marshaled
 		err := mr.err
 		if err == nil {
-			err = m.writeApplied(mr.js, r.Version(), at, origin)
+			err = m.writeApplied(mr.js, r.Version(), at, origin, m.lastRead())
 		}
 		if errors.Is(err, atomicfile.ErrNotDurable) {
 			// The new set is already what the data dir holds, and what a

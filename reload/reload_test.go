@@ -2,6 +2,7 @@ package reload
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1238,4 +1239,155 @@ func report(led *ledger.Ledger, id string) ledger.CampaignReport {
 		}
 	}
 	return ledger.CampaignReport{}
+}
+
+// TestFutureFileTimeLosesToLaterApply: a rules file whose modification
+// time is in the future (clock skew, touch -d, a copy with its times
+// kept) and that did not change since a set was applied through the API
+// does not replace that set at restart: the acknowledged apply serves,
+// as it did live. Before, the restart compared the file's time with the
+// apply's, and the file won. A file whose bytes change while the server
+// is down replaces the set at restart, whatever its time (here an older
+// one, kept by cp -p), as a change seen live does; before, the older
+// time lost to the apply.
+func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
+	f := newFixture(t)
+	future := time.Now().Add(time.Hour)
+	replace(t, f.path, doc("a", 1))
+	if err := os.Chtimes(f.path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles() // live: the files did not change, the apply serves
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Fatalf("live: serving %s from %s; want the applied %s", st.Version, st.Source, res.Version)
+	}
+	m.Close()
+	m = startManager(t, cfg)
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("restart with the file's time in the future: serving %s from %s; want the applied %s from api", st.Version, st.Source, res.Version)
+	}
+	if _, err := m.Apply(mustParse(t, doc("a", 4)), ApplyOptions{Origin: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+
+	// Edited while down, its older time kept.
+	past := time.Now().Add(-time.Hour)
+	replace(t, f.path, doc("a", 3))
+	if err := os.Chtimes(f.path, past, past); err != nil {
+		t.Fatal(err)
+	}
+	m = startManager(t, cfg)
+	if st, want := m.Status(), versionOf(t, doc("a", 3)); st.Version != want || st.Source != SourceFile {
+		t.Errorf("restart after an edit of the file while down: serving %s from %s; want %s from file", st.Version, st.Source, want)
+	}
+}
+
+// TestAppliedRecordWithoutFiles: a set persisted by an earlier personad,
+// without the files as last read, still loads, and the files' times
+// decide against it, as they did then: older files leave it serving,
+// newer ones replace it.
+func TestAppliedRecordWithoutFiles(t *testing.T) {
+	f := newFixture(t)
+	past := time.Now().Add(-time.Hour)
+	replace(t, f.path, doc("a", 1))
+	if err := os.Chtimes(f.path, past, past); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	// Rewrite the record as an earlier personad wrote it.
+	path := filepath.Join(f.data, AppliedDir, "current.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a applied
+	if err := json.Unmarshal(data, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Files == nil {
+		t.Fatal("the persisted set records no files")
+	}
+	old, err := json.Marshal(struct {
+		Version   string          `json:"version"`
+		AppliedAt time.Time       `json:"applied_at"`
+		Origin    string          `json:"origin"`
+		RuleSet   json.RawMessage `json:"rule_set"`
+	}{a.Version, a.AppliedAt, a.Origin, a.RuleSet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m = startManager(t, cfg)
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("an earlier record, files older: serving %s from %s; want the applied %s", st.Version, st.Source, res.Version)
+	}
+	m.Close()
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(f.path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	m = startManager(t, cfg)
+	if st, want := m.Status(), versionOf(t, doc("a", 1)); st.Version != want || st.Source != SourceFile {
+		t.Errorf("an earlier record, files newer: serving %s from %s; want %s from file", st.Version, st.Source, want)
+	}
+}
+
+// TestApplyAfterFileRemovalSurvives: a set applied through the API after
+// a rules file was removed (which left the set applied before serving)
+// keeps serving, live and after a restart, until the files change: the
+// files as last read are the ones without the removed file. Before, the
+// Manager kept the digest of the files from before the removal, so the
+// next read of the unchanged files, and a restart, found them changed
+// and served them over the acknowledged apply.
+func TestApplyAfterFileRemovalSurvives(t *testing.T) {
+	f := newFixture(t)
+	past := time.Now().Add(-time.Hour)
+	for _, name := range []string{"a.yaml", "b.yaml"} {
+		replace(t, filepath.Join(f.dir, name), doc(strings.TrimSuffix(name, ".yaml"), 1))
+		if err := os.Chtimes(filepath.Join(f.dir, name), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	if _, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	res, err := m.Apply(mustParse(t, doc("a", 3)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ReloadFiles()
+	if st := m.Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("live, the files unchanged since the apply: serving %s from %s; want the applied %s", st.Version, st.Source, res.Version)
+	}
+	m.Close()
+	if st := startManager(t, cfg).Status(); st.Version != res.Version || st.Source != SourceAPI {
+		t.Errorf("restart, the files unchanged since the apply: serving %s from %s; want the applied %s", st.Version, st.Source, res.Version)
+	}
 }

@@ -189,8 +189,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		redisMetrics(reg, ledInfo.redis)
 	}
 
-	// Rules: the newer of the --rules files and the set last applied
-	// through the Rules service, then watched (package reload).
+	// Rules: the set last applied through the Rules service, unless the
+	// --rules files changed since, then watched (package reload).
 	t0 = time.Now()
 	rcfg := reload.DefaultConfig()
 	rcfg.Engine, rcfg.Path, rcfg.DataDir, rcfg.Segments = eng, o.rules, o.dataDir, segs

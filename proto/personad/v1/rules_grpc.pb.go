@@ -43,11 +43,13 @@ const (
 // the active set, even one applied through the API (so does writing the
 // files again with the bytes they held, once their modification time is
 // after the Apply); an Apply replaces the active set, even one loaded from
-// the files. An applied set is persisted in <data-dir>/rules-applied/ and,
-// at start, the server serves whichever is newer: that persisted set (by
-// the time it was applied) or the rules files (by their modification
-// time; a tie goes to the files). Touching the files, or applying again,
-// therefore chooses the source.
+// the files. An applied set is persisted in <data-dir>/rules-applied/,
+// with the rules files as the server last read them, and at start the
+// server serves it unless the files changed since: their bytes (an edit
+// made while it was down, whatever time the file kept), or a file
+// written again after the Apply. A file's modification time alone, such
+// as one in the future, does not beat a later Apply. Touching the files,
+// or applying again, therefore chooses the source.
 type RulesClient interface {
 	// Validate checks a rule set without applying it: every error with its
 	// field path (also those Apply finds against the live state: a currency
@@ -126,11 +128,13 @@ func (c *rulesClient) Get(ctx context.Context, in *RulesGetRequest, opts ...grpc
 // the active set, even one applied through the API (so does writing the
 // files again with the bytes they held, once their modification time is
 // after the Apply); an Apply replaces the active set, even one loaded from
-// the files. An applied set is persisted in <data-dir>/rules-applied/ and,
-// at start, the server serves whichever is newer: that persisted set (by
-// the time it was applied) or the rules files (by their modification
-// time; a tie goes to the files). Touching the files, or applying again,
-// therefore chooses the source.
+// the files. An applied set is persisted in <data-dir>/rules-applied/,
+// with the rules files as the server last read them, and at start the
+// server serves it unless the files changed since: their bytes (an edit
+// made while it was down, whatever time the file kept), or a file
+// written again after the Apply. A file's modification time alone, such
+// as one in the future, does not beat a later Apply. Touching the files,
+// or applying again, therefore chooses the source.
 type RulesServer interface {
 	// Validate checks a rule set without applying it: every error with its
 	// field path (also those Apply finds against the live state: a currency
