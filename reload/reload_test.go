@@ -150,6 +150,22 @@ func replace(t *testing.T, path, text string) {
 	}
 }
 
+// replaceAt replaces path's contents with text, as replace does, and
+// sets its modification time to at.
+func replaceAt(t *testing.T, path, text string, at time.Time) {
+	t.Helper()
+	replace(t, path, text)
+	touch(t, path, at)
+}
+
+// touch sets path's access and modification times to at.
+func touch(t *testing.T, path string, at time.Time) {
+	t.Helper()
+	if err := os.Chtimes(path, at, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitFor waits for an outcome after which cond holds.
 func waitFor(t *testing.T, m *Manager, what string, cond func(Status) bool) Status {
 	t.Helper()
@@ -398,9 +414,7 @@ func TestFilesWrittenAfterApplyWin(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 		replace(t, f.path, text)
 		now := time.Now()
-		if err := os.Chtimes(f.path, now, now); err != nil {
-			t.Fatal(err)
-		}
+		touch(t, f.path, now)
 	}
 	// reload reloads twice: the second must change nothing.
 	reload := func(what string) Status {
@@ -449,9 +463,7 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	replace(t, filepath.Join(f.dir, "b.yaml"), doc("b", 1))
 	past := time.Now().Add(-time.Hour)
 	for _, name := range []string{"a.yaml", "b.yaml"} {
-		if err := os.Chtimes(filepath.Join(f.dir, name), past, past); err != nil {
-			t.Fatal(err)
-		}
+		touch(t, filepath.Join(f.dir, name), past)
 	}
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
@@ -483,9 +495,7 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond) // file times come from a coarser clock than AppliedAt
 	now := time.Now()
-	if err := os.Chtimes(filepath.Join(f.dir, "a2.yaml"), now, now); err != nil {
-		t.Fatal(err)
-	}
+	touch(t, filepath.Join(f.dir, "a2.yaml"), now)
 	m.ReloadFiles()
 	if st := m.Status(); st.Version != versionOf(t, doc("a", 1)) || st.Source != SourceFile {
 		t.Errorf("after a file is touched: serving %s from %s; want the files'", st.Version, st.Source)
@@ -513,9 +523,7 @@ func TestBrokenFileRemovedAfterApply(t *testing.T) {
 	replace(t, filepath.Join(f.dir, "zz-broken.yaml"), broken)
 	now := time.Now()
 	for _, name := range []string{"a.yaml", "zz-broken.yaml"} {
-		if err := os.Chtimes(filepath.Join(f.dir, name), now, now); err != nil {
-			t.Fatal(err)
-		}
+		touch(t, filepath.Join(f.dir, name), now)
 	}
 	m.ReloadFiles()
 	if st := m.Status(); st.Version != res.Version || st.LastRejected == nil {
@@ -556,10 +564,7 @@ func TestFilesMovedInAfterApplyServedAfterRestart(t *testing.T) {
 		{"b.yaml", doc("b", 1)}, // moved in, next to a.yaml
 		{"a.yaml", doc("a", 3)}, // copied over a.yaml
 	} {
-		replace(t, filepath.Join(f.dir, step.name), step.text)
-		if err := os.Chtimes(filepath.Join(f.dir, step.name), past, past); err != nil {
-			t.Fatal(err)
-		}
+		replaceAt(t, filepath.Join(f.dir, step.name), step.text, past)
 		m.ReloadFiles()
 		live := m.Status()
 		if live.Source != SourceFile || live.LastRejected != nil {
@@ -584,10 +589,7 @@ func TestFilesMatchingApplyServedAfterRestart(t *testing.T) {
 	past := time.Now().Add(-time.Hour)
 	put := func(name, text string) {
 		t.Helper()
-		replace(t, filepath.Join(f.dir, name), text)
-		if err := os.Chtimes(filepath.Join(f.dir, name), past, past); err != nil {
-			t.Fatal(err)
-		}
+		replaceAt(t, filepath.Join(f.dir, name), text, past)
 	}
 	put("a.yaml", doc("a", 1))
 	put("b.yaml", doc("b", 1))
@@ -948,10 +950,7 @@ func TestWithdrawAppliedFsyncFails(t *testing.T) {
 	syncDir = func(string) error { return boom }
 	defer func() { syncDir = atomicfile.SyncDir }()
 	past := time.Now().Add(-time.Hour)
-	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 3)) // cp -p
-	if err := os.Chtimes(filepath.Join(f.dir, "a.yaml"), past, past); err != nil {
-		t.Fatal(err)
-	}
+	replaceAt(t, filepath.Join(f.dir, "a.yaml"), doc("a", 3), past) // cp -p
 	m.ReloadFiles()
 	syncDir = atomicfile.SyncDir
 	live := m.Status()
@@ -1253,10 +1252,7 @@ func report(led *ledger.Ledger, id string) ledger.CampaignReport {
 func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
 	f := newFixture(t)
 	future := time.Now().Add(time.Hour)
-	replace(t, f.path, doc("a", 1))
-	if err := os.Chtimes(f.path, future, future); err != nil {
-		t.Fatal(err)
-	}
+	replaceAt(t, f.path, doc("a", 1), future)
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
 	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
@@ -1281,10 +1277,7 @@ func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
 
 	// Edited while down, its older time kept.
 	past := time.Now().Add(-time.Hour)
-	replace(t, f.path, doc("a", 3))
-	if err := os.Chtimes(f.path, past, past); err != nil {
-		t.Fatal(err)
-	}
+	replaceAt(t, f.path, doc("a", 3), past)
 	m = startManager(t, cfg)
 	if st, want := m.Status(), versionOf(t, doc("a", 3)); st.Version != want || st.Source != SourceFile {
 		t.Errorf("restart after an edit of the file while down: serving %s from %s; want %s from file", st.Version, st.Source, want)
@@ -1298,10 +1291,7 @@ func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
 func TestAppliedRecordWithoutFiles(t *testing.T) {
 	f := newFixture(t)
 	past := time.Now().Add(-time.Hour)
-	replace(t, f.path, doc("a", 1))
-	if err := os.Chtimes(f.path, past, past); err != nil {
-		t.Fatal(err)
-	}
+	replaceAt(t, f.path, doc("a", 1), past)
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
 	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
@@ -1342,9 +1332,7 @@ func TestAppliedRecordWithoutFiles(t *testing.T) {
 	}
 	m.Close()
 	future := time.Now().Add(time.Hour)
-	if err := os.Chtimes(f.path, future, future); err != nil {
-		t.Fatal(err)
-	}
+	touch(t, f.path, future)
 	m = startManager(t, cfg)
 	if st, want := m.Status(), versionOf(t, doc("a", 1)); st.Version != want || st.Source != SourceFile {
 		t.Errorf("an earlier record, files newer: serving %s from %s; want %s from file", st.Version, st.Source, want)
@@ -1362,10 +1350,7 @@ func TestApplyAfterFileRemovalSurvives(t *testing.T) {
 	f := newFixture(t)
 	past := time.Now().Add(-time.Hour)
 	for _, name := range []string{"a.yaml", "b.yaml"} {
-		replace(t, filepath.Join(f.dir, name), doc(strings.TrimSuffix(name, ".yaml"), 1))
-		if err := os.Chtimes(filepath.Join(f.dir, name), past, past); err != nil {
-			t.Fatal(err)
-		}
+		replaceAt(t, filepath.Join(f.dir, name), doc(strings.TrimSuffix(name, ".yaml"), 1), past)
 	}
 	cfg := DefaultConfig()
 	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
