@@ -37,7 +37,7 @@ func redisAddr() string {
 
 // connect returns a Client for the test Redis, failing the test clearly
 // (not skipping) when it cannot be reached, unless -redis=false.
-func connect(t *testing.T, addr string) *Client {
+func connect(t testing.TB, addr string) *Client {
 	t.Helper()
 	if !*useRedis {
 		t.Skip("-redis=false")
@@ -56,14 +56,14 @@ const unit = 1_000_000
 // uniqueID is a campaign id no other test or run uses. Its keys are
 // deleted when the test ends: a run leaves nothing in a shared Redis (a
 // campaign's total never expires).
-func uniqueID(t *testing.T) string {
+func uniqueID(t testing.TB) string {
 	id := fmt.Sprintf("test-%s-%d-%x", t.Name(), time.Now().UnixNano(), rand.Uint32())
 	t.Cleanup(func() { deleteKeys(t, DefaultOptions().Prefix+"{"+id+"}:*") })
 	return id
 }
 
 // deleteKeys deletes the test Redis's keys that match pattern.
-func deleteKeys(t *testing.T, pattern string) {
+func deleteKeys(t testing.TB, pattern string) {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr()})
 	defer rdb.Close()
 	ctx := context.Background()
