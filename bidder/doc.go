@@ -14,7 +14,12 @@
 //     scratch from a private sync.Pool, reset before they go back.
 //  3. Decide within one deadline: min(tmax − NetworkMargin, MaxBudget), and
 //     never later than the caller's own deadline. A budget that is already
-//     spent is a no-bid (nbr 1) without asking the engine.
+//     spent is a no-bid (nbr 1) without asking the engine. With a ledger
+//     that shares frequency counts through Redis, the user's counts are
+//     read first ([ledger.Ledger.WarmFrequency]), for at most half the
+//     time left (and redisledger's FetchWait), so that the decision,
+//     which does no I/O, finds them; with the embedded ledger that step
+//     costs nothing.
 //  4. Answer: one seat with at most one bid per impression, or a no-bid with
 //     an OpenRTB no-bid reason (see [NoBidReason] for the table). A request
 //     with ext.debug gets ext.debug: for every campaign, the stage that

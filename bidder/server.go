@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
@@ -146,6 +147,9 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire,
 	defer s.putScratch(sc)
 	translate(req, s.cfg.Now(), &sc.q)
 	sc.q.Deadline = deadline // the caller's own, if earlier, wins through ctx
+	if l := s.cfg.Ledger; l != nil && l.WarmsFrequency() {
+		s.warmFrequency(ctx, l, &sc.q, deadline)
+	}
 	start := time.Now()
 	s.eng.Decide(ctx, &sc.q, &sc.d)
 	m.latency.Observe(time.Since(start).Seconds())
@@ -158,6 +162,28 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire,
 		m.noBid(sc.d.NoBid)
 	}
 	return resp, nil
+}
+
+// warmFrequency has the ledger's shared frequency store (Redis) read the
+// user's counts of the capped campaigns before the decision, which does
+// no I/O and caps a user whose counts it does not hold. It waits until
+// half of what is left before deadline has passed at most, leaving the
+// decision the rest (the store bounds the wait further: redisledger
+// FetchWait, 5 ms by default), or the caller's own deadline; what it does
+// not read by then, the decision does without.
+func (s *Server) warmFrequency(ctx context.Context, l *ledger.Ledger, q *engine.Query, deadline time.Time) {
+	user := engine.UserKey(q)
+	if user == 0 {
+		return
+	}
+	now := time.Now()
+	left := deadline.Sub(now)
+	if left <= 0 {
+		return // the decision answers nbr 1 at once
+	}
+	wctx, cancel := context.WithDeadline(ctx, now.Add(left/2))
+	_ = l.WarmFrequency(wctx, user, q.Now.UnixNano()) // counted in the store's stats
+	cancel()
 }
 
 // expired answers a debug request whose tmax leaves no time after the

@@ -153,3 +153,69 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// warmRecorder is a ledger.FrequencyWarmer that remembers the campaigns
+// of the last Warm and allows everything.
+type warmRecorder struct{ got []string }
+
+func (w *warmRecorder) Allow(string, uint64, int32, int32, time.Duration, int64) bool { return true }
+func (w *warmRecorder) Record(string, uint64, uint64, time.Duration, int64)           {}
+func (w *warmRecorder) Close() error                                                  { return nil }
+func (w *warmRecorder) Warm(_ context.Context, _ uint64, caps []ledger.FrequencyCap, _ int64) error {
+	w.got = w.got[:0]
+	for _, c := range caps {
+		w.got = append(w.got, c.Campaign)
+	}
+	return nil
+}
+
+// TestSetRulesWarmsOnlyItsCampaigns: a shared frequency store is asked to
+// read the counts of the published rules' capped campaigns, not of one a
+// reload removed (the ledger keeps its state for the process's life).
+func TestSetRulesWarmsOnlyItsCampaigns(t *testing.T) {
+	w := &warmRecorder{}
+	lcfg := ledger.DefaultConfig()
+	lcfg.Manual = true
+	lcfg.Frequency = w
+	l, err := ledger.New(lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e, err := New(Config{Ledger: l}, newEmptyStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	set := func(yaml string) {
+		t.Helper()
+		r, err := Compile(mustParse(t, yaml), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, refused := e.SetRules(r); refused != 0 {
+			t.Fatalf("%d campaigns refused", refused)
+		}
+	}
+	warmed := func() []string {
+		t.Helper()
+		w.got = nil
+		if err := l.WarmFrequency(context.Background(), 7, time.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+		return w.got
+	}
+	set(moneyRules + `
+  - id: capped-too
+    bid_cpm: 2
+    frequency_cap: {max: 1, window: 24h}
+    creatives: [{id: cr-too, w: 300, h: 250, adm: "<b>t</b>"}]
+`)
+	if got, want := warmed(), []string{"capped", "capped-too"}; !equal(got, want) {
+		t.Errorf("warmed %v, want %v", got, want)
+	}
+	set(moneyRules)
+	if got, want := warmed(), []string{"capped"}; !equal(got, want) {
+		t.Errorf("after capped-too was removed: warmed %v, want %v", got, want)
+	}
+}

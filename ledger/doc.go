@@ -9,7 +9,8 @@
 //
 // Campaign.Allow (budget and pacing) is lock-free: atomic loads and one
 // atomic add, no allocation. Ledger.FrequencyOK takes one short striped
-// mutex and does not allocate. Ledger.Reserve reserves with
+// mutex and does not allocate (with a FrequencyShare, it then asks the
+// share, which answers from its cache, with no I/O: below). Ledger.Reserve reserves with
 // compare-and-swap loops on the campaign's counters, so that reserved plus
 // settled spend never passes a budget whatever the concurrency (only late
 // notices, below, add spend past it), counts the impression under the
@@ -165,8 +166,20 @@
 // again only after LeaseRetry (1 s), not on every bid: each ask is a
 // round trip of the one lease goroutine, which campaigns with budget
 // left would wait behind; a change of the limits asks at once
-// (TestSpentBudgetAsksRarely). A FrequencyShare shares frequency counts
-// the same way.
+// (TestSpentBudgetAsksRarely). A FrequencyShare shares frequency counts:
+// each node counts its impressions in Redis and caches the counts it
+// read. The decision only reads that cache; the read from Redis happens
+// before it, outside the engine: the bidder calls WarmFrequency at
+// request arrival, which gives a share that is a FrequencyWarmer the
+// campaigns with a cap (those of the engine's rules,
+// SetFrequencyCampaigns, kept current as rules and limits change), and the share
+// reads, in one round trip bounded by the request's deadline and a few
+// milliseconds (redisledger Options.FetchWait), the counts it has not
+// read within the last 100 ms (Options.Refresh). When none comes in time
+// the decision caps a user the share does not know and judges another by
+// its older count (package ledger/redisledger tells what a cap can still
+// miss). Without such a share WarmFrequency returns at once and
+// allocates nothing.
 //
 // # Even pacing
 //

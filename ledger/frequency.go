@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,7 +152,9 @@ func (e *freqEntry) remove(exp uint32) {
 // (and across nodes when a FrequencyShare is configured, whose counts
 // only ever add). A campaign with no cap always passes; a capped campaign
 // refuses user 0 (unknown user: it cannot be counted). It takes one short
-// striped lock and does not allocate.
+// striped lock and does not allocate; a FrequencyShare is asked after
+// that lock is released, and answers from what it holds (no I/O: see
+// WarmFrequency).
 func (l *Ledger) FrequencyOK(c *Campaign, user uint64, now int64) bool {
 	lim := c.limits.Load()
 	if lim.CapMax <= 0 {
@@ -168,6 +171,81 @@ func (l *Ledger) FrequencyOK(c *Campaign, user uint64, now int64) bool {
 		return fs.Allow(c.id, user, n, lim.CapMax, lim.CapWindow, now)
 	}
 	return true
+}
+
+// WarmFrequency has a FrequencyShare that implements FrequencyWarmer read
+// user's shared counts of the capped campaigns before a decision, so that
+// FrequencyOK finds them: it returns when they are read or ctx is done,
+// whichever is first (the share bounds the wait further: redisledger's
+// Options.FetchWait). Call it outside the decision, with a deadline that
+// leaves the decision its time. Without such a share, for user 0, or with
+// no capped campaign it returns at once, and it does not allocate. The
+// error is the share's (a timeout, Redis unreachable): FrequencyOK then
+// caps a user the share does not know, as before.
+func (l *Ledger) WarmFrequency(ctx context.Context, user uint64, now int64) error {
+	if l.warmer == nil || user == 0 {
+		return nil
+	}
+	caps := *l.capped.Load()
+	if len(caps) == 0 {
+		return nil
+	}
+	return l.warmer.Warm(ctx, user, caps, now)
+}
+
+// WarmsFrequency reports whether WarmFrequency can do anything: a
+// FrequencyWarmer is configured and some campaign has a cap. A caller can
+// skip building a context for it otherwise.
+func (l *Ledger) WarmsFrequency() bool {
+	return l.warmer != nil && len(*l.capped.Load()) > 0
+}
+
+// capOf is what of lim Warm needs: the window of a cap, or 0.
+func capOf(lim *Limits) time.Duration {
+	if lim.CapMax <= 0 {
+		return 0
+	}
+	return lim.CapWindow
+}
+
+// SetFrequencyCampaigns sets the campaigns WarmFrequency has the share
+// read: those of cs (nil entries skipped) that have a cap, as their
+// limits change. The engine calls it with the campaigns of the rules it
+// publishes, so that one a reload removed is no longer read. Until it is
+// called, every campaign with a cap is.
+func (l *Ledger) SetFrequencyCampaigns(cs []*Campaign) {
+	if l.warmer == nil {
+		return
+	}
+	l.capMu.Lock()
+	l.warmSet, l.warmSetOn = l.warmSet[:0], true
+	for _, c := range cs {
+		if c != nil {
+			l.warmSet = append(l.warmSet, c)
+		}
+	}
+	l.capMu.Unlock()
+	l.updateCapped()
+}
+
+// updateCapped rebuilds l.capped from the warmed campaigns' current
+// limits.
+func (l *Ledger) updateCapped() {
+	l.capMu.Lock()
+	defer l.capMu.Unlock()
+	cs := l.warmSet
+	if !l.warmSetOn {
+		cs = *l.campaigns.Load()
+	}
+	var caps []FrequencyCap
+	for _, c := range cs {
+		if lim := c.limits.Load(); lim != nil {
+			if w := capOf(lim); w > 0 {
+				caps = append(caps, FrequencyCap{Campaign: c.id, Window: w})
+			}
+		}
+	}
+	l.capped.Store(&caps)
 }
 
 // FrequencyCount returns the impressions of c counted for user in the

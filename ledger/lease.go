@@ -51,13 +51,36 @@ type LeaseReturn struct {
 
 // FrequencyShare shares frequency counts between nodes (Redis). The ledger
 // consults it after its own exact count passes, and tells it of every
-// counted impression. Allow must not block on the network; when it does
-// not know a count it must answer false (cap) and find out in the
-// background. Implementations must be safe for concurrent use.
+// counted impression. Allow and Record are called in the decision and must
+// not block or do I/O: Allow answers from what the share holds, and when
+// it holds no count for the user it must answer false (cap) and find out
+// in the background. A share that also implements FrequencyWarmer is given
+// the chance to read the counts before the decision
+// (Ledger.WarmFrequency). Implementations must be safe for concurrent use.
 type FrequencyShare interface {
 	Allow(campaign string, user uint64, local, max int32, window time.Duration, now int64) bool
 	Record(campaign string, user uint64, bid uint64, window time.Duration, now int64)
 	Close() error
+}
+
+// FrequencyWarmer is a FrequencyShare that can read a user's counts ahead
+// of a decision, so that Allow knows them. WarmFrequency calls Warm with
+// the campaigns that have a frequency cap (of the rules deciding:
+// SetFrequencyCampaigns), before the decision and outside
+// it (the wire layer does, at request arrival). Warm reads the counts the
+// share does not hold fresh, in one round trip, and returns when they are
+// held or ctx is done; on a timeout or an error it changes nothing (Allow
+// then caps a user it does not know and judges another by its older
+// count). It must not keep caps past its return.
+type FrequencyWarmer interface {
+	FrequencyShare
+	Warm(ctx context.Context, user uint64, caps []FrequencyCap, now int64) error
+}
+
+// FrequencyCap is a campaign's frequency cap window, as Warm needs it.
+type FrequencyCap struct {
+	Campaign string
+	Window   time.Duration
 }
 
 // leaseState runs the lease goroutine. A ledger is leased when it has a

@@ -93,6 +93,7 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 		redis.SetLogger(redisLog{log.Named("redis")})
 		cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
 		ropts := redisledger.DefaultOptions()
+		ropts.FetchWait = o.redisFreqWait
 		ropts.OnStateLost = func(campaign string, err error) {
 			log.Error("Redis lost the shared budget counters (restarted without persistence, flushed or evicted?): "+
 				"this node stops bidding on the campaign once its leases are spent; restore Redis's data, "+
@@ -275,6 +276,28 @@ func redisMetrics(reg prometheus.Registerer, rc *redisledger.Client) {
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"reason": reason}},
 			func() float64 { return float64(v(rc.Stats())) }))
+	}
+	for _, m := range []struct {
+		name, help string
+		v          func(redisledger.Stats) float64
+	}{
+		{"personad_ledger_shared_frequency_waits_total",
+			"Bid requests that waited, before their decision, for a user's counts from Redis: this node had none read within the last refresh interval.",
+			func(s redisledger.Stats) float64 { return float64(s.FrequencyWaits) }},
+		{"personad_ledger_shared_frequency_wait_seconds_total",
+			"Time bid requests waited, before their decision, for counts from Redis.",
+			func(s redisledger.Stats) float64 { return time.Duration(s.FrequencyWaitNanos).Seconds() }},
+		{"personad_ledger_shared_frequency_wait_timeouts_total",
+			"Reads of a user's counts from Redis that got none within --redis-frequency-wait or the request's deadline (a timeout or an error), each shared by the requests waiting on it: " +
+				"a user this node did not know was capped, another judged by the count the node had. No request reads for a second after one that --redis-frequency-wait ended.",
+			func(s redisledger.Stats) float64 { return float64(s.FrequencyWaitTimeouts) }},
+		{"personad_ledger_shared_frequency_waits_skipped_total",
+			"Bid requests that needed a user's counts from Redis but did not read them, as a read had failed in the second before: " +
+				"a user this node did not know was capped, another judged by the count the node had.",
+			func(s redisledger.Stats) float64 { return float64(s.FrequencyWaitSkipped) }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help},
+			func() float64 { return m.v(rc.Stats()) }))
 	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "personad_ledger_shared_state_lost_total",

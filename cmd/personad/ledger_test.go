@@ -4,14 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/personad/personad/ledger"
 )
 
 func TestNoticeKey(t *testing.T) {
@@ -100,5 +106,68 @@ func TestRedisClientLogsStructured(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no warning from logger personad.redis about the failed dial; logs:\n%s", logs.String())
+	}
+}
+
+// TestRedisFrequencyWaitMetrics: --redis-frequency-wait reaches the Redis
+// client (0: the ledger's warm step reads nothing and an unknown user is
+// capped), and its waits for counts are on /metrics.
+func TestRedisFrequencyWaitMetrics(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	for _, wait := range []time.Duration{0, time.Second} {
+		t.Run(wait.String(), func(t *testing.T) {
+			o := &options{dataDir: t.TempDir(), ledger: "redis://" + testRedisAddr(), budgetTZ: time.UTC, redisFreqWait: wait}
+			log := zap.NewNop()
+			led, info, err := openLedger(context.Background(), o, log)
+			if err != nil {
+				t.Fatalf("Redis at %s is not reachable (set PERSONAD_TEST_REDIS_ADDR, or pass -redis=false to skip): %v", testRedisAddr(), err)
+			}
+			defer closeLedger(led, log)
+			reg := prometheus.NewRegistry()
+			redisMetrics(reg, info.redis)
+			// A user no node has shown anything: with a wait its count is
+			// read before the decision (an MGET of keys that do not exist;
+			// nothing is left in Redis), without one it is capped until
+			// read.
+			waits := 0.0
+			if wait > 0 {
+				waits = 1
+			}
+			c, err := led.Campaign(fmt.Sprintf("metrics-test-%d", time.Now().UnixNano()), ledger.Limits{Pacing: ledger.PacingASAP, CapMax: 1, CapWindow: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now().UnixNano()
+			if err := led.WarmFrequency(context.Background(), 1, now); err != nil {
+				t.Fatal(err)
+			}
+			if ok := led.FrequencyOK(c, 1, now); ok != (wait > 0) {
+				t.Errorf("a user no node knows passed %v, want %v", ok, wait > 0)
+			}
+			want := map[string]float64{
+				"personad_ledger_shared_frequency_waits_total":         waits,
+				"personad_ledger_shared_frequency_wait_timeouts_total": 0,
+				"personad_ledger_shared_frequency_waits_skipped_total": 0,
+				"personad_ledger_shared_frequency_wait_seconds_total":  waits, // 1: more than 0
+			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]float64{}
+			for _, mf := range mfs {
+				if _, ok := want[mf.GetName()]; ok {
+					got[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+				}
+			}
+			if s, ok := got["personad_ledger_shared_frequency_wait_seconds_total"]; ok && s > 0 {
+				got["personad_ledger_shared_frequency_wait_seconds_total"] = 1
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("metrics (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

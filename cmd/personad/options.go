@@ -14,6 +14,7 @@ import (
 
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/ledger/redisledger"
 	"github.com/personad/personad/segments"
 )
 
@@ -34,6 +35,7 @@ type options struct {
 	shutdownTimeout time.Duration
 
 	ledger        string         // "" (<dataDir>/ledger), a directory, or redis://host:port[/db]
+	redisFreqWait time.Duration  // with a Redis ledger: redisledger.Options.FetchWait
 	budgetTZ      *time.Location // where budget days begin
 	noticeURL     string         // "" means http://<actual HTTP address>
 	noticeKeyFile string         // "" means <dataDir>/notice.key, created when missing
@@ -68,6 +70,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
 	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
 	fs.StringVar(&o.ledger, "ledger", "", "spend ledger: a `directory` for the embedded durable ledger (default <data-dir>/ledger), or redis://host:port[/db] to share budgets and frequency caps with other nodes through Redis (the embedded ledger in <data-dir>/ledger then holds this node's leases)")
+	rdef := redisledger.DefaultOptions()
+	fs.DurationVar(&o.redisFreqWait, "redis-frequency-wait", rdef.FetchWait, fmt.Sprintf("with a Redis --ledger, how long a bid request may wait, before its decision, for Redis's counts of the user's impressions of frequency-capped campaigns, read when this node has none from the last %v (at most half the request's time budget; the decision itself never waits); past it a user the node does not know is capped, another is judged by the count it has, and no request reads for a second (0: never read before deciding; unknown users are capped until read in the background)", rdef.Refresh))
 	budgetTZ := fs.String("budget-tz", "UTC", "IANA time `zone` where daily budgets begin and end, e.g. America/New_York")
 	fs.StringVar(&o.noticeURL, "notice-url", "", "public base `URL` of the HTTP listener as exchanges reach it; bids' nurl, burl and lurl start with it (default http://<http-addr>)")
 	fs.StringVar(&o.noticeKeyFile, "notice-key-file", "", "`file` with the HMAC key that signs notice tokens (hex or raw, at least 16 bytes); give every node sharing a Redis ledger the same file (default <data-dir>/notice.key, 32 random bytes created on first start)")
@@ -127,6 +131,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 		return nil, usageErr(fmt.Errorf("--max-budget %v must be > 0", o.maxBudget))
 	case o.shutdownTimeout <= 0:
 		return nil, usageErr(fmt.Errorf("--shutdown-timeout %v must be > 0", o.shutdownTimeout))
+	case o.redisFreqWait < 0:
+		return nil, usageErr(fmt.Errorf("--redis-frequency-wait %v must be >= 0", o.redisFreqWait))
 	}
 	for _, a := range [...]struct{ flag, addr string }{{"grpc-addr", o.grpcAddr}, {"http-addr", o.httpAddr}} {
 		if err := checkListenAddr(a.flag, a.addr); err != nil {

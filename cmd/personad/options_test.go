@@ -26,7 +26,7 @@ func defaults() options {
 		grpcAddr: "127.0.0.1:9090", httpAddr: "127.0.0.1:8080", dataDir: "./data",
 		rules: filepath.Join("data", "rules"), logLevel: zapcore.InfoLevel, personaCache: 1 << 20,
 		networkMargin: 10 * time.Millisecond, maxBudget: 50 * time.Millisecond, shutdownTimeout: 10 * time.Second,
-		budgetTZ: time.UTC, uploadIdle: 2 * time.Minute,
+		budgetTZ: time.UTC, uploadIdle: 2 * time.Minute, redisFreqWait: 5 * time.Millisecond,
 	}
 }
 
@@ -59,14 +59,16 @@ func TestParseOptions(t *testing.T) {
 		{"flag wins even when it is the default", []string{"--max-budget", "50ms"}, env("PERSONAD_MAX_BUDGET", "1s"), func(o *options) {}},
 		{"money flags", []string{
 			"--ledger", "redis://10.0.0.5:6379/2", "--budget-tz", "America/New_York",
-			"--notice-url", "https://bidder.example.com", "--notice-key-file", "/etc/pd/notice.key",
+			"--notice-url", "https://bidder.example.com", "--notice-key-file", "/etc/pd/notice.key", "--redis-frequency-wait", "0",
 		}, env(), func(o *options) {
 			o.ledger, o.budgetTZ, o.noticeURL, o.noticeKeyFile = "redis://10.0.0.5:6379/2", mustZone("America/New_York"), "https://bidder.example.com", "/etc/pd/notice.key"
+			o.redisFreqWait = 0
 		}},
 		{"money environment", nil, env(
 			"PERSONAD_LEDGER", "/var/lib/pd/ledger", "PERSONAD_BUDGET_TZ", "Europe/Berlin",
-			"PERSONAD_NOTICE_URL", "http://10.0.0.7:8080/", "PERSONAD_NOTICE_KEY_FILE", "k",
+			"PERSONAD_NOTICE_URL", "http://10.0.0.7:8080/", "PERSONAD_NOTICE_KEY_FILE", "k", "PERSONAD_REDIS_FREQUENCY_WAIT", "2ms",
 		), func(o *options) {
+			o.redisFreqWait = 2 * time.Millisecond
 			o.ledger, o.budgetTZ, o.noticeURL, o.noticeKeyFile = "/var/lib/pd/ledger", mustZone("Europe/Berlin"), "http://10.0.0.7:8080/", "k"
 		}},
 	} {
@@ -106,6 +108,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"huge reserve", []string{"--segments-reserve-users", "5000000000"}, env(), "--segments-reserve-users 5000000000 is outside [0, 4294967294]"},
 		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
 		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},
+		{"negative frequency wait", []string{"--redis-frequency-wait", "-1ms"}, env(), "--redis-frequency-wait -1ms must be >= 0"},
 		{"empty addr", []string{"--grpc-addr", ""}, env(), "--grpc-addr must not be empty"},
 		{"addr without port", []string{"--grpc-addr", "localhost"}, env(), `--grpc-addr "localhost": want host:port`},
 		{"addr with bad port", nil, env("PERSONAD_HTTP_ADDR", ":99999"), `--http-addr ":99999": want host:port`},
