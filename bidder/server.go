@@ -42,6 +42,9 @@ type Server struct {
 type scratch struct {
 	q engine.Query
 	d engine.Decision
+	// caps are the frequency caps the decision may ask a shared
+	// frequency store about (warmFrequency).
+	caps []ledger.FrequencyCap
 }
 
 // maxPooledTrace bounds the debug trace capacity a pooled scratch may keep:
@@ -148,7 +151,7 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire,
 	translate(req, s.cfg.Now(), &sc.q)
 	sc.q.Deadline = deadline // the caller's own, if earlier, wins through ctx
 	if l := s.cfg.Ledger; l != nil && l.WarmsFrequency() {
-		s.warmFrequency(ctx, l, &sc.q, deadline)
+		s.warmFrequency(ctx, l, sc, deadline)
 	}
 	start := time.Now()
 	s.eng.Decide(ctx, &sc.q, &sc.d)
@@ -165,15 +168,21 @@ func (s *Server) decide(ctx context.Context, req *personadpb.BidRequest, w wire,
 }
 
 // warmFrequency has the ledger's shared frequency store (Redis) read the
-// user's counts of the capped campaigns before the decision, which does
-// no I/O and caps a user whose counts it does not hold. It waits until
+// user's counts of the capped campaigns the decision may ask about
+// (engine.FrequencyCaps) before the decision, which does no I/O and caps
+// a user whose counts it does not hold. It waits until
 // half of what is left before deadline has passed at most, leaving the
 // decision the rest (the store bounds the wait further: redisledger
 // FetchWait, 5 ms by default), or the caller's own deadline; what it does
 // not read by then, the decision does without.
-func (s *Server) warmFrequency(ctx context.Context, l *ledger.Ledger, q *engine.Query, deadline time.Time) {
+func (s *Server) warmFrequency(ctx context.Context, l *ledger.Ledger, sc *scratch, deadline time.Time) {
+	q := &sc.q
 	user := engine.UserKey(q)
 	if user == 0 {
+		return
+	}
+	sc.caps = s.eng.FrequencyCaps(q, sc.caps[:0])
+	if len(sc.caps) == 0 {
 		return
 	}
 	now := time.Now()
@@ -182,7 +191,7 @@ func (s *Server) warmFrequency(ctx context.Context, l *ledger.Ledger, q *engine.
 		return // the decision answers nbr 1 at once
 	}
 	wctx, cancel := context.WithDeadline(ctx, now.Add(left/2))
-	_ = l.WarmFrequency(wctx, user, q.Now.UnixNano()) // counted in the store's stats
+	_ = l.WarmFrequency(wctx, user, sc.caps, q.Now.UnixNano()) // counted in the store's stats
 	cancel()
 }
 

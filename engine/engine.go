@@ -136,11 +136,6 @@ func (e *Engine) SetRules(r *Rules) (old *Rules, refused int) {
 			p.money[i] = m
 		}
 	}
-	if e.ledger != nil {
-		// A shared frequency store reads the counts of these campaigns
-		// ahead of decisions (ledger.WarmFrequency), not of removed ones.
-		e.ledger.SetFrequencyCampaigns(p.money)
-	}
 	return e.state.Swap(p).rules, refused
 }
 

@@ -55,3 +55,59 @@ func UserKey(q *Query) uint64 {
 // ImpressionMicros is what one impression costs at a CPM price: CPM / 1000,
 // rounded up so that budgets err on the side of not overspending.
 func ImpressionMicros(cpmMicros int64) int64 { return (cpmMicros + 999) / 1000 }
+
+// FrequencyCaps appends to dst the frequency caps a decision of q may ask
+// the ledger about, and returns it: those of the campaigns the targeting
+// index leaves for q's persona, channel and sizes that pass the campaign
+// filters (status, flight, channel, targeting, currency, blocked
+// advertiser) and have a cap. The bidder gives them to
+// ledger.WarmFrequency before Decide when a shared frequency store reads
+// counts ahead of decisions, so that it reads the few a request can use,
+// not every capped campaign's. It resolves the persona as Decide does
+// (from the persona cache) and reserves nothing; without a ledger it
+// returns dst as it is. It does not allocate beyond growing dst.
+func (e *Engine) FrequencyCaps(q *Query, dst []ledger.FrequencyCap) []ledger.FrequencyCap {
+	p := e.state.Load()
+	if p.rules == nil || p.money == nil {
+		return dst
+	}
+	r := p.rules
+	s := getScratch(r)
+	defer putScratch(s)
+	s.channel, _ = r.resolveChannel(q)
+	e.resolvePersona(e.bind(r, e.segs.Current()), q, s)
+	if !r.candidates(s, q) {
+		return dst
+	}
+	now := q.Now.UnixNano()
+	for o, ok := s.cand.NextSet(0); ok; o, ok = s.cand.NextSet(o + 1) {
+		m := p.money[o]
+		if m == nil {
+			continue
+		}
+		fc, capped := m.FrequencyCap()
+		if !capped {
+			continue
+		}
+		if c := &r.campaigns[o]; c.BidMicros < minFloor(q) {
+			continue
+		} else if st, _ := c.campaignStage(s, q, now, c.verify); st != StageChosen {
+			continue
+		}
+		dst = append(dst, fc)
+	}
+	return dst
+}
+
+// minFloor is the lowest floor of q's impressions: a campaign bidding
+// less is below every one, and Decide passes it over.
+func minFloor(q *Query) int64 {
+	if len(q.Imps) == 0 {
+		return 0
+	}
+	f := q.Imps[0].FloorMicros
+	for i := range q.Imps[1:] {
+		f = min(f, q.Imps[i+1].FloorMicros)
+	}
+	return f
+}

@@ -171,9 +171,9 @@
 // read. The decision only reads that cache; the read from Redis happens
 // before it, outside the engine: the bidder calls WarmFrequency at
 // request arrival, which gives a share that is a FrequencyWarmer the
-// campaigns with a cap (those of the engine's rules,
-// SetFrequencyCampaigns, kept current as rules and limits change), and the share
-// reads, in one round trip bounded by the request's deadline and a few
+// caps the decision may ask about (the engine's FrequencyCaps: the
+// capped campaigns the request's persona, channel and sizes leave, not
+// every capped campaign of the rules), and the share reads, in one round trip bounded by the request's deadline and a few
 // milliseconds (redisledger Options.FetchWait), the counts it has not
 // read within the last 100 ms (Options.Refresh). When none comes in time
 // the decision caps a user the share does not know and judges another by

@@ -174,78 +174,36 @@ func (l *Ledger) FrequencyOK(c *Campaign, user uint64, now int64) bool {
 }
 
 // WarmFrequency has a FrequencyShare that implements FrequencyWarmer read
-// user's shared counts of the capped campaigns before a decision, so that
-// FrequencyOK finds them: it returns when they are read or ctx is done,
-// whichever is first (the share bounds the wait further: redisledger's
-// Options.FetchWait). Call it outside the decision, with a deadline that
-// leaves the decision its time. Without such a share, for user 0, or with
-// no capped campaign it returns at once, and it does not allocate. The
-// error is the share's (a timeout, Redis unreachable): FrequencyOK then
-// caps a user the share does not know, as before.
-func (l *Ledger) WarmFrequency(ctx context.Context, user uint64, now int64) error {
-	if l.warmer == nil || user == 0 {
-		return nil
-	}
-	caps := *l.capped.Load()
-	if len(caps) == 0 {
+// user's shared counts of caps before a decision, so that FrequencyOK
+// finds them: it returns when they are read or ctx is done, whichever is
+// first (the share bounds the wait further: redisledger's
+// Options.FetchWait). The caller passes the capped campaigns the decision
+// may ask about (engine.FrequencyCaps: those the request's persona,
+// channel and sizes leave), calls it outside the decision, with a
+// deadline that leaves the decision its time. Without such a share, for
+// user 0, or with no caps it returns at once, and it does not allocate.
+// The error is the share's (a timeout, Redis unreachable): FrequencyOK
+// then caps a user the share does not know, as before.
+func (l *Ledger) WarmFrequency(ctx context.Context, user uint64, caps []FrequencyCap, now int64) error {
+	if l.warmer == nil || user == 0 || len(caps) == 0 {
 		return nil
 	}
 	return l.warmer.Warm(ctx, user, caps, now)
 }
 
 // WarmsFrequency reports whether WarmFrequency can do anything: a
-// FrequencyWarmer is configured and some campaign has a cap. A caller can
-// skip building a context for it otherwise.
-func (l *Ledger) WarmsFrequency() bool {
-	return l.warmer != nil && len(*l.capped.Load()) > 0
-}
+// FrequencyWarmer is configured. A caller can skip gathering caps and
+// building a context for it otherwise.
+func (l *Ledger) WarmsFrequency() bool { return l.warmer != nil }
 
-// capOf is what of lim Warm needs: the window of a cap, or 0.
-func capOf(lim *Limits) time.Duration {
-	if lim.CapMax <= 0 {
-		return 0
+// FrequencyCap returns c's frequency cap as WarmFrequency takes it, and
+// whether c has one.
+func (c *Campaign) FrequencyCap() (FrequencyCap, bool) {
+	lim := c.limits.Load()
+	if lim == nil || lim.CapMax <= 0 {
+		return FrequencyCap{}, false
 	}
-	return lim.CapWindow
-}
-
-// SetFrequencyCampaigns sets the campaigns WarmFrequency has the share
-// read: those of cs (nil entries skipped) that have a cap, as their
-// limits change. The engine calls it with the campaigns of the rules it
-// publishes, so that one a reload removed is no longer read. Until it is
-// called, every campaign with a cap is.
-func (l *Ledger) SetFrequencyCampaigns(cs []*Campaign) {
-	if l.warmer == nil {
-		return
-	}
-	l.capMu.Lock()
-	l.warmSet, l.warmSetOn = l.warmSet[:0], true
-	for _, c := range cs {
-		if c != nil {
-			l.warmSet = append(l.warmSet, c)
-		}
-	}
-	l.capMu.Unlock()
-	l.updateCapped()
-}
-
-// updateCapped rebuilds l.capped from the warmed campaigns' current
-// limits.
-func (l *Ledger) updateCapped() {
-	l.capMu.Lock()
-	defer l.capMu.Unlock()
-	cs := l.warmSet
-	if !l.warmSetOn {
-		cs = *l.campaigns.Load()
-	}
-	var caps []FrequencyCap
-	for _, c := range cs {
-		if lim := c.limits.Load(); lim != nil {
-			if w := capOf(lim); w > 0 {
-				caps = append(caps, FrequencyCap{Campaign: c.id, Window: w})
-			}
-		}
-	}
-	l.capped.Store(&caps)
+	return FrequencyCap{Campaign: c.id, Window: lim.CapWindow}, true
 }
 
 // FrequencyCount returns the impressions of c counted for user in the

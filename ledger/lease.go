@@ -65,9 +65,9 @@ type FrequencyShare interface {
 
 // FrequencyWarmer is a FrequencyShare that can read a user's counts ahead
 // of a decision, so that Allow knows them. WarmFrequency calls Warm with
-// the campaigns that have a frequency cap (of the rules deciding:
-// SetFrequencyCampaigns), before the decision and outside
-// it (the wire layer does, at request arrival). Warm reads the counts the
+// the caps the decision may ask about (engine.FrequencyCaps: the capped
+// campaigns the request's persona, channel and sizes leave), before the
+// decision and outside it (the wire layer does, at request arrival). Warm reads the counts the
 // share does not hold fresh, in one round trip, and returns when they are
 // held or ctx is done; on a timeout or an error it changes nothing (Allow
 // then caps a user it does not know and judges another by its older

@@ -268,16 +268,8 @@ type Ledger struct {
 	byID      map[string]*Campaign
 	campaigns atomic.Pointer[[]*Campaign] // by key; append-only, copy on write
 
-	// warmer is cfg.Frequency when it implements FrequencyWarmer. capped
-	// is the campaigns with a frequency cap, for it: rebuilt under capMu
-	// when a campaign's cap changes or SetFrequencyCampaigns is called,
-	// read without a lock or allocation. warmSet is the campaigns
-	// SetFrequencyCampaigns gave (warmSetOn), or every campaign.
-	warmer    FrequencyWarmer
-	capMu     sync.Mutex
-	warmSet   []*Campaign
-	warmSetOn bool
-	capped    atomic.Pointer[[]FrequencyCap]
+	// warmer is cfg.Frequency when it implements FrequencyWarmer.
+	warmer FrequencyWarmer
 
 	freq   freqTable
 	resv   resvTable
@@ -327,7 +319,6 @@ func New(cfg Config) (*Ledger, error) {
 	l.days.loc = l.loc
 	empty := []*Campaign{}
 	l.campaigns.Store(&empty)
-	l.capped.Store(new([]FrequencyCap))
 	l.warmer, _ = cfg.Frequency.(FrequencyWarmer)
 	l.freq.init(cfg.FrequencyShards, cfg.MaxFrequencyEntries)
 	l.resv.init(cfg.FrequencyShards)
@@ -424,9 +415,6 @@ func (l *Ledger) Campaign(id string, lim Limits) (*Campaign, error) {
 		// A grant in flight may have read the old limits (and, granted
 		// nothing, tell bids to wait LeaseRetry): have it run again.
 		l.leases.requestAgain(c)
-		if l.warmer != nil && (old == nil || capOf(old) != capOf(&lim)) {
-			l.updateCapped()
-		}
 	}
 	return c, nil
 }

@@ -551,7 +551,7 @@ func TestNoAllocs(t *testing.T) {
 		{"Allow", func() { c.Allow(now, 1000, 12345) }, 0},
 		{"FrequencyOK", func() { l.FrequencyOK(c, 7, now) }, 0},
 		// No FrequencyWarmer: the bidder's warm step costs nothing.
-		{"WarmFrequency", func() { l.WarmFrequency(context.Background(), 7, now) }, 0},
+		{"WarmFrequency", func() { l.WarmFrequency(context.Background(), 7, nil, now) }, 0},
 		// Reserve inserts into maps; growth is amortised, so the
 		// average over many runs is far below one.
 		{"Reserve", func() { l.Reserve(c, l.NewBidID(), 7, 1000, now) }, 0.1},

@@ -140,7 +140,8 @@ func TestRedisFrequencyWaitMetrics(t *testing.T) {
 				t.Fatal(err)
 			}
 			now := time.Now().UnixNano()
-			if err := led.WarmFrequency(context.Background(), 1, now); err != nil {
+			fc, _ := c.FrequencyCap()
+			if err := led.WarmFrequency(context.Background(), 1, []ledger.FrequencyCap{fc}, now); err != nil {
 				t.Fatal(err)
 			}
 			if ok := led.FrequencyOK(c, 1, now); ok != (wait > 0) {

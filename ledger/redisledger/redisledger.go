@@ -34,7 +34,8 @@
 // (read again in the background), and caps a user the cache does not know
 // (fail closed). The read happens before the decision, at request
 // arrival: the bidder calls Ledger.WarmFrequency, which gives Warm the
-// campaigns that have a cap, and Warm reads with one MGET the counts the
+// capped campaigns the decision may ask about (engine.FrequencyCaps: the
+// few the request's persona, channel and sizes leave), and Warm reads with one MGET the counts the
 // cache lacks or holds older than Refresh, waiting at most
 // Options.FetchWait (5 ms; Redis on a LAN answers in well under a
 // millisecond) or the request's own deadline, whichever is first;

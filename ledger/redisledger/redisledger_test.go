@@ -482,7 +482,8 @@ func TestFrequencySharedAcrossNodes(t *testing.T) {
 		return false
 	}
 	now := func() int64 { return time.Now().UnixNano() }
-	if err := nodes[0].WarmFrequency(context.Background(), user, now()); err != nil {
+	fc, _ := camps[0].FrequencyCap()
+	if err := nodes[0].WarmFrequency(context.Background(), user, []ledger.FrequencyCap{fc}, now()); err != nil {
 		t.Fatal(err)
 	}
 	if !nodes[0].FrequencyOK(camps[0], user, now()) {
