@@ -81,7 +81,10 @@
 // below the bid: traffic falling at night, a campaign paused with
 // reservations out) has the lease goroutine lower the ceiling to one
 // lease above the spend (TestReleasesLowerTheLease) (measured: up to 1.38
-// leases per SIGKILL). The bound holds once that lowered ceiling is
+// leases per SIGKILL). A grant checks the ceiling it published against
+// the spend again: a release while it ran saw the ceiling before, which
+// a raise computed from the spend before the release may leave two
+// leases or more above it (TestReleaseDuringRaiseLowersTheLease). The bound holds once that lowered ceiling is
 // written (fsynced, for a power loss): a crash in the moment between a release's record and the
 // lowered ceiling's (the lease goroutine's turn and a write, some
 // milliseconds) also counts what those releases freed. The spend never

@@ -422,6 +422,13 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 				break
 			}
 		}
+		// A release since the spend was read above checked the ceiling
+		// before this one, which it may not have left two leases above
+		// the spend: check this one (a raise computed from a spend that
+		// has since fallen; a lowering that the spend in flight kept
+		// higher), or nothing would lower it until the next release
+		// (TestReleaseDuringRaiseLowersTheLease).
+		p.c.maybeShrink()
 		retD, retT := max(0, p.oldDay-p.dayCeil), max(0, p.oldTotal-p.totCeil)
 		if lt := l.cfg.Leaser; lt != nil && retD|retT != 0 {
 			// Give back to the other nodes what this node no longer may
