@@ -164,25 +164,36 @@
 // holds (LeaseRequest.HeldDaily, HeldTotal), so that a backend that lost
 // its counters (a Redis restarted without persistence) refuses rather
 // than lease the budget a second time: the node fails closed
-// (TestRedisLostStateFailsClosed). When the backend grants nothing (the
-// other nodes hold the rest of the budget, or it is spent), bids ask
-// again only after LeaseRetry (1 s), not on every bid: each ask is a
-// round trip of the one lease goroutine, which campaigns with budget
-// left would wait behind; a change of the limits asks at once
-// (TestSpentBudgetAsksRarely). A FrequencyShare shares frequency counts:
-// each node counts its impressions in Redis and caches the counts it
-// read. The decision only reads that cache; the read from Redis happens
-// before it, outside the engine: the bidder calls WarmFrequency at
-// request arrival, which gives a share that is a FrequencyWarmer the
-// caps the decision may ask about (the engine's FrequencyCaps: the
-// capped campaigns the request's persona, channel and sizes leave, not
-// every capped campaign of the rules), and the share reads, in one round trip bounded by the request's deadline and a few
-// milliseconds (redisledger Options.FetchWait), the counts it has not
-// read within the last 100 ms (Options.Refresh). When none comes in time
-// the decision caps a user the share does not know and judges another by
-// its older count (package ledger/redisledger tells what a cap can still
-// miss). Without such a share WarmFrequency returns at once and
-// allocates nothing.
+// (TestRedisLostStateFailsClosed). A lease or return call that fails
+// without a definite answer (a timeout, a connection error: the backend
+// may have applied it) is sent again, same ID and amounts, on the next
+// attempt for the campaign (after the lease goroutine's backoff), and the
+// backend answers a repeated ID with what it did the first time: so a
+// backend slower than LeaseTimeout costs the node no slice it granted
+// (TestLeaseTimeoutKeepsGrant), nor the other nodes a return it missed
+// (TestReturnTimeoutGivenAgain). A refusal (ErrLeaseRefused, as a backend
+// that lost its state answers) is not asked again; nor is a lease once
+// the day or the budgets changed, or a return for another day: what
+// those granted stays counted as leased, the safe direction. When the
+// backend grants nothing (the other nodes hold the rest of the budget,
+// or it is spent), bids ask again only after LeaseRetry (1 s), not on
+// every bid: each ask is a round trip of the one lease goroutine, which
+// campaigns with budget left would wait behind; a change of the limits
+// asks at once (TestSpentBudgetAsksRarely). A FrequencyShare shares
+// frequency counts: each node counts its impressions in Redis and caches
+// the counts it read. The decision only reads that cache; the read from
+// Redis happens before it, outside the engine: the bidder calls
+// WarmFrequency at request arrival, which gives a share that is a
+// FrequencyWarmer the caps the decision may ask about (the engine's
+// FrequencyCaps: the capped campaigns the request's persona, channel and
+// sizes leave, not every capped campaign of the rules), and the share
+// reads, in one round trip bounded by the request's deadline and a few
+// milliseconds (redisledger Options.FetchWait), the counts it has not read
+// within the last 100 ms (Options.Refresh). When none comes in time the
+// decision caps a user the share does not know and judges another by its
+// older count (package ledger/redisledger tells what a cap can still
+// miss). Without such a share WarmFrequency returns at once and allocates
+// nothing.
 //
 // # Even pacing
 //

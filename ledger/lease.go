@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,15 +12,27 @@ import (
 // backend for many nodes (package ledger/redisledger). The node spends
 // from its slices locally, so the decision never waits on the network.
 // Implementations must be safe for concurrent use.
+//
+// A call that fails may have been applied all the same (a timeout whose
+// reply was lost), unless its error wraps ErrLeaseRefused: the ledger
+// sends the same request (ID and amounts) again on its next attempt for
+// the campaign, so that a grant applied but not heard of is not lost to
+// the node, nor a return to the others.
 type Leaser interface {
 	// Lease grants up to the wanted amounts of the campaign's remaining
 	// daily and total budgets. A retried request with the same ID grants
-	// at most once.
+	// at most once, and answers what it granted the first time.
 	Lease(ctx context.Context, req LeaseRequest) (LeaseGrant, error)
-	// Return gives back unspent amounts (on Close).
+	// Return gives back unspent amounts (on Close, and when releases
+	// lower a lease). A retried return with the same ID gives back once.
 	Return(ctx context.Context, ret LeaseReturn) error
 	Close() error
 }
+
+// ErrLeaseRefused, wrapped in a Leaser's error, says that the call was
+// refused and changed nothing (redisledger.ErrStateLost): the next
+// attempt is a new request. Any other error leaves the outcome unknown.
+var ErrLeaseRefused = errors.New("ledger: lease call refused")
 
 // LeaseRequest asks for budget; amounts in micro-units, budgets 0 when
 // unlimited (nothing to lease).
@@ -97,6 +110,14 @@ type leaseState struct {
 	grants   chan struct{}
 	seq      atomic.Uint64
 	failures atomic.Int64
+	// unsureLease and unsureReturn hold, per campaign, the Lease call
+	// and the Return calls (oldest first, at most maxUnsureReturns) that
+	// failed without a definite answer: they may have been applied. The
+	// next attempt sends them again, same ID and amounts, so that the
+	// Leaser answers what it did; a definite answer clears one. Guarded
+	// by the grants token.
+	unsureLease  map[*Campaign]LeaseRequest
+	unsureReturn map[*Campaign][]LeaseReturn
 	// dropped is set when a request found the queue full: the run loop
 	// then queues again the campaigns whose budget was lowered (shrink),
 	// which nothing else would ask for.
@@ -115,6 +136,8 @@ func (l *Ledger) leaseChunk(c *Campaign, budget int64) int64 {
 func (s *leaseState) init(l *Ledger) {
 	s.l = l
 	s.grants = make(chan struct{}, 1)
+	s.unsureLease = map[*Campaign]LeaseRequest{}
+	s.unsureReturn = map[*Campaign][]LeaseReturn{}
 	s.on = l.log != nil || l.cfg.Leaser != nil
 	if !s.on {
 		return
@@ -284,6 +307,9 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 	var firstErr error
 	lowered := false
 	for _, c := range batch {
+		if err := s.returnAgain(ctx, c, day); err != nil && firstErr == nil {
+			firstErr = err
+		}
 		lim := c.limits.Load()
 		if lim == nil || lim.DailyMicros|lim.TotalMicros == 0 {
 			continue
@@ -320,7 +346,6 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 			// no top-up in this grant
 		} else if lt != nil {
 			req := LeaseRequest{
-				ID:          s.seq.Add(1),
 				Campaign:    c.id,
 				Day:         day,
 				DailyBudget: lim.DailyMicros,
@@ -335,7 +360,13 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 				req.WantTotal = min(chT, lim.TotalMicros-ceilT)
 			}
 			if req.WantDaily > 0 || req.WantTotal > 0 {
+				s.leaseID(c, &req)
 				g, err := lt.Lease(ctx, req)
+				if err != nil && !errors.Is(err, ErrLeaseRefused) {
+					s.unsureLease[c] = req // may have been granted: ask again so
+				} else {
+					delete(s.unsureLease, c)
+				}
 				switch {
 				case err != nil:
 					s.failures.Add(1)
@@ -432,19 +463,91 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 		retD, retT := max(0, p.oldDay-p.dayCeil), max(0, p.oldTotal-p.totCeil)
 		if lt := l.cfg.Leaser; lt != nil && retD|retT != 0 {
 			// Give back to the other nodes what this node no longer may
-			// spend. Should this fail, the slice stays counted as spent
-			// centrally: the safe direction.
-			err := lt.Return(ctx, LeaseReturn{ID: s.seq.Add(1), Campaign: p.c.id, Day: day, Daily: retD, Total: retT,
-				HeldDaily: p.oldDay, HeldTotal: p.oldTotal})
+			// spend. Should this fail, the slice stays counted as leased
+			// centrally (the safe direction) until the return is given
+			// again, if its outcome is unknown.
+			ret := LeaseReturn{ID: s.seq.Add(1), Campaign: p.c.id, Day: day, Daily: retD, Total: retT,
+				HeldDaily: p.oldDay, HeldTotal: p.oldTotal}
+			err := lt.Return(ctx, ret)
 			if err != nil {
 				s.failures.Add(1)
 				if firstErr == nil {
 					firstErr = err
 				}
+				if !errors.Is(err, ErrLeaseRefused) {
+					// May have been applied: give it again, same ID, on
+					// the next grant for the campaign (returnAgain).
+					u := append(s.unsureReturn[p.c], ret)
+					if len(u) > maxUnsureReturns {
+						u = u[1:] // lost to the other nodes, as before
+					}
+					s.unsureReturn[p.c] = u
+				}
 			}
 		}
 	}
 	return shrunk, firstErr
+}
+
+// leaseID gives req, a lease for c, its ID: the one of c's last lease call
+// that failed without a definite answer, with its amounts, when that was
+// for the same day and budgets, so that a grant the Leaser applied then
+// reaches the node now; otherwise a new one. (The held amounts are the
+// node's as they are now: the Leaser answers a request it applied before
+// it checks them.) A call for another day or budgets is not asked again:
+// what it may have granted is lost to the node, counted as leased by the
+// Leaser, the safe direction.
+func (s *leaseState) leaseID(c *Campaign, req *LeaseRequest) {
+	prev, ok := s.unsureLease[c]
+	if ok && prev.Day == req.Day && prev.DailyBudget == req.DailyBudget && prev.TotalBudget == req.TotalBudget {
+		req.ID, req.WantDaily, req.WantTotal = prev.ID, prev.WantDaily, prev.WantTotal
+		return
+	}
+	delete(s.unsureLease, c)
+	req.ID = s.seq.Add(1)
+}
+
+// maxUnsureReturns bounds a campaign's returns kept to be given again
+// while the Leaser fails (each lowering of its lease makes one).
+const maxUnsureReturns = 64
+
+// returnAgain gives again c's returns that failed without a definite
+// answer, oldest first, same IDs and amounts, those for day: the Leaser
+// gives each back once. It stops at the first that fails again without
+// one. The held amounts are what the node holds now plus what that return
+// gives back: had it been applied, the Leaser would answer before it
+// checks them; had it not, the Leaser counts at least that much, whatever
+// the node leased and gave back since. Another day's are dropped, as a
+// return for another day is (see close).
+func (s *leaseState) returnAgain(ctx context.Context, c *Campaign, day int32) error {
+	u := s.unsureReturn[c]
+	if len(u) == 0 {
+		return nil
+	}
+	var firstErr error
+	for len(u) > 0 {
+		ret := u[0]
+		if ret.Day == day {
+			ceilD, _ := on(c.ceilDay.Load(), day)
+			ret.HeldDaily, ret.HeldTotal = ceilD+ret.Daily, c.ceilTotal.Load()+ret.Total
+			if err := s.l.cfg.Leaser.Return(ctx, ret); err != nil {
+				s.failures.Add(1)
+				if firstErr == nil {
+					firstErr = err
+				}
+				if !errors.Is(err, ErrLeaseRefused) {
+					break
+				}
+			}
+		}
+		u = u[1:]
+	}
+	if len(u) == 0 {
+		delete(s.unsureReturn, c)
+	} else {
+		s.unsureReturn[c] = u
+	}
+	return firstErr
 }
 
 // testHookCeiling, when set (tests), sees every ceiling record grant
@@ -481,6 +584,8 @@ func raiseDay(w *atomic.Uint64, day int32, v int64) {
 // failure it asks it no more: each call may wait LeaseTimeout, and a
 // backend that is gone would hold a stop for that long per campaign. What
 // it did not offer keeps its ceiling, counted as spent, as after a crash.
+// Returns that failed without an answer while it ran are given again
+// (returnAgain); one that fails so here is not: the ledger is closing.
 func (s *leaseState) close() error {
 	if !s.on {
 		return nil
@@ -561,6 +666,20 @@ func (s *leaseState) close() error {
 				_ = l.log.wait(context.Background(), seq)
 			}
 			break
+		}
+	}
+	if l.cfg.Leaser != nil && firstErr == nil && len(s.unsureReturn) > 0 {
+		// Returns that failed without an answer while running: given
+		// again, today's (see returnAgain), until the Leaser fails again.
+		today := l.days.day(l.clock().UnixNano())
+		for c := range s.unsureReturn {
+			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.LeaseTimeout)
+			err := s.returnAgain(ctx, c, today)
+			cancel()
+			if err != nil {
+				firstErr = err
+				break
+			}
 		}
 	}
 	if lt := l.cfg.Leaser; lt != nil {

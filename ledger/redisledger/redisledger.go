@@ -8,7 +8,13 @@
 // network; the ledger refills in the background when a slice runs low and
 // returns what is unspent on Close. Every request carries an id; the
 // script stores its answer under that id, so a retried command (a timeout
-// whose reply was lost) grants once. The sum of the slices never passes
+// whose reply was lost) grants once, and answers what it granted. A lease
+// or return that fails without an answer (a timeout, a connection error:
+// Redis may have applied it) is sent again by the ledger, same id and
+// amounts, on its next attempt for the campaign, so that a slice Redis
+// granted while the node gave up reaches the node, and a return it did
+// not apply is made; only ErrStateLost is a definite refusal
+// (ledger.ErrLeaseRefused). The sum of the slices never passes
 // the budget, so the nodes together never overspend; a node that cannot
 // reach Redis spends what it holds and then stops (fail closed), and a
 // node that dies loses its slice, counted as spent: the safe direction.
@@ -387,13 +393,19 @@ func (c *Client) scriptErr(op, campaign string, err error) error {
 	if !strings.HasPrefix(err.Error(), lostReply) {
 		return fmt.Errorf("redisledger: %s %q: %w", op, campaign, err)
 	}
-	err = fmt.Errorf("%w (%s %q)", ErrStateLost, op, campaign)
+	err = refusedError{fmt.Errorf("%w (%s %q)", ErrStateLost, op, campaign)}
 	c.stateLost.Add(1)
 	if _, seen := c.lostSeen.LoadOrStore(campaign, struct{}{}); !seen && c.opts.OnStateLost != nil {
 		c.opts.OnStateLost(campaign, err)
 	}
 	return err
 }
+
+// refusedError is an error of a script that changed nothing: the ledger
+// asks anew rather than again (ledger.ErrLeaseRefused).
+type refusedError struct{ error }
+
+func (e refusedError) Unwrap() []error { return []error{e.error, ledger.ErrLeaseRefused} }
 
 // Leased returns how much of campaign's budget is leased out for day and
 // in total (for reports and tests).

@@ -268,10 +268,13 @@ func TestThreeNodesNeverOverspend(t *testing.T) {
 // proxy forwards TCP to Redis until closed, then refuses: Redis "going
 // away" under the nodes' feet. After Partition it forwards nothing: the
 // connections open then and those accepted later hang, as across a
-// network partition.
+// network partition. While slow is set, each reply from Redis waits a
+// second before it is forwarded: Redis applied the command, the client
+// times out first.
 type proxy struct {
 	ln    net.Listener
 	cut   atomic.Bool
+	slow  atomic.Bool
 	mu    sync.Mutex
 	conns []net.Conn
 	wg    sync.WaitGroup
@@ -307,10 +310,30 @@ func newProxy(t *testing.T, target string) *proxy {
 			p.mu.Unlock()
 			p.wg.Add(2)
 			go func() { defer p.wg.Done(); io.Copy(r, c); r.Close() }()
-			go func() { defer p.wg.Done(); io.Copy(c, r); c.Close() }()
+			go func() { defer p.wg.Done(); p.reply(c, r); c.Close() }()
 		}
 	}()
 	return p
+}
+
+// reply forwards Redis's replies from r to c, each a second late while
+// p.slow is set.
+func (p *proxy) reply(c, r net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if p.slow.Load() {
+				time.Sleep(time.Second)
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Partition stops forwarding: open connections are closed (a client
@@ -664,8 +687,8 @@ func TestRedisLostStateFailsClosed(t *testing.T) {
 	now := time.Now().UnixNano()
 	for i, l := range nodes {
 		err := l.Lease(ctx, camps[i], now)
-		if !errors.Is(err, ErrStateLost) {
-			t.Errorf("node %d: lease after the loss: %v, want ErrStateLost", i, err)
+		if !errors.Is(err, ErrStateLost) || !errors.Is(err, ledger.ErrLeaseRefused) {
+			t.Errorf("node %d: lease after the loss: %v, want ErrStateLost, a refusal (ledger.ErrLeaseRefused)", i, err)
 		}
 		if clients[i].Stats().StateLost == 0 {
 			t.Errorf("node %d: Stats().StateLost = 0 after a refused lease", i)
@@ -1037,5 +1060,99 @@ func TestCloseReturnThenCrash(t *testing.T) {
 				t.Errorf("reserve after the restart: %v", err)
 			}
 		})
+	}
+}
+
+// TestSlowLeaseKeepsGrant: a lease call that Redis applies but whose reply
+// comes after LeaseTimeout is asked again with its id, so that Redis
+// answers with the slice it granted and the node holds it: before, the
+// next call was a new request, and the first slice stayed counted in
+// Redis as leased, never spent or given back (the campaign under-
+// delivered by it for the day). A Close then leaves Redis counting
+// nothing leased.
+func TestSlowLeaseKeepsGrant(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	p := newProxy(t, redisAddr())
+	defer p.Close()
+	rc := connect(t, p.ln.Addr().String())
+	// direct reads the counters past the proxy, on its own connections:
+	// a slowed read on rc's would hold one, and the lease call would then
+	// dial a new one, whose handshake, slowed too, it times out in before
+	// it sends anything.
+	direct := connect(t, redisAddr())
+	defer direct.Close()
+	cfg := nodeConfig(rc)
+	cfg.LeaseTimeout = 100 * time.Millisecond
+	l, err := ledger.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			l.Close()
+		}
+	}()
+	ctx := context.Background()
+	lim := ledger.Limits{DailyMicros: 100 * unit, Pacing: ledger.PacingASAP}
+	// Redis knows the lease script before replies are slowed (a NOSCRIPT
+	// reply would be slowed too, and Redis then apply nothing).
+	warm, err := l.Campaign(uniqueID(t), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Lease(ctx, warm, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	id := uniqueID(t)
+	day := int32(time.Now().Unix() / 86400)
+	p.slow.Store(true)
+	failures := l.Stats().LeaseFailures
+	c, err := l.Campaign(id, lim) // the lease goroutine asks, and times out
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.Stats().LeaseFailures == failures; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no lease call failed 10 s after replies were slowed")
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		d, _, err := direct.Leased(ctx, id, day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			// A stall of this process before the call was sent: what
+			// follows still holds, but does not test the lost reply.
+			t.Log("the call that timed out did not reach Redis")
+			break
+		}
+	}
+	if held := ledger.LeasedToday(c, time.Now()); held != 0 {
+		t.Fatalf("the node holds %d after its lease call timed out", held)
+	}
+	p.slow.Store(false)
+	if err := l.Lease(ctx, c, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := direct.Leased(ctx, id, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held := ledger.LeasedToday(c, time.Now()); held != d {
+		t.Errorf("the node holds %d, Redis counts %d leased: %d lost to the node", held, d, d-held)
+	}
+	closed = true
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, err := direct.Leased(ctx, id, day); err != nil || d != 0 {
+		t.Errorf("after Close Redis counts %d leased (%v), want 0", d, err)
 	}
 }
