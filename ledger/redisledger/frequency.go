@@ -281,14 +281,28 @@ const (
 	sweepTicks = 4
 )
 
+// sweepBatch is how many cache entries the sweep visits per hold of the
+// lock that Allow, in the decision, takes: a full cache (MaxCached, a
+// million) walked in one hold stalled every decision for tens of
+// milliseconds; a batch is tens of microseconds.
+const sweepBatch = 1024
+
 // sweep drops the cache entries no Allow used in the last sweepTicks
-// sweeps.
+// sweeps. It lets go of the lock every sweepBatch entries: the walk goes
+// on over the map as Allow and Warm change it meanwhile, which the
+// language allows (an entry added then may be visited or not; one
+// visited is judged under the lock, as it is then).
 func (c *Client) sweep() {
 	c.mu.Lock()
 	c.sweeps++
+	n := 0
 	for k, e := range c.cache {
 		if c.sweeps-e.used >= sweepTicks && e.inflight == nil {
 			delete(c.cache, k)
+		}
+		if n++; n%sweepBatch == 0 {
+			c.mu.Unlock()
+			c.mu.Lock()
 		}
 	}
 	c.mu.Unlock()
