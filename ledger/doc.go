@@ -167,13 +167,16 @@
 // (TestRedisLostStateFailsClosed). A lease or return call that fails
 // without a definite answer (a timeout, a connection error: the backend
 // may have applied it) is sent again, same ID and amounts, on the next
-// attempt for the campaign (after the lease goroutine's backoff), and the
+// attempt for the campaign (after the lease goroutine's backoff) within
+// RetryWindow (an hour) of its first call, and the
 // backend answers a repeated ID with what it did the first time: so a
 // backend slower than LeaseTimeout costs the node no slice it granted
 // (TestLeaseTimeoutKeepsGrant), nor the other nodes a return it missed
 // (TestReturnTimeoutGivenAgain). A refusal (ErrLeaseRefused, as a backend
 // that lost its state answers) is not asked again; nor is a lease once
-// the day or the budgets changed, or a return for another day: what
+// the day or the budgets changed, or a return for another day, nor a call
+// past RetryWindow, whose ID the backend may have forgotten
+// (TestNoReturnGivenAgainPastRetryWindow): what
 // those granted stays counted as leased, the safe direction. When the
 // backend grants nothing (the other nodes hold the rest of the budget,
 // or it is spent), bids ask again only after LeaseRetry (1 s), not on

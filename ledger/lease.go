@@ -17,7 +17,9 @@ import (
 // reply was lost), unless its error wraps ErrLeaseRefused: the ledger
 // sends the same request (ID and amounts) again on its next attempt for
 // the campaign, so that a grant applied but not heard of is not lost to
-// the node, nor a return to the others.
+// the node, nor a return to the others; it does so only within
+// RetryWindow of the first call, so a Leaser must remember an ID (and
+// what it did with it) at least that long.
 type Leaser interface {
 	// Lease grants up to the wanted amounts of the campaign's remaining
 	// daily and total budgets. A retried request with the same ID grants
@@ -33,6 +35,14 @@ type Leaser interface {
 // refused and changed nothing (redisledger.ErrStateLost): the next
 // attempt is a new request. Any other error leaves the outcome unknown.
 var ErrLeaseRefused = errors.New("ledger: lease call refused")
+
+// RetryWindow is how long after a Leaser call that failed without a
+// definite answer the ledger may send it again, same ID: a Leaser that
+// forgot the ID by then would apply it a second time (a return given back
+// twice lets the other nodes lease what this one still holds). Past it,
+// what the call did stays done and what it did not stays undone: counted
+// as leased, the safe direction.
+const RetryWindow = time.Hour
 
 // LeaseRequest asks for budget; amounts in micro-units, budgets 0 when
 // unlimited (nothing to lease).
@@ -116,8 +126,8 @@ type leaseState struct {
 	// next attempt sends them again, same ID and amounts, so that the
 	// Leaser answers what it did; a definite answer clears one. Guarded
 	// by the grants token.
-	unsureLease  map[*Campaign]LeaseRequest
-	unsureReturn map[*Campaign][]LeaseReturn
+	unsureLease  map[*Campaign]unsureLease
+	unsureReturn map[*Campaign][]unsureReturn
 	// dropped is set when a request found the queue full: the run loop
 	// then queues again the campaigns whose budget was lowered (shrink),
 	// which nothing else would ask for.
@@ -136,8 +146,8 @@ func (l *Ledger) leaseChunk(c *Campaign, budget int64) int64 {
 func (s *leaseState) init(l *Ledger) {
 	s.l = l
 	s.grants = make(chan struct{}, 1)
-	s.unsureLease = map[*Campaign]LeaseRequest{}
-	s.unsureReturn = map[*Campaign][]LeaseReturn{}
+	s.unsureLease = map[*Campaign]unsureLease{}
+	s.unsureReturn = map[*Campaign][]unsureReturn{}
 	s.on = l.log != nil || l.cfg.Leaser != nil
 	if !s.on {
 		return
@@ -360,10 +370,10 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 				req.WantTotal = min(chT, lim.TotalMicros-ceilT)
 			}
 			if req.WantDaily > 0 || req.WantTotal > 0 {
-				s.leaseID(c, &req)
+				sent := s.leaseID(c, &req)
 				g, err := lt.Lease(ctx, req)
 				if err != nil && !errors.Is(err, ErrLeaseRefused) {
-					s.unsureLease[c] = req // may have been granted: ask again so
+					s.unsureLease[c] = unsureLease{req, sent} // may have been granted: ask again so
 				} else {
 					delete(s.unsureLease, c)
 				}
@@ -477,7 +487,7 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 				if !errors.Is(err, ErrLeaseRefused) {
 					// May have been applied: give it again, same ID, on
 					// the next grant for the campaign (returnAgain).
-					u := append(s.unsureReturn[p.c], ret)
+					u := append(s.unsureReturn[p.c], unsureReturn{ret, l.clock().UnixNano()})
 					if len(u) > maxUnsureReturns {
 						u = u[1:] // lost to the other nodes, as before
 					}
@@ -494,17 +504,33 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 // for the same day and budgets, so that a grant the Leaser applied then
 // reaches the node now; otherwise a new one. (The held amounts are the
 // node's as they are now: the Leaser answers a request it applied before
-// it checks them.) A call for another day or budgets is not asked again:
-// what it may have granted is lost to the node, counted as leased by the
-// Leaser, the safe direction.
-func (s *leaseState) leaseID(c *Campaign, req *LeaseRequest) {
+// it checks them.) A call for another day or budgets, or first sent
+// RetryWindow ago or more, is not asked again: what it may have granted
+// is lost to the node, counted as leased by the Leaser, the safe
+// direction. It returns when the ID was first sent (unix nanos).
+func (s *leaseState) leaseID(c *Campaign, req *LeaseRequest) (sent int64) {
+	now := s.l.clock().UnixNano()
 	prev, ok := s.unsureLease[c]
-	if ok && prev.Day == req.Day && prev.DailyBudget == req.DailyBudget && prev.TotalBudget == req.TotalBudget {
+	if ok && now-prev.sent < int64(RetryWindow) &&
+		prev.Day == req.Day && prev.DailyBudget == req.DailyBudget && prev.TotalBudget == req.TotalBudget {
 		req.ID, req.WantDaily, req.WantTotal = prev.ID, prev.WantDaily, prev.WantTotal
-		return
+		return prev.sent
 	}
 	delete(s.unsureLease, c)
 	req.ID = s.seq.Add(1)
+	return now
+}
+
+// unsureLease and unsureReturn are a call that failed without a definite
+// answer, and when it was first sent (unix nanos, by the ledger's clock).
+type unsureLease struct {
+	LeaseRequest
+	sent int64
+}
+
+type unsureReturn struct {
+	LeaseReturn
+	sent int64
 }
 
 // maxUnsureReturns bounds a campaign's returns kept to be given again
@@ -518,16 +544,19 @@ const maxUnsureReturns = 64
 // gives back: had it been applied, the Leaser would answer before it
 // checks them; had it not, the Leaser counts at least that much, whatever
 // the node leased and gave back since. Another day's are dropped, as a
-// return for another day is (see close).
+// return for another day is (see close), and so are those first sent
+// RetryWindow ago or more, which the Leaser may have forgotten: given
+// again, one it applied would be given back twice.
 func (s *leaseState) returnAgain(ctx context.Context, c *Campaign, day int32) error {
 	u := s.unsureReturn[c]
 	if len(u) == 0 {
 		return nil
 	}
+	now := s.l.clock().UnixNano()
 	var firstErr error
 	for len(u) > 0 {
-		ret := u[0]
-		if ret.Day == day {
+		ret := u[0].LeaseReturn
+		if ret.Day == day && now-u[0].sent < int64(RetryWindow) {
 			ceilD, _ := on(c.ceilDay.Load(), day)
 			ret.HeldDaily, ret.HeldTotal = ceilD+ret.Daily, c.ceilTotal.Load()+ret.Total
 			if err := s.l.cfg.Leaser.Return(ctx, ret); err != nil {

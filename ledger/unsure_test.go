@@ -244,3 +244,59 @@ func TestCloseGivesLostReturnsAgain(t *testing.T) {
 		t.Errorf("after Close, with nothing spent, the Leaser counts %d leased, want 0", leased)
 	}
 }
+
+// TestNoReturnGivenAgainPastRetryWindow: a return whose reply was lost is
+// given again only within RetryWindow of its first call. Past it, the
+// Leaser may have forgotten the ID (redisledger: Options.IdempotencyTTL),
+// and a return it applied would be given back twice: the Leaser would
+// count less leased than the node holds, and the other nodes could lease
+// it too (an overspend by the return). Before, such a return was kept and
+// given again, with its ID, on the next grant for the campaign however
+// late that came, the same day.
+func TestNoReturnGivenAgainPastRetryWindow(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg := memConfig(clk)
+	u := newUnsureLeaser()
+	cfg.Leaser = u
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+	ctx := context.Background()
+	now := clk.NowNs()
+	lease := l.leaseChunk(c, 1000*unit)
+	for bid := uint64(1); bid <= 20; bid++ {
+		if _, err := reserve(l, c, bid, 0, unit, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idle := func() {
+		for c.needLease.Load() || c.leaseAgain.Load() {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	idle()
+	u.set(true, false)                       // applied, the reply lost
+	for bid := uint64(1); bid <= 20; bid++ { // the lease goroutine lowers the lease
+		if err := l.Loss(ctx, bid, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idle()
+	u.set(false, false)
+	_, _, rets := u.state()
+	if held := LeasedToday(c, clk.Now()); len(rets) == 0 || held >= 2*lease {
+		t.Fatalf("after the losses: %d returns, the node holds %d; want a return, holding less than %d", len(rets), held, 2*lease)
+	}
+	// An hour on, the same day: the Leaser has forgotten the IDs.
+	clk.Add(time.Hour)
+	u.mu.Lock()
+	clear(u.returns)
+	u.mu.Unlock()
+	if err := l.Lease(ctx, c, clk.NowNs()); err != nil {
+		t.Fatal(err)
+	}
+	leased, _, again := u.state()
+	if held := LeasedToday(c, clk.Now()); leased != held {
+		t.Errorf("the Leaser counts %d leased, the node holds %d: %d given back twice (return IDs %v, then %v)",
+			leased, held, held-leased, rets, again[len(rets):])
+	}
+}

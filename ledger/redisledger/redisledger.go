@@ -11,7 +11,8 @@
 // whose reply was lost) grants once, and answers what it granted. A lease
 // or return that fails without an answer (a timeout, a connection error:
 // Redis may have applied it) is sent again by the ledger, same id and
-// amounts, on its next attempt for the campaign, so that a slice Redis
+// amounts, on its next attempt for the campaign within ledger.RetryWindow
+// (Options.IdempotencyTTL is at least that), so that a slice Redis
 // granted while the node gave up reaches the node, and a return it did
 // not apply is made; only ErrStateLost is a definite refusal
 // (ledger.ErrLeaseRefused). The sum of the slices never passes
@@ -110,7 +111,10 @@ type Options struct {
 	// and Warm does not read again for a second. 0: Warm does nothing,
 	// and unknown users are capped until read in the background.
 	FetchWait time.Duration
-	// IdempotencyTTL is how long lease and bid ids are remembered.
+	// IdempotencyTTL is how long lease and bid ids are remembered; at
+	// least ledger.RetryWindow, within which the ledger may send a lease
+	// or return again with its id (one forgotten by then would be applied
+	// twice: a return given back twice lets the other nodes overspend).
 	IdempotencyTTL time.Duration
 	// MaxCached bounds the frequency cache; when full, unknown users are
 	// capped (and fetched) rather than cached.
@@ -247,6 +251,9 @@ func New(ctx context.Context, url string, opts Options) (*Client, error) {
 	}
 	if opts.FetchWait < 0 {
 		return nil, errors.New("redisledger: FetchWait must be >= 0")
+	}
+	if opts.IdempotencyTTL < ledger.RetryWindow {
+		return nil, fmt.Errorf("redisledger: IdempotencyTTL must be at least %v (ledger.RetryWindow)", ledger.RetryWindow)
 	}
 	o, err := redis.ParseURL(url)
 	if err != nil {

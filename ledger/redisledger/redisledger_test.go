@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1154,5 +1155,23 @@ func TestSlowLeaseKeepsGrant(t *testing.T) {
 	}
 	if d, _, err := direct.Leased(ctx, id, day); err != nil || d != 0 {
 		t.Errorf("after Close Redis counts %d leased (%v), want 0", d, err)
+	}
+}
+
+// TestNewRefusesShortIdempotencyTTL: ids must outlive the ledger's
+// RetryWindow, within which it sends a lease or return again with its id
+// (one forgotten and applied twice: a return given back twice). Under a
+// second the lease script's SET ... EX 0 failed after it had counted the
+// grant.
+func TestNewRefusesShortIdempotencyTTL(t *testing.T) {
+	for _, ttl := range []time.Duration{500 * time.Millisecond, time.Minute, ledger.RetryWindow - time.Second} {
+		opts := DefaultOptions()
+		opts.IdempotencyTTL = ttl
+		if c, err := New(context.Background(), "redis://127.0.0.1:1/0", opts); err == nil || !strings.Contains(err.Error(), "IdempotencyTTL") {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("IdempotencyTTL %v: New answered %v, want an error naming IdempotencyTTL", ttl, err)
+		}
 	}
 }
