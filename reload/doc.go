@@ -56,7 +56,12 @@
 // On Linux a file written in place is read only once no process has it
 // open for writing (a kernel lease, fcntl F_SETLEASE, tells), so that a
 // writer pausing mid-file does not get its first part applied; write
-// elsewhere and rename for the same guarantee on other systems.
+// elsewhere and rename for the same guarantee on other systems. Rules
+// files that read blank (white space only) while a set is serving are
+// refused: a save in place read between its truncation and its write
+// would otherwise serve no campaigns (and go on serving none if what
+// was written next were refused). `campaigns: []` serves none; a blank
+// file at start is an empty set, as before.
 // A reload parses only what changed: the Manager's rules.Parser reuses
 // every file whose bytes are the same and, in a changed file, every
 // campaign entry whose text is the same, so a one-campaign edit of a

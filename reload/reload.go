@@ -1,6 +1,7 @@
 package reload
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -333,6 +334,17 @@ func compareFiles(prev map[string]time.Time, files []rules.File, notBefore time.
 	return written, removed
 }
 
+// allBlank reports whether files, all read this time, hold nothing but
+// white space. An empty directory is not blank: its files were removed.
+func allBlank(files []rules.File) bool {
+	for _, f := range files {
+		if f.Sum != (rules.Digest{}) || len(bytes.TrimSpace(f.Data)) > 0 {
+			return false // not read (unchanged, so not blank), or not blank
+		}
+	}
+	return len(files) > 0
+}
+
 // newestModTime is the latest modification time of files (zero for none).
 func newestModTime(files []rules.File) time.Time {
 	var t time.Time
@@ -458,6 +470,13 @@ func (m *Manager) ReloadFiles() {
 	}
 	m.fileSum = sum
 	m.metrics.parse.Observe(parsed.Seconds())
+	if err == nil && cur.Rules != nil && allBlank(files) {
+		// An editor saving in place truncates the file, then writes it:
+		// read in between (the debounce does not always cover a busy
+		// machine), it would serve no campaigns, and go on doing so if
+		// what was written next is then refused.
+		err = fmt.Errorf("rules: %s: empty (read while being saved?); the active rules keep serving; to serve no campaigns, write %q", files[0].Name, "campaigns: []")
+	}
 	if err != nil {
 		m.rejectLocked(SourceFile, m.cfg.Path, err)
 		return

@@ -1284,6 +1284,51 @@ func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
 	}
 }
 
+// TestBlankFileKeepsServing: a rules file read while an editor saves it
+// in place (truncated, its new contents not yet written) is refused, and
+// the active set keeps serving: it served no campaigns, and went on doing
+// so when the contents written next were refused (TestReloadUnderLoad on
+// a loaded machine). An explicit empty set is served; so is a blank file
+// at start, with nothing serving to keep.
+func TestBlankFileKeepsServing(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	m := startManager(t, cfg)
+	v1 := versionOf(t, doc("a", 1))
+	for _, blank := range []string{"", " \n\n"} {
+		if err := os.WriteFile(f.path, []byte(blank), 0o644); err != nil { // truncated in place
+			t.Fatal(err)
+		}
+		m.ReloadFiles()
+		st := m.Status()
+		if st.Version != v1 || f.eng.Rules().Version() != v1 {
+			t.Errorf("after a blank file %q: serving %s (engine %s), want %s", blank, st.Version, f.eng.Rules().Version(), v1)
+		}
+		if st.LastRejected == nil || !strings.Contains(st.LastRejected.Errors[0].Msg, "empty") {
+			t.Errorf("a blank file %q: rejection %+v, want one saying it is empty", blank, st.LastRejected)
+		}
+		replace(t, f.path, doc("a", 1))
+		m.ReloadFiles()
+	}
+	replace(t, f.path, "campaigns: []\n")
+	m.ReloadFiles()
+	if st := m.Status(); st.Campaigns != 0 || st.Source != SourceFile || len(f.eng.Rules().Campaigns()) != 0 {
+		t.Errorf("campaigns: [] serves %d campaigns from %s, want none from file", st.Campaigns, st.Source)
+	}
+	m.Close()
+
+	f2 := newFixture(t)
+	replace(t, f2.path, "")
+	cfg.Engine, cfg.Path, cfg.DataDir = f2.eng, f2.path, f2.data
+	m2 := startManager(t, cfg)
+	if st := m2.Status(); st.Rules == nil || st.Campaigns != 0 || st.Source != SourceFile {
+		t.Errorf("a blank file at start: %d campaigns from %s (rules %v), want an empty set from file", st.Campaigns, st.Source, st.Rules != nil)
+	}
+}
+
 // TestAppliedRecordWithoutFiles: a set persisted by an earlier personad,
 // without the files as last read, still loads, and the files' times
 // decide against it, as they did then: older files leave it serving,
