@@ -58,9 +58,12 @@
 // the user that this node's count does not hold yet: those since this
 // node's last read, when that read is less than Refresh old (a user sent
 // to several nodes within 100 ms); those not yet in Redis when it read
-// (the record lag: the recorder's queue and one round trip, a fraction
-// of a millisecond on a LAN, which includes decisions for the user made
-// at the same moment on two nodes); those since its older count, while
+// (the record lag: the recorder's queue, one round trip per impression,
+// so a fraction of a millisecond on an idle LAN and longer while
+// impressions queue up; it includes decisions for the user made at the
+// same moment on two nodes, and a read within it also hides this node's
+// own impressions from its cached shared count, though the ledger's
+// exact local count still caps what this node showed); those since its older count, while
 // reads fail or back off; and those that never reached Redis
 // (Stats.FrequencyLost*, until the window ends). A request that reaches
 // the decision without its user's counts (Warm timed out, Redis down, no
