@@ -116,6 +116,16 @@ func (f *fixture) start(t *testing.T) *Manager {
 	return startManager(t, cfg)
 }
 
+// manualConfig is the Config of a Manager over f's path (f.path or
+// f.dir) and data dir that reads the files only when the test calls
+// ReloadFiles (NoWatch).
+func (f *fixture) manualConfig(t *testing.T, path string) Config {
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, path, f.data, true
+	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	return cfg
+}
+
 // startManager is New(cfg) for a test or benchmark: it fails tb when New
 // fails, and closes the Manager when tb ends (if it was not closed
 // before: Close is idempotent).
@@ -394,9 +404,7 @@ func TestApplyDiffPersistRestart(t *testing.T) {
 func TestFilesWrittenAfterApplyWin(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, doc("a", 1))
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.path)
 	m := startManager(t, cfg)
 	v1 := m.Status().Version
 	apply := func(text string) *Result {
@@ -465,9 +473,7 @@ func TestFileRemovedAfterApply(t *testing.T) {
 	for _, name := range []string{"a.yaml", "b.yaml"} {
 		touch(t, filepath.Join(f.dir, name), past)
 	}
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.dir)
 	m := startManager(t, cfg)
 	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
 	if err != nil {
@@ -510,9 +516,7 @@ func TestFileRemovedAfterApply(t *testing.T) {
 func TestBrokenFileRemovedAfterApply(t *testing.T) {
 	f := newFixture(t)
 	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.dir)
 	m := startManager(t, cfg)
 	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
 	if err != nil {
@@ -552,9 +556,7 @@ func TestBrokenFileRemovedAfterApply(t *testing.T) {
 func TestFilesMovedInAfterApplyServedAfterRestart(t *testing.T) {
 	f := newFixture(t)
 	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.dir)
 	m := startManager(t, cfg)
 	if _, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"}); err != nil {
 		t.Fatal(err)
@@ -593,9 +595,7 @@ func TestFilesMatchingApplyServedAfterRestart(t *testing.T) {
 	}
 	put("a.yaml", doc("a", 1))
 	put("b.yaml", doc("b", 1))
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.dir)
 	m := startManager(t, cfg)
 	both := doc("a", 2) + strings.TrimPrefix(doc("b", 1), "\ncampaigns:\n")
 	res, err := m.Apply(mustParse(t, both), ApplyOptions{Origin: "test"})
@@ -939,9 +939,7 @@ func TestApplyPersistFailures(t *testing.T) {
 func TestWithdrawAppliedFsyncFails(t *testing.T) {
 	f := newFixture(t)
 	replace(t, filepath.Join(f.dir, "a.yaml"), doc("a", 1))
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.dir)
 	m := startManager(t, cfg)
 	if _, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"}); err != nil {
 		t.Fatal(err)
@@ -1253,9 +1251,7 @@ func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
 	f := newFixture(t)
 	future := time.Now().Add(time.Hour)
 	replaceAt(t, f.path, doc("a", 1), future)
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.path)
 	m := startManager(t, cfg)
 	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
 	if err != nil {
@@ -1293,9 +1289,7 @@ func TestFutureFileTimeLosesToLaterApply(t *testing.T) {
 func TestBlankFileKeepsServing(t *testing.T) {
 	f := newFixture(t)
 	replace(t, f.path, doc("a", 1))
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.path)
 	m := startManager(t, cfg)
 	v1 := versionOf(t, doc("a", 1))
 	for _, blank := range []string{"", " \n\n"} {
@@ -1337,9 +1331,7 @@ func TestAppliedRecordWithoutFiles(t *testing.T) {
 	f := newFixture(t)
 	past := time.Now().Add(-time.Hour)
 	replaceAt(t, f.path, doc("a", 1), past)
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.path, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.path)
 	m := startManager(t, cfg)
 	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
 	if err != nil {
@@ -1397,9 +1389,7 @@ func TestApplyAfterFileRemovalSurvives(t *testing.T) {
 	for _, name := range []string{"a.yaml", "b.yaml"} {
 		replaceAt(t, filepath.Join(f.dir, name), doc(strings.TrimSuffix(name, ".yaml"), 1), past)
 	}
-	cfg := DefaultConfig()
-	cfg.Engine, cfg.Path, cfg.DataDir, cfg.NoWatch = f.eng, f.dir, f.data, true
-	cfg.Logger, cfg.Segments = zaptest.NewLogger(t), segStore{}
+	cfg := f.manualConfig(t, f.dir)
 	m := startManager(t, cfg)
 	if _, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"}); err != nil {
 		t.Fatal(err)
