@@ -79,7 +79,7 @@ func (e *Engine) FrequencyCaps(q *Query, dst []ledger.FrequencyCap) []ledger.Fre
 	if !r.candidates(s, q) {
 		return dst
 	}
-	now := q.Now.UnixNano()
+	now, floor := q.Now.UnixNano(), minFloor(q)
 	for o, ok := s.cand.NextSet(0); ok; o, ok = s.cand.NextSet(o + 1) {
 		m := p.money[o]
 		if m == nil {
@@ -89,9 +89,11 @@ func (e *Engine) FrequencyCaps(q *Query, dst []ledger.FrequencyCap) []ledger.Fre
 		if !capped {
 			continue
 		}
-		if c := &r.campaigns[o]; c.BidMicros < minFloor(q) {
+		c := &r.campaigns[o]
+		if c.BidMicros < floor {
 			continue
-		} else if st, _ := c.campaignStage(s, q, now, c.verify); st != StageChosen {
+		}
+		if st, _ := c.campaignStage(s, q, now, c.verify); st != StageChosen {
 			continue
 		}
 		dst = append(dst, fc)

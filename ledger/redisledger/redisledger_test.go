@@ -967,32 +967,18 @@ func (c *closeCrashLeaser) Return(ctx context.Context, ret ledger.LeaseReturn) e
 		return err
 	}
 	if c.crashDir != "" {
-		copyFiles(c.t, c.dir, c.crashDir)
+		// The node's files as they are now, replacing an earlier copy.
+		if err := os.RemoveAll(c.crashDir); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := os.CopyFS(c.crashDir, os.DirFS(c.dir)); err != nil {
+			c.t.Fatal(err)
+		}
 	}
 	if c.loseReply {
 		return context.DeadlineExceeded
 	}
 	return nil
-}
-
-// copyFiles copies the files of dir from to the new dir to.
-func copyFiles(t *testing.T, from, to string) {
-	if err := os.MkdirAll(to, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // TestCloseReturnThenCrash: Close gives a node's unspent lease back to
