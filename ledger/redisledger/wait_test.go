@@ -53,7 +53,7 @@ func TestUsedEntriesKept(t *testing.T) {
 	}
 }
 
-// TestWarmOneRoundTrip: Warm reads the counts of every capped campaign
+// TestWarmOneRoundTrip: Warm reads the counts of every cap it is given
 // the cache lacks in one command (one MGET of each campaign's two
 // buckets), whatever their number, and none the cache holds fresh. The
 // commands are counted by a hook on the Client's own Redis client, so
