@@ -70,6 +70,13 @@ func TestEndToEnd(t *testing.T) {
 		}, bidSummary{Bids: []string{`1 beta-coord cr-beta-728 2`}}},
 		{"bcat blocks the CMO campaign", func(r *personadpb.BidRequest) { r.Bcat = []string{"IAB19"} },
 			bidSummary{Bids: []string{`1 gamma-fintech cr-gamma 1`}}},
+		{"bcat in IAB 1.0 named by cattax", func(r *personadpb.BidRequest) { r.Bcat, r.Cattax = []string{"IAB19"}, 1 },
+			bidSummary{Bids: []string{`1 gamma-fintech cr-gamma 1`}}},
+		{"bcat in another taxonomy blocks every creative", func(r *personadpb.BidRequest) {
+			r.Bcat, r.Cattax = []string{"653"}, 7 // Content Taxonomy 3.0: its codes are not IAB 1.0's
+		}, bidSummary{Nbr: 0}},
+		{"another taxonomy with nothing blocked", func(r *personadpb.BidRequest) { r.Cattax = 7 },
+			bidSummary{Bids: []string{`1 acme-cmo cr-acme-cmo 4.5`}}},
 		{"badv blocks both", func(r *personadpb.BidRequest) { r.Badv = []string{"acme.com", "gamma.com"} },
 			bidSummary{Nbr: 0}},
 		{"floor above every price", func(r *personadpb.BidRequest) { r.Imp[0].Bidfloor = 100 },

@@ -56,10 +56,19 @@ func translate(req *personadpb.BidRequest, now time.Time, q *engine.Query) {
 		*qi = engine.Imp{ID: imp.Id, Sizes: sizes, FloorMicros: floorToMicros(imp.Bidfloor), FloorCur: imp.Bidfloorcur}
 	}
 	q.BCat = append(q.BCat, req.Bcat...)
+	// Creatives' categories are IAB Content Category Taxonomy 1.0 codes
+	// (cattax 1, OpenRTB's default): blocks in any other taxonomy cannot
+	// be compared with them, and block every creative.
+	q.BCatForeign = len(req.Bcat) > 0 && req.Cattax > cattaxIAB10
 	q.BAdv = append(q.BAdv, req.Badv...)
 	q.Currencies = append(q.Currencies, req.Cur...)
 	q.Debug = req.GetExt().GetDebug()
 }
+
+// cattaxIAB10 is IAB Content Category Taxonomy 1.0 in AdCOM's list of
+// category taxonomies: the taxonomy of creatives' cat, and of bcat when
+// the request's cattax is unset (0).
+const cattaxIAB10 = 1
 
 // flexFormat reports whether a validated format is a flex ad's (wratio,
 // hratio and wmin, no w and h): personad serves exact sizes only, so it

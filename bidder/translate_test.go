@@ -89,6 +89,24 @@ func TestTranslate(t *testing.T) {
 				BCat: []string{"IAB25"}, BAdv: []string{"badco.example"}, Currencies: []string{"USD", "EUR"},
 				Debug: true},
 		},
+		{
+			name:   "bcat in IAB Content Category Taxonomy 1.0, named",
+			mutate: func(r *personadpb.BidRequest) { r.Bcat, r.Cattax = []string{"IAB25"}, 1 },
+			want: engine.Query{Now: now, BuyerUID: "u00000001", Domain: "news.example",
+				Imps: []engine.Imp{{ID: "1", Sizes: []engine.Size{sz(300, 250)}}}, BCat: []string{"IAB25"}},
+		},
+		{
+			name:   "bcat in another taxonomy",
+			mutate: func(r *personadpb.BidRequest) { r.Bcat, r.Cattax = []string{"653"}, 7 },
+			want: engine.Query{Now: now, BuyerUID: "u00000001", Domain: "news.example",
+				Imps: []engine.Imp{{ID: "1", Sizes: []engine.Size{sz(300, 250)}}}, BCat: []string{"653"}, BCatForeign: true},
+		},
+		{
+			name:   "another taxonomy, nothing blocked",
+			mutate: func(r *personadpb.BidRequest) { r.Cattax = 7 },
+			want: engine.Query{Now: now, BuyerUID: "u00000001", Domain: "news.example",
+				Imps: []engine.Imp{{ID: "1", Sizes: []engine.Size{sz(300, 250)}}}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := request(userCMO)

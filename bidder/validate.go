@@ -81,6 +81,9 @@ func validate(req *personadpb.BidRequest, l *Limits) error {
 	if err := checkList("bcat", "", req.Bcat, l.MaxBCat, l.MaxString); err != nil {
 		return err
 	}
+	if req.Cattax < 0 {
+		return invalid("cattax", fmt.Sprintf("%d is not an AdCOM category taxonomy (>= 1)", req.Cattax))
+	}
 	if err := checkList("badv", "", req.Badv, l.MaxBAdv, l.MaxString); err != nil {
 		return err
 	}

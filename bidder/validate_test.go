@@ -104,6 +104,7 @@ var badCases = []badCase{
 	{"too many cur", func(r *personadpb.BidRequest) { r.Cur = strs(17, "USD") }, "cur", "17 currencies"},
 	{"too many bcat", func(r *personadpb.BidRequest) { r.Bcat = strs(257, "IAB1") }, "bcat", "257 entries"},
 	{"empty bcat", func(r *personadpb.BidRequest) { r.Bcat = []string{""} }, "bcat[0]", "must not be empty"},
+	{"negative cattax", func(r *personadpb.BidRequest) { r.Cattax = -1 }, "cattax", "not an AdCOM category taxonomy"},
 	{"too many badv", func(r *personadpb.BidRequest) { r.Badv = strs(257, "x.com") }, "badv", "257 entries"},
 	{"long badv", func(r *personadpb.BidRequest) { r.Badv = []string{strings.Repeat("x", 257)} }, "badv[0]", "exceeds"},
 	{"long buyeruid", func(r *personadpb.BidRequest) { r.User.Buyeruid = strings.Repeat("u", 257) }, "user.buyeruid", "exceeds"},

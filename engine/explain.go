@@ -51,7 +51,7 @@ func (e *Engine) explain(r *Rules, s *scratch, q *Query, d *Decision) {
 			}
 			switch {
 			case st != StageChosen:
-				t.Stage, t.Detail = st, impDetail(st, c, imp, d.Channel)
+				t.Stage, t.Detail = st, impDetail(st, c, q, imp, d.Channel)
 				if st == StageFrequency && UserKey(q) == 0 {
 					t.Detail = "no user id (buyeruid or user.id) to count its frequency cap by: a capped campaign does not bid for an unknown user"
 				}
@@ -74,7 +74,7 @@ func hasBid(won map[*Campaign]int, c *Campaign) bool {
 	return ok
 }
 
-func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
+func impDetail(st Stage, c *Campaign, q *Query, imp *Imp, channel string) string {
 	switch st {
 	case StageSize:
 		if len(imp.Sizes) == 0 {
@@ -82,6 +82,9 @@ func impDetail(st Stage, c *Campaign, imp *Imp, channel string) string {
 		}
 		return fmt.Sprintf("no creative of size %v", imp.Sizes)
 	case StageBlocked:
+		if q.BCatForeign {
+			return "the request's bcat is in a category taxonomy personad cannot read: every creative counts as blocked"
+		}
 		return "every creative of a matching size has a blocked category"
 	case StageCreative:
 		return fmt.Sprintf("no creative of a matching size for channel %q and this persona", channel)

@@ -167,7 +167,7 @@ func (c *Campaign) impStage(s *scratch, q *Query, imp *Imp) (*Creative, Stage) {
 			continue
 		}
 		sized = true
-		if cr.houseBlocked != "" {
+		if cr.houseBlocked != "" || q.BCatForeign {
 			continue
 		}
 		if _, ok := blockedCat(q.BCat, cr.Cat); ok {

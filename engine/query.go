@@ -38,6 +38,11 @@ type Query struct {
 	// domains, added to the house content rules.
 	BCat []string
 	BAdv []string
+	// BCatForeign says that BCat is written in a category taxonomy other
+	// than the one creatives are (IAB Content Category Taxonomy 1.0): which
+	// creatives it blocks cannot be told, so every creative counts as
+	// blocked (stage blocked).
+	BCatForeign bool
 	// Currencies the exchange accepts; empty means USD.
 	Currencies []string
 

@@ -53,12 +53,23 @@ type BidRequest struct {
 	Tmax int32 `protobuf:"varint,8,opt,name=tmax,proto3" json:"tmax,omitempty"`
 	// Currencies the exchange accepts (ISO-4217). Empty means USD.
 	Cur []string `protobuf:"bytes,9,rep,name=cur,proto3" json:"cur,omitempty"`
-	// Blocked advertiser categories (IAB content taxonomy codes).
+	// Blocked advertiser categories, in the taxonomy cattax names: IAB
+	// Content Category Taxonomy 1.0 codes ("IAB25", "IAB9-7") by default,
+	// the taxonomy creatives' cat is written in. Blocking a category blocks
+	// its subcategories.
 	Bcat []string `protobuf:"bytes,10,rep,name=bcat,proto3" json:"bcat,omitempty"`
 	// Blocked advertiser domains.
-	Badv          []string       `protobuf:"bytes,11,rep,name=badv,proto3" json:"badv,omitempty"`
-	Regs          *Regs          `protobuf:"bytes,12,opt,name=regs,proto3" json:"regs,omitempty"`
-	Ext           *BidRequestExt `protobuf:"bytes,13,opt,name=ext,proto3" json:"ext,omitempty"`
+	Badv []string       `protobuf:"bytes,11,rep,name=badv,proto3" json:"badv,omitempty"`
+	Regs *Regs          `protobuf:"bytes,12,opt,name=regs,proto3" json:"regs,omitempty"`
+	Ext  *BidRequestExt `protobuf:"bytes,13,opt,name=ext,proto3" json:"ext,omitempty"`
+	// Taxonomy of bcat (AdCOM List: Category Taxonomies); 0 (unset) and 1
+	// are IAB Content Category Taxonomy 1.0, OpenRTB's default. With any
+	// other taxonomy (2.x, 3.0, the Ad Product taxonomies, an exchange's
+	// own, 500 and up) personad cannot tell which creatives a non-empty
+	// bcat blocks, so it counts every creative as blocked: a no-bid (nbr 0,
+	// stage blocked in ext.debug) rather than a bid into a category the
+	// publisher blocked. Negative is an invalid request.
+	Cattax        int32 `protobuf:"varint,14,opt,name=cattax,proto3" json:"cattax,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -182,6 +193,13 @@ func (x *BidRequest) GetExt() *BidRequestExt {
 		return x.Ext
 	}
 	return nil
+}
+
+func (x *BidRequest) GetCattax() int32 {
+	if x != nil {
+		return x.Cattax
+	}
+	return 0
 }
 
 // BidRequestExt holds personad's request extensions.
@@ -1707,7 +1725,7 @@ var File_personad_v1_bidder_proto protoreflect.FileDescriptor
 
 const file_personad_v1_bidder_proto_rawDesc = "" +
 	"\n" +
-	"\x18personad/v1/bidder.proto\x12\vpersonad.v1\"\x96\x03\n" +
+	"\x18personad/v1/bidder.proto\x12\vpersonad.v1\"\xae\x03\n" +
 	"\n" +
 	"BidRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
@@ -1723,7 +1741,8 @@ const file_personad_v1_bidder_proto_rawDesc = "" +
 	" \x03(\tR\x04bcat\x12\x12\n" +
 	"\x04badv\x18\v \x03(\tR\x04badv\x12%\n" +
 	"\x04regs\x18\f \x01(\v2\x11.personad.v1.RegsR\x04regs\x12,\n" +
-	"\x03ext\x18\r \x01(\v2\x1a.personad.v1.BidRequestExtR\x03ext\"%\n" +
+	"\x03ext\x18\r \x01(\v2\x1a.personad.v1.BidRequestExtR\x03ext\x12\x16\n" +
+	"\x06cattax\x18\x0e \x01(\x05R\x06cattax\"%\n" +
 	"\rBidRequestExt\x12\x14\n" +
 	"\x05debug\x18\x01 \x01(\bR\x05debug\"\xae\x01\n" +
 	"\x03Imp\x12\x0e\n" +
