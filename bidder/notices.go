@@ -47,8 +47,10 @@ type noticeURLs struct {
 }
 
 const (
-	noticePrice  = "&price=${AUCTION_PRICE}"
-	noticeReason = "&reason=${AUCTION_LOSS}"
+	macroPrice   = "${AUCTION_PRICE}"
+	macroLoss    = "${AUCTION_LOSS}"
+	noticePrice  = "&price=" + macroPrice
+	noticeReason = "&reason=" + macroLoss
 )
 
 func newNoticeURLs(signer *ledger.Signer, base string) *noticeURLs {
@@ -206,21 +208,37 @@ func (s *Server) applyNotice(ctx context.Context, n *notice) (noticeResult, erro
 		return noticeResult{}, fmt.Errorf("bidder: %s notice: token: %w", name, err)
 	}
 	res := noticeResult{bid: bid}
+	// An exchange that calls a notice URL without substituting a macro
+	// sends the macro itself. A win's price and a loss's reason are
+	// optional and move no money: such a notice is taken without them,
+	// not refused, since a refused win would be forgotten (a won bid that
+	// is never billed counts at its bid price when its reservation
+	// expires; one whose win was refused, at nothing) and a refused loss
+	// would hold its reservation until then. A bill needs its price.
+	price, reason := n.price, n.reason
+	switch {
+	case n.kind == kindWin && price == macroPrice:
+		price = ""
+	case n.kind == kindBill && price == macroPrice:
+		return res, &ValidationError{Path: "price", Msg: macroPrice + " was not substituted: a bill needs the clearing price"}
+	case n.kind == kindLoss && reason == macroLoss:
+		reason = ""
+	}
 	var clearing int64
-	if n.kind == kindBill || n.price != "" {
-		cpm, err := parseCPM(n.price)
+	if n.kind == kindBill || price != "" {
+		cpm, err := parseCPM(price)
 		if err != nil {
 			return res, err
 		}
 		clearing = engine.ImpressionMicros(cpm)
 		if clearing > bidPrice {
 			return res, fmt.Errorf("bidder: %s notice: bid %s: price %s CPM (%d micros per impression) is above the bid (%d): %w",
-				name, formatBidID(bid), n.price, clearing, bidPrice, ledger.ErrPrice)
+				name, formatBidID(bid), price, clearing, bidPrice, ledger.ErrPrice)
 		}
 	}
-	if n.kind == kindLoss && n.reason != "" {
-		if r, err := strconv.ParseUint(n.reason, 10, 32); err != nil || r > math.MaxInt32 {
-			return res, &ValidationError{Path: "reason", Msg: fmt.Sprintf("%q is not an OpenRTB loss reason code", truncate(n.reason, 64))}
+	if n.kind == kindLoss && reason != "" {
+		if r, err := strconv.ParseUint(reason, 10, 32); err != nil || r > math.MaxInt32 {
+			return res, &ValidationError{Path: "reason", Msg: fmt.Sprintf("%q is not an OpenRTB loss reason code", truncate(reason, 64))}
 		}
 	}
 	now := s.cfg.Now().UnixNano()

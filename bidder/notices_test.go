@@ -277,7 +277,7 @@ func TestNoticeErrors(t *testing.T) {
 		{"no token", kindBill, "", "1", codes.InvalidArgument, 400, noticeInvalid, "token: required", "token"},
 		{"unknown bid", kindBill, l.Signer().Sign(0xfeed, 4500), "1", codes.NotFound, 404, noticeUnknownBid, "000000000000feed: ledger: unknown bid", ""},
 		{"negative price", kindBill, acme, "-1", codes.InvalidArgument, 400, noticeBadPrice, `"-1" is negative`, "price"},
-		{"unsubstituted macro", kindBill, acme, "${AUCTION_PRICE}", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
+		{"unsubstituted macro", kindBill, acme, "${AUCTION_PRICE}", codes.InvalidArgument, 400, noticeBadPrice, "${AUCTION_PRICE} was not substituted: a bill needs the clearing price", "price"},
 		{"non-numeric", kindBill, acme, "abc", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
 		{"exponent", kindBill, acme, "1e3", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
 		{"NaN", kindWin, acme, "NaN", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
@@ -285,7 +285,8 @@ func TestNoticeErrors(t *testing.T) {
 		{"above the bid", kindBill, acme, "4.51", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid (4500)", "price"},
 		{"win above the bid", kindWin, acme, "9", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid", "price"},
 		{"huge", kindBill, acme, "99999999999999999999", codes.InvalidArgument, 400, noticeBadPrice, "above any bid", "price"},
-		{"bad loss reason", kindLoss, acme, "${AUCTION_LOSS}", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason", "reason"},
+		{"bad loss reason", kindLoss, acme, "outbid", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason", "reason"},
+		{"loss reason macro in another form", kindLoss, acme, "${AUCTION_LOSS:B64}", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason", "reason"},
 		{"conflicting bill", kindBill, billed, "1.2", codes.FailedPrecondition, 409, noticeConflict, "conflicts with an earlier one", ""},
 	} {
 		for _, w := range []wire{wireGRPC, wireHTTP} {
@@ -320,6 +321,66 @@ func TestNoticeErrors(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestUnsubstitutedMacros: an exchange that calls a nurl or lurl without
+// substituting ${AUCTION_PRICE} or ${AUCTION_LOSS} sends the macro
+// itself. The win and the loss are still taken (the price and the reason
+// are optional on them): a won bid that is never billed then counts at
+// its bid price when its reservation expires, and a lost one is released
+// at once. A bill without its price is refused (TestNoticeErrors).
+func TestUnsubstitutedMacros(t *testing.T) {
+	l := newLedger(t, "")
+	defer l.Close()
+	h := newMoneyHarness(t, moneyRules, l)
+	for _, w := range []wire{wireGRPC, wireHTTP} {
+		t.Run(wireNames[w], func(t *testing.T) {
+			bids := h.bid(t, "req-macros-"+wireNames[w])
+			if len(bids) != 2 {
+				t.Fatalf("%d bids, want 2", len(bids))
+			}
+			stats, before := l.Stats(), reservedByCampaign(l)
+			// The URLs as the bid response gave them, macros and all.
+			_, code, _, msg := h.wireNotice(t, w, kindWin, token(t, bids[0].Nurl), query(t, bids[0].Nurl, "price"))
+			if msg != "" || (w == wireHTTP && code != http.StatusOK) {
+				t.Errorf("win with ${AUCTION_PRICE} unsubstituted: HTTP %d %q, want it taken", code, msg)
+			}
+			_, code, _, msg = h.wireNotice(t, w, kindLoss, token(t, bids[1].Lurl), query(t, bids[1].Lurl, "reason"))
+			if msg != "" || (w == wireHTTP && code != http.StatusOK) {
+				t.Errorf("loss with ${AUCTION_LOSS} unsubstituted: HTTP %d %q, want it taken", code, msg)
+			}
+			if got := l.Stats(); got.Wins != stats.Wins+1 || got.Losses != stats.Losses+1 {
+				t.Errorf("ledger counted %d wins and %d losses, want 1 and 1", got.Wins-stats.Wins, got.Losses-stats.Losses)
+			}
+			after := reservedByCampaign(l)
+			if won := bids[0].Cid; after[won] != before[won] {
+				t.Errorf("won bid's campaign %s reserves %d micros, was %d: its reservation must stand until its bill or expiry", won, after[won], before[won])
+			}
+			if lost := bids[1].Cid; after[lost] != 0 {
+				t.Errorf("lost bid's campaign %s still reserves %d micros (was %d), want 0", lost, after[lost], before[lost])
+			}
+		})
+	}
+}
+
+// reservedByCampaign is each campaign's outstanding reservations.
+func reservedByCampaign(l *ledger.Ledger) map[string]int64 {
+	m := map[string]int64{}
+	for _, c := range l.Report(time.Now()) {
+		m[c.ID] = c.ReservedMicros
+	}
+	return m
+}
+
+// query returns the raw value of parameter name in notice URL u, as an
+// exchange that substitutes nothing sends it.
+func query(t *testing.T, u, name string) string {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pu.Query().Get(name)
 }
 
 // fate is what the exchange says about one bid in the replay test.

@@ -31,7 +31,8 @@ type WinRequest struct {
 	// Clearing price, CPM, as the exchange substitutes it into
 	// ${AUCTION_PRICE}: a decimal number in the bid's currency. Optional on
 	// a win; when present it is checked like a bill's price but moves no
-	// money.
+	// money. "${AUCTION_PRICE}" itself (an exchange that did not substitute
+	// it) counts as absent: the win is still recorded.
 	Price         string `protobuf:"bytes,2,opt,name=price,proto3" json:"price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -139,6 +140,8 @@ type BillRequest struct {
 	// it); the ledger then settles that / 1000 per impression, in
 	// micro-units rounded up, which is never more than the bid reserved.
 	// So "1.0000001" settles 1000 micro-units and "1.0000005" 1001.
+	// "${AUCTION_PRICE}" itself (not substituted) is INVALID_ARGUMENT
+	// saying so.
 	Price         string `protobuf:"bytes,2,opt,name=price,proto3" json:"price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -248,6 +251,8 @@ type LossRequest struct {
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// OpenRTB loss reason code as the exchange substitutes it into
 	// ${AUCTION_LOSS}; optional, a non-negative integer when present.
+	// "${AUCTION_LOSS}" itself (not substituted) counts as absent: the loss
+	// is still applied.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
