@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -79,6 +80,15 @@ func TestEndToEnd(t *testing.T) {
 			bidSummary{Bids: []string{`1 acme-cmo cr-acme-cmo 4.5`}}},
 		{"badv blocks both", func(r *personadpb.BidRequest) { r.Badv = []string{"acme.com", "gamma.com"} },
 			bidSummary{Nbr: 0}},
+		{"a publisher's long badv list is honoured", func(r *personadpb.BidRequest) {
+			for i := range 2999 {
+				r.Badv = append(r.Badv, fmt.Sprintf("blocked-%d.example", i))
+			}
+			r.Badv = append(r.Badv, "acme.com")
+			for i := range 499 {
+				r.Bcat = append(r.Bcat, fmt.Sprintf("IAB%d-%d", 30+i/50, i%50))
+			}
+		}, bidSummary{Bids: []string{`1 gamma-fintech cr-gamma 1`}}},
 		{"floor above every price", func(r *personadpb.BidRequest) { r.Imp[0].Bidfloor = 100 },
 			bidSummary{Nbr: 0}},
 		{"floor between prices", func(r *personadpb.BidRequest) {

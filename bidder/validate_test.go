@@ -102,10 +102,10 @@ var badCases = []badCase{
 	{"long ua", func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Ua: strings.Repeat("u", 4097)} }, "device.ua", "exceeds"},
 	{"bad cur", func(r *personadpb.BidRequest) { r.Cur = []string{"USD", "euro"} }, "cur[1]", "ISO-4217"},
 	{"too many cur", func(r *personadpb.BidRequest) { r.Cur = strs(17, "USD") }, "cur", "17 currencies"},
-	{"too many bcat", func(r *personadpb.BidRequest) { r.Bcat = strs(257, "IAB1") }, "bcat", "257 entries"},
+	{"too many bcat", func(r *personadpb.BidRequest) { r.Bcat = strs(1025, "IAB1") }, "bcat", "1025 entries"},
 	{"empty bcat", func(r *personadpb.BidRequest) { r.Bcat = []string{""} }, "bcat[0]", "must not be empty"},
 	{"negative cattax", func(r *personadpb.BidRequest) { r.Cattax = -1 }, "cattax", "not an AdCOM category taxonomy"},
-	{"too many badv", func(r *personadpb.BidRequest) { r.Badv = strs(257, "x.com") }, "badv", "257 entries"},
+	{"too many badv", func(r *personadpb.BidRequest) { r.Badv = strs(4097, "x.com") }, "badv", "4097 entries"},
 	{"long badv", func(r *personadpb.BidRequest) { r.Badv = []string{strings.Repeat("x", 257)} }, "badv[0]", "exceeds"},
 	{"long buyeruid", func(r *personadpb.BidRequest) { r.User.Buyeruid = strings.Repeat("u", 257) }, "user.buyeruid", "exceeds"},
 	{"too many data", func(r *personadpb.BidRequest) {
@@ -114,14 +114,14 @@ var badCases = []badCase{
 		}
 	}, "user.data", "33 data entries"},
 	{"too many segments", func(r *personadpb.BidRequest) {
-		for range 3 {
+		for range 11 {
 			d := &personadpb.Data{}
 			for range 100 {
 				d.Segment = append(d.Segment, &personadpb.Segment{Id: "title:cmo"})
 			}
 			r.User.Data = append(r.User.Data, d)
 		}
-	}, "user.data[2].segment", "more than 256 segments"},
+	}, "user.data[10].segment", "more than 1024 segments"},
 	{"long segment value", func(r *personadpb.BidRequest) {
 		r.User.Data = []*personadpb.Data{{Segment: []*personadpb.Segment{{Name: "title", Value: strings.Repeat("v", 257)}}}}
 	}, "user.data[0].segment[0].value", "exceeds"},
@@ -235,7 +235,19 @@ func TestValidRequestsPass(t *testing.T) {
 		"test and regs": func(r *personadpb.BidRequest) { r.Test = 1; r.Regs = &personadpb.Regs{Coppa: 1, Gdpr: 1} },
 		"devicetype 7":  func(r *personadpb.BidRequest) { r.Device = &personadpb.Device{Devicetype: 7} },
 		"tmax 0":        func(r *personadpb.BidRequest) { r.Tmax = 0 },
-		"max bcat":      func(r *personadpb.BidRequest) { r.Bcat = strs(256, "IAB1") },
+		"max bcat":      func(r *personadpb.BidRequest) { r.Bcat = strs(1024, "IAB1") },
+		// A publisher's block list and a data provider's segments, as
+		// exchanges send them: valid, not refused.
+		"max badv": func(r *personadpb.BidRequest) { r.Badv = strs(4096, "blocked.example") },
+		"max segments": func(r *personadpb.BidRequest) {
+			for range 8 {
+				d := &personadpb.Data{Name: "dmp"}
+				for range 128 {
+					d.Segment = append(d.Segment, &personadpb.Segment{Id: "dmp-123456"})
+				}
+				r.User.Data = append(r.User.Data, d)
+			}
+		},
 		"junk segments": func(r *personadpb.BidRequest) {
 			r.User.Data = []*personadpb.Data{{Segment: []*personadpb.Segment{{Id: "??"}, {Name: "X Y"}}}}
 		},
