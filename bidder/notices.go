@@ -327,6 +327,8 @@ func (s *Server) serveNotice(kind noticeKind) http.HandlerFunc {
 				body.Field = ve.Path
 			case errors.Is(err, ledger.ErrPrice): // above the bid
 				body.Field = "price"
+			case errors.Is(err, ledger.ErrForged): // t, named as on the gRPC wire
+				body.Field = "token"
 			}
 		} else {
 			body.Bid, body.SettledMicros = formatBidID(res.bid), res.settledMicros

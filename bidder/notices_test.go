@@ -271,9 +271,9 @@ func TestNoticeErrors(t *testing.T) {
 		contains string
 		field    string // the HTTP answer's
 	}{
-		{"forged MAC", kindBill, string(forged), "1", codes.InvalidArgument, 400, noticeForged, "bad notice token", ""},
-		{"other key", kindWin, otherKey.Sign(1234, 4500), "", codes.InvalidArgument, 400, noticeForged, "bad notice token", ""},
-		{"garbage token", kindLoss, "not-a-token", "", codes.InvalidArgument, 400, noticeForged, "bad notice token", ""},
+		{"forged MAC", kindBill, string(forged), "1", codes.InvalidArgument, 400, noticeForged, "bad notice token", "token"},
+		{"other key", kindWin, otherKey.Sign(1234, 4500), "", codes.InvalidArgument, 400, noticeForged, "bad notice token", "token"},
+		{"garbage token", kindLoss, "not-a-token", "", codes.InvalidArgument, 400, noticeForged, "bad notice token", "token"},
 		{"no token", kindBill, "", "1", codes.InvalidArgument, 400, noticeInvalid, "token: required", "token"},
 		{"unknown bid", kindBill, l.Signer().Sign(0xfeed, 4500), "1", codes.NotFound, 404, noticeUnknownBid, "000000000000feed: ledger: unknown bid", ""},
 		{"negative price", kindBill, acme, "-1", codes.InvalidArgument, 400, noticeBadPrice, `"-1" is negative`, "price"},
