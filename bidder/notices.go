@@ -46,6 +46,9 @@ type noticeURLs struct {
 	size   int // the three URLs' length together
 }
 
+// lossBidWon is OpenRTB's loss reason code "Bid Won".
+const lossBidWon = 0
+
 const (
 	macroPrice   = "${AUCTION_PRICE}"
 	macroLoss    = "${AUCTION_LOSS}"
@@ -236,19 +239,25 @@ func (s *Server) applyNotice(ctx context.Context, n *notice) (noticeResult, erro
 				name, formatBidID(bid), price, clearing, bidPrice, ledger.ErrPrice)
 		}
 	}
+	won := n.kind == kindWin
 	if n.kind == kindLoss && reason != "" {
-		if r, err := strconv.ParseUint(reason, 10, 32); err != nil || r > math.MaxInt32 {
+		r, err := strconv.ParseUint(reason, 10, 32)
+		if err != nil || r > math.MaxInt32 {
 			return res, &ValidationError{Path: "reason", Msg: fmt.Sprintf("%q is not an OpenRTB loss reason code", truncate(reason, 64))}
 		}
+		// Loss reason 0 is "Bid Won" (OpenRTB's loss reason codes): an exchange
+		// that calls the lurl of every bid with its outcome says so. Taken
+		// as a loss, the won bid would count nothing unless billed.
+		won = r == lossBidWon
 	}
 	now := s.cfg.Now().UnixNano()
-	switch n.kind {
-	case kindWin:
+	switch {
+	case won:
 		err = l.Win(ctx, bid, now)
-	case kindBill:
+	case n.kind == kindBill:
 		err = l.Bill(ctx, bid, clearing, now)
 		res.settledMicros = clearing
-	case kindLoss:
+	default:
 		err = l.Loss(ctx, bid, now)
 	}
 	if err != nil {

@@ -363,6 +363,36 @@ func TestUnsubstitutedMacros(t *testing.T) {
 	}
 }
 
+// TestLossReasonBidWon: an lurl called with loss reason 0, "Bid Won", is
+// the exchange saying the bid won: it counts as a win (the reservation
+// stands, and counts at the bid price if no bill comes), not as a loss
+// (which would release it and count nothing).
+func TestLossReasonBidWon(t *testing.T) {
+	l := newLedger(t, "")
+	defer l.Close()
+	h := newMoneyHarness(t, moneyRules, l)
+	for _, w := range []wire{wireGRPC, wireHTTP} {
+		t.Run(wireNames[w], func(t *testing.T) {
+			bids := h.bid(t, "req-won-"+wireNames[w])
+			if len(bids) == 0 {
+				t.Fatal("no bid")
+			}
+			b := bids[0]
+			stats, before := l.Stats(), reservedByCampaign(l)
+			_, code, _, msg := h.wireNotice(t, w, kindLoss, token(t, b.Lurl), "0")
+			if msg != "" || (w == wireHTTP && code != http.StatusOK) {
+				t.Fatalf("loss reason 0: HTTP %d %q, want it taken", code, msg)
+			}
+			if got := l.Stats(); got.Wins != stats.Wins+1 || got.Losses != stats.Losses {
+				t.Errorf("ledger counted %d wins and %d losses, want 1 and 0", got.Wins-stats.Wins, got.Losses-stats.Losses)
+			}
+			if after := reservedByCampaign(l); after[b.Cid] != before[b.Cid] {
+				t.Errorf("campaign %s reserves %d micros, was %d: a won bid's reservation stands until its bill or expiry", b.Cid, after[b.Cid], before[b.Cid])
+			}
+		})
+	}
+}
+
 // reservedByCampaign is each campaign's outstanding reservations.
 func reservedByCampaign(l *ledger.Ledger) map[string]int64 {
 	m := map[string]int64{}

@@ -252,7 +252,8 @@ type LossRequest struct {
 	// OpenRTB loss reason code as the exchange substitutes it into
 	// ${AUCTION_LOSS}; optional, a non-negative integer when present.
 	// "${AUCTION_LOSS}" itself (not substituted) counts as absent: the loss
-	// is still applied.
+	// is still applied. Reason 0 is OpenRTB's "Bid Won": the notice then
+	// counts as the bid's win, not as a loss.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
