@@ -218,11 +218,12 @@ func TestFileRenameOverWriteAndBrokenFile(t *testing.T) {
 	for _, e := range st.LastRejected.Errors {
 		got = append(got, e.Error())
 	}
+	// Each names the file and the line, also with the one file.
 	want := []string{
-		"campaigns[0].bid_cpm: -1 must be > 0 and <= 10000",
-		`campaigns[0].pacing: unknown pacing mode "fast", want even or asap`,
-		"campaigns[0].creatives[0].w: 0 must be > 0 and <= 10000",
-		"campaigns[0].creatives[0].adm: unknown macro ${CLICK_URL}",
+		f.path + ": line 4: campaigns[0].bid_cpm: -1 must be > 0 and <= 10000",
+		f.path + `: line 5: campaigns[0].pacing: unknown pacing mode "fast", want even or asap`,
+		f.path + ": line 7: campaigns[0].creatives[0].w: 0 must be > 0 and <= 10000",
+		f.path + ": line 7: campaigns[0].creatives[0].adm: unknown macro ${CLICK_URL}",
 	}
 	if diff := cmp.Diff(want, got); diff != "" || st.LastRejected.Source != SourceFile {
 		t.Errorf("rejection from %s (-want +got):\n%s", st.LastRejected.Source, diff)
@@ -783,7 +784,7 @@ func TestDirectoryReparsesOnlyChangedFile(t *testing.T) {
 	if st.LastRejected == nil || st.Version != v2 || f.eng.Rules().Version() != v2 {
 		t.Fatalf("after breaking c.yaml: status %+v, engine %s; want %s still, and a rejection", st, f.eng.Rules().Version(), v2)
 	}
-	if e := st.LastRejected.Errors[0].Error(); !strings.Contains(e, "c.yaml: campaigns[0].bid_cpm") {
+	if e := st.LastRejected.Errors[0].Error(); !strings.Contains(e, "c.yaml: line 4: campaigns[0].bid_cpm") {
 		t.Errorf("rejection names %q, want c.yaml's campaign", e)
 	}
 

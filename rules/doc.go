@@ -19,4 +19,6 @@
 // Validation reports every problem at once, each with the path of the field
 // that holds it ("campaigns[3].creatives[1].w: must be > 0"), so a planner
 // fixes a file in one pass; a set with any error is rejected whole.
+// [Origins.Locate] names the file and line of each problem of a set read
+// from files ("b2b.yaml: line 40: campaigns[3].creatives[1].w").
 package rules

@@ -473,7 +473,7 @@ func parseFiles(files []File, parse func(i int, f File) (*RuleSet, error)) (*Rul
 	origins := make(Origins, len(files))
 	n, cr := 0, [3]int{}
 	for i, rs := range sets {
-		origins[i] = Origin{File: files[i].Name, First: n, FirstContent: cr}
+		origins[i] = Origin{File: files[i].Name, First: n, FirstContent: cr, Data: files[i].Data}
 		n += len(rs.Campaigns)
 		cr[0] += len(rs.ContentRules.BlockedCat)
 		cr[1] += len(rs.ContentRules.BlockedAdomain)
@@ -504,10 +504,15 @@ func parseFiles(files []File, parse func(i int, f File) (*RuleSet, error)) (*Rul
 // Origin says that the campaigns of File start at index First of a merged
 // rule set, and its content rules' blocked_cat, blocked_adomain and
 // channel_map entries at the indexes of FirstContent, in that order.
+// Data is the file's text, in which Locate finds the lines of errors
+// (nil: Locate reads File when an error is in it, as for a file a
+// Parser knew unchanged); it is the Data of the File parsed, and valid
+// as long as that is.
 type Origin struct {
 	File         string
 	First        int
 	FirstContent [3]int
+	Data         []byte
 }
 
 // Origins are the files of a merged rule set, in merge order.
@@ -518,10 +523,12 @@ type Origins []Origin
 var contentLists = [3]string{"content_rules.blocked_cat[", "content_rules.blocked_adomain[", "content_rules.channel_map["}
 
 // locate maps the path "campaigns[N]rest" of the merged set to
-// "FILE: campaigns[I]rest", I being the campaign's index in its file,
-// and so the paths of the content rules' lists
-// ("content_rules.channel_map[N]rest", ...).
-func (os Origins) locate(path string) (string, bool) {
+// "FILE: line L: campaigns[I]rest", I being the campaign's index in its
+// file and L the line of the field (or of the innermost part of the path
+// the file holds; left out when it cannot be told), and so the paths of
+// the content rules' lists ("content_rules.channel_map[N]rest", ...).
+// lines holds a lineFinder per origin, made as needed.
+func (os Origins) locate(path string, lines []*lineFinder) (string, bool) {
 	list, prefix := -1, "campaigns["
 	idx, ok := strings.CutPrefix(path, prefix)
 	for i := 0; !ok && i < len(contentLists); i++ {
@@ -546,35 +553,46 @@ func (os Origins) locate(path string) (string, bool) {
 			first = os[j].FirstContent[list]
 		}
 		if n >= first {
-			return fmt.Sprintf("%s: %s%d]%s", os[j].File, prefix, n-first, rest), true
+			local := fmt.Sprintf("%s%d]%s", prefix, n-first, rest)
+			if lines[j] == nil {
+				lines[j] = &lineFinder{name: os[j].File, data: os[j].Data}
+			}
+			if l := lines[j].line(local); l > 0 {
+				return fmt.Sprintf("%s: line %d: %s", os[j].File, l, local), true
+			}
+			return os[j].File + ": " + local, true
 		}
 	}
 	return "", false
 }
 
 // Locate rewrites the campaign and content-rules paths of err's
-// validation errors from the merged set to the file they came from:
-// with several files, "campaigns[1000].bid_cpm" becomes "broken.yaml:
-// campaigns[0].bid_cpm", and "content_rules.channel_map[3].channel"
-// "house.yaml: content_rules.channel_map[0].channel".
-// With one file or none, and for errors that are not ValidationErrors, it
-// returns err unchanged.
+// validation errors from the merged set to the file and line they came
+// from: "campaigns[1000].bid_cpm" becomes "broken.yaml: line 12:
+// campaigns[0].bid_cpm" (with several files, the index is the
+// campaign's in its file), and "content_rules.channel_map[3].channel"
+// "house.yaml: line 4: content_rules.channel_map[0].channel". The lines
+// are looked for only in the files that have errors. With no files (a
+// set sent through the API), and for errors that are not
+// ValidationErrors, it returns err unchanged.
 func (os Origins) Locate(err error) error {
 	var es ValidationErrors
-	if len(os) < 2 || !errors.As(err, &es) {
+	if len(os) == 0 || !errors.As(err, &es) {
 		return err
 	}
+	lines := make([]*lineFinder, len(os))
 	out := make(ValidationErrors, len(es))
 	for i, e := range es {
 		path, msg := e.Path, e.Msg
-		if located, ok := os.locate(path); ok {
+		if located, ok := os.locate(path, lines); ok {
 			path = located
 		}
 		// "duplicate campaign id "a" (also campaigns[3])" names another
 		// campaign of the merged set.
 		if before, ref, ok := strings.Cut(msg, "(also "); ok {
-			if located, ok := os.locate(ref); ok {
-				msg = before + "(also " + located
+			ref, after, _ := strings.Cut(ref, ")")
+			if located, ok := os.locate(ref, lines); ok {
+				msg = before + "(also " + located + ")" + after
 			}
 		}
 		out[i] = &ValidationError{Path: path, Msg: msg}

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -277,7 +278,7 @@ func TestLoadDirectory(t *testing.T) {
 		t.Errorf("campaigns (-want +got):\n%s", diff)
 	}
 	write("c.yaml", "campaigns: [{id: a, bid_cpm: 1, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")
-	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `c.yaml: campaigns[0].id: duplicate campaign id "a" (also `+filepath.Join(dir, "a.json")+`: campaigns[0])`) {
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `c.yaml: line 1: campaigns[0].id: duplicate campaign id "a" (also `+filepath.Join(dir, "a.json")+`: line 1: campaigns[0])`) {
 		t.Errorf("duplicate across files: %v", err)
 	}
 	if _, err := Load(filepath.Join(dir, "missing")); err == nil {
@@ -331,20 +332,115 @@ func TestOriginsLocate(t *testing.T) {
 		got = append(got, e.Error())
 	}
 	want := []string{
-		"broken.yaml: campaigns[0].bid_cpm: -3 must be > 0 and <= 10000",
-		`broken.yaml: campaigns[0].id: duplicate campaign id "a" (also a.yaml: campaigns[0])`,
+		"broken.yaml: line 1: campaigns[0].bid_cpm: -3 must be > 0 and <= 10000",
+		`broken.yaml: line 1: campaigns[0].id: duplicate campaign id "a" (also a.yaml: line 1: campaigns[0])`,
 		// The content rules of several files merge too: their errors name
 		// the file and the index in it.
-		`more-house.yaml: content_rules.blocked_cat[1]: "IAB 7" is not an IAB category such as IAB19`,
-		"more-house.yaml: content_rules.blocked_adomain[0]: empty domain",
-		`more-house.yaml: content_rules.channel_map[0].domains[1]: "x.com" is already mapped to channel "social"`,
+		`more-house.yaml: line 1: content_rules.blocked_cat[1]: "IAB 7" is not an IAB category such as IAB19`,
+		"more-house.yaml: line 1: content_rules.blocked_adomain[0]: empty domain",
+		`more-house.yaml: line 1: content_rules.channel_map[0].domains[1]: "x.com" is already mapped to channel "social"`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("located errors (-want +got):\n%s", diff)
 	}
-	// One file: paths stay as they are.
-	one := Origins{{File: "a.yaml"}}
-	if err := one.Locate(rs.Validate()); !strings.Contains(err.Error(), "\n  campaigns[2].bid_cpm") {
-		t.Errorf("single file: %v", err)
+	// No files (a set sent through the API): paths stay as they are.
+	if err := Origins(nil).Locate(rs.Validate()); !strings.Contains(err.Error(), "\n  campaigns[2].bid_cpm") {
+		t.Errorf("no files: %v", err)
+	}
+}
+
+// TestLocateLines: the errors of a set read from one file name the file
+// and the line of the field (the planner's file is one of hundreds of
+// campaigns; "campaigns[180].budget.daily" alone sends them counting),
+// or, for a field left out, the line of its campaign; in a file large
+// enough to be cut at its campaign entries too, and in one a Parser
+// knew unchanged (its Data not read again).
+func TestLocateLines(t *testing.T) {
+	const good = `  - id: ok-%d
+    bid_cpm: 1
+    creatives:
+      - {id: ok-%d-cr, w: 300, h: 250, adm: x}
+`
+	const bad = `  - id: bad
+    bid_cpm: 2
+    budget:
+      daily: -200
+    frequency_cap: {max: 3, window: 1d}
+    targeting:
+      all:
+        - facet: title
+          any: [cmo, "Vp Marketing"]
+    creatives: [{id: bad-cr, w: 300, h: 250, adm: x}]
+  - id: empty
+    bid_cpm: 1
+content_rules:
+  blocked_cat:
+    - IAB25
+    - "IAB 26"
+`
+	for _, tc := range []struct {
+		name string
+		n    int // good campaigns before the bad ones
+	}{{"small", 2}, {"cut", 5000}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString("# house rules\ncampaigns:\n")
+			for i := range tc.n {
+				fmt.Fprintf(&b, good, i, i)
+			}
+			b.WriteString(bad)
+			data := []byte(b.String())
+			first := 3 + 4*tc.n // the line of "- id: bad"
+			files := []File{{Name: "b2b.yaml", Data: data}}
+			rs, origins, err := ParseFilesLocated(files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{
+				fmt.Sprintf("b2b.yaml: line %d: campaigns[%d].budget.daily: -200 must be >= 0 and <= 100000000 (0: no daily limit)", first+3, tc.n),
+				fmt.Sprintf(`b2b.yaml: line %d: campaigns[%d].frequency_cap.window: "1d" is not a duration such as 24h`, first+4, tc.n),
+				fmt.Sprintf(`b2b.yaml: line %d: campaigns[%d].targeting.all[0].any[1]: "Vp Marketing" must match ^[a-z0-9][a-z0-9._-]{0,63}$`, first+8, tc.n),
+				fmt.Sprintf("b2b.yaml: line %d: campaigns[%d].creatives: a campaign needs at least one creative", first+10, tc.n+1),
+				fmt.Sprintf(`b2b.yaml: line %d: content_rules.blocked_cat[1]: "IAB 26" is not an IAB category such as IAB19`, first+15),
+			}
+			located := func(err error) []string {
+				var got []string
+				for _, e := range Problems(err) {
+					got = append(got, e.Error())
+				}
+				return got
+			}
+			if diff := cmp.Diff(want, located(origins.Locate(rs.Validate()))); diff != "" {
+				t.Errorf("located errors (-want +got):\n%s", diff)
+			}
+			// A Parser's second call reads nothing of an unchanged file:
+			// its lines come from the file on disk.
+			dir := t.TempDir()
+			path := filepath.Join(dir, "b2b.yaml")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := NewParser()
+			p.SetRacy(-1)
+			for range 2 {
+				files, err := p.ReadFiles(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs, origins, err = p.ParseFiles(files)
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if p.Stats().FilesRead != 0 {
+				t.Fatalf("the Parser read the unchanged file again: %+v", p.Stats())
+			}
+			for i := range want {
+				want[i] = path + strings.TrimPrefix(want[i], "b2b.yaml")
+			}
+			if diff := cmp.Diff(want, located(origins.Locate(rs.Validate()))); diff != "" {
+				t.Errorf("located errors of an unchanged file (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

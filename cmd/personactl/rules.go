@@ -40,7 +40,8 @@ var errInvalid = errors.New("rules: the rule set has errors")
 
 // readRules reads and parses FILE (or a directory, as personad --rules
 // does; - is stdin). It does not validate: the Origins it returns locate
-// validation errors in a directory's files, as the server does.
+// validation errors at the file and line, as the server does, and at
+// the file of a directory they came from.
 func readRules(e env, path string) (*rules.RuleSet, rules.Origins, error) {
 	if path == "-" {
 		data, err := io.ReadAll(io.LimitReader(e.stdin, rules.MaxFileSize+1))
@@ -48,7 +49,7 @@ func readRules(e env, path string) (*rules.RuleSet, rules.Origins, error) {
 			return nil, nil, err
 		}
 		rs, err := rules.Parse("stdin", data)
-		return rs, nil, err
+		return rs, rules.Origins{{File: "stdin", Data: data}}, err
 	}
 	files, err := rules.ReadFiles(path)
 	if err != nil {

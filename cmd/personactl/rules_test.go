@@ -28,14 +28,35 @@ func TestRulesValidateLocalDirectory(t *testing.T) {
 	write("a.yaml", "campaigns:\n  - {id: a, bid_cpm: 1, creatives: [{id: a1, w: 300, h: 250, adm: x}]}\n")
 	write("b.yaml", "campaigns:\n  - {id: b, bid_cpm: -1, creatives: [{id: b1, w: 300, h: 250, adm: x}]}\n")
 	out, _, code := ctl(t, "127.0.0.1:1", "", false, "rules", "validate", "--local", dir)
-	if code == 0 || !strings.Contains(out, "b.yaml: campaigns[0].bid_cpm") {
-		t.Errorf("exit %d, output:\n%s\nwant an error at b.yaml: campaigns[0].bid_cpm", code, out)
+	if code == 0 || !strings.Contains(out, "b.yaml: line 2: campaigns[0].bid_cpm") {
+		t.Errorf("exit %d, output:\n%s\nwant an error at b.yaml: line 2: campaigns[0].bid_cpm", code, out)
 	}
 	// One campaign is '1 campaign', in the summary too.
 	b := filepath.Join(dir, "b.yaml")
 	out, _, code = ctl(t, "127.0.0.1:1", "", false, "rules", "validate", "--local", b)
 	if code == 0 || !strings.HasSuffix(out, b+": invalid (1 campaign)\n") {
 		t.Errorf("exit %d, output:\n%s\nwant it to end with %s: invalid (1 campaign)", code, out, b)
+	}
+}
+
+// Validation errors name the file and the line of the field, also for a
+// single file and for stdin, so that a planner finds campaigns[180] of a
+// long file without counting entries.
+func TestRulesValidateNamesFileAndLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "b2b.yaml")
+	text := "campaigns:\n  - id: a\n    bid_cpm: 1\n    creatives: [{id: a1, w: 300, h: 250, adm: x}]\n  - id: b\n    bid_cpm: 2\n    budget: {daily: -200}\n    creatives:\n      - id: b1\n        w: 0\n        h: 250\n        adm: x\n"
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "error: %[1]s: line 7: campaigns[1].budget.daily: -200 must be >= 0 and <= 100000000 (0: no daily limit)\n" +
+		"error: %[1]s: line 10: campaigns[1].creatives[0].w: 0 must be > 0 and <= 10000\n"
+	for _, tc := range []struct{ arg, stdin, name string }{{file, "", file}, {"-", text, "stdin"}} {
+		for _, cmd := range []string{"validate", "apply"} {
+			out, _, code := ctl(t, "127.0.0.1:1", tc.stdin, false, "rules", cmd, tc.arg)
+			if w := fmt.Sprintf(want, tc.name); code == 0 || !strings.HasPrefix(out, w) {
+				t.Errorf("rules %s %s: exit %d, output:\n%s\nwant it to start with\n%s", cmd, tc.arg, code, out, w)
+			}
+		}
 	}
 }
 
@@ -50,7 +71,7 @@ func TestRulesValidateLocalCurrency(t *testing.T) {
 		}
 	}
 	out, _, code := ctl(t, "127.0.0.1:1", "", false, "rules", "validate", "--local", dir)
-	want := "warning: " + filepath.Join(dir, "b.yaml") + `: campaigns[0].currency: "UDS" is not an ISO 4217 currency (1 campaign bids in it): only bid requests whose cur lists it can match
+	want := "warning: " + filepath.Join(dir, "b.yaml") + `: line 2: campaigns[0].currency: "UDS" is not an ISO 4217 currency (1 campaign bids in it): only bid requests whose cur lists it can match
 ` + dir + `: valid, 2 campaigns, version `
 	if code != 0 || !strings.HasPrefix(out, want) || !strings.HasSuffix(out, ", 1 warning (checked locally)\n") {
 		t.Errorf("exit %d, output:\n%s\nwant exit 0 and\n%s…, 1 warning (checked locally)", code, out, want)
@@ -124,7 +145,7 @@ func TestRulesDirectoryWarningsLocated(t *testing.T) {
 	gs := grpc.NewServer()
 	personadpb.RegisterRulesServer(gs, warningRules{})
 	addr := serve(t, gs)
-	want := "warning: " + filepath.Join(dir, "b.yaml") + ": campaigns[0].targeting.all[0].any[0]: no uploaded segment is title:cmoo\n"
+	want := "warning: " + filepath.Join(dir, "b.yaml") + ": line 2: campaigns[0].targeting.all[0].any[0]: no uploaded segment is title:cmoo\n"
 	for _, args := range [][]string{{"validate", dir}, {"apply", "--dry-run", dir}} {
 		out, stderr, code := ctl(t, addr, "", false, append([]string{"rules"}, args...)...)
 		if code != 0 || !strings.Contains(out, want) {
@@ -132,7 +153,7 @@ func TestRulesDirectoryWarningsLocated(t *testing.T) {
 		}
 	}
 	// So do the errors of a refusal.
-	want = "error: " + filepath.Join(dir, "b.yaml") + ": campaigns[0].currency: EUR would change campaign b's currency\n"
+	want = "error: " + filepath.Join(dir, "b.yaml") + ": line 2: campaigns[0].currency: EUR would change campaign b's currency\n"
 	if out, stderr, code := ctl(t, addr, "", false, "rules", "apply", dir); code == 0 || !strings.Contains(out, want) {
 		t.Errorf("rules apply: exit %d, output:\n%s%s\nwant %q", code, out, stderr, want)
 	}
