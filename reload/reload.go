@@ -800,12 +800,13 @@ func currencyErrors(rs *rules.RuleSet, cs []ledger.CurrencyConflict) rules.Valid
 	return errs
 }
 
-// warnings are rs's currency warnings, then its segment warnings against
-// the live segments. r, when set, is rs compiled: when every fact it
-// refers to has a segment there is no segment to warn about, and the walk
-// over every clause is skipped.
+// warnings are rs's currency warnings, its delivery warnings (what can
+// never deliver as written: an ended flight, ...), then its segment
+// warnings against the live segments. r, when set, is rs compiled: when
+// every fact it refers to has a segment there is no segment to warn
+// about, and the walk over every clause is skipped.
 func (m *Manager) warnings(rs *rules.RuleSet, r *engine.Rules) rules.ValidationErrors {
-	ws := rs.CurrencyWarnings()
+	ws := append(rs.CurrencyWarnings(), rs.DeliveryWarnings(m.cfg.Now())...)
 	if m.cfg.Segments == nil {
 		return ws
 	}

@@ -1111,6 +1111,36 @@ func TestCurrencyWarnings(t *testing.T) {
 	}
 }
 
+// TestDeliveryWarnings: a valid set with a campaign whose flight has
+// ended by the Manager's clock applies, and Validate and Apply warn of it
+// (a planner's copied campaign whose dates were not moved was applied
+// without a word, and never bid).
+func TestDeliveryWarnings(t *testing.T) {
+	f := newFixture(t)
+	old := strings.Replace(doc("a", 1), "bid_cpm: 1", `bid_cpm: 1
+    end: "2026-01-01T00:00:00Z"`, 1)
+	replace(t, f.path, old)
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch = f.eng, f.path, true
+	cfg.Now = func() time.Time { return time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC) }
+	m := startManager(t, cfg)
+	const want = `campaigns[0].end: flight ended 2026-01-01T00:00:00Z: the campaign never bids; move end, or pause it (1 active campaign's flight has ended: a)`
+	rs := mustParse(t, old)
+	res, err := m.Apply(rs, ApplyOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs, warnings, _ := m.Validate(rs)
+	for what, ws := range map[string]rules.ValidationErrors{"Apply": res.Warnings, "Validate": warnings} {
+		if len(ws) != 1 || ws[0].Error() != want {
+			t.Errorf("%s warnings %v, want %q", what, ws, want)
+		}
+	}
+	if len(errs) != 0 {
+		t.Errorf("Validate errors %v, want none", errs)
+	}
+}
+
 // TestCurrencyChangeBidInGap: bids on the rules still serving, priced in
 // a campaign's old currency, while a set that changes that currency is
 // applied (here: while the set is persisted, after the currency check,

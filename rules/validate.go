@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -618,3 +619,63 @@ func plural(n int, one, many string) string {
 
 // plain writes an amount as planners write it: 0.0000004, not 4e-07.
 func plain(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// DeliveryWarnings lists what a valid set holds that can never deliver as
+// written — each most likely a planner's slip that validation cannot call
+// an error, since the set means something:
+//   - a campaign whose flight has ended by now (a copied campaign whose
+//     dates were not moved; a campaign kept for its reports): one
+//     warning, at the first such campaign, counting and naming them;
+//   - a frequency cap with a window but no max: max 0 is no cap, so the
+//     window caps nothing;
+//   - a creative whose channels are none of its campaign's
+//     targeting.channels: it never serves.
+//
+// A paused campaign is left out: it is meant not to bid.
+func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
+	var out ValidationErrors
+	var ended []int
+	// The year of now as RFC 3339 writes it: an end in a later year has
+	// not passed whatever its offset, and is not parsed (most ends).
+	year := now.UTC().AddDate(0, 0, 1).Format("2006")
+	for i := range rs.Campaigns {
+		c := &rs.Campaigns[i]
+		if !c.Active() {
+			continue
+		}
+		if len(c.End) >= 4 && len(year) == 4 && c.End[:4] <= year {
+			if end, err := time.Parse(time.RFC3339, c.End); err == nil && !end.After(now) {
+				ended = append(ended, i)
+			}
+		}
+		if fc := c.FrequencyCap; fc.Max == 0 && fc.Window != "" {
+			out = append(out, &ValidationError{Path: campaignPath(i) + ".frequency_cap.max",
+				Msg: fmt.Sprintf("not set, so the window %s caps nothing (max 0 is no cap): set the impressions a user may see per window, or remove frequency_cap", fc.Window)})
+		}
+		if chs := c.Targeting.Channels; len(chs) > 0 {
+			for j := range c.Creatives {
+				cr := &c.Creatives[j]
+				if len(cr.Channels) > 0 && !slices.ContainsFunc(cr.Channels, func(ch string) bool { return slices.Contains(chs, ch) }) {
+					out = append(out, &ValidationError{Path: creativePath(i, j) + ".channels",
+						Msg: fmt.Sprintf("none of [%s] is a channel of the campaign (targeting.channels [%s]): the creative never serves", strings.Join(cr.Channels, ", "), strings.Join(chs, ", "))})
+				}
+			}
+		}
+	}
+	if len(ended) > 0 {
+		c := &rs.Campaigns[ended[0]]
+		const named = 5
+		ids := make([]string, 0, named)
+		for _, i := range ended[:min(named, len(ended))] {
+			ids = append(ids, rs.Campaigns[i].ID)
+		}
+		list := strings.Join(ids, ", ")
+		if len(ended) > named {
+			list += fmt.Sprintf(" and %d more", len(ended)-named)
+		}
+		w := &ValidationError{Path: campaignPath(ended[0]) + ".end",
+			Msg: fmt.Sprintf("flight ended %s: the campaign never bids; move end, or pause it (%d active %s ended: %s)", c.End, len(ended), plural(len(ended), "campaign's flight has", "campaigns' flights have"), list)}
+		out = append([]*ValidationError{w}, out...)
+	}
+	return out
+}

@@ -90,7 +90,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 	if *local {
 		// The warnings that need no server: the segments are its.
 		var ws rules.ValidationErrors
-		if w := rs.CurrencyWarnings(); len(w) > 0 {
+		if w := append(rs.CurrencyWarnings(), rs.DeliveryWarnings(time.Now())...); len(w) > 0 {
 			ws = rules.Problems(origins.Locate(w))
 		}
 		printProblems(e.stdout, "warning", ws)

@@ -60,6 +60,22 @@ func TestRulesValidateNamesFileAndLine(t *testing.T) {
 	}
 }
 
+// Local validation warns of what can never deliver, such as a campaign
+// whose flight has ended (it was "valid, 0 warnings"), and the set stays
+// valid.
+func TestRulesValidateLocalDelivery(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "q3.yaml")
+	text := "campaigns:\n  - id: q3-2025\n    bid_cpm: 1\n    start: \"2025-07-01T00:00:00Z\"\n    end: \"2025-10-01T00:00:00Z\"\n    creatives: [{id: a1, w: 300, h: 250, adm: x}]\n"
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := ctl(t, "127.0.0.1:1", "", false, "rules", "validate", "--local", file)
+	want := "warning: " + file + ": line 5: campaigns[0].end: flight ended 2025-10-01T00:00:00Z: the campaign never bids; move end, or pause it (1 active campaign's flight has ended: q3-2025)\n"
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.HasSuffix(out, ", 1 warning (checked locally)\n") {
+		t.Errorf("exit %d, output:\n%s\nwant exit 0 and\n%s…, 1 warning (checked locally)", code, out, want)
+	}
+}
+
 // Local validation warns of a currency that is not ISO 4217, naming the
 // file, and the set stays valid.
 func TestRulesValidateLocalCurrency(t *testing.T) {

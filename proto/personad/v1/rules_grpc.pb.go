@@ -56,9 +56,12 @@ type RulesClient interface {
 	// change for a campaign that holds money in its currency, spent or in
 	// bids awaiting notices), and warnings such as targeting
 	// on a facet no uploaded segment uses, or on a value of one that no
-	// uploaded segment has (a typo, a segment deleted), and a currency that
-	// is not an ISO 4217 code (UDS for USD). An invalid set is not a call
-	// error: the errors are in the response.
+	// uploaded segment has (a typo, a segment deleted), a currency that
+	// is not an ISO 4217 code (UDS for USD), and what can never deliver as
+	// written (an active campaign whose flight has ended, a frequency cap
+	// window without a max, a creative whose channels are none of its
+	// campaign's). An invalid set is not a call error: the errors are in
+	// the response.
 	Validate(ctx context.Context, in *RulesValidateRequest, opts ...grpc.CallOption) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
@@ -141,9 +144,12 @@ type RulesServer interface {
 	// change for a campaign that holds money in its currency, spent or in
 	// bids awaiting notices), and warnings such as targeting
 	// on a facet no uploaded segment uses, or on a value of one that no
-	// uploaded segment has (a typo, a segment deleted), and a currency that
-	// is not an ISO 4217 code (UDS for USD). An invalid set is not a call
-	// error: the errors are in the response.
+	// uploaded segment has (a typo, a segment deleted), a currency that
+	// is not an ISO 4217 code (UDS for USD), and what can never deliver as
+	// written (an active campaign whose flight has ended, a frequency cap
+	// window without a max, a creative whose channels are none of its
+	// campaign's). An invalid set is not a call error: the errors are in
+	// the response.
 	Validate(context.Context, *RulesValidateRequest) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
