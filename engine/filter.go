@@ -14,13 +14,15 @@ const (
 )
 
 // Blocking a category blocks its subcategories (blocking IAB19 blocks
-// IAB19-3), and blocking a domain blocks its subdomains.
+// IAB19-3), and blocking a domain blocks its subdomains: the rules
+// package says so (rules.CategoryBlocks, rules.DomainBlocks), for the
+// warnings of campaigns that house rules block too.
 
 // blockedCat reports the first of cats blocked by block.
 func blockedCat(block, cats []string) (string, bool) {
 	for _, c := range cats {
 		for _, b := range block {
-			if catCovers(b, c) {
+			if rules.CategoryBlocks(b, c) {
 				return c, true
 			}
 		}
@@ -28,32 +30,17 @@ func blockedCat(block, cats []string) (string, bool) {
 	return "", false
 }
 
-// catCovers reports whether blocking category b blocks category c.
-func catCovers(b, c string) bool {
-	if len(c) < len(b) || !strings.EqualFold(c[:len(b)], b) {
-		return false
-	}
-	return len(c) == len(b) || c[len(b)] == '-'
-}
-
 // blockedDomain reports the first of adomain blocked by block; a blocked
 // domain also blocks its subdomains.
 func blockedDomain(block, adomain []string) (string, bool) {
 	for _, d := range adomain {
 		for _, b := range block {
-			if domainCovers(b, d) {
+			if rules.DomainBlocks(b, d) {
 				return d, true
 			}
 		}
 	}
 	return "", false
-}
-
-func domainCovers(b, d string) bool {
-	if len(d) < len(b) || !strings.EqualFold(d[len(d)-len(b):], b) {
-		return false
-	}
-	return len(d) == len(b) || d[len(d)-len(b)-1] == '.'
 }
 
 // resolveChannel returns the request's channel id (-1 for a channel no rule

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"math"
+	"strings"
 	"time"
 )
 
@@ -127,4 +128,24 @@ func (c *Campaign) Flight() (start, end time.Time) {
 		end, _ = time.Parse(time.RFC3339, c.End)
 	}
 	return start, end
+}
+
+// CategoryBlocks reports whether blocking category b (a request's bcat, a
+// house blocked_cat) blocks category c: c is b, or one of its
+// subcategories (blocking IAB19 blocks IAB19-3), in any case.
+func CategoryBlocks(b, c string) bool {
+	if len(c) < len(b) || !strings.EqualFold(c[:len(b)], b) {
+		return false
+	}
+	return len(c) == len(b) || c[len(b)] == '-'
+}
+
+// DomainBlocks reports whether blocking domain b (a request's badv, a
+// house blocked_adomain) blocks advertiser domain d: d is b, or one of
+// its subdomains, in any case.
+func DomainBlocks(b, d string) bool {
+	if len(d) < len(b) || !strings.EqualFold(d[len(d)-len(b):], b) {
+		return false
+	}
+	return len(d) == len(b) || d[len(d)-len(b)-1] == '.'
 }

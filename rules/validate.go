@@ -629,12 +629,18 @@ func plain(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 //   - a frequency cap with a window but no max: max 0 is no cap, so the
 //     window caps nothing;
 //   - a creative whose channels are none of its campaign's
-//     targeting.channels: it never serves.
+//     targeting.channels: it never serves;
+//   - a campaign whose advertiser domain the house rules block
+//     (content_rules.blocked_adomain, subdomains too), or every one of
+//     whose creatives has a category they block (blocked_cat,
+//     subcategories too): it never bids; else each creative they block:
+//     it never serves.
 //
 // A paused campaign is left out: it is meant not to bid.
 func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 	var out ValidationErrors
 	var ended []int
+	house := &rs.ContentRules
 	// The year of now as RFC 3339 writes it: an end in a later year has
 	// not passed whatever its offset, and is not parsed (most ends).
 	year := now.UTC().AddDate(0, 0, 1).Format("2006")
@@ -652,6 +658,7 @@ func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 			out = append(out, &ValidationError{Path: campaignPath(i) + ".frequency_cap.max",
 				Msg: fmt.Sprintf("not set, so the window %s caps nothing (max 0 is no cap): set the impressions a user may see per window, or remove frequency_cap", fc.Window)})
 		}
+		out = houseBlocked(out, house, i, c)
 		if chs := c.Targeting.Channels; len(chs) > 0 {
 			for j := range c.Creatives {
 				cr := &c.Creatives[j]
@@ -678,4 +685,48 @@ func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 		out = append([]*ValidationError{w}, out...)
 	}
 	return out
+}
+
+// houseBlocked appends to out the warnings of DeliveryWarnings for
+// campaign i, c, that the house rules block, whole or creative by
+// creative, as the engine blocks it.
+func houseBlocked(out ValidationErrors, house *ContentRules, i int, c *Campaign) ValidationErrors {
+	if len(house.BlockedAdomain) == 0 && len(house.BlockedCat) == 0 {
+		return out
+	}
+	for j, d := range c.Adomain {
+		for _, b := range house.BlockedAdomain {
+			if DomainBlocks(b, d) {
+				return append(out, &ValidationError{Path: at(campaignPath(i)+".adomain", j),
+					Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_adomain %q: the campaign never bids", d, b)})
+			}
+		}
+	}
+	if len(house.BlockedCat) == 0 {
+		return out
+	}
+	var blocked []*ValidationError
+	for j := range c.Creatives {
+		cr := &c.Creatives[j]
+		cats, field := cr.Cat, creativePath(i, j)+".cat"
+		if len(cats) == 0 {
+			cats, field = c.Cat, campaignPath(i)+".cat"
+		}
+	creative:
+		for k, cat := range cats {
+			for _, b := range house.BlockedCat {
+				if CategoryBlocks(b, cat) {
+					blocked = append(blocked, &ValidationError{Path: at(field, k),
+						Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_cat %q: creative %s never serves", cat, b, cr.ID)})
+					break creative
+				}
+			}
+		}
+	}
+	if len(blocked) > 0 && len(blocked) == len(c.Creatives) {
+		w := blocked[0]
+		w.Msg = strings.TrimSuffix(w.Msg, ": creative "+c.Creatives[0].ID+" never serves") + ": the campaign never bids (content_rules.blocked_cat blocks a category of each of its creatives)"
+		return append(out, w)
+	}
+	return append(out, blocked...)
 }

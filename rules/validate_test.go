@@ -78,3 +78,53 @@ campaigns:
 		t.Errorf("a day later: %v, want tonight-new-year's flight ended too", ws)
 	}
 }
+
+// TestDeliveryWarningsHouseRules: a campaign whose advertiser domain the
+// house rules block (a subdomain too), or whose every creative has a
+// blocked category (a subcategory too, the campaign's cat for a creative
+// without its own), never bids, and a creative with a blocked category
+// never serves: each is warned of at the domain or category, by the
+// engine's own test (CategoryBlocks, DomainBlocks). A paused campaign is
+// not.
+func TestDeliveryWarningsHouseRules(t *testing.T) {
+	rs, err := Parse("t.yaml", []byte(`
+campaigns:
+  - {id: shop, bid_cpm: 1, adomain: [ok.example, Shop.BadCo.example], creatives: [{id: c0, w: 1, h: 1, adm: x}]}
+  - {id: not-a-subdomain, bid_cpm: 1, adomain: [notbadco.example], creatives: [{id: c1, w: 1, h: 1, adm: x}]}
+  - id: all-blocked
+    bid_cpm: 1
+    cat: [IAB25-3]
+    creatives:
+      - {id: c2, w: 1, h: 1, adm: x}
+      - {id: c3, w: 1, h: 1, cat: [IAB1, iab26], adm: x}
+  - id: one-blocked
+    bid_cpm: 1
+    cat: [IAB19]
+    creatives:
+      - {id: c4, w: 1, h: 1, adm: x}
+      - {id: c5, w: 1, h: 1, cat: [IAB19, IAB26-1], adm: x}
+      - {id: c6, w: 1, h: 1, cat: [IAB250], adm: x}
+  - {id: paused, status: paused, bid_cpm: 1, adomain: [badco.example], creatives: [{id: c7, w: 1, h: 1, adm: x}]}
+content_rules:
+  blocked_cat: [IAB25, IAB26]
+  blocked_adomain: [badco.example]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range rs.DeliveryWarnings(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		`campaigns[0].adomain[1]: "Shop.BadCo.example" is blocked by content_rules.blocked_adomain "badco.example": the campaign never bids`,
+		`campaigns[2].cat[0]: "IAB25-3" is blocked by content_rules.blocked_cat "IAB25": the campaign never bids (content_rules.blocked_cat blocks a category of each of its creatives)`,
+		`campaigns[3].creatives[1].cat[1]: "IAB26-1" is blocked by content_rules.blocked_cat "IAB26": creative c5 never serves`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+}

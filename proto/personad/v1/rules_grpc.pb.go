@@ -60,8 +60,9 @@ type RulesClient interface {
 	// is not an ISO 4217 code (UDS for USD), and what can never deliver as
 	// written (an active campaign whose flight has ended, a frequency cap
 	// window without a max, a creative whose channels are none of its
-	// campaign's). An invalid set is not a call error: the errors are in
-	// the response.
+	// campaign's, a campaign or creative that the content rules' own
+	// blocked_adomain or blocked_cat block). An invalid set is not a call
+	// error: the errors are in the response.
 	Validate(ctx context.Context, in *RulesValidateRequest, opts ...grpc.CallOption) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
@@ -148,8 +149,9 @@ type RulesServer interface {
 	// is not an ISO 4217 code (UDS for USD), and what can never deliver as
 	// written (an active campaign whose flight has ended, a frequency cap
 	// window without a max, a creative whose channels are none of its
-	// campaign's). An invalid set is not a call error: the errors are in
-	// the response.
+	// campaign's, a campaign or creative that the content rules' own
+	// blocked_adomain or blocked_cat block). An invalid set is not a call
+	// error: the errors are in the response.
 	Validate(context.Context, *RulesValidateRequest) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
