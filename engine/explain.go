@@ -61,12 +61,32 @@ func (e *Engine) explain(r *Rules, s *scratch, q *Query, d *Decision) {
 			default:
 				t.Stage, t.Creative = StageOutranked, cr.ID
 				if b, ok := byImp[i]; ok {
-					t.Detail = "outranked by " + b.Campaign.ID
+					t.Detail = "outranked by " + b.Campaign.ID + outrankedWhy(b.Campaign, c)
 				}
 			}
 			d.Trace = append(d.Trace, t)
 		}
 	}
+}
+
+// outrankedWhy says which step of the choice put w, the winner of an
+// impression, before c, which could have bid on it (DESIGN.md: lowest
+// priority tier, then highest price, then more targeting.all clauses
+// matched, then campaign id), as ": priority 5 before 10"; "" if w does
+// not rank before c.
+func outrankedWhy(w, c *Campaign) string {
+	if compareRank(w.Priority, c.Priority, w.BidMicros, c.BidMicros, int32(w.clauseCount), int32(c.clauseCount), w.ID, c.ID) >= 0 {
+		return ""
+	}
+	switch {
+	case w.Priority != c.Priority:
+		return fmt.Sprintf(": priority %d before %d", w.Priority, c.Priority)
+	case w.BidMicros != c.BidMicros:
+		return fmt.Sprintf(": bid %s over %s", formatMicros(w.BidMicros), formatMicros(c.BidMicros))
+	case w.clauseCount != c.clauseCount:
+		return fmt.Sprintf(": more targeting clauses matched, %d over %d", w.clauseCount, c.clauseCount)
+	}
+	return ": a tie on priority, bid and clauses matched; the lower id wins"
 }
 
 func hasBid(won map[*Campaign]int, c *Campaign) bool {
