@@ -5,6 +5,10 @@
 # Before sourcing: RESULTS (the reports' directory), BASE_PORT. After:
 # GRPC, HTTP, work (a temporary directory, removed on exit), BIN. A
 # script's own EXIT trap calls stop_server.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+	echo "bench/lib.sh is sourced by the bench/*.sh scripts, not run: run one of them (each takes -h)" >&2
+	exit 2
+fi
 
 # stop_server stops the server, if started, and removes $work.
 stop_server() {

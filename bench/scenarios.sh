@@ -19,6 +19,13 @@
 # /proc when it is a local process.
 set -euo pipefail
 
+# -h prints the comment above; the one argument is the server's host:port.
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
+if [[ $# -gt 1 || "${1:-}" == -* ]]; then
+	echo "$(basename "$0"): unexpected argument \"${@: -1}\": want at most ADDR (host:port); settings are environment variables (see $0 -h)" >&2
+	exit 2
+fi
+
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--mod=mod}"
 

@@ -34,6 +34,10 @@
 #              build with, in turn (default 0: none), e.g. "0 40000000"
 set -euo pipefail
 
+# -h prints the comment above; every setting is an environment variable.
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
+[[ $# -eq 0 ]] || { echo "$(basename "$0"): unexpected argument \"$1\": settings are environment variables (see $0 -h)" >&2; exit 2; }
+
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--mod=mod}"
 

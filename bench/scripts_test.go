@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The bench/*.sh scripts start servers, build binaries, write files of
+// millions of ids and use a Redis database: -h must print their usage
+// (the comment at their top: what they measure and their environment)
+// and do none of that, and an argument they do not take is refused,
+// exit 2, rather than run the benchmark. The environment points every
+// binary, Redis and port at nothing, so that a script that ran anyway
+// fails at once instead of loading the machine.
+func TestScriptsUsage(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	scripts, err := filepath.Glob("*.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nothing := filepath.Join(t.TempDir(), "nothing")
+	env := append(os.Environ(),
+		"BIN="+nothing, "BINS="+nothing, "PERSONABENCH="+filepath.Join(nothing, "personabench"),
+		"START_SERVER=0", "REDIS_URL=redis://127.0.0.1:1", "RESULTS="+t.TempDir(),
+		"IDS=10", "UPLOAD_IDS=10", "ROUNDS=1", "DURATION=1s", "BASE_PORT=1")
+	script := func(name string, args ...string) (stdout, stderr string, code int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", append([]string{name}, args...)...)
+		cmd.Env = env
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+		case errors.As(err, &ee):
+			code = ee.ExitCode()
+		default:
+			t.Fatalf("%s %q: %v", name, args, err)
+		}
+		return o.String(), e.String(), code
+	}
+	ran := 0
+	for _, name := range scripts {
+		if name == "lib.sh" {
+			if _, stderr, code := script(name, "-h"); code != 2 || !strings.Contains(stderr, "sourced") {
+				t.Errorf("bash lib.sh -h: exit %d, stderr %q; want 2 and that it is sourced, not run", code, stderr)
+			}
+			continue
+		}
+		ran++
+		for _, h := range []string{"-h", "--help"} {
+			stdout, stderr, code := script(name, h)
+			if code != 0 || !strings.Contains(stdout, "Environment:") || !strings.Contains(stdout, "bench/"+name) || strings.HasPrefix(stdout, "#") || strings.Contains(stdout, "\n#") {
+				t.Errorf("bash %s %s: exit %d\nstdout:\n%s\nstderr:\n%s\nwant exit 0 and the usage comment, uncommented", name, h, code, stdout, stderr)
+			}
+		}
+		bad := []string{"--rps=100"}
+		if name == "scenarios.sh" {
+			bad = []string{"127.0.0.1:9090", "extra"} // takes one ADDR
+		}
+		if stdout, stderr, code := script(name, bad...); code != 2 || !strings.Contains(stderr, "unexpected argument") {
+			t.Errorf("bash %s %q: exit %d\nstdout:\n%s\nstderr:\n%s\nwant exit 2, unexpected argument", name, bad, code, stdout, stderr)
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no bench/*.sh scripts found")
+	}
+}
