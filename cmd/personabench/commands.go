@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"time"
 
@@ -27,6 +28,7 @@ type common struct {
 	opts        bench.Options
 	json        bool
 	out         string
+	outTmp      *os.File // --out's temporary file in its directory, made before the run (openOut)
 	cpuProfile  string
 	inProcess   bool
 	progress    string
@@ -55,7 +57,7 @@ func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *co
 	fs.DurationVar(&c.opts.Timeout, "timeout", c.opts.Timeout, "per-request timeout")
 	fs.IntVar(&c.maxInFlight, "max-inflight", bench.DefaultMaxInFlight, "open loop: cap on requests in flight; sends beyond it are counted as dropped")
 	fs.BoolVar(&c.json, "json", false, "write the report as JSON on stdout")
-	fs.StringVar(&c.out, "out", "", "also write the JSON report to this file")
+	fs.StringVar(&c.out, "out", "", "also write the JSON report to this file (checked before the run: a path that cannot be written is refused at once; a run that fails leaves it as it was)")
 	fs.BoolVar(&c.inProcess, "baseline-inprocess", false, "run the empty-handler baseline inside the harness instead of as a child process")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the harness's own CPU profile to this file")
 	fs.StringVar(&c.progress, "progress", "auto", "progress line on stderr every second: auto (when stderr is a terminal), always, never")
@@ -234,6 +236,11 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
+	closeOut, err := c.openOut()
+	if err != nil {
+		return err
+	}
+	defer closeOut()
 	c.resolveServerPID(c.addr, stderr)
 	r, err := c.drive(ctx, c.addr, reqs, c.opts)
 	if err != nil {
@@ -290,6 +297,11 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
+	closeOut, err := c.openOut()
+	if err != nil {
+		return err
+	}
+	defer closeOut()
 	if !*compare {
 		b, err := c.baseline(ctx, c.addr, reqs)
 		if err != nil {
@@ -341,6 +353,11 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	closeOut, err := c.openOut()
+	if err != nil {
+		return err
+	}
+	defer closeOut()
 	c.resolveServerPID(c.addr, stderr)
 	sc.Options = c.opts
 	sc.MaxInFlight = c.maxInFlight
@@ -362,29 +379,63 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	for _, r := range sr.Steps {
 		r.Workload = c.wl.Info(c.pool)
 	}
-	if err := c.writeOut(sr); err != nil {
-		return err
-	}
 	if c.json {
-		return writeJSON(stdout, sr)
+		err = writeJSON(stdout, sr)
+	} else {
+		err = sr.WriteText(stdout)
 	}
-	return sr.WriteText(stdout)
+	if oerr := c.writeOut(sr); err == nil {
+		err = oerr
+	}
+	return err
 }
 
-// writeOut writes v as JSON to --out, when set.
-func (c *common) writeOut(v any) error {
+// openOut checks --out before the run, so that a path that cannot be
+// written is a usage error at once rather than the loss of the report
+// after the run: it makes a temporary file beside it, which writeOut
+// renames over it when the report is written. A run that fails leaves
+// the --out file as it was. The returned func removes the temporary file
+// unless writeOut used it.
+func (c *common) openOut() (func(), error) {
 	if c.out == "" {
+		return func() {}, nil
+	}
+	if fi, err := os.Stat(c.out); err == nil && fi.IsDir() {
+		return nil, usagef("--out %s: is a directory; want a file for the JSON report", c.out)
+	}
+	f, err := os.CreateTemp(filepath.Dir(c.out), "."+filepath.Base(c.out)+".*.tmp")
+	if err != nil {
+		return nil, usagef("--out %s: cannot write there: %v", c.out, err)
+	}
+	c.outTmp = f
+	return func() {
+		if c.outTmp != nil {
+			c.outTmp.Close()
+			os.Remove(c.outTmp.Name())
+		}
+	}, nil
+}
+
+// writeOut writes v as JSON to --out, when set, through the temporary
+// file openOut made.
+func (c *common) writeOut(v any) error {
+	f := c.outTmp
+	if f == nil {
 		return nil
 	}
-	f, err := os.Create(c.out)
+	c.outTmp = nil
+	err := writeJSON(f, v)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), c.out)
+	}
 	if err != nil {
-		return err
+		os.Remove(f.Name())
+		return fmt.Errorf("--out %s: %w", c.out, err)
 	}
-	if err := writeJSON(f, v); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 func (c *common) write(w io.Writer, r *bench.Report) error {
@@ -392,19 +443,25 @@ func (c *common) write(w io.Writer, r *bench.Report) error {
 	if r.Baseline != nil {
 		r.Baseline.Workload = r.Workload
 	}
-	if err := c.writeOut(r); err != nil {
-		return err
-	}
+	// The report goes to stdout first: a failure to write --out must
+	// not cost the run's results.
+	var err error
 	if c.json {
-		return writeJSON(w, r)
-	}
-	if r.Baseline != nil {
-		if err := r.Baseline.WriteText(w); err != nil {
-			return err
+		err = writeJSON(w, r)
+	} else {
+		if r.Baseline != nil {
+			if err = r.Baseline.WriteText(w); err == nil {
+				_, err = fmt.Fprintln(w)
+			}
 		}
-		fmt.Fprintln(w)
+		if err == nil {
+			err = r.WriteText(w)
+		}
 	}
-	return r.WriteText(w)
+	if oerr := c.writeOut(r); err == nil {
+		err = oerr
+	}
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -256,3 +256,69 @@ func TestPaceCommand(t *testing.T) {
 		t.Errorf("the same seed gave different days:\n%+v\n%+v", rep.Days, rep2.Days)
 	}
 }
+
+// --out is checked before the run: a path that cannot be written is a
+// usage error naming the flag at once, not the loss of the report after
+// a run of --duration. The report is written whole (a temporary file
+// renamed over --out), with nothing else left beside it.
+func TestOutCheckedBeforeTheRun(t *testing.T) {
+	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	dir := t.TempDir()
+	args := []string{"--addr", srv.Addr(), "--rps", "100", "--duration", "200ms", "--warmup", "0s",
+		"--pool", "10", "--server-pid", "-1", "--timeout", "10s", "--progress", "never"}
+	for _, tc := range []struct{ cmd, out string }{
+		{"run", filepath.Join(dir, "missing", "r.json")},
+		{"run", dir},
+		{"sweep", filepath.Join(dir, "missing", "r.json")},
+		{"baseline", filepath.Join(dir, "missing", "r.json")},
+	} {
+		a := append([]string{tc.cmd}, args...)
+		if tc.cmd == "sweep" {
+			a = append(a[:3], a[5:]...) // no --rps
+			a = append(a, "--start", "100", "--step", "100", "--max", "100")
+		}
+		if tc.cmd == "baseline" {
+			a = append(a[:1], a[3:]...) // no --addr: it serves its own
+			a = append(a, "--baseline-inprocess")
+		}
+		out, errOut, err := runCmd(t, append(a, "--out", tc.out)...)
+		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--out "+tc.out) {
+			t.Errorf("%s --out %s: err %v, want a usage error naming --out\nstdout: %s\nstderr: %s", tc.cmd, tc.out, err, out, errOut)
+		}
+		if strings.Contains(out, "requests") {
+			t.Errorf("%s --out %s: ran before refusing it:\n%s", tc.cmd, tc.out, out)
+		}
+	}
+
+	path := filepath.Join(dir, "r.json")
+	out, errOut, err := runCmd(t, append([]string{"run"}, append(args, "--out", path)...)...)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, errOut)
+	}
+	if !strings.Contains(out, "requests") {
+		t.Errorf("no text report on stdout:\n%s", out)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r bench.Report
+	if err := json.Unmarshal(b, &r); err != nil || r.Sent != 20 {
+		t.Errorf("--out holds %d requests (%v), want 20:\n%s", r.Sent, err, b)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !reflect.DeepEqual(names, []string{"r.json"}) {
+		t.Errorf("--out's directory holds %q, want only r.json", names)
+	}
+}
