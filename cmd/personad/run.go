@@ -209,12 +209,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var lc net.ListenConfig
 	gl, err := lc.Listen(ctx, "tcp", o.grpcAddr)
 	if err != nil {
-		return fmt.Errorf("gRPC listener: %w", err)
+		return listenErr("grpc-addr", err)
 	}
 	hl, err := lc.Listen(ctx, "tcp", o.httpAddr)
 	if err != nil {
 		gl.Close()
-		return fmt.Errorf("HTTP listener: %w", err)
+		return listenErr("http-addr", err)
 	}
 	// Notice URLs name the HTTP listener as bound (port 0 included)
 	// unless --notice-url gives the public address.
@@ -325,6 +325,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// listenErr is the error of a listener that could not be made: it names
+// the flag (and its environment variable) whose address failed, as a
+// busy port (another personad, or one still stopping) is a matter of
+// that setting. Exit status 1: the setting may be right and the port
+// only busy for now.
+func listenErr(flag string, err error) error {
+	return fmt.Errorf("--%s (or %s): %w", flag, envName(flag), err)
 }
 
 // gracefulServer is the part of *grpc.Server shutdown needs.

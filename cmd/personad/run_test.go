@@ -402,3 +402,26 @@ func TestRunLedgerDirInUse(t *testing.T) {
 		t.Fatalf("first run: %v", err)
 	}
 }
+
+// A listen address that cannot be bound (here a busy port) fails the
+// start with an error naming the flag, so that the operator knows which
+// setting to look at, exit status 1.
+func TestRunListenErrorNamesTheFlag(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	for _, tc := range []struct{ flag, other string }{{"--grpc-addr", "--http-addr"}, {"--http-addr", "--grpc-addr"}} {
+		args := []string{"--data-dir", t.TempDir(), "--rules", "testdata/rules.yaml", tc.flag, addr, tc.other, "127.0.0.1:0"}
+		err := run(t.Context(), args, env(), io.Discard, io.Discard)
+		want := tc.flag + " (or PERSONAD_" + strings.ToUpper(strings.ReplaceAll(tc.flag[2:], "-", "_")) + "): listen tcp " + addr + ": bind: address already in use"
+		if err == nil || err.Error() != want {
+			t.Errorf("%s busy: err %v, want %q", tc.flag, err, want)
+		}
+		if got := exitCode(err); got != 1 {
+			t.Errorf("%s busy: exit code %d, want 1", tc.flag, got)
+		}
+	}
+}
