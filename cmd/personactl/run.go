@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -75,7 +76,7 @@ func run(ctx context.Context, args []string, e env) error {
 	if addr == "" {
 		addr = "127.0.0.1:9090"
 	}
-	fs.StringVar(&g.addr, "addr", addr, "personad gRPC address (env PERSONACTL_ADDR)")
+	fs.StringVar(&g.addr, "addr", addr, "personad's gRPC address, host:port (env PERSONACTL_ADDR)")
 	fs.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of each call (uploads: of each stall, of the input or of the server; slow but steady input is sent as it comes, so it does not stall, but ids read up to a second, or a quarter of this, before a stall wait with it; personad ends an upload idle for its --segments-upload-idle-timeout, 2m by default, whatever this says)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl [--addr HOST:PORT] [--timeout D] COMMAND [ARGS]\n\ncommands:")
@@ -95,6 +96,15 @@ func run(ctx context.Context, args []string, e env) error {
 	if g.timeout <= 0 {
 		return usagef("--timeout %v: want a duration above 0, e.g. 30s", g.timeout)
 	}
+	if err := checkAddr(g.addr); err != nil {
+		from := "--addr"
+		fromFlag := false
+		fs.Visit(func(f *flag.Flag) { fromFlag = fromFlag || f.Name == "addr" })
+		if !fromFlag {
+			from = "PERSONACTL_ADDR" // the default is valid
+		}
+		return usagef("%s %q: %v", from, g.addr, err)
+	}
 	name := fs.Arg(0)
 	i := slices.IndexFunc(commands(), func(c command) bool { return c.name == name })
 	if i < 0 {
@@ -106,6 +116,24 @@ func run(ctx context.Context, args []string, e env) error {
 		}
 	}
 	return commands()[i].run(ctx, g, e, fs.Args()[1:])
+}
+
+// checkAddr rejects a server address that is not host:port, e.g. one
+// without its port, which gRPC would otherwise dial at port 443 and
+// report as that port refusing. A gRPC target with a scheme
+// (dns:///host:port, unix:///path, passthrough:///…) is left to gRPC.
+func checkAddr(addr string) error {
+	if strings.Contains(addr, ":/") || strings.HasPrefix(addr, "unix:") {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return errors.New("want host:port of personad's gRPC listener, e.g. 127.0.0.1:9090")
+	}
+	return nil
 }
 
 func commandNames() []string {
