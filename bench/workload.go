@@ -112,6 +112,18 @@ func ParseWeights(s string) ([]Weighted, error) {
 	return out, nil
 }
 
+// ParseSize parses a banner size "WxH", both positive integers (at most
+// 10000, the rules' limit), and nothing after them.
+func ParseSize(s string) (w, h int32, err error) {
+	ws, hs, ok := strings.Cut(s, "x")
+	wi, errW := strconv.ParseInt(ws, 10, 32)
+	hi, errH := strconv.ParseInt(hs, 10, 32)
+	if !ok || errW != nil || errH != nil || wi <= 0 || hi <= 0 || wi > 10000 || hi > 10000 {
+		return 0, 0, fmt.Errorf("size %q is not WxH (two whole numbers of pixels, 1 to 10000, e.g. 300x250)", s)
+	}
+	return int32(wi), int32(hi), nil
+}
+
 // FormatWeights is the inverse of [ParseWeights].
 func FormatWeights(ws []Weighted) string {
 	parts := make([]string, len(ws))
@@ -141,13 +153,15 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 	if cfg.Users <= 0 {
 		return nil, errors.New("bench: workload: users must be positive")
 	}
-	if cfg.ZipfS <= 1 {
-		return nil, fmt.Errorf("bench: workload: zipf exponent %v must be > 1", cfg.ZipfS)
+	// NaN fails every comparison: rand.NewZipf returns nil for it, and
+	// drawing from that never returns.
+	if !(cfg.ZipfS > 1) || math.IsInf(cfg.ZipfS, 0) {
+		return nil, fmt.Errorf("bench: workload: zipf exponent %v must be finite and > 1", cfg.ZipfS)
 	}
 	for name, f := range map[string]float64{"unknown-users": cfg.UnknownUsers, "exchange-id-only": cfg.ExchangeIDOnly,
 		"channel-by-domain": cfg.ChannelByDomain, "multi-size": cfg.MultiSize, "multi-imp": cfg.MultiImp,
 		"floor": cfg.FloorFrac, "blocks": cfg.BlockFrac, "segments": cfg.SegmentFrac} {
-		if f < 0 || f > 1 {
+		if !(f >= 0 && f <= 1) { // NaN too
 			return nil, fmt.Errorf("bench: workload: %s fraction %v outside [0,1]", name, f)
 		}
 	}
@@ -167,9 +181,9 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 	}
 	wh := make([][2]int32, len(cfg.Sizes))
 	for i, s := range cfg.Sizes {
-		var w, h int32
-		if _, err := fmt.Sscanf(s.Value, "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 {
-			return nil, fmt.Errorf("bench: workload: size %q is not WxH", s.Value)
+		w, h, err := ParseSize(s.Value)
+		if err != nil {
+			return nil, fmt.Errorf("bench: workload: %w", err)
 		}
 		wh[i] = [2]int32{w, h}
 	}

@@ -216,3 +216,28 @@ func BenchmarkWorkloadNext(b *testing.B) {
 	}
 	_ = sink
 }
+
+// NaN passes a check written as "v < 0 || v > 1": rand.NewZipf returns
+// nil for a NaN exponent, and drawing from it never returns.
+func TestNewWorkloadRefusesNaN(t *testing.T) {
+	for name, mod := range map[string]func(*WorkloadConfig){
+		"zipf NaN":      func(c *WorkloadConfig) { c.ZipfS = math.NaN() },
+		"zipf +Inf":     func(c *WorkloadConfig) { c.ZipfS = math.Inf(1) },
+		"blocks NaN":    func(c *WorkloadConfig) { c.BlockFrac = math.NaN() },
+		"unknown NaN":   func(c *WorkloadConfig) { c.UnknownUsers = math.NaN() },
+		"size 300x250x": func(c *WorkloadConfig) { c.Sizes = []Weighted{{"300x250x5", 1}} },
+		"size 300x":     func(c *WorkloadConfig) { c.Sizes = []Weighted{{"300x", 1}} },
+		"size 300x250 ": func(c *WorkloadConfig) { c.Sizes = []Weighted{{"300x250 px", 1}} },
+	} {
+		cfg := DefaultWorkloadConfig()
+		mod(&cfg)
+		if _, err := NewWorkload(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	for _, s := range []string{"300x250", "1x1", "10000x10000"} {
+		if _, _, err := ParseSize(s); err != nil {
+			t.Errorf("ParseSize(%q): %v", s, err)
+		}
+	}
+}

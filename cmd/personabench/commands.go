@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -124,12 +125,36 @@ func (c *common) requests() ([]*personadpb.BidRequest, error) {
 	case c.maxInFlight <= 0:
 		return nil, usagef("--max-inflight %d must be positive", c.maxInFlight)
 	}
+	// The workload's own checks (bench.NewWorkload) name its fields;
+	// these name the flags.
+	switch {
+	case c.wl.Users <= 0:
+		return nil, usagef("--users %d: want at least 1", c.wl.Users)
+	case !(c.wl.ZipfS > 1) || math.IsInf(c.wl.ZipfS, 0):
+		return nil, usagef("--zipf %v: want a finite exponent > 1", c.wl.ZipfS)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"unknown-users", c.wl.UnknownUsers}, {"segments", c.wl.SegmentFrac}, {"blocks", c.wl.BlockFrac},
+		{"floors", c.wl.FloorFrac}, {"channel-by-domain", c.wl.ChannelByDomain},
+	} {
+		if !(f.v >= 0 && f.v <= 1) { // NaN too
+			return nil, usagef("--%s %v: want a fraction from 0 to 1", f.name, f.v)
+		}
+	}
 	var err error
 	if c.wl.Channels, err = bench.ParseWeights(c.channels); err != nil {
 		return nil, usagef("--channels: %v", err)
 	}
 	if c.wl.Sizes, err = bench.ParseWeights(c.sizes); err != nil {
 		return nil, usagef("--sizes: %v", err)
+	}
+	for _, s := range c.wl.Sizes {
+		if _, _, err := bench.ParseSize(s.Value); err != nil {
+			return nil, usagef("--sizes: %v", err)
+		}
 	}
 	if c.tmax < 0 || c.tmax > 1<<20 {
 		return nil, usagef("--tmax %d out of range", c.tmax)
@@ -217,6 +242,20 @@ func (c *common) checkMode() error {
 	return nil
 }
 
+// checkAddr rejects a server address that is not host:port: gRPC would
+// dial one without a port at 443 and report, ten seconds later, only
+// that it is "not ready".
+func checkAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return usagef("--%s %q: want host:port, e.g. 127.0.0.1:9090", flag, addr)
+	}
+	return nil
+}
+
 func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var c common
 	fs := newFlagSet("run", stderr, getenv, &c)
@@ -227,6 +266,9 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	if err := c.checkMode(); err != nil {
+		return err
+	}
+	if err := checkAddr("addr", c.addr); err != nil {
 		return err
 	}
 	if err := c.setProgress(stderr); err != nil {
@@ -290,6 +332,11 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 	if err := c.checkMode(); err != nil {
 		return err
 	}
+	if *compare {
+		if err := checkAddr("target", *target); err != nil {
+			return err
+		}
+	}
 	if err := c.setProgress(stderr); err != nil {
 		return err
 	}
@@ -346,6 +393,24 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	if c.conns <= 0 {
 		return usagef("--conns must be positive")
 	}
+	if err := checkAddr("addr", c.addr); err != nil {
+		return err
+	}
+	inf := func(v float64) bool { return math.IsInf(v, 0) }
+	switch {
+	case !(sc.Start > 0) || inf(sc.Start):
+		return usagef("--start %v: want a rate above 0", sc.Start)
+	case !(sc.Step > 0) || inf(sc.Step):
+		return usagef("--step %v: want a rate increment above 0", sc.Step)
+	case !(sc.Max >= sc.Start) || inf(sc.Max):
+		return usagef("--max %v: want a finite rate at least --start (%v)", sc.Max, sc.Start)
+	case sc.P99Bound <= 0:
+		return usagef("--p99-bound %v: want a duration above 0", sc.P99Bound)
+	case !(sc.MaxErrorRate >= 0 && sc.MaxErrorRate <= 1):
+		return usagef("--max-error-rate %v: want a fraction from 0 to 1", sc.MaxErrorRate)
+	case !(sc.MinAchieved >= 0 && sc.MinAchieved <= 1):
+		return usagef("--min-achieved %v: want a fraction from 0 to 1", sc.MinAchieved)
+	}
 	if err := c.setProgress(stderr); err != nil {
 		return err
 	}
@@ -374,7 +439,7 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 			r.Rate, r.Achieved, time.Duration(r.Latency.P99)*time.Microsecond, 100*r.ErrorRate())
 	})
 	if err != nil {
-		return usageError{err.Error()}
+		return err // its config was checked above: a failure of the run
 	}
 	for _, r := range sr.Steps {
 		r.Workload = c.wl.Info(c.pool)

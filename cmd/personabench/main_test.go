@@ -322,3 +322,55 @@ func TestOutCheckedBeforeTheRun(t *testing.T) {
 		t.Errorf("--out's directory holds %q, want only r.json", names)
 	}
 }
+
+// A bad flag is refused before anything is dialled or built, with an
+// error that names the flag: the workload's flags (a NaN --zipf used to
+// hang the pool's build for good, SIGTERM or not), the sweep's bounds
+// (checked only after dialling, naming none), an --addr without its port
+// (dialled at 443, "not ready" ten seconds later). Nothing listens at
+// 127.0.0.1:1: a check made only after dialling fails differently.
+func TestUsageErrorsNameTheFlag(t *testing.T) {
+	run := []string{"run", "--addr", "127.0.0.1:1", "--rps", "10", "--duration", "1s", "--server-pid", "-1", "--timeout", "1s"}
+	sweep := []string{"sweep", "--addr", "127.0.0.1:1", "--duration", "1s", "--server-pid", "-1", "--timeout", "1s"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append(run, "--zipf", "NaN"), "--zipf NaN"},
+		{append(run, "--zipf", "1"), "--zipf 1"},
+		{append(run, "--users", "0"), "--users 0"},
+		{append(run, "--floors", "1.5"), "--floors 1.5"},
+		{append(run, "--blocks", "NaN"), "--blocks NaN"},
+		{append(run, "--unknown-users", "-0.1"), "--unknown-users -0.1"},
+		{append(run, "--sizes", "300x250x5=1"), `--sizes: size "300x250x5"`},
+		{append(run, "--sizes", "300x0"), `--sizes: size "300x0"`},
+		{append(run[:1:1], "--addr", "127.0.0.1", "--rps", "10"), `--addr "127.0.0.1"`},
+		{[]string{"baseline", "--compare", "--target", "localhost", "--rps", "10"}, `--target "localhost"`},
+		{append(sweep, "--start", "0"), "--start 0"},
+		{append(sweep, "--step", "NaN"), "--step NaN"},
+		{append(sweep, "--start", "200", "--max", "100"), "--max 100"},
+		{append(sweep, "--max", "Inf"), "--max +Inf"},
+		{append(sweep, "--p99-bound", "0s"), "--p99-bound 0s"},
+		{append(sweep, "--max-error-rate", "-1"), "--max-error-rate -1"},
+		{append(sweep, "--min-achieved", "NaN"), "--min-achieved NaN"},
+	} {
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			out, errOut, err := runCmd(t, tc.args...)
+			done <- result{out + errOut, err}
+		}()
+		var r result
+		select {
+		case r = <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("%q: still running after a minute", tc.args)
+		}
+		if !errors.As(r.err, new(usageError)) || !strings.HasPrefix(r.err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want a usage error starting %q\n%s", tc.args, r.err, tc.want, r.out)
+		}
+	}
+}
