@@ -60,7 +60,7 @@ func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *co
 	fs.BoolVar(&c.json, "json", false, "write the report as JSON on stdout")
 	fs.StringVar(&c.out, "out", "", "also write the JSON report to this file (checked before the run: a path that cannot be written is refused at once; a run that fails leaves it as it was)")
 	fs.BoolVar(&c.inProcess, "baseline-inprocess", false, "run the empty-handler baseline inside the harness instead of as a child process")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the harness's own CPU profile to this file")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the harness's own CPU profile to this file, over the whole command (a run and its baseline, every step of a sweep)")
 	fs.StringVar(&c.progress, "progress", "auto", "progress line on stderr every second: auto (when stderr is a terminal), always, never")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "server process for CPU/request; 0 finds the local process listening on --addr, -1 disables")
 
@@ -81,15 +81,17 @@ func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *co
 	return fs
 }
 
-// profile starts the harness's CPU profile when asked; the returned func
-// stops it.
+// profile starts the harness's CPU profile when asked, once for the
+// whole command (a run and its baseline, every step of a sweep) and
+// before anything is dialled, so that a path that cannot be written is
+// a usage error at once; the returned func stops it.
 func (c *common) profile() (func(), error) {
 	if c.cpuProfile == "" {
 		return func() {}, nil
 	}
 	f, err := os.Create(c.cpuProfile)
 	if err != nil {
-		return nil, err
+		return nil, usagef("--cpuprofile %s: %v", c.cpuProfile, err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
@@ -215,11 +217,6 @@ func (c *common) drive(ctx context.Context, addr string, reqs []*personadpb.BidR
 		return nil, err
 	}
 	defer t.Close()
-	stop, err := c.profile()
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
 	if c.rps > 0 {
 		return bench.RunOpen(ctx, t, reqs, bench.OpenConfig{Options: opts, Rate: c.rps, MaxInFlight: c.maxInFlight})
 	}
@@ -283,6 +280,11 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer closeOut()
+	stopProfile, err := c.profile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	c.resolveServerPID(c.addr, stderr)
 	r, err := c.drive(ctx, c.addr, reqs, c.opts)
 	if err != nil {
@@ -349,6 +351,11 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer closeOut()
+	stopProfile, err := c.profile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	if !*compare {
 		b, err := c.baseline(ctx, c.addr, reqs)
 		if err != nil {
@@ -423,6 +430,11 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer closeOut()
+	stopProfile, err := c.profile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	c.resolveServerPID(c.addr, stderr)
 	sc.Options = c.opts
 	sc.MaxInFlight = c.maxInFlight

@@ -374,3 +374,35 @@ func TestUsageErrorsNameTheFlag(t *testing.T) {
 		}
 	}
 }
+
+// --cpuprofile profiles the whole command, sweep included (it was
+// ignored there), and a path that cannot be created is a usage error
+// naming the flag before anything is dialled (nothing listens at
+// 127.0.0.1:1).
+func TestCPUProfile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing", "cpu.prof")
+	_, _, err := runCmd(t, "run", "--addr", "127.0.0.1:1", "--rps", "10", "--duration", "1s", "--server-pid", "-1", "--cpuprofile", missing)
+	if !errors.As(err, new(usageError)) || !strings.HasPrefix(err.Error(), "--cpuprofile "+missing) {
+		t.Errorf("--cpuprofile in a missing directory: err %v, want a usage error naming --cpuprofile", err)
+	}
+
+	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	prof := filepath.Join(t.TempDir(), "sweep.prof")
+	_, errOut, err := runCmd(t, "sweep", "--addr", srv.Addr(), "--start", "100", "--step", "100", "--max", "100",
+		"--duration", "200ms", "--warmup", "0s", "--pool", "10", "--p99-bound", "5s", "--server-pid", "-1", "--timeout", "10s",
+		"--progress", "never", "--cpuprofile", prof)
+	if err != nil {
+		t.Fatalf("sweep: %v\n%s", err, errOut)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil {
+		t.Fatalf("sweep --cpuprofile: %v", err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("sweep --cpuprofile wrote %d bytes, not a gzipped profile", len(b))
+	}
+}
