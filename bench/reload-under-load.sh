@@ -36,7 +36,8 @@ RESULTS="${RESULTS:-bench/results/reload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19090}"
 changer=
 cleanup() {
-	[[ -n "$changer" ]] && kill "$changer" 2>/dev/null
+	# Under errexit: a failed kill (the changer gone) must not skip stop_server.
+	[[ -z "$changer" ]] || kill "$changer" 2>/dev/null || true
 	stop_server # defined by bench/lib.sh
 }
 trap cleanup EXIT

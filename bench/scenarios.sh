@@ -35,8 +35,22 @@ DURATION="${DURATION:-30s}"
 CONCURRENCY="${CONCURRENCY:-32}"
 read -r -a EXTRA <<<"${EXTRA:-}"
 
+# One temporary directory for what the script builds and a server it
+# starts, removed on exit. The trap runs under errexit: each command in it
+# must not fail (kill of a server that has already exited does).
+work="$(mktemp -d)"
+server=
+cleanup() {
+	if [[ -n "$server" ]]; then
+		kill "$server" 2>/dev/null || true
+		wait "$server" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
 if [[ -z "${PERSONABENCH:-}" ]]; then
-	PERSONABENCH="$(mktemp -d)/personabench"
+	PERSONABENCH="$work/personabench"
 	go build -o "$PERSONABENCH" ./cmd/personabench
 fi
 mkdir -p "$RESULTS"
@@ -48,13 +62,11 @@ if ! listening; then
 		echo "scenarios: nothing listens on $ADDR (START_SERVER=0)" >&2
 		exit 1
 	fi
-	work="$(mktemp -d)"
 	go build -o "$work/personad" ./cmd/personad
 	echo "scenarios: starting personad --demo on $ADDR (data dir $work/data)" >&2
 	"$work/personad" --demo --data-dir "$work/data" --grpc-addr "$ADDR" --http-addr 127.0.0.1:0 \
 		--log-level warn >"$RESULTS/personad.log" 2>&1 &
 	server=$!
-	trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
 	for _ in $(seq 1 240); do
 		listening && break
 		kill -0 "$server" 2>/dev/null || { echo "scenarios: personad exited; see $RESULTS/personad.log" >&2; exit 1; }

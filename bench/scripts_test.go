@@ -78,3 +78,36 @@ func TestScriptsUsage(t *testing.T) {
 		t.Fatal("no bench/*.sh scripts found")
 	}
 }
+
+// scenarios.sh builds personabench (unless PERSONABENCH is given) and,
+// when nothing listens at ADDR, personad, into a temporary directory, and
+// removes it on exit, also when the server it started exits at once. A
+// fake go on PATH "builds" binaries that exit 1, so that the script runs
+// its whole start-up path in a moment.
+func TestScenariosLeavesNoTempDir(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	fake := t.TempDir()
+	goScript := "#!/bin/sh\n# go build -o OUT PKG\nmkdir -p \"$(dirname \"$3\")\"\nprintf '#!/bin/sh\\nexit 1\\n' >\"$3\"\nchmod +x \"$3\"\n"
+	if err := os.WriteFile(filepath.Join(fake, "go"), []byte(goScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "scenarios.sh", "127.0.0.1:1") // nothing listens there
+	cmd.Env = append(os.Environ(), "PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"TMPDIR="+tmp, "RESULTS="+t.TempDir(), "PERSONABENCH=", "START_SERVER=auto")
+	out, err := cmd.CombinedOutput()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "personad exited") {
+		t.Fatalf("scenarios.sh: %v\n%s\nwant exit 1, personad exited", err, out)
+	}
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("scenarios.sh left %s in TMPDIR", filepath.Join(tmp, e.Name()))
+	}
+}
