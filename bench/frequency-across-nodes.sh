@@ -40,7 +40,12 @@ REDIS_DB="${REDIS_DB:-15}"
 BASE_PORT="${BASE_PORT:-19700}"
 
 rcli() { redis-cli -u "$REDIS_URL/$REDIS_DB" "$@"; }
-if [[ "$(rcli dbsize)" != 0 ]]; then
+size="$(rcli dbsize 2>&1)" || true
+if [[ ! "$size" =~ ^[0-9]+$ ]]; then
+	echo "frequency-across-nodes: Redis at ${REDIS_URL##*@} (REDIS_URL, without any password), database $REDIS_DB, does not answer DBSIZE (set REDIS_URL): ${size:-no reply}" >&2
+	exit 1
+fi
+if [[ "$size" != 0 ]]; then
 	echo "frequency-across-nodes: Redis database $REDIS_DB is not empty; set REDIS_DB to an empty one" >&2
 	exit 1
 fi

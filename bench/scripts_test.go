@@ -111,3 +111,25 @@ func TestScenariosLeavesNoTempDir(t *testing.T) {
 		t.Errorf("scenarios.sh left %s in TMPDIR", filepath.Join(tmp, e.Name()))
 	}
 }
+
+// frequency-across-nodes.sh refuses a Redis database that is not empty
+// (it flushes it when done); a Redis that does not answer is said to be
+// that, not "not empty", which sent the operator looking for an empty
+// database. Port 1 has no Redis.
+func TestFrequencyScriptRedisDown(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("no redis-cli")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "frequency-across-nodes.sh")
+	cmd.Env = append(os.Environ(), "REDIS_URL=redis://127.0.0.1:1", "BIN="+filepath.Join(t.TempDir(), "nothing"), "BASE_PORT=1")
+	out, err := cmd.CombinedOutput()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 ||
+		!strings.Contains(string(out), "does not answer") || strings.Contains(string(out), "not empty") {
+		t.Errorf("frequency-across-nodes.sh with Redis down: %v\n%s\nwant exit 1, Redis does not answer", err, out)
+	}
+}
