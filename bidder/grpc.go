@@ -61,7 +61,7 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		gs.RegisterService(noticesDesc, &noticesService{s: s})
 		gs.RegisterService(reportsDesc, &reportsService{s: s})
 	}
-	healthpb.RegisterHealthServer(gs, s.health)
+	healthpb.RegisterHealthServer(gs, s.healthSvc)
 	reflection.Register(gs)
 	return gs
 }

@@ -136,3 +136,63 @@ func TestNewConfig(t *testing.T) {
 		t.Error("New wrote into the caller's config")
 	}
 }
+
+// A grpc.health.v1 Watch (a load balancer's, grpc-health-probe's) hears
+// NOT_SERVING on Shutdown and then ends, UNAVAILABLE, so that it does not
+// hold grpc.Server.GracefulStop until the shutdown timeout; so does a
+// Watch begun after Shutdown, and one of a server that had no rules
+// (NOT_SERVING all along). The streams' own deadline only bounds a
+// failure.
+func TestHealthWatchEndsOnShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		name, rules string
+		first       healthpb.HealthCheckResponse_ServingStatus
+	}{
+		{"serving", testRules, healthpb.HealthCheckResponse_SERVING},
+		{"no rules", "", healthpb.HealthCheckResponse_NOT_SERVING},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.rules)
+			hc := healthpb.NewHealthClient(h.conn)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			watch := func(service string) healthpb.Health_WatchClient {
+				t.Helper()
+				w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return w
+			}
+			expect := func(w healthpb.Health_WatchClient, want ...healthpb.HealthCheckResponse_ServingStatus) {
+				t.Helper()
+				for _, st := range want {
+					r, err := w.Recv()
+					if err != nil || r.GetStatus() != st {
+						t.Fatalf("Recv: %v, %v; want %v", r.GetStatus(), err, st)
+					}
+				}
+				r, err := w.Recv()
+				if status.Code(err) != codes.Unavailable {
+					t.Errorf("after %v: Recv %v, %v; want the stream ended, Unavailable", want, r, err)
+				}
+			}
+			before := watch("")
+			if r, err := before.Recv(); err != nil || r.GetStatus() != tc.first {
+				t.Fatalf("first status %v, %v; want %v", r.GetStatus(), err, tc.first)
+			}
+			unknown := watch("no.such.Service")
+			if r, err := unknown.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+				t.Fatalf("unknown service: %v, %v", r.GetStatus(), err)
+			}
+			h.srv.Shutdown()
+			if tc.first == healthpb.HealthCheckResponse_SERVING {
+				expect(before, healthpb.HealthCheckResponse_NOT_SERVING)
+			} else {
+				expect(before)
+			}
+			expect(unknown)
+			expect(watch("personad.v1.Bidder"), healthpb.HealthCheckResponse_NOT_SERVING)
+		})
+	}
+}

@@ -28,6 +28,10 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	health  *health.Server
+	// healthSvc serves health as grpc.health.v1; stop ends its Watch
+	// streams (Shutdown).
+	healthSvc *healthService
+	stop      context.CancelFunc
 	// noticeURLs builds bids' nurl, burl and lurl; nil without a ledger.
 	noticeURLs *noticeURLs
 
@@ -78,6 +82,8 @@ func New(cfg Config) (*Server, error) {
 		metrics: m,
 		health:  health.NewServer(),
 	}
+	stopped, stop := context.WithCancel(context.Background())
+	s.healthSvc, s.stop = &healthService{Server: s.health, stopped: stopped}, stop
 	if cfg.Ledger != nil {
 		s.noticeURLs = newNoticeURLs(cfg.Ledger.Signer(), cfg.NoticeURL)
 		if err := cfg.Metrics.Register(newLedgerCollector(cfg.Ledger)); err != nil {
@@ -105,11 +111,14 @@ func (s *Server) UpdateHealth() {
 }
 
 // Shutdown marks the server not serving on /healthz and grpc.health.v1
-// (for good: a later UpdateHealth does not undo it). Requests are still
-// answered; the caller then stops the transports.
+// (for good: a later UpdateHealth does not undo it), and ends the
+// grpc.health.v1 Watch streams once they have been sent NOT_SERVING, so
+// that they do not hold a graceful stop. Requests are still answered;
+// the caller then stops the transports.
 func (s *Server) Shutdown() {
 	s.stopping.Store(true)
 	s.health.Shutdown()
+	s.stop()
 }
 
 // Bid implements personad.v1.Bidder/Bid. The response shares read-only

@@ -28,7 +28,8 @@
 //	grpc=127.0.0.1:9090 http=127.0.0.1:8080
 //
 // Logs are JSON on stderr. Exit status: 0 after a clean stop (SIGTERM or
-// SIGINT: health goes NOT_SERVING, in-flight requests finish within
+// SIGINT: health goes NOT_SERVING (grpc.health.v1 Watch streams are told
+// so, then ended), in-flight requests finish within
 // --shutdown-timeout, then connections are closed; a second SIGTERM or
 // SIGINT meanwhile ends the process at once, as kill would: what was
 // acknowledged is durable), 2 for bad flags or
