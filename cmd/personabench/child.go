@@ -87,8 +87,10 @@ func startChild(ctx context.Context, listen string) (*child, error) {
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
 	var got result
+	read := false // the line, or the failure to read one, was received
 	select {
 	case got = <-lines:
+		read = true
 	case <-timer.C:
 		got.err = errors.New("no address within 10s")
 	case <-ctx.Done():
@@ -106,7 +108,9 @@ func startChild(ctx context.Context, listen string) (*child, error) {
 	if got.err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		<-lines
+		if !read {
+			<-lines // the reader ends with the pipe
+		}
 		return nil, fmt.Errorf("baseline process: %w", got.err)
 	}
 	return ch, nil

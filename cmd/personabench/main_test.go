@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -404,5 +405,31 @@ func TestCPUProfile(t *testing.T) {
 	}
 	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 		t.Errorf("sweep --cpuprofile wrote %d bytes, not a gzipped profile", len(b))
+	}
+}
+
+// A baseline child process that cannot serve (its --addr busy) fails the
+// command with the child's error; it used to hang it for good (the
+// child's one line was awaited a second time).
+func TestBaselineChildFails(t *testing.T) {
+	t.Setenv(childEnv, "1")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := runCmd(t, "baseline", "--addr", busy.Addr().String(), "--rps", "10", "--duration", "200ms",
+			"--warmup", "0s", "--pool", "10", "--progress", "never")
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("baseline with its --addr busy: still running after a minute")
+	}
+	if err == nil || !strings.Contains(err.Error(), "baseline process") || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("baseline with its --addr busy: err %v, want the child's listen error", err)
 	}
 }
