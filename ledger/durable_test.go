@@ -1043,3 +1043,51 @@ func TestLeaseAfterLoweringHoldsLease(t *testing.T) {
 		t.Errorf("Lease after a lowered budget returned holding %d with %d spent: no lease", held, used)
 	}
 }
+
+// Stats count the durable log's replay (personad_ledger_events_total
+// says so): the reservations it restores as well as their notices, so
+// that after a restart "reserved" is not below win + loss + expired.
+func TestRestartStatsCountReplay(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := t0.UnixNano()
+	lim := Limits{DailyMicros: 100 * unit, TotalMicros: 1000 * unit}
+	open := func() *Ledger {
+		l, err := New(durableConfig(clk, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := mustCampaign(t, l, "c", lim)
+		if err := l.Lease(ctx, c, now); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := open()
+	c := l.Lookup("c")
+	for i := range 10 {
+		bid := uint64(i + 1)
+		if _, err := reserve(l, c, bid, uint64(i+1), 3*unit, now); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := l.Loss(ctx, bid, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := l.Stats()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = open()
+	defer l.Close()
+	after := l.Stats()
+	if before.Reserved != 10 || before.Losses != 5 {
+		t.Fatalf("before the restart: reserved %d, losses %d; want 10, 5", before.Reserved, before.Losses)
+	}
+	if after.Reserved != before.Reserved || after.Losses != before.Losses {
+		t.Errorf("after the restart: reserved %d, losses %d; want %d, %d as replayed", after.Reserved, after.Losses, before.Reserved, before.Losses)
+	}
+}

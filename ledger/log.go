@@ -884,6 +884,7 @@ func (l *Ledger) applyRecord(typ byte, payload []byte) error {
 		s.m[bid] = r
 		c.addSpend(r.day, r.price)
 		c.reserved.Add(r.price)
+		l.stats.reserved.Add(1) // as its notices' replay counts them (Stats)
 		return nil
 	case recNotice:
 		kind, bid, price, at := rd.u8(), rd.u64(), rd.i64(), rd.i64()
