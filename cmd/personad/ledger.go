@@ -47,7 +47,13 @@ func isRedisURL(s string) bool {
 func checkLedgerFlag(s string) error {
 	if isRedisURL(s) {
 		if _, err := redis.ParseURL(s); err != nil {
-			return fmt.Errorf("--ledger %q: %s", s, strings.TrimPrefix(err.Error(), "redis: "))
+			// Not the password, which a *url.Error quotes: stderr goes
+			// to logs.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return fmt.Errorf("--ledger %q: %s", redisledger.RedactURL(s), strings.TrimPrefix(err.Error(), "redis: "))
 		}
 		return nil
 	}

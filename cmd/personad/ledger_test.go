@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,5 +171,33 @@ func TestRedisFrequencyWaitMetrics(t *testing.T) {
 				t.Errorf("metrics (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// A Redis --ledger URL may carry a password (redis://user:password@…):
+// personad's errors, on stderr and so in the logs, show it as xxxxx,
+// whether the URL is refused as a flag, does not parse, or names a Redis
+// that does not answer (port 1 has none).
+func TestLedgerPasswordNotShown(t *testing.T) {
+	const pw = "s3cretpw"
+	for _, u := range []string{
+		"redis://u:" + pw + "@127.0.0.1:6379/0?dial_timeout=soon",
+		"redis://u:" + pw + "%zz@127.0.0.1:6379/1",
+	} {
+		_, err := parseOptions([]string{"--ledger", u}, env(), io.Discard)
+		if err == nil || strings.Contains(err.Error(), pw) || !strings.HasPrefix(err.Error(), "--ledger ") {
+			t.Errorf("--ledger %s: err %v, want a --ledger error without the password", u, err)
+		}
+	}
+	var logs syncBuffer
+	dir := t.TempDir()
+	args := []string{"--data-dir", dir, "--rules", "testdata/rules.yaml", "--ledger", "redis://:" + pw + "@127.0.0.1:1",
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}
+	err := run(t.Context(), args, env(), io.Discard, &logs)
+	if err == nil || strings.Contains(err.Error(), pw) || !strings.Contains(err.Error(), "redis://:xxxxx@127.0.0.1:1") {
+		t.Errorf("unreachable Redis: err %v, want the URL with its password as xxxxx", err)
+	}
+	if strings.Contains(logs.String(), pw) {
+		t.Errorf("the logs show the Redis password:\n%s", logs.String())
 	}
 }

@@ -85,6 +85,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -246,8 +247,30 @@ type recordReq struct {
 	now    int64
 }
 
+// RedactURL is a Redis URL fit for errors and logs: its password, if it
+// has one (redis://user:password@host:port/db), replaced by "xxxxx". A URL
+// that does not parse is not shown at all.
+func RedactURL(url string) string {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return "(a Redis URL that does not parse, not shown: it may hold a password)"
+	}
+	return u.Redacted()
+}
+
+// withoutURL is err without the URL a *url.Error quotes, which may hold
+// a password.
+func withoutURL(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
 // New connects to the Redis at url (redis://host:port/db) and checks it
-// answers within ctx.
+// answers within ctx. Its errors show url without its password
+// (RedactURL).
 func New(ctx context.Context, url string, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 || opts.Refresh <= 0 || opts.IdempotencyTTL <= 0 || opts.MaxCached <= 0 {
 		return nil, errors.New("redisledger: Timeout, Refresh, IdempotencyTTL and MaxCached must be > 0")
@@ -260,7 +283,7 @@ func New(ctx context.Context, url string, opts Options) (*Client, error) {
 	}
 	o, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redisledger: %w", err)
+		return nil, fmt.Errorf("redisledger: %s: %w", RedactURL(url), withoutURL(err))
 	}
 	o.ContextTimeoutEnabled = true
 	o.DialTimeout = opts.Timeout
@@ -268,7 +291,7 @@ func New(ctx context.Context, url string, opts Options) (*Client, error) {
 	rdb := redis.NewClient(o)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redisledger: %s: %w", url, err)
+		return nil, fmt.Errorf("redisledger: %s: %w", RedactURL(url), err)
 	}
 	c := &Client{
 		rdb:   rdb,

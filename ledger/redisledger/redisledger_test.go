@@ -1161,3 +1161,24 @@ func TestNewRefusesShortIdempotencyTTL(t *testing.T) {
 		}
 	}
 }
+
+// New's errors show the URL without its password; no Redis is needed
+// (port 1 has none).
+func TestNewErrorHidesPassword(t *testing.T) {
+	const pw = "s3cretpw"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, u := range []string{"redis://user:" + pw + "@127.0.0.1:1/0", "redis://user:" + pw + "%zz@127.0.0.1:1/0"} {
+		c, err := New(ctx, u, DefaultOptions())
+		if err == nil {
+			c.Close()
+			t.Fatalf("New(%s): no error", u)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("New: %v shows the password", err)
+		}
+	}
+	if got, want := RedactURL("redis://user:"+pw+"@h:6379/2"), "redis://user:xxxxx@h:6379/2"; got != want {
+		t.Errorf("RedactURL: %q, want %q", got, want)
+	}
+}
