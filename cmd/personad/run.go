@@ -206,6 +206,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rulesMgr.Close()
 	tRules := time.Since(t0)
 	logLedger(led, ledInfo, eng, log)
+	// A stop asked for while loading (SIGTERM or SIGINT during a long
+	// start) is honoured before the listeners are bound: personad does
+	// not announce itself serving, print its addresses, then stop. What
+	// this start created is taken back, as for a failed one (nothing was
+	// served).
+	if ctx.Err() != nil {
+		log.Info("stopped before serving", zap.String("signal", context.Cause(ctx).Error()))
+		return nil
+	}
 	var lc net.ListenConfig
 	gl, err := lc.Listen(ctx, "tcp", o.grpcAddr)
 	if err != nil {
