@@ -164,10 +164,11 @@ func logLedger(l *ledger.Ledger, info *ledgerInfo, eng *engine.Engine, log *zap.
 		log.Warn("notice key file is readable by group or others; anyone who reads it can forge notices",
 			zap.String("mode", info.keyMode.String()))
 	}
-	var spent int64
+	var spent, reserved int64
 	reps := l.Report(time.Now())
 	for _, r := range reps {
 		spent += r.SpentTodayMicros
+		reserved += r.ReservedMicros
 	}
 	var refused []string
 	bound := 0
@@ -184,7 +185,11 @@ func logLedger(l *ledger.Ledger, info *ledgerInfo, eng *engine.Engine, log *zap.
 		zap.String("backend", info.backend),
 		zap.String("dir", info.dir),
 		zap.Int("campaigns", len(reps)),
-		zap.Int("pending_bids", l.Pending()),
+		// Bids the ledger remembers (for notices' idempotency), those
+		// already settled or released included: not the money held,
+		// which reserved_micros is.
+		zap.Int("bids_remembered", l.Pending()),
+		zap.Int64("reserved_micros", reserved),
 		zap.Int64("spent_today_micros", spent),
 		zap.Int("bound", bound-len(refused)),
 		zap.Int("refused", len(refused)),
