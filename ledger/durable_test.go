@@ -898,6 +898,11 @@ func TestReleaseDuringRaiseLowersTheLease(t *testing.T) {
 	if err := l.Lease(ctx, c, now); err != nil {
 		t.Fatal(err)
 	}
+	// The grant that creating c queued may still be running, having read
+	// the spend before the reservation below: the reservation's request
+	// for a top-up would then be taken by it (needLease set) and come to
+	// nothing, and the hook below would never fire.
+	waitLeasesIdle(t, c)
 	var released atomic.Bool
 	testHookCeiling = func(hc *Campaign, _ uint64, _ int32, day, _ int64) {
 		if hc != c || day <= lease || released.Swap(true) {
@@ -914,8 +919,10 @@ func TestReleaseDuringRaiseLowersTheLease(t *testing.T) {
 	if _, err := reserve(l, c, 1, 0, 4*unit, now); err != nil {
 		t.Fatal(err)
 	}
-	for !released.Load() {
-		time.Sleep(100 * time.Microsecond)
+	for deadline := time.Now().Add(time.Minute); !released.Load(); time.Sleep(100 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no top-up raised the ceiling above one lease within a minute")
+		}
 	}
 	l2 := crashAfterLeases(t, l, c, clk, dir)
 	r := l2.Report(clk.Now())[0]
@@ -930,15 +937,24 @@ func TestReleaseDuringRaiseLowersTheLease(t *testing.T) {
 // kill -9 would leave it then (closed when the test ends).
 func crashAfterLeases(t *testing.T, l *Ledger, c *Campaign, clk *fakeClock, dir string) *Ledger {
 	t.Helper()
-	for c.needLease.Load() || c.leaseAgain.Load() {
-		time.Sleep(time.Millisecond)
-	}
+	waitLeasesIdle(t, c)
 	if err := l.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	crash := t.TempDir()
 	copyDir(t, dir, crash)
 	return newLedger(t, durableConfig(clk, crash))
+}
+
+// waitLeasesIdle waits until the lease goroutine has no grant for c
+// queued or running.
+func waitLeasesIdle(t *testing.T, c *Campaign) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); c.needLease.Load() || c.leaseAgain.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease goroutine still had a grant for the campaign after a minute")
+		}
+	}
 }
 
 // TestCurrencyRecorded: the currency a campaign's limits name is in the
@@ -1018,9 +1034,7 @@ func TestLeaseAfterLoweringHoldsLease(t *testing.T) {
 	if _, err := reserve(l, c, 1, 0, unit, now); err != nil {
 		t.Fatal(err)
 	}
-	for c.needLease.Load() { // the lease goroutine's grants are done
-		time.Sleep(100 * time.Microsecond)
-	}
+	waitLeasesIdle(t, c) // the lease goroutine's grants are done
 	// Keep the change's request out of the queue: Lease alone serves it.
 	c.needLease.Store(true)
 	mustCampaign(t, l, "c", Limits{DailyMicros: 100 * unit, Pacing: PacingASAP})

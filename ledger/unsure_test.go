@@ -165,11 +165,7 @@ func loseReturns(t *testing.T, l *Ledger, u *unsureLeaser, c *Campaign, applied 
 			t.Fatal(err)
 		}
 	}
-	idle := func() {
-		for c.needLease.Load() || c.leaseAgain.Load() {
-			time.Sleep(100 * time.Microsecond)
-		}
-	}
+	idle := func() { waitLeasesIdle(t, c) }
 	idle()
 	u.mu.Lock()
 	u.lose, u.fail = !applied, applied
