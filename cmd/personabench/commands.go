@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,6 +32,7 @@ type common struct {
 	json        bool
 	out         string
 	outTmp      *os.File // --out's temporary file in its directory, made before the run (openOut)
+	outPath     string   // the file --out names, its link followed (openOut); "" without --out
 	cpuProfile  string
 	inProcess   bool
 	progress    string
@@ -58,7 +61,7 @@ func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *co
 	fs.DurationVar(&c.opts.Timeout, "timeout", c.opts.Timeout, "per-request timeout")
 	fs.IntVar(&c.maxInFlight, "max-inflight", bench.DefaultMaxInFlight, "open loop: cap on requests in flight; sends beyond it are counted as dropped")
 	fs.BoolVar(&c.json, "json", false, "write the report as JSON on stdout")
-	fs.StringVar(&c.out, "out", "", "also write the JSON report to this file (checked before the run: a path that cannot be written is refused at once; a run that fails leaves it as it was)")
+	fs.StringVar(&c.out, "out", "", "also write the JSON report to this file (checked before the run: a path that cannot be written is refused at once; a run that fails leaves it as it was; a FIFO or device, such as /dev/stderr, is written to at the end)")
 	fs.BoolVar(&c.inProcess, "baseline-inprocess", false, "run the empty-handler baseline inside the harness instead of as a child process")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the harness's own CPU profile to this file, over the whole command (a run and its baseline, every step of a sweep)")
 	fs.StringVar(&c.progress, "progress", "auto", "progress line on stderr every second: auto (when stderr is a terminal), always, never")
@@ -469,18 +472,36 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 
 // openOut checks --out before the run, so that a path that cannot be
 // written is a usage error at once rather than the loss of the report
-// after the run: it makes a temporary file beside it, which writeOut
-// renames over it when the report is written. A run that fails leaves
-// the --out file as it was. The returned func removes the temporary file
-// unless writeOut used it.
+// after the run: it makes a temporary file beside the file --out names
+// (a link's target, so that the link stays), which writeOut renames over
+// it when the report is written, with the mode that file had (a new
+// one's is os.Create's, 0666 less the umask). A run that fails leaves
+// the --out file as it was. A FIFO or a device (/dev/stderr, a pipe into
+// another program) cannot be replaced: writeOut writes to it in place.
+// The returned func removes the temporary file unless writeOut used it.
 func (c *common) openOut() (func(), error) {
 	if c.out == "" {
 		return func() {}, nil
 	}
-	if fi, err := os.Stat(c.out); err == nil && fi.IsDir() {
+	fi, err := os.Stat(c.out)
+	switch {
+	case err == nil && fi.IsDir():
 		return nil, usagef("--out %s: is a directory; want a file for the JSON report", c.out)
+	case err == nil && !fi.Mode().IsRegular():
+		c.outPath = c.out
+		return func() {}, nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(c.out), "."+filepath.Base(c.out)+".*.tmp")
+	c.outPath = c.out
+	if target, err := filepath.EvalSymlinks(c.out); err == nil {
+		c.outPath = target
+	}
+	f, err := createBeside(c.outPath)
+	if err == nil && fi != nil {
+		if err = f.Chmod(fi.Mode().Perm()); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
 	if err != nil {
 		return nil, usagef("--out %s: cannot write there: %v", c.out, err)
 	}
@@ -493,20 +514,46 @@ func (c *common) openOut() (func(), error) {
 	}, nil
 }
 
-// writeOut writes v as JSON to --out, when set, through the temporary
-// file openOut made.
+// createBeside creates a new file in path's directory, named after it,
+// with os.Create's mode (0666 less the umask; os.CreateTemp's is 0600).
+func createBeside(path string) (*os.File, error) {
+	dir, base := filepath.Split(path)
+	for {
+		name := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", base, rand.Uint32()))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, os.ErrExist) {
+			return f, err
+		}
+	}
+}
+
+// writeOut writes v as JSON to --out, when set: through the temporary
+// file openOut made, or in place when --out is not a regular file.
 func (c *common) writeOut(v any) error {
-	f := c.outTmp
-	if f == nil {
+	if c.outPath == "" {
 		return nil
 	}
+	f := c.outTmp
 	c.outTmp = nil
+	if f == nil { // a FIFO or a device: not replaced
+		f, err := os.Create(c.outPath)
+		if err == nil {
+			err = writeJSON(f, v)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("--out %s: %w", c.out, err)
+		}
+		return nil
+	}
 	err := writeJSON(f, v)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), c.out)
+		err = os.Rename(f.Name(), c.outPath)
 	}
 	if err != nil {
 		os.Remove(f.Name())

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -322,6 +323,106 @@ func TestOutCheckedBeforeTheRun(t *testing.T) {
 	if !reflect.DeepEqual(names, []string{"r.json"}) {
 		t.Errorf("--out's directory holds %q, want only r.json", names)
 	}
+}
+
+// --out is the file the report goes to, whatever it is: a link to a
+// file is followed, not replaced by a file of its own; a FIFO or a
+// device (/dev/stderr, a pipe into another program) is written to, not
+// replaced by a regular file (root could then replace /dev/stderr); a
+// file keeps its mode, and a new one gets os.Create's (0666 less the
+// umask), not a temporary file's 0600. Every path here is in a test
+// directory.
+func TestOutIsWrittenWhereItPoints(t *testing.T) {
+	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	dir := t.TempDir()
+	run := func(out string) {
+		t.Helper()
+		_, errOut, err := runCmd(t, "run", "--addr", srv.Addr(), "--rps", "100", "--duration", "200ms", "--warmup", "0s",
+			"--pool", "10", "--server-pid", "-1", "--timeout", "10s", "--progress", "never", "--out", out)
+		if err != nil {
+			t.Fatalf("run --out %s: %v\nstderr: %s", out, err, errOut)
+		}
+	}
+	isReport := func(what string, b []byte) {
+		t.Helper()
+		var r bench.Report
+		if err := json.Unmarshal(b, &r); err != nil || r.Sent != 20 {
+			t.Errorf("%s holds %d requests (%v), want the report of 20:\n%s", what, r.Sent, err, b)
+		}
+	}
+
+	// A link to a report kept elsewhere.
+	target := filepath.Join(dir, "reports", "latest.json")
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	run(link)
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("--out %s, a link: now %v (%v), want the link kept", link, fi.Mode(), err)
+	}
+	b, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isReport("the link's target", b)
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("the existing report file's mode is %v (%v), want 0640 as it was", fi.Mode().Perm(), err)
+	}
+
+	// A new file: os.Create's mode, 0666 less the umask (the test's
+	// umask is read back from a file made so).
+	probe := filepath.Join(dir, "probe")
+	f, err := os.Create(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	pfi, err := os.Stat(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(dir, "new.json")
+	run(fresh)
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != pfi.Mode().Perm() {
+		t.Errorf("a new --out file's mode is %v (%v), want %v as os.Create makes it", fi.Mode().Perm(), err, pfi.Mode().Perm())
+	}
+
+	// A FIFO. The test holds it open read-write, so that neither side's
+	// open waits for the other; the report, a few KB, fits in the pipe.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	pipe, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pipe.Close()
+	run(fifo)
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Fatalf("--out %s, a FIFO: now %v (%v), want the FIFO written to, not replaced", fifo, fi.Mode(), err)
+	}
+	// The report is in the pipe by now (the command has returned); the
+	// deadline only bounds a failure.
+	if err := pipe.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var raw json.RawMessage
+	if err := json.NewDecoder(pipe).Decode(&raw); err != nil {
+		t.Fatalf("reading the report from the FIFO: %v", err)
+	}
+	isReport("the FIFO", raw)
 }
 
 // A bad flag is refused before anything is dialled or built, with an
