@@ -1105,3 +1105,70 @@ func TestRestartStatsCountReplay(t *testing.T) {
 		t.Errorf("after the restart: reserved %d, losses %d; want %d, %d as replayed", after.Reserved, after.Losses, before.Reserved, before.Losses)
 	}
 }
+
+// The reservations a restart restores from a checkpoint count in
+// Stats().Reserved too, those still open (awaiting a bill, a loss or
+// their expiry): their outcomes count after the restart, as those of the
+// log's tail do, so that a node restarted after a compaction (every
+// CompactBytes of log) does not show more expired than reserved. A
+// reservation settled before the checkpoint is not counted: its outcome
+// was counted before the restart, and is not again (one of the tail is,
+// with its replayed notices).
+func TestRestartStatsCountCheckpointedReservations(t *testing.T) {
+	clk := newFakeClock(t0)
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := t0.UnixNano()
+	lim := Limits{DailyMicros: 10_000 * unit, TotalMicros: 10_000 * unit}
+	cfg := durableConfig(clk, dir)
+	cfg.CompactBytes = 8 << 10
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCampaign(t, l, "c", lim)
+	const n = 1000
+	for i := range n {
+		bid := uint64(i + 1)
+		if _, err := reserve(l, c, bid, uint64(i+1), unit, now); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 { // settled before the checkpoint: not counted again
+			if err := l.Bill(ctx, bid, unit/2, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitCompacted(t, l, dir)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = newLedger(t, durableConfig(clk, dir))
+	mustCampaign(t, l, "c", lim)
+	// Every open reservation, and those of the log's tail settled there
+	// (their bills replayed and counted): from 900 to 1000.
+	if got := l.Stats().Reserved; got < n-n/10 || got > n {
+		t.Errorf("after the restart: reserved %d, want the %d open reservations restored (from the checkpoint or the log) and at most the %d made", got, n-n/10, n)
+	}
+	clk.Add(time.Hour)
+	l.Tick(clk.Now())
+	if s := l.Stats(); s.Expired != n-n/10 || s.Expired > s.Reserved {
+		t.Errorf("after their expiry: reserved %d, expired %d; want %d expired, not above reserved", s.Reserved, s.Expired, n-n/10)
+	}
+}
+
+// waitCompacted waits until l has written a checkpoint in dir and is not
+// compacting. (Not listDir, which removes a running compaction's .tmp.)
+func waitCompacted(t *testing.T, l *Ledger, dir string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if !l.log.compacting.Load() {
+			if ckpts, _ := filepath.Glob(filepath.Join(dir, "checkpoint-*.ckpt")); len(ckpts) > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint written within a minute")
+		}
+	}
+}

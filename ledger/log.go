@@ -976,6 +976,13 @@ func (l *Ledger) applyRecord(typ byte, payload []byte) error {
 		s.mu.Lock()
 		s.m[bid] = r
 		s.mu.Unlock()
+		// A reservation still open (no bill, loss or expiry yet) has its
+		// outcome counted from now on, as one of the log's tail
+		// (recReserve): count it reserved too. One settled before the
+		// checkpoint had its outcome counted before the restart.
+		if r.state&(fBilled|fReleased|fExpired) == 0 {
+			l.stats.reserved.Add(1)
+		}
 		return nil
 	case recFreq:
 		k := freqKey{user: rd.u64(), camp: rd.u32()}

@@ -73,7 +73,9 @@ func (l *Ledger) Report(now time.Time) []CampaignReport {
 	return out
 }
 
-// Stats are the ledger's event counts since it opened (replay included).
+// Stats are the ledger's event counts since it opened (replay included:
+// the log's records, and the reservations still open in a checkpoint,
+// whose outcomes count from then on).
 type Stats struct {
 	Reserved, RefusedBudget, RefusedLease, RefusedFrequency int64
 	Wins, Bills, Losses, Expired, ExpiredWon                int64
