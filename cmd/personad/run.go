@@ -166,11 +166,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer segs.Close()
 	tSegs := time.Since(t0)
 
+	// A stop asked for while loading (SIGTERM or SIGINT during a long
+	// start: seeding the demo world, opening the segments) is honoured
+	// before the listeners are bound: personad does not announce itself
+	// serving, print its addresses, then stop. What this start created is
+	// taken back, as for a failed one (nothing was served). It is looked
+	// for before the ledger opens too, since the stop cancels a Redis
+	// ledger's connection, and that failure is the stop's.
+	stoppedBeforeServing := func() bool {
+		if ctx.Err() == nil {
+			return false
+		}
+		log.Info("stopped before serving", zap.String("signal", context.Cause(ctx).Error()))
+		return true
+	}
+	if stoppedBeforeServing() {
+		return nil
+	}
+
 	// The ledger (spend, reservations, frequency) opens before the engine
 	// and closes after the servers have stopped: Close flushes the log and
 	// returns unspent leases.
 	led, ledInfo, err := openLedger(ctx, o, log)
 	if err != nil {
+		if stoppedBeforeServing() {
+			return nil
+		}
 		return err
 	}
 	defer closeLedger(led, log)
@@ -206,13 +227,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rulesMgr.Close()
 	tRules := time.Since(t0)
 	logLedger(led, ledInfo, eng, log)
-	// A stop asked for while loading (SIGTERM or SIGINT during a long
-	// start) is honoured before the listeners are bound: personad does
-	// not announce itself serving, print its addresses, then stop. What
-	// this start created is taken back, as for a failed one (nothing was
-	// served).
-	if ctx.Err() != nil {
-		log.Info("stopped before serving", zap.String("signal", context.Cause(ctx).Error()))
+	if stoppedBeforeServing() {
 		return nil
 	}
 	var lc net.ListenConfig

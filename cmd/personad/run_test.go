@@ -429,29 +429,41 @@ func TestRunListenErrorNamesTheFlag(t *testing.T) {
 // TestRunStoppedWhileLoading: a stop asked for before personad serves
 // (SIGTERM during a long load) ends the start there, a clean stop: it
 // binds no listener and prints no addresses (which a supervisor reads as
-// serving), and the data dir is left as a failed start leaves it.
+// serving), and the data dir is left as a failed start leaves it. So
+// with a Redis --ledger, whose connection the stop cancels: nothing
+// listens at 127.0.0.1:1, so no Redis is touched either way.
 func TestRunStoppedWhileLoading(t *testing.T) {
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	var stdout, logs syncBuffer
-	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}
-	if err := run(ctx, args, env(), &stdout, &logs); err != nil {
-		t.Fatalf("stopped while loading: %v, want a clean stop", err)
-	}
-	if stdout.String() != "" || strings.Contains(logs.String(), `"msg":"serving"`) {
-		t.Errorf("stopped while loading, it still announced itself serving:\nstdout: %q\nlogs:\n%s", stdout.String(), logs.String())
-	}
-	if !strings.Contains(logs.String(), `"msg":"stopped before serving"`) {
-		t.Errorf("no \"stopped before serving\" log:\n%s", logs.String())
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if e.Name() != lockFile {
-			t.Errorf("the data dir holds %s after a start stopped before serving", e.Name())
-		}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{
+		{"embedded ledger", nil},
+		{"redis ledger", []string{"--ledger", "redis://127.0.0.1:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			var stdout, logs syncBuffer
+			args := append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dir, "--rules", "testdata/rules.yaml"}, tc.extra...)
+			if err := run(ctx, args, env(), &stdout, &logs); err != nil {
+				t.Fatalf("stopped while loading: %v, want a clean stop", err)
+			}
+			if stdout.String() != "" || strings.Contains(logs.String(), `"msg":"serving"`) {
+				t.Errorf("stopped while loading, it still announced itself serving:\nstdout: %q\nlogs:\n%s", stdout.String(), logs.String())
+			}
+			if !strings.Contains(logs.String(), `"msg":"stopped before serving"`) {
+				t.Errorf("no \"stopped before serving\" log:\n%s", logs.String())
+			}
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if e.Name() != lockFile {
+					t.Errorf("the data dir holds %s after a start stopped before serving", e.Name())
+				}
+			}
+		})
 	}
 }
