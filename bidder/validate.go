@@ -82,7 +82,7 @@ func validate(req *personadpb.BidRequest, l *Limits) error {
 		return err
 	}
 	if req.Cattax < 0 {
-		return invalid("cattax", fmt.Sprintf("%d is not an AdCOM category taxonomy (>= 1)", req.Cattax))
+		return invalid("cattax", fmt.Sprintf("%d is not an AdCOM category taxonomy: want 0 (unset: IAB Content Category Taxonomy 1.0) or a taxonomy id, 1 and up", req.Cattax))
 	}
 	if err := checkList("badv", "", req.Badv, l.MaxBAdv, l.MaxString); err != nil {
 		return err
