@@ -652,7 +652,7 @@ func (m *Manager) applyLocked(rs *rules.RuleSet, origins rules.Origins, src Sour
 	}
 	fields = append(fields, logged...)
 	if len(res.Warnings) > 0 {
-		fields = append(fields, zap.Strings("warnings", problemStrings(res.Warnings, maxLoggedProblems)))
+		fields = append(fields, zap.Strings("warnings", locatedStrings(origins, res.Warnings, maxLoggedProblems)))
 	}
 	if refused > 0 {
 		// Validation checks what the ledger checks, so this means the two
@@ -696,6 +696,18 @@ func (m *Manager) publish(f func(*state)) {
 	f(&s)
 	m.state.Store(&s)
 	m.notify()
+}
+
+// locatedStrings is problemStrings of the first n of es located at the
+// files and lines they came from (origins.Locate, as the errors of a set
+// read from files are), so that a logged warning names a campaign of a
+// file, not an index of the merged set; only those logged are located.
+func locatedStrings(origins rules.Origins, es rules.ValidationErrors, n int) []string {
+	out := problemStrings(rules.Problems(origins.Locate(es[:min(n, len(es))])), n)
+	if len(es) > n {
+		out = append(out, fmt.Sprintf("... and %d more", len(es)-n))
+	}
+	return out
 }
 
 func problemStrings(es rules.ValidationErrors, n int) []string {

@@ -1442,3 +1442,26 @@ func TestApplyAfterFileRemovalSurvives(t *testing.T) {
 		t.Errorf("restart, the files unchanged since the apply: serving %s from %s; want the applied %s", st.Version, st.Source, res.Version)
 	}
 }
+
+// TestReloadWarningsLocated: the warnings of a set read from files are
+// logged at the file and line they came from, as its errors are (and as
+// personactl rules validate shows them), not at the merged set's path:
+// "campaigns[1].end" names no campaign of either file.
+func TestReloadWarningsLocated(t *testing.T) {
+	f := newFixture(t)
+	f.write(t, "a.yaml", doc("a", 1))
+	f.write(t, "b.yaml", "campaigns:\n  - id: b\n    bid_cpm: 1\n    end: \"2025-01-01T00:00:00Z\"\n    creatives:\n      - {id: b-1, w: 300, h: 250, adm: x}\n")
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Path, cfg.NoWatch, cfg.Logger = f.eng, f.dir, true, zap.New(core)
+	startManager(t, cfg)
+	applied := logs.FilterMessage("rules applied").All()
+	if len(applied) != 1 {
+		t.Fatalf(`%d "rules applied" lines, want 1`, len(applied))
+	}
+	got, _ := applied[0].ContextMap()["warnings"].([]any)
+	want := filepath.Join(f.dir, "b.yaml") + ": line 4: campaigns[0].end: flight ended 2025-01-01T00:00:00Z"
+	if len(got) != 1 || !strings.HasPrefix(fmt.Sprint(got[0]), want) {
+		t.Errorf(`"rules applied" warnings %q, want one starting %q`, got, want)
+	}
+}
