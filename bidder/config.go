@@ -53,7 +53,12 @@ type Config struct {
 	Limits Limits
 
 	// Transport limits. MaxRecvMsgSize bounds a gRPC message and an HTTP
-	// body (default 1 MiB; a large OpenRTB request is a few KiB).
+	// body (default 1 MiB; a large OpenRTB request is a few KiB). An extra
+	// grpc.MaxRecvMsgSize option to GRPCServer (personad's, for rule sets)
+	// raises grpc-go's limit for every method, as grpc-go has one; the
+	// server's codec still refuses, undecoded, a request over
+	// MaxRecvMsgSize of any method but Rules/Validate, Rules/Apply and
+	// Segments/Upload (whose chunks have limits of their own).
 	MaxRecvMsgSize       int
 	MaxConcurrentStreams uint32        // per connection; default 1024
 	MaxHeaderListSize    uint32        // gRPC header bytes; default 16 KiB

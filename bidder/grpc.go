@@ -44,8 +44,10 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		// every worker is busy grpc-go falls back to a new goroutine.
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 		// grpc-go's proto codec, but a large Rules request's campaigns are
-		// decoded on every CPU (rulescodec.go).
-		grpc.ForceServerCodecV2(newServerCodec()),
+		// decoded on every CPU, and a request of another method over
+		// MaxRecvMsgSize is refused undecoded when an extra option raised
+		// the server's limit for rule sets (rulescodec.go).
+		grpc.ForceServerCodecV2(newServerCodec(c.MaxRecvMsgSize)),
 		// Stop, like GracefulStop, returns only once every handler has:
 		// what shutdown closes after it (the segment store, the ledger)
 		// is no longer in use.

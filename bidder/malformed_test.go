@@ -3,6 +3,7 @@ package bidder
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/personad/personad/bench/world"
@@ -229,4 +231,59 @@ func TestMalformedProtobufPlanners(t *testing.T) {
 	defer mh.close()
 	check("Reports/Campaigns", invoke(mh.conn, personadpb.Reports_Campaigns_FullMethodName,
 		notUTF8(&personadpb.ReportsCampaignsRequest{Campaign: "c1"}, "c1"), &personadpb.ReportsCampaignsResponse{}), "campaign")
+}
+
+// TestOversizeRequestRefusedUndecoded: personad raises grpc-go's one
+// receive limit for rule sets (cmd/personad: 64 MiB), which let every
+// other method take requests that large too: a Bid with a 60 MB id was
+// decoded whole, then refused by validation ("id: 62914560 bytes exceeds
+// the limit of 256"), and 16 of them at once took personad to 3 GB. Now a
+// request of any other method over Config.MaxRecvMsgSize is
+// RESOURCE_EXHAUSTED naming the limit, undecoded, and a Bid so refused is
+// counted invalid; a rule set over it is still taken.
+func TestOversizeRequestRefusedUndecoded(t *testing.T) {
+	const raised = 8 << 20
+	limit := DefaultConfig().MaxRecvMsgSize
+	h := newRulesHarnessOpts(t, grpc.MaxRecvMsgSize(raised))
+
+	big := request(userCMO)
+	big.Id = strings.Repeat("x", limit) // the message is a few bytes more
+	raw, err := proto.Marshal(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = invoke(h.conn, personadpb.Bidder_Bid_FullMethodName, raw, &personadpb.BidResponse{})
+	want := fmt.Sprintf("bidder: BidRequest: %d bytes exceeds the limit of %d bytes per message", len(raw), limit)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || st.Message() != want {
+		t.Errorf("Bid of %d bytes: %v, want ResourceExhausted %q", len(raw), err, want)
+	}
+	if got := testutil.ToFloat64(h.server.metrics.requests[wireGRPC][outcomeInvalid]); got != 1 {
+		t.Errorf("invalid gRPC bid requests counted = %v, want 1", got)
+	}
+	get, err := proto.Marshal(&personadpb.RulesGetRequest{IncludeRuleSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get = protowire.AppendTag(get, 99, protowire.BytesType) // an unknown field of limit bytes
+	get = protowire.AppendBytes(get, make([]byte, limit))
+	err = invoke(h.conn, personadpb.Rules_Get_FullMethodName, get, &personadpb.RulesGetResponse{})
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.HasPrefix(st.Message(), "bidder: RulesGetRequest: ") {
+		t.Errorf("Rules/Get of %d bytes: %v, want ResourceExhausted naming RulesGetRequest", len(get), err)
+	}
+
+	// A rule set over the limit is decoded and checked as before.
+	rs := generation(1)
+	rs.Campaigns[0].Creatives[0].Adm = "<b>" + strings.Repeat("y", limit) + "</b>"
+	vr, err := h.rules.Validate(t.Context(), &personadpb.RulesValidateRequest{RuleSet: rulespb.ToProto(rs)})
+	if err != nil {
+		t.Fatalf("Validate of a set over %d bytes: %v", limit, err)
+	}
+	if vr.Campaigns != int32(len(rs.Campaigns)) {
+		t.Errorf("Validate counted %d campaigns, want %d", vr.Campaigns, len(rs.Campaigns))
+	}
+
+	// The same connection still bids.
+	if resp, err := h.bid.Bid(t.Context(), request(userCMO)); err != nil || len(resp.Seatbid) != 1 {
+		t.Errorf("valid Bid after the refusals: %v, %v; want a bid", resp, err)
+	}
 }

@@ -53,6 +53,13 @@ type rulesHarness struct {
 
 func newRulesHarness(t *testing.T) *rulesHarness {
 	t.Helper()
+	return newRulesHarnessOpts(t)
+}
+
+// newRulesHarnessOpts is newRulesHarness, its gRPC server made with the
+// extra options (personad raises the receive limit for rule sets).
+func newRulesHarnessOpts(t *testing.T, opts ...grpc.ServerOption) *rulesHarness {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rules", "rules.yaml")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -80,7 +87,7 @@ func newRulesHarness(t *testing.T) *rulesHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := s.GRPCServer()
+	gs := s.GRPCServer(opts...)
 	RegisterRules(gs, NewRulesService(mgr, cfg.Logger))
 	conn, stop := serveBufconn(t, gs, 1<<20)
 	t.Cleanup(stop)

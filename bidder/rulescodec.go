@@ -1,6 +1,8 @@
 package bidder
 
 import (
+	"fmt"
+
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -26,16 +28,46 @@ import (
 const parallelDecodeMin = 256 << 10
 
 // serverCodec is the server's "proto" codec.
-type serverCodec struct{ encoding.CodecV2 }
+//
+// grpc-go has one receive limit per server, and personad raises it for
+// the rule sets of Rules/Validate and Rules/Apply (tens of megabytes) and
+// the chunks of Segments/Upload (bounded by their id counts). Every other
+// request is refused here, before it is decoded, when it is larger than
+// maxMsg (Config.MaxRecvMsgSize, what the HTTP wire allows a bid request):
+// a Bid, a notice, a lookup of 60 MB is RESOURCE_EXHAUSTED naming the
+// limit, not decoded into as much again and then refused field by field.
+// (It was still received whole: grpc-go reads a message before any
+// handler can look at its length.)
+type serverCodec struct {
+	encoding.CodecV2
+	maxMsg int
+}
 
-func newServerCodec() serverCodec {
-	return serverCodec{encoding.GetCodecV2(grpcproto.Name)}
+func newServerCodec(maxMsg int) serverCodec {
+	return serverCodec{encoding.GetCodecV2(grpcproto.Name), maxMsg}
+}
+
+// largeRequest reports whether m is a request that may exceed maxMsg.
+func largeRequest(m proto.Message) bool {
+	switch m.(type) {
+	case *personadpb.RulesApplyRequest, *personadpb.RulesValidateRequest, *personadpb.UploadRequest:
+		return true
+	}
+	return false
 }
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case decodeTarget: // malformed.go
 		msg, errp := m.target()
+		if n := data.Len(); n > c.maxMsg && !largeRequest(msg) {
+			*errp = &LimitError{
+				Path:  string(msg.ProtoReflect().Descriptor().Name()),
+				Limit: fmt.Sprintf("%d bytes per message", c.maxMsg),
+				Got:   fmt.Sprintf("%d bytes", n),
+			}
+			return nil
+		}
 		if err := c.Unmarshal(data, msg); err != nil {
 			*errp = malformedError(msg, data.Materialize(), err)
 		}

@@ -38,7 +38,7 @@ func decodeUpload(data []byte, split int, m *personadpb.UploadRequest) error {
 		bs = append(bs, mem.SliceBuffer(bytes.Clone(rest[:n])))
 		rest = rest[n:]
 	}
-	return newServerCodec().Unmarshal(bs, m)
+	return newServerCodec(DefaultConfig().MaxRecvMsgSize).Unmarshal(bs, m)
 }
 
 func marshalUpload(t testing.TB, m *personadpb.UploadRequest) []byte {
