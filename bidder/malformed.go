@@ -165,7 +165,8 @@ var rulesDesc = withHandlers(personadpb.Rules_ServiceDesc, map[string]grpc.Metho
 		}, malformedRequest),
 	"Get": lenientHandler(personadpb.Rules_Get_FullMethodName,
 		func(srv any, ctx context.Context, req *personadpb.RulesGetRequest) (any, error) {
-			return srv.(personadpb.RulesServer).Get(ctx, req)
+			// The answer shares the rule set's encoding (rules.go).
+			return srv.(*RulesService).getReply(ctx, req)
 		}, malformedRequest),
 })
 

@@ -47,6 +47,35 @@ func newServerCodec(maxMsg int) serverCodec {
 	return serverCodec{encoding.GetCodecV2(grpcproto.Name), maxMsg}
 }
 
+// Marshal encodes v; a Rules/Get answer (rulesGetReply) refers to its
+// rule set's shared encoding rather than copying it.
+func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
+	r, ok := v.(*rulesGetReply)
+	if !ok {
+		return c.CodecV2.Marshal(v)
+	}
+	head, err := proto.Marshal(r.resp)
+	if err != nil {
+		return nil, err
+	}
+	if r.set == nil {
+		return mem.BufferSlice{mem.SliceBuffer(head)}, nil
+	}
+	// Fields may come in any order on the wire: rule_set last decodes
+	// as the message proto.Marshal would have written.
+	head = protowire.AppendTag(head, getRuleSetField, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(*r.set)))
+	return mem.BufferSlice{mem.SliceBuffer(head), mem.NewBuffer(r.set, keepPool{})}, nil
+}
+
+// keepPool is the pool of a shared encoding's buffers: it takes nothing
+// back. Each buffer made over the encoding refers to it until grpc-go has
+// sent it and freed the buffer; the garbage collector then frees it.
+type keepPool struct{}
+
+func (keepPool) Get(length int) *[]byte { panic("bidder: keepPool gives no buffers") }
+func (keepPool) Put(*[]byte)            {}
+
 // largeRequest reports whether m is a request that may exceed maxMsg.
 func largeRequest(m proto.Message) bool {
 	switch m.(type) {
@@ -95,6 +124,7 @@ type rulesRequest interface {
 const (
 	requestRuleSetField   = 1 // RulesApplyRequest.rule_set, RulesValidateRequest.rule_set
 	ruleSetCampaignsField = 1 // RuleSet.campaigns
+	getRuleSetField       = 6 // RulesGetResponse.rule_set
 )
 
 // unmarshalRulesRequest is proto.Unmarshal(b, m), the campaigns decoded

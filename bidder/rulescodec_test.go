@@ -25,6 +25,10 @@ func TestRulesRequestFields(t *testing.T) {
 	if f == nil || int(f.Number()) != ruleSetCampaignsField || !f.IsList() {
 		t.Errorf("RuleSet.campaigns is %v, want repeated field %d", f, ruleSetCampaignsField)
 	}
+	f = (&personadpb.RulesGetResponse{}).ProtoReflect().Descriptor().Fields().ByName("rule_set")
+	if f == nil || int(f.Number()) != getRuleSetField || f.IsList() || f.Message().FullName() != "personad.v1.RuleSet" {
+		t.Errorf("RulesGetResponse.rule_set is %v, want field %d of type RuleSet", f, getRuleSetField)
+	}
 }
 
 // worldRequest is an Apply request for n generated campaigns.
