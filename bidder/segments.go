@@ -45,6 +45,15 @@ type SegmentsConfig struct {
 	// MaxUploadIDs bounds the ids of one upload, duplicates included: the
 	// server holds an upload in memory until it commits. Default 100M.
 	MaxUploadIDs uint64
+	// MaxInFlightIDs bounds the ids of all uploads in flight together
+	// (received, the upload not yet committed or ended), duplicates
+	// included: each holds its ids, and its new users staged in the
+	// dictionary (~24 bytes an id measured), until it ends, so that many
+	// uploads at once, each within MaxUploadIDs, cannot make the server
+	// hold more. A chunk that would pass it ends its upload with
+	// RESOURCE_EXHAUSTED, nothing applied; the client may retry once other
+	// uploads end. Default 200M: two uploads of MaxUploadIDs at once.
+	MaxInFlightIDs uint64
 	// UploadIdleTimeout ends an upload when the server has waited this
 	// long for its client's next message (counted from when it began to
 	// wait: a message must arrive whole within it, so a 64 MiB chunk needs
@@ -57,7 +66,7 @@ type SegmentsConfig struct {
 
 // DefaultSegmentsConfig returns the defaults documented on SegmentsConfig.
 func DefaultSegmentsConfig() SegmentsConfig {
-	return SegmentsConfig{MaxChunkIDs: 1 << 16, MaxUploadIDs: 100_000_000, UploadIdleTimeout: 2 * time.Minute}
+	return SegmentsConfig{MaxChunkIDs: 1 << 16, MaxUploadIDs: 100_000_000, MaxInFlightIDs: 200_000_000, UploadIdleTimeout: 2 * time.Minute}
 }
 
 // LimitError is a request over one of the server's limits: which limit,
@@ -79,11 +88,12 @@ func (e *LimitError) Error() string {
 type Segments struct {
 	personadpb.UnimplementedSegmentsServer
 
-	cfg     SegmentsConfig
-	store   *segments.Store
-	log     *zap.Logger
-	m       *segmentMetrics
-	running sync.WaitGroup // uploads' goroutines
+	cfg      SegmentsConfig
+	store    *segments.Store
+	log      *zap.Logger
+	m        *segmentMetrics
+	running  sync.WaitGroup // uploads' goroutines
+	inFlight atomic.Uint64  // ids of the uploads in flight (MaxInFlightIDs)
 }
 
 // NewSegments returns the Segments service over cfg.Store.
@@ -91,8 +101,8 @@ func NewSegments(cfg SegmentsConfig) (*Segments, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("bidder: segments config: Store is required")
 	}
-	if cfg.MaxChunkIDs <= 0 || cfg.MaxUploadIDs == 0 {
-		return nil, errors.New("bidder: segments config: MaxChunkIDs and MaxUploadIDs must be > 0")
+	if cfg.MaxChunkIDs <= 0 || cfg.MaxUploadIDs == 0 || cfg.MaxInFlightIDs == 0 {
+		return nil, errors.New("bidder: segments config: MaxChunkIDs, MaxUploadIDs and MaxInFlightIDs must be > 0")
 	}
 	if cfg.UploadIdleTimeout < 0 {
 		return nil, errors.New("bidder: segments config: UploadIdleTimeout must be >= 0")
@@ -103,11 +113,13 @@ func NewSegments(cfg SegmentsConfig) (*Segments, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
-	m, err := newSegmentMetrics(cfg.Metrics, cfg.Store)
+	s := &Segments{cfg: cfg, store: cfg.Store, log: cfg.Logger.Named("segments")}
+	m, err := newSegmentMetrics(cfg.Metrics, cfg.Store, &s.inFlight)
 	if err != nil {
 		return nil, err
 	}
-	return &Segments{cfg: cfg, store: cfg.Store, log: cfg.Logger.Named("segments"), m: m}, nil
+	s.m = m
+	return s, nil
 }
 
 // uploadStats is what an upload's log line and metrics report.
@@ -121,6 +133,7 @@ type uploadStats struct {
 	chunks       int
 	ids          uint64
 	bytes        uint64
+	held         uint64 // of ids, counted in Segments.inFlight
 }
 
 // sent is the log fields that name the segment and mode of an upload
@@ -391,7 +404,14 @@ func streamError(err error) error {
 	return grpcError(err)
 }
 
+// release gives back the ids st holds in s.inFlight.
+func (s *Segments) release(st *uploadStats) {
+	s.inFlight.Add(-st.held)
+	st.held = 0
+}
+
 func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch, st *uploadStats) (segments.Result, error) {
+	defer s.release(st) // runs last, once what the upload staged is discarded
 	first := new(personadpb.UploadRequest)
 	err := w.recv(stream, first)
 	if errors.Is(err, io.EOF) {
@@ -518,6 +538,7 @@ func (s *Segments) upload(stream personadpb.Segments_UploadServer, w *idleWatch,
 	if err != nil {
 		return segments.Result{}, err
 	}
+	s.release(st) // before the answer: a client that has it may upload again
 	return res, stream.SendAndClose(&personadpb.UploadResponse{
 		Ids: res.IDs, Added: res.Added, Removed: res.Removed, Unchanged: res.Unchanged,
 		NewUsers: res.NewUsers, Cardinality: res.Cardinality, Version: res.Version, Replayed: res.Replayed,
@@ -558,6 +579,13 @@ func (s *Segments) receive(stream personadpb.Segments_UploadServer, w *idleWatch
 			return &LimitError{Path: "upload",
 				Got: fmt.Sprintf("%d ids", st.ids+n), Limit: fmt.Sprintf("%d ids per upload (MaxUploadIDs)", s.cfg.MaxUploadIDs)}
 		}
+		if total := s.inFlight.Add(n); total > s.cfg.MaxInFlightIDs {
+			s.inFlight.Add(-n)
+			return &LimitError{Path: fmt.Sprintf("upload.chunk[%d]", i),
+				Got:   fmt.Sprintf("%d ids in uploads in flight with this chunk's", total),
+				Limit: fmt.Sprintf("%d ids in all uploads in flight (MaxInFlightIDs); retry once others end", s.cfg.MaxInFlightIDs)}
+		}
+		st.held += n
 		for _, id := range c.Ids {
 			st.bytes += uint64(len(id))
 		}
@@ -713,7 +741,7 @@ type segmentMetrics struct {
 	duration prometheus.Histogram
 }
 
-func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segmentMetrics, error) {
+func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store, inFlight *atomic.Uint64) (*segmentMetrics, error) {
 	m := &segmentMetrics{
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "personad_segment_uploads_total",
@@ -753,7 +781,11 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store) (*segme
 		Name: "personad_segment_dictionary_mapped_bytes",
 		Help: "Memory the user dictionary holds outside the Go heap (not in the go_memstats figures), in bytes, arrays its growth replaced included until the next garbage collection.",
 	}, func() float64 { return float64(segments.MappedBytes()) })
-	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users, mapped} {
+	inFlightIDs := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_segment_upload_ids_in_flight",
+		Help: "User ids received by the segment uploads in flight, not yet committed or ended (bounded by MaxInFlightIDs, 200M).",
+	}, func() float64 { return float64(inFlight.Load()) })
+	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users, mapped, inFlightIDs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -734,3 +734,95 @@ func TestReplayMetrics(t *testing.T) {
 		t.Errorf("uploads ok = %v, want 2", ok)
 	}
 }
+
+// TestUploadsInFlightBounded: each upload was bounded (MaxUploadIDs) but
+// not how many ran at once, so a client could make the server hold any
+// number of ids by opening uploads and not finishing them (10 uploads of
+// 5M new ids, stalled: personad's RSS 337 MB to 1.5 GB). Now a chunk
+// that would take the ids of all uploads in flight past MaxInFlightIDs
+// ends its upload with RESOURCE_EXHAUSTED, nothing applied, and an
+// upload's ids count until it commits or ends, however it ends.
+func TestUploadsInFlightBounded(t *testing.T) {
+	h := newSegHarness(t, zaptest.NewLogger(t), func(c *SegmentsConfig) { c.MaxInFlightIDs = 4 })
+	ctx := t.Context()
+	inFlight := func() float64 {
+		t.Helper()
+		mfs, err := h.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "personad_segment_upload_ids_in_flight" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no personad_segment_upload_ids_in_flight")
+		return 0
+	}
+	// awaitInFlight waits for the server to count n ids in flight.
+	awaitInFlight := func(n float64) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for inFlight() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("ids in flight: %v, want %v", inFlight(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// An upload holding 3 ids, open.
+	a, err := h.seg.Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*personadpb.UploadRequest{header("title", "a", modeAdd, ""), chunk("a1", "a2", "a3")} {
+		if err := a.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitInFlight(3)
+	_, err = h.send(ctx, header("title", "b", modeAdd, ""), chunk("b1"), chunk("b2"))
+	want := "bidder: upload.chunk[1]: 5 ids in uploads in flight with this chunk's exceeds the limit of 4 ids in all uploads in flight (MaxInFlightIDs); retry once others end"
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || st.Message() != want {
+		t.Fatalf("second upload over the limit: %v, want ResourceExhausted %q", err, want)
+	}
+	if inFlight() != 3 {
+		t.Errorf("after the refused upload, ids in flight %v, want 3", inFlight())
+	}
+	if resp, err := a.CloseAndRecv(); err != nil || resp.Cardinality != 3 {
+		t.Fatalf("first upload: %v, %v; want 3 ids applied", resp, err)
+	}
+	if inFlight() != 0 {
+		t.Errorf("after the first upload committed, ids in flight %v, want 0", inFlight())
+	}
+
+	// A cancelled upload gives its ids back too.
+	cctx, cancel := context.WithCancel(ctx)
+	c, err := h.seg.Upload(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*personadpb.UploadRequest{header("title", "c", modeAdd, ""), chunk("c1", "c2", "c3", "c4")} {
+		if err := c.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitInFlight(4)
+	cancel()
+	awaitInFlight(0)
+	if resp, err := h.send(ctx, header("title", "b", modeAdd, ""), chunk("b1", "b2"), chunk("b3", "b4")); err != nil || resp.Cardinality != 4 {
+		t.Fatalf("upload of 4 ids once none is in flight: %v, %v", resp, err)
+	}
+	list, err := h.seg.List(ctx, &personadpb.ListRequest{Facet: "title"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range list.Segments {
+		got = append(got, fmt.Sprintf("%s=%d", s.Value, s.Cardinality))
+	}
+	if d := cmp.Diff([]string{"a=3", "b=4"}, got); d != "" {
+		t.Errorf("segments (-want +got):\n%s", d)
+	}
+}
