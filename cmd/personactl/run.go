@@ -31,6 +31,9 @@ type env struct {
 type globals struct {
 	addr    string
 	timeout time.Duration
+	// addrErr is the usage error of an addr that is not host:port
+	// (checkAddr), which dial returns.
+	addrErr error
 }
 
 // command is one subcommand: it parses its own flags from args.
@@ -103,7 +106,9 @@ func run(ctx context.Context, args []string, e env) error {
 		if !fromFlag {
 			from = "PERSONACTL_ADDR" // the default is valid
 		}
-		return usagef("%s %q: %v", from, g.addr, err)
+		// Refused where it is dialled (dial): rules validate --local
+		// needs no server, whatever PERSONACTL_ADDR says.
+		g.addrErr = usagef("%s %q: %v", from, g.addr, err)
 	}
 	name := fs.Arg(0)
 	i := slices.IndexFunc(commands(), func(c command) bool { return c.name == name })
@@ -145,8 +150,12 @@ func commandNames() []string {
 }
 
 // dial connects to the server. The connection is lazy: errors surface on
-// the first call, as gRPC status errors.
+// the first call, as gRPC status errors; an address that is not host:port
+// is a usage error at once.
 func (g *globals) dial() (*grpc.ClientConn, error) {
+	if g.addrErr != nil {
+		return nil, g.addrErr
+	}
 	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", g.addr, err)
@@ -170,6 +179,9 @@ func unary[Resp any](ctx context.Context, g *globals, call func(context.Context,
 
 // callError turns a gRPC error into one line for the planner.
 func callError(what string, err error) error {
+	if errors.As(err, new(usageError)) { // dial's: it names the flag
+		return err
+	}
 	if s, ok := status.FromError(err); ok {
 		return fmt.Errorf("%s: %s: %s", what, s.Code(), s.Message())
 	}

@@ -567,9 +567,12 @@ const (
 )
 
 // refused reports whether err is a refusal by the server's handler, which
-// applied nothing, rather than a transport's failure, after which the
-// server may have committed.
+// applied nothing, or dial's usage error (nothing sent), rather than a
+// transport's failure, after which the server may have committed.
 func refused(err error) bool {
+	if errors.As(err, new(usageError)) { // dial's (--addr): nothing was sent
+		return true
+	}
 	switch status.Code(err) {
 	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.ResourceExhausted,
 		codes.AlreadyExists, codes.PermissionDenied, codes.Unauthenticated, codes.OutOfRange, codes.Unimplemented:
