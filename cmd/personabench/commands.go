@@ -9,13 +9,13 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"time"
 
 	"github.com/personad/personad/bench"
+	"github.com/personad/personad/internal/grpctarget"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
@@ -242,16 +242,12 @@ func (c *common) checkMode() error {
 	return nil
 }
 
-// checkAddr rejects a server address that is not host:port: gRPC would
-// dial one without a port at 443 and report, ten seconds later, only
-// that it is "not ready".
+// checkAddr rejects a server address gRPC would dial wrongly
+// (grpctarget.Check): one without its port would be dialled at 443 and
+// reported, ten seconds later, only as "not ready".
 func checkAddr(flag, addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil && port != "" {
-		_, err = net.LookupPort("tcp", port)
-	}
-	if err != nil {
-		return usagef("--%s %q: want host:port, e.g. 127.0.0.1:9090", flag, addr)
+	if err := grpctarget.Check(addr); err != nil {
+		return usagef("--%s %q: %v", flag, addr, err)
 	}
 	return nil
 }

@@ -6,12 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/personad/personad/internal/grpctarget"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -32,7 +32,7 @@ type globals struct {
 	addr    string
 	timeout time.Duration
 	// addrErr is the usage error of an addr that is not host:port
-	// (checkAddr), which dial returns.
+	// (grpctarget.Check), which dial returns.
 	addrErr error
 }
 
@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, e env) error {
 	if g.timeout <= 0 {
 		return usagef("--timeout %v: want a duration above 0, e.g. 30s", g.timeout)
 	}
-	if err := checkAddr(g.addr); err != nil {
+	if grpctarget.Check(g.addr) != nil {
 		from := "--addr"
 		fromFlag := false
 		fs.Visit(func(f *flag.Flag) { fromFlag = fromFlag || f.Name == "addr" })
@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, e env) error {
 		}
 		// Refused where it is dialled (dial): rules validate --local
 		// needs no server, whatever PERSONACTL_ADDR says.
-		g.addrErr = usagef("%s %q: %v", from, g.addr, err)
+		g.addrErr = usagef("%s %q: want host:port of personad's gRPC listener, e.g. 127.0.0.1:9090", from, g.addr)
 	}
 	name := fs.Arg(0)
 	i := slices.IndexFunc(commands(), func(c command) bool { return c.name == name })
@@ -121,24 +121,6 @@ func run(ctx context.Context, args []string, e env) error {
 		}
 	}
 	return commands()[i].run(ctx, g, e, fs.Args()[1:])
-}
-
-// checkAddr rejects a server address that is not host:port, e.g. one
-// without its port, which gRPC would otherwise dial at port 443 and
-// report as that port refusing. A gRPC target with a scheme
-// (dns:///host:port, unix:///path, passthrough:///…) is left to gRPC.
-func checkAddr(addr string) error {
-	if strings.Contains(addr, ":/") || strings.HasPrefix(addr, "unix:") {
-		return nil
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil && port != "" {
-		_, err = net.LookupPort("tcp", port)
-	}
-	if err != nil {
-		return errors.New("want host:port of personad's gRPC listener, e.g. 127.0.0.1:9090")
-	}
-	return nil
 }
 
 func commandNames() []string {
