@@ -240,6 +240,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		gl.Close()
 		return listenErr("http-addr", err)
 	}
+	// Each listener holds at most maxConns connections (conns.go).
+	maxConns := connLimits(openFileLimit(4096))
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "personad_connections_refused_total",
+		Help: "Connections closed as soon as accepted because their listener (grpc, http) held its most connections at once, max_connections in the serving log line.",
+	}, []string{"listener"})
+	reg.MustRegister(refused)
+	gl = newLimitListener(gl, maxConns, refused.WithLabelValues("grpc"), log)
+	hl = newLimitListener(hl, maxConns, refused.WithLabelValues("http"), log)
 	// Notice URLs name the HTTP listener as bound (port 0 included)
 	// unless --notice-url gives the public address.
 	bcfg := bidder.DefaultConfig()
@@ -305,6 +314,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		zap.Int("users", snap.Dict().Len()),
 		zap.Duration("rules_load", tRules),
 		zap.Duration("segments_load", tSegs),
+		zap.Int("max_connections", maxConns),
 	)
 	fmt.Fprintf(stdout, "grpc=%s http=%s\n", gl.Addr(), hl.Addr())
 
