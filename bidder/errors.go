@@ -50,7 +50,7 @@ var errorMapping = []struct {
 	{func(err error) bool { return errors.Is(err, segments.ErrNotFound) }, codes.NotFound, http.StatusNotFound},
 	{func(err error) bool { return errors.Is(err, segments.ErrKeyConflict) }, codes.FailedPrecondition, http.StatusConflict},
 	{func(err error) bool {
-		return errors.Is(err, segments.ErrDictFull) || errors.Is(err, segments.ErrTooLarge)
+		return errors.Is(err, segments.ErrDictFull) || errors.Is(err, segments.ErrTooLarge) || errors.Is(err, segments.ErrTooManySegments)
 	}, codes.ResourceExhausted, http.StatusInsufficientStorage},
 	{func(err error) bool {
 		return errors.Is(err, segments.ErrNotDurable) || errors.Is(err, segments.ErrClosed)

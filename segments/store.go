@@ -43,6 +43,15 @@ type Config struct {
 	// may have, the machine's or its cgroup's limit if lower (ErrNoRoom);
 	// 0 reserves nothing.
 	ReserveUsers int
+	// MaxSegments bounds how many segments the store holds: an upload
+	// that would add one more is ErrTooManySegments, nothing applied
+	// (uploads to existing segments, removes and deletes are not
+	// limited). Each segment costs memory in every snapshot and time in
+	// every commit, whatever its users; one-user segments took ~20 KB
+	// each in personad. A store that already holds more (the limit
+	// lowered since) opens and serves them. Default 100,000; 0 is no
+	// limit.
+	MaxSegments int
 	// OnSnapshot, when set, is called after each snapshot the store
 	// writes by itself (periodic, early, at Close) or fails to write, from
 	// the goroutine that wrote it. personad logs it. (The package does not
@@ -68,6 +77,7 @@ func DefaultConfig() Config {
 		Dir:              filepath.Join("data", "segments"),
 		SnapshotInterval: 5 * time.Minute,
 		SnapshotLogBytes: 256 << 20,
+		MaxSegments:      100_000,
 	}
 }
 
@@ -137,6 +147,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.ReserveUsers < 0 || cfg.ReserveUsers > MaxUsers {
 		return nil, fmt.Errorf("segments: Config.ReserveUsers %d is outside [0, %d]", cfg.ReserveUsers, MaxUsers)
+	}
+	if cfg.MaxSegments < 0 {
+		return nil, fmt.Errorf("segments: Config.MaxSegments %d must be >= 0", cfg.MaxSegments)
 	}
 	def := DefaultConfig()
 	if cfg.SnapshotInterval <= 0 {
@@ -321,6 +334,11 @@ func (s *Store) Commit(u *Upload) (Result, error) {
 		return res, err
 	}
 	cur := s.cur.Load()
+	if max := s.cfg.MaxSegments; max > 0 && u.mode != Remove && cur.segs[Key{u.facet, u.value}] == nil && cur.Len() >= max {
+		u.Discard()
+		return Result{}, fmt.Errorf("segments: upload %s:%s: %w: the store holds %d, the limit is %d (delete segments no longer used)",
+			u.facet, u.value, ErrTooManySegments, cur.Len(), max)
+	}
 	g := &s.stage
 	g.mu.Lock()
 	var err error

@@ -77,6 +77,10 @@ const (
 	maxRecord = 1<<31 - 1
 )
 
+// ErrTooManySegments is an upload that would add a segment to a store
+// holding Config.MaxSegments.
+var ErrTooManySegments = errors.New("segments: too many segments")
+
 // ErrTooLarge is a mutation whose log record would exceed the record size
 // limit (2 GiB).
 var ErrTooLarge = errors.New("segments: change too large for one log record (2 GiB)")

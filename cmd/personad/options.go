@@ -30,6 +30,7 @@ type options struct {
 	personaCache    int64
 	reserveUsers    int
 	uploadIdle      time.Duration
+	maxSegments     int
 	networkMargin   time.Duration
 	maxBudget       time.Duration
 	shutdownTimeout time.Duration
@@ -66,6 +67,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.TextVar(&o.logLevel, "log-level", zapcore.InfoLevel, "log `level`: debug, info, warn or error")
 	fs.Int64Var(&o.personaCache, "persona-cache", edef.PersonaCacheSize, "resolved personas cached, in `users` (0 turns the cache off; about 48 bytes per user, taken at start)")
 	fs.IntVar(&o.reserveUsers, "segments-reserve-users", 0, "make room in the user dictionary for this many `users` at start (about 15 bytes each plus the id bytes, taken and faulted in at start; at most the machine's memory, or its cgroup's limit if lower), so that uploads up to it never grow it: for hosts where fresh memory is slow to fault in, such as VMs that take freed memory back")
+	fs.IntVar(&o.maxSegments, "segments-max", segments.DefaultConfig().MaxSegments, "the most `segments` the store holds: an upload that would add one more is refused, nothing applied (0: no limit)")
 	fs.DurationVar(&o.uploadIdle, "segments-upload-idle-timeout", sdef.UploadIdleTimeout, "end a segment upload when its client's next message has not arrived after this long (nothing is applied; 0 never ends one)")
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
 	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
@@ -123,6 +125,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 		return nil, usageErr(fmt.Errorf("--persona-cache %d exceeds the limit of %d (the most users the segment store holds)", o.personaCache, int64(engine.MaxPersonaCacheSize)))
 	case o.reserveUsers < 0 || o.reserveUsers > segments.MaxUsers:
 		return nil, usageErr(fmt.Errorf("--segments-reserve-users %d is outside [0, %d]", o.reserveUsers, segments.MaxUsers))
+	case o.maxSegments < 0:
+		return nil, usageErr(fmt.Errorf("--segments-max %d must be >= 0", o.maxSegments))
 	case o.uploadIdle < 0:
 		return nil, usageErr(fmt.Errorf("--segments-upload-idle-timeout %v must be >= 0", o.uploadIdle))
 	case o.networkMargin < 0:

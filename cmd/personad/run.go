@@ -155,7 +155,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	segDir := filepath.Join(o.dataDir, world.SegmentsDir)
 	scfg := segments.DefaultConfig()
 	scfg.Dir, scfg.OnSnapshot = segDir, func(ev segments.SnapshotEvent) { logSnapshot(log, ev) }
-	scfg.ReserveUsers = o.reserveUsers
+	scfg.ReserveUsers, scfg.MaxSegments = o.reserveUsers, o.maxSegments
 	segs, err := segments.Open(scfg)
 	if errors.Is(err, segments.ErrNoRoom) {
 		return usageErr(fmt.Errorf("--segments-reserve-users: %w", err))
