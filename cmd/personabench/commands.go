@@ -119,6 +119,29 @@ func parse(fs *flag.FlagSet, args []string) error {
 // requests builds the request pool from the workload flags, once the
 // flags every driver shares are checked: a bad one is a usage error at
 // once, not after dialling the target.
+// prepare does what every driving command does once its flags are
+// checked, before it dials: the progress output, the request pool, the
+// --out file (checked writable before the run) and the --cpuprofile
+// (one profile over the whole command). done closes the last two.
+func (c *common) prepare(stderr io.Writer) (reqs []*personadpb.BidRequest, done func(), err error) {
+	if err := c.setProgress(stderr); err != nil {
+		return nil, nil, err
+	}
+	if reqs, err = c.requests(); err != nil {
+		return nil, nil, err
+	}
+	closeOut, err := c.openOut()
+	if err != nil {
+		return nil, nil, err
+	}
+	stopProfile, err := c.profile()
+	if err != nil {
+		closeOut()
+		return nil, nil, err
+	}
+	return reqs, func() { stopProfile(); closeOut() }, nil
+}
+
 func (c *common) requests() ([]*personadpb.BidRequest, error) {
 	switch {
 	case c.opts.Duration <= 0:
@@ -267,23 +290,11 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := checkAddr("addr", c.addr); err != nil {
 		return err
 	}
-	if err := c.setProgress(stderr); err != nil {
-		return err
-	}
-	reqs, err := c.requests()
+	reqs, done, err := c.prepare(stderr)
 	if err != nil {
 		return err
 	}
-	closeOut, err := c.openOut()
-	if err != nil {
-		return err
-	}
-	defer closeOut()
-	stopProfile, err := c.profile()
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
+	defer done()
 	c.resolveServerPID(c.addr, stderr)
 	r, err := c.drive(ctx, c.addr, reqs, c.opts)
 	if err != nil {
@@ -338,23 +349,11 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 			return err
 		}
 	}
-	if err := c.setProgress(stderr); err != nil {
-		return err
-	}
-	reqs, err := c.requests()
+	reqs, done, err := c.prepare(stderr)
 	if err != nil {
 		return err
 	}
-	closeOut, err := c.openOut()
-	if err != nil {
-		return err
-	}
-	defer closeOut()
-	stopProfile, err := c.profile()
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
+	defer done()
 	if !*compare {
 		b, err := c.baseline(ctx, c.addr, reqs)
 		if err != nil {
@@ -417,23 +416,11 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	case !(sc.MinAchieved >= 0 && sc.MinAchieved <= 1):
 		return usagef("--min-achieved %v: want a fraction from 0 to 1", sc.MinAchieved)
 	}
-	if err := c.setProgress(stderr); err != nil {
-		return err
-	}
-	reqs, err := c.requests()
+	reqs, done, err := c.prepare(stderr)
 	if err != nil {
 		return err
 	}
-	closeOut, err := c.openOut()
-	if err != nil {
-		return err
-	}
-	defer closeOut()
-	stopProfile, err := c.profile()
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
+	defer done()
 	c.resolveServerPID(c.addr, stderr)
 	sc.Options = c.opts
 	sc.MaxInFlight = c.maxInFlight
