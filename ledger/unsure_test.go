@@ -95,9 +95,7 @@ func (u *unsureLeaser) state() (leased int64, leaseIDs, returnIDs []uint64) {
 // back. A definite refusal (ErrLeaseRefused) is not asked again.
 func TestLeaseTimeoutKeepsGrant(t *testing.T) {
 	clk := newFakeClock(t0)
-	cfg := memConfig(clk)
-	u := newUnsureLeaser()
-	cfg.Leaser = u
+	cfg, u := unsureConfig(clk)
 	l := newLedger(t, cfg)
 	ctx := context.Background()
 	now := clk.NowNs()
@@ -190,6 +188,14 @@ func loseReturns(t *testing.T, l *Ledger, u *unsureLeaser, c *Campaign, applied 
 	return rets, lease
 }
 
+// unsureConfig is memConfig on clk with an unsureLeaser as the Leaser.
+func unsureConfig(clk *fakeClock) (Config, *unsureLeaser) {
+	cfg := memConfig(clk)
+	u := newUnsureLeaser()
+	cfg.Leaser = u
+	return cfg, u
+}
+
 // TestReturnTimeoutGivenAgain: a return of the lease that releases left
 // unspent, whose call failed before the Leaser applied it, is given again
 // with the same ID on the next grant for the campaign, so that the Leaser
@@ -197,9 +203,7 @@ func loseReturns(t *testing.T, l *Ledger, u *unsureLeaser, c *Campaign, applied 
 // lease it for the day). Applied or not, the Leaser gives back once.
 func TestReturnTimeoutGivenAgain(t *testing.T) {
 	clk := newFakeClock(t0)
-	cfg := memConfig(clk)
-	u := newUnsureLeaser()
-	cfg.Leaser = u
+	cfg, u := unsureConfig(clk)
 	l := newLedger(t, cfg)
 	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
 	rets, _ := loseReturns(t, l, u, c, false)
@@ -225,9 +229,7 @@ func TestReturnTimeoutGivenAgain(t *testing.T) {
 // and were not given again before Close are given again by Close.
 func TestCloseGivesLostReturnsAgain(t *testing.T) {
 	clk := newFakeClock(t0)
-	cfg := memConfig(clk)
-	u := newUnsureLeaser()
-	cfg.Leaser = u
+	cfg, u := unsureConfig(clk)
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -252,9 +254,7 @@ func TestCloseGivesLostReturnsAgain(t *testing.T) {
 // late that came, the same day.
 func TestNoReturnGivenAgainPastRetryWindow(t *testing.T) {
 	clk := newFakeClock(t0)
-	cfg := memConfig(clk)
-	u := newUnsureLeaser()
-	cfg.Leaser = u
+	cfg, u := unsureConfig(clk)
 	l := newLedger(t, cfg)
 	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
 	ctx := context.Background()
