@@ -259,11 +259,10 @@ func TestSharedFrequencyRedisSilent(t *testing.T) {
 		if cid != "fallback" {
 			t.Errorf("request %d bid on %q with Redis silent, want fallback (the capped campaign fails closed)", i, cid)
 		}
-		limit := opts.FetchWait + margin
-		if i > 0 {
-			limit = opts.FetchWait / 2 // backoff: no wait
-		}
-		if took > limit {
+		// That the second request did not wait at all (the backoff) is
+		// what the stats below show: a time bound for it failed CI at
+		// load average 9 (91 ms for a request that skipped the read).
+		if limit := opts.FetchWait + margin; took > limit {
 			t.Errorf("request %d took %v with Redis silent, want at most %v", i, took, limit)
 		}
 	}
