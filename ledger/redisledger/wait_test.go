@@ -160,12 +160,11 @@ func TestRedisSilentWarmWithinFetchWait(t *testing.T) {
 	if rc.Allow(id, unknown, 0, 2, time.Hour, later) {
 		t.Error("a user unknown to the node passed with Redis silent")
 	}
-	t0 = time.Now()
+	// That this Warm does not wait (the backoff) is what the stats below
+	// show (one skipped), not a time bound, which a loaded machine breaks
+	// (bidder's TestSharedFrequencyRedisSilent failed CI so at load 9).
 	if err := rc.Warm(context.Background(), stale, caps, later); err == nil {
 		t.Error("Warm right after a failed read returned no error")
-	}
-	if took := time.Since(t0); took > opts.FetchWait/2 {
-		t.Errorf("Warm right after a failed read took %v, want no wait", took)
 	}
 	if !rc.Allow(id, stale, 0, 2, time.Hour, later) {
 		t.Error("a user whose stale count is under the cap was capped with Redis silent")
