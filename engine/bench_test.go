@@ -206,3 +206,65 @@ func BenchmarkCompile(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(w.Rules.Campaigns)), "campaigns")
 }
+
+// BenchmarkDecideBlocks measures decisions whose requests carry block
+// lists: typical short ones (a few bcat and badv entries) and the largest
+// bidder.Limits admit (1,024 bcat, 4,096 badv). Most entries block nothing
+// the world's creatives carry; a few block some of its advertisers and
+// categories, so that several candidates are checked per decision.
+func BenchmarkDecideBlocks(b *testing.B) {
+	w := benchWorld(b)
+	base := queries(w, w.Config.Users, 1<<12)
+	for _, bc := range []struct {
+		name       string
+		bcat, badv []string
+	}{
+		{"small", []string{"IAB25", "IAB9", "IAB7-1"}, []string{"competitor.example", "acme.com", "ads.hooli.com"}},
+		{"max", maxBCat(), maxBAdv()},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			qs := slices.Clone(base)
+			for i := range qs {
+				qs[i].BCat, qs[i].BAdv = bc.bcat, bc.badv
+			}
+			e := newBenchEngine(b, w, 1<<20, nil)
+			var d engine.Decision
+			ctx := context.Background()
+			for i := range qs {
+				e.Decide(ctx, &qs[i], &d)
+			}
+			bids := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				e.Decide(ctx, &qs[i&(len(qs)-1)], &d)
+				bids += len(d.Bids)
+			}
+			b.ReportMetric(float64(bids)/float64(b.N), "bids/op")
+		})
+	}
+}
+
+// maxBCat is 1,024 subcategories ("IAB1-1" to "IAB26-40"; the world's
+// creatives carry top-level categories, which a subcategory does not
+// block) and, among them, IAB7 and IAB13, which block some.
+func maxBCat() []string {
+	var l []string
+	for i := 1; len(l) < 1022; i++ {
+		l = append(l, fmt.Sprintf("IAB%d-%d", (i-1)%26+1, (i-1)/26+1))
+	}
+	return append(l, "IAB7", "IAB13")
+}
+
+// maxBAdv is 4,096 advertiser domains of 6 to 17 bytes, as long as the
+// world's own ("acme.com", "hooli.com"), four of them the world's (two as
+// a parent domain, two as a subdomain, which does not block the parent).
+func maxBAdv() []string {
+	l := []string{"acme.com", "globex.com", "ads.hooli.com", "www.initech.com"}
+	names := []string{"ads", "shop", "brand", "news", "bet", "loans", "cars", "deals"}
+	tlds := []string{"com", "net", "io", "co.uk"}
+	for i := 0; len(l) < 4096; i++ {
+		l = append(l, fmt.Sprintf("%s%d.%s", names[i%len(names)], i, tlds[i/len(names)%len(tlds)]))
+	}
+	return l
+}
