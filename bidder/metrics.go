@@ -104,7 +104,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"reason"})
 	notices := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "personad_notices_total",
-		Help: "Win, billing and loss notices by wire (grpc, http), kind (win, bill, loss) and outcome (ok, forged, unknown_bid, bad_price, conflict, invalid, unavailable, error). Replays are ok: see personad_ledger_events_total{event=\"duplicate\"}.",
+		Help: "Win, billing and loss notices by wire (grpc, http), kind (win, bill, loss; a loss notice with reason 0, \"Bid Won\", counts as the win it is taken as) and outcome (ok, forged, unknown_bid, bad_price, conflict, invalid, unavailable, error). Replays are ok: see personad_ledger_events_total{event=\"duplicate\"}.",
 	}, []string{"wire", "kind", "outcome"})
 	m := &metrics{
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -115,6 +115,9 @@ type notice struct {
 type noticeResult struct {
 	bid           uint64
 	settledMicros int64 // bill: the per-impression spend settled
+	// lossAsWin: a loss notice with reason 0 ("Bid Won"), taken as the
+	// bid's win and counted as one.
+	lossAsWin bool
 }
 
 // maxPriceCPM bounds a clearing price before conversion, so that the
@@ -190,10 +193,16 @@ var errNoLedger = fmt.Errorf("bidder: notices: %w", ledger.ErrUnknownBid)
 // an unknown bid, a bad price, a conflict) changes nothing; an error
 // while the ledger waits for its record to be durable (the caller's
 // context ended, the log failed) may come after the notice was applied,
-// and a retry then answers only once its record is durable.
+// and a retry then answers only once its record is durable. A loss
+// notice with reason 0 is counted as the win it is taken as, as the
+// ledger counts it; one refused before its reason is read, as a loss.
 func (s *Server) handleNotice(ctx context.Context, n *notice, w wire) (noticeResult, error) {
 	res, err := s.applyNotice(ctx, n)
-	s.metrics.notice(w, n.kind, err)
+	kind := n.kind
+	if res.lossAsWin {
+		kind = kindWin
+	}
+	s.metrics.notice(w, kind, err)
 	return res, err
 }
 
@@ -249,6 +258,7 @@ func (s *Server) applyNotice(ctx context.Context, n *notice) (noticeResult, erro
 		// that calls the lurl of every bid with its outcome says so. Taken
 		// as a loss, the won bid would count nothing unless billed.
 		won = r == lossBidWon
+		res.lossAsWin = won
 	}
 	now := s.cfg.Now().UnixNano()
 	switch {

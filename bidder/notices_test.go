@@ -389,8 +389,42 @@ func TestLossReasonBidWon(t *testing.T) {
 			if after := reservedByCampaign(l); after[b.Cid] != before[b.Cid] {
 				t.Errorf("campaign %s reserves %d micros, was %d: a won bid's reservation stands until its bill or expiry", b.Cid, after[b.Cid], before[b.Cid])
 			}
+			// The notice is counted as what was done, a win, as the
+			// ledger's events count it.
+			metrics := h.metricsText(t)
+			for _, want := range []string{
+				fmt.Sprintf(`personad_notices_total{kind="win",outcome="ok",wire=%q} 1`, wireNames[w]),
+				fmt.Sprintf(`personad_notices_total{kind="loss",outcome="ok",wire=%q} 0`, wireNames[w]),
+			} {
+				if !strings.Contains(metrics, want+"\n") {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
 		})
 	}
+	// A loss notice refused before its reason is read counts as a loss.
+	_, _, _, msg := h.wireNotice(t, wireHTTP, kindLoss, "forged", "0")
+	if msg == "" {
+		t.Fatal("a forged token was taken")
+	}
+	if want := `personad_notices_total{kind="loss",outcome="forged",wire="http"} 1`; !strings.Contains(h.metricsText(t), want+"\n") {
+		t.Errorf("/metrics lacks %s", want)
+	}
+}
+
+// metricsText is the server's /metrics page.
+func (h *moneyHarness) metricsText(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(h.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
 }
 
 // reservedByCampaign is each campaign's outstanding reservations.
