@@ -30,6 +30,13 @@ const (
 // HeaderNbr carries the OpenRTB no-bid reason of a 204 No Content answer.
 const HeaderNbr = "X-Personad-Nbr"
 
+// headerOpenRTBVersion is OpenRTB's header naming the protocol version of
+// a request or answer; every answer of PathBid carries openRTBVersion.
+const (
+	headerOpenRTBVersion = "X-Openrtb-Version"
+	openRTBVersion       = "2.6"
+)
+
 var (
 	// An exchange's request holds many OpenRTB fields personad does not
 	// read (source, at, wseat, regs.ext, banner.mimes, …): ignored, as a
@@ -53,7 +60,8 @@ var (
 //	                    read are ignored), 413 over the size
 //	                    limit (as sent, and decompressed), 415 for a
 //	                    non-JSON Content-Type or a Content-Encoding
-//	                    other than gzip or identity.
+//	                    other than gzip or identity. Every answer, an
+//	                    error too, carries X-Openrtb-Version: 2.6.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
 //	GET  /notice/win?t=TOKEN[&price=P]
 //	GET  /notice/bill?t=TOKEN&price=P
@@ -93,6 +101,10 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	// tmax runs from here: a body that is slow to arrive, or to decode,
 	// leaves the decision less time (none: a no-bid, nbr 1).
 	arrived := time.Now()
+	// Every answer says the OpenRTB version personad speaks (OpenRTB 2.6
+	// §2.5), an error's too, a panic's 500 written by recoverHTTP
+	// included: the header is set before anything can fail.
+	w.Header().Set(headerOpenRTBVersion, openRTBVersion)
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
@@ -127,7 +139,6 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("X-Openrtb-Version", "2.6")
 	if len(resp.Seatbid) == 0 {
 		h.Set(HeaderNbr, strconv.Itoa(int(resp.Nbr)))
 		if resp.Ext == nil {

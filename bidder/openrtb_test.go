@@ -63,6 +63,10 @@ func TestHTTPErrors(t *testing.T) {
 			if resp.StatusCode != tc.code {
 				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tc.code, body)
 			}
+			// An error answer is an OpenRTB answer too.
+			if v := resp.Header.Get("X-Openrtb-Version"); v != "2.6" {
+				t.Errorf("X-Openrtb-Version %q, want 2.6", v)
+			}
 			var got httpError
 			if err := json.Unmarshal(body, &got); err != nil {
 				t.Fatalf("body %q: %v", body, err)
@@ -85,6 +89,24 @@ func TestHTTPErrors(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET %s: status %d, want 405", PathBid, resp.StatusCode)
+	}
+}
+
+// TestHTTPPanicVersionHeader: the 500 of a panic during a bid, written
+// by recoverHTTP, still says its OpenRTB version, as every answer does.
+func TestHTTPPanicVersionHeader(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.srv.cfg.Now = func() time.Time { panic("clock broke") }
+	body, err := protojson.Marshal(request(userCMO))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b := post(t, h, "application/json", string(body))
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("status %d %s, want 500", resp.StatusCode, b)
+	}
+	if v := resp.Header.Get("X-Openrtb-Version"); v != "2.6" {
+		t.Errorf("X-Openrtb-Version %q, want 2.6", v)
 	}
 }
 
@@ -249,6 +271,9 @@ func TestHTTPGzipBody(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.want) {
 				t.Errorf("status %d %s; want %d and %q", resp.StatusCode, b, tc.code, tc.want)
+			}
+			if v := resp.Header.Get("X-Openrtb-Version"); v != "2.6" {
+				t.Errorf("X-Openrtb-Version %q, want 2.6", v)
 			}
 		})
 	}
