@@ -221,6 +221,9 @@ func BenchmarkDecideBlocks(b *testing.B) {
 	}{
 		{"small", []string{"IAB25", "IAB9", "IAB7-1"}, []string{"competitor.example", "acme.com", "ads.hooli.com"}},
 		{"max", maxBCat(), maxBAdv()},
+		// badv blocks every advertiser of the rules but one, so that a
+		// decision checks the domain of candidate after candidate.
+		{"max-blocking", maxBCat(), append(allAdvertisersButOne(w), maxBAdv()...)[:4096]},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			qs := slices.Clone(base)
@@ -243,6 +246,20 @@ func BenchmarkDecideBlocks(b *testing.B) {
 			b.ReportMetric(float64(bids)/float64(b.N), "bids/op")
 		})
 	}
+}
+
+// allAdvertisersButOne is the domain of every advertiser of w's rules
+// but the first.
+func allAdvertisersButOne(w *world.World) []string {
+	var l []string
+	for _, c := range w.Rules.Campaigns {
+		for _, d := range c.Adomain {
+			if !slices.Contains(l, d) {
+				l = append(l, d)
+			}
+		}
+	}
+	return l[1:]
 }
 
 // maxBCat is 1,024 subcategories ("IAB1-1" to "IAB26-40"; the world's
