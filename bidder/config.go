@@ -73,7 +73,7 @@ type Config struct {
 // hostile request cannot make a decision expensive. Publishers' block
 // lists run to hundreds of categories and thousands of advertiser
 // domains, and data providers' segments to hundreds. bcat and badv are
-// scanned for each candidate's categories and domains, at about a
+// scanned for each candidate's categories and domains, at under a
 // nanosecond an entry (only an entry as long as the name or one of its
 // parents is compared as text): a decision with the largest lists, 1024
 // bcat and 4096 badv, took ~7.6µs where one with 3 of each took ~0.8µs

@@ -23,12 +23,12 @@ const (
 // entry exactly as long as the name, or as one of its parents (a prefix
 // ending before a '-', a suffix starting after a '.'), can block it, so
 // catBlocked and domainBlocked test that with a length and one byte,
-// inline, before comparing text: most entries cost a nanosecond. An index
-// of the request's lists (sorted, or hashed) would make each check
-// logarithmic or constant, but building it reads every entry too, with
-// more work each, for the one or two checks a typical decision makes
-// (sorting 4,096 domains: 0.67 ms, 25 to 90 times a whole decision with
-// them; BENCHMARKS.md §1).
+// inline, before comparing text: most entries cost under a nanosecond.
+// An index of the request's lists (sorted, or hashed) would make each
+// check logarithmic or constant, but building it costs more than the
+// checks a decision makes: sorting 4,096 domains takes 0.67 ms, 25 to 90
+// times a whole decision with them; a hash index built after four scans
+// made demo-world decisions twice as slow (BENCHMARKS.md §1).
 
 // blockedCat reports the first of cats blocked by block.
 func blockedCat(block, cats []string) (string, bool) {
