@@ -22,8 +22,9 @@ const (
 // each checked against every candidate's categories and domains. Only an
 // entry exactly as long as the name, or as one of its parents (a prefix
 // ending before a '-', a suffix starting after a '.'), can block it, so
-// catBlocked and domainBlocked test that with a length and one byte,
-// inline, before comparing text: most entries cost under a nanosecond.
+// rules.CategoryBlocker and rules.DomainBlocker test that with a length
+// and one byte before comparing text: most entries cost under a
+// nanosecond.
 // An index of the request's lists (sorted, or hashed) would make each
 // check logarithmic or constant, but building it costs more than the
 // checks a decision makes: sorting 4,096 domains takes 0.67 ms, 25 to 90
@@ -33,52 +34,22 @@ const (
 // blockedCat reports the first of cats blocked by block.
 func blockedCat(block, cats []string) (string, bool) {
 	for _, c := range cats {
-		if catBlocked(block, c) {
+		if _, ok := rules.CategoryBlocker(block, c); ok {
 			return c, true
 		}
 	}
 	return "", false
 }
 
-// catBlocked reports whether an entry of block blocks category c:
-// rules.CategoryBlocks(b, c) for some b.
-func catBlocked(block []string, c string) bool {
-	for _, b := range block {
-		// c is b, or b is followed in c by a '-'.
-		if n := len(b); n > len(c) || n < len(c) && c[n] != '-' {
-			continue
-		}
-		if strings.EqualFold(c[:len(b)], b) {
-			return true
-		}
-	}
-	return false
-}
-
 // blockedDomain reports the first of adomain blocked by block; a blocked
 // domain also blocks its subdomains.
 func blockedDomain(block, adomain []string) (string, bool) {
 	for _, d := range adomain {
-		if domainBlocked(block, d) {
+		if _, ok := rules.DomainBlocker(block, d); ok {
 			return d, true
 		}
 	}
 	return "", false
-}
-
-// domainBlocked reports whether an entry of block blocks domain d:
-// rules.DomainBlocks(b, d) for some b.
-func domainBlocked(block []string, d string) bool {
-	for _, b := range block {
-		// d is b, or b is preceded in d by a '.'.
-		if n := len(b); n > len(d) || n < len(d) && d[len(d)-n-1] != '.' {
-			continue
-		}
-		if strings.EqualFold(d[len(d)-len(b):], b) {
-			return true
-		}
-	}
-	return false
 }
 
 // resolveChannel returns the request's channel id (-1 for a channel no rule

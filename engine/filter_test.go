@@ -4,17 +4,16 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-
-	"github.com/personad/personad/rules"
 )
 
 // linearBlockedCat and linearBlockedDomain are the definitions
 // blockedCat and blockedDomain must keep: the first name some entry
-// blocks, by rules.CategoryBlocks and rules.DomainBlocks.
+// blocks, by categoryBlocks and domainBlocks, rules.CategoryBlocks and
+// rules.DomainBlocks as they were before they tested lengths first.
 func linearBlockedCat(block, cats []string) (string, bool) {
 	for _, c := range cats {
 		for _, b := range block {
-			if rules.CategoryBlocks(b, c) {
+			if categoryBlocks(b, c) {
 				return c, true
 			}
 		}
@@ -25,12 +24,28 @@ func linearBlockedCat(block, cats []string) (string, bool) {
 func linearBlockedDomain(block, adomain []string) (string, bool) {
 	for _, d := range adomain {
 		for _, b := range block {
-			if rules.DomainBlocks(b, d) {
+			if domainBlocks(b, d) {
 				return d, true
 			}
 		}
 	}
 	return "", false
+}
+
+// categoryBlocks: c is b or starts with b and a '-', in any case.
+func categoryBlocks(b, c string) bool {
+	if len(c) < len(b) || !strings.EqualFold(c[:len(b)], b) {
+		return false
+	}
+	return len(c) == len(b) || c[len(b)] == '-'
+}
+
+// domainBlocks: d is b or ends with a '.' and b, in any case.
+func domainBlocks(b, d string) bool {
+	if len(d) < len(b) || !strings.EqualFold(d[len(d)-len(b):], b) {
+		return false
+	}
+	return len(d) == len(b) || d[len(d)-len(b)-1] == '.'
 }
 
 // blockPieces are what the generated names are made of: separators,
