@@ -56,8 +56,11 @@ func TestOpenLoopLatencyIncludesQueueing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if math.Abs(r.SendRate-rate)/rate > 0.05 {
-		t.Errorf("send rate %.1f/s, want %v ± 5%%", r.SendRate, rate)
+	// A loop that waited for answers would send at the server's 100/s;
+	// the offered rate itself is TestOpenLoopSendsOnScheduleAgainstSlowServer's to check (this
+	// one measured 147/s in CI under the race detector at load 9).
+	if r.Sent != 200 || r.SendRate < 110 {
+		t.Errorf("sent %d at %.1f/s, want all 200 faster than the server's 100/s", r.Sent, r.SendRate)
 	}
 	// After 1 s, 200 offered and about 100 served: the last request waits
 	// for about 100 × 10 ms = 1 s.
