@@ -57,8 +57,9 @@ func TestOpenLoopLatencyIncludesQueueing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A loop that waited for answers would send at the server's 100/s;
-	// the offered rate itself is TestOpenLoopSendsOnScheduleAgainstSlowServer's to check (this
-	// one measured 147/s in CI under the race detector at load 9).
+	// the offered rate itself is checked by
+	// TestOpenLoopSendsOnScheduleAgainstSlowServer (this test measured
+	// 147/s in CI under the race detector at load 9).
 	if r.Sent != 200 || r.SendRate < 110 {
 		t.Errorf("sent %d at %.1f/s, want all 200 faster than the server's 100/s", r.Sent, r.SendRate)
 	}
