@@ -43,3 +43,24 @@ start_server() {
 	echo "$name: personad not healthy after 120 s; see $RESULTS/personad.log" >&2
 	exit 1
 }
+
+# bench_status NAME STATUS: a personabench run's exit status. 3 (its
+# report is written, but more of its requests failed or were dropped than
+# --max-error-rate allows) is noted and the script goes on, so that its
+# windows are still compared; bounds_broken, at the end, then exits 3
+# naming them. Any other failure ends the script (from a background
+# window: its wait fails).
+bench_status() {
+	case "$2" in
+	0) ;;
+	3) echo "$1" >>"$work/bounds-broken" ;;
+	*) exit "$2" ;;
+	esac
+}
+
+# bounds_broken exits 3 when a window noted by bench_status broke its bound.
+bounds_broken() {
+	[[ -s "$work/bounds-broken" ]] || return 0
+	echo "error rate above personabench's --max-error-rate in: $(paste -sd ' ' "$work/bounds-broken") (reports in $RESULTS)" >&2
+	exit 3
+}

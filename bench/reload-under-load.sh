@@ -18,6 +18,9 @@
 #   RESULTS   directory for the reports (default bench/results/reload-<UTC time>)
 #   BIN       directory with personad, personactl, personabench (default: built)
 #   BASE_PORT first of the three local ports used (default 19090)
+#
+# Exit status 3: a window's error rate passed personabench's
+# --max-error-rate (1%); both windows are still run and compared.
 set -euo pipefail
 
 # -h prints the comment above; every setting is an environment variable.
@@ -55,8 +58,10 @@ cmp -s "$work/a.yaml" "$work/b.yaml" && { echo "reload-under-load: could not var
 
 reloads() { curl -fsS "http://$HTTP/metrics" | awk '/^personad_rules_reloads_total/ && /outcome="applied"/ { n += $2 } END { print n + 0 }'; }
 bench() {
+	local rc=0
 	"$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 3s \
-		--progress never --out "$RESULTS/$1.json" | tee "$RESULTS/$1.txt"
+		--progress never --out "$RESULTS/$1.json" | tee "$RESULTS/$1.txt" || rc=$?
+	bench_status "$1" "$rc" # defined by bench/lib.sh
 }
 
 # change_loop DIR [control]: edit the rules every INTERVAL seconds, the
@@ -125,3 +130,4 @@ echo "reloads applied during the loaded run: $((after - before))"
 echo "p99 steady ${s} µs, during reloads ${r} µs: ratio $(awk -v a="$r" -v b="$s" 'BEGIN { printf "%.2f", a / b }')"
 echo "errors steady $(errs "$RESULTS/steady.json"), during reloads $(errs "$RESULTS/reloading.json")"
 echo "reports: $RESULTS" >&2
+bounds_broken

@@ -41,6 +41,9 @@
 #                --pprof) over each upload window, in $RESULTS/trace-N.out:
 #                read it with `go tool trace` (or `-d=parsed` for the events);
 #                DURATION must then be whole seconds ("3s")
+#
+# Exit status 3: a window's error rate passed personabench's
+# --max-error-rate (1%); every round is still run and printed.
 set -euo pipefail
 
 # -h prints the comment above; every setting is an environment variable.
@@ -88,8 +91,10 @@ elif [[ "${UPLOAD_TO:-this}" != this ]]; then
 fi
 
 bench() {
+	local rc=0
 	nice -n "$BENCH_NICE" "$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 1s \
-		--progress never --out "$RESULTS/$1.json" >"$RESULTS/$1.txt"
+		--progress never --out "$RESULTS/$1.json" >"$RESULTS/$1.txt" || rc=$?
+	bench_status "$1" "$rc" # defined by bench/lib.sh
 }
 p() { grep -o "\"$2\": *[0-9]*" "$1" | head -1 | grep -o '[0-9]*$'; }
 errs() { tr -d '\n ' <"$1" | grep -o '"errors":{[^}]*}' | head -1 | sed 's/"errors"://'; }
@@ -122,3 +127,4 @@ for r in $(seq 1 "$ROUNDS"); do
 		"$(errs "$s")" "$(errs "$u")" "$(grep -o 'took=[^ ]*\|ids_per_s=[0-9]*' "$RESULTS/personactl-$r.txt" | tr '\n' ' ')"
 done
 echo "reports: $RESULTS" >&2
+bounds_broken

@@ -37,6 +37,9 @@ type common struct {
 	inProcess   bool
 	progress    string
 	serverPID   int
+	// maxErrorRate is run's and baseline's --max-error-rate (sweep has
+	// its own, a bound on each step: SweepConfig.MaxErrorRate).
+	maxErrorRate float64
 
 	wl       bench.WorkloadConfig
 	pool     int
@@ -249,6 +252,43 @@ func (c *common) drive(ctx context.Context, addr string, reqs []*personadpb.BidR
 	return bench.RunClosed(ctx, t, reqs, bench.ClosedConfig{Options: opts, Concurrency: c.concurrency})
 }
 
+// defaultMaxErrorRate is run's and baseline's --max-error-rate: 1% of the
+// requests due failed or dropped. A server keeping up with the load shows
+// none (0 in every run of BENCHMARKS.md), and one briefly overloaded a few
+// per mille of timeouts; a server that went down or stalled mid-run, or a
+// rate far past its capacity, shows tens of percent, whose latency figures
+// are not the server's.
+const defaultMaxErrorRate = 0.01
+
+// errorRateFlag adds --max-error-rate to run's and baseline's flags.
+func (c *common) errorRateFlag(fs *flag.FlagSet) {
+	fs.Float64Var(&c.maxErrorRate, "max-error-rate", defaultMaxErrorRate,
+		"exit with status 3, once the report is written, when the failed and dropped requests are more than this fraction of the requests due "+
+			"(default 1%: a server keeping up shows none; one down or stalled mid-run, far more); 1 never fails")
+}
+
+func (c *common) checkErrorRateFlag() error {
+	if !(c.maxErrorRate >= 0 && c.maxErrorRate <= 1) { // NaN too
+		return usagef("--max-error-rate %v: want a fraction from 0 to 1", c.maxErrorRate)
+	}
+	return nil
+}
+
+// checkErrorRate is the boundError of a report (or its baseline's) whose
+// error rate passed --max-error-rate, or nil.
+func (c *common) checkErrorRate(r *bench.Report) error {
+	for _, r := range []*bench.Report{r, r.Baseline} {
+		if r == nil {
+			continue
+		}
+		if rate := r.ErrorRate(); rate > c.maxErrorRate {
+			return boundError{fmt.Sprintf("%s: error rate %.2f%% (%d of %d requests due failed or were dropped) is above --max-error-rate %g",
+				r.Label, 100*rate, r.Errored(), r.Completed+r.Dropped, c.maxErrorRate)}
+		}
+	}
+	return nil
+}
+
 func (c *common) checkMode() error {
 	switch {
 	case c.rps > 0 && c.concurrency > 0:
@@ -281,10 +321,14 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.Float64Var(&c.rps, "rps", 0, "open loop: requests per second, sent on schedule")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: workers each with one request in flight")
 	withBaseline := fs.Bool("baseline", false, "then run the same load against an empty-handler server it starts (a child process; see --baseline-inprocess) and report the ratios")
+	c.errorRateFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := c.checkMode(); err != nil {
+		return err
+	}
+	if err := c.checkErrorRateFlag(); err != nil {
 		return err
 	}
 	if err := checkAddr("addr", c.addr); err != nil {
@@ -308,7 +352,10 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 		r.Compare(b)
 	}
-	return c.write(stdout, r)
+	if err := c.write(stdout, r); err != nil {
+		return err
+	}
+	return c.checkErrorRate(r)
 }
 
 func cmdBaseline(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -322,7 +369,11 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 	serveOnly := fs.Bool("serve-only", false, "only serve the empty-handler server on --addr until interrupted")
 	compare := fs.Bool("compare", false, "run against --target, then against the baseline, and report the ratios")
 	target := fs.String("target", defaultAddr, "with --compare: the server to compare with the baseline")
+	c.errorRateFlag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := c.checkErrorRateFlag(); err != nil {
 		return err
 	}
 	if *serveOnly {
@@ -359,7 +410,10 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 		if err != nil {
 			return err
 		}
-		return c.write(stdout, b)
+		if err := c.write(stdout, b); err != nil {
+			return err
+		}
+		return c.checkErrorRate(b)
 	}
 	c.resolveServerPID(*target, stderr)
 	r, err := c.drive(ctx, *target, reqs, c.opts)
@@ -374,7 +428,10 @@ func cmdBaseline(ctx context.Context, args []string, getenv func(string) string,
 		}
 		r.Compare(b)
 	}
-	return c.write(stdout, r)
+	if err := c.write(stdout, r); err != nil {
+		return err
+	}
+	return c.checkErrorRate(r)
 }
 
 func cmdSweep(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -390,7 +447,7 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	fs.Float64Var(&sc.Step, "step", sc.Step, "rate increment")
 	fs.Float64Var(&sc.Max, "max", sc.Max, "last rate tried")
 	fs.DurationVar(&sc.P99Bound, "p99-bound", sc.P99Bound, "a step passes while p99 ≤ this")
-	fs.Float64Var(&sc.MaxErrorRate, "max-error-rate", sc.MaxErrorRate, "a step passes while (errors+dropped)/requests ≤ this")
+	fs.Float64Var(&sc.MaxErrorRate, "max-error-rate", sc.MaxErrorRate, "a step passes while (errors+dropped)/requests ≤ this; when the first step does not pass, the sweep exits with status 3 once its report is written")
 	fs.Float64Var(&sc.MinAchieved, "min-achieved", sc.MinAchieved, "a step passes while achieved ≥ this fraction of its rate")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -449,6 +506,12 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if oerr := c.writeOut(sr); err == nil {
 		err = oerr
+	}
+	if err == nil && sr.Knee == 0 && ctx.Err() == nil {
+		// Not a knee at --start: the first step already broke a bound,
+		// and whatever the server did there (refused, failed, stalled) is
+		// no measurement of its capacity.
+		err = boundError{fmt.Sprintf("sweep: no rate held its bounds (--p99-bound, --max-error-rate, --min-achieved): stopped at %s", sr.Stop)}
 	}
 	return err
 }

@@ -14,6 +14,12 @@
 //	personabench pace     --campaigns 1000                       # the pacing simulator, no server
 //
 // Run "personabench CMD -h" for every flag.
+//
+// Exit codes: 0 the measurement ran within its bounds; 1 it failed (the
+// server could not be dialled, --out could not be written, …); 2 a bad
+// command line; 3 it ran and wrote its report but broke a bound: run's
+// or baseline's error rate above --max-error-rate (default 1%), or a
+// sweep whose first step already broke its bounds (no knee).
 package main
 
 import (
@@ -37,6 +43,9 @@ func main() {
 	case errors.As(err, new(usageError)):
 		fmt.Fprintln(os.Stderr, "personabench:", err)
 		os.Exit(2)
+	case errors.As(err, new(boundError)):
+		fmt.Fprintln(os.Stderr, "personabench:", err)
+		os.Exit(3)
 	default:
 		fmt.Fprintln(os.Stderr, "personabench:", err)
 		os.Exit(1)
@@ -50,6 +59,14 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// boundError is a measurement that ran and wrote its report but broke a
+// bound it was given (run's --max-error-rate; a sweep with no rate
+// within its bounds): exit code 3, so that a script can tell it from a
+// run that failed (1) or a bad command line (2).
+type boundError struct{ msg string }
+
+func (e boundError) Error() string { return e.msg }
+
 const usage = `usage: personabench run|sweep|baseline|pace [flags]
 
   run       drive a server: open loop (--rps R) or closed loop (--concurrency C)
@@ -62,6 +79,9 @@ const usage = `usage: personabench run|sweep|baseline|pace [flags]
             real in-memory ledger, reporting delivery, pacing error, overspend
 
 Run "personabench CMD -h" for the flags of CMD.
+
+Exit status: 0 within bounds, 1 failure, 2 usage, 3 the report was written
+but a bound was broken (run/baseline: --max-error-rate; sweep: no knee).
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -10,14 +10,18 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/personad/personad/bench"
 	"github.com/personad/personad/ledger/pacesim"
@@ -170,6 +174,81 @@ func TestBaselineServeOnly(t *testing.T) {
 	}
 }
 
+// halfBidder fails every other request, as a server going down mid-run
+// or behind a load balancer with one dead backend would.
+type halfBidder struct {
+	personadpb.UnimplementedBidderServer
+	n atomic.Int64
+}
+
+func (h *halfBidder) Bid(_ context.Context, req *personadpb.BidRequest) (*personadpb.BidResponse, error) {
+	if h.n.Add(1)%2 == 0 {
+		return nil, status.Error(codes.Unavailable, "backend down")
+	}
+	return &personadpb.BidResponse{Id: req.GetId(), Nbr: 8}, nil
+}
+
+// A run whose requests fail at a rate above --max-error-rate (default 1%)
+// still writes its report, on stdout and to --out, and then fails with a
+// boundError (exit 3) naming the rate and the flag; a looser bound passes.
+// It exited 0 on any error rate, and a script took the run for a success.
+func TestRunErrorRateBound(t *testing.T) {
+	t.Setenv(childEnv, "1")
+	srv, err := bench.StartServer("127.0.0.1:0", &halfBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	args := []string{"run", "--addr", srv.Addr(), "--rps", "200", "--duration", "500ms", "--warmup", "0s",
+		"--timeout", "10s", "--pool", "100", "--json", "--progress", "never", "--server-pid", "-1"}
+	outPath := filepath.Join(t.TempDir(), "r.json")
+	out, errOut, err := runCmd(t, append(args, "--out", outPath)...)
+	var be boundError
+	if !errors.As(err, &be) || !strings.Contains(err.Error(), "target: error rate 50.00% (50 of 100 requests due failed or were dropped) is above --max-error-rate 0.01") {
+		t.Fatalf("run with half the requests failing: err %v, want a boundError naming the rate and --max-error-rate\nstderr: %s", err, errOut)
+	}
+	for name, b := range map[string][]byte{"stdout": []byte(out), "--out": func() []byte { b, _ := os.ReadFile(outPath); return b }()} {
+		var r bench.Report
+		if err := json.Unmarshal(b, &r); err != nil || r.Errors["Unavailable"] != 50 {
+			t.Errorf("%s: report %v, errors %v; want the report, written before the failure", name, err, r.Errors)
+		}
+	}
+	if _, errOut, err := runCmd(t, append(args, "--max-error-rate", "0.5")...); err != nil {
+		t.Errorf("--max-error-rate 0.5 with 50%% failing: %v, want success\nstderr: %s", err, errOut)
+	}
+	// With --baseline the target's rate is checked all the same.
+	if _, _, err := runCmd(t, append(args, "--baseline")...); !errors.As(err, &be) {
+		t.Errorf("--baseline: err %v, want a boundError", err)
+	}
+	// The process exits 3, which a script tells from a failed run (1).
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 3 || !strings.Contains(stderr.String(), "--max-error-rate") {
+		t.Errorf("personabench run: %v, stderr %q; want exit status 3 naming --max-error-rate", err, stderr.String())
+	}
+}
+
+// A sweep whose first step already breaks its bounds has no knee: its
+// report is written, and it fails with a boundError.
+func TestSweepWithoutKnee(t *testing.T) {
+	srv, err := bench.StartServer("127.0.0.1:0", &halfBidder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	out, errOut, err := runCmd(t, "sweep", "--addr", srv.Addr(), "--start", "100", "--step", "100", "--max", "200",
+		"--duration", "300ms", "--warmup", "0s", "--pool", "100", "--p99-bound", "5s", "--json", "--server-pid", "-1", "--timeout", "10s")
+	if !errors.As(err, new(boundError)) || !strings.Contains(err.Error(), "no rate held") || !strings.Contains(err.Error(), "100 rps: error rate 50.000% > 0.100%") {
+		t.Fatalf("sweep against a server failing half its requests: err %v, want a boundError\nstderr: %s", err, errOut)
+	}
+	var sr bench.SweepReport
+	if err := json.Unmarshal([]byte(out), &sr); err != nil || len(sr.Steps) != 1 || sr.Knee != 0 {
+		t.Errorf("report %v: %d steps, knee %v; want the one step written", err, len(sr.Steps), sr.Knee)
+	}
+}
+
 // The bound is loose on purpose: this checks the command, not the machine
 // (a shared 2-core machine under load has shown p99 near 1 s at 200 rps).
 func TestSweepCommand(t *testing.T) {
@@ -211,6 +290,9 @@ func TestUsageErrors(t *testing.T) {
 		{"run", "--rps", "10", "--sizes", "300x250=Inf,728x90=1"},
 		{"run", "--rps", "10", "--progress", "sometimes"},
 		{"run", "--rps", "10", "extra"},
+		{"run", "--rps", "10", "--max-error-rate", "1.5"},
+		{"run", "--rps", "10", "--max-error-rate", "NaN"},
+		{"baseline", "--rps", "10", "--max-error-rate", "-0.1"},
 		{"pace", "--campaigns", "0"},
 		{"pace", "--warmup-days", "-1"},
 	} {
