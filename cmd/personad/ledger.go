@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 	_ "time/tzdata" // --budget-tz works on hosts without a zoneinfo database
 
@@ -96,7 +97,12 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 	}
 	var rc *redisledger.Client
 	if isRedisURL(o.ledger) {
-		redis.SetLogger(redisLog{log.Named("redis")})
+		// The start's own check of Redis returns its failure (logged
+		// once, by main); go-redis's lines about the same failed dials,
+		// one for each attempt, would say it again and first.
+		rlog := &redisLog{log: log.Named("redis")}
+		rlog.checking.Store(true)
+		redis.SetLogger(rlog)
 		cctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
 		ropts := redisledger.DefaultOptions()
 		ropts.FetchWait = o.redisFreqWait
@@ -109,8 +115,11 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 		rc, err = redisledger.New(cctx, o.ledger, ropts)
 		cancel()
 		if err != nil {
+			// checking stays set: a dial of the check still retrying
+			// says the same again.
 			return nil, nil, fmt.Errorf("--ledger: %w", err)
 		}
+		rlog.checking.Store(false)
 		cfg.Leaser, cfg.Frequency = rc, rc
 		info.backend, info.redis = "redis", rc
 	}
@@ -128,12 +137,22 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 
 // redisLog carries go-redis's own log lines (a connection pool that
 // cannot dial, …), which it would otherwise print to stderr as plain text
-// among personad's JSON lines, into the zap logger as warnings. go-redis
-// has one logger per process.
-type redisLog struct{ log *zap.Logger }
+// among personad's JSON lines, into the zap logger as warnings. While
+// checking is set (the start's check that Redis answers, whose failure
+// is returned) they are debug lines: they say that failure again, once
+// per attempt. go-redis has one logger per process.
+type redisLog struct {
+	log      *zap.Logger
+	checking atomic.Bool
+}
 
-func (r redisLog) Printf(_ context.Context, format string, v ...any) {
-	r.log.Warn(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
+func (r *redisLog) Printf(_ context.Context, format string, v ...any) {
+	msg := strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: ")
+	if r.checking.Load() {
+		r.log.Debug(msg, zap.String("during", "start check"))
+		return
+	}
+	r.log.Warn(msg)
 }
 
 // ledgerInfo is what opening the ledger did, for the log.

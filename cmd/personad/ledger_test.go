@@ -206,6 +206,40 @@ func TestLedgerPasswordNotShown(t *testing.T) {
 	}
 }
 
+// A Redis that does not answer at start fails the start with one error
+// (main prints it). go-redis logged the same failed dials before it as
+// warnings, one per attempt of the check ("connection pool: failed to dial
+// after 5 attempts: … connection refused" twice); they are debug lines
+// now, shown by --log-level debug.
+func TestRedisStartFailureSaidOnce(t *testing.T) {
+	for _, level := range []string{"info", "debug"} {
+		var logs syncBuffer
+		args := []string{"--data-dir", t.TempDir(), "--rules", "testdata/rules.yaml", "--ledger", "redis://127.0.0.1:1",
+			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", level}
+		err := run(t.Context(), args, env(), io.Discard, &logs)
+		if err == nil || !strings.Contains(err.Error(), "--ledger: redisledger: redis://127.0.0.1:1: dial tcp 127.0.0.1:1") {
+			t.Fatalf("unreachable Redis: err %v, want the failed dial", err)
+		}
+		var warned, debug int
+		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var entry struct{ Level, Logger, Msg string }
+			if json.Unmarshal([]byte(line), &entry) != nil || entry.Logger != "personad.redis" {
+				continue
+			}
+			switch entry.Level {
+			case "debug":
+				debug++
+			default:
+				warned++
+			}
+		}
+		if warned != 0 || (level == "debug") != (debug > 0) {
+			t.Errorf("--log-level %s: %d go-redis warnings and %d debug lines beside the returned error, want none and (at debug) some:\n%s",
+				level, warned, debug, logs.String())
+		}
+	}
+}
+
 // The "ledger opened" line tells bids the ledger remembers (settled and
 // released ones included, for notices' idempotency) from the money
 // reservations still hold: it named the first "pending_bids", which a
