@@ -3,6 +3,7 @@ package bidder
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -157,14 +158,17 @@ func (m *metrics) noBid(r engine.Reason) {
 }
 
 // ledgerCollector exports the ledger's event counts (ledger.Stats) as
-// personad_ledger_events_total{event}, read at scrape time.
+// personad_ledger_events_total{event}, and the money its open
+// reservations hold per currency as personad_ledger_reserved_micros,
+// read at scrape time.
 type ledgerCollector struct {
-	l              *ledger.Ledger
-	desc, unknownB *prometheus.Desc
+	l                        *ledger.Ledger
+	now                      func() time.Time
+	desc, unknownB, reserved *prometheus.Desc
 }
 
-func newLedgerCollector(l *ledger.Ledger) *ledgerCollector {
-	return &ledgerCollector{l: l,
+func newLedgerCollector(l *ledger.Ledger, now func() time.Time) *ledgerCollector {
+	return &ledgerCollector{l: l, now: now,
 		desc: prometheus.NewDesc("personad_ledger_events_total",
 			"Ledger events since start (replay of the durable log included): reserved, refused_budget, refused_lease, "+
 				"refused_frequency, win, bill, loss, expired, expired_won, duplicate (replayed notices), conflict, "+
@@ -172,12 +176,21 @@ func newLedgerCollector(l *ledger.Ledger) *ledgerCollector {
 			[]string{"event"}, nil),
 		unknownB: prometheus.NewDesc("personad_ledger_unknown_billed_micros_total",
 			"Clearing prices, in micro-units of the bids' currencies, of the bills for bids the ledger no longer remembers "+
-				"(billed more than its retention after the reservation's deadline, or lost in a crash): charged by the exchange, counted in no campaign's spend.",
+				"(billed more than its retention after the reservation's deadline, or lost in a crash): charged by the exchange, counted in no campaign's spend. "+
+				"Summed over currencies: such a bill's currency is not known (the notice token does not carry it), so read it as a count of trouble, not as money.",
 			nil, nil),
+		reserved: prometheus.NewDesc("personad_ledger_reserved_micros",
+			"Money held by open reservations (bids neither billed, lost nor expired), in micro-units of the campaigns' currency, one series per currency "+
+				"(\""+ledger.NoCurrency+"\": campaigns the ledger recorded no currency for).",
+			[]string{"currency"}, nil),
 	}
 }
 
-func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.unknownB }
+func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.unknownB
+	ch <- c.reserved
+}
 
 func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.l.Stats()
@@ -194,4 +207,12 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(e.v), e.name)
 	}
 	ch <- prometheus.MustNewConstMetric(c.unknownB, prometheus.CounterValue, float64(st.UnknownBilledMicros))
+	// Per currency, never summed across currencies.
+	reserved := map[string]int64{}
+	for _, r := range c.l.Report(c.now()) {
+		reserved[ledger.CurrencyLabel(r.Currency)] += r.ReservedMicros
+	}
+	for cur, v := range reserved {
+		ch <- prometheus.MustNewConstMetric(c.reserved, prometheus.GaugeValue, float64(v), cur)
+	}
 }

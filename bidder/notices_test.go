@@ -3,6 +3,7 @@ package bidder
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
@@ -743,5 +745,55 @@ func TestNoticeURLsAllocs(t *testing.T) {
 		if got := testing.AllocsPerRun(1000, func() { n.urls(42, 7_500_000) }); got > want1 {
 			t.Errorf("base of %d bytes: %v allocations, want %v", len(base), got, want1)
 		}
+	}
+}
+
+// The money open reservations hold is on /metrics per currency: a sum of
+// USD and EUR micros would mean nothing.
+func TestReservedMicrosMetricPerCurrency(t *testing.T) {
+	l := newLedger(t, t.TempDir())
+	defer l.Close()
+	ctx := context.Background()
+	now := time.Now().UnixNano()
+	for i, c := range []struct {
+		id, cur string
+		micros  int64
+	}{{"us1", "USD", 2_000_000}, {"us2", "USD", 500_000}, {"eu", "EUR", 3_000_000}, {"old", "", 1_000_000}} {
+		camp, err := l.Campaign(c.id, ledger.Limits{DailyMicros: 100_000_000, Currency: c.cur})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = l.Reserve(camp, uint64(i+1), uint64(i+1), c.micros, now)
+		if errors.Is(err, ledger.ErrNoLease) { // a lease covers a slice of the budget
+			if err := l.Lease(ctx, camp, now); err != nil {
+				t.Fatal(err)
+			}
+			_, err = l.Reserve(camp, uint64(i+1), uint64(i+1), c.micros, now)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newLedgerCollector(l, time.Now))
+	got, err := testutil.GatherAndCount(reg, "personad_ledger_reserved_micros")
+	if err != nil || got != 3 {
+		t.Fatalf("%d series of personad_ledger_reserved_micros (%v), want 3: USD, EUR, %s", got, err, ledger.NoCurrency)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byCur := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "personad_ledger_reserved_micros" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			byCur[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	if diff := cmp.Diff(map[string]float64{"USD": 2_500_000, "EUR": 3_000_000, ledger.NoCurrency: 1_000_000}, byCur); diff != "" {
+		t.Errorf("personad_ledger_reserved_micros by currency (-want +got):\n%s", diff)
 	}
 }

@@ -86,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 	s.healthSvc, s.stop = &healthService{Server: s.health, stopped: stopped}, stop
 	if cfg.Ledger != nil {
 		s.noticeURLs = newNoticeURLs(cfg.Ledger.Signer(), cfg.NoticeURL)
-		if err := cfg.Metrics.Register(newLedgerCollector(cfg.Ledger)); err != nil {
+		if err := cfg.Metrics.Register(newLedgerCollector(cfg.Ledger, cfg.Now)); err != nil {
 			return nil, err
 		}
 	}

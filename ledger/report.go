@@ -34,6 +34,21 @@ type CampaignReport struct {
 	LateBilledMicros   int64
 }
 
+// NoCurrency is CurrencyLabel's name for the currency of a campaign the
+// ledger never recorded one for (it left the rules before personad
+// recorded currencies).
+const NoCurrency = "unrecorded"
+
+// CurrencyLabel is cur, a campaign's recorded currency, as the key of an
+// amount per currency in logs and metrics: NoCurrency for "". Amounts in
+// different currencies are never summed.
+func CurrencyLabel(cur string) string {
+	if cur == "" {
+		return NoCurrency
+	}
+	return cur
+}
+
 // Report returns every campaign's state at now, sorted by id. It reads
 // atomics only and may run beside the hot path.
 func (l *Ledger) Report(now time.Time) []CampaignReport {

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
@@ -183,11 +186,13 @@ func logLedger(l *ledger.Ledger, info *ledgerInfo, eng *engine.Engine, log *zap.
 		log.Warn("notice key file is readable by group or others; anyone who reads it can forge notices",
 			zap.String("mode", info.keyMode.String()))
 	}
-	var spent, reserved int64
+	// Money by currency: a sum of USD and EUR micros means nothing.
+	spent, reserved := currencyMicros{}, currencyMicros{}
 	reps := l.Report(time.Now())
 	for _, r := range reps {
-		spent += r.SpentTodayMicros
-		reserved += r.ReservedMicros
+		cur := ledger.CurrencyLabel(r.Currency)
+		spent[cur] += r.SpentTodayMicros
+		reserved[cur] += r.ReservedMicros
 	}
 	var refused []string
 	bound := 0
@@ -208,8 +213,8 @@ func logLedger(l *ledger.Ledger, info *ledgerInfo, eng *engine.Engine, log *zap.
 		// already settled or released included: not the money held,
 		// which reserved_micros is.
 		zap.Int("bids_remembered", l.Pending()),
-		zap.Int64("reserved_micros", reserved),
-		zap.Int64("spent_today_micros", spent),
+		zap.Object("reserved_micros", reserved),
+		zap.Object("spent_today_micros", spent),
 		zap.Int("bound", bound-len(refused)),
 		zap.Int("refused", len(refused)),
 		zap.Duration("took", info.took))
@@ -217,6 +222,17 @@ func logLedger(l *ledger.Ledger, info *ledgerInfo, eng *engine.Engine, log *zap.
 		log.Warn("ledger refused campaigns' limits; they cannot spend",
 			zap.Int("refused", len(refused)), zap.Strings("campaigns", refused[:min(len(refused), 20)]))
 	}
+}
+
+// currencyMicros is an amount per currency, logged as an object with a
+// field per currency ({"EUR":…,"USD":…}, sorted).
+type currencyMicros map[string]int64
+
+func (m currencyMicros) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	for _, cur := range slices.Sorted(maps.Keys(m)) {
+		enc.AddInt64(cur, m[cur])
+	}
+	return nil
 }
 
 // minNoticeKey is the shortest notice key accepted (ledger.NewSigner).

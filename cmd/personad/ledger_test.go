@@ -255,31 +255,44 @@ func TestLedgerOpenedLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := l.Campaign("c", ledger.Limits{DailyMicros: 100_000_000, TotalMicros: 1_000_000_000})
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UnixNano()
-	if err := l.Lease(ctx, c, now); err != nil {
-		t.Fatal(err)
-	}
-	for bid := uint64(1); bid <= 3; bid++ {
-		_, err := l.Reserve(c, bid, bid, 2_000_000, now)
+	reserve := func(c *ledger.Campaign, bid uint64, micros int64) {
+		t.Helper()
+		_, err := l.Reserve(c, bid, bid, micros, now)
 		if errors.Is(err, ledger.ErrNoLease) { // a lease covers a slice of the budget
 			if err := l.Lease(ctx, c, now); err != nil {
 				t.Fatal(err)
 			}
-			_, err = l.Reserve(c, bid, bid, 2_000_000, now)
+			_, err = l.Reserve(c, bid, bid, micros, now)
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	c, err := l.Campaign("c", ledger.Limits{DailyMicros: 100_000_000, TotalMicros: 1_000_000_000, Currency: "USD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bid := uint64(1); bid <= 3; bid++ {
+		reserve(c, bid, 2_000_000)
 	}
 	for bid := uint64(1); bid <= 2; bid++ {
 		if err := l.Loss(ctx, bid, now); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Money in two more currencies: each is its own figure, never summed
+	// with the others (a first version logged "reserved_micros":7000000).
+	e, err := l.Campaign("e", ledger.Limits{DailyMicros: 100_000_000, Currency: "EUR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserve(e, 4, 3_000_000)
+	old, err := l.Campaign("old", ledger.Limits{DailyMicros: 100_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserve(old, 5, 2_000_000)
 	segs, err := segments.Open(func() segments.Config { c := segments.DefaultConfig(); c.Dir = t.TempDir(); return c }())
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +312,15 @@ func TestLedgerOpenedLog(t *testing.T) {
 	if _, ok := f["pending_bids"]; ok {
 		t.Errorf("pending_bids %v: the field counts remembered bids, settled and released ones too", f["pending_bids"])
 	}
-	if f["bids_remembered"] != int64(3) || f["reserved_micros"] != int64(2_000_000) {
-		t.Errorf("bids_remembered %v, reserved_micros %v; want 3 and 2000000 (one bid of 2 held)", f["bids_remembered"], f["reserved_micros"])
+	if f["bids_remembered"] != int64(5) {
+		t.Errorf("bids_remembered %v, want 5", f["bids_remembered"])
+	}
+	for name, want := range map[string]map[string]any{
+		"reserved_micros":    {"USD": int64(2_000_000), "EUR": int64(3_000_000), ledger.NoCurrency: int64(2_000_000)},
+		"spent_today_micros": {"USD": int64(2_000_000), "EUR": int64(3_000_000), ledger.NoCurrency: int64(2_000_000)},
+	} {
+		if diff := cmp.Diff(want, f[name]); diff != "" {
+			t.Errorf("%s, per currency (-want +got):\n%s", name, diff)
+		}
 	}
 }
