@@ -34,6 +34,7 @@ type options struct {
 	networkMargin   time.Duration
 	maxBudget       time.Duration
 	shutdownTimeout time.Duration
+	drainDelay      time.Duration
 
 	ledger        string         // "" (<dataDir>/ledger), a directory, or redis://host:port[/db]
 	redisFreqWait time.Duration  // with a Redis ledger: redisledger.Options.FetchWait
@@ -78,6 +79,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.noticeURL, "notice-url", "", "public base `URL` of the HTTP listener as exchanges reach it; bids' nurl, burl and lurl start with it (default http://<http-addr>)")
 	fs.StringVar(&o.noticeKeyFile, "notice-key-file", "", "`file` with the HMAC key that signs notice tokens (hex or raw, at least 16 bytes); give every node sharing a Redis ledger the same file (default <data-dir>/notice.key, 32 random bytes created on first start)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM or SIGINT, how long in-flight requests may finish before connections are closed (a second signal exits at once)")
+	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "on SIGTERM or SIGINT, how long to go on answering with health NOT_SERVING (/healthz 503) before the listeners close and --shutdown-timeout begins, so that a load balancer sees it and stops sending requests rather than have them refused (0: close at once; a second signal exits at once)")
 	// The flag package calls Usage on every parse error; personad prints
 	// the usage only for -h and a one-line error otherwise.
 	fs.Usage = func() {}
@@ -135,6 +137,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 		return nil, usageErr(fmt.Errorf("--max-budget %v must be > 0", o.maxBudget))
 	case o.shutdownTimeout <= 0:
 		return nil, usageErr(fmt.Errorf("--shutdown-timeout %v must be > 0", o.shutdownTimeout))
+	case o.drainDelay < 0:
+		return nil, usageErr(fmt.Errorf("--drain-delay %v must be >= 0", o.drainDelay))
 	case o.redisFreqWait < 0:
 		return nil, usageErr(fmt.Errorf("--redis-frequency-wait %v must be >= 0", o.redisFreqWait))
 	}

@@ -42,9 +42,9 @@ func TestParseOptions(t *testing.T) {
 			"--grpc-addr", "127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir", "/srv/pd", "--demo",
 			"--log-level", "debug", "--persona-cache", "0", "--network-margin", "5ms", "--max-budget", "20ms",
 			"--shutdown-timeout", "1s", "--segments-reserve-users", "40000000", "--segments-upload-idle-timeout", "0",
-			"--segments-max", "500",
+			"--segments-max", "500", "--drain-delay", "5s",
 		}, env(), func(o *options) {
-			o.reserveUsers, o.uploadIdle, o.maxSegments = 40_000_000, 0, 500
+			o.reserveUsers, o.uploadIdle, o.maxSegments, o.drainDelay = 40_000_000, 0, 500, 5*time.Second
 			o.grpcAddr, o.httpAddr, o.dataDir, o.rules, o.demo = "127.0.0.1:0", "127.0.0.1:0", "/srv/pd", "/srv/pd/rules", true
 			o.logLevel, o.personaCache, o.networkMargin, o.maxBudget, o.shutdownTimeout = zapcore.DebugLevel, 0, 5*time.Millisecond, 20*time.Millisecond, time.Second
 		}},
@@ -107,6 +107,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"negative reserve", nil, env("PERSONAD_SEGMENTS_RESERVE_USERS", "-5"), "--segments-reserve-users -5 is outside [0, 4294967294]"},
 		{"negative idle timeout", []string{"--segments-upload-idle-timeout", "-1s"}, env(), "--segments-upload-idle-timeout -1s must be >= 0"},
 		{"negative segments max", []string{"--segments-max", "-1"}, env(), "--segments-max -1 must be >= 0"},
+		{"negative drain delay", nil, env("PERSONAD_DRAIN_DELAY", "-1s"), "--drain-delay -1s must be >= 0"},
 		{"huge reserve", []string{"--segments-reserve-users", "5000000000"}, env(), "--segments-reserve-users 5000000000 is outside [0, 4294967294]"},
 		{"negative margin", []string{"--network-margin", "-1ms"}, env(), "--network-margin -1ms must be >= 0"},
 		{"zero budget", nil, env("PERSONAD_MAX_BUDGET", "0s"), "--max-budget 0s must be > 0"},

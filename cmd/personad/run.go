@@ -341,14 +341,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var serveErr error
 	pending := 2
+	drain := o.drainDelay
 	select {
 	case <-ctx.Done():
-		log.Info("stopping", zap.String("signal", context.Cause(ctx).Error()))
+		log.Info("stopping", zap.String("signal", context.Cause(ctx).Error()), zap.Duration("drain_delay", drain))
 	case serveErr = <-errc:
 		pending--
+		drain = 0 // a listener is gone: no load balancer to wait for
 		log.Error("server failed; stopping", zap.Error(serveErr))
 	}
-	shutdown(srv, gs, hs, o.shutdownTimeout, log)
+	shutdown(srv, gs, hs, drain, o.shutdownTimeout, log)
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && serveErr == nil {
 			serveErr = err
@@ -376,14 +378,20 @@ type gracefulServer interface {
 	Stop()
 }
 
-// shutdown drains: health goes not serving, then gRPC GracefulStop and
-// HTTP Shutdown run together; whatever is still open when timeout passes
-// is closed hard. gRPC's Stop, like GracefulStop, still waits for the
+// shutdown drains: health goes not serving, requests are still answered
+// for drain (--drain-delay: a load balancer that checks health stops
+// sending them meanwhile; a second signal ends the process, see main),
+// then gRPC GracefulStop and HTTP Shutdown run together; whatever is
+// still open when timeout passes is closed hard. gRPC's Stop, like GracefulStop, still waits for the
 // handlers running then (grpc.WaitForHandlers), so that nothing uses
 // what the caller closes next: they all end on the stream's cancellation
 // or are bounded (a commit's fsync, a rules apply).
-func shutdown(srv *bidder.Server, gs gracefulServer, hs *http.Server, timeout time.Duration, log *zap.Logger) {
+func shutdown(srv *bidder.Server, gs gracefulServer, hs *http.Server, drain, timeout time.Duration, log *zap.Logger) {
 	srv.Shutdown()
+	if drain > 0 {
+		time.Sleep(drain)
+		log.Info("drain delay over; closing the listeners")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 

@@ -363,6 +363,56 @@ func TestRunDataDirInUse(t *testing.T) {
 // TestRunStopsAtOnce: a stop that comes as soon as personad prints its
 // addresses (a SIGTERM right after start) is a clean stop, even when it
 // comes before the gRPC server's Serve has begun.
+// With --drain-delay, a stop first turns /healthz to 503 and goes on
+// answering bid requests for the delay, so that a load balancer still
+// routing to the node for a moment gets answers, not refused
+// connections; the listeners close after it. Without it (the default)
+// they closed at once.
+func TestRunDrainDelay(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	const delay = 2 * time.Second
+	_, httpAddr, done := startRun(ctx, t,
+		[]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--rules", "testdata/rules.yaml",
+			"--drain-delay", delay.String()}, &syncBuffer{})
+	checkHealthz(t, "personad", httpAddr)
+	stopped := time.Now()
+	cancel()
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err != nil {
+			t.Fatalf("/healthz during the drain delay: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Since(stopped) > delay/2 {
+			t.Fatalf("/healthz %d a second after the stop, want 503", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Health says not serving; bids are still answered.
+	body := `{"id":"drain","imp":[{"id":"1","banner":{"w":300,"h":250}}],"site":{"domain":"example.com"},"user":{"id":"u1"}}`
+	resp, err := http.Post("http://"+httpAddr+"/openrtb2/bid", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("bid during the drain delay: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		t.Errorf("bid during the drain delay: status %d, want an answer (200 or 204)", resp.StatusCode)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if took := time.Since(stopped); took < delay {
+		t.Errorf("run returned %v after the stop, before the %v drain delay", took, delay)
+	}
+	if _, err := http.Get("http://" + httpAddr + "/healthz"); err == nil {
+		t.Error("HTTP still served after run returned")
+	}
+}
+
 func TestRunStopsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 10 {
