@@ -18,7 +18,7 @@
 # the progress lines go to stderr. The server's CPU per request is read from
 # /proc when it is a local process. Exit status 3: every scenario ran, but
 # one broke a bound (run, baseline: an error rate above personabench's
-# --max-error-rate, 1%; sweep: no rate within its bounds).
+# --max-error-rate, 1%; sweep: errors past its bound at its first rate).
 set -euo pipefail
 
 # -h prints the comment above; the one argument is the server's host:port.
@@ -79,7 +79,8 @@ fi
 echo "personabench scenarios against $ADDR → $RESULTS" >&2
 
 # A scenario that exits 3 wrote its report but broke a bound (run and
-# baseline: --max-error-rate; sweep: no knee): noted, and the others run.
+# baseline: --max-error-rate; sweep: errors at its first rate): noted, and
+# the others run.
 broken=()
 scenario() {
 	local name="$1" rc=0

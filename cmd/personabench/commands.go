@@ -447,7 +447,7 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	fs.Float64Var(&sc.Step, "step", sc.Step, "rate increment")
 	fs.Float64Var(&sc.Max, "max", sc.Max, "last rate tried")
 	fs.DurationVar(&sc.P99Bound, "p99-bound", sc.P99Bound, "a step passes while p99 ≤ this")
-	fs.Float64Var(&sc.MaxErrorRate, "max-error-rate", sc.MaxErrorRate, "a step passes while (errors+dropped)/requests ≤ this; when the first step does not pass, the sweep exits with status 3 once its report is written")
+	fs.Float64Var(&sc.MaxErrorRate, "max-error-rate", sc.MaxErrorRate, "a step passes while (errors+dropped)/requests ≤ this; when the first step does not, the sweep exits with status 3 once its report is written")
 	fs.Float64Var(&sc.MinAchieved, "min-achieved", sc.MinAchieved, "a step passes while achieved ≥ this fraction of its rate")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -507,11 +507,15 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	if oerr := c.writeOut(sr); err == nil {
 		err = oerr
 	}
-	if err == nil && sr.Knee == 0 && ctx.Err() == nil {
-		// Not a knee at --start: the first step already broke a bound,
-		// and whatever the server did there (refused, failed, stalled) is
-		// no measurement of its capacity.
-		err = boundError{fmt.Sprintf("sweep: no rate held its bounds (--p99-bound, --max-error-rate, --min-achieved): stopped at %s", sr.Stop)}
+	if err == nil && sr.Knee == 0 && len(sr.Steps) > 0 && ctx.Err() == nil {
+		// Failing requests at the first, lowest rate are no knee but a
+		// server that fails (down, refusing, misconfigured). A first step
+		// over --p99-bound or under --min-achieved is a result: --start
+		// is above what the server (or the harness's machine) sustains.
+		if r := sr.Steps[0]; r.ErrorRate() > sc.MaxErrorRate {
+			err = boundError{fmt.Sprintf("sweep: the first step, %.0f rps, had an error rate of %.2f%% (%d of %d requests due failed or were dropped), above --max-error-rate %g: no knee measured",
+				r.Rate, 100*r.ErrorRate(), r.Errored(), r.Completed+r.Dropped, sc.MaxErrorRate)}
+		}
 	}
 	return err
 }

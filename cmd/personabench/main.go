@@ -19,7 +19,7 @@
 // server could not be dialled, --out could not be written, …); 2 a bad
 // command line; 3 it ran and wrote its report but broke a bound: run's
 // or baseline's error rate above --max-error-rate (default 1%), or a
-// sweep whose first step already broke its bounds (no knee).
+// sweep whose first step already broke its --max-error-rate (no knee).
 package main
 
 import (
@@ -60,8 +60,8 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 // boundError is a measurement that ran and wrote its report but broke a
-// bound it was given (run's --max-error-rate; a sweep with no rate
-// within its bounds): exit code 3, so that a script can tell it from a
+// bound it was given (--max-error-rate of a run or baseline, or of a
+// sweep's first step): exit code 3, so that a script can tell it from a
 // run that failed (1) or a bad command line (2).
 type boundError struct{ msg string }
 
@@ -81,7 +81,7 @@ const usage = `usage: personabench run|sweep|baseline|pace [flags]
 Run "personabench CMD -h" for the flags of CMD.
 
 Exit status: 0 within bounds, 1 failure, 2 usage, 3 the report was written
-but a bound was broken (run/baseline: --max-error-rate; sweep: no knee).
+but a bound was broken (--max-error-rate; for sweep, at its first step).
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
