@@ -255,8 +255,8 @@ func jsonKind(goKind string) string {
 	return "a " + goKind
 }
 
-// Load reads a rules file, or every .yaml, .yml and .json file of a
-// directory (in name order, concatenating their campaigns and content rules),
+// Load reads a rules file, or every .yaml, .yml and .json file (in any
+// case) of a directory (in name order, concatenating their campaigns and content rules),
 // and validates the result. A missing directory or file is an error; an
 // empty directory is an empty rule set.
 func Load(path string) (*RuleSet, error) {
@@ -288,8 +288,8 @@ type File struct {
 }
 
 // ReadFiles reads what Load reads, without parsing: the file at path, or
-// the .yaml, .yml and .json files of the directory (not hidden ones), in
-// name order. A path that is a symbolic link is followed.
+// the .yaml, .yml and .json files (in any case) of the directory (not
+// hidden ones), in name order. A path that is a symbolic link is followed.
 func ReadFiles(path string) ([]File, error) { return readFiles(path, readFile) }
 
 // readFiles is ReadFiles, reading each file with read.
@@ -324,10 +324,11 @@ func readFiles(path string, read func(name string) (File, error)) ([]File, error
 }
 
 // IsFileName reports whether a directory entry called name (a base name)
-// is one ReadFiles reads from a rules directory: .yaml, .yml or .json,
-// not hidden.
+// is one ReadFiles reads from a rules directory: .yaml, .yml or .json in
+// any case (campaigns.YAML, as some editors and exports name it, is read,
+// not skipped unseen), not hidden.
 func IsFileName(name string) bool {
-	switch filepath.Ext(name) {
+	switch strings.ToLower(filepath.Ext(name)) {
 	case ".yaml", ".yml", ".json":
 		return !strings.HasPrefix(name, ".")
 	}

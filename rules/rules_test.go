@@ -266,6 +266,12 @@ func TestLoadDirectory(t *testing.T) {
 	write("a.json", `{"campaigns": [{"id": "a", "bid_cpm": 2, "creatives": [{"id": "ca", "w": 1, "h": 1, "adm": "x"}]}], "content_rules": {"blocked_cat": ["IAB25"]}}`)
 	write("notes.txt", "ignored")
 	write(".hidden.yaml", "not: yaml: at: all")
+	write(".hidden.YAML", "not: yaml: at: all")
+	// Upper-case extensions, as some editors and spreadsheet exports
+	// write them, are rules files too.
+	write("c.YAML", "campaigns: [{id: c, bid_cpm: 1, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")
+	write("d.Json", `{"campaigns": [{"id": "d", "bid_cpm": 1, "creatives": [{"id": "cd", "w": 1, "h": 1, "adm": "x"}]}]}`)
+	write("e.YML", "campaigns: [{id: e, bid_cpm: 1, creatives: [{id: ce, w: 1, h: 1, adm: x}]}]")
 	rs, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -274,11 +280,12 @@ func TestLoadDirectory(t *testing.T) {
 	for _, c := range rs.Campaigns {
 		ids = append(ids, c.ID)
 	}
-	if diff := cmp.Diff([]string{"a", "b"}, ids); diff != "" || rs.ContentRules.BlockedCat[0] != "IAB25" {
+	// Name order, byte-wise: upper-case C.YAML would come before a.json.
+	if diff := cmp.Diff([]string{"a", "b", "c", "d", "e"}, ids); diff != "" || rs.ContentRules.BlockedCat[0] != "IAB25" {
 		t.Errorf("campaigns (-want +got):\n%s", diff)
 	}
-	write("c.yaml", "campaigns: [{id: a, bid_cpm: 1, creatives: [{id: cc, w: 1, h: 1, adm: x}]}]")
-	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `c.yaml: line 1: campaigns[0].id: duplicate campaign id "a" (also `+filepath.Join(dir, "a.json")+`: line 1: campaigns[0])`) {
+	write("f.yaml", "campaigns: [{id: a, bid_cpm: 1, creatives: [{id: cf, w: 1, h: 1, adm: x}]}]")
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), `f.yaml: line 1: campaigns[0].id: duplicate campaign id "a" (also `+filepath.Join(dir, "a.json")+`: line 1: campaigns[0])`) {
 		t.Errorf("duplicate across files: %v", err)
 	}
 	if _, err := Load(filepath.Join(dir, "missing")); err == nil {

@@ -62,7 +62,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen `address` (port 0 picks a free port)")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen `address` for /openrtb2/bid, /notice/{win,bill,loss}, /healthz, /metrics (and /debug/pprof/ with --pprof)")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "data `directory`: rules/, rules-applied/, segments/, ledger/ and notice.key")
-	fs.StringVar(&o.rules, "rules", "", "rules file, or `directory` of .yaml, .yml and .json files (default <data-dir>/rules)")
+	fs.StringVar(&o.rules, "rules", "", "rules file, or `directory` of .yaml, .yml and .json files, in any case (default <data-dir>/rules)")
 	fs.BoolVar(&o.demo, "demo", false, "seed a generated demo world into the data dir unless it holds one (rules/, segments/, rules-applied/ or ledger/)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on --http-addr (keep that address private)")
 	fs.TextVar(&o.logLevel, "log-level", zapcore.InfoLevel, "log `level`: debug, info, warn or error")
