@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -32,8 +33,10 @@ const MaxFileSize = 256 << 20
 // RuleSet. Unknown fields (names are case-sensitive), duplicate keys and
 // values of the wrong type are errors, each naming its line and field
 // path ("line 14: campaigns[1].targeting.all[0]: unknown field \"anyy\""):
-// a misspelt field never passes silently. name labels errors (a file
-// name, or "request"). Parse does not validate; call [RuleSet.Validate].
+// a misspelt field never passes silently. A syntax error names its line,
+// and in a document written as JSON its column. name labels errors (a
+// file name, or "request"). Parse does not validate; call
+// [RuleSet.Validate].
 func Parse(name string, data []byte) (*RuleSet, error) {
 	return parse(name, data, nil)
 }
@@ -90,6 +93,9 @@ func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 // the campaign entries are parsed one by one, and the first that fails
 // alone is named, with the line its own error gives, counted in the file.
 func syntaxError(name string, data []byte, err error) error {
+	if line, col, msg, ok := jsonSyntaxError(data, err); ok {
+		return fmt.Errorf("rules: %s: json: line %d, column %d: %s", name, line, col, msg)
+	}
 	s, _, _, ok := cutCampaigns(data, nil)
 	if !ok {
 		return fmt.Errorf("rules: %s: %w", name, err)
@@ -111,6 +117,93 @@ func syntaxError(name string, data []byte, err error) error {
 		off += len(e)
 	}
 	return fmt.Errorf("rules: %s: %w", name, err)
+}
+
+// jsonSyntaxError locates the fault of a document written as JSON (its
+// first byte past white space is { or [) that yaml.v3, err, cannot
+// parse: in a flow collection yaml.v3 names the line where the innermost
+// collection began (a campaign's opening brace, or the file's first
+// line), not the fault's, and no column. encoding/json stops at the
+// fault's byte; it returns the fault's 1-based line and column (in
+// characters) and encoding/json's message. YAML's flow style takes a
+// trailing comma ([1, 2,] reads as [1, 2]) that JSON does not: those
+// are blanked before the scan, so that it finds the fault yaml.v3 failed
+// on. ok is false, leaving yaml.v3's message to stand, for a document
+// not written as JSON, for one that ends too soon (yaml.v3's line of the
+// collection left open says more than the end of the file), and when
+// the scan's fault lies before yaml.v3's line (a document in YAML's flow
+// style, which is not JSON before its fault: an unquoted key).
+func jsonSyntaxError(data []byte, err error) (line, col int, msg string, ok bool) {
+	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	if len(trimmed) == 0 || (trimmed[0] != '{' && trimmed[0] != '[') {
+		return 0, 0, "", false
+	}
+	var serr *json.SyntaxError
+	if jerr := json.Unmarshal(blankTrailingCommas(data), new(json.RawMessage)); !errors.As(jerr, &serr) {
+		return 0, 0, "", false
+	}
+	if serr.Offset >= int64(len(data)) {
+		return 0, 0, "", false // unexpected end of JSON input
+	}
+	// Offset is the bytes read, the faulty one included.
+	at := max(int(serr.Offset)-1, 0)
+	start := bytes.LastIndexByte(data[:at], '\n') + 1
+	line = 1 + bytes.Count(data[:start], []byte("\n"))
+	col = 1 + utf8.RuneCount(data[start:at])
+	rest, found := strings.CutPrefix(err.Error(), "yaml: line ")
+	num, _, _ := strings.Cut(rest, ":")
+	if l, cerr := strconv.Atoi(num); found && cerr == nil && line < l {
+		return 0, 0, "", false
+	}
+	msg = serr.Error()
+	if strings.HasSuffix(msg, " after object key:value pair") || strings.HasSuffix(msg, " after array element") {
+		msg += " (a comma missing before it?)"
+	}
+	return line, col, msg, true
+}
+
+// blankTrailingCommas returns data with each comma that ends a JSON array
+// or object (one after a value, followed by white space and ] or })
+// replaced by a space, so that offsets into it are offsets into data;
+// data itself when it has none.
+func blankTrailingCommas(data []byte) []byte {
+	out, copied := data, false
+	inString, escaped := false, false
+	var last byte // the last byte before b outside strings and white space
+	for i, b := range data {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+			continue
+		}
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '"':
+			inString = true
+		case ',':
+			// A comma after a value (not [, {, : or another comma)
+			// that ] or } follows.
+			j := i + 1
+			for j < len(data) && (data[j] == ' ' || data[j] == '\t' || data[j] == '\r' || data[j] == '\n') {
+				j++
+			}
+			if j < len(data) && (data[j] == ']' || data[j] == '}') && last != 0 && !strings.ContainsRune("[{:,", rune(last)) {
+				if !copied {
+					out, copied = bytes.Clone(data), true
+				}
+				out[i] = ' '
+			}
+		}
+		last = b
+	}
+	return out
 }
 
 // parseViaJSON is Parse by the generic route: yaml.v3 decodes the

@@ -255,6 +255,60 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseJSONSyntaxErrors: for a document written as JSON, yaml.v3
+// names the line where the innermost flow collection began (a
+// campaign's brace, or line 1) and no column; the fault's own line and
+// column are named instead.
+func TestParseJSONSyntaxErrors(t *testing.T) {
+	const head = "{\n  \"campaigns\": [\n    {\n      \"id\": \"a\",\n"
+	tests := []struct{ name, json, want string }{
+		{"missing comma", head + "      \"bid_cpm\": 2\n      \"creatives\": []\n    }\n  ]\n}\n",
+			`rules: t.json: json: line 6, column 7: invalid character '"' after object key:value pair (a comma missing before it?)`},
+		{"wrong bracket", head + "      \"bid_cpm\": 2,\n      \"creatives\": [}\n    }\n  ]\n}\n",
+			"rules: t.json: json: line 6, column 21: invalid character '}' looking for beginning of value"},
+		{"missing comma in a list", head + "      \"cat\": [\"IAB1\"\n \"IAB2\"],\n      \"creatives\": []\n    }\n  ]\n}\n",
+			`rules: t.json: json: line 6, column 2: invalid character '"' after array element (a comma missing before it?)`},
+		// A trailing comma, which YAML takes, is not the fault; nor is
+		// one after a string ending in an escaped backslash.
+		{"after trailing commas", head + "      \"adm\": \"x\\\\\",\n    },\n    {\n      \"id\": \"b\",\n      \"bid_cpm\": 2,,\n    },\n  ]\n}\n",
+			"rules: t.json: json: line 9, column 20: invalid character ',' looking for beginning of object key string"},
+		{"multi-byte characters", head + "      \"advertiser\": \"Überall\" \"x\"\n    }\n  ]\n}\n",
+			`rules: t.json: json: line 5, column 31: invalid character '"' after object key:value pair (a comma missing before it?)`},
+		// A collection left open: JSON can only name the end of the
+		// file; yaml.v3's line stands.
+		{"unclosed", head + "      \"bid_cpm\": 2\n    }\n  ]\n",
+			"rules: t.json: yaml: line 7: did not find expected ',' or '}'"},
+		// A document in YAML's flow style (an unquoted key) is not JSON
+		// before its fault, which yaml.v3 places after that: its line
+		// stands.
+		{"yaml flow style", "{\n  campaigns: [\n    {id: a},\n    {\n      \"id\": \"b\"\n      \"bid_cpm\": 2\n    }\n  ]\n}\n",
+			"rules: t.json: yaml: line 3: did not find expected ',' or '}'"},
+	}
+	for _, tt := range tests {
+		_, err := Parse("t.json", []byte(tt.json))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s: Parse(%q) = %v,\nwant %s", tt.name, tt.json, err, tt.want)
+		}
+	}
+}
+
+// TestParseJSONTrailingComma: a .json rules file is read as YAML, whose
+// flow style takes a trailing comma; that it does is kept (files that
+// were served keep being served).
+func TestParseJSONTrailingComma(t *testing.T) {
+	with, err := Parse("t.json", []byte(`{"campaigns": [{"id": "a", "bid_cpm": 2, "cat": ["IAB1",], "creatives": [{"id": "c", "w": 1, "h": 1, "adm": "x,]"},],},],}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := Parse("t.json", []byte(`{"campaigns": [{"id": "a", "bid_cpm": 2, "cat": ["IAB1"], "creatives": [{"id": "c", "w": 1, "h": 1, "adm": "x,]"}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(without, with); diff != "" {
+		t.Errorf("trailing commas (-without +with):\n%s", diff)
+	}
+}
+
 func TestLoadDirectory(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, data string) {
