@@ -634,7 +634,17 @@ func plain(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 //     (content_rules.blocked_adomain, subdomains too), or every one of
 //     whose creatives has a category they block (blocked_cat,
 //     subcategories too): it never bids; else each creative they block:
-//     it never serves.
+//     it never serves;
+//   - a targeting.all clause every value of which the campaign's
+//     targeting.none excludes (all: [{facet: title, any: [cmo]}] with
+//     none: [{facet: title, any: [cmo, cfo]}]): a user who holds one
+//     is kept out, so no user can match and the campaign never bids;
+//     likewise a creative's persona clause: the creative never serves.
+//     Clauses that only look contrary are not warned of: a user may be
+//     in several segments of one facet, so all: [{facet: title, any:
+//     [cmo]}, {facet: title, any: [cfo]}] matches a user who is both,
+//     and none: [{facet: title, any: [cmo]}] beside all: [{facet:
+//     title, any: [cmo, cfo]}] leaves the CFOs who are not CMOs.
 //
 // A paused campaign is left out: it is meant not to bid.
 func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
@@ -668,6 +678,16 @@ func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 				}
 			}
 		}
+		if len(c.Targeting.None) > 0 {
+			for j := range c.Targeting.All {
+				out = excluded(out, c, at(campaignPath(i)+".targeting.all", j), &c.Targeting.All[j], "", "no user can match it, so the campaign never bids")
+			}
+			for j := range c.Creatives {
+				for k := range c.Creatives[j].Persona {
+					out = excluded(out, c, at(creativePath(i, j)+".persona", k), &c.Creatives[j].Persona[k], "the campaign's ", "the creative never serves")
+				}
+			}
+		}
 	}
 	if len(ended) > 0 {
 		c := &rs.Campaigns[ended[0]]
@@ -685,6 +705,46 @@ func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 		out = append([]*ValidationError{w}, out...)
 	}
 	return out
+}
+
+// excluded appends to out the warning of DeliveryWarnings for clause cl,
+// at path, of campaign c's targeting.all or of a creative's persona,
+// when c's targeting.none excludes every value of it: a user holds one
+// of cl.Any to match cl, and holding any value of a none clause keeps
+// the user out. whose names the none clauses ("the campaign's "), and
+// outcome says what follows.
+func excluded(out ValidationErrors, c *Campaign, path string, cl *Clause, whose, outcome string) ValidationErrors {
+	var by []int // the none clauses of cl.Facet that exclude a value of it
+	for _, v := range cl.Any {
+		found := false
+		for n := range c.Targeting.None {
+			if nc := &c.Targeting.None[n]; nc.Facet == cl.Facet && slices.Contains(nc.Any, v) {
+				found = true
+				if !slices.Contains(by, n) {
+					by = append(by, n)
+				}
+				break
+			}
+		}
+		if !found {
+			return out // a user holding v alone matches
+		}
+	}
+	if len(by) == 0 {
+		return out // no values (an invalid clause)
+	}
+	slices.Sort(by)
+	clauses := make([]string, len(by))
+	for i, n := range by {
+		clauses[i] = at("targeting.none", n)
+	}
+	const named = 5
+	values := strings.Join(cl.Any[:min(named, len(cl.Any))], ", ")
+	if len(cl.Any) > named {
+		values += fmt.Sprintf(" and %d more", len(cl.Any)-named)
+	}
+	return append(out, &ValidationError{Path: path,
+		Msg: fmt.Sprintf("every %s it takes (%s) is excluded by %s%s: %s", cl.Facet, values, whose, strings.Join(clauses, " and "), outcome)})
 }
 
 // houseBlocked appends to out the warnings of DeliveryWarnings for

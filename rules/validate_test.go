@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +128,142 @@ content_rules:
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+}
+
+// TestDeliveryWarningsTargeting: a targeting.all clause (or a creative's
+// persona clause) every value of which targeting.none excludes can never
+// match, and is warned of at the clause; clauses that only look contrary
+// are not, since a user may hold several values of one facet.
+func TestDeliveryWarningsTargeting(t *testing.T) {
+	rs, err := Parse("t.yaml", []byte(`
+campaigns:
+  - id: cmo-not-cmo
+    bid_cpm: 1
+    targeting:
+      all: [{facet: industry, any: [fintech]}, {facet: title, any: [cmo]}]
+      none: [{facet: title, any: [cmo]}]
+    creatives: [{id: c0, w: 1, h: 1, adm: x}]
+  - id: split-over-two-clauses
+    bid_cpm: 1
+    targeting:
+      all: [{facet: title, any: [cmo, cfo, ceo, cto, cio, coo]}]
+      none: [{facet: title, any: [cfo, cmo, ceo]}, {facet: industry, any: [cmo]}, {facet: title, any: [cto, cio, coo]}]
+    creatives: [{id: c1, w: 1, h: 1, adm: x}]
+  - id: persona-excluded
+    bid_cpm: 1
+    targeting:
+      none: [{facet: pain_point, any: [churn]}]
+    creatives:
+      - {id: c2, w: 1, h: 1, adm: x, persona: [{facet: pain_point, any: [churn]}]}
+      - {id: c3, w: 1, h: 1, adm: x, persona: [{facet: pain_point, any: [churn, lead-quality]}]}
+  # Not contrary: a user may be both a CMO and a CFO; a CFO who is not a
+  # CMO matches; the same value of another facet is another segment.
+  - id: cmo-and-cfo
+    bid_cpm: 1
+    targeting:
+      all: [{facet: title, any: [cmo]}, {facet: title, any: [cfo]}]
+    creatives: [{id: c4, w: 1, h: 1, adm: x, persona: [{facet: title, any: [ceo]}]}]
+  - id: cfo-not-cmo
+    bid_cpm: 1
+    targeting:
+      all: [{facet: title, any: [cmo, cfo]}]
+      none: [{facet: title, any: [cmo]}, {facet: role, any: [cfo]}]
+    creatives: [{id: c5, w: 1, h: 1, adm: x, persona: [{facet: title, any: [cfo, cmo]}]}]
+  - id: paused
+    status: paused
+    bid_cpm: 1
+    targeting:
+      all: [{facet: title, any: [cmo]}]
+      none: [{facet: title, any: [cmo]}]
+    creatives: [{id: c6, w: 1, h: 1, adm: x}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range rs.DeliveryWarnings(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		`campaigns[0].targeting.all[1]: every title it takes (cmo) is excluded by targeting.none[0]: no user can match it, so the campaign never bids`,
+		`campaigns[1].targeting.all[0]: every title it takes (cmo, cfo, ceo, cto, cio and 1 more) is excluded by targeting.none[0] and targeting.none[2]: no user can match it, so the campaign never bids`,
+		`campaigns[2].creatives[0].persona[0]: every pain_point it takes (churn) is excluded by the campaign's targeting.none[0]: the creative never serves`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+}
+
+// TestDeliveryWarningsTargetingExhaustive checks the targeting warning
+// against the targeting's meaning on random campaigns over two facets of
+// three values: a campaign is warned of exactly when none of the 64
+// personas (every set of the six segments: a user may hold several
+// values of a facet) passes its targeting, and a creative's persona
+// exactly when none passes both.
+func TestDeliveryWarningsTargetingExhaustive(t *testing.T) {
+	facets, values := []string{"title", "industry"}, []string{"x", "y", "z"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	clauses := func(max int) []Clause {
+		cs := make([]Clause, rng.IntN(max+1))
+		for i := range cs {
+			cs[i].Facet = facets[rng.IntN(len(facets))]
+			for _, v := range values {
+				if rng.IntN(2) == 0 {
+					cs[i].Any = append(cs[i].Any, v)
+				}
+			}
+			if len(cs[i].Any) == 0 {
+				cs[i].Any = []string{values[rng.IntN(len(values))]}
+			}
+		}
+		return cs
+	}
+	holds := func(persona int, cl Clause) bool { // persona: a bit per segment
+		f := slices.Index(facets, cl.Facet)
+		return slices.ContainsFunc(cl.Any, func(v string) bool { return persona&(1<<(f*len(values)+slices.Index(values, v))) != 0 })
+	}
+	passes := func(persona int, all, none []Clause) bool {
+		return !slices.ContainsFunc(all, func(cl Clause) bool { return !holds(persona, cl) }) &&
+			!slices.ContainsFunc(none, func(cl Clause) bool { return holds(persona, cl) })
+	}
+	warned, tried := 0, 0
+	for range 2000 {
+		c := Campaign{ID: "c", BidCPM: 1, Targeting: Targeting{All: clauses(3), None: clauses(3)},
+			Creatives: []Creative{{ID: "cr", W: 1, H: 1, Adm: "x", Persona: clauses(2)}}}
+		rs := &RuleSet{Campaigns: []Campaign{c}}
+		if err := rs.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		var campaignWarned, creativeWarned bool
+		for _, w := range rs.DeliveryWarnings(time.Time{}) {
+			campaignWarned = campaignWarned || strings.Contains(w.Path, ".targeting.all[")
+			creativeWarned = creativeWarned || strings.Contains(w.Path, ".persona[")
+		}
+		var campaignCan, creativeCan bool
+		for p := range 1 << (len(facets) * len(values)) {
+			if passes(p, c.Targeting.All, c.Targeting.None) {
+				campaignCan = true
+				creativeCan = creativeCan || passes(p, c.Creatives[0].Persona, nil)
+			}
+		}
+		if campaignWarned == campaignCan {
+			t.Fatalf("targeting %+v: warned %v, but some persona matches: %v", c.Targeting, campaignWarned, campaignCan)
+		}
+		// A creative of a campaign that never bids is warned of only
+		// when its own persona is excluded.
+		if campaignCan && creativeWarned == creativeCan {
+			t.Fatalf("targeting %+v, persona %+v: creative warned %v, but some persona matches both: %v", c.Targeting, c.Creatives[0].Persona, creativeWarned, creativeCan)
+		}
+		tried++
+		if campaignWarned {
+			warned++
+		}
+	}
+	if warned < tried/10 || warned > tried*9/10 {
+		t.Errorf("%d of %d campaigns warned of: the generator tests too little", warned, tried)
 	}
 }

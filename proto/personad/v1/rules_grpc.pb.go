@@ -61,7 +61,9 @@ type RulesClient interface {
 	// written (an active campaign whose flight has ended, a frequency cap
 	// window without a max, a creative whose channels are none of its
 	// campaign's, a campaign or creative that the content rules' own
-	// blocked_adomain or blocked_cat block). An invalid set is not a call
+	// blocked_adomain or blocked_cat block, a targeting.all or persona
+	// clause every value of which the campaign's targeting.none
+	// excludes). An invalid set is not a call
 	// error: the errors are in the response.
 	Validate(ctx context.Context, in *RulesValidateRequest, opts ...grpc.CallOption) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
@@ -150,7 +152,9 @@ type RulesServer interface {
 	// written (an active campaign whose flight has ended, a frequency cap
 	// window without a max, a creative whose channels are none of its
 	// campaign's, a campaign or creative that the content rules' own
-	// blocked_adomain or blocked_cat block). An invalid set is not a call
+	// blocked_adomain or blocked_cat block, a targeting.all or persona
+	// clause every value of which the campaign's targeting.none
+	// excludes). An invalid set is not a call
 	// error: the errors are in the response.
 	Validate(context.Context, *RulesValidateRequest) (*RulesValidateResponse, error)
 	// Apply validates, compiles and activates a rule set, persisting it so
