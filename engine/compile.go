@@ -700,24 +700,22 @@ func linkCampaign(r *Rules, c *Campaign, u *unit, local []uint32, house *rules.C
 		none:     linkClauses(u.none, local, a),
 		channels: r.channelIDs(u.channels, a),
 	}
-	if d, ok := blockedDomain(house.BlockedAdomain, c.Adomain); ok {
-		c.houseBlocked = "house rules block adomain " + d
-	}
-	usable := 0
 	for j := range c.Creatives {
-		ucr, ccr := &u.creatives[j], &c.Creatives[j]
-		*ccr = Creative{
+		ucr := &u.creatives[j]
+		c.Creatives[j] = Creative{
 			ID: ucr.ID, W: ucr.W, H: ucr.H, Adm: ucr.Adm, Cat: ucr.Cat,
 			channels: r.channelIDs(ucr.channels, a),
 			persona:  linkClauses(ucr.persona, local, a),
 		}
-		if b, ok := blockedCat(house.BlockedCat, ccr.Cat); ok {
-			ccr.houseBlocked = "house rules block category " + b
-		} else {
-			usable++
-		}
 	}
-	if c.houseBlocked == "" && usable == 0 {
+	// The house rules block as rules.DeliveryWarnings warns of them.
+	dom, _, every := house.Blocks(c.Adomain, len(c.Creatives), func(j int) []string { return c.Creatives[j].Cat }, func(j, k int, _ string) {
+		c.Creatives[j].houseBlocked = "house rules block category " + c.Creatives[j].Cat[k]
+	})
+	switch {
+	case dom >= 0:
+		c.houseBlocked = "house rules block adomain " + c.Adomain[dom]
+	case every:
 		c.houseBlocked = "house rules block the category of every creative"
 	}
 }

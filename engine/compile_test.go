@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -726,5 +727,82 @@ func TestNaming(t *testing.T) {
 	}
 	if targeted == 0 || personalizing == 0 || excluded < 2 || paused == 0 || len(want) < 10 {
 		t.Errorf("checked %d segments, %d targeting, %d personalizing, %d excluding and %d paused namings: too few to tell", len(want), targeted, personalizing, excluded, paused)
+	}
+}
+
+// TestHouseBlockedAsWarned: the campaigns and creatives that compiling
+// blocks by the house content rules are those that
+// rules.DeliveryWarnings warns never bid or never serve (both through
+// rules.ContentRules.Blocks): a planner is warned of exactly what the
+// engine does.
+func TestHouseBlockedAsWarned(t *testing.T) {
+	rs, err := world.GenerateRules(world.SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Block a few advertisers, a category (subcategories too) and one
+	// subcategory; give a few campaigns' creatives only blocked ones.
+	for i := 0; i < len(rs.Campaigns); i += 37 {
+		rs.ContentRules.BlockedAdomain = append(rs.ContentRules.BlockedAdomain, rs.Campaigns[i].Adomain...)
+	}
+	rs.ContentRules.BlockedCat = []string{"IAB3", "IAB13-7"}
+	for i := 5; i < len(rs.Campaigns); i += 41 {
+		c := &rs.Campaigns[i]
+		c.Cat = []string{"IAB3-1"}
+		for j := range c.Creatives {
+			c.Creatives[j].Cat = nil
+		}
+	}
+	r, err := Compile(rs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled := map[string]*Campaign{}
+	for i := range r.campaigns {
+		compiled[r.campaigns[i].ID] = &r.campaigns[i]
+	}
+	type key struct{ campaign, creative string } // creative "": the campaign
+	warned := map[key]bool{}
+	for _, w := range rs.DeliveryWarnings(time.Time{}) {
+		var i, j int
+		switch {
+		case strings.HasSuffix(w.Msg, "the campaign never bids") && strings.Contains(w.Path, ".adomain["),
+			strings.Contains(w.Msg, "the campaign never bids (content_rules.blocked_cat"):
+			fmt.Sscanf(w.Path, "campaigns[%d]", &i)
+			warned[key{rs.Campaigns[i].ID, ""}] = true
+			for _, cr := range rs.Campaigns[i].Creatives {
+				warned[key{rs.Campaigns[i].ID, cr.ID}] = true
+			}
+		case strings.HasSuffix(w.Msg, "never serves") && strings.Contains(w.Msg, "blocked_cat"):
+			fmt.Sscanf(w.Path, "campaigns[%d].creatives[%d]", &i, &j)
+			warned[key{rs.Campaigns[i].ID, rs.Campaigns[i].Creatives[j].ID}] = true
+		}
+	}
+	var blocked, whole int
+	for _, c := range rs.Campaigns {
+		if !c.Active() {
+			continue
+		}
+		cc := compiled[c.ID]
+		if got, want := cc.houseBlocked != "", warned[key{c.ID, ""}]; got != want {
+			t.Errorf("campaign %s: compiled blocked %v (%q), warned %v", c.ID, got, cc.houseBlocked, want)
+		}
+		if cc.houseBlocked != "" {
+			whole++
+			if strings.Contains(cc.houseBlocked, "adomain") {
+				continue // its creatives are never looked at
+			}
+		}
+		for _, cr := range cc.Creatives {
+			if got, want := cr.houseBlocked != "", warned[key{c.ID, cr.ID}]; got != want {
+				t.Errorf("creative %s of %s: compiled blocked %v (%q), warned %v", cr.ID, c.ID, got, cr.houseBlocked, want)
+			}
+			if cr.houseBlocked != "" {
+				blocked++
+			}
+		}
+	}
+	if whole < 10 || blocked < 10 {
+		t.Errorf("%d campaigns and %d creatives blocked: the test tests too little", whole, blocked)
 	}
 }

@@ -181,3 +181,45 @@ func DomainBlocker(block []string, d string) (string, bool) {
 	}
 	return "", false
 }
+
+// Blocks applies the house rules h to one campaign — its advertiser
+// domains adomain, and n creatives whose categories cats(j) gives (a
+// creative's own, else the campaign's) — as the engine compiles them and
+// [RuleSet.DeliveryWarnings] reports them, the one place that decides
+// it. It returns the index in adomain of the first domain that
+// h.BlockedAdomain blocks ([DomainBlocks]), with the entry blocking it,
+// or -1 and "": a blocked domain keeps the whole campaign from bidding.
+// Whatever the domains, it calls blocked(j, k, by) for each creative j
+// one of whose categories entry by of h.BlockedCat blocks
+// ([CategoryBlocks]), cats(j)[k] the first such: the creative never
+// serves; every reports whether it did so for each of n > 0 creatives:
+// the campaign then never bids either.
+func (h *ContentRules) Blocks(adomain []string, n int, cats func(j int) []string, blocked func(j, k int, by string)) (dom int, domBy string, every bool) {
+	dom = -1
+domains:
+	for i, d := range adomain {
+		for _, b := range h.BlockedAdomain {
+			if DomainBlocks(b, d) {
+				dom, domBy = i, b
+				break domains
+			}
+		}
+	}
+	if len(h.BlockedCat) == 0 {
+		return dom, domBy, false
+	}
+	count := 0
+	for j := range n {
+	creative:
+		for k, c := range cats(j) {
+			for _, b := range h.BlockedCat {
+				if CategoryBlocks(b, c) {
+					blocked(j, k, b)
+					count++
+					break creative
+				}
+			}
+		}
+	}
+	return dom, domBy, n > 0 && count == n
+}

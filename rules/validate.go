@@ -749,41 +749,32 @@ func excluded(out ValidationErrors, c *Campaign, path string, cl *Clause, whose,
 
 // houseBlocked appends to out the warnings of DeliveryWarnings for
 // campaign i, c, that the house rules block, whole or creative by
-// creative, as the engine blocks it.
+// creative, as the engine blocks it ([ContentRules.Blocks]).
 func houseBlocked(out ValidationErrors, house *ContentRules, i int, c *Campaign) ValidationErrors {
 	if len(house.BlockedAdomain) == 0 && len(house.BlockedCat) == 0 {
 		return out
 	}
-	for j, d := range c.Adomain {
-		for _, b := range house.BlockedAdomain {
-			if DomainBlocks(b, d) {
-				return append(out, &ValidationError{Path: at(campaignPath(i)+".adomain", j),
-					Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_adomain %q: the campaign never bids", d, b)})
-			}
+	// The categories of creative j, and the field they are read from.
+	cats := func(j int) ([]string, string) {
+		if cr := &c.Creatives[j]; len(cr.Cat) > 0 {
+			return cr.Cat, creativePath(i, j) + ".cat"
 		}
-	}
-	if len(house.BlockedCat) == 0 {
-		return out
+		return c.Cat, campaignPath(i) + ".cat"
 	}
 	var blocked []*ValidationError
-	for j := range c.Creatives {
-		cr := &c.Creatives[j]
-		cats, field := cr.Cat, creativePath(i, j)+".cat"
-		if len(cats) == 0 {
-			cats, field = c.Cat, campaignPath(i)+".cat"
-		}
-	creative:
-		for k, cat := range cats {
-			for _, b := range house.BlockedCat {
-				if CategoryBlocks(b, cat) {
-					blocked = append(blocked, &ValidationError{Path: at(field, k),
-						Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_cat %q: creative %s never serves", cat, b, cr.ID)})
-					break creative
-				}
-			}
-		}
-	}
-	if len(blocked) > 0 && len(blocked) == len(c.Creatives) {
+	dom, domBy, every := house.Blocks(c.Adomain, len(c.Creatives), func(j int) []string {
+		cs, _ := cats(j)
+		return cs
+	}, func(j, k int, by string) {
+		cs, field := cats(j)
+		blocked = append(blocked, &ValidationError{Path: at(field, k),
+			Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_cat %q: creative %s never serves", cs[k], by, c.Creatives[j].ID)})
+	})
+	switch {
+	case dom >= 0:
+		return append(out, &ValidationError{Path: at(campaignPath(i)+".adomain", dom),
+			Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_adomain %q: the campaign never bids", c.Adomain[dom], domBy)})
+	case every:
 		w := blocked[0]
 		w.Msg = strings.TrimSuffix(w.Msg, ": creative "+c.Creatives[0].ID+" never serves") + ": the campaign never bids (content_rules.blocked_cat blocks a category of each of its creatives)"
 		return append(out, w)
