@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -232,10 +233,11 @@ func TestParseErrors(t *testing.T) {
 		{"campaigns:\n  - id: a\n    id: b", `rules: t.yaml: line 3: campaigns[0]: mapping key "id" already defined at line 2`},
 		// yaml.v3 names the line where the campaigns block began; the
 		// entry that fails alone is named instead, and the line its own
-		// error gives, counted in the file.
-		{"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad", "rules: t.yaml: campaigns[0] (the entry from line 2): yaml: line 3: did not find expected '-' indicator"},
+		// error gives, counted in the file; for a line indented wrongly,
+		// the line where the entry breaks (TestParseIndentationErrors).
+		{"campaigns:\n  - id: a\n    bid_cpm: 1\n   bad", "rules: t.yaml: campaigns[0] (the entry from line 2): yaml: line 4: did not find expected '-' indicator (check the indentation of line 4 and of the lines above it: each key as deep as the keys beside it, each list item's - as deep as the others)"},
 		{"# rules\ncampaigns:\n  - id: a\n  - id: b\n    bid_cpm: 3\n    creatives:\n   advertiser: x\n  - id: c\n",
-			"rules: t.yaml: campaigns[1] (the entry from line 4): yaml: line 6: did not find expected '-' indicator"},
+			"rules: t.yaml: campaigns[1] (the entry from line 4): yaml: line 7: did not find expected '-' indicator (check the indentation of line 7 and of the lines above it: each key as deep as the keys beside it, each list item's - as deep as the others)"},
 		{"campaigns:\n  - id: a\n  - id: b\n    bid_cpm: [3\n    creatives: []\n", "rules: t.yaml: campaigns[1] (the entry from line 3): yaml: line 3: did not find expected ',' or ']'"},
 		{"campaigns: [{id: a]\n", "rules: t.yaml: yaml: did not find expected ',' or '}'"}, // not cut into entries
 		// An entry that fails alone only for an alias of an earlier one's
@@ -252,6 +254,80 @@ func TestParseErrors(t *testing.T) {
 	}
 	if rs, err := Parse("empty.yaml", nil); err != nil || len(rs.Campaigns) != 0 {
 		t.Errorf("empty file: %v, %v", rs, err)
+	}
+}
+
+// TestParseIndentationErrors: a line indented one or two spaces more or
+// less than it should be is named at its line, the next (where a key too
+// shallow shows) or the next key beside it (where a block's first key
+// too deep shows), with a hint: yaml.v3 names the line where the
+// enclosing block began, up to four lines before (or line 1).
+func TestParseIndentationErrors(t *testing.T) {
+	base := strings.Split(`campaigns:
+  - id: c1
+    bid_cpm: 2
+    budget:
+      daily: 10
+      total: 100
+    targeting:
+      all:
+        - facet: title
+          any: [cmo]
+      none:
+        - facet: title
+          any: [cfo]
+    creatives:
+      - id: x
+        w: 300
+        h: 250
+        adm: hi
+  - id: c2
+    bid_cpm: 2
+    creatives:
+      - id: y
+        w: 300
+        h: 250
+        adm: hi
+`, "\n")
+	tried := 0
+	for fault := 3; fault <= 20; fault++ {
+		for _, shift := range []int{-2, -1, 1, 2} {
+			lines := slices.Clone(base)
+			text := strings.TrimLeft(lines[fault-1], " ")
+			indent := len(lines[fault-1]) - len(text) + shift
+			if indent < 0 {
+				continue
+			}
+			lines[fault-1] = strings.Repeat(" ", indent) + text
+			_, err := Parse("t.yml", []byte(strings.Join(lines, "\n")))
+			if err == nil {
+				continue
+			}
+			_, rest, ok := strings.Cut(err.Error(), "yaml: line ")
+			if !ok {
+				continue // a valid document of another meaning: unknown field, wrong type
+			}
+			tried++
+			// The fault shows at its line, the next, or the next line
+			// as deep as it was (a block's first key indented wrongly
+			// sets the block's depth: the next key disagrees).
+			last := fault + 1
+			for j := fault + 1; j <= len(base); j++ {
+				if b := base[j-1]; b != "" && len(b)-len(strings.TrimLeft(b, " ")) <= indent-shift {
+					last = max(last, j)
+					break
+				}
+			}
+			num, _, _ := strings.Cut(rest, ":")
+			if l, _ := strconv.Atoi(num); l < fault || l > last {
+				t.Errorf("line %d indented %+d: %v, want line %d to %d", fault, shift, err, fault, last)
+			} else if !strings.Contains(err.Error(), fmt.Sprintf("(check the indentation of line %d and of the lines above it", l)) {
+				t.Errorf("line %d indented %+d: %v, want a hint", fault, shift, err)
+			}
+		}
+	}
+	if tried < 30 {
+		t.Errorf("%d documents fail to parse: the test tests too little", tried)
 	}
 }
 
