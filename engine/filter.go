@@ -15,7 +15,7 @@ const (
 
 // Blocking a category blocks its subcategories (blocking IAB19 blocks
 // IAB19-3), and blocking a domain blocks its subdomains: the rules
-// package says so (rules.CategoryBlocks, rules.DomainBlocks), for the
+// package says so (rules.CategoryBlocker, rules.DomainBlocker), for the
 // warnings of campaigns that house rules block too.
 //
 // A request may carry 1,024 bcat and 4,096 badv entries (bidder.Limits),

@@ -8,8 +8,9 @@ import (
 
 // linearBlockedCat and linearBlockedDomain are the definitions
 // blockedCat and blockedDomain must keep: the first name some entry
-// blocks, by categoryBlocks and domainBlocks, rules.CategoryBlocks and
-// rules.DomainBlocks as they were before they tested lengths first.
+// blocks, by categoryBlocks and domainBlocks, the definitions of
+// blocking as they were before rules.CategoryBlocker and
+// rules.DomainBlocker tested lengths first.
 func linearBlockedCat(block, cats []string) (string, bool) {
 	for _, c := range cats {
 		for _, b := range block {

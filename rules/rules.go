@@ -130,22 +130,17 @@ func (c *Campaign) Flight() (start, end time.Time) {
 	return start, end
 }
 
-// CategoryBlocks reports whether blocking category b (a request's bcat, a
-// house blocked_cat) blocks category c: c is b, or one of its
-// subcategories (blocking IAB19 blocks IAB19-3), in any case.
-func CategoryBlocks(b, c string) bool {
-	_, ok := CategoryBlocker([]string{b}, c)
-	return ok
-}
-
-// CategoryBlocker returns the first entry of block that blocks category
-// c (CategoryBlocks). A request's bcat of 1,024 entries is checked
-// against every candidate's categories (engine/filter.go), so the loop
-// is here, where the test of an entry inlines: only an entry as long as
-// c, or as one of its parents (a '-' after it in c), can block c, and
-// most entries fail that test before any text is compared, in under a
-// nanosecond (BENCHMARKS.md §1; a call per entry doubled a decision
-// with the largest lists).
+// CategoryBlocker returns the first entry of block (a request's bcat, a
+// house blocked_cat) that blocks category c: c is the entry, or one of
+// its subcategories (blocking IAB19 blocks IAB19-3), in any case.
+//
+// A request's bcat of 1,024 entries is checked against every
+// candidate's categories (engine/filter.go), so the loop is here, where
+// the test of an entry inlines: only an entry as long as c, or as one of
+// its parents (a '-' after it in c), can block c, and most entries fail
+// that test before any text is compared, in under a nanosecond
+// (BENCHMARKS.md §1; a call per entry doubled a decision with the
+// largest lists).
 func CategoryBlocker(block []string, c string) (string, bool) {
 	for _, b := range block {
 		if n := len(b); n > len(c) || n < len(c) && c[n] != '-' {
@@ -158,18 +153,11 @@ func CategoryBlocker(block []string, c string) (string, bool) {
 	return "", false
 }
 
-// DomainBlocks reports whether blocking domain b (a request's badv, a
-// house blocked_adomain) blocks advertiser domain d: d is b, or one of
-// its subdomains, in any case.
-func DomainBlocks(b, d string) bool {
-	_, ok := DomainBlocker([]string{b}, d)
-	return ok
-}
-
-// DomainBlocker returns the first entry of block that blocks domain d
-// (DomainBlocks), testing lengths first as CategoryBlocker does: only an
-// entry as long as d, or as one of its parents (a '.' before it in d),
-// can block d.
+// DomainBlocker returns the first entry of block (a request's badv, a
+// house blocked_adomain) that blocks advertiser domain d: d is the entry,
+// or one of its subdomains, in any case. As CategoryBlocker, it tests
+// lengths first: only an entry as long as d, or as one of its parents (a
+// '.' before it in d), can block d.
 func DomainBlocker(block []string, d string) (string, bool) {
 	for _, b := range block {
 		if n := len(b); n > len(d) || n < len(d) && d[len(d)-n-1] != '.' {
@@ -187,22 +175,19 @@ func DomainBlocker(block []string, d string) (string, bool) {
 // creative's own, else the campaign's) — as the engine compiles them and
 // [RuleSet.DeliveryWarnings] reports them, the one place that decides
 // it. It returns the index in adomain of the first domain that
-// h.BlockedAdomain blocks ([DomainBlocks]), with the entry blocking it,
+// h.BlockedAdomain blocks ([DomainBlocker]), with the entry blocking it,
 // or -1 and "": a blocked domain keeps the whole campaign from bidding.
 // Whatever the domains, it calls blocked(j, k, by) for each creative j
 // one of whose categories entry by of h.BlockedCat blocks
-// ([CategoryBlocks]), cats(j)[k] the first such: the creative never
+// ([CategoryBlocker]), cats(j)[k] the first such: the creative never
 // serves; every reports whether it did so for each of n > 0 creatives:
 // the campaign then never bids either.
 func (h *ContentRules) Blocks(adomain []string, n int, cats func(j int) []string, blocked func(j, k int, by string)) (dom int, domBy string, every bool) {
 	dom = -1
-domains:
 	for i, d := range adomain {
-		for _, b := range h.BlockedAdomain {
-			if DomainBlocks(b, d) {
-				dom, domBy = i, b
-				break domains
-			}
+		if b, ok := DomainBlocker(h.BlockedAdomain, d); ok {
+			dom, domBy = i, b
+			break
 		}
 	}
 	if len(h.BlockedCat) == 0 {
@@ -210,14 +195,11 @@ domains:
 	}
 	count := 0
 	for j := range n {
-	creative:
 		for k, c := range cats(j) {
-			for _, b := range h.BlockedCat {
-				if CategoryBlocks(b, c) {
-					blocked(j, k, b)
-					count++
-					break creative
-				}
+			if b, ok := CategoryBlocker(h.BlockedCat, c); ok {
+				blocked(j, k, b)
+				count++
+				break
 			}
 		}
 	}

@@ -86,7 +86,7 @@ campaigns:
 // blocked category (a subcategory too, the campaign's cat for a creative
 // without its own), never bids, and a creative with a blocked category
 // never serves: each is warned of at the domain or category, by the
-// engine's own test (CategoryBlocks, DomainBlocks). A paused campaign is
+// engine's own test (CategoryBlocker, DomainBlocker). A paused campaign is
 // not.
 func TestDeliveryWarningsHouseRules(t *testing.T) {
 	rs, err := Parse("t.yaml", []byte(`
