@@ -28,6 +28,8 @@ import (
 // exchange's is, so each bid it gets has reserved its price and counted
 // against the user's frequency caps; unless --keep, a loss notice for each
 // bid then releases both, and asking why spends nothing.
+const usageExplain = "explain [--all | --campaign ID] [--json] [--keep] REQUEST.json|-"
+
 func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -35,10 +37,7 @@ func runExplain(ctx context.Context, g *globals, e env, args []string) error {
 	campaign := fs.String("campaign", "", "list only this campaign id")
 	asJSON := fs.Bool("json", false, "print the raw bid response as JSON")
 	keep := fs.Bool("keep", false, "keep the bids, as an exchange's: their reservations and frequency counts stand until their notices come or they expire")
-	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: personactl explain [--all] [--campaign ID] [--json] [--keep] REQUEST.json|-")
-		fs.PrintDefaults()
-	}
+	setUsage(fs, usageExplain)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}

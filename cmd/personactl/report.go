@@ -18,15 +18,14 @@ import (
 // runReport is `personactl report [--campaign ID] [--json]`: every
 // campaign's spend, budgets, what remains and how it paces, from
 // personad.v1.Reports/Campaigns, largest spend today first.
+const usageReport = "report [--campaign ID] [--json]"
+
 func runReport(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	campaign := fs.String("campaign", "", "report only this campaign id")
 	asJSON := fs.Bool("json", false, "print the report as JSON (amounts in micro-units)")
-	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: personactl report [--campaign ID] [--json]")
-		fs.PrintDefaults()
-	}
+	setUsage(fs, usageReport)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}

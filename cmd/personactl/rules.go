@@ -19,10 +19,25 @@ import (
 	"github.com/personad/personad/rules"
 )
 
+// The usage lines of the rules subcommands, for their -h and the
+// group's.
+const (
+	usageValidate = "rules validate [--local] FILE|DIR|-"
+	usageApply    = "rules apply [--dry-run] FILE|DIR|-"
+	usageGet      = "rules get [--yaml]"
+)
+
+var rulesUsage = []string{usageValidate, usageApply, usageGet}
+
 // runRules is `personactl rules validate|apply|get`.
 func runRules(ctx context.Context, g *globals, e env, args []string) error {
 	if len(args) == 0 {
-		return usagef("rules: want validate FILE, apply [--dry-run] FILE or get [--yaml]")
+		groupUsage(e.stderr, "rules", rulesUsage)
+		return usagef("rules: want a subcommand: validate, apply or get")
+	}
+	if isHelp(args[0]) {
+		groupUsage(e.stderr, "rules", rulesUsage)
+		return flag.ErrHelp
 	}
 	switch args[0] {
 	case "validate":
@@ -73,6 +88,7 @@ func oneFile(name string, fs *flag.FlagSet, args []string) (string, error) {
 func rulesValidate(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("rules validate", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	setUsage(fs, usageValidate)
 	local := fs.Bool("local", false, "validate locally only, without asking the server")
 	path, err := oneFile("validate", fs, args)
 	if err != nil {
@@ -119,6 +135,7 @@ func rulesValidate(ctx context.Context, g *globals, e env, args []string) error 
 func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("rules apply", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	setUsage(fs, usageApply)
 	dryRun := fs.Bool("dry-run", false, "validate and print the diff against the active rules, without applying")
 	path, err := oneFile("apply", fs, args)
 	if err != nil {
@@ -165,6 +182,7 @@ func rulesApply(ctx context.Context, g *globals, e env, args []string) error {
 func rulesGet(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("rules get", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	setUsage(fs, usageGet)
 	asYAML := fs.Bool("yaml", false, "print the active rule set as a rules file")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}

@@ -47,8 +47,8 @@ func commands() []command {
 	return []command{
 		{"segments", "segments upload|list|lookup|delete ...", runSegments},
 		{"rules", "rules validate|apply|get ...", runRules},
-		{"explain", "explain REQUEST.json", runExplain},
-		{"report", "report", runReport},
+		{"explain", usageExplain, runExplain},
+		{"report", usageReport, runReport},
 	}
 }
 
@@ -59,6 +59,34 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// setUsage makes fs's -h (and a bad flag) print "usage: personactl
+// LINE", then the flags fs defines.
+func setUsage(fs *flag.FlagSet, line string) {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: personactl "+line)
+		fs.PrintDefaults()
+	}
+}
+
+// isHelp reports whether arg asks a command group (segments, rules) for
+// its help rather than naming a subcommand.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
+// groupUsage prints the usage of each subcommand of a group.
+func groupUsage(w io.Writer, group string, lines []string) {
+	fmt.Fprintln(w, "usage:")
+	for _, l := range lines {
+		fmt.Fprintln(w, "  personactl "+l)
+	}
+	fmt.Fprintf(w, "\nRun \"personactl %s SUBCOMMAND -h\" for its flags.\n", group)
+}
 
 func exitCode(err error) int {
 	var ue usageError
@@ -86,7 +114,7 @@ func run(ctx context.Context, args []string, e env) error {
 		for _, c := range commands() {
 			fmt.Fprintf(e.stderr, "  %s\n", c.usage)
 		}
-		fmt.Fprintln(e.stderr, "\nflags:")
+		fmt.Fprintln(e.stderr, "\nRun \"personactl COMMAND -h\" for a command's subcommands and flags.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -96,3 +96,61 @@ func TestAddrCheckedWhereUsed(t *testing.T) {
 		}
 	}
 }
+
+// Every command and subcommand answers -h with exit status 0 and a usage
+// line naming its arguments, as the README promises ("every command takes
+// -h"): `segments -h` and `rules -h` list their subcommands, and each
+// subcommand's -h starts "usage: personactl …" and lists its flags.
+func TestHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		want  []string // in stderr, in this order
+		flags []string // each also in stderr, as "-name"
+	}{
+		{[]string{"-h"}, []string{"usage: personactl [--addr HOST:PORT]", "  explain [--all | --campaign ID] [--json] [--keep] REQUEST.json|-", "  report [--campaign ID] [--json]", `Run "personactl COMMAND -h"`}, []string{"addr", "timeout"}},
+		{[]string{"segments", "-h"}, []string{"usage:\n", "  personactl segments upload --facet F --value V", "  personactl segments list [--facet F]\n", "  personactl segments lookup USER_ID", "  personactl segments delete --facet F --value V\n", `Run "personactl segments SUBCOMMAND -h" for its flags.`}, nil},
+		{[]string{"segments", "--help"}, []string{"  personactl segments upload"}, nil},
+		{[]string{"rules", "-h"}, []string{"usage:\n", "  personactl rules validate [--local] FILE|DIR|-\n", "  personactl rules apply [--dry-run] FILE|DIR|-\n", "  personactl rules get [--yaml]\n", `Run "personactl rules SUBCOMMAND -h" for its flags.`}, nil},
+		{[]string{"rules", "help"}, []string{"  personactl rules get [--yaml]\n"}, nil},
+		{[]string{"segments", "upload", "-h"}, []string{"usage: personactl segments upload --facet F --value V", "[--skip-invalid] [--header auto|yes|no] [--allow-empty] [--chunk-ids N] FILE|-\n"}, []string{"facet", "value", "replace", "mode", "key", "skip-invalid", "header", "allow-empty", "chunk-ids"}},
+		{[]string{"segments", "list", "-h"}, []string{"usage: personactl segments list [--facet F]\n"}, []string{"facet"}},
+		{[]string{"segments", "lookup", "-h"}, []string{"usage: personactl segments lookup USER_ID"}, nil},
+		{[]string{"segments", "delete", "-h"}, []string{"usage: personactl segments delete --facet F --value V\n"}, []string{"facet", "value"}},
+		{[]string{"rules", "validate", "-h"}, []string{"usage: personactl rules validate [--local] FILE|DIR|-\n"}, []string{"local"}},
+		{[]string{"rules", "apply", "-h"}, []string{"usage: personactl rules apply [--dry-run] FILE|DIR|-\n"}, []string{"dry-run"}},
+		{[]string{"rules", "get", "-h"}, []string{"usage: personactl rules get [--yaml]\n"}, []string{"yaml"}},
+		{[]string{"explain", "-h"}, []string{"usage: personactl explain [--all | --campaign ID] [--json] [--keep] REQUEST.json|-\n"}, []string{"all", "campaign", "json", "keep"}},
+		{[]string{"report", "-h"}, []string{"usage: personactl report [--campaign ID] [--json]\n"}, []string{"campaign", "json"}},
+	} {
+		// No server: help dials nothing.
+		out, errOut, code := ctl(t, "127.0.0.1:1", "", false, tc.args...)
+		name := strings.Join(tc.args, " ")
+		if code != 0 || out != "" {
+			t.Errorf("personactl %s: exit %d, stdout %q; want 0 and nothing (stderr %q)", name, code, out, errOut)
+		}
+		if !strings.HasPrefix(errOut, "usage:") {
+			t.Errorf("personactl %s: stderr begins %.40q, want usage:", name, errOut)
+		}
+		rest := errOut
+		for _, w := range tc.want {
+			i := strings.Index(rest, w)
+			if i < 0 {
+				t.Errorf("personactl %s: stderr lacks %q (in order):\n%s", name, w, errOut)
+				break
+			}
+			rest = rest[i+len(w):]
+		}
+		for _, f := range tc.flags {
+			if !strings.Contains(errOut, "  -"+f+" ") && !strings.Contains(errOut, "  -"+f+"\n") {
+				t.Errorf("personactl %s: stderr lacks flag -%s:\n%s", name, f, errOut)
+			}
+		}
+	}
+	// Without a subcommand, the group's usage and a usage error (exit 2).
+	for _, group := range []string{"segments", "rules"} {
+		_, errOut, code := ctl(t, "127.0.0.1:1", "", false, group)
+		if code != 2 || !strings.HasPrefix(errOut, "usage:\n  personactl "+group+" ") || !strings.Contains(errOut, "personactl: "+group+": want a subcommand") {
+			t.Errorf("personactl %s: exit %d, stderr %q; want 2, the usage and the error", group, code, errOut)
+		}
+	}
+}

@@ -24,10 +24,27 @@ import (
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
+// The usage lines of the segments subcommands, for their -h and the
+// group's.
+const (
+	usageUpload = "segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K]\n" +
+		"    [--skip-invalid] [--header auto|yes|no] [--allow-empty] [--chunk-ids N] FILE|-"
+	usageList   = "segments list [--facet F]"
+	usageLookup = "segments lookup USER_ID (after -- when it begins with -)"
+	usageDelete = "segments delete --facet F --value V"
+)
+
+var segmentsUsage = []string{usageUpload, usageList, usageLookup, usageDelete}
+
 // runSegments is `personactl segments upload|list|lookup|delete`.
 func runSegments(ctx context.Context, g *globals, e env, args []string) error {
 	if len(args) == 0 {
+		groupUsage(e.stderr, "segments", segmentsUsage)
 		return usagef("segments: want a subcommand: upload, list, lookup or delete")
+	}
+	if isHelp(args[0]) {
+		groupUsage(e.stderr, "segments", segmentsUsage)
+		return flag.ErrHelp
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -93,7 +110,7 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.BoolVar(&o.allowEmpty, "allow-empty", false, "send an upload without any id: a replace empties the segment, an add creates it empty (otherwise a replace is refused and an add or remove sends nothing: an empty or header-only FILE is more often a mistake)")
 	fs.IntVar(&o.chunkIDs, "chunk-ids", defaultChunkIDs, "ids per message (at most 65536)")
 	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: personactl segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-\n\n"+
+		fmt.Fprintln(e.stderr, "usage: personactl "+usageUpload+"\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
 			"first column is the id. A quoted field must end on its line: a line that leaves one open (a\n"+
 			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
@@ -1087,6 +1104,7 @@ func humanCount(v float64) string {
 func runList(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("segments list", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	setUsage(fs, usageList)
 	facet := fs.String("facet", "", "only the segments of this facet")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -1122,9 +1140,7 @@ func runList(ctx context.Context, g *globals, e env, args []string) error {
 func runLookup(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("segments lookup", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: personactl segments lookup USER_ID (after -- when it begins with -)")
-	}
+	setUsage(fs, usageLookup)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -1159,13 +1175,14 @@ func runLookup(ctx context.Context, g *globals, e env, args []string) error {
 func runDelete(ctx context.Context, g *globals, e env, args []string) error {
 	fs := flag.NewFlagSet("segments delete", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	setUsage(fs, usageDelete)
 	facet := fs.String("facet", "", "persona facet (required)")
 	value := fs.String("value", "", "facet value (required)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
 	if fs.NArg() != 0 || *facet == "" || *value == "" {
-		return usagef("usage: personactl segments delete --facet F --value V")
+		return usagef("usage: personactl %s", usageDelete)
 	}
 	if err := checkText("segments delete", "--facet", *facet, "--value", *value); err != nil {
 		return err
