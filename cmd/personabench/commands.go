@@ -48,9 +48,29 @@ type common struct {
 	tmax     int
 }
 
+// cmdUsage is each command's usage line, which its -h prints before its
+// flags.
+var cmdUsage = map[string]string{
+	"run":   "run [--addr HOST:PORT] (--rps R | --concurrency C) [--duration D] [--baseline] [--json] [--out FILE] [flags]",
+	"sweep": "sweep [--addr HOST:PORT] [--start R] [--step R] [--max R] [--p99-bound D] [--json] [--out FILE] [flags]",
+	"baseline": "baseline (--rps R | --concurrency C) [--compare [--target HOST:PORT]] [flags]\n" +
+		"       personabench baseline --serve-only [--addr HOST:PORT]",
+	"pace": "pace [--campaigns N] [--warmup-days N] [--json] [flags]",
+}
+
+// setUsage makes the -h of command name print its usage line, then its
+// flags.
+func setUsage(fs *flag.FlagSet, name string) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: personabench %s\n\nflags:\n", cmdUsage[name])
+		fs.PrintDefaults()
+	}
+}
+
 func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *common) *flag.FlagSet {
 	fs := flag.NewFlagSet("personabench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, name)
 	addr := getenv("PERSONABENCH_ADDR")
 	if addr == "" {
 		addr = defaultAddr

@@ -308,6 +308,25 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// Each command's -h begins with a usage line naming the command and its
+// main flags, then lists its flags.
+func TestCommandHelp(t *testing.T) {
+	for _, tc := range []struct{ cmd, want, flag string }{
+		{"run", "usage: personabench run [--addr HOST:PORT] (--rps R | --concurrency C) [--duration D]", "  -rps float"},
+		{"sweep", "usage: personabench sweep [--addr HOST:PORT] [--start R] [--step R] [--max R] [--p99-bound D]", "  -p99-bound duration"},
+		{"baseline", "usage: personabench baseline (--rps R | --concurrency C) [--compare [--target HOST:PORT]] [flags]\n       personabench baseline --serve-only [--addr HOST:PORT]\n", "  -serve-only"},
+		{"pace", "usage: personabench pace [--campaigns N] [--warmup-days N] [--json]", "  -campaigns int"},
+	} {
+		stdout, stderr, err := runCmd(t, tc.cmd, "-h")
+		if !errors.Is(err, flag.ErrHelp) || stdout != "" {
+			t.Errorf("%s -h: err %v, stdout %q; want flag.ErrHelp and nothing", tc.cmd, err, stdout)
+		}
+		if !strings.HasPrefix(stderr, tc.want) || !strings.Contains(stderr, "\nflags:\n") || !strings.Contains(stderr, tc.flag) {
+			t.Errorf("%s -h: stderr\n%s\nwant it to begin %q, then flags: with %q", tc.cmd, stderr, tc.want, tc.flag)
+		}
+	}
+}
+
 // The pacing simulator through the command: a small deterministic run, as
 // JSON, one report per day, money invariants held.
 func TestPaceCommand(t *testing.T) {

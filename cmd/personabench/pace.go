@@ -16,6 +16,7 @@ func cmdPace(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := pacesim.DefaultConfig()
 	fs := flag.NewFlagSet("personabench pace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, "pace")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "simulation seed (the same seed gives the same days)")
 	fs.IntVar(&cfg.Campaigns, "campaigns", cfg.Campaigns, "even-paced campaigns")
 	fs.IntVar(&cfg.WarmupDays, "warmup-days", cfg.WarmupDays, "days simulated before the measured one, for the controller to learn traffic profiles")
