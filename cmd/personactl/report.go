@@ -48,7 +48,10 @@ func runReport(ctx context.Context, g *globals, e env, args []string) error {
 		return err
 	}
 	if *campaign != "" && len(resp.Campaigns) == 0 {
-		return fmt.Errorf("report: campaign %q: the ledger has no spend for it", *campaign)
+		// The ledger holds every campaign of the live rules, spent or
+		// not, and those it recorded spend for: this is a typo, or a
+		// campaign long gone.
+		return fmt.Errorf("report: no campaign %q in the live rules or the ledger (personactl report lists them all)", *campaign)
 	}
 	return printReport(e.stdout, resp)
 }

@@ -140,9 +140,15 @@ func TestReport(t *testing.T) {
 		t.Errorf("report --json:\n%s", out.String())
 	}
 
+	// An id neither the rules nor the ledger know is a typo, not a
+	// campaign without spend (unbudgeted above has none and is listed).
 	err := run(context.Background(), []string{"--addr", addr, "report", "--campaign", "nope"}, e)
-	if exitCode(err) != 1 || !strings.Contains(err.Error(), `campaign "nope"`) {
-		t.Errorf("unknown campaign: %v, exit %d", err, exitCode(err))
+	if want := `report: no campaign "nope" in the live rules or the ledger (personactl report lists them all)`; exitCode(err) != 1 || err.Error() != want {
+		t.Errorf("unknown campaign: %v, exit %d; want %q, exit 1", err, exitCode(err), want)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--addr", addr, "report", "--campaign", "unbudgeted"}, e); err != nil || !strings.Contains(out.String(), "unbudgeted") {
+		t.Errorf("report --campaign unbudgeted (no spend): %v\n%s", err, out.String())
 	}
 	if err := run(context.Background(), []string{"--addr", addr, "report", "extra"}, e); exitCode(err) != 2 {
 		t.Errorf("extra argument: %v, exit %d; want usage error", err, exitCode(err))
