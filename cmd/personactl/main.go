@@ -4,13 +4,14 @@
 //
 //	personactl [--addr HOST:PORT] [--timeout D] COMMAND [ARGS]
 //
-//	segments upload --facet F --value V [--replace] FILE|-
-//	segments list | lookup USER_ID | delete --facet F --value V
-//	rules validate FILE | apply [--dry-run] FILE | get
-//	explain REQUEST.json
-//	report
+//	segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-
+//	segments list [--facet F] | lookup USER_ID | delete --facet F --value V
+//	rules validate [--local] FILE|DIR|- | apply [--dry-run] FILE|DIR|- | get [--yaml]
+//	explain [--all | --campaign ID] [--json] [--keep] REQUEST.json|-
+//	report [--campaign ID] [--json]
 //
-// --addr defaults to 127.0.0.1:9090 (env PERSONACTL_ADDR). Exit status: 0 on
+// Every command takes -h; `personactl segments -h` and `personactl rules
+// -h` list their subcommands. --addr defaults to 127.0.0.1:9090 (env PERSONACTL_ADDR). Exit status: 0 on
 // success, 1 when the server rejects the request or cannot be reached, 2 for
 // bad usage.
 package main
