@@ -232,16 +232,22 @@ func jsonSyntaxError(data []byte, err error) (line, col int, msg string, ok bool
 	if len(trimmed) == 0 || (trimmed[0] != '{' && trimmed[0] != '[') {
 		return 0, 0, "", false
 	}
+	// A byte order mark, which yaml.v3 reads as none (and editors do not
+	// show), is no fault of JSON's either, nor a column.
+	bom := 0
+	if bytes.HasPrefix(data, []byte("\ufeff")) {
+		bom = len("\ufeff")
+	}
 	var serr *json.SyntaxError
-	if jerr := json.Unmarshal(blankTrailingCommas(data), new(json.RawMessage)); !errors.As(jerr, &serr) {
+	if jerr := json.Unmarshal(blankTrailingCommas(data[bom:]), new(json.RawMessage)); !errors.As(jerr, &serr) {
 		return 0, 0, "", false
 	}
-	if serr.Offset >= int64(len(data)) {
+	if serr.Offset >= int64(len(data)-bom) {
 		return 0, 0, "", false // unexpected end of JSON input
 	}
 	// Offset is the bytes read, the faulty one included.
-	at := max(int(serr.Offset)-1, 0)
-	start := bytes.LastIndexByte(data[:at], '\n') + 1
+	at := bom + max(int(serr.Offset)-1, 0)
+	start := max(bytes.LastIndexByte(data[:at], '\n')+1, bom)
 	line = 1 + bytes.Count(data[:start], []byte("\n"))
 	col = 1 + utf8.RuneCount(data[start:at])
 	rest, found := strings.CutPrefix(err.Error(), "yaml: line ")

@@ -350,6 +350,12 @@ func TestParseJSONSyntaxErrors(t *testing.T) {
 			"rules: t.json: json: line 9, column 20: invalid character ',' looking for beginning of object key string"},
 		{"multi-byte characters", head + "      \"advertiser\": \"Überall\" \"x\"\n    }\n  ]\n}\n",
 			`rules: t.json: json: line 5, column 31: invalid character '"' after object key:value pair (a comma missing before it?)`},
+		// A byte order mark, which yaml.v3 reads as none, is not the
+		// fault, nor counted in the column.
+		{"byte order mark", "\ufeff" + `{"campaigns": [{"id": "a" "bid_cpm": 2}]}`,
+			`rules: t.json: json: line 1, column 27: invalid character '"' after object key:value pair (a comma missing before it?)`},
+		{"byte order mark, lines", "\ufeff" + head + "      \"bid_cpm\": 2\n      \"creatives\": []\n    }\n  ]\n}\n",
+			`rules: t.json: json: line 6, column 7: invalid character '"' after object key:value pair (a comma missing before it?)`},
 		// A collection left open: JSON can only name the end of the
 		// file; yaml.v3's line stands.
 		{"unclosed", head + "      \"bid_cpm\": 2\n    }\n  ]\n",
