@@ -360,9 +360,6 @@ func TestRunDataDirInUse(t *testing.T) {
 	}
 }
 
-// TestRunStopsAtOnce: a stop that comes as soon as personad prints its
-// addresses (a SIGTERM right after start) is a clean stop, even when it
-// comes before the gRPC server's Serve has begun.
 // With --drain-delay, a stop first turns /healthz to 503 and goes on
 // answering bid requests for the delay, so that a load balancer still
 // routing to the node for a moment gets answers, not refused
@@ -413,6 +410,9 @@ func TestRunDrainDelay(t *testing.T) {
 	}
 }
 
+// TestRunStopsAtOnce: a stop that comes as soon as personad prints its
+// addresses (a SIGTERM right after start) is a clean stop, even when it
+// comes before the gRPC server's Serve has begun.
 func TestRunStopsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 10 {
