@@ -133,3 +133,42 @@ func TestFrequencyScriptRedisDown(t *testing.T) {
 		t.Errorf("frequency-across-nodes.sh with Redis down: %v\n%s\nwant exit 1, Redis does not answer", err, out)
 	}
 }
+
+// upload-under-load.sh runs each round's loaded window in the
+// background; a personabench that failed there (status 1: not a broken
+// bound) must end the script, also with TRACE, whose trace download is
+// waited for beside it: `wait A B` has the status of B alone. Fake
+// personad, personactl, personabench and curl make a round take a
+// moment.
+func TestUploadUnderLoadBackgroundFailure(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	bin, fake := t.TempDir(), t.TempDir()
+	write := func(path, script string) {
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(bin, "personad"), "exec sleep 60\n")
+	write(filepath.Join(bin, "personactl"), "exit 0\n")
+	// personabench run … --out FILE: the upload window fails.
+	write(filepath.Join(bin, "personabench"), `out=
+while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+case "$out" in */upload-*) echo "personabench: failed" >&2; exit 1 ;; esac
+echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
+`)
+	write(filepath.Join(fake, "curl"), "sleep 0.2\nexit 0\n")
+	for _, trace := range []string{"", "1"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := exec.CommandContext(ctx, "bash", "bench/upload-under-load.sh")
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"),
+			"BIN="+bin, "RESULTS="+t.TempDir(), "ROUNDS=1", "UPLOAD_IDS=10", "DURATION=1s", "BASE_PORT=1", "TRACE="+trace)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("upload-under-load.sh with TRACE=%q and its loaded window failing: %v\n%s\nwant exit 1", trace, err, out)
+		}
+	}
+}

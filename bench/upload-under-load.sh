@@ -117,7 +117,10 @@ for r in $(seq 1 "$ROUNDS"); do
 	fi
 	nice -n "$UPLOAD_NICE" "$BIN/personactl" --addr "$upload_addr" segments upload --facet industry --value "upload_$r" "$ids" \
 		>"$RESULTS/personactl-$r.txt" 2>&1
-	wait "$load" "${tracing[@]}"
+	# One wait each: `wait A B` has B's status alone, and a window that
+	# failed (bench_status) must end the script.
+	wait "$load"
+	for pid in "${tracing[@]}"; do wait "$pid"; done
 	rm -f "$ids"
 
 	s="$RESULTS/steady-$r.json" u="$RESULTS/upload-$r.json"
