@@ -251,8 +251,10 @@ func TestSweepWithoutKnee(t *testing.T) {
 	}
 }
 
-// The bound is loose on purpose: this checks the command, not the machine
-// (a shared 2-core machine under load has shown p99 near 1 s at 200 rps).
+// The bounds are loose on purpose: this checks the command, not the
+// machine (a shared 2-core machine under load has shown p99 near 1 s at
+// 200 rps, and under the race detector achieved 93/s of 100/s, below
+// --min-achieved's default 95%: dc9c14f).
 func TestSweepCommand(t *testing.T) {
 	srv, err := bench.StartServer("127.0.0.1:0", nbrBidder{})
 	if err != nil {
@@ -260,7 +262,7 @@ func TestSweepCommand(t *testing.T) {
 	}
 	defer srv.Close()
 	out, errOut, err := runCmd(t, "sweep", "--addr", srv.Addr(), "--start", "100", "--step", "100", "--max", "200",
-		"--duration", "300ms", "--warmup", "0s", "--pool", "100", "--p99-bound", "5s", "--json", "--server-pid", "-1", "--timeout", "10s")
+		"--duration", "300ms", "--warmup", "0s", "--pool", "100", "--p99-bound", "5s", "--min-achieved", "0", "--json", "--server-pid", "-1", "--timeout", "10s")
 	if err != nil {
 		t.Fatalf("sweep: %v\nstderr: %s", err, errOut)
 	}
