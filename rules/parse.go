@@ -93,8 +93,15 @@ func parse(name string, data []byte, cache *entryCache) (*RuleSet, error) {
 // the campaign entries are parsed one by one, and the first that fails
 // alone is named, with the line its own error gives, counted in the file.
 func syntaxError(name string, data []byte, err error) error {
-	if line, col, msg, ok := jsonSyntaxError(data, err); ok {
-		return fmt.Errorf("rules: %s: json: line %d, column %d: %s", name, line, col, msg)
+	// Only a file named .json is taken as meant to be JSON: a YAML file
+	// may be written in flow style, whose single quotes, comments and
+	// plain scalars encoding/json would name as the fault instead of the
+	// one yaml.v3 failed on. In a .json file they are not JSON either,
+	// and naming the first of them is right.
+	if strings.EqualFold(filepath.Ext(name), ".json") {
+		if line, col, msg, ok := jsonSyntaxError(data, err); ok {
+			return fmt.Errorf("rules: %s: json: line %d, column %d: %s", name, line, col, msg)
+		}
 	}
 	// whole is the error for the whole document, when no campaign entry
 	// can be named.

@@ -402,6 +402,24 @@ func TestParseJSONSyntaxErrors(t *testing.T) {
 	}
 }
 
+// TestParseJSONSyntaxErrorsOnlyInJSONFiles: a YAML file written in flow
+// style, with what YAML takes and JSON does not (a comment, single
+// quotes) before its fault, keeps yaml.v3's message: encoding/json would
+// name the comment. A .json file with the same is told that its comment
+// is not JSON (the first of its faults as JSON).
+func TestParseJSONSyntaxErrorsOnlyInJSONFiles(t *testing.T) {
+	const doc = "{\n  \"campaigns\": [\n    {\n      # the CMO campaign\n      \"id\": 'a',\n      \"bid_cpm\": 2\n      \"creatives\": []\n    }\n  ]\n}\n"
+	for name, want := range map[string]string{
+		"t.yaml": "rules: t.yaml: yaml: line 2: did not find expected ',' or '}'",
+		"t.YML":  "rules: t.YML: yaml: line 2: did not find expected ',' or '}'",
+		"t.JSON": "rules: t.JSON: json: line 4, column 7: invalid character '#' looking for beginning of object key string",
+	} {
+		if _, err := Parse(name, []byte(doc)); err == nil || err.Error() != want {
+			t.Errorf("Parse(%s) = %v,\nwant %s", name, err, want)
+		}
+	}
+}
+
 // TestParseJSONTrailingComma: a .json rules file is read as YAML, whose
 // flow style takes a trailing comma; that it does is kept (files that
 // were served keep being served).
