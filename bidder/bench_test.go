@@ -201,8 +201,19 @@ func TestBidAllocs(t *testing.T) {
 }
 
 // BenchmarkBidHTTP is BenchmarkBid over the OpenRTB JSON wire's handler
-// (JSON in and out, no socket).
+// (JSON in and out, no socket), its answer not compressed (no
+// Accept-Encoding).
 func BenchmarkBidHTTP(b *testing.B) {
+	benchBidHTTP(b, "")
+}
+
+// BenchmarkBidHTTPGzip is BenchmarkBidHTTP for an exchange that sends
+// Accept-Encoding: gzip: its answer (~850 bytes) is compressed.
+func BenchmarkBidHTTPGzip(b *testing.B) {
+	benchBidHTTP(b, "gzip")
+}
+
+func benchBidHTTP(b *testing.B, acceptEncoding string) {
 	srv := benchServer(b)
 	body, err := protojson.Marshal(benchRequest())
 	if err != nil {
@@ -212,6 +223,9 @@ func BenchmarkBidHTTP(b *testing.B) {
 	rd := bytes.NewReader(body)
 	req := httptest.NewRequest(http.MethodPost, PathBid, rd)
 	req.Header.Set("Content-Type", "application/json")
+	if acceptEncoding != "" {
+		req.Header.Set("Accept-Encoding", acceptEncoding)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		rd.Reset(body)
@@ -219,6 +233,9 @@ func BenchmarkBidHTTP(b *testing.B) {
 		h.ServeHTTP(w, req)
 		if w.Code != http.StatusOK {
 			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		if got := w.Header().Get("Content-Encoding"); (got == "gzip") != (acceptEncoding == "gzip") {
+			b.Fatalf("Accept-Encoding %q: Content-Encoding %q", acceptEncoding, got)
 		}
 	}
 }

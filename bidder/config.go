@@ -49,6 +49,14 @@ type Config struct {
 	// URLs start with it. Required with Ledger.
 	NoticeURL string
 
+	// HTTPGzip compresses the answers of the OpenRTB JSON wire with gzip
+	// when the request's Accept-Encoding accepts it (OpenRTB 2.6 §2.4):
+	// a 200 answer of at least 256 bytes (a bid, or ext.debug), with
+	// Content-Encoding: gzip and, on every 200 answer, Vary:
+	// Accept-Encoding. A 204 no-bid has no body; error answers (about
+	// 100 bytes of JSON) are never compressed. Default true.
+	HTTPGzip bool
+
 	// Limits bound what a request may carry.
 	Limits Limits
 
@@ -112,6 +120,7 @@ func DefaultConfig() Config {
 		NetworkMargin: 10 * time.Millisecond,
 		MaxBudget:     50 * time.Millisecond,
 		Seat:          "personad",
+		HTTPGzip:      true,
 		Limits: Limits{
 			MaxImps:       16,
 			MaxFormats:    32,

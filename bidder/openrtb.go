@@ -62,6 +62,14 @@ var (
 //	                    non-JSON Content-Type or a Content-Encoding
 //	                    other than gzip or identity. Every answer, an
 //	                    error too, carries X-Openrtb-Version: 2.6.
+//	                    With Config.HTTPGzip (the default), a 200 answer
+//	                    carries Vary: Accept-Encoding and, when the
+//	                    request's Accept-Encoding accepts gzip (q-values
+//	                    read: "gzip;q=0" refuses, "*" accepts) and the
+//	                    answer has 256 bytes or more, is gzip with
+//	                    Content-Encoding: gzip (OpenRTB 2.6 §2.4); a
+//	                    204 has no body, and error answers (about 100
+//	                    bytes) are never compressed.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
 //	GET  /notice/win?t=TOKEN[&price=P]
 //	GET  /notice/bill?t=TOKEN&price=P
@@ -157,6 +165,15 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 		*buf = *bytes.NewBuffer(out[:0])
 	}
 	h.Set("Content-Type", "application/json")
+	if s.cfg.HTTPGzip {
+		// The answer depends on Accept-Encoding whichever it is.
+		h["Vary"] = headerAcceptEncoding
+		if len(out) >= gzipMinSize && acceptsGzip(r.Header["Accept-Encoding"]) {
+			h["Content-Encoding"] = headerGzip
+			writeGzip(w, out) // an error is the client's connection: nothing to answer
+			return
+		}
+	}
 	w.Write(out)
 }
 
