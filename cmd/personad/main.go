@@ -3,7 +3,8 @@
 // (personad.v1.Bidder; planners' personad.v1.Segments, Rules, Reports;
 // exchanges' personad.v1.Notices; grpc.health.v1; reflection) and on HTTP
 // (OpenRTB JSON at /openrtb2/bid, notices at /notice/{win,bill,loss},
-// /healthz, /metrics).
+// /healthz, /metrics). A bid answer on HTTP is gzip-compressed for an
+// exchange whose Accept-Encoding accepts gzip unless --http-gzip=false.
 //
 // Money: every bid reserves its price in the spend ledger (--ledger: by
 // default the embedded durable ledger in <data-dir>/ledger; with

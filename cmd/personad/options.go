@@ -35,6 +35,7 @@ type options struct {
 	maxBudget       time.Duration
 	shutdownTimeout time.Duration
 	drainDelay      time.Duration
+	httpGzip        bool
 
 	ledger        string         // "" (<dataDir>/ledger), a directory, or redis://host:port[/db]
 	redisFreqWait time.Duration  // with a Redis ledger: redisledger.Options.FetchWait
@@ -72,6 +73,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (*
 	fs.DurationVar(&o.uploadIdle, "segments-upload-idle-timeout", sdef.UploadIdleTimeout, "end a segment upload when its client's next message has not arrived after this long (nothing is applied; 0 never ends one)")
 	fs.DurationVar(&o.networkMargin, "network-margin", bdef.NetworkMargin, "subtracted from a request's tmax for the network round trip")
 	fs.DurationVar(&o.maxBudget, "max-budget", bdef.MaxBudget, "the most time one decision may take, whatever tmax says")
+	fs.BoolVar(&o.httpGzip, "http-gzip", bdef.HTTPGzip, "compress /openrtb2/bid answers of 256 bytes or more with gzip when the request's Accept-Encoding accepts it (OpenRTB 2.6 §2.4); false always answers uncompressed")
 	fs.StringVar(&o.ledger, "ledger", "", "spend ledger: a `directory` for the embedded durable ledger (default <data-dir>/ledger), or redis://host:port[/db] to share budgets and frequency caps with other nodes through Redis (the embedded ledger in <data-dir>/ledger then holds this node's leases)")
 	rdef := redisledger.DefaultOptions()
 	fs.DurationVar(&o.redisFreqWait, "redis-frequency-wait", rdef.FetchWait, fmt.Sprintf("with a Redis --ledger, how long a bid request may wait, before its decision, for Redis's counts of the user's impressions of the frequency-capped campaigns the request could bid on, read when this node has none from the last %v (at most half the request's time budget; the decision itself never waits); past it a user the node does not know is capped, another is judged by the count it has, and no request reads for a second (0: never read before deciding; unknown users are capped until read in the background)", rdef.Refresh))

@@ -27,6 +27,7 @@ func defaults() options {
 		rules: filepath.Join("data", "rules"), logLevel: zapcore.InfoLevel, personaCache: 1 << 20,
 		networkMargin: 10 * time.Millisecond, maxBudget: 50 * time.Millisecond, shutdownTimeout: 10 * time.Second,
 		budgetTZ: time.UTC, uploadIdle: 2 * time.Minute, redisFreqWait: 5 * time.Millisecond, maxSegments: 100_000,
+		httpGzip: true,
 	}
 }
 
@@ -42,9 +43,9 @@ func TestParseOptions(t *testing.T) {
 			"--grpc-addr", "127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir", "/srv/pd", "--demo",
 			"--log-level", "debug", "--persona-cache", "0", "--network-margin", "5ms", "--max-budget", "20ms",
 			"--shutdown-timeout", "1s", "--segments-reserve-users", "40000000", "--segments-upload-idle-timeout", "0",
-			"--segments-max", "500", "--drain-delay", "5s",
+			"--segments-max", "500", "--drain-delay", "5s", "--http-gzip=false",
 		}, env(), func(o *options) {
-			o.reserveUsers, o.uploadIdle, o.maxSegments, o.drainDelay = 40_000_000, 0, 500, 5*time.Second
+			o.reserveUsers, o.uploadIdle, o.maxSegments, o.drainDelay, o.httpGzip = 40_000_000, 0, 500, 5*time.Second, false
 			o.grpcAddr, o.httpAddr, o.dataDir, o.rules, o.demo = "127.0.0.1:0", "127.0.0.1:0", "/srv/pd", "/srv/pd/rules", true
 			o.logLevel, o.personaCache, o.networkMargin, o.maxBudget, o.shutdownTimeout = zapcore.DebugLevel, 0, 5*time.Millisecond, 20*time.Millisecond, time.Second
 		}},
@@ -52,7 +53,9 @@ func TestParseOptions(t *testing.T) {
 		{"environment", nil, env(
 			"PERSONAD_GRPC_ADDR", "0.0.0.0:1", "PERSONAD_DATA_DIR", "/d", "PERSONAD_DEMO", "true",
 			"PERSONAD_MAX_BUDGET", "30ms", "PERSONAD_LOG_LEVEL", "warn", "PERSONAD_PERSONA_CACHE", "42",
+			"PERSONAD_HTTP_GZIP", "false",
 		), func(o *options) {
+			o.httpGzip = false
 			o.grpcAddr, o.dataDir, o.rules, o.demo, o.maxBudget, o.logLevel, o.personaCache = "0.0.0.0:1", "/d", "/d/rules", true, 30*time.Millisecond, zapcore.WarnLevel, 42
 		}},
 		{"flag wins over environment", []string{"--grpc-addr", "127.0.0.1:7"}, env("PERSONAD_GRPC_ADDR", "0.0.0.0:1", "PERSONAD_HTTP_ADDR", "127.0.0.1:8"),
@@ -101,6 +104,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"positional", []string{"serve"}, env(), `unexpected argument "serve"`},
 		{"bad env", nil, env("PERSONAD_PERSONA_CACHE", "lots"), `invalid value "lots" for PERSONAD_PERSONA_CACHE`},
 		{"bad env bool", nil, env("PERSONAD_DEMO", "perhaps"), `invalid value "perhaps" for PERSONAD_DEMO`},
+		{"bad gzip bool", nil, env("PERSONAD_HTTP_GZIP", "sometimes"), `invalid value "sometimes" for PERSONAD_HTTP_GZIP`},
 		{"negative cache", []string{"--persona-cache", "-1"}, env(), "--persona-cache -1 must be >= 0"},
 		// 48 TB of counters: the runtime's fatal "out of memory" at start.
 		{"huge cache", []string{"--persona-cache", "1000000000000"}, env(), "--persona-cache 1000000000000 exceeds the limit of 4294967294"},

@@ -261,6 +261,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	bcfg.Metrics = reg
 	bcfg.NetworkMargin = o.networkMargin
 	bcfg.MaxBudget = o.maxBudget
+	bcfg.HTTPGzip = o.httpGzip
 	srv, err := bidder.New(bcfg)
 	if err != nil {
 		gl.Close()

@@ -517,3 +517,41 @@ func TestRunStoppedWhileLoading(t *testing.T) {
 		})
 	}
 }
+
+// TestRunHTTPGzip: a bid answer is gzip for an exchange that accepts it,
+// unless --http-gzip=false.
+func TestRunHTTPGzip(t *testing.T) {
+	body := `{"id":"gz","imp":[{"id":"1","banner":{"w":300,"h":250}}],"site":{"domain":"example.com"},` +
+		`"user":{"id":"u1","data":[{"segment":[{"id":"title:cmo"}]}]}}`
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{{nil, "gzip"}, {[]string{"--http-gzip=false"}, ""}} {
+		t.Run(fmt.Sprint(tc.flags), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			_, httpAddr, done := startRun(ctx, t, append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+				"--data-dir", t.TempDir(), "--rules", "testdata/rules.yaml"}, tc.flags...), &syncBuffer{})
+			req, err := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/openrtb2/bid", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept-Encoding", "gzip")
+			c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			c.CloseIdleConnections()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != tc.want {
+				t.Errorf("status %d, Content-Encoding %q; want 200, %q", resp.StatusCode, resp.Header.Get("Content-Encoding"), tc.want)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("run: %v", err)
+			}
+		})
+	}
+}
