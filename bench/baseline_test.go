@@ -19,7 +19,7 @@ func TestBaselineEchoesID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := tg.client(0).Bid(ctx, &personadpb.BidRequest{Id: "req-42"})
+	resp, err := tg.bid(ctx, 0, &personadpb.BidRequest{Id: "req-42"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func RunClosed(ctx context.Context, t *Target, reqs []*personadpb.BidRequest, cf
 				}
 				lv.sent.Add(1)
 				cctx, cancel := context.WithTimeout(callCtx, cfg.Timeout)
-				resp, err := t.client(i).Bid(cctx, reqs[i%uint64(len(reqs))])
+				resp, err := t.bid(cctx, i, reqs[i%uint64(len(reqs))])
 				cancel()
 				now := time.Now()
 				lv.done.Add(1)

@@ -1,6 +1,7 @@
 // Package bench is personabench's load-test harness: a seeded generator of
 // realistic persona bid requests and the drivers that fire them at a
-// personad.v1.Bidder server and report what an exchange would see.
+// personad.v1.Bidder server, over gRPC or OpenRTB JSON over HTTP, and
+// report what an exchange would see.
 //
 // # Workload
 //
@@ -11,6 +12,18 @@
 // app.ext.channel, or a domain/bundle that the rules' channel map resolves),
 // banner sizes, floors, bcat/badv blocks, request-carried segments and tmax.
 // [Workload.Pool] pre-builds the requests so generation is never measured.
+//
+// # Wires
+//
+// A [Target] sends over gRPC ([Dial]: personad.v1.Bidder/Bid on a pool of
+// connections used round robin) or over personad's OpenRTB HTTP wire
+// ([DialHTTP]: each request of the pool encoded once, before the run, as
+// protojson and posted to POST /openrtb2/bid over keep-alive HTTP/1.1,
+// idle connections kept for every request in flight, optionally with
+// Accept-Encoding: gzip and the answers decoded). Outcomes count alike: a
+// 200's BidResponse, a 204's nbr from its X-Personad-Nbr header; an error
+// answer counts by its status ("HTTP 400"), a timeout as DeadlineExceeded
+// (its latency in the tail) and a failed connection as Unavailable.
 //
 // # Drivers
 //
@@ -43,6 +56,6 @@
 // a shared HdrHistogram (1 µs to 60 s, 3 significant figures) under a mutex
 // once per batch or every 250 ms, so there is no lock per request.
 // [Report] carries p50/p90/p99/p99.9/max, achieved rate, errors by gRPC
-// code, no-bids by nbr, bids, and — for a local server — its CPU seconds per
+// code (or HTTP status), no-bids by nbr, bids, and — for a local server — its CPU seconds per
 // request read from /proc/<pid>/stat.
 package bench

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,7 @@ type tally struct {
 	nobid int64
 	late  int64 // sent more than lateAfter after their due time
 	codes [numCodes]int64
+	http  map[int]int64 // failed HTTP answers by status (HTTPStatusError)
 	nbr   map[int32]int64
 	// lastSent is when the latest request was actually sent (open loop).
 	lastSent time.Time
@@ -83,6 +85,12 @@ func (t *tally) add(o *tally) {
 	}
 	for i, c := range o.codes {
 		t.codes[i] += c
+	}
+	for k, v := range o.http {
+		if t.http == nil {
+			t.http = make(map[int]int64)
+		}
+		t.http[k] += v
 	}
 	for k, v := range o.nbr {
 		if t.nbr == nil {
@@ -126,12 +134,25 @@ func (c *collector) shard() *shard {
 func (s *shard) record(now time.Time, latency, lag time.Duration, resp *personadpb.BidResponse, err error) {
 	s.t.n++
 	code := codes.OK
-	if err != nil {
+	var he *HTTPStatusError
+	switch {
+	case err == nil:
+	case errors.As(err, &he):
+		// An HTTP error answer is counted by its status, not as a gRPC
+		// code; like a gRPC refusal, its latency is not recorded.
+		code = codes.Unknown
+		if s.t.http == nil {
+			s.t.http = make(map[int]int64)
+		}
+		s.t.http[he.Status]++
+	default:
 		code = status.Code(err)
 	}
-	if int(code) < numCodes {
+	switch {
+	case he != nil: // counted above
+	case int(code) < numCodes:
 		s.t.codes[code]++
-	} else {
+	default:
 		s.t.codes[codes.Unknown]++
 	}
 	if code == codes.OK {
@@ -187,7 +208,8 @@ func (s *shard) flush(now time.Time) {
 	c.mu.Unlock()
 	s.lat = s.lat[:0]
 	s.lag = s.lag[:0]
-	nbr := s.t.nbr
+	nbr, hs := s.t.nbr, s.t.http
 	clear(nbr)
-	s.t = tally{nbr: nbr}
+	clear(hs)
+	s.t = tally{nbr: nbr, http: hs}
 }

@@ -20,6 +20,9 @@ type Report struct {
 	Mode  string `json:"mode"`
 	Label string `json:"label,omitempty"`
 	Addr  string `json:"addr"`
+	// Wire is how the requests went: "grpc", or OpenRTB JSON over
+	// HTTP/1.1, "http" or "http+gzip" (Accept-Encoding: gzip).
+	Wire  string `json:"wire"`
 	Conns int    `json:"conns"`
 	// Rate is the intended rate (open loop), Concurrency the workers
 	// (closed loop).
@@ -52,7 +55,9 @@ type Report struct {
 	Latency Latency  `json:"latency_us"`
 	SendLag *Latency `json:"send_lag_us,omitempty"`
 
-	// Errors counts failed calls by gRPC code name.
+	// Errors counts failed calls by gRPC code name; over HTTP, error
+	// answers by status ("HTTP 400"), a connection that failed as
+	// Unavailable and a timeout as DeadlineExceeded.
 	Errors map[string]int64 `json:"errors"`
 	// Bids is the number of bids; NoBids counts no-bid answers by nbr.
 	Bids   int64            `json:"bids"`
@@ -160,6 +165,7 @@ func newReport(mode string, t *Target, o Options, c *collector, elapsed time.Dur
 	r := &Report{
 		Mode:      mode,
 		Addr:      t.Addr(),
+		Wire:      t.Wire(),
 		Conns:     t.Conns(),
 		DurationS: o.Duration.Seconds(),
 		WarmupS:   o.Warmup.Seconds(),
@@ -177,6 +183,9 @@ func newReport(mode string, t *Target, o Options, c *collector, elapsed time.Dur
 		if code != int(codes.OK) && n > 0 {
 			r.Errors[codes.Code(code).String()] = n
 		}
+	}
+	for st, n := range c.http {
+		r.Errors[fmt.Sprintf("HTTP %d", st)] = n
 	}
 	for nbr, n := range c.nbr {
 		r.NoBids[strconv.Itoa(int(nbr))] = n
@@ -259,13 +268,20 @@ func (r *Report) WriteText(w io.Writer) error {
 	if label == "" {
 		label = "target"
 	}
+	conns := fmt.Sprintf("%d conns", r.Conns)
+	switch r.Wire {
+	case WireHTTP:
+		conns = fmt.Sprintf("OpenRTB JSON over HTTP/1.1, %d conns opened", r.Conns)
+	case WireHTTPGzip:
+		conns = fmt.Sprintf("OpenRTB JSON over HTTP/1.1 with Accept-Encoding: gzip, %d conns opened", r.Conns)
+	}
 	switch r.Mode {
 	case "open":
-		fmt.Fprintf(w, "%s %s: open loop %.0f rps for %gs after %gs warm-up, %d conns, max in flight %d (peak %d)\n",
-			label, r.Addr, r.Rate, r.DurationS, r.WarmupS, r.Conns, r.MaxInFlight, r.Workers)
+		fmt.Fprintf(w, "%s %s: open loop %.0f rps for %gs after %gs warm-up, %s, max in flight %d (peak %d)\n",
+			label, r.Addr, r.Rate, r.DurationS, r.WarmupS, conns, r.MaxInFlight, r.Workers)
 	default:
-		fmt.Fprintf(w, "%s %s: closed loop, concurrency %d for %gs after %gs warm-up, %d conns\n",
-			label, r.Addr, r.Concurrency, r.DurationS, r.WarmupS, r.Conns)
+		fmt.Fprintf(w, "%s %s: closed loop, concurrency %d for %gs after %gs warm-up, %s\n",
+			label, r.Addr, r.Concurrency, r.DurationS, r.WarmupS, conns)
 	}
 	if wl := r.Workload; wl != nil {
 		fmt.Fprintf(tw, "workload\tseed %d, %d users (zipf %g, %g unknown), pool of %d requests\n",

@@ -78,7 +78,7 @@ func RunOpen(ctx context.Context, t *Target, reqs []*personadpb.BidRequest, cfg 
 			sent := time.Now()
 			lv.sent.Add(1)
 			cctx, cancel := context.WithTimeout(callCtx, cfg.Timeout)
-			resp, err := t.client(j.i).Bid(cctx, req)
+			resp, err := t.bid(cctx, j.i, req)
 			cancel()
 			now := time.Now()
 			lv.done.Add(1)

@@ -13,11 +13,13 @@ import (
 )
 
 // Target is a pool of gRPC client connections to one Bidder server, used
-// round robin by request index. It is safe for concurrent use.
+// round robin by request index ([Dial]), or an HTTP client posting
+// OpenRTB JSON to one ([DialHTTP]). It is safe for concurrent use.
 type Target struct {
 	addr    string
 	conns   []*grpc.ClientConn
 	clients []personadpb.BidderClient
+	http    *httpWire
 }
 
 // Dial opens n connections to addr and waits until each is ready or ctx
@@ -71,15 +73,41 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn) error {
 // Addr is the server address.
 func (t *Target) Addr() string { return t.addr }
 
-// Conns is the number of connections in the pool.
-func (t *Target) Conns() int { return len(t.conns) }
+// Conns is the number of connections in the pool; over HTTP, the TCP
+// connections opened so far.
+func (t *Target) Conns() int {
+	if t.http != nil {
+		return int(t.http.conns.Load())
+	}
+	return len(t.conns)
+}
 
-func (t *Target) client(i uint64) personadpb.BidderClient {
-	return t.clients[i%uint64(len(t.clients))]
+// Wire is how requests are sent: [WireGRPC], [WireHTTP] or [WireHTTPGzip].
+func (t *Target) Wire() string {
+	switch {
+	case t.http == nil:
+		return WireGRPC
+	case t.http.gzip:
+		return WireHTTPGzip
+	default:
+		return WireHTTP
+	}
+}
+
+// bid sends req, the request of index i, over the target's wire.
+func (t *Target) bid(ctx context.Context, i uint64, req *personadpb.BidRequest) (*personadpb.BidResponse, error) {
+	if t.http != nil {
+		return t.http.bid(ctx, req)
+	}
+	return t.clients[i%uint64(len(t.clients))].Bid(ctx, req)
 }
 
 // Close closes every connection.
 func (t *Target) Close() error {
+	if t.http != nil {
+		t.http.client.CloseIdleConnections()
+		return nil
+	}
 	var errs []error
 	for _, cc := range t.conns {
 		errs = append(errs, cc.Close())

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -20,6 +21,10 @@ import (
 )
 
 const defaultAddr = "127.0.0.1:9090"
+
+// defaultHTTPAddr is --addr with --wire http: personad's --http-addr
+// default.
+const defaultHTTPAddr = "127.0.0.1:8080"
 
 // common holds the flags every command shares.
 type common struct {
@@ -40,6 +45,9 @@ type common struct {
 	// maxErrorRate is run's and baseline's --max-error-rate (sweep has
 	// its own, a bound on each step: SweepConfig.MaxErrorRate).
 	maxErrorRate float64
+	// wire is run's and sweep's --wire (grpc or http), gzip their --gzip.
+	wire string
+	gzip bool
 
 	wl       bench.WorkloadConfig
 	pool     int
@@ -51,8 +59,8 @@ type common struct {
 // cmdUsage is each command's usage line, which its -h prints before its
 // flags.
 var cmdUsage = map[string]string{
-	"run":   "run [--addr HOST:PORT] (--rps R | --concurrency C) [--duration D] [--baseline] [--json] [--out FILE] [flags]",
-	"sweep": "sweep [--addr HOST:PORT] [--start R] [--step R] [--max R] [--p99-bound D] [--json] [--out FILE] [flags]",
+	"run":   "run [--wire grpc|http [--gzip]] [--addr HOST:PORT|URL] (--rps R | --concurrency C) [--duration D] [--baseline] [--json] [--out FILE] [flags]",
+	"sweep": "sweep [--wire grpc|http [--gzip]] [--addr HOST:PORT|URL] [--start R] [--step R] [--max R] [--p99-bound D] [--json] [--out FILE] [flags]",
 	"baseline": "baseline (--rps R | --concurrency C) [--compare [--target HOST:PORT]] [flags]\n" +
 		"       personabench baseline --serve-only [--addr HOST:PORT]",
 	"pace": "pace [--campaigns N] [--warmup-days N] [--json] [flags]",
@@ -78,7 +86,7 @@ func newFlagSet(name string, stderr io.Writer, getenv func(string) string, c *co
 	c.opts = bench.DefaultOptions()
 	c.wl = bench.DefaultWorkloadConfig()
 	fs.StringVar(&c.addr, "addr", addr, "server address host:port (env PERSONABENCH_ADDR)")
-	fs.IntVar(&c.conns, "conns", 2, "gRPC client connections, used round robin")
+	fs.IntVar(&c.conns, "conns", 2, "gRPC client connections, used round robin (over --wire http, the client keeps as many keep-alive connections as requests in flight)")
 	fs.DurationVar(&c.opts.Duration, "duration", c.opts.Duration, "measured window")
 	fs.DurationVar(&c.opts.Warmup, "warmup", c.opts.Warmup, "warm-up before the window, same load, not recorded")
 	fs.DurationVar(&c.opts.Timeout, "timeout", c.opts.Timeout, "per-request timeout")
@@ -257,11 +265,69 @@ func (c *common) resolveServerPID(addr string, stderr io.Writer) {
 	}
 }
 
+// wireFlags adds --wire and --gzip to run's and sweep's flags.
+func (c *common) wireFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.wire, "wire", bench.WireGRPC,
+		"grpc: personad.v1.Bidder/Bid on --addr; http: the same requests as OpenRTB JSON (protojson, encoded once before the run) "+
+			"posted over keep-alive HTTP/1.1 to --addr HOST:PORT's "+bench.HTTPPath+" (default "+defaultHTTPAddr+", personad's --http-addr) or to --addr given as an http:// URL; "+
+			"a 204's X-Personad-Nbr is its no-bid reason, other statuses count as errors (\"HTTP 400\")")
+	fs.BoolVar(&c.gzip, "gzip", false, "with --wire http: send Accept-Encoding: gzip and decode the gzip answers")
+}
+
+// checkWire checks --wire and --gzip and, over HTTP, --addr (fs's
+// parsed flags tell whether it was given; envAddr is PERSONABENCH_ADDR).
+func (c *common) checkWire(fs *flag.FlagSet, envAddr string) error {
+	switch c.wire {
+	case bench.WireGRPC:
+		if c.gzip {
+			return usagef("--gzip: only with --wire http (gRPC answers are not compressed)")
+		}
+		return checkAddr("addr", c.addr)
+	case bench.WireHTTP:
+	default:
+		return usagef("--wire %q: want grpc or http", c.wire)
+	}
+	given := envAddr != ""
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "addr" })
+	if !given {
+		c.addr = defaultHTTPAddr
+	}
+	if _, err := bench.BidURL(c.addr); err != nil {
+		return usagef("--addr %q: %v", c.addr, err)
+	}
+	return nil
+}
+
+// pidAddr is the HOST:PORT of --addr a local server listens on.
+func (c *common) pidAddr() string {
+	if c.wire != bench.WireHTTP {
+		return c.addr
+	}
+	u, _ := bench.BidURL(c.addr)
+	if pu, err := url.Parse(u); err == nil && pu.Port() != "" {
+		return pu.Host
+	}
+	return c.addr
+}
+
+// dial connects to addr over the flags' wire; maxConns is the most
+// requests in flight at once.
+func (c *common) dial(ctx context.Context, addr string, reqs []*personadpb.BidRequest, maxConns int) (*bench.Target, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if c.wire == bench.WireHTTP {
+		return bench.DialHTTP(dctx, addr, reqs, bench.HTTPConfig{Gzip: c.gzip, MaxConns: maxConns, Timeout: c.opts.Timeout})
+	}
+	return bench.Dial(dctx, addr, c.conns)
+}
+
 // drive runs the open or closed loop, whichever the flags chose.
 func (c *common) drive(ctx context.Context, addr string, reqs []*personadpb.BidRequest, opts bench.Options) (*bench.Report, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	t, err := bench.Dial(dctx, addr, c.conns)
-	cancel()
+	maxConns := c.concurrency
+	if c.rps > 0 {
+		maxConns = c.maxInFlight
+	}
+	t, err := c.dial(ctx, addr, reqs, maxConns)
 	if err != nil {
 		return nil, err
 	}
@@ -340,8 +406,9 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs := newFlagSet("run", stderr, getenv, &c)
 	fs.Float64Var(&c.rps, "rps", 0, "open loop: requests per second, sent on schedule")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: workers each with one request in flight")
-	withBaseline := fs.Bool("baseline", false, "then run the same load against an empty-handler server it starts (a child process; see --baseline-inprocess) and report the ratios")
+	withBaseline := fs.Bool("baseline", false, "then run the same load against an empty-handler server it starts (a child process; see --baseline-inprocess) and report the ratios (gRPC only)")
 	c.errorRateFlag(fs)
+	c.wireFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -351,15 +418,18 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := c.checkErrorRateFlag(); err != nil {
 		return err
 	}
-	if err := checkAddr("addr", c.addr); err != nil {
+	if err := c.checkWire(fs, getenv("PERSONABENCH_ADDR")); err != nil {
 		return err
+	}
+	if *withBaseline && c.wire != bench.WireGRPC {
+		return usagef("--baseline: the empty-handler server speaks gRPC only; not with --wire %s", c.wire)
 	}
 	reqs, done, err := c.prepare(stderr)
 	if err != nil {
 		return err
 	}
 	defer done()
-	c.resolveServerPID(c.addr, stderr)
+	c.resolveServerPID(c.pidAddr(), stderr)
 	r, err := c.drive(ctx, c.addr, reqs, c.opts)
 	if err != nil {
 		return err
@@ -469,13 +539,14 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&sc.P99Bound, "p99-bound", sc.P99Bound, "a step passes while p99 ≤ this")
 	fs.Float64Var(&sc.MaxErrorRate, "max-error-rate", sc.MaxErrorRate, "a step passes while (errors+dropped)/requests ≤ this; when the first step does not, the sweep exits with status 3 once its report is written")
 	fs.Float64Var(&sc.MinAchieved, "min-achieved", sc.MinAchieved, "a step passes while achieved ≥ this fraction of its rate")
+	c.wireFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if c.conns <= 0 {
 		return usagef("--conns must be positive")
 	}
-	if err := checkAddr("addr", c.addr); err != nil {
+	if err := c.checkWire(fs, getenv("PERSONABENCH_ADDR")); err != nil {
 		return err
 	}
 	inf := func(v float64) bool { return math.IsInf(v, 0) }
@@ -498,13 +569,11 @@ func cmdSweep(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer done()
-	c.resolveServerPID(c.addr, stderr)
+	c.resolveServerPID(c.pidAddr(), stderr)
 	sc.Options = c.opts
 	sc.MaxInFlight = c.maxInFlight
 
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	t, err := bench.Dial(dctx, c.addr, c.conns)
-	cancel()
+	t, err := c.dial(ctx, c.addr, reqs, c.maxInFlight)
 	if err != nil {
 		return err
 	}

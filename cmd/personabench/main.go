@@ -1,12 +1,14 @@
 // Command personabench is personad's load-test harness: it drives seeded
-// persona bid traffic at a personad.v1.Bidder server, open loop at a fixed
-// rate, closed loop for the ceiling, or as a sweep of rising rates, and
+// persona bid traffic at a personad.v1.Bidder server (over gRPC, or with
+// --wire http as OpenRTB JSON to its POST /openrtb2/bid), open loop at a
+// fixed rate, closed loop for the ceiling, or as a sweep of rising rates, and
 // compares the result with an empty-handler server it starts itself.
 //
 // Usage:
 //
 //	personabench run      --addr 127.0.0.1:9090 --rps 5000 --duration 30s [--baseline] [--json]
 //	personabench run      --addr 127.0.0.1:9090 --concurrency 16 --duration 30s
+//	personabench run      --wire http [--gzip] --addr 127.0.0.1:8080 --rps 1000   # OpenRTB JSON over HTTP
 //	personabench sweep    --addr 127.0.0.1:9090 --start 2000 --step 2000 --max 40000 --p99-bound 5ms
 //	personabench baseline --rps 5000 --duration 10s             # the transport floor alone
 //	personabench baseline --compare --target 127.0.0.1:9090 --rps 5000
@@ -69,7 +71,8 @@ func (e boundError) Error() string { return e.msg }
 
 const usage = `usage: personabench run|sweep|baseline|pace [flags]
 
-  run       drive a server: open loop (--rps R) or closed loop (--concurrency C)
+  run       drive a server: open loop (--rps R) or closed loop (--concurrency C),
+            over gRPC or (--wire http [--gzip]) OpenRTB JSON over HTTP
   sweep     rising open-loop rates until p99 or errors break a bound; reports the knee
   baseline  the same harness against an empty-handler gRPC server it starts itself
             (a child process; --baseline-inprocess runs it inside the harness)

@@ -3,12 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/personad/personad/bench"
 	"github.com/personad/personad/ledger/pacesim"
@@ -314,8 +318,8 @@ func TestUsageErrors(t *testing.T) {
 // main flags, then lists its flags.
 func TestCommandHelp(t *testing.T) {
 	for _, tc := range []struct{ cmd, want, flag string }{
-		{"run", "usage: personabench run [--addr HOST:PORT] (--rps R | --concurrency C) [--duration D]", "  -rps float"},
-		{"sweep", "usage: personabench sweep [--addr HOST:PORT] [--start R] [--step R] [--max R] [--p99-bound D]", "  -p99-bound duration"},
+		{"run", "usage: personabench run [--wire grpc|http [--gzip]] [--addr HOST:PORT|URL] (--rps R | --concurrency C) [--duration D]", "  -wire string"},
+		{"sweep", "usage: personabench sweep [--wire grpc|http [--gzip]] [--addr HOST:PORT|URL] [--start R] [--step R] [--max R] [--p99-bound D]", "  -p99-bound duration"},
 		{"baseline", "usage: personabench baseline (--rps R | --concurrency C) [--compare [--target HOST:PORT]] [flags]\n       personabench baseline --serve-only [--addr HOST:PORT]\n", "  -serve-only"},
 		{"pace", "usage: personabench pace [--campaigns N] [--warmup-days N] [--json]", "  -campaigns int"},
 	} {
@@ -560,6 +564,12 @@ func TestUsageErrorsNameTheFlag(t *testing.T) {
 		{append(sweep, "--p99-bound", "0s"), "--p99-bound 0s"},
 		{append(sweep, "--max-error-rate", "-1"), "--max-error-rate -1"},
 		{append(sweep, "--min-achieved", "NaN"), "--min-achieved NaN"},
+		{append(run, "--wire", "tcp"), `--wire "tcp"`},
+		{append(sweep, "--wire", "HTTP"), `--wire "HTTP"`},
+		{append(run, "--gzip"), "--gzip: only with --wire http"},
+		{append(run, "--wire", "http", "--baseline"), "--baseline: the empty-handler server speaks gRPC only"},
+		{append(run, "--wire", "http", "--addr", "localhost"), `--addr "localhost"`},
+		{append(sweep, "--wire", "http", "--addr", "ftp://h:1/x"), `--addr "ftp://h:1/x"`},
 	} {
 		type result struct {
 			out string
@@ -637,5 +647,90 @@ func TestBaselineChildFails(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "baseline process") || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("baseline with its --addr busy: err %v, want the child's listen error", err)
+	}
+}
+
+// --wire http posts the workload as OpenRTB JSON to --addr's
+// /openrtb2/bid (an http:// URL as given), with --gzip asking for gzip
+// answers; the report counts the 204's nbr header and the decoded bids,
+// and names its wire. The fake server answers a request that asks for
+// gzip with a gzipped bid, any other with 204 nbr 8, and refuses a body
+// that is not a BidRequest's protojson.
+func TestRunHTTPWire(t *testing.T) {
+	var paths atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths.Store(r.URL.Path)
+		body, _ := io.ReadAll(r.Body)
+		req := &personadpb.BidRequest{}
+		if err := protojson.Unmarshal(body, req); err != nil || r.Header.Get("Content-Type") != "application/json" || req.GetId() == "" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		if r.Header.Get("Accept-Encoding") != "gzip" {
+			w.Header().Set("X-Personad-Nbr", "8")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		out, _ := protojson.Marshal(&personadpb.BidResponse{Id: req.GetId(), Seatbid: []*personadpb.SeatBid{{
+			Bid: []*personadpb.Bid{{Id: "b1", Impid: req.GetImp()[0].GetId(), Price: 1.5, Crid: "cr1"}}}}})
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		zw.Write(out)
+		zw.Close()
+	}))
+	defer srv.Close()
+	hostPort := strings.TrimPrefix(srv.URL, "http://")
+	for _, tc := range []struct {
+		addr, wire, path string
+		gzip             bool
+	}{
+		{hostPort, "http", "/openrtb2/bid", false},
+		{srv.URL + "/x/bid", "http+gzip", "/x/bid", true},
+	} {
+		args := []string{"run", "--wire", "http", "--addr", tc.addr, "--rps", "200", "--duration", "300ms", "--warmup", "0s",
+			"--timeout", "10s", "--pool", "50", "--json", "--progress", "never", "--server-pid", "-1"}
+		if tc.gzip {
+			args = append(args, "--gzip")
+		}
+		out, errOut, err := runCmd(t, args...)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", args, err, errOut)
+		}
+		var r bench.Report
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Wire != tc.wire || paths.Load() != tc.path || r.Completed != 60 || len(r.Errors) != 0 {
+			t.Errorf("%q: wire %q path %v completed %d errors %v", args, r.Wire, paths.Load(), r.Completed, r.Errors)
+		}
+		if tc.gzip && r.Bids != 60 || !tc.gzip && r.NoBids["8"] != 60 {
+			t.Errorf("%q: bids %d no-bids %v", args, r.Bids, r.NoBids)
+		}
+	}
+}
+
+// With --wire http and no --addr (nor PERSONABENCH_ADDR), the target is
+// personad's default --http-addr, not the gRPC default.
+func TestWireHTTPDefaultAddr(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"", []string{"--wire", "http"}, defaultHTTPAddr},
+		{"", []string{"--wire", "grpc"}, defaultAddr},
+		{"", []string{"--wire", "http", "--addr", "10.0.0.1:80"}, "10.0.0.1:80"},
+		{"10.0.0.2:81", []string{"--wire", "http"}, "10.0.0.2:81"},
+	} {
+		var c common
+		getenv := func(string) string { return tc.env }
+		fs := newFlagSet("run", io.Discard, getenv, &c)
+		c.wireFlags(fs)
+		if err := parse(fs, tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.checkWire(fs, tc.env); err != nil || c.addr != tc.want {
+			t.Errorf("env %q %q: addr %q, %v; want %q", tc.env, tc.args, c.addr, err, tc.want)
+		}
 	}
 }
