@@ -89,6 +89,11 @@ var rules = []rule{
 		notDeps: []string{module + "/cmd/..."},
 		why:     "flags, env and the logger are built only in cmd",
 	},
+	{
+		dir:     ".",
+		notDeps: []string{module + "/internal/tcpproxy"},
+		why:     "internal/tcpproxy is a test helper: only tests import it",
+	},
 }
 
 // forbiddenNames are package names that say nothing about what a package

@@ -1,6 +1,7 @@
 // Package deptest holds the architecture guard tests that make check and
 // make test run: the allowed import direction between personad's packages
-// (cmd → bidder → engine → segments, rules), the packages no one may create
+// (cmd → bidder → engine → segments, rules), that only tests import the
+// test helper internal/tcpproxy, the packages no one may create
 // (util, common, types, models), and a doc comment on every package.
 //
 // The rules are checked on the real package graph, as `go list -deps`
