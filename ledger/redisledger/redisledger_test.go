@@ -5,9 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/personad/personad/internal/tcpproxy"
 	"github.com/personad/personad/ledger"
 )
 
@@ -266,99 +265,6 @@ func TestThreeNodesNeverOverspend(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP to Redis until closed, then refuses: Redis "going
-// away" under the nodes' feet. After Partition it forwards nothing: the
-// connections open then and those accepted later hang, as across a
-// network partition. While slow is set, each reply from Redis waits a
-// second before it is forwarded: Redis applied the command, the client
-// times out first.
-type proxy struct {
-	ln    net.Listener
-	cut   atomic.Bool
-	slow  atomic.Bool
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if p.cut.Load() {
-				p.mu.Lock()
-				p.conns = append(p.conns, c) // held open, never answered
-				p.mu.Unlock()
-				continue
-			}
-			r, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, r)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); io.Copy(r, c); r.Close() }()
-			go func() { defer p.wg.Done(); p.reply(c, r); c.Close() }()
-		}
-	}()
-	return p
-}
-
-// reply forwards Redis's replies from r to c, each a second late while
-// p.slow is set.
-func (p *proxy) reply(c, r net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if p.slow.Load() {
-				time.Sleep(time.Second)
-			}
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// Partition stops forwarding: open connections are closed (a client
-// redials) and new ones are accepted but never answered.
-func (p *proxy) Partition() {
-	p.cut.Store(true)
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = p.conns[:0]
-	p.mu.Unlock()
-}
-
-func (p *proxy) Close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // TestRedisGoneFailsClosed cuts the connection to Redis mid-run, as a
 // network partition does (calls hang): the node spends what its slice
 // still holds, then stops, and every call keeps returning promptly.
@@ -366,9 +272,9 @@ func TestRedisGoneFailsClosed(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
+	p := tcpproxy.New(t, redisAddr())
 	defer p.Close()
-	rc := connect(t, p.ln.Addr().String())
+	rc := connect(t, p.Addr())
 	cfg := nodeConfig(rc)
 	// A hot-path call that waited on Redis would hang this long, far
 	// beyond what a loaded machine's pauses (~100 ms under -race) add.
@@ -440,9 +346,9 @@ func TestCloseWithRedisPartitioned(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
+	p := tcpproxy.New(t, redisAddr())
 	defer p.Close()
-	rc := connect(t, p.ln.Addr().String())
+	rc := connect(t, p.Addr())
 	l := newNode(t, rc)
 	ctx := context.Background()
 	const campaigns = 20
@@ -604,8 +510,8 @@ func TestFrequencyLostCounted(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
-	rc := connect(t, p.ln.Addr().String())
+	p := tcpproxy.New(t, redisAddr())
+	rc := connect(t, p.Addr())
 	defer rc.Close()
 	id := uniqueID(t)
 	rc.Record(id, 7, 1, time.Hour, time.Now().UnixNano())
@@ -1061,9 +967,9 @@ func TestSlowLeaseKeepsGrant(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
+	p := tcpproxy.New(t, redisAddr())
 	defer p.Close()
-	rc := connect(t, p.ln.Addr().String())
+	rc := connect(t, p.Addr())
 	// direct reads the counters past the proxy, on its own connections:
 	// a slowed read on rc's would hold one, and the lease call would then
 	// dial a new one, whose handshake, slowed too, it times out in before
@@ -1095,7 +1001,7 @@ func TestSlowLeaseKeepsGrant(t *testing.T) {
 	}
 	id := uniqueID(t)
 	day := int32(time.Now().Unix() / 86400)
-	p.slow.Store(true)
+	p.SetReplyDelay(time.Second)
 	failures := l.Stats().LeaseFailures
 	c, err := l.Campaign(id, lim) // the lease goroutine asks, and times out
 	if err != nil {
@@ -1124,7 +1030,7 @@ func TestSlowLeaseKeepsGrant(t *testing.T) {
 	if held := ledger.LeasedToday(c, time.Now()); held != 0 {
 		t.Fatalf("the node holds %d after its lease call timed out", held)
 	}
-	p.slow.Store(false)
+	p.SetReplyDelay(0)
 	if err := l.Lease(ctx, c, time.Now().UnixNano()); err != nil {
 		t.Fatal(err)
 	}

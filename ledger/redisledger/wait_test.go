@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/personad/personad/internal/tcpproxy"
 	"github.com/personad/personad/ledger"
 )
 
@@ -133,11 +134,11 @@ func TestRedisSilentWarmWithinFetchWait(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
+	p := tcpproxy.New(t, redisAddr())
 	defer p.Close()
 	opts := DefaultOptions()
 	opts.FetchWait = 100 * time.Millisecond
-	rc := connectWith(t, p.ln.Addr().String(), opts)
+	rc := connectWith(t, p.Addr(), opts)
 	defer rc.Close()
 	id := uniqueID(t)
 	caps := capsOf(time.Hour, id)
@@ -181,11 +182,11 @@ func TestWarmRequestDeadlineNoBackoff(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
+	p := tcpproxy.New(t, redisAddr())
 	defer p.Close()
 	opts := DefaultOptions()
 	opts.FetchWait = time.Second
-	rc := connectWith(t, p.ln.Addr().String(), opts)
+	rc := connectWith(t, p.Addr(), opts)
 	defer rc.Close()
 	p.Partition()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -206,11 +207,11 @@ func TestConcurrentWarmsShareOneRead(t *testing.T) {
 	if !*useRedis {
 		t.Skip("-redis=false")
 	}
-	p := newProxy(t, redisAddr())
+	p := tcpproxy.New(t, redisAddr())
 	defer p.Close()
 	opts := DefaultOptions()
 	opts.FetchWait = 300 * time.Millisecond
-	rc := connectWith(t, p.ln.Addr().String(), opts)
+	rc := connectWith(t, p.Addr(), opts)
 	defer rc.Close()
 	p.Partition()
 	caps := capsOf(time.Hour, uniqueID(t))
