@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/internal/tcpproxy"
 	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/ledger/redisledger"
 	personadpb "github.com/personad/personad/proto/personad/v1"
@@ -240,12 +238,12 @@ func deleteRedisKeys(t *testing.T, rdb *redis.Client, pattern string) {
 // campaign (fail closed: the uncapped one bids), and the next request
 // does not wait at all (the backoff after a failed read).
 func TestSharedFrequencyRedisSilent(t *testing.T) {
-	p := newSilentProxy(t, testRedisAddr())
+	p := tcpproxy.New(t, testRedisAddr())
 	opts := redisledger.DefaultOptions()
 	opts.FetchWait = 100 * time.Millisecond
 	capped := fmt.Sprintf("freq-silent-%d-%x", time.Now().UnixNano(), rand.Uint32())
-	n := newRedisNode(t, p.ln.Addr().String(), opts, freqRules(capped))
-	p.partition()
+	n := newRedisNode(t, p.Addr(), opts, freqRules(capped))
+	p.Partition()
 
 	// Generous for a loaded machine; a decision that waited for Redis's
 	// own timeouts would take Options.Timeout (250 ms) or tmax.
@@ -269,74 +267,4 @@ func TestSharedFrequencyRedisSilent(t *testing.T) {
 	if st := n.rc.Stats(); st.FrequencyWaitTimeouts != 1 || st.FrequencyWaitSkipped != 1 {
 		t.Errorf("stats %+v: want one read timed out, one skipped", st)
 	}
-}
-
-// silentProxy forwards TCP connections to a backend until partition; then
-// open connections are closed and new ones accepted but never answered.
-type silentProxy struct {
-	ln    net.Listener
-	cut   atomic.Bool
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newSilentProxy(t *testing.T, backend string) *silentProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &silentProxy{ln: ln}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.track(c)
-			if p.cut.Load() {
-				continue // held open, never answered
-			}
-			up, err := net.Dial("tcp", backend)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.track(up)
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); io.Copy(up, c); up.Close() }()
-			go func() { defer p.wg.Done(); io.Copy(c, up); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.closeConns()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *silentProxy) track(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
-}
-
-func (p *silentProxy) closeConns() {
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-}
-
-// partition closes the open connections (the client redials) and
-// answers no new one.
-func (p *silentProxy) partition() {
-	p.cut.Store(true)
-	p.closeConns()
 }
