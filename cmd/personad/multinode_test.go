@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/personad/personad/internal/tcpproxy"
 )
 
 var useRedis = flag.Bool("redis", true, "run the multi-node tests against a real Redis (PERSONAD_TEST_REDIS_ADDR, default 127.0.0.1:6379); -redis=false skips them")
@@ -25,97 +26,6 @@ func testRedisAddr() string {
 		return a
 	}
 	return "127.0.0.1:6379"
-}
-
-// tcpProxy forwards connections to a backend until Partition, after which
-// it forwards nothing: open connections hang, new ones are accepted and
-// hang too. That is Redis unreachable the hard way (a network partition,
-// every call waits for its timeout), not a quick "connection refused".
-type tcpProxy struct {
-	ln      net.Listener
-	backend string
-	cut     atomic.Bool
-	mu      sync.Mutex
-	conns   []net.Conn
-	wg      sync.WaitGroup
-}
-
-func newTCPProxy(t *testing.T, backend string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, backend: backend}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *tcpProxy) track(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
-}
-
-func (p *tcpProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.track(c)
-		if p.cut.Load() {
-			continue // accepted, never answered
-		}
-		up, err := net.Dial("tcp", p.backend)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.track(up)
-		p.wg.Add(2)
-		go p.pipe(up, c)
-		go p.pipe(c, up)
-	}
-}
-
-// pipe copies until either side closes or the proxy is partitioned.
-func (p *tcpProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.cut.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !p.cut.Load() {
-				dst.Close()
-			}
-			return
-		}
-	}
-}
-
-// partition stops forwarding; connections stay open and silent.
-func (p *tcpProxy) partition() { p.cut.Store(true) }
-
-func (p *tcpProxy) close() {
-	p.cut.Store(true)
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
 
 // TestMultiNodeRedis runs three personad processes sharing one Redis
@@ -187,7 +97,7 @@ campaigns:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	proxy := newTCPProxy(t, addr)
+	proxy := tcpproxy.New(t, addr)
 	// One notice key for all nodes, as in production.
 	keyFile := filepath.Join(dir, "notice.key")
 	if err := os.WriteFile(keyFile, []byte("6d756c74692d6e6f6465206b65792c2033322062797465732c206865782121\n"), 0o600); err != nil {
@@ -197,7 +107,7 @@ campaigns:
 	for i := range 3 {
 		nodes = append(nodes, startNode(t, bin, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("node%d", i)), "--rules", rulesPath,
-			"--ledger", "redis://"+proxy.addr(), "--notice-key-file", keyFile))
+			"--ledger", "redis://"+proxy.Addr(), "--notice-key-file", keyFile))
 	}
 
 	// load bids on size w×h from every node with 2 workers each until
@@ -343,7 +253,9 @@ campaigns:
 	go func() {
 		defer close(cutDone)
 		time.Sleep(time.Second)
-		proxy.partition()
+		// Silence, not Partition: the open connections hang as well,
+		// nothing tells a node to redial; every call waits its timeout.
+		proxy.Silence()
 		cutAt.Store(time.Now().UnixNano())
 	}()
 	var afterCut [3]atomic.Int64
