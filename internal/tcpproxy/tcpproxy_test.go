@@ -106,6 +106,18 @@ func ended(t *testing.T, c net.Conn) bool {
 	return false
 }
 
+// forwarded starts a proxy to an echo backend and a connection through
+// it that has had an answer.
+func forwarded(t *testing.T) (*Proxy, net.Conn) {
+	t.Helper()
+	p := New(t, echo(t))
+	c := dial(t, p.Addr())
+	if err := roundTrip(t, c, "x"); err != nil {
+		t.Fatal(err)
+	}
+	return p, c
+}
+
 func TestForward(t *testing.T) {
 	p := New(t, echo(t))
 	c := dial(t, p.Addr())
@@ -119,11 +131,7 @@ func TestForward(t *testing.T) {
 // TestPartition: the open connection ends, a new one is accepted and
 // hears nothing; Heal closes that one and forwards again.
 func TestPartition(t *testing.T) {
-	p := New(t, echo(t))
-	before := dial(t, p.Addr())
-	if err := roundTrip(t, before, "x"); err != nil {
-		t.Fatal(err)
-	}
+	p, before := forwarded(t)
 	p.Partition()
 	if !ended(t, before) {
 		t.Error("partitioned: the open connection was not closed")
@@ -146,11 +154,7 @@ func TestPartition(t *testing.T) {
 // it sends is not forwarded, and a new one is accepted and hears
 // nothing; Heal closes both and forwards again.
 func TestSilence(t *testing.T) {
-	p := New(t, echo(t))
-	before := dial(t, p.Addr())
-	if err := roundTrip(t, before, "x"); err != nil {
-		t.Fatal(err)
-	}
+	p, before := forwarded(t)
 	p.Silence()
 	before.Write([]byte("PING\r\n"))
 	if !silent(t, before) {
@@ -199,11 +203,7 @@ func TestReplyDelay(t *testing.T) {
 // TestClose: the open connection ends, a new one is refused, and Close
 // may be called again (and is, when the test ends).
 func TestClose(t *testing.T) {
-	p := New(t, echo(t))
-	c := dial(t, p.Addr())
-	if err := roundTrip(t, c, "x"); err != nil {
-		t.Fatal(err)
-	}
+	p, c := forwarded(t)
 	p.Close()
 	if !ended(t, c) {
 		t.Error("closed: the open connection was not closed")
