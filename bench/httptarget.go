@@ -195,8 +195,12 @@ func (hw *httpWire) bid(ctx context.Context, req *personadpb.BidRequest) (*perso
 		defer hw.gzr.Put(zr)
 		rd = zr
 	}
-	if _, err := buf.ReadFrom(rd); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(rd, maxAnswerSize+1)); err != nil {
 		return nil, transportError(ctx, err)
+	}
+	if buf.Len() > maxAnswerSize {
+		*buf = bytes.Buffer{} // its array is not pooled at that size
+		return nil, status.Errorf(codes.ResourceExhausted, "HTTP %d answer larger than %d bytes", resp.StatusCode, maxAnswerSize)
 	}
 	if rd != resp.Body {
 		_, _ = io.Copy(io.Discard, resp.Body) // past the gzip trailer
@@ -218,6 +222,14 @@ func (hw *httpWire) bid(ctx context.Context, req *personadpb.BidRequest) (*perso
 		return nil, &HTTPStatusError{Status: resp.StatusCode}
 	}
 }
+
+// maxAnswerSize bounds an answer's body as read, decompressed when it is
+// gzip: a server answering a huge body, or a small gzip one that
+// inflates to gigabytes, fails the request with ResourceExhausted rather
+// than filling the harness's memory and its pooled buffers. It is
+// gRPC's default receive limit, to which the gRPC wire's answers are
+// held with the same code (the demo's bid answer is about 1 KB).
+const maxAnswerSize = 4 << 20
 
 var (
 	contentJSON     = []string{"application/json"}

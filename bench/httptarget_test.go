@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -209,5 +212,55 @@ func TestBidURL(t *testing.T) {
 		if got != want || (err == nil) != (want != "") {
 			t.Errorf("BidURL(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+// TestHTTPAnswerBounded: an answer over maxAnswerSize, as sent or once
+// decompressed (a 64 MB gzip bomb of 64 KB), fails the request with
+// ResourceExhausted, as over gRPC, rather than being read whole.
+func TestHTTPAnswerBounded(t *testing.T) {
+	reqs := testPool(t, 1)
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	zw.Write(make([]byte, 64<<20))
+	zw.Close()
+	for name, h := range map[string]http.HandlerFunc{
+		"plain": func(w http.ResponseWriter, r *http.Request) {
+			w.Write(bytes.Repeat([]byte(" "), maxAnswerSize+1))
+		},
+		"gzip": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(bomb.Bytes())
+		},
+		"error status": func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write(bytes.Repeat([]byte("x"), 2*maxAnswerSize))
+		},
+	} {
+		srv := httptest.NewServer(h)
+		tg, err := DialHTTP(context.Background(), srv.URL, reqs, HTTPConfig{Gzip: true, MaxConns: 1, Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = tg.bid(context.Background(), 0, reqs[0])
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("%s: %v, want ResourceExhausted", name, err)
+		}
+		tg.Close()
+		srv.Close()
+	}
+	// An answer at the bound is read.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"id": "x"}`))
+		w.Write(bytes.Repeat([]byte(" "), maxAnswerSize-len(`{"id": "x"}`)))
+	}))
+	defer srv.Close()
+	tg, err := DialHTTP(context.Background(), srv.URL, reqs, HTTPConfig{MaxConns: 1, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if resp, err := tg.bid(context.Background(), 0, reqs[0]); err != nil || resp.GetId() != "x" {
+		t.Errorf("answer of maxAnswerSize bytes: %v, %v", resp, err)
 	}
 }
