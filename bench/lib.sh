@@ -2,9 +2,12 @@
 # `personad --demo` on local ports, with the binaries built when BIN is
 # not given.
 #
-# Before sourcing: RESULTS (the reports' directory), BASE_PORT. After:
-# GRPC, HTTP, work (a temporary directory, removed on exit), BIN. A
-# script's own EXIT trap calls stop_server.
+# Before sourcing: RESULTS (the reports' directory), BASE_PORT, and,
+# when the script runs personabench, WIRE (grpc, the default, http or
+# http+gzip; the script refuses another before sourcing). After:
+# GRPC, HTTP, work (a temporary directory, removed on exit), BIN, target
+# (personabench's flags to bid at the server over WIRE). A script's own
+# EXIT trap calls stop_server.
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
 	echo "bench/lib.sh is sourced by the bench/*.sh scripts, not run: run one of them (each takes -h)" >&2
 	exit 2
@@ -19,6 +22,13 @@ stop_server() {
 
 GRPC="127.0.0.1:$BASE_PORT"
 HTTP="127.0.0.1:$((BASE_PORT + 1))"
+# target bids at the server over WIRE: its gRPC port, or personabench's
+# --wire http (and --gzip) at its OpenRTB HTTP port.
+case "${WIRE:-grpc}" in
+http) target=(--wire http --addr "$HTTP") ;;
+http+gzip) target=(--wire http --gzip --addr "$HTTP") ;;
+*) target=(--addr "$GRPC") ;;
+esac
 work="$(mktemp -d)"
 if [[ -z "${BIN:-}" ]]; then
 	BIN="$work/bin"

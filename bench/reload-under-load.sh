@@ -18,6 +18,8 @@
 #   RESULTS   directory for the reports (default bench/results/reload-<UTC time>)
 #   BIN       directory with personad, personactl, personabench (default: built)
 #   BASE_PORT first of the three local ports used (default 19090)
+#   WIRE      personabench's wire: grpc (default), http (personad's OpenRTB
+#             HTTP wire, personabench --wire http) or http+gzip (and --gzip)
 #
 # Exit status 3: a window's error rate passed personabench's
 # --max-error-rate (1%); both windows are still run and compared.
@@ -35,6 +37,7 @@ DURATION="${DURATION:-30s}"
 INTERVAL="${INTERVAL:-0.5}"
 MODE="${MODE:-both}"
 case "$MODE" in both | file | api) ;; *) echo "reload-under-load: MODE must be both, file or api" >&2; exit 2 ;; esac
+case "${WIRE:-grpc}" in grpc | http | http+gzip) ;; *) echo "reload-under-load: WIRE must be grpc, http or http+gzip, not \"$WIRE\"" >&2; exit 2 ;; esac
 RESULTS="${RESULTS:-bench/results/reload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19090}"
 changer=
@@ -59,7 +62,7 @@ cmp -s "$work/a.yaml" "$work/b.yaml" && { echo "reload-under-load: could not var
 reloads() { curl -fsS "http://$HTTP/metrics" | awk '/^personad_rules_reloads_total/ && /outcome="applied"/ { n += $2 } END { print n + 0 }'; }
 bench() {
 	local rc=0
-	"$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 3s \
+	"$BIN/personabench" run "${target[@]}" --rps "$RPS" --duration "$DURATION" --warmup 3s \
 		--progress never --out "$RESULTS/$1.json" | tee "$RESULTS/$1.txt" || rc=$?
 	bench_status "$1" "$rc" # defined by bench/lib.sh
 }

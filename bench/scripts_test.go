@@ -172,3 +172,75 @@ echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
 		}
 	}
 }
+
+// The scripts that start their own personad take WIRE, personabench's
+// wire: grpc (the default, at the server's gRPC port BASE_PORT), http or
+// http+gzip (--wire http [--gzip] at its HTTP port BASE_PORT+1); another
+// is refused, exit 2, before any server starts. Fake personad,
+// personactl, personabench (which records its flags) and curl make a
+// run take a moment.
+func TestScriptsWire(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	bin, fake := t.TempDir(), t.TempDir()
+	write := func(path, script string) {
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started := filepath.Join(t.TempDir(), "started")
+	// personad --demo --data-dir DIR …: a demo rules file, then nothing;
+	// healthy (curl) once it is written.
+	write(filepath.Join(bin, "personad"), `while [ $# -gt 0 ]; do [ "$1" = --data-dir ] && dir=$2; shift; done
+mkdir -p "$dir/rules" && echo 'bid_cpm: 1' >"$dir/rules/demo.yaml"
+touch `+started+`
+exec sleep 60
+`)
+	write(filepath.Join(bin, "personactl"), "exit 0\n")
+	write(filepath.Join(bin, "personabench"), `echo "$*" >>"$ARGS"
+while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
+`)
+	write(filepath.Join(fake, "curl"), "[ -e "+started+" ]\n")
+	for _, name := range []string{"reload-under-load.sh", "upload-under-load.sh"} {
+		for wire, want := range map[string]string{
+			"":          " --addr 127.0.0.1:1 ",
+			"grpc":      " --addr 127.0.0.1:1 ",
+			"http":      " --wire http --addr 127.0.0.1:2 ",
+			"http+gzip": " --wire http --gzip --addr 127.0.0.1:2 ",
+			"https":     "",
+		} {
+			args := filepath.Join(t.TempDir(), "args")
+			os.Remove(started)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			cmd := exec.CommandContext(ctx, "bash", "bench/"+name)
+			cmd.Dir = ".."
+			cmd.Env = append(os.Environ(), "PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"),
+				"BIN="+bin, "RESULTS="+t.TempDir(), "ROUNDS=1", "UPLOAD_IDS=10", "DURATION=1s", "INTERVAL=0.1",
+				"BASE_PORT=1", "WIRE="+wire, "ARGS="+args)
+			out, err := cmd.CombinedOutput()
+			cancel()
+			if want == "" {
+				_, serr := os.Stat(started)
+				if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), `WIRE must be grpc, http or http+gzip, not "https"`) || serr == nil {
+					t.Errorf("%s with WIRE=%s: %v, personad started: %v\n%s\nwant exit 2 naming WIRE, no personad", name, wire, err, serr == nil, out)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("%s with WIRE=%q: %v\n%s", name, wire, err, out)
+				continue
+			}
+			got, err := os.ReadFile(args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(got)), "\n") {
+				if !strings.HasPrefix(line, "run"+want) {
+					t.Errorf("%s with WIRE=%q ran personabench %s, want run%s…", name, wire, line, want)
+				}
+			}
+		}
+	}
+}

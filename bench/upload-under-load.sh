@@ -37,6 +37,9 @@
 #   BIN          directory with personad, personactl, personabench (default: built)
 #   BASE_PORT    first of the local ports used, two (four with
 #                UPLOAD_TO=other) (default 19190)
+#   WIRE         personabench's wire: grpc (default), http (personad's
+#                OpenRTB HTTP wire, personabench --wire http) or http+gzip
+#                (and --gzip); the uploads go over gRPC whichever it is
 #   TRACE        when set, a Go execution trace of personad (started with
 #                --pprof) over each upload window, in $RESULTS/trace-N.out:
 #                read it with `go tool trace` (or `-d=parsed` for the events);
@@ -61,6 +64,7 @@ UPLOAD_NICE="${UPLOAD_NICE:-0}"
 BENCH_NICE="${BENCH_NICE:-0}"
 RESULTS="${RESULTS:-bench/results/upload-$(date -u +%Y%m%dT%H%M%SZ)}"
 BASE_PORT="${BASE_PORT:-19190}"
+case "${WIRE:-grpc}" in grpc | http | http+gzip) ;; *) echo "upload-under-load: WIRE must be grpc, http or http+gzip, not \"$WIRE\"" >&2; exit 2 ;; esac
 trap stop_server EXIT # defined by bench/lib.sh
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -92,7 +96,7 @@ fi
 
 bench() {
 	local rc=0
-	nice -n "$BENCH_NICE" "$BIN/personabench" run --addr "$GRPC" --rps "$RPS" --duration "$DURATION" --warmup 1s \
+	nice -n "$BENCH_NICE" "$BIN/personabench" run "${target[@]}" --rps "$RPS" --duration "$DURATION" --warmup 1s \
 		--progress never --out "$RESULTS/$1.json" >"$RESULTS/$1.txt" || rc=$?
 	bench_status "$1" "$rc" # defined by bench/lib.sh
 }
