@@ -31,7 +31,7 @@
 // Logs are JSON on stderr. Exit status: 0 after a clean stop (SIGTERM or
 // SIGINT: health goes NOT_SERVING (grpc.health.v1 Watch streams are told
 // so, then ended), requests are still answered for --drain-delay (default
-// 0), then the listeners close, in-flight requests finish within
+// 0; HTTP without keep-alive meanwhile), then the listeners close, in-flight requests finish within
 // --shutdown-timeout, then connections are closed; a second SIGTERM or
 // SIGINT meanwhile ends the process at once, as kill would: what was
 // acknowledged is durable), 2 for bad flags or

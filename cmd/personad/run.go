@@ -381,7 +381,9 @@ type gracefulServer interface {
 
 // shutdown drains: health goes not serving, requests are still answered
 // for drain (--drain-delay: a load balancer that checks health stops
-// sending them meanwhile; a second signal ends the process, see main),
+// sending them meanwhile; HTTP keep-alive is off, so that a connection
+// held open does not pin a client to the node; a second signal ends the
+// process, see main),
 // then gRPC GracefulStop and HTTP Shutdown run together; whatever is
 // still open when timeout passes is closed hard. gRPC's Stop, like GracefulStop, still waits for the
 // handlers running then (grpc.WaitForHandlers), so that nothing uses
@@ -390,6 +392,12 @@ type gracefulServer interface {
 func shutdown(srv *bidder.Server, gs gracefulServer, hs *http.Server, drain, timeout time.Duration, log *zap.Logger) {
 	srv.Shutdown()
 	if drain > 0 {
+		// HTTP answers close their connection from now on (Connection:
+		// close), and idle ones are closed: a client or layer-4 balancer
+		// that kept a connection open would otherwise go on sending on it
+		// through the delay, whatever health says, and meet the close at
+		// its end.
+		hs.SetKeepAlivesEnabled(false)
 		time.Sleep(drain)
 		log.Info("drain delay over; closing the listeners")
 	}

@@ -363,7 +363,8 @@ func TestRunDataDirInUse(t *testing.T) {
 // With --drain-delay, a stop first turns /healthz to 503 and goes on
 // answering bid requests for the delay, so that a load balancer still
 // routing to the node for a moment gets answers, not refused
-// connections; the listeners close after it. Without it (the default)
+// connections; HTTP answers close their connection meanwhile (no
+// keep-alive); the listeners close after it. Without it (the default)
 // they closed at once.
 func TestRunDrainDelay(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
@@ -398,6 +399,11 @@ func TestRunDrainDelay(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		t.Errorf("bid during the drain delay: status %d, want an answer (200 or 204)", resp.StatusCode)
+	}
+	// It closes its connection, so that the client's next request opens
+	// one, which a balancer sends to a node that serves.
+	if !resp.Close {
+		t.Error("bid during the drain delay: answered without Connection: close, keeping the client on the draining node")
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
