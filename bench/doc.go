@@ -23,7 +23,8 @@
 // Accept-Encoding: gzip and the answers decoded). Outcomes count alike: a
 // 200's BidResponse, a 204's nbr from its X-Personad-Nbr header; an error
 // answer counts by its status ("HTTP 400"), a timeout as DeadlineExceeded
-// (its latency in the tail), a failed connection as Unavailable and an
+// (its latency in the tail), a failed connection as Unavailable, an
+// answer whose JSON or gzip does not decode as Internal and an
 // answer over 4 MB, as sent or decompressed (gRPC's default receive
 // limit), as ResourceExhausted, read no further.
 //

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -190,13 +191,13 @@ func (hw *httpWire) bid(ctx context.Context, req *personadpb.BidRequest) (*perso
 			err = zr.Reset(resp.Body)
 		}
 		if err != nil {
-			return nil, transportError(ctx, err)
+			return nil, answerError(ctx, err)
 		}
 		defer hw.gzr.Put(zr)
 		rd = zr
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(rd, maxAnswerSize+1)); err != nil {
-		return nil, transportError(ctx, err)
+		return nil, answerError(ctx, err)
 	}
 	if buf.Len() > maxAnswerSize {
 		*buf = bytes.Buffer{} // its array is not pooled at that size
@@ -236,6 +237,17 @@ var (
 	acceptGzip      = []string{"gzip"}
 	unmarshalAnswer = protojson.UnmarshalOptions{DiscardUnknown: true}
 )
+
+// answerError is the gRPC status of a failure to read an answer's body:
+// Internal when it is gzip that does not decode (the server's fault, as
+// a 200 whose JSON does not decode), else transportError's.
+func answerError(ctx context.Context, err error) error {
+	var corrupt flate.CorruptInputError
+	if errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) || errors.As(err, &corrupt) {
+		return status.Errorf(codes.Internal, "decoding the gzip answer: %v", err)
+	}
+	return transportError(ctx, err)
+}
 
 // transportError is the gRPC status a failed HTTP call counts as:
 // DeadlineExceeded when its context expired (its latency is recorded, as

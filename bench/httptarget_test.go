@@ -264,3 +264,38 @@ func TestHTTPAnswerBounded(t *testing.T) {
 		t.Errorf("answer of maxAnswerSize bytes: %v, %v", resp, err)
 	}
 }
+
+// TestHTTPAnswerBadGzip: a gzip answer that does not decode (no gzip
+// header, a bad checksum, corrupt data) is the server's fault, counted
+// Internal as a 200 whose JSON does not decode, not Unavailable (a
+// failed connection).
+func TestHTTPAnswerBadGzip(t *testing.T) {
+	reqs := testPool(t, 1)
+	var good bytes.Buffer
+	zw := gzip.NewWriter(&good)
+	zw.Write([]byte(`{"id": "x"}`))
+	zw.Close()
+	badSum := bytes.Clone(good.Bytes())
+	badSum[len(badSum)-5] ^= 0xff // the CRC-32 in the trailer
+	corrupt := bytes.Clone(good.Bytes())
+	corrupt[10] = 0xff // the first deflate block's header: a reserved type
+	for name, body := range map[string][]byte{
+		"not gzip":     []byte(`{"id": "x"}`),
+		"bad checksum": badSum,
+		"corrupt":      corrupt,
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(body)
+		}))
+		tg, err := DialHTTP(context.Background(), srv.URL, reqs, HTTPConfig{Gzip: true, MaxConns: 1, Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tg.bid(context.Background(), 0, reqs[0]); status.Code(err) != codes.Internal {
+			t.Errorf("%s: %v, want Internal", name, err)
+		}
+		tg.Close()
+		srv.Close()
+	}
+}
