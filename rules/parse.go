@@ -257,8 +257,11 @@ func jsonSyntaxError(data []byte, err error) (line, col int, msg string, ok bool
 	if jerr := json.Unmarshal(blankTrailingCommas(data[bom:]), new(json.RawMessage)); !errors.As(jerr, &serr) {
 		return 0, 0, "", false
 	}
-	if serr.Offset >= int64(len(data)-bom) {
-		return 0, 0, "", false // unexpected end of JSON input
+	// A document that ends too soon; its Offset, the length, is also
+	// that of a fault in its last byte (a minified file's wrong closing
+	// bracket), which is located.
+	if serr.Error() == "unexpected end of JSON input" {
+		return 0, 0, "", false
 	}
 	// Offset is the bytes read, the faulty one included.
 	at := bom + max(int(serr.Offset)-1, 0)

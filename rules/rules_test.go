@@ -425,6 +425,11 @@ func TestParseJSONSyntaxErrors(t *testing.T) {
 			`rules: t.json: json: line 1, column 27: invalid character '"' after object key:value pair (a comma missing before it?)`},
 		{"byte order mark, lines", "\ufeff" + head + "      \"bid_cpm\": 2\n      \"creatives\": []\n    }\n  ]\n}\n",
 			`rules: t.json: json: line 6, column 7: invalid character '"' after object key:value pair (a comma missing before it?)`},
+		// A fault in the last byte (a minified file, no line break at
+		// its end): its Offset is the document's length, as that of
+		// one that ends too soon.
+		{"wrong last bracket", `{"campaigns": [{"id": "a", "bid_cpm": 2, "creatives": []}}`,
+			"rules: t.json: json: line 1, column 58: invalid character '}' after array element (a comma missing before it?)"},
 		// A collection left open: JSON can only name the end of the
 		// file; yaml.v3's line stands.
 		{"unclosed", head + "      \"bid_cpm\": 2\n    }\n  ]\n",
