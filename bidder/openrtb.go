@@ -69,7 +69,9 @@ var (
 //	                    answer has 256 bytes or more, is gzip with
 //	                    Content-Encoding: gzip (OpenRTB 2.6 §2.4); a
 //	                    204 has no body, and error answers (about 100
-//	                    bytes) are never compressed.
+//	                    bytes) are never compressed. Another method
+//	                    is 405 + Allow: POST + JSON error, with
+//	                    X-Openrtb-Version too.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
 //	GET  /notice/win?t=TOKEN[&price=P]
 //	GET  /notice/bill?t=TOKEN&price=P
@@ -85,6 +87,7 @@ var (
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+PathBid, s.recoverHTTP(http.HandlerFunc(s.serveBid)))
+	mux.HandleFunc(PathBid, s.serveBidMethod)
 	mux.HandleFunc("GET "+PathHealthz, s.serveHealthz)
 	if s.cfg.Ledger != nil {
 		mux.Handle("GET "+PathNoticeWin, s.recoverHTTP(s.serveNotice(kindWin)))
@@ -93,6 +96,17 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// serveBidMethod answers PathBid's methods other than POST: 405 with
+// Allow: POST, as the mux would, but as the bid endpoint's other errors
+// (X-Openrtb-Version, a JSON body with nbr 2), counted invalid, rather
+// than the mux's plain-text answer without the version.
+func (s *Server) serveBidMethod(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(headerOpenRTBVersion, openRTBVersion)
+	w.Header().Set("Allow", http.MethodPost)
+	s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
+	writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("bidder: method %s: want POST", r.Method), "")
 }
 
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {

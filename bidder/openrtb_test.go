@@ -110,6 +110,36 @@ func TestHTTPPanicVersionHeader(t *testing.T) {
 	}
 }
 
+// TestHTTPBidMethods: a method other than POST on the bid path is 405
+// with Allow: POST, answered as the path's other errors are: with
+// X-Openrtb-Version and a JSON error (the mux's own 405 had neither).
+func TestHTTPBidMethods(t *testing.T) {
+	h := newHarness(t, "")
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+		req, err := http.NewRequest(m, h.http.URL+PathBid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" || resp.Header.Get("X-Openrtb-Version") != "2.6" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: status %d, Allow %q, X-Openrtb-Version %q, Content-Type %q; want 405, POST, 2.6, application/json",
+				m, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("X-Openrtb-Version"), resp.Header.Get("Content-Type"))
+		}
+		if m == http.MethodHead {
+			continue
+		}
+		var e httpError
+		if err := json.Unmarshal(b, &e); err != nil || e.Error != "bidder: method "+m+": want POST" || e.Nbr != NbrInvalidRequest {
+			t.Errorf("%s: body %s (%v), want the JSON error naming the method, nbr 2", m, b, err)
+		}
+	}
+}
+
 // TestHTTPNoBid uses a request whose budget is spent, so the engine is not
 // needed: 204 with the reason in a header, or 200 with a body on debug.
 func TestHTTPNoBid(t *testing.T) {
