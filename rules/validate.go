@@ -679,12 +679,13 @@ func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 			}
 		}
 		if len(c.Targeting.None) > 0 {
+			none := noneIndex(c)
 			for j := range c.Targeting.All {
-				out = excluded(out, c, at(campaignPath(i)+".targeting.all", j), &c.Targeting.All[j], "", "no user can match it, so the campaign never bids")
+				out = excluded(out, none, at(campaignPath(i)+".targeting.all", j), &c.Targeting.All[j], "", "no user can match it, so the campaign never bids")
 			}
 			for j := range c.Creatives {
 				for k := range c.Creatives[j].Persona {
-					out = excluded(out, c, at(creativePath(i, j)+".persona", k), &c.Creatives[j].Persona[k], "the campaign's ", "the creative never serves")
+					out = excluded(out, none, at(creativePath(i, j)+".persona", k), &c.Creatives[j].Persona[k], "the campaign's ", "the creative never serves")
 				}
 			}
 		}
@@ -707,33 +708,51 @@ func (rs *RuleSet) DeliveryWarnings(now time.Time) ValidationErrors {
 	return out
 }
 
-// excluded appends to out the warning of DeliveryWarnings for clause cl,
-// at path, of campaign c's targeting.all or of a creative's persona,
-// when c's targeting.none excludes every value of it: a user holds one
-// of cl.Any to match cl, and holding any value of a none clause keeps
-// the user out. whose names the none clauses ("the campaign's "), and
-// outcome says what follows.
-func excluded(out ValidationErrors, c *Campaign, path string, cl *Clause, whose, outcome string) ValidationErrors {
-	var by []int // the none clauses of cl.Facet that exclude a value of it
-	for _, v := range cl.Any {
-		found := false
-		for n := range c.Targeting.None {
-			if nc := &c.Targeting.None[n]; nc.Facet == cl.Facet && slices.Contains(nc.Any, v) {
-				found = true
-				if !slices.Contains(by, n) {
-					by = append(by, n)
-				}
-				break
+// facetValue is a value of a facet, a key of noneIndex.
+type facetValue struct{ facet, value string }
+
+// noneIndex maps each value of campaign c's targeting.none, with its
+// facet, to the first none clause that holds it. excluded looked each
+// value up clause by clause, a scan of every none value per value of
+// each clause it checked: 40,000 titles in targeting.all and the same in
+// targeting.none (an 800 KB file) took 1.7 s, with a reload's lock held.
+func noneIndex(c *Campaign) map[facetValue]int {
+	size := 0
+	for n := range c.Targeting.None {
+		size += len(c.Targeting.None[n].Any)
+	}
+	idx := make(map[facetValue]int, size)
+	for n := range c.Targeting.None {
+		nc := &c.Targeting.None[n]
+		for _, v := range nc.Any {
+			if _, ok := idx[facetValue{nc.Facet, v}]; !ok {
+				idx[facetValue{nc.Facet, v}] = n
 			}
 		}
-		if !found {
+	}
+	return idx
+}
+
+// excluded appends to out the warning of DeliveryWarnings for clause cl,
+// at path, of a campaign's targeting.all or of a creative's persona,
+// when the campaign's targeting.none, none (noneIndex), excludes every
+// value of it: a user holds one of cl.Any to match cl, and holding any
+// value of a none clause keeps the user out. whose names the none
+// clauses ("the campaign's "), and outcome says what follows.
+func excluded(out ValidationErrors, none map[facetValue]int, path string, cl *Clause, whose, outcome string) ValidationErrors {
+	var by []int // the none clauses of cl.Facet that exclude a value of it
+	for _, v := range cl.Any {
+		n, ok := none[facetValue{cl.Facet, v}]
+		if !ok {
 			return out // a user holding v alone matches
 		}
+		by = append(by, n)
 	}
 	if len(by) == 0 {
 		return out // no values (an invalid clause)
 	}
 	slices.Sort(by)
+	by = slices.Compact(by)
 	clauses := make([]string, len(by))
 	for i, n := range by {
 		clauses[i] = at("targeting.none", n)

@@ -3,6 +3,7 @@ package rules
 import (
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +266,38 @@ func TestDeliveryWarningsTargetingExhaustive(t *testing.T) {
 	}
 	if warned < tried/10 || warned > tried*9/10 {
 		t.Errorf("%d of %d campaigns warned of: the generator tests too little", warned, tried)
+	}
+}
+
+// TestDeliveryWarningsTargetingLinear: the check that targeting.none
+// excludes every value of a clause looked each value up in every none
+// clause, quadratic in the values: 40,000 titles in targeting.all and
+// targeting.none (an 800 KB file) took 1.7 s against 28 ms for 5,000,
+// with a reload's lock held. Twenty times the values must take well
+// under four hundred times as long.
+func TestDeliveryWarningsTargetingLinear(t *testing.T) {
+	took := func(n int) time.Duration {
+		vals := make([]string, n)
+		for i := range vals {
+			vals[i] = "title-" + strconv.Itoa(i)
+		}
+		rs := &RuleSet{Campaigns: []Campaign{{ID: "a", Targeting: Targeting{
+			All:  []Clause{{Facet: "title", Any: vals}},
+			None: []Clause{{Facet: "title", Any: vals[:n/2]}, {Facet: "title", Any: vals[n/2:]}},
+		}}}}
+		best := time.Duration(1<<63 - 1)
+		for range 3 {
+			start := time.Now()
+			w := rs.DeliveryWarnings(start)
+			best = min(best, time.Since(start))
+			if len(w) != 1 || !strings.Contains(w[0].Msg, "excluded by targeting.none[0] and targeting.none[1]") {
+				t.Fatalf("%d values: warnings %v, want the one of targeting.all[0]", n, w)
+			}
+		}
+		return best
+	}
+	small, large := took(2000), took(40000)
+	if large > 150*small {
+		t.Errorf("DeliveryWarnings: %v for 40,000 values against %v for 2,000 (want under 150 times as long)", large, small)
 	}
 }
