@@ -268,6 +268,9 @@ func TestParseErrors(t *testing.T) {
 // The error is timed against the same file whose entries parse alone,
 // which takes the same parses without the counting.
 func TestSyntaxErrorManyFailingEntries(t *testing.T) {
+	if raceEnabled {
+		t.Skip("a timing test of 8 MB parses: 24 s under the race detector")
+	}
 	doc := func(entry string) []byte {
 		var b strings.Builder
 		for range 1 << 17 {
