@@ -40,14 +40,6 @@ var gzipWriters = sync.Pool{New: func() any {
 	return zw
 }}
 
-// Header values of a compressed answer, shared so that setting them does
-// not allocate (http.Header.Set makes a one-element slice per call);
-// net/http only reads them.
-var (
-	headerGzip           = []string{"gzip"}
-	headerAcceptEncoding = []string{"Accept-Encoding"}
-)
-
 // writeGzip writes body to w compressed with gzip. The caller has set
 // Content-Encoding.
 func writeGzip(w io.Writer, body []byte) error {

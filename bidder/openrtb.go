@@ -37,6 +37,17 @@ const (
 	openRTBVersion       = "2.6"
 )
 
+// Header values of every bid answer, shared so that setting them does
+// not allocate (http.Header.Set makes a one-element slice per call):
+// they are assigned to canonical keys, and net/http only reads them (an
+// Add would copy: each has no room to grow).
+var (
+	headerVersion2_6     = []string{openRTBVersion}
+	headerJSON           = []string{"application/json"}
+	headerGzip           = []string{"gzip"}
+	headerAcceptEncoding = []string{"Accept-Encoding"}
+)
+
 var (
 	// An exchange's request holds many OpenRTB fields personad does not
 	// read (source, at, wseat, regs.ext, banner.mimes, …): ignored, as a
@@ -126,7 +137,7 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	// Every answer says the OpenRTB version personad speaks (OpenRTB 2.6
 	// §2.5), an error's too, a panic's 500 written by recoverHTTP
 	// included: the header is set before anything can fail.
-	w.Header().Set(headerOpenRTBVersion, openRTBVersion)
+	w.Header()[headerOpenRTBVersion] = headerVersion2_6
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			s.metrics.requests[wireHTTP][outcomeInvalid].Inc()
@@ -178,7 +189,7 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	if cap(out) > buf.Cap() { // out outgrew it: pool the larger array
 		*buf = *bytes.NewBuffer(out[:0])
 	}
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = headerJSON
 	if s.cfg.HTTPGzip {
 		// The answer depends on Accept-Encoding whichever it is.
 		h["Vary"] = headerAcceptEncoding
