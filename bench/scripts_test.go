@@ -141,15 +141,7 @@ func TestFrequencyScriptRedisDown(t *testing.T) {
 // personad, personactl, personabench and curl make a round take a
 // moment.
 func TestUploadUnderLoadBackgroundFailure(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
-	}
-	bin, fake := t.TempDir(), t.TempDir()
-	write := func(path, script string) {
-		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin, fake, write := fakeCommands(t)
 	write(filepath.Join(bin, "personad"), "exec sleep 60\n")
 	write(filepath.Join(bin, "personactl"), "exit 0\n")
 	// personabench run … --out FILE: the upload window fails.
@@ -160,13 +152,7 @@ echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
 `)
 	write(filepath.Join(fake, "curl"), "sleep 0.2\nexit 0\n")
 	for _, trace := range []string{"", "1"} {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cmd := exec.CommandContext(ctx, "bash", "bench/upload-under-load.sh")
-		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"),
-			"BIN="+bin, "RESULTS="+t.TempDir(), "ROUNDS=1", "UPLOAD_IDS=10", "DURATION=1s", "BASE_PORT=1", "TRACE="+trace)
-		out, err := cmd.CombinedOutput()
-		cancel()
+		out, err := runWithFakes(t, "upload-under-load.sh", bin, fake, "ROUNDS=1", "UPLOAD_IDS=10", "DURATION=1s", "BASE_PORT=1", "TRACE="+trace)
 		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			t.Errorf("upload-under-load.sh with TRACE=%q and its loaded window failing: %v\n%s\nwant exit 1", trace, err, out)
 		}
@@ -180,15 +166,7 @@ echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
 // personactl, personabench (which records its flags) and curl make a
 // run take a moment.
 func TestScriptsWire(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
-	}
-	bin, fake := t.TempDir(), t.TempDir()
-	write := func(path, script string) {
-		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin, fake, write := fakeCommands(t)
 	started := filepath.Join(t.TempDir(), "started")
 	// personad --demo --data-dir DIR …: a demo rules file, then nothing;
 	// healthy (curl) once it is written.
@@ -213,14 +191,8 @@ echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
 		} {
 			args := filepath.Join(t.TempDir(), "args")
 			os.Remove(started)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			cmd := exec.CommandContext(ctx, "bash", "bench/"+name)
-			cmd.Dir = ".."
-			cmd.Env = append(os.Environ(), "PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"),
-				"BIN="+bin, "RESULTS="+t.TempDir(), "ROUNDS=1", "UPLOAD_IDS=10", "DURATION=1s", "INTERVAL=0.1",
+			out, err := runWithFakes(t, name, bin, fake, "ROUNDS=1", "UPLOAD_IDS=10", "DURATION=1s", "INTERVAL=0.1",
 				"BASE_PORT=1", "WIRE="+wire, "ARGS="+args)
-			out, err := cmd.CombinedOutput()
-			cancel()
 			if want == "" {
 				_, serr := os.Stat(started)
 				if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), `WIRE must be grpc, http or http+gzip, not "https"`) || serr == nil {
@@ -243,4 +215,34 @@ echo '{"latency": {"p50": 1, "p99": 2}, "errors": {}}' >"$out"
 			}
 		}
 	}
+}
+
+// fakeCommands makes two directories for fake commands, bin (the
+// scripts' BIN: personad, personactl, personabench) and fake (put first
+// on PATH: curl), and write, which writes a shell script as one of them.
+// Without bash the test is skipped: the scripts are bash scripts.
+func fakeCommands(t *testing.T) (bin, fake string, write func(path, script string)) {
+	t.Helper()
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	return t.TempDir(), t.TempDir(), func(path, script string) {
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// runWithFakes runs bench/NAME from the repository root, within a
+// minute, with fakeCommands' bin as BIN and fake first on PATH, its
+// RESULTS in a temporary directory, and env added.
+func runWithFakes(t *testing.T, name, bin, fake string, env ...string) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "bench/"+name)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), append([]string{"PATH=" + fake + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"BIN=" + bin, "RESULTS=" + t.TempDir()}, env...)...)
+	return cmd.CombinedOutput()
 }
