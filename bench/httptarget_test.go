@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/personad/personad/bidder"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 )
 
@@ -297,5 +298,14 @@ func TestHTTPAnswerBadGzip(t *testing.T) {
 		}
 		tg.Close()
 		srv.Close()
+	}
+}
+
+// TestHTTPNamesMatchTheServer: the harness writes the bid path and the
+// no-bid header again rather than link the server; they must stay the
+// server's.
+func TestHTTPNamesMatchTheServer(t *testing.T) {
+	if HTTPPath != bidder.PathBid || headerNbr != bidder.HeaderNbr {
+		t.Errorf("bench has %q and %q, the server %q and %q", HTTPPath, headerNbr, bidder.PathBid, bidder.HeaderNbr)
 	}
 }
