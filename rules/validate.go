@@ -780,23 +780,30 @@ func houseBlocked(out ValidationErrors, house *ContentRules, i int, c *Campaign)
 		}
 		return c.Cat, campaignPath(i) + ".cat"
 	}
-	var blocked []*ValidationError
+	type hit struct {
+		j, k int // creative j's category k
+		by   string
+	}
+	var hits []hit
 	dom, domBy, every := house.Blocks(c.Adomain, len(c.Creatives), func(j int) []string {
 		cs, _ := cats(j)
 		return cs
-	}, func(j, k int, by string) {
-		cs, field := cats(j)
-		blocked = append(blocked, &ValidationError{Path: at(field, k),
-			Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_cat %q: creative %s never serves", cs[k], by, c.Creatives[j].ID)})
-	})
-	switch {
-	case dom >= 0:
+	}, func(j, k int, by string) { hits = append(hits, hit{j, k, by}) })
+	if dom >= 0 {
 		return append(out, &ValidationError{Path: at(campaignPath(i)+".adomain", dom),
 			Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_adomain %q: the campaign never bids", c.Adomain[dom], domBy)})
-	case every:
-		w := blocked[0]
-		w.Msg = strings.TrimSuffix(w.Msg, ": creative "+c.Creatives[0].ID+" never serves") + ": the campaign never bids (content_rules.blocked_cat blocks a category of each of its creatives)"
-		return append(out, w)
 	}
-	return append(out, blocked...)
+	for _, h := range hits {
+		cs, field := cats(h.j)
+		outcome := "creative " + c.Creatives[h.j].ID + " never serves"
+		if every {
+			outcome = "the campaign never bids (content_rules.blocked_cat blocks a category of each of its creatives)"
+		}
+		out = append(out, &ValidationError{Path: at(field, h.k),
+			Msg: fmt.Sprintf("%q is blocked by content_rules.blocked_cat %q: %s", cs[h.k], h.by, outcome)})
+		if every {
+			break // one warning for the campaign, at its first creative
+		}
+	}
+	return out
 }
