@@ -14,7 +14,8 @@ import (
 // GenerateRules makes the world's rule set: cfg.Campaigns campaigns of
 // the advertisers above, and the house content rules. Targeting values
 // are drawn with the users' skew (a little flatter), so popular personas
-// attract more campaigns. It passes rules.(*RuleSet).Validate.
+// attract more campaigns. It passes rules.(*RuleSet).Validate, and its
+// delivery warnings name no creative that never serves.
 func GenerateRules(cfg Config) (*rules.RuleSet, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -248,12 +249,13 @@ func (g *campaignGen) creatives(c *rules.Campaign, adv advertiser) {
 			if g.chance(0.3) {
 				f = FacetPainPoint
 			}
-			v := g.values(f, 1)[0]
+			v, from := g.values(f, 1)[0], g.facets[f]
 			for _, cl := range c.Targeting.All {
 				if cl.Facet == f {
-					v = cl.Any[r.IntN(len(cl.Any))]
+					v, from = cl.Any[r.IntN(len(cl.Any))], cl.Any
 				}
 			}
+			v = notExcluded(c, f, v, from)
 			cr.Persona = []rules.Clause{{Facet: f, Any: []string{v}}}
 		}
 		suffix := fmt.Sprintf("%dx%d", cr.W, cr.H)
@@ -271,6 +273,29 @@ func (g *campaignGen) creatives(c *rules.Campaign, adv advertiser) {
 		cr.Adm = g.adm(c, &cr, adv)
 		c.Creatives = append(c.Creatives, cr)
 	}
+}
+
+// notExcluded returns v, a value of facet drawn for a creative's persona,
+// unless campaign c's targeting.none excludes it: a variant for a title
+// the campaign keeps out can never serve (rules.DeliveryWarnings says
+// so). Then it returns the first value of from, the values v was drawn
+// from in popularity order, that none excludes, without a draw, so that
+// the rest of the world stays as it was. The generator's none clauses
+// hold one value of a facet the campaign does not target, so one is
+// left; were none, v is kept (TestNoCreativeNeverServes would fail).
+func notExcluded(c *rules.Campaign, facet, v string, from []string) string {
+	excludes := func(v string) bool {
+		return slices.ContainsFunc(c.Targeting.None, func(cl rules.Clause) bool {
+			return cl.Facet == facet && slices.Contains(cl.Any, v)
+		})
+	}
+	if !excludes(v) {
+		return v
+	}
+	if i := slices.IndexFunc(from, func(v string) bool { return !excludes(v) }); i >= 0 {
+		return from[i]
+	}
+	return v
 }
 
 type advertiser = struct{ id, name, domain, product, cat string }
