@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -276,17 +277,36 @@ func TestBidHTTPGzipAllocs(t *testing.T) {
 		for range 2000 { // until the persona cache has admitted the user
 			serve()
 		}
-		return testing.AllocsPerRun(1000, serve), w
+		return allocsPerRun(1000, serve), w
 	}
 	plain, pw := allocs("")
 	zipped, zw := allocs("gzip")
-	t.Logf("allocations per answer: %v plain (%d bytes), %v gzip (%d bytes)", plain, pw.n, zipped, zw.n)
+	t.Logf("allocations per answer: %.2f plain (%d bytes), %.2f gzip (%d bytes)", plain, pw.n, zipped, zw.n)
 	if pw.code != 0 && pw.code != http.StatusOK || zw.h.Get("Content-Encoding") != "gzip" {
 		t.Fatalf("plain status %d, gzip answer Content-Encoding %q: want 200 and gzip", pw.code, zw.h.Get("Content-Encoding"))
 	}
-	if zipped > plain {
-		t.Errorf("a gzip answer took %v allocations, a plain one %v: compressing allocates", zipped, plain)
+	// A pooled compressor lost at a collection is made again now and
+	// then, a fraction of an allocation per answer; one made per answer
+	// adds at least one.
+	if zipped-plain >= 0.5 {
+		t.Errorf("a gzip answer took %.2f allocations, a plain one %.2f: compressing allocates", zipped, plain)
 	}
+}
+
+// allocsPerRun is testing.AllocsPerRun without its rounding down to a
+// whole number, which turns an average of 95.98 into 95 and of 96.01
+// into 96: the mean number of allocations per call of f, over runs calls
+// after one warm-up call, on one processor.
+func allocsPerRun(runs int, f func()) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	f()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.Mallocs-before.Mallocs) / float64(runs)
 }
 
 // FuzzAcceptsGzip: any header parses without panic, and a list means the
