@@ -50,6 +50,22 @@
 // the deadline names a bid no longer remembered: ErrUnknownBid, its price
 // counted only in Stats.UnknownBilledMicros, never as a campaign's spend.
 //
+// # A disk that refuses writes
+//
+// A write the disk refuses (ENOSPC, EROFS, EIO) is cut back to the last
+// whole record and its records kept, in order, in memory: the notices and
+// leases waiting for them fail with ErrNotDurable (naming the file and
+// the error), LogErr reports it and Config.LogTrouble is told once. Each
+// later batch, and the writer on its own every second, tries again; the
+// first write that succeeds clears the trouble, and a notice sent again
+// is acknowledged once its record is durable. Meanwhile bids go on, but a
+// budgeted campaign stops once its lease is spent (a lease must be
+// durable), so spend stays within the durable bound. Past 64 MiB of
+// records waiting, or after a failed fsync (the kernel may have dropped
+// pages it could not write: what reached the disk is unknown), the log
+// is given up until a restart, which replays what the file holds
+// (TestWriteFailureRetried, TestIdleLogRetriesWrite).
+//
 // # Durability and its bound
 //
 // With Config.Dir set every change is a CRC-framed record in an append-only

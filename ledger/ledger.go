@@ -30,6 +30,15 @@ var (
 	ErrForged       = errors.New("ledger: bad notice token")
 	ErrClosed       = errors.New("ledger: closed")
 	ErrCorrupt      = errors.New("ledger: corrupt log")
+	// ErrNotDurable wraps a failure to write or fsync the durable log
+	// (its file and the system's error, such as "no space left on
+	// device"): the change that waited for its record may be applied in
+	// memory but is not acknowledged. A failed write is retried with the
+	// next batch (a notice sent again is then acknowledged once its
+	// record is durable); a failed fsync is not (the kernel may have
+	// dropped the pages it could not write), and the log stays failed
+	// until a restart. See Ledger.LogErr.
+	ErrNotDurable = errors.New("ledger: log not durable")
 )
 
 // Pacing is how a campaign spreads its daily budget over the day.
@@ -191,6 +200,12 @@ type Config struct {
 	// NoticeKey signs notice tokens (at least 16 bytes); nil means a random
 	// key, which does not survive a restart.
 	NoticeKey []byte
+	// LogTrouble, when set, is called from the log's writer goroutine
+	// when writing the durable log begins to fail (err wraps
+	// ErrNotDurable and names the file and the system's error) and
+	// again, with nil, when a later write succeeds: once per change, not
+	// per attempt. It must not block or call the Ledger.
+	LogTrouble func(err error)
 }
 
 // DefaultConfig returns the defaults: UTC days, 5-minute reservations

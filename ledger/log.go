@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -168,8 +169,15 @@ type journal struct {
 	want     uint64        // the highest record a waiter has waited for
 	syncs    uint64        // fsyncs of segments begun (tests count them)
 	synced   chan struct{} // closed when durable advances or err is set
-	err      error         // sticky write error: the log is unusable
-	dirty    time.Time     // the writer's: when the first unsynced write was made
+	err      error         // sticky error (a failed fsync): the log is unusable
+	// werr is the last write's error while records it could not write
+	// wait in buf for the next batch; failedAt is the last record that
+	// write held: a waiter for a record up to it is told werr.
+	werr          error
+	failedAt      uint64
+	fails         uint64       // writes that failed (wait tells its own from earlier ones)
+	writeFailures atomic.Int64 // writes that failed (Stats)
+	dirty         time.Time    // the writer's: when the first unsynced write was made
 
 	kick       chan struct{}
 	stop       chan struct{}
@@ -425,12 +433,24 @@ func (j *journal) appendCeiling(c *Campaign, day int32, dayCeil, totalCeil int64
 // whether to fsync: the writer either sees it there, or decided before it
 // and then finds the poke that follows and decides again. want stays
 // raised if ctx ends first, so the record is still synced promptly.
+//
+// While writes fail, it returns the write error once a write that held
+// seq failed after the wait began: each wait has its record tried at
+// least once more (a notice sent again after space is freed is then
+// acknowledged), but never waits out a disk that stays full.
 func (j *journal) wait(ctx context.Context, seq uint64) error {
-	for {
+	start := uint64(0)
+	for first := true; ; first = false {
 		j.mu.Lock()
 		durable, err, ch := j.durable, j.err, j.synced
 		if durable < seq && j.want < seq {
 			j.want = seq
+		}
+		if first {
+			start = j.fails
+		}
+		if err == nil && j.werr != nil && seq <= j.failedAt && j.fails > start {
+			err = j.werr
 		}
 		j.mu.Unlock()
 		if durable >= seq {
@@ -486,7 +506,18 @@ func (j *journal) writer() {
 		if j.size >= j.l.cfg.CompactBytes && !j.compacting.Load() {
 			j.rotate()
 		}
+		j.mu.Lock()
+		retry := j.werr != nil
+		j.mu.Unlock()
 		switch at := j.dirty.Add(j.l.cfg.MaxSyncDelay); {
+		case retry:
+			// Records wait unwritten: try again soon even if nothing
+			// else comes, so that an idle ledger finds the space freed
+			// (and its LogErr clears) without a notice to poke it.
+			if armed.IsZero() || time.Until(armed) > writeRetry {
+				armed = time.Now().Add(writeRetry)
+				lazy.Reset(writeRetry)
+			}
 		case j.dirty.IsZero():
 			if !armed.IsZero() {
 				lazy.Stop()
@@ -508,19 +539,68 @@ func (j *journal) flush(force bool) {
 	j.buf = j.spare[:0]
 	j.mu.Unlock()
 	var err error
+	sticky := false
+	// A change of the log's state (writes began to fail, or work again)
+	// is told to Config.LogTrouble once the lock is let go.
+	var report, recovered bool
+	var reportErr error
+	defer func() {
+		if cb := j.l.cfg.LogTrouble; cb != nil && (report || recovered) {
+			cb(reportErr)
+		}
+	}()
 	if !failed && len(b) > 0 {
-		_, err = j.f.Write(b)
-		j.size += int64(len(b))
-		if j.dirty.IsZero() {
-			j.dirty = time.Now()
+		var n int
+		n, err = writeFile(j.f, b)
+		if err == nil {
+			j.size += int64(n)
+			if j.dirty.IsZero() {
+				j.dirty = time.Now()
+			}
+		} else {
+			err = fmt.Errorf("%w: write: %w", ErrNotDurable, err)
+			// A write the disk refused (full, or the file system
+			// gone read-only) may have left part of a frame: cut it
+			// off, so that the records are written again whole after
+			// the last good frame, with the next batch. A log that
+			// cannot be cut back stays failed: a torn frame followed
+			// by good ones is corruption at the next start.
+			if n > 0 {
+				if terr := j.f.Truncate(j.size); terr != nil {
+					err, sticky = fmt.Errorf("%w; cutting off the part written: %w", err, terr), true
+				} else if _, serr := j.f.Seek(j.size, io.SeekStart); serr != nil {
+					err, sticky = fmt.Errorf("%w; cutting off the part written: %w", err, serr), true
+				}
+			}
+			j.writeFailures.Add(1)
 		}
 	}
 	j.mu.Lock()
-	j.spare = b[:0]
-	if err != nil {
-		j.failLocked(fmt.Errorf("ledger: log write: %w", err))
+	switch {
+	case err == nil:
+		j.spare = b[:0]
+		if j.werr != nil && !failed && len(b) > 0 {
+			j.werr, j.failedAt, recovered = nil, 0, true
+		}
+	case sticky || len(b)+len(j.buf) > maxUnwritten:
+		j.spare = b[:0]
+		if !sticky {
+			err = fmt.Errorf("%w; %d bytes of records wait unwritten, over %d: the log is given up until a restart", err, len(b)+len(j.buf), maxUnwritten)
+		}
+		report, reportErr = true, err
+		j.failLocked(err)
+		j.werr = nil
+	default:
+		// Keep the unwritten records, in order, before those added
+		// since, and wake their waiters with the error.
+		report, reportErr = j.werr == nil, err
+		j.werr, j.failedAt = err, seq
+		j.fails++
+		j.buf, j.spare = append(b, j.buf...), j.buf[:0]
+		close(j.synced)
+		j.synced = make(chan struct{})
 	}
-	if j.err == nil {
+	if j.err == nil && j.werr == nil {
 		j.written = seq
 	}
 	due := j.err == nil && j.written > j.durable &&
@@ -528,6 +608,7 @@ func (j *journal) flush(force bool) {
 	if due {
 		j.syncs++
 	}
+	written := j.written
 	j.mu.Unlock()
 	if !due {
 		return
@@ -536,9 +617,12 @@ func (j *journal) flush(force bool) {
 	j.dirty = time.Time{}
 	j.mu.Lock()
 	if err != nil {
-		j.failLocked(fmt.Errorf("ledger: log fsync: %w", err))
+		err = fmt.Errorf("%w: fsync %s: %w", ErrNotDurable, j.f.Name(), err)
+		report, recovered, reportErr = true, false, err
+		j.failLocked(err)
+		j.werr = nil
 	} else if j.err == nil {
-		j.durable = seq
+		j.durable = written
 		close(j.synced)
 		j.synced = make(chan struct{})
 	}
@@ -563,7 +647,7 @@ func (j *journal) rotate() {
 	// segment for corruption.
 	j.flush(true)
 	j.mu.Lock()
-	failed := j.err != nil
+	failed := j.err != nil || j.werr != nil
 	j.mu.Unlock()
 	if failed {
 		return
@@ -594,6 +678,9 @@ func (j *journal) close() error {
 	j.wg.Wait()
 	j.mu.Lock()
 	err := j.err
+	if err == nil {
+		err = j.werr // records the last write could not write are lost
+	}
 	j.mu.Unlock()
 	if cerr := j.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("ledger: %w", cerr)
@@ -782,6 +869,29 @@ func loadFile(l *Ledger, path string, checkpoint, tail bool) error {
 
 // fsyncFile is (*os.File).Sync; tests watch it.
 var fsyncFile = (*os.File).Sync
+
+// writeFile is (*os.File).Write, the log's writes; tests make it fail.
+var writeFile = (*os.File).Write
+
+// maxUnwritten bounds the records kept in memory while the log's writes
+// fail: past it the log is given up (as after a failed fsync) rather
+// than let bids grow the buffer without end on a full disk.
+const maxUnwritten = 64 << 20
+
+// writeRetry is how soon the writer tries again, unprompted, to write
+// records a failed write left waiting.
+const writeRetry = time.Second
+
+// trouble returns the log's trouble: the sticky error, else the last write's
+// error while records it could not write wait; nil when writes work.
+func (j *journal) trouble() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return j.err
+	}
+	return j.werr
+}
 
 func syncPath(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

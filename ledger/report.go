@@ -106,12 +106,15 @@ type Stats struct {
 	UnknownBilledMicros                int64
 	LeaseFailures                      int64
 	FrequencyEntries, FrequencyRefused int64
+	// LogWriteFailures counts the durable log's writes that failed
+	// (a full or read-only disk); see LogErr for the log's state now.
+	LogWriteFailures int64
 }
 
 // Stats returns the ledger's counters.
 func (l *Ledger) Stats() Stats {
 	s := &l.stats
-	return Stats{
+	st := Stats{
 		Reserved: s.reserved.Load(), RefusedBudget: s.refusedBudget.Load(),
 		RefusedLease: s.refusedLease.Load(), RefusedFrequency: s.refusedFreq.Load(),
 		Wins: s.wins.Load(), Bills: s.bills.Load(), Losses: s.losses.Load(),
@@ -123,6 +126,24 @@ func (l *Ledger) Stats() Stats {
 		LeaseFailures:       l.leases.failures.Load(),
 		FrequencyEntries:    l.freq.entries.Load(), FrequencyRefused: l.freq.refused.Load(),
 	}
+	if l.log != nil {
+		st.LogWriteFailures = l.log.writeFailures.Load()
+	}
+	return st
+}
+
+// LogErr reports the durable log's trouble, nil when it writes: an error
+// wrapping ErrNotDurable that names the file and the system's error. A
+// write error lasts until a later write succeeds (records that could
+// not be written are kept, in order, and written then); an fsync error
+// lasts until a restart. Notices and leases are not acknowledged
+// meanwhile, so budgeted campaigns stop bidding once their lease is
+// spent. It is safe for concurrent use.
+func (l *Ledger) LogErr() error {
+	if l.log == nil {
+		return nil
+	}
+	return l.log.trouble()
 }
 
 // LimitsUsedToday returns c's reserved plus settled spend for the day of

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -356,5 +358,168 @@ func TestOpenSyncsReplayedTail(t *testing.T) {
 	}
 	if len(synced) == 0 || synced[0] != filepath.Base(tail) {
 		t.Fatalf("fsyncs at Open and Close: %v; want %s first", synced, filepath.Base(tail))
+	}
+}
+
+// TestWriteFailureRetried fills the disk under the log: a write that
+// fails part way (ENOSPC after half the batch) answers its notice with
+// ErrNotDurable naming the file and the errno, is reported once through
+// LogTrouble and LogErr, and cuts the torn half off; once space is
+// freed the notice sent again is acknowledged, without a restart, and
+// the files open again (no torn frame between good ones) with both
+// notices and the reservations in them. Before, the first failed write
+// made the log unusable until a restart: every later notice failed,
+// and no lease could be taken, so budgeted campaigns stopped bidding.
+func TestWriteFailureRetried(t *testing.T) {
+	dir := t.TempDir()
+	clk := newFakeClock(t0)
+	cfg := durableConfig(clk, dir)
+	cfg.LeaseFraction = 1
+	var (
+		mu      sync.Mutex
+		told    []error
+		full    bool
+		refused int
+	)
+	cfg.LogTrouble = func(err error) {
+		mu.Lock()
+		told = append(told, err)
+		mu.Unlock()
+	}
+	defer func(w func(*os.File, []byte) (int, error)) { writeFile = w }(writeFile)
+	writeFile = func(f *os.File, b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !full {
+			return f.Write(b)
+		}
+		refused++
+		n, _ := f.Write(b[:len(b)/2])
+		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	setFull := func(v bool) { mu.Lock(); full = v; mu.Unlock() }
+
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+	ctx := context.Background()
+	for bid := uint64(1); bid <= 2; bid++ {
+		if _, err := reserve(l, c, bid, 0, unit, t0.UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		fi, err := os.Stat(onlySegment(t, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	good := size()
+
+	setFull(true)
+	err = l.Win(ctx, 1, t0.UnixNano())
+	if !errors.Is(err, ErrNotDurable) || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), onlySegment(t, dir)) {
+		t.Fatalf("win on a full disk: %v; want ErrNotDurable naming %s and ENOSPC", err, onlySegment(t, dir))
+	}
+	if err := l.LogErr(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("LogErr on a full disk: %v", err)
+	}
+	if got := size(); got != good {
+		t.Fatalf("log is %d bytes after the failed write, want the %d before it", got, good)
+	}
+	if err := l.Bill(ctx, 2, unit/2, t0.UnixNano()); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("bill on a full disk: %v", err)
+	}
+	if st := l.Stats(); st.LogWriteFailures < 2 {
+		t.Fatalf("LogWriteFailures %d, want 2 or more", st.LogWriteFailures)
+	}
+
+	setFull(false) // the filler is deleted
+	if err := l.Win(ctx, 1, t0.UnixNano()); err != nil {
+		t.Fatalf("win sent again after space was freed: %v", err)
+	}
+	if err := l.Bill(ctx, 2, unit/2, t0.UnixNano()); err != nil {
+		t.Fatalf("bill sent again after space was freed: %v", err)
+	}
+	if err := l.LogErr(); err != nil {
+		t.Fatalf("LogErr after space was freed: %v", err)
+	}
+	mu.Lock()
+	if len(told) != 2 || !errors.Is(told[0], syscall.ENOSPC) || told[1] != nil {
+		t.Errorf("LogTrouble told %v; want the ENOSPC error once, then nil", told)
+	}
+	mu.Unlock()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	l2 := newLedger(t, durableConfig(newFakeClock(t0), dir))
+	if st := l2.Stats(); st.Wins != 1 || st.Bills != 1 || st.Reserved != 2 {
+		t.Fatalf("after reopening: %d reserved, %d wins, %d bills; want 2, 1, 1", st.Reserved, st.Wins, st.Bills)
+	}
+}
+
+// TestIdleLogRetriesWrite: records a failed write left waiting are tried
+// again by the writer on its own, so that an idle server whose disk was
+// freed clears its trouble (LogErr, /healthz, the metric) without a
+// notice to prompt it. Before, it stayed failing until something was
+// appended or waited for.
+func TestIdleLogRetriesWrite(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(newFakeClock(t0), dir)
+	cfg.LeaseFraction = 1
+	var (
+		mu            sync.Mutex
+		full          bool
+		tried, failed int
+	)
+	defer func(w func(*os.File, []byte) (int, error)) { writeFile = w }(writeFile)
+	writeFile = func(f *os.File, b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		tried++
+		if full {
+			failed++
+			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+		}
+		return f.Write(b)
+	}
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+	if _, err := reserve(l, c, 1, 0, unit, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	full = true
+	mu.Unlock()
+	// One record, nobody waiting for it: one poke, one failed write.
+	if _, err := l.Reserve(c, 2, 0, unit, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.LogErr() == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the write on a full disk never failed")
+		}
+	}
+	mu.Lock()
+	full = false
+	mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); l.LogErr() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			mu.Lock()
+			t.Fatalf("still failing 10s after space was freed, with nothing sent (%d writes tried, %d failed): %v", tried, failed, l.LogErr())
+		}
+	}
+	if s := stateOf(l); s.written != s.appended {
+		t.Fatalf("records left unwritten: %+v", s)
 	}
 }
