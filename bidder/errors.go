@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/personad/personad/ledger"
+	"github.com/personad/personad/reload"
 	"github.com/personad/personad/rules"
 	"github.com/personad/personad/segments"
 )
@@ -55,6 +56,10 @@ var errorMapping = []struct {
 	{func(err error) bool {
 		return errors.Is(err, segments.ErrNotDurable) || errors.Is(err, segments.ErrClosed)
 	}, codes.Unavailable, http.StatusServiceUnavailable},
+	// Rules: an applied set the data dir could not take (a full or
+	// read-only disk); nothing changed, and the message names the file
+	// and the errno.
+	{func(err error) bool { return errors.Is(err, reload.ErrNotPersisted) }, codes.Unavailable, http.StatusServiceUnavailable},
 	// Notices (notices.go and the ledger package).
 	{func(err error) bool { return errors.Is(err, ledger.ErrForged) || errors.Is(err, ledger.ErrPrice) }, codes.InvalidArgument, http.StatusBadRequest},
 	{func(err error) bool { return errors.Is(err, ledger.ErrUnknownBid) }, codes.NotFound, http.StatusNotFound},

@@ -154,10 +154,17 @@ func (m *Manager) writeApplied(js []byte, version string, at time.Time, origin s
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("reload: persisting the applied rules: %w", err)
+		return fmt.Errorf("%w: %w", ErrNotPersisted, err)
 	}
 	return nil
 }
+
+// ErrNotPersisted is an Apply refused because the set could not be
+// written to <data-dir>/rules-applied (a full or read-only disk): the
+// error wraps the file system's, which names the file and the errno.
+// Nothing changed: the active set keeps serving, and the same Apply
+// succeeds once the disk takes the file.
+var ErrNotPersisted = errors.New("reload: persisting the applied rules")
 
 // removeApplied withdraws the persisted applied set, if any, once rules
 // files replace the set it holds: a restart then serves the files, as the

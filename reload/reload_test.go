@@ -901,8 +901,8 @@ func TestApplyPersistFailures(t *testing.T) {
 	defer func() { writeFile = atomicfile.Write }()
 
 	writeFile = func(string, os.FileMode, func(io.Writer) error) error { return boom }
-	if _, err := m.Apply(mustParse(t, doc("a", 3)), ApplyOptions{Origin: "test"}); !errors.Is(err, boom) {
-		t.Fatalf("apply with a failing write: %v, want boom", err)
+	if _, err := m.Apply(mustParse(t, doc("a", 3)), ApplyOptions{Origin: "test"}); !errors.Is(err, boom) || !errors.Is(err, ErrNotPersisted) {
+		t.Fatalf("apply with a failing write: %v, want ErrNotPersisted wrapping boom", err)
 	}
 	if v := f.eng.Rules().Version(); v != first.Version {
 		t.Fatalf("after a failed write the engine serves %s, want %s", v, first.Version)

@@ -1,0 +1,46 @@
+package bidder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	personadpb "github.com/personad/personad/proto/personad/v1"
+	"github.com/personad/personad/reload"
+	"github.com/personad/personad/rules"
+)
+
+// enospc is the error a write to a full disk returns, naming its file.
+func enospc(path string) error {
+	return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
+}
+
+// persistFailing is a RulesManager whose Apply fails as reload's does
+// when <data-dir>/rules-applied cannot take the set.
+type persistFailing struct{ RulesManager }
+
+func (persistFailing) Apply(*rules.RuleSet, reload.ApplyOptions) (*reload.Result, error) {
+	return nil, fmt.Errorf("%w: %w", reload.ErrNotPersisted, enospc("/data/rules-applied/.current.json.tmp1"))
+}
+
+// TestRulesApplyDiskFull: an apply the data dir could not persist is
+// UNAVAILABLE, the message naming the file and the errno, so that the
+// planner learns what is wrong and that a retry may succeed. Before, it
+// was INTERNAL, "bidder: internal error".
+func TestRulesApplyDiskFull(t *testing.T) {
+	h := newRulesHarness(t)
+	svc := NewRulesService(persistFailing{h.mgr}, zaptest.NewLogger(t))
+	_, err := svc.Apply(context.Background(), &personadpb.RulesApplyRequest{RuleSet: &personadpb.RuleSet{}})
+	if st := status.Convert(err); st.Code() != codes.Unavailable ||
+		!strings.Contains(st.Message(), "rules-applied/.current.json.tmp1") || !strings.Contains(st.Message(), "no space left on device") {
+		t.Errorf("rules apply on a full disk: %v; want Unavailable naming the file and the errno", err)
+	}
+
+}
