@@ -3,6 +3,7 @@ package bidder
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/personad/personad/ledger"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/reload"
 	"github.com/personad/personad/rules"
@@ -42,5 +44,24 @@ func TestRulesApplyDiskFull(t *testing.T) {
 		!strings.Contains(st.Message(), "rules-applied/.current.json.tmp1") || !strings.Contains(st.Message(), "no space left on device") {
 		t.Errorf("rules apply on a full disk: %v; want Unavailable naming the file and the errno", err)
 	}
+}
 
+// TestNoticeDiskFull: a notice whose record the ledger's log could not
+// write is UNAVAILABLE (HTTP 503), counted unavailable, the message
+// naming the file and the errno; the exchange's retry is acknowledged
+// once the disk takes it. Before, it was INTERNAL (500), "bidder:
+// internal error", and its cause was logged nowhere.
+func TestNoticeDiskFull(t *testing.T) {
+	notice := fmt.Errorf("bidder: bill notice: bid 00000000000000ff: %w",
+		fmt.Errorf("%w: write: %w", ledger.ErrNotDurable, enospc("/data/ledger/log-0000000000000000.wal")))
+	code, httpCode := mapError(notice)
+	if code != codes.Unavailable || httpCode != http.StatusServiceUnavailable {
+		t.Errorf("notice on a full disk: %v / HTTP %d; want Unavailable / 503", code, httpCode)
+	}
+	if st := status.Convert(grpcError(notice)); !strings.Contains(st.Message(), "log-0000000000000000.wal: no space left on device") {
+		t.Errorf("notice on a full disk: %q; want the file and the errno", st.Message())
+	}
+	if classifyNotice(notice) != noticeUnavailable {
+		t.Errorf("notice on a full disk counted as %s, want unavailable", noticeOutcomeNames[classifyNotice(notice)])
+	}
 }

@@ -64,7 +64,12 @@ var errorMapping = []struct {
 	{func(err error) bool { return errors.Is(err, ledger.ErrForged) || errors.Is(err, ledger.ErrPrice) }, codes.InvalidArgument, http.StatusBadRequest},
 	{func(err error) bool { return errors.Is(err, ledger.ErrUnknownBid) }, codes.NotFound, http.StatusNotFound},
 	{func(err error) bool { return errors.Is(err, ledger.ErrConflict) }, codes.FailedPrecondition, http.StatusConflict},
-	{func(err error) bool { return errors.Is(err, ledger.ErrClosed) }, codes.Unavailable, http.StatusServiceUnavailable},
+	// The durable log could not take the notice's record (a full or
+	// read-only disk): not acknowledged; the message names the file and
+	// the errno, and the exchange's retry is acknowledged once it is durable.
+	{func(err error) bool {
+		return errors.Is(err, ledger.ErrClosed) || errors.Is(err, ledger.ErrNotDurable)
+	}, codes.Unavailable, http.StatusServiceUnavailable},
 	{func(err error) bool { return errors.Is(err, context.Canceled) }, codes.Canceled, 499},
 	{func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, codes.DeadlineExceeded, http.StatusGatewayTimeout},
 	{func(err error) bool { return errors.Is(err, ErrInternal) }, codes.Internal, http.StatusInternalServerError},

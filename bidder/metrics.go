@@ -60,7 +60,7 @@ const (
 	noticeBadPrice                         // missing, non-numeric, negative or above the bid
 	noticeConflict                         // a bill at another price than an earlier bill
 	noticeInvalid                          // another malformed parameter (token missing, loss reason)
-	noticeUnavailable                      // the ledger is closing, or the caller gave up
+	noticeUnavailable                      // the ledger is closing or cannot write its log, or the caller gave up
 	noticeError                            // anything else
 	numNoticeOutcomes
 )
@@ -84,7 +84,8 @@ func classifyNotice(err error) noticeOutcome {
 		return noticeConflict
 	case ve != nil:
 		return noticeInvalid
-	case errors.Is(err, ledger.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ledger.ErrClosed), errors.Is(err, ledger.ErrNotDurable),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return noticeUnavailable
 	}
 	return noticeError
@@ -165,6 +166,7 @@ type ledgerCollector struct {
 	l                        *ledger.Ledger
 	now                      func() time.Time
 	desc, unknownB, reserved *prometheus.Desc
+	logFailures, logFailing  *prometheus.Desc
 }
 
 func newLedgerCollector(l *ledger.Ledger, now func() time.Time) *ledgerCollector {
@@ -183,6 +185,12 @@ func newLedgerCollector(l *ledger.Ledger, now func() time.Time) *ledgerCollector
 			"Money held by open reservations (bids neither billed, lost nor expired), in micro-units of the campaigns' currency, one series per currency "+
 				"(\""+ledger.NoCurrency+"\": campaigns the ledger recorded no currency for).",
 			[]string{"currency"}, nil),
+		logFailures: prometheus.NewDesc("personad_ledger_log_write_failures_total",
+			"Writes of the embedded ledger's durable log that failed (a full or read-only disk); the records are kept and written again with the next batch.",
+			nil, nil),
+		logFailing: prometheus.NewDesc("personad_ledger_log_failing",
+			"1 while the embedded ledger's durable log cannot be written (notices and budget leases are then refused, UNAVAILABLE / 503; the log line \"ledger log not durable\" names the file and the error), else 0.",
+			nil, nil),
 	}
 }
 
@@ -190,6 +198,8 @@ func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.desc
 	ch <- c.unknownB
 	ch <- c.reserved
+	ch <- c.logFailures
+	ch <- c.logFailing
 }
 
 func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -207,6 +217,12 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(e.v), e.name)
 	}
 	ch <- prometheus.MustNewConstMetric(c.unknownB, prometheus.CounterValue, float64(st.UnknownBilledMicros))
+	ch <- prometheus.MustNewConstMetric(c.logFailures, prometheus.CounterValue, float64(st.LogWriteFailures))
+	failing := 0.0
+	if c.l.LogErr() != nil {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.logFailing, prometheus.GaugeValue, failing)
 	// Per currency, never summed across currencies.
 	reserved := map[string]int64{}
 	for _, r := range c.l.Report(c.now()) {

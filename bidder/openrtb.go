@@ -83,7 +83,8 @@ var (
 //	                    bytes) are never compressed. Another method
 //	                    is 405 + Allow: POST + JSON error, with
 //	                    X-Openrtb-Version too.
-//	GET  /healthz       200 "ok" when rules are loaded and serving, else 503.
+//	GET  /healthz       200 "ok" when rules are loaded and serving, else 503;
+//	                    a second line "degraded: ..." while the ledger's log cannot be written.
 //	GET  /notice/win?t=TOKEN[&price=P]
 //	GET  /notice/bill?t=TOKEN&price=P
 //	GET  /notice/loss?t=TOKEN[&reason=R]
@@ -128,6 +129,13 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
+	// Still serving bids, but the embedded ledger cannot write its log:
+	// say so on a second line (probes read the status, 200).
+	if l := s.cfg.Ledger; l != nil {
+		if err := l.LogErr(); err != nil {
+			io.WriteString(w, "degraded: "+err.Error()+"\n")
+		}
+	}
 }
 
 func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {

@@ -89,6 +89,16 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 		cfg.Dir = o.ledger
 	}
 	cfg.Location = o.budgetTZ
+	// A full or read-only disk under the ledger: one line when its log's
+	// writes begin to fail (naming the file and the errno), one when they
+	// work again; /metrics and /healthz show it meanwhile.
+	cfg.LogTrouble = func(err error) {
+		if err != nil {
+			log.Error("ledger log not durable: notices and budget leases refused until it writes again", zap.String("dir", cfg.Dir), zap.Error(err))
+			return
+		}
+		log.Info("ledger log writes again", zap.String("dir", cfg.Dir))
+	}
 	info := &ledgerInfo{dir: cfg.Dir, backend: "embedded"}
 	key, err := loadNoticeKey(o.noticeKeyFile, o.dataDir, info)
 	if err != nil {
