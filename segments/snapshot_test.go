@@ -205,19 +205,30 @@ func TestEmptyStore(t *testing.T) {
 	}
 }
 
+// TestOpenRemovesTemps: the temp file of a snapshot write that a crash
+// (or a full disk, then a crash) cut short goes at the next start. The
+// snapshot is written through atomicfile.Write, whose temp files are
+// "." + base + ".tmp" + digits; removeTemps looked for the name without
+// the dot only, so such a file (as large as a snapshot) stayed for good.
 func TestOpenRemovesTemps(t *testing.T) {
 	dir := t.TempDir()
-	stale := filepath.Join(dir, SnapshotFile+".tmp123")
-	if err := os.WriteFile(stale, []byte("half a snapshot"), 0o600); err != nil {
-		t.Fatal(err)
+	var stale []string
+	for _, name := range []string{"." + SnapshotFile + ".tmp2603395650", SnapshotFile + ".tmp123"} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("half a snapshot"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		stale = append(stale, path)
 	}
 	st, err := Open(Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stale temp file still there: %v", err)
+	for _, path := range stale {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("stale temp file %s still there: %v", filepath.Base(path), err)
+		}
 	}
 }
 

@@ -267,14 +267,17 @@ func (s *Store) recover(snap *Snapshot) (*Snapshot, error) {
 }
 
 // removeTemps deletes snapshot temp files that a crash left behind: they
-// were never renamed into place, so they hold nothing acknowledged.
+// were never renamed into place, so they hold nothing acknowledged, and
+// each is as large as a snapshot, space a full disk needs back. Their
+// names are atomicfile.Write's, "." + SnapshotFile + ".tmp" + digits
+// (and, from before it, without the dot).
 func removeTemps(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("segments: %w", err)
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), SnapshotFile+".tmp") {
+		if name := strings.TrimPrefix(e.Name(), "."); strings.HasPrefix(name, SnapshotFile+".tmp") {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return fmt.Errorf("segments: removing stale temp file: %w", err)
 			}
