@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -92,10 +93,26 @@ func (m *Manager) appliedPath() string {
 	return filepath.Join(m.cfg.DataDir, AppliedDir, appliedFile)
 }
 
-// readApplied returns the persisted applied set, or nil when there is none.
+// readApplied returns the persisted applied set, or nil when there is
+// none. It runs at start, and first removes the temp files of writes a
+// crash cut short (atomicfile.Write's "." + appliedFile + ".tmp" +
+// digits): never renamed into place, they hold nothing applied, and
+// each is as large as the rule set, space a full disk needs back.
 func (m *Manager) readApplied() (*applied, error) {
 	if m.cfg.DataDir == "" {
 		return nil, nil
+	}
+	dir := filepath.Dir(m.appliedPath())
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reload: %w", err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "."+appliedFile+".tmp") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return nil, fmt.Errorf("reload: removing a stale temp file: %w", err)
+			}
+		}
 	}
 	data, err := os.ReadFile(m.appliedPath())
 	if errors.Is(err, fs.ErrNotExist) {

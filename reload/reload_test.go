@@ -1465,3 +1465,29 @@ func TestReloadWarningsLocated(t *testing.T) {
 		t.Errorf(`"rules applied" warnings %q, want one starting %q`, got, want)
 	}
 }
+
+// TestStartRemovesAppliedTemps: the temp file of an applied set's write
+// that a crash cut short (atomicfile.Write's ".current.json.tmpN", as
+// large as the set) goes at the next start, which serves the set last
+// persisted. Before, nothing removed it: each crash during an apply on a
+// filling disk left one more.
+func TestStartRemovesAppliedTemps(t *testing.T) {
+	f := newFixture(t)
+	replace(t, f.path, doc("a", 1))
+	m := f.start(t)
+	res, err := m.Apply(mustParse(t, doc("a", 2)), ApplyOptions{Origin: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	stale := filepath.Join(f.data, AppliedDir, ".current.json.tmp2603395650")
+	if err := os.WriteFile(stale, []byte(`{"version":"abc","rule`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.start(t).Status(); st.Version != res.Version {
+		t.Errorf("restart serves %s, want the persisted %s", st.Version, res.Version)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temp file still there: %v", err)
+	}
+}
