@@ -33,12 +33,23 @@ func seedDemo(dataDir string, cfg world.Config, log *zap.Logger) (bool, error) {
 		}
 	}
 	t0 := time.Now()
-	if err := world.Seed(dataDir, cfg); err != nil {
+	if err := seedWorld(dataDir, cfg); err != nil {
+		// A seed cut short (a full disk) leaves part of a world, which the
+		// next --demo would serve as is (and find no rules in): take back
+		// the entries it made. None was there before it began.
+		for _, name := range worldEntries {
+			if rerr := os.RemoveAll(filepath.Join(dataDir, name)); rerr != nil {
+				err = fmt.Errorf("%w; removing the partly seeded %s: %w", err, name, rerr)
+			}
+		}
 		return false, fmt.Errorf("--demo: seeding %s: %w", dataDir, err)
 	}
 	log.Info("demo: seeded a generated world", zap.String("data_dir", dataDir), zap.Duration("took", time.Since(t0)))
 	return true, nil
 }
+
+// seedWorld is world.Seed; tests make it fail part way.
+var seedWorld = world.Seed
 
 // worldEntries are the entries of a data dir that hold a world: rules,
 // segments, applied rule sets and the ledger.

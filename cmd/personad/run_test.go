@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -319,6 +320,43 @@ func TestSeedDemo(t *testing.T) {
 		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 			t.Errorf("a data dir holding %s/ was seeded: %d entries", name, len(ents))
 		}
+	}
+}
+
+// TestSeedDemoDiskFull: a seed cut short (here: the disk filled after
+// the segments snapshot's temp file was begun) fails naming the cause
+// and takes back what it made, so that once space is freed the next
+// --demo seeds. Before, the segments/ it left made that start take the
+// dir for a world, serve it as is and exit for want of rules.
+func TestSeedDemoDiskFull(t *testing.T) {
+	log := zaptest.NewLogger(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "personad.log", "started\n")
+	defer func() { seedWorld = world.Seed }()
+	seedWorld = func(dataDir string, cfg world.Config) error {
+		seg := filepath.Join(dataDir, world.SegmentsDir)
+		if err := os.MkdirAll(seg, 0o755); err != nil {
+			return err
+		}
+		tmp := filepath.Join(seg, ".segments.snap.tmp42")
+		os.WriteFile(tmp, []byte("half a snapshot"), 0o644)
+		return &os.PathError{Op: "write", Path: tmp, Err: syscall.ENOSPC}
+	}
+	_, err := seedDemo(dir, world.SmallConfig(), log)
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "--demo: seeding "+dir) {
+		t.Fatalf("seeding a full disk: %v; want the --demo error naming the dir and the errno", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != "personad.log" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("after the failed seed the data dir holds %v; want only personad.log", names)
+	}
+	seedWorld = world.Seed // the filler is deleted
+	if seeded, err := seedDemo(dir, world.SmallConfig(), log); err != nil || !seeded {
+		t.Fatalf("seeding again: seeded %v, err %v", seeded, err)
 	}
 }
 
