@@ -785,7 +785,16 @@ func newSegmentMetrics(reg prometheus.Registerer, store *segments.Store, inFligh
 		Name: "personad_segment_upload_ids_in_flight",
 		Help: "User ids received by the segment uploads in flight, not yet committed or ended (bounded by MaxInFlightIDs, 200M).",
 	}, func() float64 { return float64(inFlight.Load()) })
-	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users, mapped, inFlightIDs} {
+	logFailing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_segments_log_failing",
+		Help: "1 once the segment store's write-ahead log takes no more changes (a failed fsync: what reached the disk is unknown), until a restart; uploads and deletes are then refused, UNAVAILABLE, naming the file and the error. A write the disk refused (full, read-only) is cut back and is not this: the next upload may succeed.",
+	}, func() float64 {
+		if store.LogErr() != nil {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{m.uploads, m.ids, m.bytes, m.duration, version, count, users, mapped, inFlightIDs, logFailing} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

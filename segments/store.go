@@ -305,6 +305,22 @@ func (s *Store) Publish(snap *Snapshot) {
 // Dir is the store's directory, empty for a store made by NewStore.
 func (s *Store) Dir() string { return s.cfg.Dir }
 
+// LogErr reports why the write-ahead log takes no more changes (a failed
+// fsync, or a failed write it could not cut back: what reached the disk
+// is unknown), an error wrapping ErrNotDurable naming the file and the
+// system's error, until a restart; nil while it takes them (a write the
+// disk refused, cut back, is no such trouble: the next upload may
+// succeed). It takes no lock, and is safe for concurrent use.
+func (s *Store) LogErr() error {
+	if s.wal == nil {
+		return nil
+	}
+	if p := s.wal.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Recovery reports what Open did: versions, records replayed, a torn tail
 // cut off, and how long it took.
 func (s *Store) Recovery() Recovery { return s.recovery }

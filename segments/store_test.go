@@ -958,9 +958,17 @@ func TestFsyncFailure(t *testing.T) {
 	st := openStore(t, dir)
 	upload(t, st, "title", "cmo", Add, "", "a")
 	before := st.Current()
+	if err := st.LogErr(); err != nil {
+		t.Fatalf("LogErr before the failure: %v", err)
+	}
 	st.wal.sync = func(*os.File) error { return errors.New("EIO") }
 	if _, err := tryUpload(st, "title", "cmo", Add, "", "b", "c"); !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("upload with a failing fsync: %v, want ErrNotDurable", err)
+	}
+	// The log takes no more changes until a restart: LogErr says so
+	// (the metric personad_segments_log_failing reads it), naming the file.
+	if err := st.LogErr(); !errors.Is(err, ErrNotDurable) || !strings.Contains(err.Error(), "fsync wal-") || !strings.Contains(err.Error(), "EIO") {
+		t.Fatalf("LogErr after a failed fsync: %v, want ErrNotDurable naming the file and the error", err)
 	}
 	if st.Current() != before {
 		t.Fatal("a failed upload was published")

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -129,6 +130,8 @@ type wal struct {
 	// failed is sticky: after a failed fsync nobody knows what reached the
 	// disk, so no later record may be written (PostgreSQL's lesson).
 	failed error
+	// broken is failed for readers outside the store's lock (LogErr).
+	broken atomic.Pointer[error]
 	// keysLogged says that f holds every idempotency key the store
 	// remembers: a checkpoint wrote them all into it (appendKeys), and
 	// every key since went into it too. False for a file recovery opens
@@ -138,6 +141,12 @@ type wal struct {
 	sync func(*os.File) error
 	buf  []byte
 	tail []byte // a record's bitmap (see appendRecord)
+}
+
+// setBroken publishes failed, once set, for LogErr.
+func (w *wal) setBroken() {
+	err := fmt.Errorf("%w: %v", ErrNotDurable, w.failed)
+	w.broken.Store(&err)
 }
 
 // create starts a new log file for records from version first on.
@@ -161,6 +170,7 @@ func (w *wal) create(first uint64) error {
 		}
 		if rerr != nil {
 			w.failed = fmt.Errorf("creating %s: %v; removing it: %v", name, err, rerr)
+			w.setBroken()
 		}
 		return fmt.Errorf("segments: creating %s: %w", name, err)
 	}
@@ -230,13 +240,16 @@ func (w *wal) write(more ...[]byte) error {
 	if err != nil {
 		if terr := w.f.Truncate(w.size); terr != nil {
 			w.failed = fmt.Errorf("write %s: %v; truncating it back: %v", w.name, err, terr)
+			w.setBroken()
 		} else if _, serr := w.f.Seek(w.size, io.SeekStart); serr != nil {
 			w.failed = fmt.Errorf("write %s: %v; seeking back: %v", w.name, err, serr)
+			w.setBroken()
 		}
 		return fmt.Errorf("%w: write %s: %v", ErrNotDurable, w.name, err)
 	}
 	if err := w.sync(w.f); err != nil {
 		w.failed = fmt.Errorf("fsync %s: %v", w.name, err)
+		w.setBroken()
 		return fmt.Errorf("%w: %v (the record may have reached the disk all the same: a restart may apply it)", ErrNotDurable, w.failed)
 	}
 	w.size += n
