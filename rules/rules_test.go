@@ -162,6 +162,16 @@ campaigns:
 			"campaigns[0].budget.total: 2e+12 must be >= 0 and <= 1000000000000 (0: no total limit)",
 			`campaigns[0].frequency_cap.window: "9000h" must be at most 8784h0m0s`,
 		}},
+		{"frequency cap max and window both wrong", `
+campaigns:
+  - id: capped
+    bid_cpm: 1
+    frequency_cap: {max: -1, window: 1d}
+    creatives: [{id: c, w: 1, h: 1, adm: x}]
+`, []string{
+			"campaigns[0].frequency_cap.max: -1 must be >= 0",
+			`campaigns[0].frequency_cap.window: "1d" is not a duration such as 24h`,
+		}},
 		{"amounts below a millionth", `
 campaigns:
   - id: tiny

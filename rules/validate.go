@@ -359,9 +359,11 @@ func (v *validator) campaign(i int, c *Campaign) {
 	default:
 		v.add(p()+".pacing", "unknown pacing mode %q, want even or asap", c.Pacing)
 	}
+	// max and window are checked apart, so that both errors are listed.
 	if fc := c.FrequencyCap; fc.Max < 0 {
 		v.add(p()+".frequency_cap.max", "%d must be >= 0", fc.Max)
-	} else if fc.Max > 0 || fc.Window != "" {
+	}
+	if fc := c.FrequencyCap; fc.Max > 0 || fc.Window != "" {
 		d, err := time.ParseDuration(fc.Window)
 		switch {
 		case err != nil:
