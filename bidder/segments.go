@@ -562,7 +562,11 @@ func (s *Segments) receive(stream personadpb.Segments_UploadServer, w *idleWatch
 		}
 		c := req.GetChunk()
 		if c == nil {
-			return &ValidationError{Path: fmt.Sprintf("upload.chunk[%d]", i), Msg: "only the first message may hold a header; later ones hold chunks"}
+			msg := "only the first message may hold a header; later ones hold chunks"
+			if req.GetHeader() == nil {
+				msg = "the message holds neither a chunk nor a header; every message after the header holds a chunk"
+			}
+			return &ValidationError{Path: fmt.Sprintf("upload.chunk[%d]", i), Msg: msg}
 		}
 		st.chunks++
 		packed := countPacked(c.IdsPacked)

@@ -256,6 +256,7 @@ func TestUploadErrors(t *testing.T) {
 		{"no mode", []*personadpb.UploadRequest{header("title", "cmo", 0, "")}, codes.InvalidArgument, "bidder: upload.header.mode: required"},
 		{"unknown mode", []*personadpb.UploadRequest{header("title", "cmo", 99, "")}, codes.InvalidArgument, "bidder: upload.header.mode: 99 is not an upload mode: want UPLOAD_MODE_REPLACE"},
 		{"two headers", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1"), header("title", "cmo", modeAdd, "")}, codes.InvalidArgument, "bidder: upload.chunk[1]: only the first message may hold a header"},
+		{"empty message", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1"), {}}, codes.InvalidArgument, "bidder: upload.chunk[1]: the message holds neither a chunk nor a header"},
 		{"empty id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1", "u2"), chunk("u3", "")}, codes.InvalidArgument, "bidder: upload.chunk[1].ids[1]: user id 4 of the upload is 0 bytes; ids are 1 to 256 bytes"},
 		{"long id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk(strings.Repeat("x", 257))}, codes.InvalidArgument, "bidder: upload.chunk[0].ids[0]: user id 1 of the upload is 257 bytes"},
 		{"line break in an id", []*personadpb.UploadRequest{header("title", "cmo", modeAdd, ""), chunk("u1", "u2\nu3")}, codes.InvalidArgument, "bidder: upload.chunk[0].ids[1]: user id 2 of the upload holds a line break (0x0a) as byte 3 of 5"},
