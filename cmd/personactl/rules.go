@@ -47,7 +47,7 @@ func runRules(ctx context.Context, g *globals, e env, args []string) error {
 	case "get":
 		return rulesGet(ctx, g, e, args[1:])
 	}
-	return usagef("rules: unknown subcommand %q (want validate, apply or get)", args[0])
+	return unknownSub(e.stderr, "rules", args[0], "validate, apply or get", rulesUsage)
 }
 
 // errInvalid is a rule set with errors; they are already printed.

@@ -79,6 +79,18 @@ func isHelp(arg string) bool {
 	return false
 }
 
+// unknownSub is the usage error of a group given sub, which names none
+// of its subcommands (want lists them). A flag there (segments --addr X
+// list) is one the group does not take: it prints the group's usage, as
+// a subcommand's unknown flag prints the subcommand's.
+func unknownSub(w io.Writer, group, sub, want string, lines []string) error {
+	if strings.HasPrefix(sub, "-") {
+		groupUsage(w, group, lines)
+		return usagef("%s: unknown flag %s: the global flags (--addr, --timeout) go before %q, a subcommand's flags after the subcommand (%s)", group, sub, group, want)
+	}
+	return usagef("%s: unknown subcommand %q (want %s)", group, sub, want)
+}
+
 // groupUsage prints the usage of each subcommand of a group.
 func groupUsage(w io.Writer, group string, lines []string) {
 	fmt.Fprintln(w, "usage:")

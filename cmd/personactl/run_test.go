@@ -146,11 +146,18 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
-	// Without a subcommand, the group's usage and a usage error (exit 2).
+	// Without a subcommand, or with a flag the group does not take
+	// (global flags go before it), the group's usage and a usage error
+	// (exit 2).
 	for _, group := range []string{"segments", "rules"} {
 		_, errOut, code := ctl(t, "127.0.0.1:1", "", false, group)
 		if code != 2 || !strings.HasPrefix(errOut, "usage:\n  personactl "+group+" ") || !strings.Contains(errOut, "personactl: "+group+": want a subcommand") {
 			t.Errorf("personactl %s: exit %d, stderr %q; want 2, the usage and the error", group, code, errOut)
+		}
+		_, errOut, code = ctl(t, "127.0.0.1:1", "", false, group, "--addr", "127.0.0.1:9090", "list")
+		if code != 2 || !strings.HasPrefix(errOut, "usage:\n  personactl "+group+" ") ||
+			!strings.Contains(errOut, "personactl: "+group+": unknown flag --addr: the global flags (--addr, --timeout) go before \""+group+"\"") {
+			t.Errorf("personactl %s --addr: exit %d, stderr %q; want 2, the usage and the error", group, code, errOut)
 		}
 	}
 }

@@ -57,7 +57,7 @@ func runSegments(ctx context.Context, g *globals, e env, args []string) error {
 	case "delete":
 		return runDelete(ctx, g, e, args)
 	}
-	return usagef("segments: unknown subcommand %q (want upload, list, lookup or delete)", sub)
+	return unknownSub(e.stderr, "segments", sub, "upload, list, lookup or delete", segmentsUsage)
 }
 
 // Chunking of uploads: a chunk is sent when it holds chunkIDs ids or
