@@ -484,6 +484,7 @@ func TestFlexFormats(t *testing.T) {
 		{`{"wratio":16}`, "imp[0].banner.format[0].hratio"},
 		{`{"wratio":-16,"hratio":9}`, "imp[0].banner.format[0].wratio"},
 		{`{"wratio":16,"hratio":9,"wmin":-1}`, "imp[0].banner.format[0].wmin"},
+		{`{"w":300,"h":250,"wmin":-4}`, "imp[0].banner.format[0].wmin"}, // >= 0 in any format, as the proto says
 	} {
 		resp, b := post(t, h, "application/json", `{"id":"r","imp":[{"id":"1","banner":{"format":[`+tc.format+`]}}]}`)
 		var e httpError

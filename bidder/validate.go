@@ -120,6 +120,11 @@ func validateImp(i int, imp *personadpb.Imp, l *Limits) error {
 		if f == nil {
 			return invalid(fmt.Sprintf("imp[%d].banner.format[%d]", i, j), "required")
 		}
+		// wmin is a flex ad's, but checked in any format (the proto
+		// says >= 0): it is not read, and a negative one is nonsense.
+		if f.Wmin < 0 {
+			return invalid(fmt.Sprintf("imp[%d].banner.format[%d].wmin", i, j), fmt.Sprintf("%d must be >= 0", f.Wmin))
+		}
 		if f.W == 0 && f.H == 0 && (f.Wratio != 0 || f.Hratio != 0) {
 			// A flex ad's format: valid, and passed over (flexSize).
 			for _, r := range [...]struct {
@@ -129,9 +134,6 @@ func validateImp(i int, imp *personadpb.Imp, l *Limits) error {
 				if r.v <= 0 {
 					return invalid(fmt.Sprintf("imp[%d].banner.format[%d].%s", i, j, r.field), "must be > 0 in a flex format (one without w and h)")
 				}
-			}
-			if f.Wmin < 0 {
-				return invalid(fmt.Sprintf("imp[%d].banner.format[%d].wmin", i, j), fmt.Sprintf("%d must be >= 0", f.Wmin))
 			}
 			continue
 		}
