@@ -45,7 +45,14 @@ type BidderClient interface {
 	// whose message names the field path, for example "imp[0].banner.format[2].w";
 	// so does a request that is not valid protobuf (a string that is not
 	// UTF-8, wire data cut short): "user.data[0].segment[1].id: not valid
-	// protobuf: …".
+	// protobuf: …". So does a request over personad's limits ("imp: 17
+	// impressions exceeds the limit of 16"): at most 16 imp, 32
+	// banner.format per impression, 32 user.data, 1024 segment entries in
+	// all of user.data, 1024 bcat, 4096 badv, 16 cur, 64 site.cat or
+	// app.cat entries; strings of at most 256 bytes (ids, names, domains,
+	// bundles, codes, segment fields, bcat and badv entries), but 4096 for
+	// site.page and device.ua; banner and format w and h at most 10000.
+	// (A server built on the bidder package sets its own, bidder.Limits.)
 	Bid(ctx context.Context, in *BidRequest, opts ...grpc.CallOption) (*BidResponse, error)
 }
 
@@ -79,7 +86,14 @@ type BidderServer interface {
 	// whose message names the field path, for example "imp[0].banner.format[2].w";
 	// so does a request that is not valid protobuf (a string that is not
 	// UTF-8, wire data cut short): "user.data[0].segment[1].id: not valid
-	// protobuf: …".
+	// protobuf: …". So does a request over personad's limits ("imp: 17
+	// impressions exceeds the limit of 16"): at most 16 imp, 32
+	// banner.format per impression, 32 user.data, 1024 segment entries in
+	// all of user.data, 1024 bcat, 4096 badv, 16 cur, 64 site.cat or
+	// app.cat entries; strings of at most 256 bytes (ids, names, domains,
+	// bundles, codes, segment fields, bcat and badv entries), but 4096 for
+	// site.page and device.ua; banner and format w and h at most 10000.
+	// (A server built on the bidder package sets its own, bidder.Limits.)
 	Bid(context.Context, *BidRequest) (*BidResponse, error)
 	mustEmbedUnimplementedBidderServer()
 }
