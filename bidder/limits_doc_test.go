@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/personad/personad/segments"
 )
 
 // TestLimitsInProto: the Bid rpc's comment in bidder.proto, which
@@ -35,6 +37,35 @@ func TestLimitsInProto(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("bidder.proto's Bid comment lacks %q", want)
+		}
+	}
+}
+
+// TestSegmentsRequestsInProto: segments.proto states what List, Lookup
+// and Delete refuse, as the handlers check it.
+func TestSegmentsRequestsInProto(t *testing.T) {
+	b, err := os.ReadFile("../proto/personad/v1/segments.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := regexp.MustCompile(`\s*\n\s*//\s*`).ReplaceAllString(string(b), " ")
+	for msg, wants := range map[string][]string{
+		"ListRequest":   {"[a-z][a-z0-9_]{0,31} (INVALID_ARGUMENT naming \"facet\" otherwise)"},
+		"LookupRequest": {fmt.Sprintf("1 to %d bytes (INVALID_ARGUMENT naming \"user_id\" otherwise)", segments.MaxIDLen), "found false"},
+		"DeleteRequest": {"as in UploadHeader (INVALID_ARGUMENT naming \"facet\" or \"value\" otherwise; NOT_FOUND"},
+	} {
+		// The message's comment and body: from the end of the message
+		// before to its own closing brace, at the start of a line.
+		i := strings.Index(text, "message "+msg+" {")
+		if i < 0 {
+			t.Fatalf("segments.proto has no message %s", msg)
+		}
+		start := strings.LastIndex(text[:i], "\n}") + 1
+		end := i + strings.Index(text[i:], "\n}")
+		for _, want := range wants {
+			if !strings.Contains(text[start:end], want) {
+				t.Errorf("segments.proto's %s lacks %q", msg, want)
+			}
 		}
 	}
 }

@@ -448,7 +448,9 @@ func (x *UploadResponse) GetReplayed() bool {
 // ListRequest asks for the segments.
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// When set, only the segments of this facet.
+	// When set, only the segments of this facet: [a-z][a-z0-9_]{0,31}
+	// (INVALID_ARGUMENT naming "facet" otherwise). A facet no segment has
+	// lists none.
 	Facet         string `protobuf:"bytes,1,opt,name=facet,proto3" json:"facet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -647,7 +649,11 @@ func (x *SegmentInfo) GetUpdated() *timestamppb.Timestamp {
 // LookupRequest names a user.
 type LookupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The external user id, as uploaded (user.buyeruid or user.id).
+	// The external user id, as uploaded (user.buyeruid or user.id): 1 to
+	// 256 bytes (INVALID_ARGUMENT naming "user_id" otherwise). Any other
+	// id is looked up, one with a control character too (the dictionary
+	// may hold such ids from before uploads refused them): an id the
+	// server does not know is found false, not an error.
 	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -807,7 +813,9 @@ func (x *SegmentRef) GetValue() string {
 	return ""
 }
 
-// DeleteRequest names the segment to delete.
+// DeleteRequest names the segment to delete: facet and value as in
+// UploadHeader (INVALID_ARGUMENT naming "facet" or "value" otherwise;
+// NOT_FOUND for a segment that does not exist).
 type DeleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Facet         string                 `protobuf:"bytes,1,opt,name=facet,proto3" json:"facet,omitempty"`
