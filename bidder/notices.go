@@ -244,7 +244,7 @@ func (s *Server) applyNotice(ctx context.Context, n *notice) (noticeResult, erro
 		}
 		clearing = engine.ImpressionMicros(cpm)
 		if clearing > bidPrice {
-			return res, fmt.Errorf("bidder: %s notice: bid %s: price %s CPM (%d micros per impression) is above the bid (%d): %w",
+			return res, fmt.Errorf("bidder: %s notice: bid %s: price: %s CPM (%d micros per impression) is above the bid (%d): %w",
 				name, formatBidID(bid), price, clearing, bidPrice, ledger.ErrPrice)
 		}
 	}

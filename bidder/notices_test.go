@@ -284,7 +284,7 @@ func TestNoticeErrors(t *testing.T) {
 		{"exponent", kindBill, acme, "1e3", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
 		{"NaN", kindWin, acme, "NaN", codes.InvalidArgument, 400, noticeBadPrice, "not a decimal number", "price"},
 		{"missing bill price", kindBill, acme, "", codes.InvalidArgument, 400, noticeBadPrice, "price: required", "price"},
-		{"above the bid", kindBill, acme, "4.51", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid (4500)", "price"},
+		{"above the bid", kindBill, acme, "4.51", codes.InvalidArgument, 400, noticeBadPrice, "price: 4.51 CPM (4510 micros per impression) is above the bid (4500)", "price"},
 		{"win above the bid", kindWin, acme, "9", codes.InvalidArgument, 400, noticeBadPrice, "is above the bid", "price"},
 		{"huge", kindBill, acme, "99999999999999999999", codes.InvalidArgument, 400, noticeBadPrice, "above any bid", "price"},
 		{"bad loss reason", kindLoss, acme, "outbid", codes.InvalidArgument, 400, noticeInvalid, "not an OpenRTB loss reason", "reason"},
@@ -308,6 +308,10 @@ func TestNoticeErrors(t *testing.T) {
 				}
 				if !strings.Contains(msg, tc.contains) {
 					t.Errorf("message %q, want it to say %q", msg, tc.contains)
+				}
+				// Both wires' messages name the field, as its path.
+				if tc.field != "" && !strings.Contains(msg, tc.field+": ") {
+					t.Errorf("message %q does not name the field %s:", msg, tc.field)
 				}
 				if diff := cmp.Diff(before, l.Report(time.Now())); diff != "" {
 					t.Errorf("ledger changed (-before +after):\n%s", diff)
