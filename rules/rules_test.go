@@ -162,6 +162,16 @@ campaigns:
 			"campaigns[0].budget.total: 2e+12 must be >= 0 and <= 1000000000000 (0: no total limit)",
 			`campaigns[0].frequency_cap.window: "9000h" must be at most 8784h0m0s`,
 		}},
+		{"currency of two letters", `
+campaigns:
+  - {id: a, bid_cpm: 1, currency: US, creatives: [{id: c, w: 1, h: 1, adm: x}]}
+  - {id: b, bid_cpm: 1, currency: E, creatives: [{id: d, w: 1, h: 1, adm: x}]}
+  - {id: c, bid_cpm: 1, currency: EURO, creatives: [{id: e, w: 1, h: 1, adm: x}]}
+`, []string{
+			`campaigns[0].currency: "US" is not an ISO-4217 code such as USD`,
+			`campaigns[1].currency: "E" is not an ISO-4217 code such as USD`,
+			`campaigns[2].currency: "EURO" is not an ISO-4217 code such as USD`,
+		}},
 		{"frequency cap max and window both wrong", `
 campaigns:
   - id: capped

@@ -340,7 +340,10 @@ func (v *validator) campaign(i int, c *Campaign) {
 		// It would bid nothing: the ledger refuses a price of 0.
 		v.add(p()+".bid_cpm", "%s rounds to 0 (amounts count in millionths): the least is 0.000001", plain(c.BidCPM))
 	}
-	if c.Currency != "" && !curShape.match(c.Currency) {
+	// curShape matches 1 to 3 letters, as every shape matches up to its
+	// max: a code is exactly 3 (a request's cur, which the bidder checks
+	// so, could never name "US").
+	if c.Currency != "" && (len(c.Currency) != 3 || !curShape.match(c.Currency)) {
 		v.add(p()+".currency", "%q is not an ISO-4217 code such as USD", c.Currency)
 	}
 	if !(c.Budget.Daily >= 0 && c.Budget.Daily <= MaxDailyBudget) {
