@@ -59,6 +59,6 @@
 // a shared HdrHistogram (1 µs to 60 s, 3 significant figures) under a mutex
 // once per batch or every 250 ms, so there is no lock per request.
 // [Report] carries p50/p90/p99/p99.9/max, achieved rate, errors by gRPC
-// code (or HTTP status), no-bids by nbr, bids, and — for a local server — its CPU seconds per
+// code (or HTTP status) with the first message of each, no-bids by nbr, bids, and — for a local server — its CPU seconds per
 // request read from /proc/<pid>/stat.
 package bench

@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -66,9 +67,15 @@ type httpWire struct {
 // HTTPStatusError is an HTTP answer other than 200 or 204.
 type HTTPStatusError struct {
 	Status int
+	// Msg is the error personad's JSON answer gives, naming the field
+	// of a refused request; empty when the body has none.
+	Msg string
 }
 
 func (e *HTTPStatusError) Error() string {
+	if e.Msg != "" {
+		return fmt.Sprintf("HTTP %d %s: %s", e.Status, http.StatusText(e.Status), e.Msg)
+	}
 	return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
 }
 
@@ -220,7 +227,12 @@ func (hw *httpWire) bid(ctx context.Context, req *personadpb.BidRequest) (*perso
 		}
 		return &personadpb.BidResponse{Nbr: int32(nbr)}, nil
 	default:
-		return nil, &HTTPStatusError{Status: resp.StatusCode}
+		// personad's error answers are JSON: {"error": "...", "field": ...}.
+		var body struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(buf.Bytes(), &body) // another body: no message
+		return nil, &HTTPStatusError{Status: resp.StatusCode, Msg: body.Error}
 	}
 }
 

@@ -54,7 +54,7 @@ func (f *fakeHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mismatch.Add(1)
 	}
 	if strings.HasSuffix(fakeUID(req), "9") {
-		http.Error(w, `{"error":"no"}`, http.StatusBadRequest)
+		http.Error(w, `{"error":"bidder: user.buyeruid: no","field":"user.buyeruid","nbr":2}`, http.StatusBadRequest)
 		return
 	}
 	resp, _ := f.bidder.Bid(r.Context(), req)
@@ -140,6 +140,10 @@ func TestRunOpenHTTP(t *testing.T) {
 			r.Errors["HTTP 400"] != 2*bad || len(r.Errors) != 1 || r.OK != 2*(bids+nobids) {
 			t.Errorf("gzip %v: completed %d ok %d bids %d nobids %d %v errors %v; want 200, %d bids, %d nbr 8, %d HTTP 400",
 				gz, r.Completed, r.OK, r.Bids, r.NoBid, r.NoBids, r.Errors, 2*bids, 2*nobids, 2*bad)
+		}
+		// The answer's error, naming the field, is in the report.
+		if got, want := r.ErrorSamples["HTTP 400"], "bidder: user.buyeruid: no"; got != want {
+			t.Errorf("gzip %v: first HTTP 400 %q, want %q", gz, got, want)
 		}
 		if n := f.mismatch.Load(); n > 0 {
 			t.Errorf("%d bodies did not decode to their request", n)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,10 @@ type tally struct {
 	codes [numCodes]int64
 	http  map[int]int64 // failed HTTP answers by status (HTTPStatusError)
 	nbr   map[int32]int64
+	// first is the message of the first failure of each kind, by
+	// errorKind: what the server said, with its field path, for the
+	// report beside the counts. A shard takes one per kind per batch.
+	first map[int]string
 	// lastSent is when the latest request was actually sent (open loop).
 	lastSent time.Time
 }
@@ -98,6 +103,31 @@ func (t *tally) add(o *tally) {
 		}
 		t.nbr[k] += v
 	}
+	for k, v := range o.first {
+		if _, ok := t.first[k]; !ok {
+			if t.first == nil {
+				t.first = make(map[int]string)
+			}
+			t.first[k] = v
+		}
+	}
+}
+
+// errorKind keys tally.first: a gRPC code as itself, an HTTP status past
+// the codes.
+func errorKind(code codes.Code, httpStatus int) int {
+	if httpStatus != 0 {
+		return numCodes + httpStatus
+	}
+	return int(code)
+}
+
+// errorKindName is the Report.Errors key of an errorKind.
+func errorKindName(k int) string {
+	if k >= numCodes {
+		return fmt.Sprintf("HTTP %d", k-numCodes)
+	}
+	return codes.Code(k).String()
 }
 
 func newCollector() *collector {
@@ -153,7 +183,28 @@ func (s *shard) record(now time.Time, latency, lag time.Duration, resp *personad
 	case int(code) < numCodes:
 		s.t.codes[code]++
 	default:
+		code = codes.Unknown
 		s.t.codes[codes.Unknown]++
+	}
+	if err != nil {
+		k := 0
+		if he != nil {
+			k = errorKind(0, he.Status)
+		} else {
+			k = errorKind(code, 0)
+		}
+		if _, ok := s.t.first[k]; !ok {
+			if s.t.first == nil {
+				s.t.first = make(map[int]string)
+			}
+			msg := err.Error()
+			if st, ok := status.FromError(err); ok && he == nil {
+				msg = st.Message()
+			} else if he != nil && he.Msg != "" {
+				msg = he.Msg // the kind already says "HTTP 400"
+			}
+			s.t.first[k] = msg
+		}
 	}
 	if code == codes.OK {
 		s.t.ok++
@@ -208,8 +259,9 @@ func (s *shard) flush(now time.Time) {
 	c.mu.Unlock()
 	s.lat = s.lat[:0]
 	s.lag = s.lag[:0]
-	nbr, hs := s.t.nbr, s.t.http
+	nbr, hs, first := s.t.nbr, s.t.http, s.t.first
 	clear(nbr)
 	clear(hs)
-	s.t = tally{nbr: nbr, http: hs}
+	clear(first)
+	s.t = tally{nbr: nbr, http: hs, first: first}
 }

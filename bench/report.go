@@ -59,6 +59,10 @@ type Report struct {
 	// answers by status ("HTTP 400"), a connection that failed as
 	// Unavailable and a timeout as DeadlineExceeded.
 	Errors map[string]int64 `json:"errors"`
+	// ErrorSamples holds, for each key of Errors, the message of the
+	// first such failure (a gRPC status's message, naming the field of
+	// a refused request; over HTTP, the error of the answer's JSON body).
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 	// Bids is the number of bids; NoBids counts no-bid answers by nbr.
 	Bids   int64            `json:"bids"`
 	NoBid  int64            `json:"nobids"`
@@ -187,6 +191,12 @@ func newReport(mode string, t *Target, o Options, c *collector, elapsed time.Dur
 	for st, n := range c.http {
 		r.Errors[fmt.Sprintf("HTTP %d", st)] = n
 	}
+	for k, msg := range c.first {
+		if r.ErrorSamples == nil {
+			r.ErrorSamples = map[string]string{}
+		}
+		r.ErrorSamples[errorKindName(k)] = msg
+	}
 	for nbr, n := range c.nbr {
 		r.NoBids[strconv.Itoa(int(nbr))] = n
 	}
@@ -252,7 +262,10 @@ func fmtDur(d time.Duration) string {
 
 func us(v int64) string { return fmtDur(time.Duration(v) * time.Microsecond) }
 
-func sortedKeys(m map[string]int64) []string {
+// maxSampleLen cuts a failure's message in the text report.
+const maxSampleLen = 300
+
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -324,6 +337,13 @@ func (r *Report) WriteText(w io.Writer) error {
 		errs = []string{"none"}
 	}
 	fmt.Fprintf(tw, "errors\t%s  (rate %.4f%%)\n", strings.Join(errs, ", "), 100*r.ErrorRate())
+	for _, k := range sortedKeys(r.ErrorSamples) {
+		msg := r.ErrorSamples[k]
+		if len(msg) > maxSampleLen {
+			msg = msg[:maxSampleLen] + "…"
+		}
+		fmt.Fprintf(tw, "\tfirst %s: %s\n", k, msg)
+	}
 	if c := r.ServerCPU; c != nil {
 		fmt.Fprintf(tw, "server cpu\tpid %d  %.2fs  %.1f µs/request\n", c.PID, c.Seconds, c.PerRequestUS)
 	}

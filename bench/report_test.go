@@ -89,18 +89,31 @@ func TestTallyOutcomes(t *testing.T) {
 	s.record(now, time.Microsecond, 0, nil, status.Error(codes.Unavailable, "down"))
 	s.record(now, time.Microsecond, 0, nil, errors.New("not a status"))
 	s.flush(now)
+	// The first refusal of each kind keeps its message, field path and
+	// all, in the report: across batches, the earliest.
+	s.record(now, time.Microsecond, 0, nil, status.Error(codes.InvalidArgument, "bidder: imp[0].banner.h: must be > 0"))
+	s.record(now, time.Microsecond, 0, nil, &HTTPStatusError{Status: 400, Msg: "bidder: imp[0].id: required"})
+	s.flush(now)
+	s.record(now, time.Microsecond, 0, nil, status.Error(codes.InvalidArgument, "bidder: id: required"))
+	s.flush(now)
 
 	r := newReport("open", &Target{addr: "x"}, Options{}, c, 2*time.Second)
-	r.Sent = 7
+	r.Sent = 10
 	r.Dropped = 1
 	r.finish()
-	if r.Completed != 7 || r.OK != 4 || r.Bids != 2 || r.NoBid != 3 || r.Late != 1 {
-		t.Errorf("completed %d ok %d bids %d nobid %d late %d, want 7 4 2 3 1", r.Completed, r.OK, r.Bids, r.NoBid, r.Late)
+	if r.Completed != 10 || r.OK != 4 || r.Bids != 2 || r.NoBid != 3 || r.Late != 1 {
+		t.Errorf("completed %d ok %d bids %d nobid %d late %d, want 10 4 2 3 1", r.Completed, r.OK, r.Bids, r.NoBid, r.Late)
+	}
+	if d := cmp.Diff(map[string]string{
+		"DeadlineExceeded": "late", "Unavailable": "down", "Unknown": "not a status",
+		"InvalidArgument": "bidder: imp[0].banner.h: must be > 0", "HTTP 400": "bidder: imp[0].id: required",
+	}, r.ErrorSamples); d != "" {
+		t.Errorf("first failures (-want +got):\n%s", d)
 	}
 	if d := cmp.Diff(map[string]int64{"8": 2, "2": 1}, r.NoBids); d != "" {
 		t.Errorf("no-bids by nbr (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff(map[string]int64{"DeadlineExceeded": 1, "Unavailable": 1, "Unknown": 1}, r.Errors); d != "" {
+	if d := cmp.Diff(map[string]int64{"DeadlineExceeded": 1, "Unavailable": 1, "Unknown": 1, "InvalidArgument": 2, "HTTP 400": 1}, r.Errors); d != "" {
 		t.Errorf("errors by code (-want +got):\n%s", d)
 	}
 	// Answers and deadline expiries are timed; fast failures are not.
@@ -109,10 +122,10 @@ func TestTallyOutcomes(t *testing.T) {
 	if r.Latency.Count != 5 || r.Latency.Max != 3001 {
 		t.Errorf("latency count %d max %d, want 5 and 3001", r.Latency.Count, r.Latency.Max)
 	}
-	if r.Achieved != 2 || r.SendRate != 3.5 {
-		t.Errorf("achieved %v send %v, want 2 and 3.5", r.Achieved, r.SendRate)
+	if r.Achieved != 2 || r.SendRate != 5 {
+		t.Errorf("achieved %v send %v, want 2 and 5", r.Achieved, r.SendRate)
 	}
-	if got, want := r.ErrorRate(), 4.0/8; got != want {
+	if got, want := r.ErrorRate(), 7.0/11; got != want {
 		t.Errorf("error rate %v, want %v", got, want)
 	}
 	var buf bytes.Buffer
@@ -122,7 +135,8 @@ func TestTallyOutcomes(t *testing.T) {
 	if len(r.Warnings) != 2 {
 		t.Errorf("warnings %q, want late sends and drops", r.Warnings)
 	}
-	for _, want := range []string{"p99.9", "nbr 8 (unmatched user) 2", "DeadlineExceeded 1", "dropped 1", "achieved 2.0/s", "warning"} {
+	for _, want := range []string{"p99.9", "nbr 8 (unmatched user) 2", "DeadlineExceeded 1", "dropped 1", "achieved 2.0/s", "warning",
+		"first InvalidArgument: bidder: imp[0].banner.h: must be > 0\n"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, buf.String())
 		}
