@@ -317,6 +317,20 @@ type noticeAnswer struct {
 	Field         string `json:"field,omitempty"`
 }
 
+// serveNoticeMethod answers a notice path's methods other than GET: 405
+// with Allow: GET and the JSON error every notice answer has, counted as
+// an invalid notice of its kind (as a bid path's wrong method counts as
+// an invalid request). Nothing is settled.
+func (s *Server) serveNoticeMethod(w http.ResponseWriter, r *http.Request, kind noticeKind) {
+	s.metrics.notices[wireHTTP][kind][noticeInvalid].Inc()
+	out, _ := json.Marshal(noticeAnswer{Error: fmt.Sprintf("bidder: method %s: want GET", r.Method)})
+	w.Header().Set("Allow", http.MethodGet)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusMethodNotAllowed)
+	w.Write(append(out, '\n'))
+}
+
 // serveNotice answers GET /notice/{win,bill,loss}?t=TOKEN&price=P&reason=R:
 // 200 with {"bid": ...} when the notice is applied or was already, else
 // the status of the error table (400, 404, 409, 503) with {"error": ...}.
@@ -325,8 +339,7 @@ func (s *Server) serveNotice(kind noticeKind) http.HandlerFunc {
 		if r.Method != http.MethodGet {
 			// The GET pattern also routes HEAD: a prefetch must not
 			// settle money.
-			w.Header().Set("Allow", http.MethodGet)
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			s.serveNoticeMethod(w, r, kind)
 			return
 		}
 		q := r.URL.Query()

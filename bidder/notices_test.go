@@ -329,6 +329,47 @@ func TestNoticeErrors(t *testing.T) {
 	}
 }
 
+// TestNoticeMethods: a notice path answers a method other than GET (HEAD,
+// a prefetch, included) as its other refusals: 405 + Allow: GET and a
+// JSON error, counted as an invalid notice of its kind, nothing settled.
+func TestNoticeMethods(t *testing.T) {
+	l := newLedger(t, "")
+	defer l.Close()
+	h := newMoneyHarness(t, moneyRules, l)
+	bids := h.bid(t, "req-methods")
+	before := l.Report(time.Now())
+	for _, kind := range []noticeKind{kindWin, kindBill, kindLoss} {
+		for _, m := range []string{http.MethodPost, http.MethodHead, http.MethodPut, http.MethodDelete} {
+			counter := h.srv.metrics.notices[wireHTTP][kind][noticeInvalid]
+			n := testutil.ToFloat64(counter)
+			req, err := http.NewRequest(m, h.http.URL+"/notice/"+kindNames[kind]+"?t="+url.QueryEscape(token(t, bids[0].Burl))+"&price=1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" || resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("%s %s: status %d, Allow %q, Content-Type %q; want 405, GET, application/json",
+					m, kindNames[kind], resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"))
+			}
+			var e noticeAnswer
+			if m != http.MethodHead && (json.Unmarshal(b, &e) != nil || e.Error != "bidder: method "+m+": want GET") {
+				t.Errorf("%s %s: body %q, want the JSON error naming the method", m, kindNames[kind], b)
+			}
+			if got := testutil.ToFloat64(counter) - n; got != 1 {
+				t.Errorf("%s %s: personad_notices_total{wire=http,kind=%s,outcome=invalid} grew by %v, want 1", m, kindNames[kind], kindNames[kind], got)
+			}
+		}
+	}
+	if diff := cmp.Diff(before, l.Report(time.Now())); diff != "" {
+		t.Errorf("ledger changed (-before +after):\n%s", diff)
+	}
+}
+
 // TestUnsubstitutedMacros: an exchange that calls a nurl or lurl without
 // substituting ${AUCTION_PRICE} or ${AUCTION_LOSS} sends the macro
 // itself. The win and the loss are still taken (the price and the reason

@@ -94,7 +94,9 @@ var (
 //	                    idempotent), else 400 (forged token, bad price),
 //	                    404 (unknown bid), 409 (conflicting bill), 503,
 //	                    with {"error": ..., "field": ...}; see
-//	                    personad.v1.Notices.
+//	                    personad.v1.Notices. Another method (HEAD too:
+//	                    a prefetch settles nothing) is 405 + Allow: GET
+//	                    + JSON error.
 //	GET  /metrics       Prometheus metrics of Config.Metrics.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -105,6 +107,11 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET "+PathNoticeWin, s.recoverHTTP(s.serveNotice(kindWin)))
 		mux.Handle("GET "+PathNoticeBill, s.recoverHTTP(s.serveNotice(kindBill)))
 		mux.Handle("GET "+PathNoticeLoss, s.recoverHTTP(s.serveNotice(kindLoss)))
+		// Other methods: the JSON 405 of serveNoticeMethod, not the
+		// mux's text/plain one.
+		for path, kind := range map[string]noticeKind{PathNoticeWin: kindWin, PathNoticeBill: kindBill, PathNoticeLoss: kindLoss} {
+			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { s.serveNoticeMethod(w, r, kind) })
+		}
 	}
 	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return mux
