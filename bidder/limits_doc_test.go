@@ -69,3 +69,24 @@ func TestSegmentsRequestsInProto(t *testing.T) {
 		}
 	}
 }
+
+// TestNoticesErrorsInProto: the Notices service's comment lists each
+// field a notice is refused for, as TestNoticeErrors sees them refused.
+func TestNoticesErrorsInProto(t *testing.T) {
+	b, err := os.ReadFile("../proto/personad/v1/notices.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One line, single-spaced: the codes' column is aligned.
+	text := strings.Join(strings.Fields(regexp.MustCompile(`\s*\n\s*//\s*`).ReplaceAllString(string(b), " ")), " ")
+	for _, want := range []string{
+		"INVALID_ARGUMENT a missing, forged or malformed token,",
+		"(or a bill's missing), a loss reason that is not a non-negative integer,",
+		`naming the field: "price: \"-1\" is negative"`,
+		"HTTP 405 for a method other than GET",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("notices.proto's Notices comment lacks %q", want)
+		}
+	}
+}

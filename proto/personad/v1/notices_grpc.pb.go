@@ -48,10 +48,14 @@ const (
 //
 // Errors change nothing and are counted (personad_notices_total):
 //
-//	INVALID_ARGUMENT     a forged or malformed token, or a price that is
-//	                     not a decimal number, is negative, or is above
-//	                     the bid, or a request that is not valid
-//	                     protobuf, naming the field (HTTP 400);
+//	INVALID_ARGUMENT     a missing, forged or malformed token, a price
+//	                     that is not a decimal number, is negative, or
+//	                     is above the bid (or a bill's missing), a loss
+//	                     reason that is not a non-negative integer, or a
+//	                     request that is not valid protobuf, naming the
+//	                     field: "price: \"-1\" is negative" (HTTP 400,
+//	                     the field also in its JSON answer; HTTP 405 for
+//	                     a method other than GET);
 //	NOT_FOUND            a bid the ledger does not know: never made, or
 //	                     finished longer ago than the ledger remembers
 //	                     (HTTP 404);
@@ -132,10 +136,14 @@ func (c *noticesClient) Loss(ctx context.Context, in *LossRequest, opts ...grpc.
 //
 // Errors change nothing and are counted (personad_notices_total):
 //
-//	INVALID_ARGUMENT     a forged or malformed token, or a price that is
-//	                     not a decimal number, is negative, or is above
-//	                     the bid, or a request that is not valid
-//	                     protobuf, naming the field (HTTP 400);
+//	INVALID_ARGUMENT     a missing, forged or malformed token, a price
+//	                     that is not a decimal number, is negative, or
+//	                     is above the bid (or a bill's missing), a loss
+//	                     reason that is not a non-negative integer, or a
+//	                     request that is not valid protobuf, naming the
+//	                     field: "price: \"-1\" is negative" (HTTP 400,
+//	                     the field also in its JSON answer; HTTP 405 for
+//	                     a method other than GET);
 //	NOT_FOUND            a bid the ledger does not know: never made, or
 //	                     finished longer ago than the ledger remembers
 //	                     (HTTP 404);
