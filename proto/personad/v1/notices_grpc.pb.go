@@ -61,7 +61,11 @@ const (
 //	                     (HTTP 404);
 //	FAILED_PRECONDITION  a bill at a different price than an earlier bill
 //	                     of the same bid (HTTP 409);
-//	UNAVAILABLE          the ledger is shutting down (HTTP 503).
+//	UNAVAILABLE          the ledger is shutting down, or its durable log
+//	                     cannot be written (a full or read-only disk: the
+//	                     message names the file and the system's error);
+//	                     the notice is not acknowledged, and one sent
+//	                     again is once its record is durable (HTTP 503).
 type NoticesClient interface {
 	// Win records that the bid won its auction. It moves no money by itself
 	// (the bill does), but a won bid that is never billed counts at its bid
@@ -149,7 +153,11 @@ func (c *noticesClient) Loss(ctx context.Context, in *LossRequest, opts ...grpc.
 //	                     (HTTP 404);
 //	FAILED_PRECONDITION  a bill at a different price than an earlier bill
 //	                     of the same bid (HTTP 409);
-//	UNAVAILABLE          the ledger is shutting down (HTTP 503).
+//	UNAVAILABLE          the ledger is shutting down, or its durable log
+//	                     cannot be written (a full or read-only disk: the
+//	                     message names the file and the system's error);
+//	                     the notice is not acknowledged, and one sent
+//	                     again is once its record is durable (HTTP 503).
 type NoticesServer interface {
 	// Win records that the bid won its auction. It moves no money by itself
 	// (the bill does), but a won bid that is never billed counts at its bid

@@ -69,8 +69,11 @@ type RulesClient interface {
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
 	// its message listing every error by path (also as google.rpc.BadRequest
-	// field violations), and changes nothing. With dry_run, it validates and
-	// reports the diff against the active set without applying.
+	// field violations), and changes nothing. A set the data dir cannot
+	// take (a full or read-only disk) fails with UNAVAILABLE, naming the
+	// file and the system's error, and changes nothing: send it again once
+	// there is room. With dry_run, it validates and reports the diff
+	// against the active set without applying.
 	Apply(ctx context.Context, in *RulesApplyRequest, opts ...grpc.CallOption) (*RulesApplyResponse, error)
 	// Get reports the active rule set: version, when and how it was
 	// applied, and the last rejected attempt with its errors.
@@ -160,8 +163,11 @@ type RulesServer interface {
 	// Apply validates, compiles and activates a rule set, persisting it so
 	// that a restart serves it. An invalid set fails with INVALID_ARGUMENT,
 	// its message listing every error by path (also as google.rpc.BadRequest
-	// field violations), and changes nothing. With dry_run, it validates and
-	// reports the diff against the active set without applying.
+	// field violations), and changes nothing. A set the data dir cannot
+	// take (a full or read-only disk) fails with UNAVAILABLE, naming the
+	// file and the system's error, and changes nothing: send it again once
+	// there is room. With dry_run, it validates and reports the diff
+	// against the active set without applying.
 	Apply(context.Context, *RulesApplyRequest) (*RulesApplyResponse, error)
 	// Get reports the active rule set: version, when and how it was
 	// applied, and the last rejected attempt with its errors.
