@@ -125,6 +125,16 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 				"or set the counters to the sum of the nodes' leased_today_micros and leased_total_micros",
 				zap.String("campaign", campaign), zap.Error(err))
 		}
+		// A lease or frequency call's error is counted, not returned to
+		// anyone who would log it: say when calls start failing (the
+		// node then stops bidding on budgeted campaigns once its leases
+		// are spent) and when they succeed again.
+		ropts.OnDown = func(op string, err error) {
+			log.Error("Redis ledger calls fail: this node spends the leases it holds, then stops bidding on budgeted campaigns; "+
+				"users whose frequency counts it has not read are capped",
+				zap.String("op", op), zap.Error(err))
+		}
+		ropts.OnUp = func() { log.Info("Redis ledger calls succeed again") }
 		rc, err = redisledger.New(cctx, o.ledger, ropts)
 		cancel()
 		if err != nil {
@@ -360,4 +370,18 @@ func redisMetrics(reg prometheus.Registerer, rc *redisledger.Client) {
 		Help: "Leases and returns Redis refused because it counts less of a campaign's budget as leased than this node holds: " +
 			"Redis lost its data (restart without persistence, flush, eviction). The campaign fails closed on this node.",
 	}, func() float64 { return float64(rc.Stats().StateLost) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "personad_ledger_shared_redis_down",
+		Help: "1 while the last call to Redis (a lease, a return, a frequency read or record in the background) failed, 0 once one succeeds: " +
+			"while down, budgeted campaigns stop once this node's leases are spent.",
+	}, func() float64 {
+		if rc.Stats().Down {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "personad_ledger_shared_redis_downs_total",
+		Help: "Times calls to Redis started failing (personad_ledger_shared_redis_down went to 1).",
+	}, func() float64 { return float64(rc.Stats().Downs) }))
 }

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/personad/personad/engine"
+	"github.com/personad/personad/internal/tcpproxy"
 	"github.com/personad/personad/ledger"
 	"github.com/personad/personad/segments"
 )
@@ -322,5 +323,98 @@ func TestLedgerOpenedLog(t *testing.T) {
 		if diff := cmp.Diff(want, f[name]); diff != "" {
 			t.Errorf("%s, per currency (-want +got):\n%s", name, diff)
 		}
+	}
+}
+
+// TestRedisDownLogged: a Redis ledger whose calls fail (here a partition;
+// also a Redis that refuses writes, as a replica or at maxmemory does)
+// made the node stop bidding on its budgeted campaigns once its leases
+// were spent with nothing in its log but go-redis's lines about dials (none
+// at all while connections stay open or Redis answers with errors), and
+// nothing on /metrics but lease_failure events rising. It logs one error
+// when calls start failing, one line when they succeed again, and
+// personad_ledger_shared_redis_down says which holds.
+func TestRedisDownLogged(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	ctx := context.Background()
+	p := tcpproxy.New(t, testRedisAddr())
+	defer p.Close()
+	id := fmt.Sprintf("down-log-test-%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		rdb := redis.NewClient(&redis.Options{Addr: testRedisAddr()})
+		defer rdb.Close()
+		if keys, _ := rdb.Keys(ctx, "personad:ledger:{"+id+"*").Result(); len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+	})
+	o := &options{dataDir: t.TempDir(), ledger: "redis://" + p.Addr(), budgetTZ: time.UTC, redisFreqWait: time.Millisecond}
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(core)
+	l, info, err := openLedger(ctx, o, log)
+	if err != nil {
+		t.Fatalf("Redis at %s is not reachable (set PERSONAD_TEST_REDIS_ADDR, or pass -redis=false to skip): %v", testRedisAddr(), err)
+	}
+	defer closeLedger(l, log)
+	reg := prometheus.NewRegistry()
+	redisMetrics(reg, info.redis)
+	down := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "personad_ledger_shared_redis_down" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no personad_ledger_shared_redis_down on /metrics")
+		return 0
+	}
+	n := 0
+	lease := func() error { // a new campaign: its first lease asks Redis
+		t.Helper()
+		n++
+		c, err := l.Campaign(fmt.Sprintf("%s-%d", id, n), ledger.Limits{DailyMicros: 100_000_000, Pacing: ledger.PacingASAP})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		return l.Lease(lctx, c, time.Now().UnixNano())
+	}
+	if err := lease(); err != nil {
+		t.Fatal(err)
+	}
+	if d := down(); d != 0 {
+		t.Errorf("personad_ledger_shared_redis_down %v with Redis answering, want 0", d)
+	}
+	p.Partition()
+	for range 2 {
+		if err := lease(); err == nil {
+			t.Fatal("a lease succeeded with Redis partitioned")
+		}
+	}
+	if d := down(); d != 1 {
+		t.Errorf("personad_ledger_shared_redis_down %v with Redis partitioned, want 1", d)
+	}
+	p.Heal()
+	if err := lease(); err != nil {
+		t.Fatal(err)
+	}
+	if d := down(); d != 0 {
+		t.Errorf("personad_ledger_shared_redis_down %v once Redis answers again, want 0", d)
+	}
+	var got []string
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, "Redis ledger") {
+			got = append(got, e.Level.String()+" "+e.Message[:strings.Index(e.Message+":", ":")])
+		}
+	}
+	want := []string{"error Redis ledger calls fail", "info Redis ledger calls succeed again"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("log lines about Redis (-want +got):\n%s", diff)
 	}
 }

@@ -266,6 +266,7 @@ func (c *Client) recorder() {
 				c.opts.Prefix + "{" + r.key.campaign + "}:bid:" + strconv.FormatUint(r.bid, 16),
 			}, ttl, int64(c.opts.IdempotencyTTL/time.Second)).Err()
 			cancel()
+			c.observe("frequency record", err)
 			if err != nil {
 				c.lostRedis.Add(1)
 			}
@@ -323,6 +324,7 @@ func (c *Client) fetcher() {
 			ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
 			n, err := c.read(ctx, f.key, f.window, bucket)
 			cancel()
+			c.observe("frequency read", err)
 			if err != nil {
 				continue // stays unknown (capped) or stale
 			}

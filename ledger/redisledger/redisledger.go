@@ -17,8 +17,9 @@
 // not apply is made; only ErrStateLost is a definite refusal
 // (ledger.ErrLeaseRefused). The sum of the slices never passes
 // the budget, so the nodes together never overspend; a node that cannot
-// reach Redis spends what it holds and then stops (fail closed), and a
-// node that dies loses its slice, counted as spent: the safe direction.
+// reach Redis spends what it holds and then stops (fail closed;
+// Options.OnDown and OnUp hear when its calls start failing and when they
+// succeed again), and a node that dies loses its slice, counted as spent: the safe direction.
 //
 // Lost state: the counters hold at least what each node holds of them
 // (its leases, spent or not, which its durable ledger remembers across a
@@ -127,6 +128,17 @@ type Options struct {
 	// of a campaign fails with ErrStateLost (once per campaign and
 	// Client), from the goroutine that called Lease or Return.
 	OnStateLost func(campaign string, err error)
+	// OnDown, when set, is called when a call to Redis fails (a lease, a
+	// return, a frequency read or record in the background: not Warm's
+	// read, which a request's few milliseconds bound) while the last one
+	// had succeeded, with the operation and its error; OnUp when one
+	// succeeds after such a failure. So a Redis that goes away or stops
+	// taking writes (a replica, maxmemory) is heard of once, and once
+	// more when it is back, rather than on every call or never. A refusal
+	// with ErrStateLost is an answer: neither. They are called from the
+	// goroutine that made the call, one at a time.
+	OnDown func(op string, err error)
+	OnUp   func()
 }
 
 // ErrStateLost is a lease or return refused because Redis counts less of
@@ -187,6 +199,13 @@ type Client struct {
 	// reads the MGETs Warm sent.
 	waitOff                                            atomic.Int64
 	waits, waitTimeouts, waitSkipped, waitNanos, reads atomic.Int64
+
+	// down is whether the last call to Redis (but Warm's) failed;
+	// downMu orders its changes and the OnDown and OnUp calls; downs
+	// counts the changes to failing.
+	downMu sync.Mutex
+	down   atomic.Bool
+	downs  atomic.Int64
 }
 
 // Stats are a Client's counts since New.
@@ -209,6 +228,10 @@ type Stats struct {
 	// count. FrequencyWaitSkipped is Warms that needed counts but did not
 	// read, because a read had failed in the second before.
 	FrequencyWaits, FrequencyWaitTimeouts, FrequencyWaitSkipped, FrequencyWaitNanos, FrequencyReads int64
+	// Down is whether the last call to Redis failed (Options.OnDown), and
+	// Downs how many times calls started failing.
+	Down  bool
+	Downs int64
 }
 
 // Stats returns the Client's counts.
@@ -217,6 +240,7 @@ func (c *Client) Stats() Stats {
 		FrequencyLostQueue: c.lostQueue.Load(), FrequencyLostRedis: c.lostRedis.Load(), StateLost: c.stateLost.Load(),
 		FrequencyWaits: c.waits.Load(), FrequencyWaitTimeouts: c.waitTimeouts.Load(),
 		FrequencyWaitSkipped: c.waitSkipped.Load(), FrequencyWaitNanos: c.waitNanos.Load(), FrequencyReads: c.reads.Load(),
+		Down: c.down.Load(), Downs: c.downs.Load(),
 	}
 }
 
@@ -396,6 +420,7 @@ func (c *Client) Lease(ctx context.Context, req ledger.LeaseRequest) (ledger.Lea
 		req.DailyBudget, req.TotalBudget, req.WantDaily, req.WantTotal,
 		int64((3*24*time.Hour)/time.Second), int64(c.opts.IdempotencyTTL/time.Second),
 		req.HeldDaily, req.HeldTotal).Int64Slice()
+	c.observe("lease", err)
 	if err != nil {
 		return ledger.LeaseGrant{}, c.scriptErr("lease", req.Campaign, err)
 	}
@@ -414,10 +439,36 @@ func (c *Client) Return(ctx context.Context, ret ledger.LeaseReturn) error {
 	}
 	err := returnScript.Run(ctx, c.rdb, keys, ret.Daily, ret.Total, int64(c.opts.IdempotencyTTL/time.Second),
 		ret.HeldDaily, ret.HeldTotal).Err()
+	c.observe("return", err)
 	if err != nil {
 		return c.scriptErr("return", ret.Campaign, err)
 	}
 	return nil
+}
+
+// observe notes whether a call to Redis (op) failed, calling OnDown or
+// OnUp when that changes. A lease or return refused for lost state is an
+// answer from Redis.
+func (c *Client) observe(op string, err error) {
+	failed := err != nil && !strings.HasPrefix(err.Error(), lostReply)
+	if c.down.Load() == failed {
+		return
+	}
+	c.downMu.Lock()
+	defer c.downMu.Unlock()
+	if c.down.Load() == failed {
+		return
+	}
+	c.down.Store(failed)
+	switch {
+	case failed:
+		c.downs.Add(1)
+		if c.opts.OnDown != nil {
+			c.opts.OnDown(op, err)
+		}
+	case c.opts.OnUp != nil:
+		c.opts.OnUp()
+	}
 }
 
 // scriptErr wraps a lease or return script's error, telling lost state

@@ -8,12 +8,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -1086,5 +1088,79 @@ func TestNewErrorHidesPassword(t *testing.T) {
 	}
 	if got, want := RedactURL("redis://user:"+pw+"@h:6379/2"), "redis://user:xxxxx@h:6379/2"; got != want {
 		t.Errorf("RedactURL: %q, want %q", got, want)
+	}
+}
+
+// TestRedisDownHeardOnce: a Redis that stopped answering (or taking
+// writes: a replica, maxmemory) was heard of by nobody: a lease's or a
+// frequency call's error was counted (lease_failure) and dropped, so a
+// node stopped bidding on its budgeted campaigns with no log line at all
+// (go-redis logs only dials that fail). OnDown is called once when calls
+// start failing, OnUp once when one succeeds again, and a refusal for
+// lost state, which is Redis answering, is neither.
+func TestRedisDownHeardOnce(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	p := tcpproxy.New(t, redisAddr())
+	defer p.Close()
+	var mu sync.Mutex
+	var events []string
+	opts := DefaultOptions()
+	opts.OnDown = func(op string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, "down "+op)
+	}
+	opts.OnUp = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, "up")
+	}
+	rc := connectWith(t, p.Addr(), opts)
+	defer rc.Close()
+	id := uniqueID(t)
+	day := int32(time.Now().Unix() / 86400)
+	seq := uint64(rand.Uint32()) << 20
+	lease := func(held int64) error {
+		seq++
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := rc.Lease(ctx, ledger.LeaseRequest{ID: seq, Campaign: id, Day: day,
+			DailyBudget: 10 * unit, WantDaily: unit, HeldDaily: held})
+		return err
+	}
+	got := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(events)
+	}
+	if err := lease(0); err != nil {
+		t.Fatal(err)
+	}
+	p.Partition()
+	for range 3 {
+		if err := lease(unit); err == nil {
+			t.Fatal("a lease succeeded with Redis partitioned")
+		}
+	}
+	if st := rc.Stats(); !st.Down || st.Downs != 1 {
+		t.Errorf("partitioned: Stats Down %v, Downs %d; want true, 1", st.Down, st.Downs)
+	}
+	p.Heal()
+	for range 2 {
+		if err := lease(unit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Redis answers that it lost the counters: not down.
+	if err := lease(100 * unit); !errors.Is(err, ErrStateLost) {
+		t.Fatalf("lease holding more than Redis counts: %v, want ErrStateLost", err)
+	}
+	if diff := cmp.Diff([]string{"down lease", "up"}, got()); diff != "" {
+		t.Errorf("OnDown/OnUp calls (-want +got):\n%s", diff)
+	}
+	if st := rc.Stats(); st.Down || st.Downs != 1 {
+		t.Errorf("healed: Stats Down %v, Downs %d; want false, 1", st.Down, st.Downs)
 	}
 }
