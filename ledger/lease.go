@@ -611,7 +611,9 @@ func raiseDay(w *atomic.Uint64, day int32, v int64) {
 // today's daily lease goes back: another day's is of no use to the other
 // nodes, and its counter may have expired. After the Leaser's first
 // failure it asks it no more: each call may wait LeaseTimeout, and a
-// backend that is gone would hold a stop for that long per campaign. What
+// backend that is gone would hold a stop for that long per campaign. A
+// refusal (ErrLeaseRefused: the backend lost that campaign's counters)
+// is an answer, not a failure: the other campaigns are still given back. What
 // it did not offer keeps its ceiling, counted as spent, as after a crash.
 // Returns that failed without an answer while it ran are given again
 // (returnAgain); one that fails so here is not: the ledger is closing.
@@ -677,6 +679,17 @@ func (s *leaseState) close() error {
 			if err == nil {
 				continue
 			}
+			if errors.Is(err, ErrLeaseRefused) {
+				// A definite refusal (the backend lost this campaign's
+				// counters): the backend answers, so the campaigns
+				// after it are given back; this one's lease is counted
+				// nowhere it could be given, and its ceiling stays
+				// lowered, as after a return applied.
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
 			// The Leaser failed: this return may have been applied, so
 			// its ceiling stays lowered (the safe direction); the
 			// campaigns after it keep theirs.
@@ -707,7 +720,9 @@ func (s *leaseState) close() error {
 			cancel()
 			if err != nil {
 				firstErr = err
-				break
+				if !errors.Is(err, ErrLeaseRefused) {
+					break
+				}
 			}
 		}
 	}

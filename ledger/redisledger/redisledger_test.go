@@ -1164,3 +1164,46 @@ func TestRedisDownHeardOnce(t *testing.T) {
 		t.Errorf("healed: Stats Down %v, Downs %d; want false, 1", st.Down, st.Downs)
 	}
 }
+
+// TestCloseAfterLostStateReturnsTheRest: Close stopped giving leases back
+// at the first return that failed, also when that failure was Redis
+// answering that it had lost that one campaign's counters (a flush, an
+// eviction, counters restored for some campaigns only): every campaign
+// after it kept its lease counted in Redis, budget the other nodes could
+// no longer lease. Seen with two nodes on the demo world after a Redis
+// restarted empty: a clean stop of a node gave back nothing of the
+// campaigns whose counters had been set again. A refusal is an answer:
+// the campaigns after it are still given back.
+func TestCloseAfterLostStateReturnsTheRest(t *testing.T) {
+	rc := connect(t, redisAddr()) // the ledger closes it
+	l := newNode(t, rc)
+	ctx := context.Background()
+	lim := ledger.Limits{DailyMicros: 100 * unit, TotalMicros: 200 * unit, Pacing: ledger.PacingASAP}
+	ids := []string{uniqueID(t), uniqueID(t), uniqueID(t)}
+	for _, id := range ids { // in this order: Close gives back in it
+		c, err := l.Campaign(id, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Lease(ctx, c, time.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	day := int32(time.Now().UTC().Unix() / 86400)
+	deleteKeys(t, DefaultOptions().Prefix+"{"+ids[0]+"}:*") // the first campaign's counters are lost
+	err := l.Close()
+	if !errors.Is(err, ErrStateLost) {
+		t.Errorf("Close: %v, want ErrStateLost (the first campaign's return)", err)
+	}
+	check := connect(t, redisAddr())
+	defer check.Close()
+	for _, id := range ids[1:] {
+		d, tot, err := check.Leased(ctx, id, day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d != 0 || tot != 0 {
+			t.Errorf("%s: Redis still counts %d today, %d in total as leased after a clean Close that spent nothing, want 0 and 0", id, d, tot)
+		}
+	}
+}
