@@ -137,6 +137,12 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 		ropts.OnUp = func() { log.Info("Redis ledger calls succeed again") }
 		rc, err = redisledger.New(cctx, o.ledger, ropts)
 		cancel()
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// A Redis that accepts connections but does not answer (a
+			// stopped process, a full backlog, a firewall that drops)
+			// says only "context deadline exceeded": say whose.
+			err = fmt.Errorf("%w (no answer within %v)", err, redisConnectTimeout)
+		}
 		if err != nil {
 			// checking stays set: a dial of the check still retrying
 			// says the same again.

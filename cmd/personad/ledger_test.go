@@ -418,3 +418,27 @@ func TestRedisDownLogged(t *testing.T) {
 		t.Errorf("log lines about Redis (-want +got):\n%s", diff)
 	}
 }
+
+// TestRedisSilentAtStart: a Redis that accepts connections but never
+// answers (a stopped process; here a silenced proxy) failed the start
+// after 5s with "--ledger: redisledger: redis://…: context deadline
+// exceeded", which does not say that Redis did not answer, nor for how
+// long it was waited for. The error says both.
+func TestRedisSilentAtStart(t *testing.T) {
+	if !*useRedis {
+		t.Skip("-redis=false")
+	}
+	p := tcpproxy.New(t, testRedisAddr())
+	defer p.Close()
+	p.Silence()
+	o := &options{dataDir: t.TempDir(), ledger: "redis://" + p.Addr(), budgetTZ: time.UTC}
+	l, _, err := openLedger(context.Background(), o, zap.NewNop())
+	if err == nil {
+		l.Close()
+		t.Fatal("the ledger opened with Redis silent")
+	}
+	want := fmt.Sprintf("redis://%s: context deadline exceeded (no answer within %v)", p.Addr(), redisConnectTimeout)
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to hold %q", err, want)
+	}
+}
