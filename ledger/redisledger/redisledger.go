@@ -134,8 +134,12 @@ type Options struct {
 	// had succeeded, with the operation and its error; OnUp when one
 	// succeeds after such a failure. So a Redis that goes away or stops
 	// taking writes (a replica, maxmemory) is heard of once, and once
-	// more when it is back, rather than on every call or never. A refusal
-	// with ErrStateLost is an answer: neither. They are called from the
+	// more when it is back, rather than on every call or never; and
+	// OnDown at most once a minute, OnUp only after an OnDown, so that a
+	// Redis that refuses some calls and answers others (writes refused at
+	// maxmemory, reads answered) is heard of twice a minute at most, not
+	// on every call (Stats.Downs counts every change). A refusal with
+	// ErrStateLost is an answer: neither. They are called from the
 	// goroutine that made the call, one at a time.
 	OnDown func(op string, err error)
 	OnUp   func()
@@ -202,10 +206,18 @@ type Client struct {
 
 	// down is whether the last call to Redis (but Warm's) failed;
 	// downMu orders its changes and the OnDown and OnUp calls; downs
-	// counts the changes to failing.
-	downMu sync.Mutex
-	down   atomic.Bool
-	downs  atomic.Int64
+	// counts the changes to failing, untold whether OnDown has not been
+	// called since the last one (it was within downEvery). Under downMu,
+	// toldDown is when OnDown was last called (unix nanos), toldUp
+	// whether OnUp was called since, and downEvery how often OnDown may
+	// be called at most (a minute; tests shorten it).
+	downMu    sync.Mutex
+	down      atomic.Bool
+	untold    atomic.Bool
+	downs     atomic.Int64
+	toldDown  int64
+	toldUp    bool
+	downEvery time.Duration
 }
 
 // Stats are a Client's counts since New.
@@ -324,6 +336,8 @@ func New(ctx context.Context, url string, opts Options) (*Client, error) {
 		fetch: make(chan fetchReq, 4096),
 		rec:   make(chan recordReq, 4096),
 		stop:  make(chan struct{}),
+
+		downEvery: time.Minute,
 	}
 	c.wg.Add(2)
 	go c.fetcher()
@@ -447,27 +461,41 @@ func (c *Client) Return(ctx context.Context, ret ledger.LeaseReturn) error {
 }
 
 // observe notes whether a call to Redis (op) failed, calling OnDown or
-// OnUp when that changes. A lease or return refused for lost state is an
-// answer from Redis.
+// OnUp when that changes, OnDown at most every downEvery: a failure it
+// did not tell (untold) is told by the first failing call past that. A
+// lease or return refused for lost state is an answer from Redis.
 func (c *Client) observe(op string, err error) {
 	failed := err != nil && !strings.HasPrefix(err.Error(), lostReply)
-	if c.down.Load() == failed {
+	if c.down.Load() == failed && (!failed || !c.untold.Load()) {
 		return
 	}
 	c.downMu.Lock()
 	defer c.downMu.Unlock()
-	if c.down.Load() == failed {
+	if !failed {
+		if !c.down.Load() {
+			return
+		}
+		c.down.Store(false)
+		c.untold.Store(false)
+		if c.toldDown != 0 && !c.toldUp {
+			c.toldUp = true
+			if c.opts.OnUp != nil {
+				c.opts.OnUp()
+			}
+		}
 		return
 	}
-	c.down.Store(failed)
-	switch {
-	case failed:
+	if !c.down.Load() {
+		c.down.Store(true)
 		c.downs.Add(1)
+		c.untold.Store(true)
+	}
+	if now := time.Now().UnixNano(); c.untold.Load() && (c.toldDown == 0 || now-c.toldDown >= int64(c.downEvery)) {
+		c.toldDown, c.toldUp = now, false
+		c.untold.Store(false)
 		if c.opts.OnDown != nil {
 			c.opts.OnDown(op, err)
 		}
-	case c.opts.OnUp != nil:
-		c.opts.OnUp()
 	}
 }
 

@@ -1163,6 +1163,48 @@ func TestRedisDownHeardOnce(t *testing.T) {
 	if st := rc.Stats(); st.Down || st.Downs != 1 {
 		t.Errorf("healed: Stats Down %v, Downs %d; want false, 1", st.Down, st.Downs)
 	}
+	// Calls that fail and succeed by turns (as at maxmemory: writes
+	// refused, reads answered) were heard of on every change: within a
+	// minute of the last OnDown, neither is called again.
+	for range 3 {
+		p.Partition()
+		if err := lease(unit); err == nil {
+			t.Fatal("a lease succeeded with Redis partitioned")
+		}
+		p.Heal()
+		if err := lease(unit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"down lease", "up"}, got()); diff != "" {
+		t.Errorf("OnDown/OnUp calls after flapping (-want +got):\n%s", diff)
+	}
+	if st := rc.Stats(); st.Down || st.Downs != 4 {
+		t.Errorf("after flapping: Stats Down %v, Downs %d; want false, 4", st.Down, st.Downs)
+	}
+	// Down again within the minute: not told yet, but once the minute
+	// is past (here shortened), the next failing call tells it, or the
+	// last word would stay "up" for as long as Redis is down.
+	p.Partition()
+	if err := lease(unit); err == nil {
+		t.Fatal("a lease succeeded with Redis partitioned")
+	}
+	rc.downMu.Lock()
+	rc.downEvery = 0
+	rc.downMu.Unlock()
+	if err := lease(unit); err == nil {
+		t.Fatal("a lease succeeded with Redis partitioned")
+	}
+	if err := lease(unit); err == nil {
+		t.Fatal("a lease succeeded with Redis partitioned")
+	}
+	p.Heal()
+	if err := lease(unit); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"down lease", "up", "down lease", "up"}, got()); diff != "" {
+		t.Errorf("OnDown/OnUp calls after a later outage (-want +got):\n%s", diff)
+	}
 }
 
 // TestCloseAfterLostStateReturnsTheRest: Close stopped giving leases back
