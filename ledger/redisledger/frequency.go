@@ -288,6 +288,10 @@ const (
 // milliseconds; a batch is tens of microseconds.
 const sweepBatch = 1024
 
+// testHookSweepYield, when set (tests), is called each time the sweep has
+// let go of the lock between batches.
+var testHookSweepYield func(*Client)
+
 // sweep drops the cache entries no Allow used in the last sweepTicks
 // sweeps. It lets go of the lock every sweepBatch entries: the walk goes
 // on over the map as Allow and Warm change it meanwhile, which the
@@ -303,6 +307,9 @@ func (c *Client) sweep() {
 		}
 		if n++; n%sweepBatch == 0 {
 			c.mu.Unlock()
+			if testHookSweepYield != nil {
+				testHookSweepYield(c)
+			}
 			c.mu.Lock()
 		}
 	}
