@@ -14,8 +14,9 @@ import (
 // GenerateRules makes the world's rule set: cfg.Campaigns campaigns of
 // the advertisers above, and the house content rules. Targeting values
 // are drawn with the users' skew (a little flatter), so popular personas
-// attract more campaigns. It passes rules.(*RuleSet).Validate, and its
-// delivery warnings name no creative that never serves.
+// attract more campaigns. It passes rules.(*RuleSet).Validate, its
+// delivery warnings name no creative that never serves, and a title
+// variant is for a title that users of its campaign's seniority hold.
 func GenerateRules(cfg Config) (*rules.RuleSet, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -255,7 +256,7 @@ func (g *campaignGen) creatives(c *rules.Campaign, adv advertiser) {
 					v, from = cl.Any[r.IntN(len(cl.Any))], cl.Any
 				}
 			}
-			v = notExcluded(c, f, v, from)
+			v = g.reachable(c, f, v, from)
 			cr.Persona = []rules.Clause{{Facet: f, Any: []string{v}}}
 		}
 		suffix := fmt.Sprintf("%dx%d", cr.W, cr.H)
@@ -275,27 +276,50 @@ func (g *campaignGen) creatives(c *rules.Campaign, adv advertiser) {
 	}
 }
 
-// notExcluded returns v, a value of facet drawn for a creative's persona,
-// unless campaign c's targeting.none excludes it: a variant for a title
-// the campaign keeps out can never serve (rules.DeliveryWarnings says
-// so). Then it returns the first value of from, the values v was drawn
-// from in popularity order, that none excludes, without a draw, so that
-// the rest of the world stays as it was. The generator's none clauses
-// hold one value of a facet the campaign does not target, so one is
-// left; were none, v is kept (TestNoCreativeNeverServes would fail).
-func notExcluded(c *rules.Campaign, facet, v string, from []string) string {
-	excludes := func(v string) bool {
-		return slices.ContainsFunc(c.Targeting.None, func(cl rules.Clause) bool {
-			return cl.Facet == facet && slices.Contains(cl.Any, v)
-		})
+// reachable returns v, a value of facet drawn for a creative's persona,
+// unless no user campaign c targets can hold it: a value its
+// targeting.none excludes (rules.DeliveryWarnings warns the creative
+// never serves), or a title none of the seniorities its targeting admits
+// goes with (a marketing-specialist variant of a campaign for c-level
+// users, which only a bid request carrying its own segments can reach).
+// Then it returns the most popular value of from, the values v was drawn
+// from, that users of the targeting can hold, without a draw, so that the
+// rest of the world stays as it was. When none can (a campaign whose
+// title clause names no title of its seniority clause's, so no user at
+// all), v is kept.
+func (g *campaignGen) reachable(c *rules.Campaign, facet, v string, from []string) string {
+	can := func(v string) bool {
+		return admits(c, facet, v) && (facet != FacetTitle || slices.ContainsFunc(senioritiesOf(v), func(s string) bool {
+			return admits(c, FacetSeniority, s)
+		}))
 	}
-	if !excludes(v) {
+	if can(v) {
 		return v
 	}
-	if i := slices.IndexFunc(from, func(v string) bool { return !excludes(v) }); i >= 0 {
-		return from[i]
+	// from is the facet's values, or a targeting clause's in the order
+	// drawn: go by the facet's, the popularity order.
+	for _, p := range g.facets[facet] {
+		if slices.Contains(from, p) && can(p) {
+			return p
+		}
 	}
 	return v
+}
+
+// admits reports whether campaign c's targeting lets a user with value v
+// of facet through, as far as that facet's clauses tell.
+func admits(c *rules.Campaign, facet, v string) bool {
+	for _, cl := range c.Targeting.All {
+		if cl.Facet == facet && !slices.Contains(cl.Any, v) {
+			return false
+		}
+	}
+	for _, cl := range c.Targeting.None {
+		if cl.Facet == facet && slices.Contains(cl.Any, v) {
+			return false
+		}
+	}
+	return true
 }
 
 type advertiser = struct{ id, name, domain, product, cat string }

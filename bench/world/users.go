@@ -70,6 +70,7 @@ func GenerateSegments(cfg Config) (*segments.Snapshot, error) {
 			add := func(ord int) { lists[ord] = append(lists[ord], uint32(u)) }
 			t := zTitle.draw(r)
 			add(first[FacetTitle] + t)
+			// senioritiesOf tells GenerateRules the same.
 			if s := seniorityOf[t]; s == ic && r.Float64() < internShare {
 				add(intern)
 			} else {

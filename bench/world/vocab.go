@@ -1,5 +1,7 @@
 package world
 
+import "slices"
+
 // The vocabulary of the generated world. Facet values are listed in
 // popularity order: the first value of a facet is drawn most often (Zipf),
 // so individual contributors outnumber chief officers, as they do.
@@ -39,6 +41,17 @@ var titles = []titleInfo{
 // seniorities in popularity order. Seniority follows from the title; a
 // share of individual contributors are interns.
 var seniorities = []string{"individual-contributor", "manager", "director", "vp", "c-level", "intern"}
+
+// senioritiesOf returns the seniorities a user with title t can have, as
+// GenerateSegments draws them: the one the title implies, and intern for
+// an individual contributor.
+func senioritiesOf(t string) []string {
+	s := titles[slices.IndexFunc(titles, func(i titleInfo) bool { return i.value == t })].seniority
+	if s == "individual-contributor" {
+		return []string{s, "intern"}
+	}
+	return []string{s}
+}
 
 // painPoints, with the benefit a creative promises for each.
 var painPoints = []painInfo{

@@ -110,6 +110,84 @@ func TestNoCreativeNeverServes(t *testing.T) {
 	}
 }
 
+// TestTitleVariantsReachUsers: every title persona creative of the
+// predefined worlds, seeds 1 and 2, is for a title that users of its
+// campaign's targeting hold: the demo world had 62 variants (of 906) for a
+// title no user of their campaign's seniority has, adatum-c-level-0284's
+// for marketing specialists among them, which only a bid request carrying
+// its own segments could reach. Which seniorities go with which title is
+// read off the small world's users (a million or ten take too long to
+// generate here); the other facets are drawn independently of the title.
+// A campaign whose title clause names no title of its seniority clause's
+// reaches no user with any creative and is skipped (42 in the demo world).
+func TestTitleVariantsReachUsers(t *testing.T) {
+	snap, err := GenerateSegments(SmallConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[[2]string]bool{} // (title, seniority) some user holds
+	for _, ti := range Facets(SmallConfig())[FacetTitle] {
+		for _, s := range Facets(SmallConfig())[FacetSeniority] {
+			if snap.Segment(FacetTitle, ti).Users.Intersects(snap.Segment(FacetSeniority, s).Users) {
+				held[[2]string{ti, s}] = true
+			}
+		}
+	}
+	// reached reports whether a user holding title ti (any title, if ti is
+	// "") can pass c's title and seniority clauses.
+	reached := func(c *rules.Campaign, ti string) bool {
+		for pair := range held {
+			if ti != "" && pair[0] != ti {
+				continue
+			}
+			if admits(c, FacetTitle, pair[0]) && admits(c, FacetSeniority, pair[1]) {
+				return true
+			}
+		}
+		return false
+	}
+	small2, demo2, ref2 := SmallConfig(), DemoConfig(), ReferenceConfig()
+	small2.Seed, demo2.Seed, ref2.Seed = 2, 2, 2
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"small", SmallConfig()}, {"small-seed2", small2}, {"demo", DemoConfig()}, {"demo-seed2", demo2},
+		{"reference", ReferenceConfig()}, {"reference-seed2", ref2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, err := GenerateRules(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, variants := 0, 0
+			for i := range rs.Campaigns {
+				c := &rs.Campaigns[i]
+				if !reached(c, "") {
+					continue
+				}
+				for j, cr := range c.Creatives {
+					if len(cr.Persona) == 0 || cr.Persona[0].Facet != FacetTitle {
+						continue
+					}
+					variants++
+					if ti := cr.Persona[0].Any[0]; !reached(c, ti) {
+						if n++; n <= 5 {
+							t.Errorf("campaigns[%d].creatives[%d] %s: no user of title %s passes targeting %v", i, j, cr.ID, ti, c.Targeting)
+						}
+					}
+				}
+			}
+			if n > 5 {
+				t.Errorf("and %d more of the %d title variants", n-5, variants)
+			}
+			if variants == 0 {
+				t.Error("no title variants checked")
+			}
+		})
+	}
+}
+
 // checkRuleMix checks the variety the brief asks for.
 func checkRuleMix(t *testing.T, rs *rules.RuleSet, facets map[string][]string) {
 	t.Helper()
