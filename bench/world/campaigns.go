@@ -155,7 +155,7 @@ func (g *campaignGen) campaign(c *rules.Campaign, i int) {
 		if f != FacetSeniority && g.chance(0.45) {
 			n = 2 + r.IntN(2)
 		}
-		c.Targeting.All = append(c.Targeting.All, rules.Clause{Facet: f, Any: g.values(f, n)})
+		c.Targeting.All = append(c.Targeting.All, rules.Clause{Facet: f, Any: g.consistent(c, f, g.values(f, n))})
 	}
 	if g.chance(0.12) {
 		switch f := g.pickFacet(used); f {
@@ -274,6 +274,52 @@ func (g *campaignGen) creatives(c *rules.Campaign, adv advertiser) {
 		cr.Adm = g.adm(c, &cr, adv)
 		c.Creatives = append(c.Creatives, cr)
 	}
+}
+
+// consistent returns vals, the values drawn for campaign c's next
+// targeting clause, on facet, unless c's earlier clauses leave no user
+// holding any of them: a title clause naming no title of an earlier
+// seniority clause's seniority, or a seniority clause none of an earlier
+// title clause's titles goes with (a campaign for individual
+// contributors targeting CMOs, which no user can match). Then, without a
+// draw, so that the rest of the world stays as it was, it returns the
+// seniority of the title clause's first title (the one the campaign's id
+// and markup name), or as many titles as were drawn (as many as there
+// are), the most popular of the seniority's. A clause that names at
+// least one value users of the earlier clauses hold is kept as drawn.
+func (g *campaignGen) consistent(c *rules.Campaign, facet string, vals []string) []string {
+	var other string
+	switch facet {
+	case FacetTitle:
+		other = FacetSeniority
+	case FacetSeniority:
+		other = FacetTitle
+	default:
+		return vals
+	}
+	i := slices.IndexFunc(c.Targeting.All, func(cl rules.Clause) bool { return cl.Facet == other })
+	if i < 0 {
+		return vals
+	}
+	earlier := c.Targeting.All[i].Any
+	held := func(title, seniority string) bool { return slices.Contains(senioritiesOf(title), seniority) }
+	for _, v := range vals {
+		for _, e := range earlier {
+			if facet == FacetTitle && held(v, e) || facet == FacetSeniority && held(e, v) {
+				return vals
+			}
+		}
+	}
+	if facet == FacetSeniority {
+		return senioritiesOf(earlier[0])[:1]
+	}
+	var out []string
+	for _, t := range g.facets[FacetTitle] {
+		if slices.ContainsFunc(earlier, func(s string) bool { return held(t, s) }) && len(out) < len(vals) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // reachable returns v, a value of facet drawn for a creative's persona,
