@@ -15,8 +15,10 @@ import (
 // the advertisers above, and the house content rules. Targeting values
 // are drawn with the users' skew (a little flatter), so popular personas
 // attract more campaigns. It passes rules.(*RuleSet).Validate, its
-// delivery warnings name no creative that never serves, and a title
-// variant is for a title that users of its campaign's seniority hold.
+// delivery warnings name no creative that never serves, a title variant
+// is for a title that users of its campaign's seniority hold, and no
+// campaign's title and seniority clauses, or industry and sub-industry
+// clauses, leave out every user.
 func GenerateRules(cfg Config) (*rules.RuleSet, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -165,6 +167,15 @@ func (g *campaignGen) campaign(c *rules.Campaign, i int) {
 			c.Targeting.None = []rules.Clause{{Facet: f, Any: []string{"1-10"}}}
 		default:
 			c.Targeting.None = []rules.Clause{{Facet: f, Any: g.values(f, 1)}}
+			// A value that keeps out every user of a kin clause (industry
+			// saas, of a campaign for saas-02) gives way, without a draw,
+			// to the most popular one that does not.
+			for _, v := range g.facets[f] {
+				if kinHeld(c, g.facets) {
+					break
+				}
+				c.Targeting.None[0].Any[0] = v
+			}
 		}
 	}
 	if g.chance(0.65) {
@@ -276,50 +287,84 @@ func (g *campaignGen) creatives(c *rules.Campaign, adv advertiser) {
 	}
 }
 
+// kin are the pairs of facets whose values go together in a user: the
+// seniority follows from the title, and the sub-industry is one of the
+// industry's. parents returns the values of the parent facet a user
+// holding value v of the child can hold, the implied one first.
+var kin = []struct {
+	child, parent string
+	parents       func(v string) []string
+}{
+	{FacetTitle, FacetSeniority, senioritiesOf},
+	{FacetSubIndustry, FacetIndustry, func(v string) []string { return []string{industryOf(v)} }},
+}
+
+// kinHeld reports whether some user can pass campaign c's clauses on
+// each pair of kin facets the world has, facets holding their values.
+func kinHeld(c *rules.Campaign, facets map[string][]string) bool {
+	for _, k := range kin {
+		if len(facets[k.child]) > 0 && !slices.ContainsFunc(facets[k.child], func(v string) bool {
+			return admits(c, k.child, v) && slices.ContainsFunc(k.parents(v), func(p string) bool { return admits(c, k.parent, p) })
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
 // consistent returns vals, the values drawn for campaign c's next
-// targeting clause, on facet, unless c's earlier clauses leave no user
-// holding any of them: a title clause naming no title of an earlier
-// seniority clause's seniority, or a seniority clause none of an earlier
-// title clause's titles goes with (a campaign for individual
-// contributors targeting CMOs, which no user can match). Then, without a
-// draw, so that the rest of the world stays as it was, it returns the
-// seniority of the title clause's first title (the one the campaign's id
-// and markup name), or as many titles as were drawn (as many as there
-// are), the most popular of the seniority's. A clause that names at
-// least one value users of the earlier clauses hold is kept as drawn.
+// targeting clause, on facet, unless c's earlier clause on its kin facet
+// leaves no user holding any of them: a title clause naming no title of
+// an earlier seniority clause's seniority, or a seniority clause none of
+// an earlier title clause's titles goes with (a campaign for individual
+// contributors targeting CMOs, which no user can match); the same of
+// industry and sub-industry. Then, without a draw, so that the rest of
+// the world stays as it was, it returns as many values as were drawn (as
+// many as there are): of a parent facet, those the earlier clause's
+// values imply, its first value's first (the one the campaign's id and
+// markup name); of a child facet, the most popular of those that go with
+// the earlier clause's values. A clause that names at least one value
+// users of the earlier clause hold is kept as drawn.
 func (g *campaignGen) consistent(c *rules.Campaign, facet string, vals []string) []string {
-	var other string
-	switch facet {
-	case FacetTitle:
-		other = FacetSeniority
-	case FacetSeniority:
-		other = FacetTitle
-	default:
-		return vals
-	}
-	i := slices.IndexFunc(c.Targeting.All, func(cl rules.Clause) bool { return cl.Facet == other })
-	if i < 0 {
-		return vals
-	}
-	earlier := c.Targeting.All[i].Any
-	held := func(title, seniority string) bool { return slices.Contains(senioritiesOf(title), seniority) }
-	for _, v := range vals {
-		for _, e := range earlier {
-			if facet == FacetTitle && held(v, e) || facet == FacetSeniority && held(e, v) {
-				return vals
+	for _, k := range kin {
+		other := k.parent
+		switch facet {
+		case k.child:
+		case k.parent:
+			other = k.child
+		default:
+			continue
+		}
+		i := slices.IndexFunc(c.Targeting.All, func(cl rules.Clause) bool { return cl.Facet == other })
+		if i < 0 {
+			return vals
+		}
+		earlier := c.Targeting.All[i].Any
+		held := func(child, parent string) bool { return slices.Contains(k.parents(child), parent) }
+		for _, v := range vals {
+			for _, e := range earlier {
+				if facet == k.child && held(v, e) || facet == k.parent && held(e, v) {
+					return vals
+				}
 			}
 		}
-	}
-	if facet == FacetSeniority {
-		return senioritiesOf(earlier[0])[:1]
-	}
-	var out []string
-	for _, t := range g.facets[FacetTitle] {
-		if slices.ContainsFunc(earlier, func(s string) bool { return held(t, s) }) && len(out) < len(vals) {
-			out = append(out, t)
+		var out []string
+		if facet == k.parent {
+			for _, e := range earlier {
+				if p := k.parents(e)[0]; !slices.Contains(out, p) && len(out) < len(vals) {
+					out = append(out, p)
+				}
+			}
+			return out
 		}
+		for _, v := range g.facets[facet] {
+			if slices.ContainsFunc(earlier, func(e string) bool { return held(v, e) }) && len(out) < len(vals) {
+				out = append(out, v)
+			}
+		}
+		return out
 	}
-	return out
+	return vals
 }
 
 // reachable returns v, a value of facet drawn for a creative's persona,

@@ -161,6 +161,9 @@ func subIndustry(industry string, j int) string {
 	return industry + "-" + strconv.Itoa(100 + j + 1)[1:]
 }
 
+// industryOf returns the industry of sub-industry s.
+func industryOf(s string) string { return s[:len(s)-len("-01")] }
+
 func valuesOf[T any](list []T, f func(T) string) []string {
 	out := make([]string, len(list))
 	for i, v := range list {

@@ -142,6 +142,33 @@ func titleReach(t *testing.T) func(c *rules.Campaign, ti string) bool {
 	}
 }
 
+// industryReach reads off the users of a world with the reference
+// world's segments which sub-industries go with which industry (at
+// 100,000 users every sub-industry has some; at 10,000, 98 of 920 have
+// none), and returns a function reporting whether a user can pass
+// campaign c's industry and sub-industry clauses.
+func industryReach(t *testing.T) func(c *rules.Campaign) bool {
+	t.Helper()
+	cfg := Config{Seed: 1, Users: 100_000, SegmentsTarget: ReferenceConfig().SegmentsTarget}
+	snap, err := GenerateSegments(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held [][2]string // (industry, sub-industry) some user holds
+	for _, ind := range Facets(cfg)[FacetIndustry] {
+		for _, sub := range Facets(cfg)[FacetSubIndustry] {
+			if snap.Segment(FacetIndustry, ind).Users.Intersects(snap.Segment(FacetSubIndustry, sub).Users) {
+				held = append(held, [2]string{ind, sub})
+			}
+		}
+	}
+	return func(c *rules.Campaign) bool {
+		return slices.ContainsFunc(held, func(pair [2]string) bool {
+			return admits(c, FacetIndustry, pair[0]) && admits(c, FacetSubIndustry, pair[1])
+		})
+	}
+}
+
 // titleWorlds are the predefined worlds, seeds 1 and 2.
 func titleWorlds() []struct {
 	name string
@@ -164,9 +191,15 @@ func titleWorlds() []struct {
 // reference worlds) had a title clause naming no title of their
 // seniority clause's (vandelay-cfo-individual-contributor-0022, now
 // vandelay-cfo-c-level-0022; soylent-intern-vp-sales-0010 in seed 2), so
-// no user could ever match them.
+// no user could ever match them. The same of industry and sub-industry
+// (reference worlds only): 390 and 401 more had a sub-industry clause
+// naming none of their industry clause's industries (industry [banking],
+// sub_industry [saas-11]: massive-banking-saas-11-0112, now
+// massive-banking-banking-01-0112), or, three, an industry none clause
+// keeping out their sub-industry clause's (woodgrove-saas-02-7096 in
+// seed 2: none [saas], now [fintech]).
 func TestTargetingReachesUsers(t *testing.T) {
-	reached := titleReach(t)
+	reached, industries := titleReach(t), industryReach(t)
 	for _, tc := range titleWorlds() {
 		t.Run(tc.name, func(t *testing.T) {
 			rs, err := GenerateRules(tc.cfg)
@@ -175,7 +208,7 @@ func TestTargetingReachesUsers(t *testing.T) {
 			}
 			n := 0
 			for i := range rs.Campaigns {
-				if c := &rs.Campaigns[i]; !reached(c, "") {
+				if c := &rs.Campaigns[i]; !reached(c, "") || !industries(c) {
 					if n++; n <= 5 {
 						t.Errorf("campaigns[%d] %s: no user passes targeting %v", i, c.ID, c.Targeting)
 					}
