@@ -60,7 +60,9 @@
 // first write that succeeds clears the trouble, and a notice sent again
 // is acknowledged once its record is durable. Meanwhile bids go on, but a
 // budgeted campaign stops once its lease is spent (a lease must be
-// durable), so spend stays within the durable bound. Past 64 MiB of
+// durable), so spend stays within the durable bound; a Leaser is asked
+// for no slice meanwhile, as one it granted could not be recorded and
+// would be lost to every node (TestNoLeaseWhileLogFails). Past 64 MiB of
 // records waiting, or after a failed fsync (the kernel may have dropped
 // pages it could not write: what reached the disk is unknown), the log
 // is given up until a restart, which replays what the file holds

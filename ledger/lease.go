@@ -316,6 +316,15 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 	var pubs []pub
 	var firstErr error
 	lowered := false
+	// While the log's writes fail, a slice the Leaser grants could not be
+	// made durable: grant would not publish it, and the Leaser would count
+	// it as leased for good, a chunk of every budgeted campaign lost to
+	// all the nodes at each try (every 100ms while bids ask). Ask for none
+	// until the log writes again; lowering goes on (it needs no grant).
+	var logErr error
+	if l.log != nil && l.cfg.Leaser != nil {
+		logErr = l.log.trouble()
+	}
 	for _, c := range batch {
 		if err := s.returnAgain(ctx, c, day); err != nil && firstErr == nil {
 			firstErr = err
@@ -354,6 +363,10 @@ func (s *leaseState) grantLocked(ctx context.Context, batch []*Campaign, now int
 		}
 		if lt := l.cfg.Leaser; shrink {
 			// no top-up in this grant
+		} else if lt != nil && logErr != nil {
+			if firstErr == nil && (lim.DailyMicros > 0 && ceilD-usedD < chD || lim.TotalMicros > 0 && ceilT-usedT < chT) {
+				firstErr = logErr
+			}
 		} else if lt != nil {
 			req := LeaseRequest{
 				Campaign:    c.id,

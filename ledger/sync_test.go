@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -521,5 +522,73 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 	}
 	if s := stateOf(l); s.written != s.appended {
 		t.Fatalf("records left unwritten: %+v", s)
+	}
+}
+
+// countingLeaser grants what is asked and counts what it holds granted.
+type countingLeaser struct{ daily, total atomic.Int64 }
+
+func (c *countingLeaser) Lease(_ context.Context, req LeaseRequest) (LeaseGrant, error) {
+	c.daily.Add(req.WantDaily)
+	c.total.Add(req.WantTotal)
+	return LeaseGrant{Daily: req.WantDaily, Total: req.WantTotal}, nil
+}
+
+func (c *countingLeaser) Return(_ context.Context, r LeaseReturn) error {
+	c.daily.Add(-r.Daily)
+	c.total.Add(-r.Total)
+	return nil
+}
+
+func (c *countingLeaser) Close() error { return nil }
+
+// TestNoLeaseWhileLogFails: while the log's writes failed, a grant asked
+// the Leaser for a slice, could not make its ceiling durable, and so
+// neither published nor gave it back: the Leaser (Redis) counted it as
+// leased for good, a chunk of the campaign's budget lost to every node
+// at each try (every 100ms while bids ask). Now no slice is asked for
+// until the log writes again, and the Leaser counts what the node holds.
+func TestNoLeaseWhileLogFails(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg := durableConfig(clk, t.TempDir())
+	cl := &countingLeaser{}
+	cfg.Leaser = cl
+	var full atomic.Bool
+	// Restored after the ledger's Close (cleanups run last first): its
+	// writer writes until then.
+	w := writeFile
+	t.Cleanup(func() { writeFile = w })
+	writeFile = func(f *os.File, b []byte) (int, error) {
+		if full.Load() {
+			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+		}
+		return f.Write(b)
+	}
+	l := newLedger(t, cfg)
+	ctx := context.Background()
+	full.Store(true)
+	mustCampaign(t, l, "d", Limits{Pacing: PacingASAP}) // a record to fail
+	if err := l.Flush(ctx); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("flush on a full disk: %v, want ErrNotDurable", err)
+	}
+	// A budgeted campaign: it asks for a lease (bids would, every 100ms).
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 100 * unit, TotalMicros: 1000 * unit, Pacing: PacingASAP})
+	for range 5 {
+		if err := l.Lease(ctx, c, clk.NowNs()); !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("lease on a full disk: %v, want ErrNotDurable", err)
+		}
+	}
+	if d, tot := cl.daily.Load(), cl.total.Load(); d != 0 || tot != 0 {
+		t.Errorf("the Leaser granted %d daily, %d total while the log could not record it; want none", d, tot)
+	}
+	full.Store(false)
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Lease(ctx, c, clk.NowNs()); err != nil {
+		t.Fatalf("lease once the disk takes writes: %v", err)
+	}
+	if d, tot := int64(c.ceilDay.Load()&usedMask), c.ceilTotal.Load(); cl.daily.Load() != d || cl.total.Load() != tot || d == 0 {
+		t.Errorf("the Leaser counts %d daily, %d total as leased; the node holds %d, %d", cl.daily.Load(), cl.total.Load(), d, tot)
 	}
 }
