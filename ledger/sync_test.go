@@ -378,16 +378,17 @@ func TestWriteFailureRetried(t *testing.T) {
 	cfg.LeaseFraction = 1
 	var (
 		mu      sync.Mutex
-		told    []error
 		full    bool
 		refused int
 	)
-	cfg.LogTrouble = func(err error) {
-		mu.Lock()
-		told = append(told, err)
-		mu.Unlock()
-	}
-	defer func(w func(*os.File, []byte) (int, error)) { writeFile = w }(writeFile)
+	// LogTrouble is called once the writer lets go of the log's lock,
+	// which may be after the waiter it woke has returned: read in turn.
+	told := make(chan error, 8)
+	cfg.LogTrouble = func(err error) { told <- err }
+	// Restored after the ledgers' Close (cleanups run last first): their
+	// writers write until then.
+	w := writeFile
+	t.Cleanup(func() { writeFile = w })
 	writeFile = func(f *os.File, b []byte) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -400,10 +401,7 @@ func TestWriteFailureRetried(t *testing.T) {
 	}
 	setFull := func(v bool) { mu.Lock(); full = v; mu.Unlock() }
 
-	l, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLedger(t, cfg)
 	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
 	ctx := context.Background()
 	for bid := uint64(1); bid <= 2; bid++ {
@@ -424,12 +422,15 @@ func TestWriteFailureRetried(t *testing.T) {
 	good := size()
 
 	setFull(true)
-	err = l.Win(ctx, 1, t0.UnixNano())
+	err := l.Win(ctx, 1, t0.UnixNano())
 	if !errors.Is(err, ErrNotDurable) || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), onlySegment(t, dir)) {
 		t.Fatalf("win on a full disk: %v; want ErrNotDurable naming %s and ENOSPC", err, onlySegment(t, dir))
 	}
 	if err := l.LogErr(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("LogErr on a full disk: %v", err)
+	}
+	if err := <-told; !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("LogTrouble told %v first; want the ENOSPC error", err)
 	}
 	if got := size(); got != good {
 		t.Fatalf("log is %d bytes after the failed write, want the %d before it", got, good)
@@ -451,13 +452,14 @@ func TestWriteFailureRetried(t *testing.T) {
 	if err := l.LogErr(); err != nil {
 		t.Fatalf("LogErr after space was freed: %v", err)
 	}
-	mu.Lock()
-	if len(told) != 2 || !errors.Is(told[0], syscall.ENOSPC) || told[1] != nil {
-		t.Errorf("LogTrouble told %v; want the ENOSPC error once, then nil", told)
+	if err := <-told; err != nil {
+		t.Errorf("LogTrouble told %v once space was freed; want nil", err)
 	}
-	mu.Unlock()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if len(told) != 0 {
+		t.Errorf("LogTrouble told %v more; want the ENOSPC error once, then nil", <-told)
 	}
 
 	l2 := newLedger(t, durableConfig(newFakeClock(t0), dir))
@@ -480,7 +482,12 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 		full          bool
 		tried, failed int
 	)
-	defer func(w func(*os.File, []byte) (int, error)) { writeFile = w }(writeFile)
+	told := make(chan error, 8)
+	cfg.LogTrouble = func(err error) { told <- err }
+	// Restored after the ledger's Close (cleanups run last first): its
+	// writer writes until then.
+	w := writeFile
+	t.Cleanup(func() { writeFile = w })
 	writeFile = func(f *os.File, b []byte) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -506,19 +513,26 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 	if _, err := l.Reserve(c, 2, 0, unit, t0.UnixNano()); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); l.LogErr() == nil; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the write on a full disk never failed")
-		}
+	if err := <-told; !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("LogTrouble told %v; want the ENOSPC error", err)
 	}
 	mu.Lock()
 	full = false
 	mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); l.LogErr() != nil; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			mu.Lock()
-			t.Fatalf("still failing 10s after space was freed, with nothing sent (%d writes tried, %d failed): %v", tried, failed, l.LogErr())
+	// Nothing is sent: only the writer's own retry, a second on, can
+	// clear the trouble. The minute only keeps a writer that never
+	// retries from hanging the test until its -timeout.
+	select {
+	case err := <-told:
+		if err != nil {
+			t.Fatalf("LogTrouble told %v once space was freed; want nil", err)
 		}
+	case <-time.After(time.Minute):
+		mu.Lock()
+		t.Fatalf("still failing a minute after space was freed, with nothing sent (%d writes tried, %d failed): %v", tried, failed, l.LogErr())
+	}
+	if err := l.LogErr(); err != nil {
+		t.Fatalf("LogErr after the retry: %v", err)
 	}
 	if s := stateOf(l); s.written != s.appended {
 		t.Fatalf("records left unwritten: %+v", s)
