@@ -626,7 +626,8 @@ func raiseDay(w *atomic.Uint64, day int32, v int64) {
 // failure it asks it no more: each call may wait LeaseTimeout, and a
 // backend that is gone would hold a stop for that long per campaign. A
 // refusal (ErrLeaseRefused: the backend lost that campaign's counters)
-// is an answer, not a failure: the other campaigns are still given back. What
+// is an answer, not a failure: the other campaigns are still given back,
+// and the returns lost earlier given again (TestCloseGivesLostReturnsAgainPastARefusal). What
 // it did not offer keeps its ceiling, counted as spent, as after a crash.
 // Returns that failed without an answer while it ran are given again
 // (returnAgain); one that fails so here is not: the ledger is closing.
@@ -647,6 +648,9 @@ func (s *leaseState) close() error {
 	}
 	var backs []back
 	var firstErr error
+	// failed: the log or the Leaser failed (not a refusal, which is an
+	// answer): ask the Leaser nothing more.
+	failed := false
 	var seq uint64
 	for _, c := range *l.campaigns.Load() {
 		cd := c.ceilDay.Load()
@@ -667,10 +671,10 @@ func (s *leaseState) close() error {
 	}
 	if l.log != nil && seq > 0 {
 		if err := l.log.wait(context.Background(), seq); err != nil {
-			firstErr = err // not durable: give nothing back
+			firstErr, failed = err, true // not durable: give nothing back
 		}
 	}
-	if lt := l.cfg.Leaser; lt != nil && firstErr == nil {
+	if lt := l.cfg.Leaser; lt != nil && !failed {
 		today := l.days.day(l.clock().UnixNano())
 		for i, b := range backs {
 			ret := LeaseReturn{Campaign: b.c.id, Day: l.fullDay(b.day), Daily: b.retD, Total: b.retT,
@@ -706,7 +710,7 @@ func (s *leaseState) close() error {
 			// The Leaser failed: this return may have been applied, so
 			// its ceiling stays lowered (the safe direction); the
 			// campaigns after it keep theirs.
-			firstErr = err
+			firstErr, failed = err, true
 			seq = 0
 			for _, b := range backs[i+1:] {
 				b.c.ceilDay.Store(pack(b.day, b.ceilD))
@@ -723,7 +727,7 @@ func (s *leaseState) close() error {
 			break
 		}
 	}
-	if l.cfg.Leaser != nil && firstErr == nil && len(s.unsureReturn) > 0 {
+	if l.cfg.Leaser != nil && !failed && len(s.unsureReturn) > 0 {
 		// Returns that failed without an answer while running: given
 		// again, today's (see returnAgain), until the Leaser fails again.
 		today := l.days.day(l.clock().UnixNano())
@@ -732,7 +736,9 @@ func (s *leaseState) close() error {
 			err := s.returnAgain(ctx, c, today)
 			cancel()
 			if err != nil {
-				firstErr = err
+				if firstErr == nil {
+					firstErr = err
+				}
 				if !errors.Is(err, ErrLeaseRefused) {
 					break
 				}

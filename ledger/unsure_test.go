@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -20,7 +21,10 @@ type unsureLeaser struct {
 	refuse bool
 	// lose, when set, fails returns before they are applied (the
 	// request lost on its way).
-	lose                bool
+	lose bool
+	// refuseCampaign, when set, makes that campaign's returns definite
+	// refusals (its counters lost), applied nowhere.
+	refuseCampaign      string
 	leased              int64 // daily: granted less returned
 	grants              map[uint64]LeaseGrant
 	returns             map[uint64]bool
@@ -56,7 +60,7 @@ func (u *unsureLeaser) Return(_ context.Context, ret LeaseReturn) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.returnIDs = append(u.returnIDs, ret.ID)
-	if u.refuse {
+	if u.refuse || ret.Campaign == u.refuseCampaign {
 		return fmt.Errorf("state lost: %w", ErrLeaseRefused)
 	}
 	if u.returns[ret.ID] {
@@ -241,6 +245,36 @@ func TestCloseGivesLostReturnsAgain(t *testing.T) {
 	}
 	if leased, _, _ := u.state(); leased != 0 {
 		t.Errorf("after Close, with nothing spent, the Leaser counts %d leased, want 0", leased)
+	}
+}
+
+// TestCloseGivesLostReturnsAgainPastARefusal: Close gives back the
+// campaigns after one whose return the Leaser refused (it lost that
+// campaign's counters: an answer, not a failure), but it gave none of
+// the returns lost earlier again, which it skipped on any error: the
+// Leaser kept counting them as leased, budget no node held.
+func TestCloseGivesLostReturnsAgainPastARefusal(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg, u := unsureConfig(clk)
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+	d := mustCampaign(t, l, "d", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+	if err := l.Lease(context.Background(), d, clk.NowNs()); err != nil {
+		t.Fatal(err)
+	}
+	loseReturns(t, l, u, c, false)
+	held := LeasedToday(d, clk.Now())
+	u.mu.Lock()
+	u.refuseCampaign = "d"
+	u.mu.Unlock()
+	if err := l.Close(); !errors.Is(err, ErrLeaseRefused) {
+		t.Fatalf("Close: %v, want ErrLeaseRefused (d's return)", err)
+	}
+	if leased, _, _ := u.state(); leased != held {
+		t.Errorf("after Close, with nothing spent, the Leaser counts %d leased, want d's %d only (its return refused): c's lost returns were not given again", leased, held)
 	}
 }
 
