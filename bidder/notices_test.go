@@ -342,16 +342,7 @@ func TestNoticeMethods(t *testing.T) {
 		for _, m := range []string{http.MethodPost, http.MethodHead, http.MethodPut, http.MethodDelete} {
 			counter := h.srv.metrics.notices[wireHTTP][kind][noticeInvalid]
 			n := testutil.ToFloat64(counter)
-			req, err := http.NewRequest(m, h.http.URL+"/notice/"+kindNames[kind]+"?t="+url.QueryEscape(token(t, bids[0].Burl))+"&price=1", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, b := doMethod(t, m, h.http.URL+"/notice/"+kindNames[kind]+"?t="+url.QueryEscape(token(t, bids[0].Burl))+"&price=1")
 			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" || resp.Header.Get("Content-Type") != "application/json" {
 				t.Errorf("%s %s: status %d, Allow %q, Content-Type %q; want 405, GET, application/json",
 					m, kindNames[kind], resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"))

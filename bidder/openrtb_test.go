@@ -110,22 +110,30 @@ func TestHTTPPanicVersionHeader(t *testing.T) {
 	}
 }
 
+// doMethod sends an empty request with method m to url and returns the
+// answer, its body read and closed.
+func doMethod(t *testing.T, m, url string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(m, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b
+}
+
 // TestHTTPBidMethods: a method other than POST on the bid path is 405
 // with Allow: POST, answered as the path's other errors are: with
 // X-Openrtb-Version and a JSON error (the mux's own 405 had neither).
 func TestHTTPBidMethods(t *testing.T) {
 	h := newHarness(t, "")
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions} {
-		req, err := http.NewRequest(m, h.http.URL+PathBid, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, b := doMethod(t, m, h.http.URL+PathBid)
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" || resp.Header.Get("X-Openrtb-Version") != "2.6" || resp.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("%s: status %d, Allow %q, X-Openrtb-Version %q, Content-Type %q; want 405, POST, 2.6, application/json",
 				m, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("X-Openrtb-Version"), resp.Header.Get("Content-Type"))

@@ -627,7 +627,7 @@ func raiseDay(w *atomic.Uint64, day int32, v int64) {
 // backend that is gone would hold a stop for that long per campaign. A
 // refusal (ErrLeaseRefused: the backend lost that campaign's counters)
 // is an answer, not a failure: the other campaigns are still given back,
-// and the returns lost earlier given again (TestCloseGivesLostReturnsAgainPastARefusal). What
+// and the returns lost earlier given again (TestCloseGivesLostReturnsAgain). What
 // it did not offer keeps its ceiling, counted as spent, as after a crash.
 // Returns that failed without an answer while it ran are given again
 // (returnAgain); one that fails so here is not: the ledger is closing.

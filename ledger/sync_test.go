@@ -376,30 +376,11 @@ func TestWriteFailureRetried(t *testing.T) {
 	clk := newFakeClock(t0)
 	cfg := durableConfig(clk, dir)
 	cfg.LeaseFraction = 1
-	var (
-		mu      sync.Mutex
-		full    bool
-		refused int
-	)
+	disk := fillableDisk(t, true)
 	// LogTrouble is called once the writer lets go of the log's lock,
 	// which may be after the waiter it woke has returned: read in turn.
 	told := make(chan error, 8)
 	cfg.LogTrouble = func(err error) { told <- err }
-	// Restored after the ledgers' Close (cleanups run last first): their
-	// writers write until then.
-	w := writeFile
-	t.Cleanup(func() { writeFile = w })
-	writeFile = func(f *os.File, b []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if !full {
-			return f.Write(b)
-		}
-		refused++
-		n, _ := f.Write(b[:len(b)/2])
-		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
-	}
-	setFull := func(v bool) { mu.Lock(); full = v; mu.Unlock() }
 
 	l := newLedger(t, cfg)
 	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
@@ -421,7 +402,7 @@ func TestWriteFailureRetried(t *testing.T) {
 	}
 	good := size()
 
-	setFull(true)
+	disk.set(true)
 	err := l.Win(ctx, 1, t0.UnixNano())
 	if !errors.Is(err, ErrNotDurable) || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), onlySegment(t, dir)) {
 		t.Fatalf("win on a full disk: %v; want ErrNotDurable naming %s and ENOSPC", err, onlySegment(t, dir))
@@ -442,7 +423,7 @@ func TestWriteFailureRetried(t *testing.T) {
 		t.Fatalf("LogWriteFailures %d, want 2 or more", st.LogWriteFailures)
 	}
 
-	setFull(false) // the filler is deleted
+	disk.set(false) // the filler is deleted
 	if err := l.Win(ctx, 1, t0.UnixNano()); err != nil {
 		t.Fatalf("win sent again after space was freed: %v", err)
 	}
@@ -477,27 +458,9 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 	dir := t.TempDir()
 	cfg := durableConfig(newFakeClock(t0), dir)
 	cfg.LeaseFraction = 1
-	var (
-		mu            sync.Mutex
-		full          bool
-		tried, failed int
-	)
+	disk := fillableDisk(t, false)
 	told := make(chan error, 8)
 	cfg.LogTrouble = func(err error) { told <- err }
-	// Restored after the ledger's Close (cleanups run last first): its
-	// writer writes until then.
-	w := writeFile
-	t.Cleanup(func() { writeFile = w })
-	writeFile = func(f *os.File, b []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		tried++
-		if full {
-			failed++
-			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
-		}
-		return f.Write(b)
-	}
 	l := newLedger(t, cfg)
 	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
 	if _, err := reserve(l, c, 1, 0, unit, t0.UnixNano()); err != nil {
@@ -506,9 +469,7 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 	if err := l.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	full = true
-	mu.Unlock()
+	disk.set(true)
 	// One record, nobody waiting for it: one poke, one failed write.
 	if _, err := l.Reserve(c, 2, 0, unit, t0.UnixNano()); err != nil {
 		t.Fatal(err)
@@ -516,9 +477,7 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 	if err := <-told; !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("LogTrouble told %v; want the ENOSPC error", err)
 	}
-	mu.Lock()
-	full = false
-	mu.Unlock()
+	disk.set(false)
 	// Nothing is sent: only the writer's own retry, a second on, can
 	// clear the trouble. The minute only keeps a writer that never
 	// retries from hanging the test until its -timeout.
@@ -528,7 +487,7 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 			t.Fatalf("LogTrouble told %v once space was freed; want nil", err)
 		}
 	case <-time.After(time.Minute):
-		mu.Lock()
+		tried, failed := disk.counts()
 		t.Fatalf("still failing a minute after space was freed, with nothing sent (%d writes tried, %d failed): %v", tried, failed, l.LogErr())
 	}
 	if err := l.LogErr(); err != nil {
@@ -567,20 +526,10 @@ func TestNoLeaseWhileLogFails(t *testing.T) {
 	cfg := durableConfig(clk, t.TempDir())
 	cl := &countingLeaser{}
 	cfg.Leaser = cl
-	var full atomic.Bool
-	// Restored after the ledger's Close (cleanups run last first): its
-	// writer writes until then.
-	w := writeFile
-	t.Cleanup(func() { writeFile = w })
-	writeFile = func(f *os.File, b []byte) (int, error) {
-		if full.Load() {
-			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
-		}
-		return f.Write(b)
-	}
+	disk := fillableDisk(t, false)
 	l := newLedger(t, cfg)
 	ctx := context.Background()
-	full.Store(true)
+	disk.set(true)
 	mustCampaign(t, l, "d", Limits{Pacing: PacingASAP}) // a record to fail
 	if err := l.Flush(ctx); !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("flush on a full disk: %v, want ErrNotDurable", err)
@@ -595,7 +544,7 @@ func TestNoLeaseWhileLogFails(t *testing.T) {
 	if d, tot := cl.daily.Load(), cl.total.Load(); d != 0 || tot != 0 {
 		t.Errorf("the Leaser granted %d daily, %d total while the log could not record it; want none", d, tot)
 	}
-	full.Store(false)
+	disk.set(false)
 	if err := l.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -605,4 +554,49 @@ func TestNoLeaseWhileLogFails(t *testing.T) {
 	if d, tot := int64(c.ceilDay.Load()&usedMask), c.ceilTotal.Load(); cl.daily.Load() != d || cl.total.Load() != tot || d == 0 {
 		t.Errorf("the Leaser counts %d daily, %d total as leased; the node holds %d, %d", cl.daily.Load(), cl.total.Load(), d, tot)
 	}
+}
+
+// fillableDisk makes the log's writes fail with ENOSPC, naming the file,
+// while set(true) holds; with half, after writing half of what they were
+// given (a torn frame). writeFile is put back after the ledgers' Close
+// (cleanups run last first): their writers write until then.
+func fillableDisk(t *testing.T, half bool) *diskFull {
+	d := &diskFull{half: half}
+	w := writeFile
+	t.Cleanup(func() { writeFile = w })
+	writeFile = d.write
+	return d
+}
+
+type diskFull struct {
+	mu            sync.Mutex
+	half, full    bool
+	tried, failed int
+}
+
+func (d *diskFull) write(f *os.File, b []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tried++
+	if !d.full {
+		return f.Write(b)
+	}
+	d.failed++
+	n := 0
+	if d.half {
+		n, _ = f.Write(b[:len(b)/2])
+	}
+	return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+}
+
+func (d *diskFull) set(full bool) {
+	d.mu.Lock()
+	d.full = full
+	d.mu.Unlock()
+}
+
+func (d *diskFull) counts() (tried, failed int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tried, d.failed
 }

@@ -230,51 +230,41 @@ func TestReturnTimeoutGivenAgain(t *testing.T) {
 }
 
 // TestCloseGivesLostReturnsAgain: returns that failed without an answer
-// and were not given again before Close are given again by Close.
+// and were not given again before Close are given again by Close. Also
+// past a campaign whose return the Leaser refused (it lost that
+// campaign's counters: an answer, not a failure): Close gave the
+// campaigns after it back (253bdfd) but none of the returns lost
+// earlier again, skipped on any error, and the Leaser kept counting
+// them as leased, budget no node held.
 func TestCloseGivesLostReturnsAgain(t *testing.T) {
-	clk := newFakeClock(t0)
-	cfg, u := unsureConfig(clk)
-	l, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
-	loseReturns(t, l, u, c, false)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if leased, _, _ := u.state(); leased != 0 {
-		t.Errorf("after Close, with nothing spent, the Leaser counts %d leased, want 0", leased)
-	}
-}
-
-// TestCloseGivesLostReturnsAgainPastARefusal: Close gives back the
-// campaigns after one whose return the Leaser refused (it lost that
-// campaign's counters: an answer, not a failure), but it gave none of
-// the returns lost earlier again, which it skipped on any error: the
-// Leaser kept counting them as leased, budget no node held.
-func TestCloseGivesLostReturnsAgainPastARefusal(t *testing.T) {
-	clk := newFakeClock(t0)
-	cfg, u := unsureConfig(clk)
-	l, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
-	d := mustCampaign(t, l, "d", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
-	if err := l.Lease(context.Background(), d, clk.NowNs()); err != nil {
-		t.Fatal(err)
-	}
-	loseReturns(t, l, u, c, false)
-	held := LeasedToday(d, clk.Now())
-	u.mu.Lock()
-	u.refuseCampaign = "d"
-	u.mu.Unlock()
-	if err := l.Close(); !errors.Is(err, ErrLeaseRefused) {
-		t.Fatalf("Close: %v, want ErrLeaseRefused (d's return)", err)
-	}
-	if leased, _, _ := u.state(); leased != held {
-		t.Errorf("after Close, with nothing spent, the Leaser counts %d leased, want d's %d only (its return refused): c's lost returns were not given again", leased, held)
+	for _, refused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refused=%v", refused), func(t *testing.T) {
+			clk := newFakeClock(t0)
+			cfg, u := unsureConfig(clk)
+			l, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := mustCampaign(t, l, "c", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+			d := mustCampaign(t, l, "d", Limits{DailyMicros: 1000 * unit, Pacing: PacingASAP})
+			if err := l.Lease(context.Background(), d, clk.NowNs()); err != nil {
+				t.Fatal(err)
+			}
+			loseReturns(t, l, u, c, false)
+			var want int64 // with nothing spent, all comes back
+			if refused {
+				want = LeasedToday(d, clk.Now())
+				u.mu.Lock()
+				u.refuseCampaign = "d"
+				u.mu.Unlock()
+			}
+			if err := l.Close(); refused != errors.Is(err, ErrLeaseRefused) || !refused && err != nil {
+				t.Fatalf("Close: %v, want ErrLeaseRefused (d's return) %v", err, refused)
+			}
+			if leased, _, _ := u.state(); leased != want {
+				t.Errorf("after Close the Leaser counts %d leased, want %d (d's if its return was refused)", leased, want)
+			}
+		})
 	}
 }
 
