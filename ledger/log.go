@@ -567,9 +567,9 @@ func (j *journal) flush(force bool) {
 			// by good ones is corruption at the next start.
 			if n > 0 {
 				if terr := j.f.Truncate(j.size); terr != nil {
-					err, sticky = fmt.Errorf("%w; cutting off the part written: %w", err, terr), true
+					err, sticky = fmt.Errorf("%w; cutting off the part written: %w; %s", err, terr, givenUp), true
 				} else if _, serr := j.f.Seek(j.size, io.SeekStart); serr != nil {
-					err, sticky = fmt.Errorf("%w; cutting off the part written: %w", err, serr), true
+					err, sticky = fmt.Errorf("%w; cutting off the part written: %w; %s", err, serr, givenUp), true
 				}
 			}
 			j.writeFailures.Add(1)
@@ -585,7 +585,7 @@ func (j *journal) flush(force bool) {
 	case sticky || len(b)+len(j.buf) > maxUnwritten:
 		j.spare = b[:0]
 		if !sticky {
-			err = fmt.Errorf("%w; %d bytes of records wait unwritten, over %d: the log is given up until a restart", err, len(b)+len(j.buf), maxUnwritten)
+			err = fmt.Errorf("%w; %d bytes of records wait unwritten, over %d: %s", err, len(b)+len(j.buf), maxUnwritten, givenUp)
 		}
 		report, reportErr = true, err
 		j.failLocked(err)
@@ -617,7 +617,7 @@ func (j *journal) flush(force bool) {
 	j.dirty = time.Time{}
 	j.mu.Lock()
 	if err != nil {
-		err = fmt.Errorf("%w: fsync %s: %w", ErrNotDurable, j.f.Name(), err)
+		err = fmt.Errorf("%w: fsync %s: %w; %s", ErrNotDurable, j.f.Name(), err, givenUp)
 		report, recovered, reportErr = true, false, err
 		j.failLocked(err)
 		j.werr = nil
@@ -877,6 +877,12 @@ var writeFile = (*os.File).Write
 // fail: past it the log is given up (as after a failed fsync) rather
 // than let bids grow the buffer without end on a full disk.
 const maxUnwritten = 64 << 20
+
+// givenUp ends the error of a log given up until a restart (a failed
+// fsync, a torn write it could not cut off, too much waiting unwritten),
+// so that whoever reads it (LogTrouble's log line, LogErr, /healthz)
+// knows that waiting for space will not do.
+const givenUp = "the log is given up until a restart"
 
 // writeRetry is how soon the writer tries again, unprompted, to write
 // records a failed write left waiting.

@@ -600,3 +600,41 @@ func (d *diskFull) counts() (tried, failed int) {
 	defer d.mu.Unlock()
 	return d.tried, d.failed
 }
+
+// TestFsyncFailureGivesUp: after a failed fsync the log is given up
+// until a restart, though later fsyncs would work (the kernel may have
+// dropped the pages it could not write), and its error says so: the
+// log line LogTrouble makes had read "refused until it writes again",
+// so an operator freed space and waited for a log that never would.
+func TestFsyncFailureGivesUp(t *testing.T) {
+	clk := newFakeClock(t0)
+	cfg := durableConfig(clk, t.TempDir())
+	told := make(chan error, 8)
+	cfg.LogTrouble = func(err error) { told <- err }
+	var fail atomic.Bool
+	f := fsyncFile
+	t.Cleanup(func() { fsyncFile = f }) // after the ledger's Close
+	fsyncFile = func(file *os.File) error {
+		if fail.Load() {
+			return &os.PathError{Op: "sync", Path: file.Name(), Err: syscall.EIO}
+		}
+		return f(file)
+	}
+	l := newLedger(t, cfg)
+	ctx := context.Background()
+	fail.Store(true)
+	mustCampaign(t, l, "c", Limits{Pacing: PacingASAP})
+	if err := l.Flush(ctx); !errors.Is(err, ErrNotDurable) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("flush with a failing fsync: %v, want ErrNotDurable and EIO", err)
+	}
+	fail.Store(false)
+	mustCampaign(t, l, "d", Limits{Pacing: PacingASAP})
+	if err := l.Flush(ctx); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("flush after a failed fsync: %v, want the failure still", err)
+	}
+	for _, err := range []error{<-told, l.LogErr()} {
+		if err == nil || !strings.Contains(err.Error(), "given up until a restart") {
+			t.Errorf("LogTrouble / LogErr after a failed fsync: %v; want it to say the log is given up until a restart", err)
+		}
+	}
+}

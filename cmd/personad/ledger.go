@@ -94,7 +94,10 @@ func openLedger(ctx context.Context, o *options, log *zap.Logger) (*ledger.Ledge
 	// work again; /metrics and /healthz show it meanwhile.
 	cfg.LogTrouble = func(err error) {
 		if err != nil {
-			log.Error("ledger log not durable: notices and budget leases refused until it writes again", zap.String("dir", cfg.Dir), zap.Error(err))
+			// A write the disk refused is retried; a log given up (its
+			// error says so) waits for a restart.
+			log.Error("ledger log not durable: notices and budget leases refused until it writes again, or until a restart if the error says it is given up",
+				zap.String("dir", cfg.Dir), zap.Error(err))
 			return
 		}
 		log.Info("ledger log writes again", zap.String("dir", cfg.Dir))
