@@ -463,8 +463,12 @@ func (c *Client) Return(ctx context.Context, ret ledger.LeaseReturn) error {
 // observe notes whether a call to Redis (op) failed, calling OnDown or
 // OnUp when that changes, OnDown at most every downEvery: a failure it
 // did not tell (untold) is told by the first failing call past that. A
-// lease or return refused for lost state is an answer from Redis.
+// lease or return refused for lost state is an answer from Redis; a call
+// its caller canceled says nothing of Redis either way.
 func (c *Client) observe(op string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the caller gave up (a shutdown, a request ended): no word on Redis
+	}
 	failed := err != nil && !strings.HasPrefix(err.Error(), lostReply)
 	if c.down.Load() == failed && (!failed || !c.untold.Load()) {
 		return

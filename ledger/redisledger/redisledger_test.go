@@ -1163,6 +1163,21 @@ func TestRedisDownHeardOnce(t *testing.T) {
 	if st := rc.Stats(); st.Down || st.Downs != 1 {
 		t.Errorf("healed: Stats Down %v, Downs %d; want false, 1", st.Down, st.Downs)
 	}
+	// A caller that gives up (its context canceled: a shutdown, an
+	// exchange that hung up) is not Redis failing.
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	seq++
+	if _, err := rc.Lease(canceled, ledger.LeaseRequest{ID: seq, Campaign: id, Day: day,
+		DailyBudget: 10 * unit, WantDaily: unit, HeldDaily: unit}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("lease with a canceled context: %v, want context.Canceled", err)
+	}
+	if diff := cmp.Diff([]string{"down lease", "up"}, got()); diff != "" {
+		t.Errorf("after a canceled call, OnDown/OnUp calls (-want +got):\n%s", diff)
+	}
+	if st := rc.Stats(); st.Down || st.Downs != 1 {
+		t.Errorf("after a canceled call: Stats Down %v, Downs %d; want false, 1", st.Down, st.Downs)
+	}
 	// Calls that fail and succeed by turns (as at maxmemory: writes
 	// refused, reads answered) were heard of on every change: within a
 	// minute of the last OnDown, neither is called again.
