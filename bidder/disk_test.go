@@ -48,18 +48,21 @@ func TestRulesApplyDiskFull(t *testing.T) {
 
 // TestNoticeDiskFull: a notice whose record the ledger's log could not
 // write is UNAVAILABLE (HTTP 503), counted unavailable, the message
-// naming the file and the errno; the exchange's retry is acknowledged
-// once the disk takes it. Before, it was INTERNAL (500), "bidder:
-// internal error", and its cause was logged nowhere.
+// saying to send it again but naming neither the server's file nor the
+// errno (the operator's, in personad's log and /healthz); the
+// exchange's retry is acknowledged once the disk takes it. Before, it
+// was INTERNAL (500), "bidder: internal error", and its cause was
+// logged nowhere.
 func TestNoticeDiskFull(t *testing.T) {
-	notice := fmt.Errorf("bidder: bill notice: bid 00000000000000ff: %w",
+	notice := refusedNotice("bill", 0xff,
 		fmt.Errorf("%w: write: %w", ledger.ErrNotDurable, enospc("/data/ledger/log-0000000000000000.wal")))
 	code, httpCode := mapError(notice)
 	if code != codes.Unavailable || httpCode != http.StatusServiceUnavailable {
 		t.Errorf("notice on a full disk: %v / HTTP %d; want Unavailable / 503", code, httpCode)
 	}
-	if st := status.Convert(grpcError(notice)); !strings.Contains(st.Message(), "log-0000000000000000.wal: no space left on device") {
-		t.Errorf("notice on a full disk: %q; want the file and the errno", st.Message())
+	const want = "bidder: bill notice: bid 00000000000000ff: ledger: log not durable: not acknowledged; send the notice again"
+	if st := status.Convert(grpcError(notice)); st.Message() != want {
+		t.Errorf("notice on a full disk: %q; want %q (no file, no errno)", st.Message(), want)
 	}
 	if classifyNotice(notice) != noticeUnavailable {
 		t.Errorf("notice on a full disk counted as %s, want unavailable", noticeOutcomeNames[classifyNotice(notice)])

@@ -65,8 +65,9 @@ var errorMapping = []struct {
 	{func(err error) bool { return errors.Is(err, ledger.ErrUnknownBid) }, codes.NotFound, http.StatusNotFound},
 	{func(err error) bool { return errors.Is(err, ledger.ErrConflict) }, codes.FailedPrecondition, http.StatusConflict},
 	// The durable log could not take the notice's record (a full or
-	// read-only disk): not acknowledged; the message names the file and
-	// the errno, and the exchange's retry is acknowledged once it is durable.
+	// read-only disk): not acknowledged (refusedNotice keeps the file and
+	// the errno for the server's log), and the exchange's retry is
+	// acknowledged once it is durable.
 	{func(err error) bool {
 		return errors.Is(err, ledger.ErrClosed) || errors.Is(err, ledger.ErrNotDurable)
 	}, codes.Unavailable, http.StatusServiceUnavailable},

@@ -271,10 +271,26 @@ func (s *Server) applyNotice(ctx context.Context, n *notice) (noticeResult, erro
 		err = l.Loss(ctx, bid, now)
 	}
 	if err != nil {
-		return res, fmt.Errorf("bidder: %s notice: bid %s: %w", name, formatBidID(bid), err)
+		return res, refusedNotice(name, bid, err)
 	}
 	return res, nil
 }
+
+// refusedNotice is the error of a name notice for bid that the ledger
+// refused with err. A log that could not take its record (a full or
+// read-only disk) is told without its cause, which names the server's
+// files and errno: the operator's to read (personad's "ledger log not
+// durable" line, /healthz), not the exchange's.
+func refusedNotice(name string, bid uint64, err error) error {
+	if errors.Is(err, ledger.ErrNotDurable) {
+		err = errNotDurable
+	}
+	return fmt.Errorf("bidder: %s notice: bid %s: %w", name, formatBidID(bid), err)
+}
+
+// errNotDurable is what an exchange is told of a notice the ledger's
+// durable log could not take: not acknowledged, to be sent again.
+var errNotDurable = fmt.Errorf("%w: not acknowledged; send the notice again", ledger.ErrNotDurable)
 
 // noticesService implements personad.v1.Notices over the Server's ledger.
 type noticesService struct {

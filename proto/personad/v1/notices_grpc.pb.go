@@ -62,10 +62,10 @@ const (
 //	FAILED_PRECONDITION  a bill at a different price than an earlier bill
 //	                     of the same bid (HTTP 409);
 //	UNAVAILABLE          the ledger is shutting down, or its durable log
-//	                     cannot be written (a full or read-only disk: the
-//	                     message names the file and the system's error);
-//	                     the notice is not acknowledged, and one sent
-//	                     again is once its record is durable (HTTP 503).
+//	                     cannot be written (a full or read-only disk,
+//	                     which the server's log names): the notice is
+//	                     not acknowledged, and one sent again is once
+//	                     its record is durable (HTTP 503).
 type NoticesClient interface {
 	// Win records that the bid won its auction. It moves no money by itself
 	// (the bill does), but a won bid that is never billed counts at its bid
@@ -154,10 +154,10 @@ func (c *noticesClient) Loss(ctx context.Context, in *LossRequest, opts ...grpc.
 //	FAILED_PRECONDITION  a bill at a different price than an earlier bill
 //	                     of the same bid (HTTP 409);
 //	UNAVAILABLE          the ledger is shutting down, or its durable log
-//	                     cannot be written (a full or read-only disk: the
-//	                     message names the file and the system's error);
-//	                     the notice is not acknowledged, and one sent
-//	                     again is once its record is durable (HTTP 503).
+//	                     cannot be written (a full or read-only disk,
+//	                     which the server's log names): the notice is
+//	                     not acknowledged, and one sent again is once
+//	                     its record is durable (HTTP 503).
 type NoticesServer interface {
 	// Win records that the bid won its auction. It moves no money by itself
 	// (the bill does), but a won bid that is never billed counts at its bid
