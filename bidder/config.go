@@ -49,6 +49,12 @@ type Config struct {
 	// URLs start with it. Required with Ledger.
 	NoticeURL string
 
+	// Degraded are the checks of other durable state the server's
+	// process keeps (personad: the segment store's Store.LogErr): while
+	// one returns an error, /healthz still answers 200 (bids are served)
+	// with a line "degraded: " and the error, as for the Ledger's log.
+	Degraded []func() error
+
 	// HTTPGzip compresses the answers of the OpenRTB JSON wire with gzip
 	// when the request's Accept-Encoding accepts it (OpenRTB 2.6 §2.4):
 	// a 200 answer of at least 256 bytes (a bid, or ext.debug), with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"syscall"
@@ -13,10 +14,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/personad/personad/engine"
 	"github.com/personad/personad/ledger"
 	personadpb "github.com/personad/personad/proto/personad/v1"
 	"github.com/personad/personad/reload"
 	"github.com/personad/personad/rules"
+	"github.com/personad/personad/segments"
 )
 
 // enospc is the error a write to a full disk returns, naming its file.
@@ -66,5 +69,39 @@ func TestNoticeDiskFull(t *testing.T) {
 	}
 	if classifyNotice(notice) != noticeUnavailable {
 		t.Errorf("notice on a full disk counted as %s, want unavailable", noticeOutcomeNames[classifyNotice(notice)])
+	}
+}
+
+// TestHealthzDegraded: a store whose durable log fails (Config.Degraded:
+// the segment store's, after a failed fsync) is named on /healthz, which
+// still answers 200 while bids are served. Before, only the ledger's log
+// was: a segment store refusing every upload left /healthz at "ok".
+func TestHealthzDegraded(t *testing.T) {
+	eng, err := engine.New(engine.Config{PersonaCacheSize: 0}, testSegments())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	eng.SetRules(compileRules(t, testRules))
+	var logErr error
+	cfg := DefaultConfig()
+	cfg.Engine, cfg.Logger = eng, zaptest.NewLogger(t)
+	cfg.Degraded = []func() error{func() error { return logErr }}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthz := func() (int, string) {
+		w := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, PathHealthz, nil))
+		return w.Code, w.Body.String()
+	}
+	if code, body := healthz(); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz with every log writing: %d %q, want 200 \"ok\\n\"", code, body)
+	}
+	logErr = fmt.Errorf("%w: fsync /data/segments/wal-1.log: input/output error", segments.ErrNotDurable)
+	want := "ok\ndegraded: " + logErr.Error() + "\n"
+	if code, body := healthz(); code != http.StatusOK || body != want {
+		t.Errorf("/healthz with the segment log failed: %d %q, want 200 %q", code, body, want)
 	}
 }

@@ -84,7 +84,8 @@ var (
 //	                    is 405 + Allow: POST + JSON error, with
 //	                    X-Openrtb-Version too.
 //	GET  /healthz       200 "ok" when rules are loaded and serving, else 503;
-//	                    a second line "degraded: ..." while the ledger's log cannot be written.
+//	                    a line "degraded: ..." while the ledger's log cannot be
+//	                    written, and one for each Config.Degraded check that fails.
 //	GET  /notice/win?t=TOKEN[&price=P]
 //	GET  /notice/bill?t=TOKEN&price=P
 //	GET  /notice/loss?t=TOKEN[&reason=R]
@@ -136,10 +137,16 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
-	// Still serving bids, but the embedded ledger cannot write its log:
-	// say so on a second line (probes read the status, 200).
+	// Still serving bids, but the embedded ledger cannot write its log,
+	// or another store its own: say so, a line each (probes read the
+	// status, 200).
 	if l := s.cfg.Ledger; l != nil {
 		if err := l.LogErr(); err != nil {
+			io.WriteString(w, "degraded: "+err.Error()+"\n")
+		}
+	}
+	for _, check := range s.cfg.Degraded {
+		if err := check(); err != nil {
 			io.WriteString(w, "degraded: "+err.Error()+"\n")
 		}
 	}

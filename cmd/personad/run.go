@@ -253,6 +253,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// unless --notice-url gives the public address.
 	bcfg := bidder.DefaultConfig()
 	bcfg.Ledger, bcfg.NoticeURL = led, o.noticeURL
+	bcfg.Degraded = []func() error{segs.LogErr}
 	if bcfg.NoticeURL == "" {
 		bcfg.NoticeURL = "http://" + hl.Addr().String()
 	}
