@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"flag"
@@ -117,10 +118,10 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"--skip-invalid, as which of the lines after it are ids cannot be told; so does a header of a\n"+
 			"file separated by semicolons, user_id;name, and a UTF-16 file (save it as UTF-8). A line whose\n"+
 			"id holds a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte\n"+
-			"order mark is skipped. Input with no id sends nothing (see --allow-empty). Flags go before\n"+
-			"FILE. With --key, a retry of the same upload (after a timeout, say) replays the\n"+
-			"first one's result; the key with other ids (or another segment or mode) is an error,\n"+
-			"and applies nothing.\n\nflags:")
+			"order mark is skipped. Gzip-compressed input (ids.csv.gz) is read decompressed. Input with no\n"+
+			"id sends nothing (see --allow-empty). Flags go before FILE. With --key, a retry of the\n"+
+			"same upload (after a timeout, say) replays the first one's result; the key with other ids\n"+
+			"(or another segment or mode) is an error, and applies nothing.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -215,6 +216,73 @@ type idReader struct {
 	// word is a first id line of one field that is a word (no digit):
 	// a header such as "name" when the next id holds a digit.
 	word string
+	// sniffed: the input was checked for a gzip header; src, for
+	// gzip-compressed input, counts the compressed bytes read.
+	sniffed bool
+	src     *countReader
+}
+
+// countReader counts the bytes read through it. It is not safe for
+// concurrent use.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// gzipMagic starts every gzip stream.
+var gzipMagic = []byte{0x1f, 0x8b}
+
+// sniff, before the first line, looks for a gzip header: input exported
+// compressed (ids.csv.gz, or gzip's output on a pipe) is read
+// decompressed. Read as it is, each of its "lines" would be invalid, or,
+// with --skip-invalid, a short run of bytes uploaded as an id.
+func (ir *idReader) sniff() error {
+	ir.sniffed = true
+	if magic, _ := ir.r.Peek(len(gzipMagic)); !bytes.Equal(magic, gzipMagic) {
+		return nil // a short peek's error, if any, is the next read's
+	}
+	ir.src = &countReader{r: ir.r}
+	zr, err := gzip.NewReader(ir.src)
+	if err != nil {
+		return gzipError{err}
+	}
+	ir.r = bufio.NewReaderSize(gzipReader{zr}, 1<<20)
+	return nil
+}
+
+// gzipReader reads a gzip stream, naming the compression in its errors:
+// a damaged or truncated file's, for one.
+type gzipReader struct{ zr *gzip.Reader }
+
+func (g gzipReader) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = gzipError{err}
+	}
+	return n, err
+}
+
+type gzipError struct{ err error }
+
+func (e gzipError) Error() string {
+	return fmt.Sprintf("the input is gzip-compressed, and does not decompress (damaged, or cut short?): %v", e.err)
+}
+
+func (e gzipError) Unwrap() error { return e.err }
+
+// consumed is how many bytes of the input have been read: compressed
+// bytes for gzip-compressed input, for a progress bar against its size.
+func (ir *idReader) consumed() int64 {
+	if ir.src != nil {
+		return ir.src.n
+	}
+	return ir.read
 }
 
 func newIDReader(r io.Reader, header string) *idReader {
@@ -228,6 +296,11 @@ func newIDReader(r io.Reader, header string) *idReader {
 // so that its caller sees each invalid line as it comes and can send
 // what it holds before it waits for more.
 func (ir *idReader) next() ([]byte, error) {
+	if !ir.sniffed {
+		if err := ir.sniff(); err != nil {
+			return nil, err
+		}
+	}
 	raw, err := ir.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		// A line longer than the buffer is no id: skip the rest of it,
@@ -906,7 +979,8 @@ func estimateIDs(r *bufio.Reader, size int64) uint64 {
 		return 0
 	}
 	head, _ := r.Peek(int(min(size, 64<<10))) // short on an error, which next() reports
-	if len(head) == 0 {
+	// Of gzip-compressed input, the compressed size does not tell.
+	if len(head) == 0 || bytes.HasPrefix(head, gzipMagic) {
 		return 0
 	}
 	lines := bytes.Count(head, []byte{'\n'})
@@ -964,7 +1038,7 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 				}
 				n += k
 				prog.ids.Add(uint64(k))
-				prog.read.Store(ir.read)
+				prog.read.Store(ir.consumed())
 				if n == o.chunkIDs || len(buf) >= chunkBytes {
 					if !flush() {
 						return nil
@@ -980,7 +1054,7 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 		}
 		bad := ir.nbad
 		id, err := ir.next()
-		prog.read.Store(ir.read)
+		prog.read.Store(ir.consumed())
 		if errors.Is(err, io.EOF) {
 			break
 		}

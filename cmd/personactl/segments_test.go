@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"flag"
@@ -1458,5 +1459,63 @@ func TestUploadReplaceAllSkipped(t *testing.T) {
 	}
 	if n := store.Current().Segment("title", "cmo").Users.GetCardinality(); n != 2 {
 		t.Errorf("title:cmo has %d users, want 2", n)
+	}
+}
+
+// TestUploadGzip: gzip-compressed input (ids.csv.gz, as CRMs export it,
+// or gzip's output on stdin) is read decompressed; before, each of its
+// "lines" was invalid ("not UTF-8 text"), and with --skip-invalid a
+// short run of compressed bytes could be uploaded as an id. A damaged or
+// truncated one is refused, naming the compression, and changes nothing.
+func TestUploadGzip(t *testing.T) {
+	addr, store := server(t)
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(s)) //nolint:errcheck // a bytes.Buffer
+		zw.Close()
+		return b.Bytes()
+	}
+	var csv strings.Builder
+	csv.WriteString("\ufeffuser_id,name\r\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&csv, "z%05d,\"Smith, J\"\r\n", i)
+	}
+	csv.WriteString("\"z,last\",x") // no final newline
+	data := gz(csv.String())
+	file := filepath.Join(t.TempDir(), "ids.csv.gz")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	upload := "segments upload --facet title --value cmo"
+	for _, tc := range []struct {
+		args, stdin string
+		out, errOut string
+		code        int
+	}{
+		{upload + " --replace " + file, "", "uploaded title:cmo mode=replace ids=20001 added=20001 removed=0 unchanged=0 new_users=20001 invalid=0 cardinality=20001 version=1\n", "", 0},
+		{upload + " --mode remove -", string(gz("z00007\n")), "uploaded title:cmo mode=remove ids=1 added=0 removed=1 unchanged=0 new_users=0 invalid=0 cardinality=20000 version=2\n", "", 0},
+		{"segments lookup z,last", "", "title:cmo\n", "", 0},
+		{upload + " --skip-invalid -", string(data[:len(data)/2]), "",
+			"personactl: segments upload title:cmo: reading stdin: the input is gzip-compressed, and does not decompress (damaged, or cut short?): unexpected EOF (nothing uploaded)\n", 1},
+		{upload + " -", "\x1f\x8bnot gzip\n", "",
+			"personactl: segments upload title:cmo: reading stdin: the input is gzip-compressed, and does not decompress (damaged, or cut short?): gzip: invalid header (nothing uploaded)\n", 1},
+	} {
+		out, errOut, code := ctl(t, addr, tc.stdin, false, strings.Fields(tc.args)...)
+		if i := strings.Index(out, " replayed="); i >= 0 {
+			out = out[:i] + "\n"
+		}
+		if out != tc.out || errOut != tc.errOut || code != tc.code {
+			t.Errorf("personactl %s:\nstdout %q\nstderr %q\nexit %d\nwant\nstdout %q\nstderr %q\nexit %d", tc.args, out, errOut, code, tc.out, tc.errOut, tc.code)
+		}
+	}
+	if v := store.Current().Version(); v != 2 {
+		t.Errorf("store version %d, want 2", v)
+	}
+	// The progress bar measures the compressed bytes read against the
+	// file's size.
+	ir := newIDReader(bytes.NewReader(data), "auto")
+	if ids := readIDs(ir); len(ids) != 20_001 || ir.consumed() != int64(len(data)) {
+		t.Errorf("%d ids, %d bytes consumed; want 20001, %d", len(ids), ir.consumed(), len(data))
 	}
 }
