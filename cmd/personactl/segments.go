@@ -118,10 +118,11 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"--skip-invalid, as which of the lines after it are ids cannot be told; so does a header of a\n"+
 			"file separated by semicolons, user_id;name, and a UTF-16 file (save it as UTF-8). A line whose\n"+
 			"id holds a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte\n"+
-			"order mark is skipped. Gzip-compressed input (ids.csv.gz) is read decompressed. Input with no\n"+
-			"id sends nothing (see --allow-empty). Flags go before FILE. With --key, a retry of the\n"+
-			"same upload (after a timeout, say) replays the first one's result; the key with other ids\n"+
-			"(or another segment or mode) is an error, and applies nothing.\n\nflags:")
+			"order mark is skipped. Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive\n"+
+			"(an Excel workbook) is refused. Input with no id sends nothing (see --allow-empty). Flags go\n"+
+			"before FILE. With --key, a retry of the same upload (after a timeout, say) replays the first\n"+
+			"one's result; the key with other ids (or another segment or mode) is an error, and applies\n"+
+			"nothing.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -235,8 +236,17 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// gzipMagic starts every gzip stream.
-var gzipMagic = []byte{0x1f, 0x8b}
+// gzipMagic starts every gzip stream; zipMagic a zip archive, such as an
+// Excel workbook (.xlsx).
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zipMagic  = []byte{'P', 'K', 0x03, 0x04}
+)
+
+// errZip is input that is a zip archive: as text, each of its "lines"
+// would be invalid ("user id is 10262 bytes"), none said why, and with
+// --skip-invalid a short run of its bytes could be uploaded as an id.
+var errZip = errors.New("line 1 starts a zip archive, not text: an Excel workbook (.xlsx)? save it as CSV UTF-8; a .zip: unzip it, and upload the file of ids")
 
 // sniff, before the first line, looks for a gzip header: input exported
 // compressed (ids.csv.gz, or gzip's output on a pipe) is read
@@ -244,8 +254,12 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // with --skip-invalid, a short run of bytes uploaded as an id.
 func (ir *idReader) sniff() error {
 	ir.sniffed = true
+	// A short peek's error, if any, is the next read's.
+	if magic, _ := ir.r.Peek(len(zipMagic)); bytes.Equal(magic, zipMagic) {
+		return errZip
+	}
 	if magic, _ := ir.r.Peek(len(gzipMagic)); !bytes.Equal(magic, gzipMagic) {
-		return nil // a short peek's error, if any, is the next read's
+		return nil
 	}
 	ir.src = &countReader{r: ir.r}
 	zr, err := gzip.NewReader(ir.src)

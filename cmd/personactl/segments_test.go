@@ -1021,6 +1021,11 @@ func TestUploadInputMistakes(t *testing.T) {
 		{"a flag after FILE", "u1\n", []string{"-", "--replace"}, 2, "personactl: segments upload: --replace comes after FILE -: flags go before FILE\n"},
 		{"UTF-16LE", utf16("user_id\r\nu1\r\nu2\r\n", true), []string{"--skip-invalid", "-"}, 1, isUTF16},
 		{"UTF-16BE", utf16("u1\nu2\n", false), []string{"-"}, 1, isUTF16},
+		// An Excel workbook (.xlsx) or a zip archive: as text, its lines
+		// were invalid ("user id is 10262 bytes"), or with --skip-invalid
+		// short runs of its bytes uploaded as ids.
+		{"zip", "PK\x03\x04\x14\x00\x00\x00\x08\x00\nx1\nx2\n", []string{"--skip-invalid", "-"}, 1,
+			"personactl: segments upload title:cmo: reading stdin: line 1 starts a zip archive, not text: an Excel workbook (.xlsx)? save it as CSV UTF-8; a .zip: unzip it, and upload the file of ids (nothing uploaded)\n"},
 	} {
 		args := append([]string{"segments", "upload", "--facet", "title", "--value", "cmo"}, tc.args...)
 		if _, stderr, code := ctl(t, addr, tc.in, false, args...); code != tc.code || stderr != tc.stderr {
