@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -115,14 +116,14 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
 			"first column is the id. A quoted field must end on its line: a line that leaves one open (a\n"+
 			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
-			"--skip-invalid, as which of the lines after it are ids cannot be told; so does a header of a\n"+
-			"file separated by semicolons, user_id;name, and a UTF-16 file (save it as UTF-8). A line whose\n"+
-			"id holds a control character (a tab included) or is not UTF-8 text is invalid. A UTF-8 byte\n"+
-			"order mark is skipped. Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive\n"+
-			"(an Excel workbook) is refused. Input with no id sends nothing (see --allow-empty). Flags go\n"+
-			"before FILE. With --key, a retry of the same upload (after a timeout, say) replays the first\n"+
-			"one's result; the key with other ids (or another segment or mode) is an error, and applies\n"+
-			"nothing.\n\nflags:")
+			"--skip-invalid, as which of the lines after it are ids cannot be told; so does the header of\n"+
+			"a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file (save it as\n"+
+			"UTF-8). A line whose id holds a control character (a tab included) or is not UTF-8 text is\n"+
+			"invalid. A UTF-8 byte order mark is skipped. Gzip-compressed input (ids.csv.gz) is read\n"+
+			"decompressed; a zip archive (an Excel workbook) is refused. Input with no id sends nothing\n"+
+			"(see --allow-empty). Flags go before FILE. With --key, a retry of the same upload (after a\n"+
+			"timeout, say) replays the first one's result; the key with other ids (or another segment or\n"+
+			"mode) is an error, and applies nothing.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -361,6 +362,14 @@ func (ir *idReader) next() ([]byte, error) {
 	if !isComment(raw) && csvQuoted(raw) {
 		return nil, ir.openQuoteError()
 	}
+	if line := bytes.TrimSpace(raw); !ir.started && ir.header != "no" && !isComment(line) && semicolonHeader(line) {
+		// Refused, even with --skip-invalid: every line after it
+		// would be a valid id, and none the one meant. The whole line is
+		// looked at, not its first CSV field: a header of quoted names
+		// ("id";"name") has none.
+		return nil, fmt.Errorf("line %d, %q, is the header of a file separated by semicolons, not commas: each of its lines would be uploaded whole, semicolons and all, as one id; save the file with commas, or the ids alone",
+			ir.line, line)
+	}
 	id, ok, msg := parseLine(raw, &ir.field)
 	if msg != "" {
 		ir.bad(msg)
@@ -371,12 +380,6 @@ func (ir *idReader) next() ([]byte, error) {
 	}
 	if !ir.started {
 		ir.started = true
-		if ir.header != "no" && semicolonHeader(id) {
-			// Refused, even with --skip-invalid: every line after it
-			// would be a valid id, and none the one meant.
-			return nil, fmt.Errorf("line %d, %q, is the header of a file separated by semicolons, not commas: each of its lines would be uploaded whole, semicolons and all, as one id; save the file with commas, or the ids alone",
-				ir.line, id)
-		}
 		if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
 			return nil, nil
 		}
@@ -610,10 +613,38 @@ func isHeader(id []byte) bool {
 // semicolonHeader reports whether a first id line is the header of a
 // file separated by semicolons, as spreadsheets save a CSV in many
 // locales: a known id column name before its first semicolon
-// ("user_id;company").
+// ("user_id;company"), or column names alone, whatever they are
+// ("Kundennummer;E-Mail"): no user id reads so.
 func semicolonHeader(id []byte) bool {
 	name, _, ok := bytes.Cut(id, []byte{';'})
-	return ok && isHeader(bytes.Trim(bytes.TrimSpace(name), `"`))
+	if !ok {
+		return false
+	}
+	if isHeader(bytes.Trim(bytes.TrimSpace(name), `"`)) {
+		return true
+	}
+	for f := range bytes.SplitSeq(id, []byte{';'}) {
+		if !isName(bytes.Trim(bytes.TrimSpace(f), `"`)) {
+			return false
+		}
+	}
+	return true
+}
+
+// isName reports whether f reads like a column's name: letters (of any
+// script), with spaces, _, -, . and / between them, and no digit.
+func isName(f []byte) bool {
+	letters := false
+	for _, r := range string(f) {
+		switch {
+		case unicode.IsLetter(r):
+			letters = true
+		case r == ' ', r == '_', r == '-', r == '.', r == '/':
+		default:
+			return false
+		}
+	}
+	return letters
 }
 
 // looksLikeHeader reports whether a first id line that isHeader did not

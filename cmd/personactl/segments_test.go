@@ -1409,8 +1409,18 @@ func TestSemicolonSeparated(t *testing.T) {
 	if n := store.Current().Len(); n != 0 {
 		t.Errorf("%d segments after refused uploads, want 0", n)
 	}
-	// Without a header, or told there is none, a semicolon is part of an id.
-	for _, tc := range []struct{ in, header string }{{"u1;a\nu2\n", "auto"}, {"id;x\nu2\n", "no"}} {
+	// A header of names that personactl does not know is one all the
+	// same: before, "Kundennummer;E-Mail" and "123;a@b.de" were uploaded
+	// as ids.
+	for _, in := range []string{"Kundennummer;E-Mail\n123;a@b.de\n", "\"Kunden-Nr.\"; \"Straße\" ;Ort\n1;x;y\n", "\"user_id\";\"company\"\n1;x\n"} {
+		ir := newIDReader(strings.NewReader(in), "auto")
+		if ids, err := readIDsErr(ir); err == nil || !strings.Contains(err.Error(), "is the header of a file separated by semicolons") {
+			t.Errorf("%q: ids %q, error %v; want the header refused", in, ids, err)
+		}
+	}
+	// Without a header, or told there is none, a semicolon is part of an
+	// id; so it is of a first line with a digit in each of its fields.
+	for _, tc := range []struct{ in, header string }{{"u1;a\nu2\n", "auto"}, {"id;x\nu2\n", "no"}, {"Kundennummer;E-Mail\nu2\n", "no"}, {"a;b2\nu2\n", "auto"}, {";\nu2\n", "auto"}, {"# a;b\nu1;x\nu2\n", "auto"}} {
 		ir := newIDReader(strings.NewReader(tc.in), tc.header)
 		if ids := readIDs(ir); len(ids) != 2 {
 			t.Errorf("%q --header %s: ids %q, want 2", tc.in, tc.header, ids)
