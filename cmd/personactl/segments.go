@@ -1012,7 +1012,34 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 	if ir.first != "" {
 		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
 	}
+	// ids counts every id sent; added (or removed) and unchanged, each
+	// distinct id once: the rest are repeats, which the summary alone
+	// leaves to be worked out (ids=4 added=2 unchanged=0).
+	if note := otherIDs(o.mode, resp); note != "" {
+		fmt.Fprintln(e.stderr, "note: "+note)
+	}
 	return nil
+}
+
+// otherIDs says what became of the ids of an applied upload that the
+// summary's added, removed and unchanged do not count: ids repeated in
+// the input, counted once, and in a remove, ids the server does not
+// know (which are in no segment). "" when there are none.
+func otherIDs(mode personadpb.UploadMode, r *personadpb.UploadResponse) string {
+	counted := r.Added + r.Unchanged
+	if mode == personadpb.UploadMode_UPLOAD_MODE_REMOVE {
+		counted = r.Removed + r.Unchanged
+	}
+	if counted >= r.Ids {
+		return ""
+	}
+	n := r.Ids - counted
+	if mode == personadpb.UploadMode_UPLOAD_MODE_REMOVE {
+		return fmt.Sprintf("%d of the %d ids %s repeated in the input or unknown to the server (in no segment), counted neither as removed nor as unchanged",
+			n, r.Ids, plural(int(min(n, 2)), "is", "are"))
+	}
+	return fmt.Sprintf("%d of the %d ids %s in the input, counted once",
+		n, r.Ids, plural(int(min(n, 2)), "repeats an id before it", "repeat ids before them"))
 }
 
 // estimateIDs guesses how many lines a regular file of size bytes holds
