@@ -118,12 +118,13 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
 			"--skip-invalid, as which of the lines after it are ids cannot be told; so does the header of\n"+
 			"a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file (save it as\n"+
-			"UTF-8). A line whose id holds a control character (a tab included) or is not UTF-8 text is\n"+
-			"invalid. A UTF-8 byte order mark is skipped. Gzip-compressed input (ids.csv.gz) is read\n"+
-			"decompressed; a zip archive (an Excel workbook) is refused. Input with no id sends nothing\n"+
-			"(see --allow-empty). Flags go before FILE. With --key, a retry of the same upload (after a\n"+
-			"timeout, say) replays the first one's result; the key with other ids (or another segment or\n"+
-			"mode) is an error, and applies nothing.\n\nflags:")
+			"UTF-8). A line whose id holds a control character (a tab included), is not UTF-8 text or is\n"+
+			"a number in scientific notation (1.23457E+11, a spreadsheet's rounding) is invalid. A UTF-8\n"+
+			"byte order mark is skipped. Gzip-compressed input (ids.csv.gz) is read decompressed; a zip\n"+
+			"archive (an Excel workbook) is refused. Input with no id sends nothing (see --allow-empty).\n"+
+			"Flags go before FILE. With --key, a retry of the same upload (after a timeout, say) replays\n"+
+			"the first one's result; the key with other ids (or another segment or mode) is an error, and\n"+
+			"applies nothing.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -444,7 +445,7 @@ func (ir *idReader) appendPlain(dst []byte, maxIDs, maxBytes int) ([]byte, int) 
 	for k < maxIDs && end < maxBytes {
 		line := b[end:]
 		i := bytes.IndexByte(line, '\n')
-		if i <= 0 || i > maxIDLen || line[0] == '#' || !isPlain(line[:i]) {
+		if i <= 0 || i > maxIDLen || line[0] == '#' || !isPlain(line[:i]) || sciNumber(line[:i]) {
 			break
 		}
 		end += i + 1
@@ -532,6 +533,8 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	case !utf8.Valid(id):
 		// No bid request could carry it: both wires' strings are UTF-8.
 		return nil, false, "user id is not UTF-8 text (a binary or compressed file?)"
+	case sciNumber(id):
+		return nil, false, fmt.Sprintf("user id %s is a number a spreadsheet rounded (scientific notation): the id is lost; format the id column as text, and export it again", id)
 	}
 	if i := bytes.IndexFunc(id, isControl); i >= 0 {
 		if id[i] == '\t' {
@@ -546,6 +549,33 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// sciNumber reports whether id is a number as a spreadsheet shows a long
+// one, in scientific notation, and saves it so: 1.23457E+11 for
+// 123456789012. The digits it dropped are lost, and no user has the id it
+// leaves.
+func sciNumber(id []byte) bool {
+	i, digits := 0, func(i int) int {
+		for i < len(id) && id[i] >= '0' && id[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	if i = digits(0); i != 1 || i == len(id) {
+		return false // one digit before the decimal separator, and more
+	}
+	if id[i] == '.' || id[i] == ',' {
+		if j := digits(i + 1); j > i+1 {
+			i = j
+		} else {
+			return false
+		}
+	}
+	if i+2 >= len(id) || id[i] != 'E' && id[i] != 'e' || id[i+1] != '+' {
+		return false
+	}
+	return digits(i+2) == len(id)
+}
 
 // csvQuoted follows a line's CSV quoting and reports whether it ends
 // inside a quoted field.

@@ -1557,3 +1557,39 @@ func TestUploadRepeatedIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestSpreadsheetNumbers: a long numeric id that a spreadsheet shows, and
+// saves, in scientific notation (1.23457E+11) has lost its digits: it was
+// uploaded as an id no user has; it is now an invalid line, named, on the
+// fast path for plain lines as on the slow one.
+func TestSpreadsheetNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		id  string
+		sci bool
+	}{
+		{"1.23457E+11", true}, {"4E+15", true}, {"9,87654E+12", true}, {"1.2e+20", true},
+		{"1", false}, {"1E", false}, {"1E+", false}, {"1.E+11", false}, {"12.3E+11", false}, {"1.23E-05", false},
+		{"1.23E+11x", false}, {"3e81", false}, {"a1.2E+11", false}, {"u1", false},
+	} {
+		if got := sciNumber([]byte(tc.id)); got != tc.sci {
+			t.Errorf("sciNumber(%q) = %t, want %t", tc.id, got, tc.sci)
+		}
+	}
+	addr, store := server(t)
+	var in strings.Builder
+	in.WriteString("user_id,name\n")
+	for i := range 1000 {
+		fmt.Fprintf(&in, "%d\n", 100000+i)
+	}
+	in.WriteString("1.23457E+11\n\"4.5679E+11\",x\n")
+	_, errOut, code := ctl(t, addr, in.String(), false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+	const want = "personactl: segments upload title:cmo: stdin has 2 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n" +
+		"  line 1002: user id 1.23457E+11 is a number a spreadsheet rounded (scientific notation): the id is lost; format the id column as text, and export it again\n" +
+		"  line 1003: user id 4.5679E+11 is a number a spreadsheet rounded (scientific notation): the id is lost; format the id column as text, and export it again\n"
+	if code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want exit 1, %q", code, errOut, want)
+	}
+	if v := store.Current().Version(); v != 0 {
+		t.Errorf("store version %d after a refused upload, want 0", v)
+	}
+}
