@@ -120,11 +120,12 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file (save it as\n"+
 			"UTF-8). A line whose id holds a control character (a tab included), is not UTF-8 text or is\n"+
 			"a number in scientific notation (1.23457E+11, a spreadsheet's rounding) is invalid. A UTF-8\n"+
-			"byte order mark is skipped. Gzip-compressed input (ids.csv.gz) is read decompressed; a zip\n"+
-			"archive (an Excel workbook) is refused. Input with no id sends nothing (see --allow-empty).\n"+
-			"Flags go before FILE. With --key, a retry of the same upload (after a timeout, say) replays\n"+
-			"the first one's result; the key with other ids (or another segment or mode) is an error, and\n"+
-			"applies nothing.\n\nflags:")
+			"byte order mark is skipped, and so is the header line where it comes again (exports put end\n"+
+			"to end). Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive (an Excel\n"+
+			"workbook) is refused. Input with no id sends nothing (see --allow-empty). Flags go before\n"+
+			"FILE. With --key, a retry of the same upload (after a timeout, say) replays the first one's\n"+
+			"result; the key with other ids (or another segment or mode) is an error, and applies nothing.\n"+
+			"\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -219,6 +220,9 @@ type idReader struct {
 	// word is a first id line of one field that is a word (no digit):
 	// a header such as "name" when the next id holds a digit.
 	word string
+	// headerLine is the header line skipped, trimmed: the same line
+	// later is skipped too, the header of exports put end to end.
+	headerLine string
 	// sniffed: the input was checked for a gzip header; src, for
 	// gzip-compressed input, counts the compressed bytes read.
 	sniffed bool
@@ -354,11 +358,14 @@ func (ir *idReader) next() ([]byte, error) {
 	}
 	ir.read += int64(len(raw))
 	ir.line++
-	if ir.line == 1 {
-		if utf16BOM(raw) {
-			return nil, errUTF16
-		}
-		raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
+	if ir.line == 1 && utf16BOM(raw) {
+		return nil, errUTF16
+	}
+	// A UTF-8 byte order mark: of the file, or on a later line, of one of
+	// several exports put end to end (cat a.csv b.csv).
+	raw = bytes.TrimPrefix(raw, []byte("\ufeff"))
+	if ir.headerLine != "" && string(bytes.TrimSpace(raw)) == ir.headerLine {
+		return nil, nil // the header again, of another export put after the first
 	}
 	if !isComment(raw) && csvQuoted(raw) {
 		return nil, ir.openQuoteError()
@@ -382,6 +389,7 @@ func (ir *idReader) next() ([]byte, error) {
 	if !ir.started {
 		ir.started = true
 		if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
+			ir.headerLine = string(bytes.TrimSpace(raw))
 			return nil, nil
 		}
 		switch {
@@ -445,7 +453,8 @@ func (ir *idReader) appendPlain(dst []byte, maxIDs, maxBytes int) ([]byte, int) 
 	for k < maxIDs && end < maxBytes {
 		line := b[end:]
 		i := bytes.IndexByte(line, '\n')
-		if i <= 0 || i > maxIDLen || line[0] == '#' || !isPlain(line[:i]) || sciNumber(line[:i]) {
+		if i <= 0 || i > maxIDLen || line[0] == '#' || !isPlain(line[:i]) || sciNumber(line[:i]) ||
+			len(ir.headerLine) == i && string(line[:i]) == ir.headerLine {
 			break
 		}
 		end += i + 1

@@ -1593,3 +1593,40 @@ func TestSpreadsheetNumbers(t *testing.T) {
 		t.Errorf("store version %d after a refused upload, want 0", v)
 	}
 }
+
+// TestConcatenatedExports: exports put end to end (cat a.csv b.csv) repeat
+// the header, each after a UTF-8 byte order mark when the exports had
+// one: "\ufeffuser_id" and "user_id" were uploaded as user ids; a line
+// that is the skipped header again is now skipped, a byte order mark
+// starting any line dropped, on the fast path for plain lines as on the
+// slow one.
+func TestConcatenatedExports(t *testing.T) {
+	addr, _ := server(t)
+	var plain strings.Builder
+	for _, part := range []string{"a", "b"} {
+		plain.WriteString("user_id\n")
+		for i := range 1000 {
+			fmt.Fprintf(&plain, "%s%d\n", part, i)
+		}
+	}
+	for _, tc := range []struct{ name, in, header string }{
+		{"csv with byte order marks", "\ufeffuser_id,name\r\nu1,a\r\n\ufeffuser_id,name\r\nu2,b\r\n", "user_id,name"},
+		{"plain", plain.String(), "user_id"},
+	} {
+		out, errOut, code := ctl(t, addr, tc.in, false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+		if code != 0 || !strings.Contains(out, " invalid=0 ") || errOut != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 0, no note", tc.name, code, out, errOut)
+		}
+		for _, id := range []string{"user_id", "\ufeffuser_id"} {
+			if _, errOut, code := ctl(t, addr, "", false, "segments", "lookup", id); code != 1 || !strings.Contains(errOut, "in no uploaded segment") {
+				t.Errorf("%s: segments lookup %q: exit %d, %q; want the header in no segment", tc.name, id, code, errOut)
+			}
+		}
+	}
+	// Told there is no header, the first line is an id, and so is the
+	// same line later.
+	ir := newIDReader(strings.NewReader("user_id\nu1\nuser_id\n"), "no")
+	if ids := readIDs(ir); !slices.Equal(ids, []string{"user_id", "u1", "user_id"}) {
+		t.Errorf("--header no: ids %q", ids)
+	}
+}
