@@ -988,12 +988,12 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		return fmt.Errorf("segments upload %s: reading %s: %w (nothing uploaded)", seg, name, readErr)
 	case ir.nbad > 0 && !o.skipInvalid:
 		return fmt.Errorf("segments upload %s: %s has %d invalid %s; nothing uploaded (--skip-invalid uploads the rest):\n  %s",
-			seg, name, ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+			seg, name, ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, ir.nbad, "\n  "))
 	case sent == 0 && !o.allowEmpty:
 		// A replace would empty the segment, an add only create it
 		// empty (from a mistyped --value, say), a remove do nothing.
 		if ir.nbad > 0 {
-			fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+			fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, ir.nbad, "\n  "))
 		}
 		if o.mode == personadpb.UploadMode_UPLOAD_MODE_REPLACE {
 			return fmt.Errorf("segments upload %s: %s holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)", seg, name)
@@ -1046,7 +1046,7 @@ func runUpload(ctx context.Context, g *globals, e env, args []string) error {
 		seg, modeName(o.mode), resp.Ids, resp.Added, resp.Removed, resp.Unchanged, resp.NewUsers, ir.nbad,
 		resp.Cardinality, resp.Version, resp.Replayed, took.Seconds(), float64(resp.Ids)/max(took.Seconds(), 1e-9))
 	if ir.nbad > 0 {
-		fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, "\n  "))
+		fmt.Fprintf(e.stderr, "skipped %d invalid %s:\n  %s\n", ir.nbad, plural(ir.nbad, "line", "lines"), joinInvalid(ir.invalid, ir.nbad, "\n  "))
 	}
 	if ir.first != "" {
 		fmt.Fprintf(e.stderr, "note: the first line, %q, was uploaded as a user id; if it is a header, --header yes skips it\n", ir.first)
@@ -1203,10 +1203,15 @@ func readChunks(ir *idReader, o *uploadOptions, prog *progress, chunks chan<- up
 	return nil
 }
 
-func joinInvalid(ls []invalidLine, sep string) string {
-	s := make([]string, len(ls))
+// joinInvalid lists ls, the first of n invalid lines, and says how many
+// more there are.
+func joinInvalid(ls []invalidLine, n int, sep string) string {
+	s := make([]string, len(ls), len(ls)+1)
 	for i, l := range ls {
 		s[i] = l.String()
+	}
+	if n > len(ls) {
+		s = append(s, fmt.Sprintf("and %d more", n-len(ls)))
 	}
 	return strings.Join(s, sep)
 }

@@ -1630,3 +1630,23 @@ func TestConcatenatedExports(t *testing.T) {
 		t.Errorf("--header no: ids %q", ids)
 	}
 }
+
+// TestInvalidLinesMore: of more invalid lines than it names, the error
+// (and --skip-invalid's summary) says how many it leaves out; it listed
+// five under "has 7 invalid lines", which read as a list cut short.
+func TestInvalidLinesMore(t *testing.T) {
+	addr, store := server(t)
+	in := "u1\n" + strings.Repeat(",x\n", 7) + "u2\n"
+	lines := "  line 2: empty user id\n  line 3: empty user id\n  line 4: empty user id\n  line 5: empty user id\n  line 6: empty user id\n  and 2 more\n"
+	_, errOut, code := ctl(t, addr, in, false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+	if want := "personactl: segments upload title:cmo: stdin has 7 invalid lines; nothing uploaded (--skip-invalid uploads the rest):\n" + lines; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want exit 1, %q", code, errOut, want)
+	}
+	if v := store.Current().Version(); v != 0 {
+		t.Errorf("store version %d after a refused upload, want 0", v)
+	}
+	_, errOut, code = ctl(t, addr, in, false, "segments", "upload", "--facet", "title", "--value", "cmo", "--skip-invalid", "-")
+	if want := "skipped 7 invalid lines:\n" + lines; code != 0 || errOut != want {
+		t.Errorf("--skip-invalid: exit %d, stderr %q; want exit 0, %q", code, errOut, want)
+	}
+}
