@@ -114,7 +114,8 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl "+usageUpload+"\n\n"+
 			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
-			"first column is the id. A quoted field must end on its line: a line that leaves one open (a\n"+
+			"first column is the id (of a TSV file, whose first line has a tab before any comma, the first\n"+
+			"tab-separated column). A quoted field must end on its line: a line that leaves one open (a\n"+
 			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
 			"--skip-invalid, as which of the lines after it are ids cannot be told; so does the header of\n"+
 			"a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file (save it as\n"+
@@ -220,6 +221,11 @@ type idReader struct {
 	// word is a first id line of one field that is a word (no digit):
 	// a header such as "name" when the next id holds a digit.
 	word string
+	// sep separates a line's fields: ',' (CSV), or '\t' (TSV) when the
+	// input's first line that is not blank or a comment has a tab before
+	// any comma (sepChosen: that line was read).
+	sep       byte
+	sepChosen bool
 	// headerLine is the header line skipped, trimmed: the same line
 	// later is skipped too, the header of exports put end to end.
 	headerLine string
@@ -306,7 +312,7 @@ func (ir *idReader) consumed() int64 {
 }
 
 func newIDReader(r io.Reader, header string) *idReader {
-	return &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header}
+	return &idReader{r: bufio.NewReaderSize(r, 1<<20), header: header, sep: ','}
 }
 
 // next reads a line and returns its id, valid until the following call;
@@ -334,7 +340,7 @@ func (ir *idReader) next() ([]byte, error) {
 			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 		}
 		comment := isComment(raw)
-		q := csvScan{start: true}
+		q := csvScan{start: true, sep: ir.sep}
 		q.feed(raw)
 		for errors.Is(err, bufio.ErrBufferFull) {
 			raw, err = ir.r.ReadSlice('\n')
@@ -367,7 +373,15 @@ func (ir *idReader) next() ([]byte, error) {
 	if ir.headerLine != "" && string(bytes.TrimSpace(raw)) == ir.headerLine {
 		return nil, nil // the header again, of another export put after the first
 	}
-	if !isComment(raw) && csvQuoted(raw) {
+	if !ir.sepChosen && !isComment(raw) && len(bytes.TrimSpace(raw)) > 0 {
+		ir.sepChosen = true
+		if t := bytes.IndexByte(raw, '\t'); t >= 0 {
+			if c := bytes.IndexByte(raw, ','); c < 0 || t < c {
+				ir.sep = '\t'
+			}
+		}
+	}
+	if !isComment(raw) && quotedOpen(raw, ir.sep) {
 		return nil, ir.openQuoteError()
 	}
 	if line := bytes.TrimSpace(raw); !ir.started && ir.header != "no" && !isComment(line) && semicolonHeader(line) {
@@ -378,7 +392,7 @@ func (ir *idReader) next() ([]byte, error) {
 		return nil, fmt.Errorf("line %d, %q, is the header of a file separated by semicolons, not commas: each of its lines would be uploaded whole, semicolons and all, as one id; save the file with commas, or the ids alone",
 			ir.line, line)
 	}
-	id, ok, msg := parseLine(raw, &ir.field)
+	id, ok, msg := parseFields(raw, ir.sep, &ir.field)
 	if msg != "" {
 		ir.bad(msg)
 		return nil, nil
@@ -394,9 +408,9 @@ func (ir *idReader) next() ([]byte, error) {
 		}
 		switch {
 		case ir.header != "auto":
-		case looksLikeHeader(raw):
+		case looksLikeHeaderSep(raw, ir.sep):
 			ir.first = string(id)
-		case bytes.IndexByte(raw, ',') < 0 && isWord(id):
+		case bytes.IndexByte(raw, ir.sep) < 0 && isWord(id):
 			ir.word = string(id)
 		}
 		return id, nil
@@ -496,15 +510,25 @@ func (ir *idReader) badAt(line int, msg string) {
 	}
 }
 
-// parseLine returns the id on one raw line; ok is false for a blank or
-// comment line, msg says why a line is invalid. The id may alias raw or
-// *scratch.
+// parseLine is parseFields of a CSV line.
 func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
+	return parseFields(raw, ',', scratch)
+}
+
+// parseFields returns the id on one raw line, its first field, the fields
+// separated by sep (',' or '\t'); ok is false for a blank or comment line,
+// msg says why a line is invalid. The id may alias raw or *scratch.
+func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	line := bytes.TrimRight(raw, "\r\n")
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 || line[0] == '#' {
+	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] == '#' {
 		return nil, false, ""
 	}
+	trim := bytes.TrimSpace
+	if sep == '\t' {
+		// Not the tabs: "\tx" is an empty first field.
+		trim = func(b []byte) []byte { return bytes.TrimLeftFunc(b, isSpaceNotTab) }
+	}
+	line = trim(line)
 	if line[0] == '"' {
 		// A quoted CSV field: "" is a quote inside it.
 		f := (*scratch)[:0]
@@ -524,13 +548,13 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 			break
 		}
 		*scratch = f
-		if rest := bytes.TrimSpace(line[i:]); len(rest) > 0 && rest[0] != ',' {
+		if rest := trim(line[i:]); len(rest) > 0 && rest[0] != sep && len(bytes.TrimSpace(rest)) > 0 {
 			return nil, false, "text after a quoted field"
 		}
 		id = bytes.TrimSpace(f)
 	} else {
-		id = line
-		if i := bytes.IndexByte(line, ','); i >= 0 {
+		id = bytes.TrimSpace(line)
+		if i := bytes.IndexByte(line, sep); i >= 0 {
 			id = bytes.TrimSpace(line[:i])
 		}
 	}
@@ -547,7 +571,7 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	}
 	if i := bytes.IndexFunc(id, isControl); i >= 0 {
 		if id[i] == '\t' {
-			return nil, false, "user id holds a tab (a TSV file? of a line, only the first CSV column is the id)"
+			return nil, false, "user id holds a tab (a file is read as tab-separated, TSV, when its first line has a tab before any comma; else as CSV)"
 		}
 		if id[i] == '\r' {
 			return nil, false, "user id holds a carriage return (a file with old Mac line endings? save it with LF or CRLF line endings)"
@@ -558,6 +582,8 @@ func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func isSpaceNotTab(r rune) bool { return r != '\t' && unicode.IsSpace(r) }
 
 // sciNumber reports whether id is a number as a spreadsheet shows a long
 // one, in scientific notation, and saves it so: 1.23457E+11 for
@@ -588,8 +614,11 @@ func sciNumber(id []byte) bool {
 
 // csvQuoted follows a line's CSV quoting and reports whether it ends
 // inside a quoted field.
-func csvQuoted(line []byte) bool {
-	s := csvScan{start: true}
+func csvQuoted(line []byte) bool { return quotedOpen(line, ',') }
+
+// quotedOpen is csvQuoted of a line whose fields sep separates.
+func quotedOpen(line []byte, sep byte) bool {
+	s := csvScan{start: true, sep: sep}
 	s.feed(line)
 	return s.open()
 }
@@ -601,6 +630,7 @@ type csvScan struct {
 	in    bool // inside a quoted field
 	start bool // at the start of a field
 	quote bool // in a quoted field, the last byte was a quote: "" or its end
+	sep   byte // the field separator; 0 is ','
 }
 
 func (s *csvScan) feed(b []byte) {
@@ -615,7 +645,7 @@ func (s *csvScan) feed(b []byte) {
 		switch {
 		case s.in:
 			s.quote = c == '"'
-		case c == ',':
+		case c == ',' && s.sep == 0, c == s.sep:
 			s.start = true
 		case c == '"' && s.start:
 			s.in, s.start = true, false
@@ -691,13 +721,17 @@ func isName(f []byte) bool {
 // words (letters, spaces, _ and -, no digit) holding a space, or whose
 // every field is such a word: "Email Address,First Name". User ids are
 // rarely like that; personactl uploads the line all the same, and says so.
-func looksLikeHeader(raw []byte) bool {
+func looksLikeHeader(raw []byte) bool { return looksLikeHeaderSep(raw, ',') }
+
+// looksLikeHeaderSep is looksLikeHeader of a line whose fields sep
+// separates.
+func looksLikeHeaderSep(raw []byte, sep byte) bool {
 	line := bytes.TrimSpace(raw)
-	if bytes.IndexByte(line, ',') < 0 {
+	if bytes.IndexByte(line, sep) < 0 {
 		return false
 	}
 	words := true
-	fields := bytes.Split(line, []byte{','})
+	fields := bytes.Split(line, []byte{sep})
 	for _, f := range fields {
 		words = words && isWord(bytes.Trim(bytes.TrimSpace(f), `"`))
 	}

@@ -78,7 +78,7 @@ func TestIDReader(t *testing.T) {
 		// ids no bid request could match.
 		{"binary and tsv", "u1\n\x1f\x8b\x08\x00K\xaf\xd25\n\x00bad\nu2\tAlice\n\"u\x7f\",x\njos\xe9\ncafé\n", "no", []string{"u1", "café"},
 			[]string{"line 2: user id is not UTF-8 text (a binary or compressed file?)", "line 3: user id holds the control character 0x00 (a binary or compressed file?)",
-				"line 4: user id holds a tab (a TSV file? of a line, only the first CSV column is the id)",
+				"line 4: user id holds a tab (a file is read as tab-separated, TSV, when its first line has a tab before any comma; else as CSV)",
 				"line 5: user id holds the control character 0x7f (a binary or compressed file?)", "line 6: user id is not UTF-8 text (a binary or compressed file?)"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1458,16 +1458,16 @@ func TestArgumentsNotUTF8(t *testing.T) {
 // TestUploadReplaceAllSkipped: a --replace --skip-invalid whose every
 // line is invalid is refused, as a replace of nothing is, and names the
 // lines it skipped, as an add of them does: the file held ids, none valid
-// (a TSV export, say), which "holds no user id" alone does not tell, and
+// (a binary file, say), which "holds no user id" alone does not tell, and
 // its hint, --allow-empty, would empty the segment.
 func TestUploadReplaceAllSkipped(t *testing.T) {
 	addr, store := server(t)
 	if _, errOut, code := ctl(t, addr, "u1\nu2\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "-"); code != 0 {
 		t.Fatalf("upload: exit %d, %s", code, errOut)
 	}
-	_, errOut, code := ctl(t, addr, "u3\tAlice\n,u4\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "--replace", "--skip-invalid", "-")
+	_, errOut, code := ctl(t, addr, "u\x003\n,u4\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "--replace", "--skip-invalid", "-")
 	const want = "skipped 2 invalid lines:\n" +
-		"  line 1: user id holds a tab (a TSV file? of a line, only the first CSV column is the id)\n" +
+		"  line 1: user id holds the control character 0x00 (a binary or compressed file?)\n" +
 		"  line 2: empty user id\n" +
 		"personactl: segments upload title:cmo: stdin holds no user id, and a replace would empty the segment; nothing uploaded (--allow-empty empties it)\n"
 	if code != 1 || errOut != want {
@@ -1648,5 +1648,49 @@ func TestInvalidLinesMore(t *testing.T) {
 	_, errOut, code = ctl(t, addr, in, false, "segments", "upload", "--facet", "title", "--value", "cmo", "--skip-invalid", "-")
 	if want := "skipped 7 invalid lines:\n" + lines; code != 0 || errOut != want {
 		t.Errorf("--skip-invalid: exit %d, stderr %q; want exit 0, %q", code, errOut, want)
+	}
+}
+
+// TestTabSeparated: a tab-separated export (a spreadsheet's "Text (Tab
+// delimited)", a CRM's TSV) was refused line by line, "user id holds a
+// tab"; a file whose first line has a tab before any comma is now read as
+// TSV, its first column the id, quoted as in CSV, commas being text.
+func TestTabSeparated(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		ids      []string
+		invalid  []string
+		err      string
+	}{
+		{"tsv", "\ufeff# export\r\nuser_id\temail\tnote\r\nt1\ta@b\t\r\n\"t,2\"\tc@d\r\n \"t\"\"3\" \t\"Smith, J\"\r\nt4\r\n\tno id\r\nt5 \t x\r\n",
+			[]string{"t1", "t,2", `t"3`, "t4", "t5"}, []string{"line 7: empty user id"}, ""},
+		{"tsv without a header", "a1\tx\nb,2\ty\n", []string{"a1", "b,2"}, nil, ""},
+		{"tsv open quote", "id\tnote\nt1\t\"multi\nline\"\nt2\tx\n", nil, nil, "line 2 opens a quoted field"},
+		// A comma first: CSV, whose later fields may hold tabs.
+		{"csv with tabs", "id,note\nu1,a\tb\nu2\tx,y\n", []string{"u1"},
+			[]string{"line 3: user id holds a tab (a file is read as tab-separated, TSV, when its first line has a tab before any comma; else as CSV)"}, ""},
+	} {
+		ir := newIDReader(strings.NewReader(tc.in), "auto")
+		ids, err := readIDsErr(ir)
+		var invalid []string
+		for _, l := range ir.invalid {
+			invalid = append(invalid, l.String())
+		}
+		if !slices.Equal(ids, tc.ids) || !slices.Equal(invalid, tc.invalid) || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: ids %q, invalid %q, error %v; want %q, %q, %q", tc.name, ids, invalid, err, tc.ids, tc.invalid, tc.err)
+		}
+	}
+	addr, _ := server(t)
+	var in strings.Builder
+	in.WriteString("Contact ID\tEmail\tCompany\n")
+	for i := range 1000 {
+		fmt.Fprintf(&in, "c%04d\tp%d@example.com\tAcme, Inc.\n", i, i)
+	}
+	out, errOut, code := ctl(t, addr, in.String(), false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+	if code != 0 || !strings.Contains(out, " ids=1000 added=1000 ") || errOut != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 1000 ids added", code, out, errOut)
+	}
+	if out, _, code := ctl(t, addr, "", false, "segments", "lookup", "c0999"); code != 0 || out != "title:cmo\n" {
+		t.Errorf("segments lookup c0999: exit %d, %q", code, out)
 	}
 }
