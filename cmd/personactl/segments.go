@@ -510,11 +510,6 @@ func (ir *idReader) badAt(line int, msg string) {
 	}
 }
 
-// parseLine is parseFields of a CSV line.
-func parseLine(raw []byte, scratch *[]byte) (id []byte, ok bool, msg string) {
-	return parseFields(raw, ',', scratch)
-}
-
 // parseFields returns the id on one raw line, its first field, the fields
 // separated by sep (',' or '\t'); ok is false for a blank or comment line,
 // msg says why a line is invalid. The id may alias raw or *scratch.

@@ -370,11 +370,14 @@ func FuzzParseLine(f *testing.F) {
 	for _, s := range []string{"u1", `"a""b",c`, ",x", "# c", `"`, " a , b "} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte("\t\"a\"\tb"))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		var scratch []byte
-		id, ok, msg := parseLine(line, &scratch)
-		if ok && (len(id) == 0 || len(id) > maxIDLen || bytes.IndexFunc(id, isControl) >= 0 || !utf8.Valid(id) || msg != "") {
-			t.Fatalf("parseLine(%q) = %q, %t, %q", line, id, ok, msg)
+		for _, sep := range []byte{',', '\t'} { // CSV, TSV
+			id, ok, msg := parseFields(line, sep, &scratch)
+			if ok && (len(id) == 0 || len(id) > maxIDLen || bytes.IndexFunc(id, isControl) >= 0 || !utf8.Valid(id) || msg != "") {
+				t.Fatalf("parseFields(%q, %q) = %q, %t, %q", line, sep, id, ok, msg)
+			}
 		}
 	})
 }
