@@ -660,19 +660,36 @@ func isComment(raw []byte) bool {
 }
 
 // headerNames are the first-column names that make the first id line a
-// header with --header auto.
-var headerNames = map[string]bool{
-	"id": true, "ids": true, "user": true, "users": true, "userid": true, "user_id": true, "user-id": true,
-	"user id": true, "uid": true, "buyeruid": true, "buyer_uid": true, "external_id": true, "externalid": true,
-	"customer_id": true, "email": true, "maid": true, "device_id": true,
-	"email_address": true, "emailaddress": true, "hashed_email": true, "contact_id": true,
-	"cookie_id": true, "idfa": true, "gaid": true, "aaid": true, "ifa": true, "user_uid": true,
+// header with --header auto, compared in lower case without spaces, _,
+// - and . ("User ID", "user_id", "E-Mail", "ContactID"): an export
+// spells them as it likes.
+var headerNames = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range []string{
+		"id", "ids", "user", "users", "user_id", "uid", "buyeruid", "buyer_uid", "external_id",
+		"customer_id", "email", "maid", "device_id", "email_address", "hashed_email", "contact_id",
+		"cookie_id", "idfa", "gaid", "aaid", "ifa", "user_uid",
+		"emails", "e_mail_address", "lead_id", "record_id", "member_id", "account_id", "person_id",
+		"subscriber_id", "visitor_id", "profile_id", "client_id", "advertising_id", "mobile_ad_id",
+		"email_sha256", "sha256_email", "email_md5", "md5_email", "email_hash",
+	} {
+		m[squashName(n)] = true
+	}
+	return m
+}()
+
+// squashName is name in lower case without spaces, _, - and .
+func squashName(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '_', '-', '.':
+			return -1
+		}
+		return unicode.ToLower(r)
+	}, name)
 }
 
-func isHeader(id []byte) bool {
-	name := strings.ToLower(string(id))
-	return headerNames[name] || headerNames[strings.NewReplacer(" ", "_", "-", "_").Replace(name)]
-}
+func isHeader(id []byte) bool { return headerNames[squashName(string(id))] }
 
 // semicolonHeader reports whether a first id line is the header of a
 // file separated by semicolons, as spreadsheets save a CSV in many

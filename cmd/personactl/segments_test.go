@@ -1703,3 +1703,28 @@ func TestTabSeparated(t *testing.T) {
 		t.Errorf("segments lookup c0999: exit %d, %q", code, out)
 	}
 }
+
+// TestHeaderSpellings: an id column's name as exports spell it, "E-Mail",
+// "ContactID", "Lead ID", is a header with --header auto; before, only
+// the spellings listed were ("e_mail" and "contactid" were not), and
+// "E-Mail" above a list of addresses was uploaded as a user id, without
+// a note (no address holds a digit to tell it from them).
+func TestHeaderSpellings(t *testing.T) {
+	for _, in := range []string{
+		"E-Mail\nhans@example.de\nanna@example.de\n",
+		"ContactID,Name\nhans@example.de,Hans\nanna@example.de,Anna\n",
+		"Lead ID\tCompany\nhans@example.de\tAcme\nanna@example.de\tInitech\n",
+		"\"USER.ID\"\nhans@example.de\nanna@example.de\n",
+		"Email_SHA256\nhans@example.de\nanna@example.de\n",
+	} {
+		ir := newIDReader(strings.NewReader(in), "auto")
+		if ids := readIDs(ir); !slices.Equal(ids, []string{"hans@example.de", "anna@example.de"}) || ir.first != "" {
+			t.Errorf("%q: ids %q, note %q; want the header skipped", in, ids, ir.first)
+		}
+	}
+	// An id that is no column's name stays an id.
+	ir := newIDReader(strings.NewReader("hans\nanna\n"), "auto")
+	if ids := readIDs(ir); len(ids) != 2 {
+		t.Errorf("ids %q, want 2", ids)
+	}
+}
