@@ -340,6 +340,7 @@ func (ir *idReader) next() ([]byte, error) {
 			raw = bytes.TrimPrefix(raw, []byte("\ufeff")) // a UTF-8 byte order mark
 		}
 		comment := isComment(raw)
+		cr := bytes.IndexByte(bytes.TrimRight(raw, "\r"), '\r') >= 0 // one before its last byte
 		q := csvScan{start: true, sep: ir.sep}
 		q.feed(raw)
 		for errors.Is(err, bufio.ErrBufferFull) {
@@ -351,6 +352,8 @@ func (ir *idReader) next() ([]byte, error) {
 		case comment:
 		case q.open():
 			return nil, ir.openQuoteError()
+		case cr:
+			ir.bad("line is longer than 1 MiB, and holds carriage returns: " + oldMac)
 		default:
 			ir.bad("line is longer than 1 MiB; ids are 1 to 256 bytes")
 		}
@@ -556,6 +559,9 @@ func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg
 	switch {
 	case len(id) == 0:
 		return nil, false, "empty user id"
+	case bytes.IndexByte(id, '\r') >= 0:
+		// Before the length: of such a file, a few lines make one too long.
+		return nil, false, "user id holds a carriage return: " + oldMac
 	case len(id) > maxIDLen:
 		return nil, false, fmt.Sprintf("user id is %d bytes, the limit is %d", len(id), maxIDLen)
 	case !utf8.Valid(id):
@@ -568,15 +574,15 @@ func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg
 		if id[i] == '\t' {
 			return nil, false, "user id holds a tab (a file is read as tab-separated, TSV, when its first line has a tab before any comma; else as CSV)"
 		}
-		if id[i] == '\r' {
-			return nil, false, "user id holds a carriage return (a file with old Mac line endings? save it with LF or CRLF line endings)"
-		}
 		return nil, false, fmt.Sprintf("user id holds the control character 0x%02x (a binary or compressed file?)", id[i])
 	}
 	return id, true, ""
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// oldMac says what a carriage return inside a line means.
+const oldMac = "a file with old Mac line endings, CR alone (a spreadsheet's \"CSV (Macintosh)\")? save it with LF or CRLF line endings"
 
 func isSpaceNotTab(r rune) bool { return r != '\t' && unicode.IsSpace(r) }
 

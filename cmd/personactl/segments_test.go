@@ -1728,3 +1728,26 @@ func TestHeaderSpellings(t *testing.T) {
 		t.Errorf("ids %q, want 2", ids)
 	}
 }
+
+// TestOldMacLineEndings: a file whose lines end in a carriage return
+// alone (a spreadsheet's "CSV (Macintosh)") is one line; it was refused
+// as "user id holds a carriage return" only when that line was at most
+// 256 bytes: a longer one read "user id is 1399 bytes", one over 1 MiB
+// "line is longer than 1 MiB", neither saying why. Each now names the
+// line endings.
+func TestOldMacLineEndings(t *testing.T) {
+	addr, store := server(t)
+	for _, n := range []int{5, 100, 150_000} {
+		var in strings.Builder
+		for i := range n {
+			fmt.Fprintf(&in, "p%07d\r", i)
+		}
+		_, errOut, code := ctl(t, addr, in.String(), false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+		if code != 1 || !strings.Contains(errOut, "\n  line 1: ") || !strings.Contains(errOut, "carriage return") || !strings.Contains(errOut, "old Mac line endings") {
+			t.Errorf("%d ids: exit %d, stderr %q; want exit 1, line 1 named for its line endings", n, code, errOut)
+		}
+	}
+	if v := store.Current().Version(); v != 0 {
+		t.Errorf("store version %d after refused uploads, want 0", v)
+	}
+}
