@@ -591,6 +591,16 @@ func isSpaceNotTab(r rune) bool { return r != '\t' && unicode.IsSpace(r) }
 // 123456789012. The digits it dropped are lost, and no user has the id it
 // leaves.
 func sciNumber(id []byte) bool {
+	// At once for nearly every id (appendPlain asks of each line): a
+	// digit, then a separator or the exponent.
+	if len(id) < 4 || id[0] < '0' || id[0] > '9' {
+		return false
+	}
+	switch id[1] {
+	case '.', ',', 'E', 'e':
+	default:
+		return false
+	}
 	i, digits := 0, func(i int) int {
 		for i < len(id) && id[i] >= '0' && id[i] <= '9' {
 			i++
