@@ -113,19 +113,19 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 	fs.IntVar(&o.chunkIDs, "chunk-ids", defaultChunkIDs, "ids per message (at most 65536)")
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "usage: personactl "+usageUpload+"\n\n"+
-			"One user id per line; blank lines and lines starting with # are skipped; of a CSV line, the\n"+
-			"first column is the id (of a TSV file, whose first line has a tab before any comma, the first\n"+
-			"tab-separated column). A quoted field must end on its line: a line that leaves one open (a\n"+
-			"stray quote, or a note with line breaks) refuses the upload, naming the line, even with\n"+
-			"--skip-invalid, as which of the lines after it are ids cannot be told; so does the header of\n"+
-			"a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file (save it as\n"+
-			"UTF-8). A line whose id holds a control character (a tab included), is not UTF-8 text or is\n"+
-			"a number in scientific notation (1.23457E+11, a spreadsheet's rounding) is invalid. A UTF-8\n"+
-			"byte order mark is skipped, and so is the header line where it comes again (exports put end\n"+
-			"to end). Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive (an Excel\n"+
-			"workbook) is refused. Input with no id sends nothing (see --allow-empty). Flags go before\n"+
-			"FILE. With --key, a retry of the same upload (after a timeout, say) replays the first one's\n"+
-			"result; the key with other ids (or another segment or mode) is an error, and applies nothing.\n"+
+			"One user id per line; blank lines (separators alone, too: ,,,) and lines starting with # are\n"+
+			"skipped; of a CSV line, the first column is the id (of a TSV file, whose first line has a tab\n"+
+			"before any comma, the first tab-separated column). A quoted field must end on its line: a line\n"+
+			"that leaves one open (a stray quote, or a note with line breaks) refuses the upload, naming the\n"+
+			"line, even with --skip-invalid, as which of the lines after it are ids cannot be told; so does\n"+
+			"the header of a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file\n"+
+			"(save it as UTF-8). A line whose id holds a control character (a CSV's tab too), is not UTF-8\n"+
+			"text or is a number in scientific notation (1.23457E+11, a spreadsheet's rounding) is invalid.\n"+
+			"A UTF-8 byte order mark is skipped, and so is the header line where it comes again (exports put\n"+
+			"end to end). Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive (an Excel\n"+
+			"workbook) is refused. Input with no id sends nothing (see --allow-empty). Flags go before FILE.\n"+
+			"With --key, a retry of the same upload (after a timeout, say) replays the first one's result;\n"+
+			"the key with other ids (or another segment or mode) is an error, and applies nothing.\n"+
 			"\nflags:")
 		fs.PrintDefaults()
 	}
@@ -518,7 +518,7 @@ func (ir *idReader) badAt(line int, msg string) {
 // msg says why a line is invalid. The id may alias raw or *scratch.
 func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	line := bytes.TrimRight(raw, "\r\n")
-	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] == '#' {
+	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] == '#' || emptyRow(t, sep) {
 		return nil, false, ""
 	}
 	trim := bytes.TrimSpace
@@ -585,6 +585,19 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 const oldMac = "a file with old Mac line endings, CR alone (a spreadsheet's \"CSV (Macintosh)\")? save it with LF or CRLF line endings"
 
 func isSpaceNotTab(r rune) bool { return r != '\t' && unicode.IsSpace(r) }
+
+// emptyRow reports whether a trimmed line is separators alone (",,,"):
+// a spreadsheet's row with no cell filled in, as it exports the rows
+// below its data that were ever formatted. It is a blank line, not an
+// empty id.
+func emptyRow(t []byte, sep byte) bool {
+	for _, c := range t {
+		if c != sep && c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
 
 // sciNumber reports whether id is a number as a spreadsheet shows a long
 // one, in scientific notation, and saves it so: 1.23457E+11 for

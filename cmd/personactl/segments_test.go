@@ -415,7 +415,7 @@ func FuzzIDReader(f *testing.F) {
 				return
 			}
 			line := bytes.TrimPrefix(lines[ir.line-1], []byte("\ufeff")) // of any line: exports put end to end
-			if id == nil && ir.nbad == bad && !isComment(line) && len(bytes.TrimSpace(line)) > 0 {
+			if id == nil && ir.nbad == bad && !isComment(line) && len(bytes.TrimSpace(line)) > 0 && !emptyRow(bytes.TrimSpace(line), ir.sep) {
 				t.Fatalf("line %d, %q, dropped: no id, not reported invalid", ir.line, line)
 			}
 		}
@@ -1749,5 +1749,25 @@ func TestOldMacLineEndings(t *testing.T) {
 	}
 	if v := store.Current().Version(); v != 0 {
 		t.Errorf("store version %d after refused uploads, want 0", v)
+	}
+}
+
+// TestEmptyRows: a spreadsheet exports the formatted rows below its data
+// as separators alone (",,,"); each was an invalid line, "empty user
+// id", which refused the whole upload; they are now blank lines. A row
+// with a cell filled in but not the id's is still invalid.
+func TestEmptyRows(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"csv", "user_id,name,company\r\nu1,a,b\r\n,,\r\n , ,\r\n,\t,\r\n", "u1"},
+		{"tsv", "user_id\tname\nu1\ta\n\t\t\n \t \n", "u1"},
+	} {
+		ir := newIDReader(strings.NewReader(tc.in), "auto")
+		if ids := readIDs(ir); !slices.Equal(ids, []string{tc.want}) || ir.nbad != 0 {
+			t.Errorf("%s: ids %q, invalid %v; want %q alone", tc.name, ids, ir.invalid, tc.want)
+		}
+	}
+	ir := newIDReader(strings.NewReader("u1,a\n,,x\n"), "auto")
+	if ids := readIDs(ir); len(ids) != 1 || ir.nbad != 1 {
+		t.Errorf("a row with no id: ids %q, invalid %v; want it invalid", ids, ir.invalid)
 	}
 }
