@@ -566,7 +566,7 @@ func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg
 		return nil, false, fmt.Sprintf("user id is %d bytes, the limit is %d", len(id), maxIDLen)
 	case !utf8.Valid(id):
 		// No bid request could carry it: both wires' strings are UTF-8.
-		return nil, false, "user id is not UTF-8 text (a binary or compressed file?)"
+		return nil, false, "user id is not UTF-8 text (saved in a legacy encoding, such as Windows-1252? save it as CSV UTF-8; or a binary file?)"
 	case sciNumber(id):
 		return nil, false, fmt.Sprintf("user id %s is a number a spreadsheet rounded (scientific notation): the id is lost; format the id column as text, and export it again", id)
 	}

@@ -74,12 +74,14 @@ func TestIDReader(t *testing.T) {
 			[]string{"line 2: line is longer than 1 MiB; ids are 1 to 256 bytes"}, ""},
 		{"long line open", "u1\nu2,\"" + huge + "\nu3\",x\nu4\n", "auto", []string{"u1"}, nil, "line 2 opens a quoted field"},
 		{"256 bytes", strings.Repeat("y", 256) + "\n", "no", []string{strings.Repeat("y", 256)}, nil, ""},
-		// A compressed or binary file, or a TSV one, is not uploaded as
-		// ids no bid request could match.
+		// A compressed or binary file, a CSV line with a tab, or text in
+		// a legacy encoding (jos\xe9, José in Windows-1252, which a
+		// spreadsheet's "CSV" saves), is not uploaded as ids no bid
+		// request could match.
 		{"binary and tsv", "u1\n\x1f\x8b\x08\x00K\xaf\xd25\n\x00bad\nu2\tAlice\n\"u\x7f\",x\njos\xe9\ncafé\n", "no", []string{"u1", "café"},
-			[]string{"line 2: user id is not UTF-8 text (a binary or compressed file?)", "line 3: user id holds the control character 0x00 (a binary or compressed file?)",
+			[]string{"line 2: user id is not UTF-8 text (saved in a legacy encoding, such as Windows-1252? save it as CSV UTF-8; or a binary file?)", "line 3: user id holds the control character 0x00 (a binary or compressed file?)",
 				"line 4: user id holds a tab (a file is read as tab-separated, TSV, when its first line has a tab before any comma; else as CSV)",
-				"line 5: user id holds the control character 0x7f (a binary or compressed file?)", "line 6: user id is not UTF-8 text (a binary or compressed file?)"}, ""},
+				"line 5: user id holds the control character 0x7f (a binary or compressed file?)", "line 6: user id is not UTF-8 text (saved in a legacy encoding, such as Windows-1252? save it as CSV UTF-8; or a binary file?)"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ir := newIDReader(strings.NewReader(tc.in), tc.header)
