@@ -118,14 +118,15 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"before any comma, the first tab-separated column). A quoted field must end on its line: a line\n"+
 			"that leaves one open (a stray quote, or a note with line breaks) refuses the upload, naming the\n"+
 			"line, even with --skip-invalid, as which of the lines after it are ids cannot be told; so does\n"+
-			"the header of a file separated by semicolons (user_id;name, Kundennr.;Name) and a UTF-16 file\n"+
-			"(save it as UTF-8). A line whose id holds a control character (a CSV's tab too), is not UTF-8\n"+
-			"text or is a number in scientific notation (1.23457E+11, a spreadsheet's rounding) is invalid.\n"+
-			"A UTF-8 byte order mark is skipped, and so is the header line where it comes again (exports put\n"+
-			"end to end). Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive (an Excel\n"+
-			"workbook) is refused. Input with no id sends nothing (see --allow-empty). Flags go before FILE.\n"+
-			"With --key, a retry of the same upload (after a timeout, say) replays the first one's result;\n"+
-			"the key with other ids (or another segment or mode) is an error, and applies nothing.\n"+
+			"the header of a file separated by semicolons (user_id;name, Kundennr.;Name), one whose id\n"+
+			"column is not the first (Name,Email), and a UTF-16 file (save it as UTF-8). A line whose id\n"+
+			"holds a control character (a CSV's tab too), is not UTF-8 text or is a number in scientific\n"+
+			"notation (1.23457E+11, a spreadsheet's rounding) is invalid. A UTF-8 byte order mark is\n"+
+			"skipped, and so is the header line where it comes again (exports put end to end).\n"+
+			"Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive (an Excel workbook) is\n"+
+			"refused. Input with no id sends nothing (see --allow-empty). Flags go before FILE. With --key,\n"+
+			"a retry of the same upload (after a timeout, say) replays the first one's result; the key with\n"+
+			"other ids (or another segment or mode) is an error, and applies nothing.\n"+
 			"\nflags:")
 		fs.PrintDefaults()
 	}
@@ -412,6 +413,12 @@ func (ir *idReader) next() ([]byte, error) {
 		switch {
 		case ir.header != "auto":
 		case looksLikeHeaderSep(raw, ir.sep):
+			if col, name := idColumn(raw, ir.sep); col > 1 {
+				// Refused, even with --skip-invalid: every line after it
+				// would upload its first column, names, say, as ids.
+				return nil, fmt.Errorf("line %d is a header whose id column, %q, is column %d, not the first, %q, which is what is uploaded: move the id column first, or upload it alone; if the first column holds the ids, --header yes skips this line",
+					ir.line, name, col, id)
+			}
 			ir.first = string(id)
 		case bytes.IndexByte(raw, ir.sep) < 0 && isWord(id):
 			ir.word = string(id)
@@ -778,6 +785,18 @@ func looksLikeHeaderSep(raw []byte, sep byte) bool {
 	}
 	first := bytes.Trim(bytes.TrimSpace(fields[0]), `"`)
 	return words || isWord(first) && bytes.IndexByte(first, ' ') >= 0
+}
+
+// idColumn returns the 1-based column, and its name, of the first field
+// of a header line that is a known id column's name (see isHeader); 0
+// when none is.
+func idColumn(raw []byte, sep byte) (int, string) {
+	for i, f := range bytes.Split(bytes.TrimSpace(raw), []byte{sep}) {
+		if f = bytes.Trim(bytes.TrimSpace(f), `"`); isHeader(f) {
+			return i + 1, string(f)
+		}
+	}
+	return 0, ""
 }
 
 // isWord reports whether f is words: letters, spaces, _ and -, no digit.

@@ -1773,3 +1773,39 @@ func TestEmptyRows(t *testing.T) {
 		t.Errorf("a row with no id: ids %q, invalid %v; want it invalid", ids, ir.invalid)
 	}
 }
+
+// TestIDColumnNotFirst: a CRM export whose id column is not the first
+// ("First Name,Last Name,Email") uploaded its first column, first names,
+// as user ids, with only a note that the header line was uploaded too; a
+// header whose first column is no id column's name and a later one is
+// is now refused, naming both, even with --skip-invalid. --header yes
+// (the first column holds the ids) uploads the file as before.
+func TestIDColumnNotFirst(t *testing.T) {
+	addr, store := server(t)
+	for _, tc := range []struct{ in, want string }{
+		{"First Name,Last Name,Email\r\nJohn,Smith,john@example.com\r\n",
+			`line 1 is a header whose id column, "Email", is column 3, not the first, "First Name", which is what is uploaded: move the id column first, or upload it alone; if the first column holds the ids, --header yes skips this line`},
+		{"\"Company\"\t\"Contact ID\"\nAcme\tc1\n",
+			`line 1 is a header whose id column, "Contact ID", is column 2, not the first, "Company", which is what is uploaded: move the id column first, or upload it alone; if the first column holds the ids, --header yes skips this line`},
+	} {
+		for _, flags := range [][]string{nil, {"--skip-invalid"}} {
+			args := append(append([]string{"segments", "upload", "--facet", "title", "--value", "cmo"}, flags...), "-")
+			_, errOut, code := ctl(t, addr, tc.in, false, args...)
+			if want := "personactl: segments upload title:cmo: reading stdin: " + tc.want + " (nothing uploaded)\n"; code != 1 || errOut != want {
+				t.Errorf("%q %q: exit %d, %q; want exit 1, %q", tc.in, flags, code, errOut, want)
+			}
+		}
+	}
+	if v := store.Current().Version(); v != 0 {
+		t.Errorf("store version %d after refused uploads, want 0", v)
+	}
+	ir := newIDReader(strings.NewReader("First Name,Email\nJohn,john@example.com\n"), "yes")
+	if ids := readIDs(ir); !slices.Equal(ids, []string{"John"}) {
+		t.Errorf("--header yes: ids %q, want John", ids)
+	}
+	// No id column named: uploaded, with the note.
+	ir = newIDReader(strings.NewReader("Full Name,Company\nu1,x\n"), "auto")
+	if ids := readIDs(ir); len(ids) != 2 || ir.first != "Full Name" {
+		t.Errorf("no id column: ids %q, note %q", ids, ir.first)
+	}
+}
