@@ -267,11 +267,16 @@ var errZip = errors.New("line 1 starts a zip archive, not text: an Excel workboo
 // with --skip-invalid, a short run of bytes uploaded as an id.
 func (ir *idReader) sniff() error {
 	ir.sniffed = true
-	// A short peek's error, if any, is the next read's.
-	if magic, _ := ir.r.Peek(len(zipMagic)); bytes.Equal(magic, zipMagic) {
-		return errZip
+	// A short peek's error, if any, is the next read's. Two bytes first,
+	// no more than the shortest id line holds: a peek waits for what it
+	// asks, and a slow pipe's first id is not held back for more.
+	magic, _ := ir.r.Peek(len(gzipMagic))
+	if bytes.Equal(magic, zipMagic[:2]) {
+		if magic, _ = ir.r.Peek(len(zipMagic)); bytes.Equal(magic, zipMagic) {
+			return errZip
+		}
 	}
-	if magic, _ := ir.r.Peek(len(gzipMagic)); !bytes.Equal(magic, gzipMagic) {
+	if !bytes.Equal(magic, gzipMagic) {
 		return nil
 	}
 	ir.src = &countReader{r: ir.r}

@@ -1809,3 +1809,27 @@ func TestIDColumnNotFirst(t *testing.T) {
 		t.Errorf("no id column: ids %q, note %q", ids, ir.first)
 	}
 }
+
+// TestSniffWaitsForNoMore: looking for a gzip or zip header at the start
+// of the input asks for no more bytes than the shortest id line holds,
+// so that a slow pipe's first id, "ab\n", is read at once, not held back
+// until a fourth byte comes (a zip header's length). Before, next blocked
+// here, and the test would hang until its timeout.
+func TestSniffWaitsForNoMore(t *testing.T) {
+	pr, pw := io.Pipe()
+	more := make(chan struct{})
+	go func() {
+		pw.Write([]byte("ab\n")) //nolint:errcheck // read below
+		<-more
+		pw.Close()
+	}()
+	ir := newIDReader(pr, "no")
+	id, err := ir.next()
+	close(more)
+	if string(id) != "ab" || err != nil {
+		t.Errorf("next() = %q, %v; want ab", id, err)
+	}
+	if _, err := ir.next(); !errors.Is(err, io.EOF) {
+		t.Errorf("then %v, want EOF", err)
+	}
+}
