@@ -56,9 +56,10 @@
 // whole record and its records kept, in order, in memory: the notices and
 // leases waiting for them fail with ErrNotDurable (naming the file and
 // the error), LogErr reports it and Config.LogTrouble is told once. Each
-// later batch, and the writer on its own every second, tries again; the
-// first write that succeeds clears the trouble, and a notice sent again
-// is acknowledged once its record is durable. Meanwhile bids go on, but a
+// later batch, and the writer on its own every second, tries again, once
+// (Stats.LogWriteFailures counts the attempts: TestOneWriteAttemptPerBatch);
+// the first write that succeeds clears the trouble, and a notice sent
+// again is acknowledged once its record is durable. Meanwhile bids go on, but a
 // budgeted campaign stops once its lease is spent (a lease must be
 // durable), so spend stays within the durable bound; a Leaser is asked
 // for no slice meanwhile, as one it granted could not be recorded and

@@ -640,16 +640,18 @@ func (j *journal) failLocked(err error) {
 }
 
 // rotate starts a new segment and compacts everything before it into a
-// checkpoint in the background.
+// checkpoint in the background. While the log is in trouble it does
+// nothing: the batch has made its one attempt, and a rotation waits for
+// a write that works.
 func (j *journal) rotate() {
+	if j.trouble() != nil {
+		return
+	}
 	// The old segment must be durable before any record of the new one
 	// can be: replay takes a torn frame anywhere but in the newest
 	// segment for corruption.
 	j.flush(true)
-	j.mu.Lock()
-	failed := j.err != nil || j.werr != nil
-	j.mu.Unlock()
-	if failed {
+	if j.trouble() != nil {
 		return
 	}
 	old := j.f
@@ -885,8 +887,8 @@ const maxUnwritten = 64 << 20
 const givenUp = "the log is given up until a restart"
 
 // writeRetry is how soon the writer tries again, unprompted, to write
-// records a failed write left waiting.
-const writeRetry = time.Second
+// records a failed write left waiting; tests lengthen it.
+var writeRetry = time.Second
 
 // trouble returns the log's trouble: the sticky error, else the last write's
 // error while records it could not write wait; nil when writes work.

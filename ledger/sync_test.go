@@ -498,6 +498,70 @@ func TestIdleLogRetriesWrite(t *testing.T) {
 	}
 }
 
+// TestOneWriteAttemptPerBatch: while writes failed and the segment was
+// over CompactBytes, rotate flushed again after the writer's own flush,
+// so each batch made two attempts at once (the sync interval skipped)
+// and Stats.LogWriteFailures counted each batch twice. A compaction
+// under way when the segment passed CompactBytes (simulated here) is
+// what holds its rotation off until the disk is full.
+func TestOneWriteAttemptPerBatch(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(newFakeClock(t0), dir)
+	cfg.MaxSyncDelay = time.Hour
+	cfg.CompactBytes = 4 << 10
+	// The disk fills; the first write it refuses holds the writer until
+	// the test lets it go.
+	var full atomic.Bool
+	var failed atomic.Int64
+	parked, release := make(chan struct{}), make(chan struct{})
+	w, retry := writeFile, writeRetry
+	t.Cleanup(func() { writeFile, writeRetry = w, retry }) // after the ledger's Close
+	writeFile = func(f *os.File, b []byte) (int, error) {
+		if !full.Load() {
+			return w(f, b)
+		}
+		if failed.Add(1) == 1 {
+			parked <- struct{}{}
+			<-release
+		}
+		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	writeRetry = time.Hour // no batch but those the test makes
+	l := newLedger(t, cfg)
+	c := mustCampaign(t, l, "c", Limits{Pacing: PacingASAP})
+	l.log.compacting.Store(true)
+	// 100 reservation records (~70 bytes each) pass CompactBytes.
+	for i := range 100 {
+		if _, err := l.Reserve(c, uint64(i+1), 0, 1000, t0.UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(onlySegment(t, dir)); err != nil || fi.Size() < cfg.CompactBytes {
+		t.Fatalf("segment %v, %v; want it over %d bytes", fi, err, cfg.CompactBytes)
+	}
+	full.Store(true)
+	if _, err := l.Reserve(c, 101, 0, 1000, t0.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	<-parked // a batch's write
+	l.log.compacting.Store(false)
+	select { // a poke left over: nothing else pokes the writer now
+	case <-l.log.kick:
+	default:
+	}
+	close(release)
+	// That batch, then Close's last flush: two attempts.
+	if err := l.Close(); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("close on a full disk: %v, want ErrNotDurable", err)
+	}
+	if n, st := failed.Load(), l.Stats(); n != 2 || st.LogWriteFailures != 2 {
+		t.Errorf("a batch and Close made %d write attempts, LogWriteFailures %d; want 2 and 2", n, st.LogWriteFailures)
+	}
+}
+
 // countingLeaser grants what is asked and counts what it holds granted.
 type countingLeaser struct{ daily, total atomic.Int64 }
 
