@@ -59,15 +59,21 @@
 // later batch, and the writer on its own every second, tries again, once
 // (Stats.LogWriteFailures counts the attempts: TestOneWriteAttemptPerBatch);
 // the first write that succeeds clears the trouble, and a notice sent
-// again is acknowledged once its record is durable. Meanwhile bids go on, but a
-// budgeted campaign stops once its lease is spent (a lease must be
-// durable), so spend stays within the durable bound; a Leaser is asked
-// for no slice meanwhile, as one it granted could not be recorded and
-// would be lost to every node (TestNoLeaseWhileLogFails). Past 64 MiB of
-// records waiting, or after a failed fsync (the kernel may have dropped
-// pages it could not write: what reached the disk is unknown), the log
-// is given up until a restart, which replays what the file holds
-// (TestWriteFailureRetried, TestIdleLogRetriesWrite).
+// again is acknowledged once its record is durable. A rotation (below)
+// whose new segment cannot be made (ENOSPC from its creation, the file
+// system out of inodes or the directory unable to grow, or from the
+// directory's fsync after it) is the same trouble: the half-made file is
+// removed, no record goes to the old segment meanwhile (the records wait
+// in memory), and each attempt makes the segment first
+// (TestRefusedSegmentRetried). Meanwhile bids go on, but a budgeted
+// campaign stops once its lease is spent (a lease must be durable), so
+// spend stays within the durable bound; a Leaser is asked for no slice
+// meanwhile, as one it granted could not be recorded and would be lost
+// to every node (TestNoLeaseWhileLogFails). Past 64 MiB of records
+// waiting, or after a failed fsync of records written (the kernel may
+// have dropped pages it could not write: what reached the disk is
+// unknown), the log is given up until a restart, which replays what the
+// file holds (TestWriteFailureRetried, TestIdleLogRetriesWrite).
 //
 // # Durability and its bound
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -179,12 +180,17 @@ type journal struct {
 	writeFailures atomic.Int64 // writes that failed (Stats)
 	dirty         time.Time    // the writer's: when the first unsynced write was made
 
-	kick       chan struct{}
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	f          *os.File
-	seg        uint64 // current segment number
-	size       int64
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+	f    *os.File
+	seg  uint64 // current segment number
+	size int64
+	// rotating is set (by the writer only) from the moment the current
+	// segment is durable and over CompactBytes until the next one is
+	// made: no record is written meanwhile, so that none goes to a
+	// segment a newer one follows.
+	rotating   bool
 	compacting atomic.Bool
 	compactErr atomic.Pointer[error]
 }
@@ -328,16 +334,40 @@ func (l *Ledger) applyPhantom(c *Campaign, day int32, v int64) {
 }
 
 func (j *journal) openSegment() error {
-	f, err := os.OpenFile(filepath.Join(j.dir, segName(j.seg)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	f, err := j.createSegment(j.seg)
 	if err != nil {
-		return fmt.Errorf("ledger: %w", err)
-	}
-	if err := atomicfile.SyncDir(j.dir); err != nil {
-		f.Close()
 		return fmt.Errorf("ledger: %w", err)
 	}
 	j.f, j.size = f, 0
 	return nil
+}
+
+// createSegment creates segment n, empty, and fsyncs the directory so
+// that its name is durable. When either fails (ENOSPC: no inode left, or
+// a directory that cannot grow) it removes what it may have made, and
+// fsyncs the directory again, so that a restart finds no empty segment
+// newer than the current one: replay cuts a torn tail off the newest
+// segment only, and takes a torn frame in any other for ErrCorrupt. (The
+// log also writes nothing to the current segment until the next one is
+// made, rotating, so one a failed removal leaves replays as empty.)
+func (j *journal) createSegment(n uint64) (*os.File, error) {
+	name := filepath.Join(j.dir, segName(n))
+	f, err := createFile(name)
+	if err == nil {
+		if err = syncDir(j.dir); err == nil {
+			return f, nil
+		}
+		f.Close()
+		err = fmt.Errorf("creating %s: %w", name, err)
+	}
+	if rerr := os.Remove(name); rerr == nil {
+		if serr := syncDir(j.dir); serr != nil {
+			err = fmt.Errorf("%w; removing it again: %w", err, serr)
+		}
+	} else if !errors.Is(rerr, fs.ErrNotExist) {
+		err = fmt.Errorf("%w; removing it again: %w", err, rerr)
+	}
+	return nil, err
 }
 
 // append adds one record and returns its sequence number.
@@ -549,7 +579,17 @@ func (j *journal) flush(force bool) {
 			cb(reportErr)
 		}
 	}()
-	if !failed && len(b) > 0 {
+	// A new segment due (rotate) is made before any record is written,
+	// even with none waiting, so that an idle log's retry clears the
+	// trouble; a failure is like a refused write.
+	started := false
+	if !failed && j.rotating {
+		if err = j.nextSegment(); err != nil {
+			j.writeFailures.Add(1)
+		}
+		started = err == nil
+	}
+	if !failed && err == nil && len(b) > 0 {
 		var n int
 		n, err = writeFile(j.f, b)
 		if err == nil {
@@ -579,7 +619,7 @@ func (j *journal) flush(force bool) {
 	switch {
 	case err == nil:
 		j.spare = b[:0]
-		if j.werr != nil && !failed && len(b) > 0 {
+		if j.werr != nil && !failed && (len(b) > 0 || started) {
 			j.werr, j.failedAt, recovered = nil, 0, true
 		}
 	case sticky || len(b)+len(j.buf) > maxUnwritten:
@@ -654,16 +694,23 @@ func (j *journal) rotate() {
 	if j.trouble() != nil {
 		return
 	}
-	old := j.f
-	j.seg++
-	if err := j.openSegment(); err != nil {
-		j.seg--
-		j.mu.Lock()
-		j.failLocked(err)
-		j.mu.Unlock()
-		return
+	// flush makes the new segment, then writes what came since into it.
+	j.rotating = true
+	j.flush(false)
+}
+
+// nextSegment makes the segment after the current one, whose records
+// are durable, and starts the compaction of everything before it. On
+// failure the current segment stays, with nothing more written to it,
+// and rotating stays set: the next flush tries again.
+func (j *journal) nextSegment() error {
+	f, err := j.createSegment(j.seg + 1)
+	if err != nil {
+		return fmt.Errorf("%w: new segment: %w", ErrNotDurable, err)
 	}
-	old.Close()
+	j.f.Close()
+	j.f, j.size, j.rotating = f, 0, false
+	j.seg++
 	j.compacting.Store(true)
 	j.wg.Add(1)
 	go func(upto uint64) {
@@ -673,6 +720,7 @@ func (j *journal) rotate() {
 			j.compactErr.Store(&err)
 		}
 	}(j.seg)
+	return nil
 }
 
 func (j *journal) close() error {
@@ -874,6 +922,15 @@ var fsyncFile = (*os.File).Sync
 
 // writeFile is (*os.File).Write, the log's writes; tests make it fail.
 var writeFile = (*os.File).Write
+
+// createFile creates (or empties) a log segment; tests make it fail.
+var createFile = func(name string) (*os.File, error) {
+	return os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+}
+
+// syncDir is atomicfile.SyncDir for the log's segments; tests make it
+// fail.
+var syncDir = atomicfile.SyncDir
 
 // maxUnwritten bounds the records kept in memory while the log's writes
 // fail: past it the log is given up (as after a failed fsync) rather

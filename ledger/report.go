@@ -106,8 +106,9 @@ type Stats struct {
 	UnknownBilledMicros                int64
 	LeaseFailures                      int64
 	FrequencyEntries, FrequencyRefused int64
-	// LogWriteFailures counts the durable log's writes that failed
-	// (a full or read-only disk); see LogErr for the log's state now.
+	// LogWriteFailures counts the durable log's writes, and creations
+	// of its next segment, that failed (a full or read-only disk), one
+	// per attempt; see LogErr for the log's state now.
 	LogWriteFailures int64
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -560,6 +561,132 @@ func TestOneWriteAttemptPerBatch(t *testing.T) {
 	if n, st := failed.Load(), l.Stats(); n != 2 || st.LogWriteFailures != 2 {
 		t.Errorf("a batch and Close made %d write attempts, LogWriteFailures %d; want 2 and 2", n, st.LogWriteFailures)
 	}
+}
+
+// TestRefusedSegmentRetried: when the next segment could not be made
+// (ENOSPC from its creation: no inode left, or a directory that cannot
+// grow; or from the directory's fsync after it), the log was given up
+// until a restart, and a failed directory fsync left an empty segment
+// newer than the one written to. Now it is like a refused write: the
+// half-made segment is removed, the records wait in memory, in order
+// (nothing more goes to the old segment), a notice is refused until its
+// record is durable, and the segment is made again with the next batch.
+func TestRefusedSegmentRetried(t *testing.T) {
+	for _, step := range []string{"create", "fsync"} {
+		t.Run(step, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := durableConfig(newFakeClock(t0), dir)
+			cfg.CompactBytes = 4 << 10
+			// LogTrouble runs on the writer, after its attempt: the
+			// segments it lists are those the attempt left.
+			type trouble struct {
+				err  error
+				segs []string
+			}
+			told := make(chan trouble, 8)
+			cfg.LogTrouble = func(err error) { told <- trouble{err, segments(t, dir)} }
+			var full atomic.Bool
+			refused := make(chan struct{}, 1)
+			refuse := func(op, path string) error {
+				select {
+				case refused <- struct{}{}:
+				default:
+				}
+				return &os.PathError{Op: op, Path: path, Err: syscall.ENOSPC}
+			}
+			create, sync := createFile, syncDir
+			t.Cleanup(func() { createFile, syncDir = create, sync }) // after the ledgers' Close
+			createFile = func(name string) (*os.File, error) {
+				if step == "create" && full.Load() {
+					return nil, refuse("open", name)
+				}
+				return create(name)
+			}
+			syncDir = func(dir string) error {
+				if step == "fsync" && full.Load() {
+					return refuse("sync", dir)
+				}
+				return sync(dir)
+			}
+			l := newLedger(t, cfg)
+			c := mustCampaign(t, l, "c", Limits{Pacing: PacingASAP})
+			ctx := context.Background()
+			first := segments(t, dir)
+			full.Store(true)
+			// 100 reservation records (~70 bytes each) pass CompactBytes.
+			for i := range 100 {
+				if _, err := l.Reserve(c, uint64(i+1), 0, 1000, t0.UnixNano()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			<-refused // the rotation's
+			if _, err := l.Reserve(c, 101, 0, 1000, t0.UnixNano()); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Win(ctx, 101, t0.UnixNano()); !errors.Is(err, ErrNotDurable) || !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("win while no segment can be made: %v; want ErrNotDurable and ENOSPC", err)
+			}
+			if err := l.LogErr(); !errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), givenUp) {
+				t.Fatalf("LogErr while no segment can be made: %v; want ENOSPC, not given up", err)
+			}
+			// The minute only keeps a log that never tells from hanging
+			// the test.
+			recv := func() trouble {
+				t.Helper()
+				select {
+				case got := <-told:
+					return got
+				case <-time.After(time.Minute):
+					t.Fatalf("LogTrouble not told (LogErr %v)", l.LogErr())
+					return trouble{}
+				}
+			}
+			got := recv()
+			if !errors.Is(got.err, ErrNotDurable) || !errors.Is(got.err, syscall.ENOSPC) {
+				t.Fatalf("LogTrouble told %v; want ErrNotDurable and ENOSPC", got.err)
+			}
+			if !slices.Equal(got.segs, first) {
+				t.Fatalf("segments %v after the refused one; want only %v", got.segs, first)
+			}
+
+			full.Store(false)
+			// An attempt the reservations' pokes made may still be
+			// under way, refused, when the space comes back; the next
+			// one is not.
+			err := l.Win(ctx, 101, t0.UnixNano())
+			if errors.Is(err, ErrNotDurable) {
+				err = l.Win(ctx, 101, t0.UnixNano())
+			}
+			if err != nil {
+				t.Fatalf("win sent again once a segment can be made: %v", err)
+			}
+			// The compaction may have removed the old segment by then.
+			if got := recv(); got.err != nil || len(got.segs) == 0 || got.segs[len(got.segs)-1] != segName(1) {
+				t.Errorf("LogTrouble told %v with segments %v once a segment could be made; want nil, the newest %s", got.err, got.segs, segName(1))
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l2 := newLedger(t, durableConfig(newFakeClock(t0), dir))
+			if st := l2.Stats(); st.Reserved != 101 || st.Wins != 1 {
+				t.Fatalf("after reopening: %d reserved, %d wins; want 101, 1", st.Reserved, st.Wins)
+			}
+		})
+	}
+}
+
+// segments lists the log segments in dir (listDir would remove the
+// temporary file of a compaction under way).
+func segments(t *testing.T, dir string) []string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "log-*.wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range segs {
+		segs[i] = filepath.Base(segs[i])
+	}
+	return segs
 }
 
 // countingLeaser grants what is asked and counts what it holds granted.
