@@ -40,11 +40,18 @@
 // converted to per-impression micro-units, never above the bid), apply it
 // to the ledger. A forged token, unknown bid or bad price is an error that
 // changes nothing, counted in personad_notices_total (an unavailable
-// ledger's error may come after the notice was applied: a retry tells). personad.v1.Reports
-// reads the ledger for planners.
+// ledger's error may come after the notice was applied: a retry tells). A
+// notice whose record the ledger's log cannot take yet (ledger.ErrNotDurable:
+// a full or read-only disk) is UNAVAILABLE / 503 "not acknowledged; send the
+// notice again", without the file and errno, which are the operator's
+// (personad's log, /healthz). personad.v1.Reports reads the ledger for
+// planners.
 //
 // [Server.GRPCServer] assembles the gRPC server (Bidder, grpc.health.v1,
 // server reflection, panic recovery, transport limits) and [Server.Handler]
-// the HTTP mux (/openrtb2/bid, /healthz, /metrics). Nothing is logged per
-// request on the success path, and no user id is ever logged.
+// the HTTP mux (/openrtb2/bid, notices, /healthz, /metrics). /healthz is 200
+// "ok" while serving, with a "degraded: " line while the ledger's log cannot
+// be written and one for each Config.Degraded check that fails (personad's:
+// the segment store's log). Nothing is logged per request on the success
+// path, and no user id is ever logged.
 package bidder

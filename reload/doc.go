@@ -14,7 +14,8 @@
 // the active set, even one loaded from the files. An applied set
 // is persisted atomically in <data-dir>/rules-applied/current.json (its
 // JSON encoded while the set compiles, written and fsynced before the
-// swap, so an acknowledged Apply survives a crash), with the rules files
+// swap, so an acknowledged Apply survives a crash; a disk that refuses it
+// fails the Apply with ErrNotPersisted, nothing applied), with the rules files
 // as the Manager last read them (their digest, names and contents, and
 // modification times). At start the Manager serves that set unless the
 // files replace it as they would have live: their bytes changed since
