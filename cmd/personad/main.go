@@ -18,6 +18,13 @@
 // (personactl report).
 //
 // Operators: --pprof serves Go profiles at /debug/pprof/ on --http-addr.
+// A full or read-only data dir refuses only the writes that need it
+// (uploads, rules applied through the API, notices, budget leases), bids
+// go on, and /healthz stays 200 with a "degraded: " line for each durable
+// log that cannot be written (the ledger's, the segment store's); a Redis
+// --ledger is logged when its calls start failing ("Redis ledger calls
+// fail", at most once a minute) and when they succeed again (README:
+// Operations, Server flags).
 //
 // Every flag may also be given as an environment variable PERSONAD_<FLAG>,
 // upper case with dashes as underscores (PERSONAD_GRPC_ADDR); a flag on the
