@@ -63,9 +63,14 @@ const (
 //	                     of the same bid (HTTP 409);
 //	UNAVAILABLE          the ledger is shutting down, or its durable log
 //	                     cannot be written (a full or read-only disk,
-//	                     which the server's log names): the notice is
-//	                     not acknowledged, and one sent again is once
-//	                     its record is durable (HTTP 503).
+//	                     which the server's log names, not the message:
+//	                     "…: ledger: log not durable: not acknowledged;
+//	                     send the notice again"):
+//	                     the notice is not acknowledged, and one sent
+//	                     again is once its record is durable (HTTP 503;
+//	                     for a log given up, after a failed fsync or
+//	                     64 MiB of records waiting: once personad
+//	                     restarts).
 type NoticesClient interface {
 	// Win records that the bid won its auction. It moves no money by itself
 	// (the bill does), but a won bid that is never billed counts at its bid
@@ -155,9 +160,14 @@ func (c *noticesClient) Loss(ctx context.Context, in *LossRequest, opts ...grpc.
 //	                     of the same bid (HTTP 409);
 //	UNAVAILABLE          the ledger is shutting down, or its durable log
 //	                     cannot be written (a full or read-only disk,
-//	                     which the server's log names): the notice is
-//	                     not acknowledged, and one sent again is once
-//	                     its record is durable (HTTP 503).
+//	                     which the server's log names, not the message:
+//	                     "…: ledger: log not durable: not acknowledged;
+//	                     send the notice again"):
+//	                     the notice is not acknowledged, and one sent
+//	                     again is once its record is durable (HTTP 503;
+//	                     for a log given up, after a failed fsync or
+//	                     64 MiB of records waiting: once personad
+//	                     restarts).
 type NoticesServer interface {
 	// Win records that the bid won its auction. It moves no money by itself
 	// (the bill does), but a won bid that is never billed counts at its bid
