@@ -186,7 +186,7 @@ func newLedgerCollector(l *ledger.Ledger, now func() time.Time) *ledgerCollector
 				"(\""+ledger.NoCurrency+"\": campaigns the ledger recorded no currency for).",
 			[]string{"currency"}, nil),
 		logFailures: prometheus.NewDesc("personad_ledger_log_write_failures_total",
-			"Writes of the embedded ledger's durable log that failed (a full or read-only disk); the records are kept and written again with the next batch.",
+			"Writes of the embedded ledger's durable log, and creations of its next segment, that failed (a full or read-only disk), one a batch; the records are kept and written again with the next batch or within a second.",
 			nil, nil),
 		logFailing: prometheus.NewDesc("personad_ledger_log_failing",
 			"1 while the embedded ledger's durable log cannot be written (notices and budget leases are then refused, UNAVAILABLE / 503; the log line \"ledger log not durable\" names the file and the error), else 0.",
