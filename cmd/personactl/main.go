@@ -4,7 +4,8 @@
 //
 //	personactl [--addr HOST:PORT] [--timeout D] COMMAND [ARGS]
 //
-//	segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K] FILE|-
+//	segments upload --facet F --value V [--replace | --mode add|remove|replace] [--key K]
+//	    [--skip-invalid] [--header auto|yes|no] [--allow-empty] [--chunk-ids N] FILE|-
 //	segments list [--facet F] | lookup USER_ID | delete --facet F --value V
 //	rules validate [--local] FILE|DIR|- | apply [--dry-run] FILE|DIR|- | get [--yaml]
 //	explain [--all | --campaign ID] [--json] [--keep] REQUEST.json|-
