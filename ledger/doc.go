@@ -59,7 +59,8 @@
 // later batch, and the writer on its own every second, tries again, once
 // (Stats.LogWriteFailures counts the attempts: TestOneWriteAttemptPerBatch);
 // the first write that succeeds clears the trouble, and a notice sent
-// again is acknowledged once its record is durable. A rotation (below)
+// again is acknowledged once its record is durable (TestWriteFailureRetried,
+// TestIdleLogRetriesWrite). A rotation (below)
 // whose new segment cannot be made (ENOSPC from its creation, the file
 // system out of inodes or the directory unable to grow, or from the
 // directory's fsync after it) is the same trouble: the half-made file is
@@ -73,7 +74,7 @@
 // waiting, or after a failed fsync of records written (the kernel may
 // have dropped pages it could not write: what reached the disk is
 // unknown), the log is given up until a restart, which replays what the
-// file holds (TestWriteFailureRetried, TestIdleLogRetriesWrite).
+// file holds, and its error says so (TestFsyncFailureGivesUp).
 //
 // # Durability and its bound
 //
