@@ -530,6 +530,13 @@ func (ir *idReader) badAt(line int, msg string) {
 // msg says why a line is invalid. The id may alias raw or *scratch.
 func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	line := bytes.TrimRight(raw, "\r\n")
+	if bytes.IndexByte(bytes.TrimSpace(line), '\r') >= 0 {
+		// Of the whole line, not its id alone, and before a comment's
+		// check: a file with CR line endings is one line, and its first
+		// field a CSV's first id, or its header, or a comment: the other
+		// ids would go without a word.
+		return nil, false, "line holds a carriage return: " + oldMac
+	}
 	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] == '#' || emptyRow(t, sep) {
 		return nil, false, ""
 	}
@@ -571,9 +578,6 @@ func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg
 	switch {
 	case len(id) == 0:
 		return nil, false, "empty user id"
-	case bytes.IndexByte(id, '\r') >= 0:
-		// Before the length: of such a file, a few lines make one too long.
-		return nil, false, "user id holds a carriage return: " + oldMac
 	case len(id) > maxIDLen:
 		return nil, false, fmt.Sprintf("user id is %d bytes, the limit is %d", len(id), maxIDLen)
 	case !utf8.Valid(id):

@@ -1749,6 +1749,20 @@ func TestOldMacLineEndings(t *testing.T) {
 			t.Errorf("%d ids: exit %d, stderr %q; want exit 1, line 1 named for its line endings", n, code, errOut)
 		}
 	}
+	// A CSV or TSV with CR line endings is one line too, whose first
+	// field is the first id, or the header, or a comment: the other ids
+	// went without a word (u1 alone uploaded, or nothing, exit 0).
+	for _, in := range []string{
+		"u1,a\ru2,b\ru3,c\r",
+		"user_id,name\ru1,a\ru2,b\r",
+		"user_id\tname\ru1\ta\ru2\tb\r",
+		"# export\ru1\ru2\r",
+	} {
+		_, errOut, code := ctl(t, addr, in, false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+		if code != 1 || !strings.Contains(errOut, "\n  line 1: ") || !strings.Contains(errOut, "old Mac line endings") {
+			t.Errorf("%q: exit %d, stderr %q; want exit 1, line 1 named for its line endings", in, code, errOut)
+		}
+	}
 	if v := store.Current().Version(); v != 0 {
 		t.Errorf("store version %d after refused uploads, want 0", v)
 	}
