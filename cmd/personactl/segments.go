@@ -477,6 +477,9 @@ func (ir *idReader) lineBuffered() bool {
 // and next gives every other line the same id would: appendPlain is next
 // without a call, a trim and an append per line. It reads nothing new.
 func (ir *idReader) appendPlain(dst []byte, maxIDs, maxBytes int) ([]byte, int) {
+	if ir.word != "" {
+		return dst, 0 // next looks at the id after a first line of one word
+	}
 	b, _ := ir.r.Peek(ir.r.Buffered())
 	end, k := 0, 0
 	for k < maxIDs && end < maxBytes {

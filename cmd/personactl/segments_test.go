@@ -1219,6 +1219,13 @@ func TestUploadAddNothing(t *testing.T) {
 	if want := "note: the first line, \"Full Name\", was uploaded as a user id; if it is a header, --header yes skips it\n"; code != 0 || errOut != want {
 		t.Errorf("a header-like first line: exit %d, stderr %q; want 0, %q", code, errOut, want)
 	}
+	// A first line of one word above ids with digits: the ids after it
+	// are plain lines, which appendPlain took without next's look at
+	// the first of them, and the note was lost.
+	_, errOut, code = ctl(t, addr, "name\nu1\nu2\n", false, "segments", "upload", "--facet", "title", "--value", "cmo", "-")
+	if want := "note: the first line, \"name\", was uploaded as a user id; if it is a header, --header yes skips it\n"; code != 0 || errOut != want {
+		t.Errorf("a first line of one word: exit %d, stderr %q; want 0, %q", code, errOut, want)
+	}
 }
 
 // TestUploadNothingSent: an upload that sends no id (its input holds
@@ -1846,4 +1853,71 @@ func TestSniffWaitsForNoMore(t *testing.T) {
 	if _, err := ir.next(); !errors.Is(err, io.EOF) {
 		t.Errorf("then %v, want EOF", err)
 	}
+}
+
+// FuzzPlainPath: the same input gives the same ids, invalid lines, line
+// count and bytes read whether next reads every line or readChunks lets
+// appendPlain take the plain ones, whatever --header says.
+func FuzzPlainPath(f *testing.F) {
+	for _, s := range []string{
+		"user_id\nu1\nuser_id\nu2\n", "id\n1.23457E+11\nu1\n", "u1\n\ufeffu2\n#c\nu3", "a,b\nu1\n,,\nu2\r\nu3\n",
+		"name\nu1\nu2\n", "x\ty\nu1\nu2,z\n", "\ufeffemail\na@b.c\nemail\nc@d.e\n",
+	} {
+		f.Add([]byte(s), uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
+		if bytes.HasPrefix(in, gzipMagic) {
+			return // read decompressed: as random bytes, it ends at once
+		}
+		header := []string{"auto", "yes", "no"}[mode%3]
+		ref := newIDReader(bytes.NewReader(in), header)
+		var want []string
+		var wantErr error
+		for {
+			id, err := ref.next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					wantErr = err
+				}
+				break
+			}
+			if id != nil {
+				want = append(want, string(id))
+			}
+		}
+		for _, chunkIDs := range []int{1, 3, defaultChunkIDs} {
+			ir := newIDReader(bytes.NewReader(in), header)
+			o := &uploadOptions{chunkIDs: chunkIDs, skipInvalid: true}
+			chunks := make(chan uploadChunk)
+			errc := make(chan error, 1)
+			go func() {
+				defer close(chunks)
+				errc <- readChunks(ir, o, new(progress), chunks, nil)
+			}()
+			var got []string
+			for c := range chunks {
+				if c.packed != nil {
+					got = append(got, strings.Split(strings.TrimSuffix(string(c.packed), "\n"), "\n")...)
+				}
+			}
+			err := <-errc
+			if wantErr != nil {
+				// The ids before an error are read, not sent: compare the errors.
+				if err == nil || err.Error() != wantErr.Error() {
+					t.Fatalf("%s, chunk-ids %d: error %v, want %v", header, chunkIDs, err, wantErr)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s, chunk-ids %d: %v", header, chunkIDs, err)
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Fatalf("%s, chunk-ids %d: ids (-next +chunks):\n%s", header, chunkIDs, d)
+			}
+			if d := cmp.Diff(ref.invalid, ir.invalid, cmp.AllowUnexported(invalidLine{})); d != "" || ir.nbad != ref.nbad || ir.line != ref.line || ir.read != ref.read || ir.first != ref.first {
+				t.Fatalf("%s, chunk-ids %d: %d invalid, %d lines, %d bytes, first %q; want %d, %d, %d, %q (-next +chunks):\n%s",
+					header, chunkIDs, ir.nbad, ir.line, ir.read, ir.first, ref.nbad, ref.line, ref.read, ref.first, d)
+			}
+		}
+	})
 }
