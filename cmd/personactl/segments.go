@@ -121,7 +121,8 @@ func parseUpload(e env, args []string) (*uploadOptions, error) {
 			"the header of a file separated by semicolons (user_id;name, Kundennr.;Name), one whose id\n"+
 			"column is not the first (Name,Email), and a UTF-16 file (save it as UTF-8). A line whose id\n"+
 			"holds a control character (a CSV's tab too), is not UTF-8 text or is a number in scientific\n"+
-			"notation (1.23457E+11, a spreadsheet's rounding) is invalid. A UTF-8 byte order mark is\n"+
+			"notation (1.23457E+11, a spreadsheet's rounding) is invalid, as is a line holding a carriage\n"+
+			"return (CR line endings, \"CSV (Macintosh)\": save with LF). A UTF-8 byte order mark is\n"+
 			"skipped, and so is the header line where it comes again (exports put end to end).\n"+
 			"Gzip-compressed input (ids.csv.gz) is read decompressed; a zip archive (an Excel workbook) is\n"+
 			"refused. Input with no id sends nothing (see --allow-empty). Flags go before FILE. With --key,\n"+
