@@ -53,6 +53,7 @@ type Config struct {
 	// process keeps (personad: the segment store's Store.LogErr): while
 	// one returns an error, /healthz still answers 200 (bids are served)
 	// with a line "degraded: " and the error, as for the Ledger's log.
+	// None may be nil; New keeps a copy of the slice.
 	Degraded []func() error
 
 	// HTTPGzip compresses the answers of the OpenRTB JSON wire with gzip
@@ -169,6 +170,11 @@ func (c *Config) check() error {
 	if c.Ledger != nil {
 		if u, err := url.Parse(c.NoticeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			bad("NoticeURL %q must be an absolute http or https URL without query", c.NoticeURL)
+		}
+	}
+	for i, check := range c.Degraded {
+		if check == nil {
+			bad("Degraded[%d] is nil", i)
 		}
 	}
 	if c.MaxRecvMsgSize <= 0 {

@@ -104,4 +104,13 @@ func TestHealthzDegraded(t *testing.T) {
 	if code, body := healthz(); code != http.StatusOK || body != want {
 		t.Errorf("/healthz with the segment log failed: %d %q, want 200 %q", code, body, want)
 	}
+	// The checks are the Server's once New returns: the caller's slice,
+	// changed after, is not read (a nil there panicked in /healthz).
+	cfg.Degraded[0] = nil
+	if code, body := healthz(); code != http.StatusOK || body != want {
+		t.Errorf("/healthz after the caller's Degraded changed: %d %q, want 200 %q", code, body, want)
+	}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "Degraded[0] is nil") {
+		t.Errorf("New with a nil Degraded check: %v, want an error naming it", err)
+	}
 }

@@ -3,6 +3,7 @@ package bidder
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// The caller's slice is not the Server's: /healthz reads it.
+	cfg.Degraded = slices.Clone(cfg.Degraded)
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, err
