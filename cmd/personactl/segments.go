@@ -380,10 +380,12 @@ func (ir *idReader) next() ([]byte, error) {
 	// A UTF-8 byte order mark: of the file, or on a later line, of one of
 	// several exports put end to end (cat a.csv b.csv).
 	raw = bytes.TrimPrefix(raw, []byte("\ufeff"))
-	if ir.headerLine != "" && string(bytes.TrimSpace(raw)) == ir.headerLine {
+	trimmed := bytes.TrimSpace(raw)
+	comment := len(trimmed) > 0 && trimmed[0] == '#' // isComment(raw)
+	if ir.headerLine != "" && string(trimmed) == ir.headerLine {
 		return nil, nil // the header again, of another export put after the first
 	}
-	if !ir.sepChosen && !isComment(raw) && len(bytes.TrimSpace(raw)) > 0 {
+	if !ir.sepChosen && !comment && len(trimmed) > 0 {
 		ir.sepChosen = true
 		if t := bytes.IndexByte(raw, '\t'); t >= 0 {
 			if c := bytes.IndexByte(raw, ','); c < 0 || t < c {
@@ -391,10 +393,10 @@ func (ir *idReader) next() ([]byte, error) {
 			}
 		}
 	}
-	if !isComment(raw) && quotedOpen(raw, ir.sep) {
+	if !comment && quotedOpen(raw, ir.sep) {
 		return nil, ir.openQuoteError()
 	}
-	if line := bytes.TrimSpace(raw); !ir.started && ir.header != "no" && !isComment(line) && semicolonHeader(line) {
+	if line := trimmed; !ir.started && ir.header != "no" && !comment && semicolonHeader(line) {
 		// Refused, even with --skip-invalid: every line after it
 		// would be a valid id, and none the one meant. The whole line is
 		// looked at, not its first CSV field: a header of quoted names
@@ -413,7 +415,7 @@ func (ir *idReader) next() ([]byte, error) {
 	if !ir.started {
 		ir.started = true
 		if ir.header == "yes" || ir.header == "auto" && isHeader(id) {
-			ir.headerLine = string(bytes.TrimSpace(raw))
+			ir.headerLine = string(trimmed)
 			return nil, nil
 		}
 		switch {
@@ -483,11 +485,15 @@ func (ir *idReader) appendPlain(dst []byte, maxIDs, maxBytes int) ([]byte, int) 
 	}
 	b, _ := ir.r.Peek(ir.r.Buffered())
 	end, k := 0, 0
+	header := ir.headerLine
 	for k < maxIDs && end < maxBytes {
 		line := b[end:]
 		i := bytes.IndexByte(line, '\n')
-		if i <= 0 || i > maxIDLen || line[0] == '#' || !isPlain(line[:i]) || sciNumber(line[:i]) ||
-			len(ir.headerLine) == i && string(line[:i]) == ir.headerLine {
+		if i <= 0 || i > maxIDLen || line[0] == '#' || !isPlain(line[:i]) ||
+			// sciNumber's own first test, here to spare nearly every
+			// line a call: a separator or an exponent second.
+			(line[1] == '.' || line[1]|0x20 == 'e') && sciNumber(line[:i]) ||
+			len(header) == i && string(line[:i]) == header {
 			break
 		}
 		end += i + 1
@@ -534,14 +540,15 @@ func (ir *idReader) badAt(line int, msg string) {
 // msg says why a line is invalid. The id may alias raw or *scratch.
 func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	line := bytes.TrimRight(raw, "\r\n")
-	if bytes.IndexByte(bytes.TrimSpace(line), '\r') >= 0 {
+	t := bytes.TrimSpace(line)
+	if bytes.IndexByte(t, '\r') >= 0 {
 		// Of the whole line, not its id alone, and before a comment's
 		// check: a file with CR line endings is one line, and its first
 		// field a CSV's first id, or its header, or a comment: the other
 		// ids would go without a word.
 		return nil, false, "line holds a carriage return: " + oldMac
 	}
-	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] == '#' || emptyRow(t, sep) {
+	if len(t) == 0 || t[0] == '#' || emptyRow(t, sep) {
 		return nil, false, ""
 	}
 	trim := bytes.TrimSpace
