@@ -405,6 +405,17 @@ func (ir *idReader) next() ([]byte, error) {
 			ir.line, line)
 	}
 	id, ok, msg := parseFields(raw, ir.sep, &ir.field)
+	if !ir.started && ir.header == "yes" && msg != "" && !innerCR(raw) {
+		// --header yes: the first line that is not blank or a comment
+		// is the header, whatever its first field holds (an empty cell,
+		// a name in a legacy encoding). Counted invalid instead, it
+		// would leave the first id to be taken for the header. A line
+		// with carriage returns inside is not skipped: of a file with
+		// old Mac line endings it is the whole file, and its message
+		// says so.
+		ir.started, ir.headerLine = true, string(trimmed)
+		return nil, nil
+	}
 	if msg != "" {
 		ir.bad(msg)
 		return nil, nil
@@ -535,13 +546,19 @@ func (ir *idReader) badAt(line int, msg string) {
 	}
 }
 
+// innerCR reports whether a raw line holds a carriage return before its
+// end: a file with old Mac line endings, CR alone, read as one line.
+func innerCR(raw []byte) bool {
+	return bytes.IndexByte(bytes.TrimSpace(bytes.TrimRight(raw, "\r\n")), '\r') >= 0
+}
+
 // parseFields returns the id on one raw line, its first field, the fields
 // separated by sep (',' or '\t'); ok is false for a blank or comment line,
 // msg says why a line is invalid. The id may alias raw or *scratch.
 func parseFields(raw []byte, sep byte, scratch *[]byte) (id []byte, ok bool, msg string) {
 	line := bytes.TrimRight(raw, "\r\n")
 	t := bytes.TrimSpace(line)
-	if bytes.IndexByte(t, '\r') >= 0 {
+	if innerCR(raw) {
 		// Of the whole line, not its id alone, and before a comment's
 		// check: a file with CR line endings is one line, and its first
 		// field a CSV's first id, or its header, or a comment: the other

@@ -49,6 +49,15 @@ func TestIDReader(t *testing.T) {
 		{"header auto", "user_id\nu1\nu2\n", "auto", []string{"u1", "u2"}, nil, ""},
 		{"header auto not a header", "u1\nuser_id\n", "auto", []string{"u1", "user_id"}, nil, ""},
 		{"header yes", "whatever\nu1\n", "yes", []string{"u1"}, nil, ""},
+		// The header of a legacy-encoded export (Windows-1252 "Kundennr.",
+		// "Größe": ö and ß are bytes that are not UTF-8) is, with --header
+		// yes, the header, not an invalid line after which the first id
+		// was taken for it.
+		{"header yes invalid", "Gr\xf6\xdfe,Name\nu1\nu2\n", "yes", []string{"u1", "u2"}, nil, ""},
+		{"header yes empty first field", ",name\nu1\n", "yes", []string{"u1"}, nil, ""},
+		// Not of a file with old Mac line endings: its one line is all of it.
+		{"header yes old mac", "id\ru1\ru2\r", "yes", nil,
+			[]string{"line 1: line holds a carriage return: a file with old Mac line endings, CR alone (a spreadsheet's \"CSV (Macintosh)\")? save it with LF or CRLF line endings"}, ""},
 		{"header no", "id\nu1\n", "no", []string{"id", "u1"}, nil, ""},
 		{"csv", "# export\nUser_ID,title,score\nu1,cmo,3\n u2 , cfo,4\n\"u,3\",x\n\"u\"\"4\"\n", "auto", []string{"u1", "u2", "u,3", `u"4`}, nil, ""},
 		{"comment after header", "# a\n\n id \nu1\n", "auto", []string{"u1"}, nil, ""},
