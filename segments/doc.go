@@ -35,8 +35,8 @@
 // *CorruptError naming the file, section and offset. The write-ahead log
 // of uploads extends this: it records changes after the snapshot's store
 // version, and recovery replays them over the snapshot. A change whose
-// record the disk refuses (full, read-only) is not applied, ErrNotDurable
-// naming the file and the error, and the log is cut back to its last whole
+// record the disk refuses (full, read-only) is not applied, ErrNotApplied
+// (an ErrNotDurable) naming the file and the error, and the log is cut back to its last whole
 // record, so the next change may succeed; after a failed fsync the log
 // takes no more changes until a restart, and Store.LogErr says why.
 package segments

@@ -174,7 +174,7 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		cfg:     cfg,
 		snapVer: snap.version,
-		wal:     &wal{dir: cfg.Dir, sync: (*os.File).Sync},
+		wal:     &wal{dir: cfg.Dir, sync: (*os.File).Sync, writeFile: (*os.File).Write},
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),

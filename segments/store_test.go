@@ -962,8 +962,8 @@ func TestFsyncFailure(t *testing.T) {
 		t.Fatalf("LogErr before the failure: %v", err)
 	}
 	st.wal.sync = func(*os.File) error { return errors.New("EIO") }
-	if _, err := tryUpload(st, "title", "cmo", Add, "", "b", "c"); !errors.Is(err, ErrNotDurable) {
-		t.Fatalf("upload with a failing fsync: %v, want ErrNotDurable", err)
+	if _, err := tryUpload(st, "title", "cmo", Add, "", "b", "c"); !errors.Is(err, ErrNotDurable) || errors.Is(err, ErrNotApplied) {
+		t.Fatalf("upload with a failing fsync: %v, want ErrNotDurable, not ErrNotApplied (a restart may apply it)", err)
 	}
 	// The log takes no more changes until a restart: LogErr says so
 	// (the metric personad_segments_log_failing reads it), naming the file.
@@ -988,6 +988,39 @@ func TestFsyncFailure(t *testing.T) {
 	case slices.Equal(got, []string{"a"}), slices.Equal(got, []string{"a", "b", "c"}):
 	default:
 		t.Errorf("after restart: %v, want [a] or [a b c]", got)
+	}
+}
+
+// TestWriteRefused: a record whose write the disk refuses midway is cut
+// back: the upload fails with ErrNotApplied (an ErrNotDurable), the log
+// takes the next change, and a restart does not apply the refused one.
+func TestWriteRefused(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	upload(t, st, "title", "cmo", Add, "", "a")
+	st.wal.writeFile = func(f *os.File, p []byte) (int, error) {
+		n, _ := f.Write(p[:len(p)/2]) // part of the record reaches the file
+		return n, errors.New("ENOSPC")
+	}
+	_, err := tryUpload(st, "title", "cmo", Add, "k1", "b", "c")
+	if !errors.Is(err, ErrNotApplied) || !errors.Is(err, ErrNotDurable) || !strings.Contains(err.Error(), "ENOSPC") {
+		t.Fatalf("upload with a refused write: %v, want ErrNotApplied and ErrNotDurable naming the error", err)
+	}
+	if _, err := st.Delete("title", "cmo"); !errors.Is(err, ErrNotApplied) {
+		t.Fatalf("delete with a refused write: %v, want ErrNotApplied", err)
+	}
+	if err := st.LogErr(); err != nil {
+		t.Fatalf("LogErr after a write cut back: %v, want nil", err)
+	}
+	st.wal.writeFile = (*os.File).Write
+	upload(t, st, "title", "cfo", Add, "", "d")
+	crash(st)
+	st = openStore(t, dir)
+	if got := members(st.Current(), "title", "cmo"); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("after restart: title:cmo holds %v, want [a]: the refused upload applied", got)
+	}
+	if got := members(st.Current(), "title", "cfo"); !slices.Equal(got, []string{"d"}) {
+		t.Errorf("after restart: title:cfo holds %v, want [d]", got)
 	}
 }
 

@@ -57,7 +57,18 @@ var (
 	// restarts, since what reached the disk is unknown: the record itself
 	// may have, and the restart then applies it, so its client cannot
 	// tell (personactl says the upload may have been applied or not).
+	// A write the disk refused, cut back, wraps ErrNotApplied too.
 	ErrNotDurable = errors.New("segments: write-ahead log failed; change not applied")
+	// ErrNotApplied wraps ErrNotDurable, and reads the same: a mutation
+	// whose record the disk refused to write (full, read-only), the log
+	// cut back to its last whole record, so that it is certainly not
+	// applied, now or after a restart, and the same mutation may succeed
+	// once there is room. An error wrapping ErrNotDurable but not
+	// ErrNotApplied (a failed fsync, a write the log could not cut back,
+	// a log that failed before) leaves the outcome unknown until a
+	// restart. personad's Segments service sends this one as UNAVAILABLE
+	// with a google.rpc.ErrorInfo of reason NOT_APPLIED.
+	ErrNotApplied = fmt.Errorf("%w", ErrNotDurable)
 	// ErrClosed is a mutation after Close.
 	ErrClosed = errors.New("segments: store closed")
 	// ErrBadName is a facet or value that is empty or longer than 255

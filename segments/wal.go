@@ -137,10 +137,11 @@ type wal struct {
 	// every key since went into it too. False for a file recovery opens
 	// and after a failed keys write: the next checkpoint writes them.
 	keysLogged bool
-	// sync is f.Sync; tests make it fail.
-	sync func(*os.File) error
-	buf  []byte
-	tail []byte // a record's bitmap (see appendRecord)
+	// sync is f.Sync, and writeFile f.Write; tests make them fail.
+	sync      func(*os.File) error
+	writeFile func(*os.File, []byte) (int, error)
+	buf       []byte
+	tail      []byte // a record's bitmap (see appendRecord)
 }
 
 // setBroken publishes failed, once set, for LogErr.
@@ -229,23 +230,28 @@ func (w *wal) append(c *change, keyed *keyEntry) error {
 // append).
 func (w *wal) write(more ...[]byte) error {
 	n := int64(len(w.buf))
-	_, err := w.f.Write(w.buf)
+	_, err := w.writeFile(w.f, w.buf)
 	for _, p := range more {
 		if err != nil {
 			break
 		}
 		n += int64(len(p))
-		_, err = w.f.Write(p)
+		_, err = w.writeFile(w.f, p)
 	}
 	if err != nil {
+		// Cut back, the record is certainly not applied (ErrNotApplied);
+		// otherwise what reached the disk is unknown.
+		cut := ErrNotApplied
 		if terr := w.f.Truncate(w.size); terr != nil {
 			w.failed = fmt.Errorf("write %s: %v; truncating it back: %v", w.name, err, terr)
 			w.setBroken()
+			cut = ErrNotDurable
 		} else if _, serr := w.f.Seek(w.size, io.SeekStart); serr != nil {
 			w.failed = fmt.Errorf("write %s: %v; seeking back: %v", w.name, err, serr)
 			w.setBroken()
+			cut = ErrNotDurable
 		}
-		return fmt.Errorf("%w: write %s: %v", ErrNotDurable, w.name, err)
+		return fmt.Errorf("%w: write %s: %v", cut, w.name, err)
 	}
 	if err := w.sync(w.f); err != nil {
 		w.failed = fmt.Errorf("fsync %s: %v", w.name, err)
