@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -112,5 +113,39 @@ func TestHealthzDegraded(t *testing.T) {
 	}
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "Degraded[0] is nil") {
 		t.Errorf("New with a nil Degraded check: %v, want an error naming it", err)
+	}
+}
+
+// TestSegmentsNotApplied: a segment change whose log write the disk
+// refused, cut back, is UNAVAILABLE with an ErrorInfo of reason
+// NOT_APPLIED, so that a client knows nothing was applied; one whose
+// fsync failed (a restart may apply it) is UNAVAILABLE without it.
+func TestSegmentsNotApplied(t *testing.T) {
+	notApplied := func(err error) bool {
+		for _, d := range status.Convert(err).Details() {
+			if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == ReasonNotApplied && ei.Domain == ErrorDomain {
+				return true
+			}
+		}
+		return false
+	}
+	refused := fmt.Errorf("segments: upload title:cmo: %w", fmt.Errorf("%w: write wal-1.log: %v", segments.ErrNotApplied, syscall.ENOSPC))
+	fsync := fmt.Errorf("segments: upload title:cmo: %w", fmt.Errorf("%w: fsync wal-1.log: %v (the record may have reached the disk all the same: a restart may apply it)", segments.ErrNotDurable, syscall.EIO))
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"write refused", refused, true},
+		{"fsync failed", fsync, false},
+		{"log failed before", fmt.Errorf("%w: fsync wal-1.log: %v", segments.ErrNotDurable, syscall.EIO), false},
+	} {
+		err := grpcError(tc.err)
+		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != tc.err.Error() {
+			t.Errorf("%s: %v, want UNAVAILABLE %q", tc.name, err, tc.err)
+		}
+		if got := notApplied(err); got != tc.want {
+			t.Errorf("%s: NOT_APPLIED detail %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -85,12 +86,32 @@ func mapError(err error) (codes.Code, int) {
 	return codes.Internal, http.StatusInternalServerError
 }
 
+// ErrorDomain and ReasonNotApplied are the google.rpc.ErrorInfo detail of
+// an UNAVAILABLE status known to have applied nothing: a segment change
+// whose write-ahead log record the disk refused (segments.ErrNotApplied),
+// cut back, so that the change will not be applied by a restart either
+// and may be sent again once there is room. An UNAVAILABLE without it (a
+// failed fsync: a restart may apply the change; a connection's failure)
+// leaves the outcome unknown. The reason is part of the public contract
+// (the Segments service's proto comment).
+const (
+	ErrorDomain      = "personad"
+	ReasonNotApplied = "NOT_APPLIED"
+)
+
 // grpcError turns a package error into a gRPC status error. Internal errors
-// carry no detail to the client.
+// carry no detail to the client; errors known to have applied nothing
+// carry an ErrorInfo of reason ReasonNotApplied.
 func grpcError(err error) error {
 	code, _ := mapError(err)
 	if code == codes.Internal {
 		return status.Error(codes.Internal, ErrInternal.Error())
 	}
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	if errors.Is(err, segments.ErrNotApplied) {
+		if withDetails, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonNotApplied, Domain: ErrorDomain}); derr == nil {
+			st = withDetails
+		}
+	}
+	return st.Err()
 }

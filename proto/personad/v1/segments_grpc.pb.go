@@ -46,11 +46,16 @@ const (
 // RESOURCE_EXHAUSTED for a chunk or upload over a limit, or a full user
 // dictionary, its message naming the limit; FAILED_PRECONDITION for an
 // idempotency key reused for a different upload; UNAVAILABLE when the
-// change could not be made durable, and nothing was applied: after a
+// change could not be made durable, and it was not acknowledged: after a
 // failed write (a full disk, say) the log is cut back to its last whole
-// record and the next change may succeed; after a failed fsync every
-// change fails until the server restarts (the record may have reached the
-// disk all the same, and a restart may apply it).
+// record, nothing was applied, and the next change may succeed: the
+// status then carries a google.rpc.ErrorInfo detail of reason
+// "NOT_APPLIED" and domain "personad", which a client may read as a
+// refusal that applied nothing, now or after a restart; after a failed
+// fsync every change fails until the server restarts, with no such
+// detail (the record may have reached the disk all the same, and a
+// restart may apply it). An UNAVAILABLE without the detail (the server's,
+// or the transport's after the upload's end) leaves the outcome unknown.
 type SegmentsClient interface {
 	// Upload changes one segment with a client stream: first an
 	// UploadRequest holding an UploadHeader, then any number holding an
@@ -146,11 +151,16 @@ func (c *segmentsClient) Delete(ctx context.Context, in *DeleteRequest, opts ...
 // RESOURCE_EXHAUSTED for a chunk or upload over a limit, or a full user
 // dictionary, its message naming the limit; FAILED_PRECONDITION for an
 // idempotency key reused for a different upload; UNAVAILABLE when the
-// change could not be made durable, and nothing was applied: after a
+// change could not be made durable, and it was not acknowledged: after a
 // failed write (a full disk, say) the log is cut back to its last whole
-// record and the next change may succeed; after a failed fsync every
-// change fails until the server restarts (the record may have reached the
-// disk all the same, and a restart may apply it).
+// record, nothing was applied, and the next change may succeed: the
+// status then carries a google.rpc.ErrorInfo detail of reason
+// "NOT_APPLIED" and domain "personad", which a client may read as a
+// refusal that applied nothing, now or after a restart; after a failed
+// fsync every change fails until the server restarts, with no such
+// detail (the record may have reached the disk all the same, and a
+// restart may apply it). An UNAVAILABLE without the detail (the server's,
+// or the transport's after the upload's end) leaves the outcome unknown.
 type SegmentsServer interface {
 	// Upload changes one segment with a client stream: first an
 	// UploadRequest holding an UploadHeader, then any number holding an
