@@ -19,6 +19,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -873,7 +874,10 @@ const (
 
 // refused reports whether err is a refusal by the server's handler, which
 // applied nothing, or dial's usage error (nothing sent), rather than a
-// transport's failure, after which the server may have committed.
+// transport's failure, after which the server may have committed. An
+// UNAVAILABLE is a refusal only with the server's word for it (notApplied):
+// after a failed fsync, as after a lost connection, the change may be
+// applied all the same.
 func refused(err error) bool {
 	if errors.As(err, new(usageError)) { // dial's (--addr): nothing was sent
 		return true
@@ -882,6 +886,25 @@ func refused(err error) bool {
 	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.ResourceExhausted,
 		codes.AlreadyExists, codes.PermissionDenied, codes.Unauthenticated, codes.OutOfRange, codes.Unimplemented:
 		return true
+	case codes.Unavailable:
+		return notApplied(err)
+	}
+	return false
+}
+
+// notApplied reports whether err's status carries personad's ErrorInfo of
+// reason NOT_APPLIED: a change whose write-ahead log record the disk
+// refused, cut back, so that it is applied neither now nor after a restart
+// (see the Segments service's proto comment).
+func notApplied(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == "NOT_APPLIED" && ei.Domain == "personad" {
+			return true
+		}
 	}
 	return false
 }

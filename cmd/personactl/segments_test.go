@@ -25,7 +25,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/personad/personad/bidder"
 	"github.com/personad/personad/engine"
@@ -643,6 +646,12 @@ type fakeSegments struct {
 	ended  chan struct{}
 	gotEnd atomic.Bool // the client's end of the stream arrived: a real server commits
 	stop   func()      // fakeDiesAfterEnd's: stops the server
+	fail   error       // fakeFailsAtEnd's answer to the end, and Delete's
+}
+
+// Delete answers f.fail.
+func (f *fakeSegments) Delete(context.Context, *personadpb.DeleteRequest) (*personadpb.DeleteResponse, error) {
+	return nil, f.fail
 }
 
 type fakeMode int
@@ -655,6 +664,7 @@ const (
 	fakeDiesAfterEnd                 // reads until the end, then stops without answering
 	fakeDiesMidway                   // takes the header, then stops
 	fakeOld                          // reads until the end, counts no ids (no ids_packed), answers
+	fakeFailsAtEnd                   // reads until the end, then answers fail
 )
 
 func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
@@ -688,6 +698,8 @@ func (f *fakeSegments) Upload(s personadpb.Segments_UploadServer) error {
 				go f.stop()
 				<-s.Context().Done()
 				return s.Context().Err()
+			case f.mode == fakeFailsAtEnd && errors.Is(err, io.EOF):
+				return f.fail
 			case f.mode == fakeOld && errors.Is(err, io.EOF):
 				return s.SendAndClose(&personadpb.UploadResponse{Version: 12, Removed: 1000})
 			}
@@ -806,6 +818,53 @@ func TestUploadAfterItsEnd(t *testing.T) {
 	const old = "segments upload title:v: sent 2 ids but the server counted 0, and applied the upload as that (version 12: added=0 removed=1000 cardinality=0); is personad older than personactl (ids_packed)?"
 	if err := upload(fakeOld); err == nil || err.Error() != old {
 		t.Errorf("an older server: %v; want %q", err, old)
+	}
+}
+
+// TestUnavailableNotApplied: the server's UNAVAILABLE after the upload's
+// end, or for a delete, carrying ErrorInfo NOT_APPLIED (a log write the
+// disk refused, cut back) applied nothing, and personactl says so; without
+// it (a failed fsync: a restart may apply the change) the outcome is
+// unknown, and personactl says that.
+func TestUnavailableNotApplied(t *testing.T) {
+	const msg = "segments: upload title:v: segments: write-ahead log failed; change not applied: write wal-1.log: no space left on device"
+	withInfo := func(reason string) error {
+		st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "personad"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Err()
+	}
+	const (
+		uploaded   = "segments upload title:v: Unavailable: " + msg
+		deleted    = "segments delete title:v: Unavailable: " + msg
+		maybe      = "; the upload may have been applied or not (with --key, the same upload again tells: it replays if it was)"
+		maybeGone  = "; the segment may have been deleted or not (segments list tells)"
+		notApplied = "; nothing uploaded"
+	)
+	for _, tc := range []struct {
+		name               string
+		fail               error
+		wantUp, wantDelete string
+	}{
+		{"not applied", withInfo("NOT_APPLIED"), uploaded + notApplied, deleted},
+		{"fsync failed", status.Error(codes.Unavailable, msg), uploaded + maybe, deleted + maybeGone},
+		{"another reason", withInfo("SOMETHING_ELSE"), uploaded + maybe, deleted + maybeGone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := fakeServer(t, &fakeSegments{mode: fakeFailsAtEnd, ended: make(chan struct{}), fail: tc.fail})
+			e := env{getenv: func(string) string { return "" }, stdin: strings.NewReader("u1\nu2\n"), stdout: io.Discard, stderr: io.Discard}
+			err := run(context.Background(), []string{"--addr", addr, "--timeout", "10s",
+				"segments", "upload", "--facet", "title", "--value", "v", "--mode", "replace", "-"}, e)
+			if err == nil || err.Error() != tc.wantUp {
+				t.Errorf("upload: %v; want %q", err, tc.wantUp)
+			}
+			err = run(context.Background(), []string{"--addr", addr, "--timeout", "10s",
+				"segments", "delete", "--facet", "title", "--value", "v"}, e)
+			if err == nil || err.Error() != tc.wantDelete {
+				t.Errorf("delete: %v; want %q", err, tc.wantDelete)
+			}
+		})
 	}
 }
 
