@@ -90,7 +90,7 @@ campaigns:
 // engine's own test (CategoryBlocker, DomainBlocker). A paused campaign is
 // not.
 func TestDeliveryWarningsHouseRules(t *testing.T) {
-	rs, err := Parse("t.yaml", []byte(`
+	got := deliveryWarnings(t, `
 campaigns:
   - {id: shop, bid_cpm: 1, adomain: [ok.example, Shop.BadCo.example], creatives: [{id: c0, w: 1, h: 1, adm: x}]}
   - {id: not-a-subdomain, bid_cpm: 1, adomain: [notbadco.example], creatives: [{id: c1, w: 1, h: 1, adm: x}]}
@@ -111,17 +111,7 @@ campaigns:
 content_rules:
   blocked_cat: [IAB25, IAB26]
   blocked_adomain: [badco.example]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, w := range rs.DeliveryWarnings(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
-		got = append(got, w.Error())
-	}
+`)
 	want := []string{
 		`campaigns[0].adomain[1]: "Shop.BadCo.example" is blocked by content_rules.blocked_adomain "badco.example": the campaign never bids`,
 		`campaigns[2].cat[0]: "IAB25-3" is blocked by content_rules.blocked_cat "IAB25": the campaign never bids (content_rules.blocked_cat blocks a category of each of its creatives)`,
@@ -132,12 +122,30 @@ content_rules:
 	}
 }
 
+// deliveryWarnings parses and validates the YAML rule set doc and returns
+// its delivery warnings on 2026-11-29, as text.
+func deliveryWarnings(t *testing.T, doc string) []string {
+	t.Helper()
+	rs, err := Parse("t.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range rs.DeliveryWarnings(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
+		got = append(got, w.Error())
+	}
+	return got
+}
+
 // TestDeliveryWarningsTargeting: a targeting.all clause (or a creative's
 // persona clause) every value of which targeting.none excludes can never
 // match, and is warned of at the clause; clauses that only look contrary
 // are not, since a user may hold several values of one facet.
 func TestDeliveryWarningsTargeting(t *testing.T) {
-	rs, err := Parse("t.yaml", []byte(`
+	got := deliveryWarnings(t, `
 campaigns:
   - id: cmo-not-cmo
     bid_cpm: 1
@@ -178,17 +186,7 @@ campaigns:
       all: [{facet: title, any: [cmo]}]
       none: [{facet: title, any: [cmo]}]
     creatives: [{id: c6, w: 1, h: 1, adm: x}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, w := range rs.DeliveryWarnings(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
-		got = append(got, w.Error())
-	}
+`)
 	want := []string{
 		`campaigns[0].targeting.all[1]: every title it takes (cmo) is excluded by targeting.none[0]: no user can match it, so the campaign never bids`,
 		`campaigns[1].targeting.all[0]: every title it takes (cmo, cfo, ceo, cto, cio and 1 more) is excluded by targeting.none[0] and targeting.none[2]: no user can match it, so the campaign never bids`,
