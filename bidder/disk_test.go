@@ -60,7 +60,7 @@ func TestRulesApplyDiskFull(t *testing.T) {
 func TestNoticeDiskFull(t *testing.T) {
 	notice := refusedNotice("bill", 0xff,
 		fmt.Errorf("%w: write: %w", ledger.ErrNotDurable, enospc("/data/ledger/log-0000000000000000.wal")))
-	code, httpCode := mapError(notice)
+	code, httpCode, _ := mapError(notice)
 	if code != codes.Unavailable || httpCode != http.StatusServiceUnavailable {
 		t.Errorf("notice on a full disk: %v / HTTP %d; want Unavailable / 503", code, httpCode)
 	}

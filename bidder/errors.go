@@ -39,51 +39,59 @@ var errorMapping = []struct {
 	match func(error) bool
 	code  codes.Code
 	http  int
+	// reason, when set, is the google.rpc.ErrorInfo reason a gRPC
+	// status carries (grpcError): ReasonNotApplied.
+	reason string
 }{
-	{func(err error) bool { var v *ValidationError; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest},
-	{func(err error) bool { return errors.Is(err, ErrBadBody) }, codes.InvalidArgument, http.StatusBadRequest},
+	{func(err error) bool { var v *ValidationError; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest, ""},
+	{func(err error) bool { return errors.Is(err, ErrBadBody) }, codes.InvalidArgument, http.StatusBadRequest, ""},
 	// Rules (rules.go): an invalid rule set, every error with its path.
-	{func(err error) bool { var v rules.ValidationErrors; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest},
+	{func(err error) bool { var v rules.ValidationErrors; return errors.As(err, &v) }, codes.InvalidArgument, http.StatusBadRequest, ""},
 	// Segments (segments.go and the segments package).
-	{func(err error) bool { var l *LimitError; return errors.As(err, &l) }, codes.ResourceExhausted, http.StatusRequestEntityTooLarge},
+	{func(err error) bool { var l *LimitError; return errors.As(err, &l) }, codes.ResourceExhausted, http.StatusRequestEntityTooLarge, ""},
 	{func(err error) bool {
 		return errors.Is(err, segments.ErrBadUserID) || errors.Is(err, segments.ErrBadName)
-	}, codes.InvalidArgument, http.StatusBadRequest},
-	{func(err error) bool { return errors.Is(err, segments.ErrNotFound) }, codes.NotFound, http.StatusNotFound},
-	{func(err error) bool { return errors.Is(err, segments.ErrKeyConflict) }, codes.FailedPrecondition, http.StatusConflict},
+	}, codes.InvalidArgument, http.StatusBadRequest, ""},
+	{func(err error) bool { return errors.Is(err, segments.ErrNotFound) }, codes.NotFound, http.StatusNotFound, ""},
+	{func(err error) bool { return errors.Is(err, segments.ErrKeyConflict) }, codes.FailedPrecondition, http.StatusConflict, ""},
 	{func(err error) bool {
 		return errors.Is(err, segments.ErrDictFull) || errors.Is(err, segments.ErrTooLarge) || errors.Is(err, segments.ErrTooManySegments)
-	}, codes.ResourceExhausted, http.StatusInsufficientStorage},
+	}, codes.ResourceExhausted, http.StatusInsufficientStorage, ""},
+	// A log write the disk refused, cut back: certainly not applied. Before
+	// ErrNotDurable, which it wraps.
+	{func(err error) bool { return errors.Is(err, segments.ErrNotApplied) }, codes.Unavailable, http.StatusServiceUnavailable, ReasonNotApplied},
 	{func(err error) bool {
 		return errors.Is(err, segments.ErrNotDurable) || errors.Is(err, segments.ErrClosed)
-	}, codes.Unavailable, http.StatusServiceUnavailable},
+	}, codes.Unavailable, http.StatusServiceUnavailable, ""},
 	// Rules: an applied set the data dir could not take (a full or
 	// read-only disk); nothing changed, and the message names the file
 	// and the errno.
-	{func(err error) bool { return errors.Is(err, reload.ErrNotPersisted) }, codes.Unavailable, http.StatusServiceUnavailable},
+	{func(err error) bool { return errors.Is(err, reload.ErrNotPersisted) }, codes.Unavailable, http.StatusServiceUnavailable, ""},
 	// Notices (notices.go and the ledger package).
-	{func(err error) bool { return errors.Is(err, ledger.ErrForged) || errors.Is(err, ledger.ErrPrice) }, codes.InvalidArgument, http.StatusBadRequest},
-	{func(err error) bool { return errors.Is(err, ledger.ErrUnknownBid) }, codes.NotFound, http.StatusNotFound},
-	{func(err error) bool { return errors.Is(err, ledger.ErrConflict) }, codes.FailedPrecondition, http.StatusConflict},
+	{func(err error) bool { return errors.Is(err, ledger.ErrForged) || errors.Is(err, ledger.ErrPrice) }, codes.InvalidArgument, http.StatusBadRequest, ""},
+	{func(err error) bool { return errors.Is(err, ledger.ErrUnknownBid) }, codes.NotFound, http.StatusNotFound, ""},
+	{func(err error) bool { return errors.Is(err, ledger.ErrConflict) }, codes.FailedPrecondition, http.StatusConflict, ""},
 	// The durable log could not take the notice's record (a full or
 	// read-only disk): not acknowledged (refusedNotice keeps the file and
 	// the errno for the server's log), and the exchange's retry is
 	// acknowledged once it is durable.
 	{func(err error) bool {
 		return errors.Is(err, ledger.ErrClosed) || errors.Is(err, ledger.ErrNotDurable)
-	}, codes.Unavailable, http.StatusServiceUnavailable},
-	{func(err error) bool { return errors.Is(err, context.Canceled) }, codes.Canceled, 499},
-	{func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, codes.DeadlineExceeded, http.StatusGatewayTimeout},
-	{func(err error) bool { return errors.Is(err, ErrInternal) }, codes.Internal, http.StatusInternalServerError},
+	}, codes.Unavailable, http.StatusServiceUnavailable, ""},
+	{func(err error) bool { return errors.Is(err, context.Canceled) }, codes.Canceled, 499, ""},
+	{func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, codes.DeadlineExceeded, http.StatusGatewayTimeout, ""},
+	{func(err error) bool { return errors.Is(err, ErrInternal) }, codes.Internal, http.StatusInternalServerError, ""},
 }
 
-func mapError(err error) (codes.Code, int) {
+// mapError returns err's gRPC code and HTTP status, and the ErrorInfo
+// reason its gRPC status carries ("" for none), from errorMapping.
+func mapError(err error) (codes.Code, int, string) {
 	for _, m := range errorMapping {
 		if m.match(err) {
-			return m.code, m.http
+			return m.code, m.http, m.reason
 		}
 	}
-	return codes.Internal, http.StatusInternalServerError
+	return codes.Internal, http.StatusInternalServerError, ""
 }
 
 // ErrorDomain and ReasonNotApplied are the google.rpc.ErrorInfo detail of
@@ -100,16 +108,17 @@ const (
 )
 
 // grpcError turns a package error into a gRPC status error. Internal errors
-// carry no detail to the client; errors known to have applied nothing
-// carry an ErrorInfo of reason ReasonNotApplied.
+// carry no detail to the client; an error errorMapping gives a reason
+// (one known to have applied nothing: ReasonNotApplied) carries it as an
+// ErrorInfo.
 func grpcError(err error) error {
-	code, _ := mapError(err)
+	code, _, reason := mapError(err)
 	if code == codes.Internal {
 		return status.Error(codes.Internal, ErrInternal.Error())
 	}
 	st := status.New(code, err.Error())
-	if errors.Is(err, segments.ErrNotApplied) {
-		if withDetails, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonNotApplied, Domain: ErrorDomain}); derr == nil {
+	if reason != "" {
+		if withDetails, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); derr == nil {
 			st = withDetails
 		}
 	}

@@ -364,7 +364,7 @@ func (s *Server) serveNotice(kind noticeKind) http.HandlerFunc {
 		var body noticeAnswer
 		code := http.StatusOK
 		if err != nil {
-			_, code = mapError(err)
+			_, code, _ = mapError(err)
 			body.Error = err.Error()
 			if code == http.StatusInternalServerError {
 				body.Error = ErrInternal.Error()

@@ -184,7 +184,7 @@ func (s *Server) serveBid(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := s.decide(r.Context(), req, wireHTTP, arrived)
 	if err != nil {
-		_, code := mapError(err)
+		_, code, _ := mapError(err)
 		var ve *ValidationError
 		field := ""
 		if errors.As(err, &ve) {

@@ -192,7 +192,7 @@ func rulesError(err error) error {
 	if !errors.As(err, &es) {
 		return grpcError(err)
 	}
-	code, _ := mapError(err)
+	code, _, _ := mapError(err)
 	st := status.New(code, err.Error())
 	br := &errdetails.BadRequest{}
 	for _, e := range es {
