@@ -584,9 +584,7 @@ func (j *journal) flush(force bool) {
 	// trouble; a failure is like a refused write.
 	started := false
 	if !failed && j.rotating {
-		if err = j.nextSegment(); err != nil {
-			j.writeFailures.Add(1)
-		}
+		err = j.nextSegment()
 		started = err == nil
 	}
 	if !failed && err == nil && len(b) > 0 {
@@ -612,8 +610,10 @@ func (j *journal) flush(force bool) {
 					err, sticky = fmt.Errorf("%w; cutting off the part written: %w; %s", err, serr, givenUp), true
 				}
 			}
-			j.writeFailures.Add(1)
 		}
+	}
+	if err != nil {
+		j.writeFailures.Add(1) // one a batch: the segment's making, or the write
 	}
 	j.mu.Lock()
 	switch {
